@@ -1,0 +1,41 @@
+# Every target works from a fresh clone: it creates .venv itself and never
+# touches the system Python.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+BENCH_MLFLOW := bench/.venv-mlflow
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed-base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -e '.[dev]'
+	touch $(VENV)/.installed-base $@
+
+demo: $(VENV)/.installed-base
+	$(PY) examples/quickstart.py
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/lint-imports
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports
+
+$(BENCH_MLFLOW)/.installed:
+	$(PYTHON) -m venv $(BENCH_MLFLOW)
+	$(BENCH_MLFLOW)/bin/python -m pip --disable-pip-version-check -q install 'mlflow==3.17.2'
+	touch $@
+
+bench: $(VENV)/.installed-base $(BENCH_MLFLOW)/.installed
+	$(PY) bench/tracking.py --mlflow-python $(BENCH_MLFLOW)/bin/python
+
+clean:
+	rm -rf $(VENV) $(BENCH_MLFLOW) .test-servers
