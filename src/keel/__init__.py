@@ -1,0 +1,138 @@
+"""keel: experiment management and version control for LLM applications.
+
+Quick start::
+
+    import keel
+
+    with keel.start_run(project="llm-prompt-optimization", name="prompt_v1.3_gpt4") as run:
+        keel.log_params({"prompt_version": "v1.3", "model": "gpt-4", "temperature": 0.7})
+        keel.log_metrics({"accuracy": 0.85, "faithfulness": 0.92})
+
+    keel.search_runs("llm-prompt-optimization", filter="metrics.accuracy > 0.8")
+
+Names are loaded on first use, so ``import keel`` (and the ``keel`` command)
+starts fast; the database libraries load when a store is first opened.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from keel._version import __version__
+from keel.errors import (
+    AlreadyExists,
+    Conflict,
+    FilterSyntaxError,
+    IntegrityError,
+    InvalidInput,
+    KeelError,
+    NoWorkspace,
+    NotFound,
+    SchemaTooNew,
+    StoreError,
+)
+
+__all__ = [
+    "AlreadyExists",
+    "Client",
+    "Conflict",
+    "EntityRef",
+    "FilterSyntaxError",
+    "IntegrityError",
+    "InvalidInput",
+    "KeelError",
+    "NoWorkspace",
+    "NotFound",
+    "Run",
+    "RunList",
+    "RunRecord",
+    "SchemaTooNew",
+    "StoreError",
+    "Table",
+    "__version__",
+    "active_run",
+    "finish",
+    "flush",
+    "init",
+    "lineage",
+    "log",
+    "log_artifact",
+    "log_artifacts",
+    "log_html",
+    "log_input",
+    "log_metric",
+    "log_metrics",
+    "log_output",
+    "log_param",
+    "log_params",
+    "log_table",
+    "log_text",
+    "search_runs",
+    "set_tag",
+    "set_tags",
+    "start_run",
+]
+
+_LAZY = {
+    "Client": "keel.sdk.client",
+    "Run": "keel.sdk.run",
+    "RunList": "keel.sdk.results",
+    "RunRecord": "keel.core.entities",
+    "EntityRef": "keel.core.entities",
+    "Table": "keel.core.table",
+}
+_FLUENT = {
+    "active_run", "finish", "flush", "init", "log", "log_artifact", "log_artifacts", "log_html",
+    "log_input", "log_metric", "log_metrics", "log_output", "log_param", "log_params", "log_table",
+    "log_text", "search_runs", "set_tag", "set_tags", "start_run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "lineage":
+        module = importlib.import_module("keel.sdk.lineage")
+    elif name in _FLUENT:
+        module = importlib.import_module("keel.sdk.fluent")
+    elif name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+    else:
+        raise AttributeError(f"module 'keel' has no attribute {name!r}")
+    value = module if name == "lineage" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from keel.core.entities import EntityRef, RunRecord
+    from keel.core.table import Table
+    from keel.sdk import lineage
+    from keel.sdk.client import Client
+    from keel.sdk.fluent import (
+        active_run,
+        finish,
+        flush,
+        init,
+        log,
+        log_artifact,
+        log_artifacts,
+        log_html,
+        log_input,
+        log_metric,
+        log_metrics,
+        log_output,
+        log_param,
+        log_params,
+        log_table,
+        log_text,
+        search_runs,
+        set_tag,
+        set_tags,
+        start_run,
+    )
+    from keel.sdk.results import RunList
+    from keel.sdk.run import Run

@@ -1,0 +1,58 @@
+"""Validation of user-supplied names (projects, params, metrics, tags, paths)."""
+
+from __future__ import annotations
+
+import re
+
+from keel.errors import InvalidInput
+
+__all__ = ["MAX_KEY_LENGTH", "check_artifact_path", "check_key", "check_name"]
+
+MAX_KEY_LENGTH = 250
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/ ]{0,199}$")
+# Keys may contain dots (flattened params: ``rag.top_k``), slashes, dashes,
+# spaces and colons, like MLflow's; nothing that could confuse the filter
+# language's quoting or a file path.
+_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/ :]*$")
+
+
+def check_name(name: object, what: str = "name") -> str:
+    """Return ``name`` if it is a valid project/run name, else raise InvalidInput."""
+    if not isinstance(name, str) or not _NAME.match(name) or name.strip() != name:
+        raise InvalidInput(
+            f"invalid {what} {name!r}",
+            f"a {what} is 1-200 characters: letters, digits, '.', '_', '-', '/', spaces; "
+            "it starts with a letter or digit",
+        )
+    return name
+
+
+def check_key(key: object, what: str = "key") -> str:
+    """Return ``key`` if it is a valid param/metric/tag key, else raise InvalidInput."""
+    if (
+        not isinstance(key, str)
+        or not key
+        or len(key) > MAX_KEY_LENGTH
+        or not _KEY.match(key)
+        or ".." in key
+        or key.endswith((".", "/"))
+    ):
+        raise InvalidInput(
+            f"invalid {what} {key!r}",
+            f"a {what} is 1-{MAX_KEY_LENGTH} characters of letters, digits, "
+            "'_', '.', '-', '/', ':' and spaces, not starting with '.' or '-'",
+        )
+    return key
+
+
+def check_artifact_path(path: object) -> str:
+    """Normalise a relative artifact path (``a/b.txt``); refuse escapes."""
+    if not isinstance(path, str) or not path.strip():
+        raise InvalidInput(f"invalid artifact path {path!r}", "give a relative path like 'eval/results.json'")
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts) or path.startswith("/"):
+        raise InvalidInput(
+            f"invalid artifact path {path!r}",
+            "artifact paths are relative and may not contain '..'",
+        )
+    return "/".join(parts)

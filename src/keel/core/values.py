@@ -1,0 +1,109 @@
+"""Param, metric and tag values: flattening, encoding and decoding.
+
+Params are any JSON value. Nested dicts are flattened with dots
+(``{"rag": {"top_k": 5}}`` -> ``rag.top_k = 5``). A param is stored as text
+plus a type tag, so that it reads back as the value that was logged and a
+filter can compare it as a string or as a number:
+
+======  ===========================  ==============
+type    stored text                  read back as
+======  ===========================  ==============
+str     the string itself            str
+int     ``json.dumps``               int
+float   ``json.dumps`` (NaN allowed) float
+bool    ``true`` / ``false``         bool
+null    ``null``                     None
+json    canonical JSON (lists)       list / dict
+======  ===========================  ==============
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from keel.core.names import check_key
+from keel.errors import InvalidInput
+
+__all__ = [
+    "MAX_PARAM_LENGTH",
+    "decode_param",
+    "encode_param",
+    "flatten",
+    "metric_value",
+]
+
+MAX_PARAM_LENGTH = 64_000
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``(dotted_key, leaf)`` pairs; empty dicts are kept as leaves."""
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise InvalidInput(f"param key {key!r} is not a string", "use string keys")
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from flatten(value, full + ".")
+        else:
+            yield full, value
+
+
+def encode_param(key: str, value: Any) -> tuple[str, str]:
+    """Return ``(vtype, text)`` for a param value; raise InvalidInput if not JSON."""
+    check_key(key, "param key")
+    if isinstance(value, str):
+        vtype, text = "str", value
+    elif isinstance(value, bool):
+        vtype, text = "bool", "true" if value else "false"
+    elif isinstance(value, int):
+        vtype, text = "int", str(value)
+    elif isinstance(value, float):
+        vtype, text = "float", json.dumps(value)  # NaN/Infinity spelled as in JS
+    elif value is None:
+        vtype, text = "null", "null"
+    else:
+        try:
+            text = json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(
+                f"param {key!r} has a value of type {type(value).__name__} that is not JSON",
+                "log strings, numbers, booleans, None, lists or dicts (or str(value))",
+            ) from exc
+        vtype = "json"
+    if len(text) > MAX_PARAM_LENGTH:
+        raise InvalidInput(
+            f"param {key!r} is {len(text)} characters long (limit {MAX_PARAM_LENGTH})",
+            "log long text with log_text() or as an artifact",
+        )
+    return vtype, text
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(type(value).__name__)
+
+
+def decode_param(vtype: str, text: str) -> Any:
+    """Inverse of :func:`encode_param`."""
+    if vtype == "str":
+        return text
+    return json.loads(text)
+
+
+def metric_value(key: str, value: Any) -> float:
+    """Coerce a metric value to float (NaN and +/-inf are kept), else raise."""
+    if isinstance(value, float):
+        return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    raise InvalidInput(
+        f"metric {key!r} has a non-numeric value {value!r}",
+        "metrics are numbers; log other values as params",
+    )

@@ -1,0 +1,136 @@
+"""keel's exceptions: one root, each carrying a stable code and a hint.
+
+The tree::
+
+    KeelError                  code="error"
+    ├── NotFound               code="not_found"        (HTTP 404)
+    ├── AlreadyExists          code="already_exists"   (HTTP 409)
+    ├── InvalidInput           code="invalid_input"    (HTTP 400)
+    │   └── FilterSyntaxError  code="invalid_filter"   (HTTP 400)
+    ├── Conflict               code="conflict"         (HTTP 409)
+    ├── IntegrityError         code="integrity"        (HTTP 500)
+    ├── StoreError             code="store"            (HTTP 500)
+    │   └── SchemaTooNew       code="schema_too_new"   (HTTP 500)
+    └── NoWorkspace            code="no_workspace"     (HTTP 400)
+
+Every message says what went wrong; ``hint`` says what to do about it. The CLI
+prints ``error: <message> (<hint>)`` on one line and exits with ``exit_code``;
+the server renders ``{"error": {"code", "message", "hint"}}`` with ``http_status``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExists",
+    "Conflict",
+    "FilterSyntaxError",
+    "IntegrityError",
+    "InvalidInput",
+    "KeelError",
+    "NoWorkspace",
+    "NotFound",
+    "SchemaTooNew",
+    "StoreError",
+]
+
+
+class KeelError(Exception):
+    """Root of every error keel raises on purpose.
+
+    Args:
+        message: what went wrong, in one sentence.
+        hint: what the user can do next (optional).
+    """
+
+    code = "error"
+    http_status = 500
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def to_dict(self) -> dict[str, str | None]:
+        """The JSON shape used over HTTP and by ``--json`` output."""
+        return {"code": self.code, "message": self.message, "hint": self.hint}
+
+
+class NotFound(KeelError):
+    """A run, project, object or other entity does not exist."""
+
+    code = "not_found"
+    http_status = 404
+    exit_code = 3
+
+
+class AlreadyExists(KeelError):
+    """Creating something that exists already under that name."""
+
+    code = "already_exists"
+    http_status = 409
+    exit_code = 4
+
+
+class InvalidInput(KeelError):
+    """A name, value or argument is malformed."""
+
+    code = "invalid_input"
+    http_status = 400
+    exit_code = 2
+
+
+class FilterSyntaxError(InvalidInput):
+    """A search filter could not be parsed; the message points at the position."""
+
+    code = "invalid_filter"
+
+    def __init__(self, message: str, text: str = "", position: int = 0) -> None:
+        caret = f"\n  {text}\n  {' ' * position}^" if text else ""
+        super().__init__(
+            f"{message} at position {position}{caret}",
+            "filters look like: metrics.accuracy > 0.8 and params.model = 'gpt-4'",
+        )
+        self.text = text
+        self.position = position
+
+
+class Conflict(KeelError):
+    """The request contradicts what is stored (e.g. re-logging a param)."""
+
+    code = "conflict"
+    http_status = 409
+    exit_code = 4
+
+
+class IntegrityError(KeelError):
+    """Stored content does not match its hash: the object is corrupt."""
+
+    code = "integrity"
+    http_status = 500
+    exit_code = 5
+
+
+class StoreError(KeelError):
+    """The metadata database or object store cannot be used."""
+
+    code = "store"
+    http_status = 500
+    exit_code = 6
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer keel than this one."""
+
+    code = "schema_too_new"
+
+
+class NoWorkspace(KeelError):
+    """No ``.keel/`` was found and no ``KEEL_URI`` is set."""
+
+    code = "no_workspace"
+    http_status = 400
+    exit_code = 2

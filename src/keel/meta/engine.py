@@ -1,0 +1,135 @@
+"""Database URL -> a configured SQLAlchemy engine, and transaction helpers.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=NORMAL``:
+a committed transaction survives a crash of the process (SIGKILL included);
+only an operating-system crash or power loss can lose the last commits, and
+never corrupts the file. Foreign keys are on, a busy timeout lets several
+processes share one file, and write transactions start with
+``BEGIN IMMEDIATE`` so two writers queue on the lock instead of failing with
+"database is locked" when a read transaction tries to upgrade.
+
+PostgreSQL uses psycopg 3 with a pre-ping pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from keel.errors import InvalidInput, StoreError
+
+__all__ = ["Database", "open_database"]
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+class Database:
+    """An engine plus keel's conventions for reading and writing.
+
+    Use ``with db.write() as conn:`` for a write transaction (committed on
+    exit, rolled back on error) and ``with db.read() as conn:`` for reads.
+    ``db.sql(text)`` converts ``?`` placeholders to the driver's paramstyle for
+    the few hot paths that go straight to the driver's ``executemany``.
+    """
+
+    def __init__(self, engine: Any, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.dialect: str = engine.dialect.name
+        self.is_sqlite = self.dialect == "sqlite"
+        self._paramstyle = engine.dialect.paramstyle
+
+    def sql(self, text: str) -> str:
+        """Rewrite ``?`` placeholders for this driver (psycopg uses ``%s``)."""
+        if self._paramstyle in ("format", "pyformat"):
+            return text.replace("%", "%%").replace("?", "%s")
+        return text
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Any]:
+        """A connection inside a write transaction."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(keel_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Any]:
+        """A connection inside a read transaction (a consistent snapshot)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _sqlite_engine(url: Any) -> Any:
+    from sqlalchemy import create_engine, event
+
+    database = url.database
+    if database and database != ":memory:":
+        parent = Path(database).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise StoreError(
+                f"cannot open the SQLite database {database}: folder {parent} does not exist",
+                "create the folder or run 'keel init'",
+            )
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event (below) control transactions, not pysqlite.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA case_sensitive_like=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        write = conn.get_execution_options().get("keel_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def open_database(url: str) -> Database:
+    """Open (but do not migrate) the database at ``url``.
+
+    Accepts SQLAlchemy URLs (``sqlite:///path``, ``postgresql+psycopg://...``,
+    ``postgresql://`` is taken as psycopg 3) or a bare file path for SQLite.
+    """
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    if "://" not in url:
+        url = "sqlite:///" + os.path.abspath(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise InvalidInput(f"invalid database URL {url!r}", "use sqlite:///path or postgresql+psycopg://...") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return Database(_sqlite_engine(parsed), url)
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise StoreError(
+                "PostgreSQL support needs psycopg 3", "install it: pip install 'keel[postgres]'"
+            ) from exc
+        return Database(engine, url)
+    raise InvalidInput(
+        f"unsupported database {backend!r} in {url!r}",
+        "keel stores metadata in SQLite (sqlite:///path) or PostgreSQL (postgresql+psycopg://...)",
+    )

@@ -1,0 +1,196 @@
+"""Compile a parsed run filter (``keel.core.filters``) into SQL.
+
+User text never reaches SQL: it is parsed into an AST first, and every value
+becomes a bound parameter. Positive comparisons at the top level of an
+``and`` become inner joins (the database can then drive the query from the
+``(key, value)`` index of the compared metric/param/tag); anything under
+``or``/``not`` becomes a correlated ``EXISTS``. Runs lacking the metric that
+orders the result come last.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Float, and_, case, cast, exists, false, not_, or_, select, true
+from sqlalchemy.sql import ColumnElement, Select
+
+from keel.core.filters import And, Comparison, Field, Node, Not, Or, OrderBy
+from keel.errors import InvalidInput
+from keel.meta.schema import latest_metrics, params, projects, runs, tags
+
+__all__ = ["ATTRIBUTES", "compile_search"]
+
+ATTRIBUTES: dict[str, Any] = {
+    "status": runs.c.status,
+    "name": runs.c.name,
+    "run_name": runs.c.name,
+    "run_id": runs.c.run_id,
+    "id": runs.c.run_id,
+    "start_time": runs.c.start_time,
+    "end_time": runs.c.end_time,
+    "parent_id": runs.c.parent_id,
+    "parent": runs.c.parent_id,
+    "project": projects.c.name,
+    "error": runs.c.error,
+}
+
+_TABLES = {"metrics": latest_metrics, "params": params, "tags": tags}
+
+
+def _apply(column: Any, op: str, value: Any) -> ColumnElement[bool]:
+    if op == "=":
+        return column == value
+    if op == "!=":
+        return column != value
+    if op == "<":
+        return column < value
+    if op == "<=":
+        return column <= value
+    if op == ">":
+        return column > value
+    if op == ">=":
+        return column >= value
+    if op == "like":
+        return column.like(value)
+    if op == "not like":
+        return not_(column.like(value))
+    if op == "ilike":
+        return column.ilike(value)
+    if op == "not ilike":
+        return not_(column.ilike(value))
+    if op == "in":
+        return column.in_(list(value))
+    if op == "not in":
+        return column.not_in(list(value))
+    raise InvalidInput(f"unsupported operator {op!r}")  # pragma: no cover - parser guards
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _value_condition(table: Any, cmp: Comparison) -> ColumnElement[bool]:
+    """The condition on one metric/param/tag row for ``cmp`` (key already matched)."""
+    kind, op, value = cmp.field.kind, cmp.op, cmp.value
+    values = value if isinstance(value, tuple) else (value,)
+    if kind == "metrics":
+        if not all(_is_number(v) for v in values):
+            raise InvalidInput(
+                f"metrics.{cmp.field.key} is compared with {value!r}",
+                "metrics compare with numbers, e.g. metrics.accuracy > 0.8",
+            )
+        if op.endswith("like"):
+            raise InvalidInput(f"'{op}' does not apply to the metric {cmp.field.key!r}", "use =, <, > ...")
+        return _apply(table.c.value, op, value)
+    if kind == "params" and all(_is_number(v) for v in values) and not op.endswith("like"):
+        numeric = case((table.c.vtype.in_(("int", "float")), cast(table.c.value, Float)), else_=None)
+        return _apply(numeric, op, value)
+    if kind == "params" and all(isinstance(v, bool) for v in values):
+        text = tuple("true" if v else "false" for v in values)
+        return _apply(table.c.value, op, text if isinstance(value, tuple) else text[0])
+    text_value = tuple(str(v) for v in values) if isinstance(value, tuple) else str(value)
+    return _apply(table.c.value, op, text_value)
+
+
+def _attribute_condition(cmp: Comparison) -> ColumnElement[bool]:
+    column = ATTRIBUTES.get(cmp.field.key)
+    if column is None:
+        raise InvalidInput(
+            f"unknown run attribute {cmp.field.key!r}",
+            f"use metrics.<key>, params.<key>, tags.<key> or one of: {', '.join(sorted(ATTRIBUTES))}",
+        )
+    value = cmp.value
+    if cmp.field.key == "status":
+        value = tuple(str(v).lower() for v in value) if isinstance(value, tuple) else str(value).lower()
+    if cmp.op == "is null":
+        return column.is_(None)
+    if cmp.op == "is not null":
+        return column.is_not(None)
+    return _apply(column, cmp.op, value)
+
+
+class _Compiler:
+    def __init__(self) -> None:
+        self.joins: list[tuple[Any, ColumnElement[bool], bool]] = []
+        self.joined: dict[tuple[str, str], Any] = {}
+
+    def join_for(self, kind: str, key: str, outer: bool = False) -> Any:
+        """An alias of the metric/param/tag table joined on (run, key)."""
+        found = self.joined.get((kind, key))
+        if found is not None:
+            return found
+        alias = _TABLES[kind].alias(f"j{len(self.joins)}")
+        self.joins.append((alias, and_(alias.c.run_pk == runs.c.id, alias.c.key == key), outer))
+        self.joined[(kind, key)] = alias
+        return alias
+
+    def condition(self, node: Node, top: bool) -> ColumnElement[bool]:
+        if isinstance(node, And):
+            return and_(*(self.condition(item, top) for item in node.items))
+        if isinstance(node, Or):
+            return or_(*(self.condition(item, False) for item in node.items))
+        if isinstance(node, Not):
+            return not_(self.condition(node.item, False))
+        return self.comparison(node, top)
+
+    def comparison(self, cmp: Comparison, top: bool) -> ColumnElement[bool]:
+        kind = cmp.field.kind
+        if kind in (None, "attributes"):
+            return _attribute_condition(cmp)
+        table = _TABLES[kind]
+        if cmp.op == "is null":
+            return not_(self._exists(table, cmp.field.key, true()))
+        if cmp.op == "is not null":
+            return self._exists(table, cmp.field.key, true())
+        if top and cmp.op not in ("!=", "not in", "not like", "not ilike"):
+            alias = self.join_for(kind, cmp.field.key)
+            return _value_condition(alias, cmp)
+        return self._exists(table, cmp.field.key, _value_condition(table, cmp))
+
+    @staticmethod
+    def _exists(table: Any, key: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+        return exists().where(table.c.run_pk == runs.c.id, table.c.key == key, condition)
+
+
+def compile_search(
+    project_ids: list[int] | None,
+    node: Node | None,
+    order_by: list[OrderBy],
+    include_deleted: bool = False,
+    only_deleted: bool = False,
+) -> Select[Any]:
+    """A SELECT of ``runs.id`` rows matching the filter, in the requested order."""
+    compiler = _Compiler()
+    conditions: list[ColumnElement[bool]] = []
+    if project_ids is not None:
+        conditions.append(runs.c.project_id.in_(project_ids) if project_ids else false())
+    if only_deleted:
+        conditions.append(runs.c.deleted == true())
+    elif not include_deleted:
+        conditions.append(runs.c.deleted == false())
+    if node is not None:
+        conditions.append(compiler.condition(node, top=True))
+
+    order_columns: list[Any] = []
+    for clause in order_by:
+        field: Field = clause.field
+        if field.kind in (None, "attributes"):
+            column = ATTRIBUTES.get(field.key)
+            if column is None:
+                raise InvalidInput(
+                    f"cannot order by unknown run attribute {field.key!r}",
+                    "order by metrics.<key>, params.<key>, tags.<key>, start_time, end_time, name or status",
+                )
+        else:
+            alias = compiler.join_for(field.kind, field.key, outer=True)
+            column = alias.c.value
+        ordered = column.asc() if clause.ascending else column.desc()
+        order_columns.append(ordered.nulls_last())
+    order_columns += [runs.c.start_time.desc(), runs.c.id.desc()]
+
+    source: Any = runs.join(projects, projects.c.id == runs.c.project_id)
+    for alias, on, outer in compiler.joins:
+        source = source.join(alias, on, isouter=outer)
+    return select(runs.c.id).select_from(source).where(*conditions).order_by(*order_columns)
+

@@ -1,0 +1,127 @@
+"""The object-store interface and the behaviour every backend shares."""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from keel.core.hashing import hash_bytes, is_oid, new_hasher
+from keel.errors import IntegrityError, InvalidInput, NotFound
+
+__all__ = ["CHUNK", "ObjectStore", "check_oid"]
+
+CHUNK = 1 << 20  # bytes read per step when streaming a file
+
+
+def check_oid(oid: str) -> str:
+    """Return ``oid`` if it is a full hex BLAKE3 id, else raise InvalidInput."""
+    if not isinstance(oid, str) or not is_oid(oid):
+        raise InvalidInput(f"invalid object id {oid!r}", "object ids are 64 lowercase hex digits")
+    return oid
+
+
+class ObjectStore(abc.ABC):
+    """An immutable, content-addressed blob store.
+
+    Subclasses implement the five primitives (``_write``, ``_read``,
+    ``exists``, ``iter_oids``, ``describe``); hashing, verification and file
+    streaming are shared here so every backend behaves the same.
+    """
+
+    url: str = ""
+
+    # -- primitives ------------------------------------------------------
+    @abc.abstractmethod
+    def _write(self, oid: str, data: bytes) -> None:
+        """Store ``data`` under ``oid`` atomically (a no-op if present)."""
+
+    @abc.abstractmethod
+    def _read(self, oid: str) -> bytes:
+        """Return the stored bytes of ``oid``; raise NotFound if absent."""
+
+    @abc.abstractmethod
+    def exists(self, oid: str) -> bool:
+        """True if ``oid`` is stored."""
+
+    @abc.abstractmethod
+    def iter_oids(self) -> Iterator[str]:
+        """Every stored object id (any order)."""
+
+    @abc.abstractmethod
+    def describe(self, oid: str) -> str:
+        """Where ``oid`` lives, for messages (a path or URL)."""
+
+    # -- shared behaviour ---------------------------------------------------
+    def put_bytes(self, data: bytes) -> str:
+        """Store ``data``; return its oid. Identical content is stored once."""
+        oid = hash_bytes(data)
+        if not self.exists(oid):
+            self._write(oid, data)
+        return oid
+
+    def put_file(self, path: str | os.PathLike[str]) -> tuple[str, int]:
+        """Store a file's content (streamed); return ``(oid, size)``."""
+        hasher = new_hasher()
+        size = 0
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(CHUNK), b""):
+                hasher.update(chunk)
+                size += len(chunk)
+        oid = hasher.hexdigest()
+        if not self.exists(oid):
+            self._write_file(oid, Path(path))
+        return oid, size
+
+    def _write_file(self, oid: str, path: Path) -> None:
+        """Store a file whose oid is known; backends override to stream."""
+        self._write(oid, path.read_bytes())
+
+    def get_bytes(self, oid: str, verify: bool = True) -> bytes:
+        """The content of ``oid``; with ``verify`` its hash is checked."""
+        data = self._read(check_oid(oid))
+        if verify and hash_bytes(data) != oid:
+            raise IntegrityError(
+                f"object {oid} is corrupt: its content no longer matches its hash ({self.describe(oid)})",
+                "restore it from a remote or a backup; 'keel verify' lists every corrupt object",
+            )
+        return data
+
+    def get_file(self, oid: str, dest: str | os.PathLike[str]) -> None:
+        """Write the content of ``oid`` to ``dest`` atomically, verifying it."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.keel-tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as out:
+                self._copy_to(oid, out)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _copy_to(self, oid: str, out: BinaryIO) -> None:
+        out.write(self.get_bytes(oid))
+
+    def exists_many(self, oids: Iterable[str]) -> set[str]:
+        """The subset of ``oids`` that is stored."""
+        return {oid for oid in oids if self.exists(oid)}
+
+    def verify(self, oid: str) -> None:
+        """Raise IntegrityError if ``oid`` is corrupt, NotFound if missing."""
+        self.get_bytes(oid, verify=True)
+
+    def verify_all(self) -> Iterator[tuple[str, str]]:
+        """Yield ``(oid, problem)`` for every corrupt or unreadable object."""
+        for oid in self.iter_oids():
+            try:
+                self.verify(oid)
+            except (IntegrityError, NotFound) as exc:
+                yield oid, exc.message
+
+    def close(self) -> None:
+        """Release resources (connections); the default has none."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

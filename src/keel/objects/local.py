@@ -1,0 +1,129 @@
+"""The local object store: a directory with fan-out ``ab/cdef...`` files.
+
+Writes go to a temp file inside the store's ``tmp/`` folder (same filesystem)
+and are renamed into place, so a crash never leaves a partial object under a
+real name. Stored files are made read-only. A file is never modified after
+it is written; identical content is written once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from keel.core.hashing import new_hasher
+from keel.errors import IntegrityError, NotFound, StoreError
+from keel.objects.base import CHUNK, ObjectStore, check_oid
+
+__all__ = ["LocalObjectStore"]
+
+_READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+
+
+class LocalObjectStore(ObjectStore):
+    """Objects as read-only files under ``root/ab/cdef...``."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.url = str(self.root)
+        try:
+            (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the object store at {self.root}: {exc.strerror}",
+                "check the path and its permissions",
+            ) from exc
+
+    def path(self, oid: str) -> Path:
+        """The file that holds ``oid`` (whether or not it exists)."""
+        return self.root / oid[:2] / oid[2:]
+
+    def describe(self, oid: str) -> str:
+        return str(self.path(oid))
+
+    def exists(self, oid: str) -> bool:
+        return os.path.exists(self.root / oid[:2] / oid[2:])
+
+    def _commit_tmp(self, tmp: str, oid: str) -> None:
+        final = self.path(oid)
+        final.parent.mkdir(exist_ok=True)
+        os.chmod(tmp, _READ_ONLY)
+        os.replace(tmp, final)
+
+    def _write(self, oid: str, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            self._commit_tmp(tmp, oid)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def put_file(self, path: str | os.PathLike[str]) -> tuple[str, int]:
+        # One pass: hash while copying into the temp file, then rename.
+        hasher = new_hasher()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
+        try:
+            with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+                for chunk in iter(lambda: src.read(CHUNK), b""):
+                    hasher.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+            oid = hasher.hexdigest()
+            if not self.exists(oid):
+                self._commit_tmp(tmp, oid)
+            return oid, size
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _read(self, oid: str) -> bytes:
+        try:
+            return self.path(oid).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(
+                f"object {oid} is not in the store at {self.root}",
+                "pull it from a remote, or check the id",
+            ) from None
+
+    def _copy_to(self, oid: str, out: BinaryIO) -> None:
+        hasher = new_hasher()
+        try:
+            src = open(self.path(check_oid(oid)), "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise NotFound(f"object {oid} is not in the store at {self.root}", "check the id") from None
+        with src:
+            for chunk in iter(lambda: src.read(CHUNK), b""):
+                hasher.update(chunk)
+                out.write(chunk)
+        if hasher.hexdigest() != oid:
+            raise IntegrityError(
+                f"object {oid} is corrupt: its content no longer matches its hash ({self.path(oid)})",
+                "restore it from a remote or a backup; 'keel verify' lists every corrupt object",
+            )
+
+    def verify(self, oid: str) -> None:
+        # Stream instead of reading whole files into memory.
+        with open(os.devnull, "wb") as sink:
+            self._copy_to(oid, sink)
+
+    def iter_oids(self) -> Iterator[str]:
+        for fan in sorted(os.listdir(self.root)):
+            if len(fan) != 2 or fan == "tmp":
+                continue
+            for name in sorted(os.listdir(self.root / fan)):
+                yield fan + name
+
+    def destroy(self) -> None:
+        """Remove the whole store (tests only)."""
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                os.chmod(os.path.join(dirpath, name), stat.S_IWUSR | stat.S_IRUSR)
+        shutil.rmtree(self.root)

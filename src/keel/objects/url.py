@@ -1,0 +1,38 @@
+"""Turn an object-store URL into a store."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlparse
+
+from keel.errors import InvalidInput
+from keel.objects.base import ObjectStore
+from keel.objects.local import LocalObjectStore
+from keel.objects.memory import MemoryObjectStore
+
+__all__ = ["open_object_store"]
+
+
+def open_object_store(url: str) -> ObjectStore:
+    """``/path`` | ``file:///path`` | ``s3://bucket/prefix[?endpoint_url=...]`` | ``memory://``."""
+    if url.startswith("memory:"):
+        return MemoryObjectStore()
+    if url.startswith("s3://"):
+        parsed = urlparse(url)
+        if not parsed.netloc:
+            raise InvalidInput(f"invalid S3 URL {url!r}", "write s3://bucket/prefix")
+        query = parse_qs(parsed.query)
+        from keel.objects.s3 import S3ObjectStore
+
+        return S3ObjectStore(
+            bucket=parsed.netloc,
+            prefix=parsed.path.strip("/"),
+            endpoint_url=(query.get("endpoint_url") or [None])[0],
+        )
+    if url.startswith("file://"):
+        return LocalObjectStore(urlparse(url).path)
+    if "://" in url:
+        raise InvalidInput(
+            f"unsupported object store URL {url!r}",
+            "use a local path, file:///path, s3://bucket/prefix or memory://",
+        )
+    return LocalObjectStore(url)

@@ -1,0 +1,258 @@
+"""The run object every API style logs through.
+
+``Run`` validates on the calling thread (bad keys, non-numeric metrics,
+conflicting params raise at once) and queues rows on the store's
+:class:`~keel.sdk.writer.BatchWriter`; ``finish()`` makes them durable.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from keel.core.entities import RUN_STATUSES, EntityRef, RunRecord, now_ms
+from keel.core.names import check_key
+from keel.core.table import Table
+from keel.core.values import decode_param, encode_param, flatten, metric_value
+from keel.errors import Conflict, InvalidInput
+
+if TYPE_CHECKING:
+    from keel.sdk.session import Session
+
+__all__ = ["Run"]
+
+_TEXT_SUFFIXES = {"text": ".txt", "html": ".html"}
+
+
+class Run:
+    """A live run: log params, metrics, tags, artifacts, tables, text and lineage.
+
+    Use it as a context manager; leaving the block finishes the run (``failed``
+    with the error recorded if an exception escaped, ``killed`` on Ctrl-C)::
+
+        with keel.start_run(project="chat", name="prompt-v2") as run:
+            run.log_params({"model": "gpt-4o", "temperature": 0.2})
+            run.log_metric("accuracy", 0.91)
+    """
+
+    def __init__(self, session: Session, record: RunRecord, stored_params: Mapping[str, tuple[str, str]] = ()) -> None:
+        self._session = session
+        self._writer = session.writer
+        self.id: str = record.run_id
+        self.name: str = record.name
+        self.project: str = record.project
+        self.parent_id: str | None = record.parent_id
+        self._params: dict[str, tuple[str, str]] = dict(stored_params)
+        self._keys: set[str] = set()
+        self._step = 0
+        self._lock = threading.Lock()
+        self.status = "running"
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id[:8]} {self.name!r} project={self.project!r} {self.status}>"
+
+    # -- params ---------------------------------------------------------------
+    def log_param(self, key: str, value: Any, overwrite: bool = False) -> None:
+        """Log one param (any JSON value). Changing a logged value raises Conflict."""
+        self.log_params({key: value}, overwrite=overwrite)
+
+    def log_params(self, params: Mapping[str, Any], overwrite: bool = False) -> None:
+        """Log params; nested dicts are flattened with dots (``rag.top_k``)."""
+        if not isinstance(params, Mapping):
+            raise InvalidInput("log_params takes a dict", "call log_params({'name': value})")
+        rows = []
+        with self._lock:
+            for key, value in flatten(params):
+                vtype, text = encode_param(key, value)
+                old = self._params.get(key)
+                if old is not None and old != (vtype, text) and not overwrite:
+                    raise Conflict(
+                        f"param {key!r} of run {self.id[:8]} is {decode_param(*old)!r}; "
+                        f"cannot change it to {value!r}",
+                        "params are fixed once logged: log a new key, or pass overwrite=True",
+                    )
+                rows.append((self.id, key, vtype, text, overwrite))
+            for row in rows:
+                self._params[row[1]] = (row[2], row[3])
+        for row in rows:
+            self._writer.add("p", row)
+
+    # -- metrics --------------------------------------------------------------
+    def log_metric(self, key: str, value: float, step: int | None = None, timestamp: int | None = None) -> None:
+        """Log one metric value (float; NaN and +/-inf are kept). Costs microseconds."""
+        if key not in self._keys:
+            check_key(key, "metric key")
+            self._keys.add(key)
+        if type(value) is not float:
+            value = metric_value(key, value)
+        if step is None:
+            step = 0
+        elif type(step) is not int:
+            step = _check_step(step)
+        self._writer.add_metric((self.id, key, value, step, timestamp or now_ms()))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log several metrics at one step (nested dicts are flattened)."""
+        if not isinstance(metrics, Mapping):
+            raise InvalidInput("log_metrics takes a dict", "call log_metrics({'accuracy': 0.9})")
+        ts = now_ms()
+        for key, value in flatten(metrics):
+            self.log_metric(key, value, step, ts)
+
+    def log(self, values: Mapping[str, Any], step: int | None = None) -> None:
+        """W&B style: numbers become metrics, anything else params.
+
+        Without ``step`` each call is the next step of this run (0, 1, 2...).
+        """
+        if not isinstance(values, Mapping):
+            raise InvalidInput("log takes a dict", "call log({'accuracy': 0.9, 'model': 'gpt-4'})")
+        flat = dict(flatten(values))
+        numbers = {k: v for k, v in flat.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        others = {k: v for k, v in flat.items() if k not in numbers}
+        if step is None:
+            step, self._step = self._step, self._step + 1
+        if others:
+            self.log_params(others)
+        if numbers:
+            ts = now_ms()
+            for key, value in numbers.items():
+                self.log_metric(key, value, step, ts)
+
+    # -- tags -----------------------------------------------------------------
+    def set_tag(self, key: str, value: Any) -> None:
+        """Set a tag (a mutable string label); setting it again replaces it."""
+        self._writer.add("t", (self.id, check_key(key, "tag key"), str(value)))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set several tags."""
+        for key, value in tags.items():
+            self.set_tag(key, value)
+
+    # -- content ---------------------------------------------------------------
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> str:
+        """Store a file (or a directory tree) as output of this run; returns its oid
+        (the first file's for a directory). Identical content is stored once."""
+        items = self._session.service.collect_artifacts(path, artifact_path)
+        now = now_ms()
+        for target, oid, size in items:
+            self._writer.add("a", (self.id, target, oid, size, "file", now))
+            self._writer.add("l", (self.id, "output", "artifact", oid, "", target, now))
+        return items[0][1] if items else ""
+
+    def log_artifacts(self, directory: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Store every file under ``directory`` (paths kept relative to it)."""
+        if not Path(directory).is_dir():
+            raise InvalidInput(f"{directory} is not a directory", "use log_artifact for a single file")
+        self.log_artifact(directory, artifact_path)
+
+    def _log_bytes(self, path: str, data: bytes, kind: str) -> str:
+        oid = self._session.service.store_bytes(data)
+        now = now_ms()
+        self._writer.add("a", (self.id, path, oid, len(data), kind, now))
+        self._writer.add("l", (self.id, "output", "artifact", oid, "", path, now))
+        return oid
+
+    def log_table(
+        self,
+        name: str,
+        columns: Sequence[str] | None = None,
+        rows: Sequence[Sequence[Any] | Mapping[str, Any]] = (),
+    ) -> Table:
+        """Store a table (rows as lists with ``columns``, or as dicts) as one object."""
+        from keel.services.tracking import table_path
+
+        table = Table.build(columns, rows)
+        self._log_bytes(table_path(name), table.to_bytes(), "table")
+        return table
+
+    def log_text(self, name: str, text: str) -> str:
+        """Store a text value (e.g. the system prompt a run used) as ``name[.txt]``."""
+        return self._log_value(name, text, "text")
+
+    def log_html(self, name: str, html: str) -> str:
+        """Store an HTML document as ``name[.html]``."""
+        return self._log_value(name, html, "html")
+
+    def _log_value(self, name: str, text: str, kind: str) -> str:
+        if not isinstance(text, str):
+            raise InvalidInput(f"log_{kind} takes a string, got {type(text).__name__}")
+        path = text_path(name, kind)
+        self._log_bytes(path, text.encode("utf-8"), kind)
+        return path
+
+    # -- lineage ----------------------------------------------------------------
+    def log_input(self, entity: str | EntityRef, role: str = "") -> None:
+        """Record that this run used ``entity`` (``kind:id[@version]``)."""
+        ref = EntityRef.parse(entity)
+        self._writer.add("l", (self.id, "input", ref.kind, ref.id, ref.version, role, now_ms()))
+
+    def log_output(self, entity: str | EntityRef, role: str = "") -> None:
+        """Record that this run produced ``entity``."""
+        ref = EntityRef.parse(entity)
+        self._writer.add("l", (self.id, "output", ref.kind, ref.id, ref.version, role, now_ms()))
+
+    # -- reading back -------------------------------------------------------------
+    @property
+    def info(self) -> RunRecord:
+        """The run as stored now (flushes pending rows first)."""
+        self.flush()
+        return self._session.service.get_run(self.id)
+
+    def table(self, name: str) -> Table:
+        """A table logged by this run."""
+        self.flush()
+        return self._session.service.read_table(self.id, name)
+
+    def text(self, name: str, kind: str = "text") -> str:
+        """A text value logged by this run."""
+        self.flush()
+        return self._session.service.read_artifact(self.id, text_path(name, kind)).decode("utf-8")
+
+    # -- lifecycle ---------------------------------------------------------------
+    def flush(self) -> None:
+        """Block until everything logged so far is durable."""
+        self._writer.flush()
+
+    def finish(self, status: str = "finished", error: str | None = None) -> None:
+        """End the run with ``status`` and make everything durable. Idempotent."""
+        if status not in RUN_STATUSES or status == "running":
+            raise InvalidInput(f"invalid final status {status!r}", "use finished, failed or killed")
+        with self._lock:
+            if self.status != "running":
+                return
+            self.status = status
+        self._writer.add("e", (self.id, status, now_ms(), error))
+        self._writer.flush()
+        self._session.forget(self)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.finish("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish("killed", "KeyboardInterrupt")
+        else:
+            self.finish("failed", f"{exc_type.__name__}: {exc}")
+
+
+def text_path(name: str, kind: str = "text") -> str:
+    """The artifact path of a text/html value: ``name`` plus a suffix if it has none."""
+    check_key(name, f"{kind} name")
+    return name if Path(name).suffix else name + _TEXT_SUFFIXES.get(kind, ".txt")
+
+
+def _check_step(step: Any) -> int:
+    try:
+        if isinstance(step, bool) or int(step) != step:
+            raise ValueError
+        return int(step)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"invalid step {step!r}", "steps are integers") from None

@@ -1,0 +1,148 @@
+"""One open store in this process: its service, background writer and live runs.
+
+Sessions are shared per store URL, so every run logging to one store shares
+one writer thread and one connection pool. At interpreter exit (and on
+SIGTERM) every live run is finished and every writer flushed: an ordinary
+exit loses nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from keel.errors import NoWorkspace
+from keel.sdk.run import Run
+from keel.sdk.writer import BatchWriter
+from keel.services.tracking import TrackingService
+from keel.services.workspace import init_workspace, open_store, resolve_store_urls
+
+__all__ = ["Session", "get_session", "shutdown"]
+
+log = logging.getLogger("keel")
+
+_SESSIONS: dict[tuple[str, str], Session] = {}
+_LOCK = threading.Lock()
+_uncaught: list[BaseException] = []
+
+
+class Session:
+    """A store's :class:`TrackingService`, :class:`BatchWriter` and live runs."""
+
+    def __init__(self, service: TrackingService) -> None:
+        self.service = service
+        self.writer = BatchWriter(service.write_batch)
+        self.live: dict[str, Run] = {}
+        self._lock = threading.Lock()
+
+    def start_run(
+        self,
+        project: str | None = None,
+        name: str | None = None,
+        tags: dict[str, Any] | None = None,
+        parent_id: str | None = None,
+    ) -> Run:
+        """Create a run and return it live."""
+        record = self.service.start_run(project, name, tags, parent_id)
+        run = Run(self, record)
+        with self._lock:
+            self.live[run.id] = run
+        return run
+
+    def resume_run(self, run_id: str) -> Run:
+        """Continue logging to an existing run."""
+        self.writer.flush()
+        record, stored = self.service.resume_run(run_id)
+        with self._lock:
+            if record.run_id in self.live:
+                return self.live[record.run_id]
+            run = Run(self, record, stored)
+            self.live[run.id] = run
+        return run
+
+    def forget(self, run: Run) -> None:
+        """Drop a finished run from the live set."""
+        with self._lock:
+            self.live.pop(run.id, None)
+
+    def shutdown(self) -> None:
+        """Finish live runs and flush the writer."""
+        status = "failed" if _uncaught else "finished"
+        error = f"{type(_uncaught[0]).__name__}: {_uncaught[0]}" if _uncaught else None
+        for run in list(self.live.values()):
+            try:
+                run.finish(status, error)
+            except Exception:  # pragma: no cover - best effort at exit
+                log.exception("keel: could not finish run %s at exit", run.id)
+        self.writer.close()
+
+
+def get_session(database: str | None = None, objects: str | None = None, create: bool = True) -> Session:
+    """The session for the store this process uses (see ``keel.services.workspace``).
+
+    With ``create`` and no workspace anywhere, one is created in the current
+    directory, so a script logs with zero set-up (like MLflow's ``mlruns/``).
+    """
+    try:
+        db_url, obj_url, _root = resolve_store_urls(database, objects)
+    except NoWorkspace:
+        if not create:
+            raise
+        init_workspace(os.getcwd())
+        log.info("keel: created a workspace in %s/.keel", os.getcwd())
+        db_url, obj_url, _root = resolve_store_urls(database, objects)
+    key = (db_url, obj_url)
+    with _LOCK:
+        session = _SESSIONS.get(key)
+        if session is None:
+            session = Session(TrackingService(open_store(db_url, obj_url)))
+            _SESSIONS[key] = session
+            _install_exit_hooks()
+        return session
+
+
+def shutdown() -> None:
+    """Finish every live run and flush every writer (runs at interpreter exit)."""
+    with _LOCK:
+        sessions = list(_SESSIONS.values())
+    for session in sessions:
+        session.shutdown()
+
+
+_hooks_installed = False
+
+
+def _install_exit_hooks() -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(shutdown)
+
+    previous_hook = sys.excepthook
+
+    def excepthook(exc_type: Any, exc: BaseException, tb: Any) -> None:
+        _uncaught.append(exc)  # runs left open by the failing script end as failed
+        previous_hook(exc_type, exc, tb)
+
+    sys.excepthook = excepthook
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        None,
+    ):
+
+        def on_sigterm(signum: int, _frame: Any) -> None:
+            for session in list(_SESSIONS.values()):
+                for run in list(session.live.values()):
+                    run.finish("killed", "SIGTERM")
+                session.writer.flush(timeout=10)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+        signal.signal(signal.SIGTERM, on_sigterm)

@@ -1,0 +1,158 @@
+"""Background batching: logging costs an append; one thread writes batches.
+
+User code appends tuples to lock-free deques (``collections.deque.append``
+is atomic). One daemon thread per store wakes every ``interval`` seconds, or
+as soon as ``wake_at`` metrics are pending, drains everything into one
+:class:`WriteBatch` and writes it in one transaction.
+
+Durability: :meth:`BatchWriter.flush` returns once everything appended before
+it is committed. ``Run.finish()``, leaving a ``with`` block, interpreter exit
+(``atexit``) and SIGTERM all flush. A hard kill (SIGKILL, power loss of the
+process) loses at most what was appended since the last commit, i.e. the
+last ``interval`` seconds of logging; earlier commits and the database file
+are never damaged (SQLite WAL, one transaction per batch).
+
+Failures never reach the logging call: a transient database error (locked,
+connection lost) is retried with back-off; a batch that still fails after
+``max_attempts`` is logged with ``logging`` and counted in ``errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from keel.core.batch import WriteBatch
+from keel.errors import KeelError, StoreError
+
+__all__ = ["BatchWriter"]
+
+log = logging.getLogger("keel")
+
+_KINDS = {"p": "params", "t": "tags", "a": "artifacts", "l": "lineage", "e": "run_ends"}
+
+
+class BatchWriter:
+    """Buffers rows and writes them in the background through ``write``."""
+
+    def __init__(
+        self,
+        write: Callable[[WriteBatch], None],
+        interval: float = 0.2,
+        wake_at: int = 20_000,
+        max_attempts: int = 5,
+    ) -> None:
+        self._write = write
+        self.interval = interval
+        self.wake_at = wake_at
+        self.max_attempts = max_attempts
+        self.metrics: deque[tuple[str, str, float, int, int]] = deque()
+        self._ops: deque[tuple[str, Any]] = deque()
+        self._wake = threading.Event()
+        self._write_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self.errors = 0
+        self.last_error: BaseException | None = None
+        self.written = 0
+
+    # -- producer side (user threads) ----------------------------------------
+    def add_metric(self, row: tuple[str, str, float, int, int]) -> None:
+        """Queue one metric row ``(run_id, key, value, step, timestamp)``."""
+        self.metrics.append(row)
+        if len(self.metrics) >= self.wake_at:
+            self._wake.set()
+        if self._thread is None:
+            self._start()
+
+    def add(self, kind: str, row: tuple[Any, ...]) -> None:
+        """Queue a param (``p``), tag (``t``), artifact (``a``), edge (``l``) or run end (``e``)."""
+        self._ops.append((kind, row))
+        if self._thread is None:
+            self._start()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until everything queued so far is written; False on time-out."""
+        if self._thread is None or not self._thread.is_alive() or threading.current_thread() is self._thread:
+            self._drain_and_write()
+            return True
+        done = threading.Event()
+        self._ops.append(("flush", done))
+        self._wake.set()
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        """Flush and stop the thread."""
+        self._closed = True
+        self.flush()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def pending(self) -> int:
+        """Rows queued but not yet handed to the store."""
+        return len(self.metrics) + len(self._ops)
+
+    # -- consumer side (the writer thread) -------------------------------------
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="keel-writer", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self._drain_and_write()
+            except Exception:  # pragma: no cover - _drain_and_write handles its own errors
+                log.exception("keel: the background writer failed")
+
+    def _drain_and_write(self) -> None:
+        with self._write_lock:
+            # Ops first: a flush marker is acknowledged only after the metrics
+            # appended before it, which are then already in self.metrics.
+            ops = [self._ops.popleft() for _ in range(len(self._ops))]
+            metrics = self.metrics
+            rows = [metrics.popleft() for _ in range(len(metrics))]
+            batch = WriteBatch(metrics=rows)
+            waiters: list[threading.Event] = []
+            for kind, row in ops:
+                if kind == "flush":
+                    waiters.append(row)
+                else:
+                    getattr(batch, _KINDS[kind]).append(row)
+            try:
+                if len(batch):
+                    self._write_with_retries(batch)
+            finally:
+                for event in waiters:
+                    event.set()
+
+    def _write_with_retries(self, batch: WriteBatch) -> None:
+        delay = 0.05
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                self._write(batch)
+                self.written += len(batch)
+                return
+            except KeelError as exc:
+                transient = isinstance(exc, StoreError)
+                error: BaseException = exc
+            except Exception as exc:  # a driver error: a locked or lost database
+                transient = True
+                error = exc
+            if not transient or attempt == self.max_attempts:
+                self.errors += 1
+                self.last_error = error
+                log.error("keel: could not write %d logged rows: %s", len(batch), error)
+                return
+            time.sleep(delay)
+            delay = min(delay * 4, 2.0)

@@ -1,0 +1,287 @@
+"""Experiment tracking use cases over one :class:`~keel.services.workspace.Store`.
+
+Everything here is synchronous and validated; buffering lives in the SDK,
+which hands :class:`WriteBatch` objects to :meth:`TrackingService.write_batch`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from keel.core.batch import WriteBatch
+from keel.core.entities import (
+    RUN_STATUSES,
+    Artifact,
+    EntityRef,
+    LineageEdge,
+    Metric,
+    MetricSummary,
+    Project,
+    RunRecord,
+    new_run_id,
+    now_ms,
+)
+from keel.core.filters import parse_filter, parse_order_by
+from keel.core.names import check_artifact_path, check_key, check_name
+from keel.core.table import Table
+from keel.errors import InvalidInput, NotFound
+from keel.services.context import capture_context
+from keel.services.workspace import Store
+
+__all__ = ["DEFAULT_PROJECT", "MAX_PAGE", "TrackingService", "random_run_name"]
+
+DEFAULT_PROJECT = "default"
+MAX_PAGE = 50_000
+
+_ADJECTIVES = (
+    "amber", "bold", "brisk", "calm", "clever", "crisp", "daring", "eager", "fair", "gentle",
+    "glad", "keen", "lively", "lucid", "merry", "nimble", "polite", "quick", "quiet", "rapid",
+    "serene", "sharp", "steady", "swift", "tidy", "vivid", "warm", "wise", "witty", "zesty",
+)
+_NOUNS = (
+    "otter", "falcon", "lynx", "heron", "badger", "comet", "maple", "river", "harbor", "cedar",
+    "meadow", "summit", "ember", "willow", "pebble", "fjord", "aurora", "canyon", "delta", "prairie",
+)
+
+
+def random_run_name() -> str:
+    """A readable default run name like ``swift-otter-42``."""
+    return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randint(1, 999)}"
+
+
+def _encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def _decode_token(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        offset = int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"invalid page token {token!r}", "pass the next_page_token of a previous page") from exc
+    if offset < 0:
+        raise InvalidInput(f"invalid page token {token!r}", "pass the next_page_token of a previous page")
+    return offset
+
+
+class TrackingService:
+    """Projects, runs, logging, search, artifacts, tables and lineage."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.repo = store.tracking
+        self.objects = store.objects
+
+    # -- projects -----------------------------------------------------------
+    def create_project(self, name: str, description: str = "") -> Project:
+        """Create a project (raises AlreadyExists)."""
+        return self.repo.create_project(check_name(name, "project name"), description)
+
+    def list_projects(self) -> list[tuple[Project, int]]:
+        """Projects with their run counts."""
+        return self.repo.list_projects()
+
+    # -- runs -----------------------------------------------------------------
+    def start_run(
+        self,
+        project: str | None = None,
+        name: str | None = None,
+        tags: dict[str, Any] | None = None,
+        parent_id: str | None = None,
+        run_id: str | None = None,
+        cwd: str | None = None,
+    ) -> RunRecord:
+        """Create a running run and capture its context; return it."""
+        project = check_name(project or DEFAULT_PROJECT, "project name")
+        name = check_name(name, "run name") if name else random_run_name()
+        tag_rows = [(check_key(k, "tag key"), str(v)) for k, v in (tags or {}).items()]
+        if parent_id is not None:
+            parent_id = self.resolve_run_id(parent_id)
+        run_id = run_id or new_run_id()
+        start = now_ms()
+        context = capture_context(cwd)
+        self.repo.create_run(run_id, project, name, start, parent_id, context, tag_rows)
+        return RunRecord(
+            run_id=run_id, project=project, name=name, status="running", start_time=start,
+            parent_id=parent_id, context=context, tags=dict(tag_rows),
+        )
+
+    def resume_run(self, run_id: str) -> tuple[RunRecord, dict[str, tuple[str, str]]]:
+        """Reopen a finished run for more logging; returns it and its stored params."""
+        record = self.get_run(run_id)
+        if record.status != "running":
+            self.repo.set_status(record.run_id, "running", None)
+        return record, self.repo.params_of(record.run_id)
+
+    def write_batch(self, batch: WriteBatch) -> None:
+        """Durably write a batch of logged rows (one transaction)."""
+        for _run_id, status, _end, _error in batch.run_ends:
+            if status not in RUN_STATUSES:
+                raise InvalidInput(f"invalid run status {status!r}", f"use one of {', '.join(RUN_STATUSES)}")
+        self.repo.write_batch(batch)
+
+    def check_params(self, rows: Sequence[tuple[str, str, str, str, bool]]) -> None:
+        """Raise Conflict if a param would change a stored value."""
+        self.repo.check_param_conflicts(rows)
+
+    def resolve_run_id(self, run_id: str) -> str:
+        """The full id for a run id or unique prefix."""
+        return self.repo.resolve_run_id(run_id)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """A run by id or unique prefix."""
+        return self.repo.get_run(self.resolve_run_id(run_id))
+
+    def get_runs(self, run_ids: Iterable[str]) -> list[RunRecord]:
+        """Several runs by id or prefix, in the given order."""
+        return self.repo.get_runs([self.resolve_run_id(r) for r in run_ids])
+
+    def children(self, run_id: str) -> list[str]:
+        """Ids of a run's child runs."""
+        return self.repo.children(self.resolve_run_id(run_id))
+
+    def delete_run(self, run_id: str) -> str:
+        """Soft-delete a run (hidden from search; restorable)."""
+        full = self.resolve_run_id(run_id)
+        self.repo.set_deleted(full, True)
+        return full
+
+    def restore_run(self, run_id: str) -> str:
+        """Undo :meth:`delete_run`."""
+        full = self.resolve_run_id(run_id)
+        self.repo.set_deleted(full, False)
+        return full
+
+    def search_runs(
+        self,
+        projects: str | Sequence[str] | None = None,
+        filter: str | None = None,  # noqa: A002 - the public keyword users know from MLflow
+        order_by: str | Sequence[str] | None = None,
+        limit: int = 1000,
+        page_token: str | None = None,
+        include_deleted: bool = False,
+        only_deleted: bool = False,
+    ) -> tuple[list[RunRecord], str | None]:
+        """Runs matching ``filter`` in ``order_by`` order: one page and the next token."""
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"invalid limit {limit!r}", f"use 1..{MAX_PAGE} and page_token for more")
+        if isinstance(projects, str):
+            projects = [projects]
+        project_ids = self.repo.project_ids(projects) if projects else None
+        node = parse_filter(filter) if filter and filter.strip() else None
+        order = parse_order_by(list(order_by) if isinstance(order_by, tuple) else order_by)
+        offset = _decode_token(page_token)
+        records, more = self.repo.search(project_ids, node, order, limit, offset, include_deleted, only_deleted)
+        return records, (_encode_token(offset + limit) if more else None)
+
+    # -- metrics --------------------------------------------------------------
+    def metric_history(self, run_id: str, key: str) -> list[Metric]:
+        """All values of a metric, by step."""
+        return self.repo.metric_history(self.resolve_run_id(run_id), key)
+
+    def metric_summaries(self, run_id: str) -> list[MetricSummary]:
+        """Latest/min/max/count of each metric."""
+        return self.repo.metric_summaries(self.resolve_run_id(run_id))
+
+    # -- content: artifacts, tables, text ---------------------------------------
+    def store_file(self, path: str | os.PathLike[str]) -> tuple[str, int]:
+        """Put one file in the object store; ``(oid, size)``."""
+        source = Path(path)
+        if not source.is_file():
+            raise NotFound(f"no file at {source}", "check the path (directories: log_artifacts)")
+        return self.objects.put_file(source)
+
+    def store_bytes(self, data: bytes) -> str:
+        """Put bytes in the object store; their oid."""
+        return self.objects.put_bytes(data)
+
+    def collect_artifacts(
+        self, path: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> list[tuple[str, str, int]]:
+        """Store a file or a directory tree; ``[(artifact_path, oid, size)]``."""
+        source = Path(path)
+        if source.is_file():
+            target = check_artifact_path(f"{artifact_path}/{source.name}" if artifact_path else source.name)
+            oid, size = self.store_file(source)
+            return [(target, oid, size)]
+        if not source.is_dir():
+            raise NotFound(f"no file or directory at {source}", "check the path")
+        out = []
+        for file in sorted(p for p in source.rglob("*") if p.is_file()):
+            relative = file.relative_to(source).as_posix()
+            target = check_artifact_path(f"{artifact_path}/{relative}" if artifact_path else relative)
+            oid, size = self.objects.put_file(file)
+            out.append((target, oid, size))
+        return out
+
+    def list_artifacts(self, run_id: str, prefix: str = "") -> list[Artifact]:
+        """A run's artifacts (all, or under a folder path)."""
+        prefix = check_artifact_path(prefix) if prefix else ""
+        return self.repo.list_artifacts(self.resolve_run_id(run_id), prefix)
+
+    def artifact(self, run_id: str, path: str) -> Artifact:
+        """One artifact by exact path."""
+        path = check_artifact_path(path)
+        for item in self.repo.list_artifacts(self.resolve_run_id(run_id), path):
+            if item.path == path:
+                return item
+        raise NotFound(f"run {run_id[:8]} has no artifact {path!r}", "list them with 'keel artifacts list RUN'")
+
+    def read_artifact(self, run_id: str, path: str) -> bytes:
+        """The (hash-verified) content of one artifact."""
+        return self.objects.get_bytes(self.artifact(run_id, path).oid)
+
+    def download_artifacts(self, run_id: str, path: str, dest: str | os.PathLike[str]) -> list[Path]:
+        """Write one artifact, or every artifact under a folder path, into ``dest``.
+
+        A file lands as ``dest/<its name>``; a folder's files keep their paths
+        relative to that folder.
+        """
+        path = check_artifact_path(path) if path else ""
+        items = self.list_artifacts(run_id, path)
+        if not items:
+            raise NotFound(
+                f"run {run_id[:8]} has no artifact at {path or '/'!r}", "list them with 'keel artifacts list RUN'"
+            )
+        dest = Path(dest)
+        exact = [item for item in items if item.path == path]
+        if exact:
+            target = dest / Path(path).name
+            self.objects.get_file(exact[0].oid, target)
+            return [target]
+        written = []
+        for item in items:
+            target = dest / (item.path[len(path) + 1 :] if path else item.path)
+            self.objects.get_file(item.oid, target)
+            written.append(target)
+        return written
+
+    def read_table(self, run_id: str, name: str) -> Table:
+        """A logged table by name."""
+        return Table.from_bytes(self.read_artifact(run_id, table_path(name)))
+
+    # -- lineage --------------------------------------------------------------
+    def lineage(self, run_id: str) -> list[LineageEdge]:
+        """A run's input and output edges."""
+        return self.repo.edges(self.resolve_run_id(run_id))
+
+    def used_by(self, entity: str | EntityRef) -> list[str]:
+        """Ids of runs that used ``entity`` as an input."""
+        return self.repo.runs_with_entity(EntityRef.parse(entity), "input")
+
+    def produced_by(self, entity: str | EntityRef) -> list[str]:
+        """Ids of runs that produced ``entity`` as an output."""
+        return self.repo.runs_with_entity(EntityRef.parse(entity), "output")
+
+
+def table_path(name: str) -> str:
+    """The artifact path under which table ``name`` is stored."""
+    check_key(name, "table name")
+    return f"tables/{name}.json"
