@@ -89,9 +89,9 @@ class FilterSyntaxError(InvalidInput):
     code = "invalid_filter"
 
     def __init__(self, message: str, text: str = "", position: int = 0) -> None:
-        caret = f"\n  {text}\n  {' ' * position}^" if text else ""
+        where = f" at position {position} of {text!r}" if text else ""
         super().__init__(
-            f"{message} at position {position}{caret}",
+            f"{message}{where}",
             "filters look like: metrics.accuracy > 0.8 and params.model = 'gpt-4'",
         )
         self.text = text

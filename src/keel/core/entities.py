@@ -45,7 +45,7 @@ def format_time(ms: int | None) -> str:
     """ISO-8601 UTC text for a millisecond timestamp ('' for None)."""
     if ms is None:
         return ""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 @dataclass(frozen=True)

@@ -89,18 +89,22 @@ def get_session(database: str | None = None, objects: str | None = None, create:
     directory, so a script logs with zero set-up (like MLflow's ``mlruns/``).
     """
     try:
-        db_url, obj_url, _root = resolve_store_urls(database, objects)
+        db_url, obj_url, root = resolve_store_urls(database, objects)
     except NoWorkspace:
         if not create:
             raise
         init_workspace(os.getcwd())
         log.info("keel: created a workspace in %s/.keel", os.getcwd())
-        db_url, obj_url, _root = resolve_store_urls(database, objects)
+        db_url, obj_url, root = resolve_store_urls(database, objects)
+    else:
+        root = None
     key = (db_url, obj_url)
     with _LOCK:
         session = _SESSIONS.get(key)
         if session is None:
-            session = Session(TrackingService(open_store(db_url, obj_url)))
+            store = open_store(db_url, obj_url)
+            store.root = root
+            session = Session(TrackingService(store))
             _SESSIONS[key] = session
             _install_exit_hooks()
         return session

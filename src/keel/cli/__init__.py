@@ -1,0 +1,1 @@
+"""The ``keel`` command line: a thin layer over :mod:`keel.sdk`."""

@@ -1,0 +1,351 @@
+"""``keel NOUN VERB``: parse arguments, call the SDK, render.
+
+Heavy modules (the SDK, SQLAlchemy, rich tables) load inside commands, so
+``keel --help`` answers quickly. A :class:`~keel.errors.KeelError` becomes
+one ``error: ...`` line on stderr and the error's exit code; never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from keel._version import __version__
+from keel.errors import KeelError
+
+if TYPE_CHECKING:
+    from keel.sdk.client import Client
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="keel",
+    help="Experiment management and version control for LLM applications.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+runs_app = typer.Typer(help="List, show, compare, delete and restore runs.", no_args_is_help=True)
+artifacts_app = typer.Typer(help="List and download run artifacts.", no_args_is_help=True)
+projects_app = typer.Typer(help="List and create projects.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(artifacts_app, name="artifacts")
+app.add_typer(projects_app, name="projects")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _client() -> Client:
+    from keel.sdk.client import Client
+
+    return Client(create=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"keel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Experiment management and version control for LLM applications."""
+
+
+@app.command("init")
+def init_cmd(
+    path: Annotated[Path, typer.Argument(help="Folder to make a workspace (default: here).")] = Path("."),
+    store: Annotated[str | None, typer.Option("--store", help="Database URL (default: .keel/keel.db).")] = None,
+    objects: Annotated[str | None, typer.Option("--objects", help="Object store URL or path.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rewrite an existing workspace config.")] = False,
+) -> None:
+    """Create a .keel/ workspace (config, SQLite database, object store)."""
+    from keel.sdk.workspace import init_workspace
+
+    root = init_workspace(path, store, objects, force)
+    typer.echo(f"Initialized keel workspace in {root / '.keel'}")
+
+
+@app.command("info")
+def info_cmd(as_json: JsonOpt = False) -> None:
+    """Show which store this folder uses."""
+    from keel.cli.render import print_json
+
+    described = _client().describe()
+    if as_json:
+        print_json(described)
+    else:
+        for key, value in described.items():
+            typer.echo(f"{key:10} {value}")
+
+
+@app.command("verify")
+def verify_cmd(as_json: JsonOpt = False) -> None:
+    """Re-hash every stored object; report corrupt or missing ones (exit 5 if any)."""
+    from keel.cli.render import print_json
+
+    report = _client().verify()
+    if as_json:
+        print_json({"checked": report.checked, "corrupt": report.corrupt, "missing": report.missing, "ok": report.ok})
+    else:
+        for oid, problem in report.corrupt:
+            typer.echo(f"corrupt  {oid}  {problem}")
+        for oid, users in report.missing:
+            where = ", ".join(f"run {run[:8]}:{path}" for run, path in users)
+            typer.echo(f"missing  {oid}  (used by {where})")
+        typer.echo(
+            f"{report.checked} objects checked: {len(report.corrupt)} corrupt, {len(report.missing)} missing"
+        )
+    if not report.ok:
+        raise typer.Exit(5)
+
+
+# -- runs ----------------------------------------------------------------------
+
+
+def _run_columns(runs: list[Any]) -> tuple[list[str], list[str]]:
+    metrics = sorted({k for r in runs for k in r.metrics})
+    params = sorted({k for r in runs for k in r.params})
+    return metrics, params
+
+
+@runs_app.command("list")
+def runs_list(
+    project: Annotated[list[str] | None, typer.Option("--project", "-p", help="Project(s) to list.")] = None,
+    filter_: Annotated[str | None, typer.Option("--filter", "-f", help="e.g. \"metrics.accuracy > 0.8\"")] = None,
+    sort: Annotated[list[str] | None, typer.Option("--sort", "-s", help="e.g. \"metrics.cost asc\"")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many runs.")] = 50,
+    deleted: Annotated[bool, typer.Option("--deleted", help="List deleted runs instead.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, newest first (or in --sort order)."""
+    from keel.cli.render import print_json, table
+
+    runs = _client().search_runs(project or None, filter_, sort or None, limit, only_deleted=deleted)
+    if as_json:
+        print_json({"runs": [r.to_dict() for r in runs], "next_page_token": runs.next_page_token})
+        return
+    metrics, params = _run_columns(runs)
+    metrics, params = metrics[:6], params[:3]
+    from keel.core.entities import format_time
+
+    table(
+        ["run", "project", "name", "status", "started", *metrics, *(f"p:{p}" for p in params)],
+        [
+            [r.run_id[:8], r.project, r.name, r.status, format_time(r.start_time),
+             *(r.metrics.get(m) for m in metrics), *(r.params.get(p) for p in params)]
+            for r in runs
+        ],
+    )
+    if runs.next_page_token:
+        typer.echo(f"(more runs: raise --limit; showing {len(runs)})", err=True)
+
+
+@runs_app.command("show")
+def runs_show(run: Annotated[str, typer.Argument(help="Run id or unique prefix.")], as_json: JsonOpt = False) -> None:
+    """Show one run: status, context, params, metrics (latest/min/max), tags, artifacts."""
+    from keel.cli.render import console, print_json, table
+    from keel.core.entities import format_time
+
+    client = _client()
+    record = client.get_run(run)
+    summaries = client.metric_summaries(record.run_id)
+    artifacts = client.list_artifacts(record.run_id)
+    if as_json:
+        doc = record.to_dict()
+        doc["metric_summaries"] = [s.__dict__ for s in summaries]
+        doc["artifacts"] = [a.__dict__ for a in artifacts]
+        print_json(doc)
+        return
+    out = console()
+    out.print(f"[bold]run[/bold]      {record.run_id}")
+    out.print(f"name     {record.name}   project {record.project}   status {record.status}")
+    out.print(f"started  {format_time(record.start_time)}   ended {format_time(record.end_time) or '-'}")
+    if record.parent_id:
+        out.print(f"parent   {record.parent_id}")
+    if record.error:
+        out.print(f"[red]error    {record.error}[/red]")
+    git = record.context.get("git") or {}
+    if git:
+        out.print(f"git      {git.get('commit', '')[:12]}{' (dirty)' if git.get('dirty') else ''}")
+    out.print(f"host     {record.context.get('hostname', '')}   python {record.context.get('python', '')}")
+    if record.params:
+        table(["param", "value"], [[k, v] for k, v in record.params.items()])
+    if summaries:
+        table(
+            ["metric", "latest", "step", "min", "max", "count"],
+            [[s.key, s.latest, s.step, s.min, s.max, s.count] for s in summaries],
+        )
+    if record.tags:
+        table(["tag", "value"], [[k, v] for k, v in record.tags.items()])
+    if artifacts:
+        table(["artifact", "size", "kind", "oid"], [[a.path, a.size, a.kind, a.oid[:12]] for a in artifacts])
+
+
+@runs_app.command("compare")
+def runs_compare(
+    runs: Annotated[list[str], typer.Argument(help="Two or more run ids or prefixes.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Params and metrics of runs side by side; rows that differ are highlighted."""
+    from keel.cli.render import print_json, table
+    from keel.errors import InvalidInput
+
+    if len(runs) < 2:
+        raise InvalidInput("compare needs at least two runs", "keel runs compare RUN RUN [RUN...]")
+    records = _client().get_runs(runs)
+    metrics, params = _run_columns(records)
+    rows: list[list[Any]] = []
+    kinds: list[str] = []
+    for kind, keys, getter in (("param", params, "params"), ("metric", metrics, "metrics")):
+        for key in keys:
+            rows.append([f"{kind}s.{key}", *(getattr(r, getter).get(key) for r in records)])
+            kinds.append(kind)
+    if as_json:
+        print_json({
+            "runs": [r.run_id for r in records],
+            "rows": [{"key": row[0], "values": row[1:], "differs": _differs(row[1:])} for row in rows],
+        })
+        return
+    differing = {i for i, row in enumerate(rows) if _differs(row[1:])}
+    table(["", *(f"{r.run_id[:8]} {r.name}" for r in records)], rows, highlight_rows=differing)
+    typer.echo(f"{len(differing)} of {len(rows)} values differ")
+
+
+def _differs(values: list[Any]) -> bool:
+    from keel.cli.render import fmt
+
+    return len({fmt(v) for v in values}) > 1
+
+
+@runs_app.command("delete")
+def runs_delete(runs: Annotated[list[str], typer.Argument(help="Run ids or prefixes.")]) -> None:
+    """Delete runs (soft: 'keel runs restore' brings them back)."""
+    client = _client()
+    for run in runs:
+        typer.echo(f"deleted {client.delete_run(run)}")
+
+
+@runs_app.command("restore")
+def runs_restore(runs: Annotated[list[str], typer.Argument(help="Run ids or prefixes.")]) -> None:
+    """Restore deleted runs."""
+    client = _client()
+    for run in runs:
+        typer.echo(f"restored {client.restore_run(run)}")
+
+
+@runs_app.command("lineage")
+def runs_lineage(run: Annotated[str, typer.Argument(help="Run id or prefix.")], as_json: JsonOpt = False) -> None:
+    """What a run used (inputs) and produced (outputs), and its child runs."""
+    from keel.cli.render import print_json, table
+
+    client = _client()
+    full = client.get_run(run).run_id
+    edges = client.lineage(full)
+    children = client.children(full)
+    if as_json:
+        print_json({
+            "run_id": full,
+            "inputs": [{"entity": str(e.entity), "role": e.role} for e in edges if e.direction == "input"],
+            "outputs": [{"entity": str(e.entity), "role": e.role} for e in edges if e.direction == "output"],
+            "children": children,
+        })
+        return
+    rows = [[e.direction, e.entity.kind, e.entity.id, e.entity.version, e.role] for e in edges]
+    rows += [["child", "run", child, "", ""] for child in children]
+    if not rows:
+        typer.echo(f"run {full[:8]} has no recorded inputs or outputs")
+        return
+    table(["direction", "kind", "id", "version", "role"], rows)
+
+
+# -- artifacts ----------------------------------------------------------------
+
+
+@artifacts_app.command("list")
+def artifacts_list(
+    run: Annotated[str, typer.Argument(help="Run id or prefix.")],
+    path: Annotated[str, typer.Argument(help="Folder path inside the run.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """List a run's artifacts."""
+    from keel.cli.render import print_json, table
+
+    items = _client().list_artifacts(run, path)
+    if as_json:
+        print_json([item.__dict__ for item in items])
+        return
+    table(["path", "size", "kind", "oid"], [[a.path, a.size, a.kind, a.oid[:12]] for a in items])
+
+
+@artifacts_app.command("get")
+def artifacts_get(
+    run: Annotated[str, typer.Argument(help="Run id or prefix.")],
+    path: Annotated[str, typer.Argument(help="File or folder path inside the run (default: all).")] = "",
+    dest: Annotated[Path, typer.Option("--dest", "-o", help="Folder to write into.")] = Path("."),
+) -> None:
+    """Download artifacts (hash-verified) into --dest."""
+    for written in _client().download_artifacts(run, path, dest):
+        typer.echo(str(written))
+
+
+# -- projects -------------------------------------------------------------------
+
+
+@projects_app.command("list")
+def projects_list(as_json: JsonOpt = False) -> None:
+    """List projects and their run counts."""
+    from keel.cli.render import print_json, table
+    from keel.core.entities import format_time
+
+    projects = _client().list_projects()
+    if as_json:
+        print_json([{"name": p.name, "runs": n, "created_at": p.created_at, "description": p.description}
+                    for p, n in projects])
+        return
+    table(["project", "runs", "created", "description"],
+          [[p.name, n, format_time(p.created_at), p.description] for p, n in projects])
+
+
+@projects_app.command("create")
+def projects_create(
+    name: Annotated[str, typer.Argument(help="Project name.")],
+    description: Annotated[str, typer.Option("--description", "-d")] = "",
+) -> None:
+    """Create a project (runs also create theirs on first use)."""
+    project = _client().create_project(name, description)
+    typer.echo(f"created project {project.name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``keel`` command; returns the exit code."""
+    import click
+
+    try:
+        result = app(args=argv, standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except KeelError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
