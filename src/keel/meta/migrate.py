@@ -106,6 +106,7 @@ def _upgrade(db: Database) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("path_separator", "os")
     config.set_main_option("version_locations", str(_MIGRATIONS / "versions"))
     with db.engine.connect() as conn:
         config.attributes["connection"] = conn

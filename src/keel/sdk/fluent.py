@@ -201,3 +201,9 @@ def search_runs(
     from keel.sdk.client import Client
 
     return Client(create=True).search_runs(project, filter, order_by, limit, page_token, include_deleted)
+
+
+def _clear_stack() -> None:
+    """Forget every active run (used by ``keel.sdk.session.reset``)."""
+    with _stack_lock:
+        _stack.clear()

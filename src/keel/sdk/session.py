@@ -96,8 +96,6 @@ def get_session(database: str | None = None, objects: str | None = None, create:
         init_workspace(os.getcwd())
         log.info("keel: created a workspace in %s/.keel", os.getcwd())
         db_url, obj_url, root = resolve_store_urls(database, objects)
-    else:
-        root = None
     key = (db_url, obj_url)
     with _LOCK:
         session = _SESSIONS.get(key)
@@ -150,3 +148,16 @@ def _install_exit_hooks() -> None:
             os.kill(os.getpid(), signum)
 
         signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def reset() -> None:
+    """Finish and forget every session and close their stores (tests, long-lived hosts)."""
+    from keel.services.workspace import close_all_stores
+
+    from keel.sdk.fluent import _clear_stack
+
+    shutdown()
+    _clear_stack()
+    with _LOCK:
+        _SESSIONS.clear()
+    close_all_stores()

@@ -189,3 +189,12 @@ def init_workspace(
     )
     open_store(start=root, cached=False).close()  # creates and migrates the database
     return root
+
+
+def close_all_stores() -> None:
+    """Close every cached store (its connection pool and object-store client)."""
+    with _OPEN_LOCK:
+        stores = list(_OPEN.values())
+        _OPEN.clear()
+    for store in stores:
+        store.close()
