@@ -27,8 +27,8 @@ from keel.errors import (
     IntegrityError,
     InvalidInput,
     KeelError,
-    NoWorkspace,
     NotFound,
+    NoWorkspace,
     SchemaTooNew,
     StoreError,
 )

@@ -28,7 +28,7 @@ def test_flush_makes_everything_before_it_written():
     for i in range(1000):
         writer.add_metric(("r", "loss", float(i), i, 0))
     writer.add("p", ("r", "model", "str", "gpt-4", False))
-    assert writer.flush(timeout=5)
+    writer.flush()
     rows = [m for b in sink.batches for m in b.metrics]
     assert len(rows) == 1000 and rows[-1][2] == 999.0
     assert [p for b in sink.batches for p in b.params] == [("r", "model", "str", "gpt-4", False)]
@@ -48,7 +48,7 @@ def test_many_threads_lose_nothing():
         t.start()
     for t in threads:
         t.join()
-    writer.flush(timeout=10)
+    writer.flush()
     assert sum(len(b.metrics) for b in sink.batches) == 20000
     writer.close()
 
@@ -57,7 +57,7 @@ def test_transient_errors_are_retried():
     sink = Sink(fail_times=2)
     writer = BatchWriter(sink, interval=10)
     writer.add_metric(("r", "m", 1.0, 0, 0))
-    writer.flush(timeout=10)
+    writer.flush()
     assert writer.errors == 0 and len(sink.batches) == 1
     writer.close()
 
@@ -66,7 +66,7 @@ def test_permanent_errors_are_counted_not_raised(caplog):
     sink = Sink(fail_times=1, error=InvalidInput("bad run"))
     writer = BatchWriter(sink, interval=10)
     writer.add_metric(("r", "m", 1.0, 0, 0))
-    writer.flush(timeout=10)  # does not raise into the app
+    writer.flush()  # does not raise into the app
     assert writer.errors == 1 and isinstance(writer.last_error, InvalidInput)
     assert "could not write 1 logged rows" in caplog.text
     writer.close()

@@ -16,6 +16,8 @@ __all__ = ["WriteBatch"]
 class WriteBatch:
     """Rows to write, each a tuple; ``run_id`` is always the public id.
 
+    - ``new_runs``: ``(run_id, project, name, start_time, parent_id, context_json)``,
+      written first, so the other rows of the batch may refer to them
     - ``metrics``: ``(run_id, key, value, step, timestamp)``
     - ``params``: ``(run_id, key, vtype, text, overwrite)``
     - ``tags``: ``(run_id, key, value)``
@@ -24,6 +26,7 @@ class WriteBatch:
     - ``run_ends``: ``(run_id, status, end_time, error)``
     """
 
+    new_runs: list[tuple[str, str, str, int, str | None, str]] = field(default_factory=list)
     metrics: list[tuple[str, str, float, int, int]] = field(default_factory=list)
     params: list[tuple[str, str, str, str, bool]] = field(default_factory=list)
     tags: list[tuple[str, str, str]] = field(default_factory=list)
@@ -33,7 +36,7 @@ class WriteBatch:
 
     def __len__(self) -> int:
         return (
-            len(self.metrics) + len(self.params) + len(self.tags)
+            len(self.new_runs) + len(self.metrics) + len(self.params) + len(self.tags)
             + len(self.artifacts) + len(self.lineage) + len(self.run_ends)
         )
 

@@ -6,6 +6,8 @@ services build them from database rows; the CLI and server render them.
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -147,10 +149,15 @@ class RunRecord:
     parent_id: str | None = None
     deleted: bool = False
     error: str | None = None
-    context: dict[str, Any] = field(default_factory=dict)
+    context_json: str = "{}"
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+
+    @functools.cached_property
+    def context(self) -> dict[str, Any]:
+        """Where the run ran: git, host, versions (parsed on first access)."""
+        return dict(json.loads(self.context_json))
 
     @property
     def duration_s(self) -> float | None:

@@ -1,12 +1,25 @@
 """The metadata schema, as SQLAlchemy Core tables.
 
 Runs have an integer surrogate key (``runs.id``) used by the large tables
-(metrics, params, ...) so their rows and indexes stay small; the public id is
-``runs.run_id`` (32 hex digits). ``latest_metrics`` holds the latest, min,
-max and count of every (run, metric) and is maintained per write batch, so
-filtering and ordering runs by a metric is an index lookup, never a scan of
-the metric history. NaN is stored as ``value = NULL, is_nan = true`` on both
-backends (SQLite cannot store NaN); +/-inf are stored as themselves.
+(params, metric chunks, ...) so their rows and indexes stay small; the public
+id is ``runs.run_id`` (32 hex digits).
+
+Metric history is stored columnar: each write batch adds, per (run, metric),
+one ``metric_chunks`` row whose ``steps``/``timestamps``/``vals`` are packed
+little-endian int64/int64/float64 arrays (NaN and +/-inf kept bit for bit).
+Logging 100k values is then a handful of rows, not 100k index insertions.
+``latest_metrics`` holds the latest, min, max and count of every (run,
+metric), maintained per batch, so filtering and ordering runs by a metric is
+an index lookup, never a scan of history. On SQLite the key/value tables are
+``WITHOUT ROWID`` (clustered on their primary key): one B-tree fewer to
+write per commit.
+
+``runs.summary`` is a JSON copy of a run's params, latest metrics and tags,
+written in the same transaction as the rows it mirrors. Filtering and
+ordering use the indexed tables; reading a page of runs reads one row per
+run instead of one per value (the difference between ~30 ms and a few ms for
+a page of 500 runs). There NaN is stored as
+``value = NULL, is_nan = true`` (SQLite cannot store NaN in a REAL column).
 """
 
 from __future__ import annotations
@@ -19,11 +32,13 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 __all__ = [
@@ -31,7 +46,7 @@ __all__ = [
     "latest_metrics",
     "lineage",
     "metadata",
-    "metrics",
+    "metric_chunks",
     "params",
     "projects",
     "runs",
@@ -66,8 +81,10 @@ runs = Table(
     Column("deleted", Boolean, nullable=False, server_default="0"),
     Column("error", Text),
     Column("context", Text, nullable=False, server_default="{}"),
+    Column("summary", Text, nullable=False, server_default="{}"),
     Index("ix_runs_project_start", "project_id", "start_time"),
-    Index("ix_runs_parent", "parent_id"),
+    Index("ix_runs_parent", "parent_id", sqlite_where=text("parent_id IS NOT NULL"),
+          postgresql_where=text("parent_id IS NOT NULL")),
 )
 
 
@@ -84,6 +101,7 @@ params = Table(
     Column("vtype", String(8), nullable=False),
     Column("value", Text, nullable=False),
     Index("ix_params_key_value", "key", "value"),
+    sqlite_with_rowid=False,
 )
 
 tags = Table(
@@ -93,18 +111,22 @@ tags = Table(
     Column("key", String(250), primary_key=True),
     Column("value", Text, nullable=False),
     Index("ix_tags_key_value", "key", "value"),
+    sqlite_with_rowid=False,
 )
 
-metrics = Table(
-    "metrics",
+metric_chunks = Table(
+    "metric_chunks",
     metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
     Column("run_pk", _Id, _run_fk(), nullable=False),
     Column("key", String(250), nullable=False),
-    Column("step", BigInteger, nullable=False),
-    Column("timestamp", BigInteger, nullable=False),
-    Column("value", Float),
-    Column("is_nan", Boolean, nullable=False),
-    Index("ix_metrics_run_key_step", "run_pk", "key", "step"),
+    Column("count", Integer, nullable=False),
+    Column("min_step", BigInteger, nullable=False),
+    Column("max_step", BigInteger, nullable=False),
+    Column("steps", LargeBinary, nullable=False),
+    Column("timestamps", LargeBinary, nullable=False),
+    Column("vals", LargeBinary, nullable=False),
+    Index("ix_metric_chunks_run_key", "run_pk", "key"),
 )
 
 latest_metrics = Table(
@@ -120,6 +142,7 @@ latest_metrics = Table(
     Column("max_value", Float),
     Column("count", BigInteger, nullable=False),
     Index("ix_latest_metrics_key_value", "key", "value"),
+    sqlite_with_rowid=False,
 )
 
 artifacts = Table(
@@ -132,6 +155,7 @@ artifacts = Table(
     Column("kind", String(16), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Index("ix_artifacts_oid", "oid"),
+    sqlite_with_rowid=False,
 )
 
 lineage = Table(

@@ -19,7 +19,7 @@ from keel.core.filters import And, Comparison, Field, Node, Not, Or, OrderBy
 from keel.errors import InvalidInput
 from keel.meta.schema import latest_metrics, params, projects, runs, tags
 
-__all__ = ["ATTRIBUTES", "compile_search"]
+__all__ = ["ATTRIBUTES", "RECORD_COLUMNS", "compile_search"]
 
 ATTRIBUTES: dict[str, Any] = {
     "status": runs.c.status,
@@ -36,6 +36,12 @@ ATTRIBUTES: dict[str, Any] = {
 }
 
 _TABLES = {"metrics": latest_metrics, "params": params, "tags": tags}
+
+# What a run record is built from (see TrackingStore._record).
+RECORD_COLUMNS = (
+    runs.c.id, runs.c.run_id, projects.c.name, runs.c.name, runs.c.status, runs.c.start_time,
+    runs.c.end_time, runs.c.parent_id, runs.c.deleted, runs.c.error, runs.c.context, runs.c.summary,
+)
 
 
 def _apply(column: Any, op: str, value: Any) -> ColumnElement[bool]:
@@ -160,7 +166,7 @@ def compile_search(
     include_deleted: bool = False,
     only_deleted: bool = False,
 ) -> Select[Any]:
-    """A SELECT of ``runs.id`` rows matching the filter, in the requested order."""
+    """A SELECT of the matching runs (the columns of :data:`RECORD_COLUMNS`), in order."""
     compiler = _Compiler()
     conditions: list[ColumnElement[bool]] = []
     if project_ids is not None:
@@ -192,5 +198,5 @@ def compile_search(
     source: Any = runs.join(projects, projects.c.id == runs.c.project_id)
     for alias, on, outer in compiler.joins:
         source = source.join(alias, on, isouter=outer)
-    return select(runs.c.id).select_from(source).where(*conditions).order_by(*order_columns)
+    return select(*RECORD_COLUMNS).select_from(source).where(*conditions).order_by(*order_columns)
 

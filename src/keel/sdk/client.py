@@ -7,7 +7,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from keel.core.entities import Artifact, EntityRef, LineageEdge, Metric, MetricSummary, Project, RunRecord
+from keel.core.entities import (
+    Artifact,
+    EntityRef,
+    LineageEdge,
+    Metric,
+    MetricSummary,
+    Project,
+    RunRecord,
+)
 from keel.core.table import Table
 from keel.sdk.results import RunList
 from keel.sdk.run import Run, text_path

@@ -239,6 +239,16 @@ class Run:
             self.finish("finished")
         elif issubclass(exc_type, KeyboardInterrupt):
             self.finish("killed", "KeyboardInterrupt")
+        elif issubclass(exc_type, SystemExit):
+            from keel.sdk.session import terminating
+
+            code = getattr(exc, "code", 0)
+            if terminating:
+                self.finish("killed", f"signal {terminating[0]}")
+            elif code in (0, None):
+                self.finish("finished")
+            else:
+                self.finish("failed", f"SystemExit: {code}")
         else:
             self.finish("failed", f"{exc_type.__name__}: {exc}")
 

@@ -29,6 +29,7 @@ log = logging.getLogger("keel")
 _SESSIONS: dict[tuple[str, str], Session] = {}
 _LOCK = threading.Lock()
 _uncaught: list[BaseException] = []
+terminating: list[int] = []  # signals that are ending this process
 
 
 class Session:
@@ -36,7 +37,7 @@ class Session:
 
     def __init__(self, service: TrackingService) -> None:
         self.service = service
-        self.writer = BatchWriter(service.write_batch)
+        self.writer = BatchWriter(service.write_batch, idle=service.maintain)
         self.live: dict[str, Run] = {}
         self._lock = threading.Lock()
 
@@ -47,8 +48,20 @@ class Session:
         tags: dict[str, Any] | None = None,
         parent_id: str | None = None,
     ) -> Run:
-        """Create a run and return it live."""
-        record = self.service.start_run(project, name, tags, parent_id)
+        """Create a run and return it live.
+
+        The run's row is queued with its first logged values, so a short run
+        costs one transaction in all (written at ``finish()`` at the latest).
+        """
+        known = parent_id is not None and parent_id in self.live
+        if parent_id is not None and not known:
+            self.writer.flush()  # the parent may be queued, not yet written
+        record, batch = self.service.new_run(project, name, tags, parent_id, parent_known=known)
+        self.writer.add("r", batch.new_runs[0])
+        for row in batch.tags:
+            self.writer.add("t", row)
+        for edge in batch.lineage:
+            self.writer.add("l", edge)
         run = Run(self, record)
         with self._lock:
             self.live[run.id] = run
@@ -72,8 +85,12 @@ class Session:
 
     def shutdown(self) -> None:
         """Finish live runs and flush the writer."""
-        status = "failed" if _uncaught else "finished"
-        error = f"{type(_uncaught[0]).__name__}: {_uncaught[0]}" if _uncaught else None
+        if terminating:
+            status, error = "killed", f"signal {terminating[0]}"
+        elif _uncaught:
+            status, error = "failed", f"{type(_uncaught[0]).__name__}: {_uncaught[0]}"
+        else:
+            status, error = "finished", None
         for run in list(self.live.values()):
             try:
                 run.finish(status, error)
@@ -140,21 +157,19 @@ def _install_exit_hooks() -> None:
     ):
 
         def on_sigterm(signum: int, _frame: Any) -> None:
-            for session in list(_SESSIONS.values()):
-                for run in list(session.live.values()):
-                    run.finish("killed", "SIGTERM")
-                session.writer.flush(timeout=10)
+            # Unwind the main thread (with-blocks end their runs as killed);
+            # atexit then finishes the rest and flushes every writer.
+            terminating.append(signum)
             signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+            raise SystemExit(128 + signum)
 
         signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def reset() -> None:
     """Finish and forget every session and close their stores (tests, long-lived hosts)."""
-    from keel.services.workspace import close_all_stores
-
     from keel.sdk.fluent import _clear_stack
+    from keel.services.workspace import close_all_stores
 
     shutdown()
     _clear_stack()

@@ -6,11 +6,14 @@ as soon as ``wake_at`` metrics are pending, drains everything into one
 :class:`WriteBatch` and writes it in one transaction.
 
 Durability: :meth:`BatchWriter.flush` returns once everything appended before
-it is committed. ``Run.finish()``, leaving a ``with`` block, interpreter exit
+it is committed (it writes on the calling thread). ``Run.finish()``, leaving a ``with`` block, interpreter exit
 (``atexit``) and SIGTERM all flush. A hard kill (SIGKILL, power loss of the
 process) loses at most what was appended since the last commit, i.e. the
 last ``interval`` seconds of logging; earlier commits and the database file
 are never damaged (SQLite WAL, one transaction per batch).
+
+The same thread runs the store's upkeep (``idle``, e.g. a SQLite WAL
+checkpoint) about once a second, off the logging path.
 
 Failures never reach the logging call: a transient database error (locked,
 connection lost) is retried with back-off; a batch that still fails after
@@ -33,7 +36,7 @@ __all__ = ["BatchWriter"]
 
 log = logging.getLogger("keel")
 
-_KINDS = {"p": "params", "t": "tags", "a": "artifacts", "l": "lineage", "e": "run_ends"}
+_KINDS = {"r": "new_runs", "p": "params", "t": "tags", "a": "artifacts", "l": "lineage", "e": "run_ends"}
 
 
 class BatchWriter:
@@ -45,8 +48,13 @@ class BatchWriter:
         interval: float = 0.2,
         wake_at: int = 20_000,
         max_attempts: int = 5,
+        idle: Callable[[], None] | None = None,
+        idle_every: float = 1.0,
     ) -> None:
         self._write = write
+        self._idle = idle
+        self.idle_every = idle_every
+        self._last_idle = time.monotonic()
         self.interval = interval
         self.wake_at = wake_at
         self.max_attempts = max_attempts
@@ -71,20 +79,19 @@ class BatchWriter:
             self._start()
 
     def add(self, kind: str, row: tuple[Any, ...]) -> None:
-        """Queue a param (``p``), tag (``t``), artifact (``a``), edge (``l``) or run end (``e``)."""
+        """Queue a new run (``r``), param (``p``), tag (``t``), artifact (``a``), edge (``l``)
+        or run end (``e``)."""
         self._ops.append((kind, row))
         if self._thread is None:
             self._start()
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Block until everything queued so far is written; False on time-out."""
-        if self._thread is None or not self._thread.is_alive() or threading.current_thread() is self._thread:
-            self._drain_and_write()
-            return True
-        done = threading.Event()
-        self._ops.append(("flush", done))
-        self._wake.set()
-        return done.wait(timeout)
+    def flush(self) -> None:
+        """Write everything queued so far, on the calling thread, before returning.
+
+        Writing here rather than handing off to the writer thread saves two
+        thread switches per ``finish()``; the write lock keeps batches in order.
+        """
+        self._drain_and_write()
 
     def close(self) -> None:
         """Flush and stop the thread."""
@@ -112,29 +119,21 @@ class BatchWriter:
             self._wake.clear()
             try:
                 self._drain_and_write()
+                if self._idle is not None and time.monotonic() - self._last_idle >= self.idle_every:
+                    self._last_idle = time.monotonic()
+                    self._idle()
             except Exception:  # pragma: no cover - _drain_and_write handles its own errors
                 log.exception("keel: the background writer failed")
 
     def _drain_and_write(self) -> None:
         with self._write_lock:
-            # Ops first: a flush marker is acknowledged only after the metrics
-            # appended before it, which are then already in self.metrics.
             ops = [self._ops.popleft() for _ in range(len(self._ops))]
             metrics = self.metrics
-            rows = [metrics.popleft() for _ in range(len(metrics))]
-            batch = WriteBatch(metrics=rows)
-            waiters: list[threading.Event] = []
+            batch = WriteBatch(metrics=[metrics.popleft() for _ in range(len(metrics))])
             for kind, row in ops:
-                if kind == "flush":
-                    waiters.append(row)
-                else:
-                    getattr(batch, _KINDS[kind]).append(row)
-            try:
-                if len(batch):
-                    self._write_with_retries(batch)
-            finally:
-                for event in waiters:
-                    event.set()
+                getattr(batch, _KINDS[kind]).append(row)
+            if len(batch):
+                self._write_with_retries(batch)
 
     def _write_with_retries(self, batch: WriteBatch) -> None:
         delay = 0.05

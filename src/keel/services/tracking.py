@@ -89,6 +89,41 @@ class TrackingService:
         return self.repo.list_projects()
 
     # -- runs -----------------------------------------------------------------
+    def new_run(
+        self,
+        project: str | None = None,
+        name: str | None = None,
+        tags: dict[str, Any] | None = None,
+        parent_id: str | None = None,
+        run_id: str | None = None,
+        cwd: str | None = None,
+        parent_known: bool = False,
+    ) -> tuple[RunRecord, WriteBatch]:
+        """Validate a new run and capture its context: the record, and the batch that
+        creates it (with its tags and parent edge). Nothing is written yet.
+
+        ``parent_known`` skips the parent lookup (the caller knows it exists,
+        e.g. it is a live run of the same process not yet flushed).
+        """
+        project = check_name(project or DEFAULT_PROJECT, "project name")
+        name = check_name(name, "run name") if name else random_run_name()
+        tag_rows = [(check_key(k, "tag key"), str(v)) for k, v in (tags or {}).items()]
+        if parent_id is not None and not parent_known:
+            parent_id = self.resolve_run_id(parent_id)
+        run_id = run_id or new_run_id()
+        start = now_ms()
+        context_json = json.dumps(capture_context(cwd), sort_keys=True, default=str)
+        record = RunRecord(
+            run_id=run_id, project=project, name=name, status="running", start_time=start,
+            parent_id=parent_id, context_json=context_json, tags=dict(tag_rows),
+        )
+        batch = WriteBatch(
+            new_runs=[(run_id, project, name, start, parent_id, context_json)],
+            tags=[(run_id, k, v) for k, v in tag_rows],
+            lineage=[(run_id, "input", "run", parent_id, "", "parent", start)] if parent_id else [],
+        )
+        return record, batch
+
     def start_run(
         self,
         project: str | None = None,
@@ -98,20 +133,10 @@ class TrackingService:
         run_id: str | None = None,
         cwd: str | None = None,
     ) -> RunRecord:
-        """Create a running run and capture its context; return it."""
-        project = check_name(project or DEFAULT_PROJECT, "project name")
-        name = check_name(name, "run name") if name else random_run_name()
-        tag_rows = [(check_key(k, "tag key"), str(v)) for k, v in (tags or {}).items()]
-        if parent_id is not None:
-            parent_id = self.resolve_run_id(parent_id)
-        run_id = run_id or new_run_id()
-        start = now_ms()
-        context = capture_context(cwd)
-        self.repo.create_run(run_id, project, name, start, parent_id, context, tag_rows)
-        return RunRecord(
-            run_id=run_id, project=project, name=name, status="running", start_time=start,
-            parent_id=parent_id, context=context, tags=dict(tag_rows),
-        )
+        """Create a running run now (one transaction) and return it."""
+        record, batch = self.new_run(project, name, tags, parent_id, run_id, cwd)
+        self.repo.write_batch(batch)
+        return record
 
     def resume_run(self, run_id: str) -> tuple[RunRecord, dict[str, tuple[str, str]]]:
         """Reopen a finished run for more logging; returns it and its stored params."""
@@ -126,6 +151,10 @@ class TrackingService:
             if status not in RUN_STATUSES:
                 raise InvalidInput(f"invalid run status {status!r}", f"use one of {', '.join(RUN_STATUSES)}")
         self.repo.write_batch(batch)
+
+    def maintain(self) -> None:
+        """Background upkeep of the store (SQLite: a passive WAL checkpoint)."""
+        self.store.db.checkpoint()
 
     def check_params(self, rows: Sequence[tuple[str, str, str, str, bool]]) -> None:
         """Raise Conflict if a param would change a stored value."""

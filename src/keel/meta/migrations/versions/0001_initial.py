@@ -1,4 +1,4 @@
-"""The initial schema: projects, runs, params, tags, metrics, latest_metrics,
+"""The initial schema: projects, runs, params, tags, metric_chunks, latest_metrics,
 artifacts, lineage.
 
 Revision ID: 0001
@@ -44,15 +44,20 @@ def upgrade() -> None:
         sa.Column("deleted", sa.Boolean, nullable=False, server_default="0"),
         sa.Column("error", sa.Text),
         sa.Column("context", sa.Text, nullable=False, server_default="{}"),
+        sa.Column("summary", sa.Text, nullable=False, server_default="{}"),
     )
     op.create_index("ix_runs_project_start", "runs", ["project_id", "start_time"])
-    op.create_index("ix_runs_parent", "runs", ["parent_id"])
+    op.create_index(
+        "ix_runs_parent", "runs", ["parent_id"],
+        sqlite_where=sa.text("parent_id IS NOT NULL"), postgresql_where=sa.text("parent_id IS NOT NULL"),
+    )
     op.create_table(
         "params",
         _run_pk(True),
         sa.Column("key", sa.String(250), primary_key=True),
         sa.Column("vtype", sa.String(8), nullable=False),
         sa.Column("value", sa.Text, nullable=False),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_params_key_value", "params", ["key", "value"])
     op.create_table(
@@ -60,18 +65,22 @@ def upgrade() -> None:
         _run_pk(True),
         sa.Column("key", sa.String(250), primary_key=True),
         sa.Column("value", sa.Text, nullable=False),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_tags_key_value", "tags", ["key", "value"])
     op.create_table(
-        "metrics",
+        "metric_chunks",
+        sa.Column("id", _Id, primary_key=True, autoincrement=True),
         _run_pk(),
         sa.Column("key", sa.String(250), nullable=False),
-        sa.Column("step", sa.BigInteger, nullable=False),
-        sa.Column("timestamp", sa.BigInteger, nullable=False),
-        sa.Column("value", sa.Float),
-        sa.Column("is_nan", sa.Boolean, nullable=False),
+        sa.Column("count", sa.Integer, nullable=False),
+        sa.Column("min_step", sa.BigInteger, nullable=False),
+        sa.Column("max_step", sa.BigInteger, nullable=False),
+        sa.Column("steps", sa.LargeBinary, nullable=False),
+        sa.Column("timestamps", sa.LargeBinary, nullable=False),
+        sa.Column("vals", sa.LargeBinary, nullable=False),
     )
-    op.create_index("ix_metrics_run_key_step", "metrics", ["run_pk", "key", "step"])
+    op.create_index("ix_metric_chunks_run_key", "metric_chunks", ["run_pk", "key"])
     op.create_table(
         "latest_metrics",
         _run_pk(True),
@@ -83,6 +92,7 @@ def upgrade() -> None:
         sa.Column("min_value", sa.Float),
         sa.Column("max_value", sa.Float),
         sa.Column("count", sa.BigInteger, nullable=False),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_latest_metrics_key_value", "latest_metrics", ["key", "value"])
     op.create_table(
@@ -93,6 +103,7 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_artifacts_oid", "artifacts", ["oid"])
     op.create_table(
@@ -114,5 +125,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("lineage", "artifacts", "latest_metrics", "metrics", "tags", "params", "runs", "projects"):
+    for table in ("lineage", "artifacts", "latest_metrics", "metric_chunks", "tags", "params", "runs", "projects"):
         op.drop_table(table)
