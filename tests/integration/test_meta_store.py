@@ -541,16 +541,6 @@ def test_search_returns_full_records(shared_runs: Runs) -> None:
 def test_a_non_finite_float_param_compares_the_same_on_both_databases(
     tracking: TrackingStore, value: float, request: pytest.FixtureRequest
 ) -> None:
-    if tracking.db.is_sqlite or math.isnan(value):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="src bug: keel/meta/search.py _value_condition compares numeric params "
-                "as CAST(value AS FLOAT); SQLite casts the stored text 'Infinity', '-Infinity' "
-                "and 'NaN' "
-                "to 0.0, and PostgreSQL's 'NaN'::float is greater than every number",
-            )
-        )
     run_id = _run(tracking)
     tracking.write_batch(WriteBatch(params=_params(run_id, {"lr": value})))
 

@@ -134,15 +134,6 @@ def test_unknown_oid_raises_not_found(object_store: ObjectStore, tmp_path: Path)
 def test_not_found_names_the_missing_object(
     object_store: ObjectStore, request: pytest.FixtureRequest
 ) -> None:
-    if request.node.callspec.params["object_store"] == "s3":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="src bug: S3ObjectStore._call raises NotFound('download: not found in "
-                "s3://bucket/prefix'), "
-                "naming neither the oid nor its key",
-            )
-        )
     oid = _oid_of_nothing_stored()
 
     with pytest.raises(NotFound, match=oid):
@@ -232,11 +223,6 @@ def test_local_verify_all_lists_exactly_the_corrupt_objects(local_store: LocalOb
     assert str(local_store.path(oids[3])) in problems[0][1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: LocalObjectStore.exists() does not validate the oid, so a fan-out folder "
-    "name ('ab') or '' is reported as a stored object",
-)
 @pytest.mark.parametrize("bad", ["fan-out", "", "fan-out/"])
 def test_local_malformed_oid_is_never_reported_as_stored(
     local_store: LocalObjectStore, bad: str
@@ -347,11 +333,6 @@ def test_open_object_store_rejects_bad_urls(url: str) -> None:
         open_object_store(url)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: open_object_store drops the host of file://host/path and accepts '' "
-    "(both become a store in the current directory)",
-)
 @pytest.mark.parametrize("url", ["file://objects", ""])
 def test_open_object_store_rejects_urls_that_would_land_in_the_current_directory(url: str) -> None:
     with pytest.raises(InvalidInput):

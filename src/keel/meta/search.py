@@ -10,9 +10,10 @@ orders the result come last.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, exists, false, not_, or_, select, true
+from sqlalchemy import Float, and_, case, cast, exists, false, literal, not_, null, or_, select, true
 from sqlalchemy.sql import ColumnElement, Select
 
 from keel.core.filters import And, Comparison, Field, Node, Not, Or, OrderBy
@@ -76,6 +77,21 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _numeric_param(table: Any) -> Any:
+    """A param's value as a number, or NULL if it is not one.
+
+    Floats are stored as JSON text; the non-finite ones are spelled out because
+    CAST reads them as 0.0 (SQLite) or orders 'NaN' above every number (PostgreSQL).
+    """
+    return case(
+        (table.c.value == "NaN", null()),
+        (table.c.value == "Infinity", literal(math.inf, Float)),
+        (table.c.value == "-Infinity", literal(-math.inf, Float)),
+        (table.c.vtype.in_(("int", "float")), cast(table.c.value, Float)),
+        else_=null(),
+    )
+
+
 def _value_condition(table: Any, cmp: Comparison) -> ColumnElement[bool]:
     """The condition on one metric/param/tag row for ``cmp`` (key already matched)."""
     kind, op, value = cmp.field.kind, cmp.op, cmp.value
@@ -90,8 +106,7 @@ def _value_condition(table: Any, cmp: Comparison) -> ColumnElement[bool]:
             raise InvalidInput(f"'{op}' does not apply to the metric {cmp.field.key!r}", "use =, <, > ...")
         return _apply(table.c.value, op, value)
     if kind == "params" and all(_is_number(v) for v in values) and not op.endswith("like"):
-        numeric = case((table.c.vtype.in_(("int", "float")), cast(table.c.value, Float)), else_=None)
-        return _apply(numeric, op, value)
+        return _apply(_numeric_param(table), op, value)
     if kind == "params" and all(isinstance(v, bool) for v in values):
         text = tuple("true" if v else "false" for v in values)
         return _apply(table.c.value, op, text if isinstance(value, tuple) else text[0])
@@ -191,6 +206,9 @@ def compile_search(
         else:
             alias = compiler.join_for(field.kind, field.key, outer=True)
             column = alias.c.value
+            if field.kind == "params":  # numbers in numeric order first, then text
+                numeric = _numeric_param(alias)
+                order_columns.append((numeric.asc() if clause.ascending else numeric.desc()).nulls_last())
         ordered = column.asc() if clause.ascending else column.desc()
         order_columns.append(ordered.nulls_last())
     order_columns += [runs.c.start_time.desc(), runs.c.id.desc()]

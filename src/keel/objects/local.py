@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from keel.core.hashing import new_hasher
+from keel.core.hashing import is_oid, new_hasher
 from keel.errors import IntegrityError, NotFound, StoreError
 from keel.objects.base import CHUNK, ObjectStore, check_oid
 
@@ -47,7 +47,7 @@ class LocalObjectStore(ObjectStore):
         return str(self.path(oid))
 
     def exists(self, oid: str) -> bool:
-        return os.path.exists(self.root / oid[:2] / oid[2:])
+        return is_oid(oid) and os.path.isfile(self.root / oid[:2] / oid[2:])
 
     def _commit_tmp(self, tmp: str, oid: str) -> None:
         final = self.path(oid)

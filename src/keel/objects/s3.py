@@ -8,6 +8,7 @@ Keys are ``prefix/ab/cdef...``. Uploads of files stream from disk
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -17,6 +18,20 @@ from keel.errors import IntegrityError, NotFound, StoreError
 from keel.objects.base import CHUNK, ObjectStore, check_oid
 
 __all__ = ["S3ObjectStore"]
+
+
+_SESSION: Any = None
+_SESSION_LOCK = threading.Lock()
+
+
+def _new_client(boto3: Any, **kwargs: Any) -> Any:
+    """An S3 client from one shared boto3 session (creating a session costs ~0.1 s;
+    sessions are not thread-safe, so clients are made under a lock)."""
+    global _SESSION
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            _SESSION = boto3.session.Session()
+        return _SESSION.client("s3", **kwargs)
 
 
 class S3ObjectStore(ObjectStore):
@@ -34,8 +49,8 @@ class S3ObjectStore(ObjectStore):
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
-        self._client: Any = boto3.session.Session().client(
-            "s3",
+        self._client: Any = _new_client(
+            boto3,
             endpoint_url=endpoint_url,
             config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32),
         )
@@ -57,7 +72,8 @@ class S3ObjectStore(ObjectStore):
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound"):
-                raise NotFound(f"{what}: not found in {self.url}", "check the id or push it") from None
+                key = kwargs.get("Key", "")
+                raise NotFound(f"{what}: s3://{self.bucket}/{key} not found", "check the id, or push the object") from None
             if code == "NoSuchBucket":
                 raise StoreError(
                     f"bucket {self.bucket!r} does not exist", "create it or fix the s3:// URL"
@@ -87,11 +103,15 @@ class S3ObjectStore(ObjectStore):
         self._call("upload", self._client.upload_file, Filename=str(path), Bucket=self.bucket, Key=self.key(oid))
 
     def _read(self, oid: str) -> bytes:
-        response = self._call("download", self._client.get_object, Bucket=self.bucket, Key=self.key(check_oid(oid)))
+        response = self._call(
+            f"object {oid}", self._client.get_object, Bucket=self.bucket, Key=self.key(check_oid(oid))
+        )
         return response["Body"].read()
 
     def _copy_to(self, oid: str, out: BinaryIO) -> None:
-        response = self._call("download", self._client.get_object, Bucket=self.bucket, Key=self.key(check_oid(oid)))
+        response = self._call(
+            f"object {oid}", self._client.get_object, Bucket=self.bucket, Key=self.key(check_oid(oid))
+        )
         hasher = new_hasher()
         for chunk in response["Body"].iter_chunks(CHUNK):
             hasher.update(chunk)

@@ -14,6 +14,8 @@ __all__ = ["open_object_store"]
 
 def open_object_store(url: str) -> ObjectStore:
     """``/path`` | ``file:///path`` | ``s3://bucket/prefix[?endpoint_url=...]`` | ``memory://``."""
+    if not url or not url.strip():
+        raise InvalidInput("the object store URL is empty", "give a path, file:///path or s3://bucket/prefix")
     if url.startswith("memory:"):
         return MemoryObjectStore()
     if url.startswith("s3://"):
@@ -29,7 +31,13 @@ def open_object_store(url: str) -> ObjectStore:
             endpoint_url=(query.get("endpoint_url") or [None])[0],
         )
     if url.startswith("file://"):
-        return LocalObjectStore(urlparse(url).path)
+        parsed = urlparse(url)
+        if parsed.netloc not in ("", "localhost") or not parsed.path:
+            raise InvalidInput(
+                f"invalid file URL {url!r}: it names host {parsed.netloc!r}",
+                "write file:///absolute/path (three slashes) or a plain path",
+            )
+        return LocalObjectStore(parsed.path)
     if "://" in url:
         raise InvalidInput(
             f"unsupported object store URL {url!r}",

@@ -1,0 +1,118 @@
+"""Shared by the bench workers (imported under either venv): data, timing, output.
+
+Both tools get exactly the same values (same seeds), so searches over their
+stores must return the same runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sqlite3
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+SEED = 20240601
+N_PARAMS = 10
+N_METRICS = 10
+BATCH_KEYS = [f"m{k}" for k in range(10)]  # the 100k-metric workload: 10 keys x n/10 steps
+SEARCH_FILTER = "metrics.m0 > 0.5"
+SEARCH_ORDER = "metrics.m1 ASC"
+PROJECT = "bench"
+RESULT_PREFIX = "@@RESULT "
+
+
+def values(n: int, seed: int = SEED) -> list[float]:
+    """``n`` deterministic floats in [0, 1)."""
+    rng = random.Random(seed)
+    return [rng.random() for _ in range(n)]
+
+
+def run_payload(rng: random.Random, i: int) -> tuple[dict[str, Any], dict[str, float]]:
+    """The params and metrics of run ``i`` (10 + 10)."""
+    params: dict[str, Any] = {
+        f"p{k}": (f"value-{i % 7}-{k}" if k % 2 else i * 10 + k) for k in range(N_PARAMS)
+    }
+    metrics = {f"m{k}": rng.random() for k in range(N_METRICS)}
+    return params, metrics
+
+
+def run_payloads(n: int, seed: int = SEED) -> list[tuple[dict[str, Any], dict[str, float]]]:
+    rng = random.Random(seed)
+    return [run_payload(rng, i) for i in range(n)]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed_median(fn: Callable[[], Any], reps: int) -> tuple[float, list[float], Any]:
+    """One warm-up call, then ``reps`` timed calls: (median s, all times, last result)."""
+    result = fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, result
+
+
+def sqlite_scalar(path: str, sql: str, args: tuple[Any, ...] = ()) -> Any:
+    """One value read through a fresh connection (checks what is committed)."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql, args).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def base_info() -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "sqlite": sqlite3.sqlite_version,
+        "executable": sys.executable,
+    }
+
+
+def parse_args(workloads: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workload", choices=workloads)
+    parser.add_argument("--dir", required=True, help="the store folder of this tool")
+    parser.add_argument("--n", type=int, default=0, help="size of the workload")
+    parser.add_argument("--reps", type=int, default=7, help="timed repetitions (searches)")
+    parser.add_argument("--limit", type=int, default=1000, help="search page size")
+    parser.add_argument("--profile", default="", help="write a cProfile of the timed part here")
+    return parser.parse_args()
+
+
+class Profiler:
+    """Optional cProfile around the timed part only."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.prof: Any = None
+
+    def __enter__(self) -> Profiler:
+        if self.path:
+            import cProfile
+
+            self.prof = cProfile.Profile()
+            self.prof.enable()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.prof is not None:
+            self.prof.disable()
+            self.prof.dump_stats(self.path)
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Hand the result to bench/tracking.py (the last such line of stdout wins)."""
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
