@@ -22,8 +22,9 @@ demo: $(VENV)/.installed-base
 	$(PY) examples/quickstart.py
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest -q -p no:cacheprovider
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check src tests
+	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests bench

@@ -35,9 +35,7 @@ def values(n: int, seed: int = SEED) -> list[float]:
 
 def run_payload(rng: random.Random, i: int) -> tuple[dict[str, Any], dict[str, float]]:
     """The params and metrics of run ``i`` (10 + 10)."""
-    params: dict[str, Any] = {
-        f"p{k}": (f"value-{i % 7}-{k}" if k % 2 else i * 10 + k) for k in range(N_PARAMS)
-    }
+    params: dict[str, Any] = {f"p{k}": (f"value-{i % 7}-{k}" if k % 2 else i * 10 + k) for k in range(N_PARAMS)}
     metrics = {f"m{k}": rng.random() for k in range(N_METRICS)}
     return params, metrics
 

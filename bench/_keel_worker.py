@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -49,11 +50,19 @@ def open_workspace(folder: str) -> str:
 
 
 def stored_metrics(db: str, run_id: str) -> int:
-    return sqlite_scalar(
-        db,
-        "SELECT COUNT(*) FROM metrics WHERE run_pk = (SELECT id FROM runs WHERE run_id = ?)",
-        (run_id,),
-    )
+    """Metric values stored for a run, read back through keel's public API (after timing)."""
+    import keel
+
+    client = keel.Client()
+    return sum(summary.count for summary in client.metric_summaries(run_id))
+
+
+def count_runs(db: str) -> int | None:
+    """All runs in the store (a plain count; None if the schema has no ``runs`` table)."""
+    try:
+        return sqlite_scalar(db, "SELECT COUNT(*) FROM runs")
+    except sqlite3.Error:
+        return None
 
 
 def init(args, db: str) -> dict:
@@ -120,9 +129,19 @@ def runs(args, db: str) -> dict:
         "seconds": elapsed,
         "rate": args.n / elapsed,
         "peak_rss_mb": rss,
-        "stored": sqlite_scalar(db, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
-        "stored_params": sqlite_scalar(db, "SELECT COUNT(*) FROM params"),
-        "stored_metrics": sqlite_scalar(db, "SELECT COUNT(*) FROM latest_metrics"),
+        **stored_runs(args.n),
+    }
+
+
+def stored_runs(n: int) -> dict:
+    """Finished runs, params and latest metrics read back through the public API."""
+    import keel
+
+    found = keel.Client().search_runs(PROJECT, limit=max(1, n))
+    return {
+        "stored": sum(1 for r in found if r.status == "finished"),
+        "stored_params": sum(len(r.params) for r in found),
+        "stored_metrics": sum(len(r.metrics) for r in found),
     }
 
 
@@ -132,9 +151,7 @@ def search(args, db: str) -> dict:
     client = keel.Client()
 
     def query():
-        return client.search_runs(
-            PROJECT, filter=SEARCH_FILTER, order_by=[SEARCH_ORDER], limit=args.limit
-        )
+        return client.search_runs(PROJECT, filter=SEARCH_FILTER, order_by=[SEARCH_ORDER], limit=args.limit)
 
     with Profiler(args.profile):
         median, times, result = timed_median(query, args.reps)
@@ -144,7 +161,7 @@ def search(args, db: str) -> dict:
         "count": len(result),
         "more": result.next_page_token is not None,
         "first_m1": [r.metrics.get("m1") for r in result[:3]],
-        "total_runs": sqlite_scalar(db, "SELECT COUNT(*) FROM runs"),
+        "total_runs": count_runs(db),
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -184,7 +201,7 @@ def populate(args, db: str) -> dict:
         "start_run_seconds": started,
         "write_seconds": elapsed - started,
         "rate": args.n / elapsed,
-        "total_runs": sqlite_scalar(db, "SELECT COUNT(*) FROM runs"),
+        "total_runs": count_runs(db),
     }
 
 

@@ -96,10 +96,7 @@ def log_batch(args, db: str) -> dict:
         t0 = time.perf_counter()
         for first in range(0, args.n, chunk):
             ts = int(time.time() * 1000)
-            batch = [
-                Metric(keys[i % nkeys], vals[i], ts, i // nkeys)
-                for i in range(first, min(args.n, first + chunk))
-            ]
+            batch = [Metric(keys[i % nkeys], vals[i], ts, i // nkeys) for i in range(first, min(args.n, first + chunk))]
             client.log_batch(run_id, metrics=batch)
         client.set_terminated(run_id)
         elapsed = time.perf_counter() - t0

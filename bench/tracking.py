@@ -81,9 +81,7 @@ class Runner:
         return [self.args.mlflow_python, str(MLFLOW_WORKER)]
 
     def env(self, tool: str) -> dict[str, str]:
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "MLFLOW_TRACKING"))
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "MLFLOW_TRACKING"))}
         if tool == "mlflow":
             env.update(MLFLOW_ENV)
             env.pop("PYTHONPATH", None)  # a PYTHONPATH meant for keel stays out of MLflow's venv
@@ -157,6 +155,10 @@ def fmt_mb(value: float | None) -> str:
     return "error" if value is None else f"{value:,.0f} MB"
 
 
+def num(value: Any) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
 def fmt_ratio(ratio: float | None) -> str:
     if ratio is None:
         return "n/a"
@@ -203,17 +205,13 @@ def machine_lines(info: dict[str, dict[str, Any] | None], tmp: Path) -> list[str
 
 # -- main ------------------------------------------------------------------------
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--mlflow-python",
         default=str(DEFAULT_MLFLOW_PYTHON) if DEFAULT_MLFLOW_PYTHON.exists() else "",
         help="python of a venv with mlflow installed (default bench/.venv-mlflow)",
     )
-    parser.add_argument(
-        "--keel-python", default=sys.executable, help="python with keel (default: this one)"
-    )
+    parser.add_argument("--keel-python", default=sys.executable, help="python with keel (default: this one)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--skip-100k", action="store_true", help="skip the 100,000-run search")
     parser.add_argument("--skip-mlflow", action="store_true", help="measure keel only")
@@ -223,16 +221,10 @@ def parse_args() -> argparse.Namespace:
         default=1,
         help="repeat each logging workload in fresh processes; report medians",
     )
-    parser.add_argument(
-        "--reps", type=int, default=0, help="timed search repetitions (default 7, quick 3)"
-    )
+    parser.add_argument("--reps", type=int, default=0, help="timed search repetitions (default 7, quick 3)")
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
-    parser.add_argument(
-        "--profile", metavar="DIR", help="write cProfile files of keel's timed parts (main thread)"
-    )
-    parser.add_argument(
-        "--tmpdir", help="where the temporary stores go (default: the system temp dir)"
-    )
+    parser.add_argument("--profile", metavar="DIR", help="write cProfile files of keel's timed parts (main thread)")
+    parser.add_argument("--tmpdir", help="where the temporary stores go (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary stores")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per worker process")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -271,9 +263,7 @@ def main() -> int:
                     # The store is created (and migrated) by another process, as for a
                     # script logging to an existing project: the measured process only opens it.
                     runner.run(tool, "init", folder, label=f"init {name}")
-                    runner.run(
-                        tool, name, folder, n=sizes[name], profile=prof(f"{name}-{rnd}", tool)
-                    )
+                    runner.run(tool, name, folder, n=sizes[name], profile=prof(f"{name}-{rnd}", tool))
                     if name == "runs":
                         runs_dirs[tool] = folder
         for tool in tools:
@@ -330,9 +320,7 @@ def main() -> int:
     return 0
 
 
-def build_rows(
-    runner: Runner, sizes: dict[str, int], args: argparse.Namespace
-) -> list[dict[str, Any]]:
+def build_rows(runner: Runner, sizes: dict[str, int], args: argparse.Namespace) -> list[dict[str, Any]]:
     raw = runner.raw
     measured_mlflow = bool(args.mlflow_python)
     rows: list[dict[str, Any]] = []
@@ -390,9 +378,7 @@ def build_rows(
     m, k = both("runs", "rate")
     add("runs", f"{sizes['runs']:,} runs x (10 params + 10 metrics) (runs/s)", m, k, True, fmt_rate)
     m, k = both("search", "ms")
-    add(
-        "search", f"search_runs over {sizes['runs']:,} runs, filter+order (ms)", m, k, False, fmt_ms
-    )
+    add("search", f"search_runs over {sizes['runs']:,} runs, filter+order (ms)", m, k, False, fmt_ms)
     if not args.skip_100k:
         _, k = both("search_big", "ms")
         add(
@@ -424,10 +410,7 @@ def print_report(
     for line in machine_lines(info, tmp):
         print(line)
     mode = "QUICK sizes (targets are for the full sizes)" if args.quick else "full sizes"
-    print(
-        f"{mode}; rounds={args.rounds}, search reps={args.reps} (median after 1 warm-up); "
-        f"total {total:.0f} s"
-    )
+    print(f"{mode}; rounds={args.rounds}, search reps={args.reps} (median after 1 warm-up); total {total:.0f} s")
     print()
     headers = ["workload", mlflow_name, keel_name, "speed-up", "target", "keel meets?"]
     table = [
@@ -445,9 +428,7 @@ def print_report(
     align = ["<", ">", ">", ">", "<", "<"]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(
-            f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths, strict=True)
-        ).rstrip()
+        return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths, strict=True)).rstrip()
 
     print(line(headers))
     print("  ".join("-" * w for w in widths))
@@ -469,11 +450,9 @@ def print_details(runner: Runner) -> None:
             secs = ", ".join(f"{r['seconds']:.3f}" for r in results)
             extra = ""
             if label == "runs":
-                extra = (
-                    f", params {last['stored_params']:,}, latest metrics {last['stored_metrics']:,}"
-                )
+                extra = f", params {num(last.get('stored_params'))}, latest metrics {num(last.get('stored_metrics'))}"
             print(
-                f"  {label:<10} {tool:<6} timed {secs} s, stored {last['stored']:,}{extra},"
+                f"  {label:<10} {tool:<6} timed {secs} s, stored {num(last.get('stored'))}{extra},"
                 f" peak RSS {last['peak_rss_mb']:.0f} MB"
             )
     for label in ("search", "search_big"):
@@ -481,7 +460,7 @@ def print_details(runner: Runner) -> None:
             r = results[-1]
             times = ", ".join(f"{t:.1f}" for t in r["times_ms"])
             print(
-                f"  {label:<10} {tool:<6} {r['count']:,} runs returned of {r['total_runs']:,}"
+                f"  {label:<10} {tool:<6} {r['count']:,} runs returned of {num(r.get('total_runs'))}"
                 f" (more pages: {r['more']}); times ms: {times}; first m1 {r['first_m1'][:1]}"
             )
     counts = {tool: rs[-1]["count"] for tool, rs in raw.get("search", {}).items()}
@@ -490,7 +469,7 @@ def print_details(runner: Runner) -> None:
         print(f"  search result counts {'match' if same else 'DIFFER'}: {counts}")
     for r in raw.get("populate", {}).get("keel", []):
         print(
-            f"  populate   keel   {r['total_runs']:,} runs in {r['seconds']:.1f} s"
+            f"  populate   keel   {num(r.get('total_runs'))} runs in {r['seconds']:.1f} s"
             f" ({r['rate']:,.0f} runs/s; start_run {r['start_run_seconds']:.1f} s,"
             f" write_batch {r['write_seconds']:.1f} s)"
         )

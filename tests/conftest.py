@@ -94,9 +94,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="module", params=_DATABASES)
-def module_database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> str:
+def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Like ``database_url``, shared by one module's tests (read-only tests of the same data)."""
     return _new_database(request, tmp_path_factory.mktemp("db"))
 
@@ -115,3 +113,21 @@ def object_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Obj
     store = open_object_store(url)
     yield store
     store.close()
+
+
+# -- a whole keel store for the SDK (sessions reset after each test) -----------
+@pytest.fixture(params=["sqlite-local", pytest.param("postgres-s3", marks=[pytest.mark.postgres, pytest.mark.s3])])
+def ws(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The current folder, set up so ``keel.*`` logs to a store: a ``.keel/``
+    workspace (SQLite + local objects), then PostgreSQL + S3 through
+    ``KEEL_URI``/``KEEL_OBJECTS``, as a team deployment would."""
+    from keel.sdk import session as sessions
+    from keel.sdk.workspace import init_workspace
+
+    if request.param == "sqlite-local":
+        init_workspace(tmp_path)
+    else:
+        monkeypatch.setenv("KEEL_URI", request.getfixturevalue("pg_url"))
+        monkeypatch.setenv("KEEL_OBJECTS", request.getfixturevalue("s3_url"))
+    yield tmp_path
+    sessions.reset()

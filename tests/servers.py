@@ -48,9 +48,7 @@ def in_ci() -> bool:
 def unavailable(reason: str) -> NoReturn:
     """Skip the requesting tests, or fail them under CI."""
     if in_ci():
-        pytest.fail(
-            f"{reason} (CI is set: integration servers are required, not skipped)", pytrace=False
-        )
+        pytest.fail(f"{reason} (CI is set: integration servers are required, not skipped)", pytrace=False)
     pytest.skip(reason)
 
 
@@ -250,9 +248,7 @@ class S3Server:
             if self._process.poll() is not None:
                 return False
             try:
-                with urllib.request.urlopen(
-                    f"{self.endpoint_url}/moto-api/data.json", timeout=1
-                ) as response:
+                with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/data.json", timeout=1) as response:
                     if response.status == 200:
                         return True
             except (urllib.error.URLError, ConnectionError, TimeoutError):

@@ -83,9 +83,26 @@ _LAZY = {
     "Table": "keel.core.table",
 }
 _FLUENT = {
-    "active_run", "finish", "flush", "init", "log", "log_artifact", "log_artifacts", "log_html",
-    "log_input", "log_metric", "log_metrics", "log_output", "log_param", "log_params", "log_table",
-    "log_text", "search_runs", "set_tag", "set_tags", "start_run",
+    "active_run",
+    "finish",
+    "flush",
+    "init",
+    "log",
+    "log_artifact",
+    "log_artifacts",
+    "log_html",
+    "log_input",
+    "log_metric",
+    "log_metrics",
+    "log_output",
+    "log_param",
+    "log_params",
+    "log_table",
+    "log_text",
+    "search_runs",
+    "set_tag",
+    "set_tags",
+    "start_run",
 }
 
 

@@ -34,8 +34,9 @@ def project(tmp_path):
                 keel.log_artifact("eval.json", artifact_path="eval")
                 print(run.id)
     """
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
     return tmp_path, out.stdout.split()
 
 
@@ -51,8 +52,18 @@ def test_help_is_fast_and_lists_commands(tmp_path):
 
 def test_runs_list_filter_sort_json(project):
     folder, ids = project
-    out = keel("runs", "list", "--project", "cli", "--filter", "metrics.accuracy > 0.8",
-               "--sort", "metrics.cost_per_query asc", "--json", cwd=folder)
+    out = keel(
+        "runs",
+        "list",
+        "--project",
+        "cli",
+        "--filter",
+        "metrics.accuracy > 0.8",
+        "--sort",
+        "metrics.cost_per_query asc",
+        "--json",
+        cwd=folder,
+    )
     runs = json.loads(out.stdout)["runs"]
     assert [r["name"] for r in runs] == ["run-1", "run-0"]
     table = keel("runs", "list", cwd=folder).stdout
@@ -67,8 +78,12 @@ def test_runs_show_and_compare(project):
     assert doc["params"] == {"model": "gpt-4", "temperature": 0.7}
     compared = json.loads(keel("runs", "compare", ids[0], ids[1], "--json", cwd=folder).stdout)
     differs = {row["key"]: row["differs"] for row in compared["rows"]}
-    assert differs == {"params.model": True, "params.temperature": False,
-                       "metrics.accuracy": True, "metrics.cost_per_query": True}
+    assert differs == {
+        "params.model": True,
+        "params.temperature": False,
+        "metrics.accuracy": True,
+        "metrics.cost_per_query": True,
+    }
     text = keel("runs", "compare", ids[0], ids[1], cwd=folder).stdout
     assert "3 of 4 values differ" in text
 

@@ -15,7 +15,7 @@ from keel.sdk.workspace import init_workspace
 
 
 @pytest.fixture
-def ws(tmp_path, monkeypatch):
+def local_ws(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("KEEL_URI", raising=False)
     init_workspace(tmp_path)
@@ -47,7 +47,8 @@ def test_two_processes_logging_at_once_lose_nothing(ws):
         assert len(client.metric_history(run.run_id, "loss")) == 500
 
 
-def test_sigkill_mid_logging_leaves_a_clean_store(ws):
+def test_sigkill_mid_logging_leaves_a_clean_store(local_ws):
+    ws = local_ws
     code = """
         import sys, time, keel
         # Runs that finish before the kill must survive it intact.
@@ -90,7 +91,8 @@ def test_sigkill_mid_logging_leaves_a_clean_store(ws):
     assert client.get_run(after.id).metrics == {"m": 1.0}
 
 
-def test_sigterm_finishes_the_run_as_killed(ws):
+def test_sigterm_finishes_the_run_as_killed(local_ws):
+    ws = local_ws
     code = """
         import time, keel
         run = keel.start_run(project="term", name="t")
@@ -109,7 +111,8 @@ def test_sigterm_finishes_the_run_as_killed(ws):
     assert len(keel.Client().metric_history(run_id, "m")) == 100
 
 
-def test_ordinary_exit_flushes_and_finishes(ws):
+def test_ordinary_exit_flushes_and_finishes(local_ws):
+    ws = local_ws
     code = """
         import keel
         keel.init(project="exit")
@@ -123,7 +126,8 @@ def test_ordinary_exit_flushes_and_finishes(ws):
     assert len(keel.Client().metric_history(run.run_id, "m")) == 3000
 
 
-def test_uncaught_exception_marks_the_run_failed(ws):
+def test_uncaught_exception_marks_the_run_failed(local_ws):
+    ws = local_ws
     code = """
         import keel
         keel.init(project="crash")
@@ -135,7 +139,8 @@ def test_uncaught_exception_marks_the_run_failed(ws):
     assert run.status == "failed" and run.error == "RuntimeError: boom"
 
 
-def test_corrupt_object_is_detected_on_read_and_verify(ws):
+def test_corrupt_object_is_detected_on_read_and_verify(local_ws):
+    ws = local_ws
     (ws / "model_config.yaml").write_text("model: llama\n")
     with keel.start_run(project="p") as run:
         oid = keel.log_artifact("model_config.yaml")

@@ -59,16 +59,12 @@ def test_ensure_schema_creates_every_table(db: Database) -> None:
     assert current_revision(db) == HEAD
 
 
-def test_reopening_a_migrated_database_changes_nothing(
-    db: Database, tracking: TrackingStore
-) -> None:
+def test_reopening_a_migrated_database_changes_nothing(db: Database, tracking: TrackingStore) -> None:
     tracking.create_project("kept", "survives reopening")
     statements: list[str] = []
     again = open_database(db.url)
     try:
-        event.listen(
-            again.engine, "before_cursor_execute", lambda *args: statements.append(args[2])
-        )
+        event.listen(again.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
         ensure_schema(again)
         ensure_schema(again)
         names = [p.name for p, _ in TrackingStore(again).list_projects()]
@@ -76,11 +72,7 @@ def test_reopening_a_migrated_database_changes_nothing(
         again.close()
 
     assert names == ["kept"]
-    writes = [
-        s
-        for s in statements
-        if s.lstrip().split()[0].upper() in ("CREATE", "ALTER", "DROP", "INSERT", "UPDATE")
-    ]
+    writes = [s for s in statements if s.lstrip().split()[0].upper() in ("CREATE", "ALTER", "DROP", "INSERT", "UPDATE")]
     assert writes == []
 
 
@@ -93,11 +85,7 @@ def _server_default_differs(
     rendered: str | None,
 ) -> bool | None:
     """Alembic's default comparison, except that SQLite's ``('')`` equals a declared ``''``."""
-    if (
-        reflected is not None
-        and rendered is not None
-        and reflected.strip("()").strip("'") == rendered
-    ):
+    if reflected is not None and rendered is not None and reflected.strip("()").strip("'") == rendered:
         return False
     return None  # let Alembic decide
 
@@ -113,9 +101,7 @@ def test_migrations_reproduce_the_declared_schema(db: Database) -> None:
     assert differences == []
 
 
-def test_a_schema_from_a_newer_keel_is_refused_with_a_clear_message(
-    database_url: str, db: Database
-) -> None:
+def test_a_schema_from_a_newer_keel_is_refused_with_a_clear_message(database_url: str, db: Database) -> None:
     with db.write() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     newer = open_database(database_url)
@@ -166,17 +152,13 @@ def test_a_missing_postgres_database_raises_store_error(pg_url: str) -> None:
 
 
 # -- writing runs -----------------------------------------------------------------
-def _run(
-    tracking: TrackingStore, project: str = "exp", name: str = "run", start: int = 1_000, **kw: Any
-) -> str:
+def _run(tracking: TrackingStore, project: str = "exp", name: str = "run", start: int = 1_000, **kw: Any) -> str:
     run_id = new_run_id()
     tracking.create_run(run_id, project, name, start, **kw)
     return run_id
 
 
-def _params(
-    run_id: str, values: dict[str, Any], overwrite: bool = False
-) -> list[tuple[str, str, str, str, bool]]:
+def _params(run_id: str, values: dict[str, Any], overwrite: bool = False) -> list[tuple[str, str, str, str, bool]]:
     return [(run_id, key, *encode_param(key, value), overwrite) for key, value in values.items()]
 
 
@@ -225,9 +207,7 @@ def test_params_and_tags_read_back_as_logged(tracking: TrackingStore) -> None:
         "ninf": -INF,
         "unicode": "日本語 ✓",
     }
-    tracking.write_batch(
-        WriteBatch(params=_params(run_id, values), tags=[(run_id, "team", "search")])
-    )
+    tracking.write_batch(WriteBatch(params=_params(run_id, values), tags=[(run_id, "team", "search")]))
     tracking.write_batch(WriteBatch(tags=[(run_id, "team", "chat")]))  # tags can change
 
     record = tracking.get_run(run_id)
@@ -272,12 +252,8 @@ def test_writing_to_an_unknown_run_raises_not_found_and_writes_nothing(
 def test_nan_and_infinities_are_stored_faithfully(tracking: TrackingStore) -> None:
     run_id = _run(tracking)
     values = [1.5, NAN, INF, -INF, -0.25]
-    tracking.write_batch(
-        WriteBatch(metrics=[(run_id, "m", v, step, 100 + step) for step, v in enumerate(values)])
-    )
-    tracking.write_batch(
-        WriteBatch(metrics=[(run_id, "last_nan", NAN, 0, 1), (run_id, "last_inf", INF, 0, 1)])
-    )
+    tracking.write_batch(WriteBatch(metrics=[(run_id, "m", v, step, 100 + step) for step, v in enumerate(values)]))
+    tracking.write_batch(WriteBatch(metrics=[(run_id, "last_nan", NAN, 0, 1), (run_id, "last_inf", INF, 0, 1)]))
 
     history = tracking.metric_history(run_id, "m")
     summaries = {s.key: s for s in tracking.metric_summaries(run_id)}
@@ -315,12 +291,7 @@ def test_metric_summaries_across_batches_and_out_of_order_steps(tracking: Tracki
 
 def test_several_runs_and_keys_in_one_batch(tracking: TrackingStore) -> None:
     a, b = _run(tracking, name="a"), _run(tracking, name="b")
-    rows = [
-        (run, key, float(step), step, step)
-        for run in (a, b)
-        for key in ("x", "y")
-        for step in range(50)
-    ]
+    rows = [(run, key, float(step), step, step) for run in (a, b) for key in ("x", "y") for step in range(50)]
     tracking.write_batch(WriteBatch(metrics=rows))
 
     for run in (a, b):
@@ -375,9 +346,7 @@ class Runs:
         **kw: Any,
     ) -> list[str]:
         node = parse_filter(filter_text) if filter_text else None
-        records, _ = self.tracking.search(
-            projects, node, parse_order_by(order), limit, offset, **kw
-        )
+        records, _ = self.tracking.search(projects, node, parse_order_by(order), limit, offset, **kw)
         names = {v: k for k, v in self.ids.items()}
         return [names[r.run_id] for r in records]
 
@@ -501,9 +470,7 @@ def test_search_pages_cover_every_run_once_in_order(shared_runs: Runs) -> None:
         offset += 4
 
     assert [len(p) for p in pages] == [4, 2]
-    assert sum(pages, []) == [
-        shared_runs.ids[n] for n in shared_runs.search(order="metrics.acc desc")
-    ]
+    assert sum(pages, []) == [shared_runs.ids[n] for n in shared_runs.search(order="metrics.acc desc")]
     records, more = tracking.search(None, None, order, limit=6, offset=0)
     assert (len(records), more) == (6, False)
     records, more = tracking.search(None, None, order, limit=10, offset=50)

@@ -40,9 +40,7 @@ def test_put_bytes_returns_the_blake3_oid_and_stores_identical_content_once(
     assert list(object_store.iter_oids()) == [first]
 
 
-def test_put_file_gives_the_same_oid_as_put_bytes_and_dedups(
-    object_store: ObjectStore, tmp_path: Path
-) -> None:
+def test_put_file_gives_the_same_oid_as_put_bytes_and_dedups(object_store: ObjectStore, tmp_path: Path) -> None:
     data = _random_bytes(BIG)
     path = tmp_path / "big.bin"
     path.write_bytes(data)
@@ -73,9 +71,7 @@ def test_get_bytes_and_get_file_round_trip(object_store: ObjectStore, tmp_path: 
         assert os.listdir(dest.parent) == ["copy.bin"]  # no temp file left behind
 
 
-def test_get_file_replaces_an_existing_destination(
-    object_store: ObjectStore, tmp_path: Path
-) -> None:
+def test_get_file_replaces_an_existing_destination(object_store: ObjectStore, tmp_path: Path) -> None:
     oid = object_store.put_bytes(b"new content")
     dest = tmp_path / "out.txt"
     dest.write_bytes(b"old content that is longer")
@@ -131,9 +127,7 @@ def test_unknown_oid_raises_not_found(object_store: ObjectStore, tmp_path: Path)
     assert os.listdir(dest.parent) == []  # neither the file nor a temp file
 
 
-def test_not_found_names_the_missing_object(
-    object_store: ObjectStore, request: pytest.FixtureRequest
-) -> None:
+def test_not_found_names_the_missing_object(object_store: ObjectStore, request: pytest.FixtureRequest) -> None:
     oid = _oid_of_nothing_stored()
 
     with pytest.raises(NotFound, match=oid):
@@ -172,9 +166,7 @@ def _corrupt(path: Path) -> None:
     os.chmod(path, stat.S_IRUSR)
 
 
-def test_local_objects_are_read_only_files_in_fan_out_folders(
-    local_store: LocalObjectStore, tmp_path: Path
-) -> None:
+def test_local_objects_are_read_only_files_in_fan_out_folders(local_store: LocalObjectStore, tmp_path: Path) -> None:
     oid = local_store.put_bytes(b"fan out")
     source = tmp_path / "file.bin"
     source.write_bytes(_random_bytes(BIG))
@@ -224,9 +216,7 @@ def test_local_verify_all_lists_exactly_the_corrupt_objects(local_store: LocalOb
 
 
 @pytest.mark.parametrize("bad", ["fan-out", "", "fan-out/"])
-def test_local_malformed_oid_is_never_reported_as_stored(
-    local_store: LocalObjectStore, bad: str
-) -> None:
+def test_local_malformed_oid_is_never_reported_as_stored(local_store: LocalObjectStore, bad: str) -> None:
     oid = local_store.put_bytes(b"content")
     bad = bad.replace("fan-out", oid[:2])
 
@@ -246,18 +236,14 @@ def test_local_store_cannot_be_created_where_a_file_is(tmp_path: Path) -> None:
 
 # -- S3 -------------------------------------------------------------------------
 @pytest.mark.s3
-def test_s3_corrupt_object_is_detected_on_read_naming_its_key(
-    s3_url: str, s3_server: S3Server
-) -> None:
+def test_s3_corrupt_object_is_detected_on_read_naming_its_key(s3_url: str, s3_server: S3Server) -> None:
     store = open_object_store(s3_url)
     try:
         bad = store.put_bytes(b"precious data")
         good = store.put_bytes(b"untouched")
         s3_server.client.put_object(Bucket=store.bucket, Key=store.key(bad), Body=b"tampered data")  # type: ignore[attr-defined]
 
-        with pytest.raises(
-            IntegrityError, match=f"s3://{store.bucket}/objects/{bad[:2]}/{bad[2:]}"
-        ):  # type: ignore[attr-defined]
+        with pytest.raises(IntegrityError, match=f"s3://{store.bucket}/objects/{bad[:2]}/{bad[2:]}"):  # type: ignore[attr-defined]
             store.get_bytes(bad)
         with pytest.raises(IntegrityError):
             store.verify(bad)
@@ -325,9 +311,7 @@ def test_open_object_store_parses_s3_urls_without_contacting_a_server() -> None:
         bare.close()
 
 
-@pytest.mark.parametrize(
-    "url", ["s3://", "s3:///prefix", "gs://bucket/prefix", "ftp://host/x", "http://host/x"]
-)
+@pytest.mark.parametrize("url", ["s3://", "s3:///prefix", "gs://bucket/prefix", "ftp://host/x", "http://host/x"])
 def test_open_object_store_rejects_bad_urls(url: str) -> None:
     with pytest.raises(InvalidInput, match="URL"):
         open_object_store(url)

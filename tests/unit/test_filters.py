@@ -46,10 +46,15 @@ def test_precedence_and_parentheses():
         ("params.flag = true", Comparison(Field("params", "flag"), "=", True)),
         ("params.note = 'it''s'", Comparison(Field("params", "note"), "=", "it's")),
         ("metrics.x == -2", Comparison(Field("metrics", "x"), "=", -2)),
-        ("METRICS.x <> 1 AND status = 'finished'", And((
-            Comparison(Field("metrics", "x"), "!=", 1),
-            Comparison(Field("attributes", "status"), "=", "finished"),
-        ))),
+        (
+            "METRICS.x <> 1 AND status = 'finished'",
+            And(
+                (
+                    Comparison(Field("metrics", "x"), "!=", 1),
+                    Comparison(Field("attributes", "status"), "=", "finished"),
+                )
+            ),
+        ),
     ],
 )
 def test_forms(text, expected):

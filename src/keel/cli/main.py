@@ -101,9 +101,7 @@ def verify_cmd(as_json: JsonOpt = False) -> None:
         for oid, users in report.missing:
             where = ", ".join(f"run {run[:8]}:{path}" for run, path in users)
             typer.echo(f"missing  {oid}  (used by {where})")
-        typer.echo(
-            f"{report.checked} objects checked: {len(report.corrupt)} corrupt, {len(report.missing)} missing"
-        )
+        typer.echo(f"{report.checked} objects checked: {len(report.corrupt)} corrupt, {len(report.missing)} missing")
     if not report.ok:
         raise typer.Exit(5)
 
@@ -120,8 +118,8 @@ def _run_columns(runs: list[Any]) -> tuple[list[str], list[str]]:
 @runs_app.command("list")
 def runs_list(
     project: Annotated[list[str] | None, typer.Option("--project", "-p", help="Project(s) to list.")] = None,
-    filter_: Annotated[str | None, typer.Option("--filter", "-f", help="e.g. \"metrics.accuracy > 0.8\"")] = None,
-    sort: Annotated[list[str] | None, typer.Option("--sort", "-s", help="e.g. \"metrics.cost asc\"")] = None,
+    filter_: Annotated[str | None, typer.Option("--filter", "-f", help='e.g. "metrics.accuracy > 0.8"')] = None,
+    sort: Annotated[list[str] | None, typer.Option("--sort", "-s", help='e.g. "metrics.cost asc"')] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many runs.")] = 50,
     deleted: Annotated[bool, typer.Option("--deleted", help="List deleted runs instead.")] = False,
     as_json: JsonOpt = False,
@@ -140,8 +138,15 @@ def runs_list(
     table(
         ["run", "project", "name", "status", "started", *metrics, *(f"p:{p}" for p in params)],
         [
-            [r.run_id[:8], r.project, r.name, r.status, format_time(r.start_time),
-             *(r.metrics.get(m) for m in metrics), *(r.params.get(p) for p in params)]
+            [
+                r.run_id[:8],
+                r.project,
+                r.name,
+                r.status,
+                format_time(r.start_time),
+                *(r.metrics.get(m) for m in metrics),
+                *(r.params.get(p) for p in params),
+            ]
             for r in runs
         ],
     )
@@ -210,10 +215,12 @@ def runs_compare(
             rows.append([f"{kind}s.{key}", *(getattr(r, getter).get(key) for r in records)])
             kinds.append(kind)
     if as_json:
-        print_json({
-            "runs": [r.run_id for r in records],
-            "rows": [{"key": row[0], "values": row[1:], "differs": _differs(row[1:])} for row in rows],
-        })
+        print_json(
+            {
+                "runs": [r.run_id for r in records],
+                "rows": [{"key": row[0], "values": row[1:], "differs": _differs(row[1:])} for row in rows],
+            }
+        )
         return
     differing = {i for i, row in enumerate(rows) if _differs(row[1:])}
     table(["", *(f"{r.run_id[:8]} {r.name}" for r in records)], rows, highlight_rows=differing)
@@ -252,12 +259,14 @@ def runs_lineage(run: Annotated[str, typer.Argument(help="Run id or prefix.")], 
     edges = client.lineage(full)
     children = client.children(full)
     if as_json:
-        print_json({
-            "run_id": full,
-            "inputs": [{"entity": str(e.entity), "role": e.role} for e in edges if e.direction == "input"],
-            "outputs": [{"entity": str(e.entity), "role": e.role} for e in edges if e.direction == "output"],
-            "children": children,
-        })
+        print_json(
+            {
+                "run_id": full,
+                "inputs": [{"entity": str(e.entity), "role": e.role} for e in edges if e.direction == "input"],
+                "outputs": [{"entity": str(e.entity), "role": e.role} for e in edges if e.direction == "output"],
+                "children": children,
+            }
+        )
         return
     rows = [[e.direction, e.entity.kind, e.entity.id, e.entity.version, e.role] for e in edges]
     rows += [["child", "run", child, "", ""] for child in children]
@@ -308,11 +317,14 @@ def projects_list(as_json: JsonOpt = False) -> None:
 
     projects = _client().list_projects()
     if as_json:
-        print_json([{"name": p.name, "runs": n, "created_at": p.created_at, "description": p.description}
-                    for p, n in projects])
+        print_json(
+            [{"name": p.name, "runs": n, "created_at": p.created_at, "description": p.description} for p, n in projects]
+        )
         return
-    table(["project", "runs", "created", "description"],
-          [[p.name, n, format_time(p.created_at), p.description] for p, n in projects])
+    table(
+        ["project", "runs", "created", "description"],
+        [[p.name, n, format_time(p.created_at), p.description] for p, n in projects],
+    )
 
 
 @projects_app.command("create")

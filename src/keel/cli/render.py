@@ -67,8 +67,12 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
-          highlight_rows: set[int] | None = None) -> None:
+def table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    title: str | None = None,
+    highlight_rows: set[int] | None = None,
+) -> None:
     """Print a rich table; rows in ``highlight_rows`` are emphasised."""
     from rich.table import Table
 

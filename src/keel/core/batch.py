@@ -36,8 +36,13 @@ class WriteBatch:
 
     def __len__(self) -> int:
         return (
-            len(self.new_runs) + len(self.metrics) + len(self.params) + len(self.tags)
-            + len(self.artifacts) + len(self.lineage) + len(self.run_ends)
+            len(self.new_runs)
+            + len(self.metrics)
+            + len(self.params)
+            + len(self.tags)
+            + len(self.artifacts)
+            + len(self.lineage)
+            + len(self.run_ends)
         )
 
     def run_ids(self) -> set[str]:

@@ -49,6 +49,6 @@ def canonical_json(value: Any) -> bytes:
             return [fix(x) for x in v]
         return v
 
-    return json.dumps(
-        fix(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default
-    ).encode("utf-8")
+    return json.dumps(fix(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default).encode(
+        "utf-8"
+    )

@@ -84,8 +84,16 @@ def _summarise(run_id: str, key: str, steps: list[int], stamps: list[int], value
         best = max(candidates, key=lambda i: (stamps[i], i))
     finite = [v for v in values if v == v]
     return Chunk(
-        run_id, key, steps, stamps, values, values[best], steps[best], stamps[best],
-        min(finite) if finite else None, max(finite) if finite else None,
+        run_id,
+        key,
+        steps,
+        stamps,
+        values,
+        values[best],
+        steps[best],
+        stamps[best],
+        min(finite) if finite else None,
+        max(finite) if finite else None,
     )
 
 

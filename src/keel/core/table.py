@@ -67,7 +67,9 @@ class Table:
         try:
             return canonical_json({"columns": list(self.columns), "rows": [list(r) for r in self.rows]})
         except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"a table value is not JSON: {exc}", "convert values to str/int/float/bool/None") from exc
+            raise InvalidInput(
+                f"a table value is not JSON: {exc}", "convert values to str/int/float/bool/None"
+            ) from exc
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Table:

@@ -210,9 +210,7 @@ def open_database(url: str) -> Database:
         try:
             engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
         except (NoSuchModuleError, ImportError) as exc:
-            raise StoreError(
-                "PostgreSQL support needs psycopg 3", "install it: pip install 'keel[postgres]'"
-            ) from exc
+            raise StoreError("PostgreSQL support needs psycopg 3", "install it: pip install 'keel[postgres]'") from exc
         return Database(engine, url)
     raise InvalidInput(
         f"unsupported database {backend!r} in {url!r}",

@@ -83,10 +83,13 @@ runs = Table(
     Column("context", Text, nullable=False, server_default="{}"),
     Column("summary", Text, nullable=False, server_default="{}"),
     Index("ix_runs_project_start", "project_id", "start_time"),
-    Index("ix_runs_parent", "parent_id", sqlite_where=text("parent_id IS NOT NULL"),
-          postgresql_where=text("parent_id IS NOT NULL")),
+    Index(
+        "ix_runs_parent",
+        "parent_id",
+        sqlite_where=text("parent_id IS NOT NULL"),
+        postgresql_where=text("parent_id IS NOT NULL"),
+    ),
 )
-
 
 
 def _run_fk() -> ForeignKey:
@@ -170,7 +173,12 @@ lineage = Table(
     Column("role", String(100), nullable=False, server_default=""),
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint(
-        "run_pk", "direction", "entity_kind", "entity_id", "entity_version", "role",
+        "run_pk",
+        "direction",
+        "entity_kind",
+        "entity_id",
+        "entity_version",
+        "role",
         name="uq_lineage_edge",
     ),
     Index("ix_lineage_entity", "entity_kind", "entity_id", "entity_version"),

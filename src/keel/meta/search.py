@@ -40,8 +40,18 @@ _TABLES = {"metrics": latest_metrics, "params": params, "tags": tags}
 
 # What a run record is built from (see TrackingStore._record).
 RECORD_COLUMNS = (
-    runs.c.id, runs.c.run_id, projects.c.name, runs.c.name, runs.c.status, runs.c.start_time,
-    runs.c.end_time, runs.c.parent_id, runs.c.deleted, runs.c.error, runs.c.context, runs.c.summary,
+    runs.c.id,
+    runs.c.run_id,
+    projects.c.name,
+    runs.c.name,
+    runs.c.status,
+    runs.c.start_time,
+    runs.c.end_time,
+    runs.c.parent_id,
+    runs.c.deleted,
+    runs.c.error,
+    runs.c.context,
+    runs.c.summary,
 )
 
 
@@ -217,4 +227,3 @@ def compile_search(
     for alias, on, outer in compiler.joins:
         source = source.join(alias, on, isouter=outer)
     return select(*RECORD_COLUMNS).select_from(source).where(*conditions).order_by(*order_columns)
-

@@ -67,7 +67,9 @@ _INSERT_RUN = (
     "INSERT INTO runs (run_id, project_id, name, status, start_time, parent_id, context, deleted) "
     "VALUES (?, ?, ?, 'running', ?, ?, ?, ?) RETURNING id"
 )
-_INSERT_PARAM = "INSERT INTO params (run_pk, key, vtype, value) VALUES (?, ?, ?, ?) ON CONFLICT (run_pk, key) DO NOTHING"
+_INSERT_PARAM = (
+    "INSERT INTO params (run_pk, key, vtype, value) VALUES (?, ?, ?, ?) ON CONFLICT (run_pk, key) DO NOTHING"
+)
 _UPSERT_PARAM = (
     "INSERT INTO params (run_pk, key, vtype, value) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (run_pk, key) DO UPDATE SET vtype = excluded.vtype, value = excluded.value"
@@ -101,11 +103,20 @@ class TrackingStore:
         self._pks: dict[str, int] = {}  # run_id -> runs.id; immutable, so safe to cache
         self._project_ids: dict[str, int] = {}  # projects are never renamed
         self._lock = threading.Lock()
-        self._sql = {name: db.sql(text) for name, text in {
-            "chunk": _INSERT_CHUNK, "run": _INSERT_RUN, "latest": _UPSERT_LATEST, "param": _INSERT_PARAM,
-            "param_overwrite": _UPSERT_PARAM, "tag": _UPSERT_TAG, "artifact": _UPSERT_ARTIFACT,
-            "edge": _INSERT_EDGE, "end": _END_RUN,
-        }.items()}
+        self._sql = {
+            name: db.sql(text)
+            for name, text in {
+                "chunk": _INSERT_CHUNK,
+                "run": _INSERT_RUN,
+                "latest": _UPSERT_LATEST,
+                "param": _INSERT_PARAM,
+                "param_overwrite": _UPSERT_PARAM,
+                "tag": _UPSERT_TAG,
+                "artifact": _UPSERT_ARTIFACT,
+                "edge": _INSERT_EDGE,
+                "end": _END_RUN,
+            }.items()
+        }
 
     # -- projects ---------------------------------------------------------
     def ensure_project(self, conn: Any, name: str) -> int:
@@ -166,11 +177,13 @@ class TrackingStore:
             with self.db.raw_read() as cur:
                 self._pk_map(cur, [parent_id])
         context_json = json.dumps(context or {}, sort_keys=True, default=str)
-        self.write_batch(WriteBatch(
-            new_runs=[(run_id, project, name, start_time, parent_id, context_json)],
-            tags=[(run_id, k, v) for k, v in tag_rows],
-            lineage=[(run_id, "input", "run", parent_id, "", "parent", start_time)] if parent_id else [],
-        ))
+        self.write_batch(
+            WriteBatch(
+                new_runs=[(run_id, project, name, start_time, parent_id, context_json)],
+                tags=[(run_id, k, v) for k, v in tag_rows],
+                lineage=[(run_id, "input", "run", parent_id, "", "parent", start_time)] if parent_id else [],
+            )
+        )
 
     def _insert_runs(self, cur: Any, rows: Sequence[tuple[str, str, str, int, str | None, str]]) -> None:
         for run_id, project, name, start_time, parent_id, context_json in rows:
@@ -210,9 +223,7 @@ class TrackingStore:
         if text in self._pks:
             return text
         with self.db.read() as conn:
-            found = conn.execute(
-                select(runs.c.run_id).where(runs.c.run_id.like(text + "%")).limit(2)
-            ).scalars().all()
+            found = conn.execute(select(runs.c.run_id).where(runs.c.run_id.like(text + "%")).limit(2)).scalars().all()
         if not found:
             raise NotFound(f"no run with id {prefix!r}", "list runs with 'keel runs list'")
         if len(found) > 1:
@@ -274,16 +285,33 @@ class TrackingStore:
             cur.executemany(
                 sql["chunk"],
                 [
-                    (pks[c.run_id], c.key, c.count, min(c.steps), max(c.steps),
-                     pack_ints(c.steps), pack_ints(c.timestamps), pack_floats(c.values))
+                    (
+                        pks[c.run_id],
+                        c.key,
+                        c.count,
+                        min(c.steps),
+                        max(c.steps),
+                        pack_ints(c.steps),
+                        pack_ints(c.timestamps),
+                        pack_floats(c.values),
+                    )
                     for c in chunks
                 ],
             )
             cur.executemany(
                 sql["latest"],
                 [
-                    (pks[c.run_id], c.key, None if c.latest_value != c.latest_value else c.latest_value,
-                     c.latest_value != c.latest_value, c.latest_step, c.latest_timestamp, c.min, c.max, c.count)
+                    (
+                        pks[c.run_id],
+                        c.key,
+                        None if c.latest_value != c.latest_value else c.latest_value,
+                        c.latest_value != c.latest_value,
+                        c.latest_step,
+                        c.latest_timestamp,
+                        c.min,
+                        c.max,
+                        c.count,
+                    )
                     for c in chunks
                 ],
             )
@@ -347,7 +375,9 @@ class TrackingStore:
     def set_status(self, run_id: str, status: str, end_time: int | None, error: str | None = None) -> None:
         """Change a run's status directly (used when resuming a run)."""
         with self.db.write() as conn:
-            conn.execute(update(runs).where(runs.c.run_id == run_id).values(status=status, end_time=end_time, error=error))
+            conn.execute(
+                update(runs).where(runs.c.run_id == run_id).values(status=status, end_time=end_time, error=error)
+            )
 
     # -- reading runs -----------------------------------------------------
     def _record(self, row: Sequence[Any]) -> RunRecord:
@@ -356,10 +386,19 @@ class TrackingStore:
         self._pks[run_id] = pk
         doc = json.loads(summary) if summary and summary != "{}" else {}
         return RunRecord(
-            run_id=run_id, project=project, name=name, status=status, start_time=int(start),
-            end_time=None if end is None else int(end), parent_id=parent, deleted=bool(deleted),
-            error=error, context_json=context or "{}",
-            params=doc.get("params", {}), metrics=doc.get("metrics", {}), tags=doc.get("tags", {}),
+            run_id=run_id,
+            project=project,
+            name=name,
+            status=status,
+            start_time=int(start),
+            end_time=None if end is None else int(end),
+            parent_id=parent,
+            deleted=bool(deleted),
+            error=error,
+            context_json=context or "{}",
+            params=doc.get("params", {}),
+            metrics=doc.get("metrics", {}),
+            tags=doc.get("tags", {}),
         )
 
     def _records(self, pks: Sequence[int]) -> list[RunRecord]:
@@ -403,8 +442,10 @@ class TrackingStore:
     ) -> tuple[list[RunRecord], bool]:
         """One page of matching runs, and whether more follow."""
         stmt = compile_search(project_ids, node, order_by, include_deleted, only_deleted)
-        compiled = stmt.limit(limit + 1).offset(offset).compile(
-            dialect=self.db.engine.dialect, compile_kwargs={"render_postcompile": True}
+        compiled = (
+            stmt.limit(limit + 1)
+            .offset(offset)
+            .compile(dialect=self.db.engine.dialect, compile_kwargs={"render_postcompile": True})
         )
         params = compiled.construct_params()
         args = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
@@ -416,9 +457,11 @@ class TrackingStore:
     def children(self, run_id: str) -> list[str]:
         """Ids of the runs whose parent is ``run_id``, oldest first."""
         with self.db.read() as conn:
-            return list(conn.execute(
-                select(runs.c.run_id).where(runs.c.parent_id == run_id).order_by(runs.c.start_time, runs.c.id)
-            ).scalars())
+            return list(
+                conn.execute(
+                    select(runs.c.run_id).where(runs.c.parent_id == run_id).order_by(runs.c.start_time, runs.c.id)
+                ).scalars()
+            )
 
     def params_of(self, run_id: str) -> dict[str, tuple[str, str]]:
         """``key -> (vtype, text)`` of a run's params (to resume it)."""
@@ -433,14 +476,17 @@ class TrackingStore:
         with self.db.raw_read() as cur:
             pk = self._pk_map(cur, [run_id])[run_id]
             cur.execute(
-                self.db.sql("SELECT steps, timestamps, vals FROM metric_chunks WHERE run_pk = ? AND key = ? ORDER BY id"),
+                self.db.sql(
+                    "SELECT steps, timestamps, vals FROM metric_chunks WHERE run_pk = ? AND key = ? ORDER BY id"
+                ),
                 (pk, key),
             )
             chunks = cur.fetchall()
         points: list[tuple[int, int, float]] = []
         for steps, stamps, values in chunks:
-            points.extend(zip(unpack_ints(bytes(steps)), unpack_ints(bytes(stamps)), unpack_floats(bytes(values)),
-                              strict=True))
+            points.extend(
+                zip(unpack_ints(bytes(steps)), unpack_ints(bytes(stamps)), unpack_floats(bytes(values)), strict=True)
+            )
         points.sort(key=lambda point: (point[0], point[1]))  # stable: logging order breaks ties
         return [Metric(key, value, step, ts) for step, ts, value in points]
 
@@ -456,8 +502,13 @@ class TrackingStore:
 
         return [
             MetricSummary(
-                r.key, float("nan") if r.is_nan else float(r.value), int(r.step), int(r.timestamp),
-                num(r.min_value), num(r.max_value), int(r.count),
+                r.key,
+                float("nan") if r.is_nan else float(r.value),
+                int(r.step),
+                int(r.timestamp),
+                num(r.min_value),
+                num(r.max_value),
+                int(r.count),
             )
             for r in rows
         ]
@@ -470,7 +521,8 @@ class TrackingStore:
             query = select(artifacts).where(artifacts.c.run_pk == pk).order_by(artifacts.c.path)
             if prefix:
                 query = query.where(
-                    (artifacts.c.path == prefix) | artifacts.c.path.startswith(prefix.rstrip("/") + "/", autoescape=True)
+                    (artifacts.c.path == prefix)
+                    | artifacts.c.path.startswith(prefix.rstrip("/") + "/", autoescape=True)
                 )
             rows = conn.execute(query).all()
         return [Artifact(r.path, r.oid, int(r.size), r.kind) for r in rows]
@@ -481,7 +533,9 @@ class TrackingStore:
             pk = self._pk_map(conn, [run_id])[run_id]
             rows = conn.execute(select(lineage).where(lineage.c.run_pk == pk).order_by(lineage.c.id)).all()
         return [
-            LineageEdge(run_id, r.direction, EntityRef(r.entity_kind, r.entity_id, r.entity_version), r.role, r.created_at)
+            LineageEdge(
+                run_id, r.direction, EntityRef(r.entity_kind, r.entity_id, r.entity_version), r.role, r.created_at
+            )
             for r in rows
         ]
 
@@ -511,7 +565,9 @@ class TrackingStore:
         """``(run_id, path)`` of every artifact stored as ``oid``."""
         with self.db.read() as conn:
             rows = conn.execute(
-                select(runs.c.run_id, artifacts.c.path).join(runs, runs.c.id == artifacts.c.run_pk).where(artifacts.c.oid == oid)
+                select(runs.c.run_id, artifacts.c.path)
+                .join(runs, runs.c.id == artifacts.c.run_pk)
+                .where(artifacts.c.oid == oid)
             ).all()
         return [(r, p) for r, p in rows]
 

@@ -120,7 +120,7 @@ class ObjectStore(abc.ABC):
             except (IntegrityError, NotFound) as exc:
                 yield oid, exc.message
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Release resources (connections); the default has none."""
 
     def __repr__(self) -> str:

@@ -42,9 +42,7 @@ class S3ObjectStore(ObjectStore):
             import boto3
             from botocore.config import Config
         except ImportError as exc:  # pragma: no cover - depends on extras
-            raise StoreError(
-                "the S3 object store needs boto3", "install it: pip install 'keel[s3]'"
-            ) from exc
+            raise StoreError("the S3 object store needs boto3", "install it: pip install 'keel[s3]'") from exc
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -73,11 +71,11 @@ class S3ObjectStore(ObjectStore):
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound"):
                 key = kwargs.get("Key", "")
-                raise NotFound(f"{what}: s3://{self.bucket}/{key} not found", "check the id, or push the object") from None
-            if code == "NoSuchBucket":
-                raise StoreError(
-                    f"bucket {self.bucket!r} does not exist", "create it or fix the s3:// URL"
+                raise NotFound(
+                    f"{what}: s3://{self.bucket}/{key} not found", "check the id, or push the object"
                 ) from None
+            if code == "NoSuchBucket":
+                raise StoreError(f"bucket {self.bucket!r} does not exist", "create it or fix the s3:// URL") from None
             raise StoreError(f"{what} failed on {self.url}: {code or exc}", "check credentials and endpoint") from None
         except BotoCoreError as exc:
             raise StoreError(f"{what} failed on {self.url}: {exc}", "check the endpoint and network") from None
@@ -133,7 +131,7 @@ class S3ObjectStore(ObjectStore):
         try:
             for page in pages:
                 for item in page.get("Contents", []):
-                    rest = item["Key"][len(start):]
+                    rest = item["Key"][len(start) :]
                     fan, _, name = rest.partition("/")
                     if len(fan) == 2 and name:
                         yield fan + name

@@ -43,7 +43,10 @@ class Client:
 
     # -- runs -------------------------------------------------------------------
     def start_run(
-        self, project: str | None = None, name: str | None = None, tags: dict[str, Any] | None = None,
+        self,
+        project: str | None = None,
+        name: str | None = None,
+        tags: dict[str, Any] | None = None,
         parent_id: str | None = None,
     ) -> Run:
         """Start a run that is not made the active run."""

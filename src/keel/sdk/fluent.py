@@ -83,8 +83,12 @@ def start_run(
     return run
 
 
-def init(project: str | None = None, name: str | None = None, config: Mapping[str, Any] | None = None,
-         tags: Mapping[str, Any] | None = None) -> Run:
+def init(
+    project: str | None = None,
+    name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Run:
     """W&B style: start the active run; ``config`` is logged as params."""
     run = start_run(project=project, name=name, tags=tags)
     if config:

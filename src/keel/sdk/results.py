@@ -21,8 +21,13 @@ class RunList(list[RunRecord]):
         rows = []
         for run in self:
             row: dict[str, Any] = {
-                "run_id": run.run_id, "project": run.project, "name": run.name, "status": run.status,
-                "start_time": run.start_time, "end_time": run.end_time, "parent_id": run.parent_id,
+                "run_id": run.run_id,
+                "project": run.project,
+                "name": run.name,
+                "status": run.status,
+                "start_time": run.start_time,
+                "end_time": run.end_time,
+                "parent_id": run.parent_id,
             }
             row.update({f"params.{k}": v for k, v in run.params.items()})
             row.update({f"metrics.{k}": v for k, v in run.metrics.items()})

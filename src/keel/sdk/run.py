@@ -71,8 +71,7 @@ class Run:
                 old = self._params.get(key)
                 if old is not None and old != (vtype, text) and not overwrite:
                     raise Conflict(
-                        f"param {key!r} of run {self.id[:8]} is {decode_param(*old)!r}; "
-                        f"cannot change it to {value!r}",
+                        f"param {key!r} of run {self.id[:8]} is {decode_param(*old)!r}; cannot change it to {value!r}",
                         "params are fixed once logged: log a new key, or pass overwrite=True",
                     )
                 rows.append((self.id, key, vtype, text, overwrite))

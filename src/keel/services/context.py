@@ -21,8 +21,18 @@ __all__ = ["TRACKED_PACKAGES", "capture_context", "git_state"]
 
 # Libraries whose version changes LLM results; recorded when installed.
 TRACKED_PACKAGES = (
-    "openai", "anthropic", "langchain", "langchain-core", "llama-index", "transformers",
-    "sentence-transformers", "torch", "vllm", "tiktoken", "numpy", "pandas",
+    "openai",
+    "anthropic",
+    "langchain",
+    "langchain-core",
+    "llama-index",
+    "transformers",
+    "sentence-transformers",
+    "torch",
+    "vllm",
+    "tiktoken",
+    "numpy",
+    "pandas",
 )
 
 
@@ -32,9 +42,7 @@ def git_state(cwd: str) -> dict[str, Any]:
 
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(
-                ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
-            )
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False)
         except (OSError, subprocess.SubprocessError):
             return None
         return out.stdout.strip() if out.returncode == 0 else None

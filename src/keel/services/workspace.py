@@ -63,7 +63,11 @@ class Store:
 
     def describe(self) -> dict[str, Any]:
         """Where this store lives (for ``keel info``)."""
-        return {"workspace": str(self.root) if self.root else None, "database": self.db.url, "objects": self.objects.url}
+        return {
+            "workspace": str(self.root) if self.root else None,
+            "database": self.db.url,
+            "objects": self.objects.url,
+        }
 
 
 def find_workspace(start: str | os.PathLike[str] | None = None) -> Path | None:
@@ -88,7 +92,7 @@ def _split_objects(uri: str) -> tuple[str, str | None]:
 
 def _sqlite_dir(database: str) -> Path | None:
     if database.startswith("sqlite:///"):
-        return Path(database[len("sqlite:///"):]).expanduser().resolve().parent
+        return Path(database[len("sqlite:///") :]).expanduser().resolve().parent
     if "://" not in database:
         return Path(database).expanduser().resolve().parent
     return None

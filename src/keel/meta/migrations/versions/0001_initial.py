@@ -18,8 +18,11 @@ _Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 def _run_pk(primary_key: bool = False) -> sa.Column:
     return sa.Column(
-        "run_pk", _Id, sa.ForeignKey("runs.id", ondelete="CASCADE"),
-        primary_key=primary_key, nullable=False,
+        "run_pk",
+        _Id,
+        sa.ForeignKey("runs.id", ondelete="CASCADE"),
+        primary_key=primary_key,
+        nullable=False,
     )
 
 
@@ -48,8 +51,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_runs_project_start", "runs", ["project_id", "start_time"])
     op.create_index(
-        "ix_runs_parent", "runs", ["parent_id"],
-        sqlite_where=sa.text("parent_id IS NOT NULL"), postgresql_where=sa.text("parent_id IS NOT NULL"),
+        "ix_runs_parent",
+        "runs",
+        ["parent_id"],
+        sqlite_where=sa.text("parent_id IS NOT NULL"),
+        postgresql_where=sa.text("parent_id IS NOT NULL"),
     )
     op.create_table(
         "params",
@@ -117,7 +123,12 @@ def upgrade() -> None:
         sa.Column("role", sa.String(100), nullable=False, server_default=""),
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.UniqueConstraint(
-            "run_pk", "direction", "entity_kind", "entity_id", "entity_version", "role",
+            "run_pk",
+            "direction",
+            "entity_kind",
+            "entity_id",
+            "entity_version",
+            "role",
             name="uq_lineage_edge",
         ),
     )
