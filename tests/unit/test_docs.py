@@ -1,0 +1,58 @@
+"""The README is a contract: every keel command it shows exists, and every CLI command is in it."""
+
+import re
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from keel.cli.main import app
+
+README = (Path(__file__).parents[2] / "README.md").read_text()
+
+
+def _readme_commands() -> set[tuple[str, ...]]:
+    commands = set()
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.splitlines():
+            for part in re.split(r"\s*(?:&&|/)\s*(?=keel )", line.split("#")[0]):
+                words = part.strip().split()
+                if words[:1] == ["keel"] or (words and words[0].endswith("/keel")):
+                    names = [w for w in words[1:3] if re.fullmatch(r"[a-z-]+", w)]
+                    if names:
+                        commands.add(tuple(names))
+    return commands
+
+
+def _cli_commands() -> set[tuple[str, ...]]:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    found = set()
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            found.update((name, sub) for sub in subcommands)
+        else:
+            found.add((name,))
+    return found
+
+
+def test_every_readme_command_exists():
+    runner = CliRunner()
+    cli = _cli_commands()
+    for command in _readme_commands():
+        assert command in cli or command[:1] in cli, f"README shows 'keel {' '.join(command)}', which does not exist"
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0, result.output
+
+
+def test_every_cli_command_is_documented():
+    documented = _readme_commands()
+    for command in _cli_commands():
+        assert command in documented, f"'keel {' '.join(command)}' is missing from the README"
+
+
+def test_make_targets_in_readme_exist():
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    for target in re.findall(r"^make (\w+)", README, re.M):
+        assert re.search(rf"^{target}:", makefile, re.M), f"README shows 'make {target}'"
