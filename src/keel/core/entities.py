@@ -136,9 +136,12 @@ class LineageEdge:
     created_at: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: a frozen __init__ costs 3x, and search builds thousands
 class RunRecord:
-    """A run as stored: identity, status, times, context, params, metrics, tags."""
+    """A run as stored: identity, status, times, context, params, metrics, tags.
+
+    A snapshot: changing it changes nothing in the store.
+    """
 
     run_id: str
     project: str

@@ -64,8 +64,8 @@ _INSERT_CHUNK = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_RUN = (
-    "INSERT INTO runs (run_id, project_id, name, status, start_time, parent_id, context, deleted) "
-    "VALUES (?, ?, ?, 'running', ?, ?, ?, ?) RETURNING id"
+    "INSERT INTO runs (run_id, project_id, name, status, start_time, end_time, parent_id, error, context, "
+    "summary, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 _INSERT_PARAM = (
     "INSERT INTO params (run_pk, key, vtype, value) VALUES (?, ?, ?, ?) ON CONFLICT (run_pk, key) DO NOTHING"
@@ -185,13 +185,49 @@ class TrackingStore:
             )
         )
 
-    def _insert_runs(self, cur: Any, rows: Sequence[tuple[str, str, str, int, str | None, str]]) -> None:
-        for run_id, project, name, start_time, parent_id, context_json in rows:
-            if run_id in self._pks:
-                continue  # already written (a retried batch)
-            project_id = self._project_id(cur, project)
-            cur.execute(self._sql["run"], (run_id, project_id, name, start_time, parent_id, context_json, False))
+    def _insert_runs(self, cur: Any, batch: WriteBatch, chunks: list[Any]) -> set[str]:
+        """Insert the batch's new runs already in their final state for this batch
+        (status, end time and summary included), so a short run is one row write.
+        Returns the ids inserted."""
+        fresh = {row[0] for row in batch.new_runs if row[0] not in self._pks}  # not on a retry
+        if not fresh:
+            return fresh
+        docs: dict[str, dict[str, dict[str, Any]]] = {run_id: {} for run_id in fresh}
+        for r, key, vtype, text, overwrite in batch.params:
+            if r in docs:
+                doc = docs[r].setdefault("params", {})
+                if overwrite or key not in doc:
+                    doc[key] = decode_param(vtype, text)
+        for r, key, value in batch.tags:
+            if r in docs:
+                docs[r].setdefault("tags", {})[key] = value
+        for c in chunks:  # one chunk per (run, key) per batch: its latest is the latest
+            if c.run_id in docs:
+                docs[c.run_id].setdefault("metrics", {})[c.key] = c.latest_value
+        ends = {r: (status, end, error) for r, status, end, error in batch.run_ends if r in fresh}
+        for run_id, project, name, start_time, parent_id, context_json in batch.new_runs:
+            if run_id not in fresh:
+                continue
+            status, end, error = ends.get(run_id, ("running", None, None))
+            summary = json.dumps(docs[run_id], separators=(",", ":"), sort_keys=True)
+            cur.execute(
+                self._sql["run"],
+                (
+                    run_id,
+                    self._project_id(cur, project),
+                    name,
+                    status,
+                    start_time,
+                    end,
+                    parent_id,
+                    error,
+                    context_json,
+                    summary,
+                    False,
+                ),
+            )
             self._pks[run_id] = int(cur.fetchone()[0])
+        return fresh
 
     def _project_id(self, cur: Any, name: str) -> int:
         found = self._project_ids.get(name)
@@ -256,20 +292,20 @@ class TrackingStore:
         if not len(batch):
             return
         sql = self._sql
-        created: list[str] = []
+        chunks = group_metrics(batch.metrics) if batch.metrics else []
+        created = {row[0] for row in batch.new_runs if row[0] not in self._pks}
         try:
             with self.db.raw_write() as cur:
-                for row in batch.new_runs:
-                    if row[0] not in self._pks:
-                        created.append(row[0])
-                self._insert_runs(cur, batch.new_runs)
-                self._write_rows(cur, batch, sql)
+                self._insert_runs(cur, batch, chunks)
+                self._write_rows(cur, batch, sql, chunks, created)
         except BaseException:
             for run_id in created:  # rolled back: forget the ids cached for them
                 self._pks.pop(run_id, None)
             raise
 
-    def _write_rows(self, cur: Any, batch: WriteBatch, sql: dict[str, str]) -> None:
+    def _write_rows(
+        self, cur: Any, batch: WriteBatch, sql: dict[str, str], chunks: list[Any], created: set[str]
+    ) -> None:
         pks = self._pk_map(cur, batch.run_ids())
         if batch.params:
             plain = [(pks[r], k, t, v) for r, k, t, v, overwrite in batch.params if not overwrite]
@@ -280,7 +316,6 @@ class TrackingStore:
                 cur.executemany(sql["param_overwrite"], forced)
         if batch.tags:
             cur.executemany(sql["tag"], [(pks[r], k, v) for r, k, v in batch.tags])
-        chunks = group_metrics(batch.metrics) if batch.metrics else []
         if chunks:
             cur.executemany(
                 sql["chunk"],
@@ -319,11 +354,14 @@ class TrackingStore:
             cur.executemany(sql["artifact"], [(pks[r], *rest) for r, *rest in batch.artifacts])
         if batch.lineage:
             cur.executemany(sql["edge"], [(pks[r], *rest) for r, *rest in batch.lineage])
-        if batch.run_ends:
-            cur.executemany(sql["end"], [(status, end, error, pks[r]) for r, status, end, error in batch.run_ends])
-        self._update_summaries(cur, batch, pks, chunks)
+        ends = [(status, end, error, pks[r]) for r, status, end, error in batch.run_ends if r not in created]
+        if ends:
+            cur.executemany(sql["end"], ends)
+        self._update_summaries(cur, batch, pks, chunks, created)
 
-    def _update_summaries(self, cur: Any, batch: WriteBatch, pks: dict[str, int], chunks: list[Any]) -> None:
+    def _update_summaries(
+        self, cur: Any, batch: WriteBatch, pks: dict[str, int], chunks: list[Any], created: set[str]
+    ) -> None:
         """Rewrite ``runs.summary`` for every run whose params, tags or metrics changed.
 
         Params and tags merge into the stored document; metrics are re-read
@@ -331,6 +369,7 @@ class TrackingStore:
         stored sorted so reading needs no sort.
         """
         touched = {r for r, *_ in batch.params} | {r for r, *_ in batch.tags} | {c.run_id for c in chunks}
+        touched -= created  # inserted with their summary already
         if not touched:
             return
         sql = self.db.sql
@@ -380,11 +419,16 @@ class TrackingStore:
             )
 
     # -- reading runs -----------------------------------------------------
-    def _record(self, row: Sequence[Any]) -> RunRecord:
-        """A :class:`RunRecord` from a row of :data:`RECORD_COLUMNS`."""
-        pk, run_id, project, name, status, start, end, parent, deleted, error, context, summary = row
+    def _records_from_rows(self, rows: Sequence[Sequence[Any]]) -> list[RunRecord]:
+        """Records from rows of :data:`RECORD_COLUMNS`; all summaries are decoded in one
+        ``json.loads`` (a quarter faster than one call per run)."""
+        docs = json.loads("[" + ",".join(row[11] or "{}" for row in rows) + "]")
+        return [self._record(row, doc) for row, doc in zip(rows, docs, strict=True)]
+
+    def _record(self, row: Sequence[Any], doc: dict[str, Any]) -> RunRecord:
+        """A :class:`RunRecord` from a row of :data:`RECORD_COLUMNS` and its decoded summary."""
+        pk, run_id, project, name, status, start, end, parent, deleted, error, context, _summary = row
         self._pks[run_id] = pk
-        doc = json.loads(summary) if summary and summary != "{}" else {}
         return RunRecord(
             run_id=run_id,
             project=project,
@@ -411,8 +455,9 @@ class TrackingStore:
                     .select_from(runs.join(projects, projects.c.id == runs.c.project_id))
                     .where(runs.c.id.in_(chunk))
                 )
-                for row in conn.execute(query):
-                    found[row[0]] = self._record(row)
+                rows = conn.execute(query).all()
+                for row, record in zip(rows, self._records_from_rows(rows), strict=True):
+                    found[row[0]] = record
         return [found[pk] for pk in pks if pk in found]
 
     def get_run(self, run_id: str) -> RunRecord:
@@ -452,7 +497,7 @@ class TrackingStore:
         with self.db.raw_read() as cur:  # the driver directly: no per-row Core overhead
             cur.execute(compiled.string, args)
             rows = cur.fetchall()
-        return [self._record(row) for row in rows[:limit]], len(rows) > limit
+        return self._records_from_rows(rows[:limit]), len(rows) > limit
 
     def children(self, run_id: str) -> list[str]:
         """Ids of the runs whose parent is ``run_id``, oldest first."""

@@ -7,6 +7,7 @@ thousand runs costs two ``git`` calls, not two thousand.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import socket
@@ -17,7 +18,7 @@ from typing import Any
 
 from keel._version import __version__
 
-__all__ = ["TRACKED_PACKAGES", "capture_context", "git_state"]
+__all__ = ["TRACKED_PACKAGES", "capture_context", "context_json", "git_state"]
 
 # Libraries whose version changes LLM results; recorded when installed.
 TRACKED_PACKAGES = (
@@ -75,8 +76,14 @@ def _static_context() -> dict[str, Any]:
 
 def capture_context(cwd: str | None = None) -> dict[str, Any]:
     """The run context: static facts plus the git state of ``cwd``."""
+    return json.loads(context_json(os.path.abspath(cwd or os.getcwd())))
+
+
+@functools.lru_cache(maxsize=16)
+def context_json(cwd: str) -> str:
+    """:func:`capture_context` as canonical JSON, computed once per folder and process."""
     context = dict(_static_context())
-    git = git_state(os.path.abspath(cwd or os.getcwd()))
+    git = git_state(cwd)
     if git:
         context["git"] = git
-    return context
+    return json.dumps(context, sort_keys=True, default=str)

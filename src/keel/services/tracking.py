@@ -31,7 +31,7 @@ from keel.core.filters import parse_filter, parse_order_by
 from keel.core.names import check_artifact_path, check_key, check_name
 from keel.core.table import Table
 from keel.errors import InvalidInput, NotFound
-from keel.services.context import capture_context
+from keel.services.context import context_json
 from keel.services.workspace import Store
 
 __all__ = ["DEFAULT_PROJECT", "MAX_PAGE", "TrackingService", "random_run_name"]
@@ -157,7 +157,7 @@ class TrackingService:
             parent_id = self.resolve_run_id(parent_id)
         run_id = run_id or new_run_id()
         start = now_ms()
-        context_json = json.dumps(capture_context(cwd), sort_keys=True, default=str)
+        context = context_json(os.path.abspath(cwd or os.getcwd()))
         record = RunRecord(
             run_id=run_id,
             project=project,
@@ -165,11 +165,11 @@ class TrackingService:
             status="running",
             start_time=start,
             parent_id=parent_id,
-            context_json=context_json,
+            context_json=context,
             tags=dict(tag_rows),
         )
         batch = WriteBatch(
-            new_runs=[(run_id, project, name, start, parent_id, context_json)],
+            new_runs=[(run_id, project, name, start, parent_id, context)],
             tags=[(run_id, k, v) for k, v in tag_rows],
             lineage=[(run_id, "input", "run", parent_id, "", "parent", start)] if parent_id else [],
         )
