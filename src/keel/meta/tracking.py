@@ -32,7 +32,7 @@ from keel.core.entities import (
 from keel.core.filters import Node, OrderBy
 from keel.core.series import group_metrics, pack_floats, pack_ints, unpack_floats, unpack_ints
 from keel.core.values import decode_param
-from keel.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from keel.errors import AlreadyExists, InvalidInput, NotFound
 from keel.meta.engine import Database
 from keel.meta.schema import artifacts, latest_metrics, lineage, params, projects, runs
 from keel.meta.search import RECORD_COLUMNS, compile_search
@@ -615,20 +615,3 @@ class TrackingStore:
                 .where(artifacts.c.oid == oid)
             ).all()
         return [(r, p) for r, p in rows]
-
-    def check_param_conflicts(self, rows: Sequence[tuple[str, str, str, str, bool]]) -> None:
-        """Raise Conflict if a non-overwriting param row contradicts a stored value."""
-        with self.db.read() as conn:
-            for run_id, key, vtype, text, overwrite in rows:
-                if overwrite:
-                    continue
-                pk = self._pk_map(conn, [run_id])[run_id]
-                stored = conn.execute(
-                    select(params.c.vtype, params.c.value).where(params.c.run_pk == pk, params.c.key == key)
-                ).first()
-                if stored is not None and tuple(stored) != (vtype, text):
-                    raise Conflict(
-                        f"param {key!r} of run {run_id[:8]} is {decode_param(*stored)!r}; "
-                        f"cannot change it to {decode_param(vtype, text)!r}",
-                        "params are fixed once logged: log a new key, or pass overwrite=True",
-                    )

@@ -30,10 +30,11 @@ class Client:
     Args:
         database: a database URL; default: ``KEEL_URI`` or the nearest ``.keel/``.
         objects: an object-store URL (default: beside the database / from config).
-        create: create a workspace in the current folder when none is found.
+        create: create a workspace in the current folder when none is found
+            (the default, as for ``keel.start_run``; the CLI passes False).
     """
 
-    def __init__(self, database: str | None = None, objects: str | None = None, create: bool = False) -> None:
+    def __init__(self, database: str | None = None, objects: str | None = None, create: bool = True) -> None:
         self._session: Session = get_session(database, objects, create=create)
         self._service = self._session.service
 

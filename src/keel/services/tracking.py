@@ -207,10 +207,6 @@ class TrackingService:
         """Background upkeep of the store (SQLite: a passive WAL checkpoint)."""
         self.store.db.checkpoint()
 
-    def check_params(self, rows: Sequence[tuple[str, str, str, str, bool]]) -> None:
-        """Raise Conflict if a param would change a stored value."""
-        self.repo.check_param_conflicts(rows)
-
     def resolve_run_id(self, run_id: str) -> str:
         """The full id for a run id or unique prefix."""
         return self.repo.resolve_run_id(run_id)
