@@ -243,11 +243,11 @@ def main() -> int:
     args = parse_args()
     sizes = QUICK if args.quick else FULL
     tools = ["mlflow", "keel"] if args.mlflow_python else ["keel"]
-    tmp = Path(tempfile.mkdtemp(prefix="keel-bench-", dir=args.tmpdir))
-    runner = Runner(args, tmp)
     profile_dir = Path(args.profile).resolve() if args.profile else None
     if profile_dir:
         profile_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="keel-bench-", dir=args.tmpdir))
+    runner = Runner(args, tmp)
 
     def prof(name: str, tool: str) -> str:
         return str(profile_dir / f"{name}.prof") if profile_dir and tool == "keel" else ""

@@ -19,7 +19,7 @@ from keel.core.batch import WriteBatch
 from keel.core.entities import new_run_id
 from keel.core.filters import parse_filter, parse_order_by
 from keel.core.values import encode_param
-from keel.errors import Conflict, InvalidInput, NotFound, SchemaTooNew, StoreError
+from keel.errors import InvalidInput, NotFound, SchemaTooNew, StoreError
 from keel.meta import Database, open_database
 from keel.meta.migrate import HEAD, current_revision, ensure_schema
 from keel.meta.schema import metadata
@@ -225,9 +225,6 @@ def test_a_logged_param_is_fixed_unless_overwritten(tracking: TrackingStore) -> 
     run_id = _run(tracking)
     tracking.write_batch(WriteBatch(params=_params(run_id, {"lr": 0.1})))
 
-    with pytest.raises(Conflict, match="lr"):
-        tracking.check_param_conflicts(_params(run_id, {"lr": 0.2}))
-    tracking.check_param_conflicts(_params(run_id, {"lr": 0.1}))  # same value: fine
     tracking.write_batch(WriteBatch(params=_params(run_id, {"lr": 0.2})))  # ignored, not an error
     assert tracking.get_run(run_id).params == {"lr": 0.1}
     tracking.write_batch(WriteBatch(params=_params(run_id, {"lr": 0.2}, overwrite=True)))
