@@ -184,14 +184,36 @@ class _Compiler:
         return exists().where(table.c.run_pk == runs.c.id, table.c.key == key, condition)
 
 
+def _window_condition(column: Any, key: str, ascending: bool, window: int) -> ColumnElement[bool]:
+    lm = latest_metrics
+    ordered = lm.c.value.asc() if ascending else lm.c.value.desc()
+    edge = (
+        select(lm.c.value)
+        .where(lm.c.key == key, lm.c.value.is_not(None))
+        .order_by(ordered)
+        .limit(1)
+        .offset(window - 1)
+        .scalar_subquery()
+    )
+    return column <= edge if ascending else column >= edge
+
+
 def compile_search(
     project_ids: list[int] | None,
     node: Node | None,
     order_by: list[OrderBy],
     include_deleted: bool = False,
     only_deleted: bool = False,
+    window: int | None = None,
 ) -> Select[Any]:
-    """A SELECT of the matching runs (the columns of :data:`RECORD_COLUMNS`), in order."""
+    """A SELECT of the matching runs (the columns of :data:`RECORD_COLUMNS`), in order.
+
+    ``window`` (when the first order clause is a metric) keeps only runs whose
+    value of that metric is among the ``window`` best of all runs, ties
+    included. A top-k query then reads a few thousand index entries instead
+    of every match; if the window holds fewer results than wanted, the caller
+    runs the query again without it.
+    """
     compiler = _Compiler()
     conditions: list[ColumnElement[bool]] = []
     if project_ids is not None:
@@ -216,6 +238,8 @@ def compile_search(
         else:
             alias = compiler.join_for(field.kind, field.key, outer=True)
             column = alias.c.value
+            if window and not order_columns and field.kind == "metrics":
+                conditions.append(_window_condition(column, field.key, clause.ascending, window))
             if field.kind == "params":  # numbers in numeric order first, then text
                 numeric = _numeric_param(alias)
                 order_columns.append((numeric.asc() if clause.ascending else numeric.desc()).nulls_last())

@@ -40,6 +40,7 @@ from keel.meta.search import RECORD_COLUMNS, compile_search
 __all__ = ["TrackingStore"]
 
 _IN_CHUNK = 500  # ids per IN (...) list
+_SEARCH_WINDOW = 5_000  # see compile_search(window=...)
 
 _NEWER = (
     "excluded.step > latest_metrics.step OR (excluded.step = latest_metrics.step "
@@ -486,7 +487,18 @@ class TrackingStore:
         only_deleted: bool = False,
     ) -> tuple[list[RunRecord], bool]:
         """One page of matching runs, and whether more follow."""
-        stmt = compile_search(project_ids, node, order_by, include_deleted, only_deleted)
+        rows: list[Any] = []
+        if order_by and order_by[0].field.kind == "metrics":
+            # Top-k first: the best few thousand by the order metric usually hold the page.
+            window = max(_SEARCH_WINDOW, 10 * (offset + limit + 1))
+            windowed = compile_search(project_ids, node, order_by, include_deleted, only_deleted, window)
+            rows = self._search_rows(windowed, limit, offset)
+        if len(rows) <= limit:  # the window did not settle it (or there was none)
+            full = compile_search(project_ids, node, order_by, include_deleted, only_deleted)
+            rows = self._search_rows(full, limit, offset)
+        return self._records_from_rows(rows[:limit]), len(rows) > limit
+
+    def _search_rows(self, stmt: Any, limit: int, offset: int) -> list[Any]:
         compiled = (
             stmt.limit(limit + 1)
             .offset(offset)
@@ -496,8 +508,7 @@ class TrackingStore:
         args = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
         with self.db.raw_read() as cur:  # the driver directly: no per-row Core overhead
             cur.execute(compiled.string, args)
-            rows = cur.fetchall()
-        return self._records_from_rows(rows[:limit]), len(rows) > limit
+            return list(cur.fetchall())
 
     def children(self, run_id: str) -> list[str]:
         """Ids of the runs whose parent is ``run_id``, oldest first."""

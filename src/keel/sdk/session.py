@@ -27,6 +27,7 @@ __all__ = ["Session", "get_session", "shutdown"]
 log = logging.getLogger("keel")
 
 _SESSIONS: dict[tuple[str, str], Session] = {}
+_BY_LOOKUP: dict[tuple[str | None, ...], Session] = {}
 _LOCK = threading.Lock()
 _uncaught: list[BaseException] = []
 terminating: list[int] = []  # signals that are ending this process
@@ -104,7 +105,13 @@ def get_session(database: str | None = None, objects: str | None = None, create:
 
     With ``create`` and no workspace anywhere, one is created in the current
     directory, so a script logs with zero set-up (like MLflow's ``mlruns/``).
+    Where the store is, is looked up once per (folder, arguments, ``KEEL_*``
+    variables): finding ``.keel/`` walks up the folders and reads its config.
     """
+    lookup = (database, objects, os.getcwd(), os.environ.get("KEEL_URI"), os.environ.get("KEEL_OBJECTS"))
+    session = _BY_LOOKUP.get(lookup)
+    if session is not None:
+        return session
     try:
         db_url, obj_url, root = resolve_store_urls(database, objects)
     except NoWorkspace:
@@ -122,6 +129,7 @@ def get_session(database: str | None = None, objects: str | None = None, create:
             session = Session(TrackingService(store))
             _SESSIONS[key] = session
             _install_exit_hooks()
+        _BY_LOOKUP[lookup] = session
         return session
 
 
@@ -175,4 +183,5 @@ def reset() -> None:
     _clear_stack()
     with _LOCK:
         _SESSIONS.clear()
+        _BY_LOOKUP.clear()
     close_all_stores()

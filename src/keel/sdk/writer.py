@@ -3,7 +3,8 @@
 User code appends tuples to lock-free deques (``collections.deque.append``
 is atomic). One daemon thread per store wakes every ``interval`` seconds, or
 as soon as ``wake_at`` metrics are pending, drains everything into one
-:class:`WriteBatch` and writes it in one transaction.
+:class:`WriteBatch` and writes it in one transaction. If the thread falls behind (``max_pending`` metrics
+queued), the logging thread writes the queue itself, so memory stays bounded.
 
 Durability: :meth:`BatchWriter.flush` returns once everything appended before
 it is committed (it writes on the calling thread). ``Run.finish()``, leaving a ``with`` block, interpreter exit
@@ -47,6 +48,7 @@ class BatchWriter:
         write: Callable[[WriteBatch], None],
         interval: float = 0.2,
         wake_at: int = 20_000,
+        max_pending: int = 60_000,
         max_attempts: int = 5,
         idle: Callable[[], None] | None = None,
         idle_every: float = 1.0,
@@ -57,6 +59,7 @@ class BatchWriter:
         self._last_idle = time.monotonic()
         self.interval = interval
         self.wake_at = wake_at
+        self.max_pending = max_pending
         self.max_attempts = max_attempts
         self.metrics: deque[tuple[str, str, float, int, int]] = deque()
         self._ops: deque[tuple[str, Any]] = deque()
@@ -73,8 +76,12 @@ class BatchWriter:
     def add_metric(self, row: tuple[str, str, float, int, int]) -> None:
         """Queue one metric row ``(run_id, key, value, step, timestamp)``."""
         self.metrics.append(row)
-        if len(self.metrics) >= self.wake_at:
-            self._wake.set()
+        pending = len(self.metrics)
+        if pending >= self.wake_at:
+            if pending >= self.max_pending:
+                self._drain_and_write()  # back-pressure: the writer is behind, so help it
+            else:
+                self._wake.set()
         if self._thread is None:
             self._start()
 
