@@ -40,7 +40,8 @@ from keel.meta.search import RECORD_COLUMNS, compile_search
 __all__ = ["TrackingStore"]
 
 _IN_CHUNK = 500  # ids per IN (...) list
-_SEARCH_WINDOW = 5_000  # see compile_search(window=...)
+_SEARCH_WINDOW = 5_000  # see compile_search(window=...): at least this many runs,
+_WINDOW_FACTOR = 10  # and this many times the rows the page needs
 
 _NEWER = (
     "excluded.step > latest_metrics.step OR (excluded.step = latest_metrics.step "
@@ -490,7 +491,7 @@ class TrackingStore:
         rows: list[Any] = []
         if order_by and order_by[0].field.kind == "metrics":
             # Top-k first: the best few thousand by the order metric usually hold the page.
-            window = max(_SEARCH_WINDOW, 10 * (offset + limit + 1))
+            window = max(_SEARCH_WINDOW, _WINDOW_FACTOR * (offset + limit + 1))
             windowed = compile_search(project_ids, node, order_by, include_deleted, only_deleted, window)
             rows = self._search_rows(windowed, limit, offset)
         if len(rows) <= limit:  # the window did not settle it (or there was none)
