@@ -156,8 +156,12 @@ class TrackingStore:
     def project_ids(self, names: Iterable[str]) -> list[int]:
         """Ids of the named projects; raise NotFound for an unknown one."""
         names = list(names)
-        with self.db.read() as conn:
-            found = dict(conn.execute(select(projects.c.name, projects.c.id).where(projects.c.name.in_(names))).all())
+        unknown = [n for n in names if n not in self._project_ids]
+        if unknown:  # projects are never renamed or re-numbered: cache what is found
+            with self.db.read() as conn:
+                rows = conn.execute(select(projects.c.name, projects.c.id).where(projects.c.name.in_(unknown))).all()
+            self._project_ids.update({name: int(pk) for name, pk in rows})
+        found = self._project_ids
         missing = [n for n in names if n not in found]
         if missing:
             raise NotFound(f"no project named {missing[0]!r}", "list projects with 'keel projects list'")
@@ -489,7 +493,7 @@ class TrackingStore:
     ) -> tuple[list[RunRecord], bool]:
         """One page of matching runs, and whether more follow."""
         rows: list[Any] = []
-        if order_by and order_by[0].field.kind == "metrics":
+        if order_by and order_by[0].field.kind == "metrics" and self._run_count_bound() > _SEARCH_WINDOW:
             # Top-k first: the best few thousand by the order metric usually hold the page.
             window = max(_SEARCH_WINDOW, _WINDOW_FACTOR * (offset + limit + 1))
             windowed = compile_search(project_ids, node, order_by, include_deleted, only_deleted, window)
@@ -498,6 +502,12 @@ class TrackingStore:
             full = compile_search(project_ids, node, order_by, include_deleted, only_deleted)
             rows = self._search_rows(full, limit, offset)
         return self._records_from_rows(rows[:limit]), len(rows) > limit
+
+    def _run_count_bound(self) -> int:
+        """An upper bound of the number of runs (the largest id): one index probe."""
+        with self.db.raw_read() as cur:
+            cur.execute("SELECT MAX(id) FROM runs")
+            return int(cur.fetchone()[0] or 0)
 
     def _search_rows(self, stmt: Any, limit: int, offset: int) -> list[Any]:
         compiled = (
