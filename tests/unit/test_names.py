@@ -33,3 +33,10 @@ def test_artifact_paths_are_normalised_and_cannot_escape():
     for bad in ("../x", "/etc/passwd", "a/../../b", "", "  "):
         with pytest.raises(InvalidInput):
             check_artifact_path(bad)
+
+
+def test_unhashable_keys_are_invalid_not_a_crash():
+    with pytest.raises(InvalidInput):
+        check_key(["a"])
+    with pytest.raises(InvalidInput):
+        check_key({"a": 1})

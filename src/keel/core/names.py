@@ -27,8 +27,14 @@ def check_name(name: object, what: str = "name") -> str:
     return name
 
 
+_GOOD_KEYS: set[str] = set()  # keys already checked (the same few keys are logged over and over)
+_GOOD_KEYS_MAX = 100_000
+
+
 def check_key(key: object, what: str = "key") -> str:
     """Return ``key`` if it is a valid param/metric/tag key, else raise InvalidInput."""
+    if type(key) is str and key in _GOOD_KEYS:
+        return key
     if (
         not isinstance(key, str)
         or not key
@@ -42,6 +48,8 @@ def check_key(key: object, what: str = "key") -> str:
             f"a {what} is 1-{MAX_KEY_LENGTH} characters of letters, digits, "
             "'_', '.', '-', '/', ':' and spaces, not starting with '.' or '-'",
         )
+    if len(_GOOD_KEYS) < _GOOD_KEYS_MAX:
+        _GOOD_KEYS.add(key)
     return key
 
 
