@@ -56,3 +56,13 @@ def test_windowed_search_equals_the_full_query(store, monkeypatch, order, filter
     monkeypatch.setattr(tracking_module, "_SEARCH_WINDOW", 2)
     monkeypatch.setattr(tracking_module, "_WINDOW_FACTOR", 1)
     assert _page(store, filter_text, order, limit, offset) == expected
+
+
+def test_compiled_statements_are_reused_only_for_the_same_query(store):
+    store.write_batch(
+        WriteBatch(params=[(store.search(None, None, [], 1)[0][0].run_id, "flag", "bool", "true", False)])
+    )
+    one = _page(store, "params.flag = 1", "metrics.order asc", 5, 0)
+    true = _page(store, "params.flag = true", "metrics.order asc", 5, 0)
+    again = _page(store, "params.flag = 1", "metrics.order asc", 5, 0)
+    assert one == again and one[0] == [] and len(true[0]) == 1

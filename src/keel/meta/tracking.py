@@ -42,6 +42,7 @@ __all__ = ["TrackingStore"]
 _IN_CHUNK = 500  # ids per IN (...) list
 _SEARCH_WINDOW = 5_000  # see compile_search(window=...): at least this many runs,
 _WINDOW_FACTOR = 10  # and this many times the rows the page needs
+_COMPILED_CACHE = 256  # compiled search statements kept
 
 _NEWER = (
     "excluded.step > latest_metrics.step OR (excluded.step = latest_metrics.step "
@@ -104,6 +105,7 @@ class TrackingStore:
         self.db = db
         self._pks: dict[str, int] = {}  # run_id -> runs.id; immutable, so safe to cache
         self._project_ids: dict[str, int] = {}  # projects are never renamed
+        self._compiled: dict[tuple[Any, ...], tuple[str, Any]] = {}  # see _search_rows
         self._lock = threading.Lock()
         self._sql = {
             name: db.sql(text)
@@ -496,11 +498,11 @@ class TrackingStore:
         if order_by and order_by[0].field.kind == "metrics" and self._run_count_bound() > _SEARCH_WINDOW:
             # Top-k first: the best few thousand by the order metric usually hold the page.
             window = max(_SEARCH_WINDOW, _WINDOW_FACTOR * (offset + limit + 1))
-            windowed = compile_search(project_ids, node, order_by, include_deleted, only_deleted, window)
-            rows = self._search_rows(windowed, limit, offset)
+            rows = self._search_rows(
+                (project_ids, node, order_by, include_deleted, only_deleted, window), limit, offset
+            )
         if len(rows) <= limit:  # the window did not settle it (or there was none)
-            full = compile_search(project_ids, node, order_by, include_deleted, only_deleted)
-            rows = self._search_rows(full, limit, offset)
+            rows = self._search_rows((project_ids, node, order_by, include_deleted, only_deleted, None), limit, offset)
         return self._records_from_rows(rows[:limit]), len(rows) > limit
 
     def _run_count_bound(self) -> int:
@@ -509,16 +511,34 @@ class TrackingStore:
             cur.execute("SELECT MAX(id) FROM runs")
             return int(cur.fetchone()[0] or 0)
 
-    def _search_rows(self, stmt: Any, limit: int, offset: int) -> list[Any]:
-        compiled = (
-            stmt.limit(limit + 1)
-            .offset(offset)
-            .compile(dialect=self.db.engine.dialect, compile_kwargs={"render_postcompile": True})
-        )
-        params = compiled.construct_params()
-        args = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
+    def _search_rows(self, query: tuple[Any, ...], limit: int, offset: int) -> list[Any]:
+        """Run ``compile_search(*query)`` for one page, straight through the driver.
+
+        The compiled SQL and its arguments are kept in a small LRU keyed by the
+        parsed query (every value in it is part of the key): compiling costs
+        ~1.5 ms, and the same search is repeated by pagination and refreshes.
+        Results are never cached.
+        """
+        project_ids, node, order_by, include_deleted, only_deleted, window = query
+        # repr, not the objects: 1 == 1.0 == True as dict keys, but they compile differently.
+        key = (repr(project_ids), repr(node), repr(order_by), include_deleted, only_deleted, window, limit, offset)
+        prepared = self._compiled.get(key)
+        if prepared is None:
+            stmt = compile_search(project_ids, node, order_by, include_deleted, only_deleted, window)
+            compiled = (
+                stmt.limit(limit + 1)
+                .offset(offset)
+                .compile(dialect=self.db.engine.dialect, compile_kwargs={"render_postcompile": True})
+            )
+            params = compiled.construct_params()
+            args = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
+            prepared = (compiled.string, args)
+            with self._lock:
+                if len(self._compiled) >= _COMPILED_CACHE:
+                    self._compiled.pop(next(iter(self._compiled)))
+                self._compiled[key] = prepared
         with self.db.raw_read() as cur:  # the driver directly: no per-row Core overhead
-            cur.execute(compiled.string, args)
+            cur.execute(*prepared)
             return list(cur.fetchall())
 
     def children(self, run_id: str) -> list[str]:
