@@ -83,11 +83,30 @@ class ObjectStore(abc.ABC):
         """The content of ``oid``; with ``verify`` its hash is checked."""
         data = self._read(check_oid(oid))
         if verify and hash_bytes(data) != oid:
-            raise IntegrityError(
-                f"object {oid} is corrupt: its content no longer matches its hash ({self.describe(oid)})",
-                "restore it from a remote or a backup; 'keel verify' lists every corrupt object",
-            )
+            raise self._corrupt(oid)
         return data
+
+    def _corrupt(self, oid: str) -> IntegrityError:
+        return IntegrityError(
+            f"object {oid} is corrupt: its content no longer matches its hash ({self.describe(oid)})",
+            "restore it from a remote or a backup; 'keel verify' lists every corrupt object",
+        )
+
+    def _copy_verified(self, oid: str, chunks: Iterable[bytes], out: BinaryIO) -> None:
+        """Write ``chunks`` (the stored content of ``oid``) to ``out``, hashing as it goes;
+        raise IntegrityError at the end if they do not hash to ``oid``."""
+        hasher = new_hasher()
+        for chunk in chunks:
+            hasher.update(chunk)
+            out.write(chunk)
+        if hasher.hexdigest() != oid:
+            raise self._corrupt(oid)
+
+    def verify(self, oid: str) -> None:
+        """Raise IntegrityError if ``oid`` is corrupt, NotFound if missing (streams; no
+        whole object in memory)."""
+        with open(os.devnull, "wb") as sink:
+            self._copy_to(oid, sink)
 
     def get_file(self, oid: str, dest: str | os.PathLike[str]) -> None:
         """Write the content of ``oid`` to ``dest`` atomically, verifying it."""
@@ -107,10 +126,6 @@ class ObjectStore(abc.ABC):
     def exists_many(self, oids: Iterable[str]) -> set[str]:
         """The subset of ``oids`` that is stored."""
         return {oid for oid in oids if self.exists(oid)}
-
-    def verify(self, oid: str) -> None:
-        """Raise IntegrityError if ``oid`` is corrupt, NotFound if missing."""
-        self.get_bytes(oid, verify=True)
 
     def verify_all(self) -> Iterator[tuple[str, str]]:
         """Yield ``(oid, problem)`` for every corrupt or unreadable object."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from keel.core.hashing import is_oid, new_hasher
-from keel.errors import IntegrityError, NotFound, StoreError
+from keel.errors import NotFound, StoreError
 from keel.objects.base import CHUNK, ObjectStore, check_oid
 
 __all__ = ["LocalObjectStore"]
@@ -94,25 +94,12 @@ class LocalObjectStore(ObjectStore):
             ) from None
 
     def _copy_to(self, oid: str, out: BinaryIO) -> None:
-        hasher = new_hasher()
         try:
             src = open(self.path(check_oid(oid)), "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
             raise NotFound(f"object {oid} is not in the store at {self.root}", "check the id") from None
         with src:
-            for chunk in iter(lambda: src.read(CHUNK), b""):
-                hasher.update(chunk)
-                out.write(chunk)
-        if hasher.hexdigest() != oid:
-            raise IntegrityError(
-                f"object {oid} is corrupt: its content no longer matches its hash ({self.path(oid)})",
-                "restore it from a remote or a backup; 'keel verify' lists every corrupt object",
-            )
-
-    def verify(self, oid: str) -> None:
-        # Stream instead of reading whole files into memory.
-        with open(os.devnull, "wb") as sink:
-            self._copy_to(oid, sink)
+            self._copy_verified(oid, iter(lambda: src.read(CHUNK), b""), out)
 
     def iter_oids(self) -> Iterator[str]:
         for fan in sorted(os.listdir(self.root)):

@@ -13,8 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from keel.core.hashing import new_hasher
-from keel.errors import IntegrityError, NotFound, StoreError
+from keel.errors import NotFound, StoreError
 from keel.objects.base import CHUNK, ObjectStore, check_oid
 
 __all__ = ["S3ObjectStore"]
@@ -110,19 +109,7 @@ class S3ObjectStore(ObjectStore):
         response = self._call(
             f"object {oid}", self._client.get_object, Bucket=self.bucket, Key=self.key(check_oid(oid))
         )
-        hasher = new_hasher()
-        for chunk in response["Body"].iter_chunks(CHUNK):
-            hasher.update(chunk)
-            out.write(chunk)
-        if hasher.hexdigest() != oid:
-            raise IntegrityError(
-                f"object {oid} is corrupt: its content no longer matches its hash ({self.describe(oid)})",
-                "re-upload it from a good copy; 'keel verify' lists every corrupt object",
-            )
-
-    def verify(self, oid: str) -> None:
-        with open(os.devnull, "wb") as sink:
-            self._copy_to(oid, sink)
+        self._copy_verified(oid, response["Body"].iter_chunks(CHUNK), out)
 
     def iter_oids(self) -> Iterator[str]:
         paginator = self._client.get_paginator("list_objects_v2")
