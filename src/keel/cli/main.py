@@ -339,22 +339,20 @@ def projects_create(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``keel`` command; returns the exit code."""
-    import click
-
     try:
         result = app(args=argv, standalone_mode=False)
         return result if isinstance(result, int) else 0
     except KeelError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors: typer prints them as click would
+        exc.show()  # type: ignore[attr-defined]
+        return int(getattr(exc, "exit_code", 2))
     except BrokenPipeError:
         return 0
 
