@@ -24,11 +24,13 @@ demo: $(VENV)/.installed-base
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy src
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy src
 
 $(BENCH_MLFLOW)/.installed:
 	$(PYTHON) -m venv $(BENCH_MLFLOW)

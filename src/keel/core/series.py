@@ -78,8 +78,8 @@ class Chunk:
 def _summarise(run_id: str, key: str, steps: list[int], stamps: list[int], values: list[float]) -> Chunk:
     if len(values) == 1:  # the common case of log_metrics at the end of a run
         value = values[0]
-        finite = value if value == value else None
-        return Chunk(run_id, key, steps, stamps, values, value, steps[0], stamps[0], finite, finite)
+        only = value if value == value else None
+        return Chunk(run_id, key, steps, stamps, values, value, steps[0], stamps[0], only, only)
     top = max(steps)
     if steps[-1] == top and (len(steps) == 1 or steps[-2] < top):
         best = len(steps) - 1  # the common case: steps increase

@@ -531,7 +531,7 @@ class TrackingStore:
                 .compile(dialect=self.db.engine.dialect, compile_kwargs={"render_postcompile": True})
             )
             params = compiled.construct_params()
-            args = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
+            args = tuple(params[name] for name in compiled.positiontup or ()) if compiled.positional else params
             prepared = (compiled.string, args)
             with self._lock:
                 if len(self._compiled) >= _COMPILED_CACHE:

@@ -28,7 +28,7 @@ def open_object_store(url: str) -> ObjectStore:
         return S3ObjectStore(
             bucket=parsed.netloc,
             prefix=parsed.path.strip("/"),
-            endpoint_url=(query.get("endpoint_url") or [None])[0],
+            endpoint_url=query["endpoint_url"][0] if query.get("endpoint_url") else None,
         )
     if url.startswith("file://"):
         parsed = urlparse(url)

@@ -39,14 +39,14 @@ class Run:
             run.log_metric("accuracy", 0.91)
     """
 
-    def __init__(self, session: Session, record: RunRecord, stored_params: Mapping[str, tuple[str, str]] = ()) -> None:
+    def __init__(self, session: Session, record: RunRecord, stored_params: Mapping[str, tuple[str, str]] | None = None) -> None:
         self._session = session
         self._writer = session.writer
         self.id: str = record.run_id
         self.name: str = record.name
         self.project: str = record.project
         self.parent_id: str | None = record.parent_id
-        self._params: dict[str, tuple[str, str]] = dict(stored_params)
+        self._params: dict[str, tuple[str, str]] = dict(stored_params or {})
         self._keys: set[str] = set()
         self._step = 0
         self._lock = threading.Lock()

@@ -252,7 +252,7 @@ class TrackingService:
             projects = [projects]
         project_ids = self.repo.project_ids(projects) if projects else None
         node = parse_filter(filter) if filter and filter.strip() else None
-        order = parse_order_by(list(order_by) if isinstance(order_by, tuple) else order_by)
+        order = parse_order_by(order_by if order_by is None or isinstance(order_by, str) else list(order_by))
         offset = _decode_token(page_token)
         records, more = self.repo.search(project_ids, node, order, limit, offset, include_deleted, only_deleted)
         return records, (_encode_token(offset + limit) if more else None)
