@@ -21,7 +21,9 @@ def _log_a_run(cwd) -> str:
         print(run.id)
         """
     )
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def test_git_commit_dirty_flag_host_and_versions(ws):
@@ -34,7 +36,11 @@ def test_git_commit_dirty_flag_host_and_versions(ws):
     head = _git(ws, "rev-parse", "HEAD")
 
     clean = keel.Client().get_run(_log_a_run(ws))
-    assert clean.context["git"] == {"commit": head, "dirty": False, "branch": _git(ws, "rev-parse", "--abbrev-ref", "HEAD")}
+    assert clean.context["git"] == {
+        "commit": head,
+        "dirty": False,
+        "branch": _git(ws, "rev-parse", "--abbrev-ref", "HEAD"),
+    }
 
     (ws / "prompt.txt").write_text("You are terse.\n")  # an uncommitted change to a tracked file
     dirty = keel.Client().get_run(_log_a_run(ws))

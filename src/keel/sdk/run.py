@@ -39,7 +39,9 @@ class Run:
             run.log_metric("accuracy", 0.91)
     """
 
-    def __init__(self, session: Session, record: RunRecord, stored_params: Mapping[str, tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self, session: Session, record: RunRecord, stored_params: Mapping[str, tuple[str, str]] | None = None
+    ) -> None:
         self._session = session
         self._writer = session.writer
         self.id: str = record.run_id
