@@ -26,7 +26,8 @@ from keel.errors import InvalidInput, StoreError
 __all__ = ["Database", "open_database"]
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
-WAL_AUTOCHECKPOINT_PAGES = 25_000  # ~100 MB of WAL: the safety net, normally never reached
+SQLITE_PAGE_SIZE = 1024
+WAL_AUTOCHECKPOINT_PAGES = 100_000  # ~100 MB of WAL: the safety net, normally never reached
 WAL_CHECKPOINT_BYTES = 32 << 20  # the background checkpoint runs once the WAL is this large
 
 
@@ -176,6 +177,11 @@ def _sqlite_engine(url: Any) -> Any:
         # Let SQLAlchemy's begin event (below) control transactions, not pysqlite.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # New databases only (a no-op once the file has tables). Small pages: a
+        # commit writes every page it touched to the WAL, and a run's commit
+        # touches ~25 index pages; at 1 KiB instead of 4 KiB runs log ~30% faster,
+        # with no loss for bulk metrics or search (measured with bench/tracking.py).
+        cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
