@@ -10,6 +10,7 @@ min and max (ignoring NaN) and count.
 
 from __future__ import annotations
 
+import struct
 import sys
 from array import array
 from dataclasses import dataclass
@@ -19,7 +20,12 @@ __all__ = ["Chunk", "group_metrics", "pack_floats", "pack_ints", "unpack_floats"
 _SWAP = sys.byteorder != "little"
 
 
+_ONE = {"q": struct.Struct("<q"), "d": struct.Struct("<d")}
+
+
 def _pack(kind: str, values: list[int] | list[float]) -> bytes:
+    if len(values) == 1:  # most chunks of short runs: skip the array round trip
+        return _ONE[kind].pack(values[0])
     packed = array(kind, values)
     if _SWAP:  # pragma: no cover - big-endian hosts
         packed.byteswap()

@@ -217,7 +217,7 @@ class TrackingStore:
             if run_id not in fresh:
                 continue
             status, end, error = ends.get(run_id, ("running", None, None))
-            summary = json.dumps(docs[run_id], separators=(",", ":"), sort_keys=True)
+            summary = json.dumps(docs[run_id], separators=(",", ":"))
             cur.execute(
                 self._sql["run"],
                 (
