@@ -70,3 +70,27 @@ def test_permanent_errors_are_counted_not_raised(caplog):
     assert writer.errors == 1 and isinstance(writer.last_error, InvalidInput)
     assert "could not write 1 logged rows" in caplog.text
     writer.close()
+
+
+def test_an_interrupted_write_keeps_its_rows_for_the_next_flush():
+    class Interrupting(Sink):
+        def __call__(self, batch):
+            if not self.batches and not getattr(self, "interrupted", False):
+                self.interrupted = True
+                raise KeyboardInterrupt
+            super().__call__(batch)
+
+    sink = Interrupting()
+    writer = BatchWriter(sink, interval=10)
+    writer.add_metric(("r", "m", 1.0, 0, 0))
+    writer.add("p", ("r", "model", "str", "gpt-4", False))
+    try:
+        writer.flush()
+    except KeyboardInterrupt:
+        pass
+    assert writer.pending == 2
+    writer.add_metric(("r", "m", 2.0, 1, 0))
+    writer.flush()
+    assert [m[2] for m in sink.batches[0].metrics] == [1.0, 2.0]
+    assert len(sink.batches[0].params) == 1 and writer.pending == 0
+    writer.close()

@@ -68,6 +68,7 @@ class BatchWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        self._interrupted: WriteBatch | None = None
         self.errors = 0
         self.last_error: BaseException | None = None
         self.written = 0
@@ -111,7 +112,7 @@ class BatchWriter:
     @property
     def pending(self) -> int:
         """Rows queued but not yet handed to the store."""
-        return len(self.metrics) + len(self._ops)
+        return len(self.metrics) + len(self._ops) + (len(self._interrupted) if self._interrupted else 0)
 
     # -- consumer side (the writer thread) -------------------------------------
     def _start(self) -> None:
@@ -136,11 +137,22 @@ class BatchWriter:
         with self._write_lock:
             ops = [self._ops.popleft() for _ in range(len(self._ops))]
             metrics = self.metrics
-            batch = WriteBatch(metrics=[metrics.popleft() for _ in range(len(metrics))])
+            drained = [metrics.popleft() for _ in range(len(metrics))]
+            batch, self._interrupted = self._interrupted, None
+            if batch is None:
+                batch = WriteBatch(metrics=drained)
+            else:
+                batch.metrics.extend(drained)
             for kind, row in ops:
                 getattr(batch, _KINDS[kind]).append(row)
             if len(batch):
-                self._write_with_retries(batch)
+                try:
+                    self._write_with_retries(batch)
+                except BaseException:
+                    # Ctrl-C or SIGTERM's SystemExit arrived mid-write (the transaction
+                    # rolled back): keep the rows for the flush at exit.
+                    self._interrupted = batch
+                    raise
 
     def _write_with_retries(self, batch: WriteBatch) -> None:
         delay = 0.05
