@@ -225,3 +225,20 @@ def test_keel_uri_selects_another_store(tmp_path, monkeypatch):
         assert keel.Client().text(run.id, "note") == "hi"
     finally:
         sessions.reset()
+
+
+def test_tags_and_metrics_logged_after_the_first_write_show_in_reads_and_search(ws):
+    client = keel.Client()
+    run = client.start_run(project="late", tags={"stage": "draft"})
+    run.log_metric("acc", 0.5, step=0)
+    run.flush()  # the run's row is written; what follows merges into it
+    run.set_tag("stage", "final")
+    run.log_metric("acc", 0.9, step=1)
+    run.log_metric("acc", 0.1, step=0)  # an older step: not the latest
+    run.log_param("model", "gpt-4o")
+    run.finish()
+    record = client.get_run(run.id)
+    assert record.tags == {"stage": "final"}
+    assert record.metrics == {"acc": 0.9} and record.params == {"model": "gpt-4o"}
+    found = client.search_runs("late", filter="tags.stage = 'final' and metrics.acc > 0.8")
+    assert [r.run_id for r in found] == [run.id] and found[0].metrics == {"acc": 0.9}
