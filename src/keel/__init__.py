@@ -68,6 +68,7 @@ __all__ = [
     "log_params",
     "log_table",
     "log_text",
+    "prompts",
     "search_runs",
     "set_tag",
     "set_tags",
@@ -107,15 +108,15 @@ _FLUENT = {
 
 
 def __getattr__(name: str) -> Any:
-    if name == "lineage":
-        module = importlib.import_module("keel.sdk.lineage")
+    if name in ("lineage", "prompts"):
+        module = importlib.import_module(f"keel.sdk.{name}")
     elif name in _FLUENT:
         module = importlib.import_module("keel.sdk.fluent")
     elif name in _LAZY:
         module = importlib.import_module(_LAZY[name])
     else:
         raise AttributeError(f"module 'keel' has no attribute {name!r}")
-    value = module if name == "lineage" else getattr(module, name)
+    value = module if name in ("lineage", "prompts") else getattr(module, name)
     globals()[name] = value
     return value
 
@@ -127,7 +128,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from keel.core.entities import EntityRef, RunRecord
     from keel.core.table import Table
-    from keel.sdk import lineage
+    from keel.sdk import lineage, prompts
     from keel.sdk.client import Client
     from keel.sdk.fluent import (
         active_run,

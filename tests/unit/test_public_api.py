@@ -40,6 +40,7 @@ EXPECTED = {
     "log_params",
     "log_table",
     "log_text",
+    "prompts",
     "search_runs",
     "set_tag",
     "set_tags",

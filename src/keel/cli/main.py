@@ -36,6 +36,15 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(projects_app, name="projects")
 
+
+def _add_prompts() -> None:
+    from keel.cli.prompts import prompts_app
+
+    app.add_typer(prompts_app, name="prompts")
+
+
+_add_prompts()
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 

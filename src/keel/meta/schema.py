@@ -43,6 +43,10 @@ from sqlalchemy import (
 
 __all__ = [
     "artifacts",
+    "prompt_versions",
+    "prompts",
+    "reflog",
+    "refs",
     "latest_metrics",
     "lineage",
     "metadata",
@@ -182,4 +186,62 @@ lineage = Table(
         name="uq_lineage_edge",
     ),
     Index("ix_lineage_entity", "entity_kind", "entity_id", "entity_version"),
+)
+
+
+# -- refs: the only mutable thing; every move is appended to the reflog --------
+refs = Table(
+    "refs",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("ref", String(100), nullable=False),
+    Column("target", String(100), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("kind", "name", "ref", name="uq_refs_kind_name_ref"),
+)
+
+reflog = Table(
+    "reflog",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("ref", String(100), nullable=False),
+    Column("old_target", String(100)),
+    Column("new_target", String(100)),
+    Column("at", BigInteger, nullable=False),
+    Column("who", String(200), nullable=False, server_default=""),
+    Column("reason", Text, nullable=False, server_default=""),
+    Index("ix_reflog_entity", "kind", "name", "ref", "at"),
+)
+
+# -- the prompt registry ----------------------------------------------------------
+prompts = Table(
+    "prompts",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+prompt_versions = Table(
+    "prompt_versions",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("prompt_id", _Id, ForeignKey("prompts.id", ondelete="CASCADE"), nullable=False),
+    Column("version", String(50), nullable=False),
+    Column("major", Integer, nullable=False),
+    Column("minor", Integer, nullable=False),
+    Column("patch", Integer, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("variables", Text, nullable=False),
+    Column("changelog", Text, nullable=False),
+    Column("author", String(200), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("prompt_id", "version", name="uq_prompt_versions_version"),
+    Index("ix_prompt_versions_hash", "prompt_id", "content_hash"),
 )

@@ -51,6 +51,7 @@ class Run:
         self._params: dict[str, tuple[str, str]] = dict(stored_params or {})
         self._keys: set[str] = set()
         self._step = 0
+        self._used: set[tuple[EntityRef, str]] = set()
         self._lock = threading.Lock()
         self.status = "running"
 
@@ -190,6 +191,13 @@ class Run:
         """Record that this run used ``entity`` (``kind:id[@version]``)."""
         ref = EntityRef.parse(entity)
         self._writer.add("l", (self.id, "input", ref.kind, ref.id, ref.version, role, now_ms()))
+
+    def use(self, entity: EntityRef, role: str = "") -> None:
+        """Record an input once per run (cheap to call on every use, e.g. every prompt load)."""
+        key = (entity, role)
+        if key not in self._used:
+            self._used.add(key)
+            self.log_input(entity, role)
 
     def log_output(self, entity: str | EntityRef, role: str = "") -> None:
         """Record that this run produced ``entity``."""

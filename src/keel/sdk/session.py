@@ -38,9 +38,19 @@ class Session:
 
     def __init__(self, service: TrackingService) -> None:
         self.service = service
+        self._prompts: Any = None
         self.writer = BatchWriter(service.write_batch, idle=service.maintain)
         self.live: dict[str, Run] = {}
         self._lock = threading.Lock()
+
+    @property
+    def prompts(self) -> Any:
+        """The store's prompt registry service (created on first use)."""
+        if self._prompts is None:
+            from keel.services.prompts import PromptService
+
+            self._prompts = PromptService(self.service.store)
+        return self._prompts
 
     def start_run(
         self,
@@ -177,10 +187,12 @@ def _install_exit_hooks() -> None:
 def reset() -> None:
     """Finish and forget every session and close their stores (tests, long-lived hosts)."""
     from keel.sdk.fluent import _clear_stack
+    from keel.sdk.prompts import clear_cache
     from keel.services.workspace import close_all_stores
 
     shutdown()
     _clear_stack()
+    clear_cache()
     with _LOCK:
         _SESSIONS.clear()
         _BY_LOOKUP.clear()

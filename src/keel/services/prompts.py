@@ -1,0 +1,304 @@
+"""The prompt registry: register versions, aliases with audit and rollback, diffs.
+
+Rules (see :data:`keel.core.prompt_content.BUMP_RULE`): versions are
+semantic and must increase by at least the bump the change requires;
+identical content returns the existing version; every version carries a
+changelog entry; aliases are refs whose every move is in the reflog.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from keel.core.names import check_name
+from keel.core.prompt_content import BUMP_RULE, PromptContent, PromptDiff, diff_prompts, required_bump
+from keel.core.semver import BUMPS, SemVer
+from keel.errors import Conflict, InvalidInput, NotFound
+from keel.meta.prompts import KIND, PromptStore, VersionRow
+from keel.meta.refs import RefMove, Refs
+from keel.services.workspace import Store
+
+__all__ = ["PromptService", "PromptVersion", "RefMove", "is_version", "parse_prompt_ref"]
+
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$")
+_ORDER = {"patch": 0, "minor": 1, "major": 2}
+
+
+@dataclass(frozen=True)
+class PromptVersion:
+    """One immutable version of a prompt, as registered."""
+
+    name: str
+    version: str
+    content: PromptContent
+    content_hash: str
+    changelog: str
+    author: str
+    created_at: int
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        """``name@version``."""
+        return f"{self.name}@{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "content": self.content.to_dict(),
+            "variables": list(self.content.variables),
+            "content_hash": self.content_hash,
+            "changelog": self.changelog,
+            "author": self.author,
+            "created_at": self.created_at,
+            "aliases": list(self.aliases),
+        }
+
+
+def parse_prompt_ref(ref: str) -> tuple[str, str | None]:
+    """``"chat@production"`` -> ``("chat", "production")``; ``"chat"`` -> ``("chat", None)``."""
+    name, sep, selector = str(ref).partition("@")
+    if not name or (sep and not selector):
+        raise InvalidInput(f"invalid prompt reference {ref!r}", "write NAME, NAME@VERSION or NAME@ALIAS")
+    return name, (selector or None)
+
+
+def check_alias(alias: str) -> str:
+    """Validate an alias name (``latest`` is implicit and cannot be set)."""
+    if not isinstance(alias, str) or not _ALIAS.match(alias):
+        raise InvalidInput(f"invalid alias {alias!r}", "aliases start with a letter: production, staging, champion")
+    if alias == "latest":
+        raise InvalidInput("'latest' is implicit (the highest version) and cannot be set", "choose another alias")
+    if _looks_like_version(alias):
+        raise InvalidInput(f"alias {alias!r} looks like a version", "choose a name such as production")
+    return alias
+
+
+def is_version(text: str | None) -> bool:
+    """True if a selector names a version (``1.3.0``, ``v1.3``) rather than an alias."""
+    return bool(text) and bool(re.fullmatch(r"v?\d+(\.\d+){1,2}", text or ""))
+
+
+_looks_like_version = is_version
+
+
+def _who(author: str | None) -> str:
+    if author:
+        return author
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # pragma: no cover - no user database
+        return ""
+
+
+def _to_ms(at: int | float | datetime) -> int:
+    if isinstance(at, datetime):
+        return int(at.timestamp() * 1000)
+    return int(at)
+
+
+class PromptService:
+    """Prompt use cases over one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.db = store.db
+        self.rows = PromptStore(store.db)
+
+    def _version(self, row: VersionRow, aliases: Mapping[str, str] | None = None) -> PromptVersion:
+        names = tuple(sorted(a for a, target in (aliases or {}).items() if target == row.version))
+        return PromptVersion(
+            row.name,
+            row.version,
+            PromptContent.from_dict(row.content),
+            row.content_hash,
+            row.changelog,
+            row.author,
+            row.created_at,
+            names,
+        )
+
+    # -- registering -------------------------------------------------------------
+    def register(
+        self,
+        name: str,
+        template: Any,
+        model: str = "",
+        parameters: Mapping[str, Any] | None = None,
+        few_shot: Any = None,
+        response_schema: Any = None,
+        changelog: str = "",
+        bump: str | None = None,
+        version: str | None = None,
+        author: str | None = None,
+    ) -> tuple[PromptVersion, bool]:
+        """Register a version; returns it and whether it was created (False: identical
+        content already registered, the existing version is returned)."""
+        check_name(name, "prompt name")
+        if bump is not None and bump not in BUMPS:
+            raise InvalidInput(f"invalid bump {bump!r}", "use major, minor or patch")
+        if bump is not None and version is not None:
+            raise InvalidInput("give bump= or version=, not both", "bump='minor' or version='1.4.0'")
+        content = PromptContent.create(
+            template=template,
+            model=model,
+            parameters=dict(parameters or {}),
+            few_shot=few_shot,
+            response_schema=response_schema,
+        )
+        variables = content.variables  # checks the template: syntax errors surface here
+        content_hash = content.content_hash()
+        explicit = SemVer.parse(version) if version is not None else None
+        with self.db.write() as conn:
+            existing = PromptStore.by_hash(conn, name, content_hash)
+            if existing is not None:
+                return self._version(existing, Refs.all_for(conn, KIND, name)), False
+            if not changelog or not str(changelog).strip():
+                raise InvalidInput(
+                    f"registering a new version of {name!r} needs a changelog entry",
+                    "say why it changed: changelog='Tighten refusal wording'",
+                )
+            latest = PromptStore.latest(conn, name)
+            if latest is None:
+                new = explicit or SemVer(1, 0, 0)
+            else:
+                new = self._next_version(name, latest, content, bump, explicit)
+            prompt_id = PromptStore.prompt_id(conn, name, create=True)
+            assert prompt_id is not None
+            who = _who(author)
+            created = PromptStore.insert_version(
+                conn,
+                prompt_id,
+                str(new),
+                (new.major, new.minor, new.patch),
+                content.to_dict(),
+                content_hash,
+                variables,
+                str(changelog).strip(),
+                who,
+            )
+            aliases = Refs.all_for(conn, KIND, name)
+        row = VersionRow(
+            name, str(new), content.to_dict(), content_hash, variables, str(changelog).strip(), who, created
+        )
+        return self._version(row, aliases), True
+
+    @staticmethod
+    def _next_version(
+        name: str, latest: VersionRow, content: PromptContent, bump: str | None, explicit: SemVer | None
+    ) -> SemVer:
+        needed = required_bump(PromptContent.from_dict(latest.content), content) or "patch"
+        current = SemVer.parse(latest.version)
+        if explicit is not None:
+            kind = explicit.kind_of_change(current)
+            if kind is None:
+                raise InvalidInput(
+                    f"version {explicit} of {name!r} does not increase on the latest, {current}",
+                    f"use a version above {current}, e.g. {current.bump(needed)}",
+                )
+        else:
+            kind = bump or needed
+        if _ORDER[kind] < _ORDER[needed]:
+            raise Conflict(
+                f"this change to {name!r} needs a {needed} bump (at least {current.bump(needed)}), "
+                f"not a {kind} one. {BUMP_RULE}",
+                f"register with bump={needed!r}",
+            )
+        return explicit if explicit is not None else current.bump(kind)
+
+    # -- reading ----------------------------------------------------------------------
+    def resolve(self, name: str, selector: str | None = None, at: int | float | datetime | None = None) -> str:
+        """The version a selector means: a version, an alias (optionally as of ``at``), or latest."""
+        with self.db.read() as conn:
+            return self._resolve(conn, name, selector, at)
+
+    def _resolve(self, conn: Any, name: str, selector: str | None, at: int | float | datetime | None = None) -> str:
+        if selector is None or selector == "latest":
+            if at is not None:
+                raise InvalidInput("'at' needs an alias", "resolve(name, 'production', at=...)")
+            latest = PromptStore.latest(conn, name)
+            if latest is None:
+                raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
+            return latest.version
+        if _looks_like_version(selector):
+            return str(SemVer.parse(selector))
+        if at is not None:
+            target = Refs.at(conn, KIND, name, selector, _to_ms(at))
+            if target is None:
+                raise NotFound(f"alias {selector!r} of {name!r} pointed nowhere at that time", "check the time")
+            return target
+        target = Refs.current(conn, KIND, name, selector)
+        if target is None:
+            if PromptStore.prompt_id(conn, name) is None:
+                raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
+            raise NotFound(f"prompt {name!r} has no alias {selector!r}", f"see its aliases: keel prompts show {name}")
+        return target
+
+    def get(self, name: str, selector: str | None = None, at: int | float | datetime | None = None) -> PromptVersion:
+        """Load one version by version, alias (optionally as of ``at``) or latest."""
+        with self.db.read() as conn:
+            version = self._resolve(conn, name, selector, at)
+            return self._version(PromptStore.get(conn, name, version), Refs.all_for(conn, KIND, name))
+
+    def versions(self, name: str) -> list[PromptVersion]:
+        """Every version, newest first, with its aliases."""
+        with self.db.read() as conn:
+            rows = PromptStore.versions(conn, name)
+            if not rows:
+                raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
+            aliases = Refs.all_for(conn, KIND, name)
+        return [self._version(row, aliases) for row in rows]
+
+    def list_prompts(self) -> list[tuple[str, PromptVersion]]:
+        """Every prompt with its latest version."""
+        with self.db.read() as conn:
+            out = []
+            for name, _description in PromptStore.names(conn):
+                latest = PromptStore.latest(conn, name)
+                if latest is not None:
+                    out.append((name, self._version(latest, Refs.all_for(conn, KIND, name))))
+        return out
+
+    def diff(self, name: str, a: str, b: str) -> PromptDiff:
+        """What changed between two versions (or aliases) of a prompt."""
+        old, new = self.get(name, a), self.get(name, b)
+        return diff_prompts(old.content, new.content, old.ref, new.ref)
+
+    # -- aliases ----------------------------------------------------------------------
+    def set_alias(self, name: str, alias: str, version: str, reason: str = "", who: str | None = None) -> RefMove:
+        """Point ``alias`` at an existing version (logged with who and why)."""
+        check_alias(alias)
+        with self.db.write() as conn:
+            target = str(SemVer.parse(version)) if _looks_like_version(version) else self._resolve(conn, name, version)
+            PromptStore.get(conn, name, target)  # must exist
+            return Refs.set(conn, KIND, name, alias, target, _who(who), reason)
+
+    def delete_alias(self, name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
+        """Remove an alias (logged)."""
+        with self.db.write() as conn:
+            return Refs.delete(conn, KIND, name, check_alias(alias), _who(who), reason)
+
+    def rollback(self, name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
+        """Move ``alias`` back to the target it had before its latest move."""
+        check_alias(alias)
+        with self.db.write() as conn:
+            moves = Refs.history(conn, KIND, name, alias)
+            previous = Refs.previous(moves)
+            if previous is None:
+                raise Conflict(
+                    f"alias {alias!r} of {name!r} has no earlier target to roll back to",
+                    f"see its history: keel prompts alias history {name} {alias}",
+                )
+            return Refs.set(conn, KIND, name, alias, previous, _who(who), reason or f"rollback of {alias}")
+
+    def history(self, name: str, alias: str | None = None) -> list[RefMove]:
+        """The reflog of a prompt's aliases (or one alias), oldest first."""
+        with self.db.read() as conn:
+            return Refs.history(conn, KIND, name, alias)

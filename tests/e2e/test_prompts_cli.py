@@ -1,0 +1,97 @@
+"""``keel prompts ...`` as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+KEEL = Path(sys.executable).with_name("keel")
+
+
+def keel(*args, cwd, check=True):
+    env = {k: v for k, v in os.environ.items() if k not in ("KEEL_URI", "KEEL_OBJECTS")}
+    out = subprocess.run([str(KEEL), *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
+    if check and out.returncode != 0:
+        raise AssertionError(f"keel {' '.join(args)} failed ({out.returncode}): {out.stderr}")
+    return out
+
+
+@pytest.fixture
+def folder(tmp_path):
+    keel("init", cwd=tmp_path)
+    (tmp_path / "v1.txt").write_text("Answer briefly: {{ question }}\n")
+    (tmp_path / "v2.txt").write_text("Answer briefly and cite the policy: {{ question }}\n")
+    (tmp_path / "chat.json").write_text(json.dumps([
+        {"role": "system", "content": "You work for {{ company }}."},
+        {"role": "user", "content": "{{ question }}"},
+    ]))
+    return tmp_path
+
+
+def test_register_alias_render_diff_rollback(folder):
+    out = keel("prompts", "register", "chat", "-f", "v1.txt", "--model", "gpt-4", "-p", "temperature=0.7",
+               "-m", "First version", cwd=folder)
+    assert out.stdout.strip() == "registered chat@1.0.0"
+    again = keel("prompts", "register", "chat", "-f", "v1.txt", "--model", "gpt-4", "-p", "temperature=0.7",
+                 "-m", "same", cwd=folder)
+    assert "already registered as chat@1.0.0" in again.stdout
+    keel("prompts", "register", "chat", "-f", "v2.txt", "--model", "gpt-4", "-p", "temperature=0.7",
+         "-m", "Cite the policy", cwd=folder)
+    keel("prompts", "alias", "set", "chat", "production", "1.0.0", "--reason", "launch", cwd=folder)
+    keel("prompts", "alias", "set", "chat", "production", "1.0.1", "--reason", "+5% accuracy", cwd=folder)
+    rendered = keel("prompts", "render", "chat@production", "--var", "question=How do refunds work?", cwd=folder)
+    assert rendered.stdout == "Answer briefly and cite the policy: How do refunds work?\n"
+    diff = json.loads(keel("prompts", "diff", "chat", "1.0.0", "1.0.1", "--json", cwd=folder).stdout)
+    assert diff["required_bump"] == "patch"
+    unified = keel("prompts", "diff", "chat", "1.0.0", "production", "--unified", cwd=folder).stdout
+    assert "+Answer briefly and cite the policy: {{ question }}" in unified
+    assert keel("prompts", "rollback", "chat", "production", cwd=folder).stdout.strip() == "chat@production: 1.0.1 -> 1.0.0"
+    history = json.loads(keel("prompts", "alias", "history", "chat", "production", "--json", cwd=folder).stdout)
+    assert [(m["old"], m["new"], m["reason"]) for m in history] == [
+        (None, "1.0.0", "launch"), ("1.0.0", "1.0.1", "+5% accuracy"), ("1.0.1", "1.0.0", "rollback of production"),
+    ]
+    shown = json.loads(keel("prompts", "show", "chat", "--json", cwd=folder).stdout)
+    assert [(v["version"], v["aliases"]) for v in shown] == [("1.0.1", []), ("1.0.0", ["production"])]
+    listed = keel("prompts", "list", cwd=folder).stdout
+    assert "chat" in listed and "1.0.1" in listed
+    log = keel("prompts", "log", "chat", cwd=folder).stdout
+    assert "Cite the policy" in log and "First version" in log
+    keel("prompts", "alias", "rm", "chat", "production", cwd=folder)
+    assert keel("prompts", "render", "chat@production", cwd=folder, check=False).returncode == 3
+
+
+def test_chat_prompt_from_json(folder):
+    keel("prompts", "register", "support", "-f", "chat.json", "-m", "chat", cwd=folder)
+    out = keel("prompts", "render", "support", "-v", "company=Acme", "-v", "question=Hi?", cwd=folder).stdout
+    assert out == "[system]\nYou work for Acme.\n[user]\nHi?\n"
+
+
+def test_show_lists_the_metrics_of_runs_that_used_each_version(folder):
+    keel("prompts", "register", "chat", "-f", "v1.txt", "-m", "v1", cwd=folder)
+    code = (
+        "import keel\n"
+        "for acc in (0.8, 0.9):\n"
+        "    with keel.start_run(project='p'):\n"
+        "        keel.prompts.load('chat@1.0.0').render(question='q')\n"
+        "        keel.log_metric('accuracy', acc)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=folder, check=True)
+    shown = json.loads(keel("prompts", "show", "chat", "--json", cwd=folder).stdout)
+    assert shown[0]["runs"] == 2 and shown[0]["run_metrics_mean"]["accuracy"] == pytest.approx(0.85)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (("prompts", "show", "nope"), 3, "no prompt named 'nope'"),
+        (("prompts", "register", "x", "-f", "missing.txt", "-m", "m"), 2, "no file at missing.txt"),
+        (("prompts", "render", "chat@9.9.9"), 3, "no prompt named 'chat'"),
+        (("prompts", "alias", "set", "chat", "latest", "1.0.0"), 2, "implicit"),
+    ],
+)
+def test_errors_are_one_line(folder, args, code, needle):
+    out = keel(*args, cwd=folder, check=False)
+    assert out.returncode == code and needle in out.stderr and out.stderr.count("\n") == 1
