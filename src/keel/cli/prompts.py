@@ -309,3 +309,53 @@ def alias_history(
         ["when", "alias", "from", "to", "who", "reason"],
         [[format_time(m.at), m.ref, m.old or "", m.new or "(removed)", m.who, m.reason] for m in moves],
     )
+
+
+@prompts_app.command("check")
+def prompts_check(directory: DirOpt = Path("prompts"), as_json: JsonOpt = False) -> None:
+    """For CI: are the prompt files and the registry consistent? (exit 4 and one line per problem if not)"""
+    from keel.cli.render import print_json
+
+    problems = _api().check(directory)
+    if as_json:
+        print_json([p.to_dict() for p in problems])
+    else:
+        for problem in problems:
+            typer.echo(str(problem), err=True)
+        if not problems:
+            typer.echo(f"{directory}: prompt files and registry agree")
+    if problems:
+        raise typer.Exit(4)
+
+
+@prompts_app.command("sync")
+def prompts_sync(directory: DirOpt = Path("prompts"), as_json: JsonOpt = False) -> None:
+    """Register every changed prompt from a prompts/ folder (all or nothing)."""
+    from keel.cli.render import print_json
+    from keel.sdk.prompts import PromptFilesRejected
+
+    try:
+        results = _api().sync(directory)
+    except PromptFilesRejected as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        typer.echo(f"error: {len(exc.problems)} problem(s), nothing was registered", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    if as_json:
+        print_json([r.to_dict() for r in results])
+        return
+    created = [r for r in results if r.created]
+    for result in created:
+        typer.echo(f"registered {result.name}@{result.version}")
+    typer.echo(f"{len(created)} registered, {len(results) - len(created)} unchanged")
+
+
+@prompts_app.command("export")
+def prompts_export(
+    name: Annotated[str, typer.Argument(help="Prompt name.")],
+    directory: DirOpt = Path("prompts"),
+    version: Annotated[str | None, typer.Option("--version", help="Version (default: latest).")] = None,
+) -> None:
+    """Write a registered prompt back to the prompts/ folder (then sync is a no-op)."""
+    for path in _api().export(name, directory, version):
+        typer.echo(str(path))

@@ -26,20 +26,28 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from keel.core.entities import EntityRef
 from keel.core.prompt_content import PromptContent, PromptDiff
 from keel.core.templates import render_template
 from keel.errors import StoreError
 from keel.sdk.session import get_session
+from keel.services.prompt_files import PromptFilesRejected
 from keel.services.prompts import PromptVersion, RefMove, is_version, parse_prompt_ref
+
+if TYPE_CHECKING:
+    from keel.services.prompt_files import Problem, SyncResult
 
 __all__ = [
     "Prompt",
+    "PromptFilesRejected",
+    "check",
     "clear_cache",
     "delete_alias",
     "diff",
+    "export",
     "get",
     "history",
     "list_prompts",
@@ -48,6 +56,7 @@ __all__ = [
     "resolve",
     "rollback",
     "set_alias",
+    "sync",
     "versions",
 ]
 
@@ -245,3 +254,26 @@ def rollback(name: str, alias: str, reason: str = "", who: str | None = None) ->
 def history(name: str, alias: str | None = None) -> list[RefMove]:
     """Every alias move of a prompt (or of one alias), oldest first."""
     return get_session().prompts.history(name, alias)
+
+
+def check(directory: str | os.PathLike[str] = "prompts") -> list[Problem]:
+    """Compare a ``prompts/`` folder with the registry; every problem found (none: all good)."""
+    from keel.services.prompt_files import check_prompt_dir
+
+    return check_prompt_dir(get_session().prompts, directory)
+
+
+def sync(directory: str | os.PathLike[str] = "prompts", author: str | None = None) -> list[SyncResult]:
+    """Register every new version in a ``prompts/`` folder: all or nothing, idempotent."""
+    from keel.services.prompt_files import sync_prompt_dir
+
+    results = sync_prompt_dir(get_session().prompts, directory, author)
+    clear_cache()
+    return results
+
+
+def export(name: str, directory: str | os.PathLike[str] = "prompts", version: str | None = None) -> list[Path]:
+    """Write a registered text prompt back to a ``prompts/`` folder; returns the files written."""
+    from keel.services.prompt_files import export_prompt
+
+    return export_prompt(get_session().prompts, name, directory, version)
