@@ -114,3 +114,40 @@ def emit(result: dict[str, Any]) -> None:
     """Hand the result to bench/tracking.py (the last such line of stdout wins)."""
     sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
     sys.stdout.flush()
+
+
+# -- the prompt registry benchmark (bench/prompts.py) ------------------------------
+PROMPT_NAME = "bench-chat"
+PROMPT_ALIAS = "production"
+PINNED_INDEX = 3  # the 4th registered version: MLflow version 4, keel 1.0.3 (same template text)
+KEEL_PINNED = f"1.0.{PINNED_INDEX}"  # keel starts at 1.0.0; each new wording is a patch bump
+MLFLOW_PINNED = PINNED_INDEX + 1  # MLflow numbers versions 1, 2, 3, ...
+
+
+def prompt_template(i: int) -> str:
+    """Version ``i`` of the benchmark prompt: new wording every time, same variables."""
+    return (
+        f"You are support assistant revision {i} for an online shop. Answer the customer's "
+        "question politely and in at most three sentences. If you do not know the answer, say so "
+        f"and offer to open ticket class {i % 17}.\n\nQuestion: {{{{ question }}}}\nAnswer:"
+    )
+
+
+def prompt_templates(n: int) -> list[str]:
+    return [prompt_template(i) for i in range(n)]
+
+
+def rate_reps(fn: Callable[[], Any], n: int, reps: int) -> dict[str, Any]:
+    """One warm-up call of ``fn``, then ``reps`` timed loops of ``n`` calls.
+
+    Returns the median rate (calls/s), every loop's seconds and the last result.
+    """
+    result = fn()
+    times = []
+    for _ in range(max(1, reps)):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            result = fn()
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return {"rate": n / median, "seconds": median, "times": times, "calls": n, "result": result}

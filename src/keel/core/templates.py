@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.lexer import Token, TokenStream, newline_re
@@ -99,21 +100,43 @@ def _sources(template: object) -> list[tuple[str, str]]:
 
 # -- compile and check ---------------------------------------------------------
 @functools.lru_cache(maxsize=_COMPILE_CACHE_SIZE)
-def _compile(source: str) -> tuple[Template, frozenset[str]]:
-    """The compiled template and its undeclared variables (errors are not cached; they re-raise)."""
+def _analyse(source: str) -> frozenset[str]:
+    """Check a template without generating code (registration is hot; code generation is
+    ~0.5 ms) and return its undeclared variables. Unknown filters and tests, which Jinja
+    only finds while generating code, are looked up here so they fail at registration."""
     tree = _ENV.parse(source)
     for node in tree.find_all(tuple(_LOADING_TAGS)):
         raise TemplateSyntaxError(
             f"'{_LOADING_TAGS[type(node)]}' is not allowed: a registered template cannot load other templates",
             node.lineno,
         )
-    names = frozenset(meta.find_undeclared_variables(tree))
-    return _ENV.from_string(tree), names
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        known = _ENV.filters if isinstance(node, nodes.Filter) else _ENV.tests
+        if node.name not in known:
+            kind = "filter" if isinstance(node, nodes.Filter) else "test"
+            raise TemplateSyntaxError(f"No {kind} named {node.name!r}.", node.lineno)
+    if "{%" not in source:
+        # No block tags, so nothing can bind a name: every loaded name not a global is a
+        # variable. (Jinja's own analysis runs its code generator: ~0.25 ms a template.)
+        return frozenset(n.name for n in tree.find_all(nodes.Name) if n.ctx == "load") - frozenset(_ENV.globals)
+    return frozenset(meta.find_undeclared_variables(tree))
+
+
+@functools.lru_cache(maxsize=_COMPILE_CACHE_SIZE)
+def _compile(source: str) -> tuple[Template, frozenset[str]]:
+    """The compiled template and its undeclared variables (errors are not cached; they re-raise)."""
+    names = _analyse(source)
+    return _ENV.from_string(source), names
 
 
 def _checked(where: str, source: str) -> tuple[Template, frozenset[str]]:
+    return _guarded(where, source, _compile)
+
+
+def _guarded(where: str, source: str, step: Any) -> Any:
+    """Run ``step(source)``, turning Jinja syntax errors into InvalidInput with line and column."""
     try:
-        return _compile(source)
+        return step(source)
     except TemplateSyntaxError as exc:
         line, column = _error_position(source, exc)
         place = f" in {where}" if where else ""
@@ -138,7 +161,7 @@ def template_variables(template: object) -> tuple[str, ...]:
     """
     names: set[str] = set()
     for where, source in _sources(template):
-        names |= _checked(where, source)[1]
+        names |= _guarded(where, source, _analyse)
     return tuple(sorted(names))
 
 

@@ -19,7 +19,7 @@ from keel.errors import NotFound
 from keel.meta.engine import Database
 from keel.meta.schema import prompt_versions, prompts
 
-__all__ = ["PromptStore", "VersionRow"]
+__all__ = ["PromptStore", "RawPrompts", "VersionRow"]
 
 KIND = "prompt"
 
@@ -139,3 +139,120 @@ class PromptStore:
     def names(conn: Any) -> list[tuple[str, str]]:
         """``(name, description)`` of every prompt, by name."""
         return [(n, d) for n, d in conn.execute(select(prompts.c.name, prompts.c.description).order_by(prompts.c.name))]
+
+
+_SELECT = (
+    "SELECT p.name, v.version, v.content, v.content_hash, v.variables, v.changelog, v.author, v.created_at "
+    "FROM prompt_versions v JOIN prompts p ON p.id = v.prompt_id "
+)
+_BY_VERSION = _SELECT + "WHERE p.name = ? AND v.version = ?"
+_LATEST = _SELECT + "WHERE p.name = ? ORDER BY v.major DESC, v.minor DESC, v.patch DESC LIMIT 1"
+_BY_HASH = _SELECT + "WHERE p.name = ? AND v.content_hash = ? LIMIT 1"
+_ALL = _SELECT + "WHERE p.name = ? ORDER BY v.major DESC, v.minor DESC, v.patch DESC"
+_ALIASES = "SELECT ref, target FROM refs WHERE kind = 'prompt' AND name = ?"
+_ALIAS = "SELECT target FROM refs WHERE kind = 'prompt' AND name = ? AND ref = ?"
+_PROMPT_ID = "SELECT id FROM prompts WHERE name = ?"
+_NEW_PROMPT = "INSERT INTO prompts (name, description, created_at) VALUES (?, '', ?) ON CONFLICT (name) DO NOTHING"
+_NEW_VERSION = (
+    "INSERT INTO prompt_versions (prompt_id, version, major, minor, patch, content, content_hash, variables, "
+    "changelog, author, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class RawPrompts:
+    """The registry's hot paths (load, register) straight through the driver.
+
+    SQLAlchemy Core costs ~0.1 ms per statement here, more than the queries
+    themselves; these take a DBAPI cursor from :meth:`Database.raw_read` /
+    :meth:`Database.raw_write`. The SQL is portable (``?`` rewritten per driver).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.sql = {
+            key: db.sql(text)
+            for key, text in {
+                "version": _BY_VERSION,
+                "latest": _LATEST,
+                "all": _ALL,
+                "hash": _BY_HASH,
+                "aliases": _ALIASES,
+                "alias": _ALIAS,
+                "prompt_id": _PROMPT_ID,
+                "new_prompt": _NEW_PROMPT,
+                "new_version": _NEW_VERSION,
+            }.items()
+        }
+
+    def _one(self, cur: Any, key: str, args: tuple[Any, ...]) -> VersionRow | None:
+        cur.execute(self.sql[key], args)
+        row = cur.fetchone()
+        return None if row is None else _row(row)
+
+    def version(self, cur: Any, name: str, version: str) -> VersionRow | None:
+        """One version, or None."""
+        return self._one(cur, "version", (name, version))
+
+    def latest(self, cur: Any, name: str) -> VersionRow | None:
+        """The highest version, or None."""
+        return self._one(cur, "latest", (name,))
+
+    def by_hash(self, cur: Any, name: str, content_hash: str) -> VersionRow | None:
+        """The version with this content, or None."""
+        return self._one(cur, "hash", (name, content_hash))
+
+    def versions(self, cur: Any, name: str) -> list[VersionRow]:
+        """Every version, newest first."""
+        cur.execute(self.sql["all"], (name,))
+        return [_row(row) for row in cur.fetchall()]
+
+    def alias(self, cur: Any, name: str, alias: str) -> str | None:
+        """The version an alias points at, or None."""
+        cur.execute(self.sql["alias"], (name, alias))
+        row = cur.fetchone()
+        return None if row is None else str(row[0])
+
+    def aliases(self, cur: Any, name: str) -> dict[str, str]:
+        """``{alias: version}`` of a prompt."""
+        cur.execute(self.sql["aliases"], (name,))
+        return {ref: target for ref, target in cur.fetchall()}
+
+    def exists(self, cur: Any, name: str) -> bool:
+        """True if the prompt has been registered."""
+        cur.execute(self.sql["prompt_id"], (name,))
+        return cur.fetchone() is not None
+
+    def insert(
+        self,
+        cur: Any,
+        name: str,
+        version: str,
+        parts: tuple[int, int, int],
+        content: dict[str, Any],
+        content_hash: str,
+        variables: tuple[str, ...],
+        changelog: str,
+        author: str,
+    ) -> int:
+        """Insert a version (creating the prompt if new); returns its creation time."""
+        created = now_ms()
+        cur.execute(self.sql["prompt_id"], (name,))
+        row = cur.fetchone()
+        if row is None:
+            cur.execute(self.sql["new_prompt"], (name, created))
+            cur.execute(self.sql["prompt_id"], (name,))
+            row = cur.fetchone()
+        cur.execute(
+            self.sql["new_version"],
+            (
+                int(row[0]),
+                version,
+                *parts,
+                json.dumps(content, sort_keys=True, separators=(",", ":")),
+                content_hash,
+                json.dumps(list(variables)),
+                changelog,
+                author,
+                created,
+            ),
+        )
+        return created

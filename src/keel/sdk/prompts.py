@@ -33,6 +33,7 @@ from keel.core.entities import EntityRef
 from keel.core.prompt_content import PromptContent, PromptDiff
 from keel.core.templates import render_template
 from keel.errors import StoreError
+from keel.sdk.fluent import _stack
 from keel.sdk.session import get_session
 from keel.services.prompt_files import PromptFilesRejected
 from keel.services.prompts import PromptVersion, RefMove, is_version, parse_prompt_ref
@@ -116,6 +117,8 @@ class Prompt:
 
 _cache: dict[tuple[int, str, str | None], tuple[float | None, Prompt]] = {}
 _cache_lock = threading.Lock()
+# The hot path: (ref, version, alias) as the caller wrote them -> (expiry, prompt).
+_served: dict[tuple[str, str | None, str | None], tuple[float | None, Prompt]] = {}
 
 
 def _ttl(ttl: float | None) -> float:
@@ -125,9 +128,14 @@ def _ttl(ttl: float | None) -> float:
 
 
 def clear_cache() -> None:
-    """Forget every cached prompt (the next load asks the store)."""
+    """Forget every cached prompt (the next load asks the store).
+
+    The cache is per process; a process that switches stores (another folder
+    or ``KEEL_URI``) should call this.
+    """
     with _cache_lock:
         _cache.clear()
+        _served.clear()
 
 
 def _record_use(prompt: Prompt) -> None:
@@ -146,6 +154,24 @@ def load(
     ttl: float | None = None,
 ) -> Prompt:
     """Load ``NAME``, ``NAME@VERSION`` or ``NAME@ALIAS`` (cached; see the module doc)."""
+    hit = _served.get((ref, version, alias)) if ttl is None or ttl > 0 else None
+    if hit is not None and (hit[0] is None or hit[0] > time.monotonic()):
+        if _stack:  # inside a run: record the version served (once per run)
+            _record_use(hit[1])
+        return hit[1]
+    prompt, expiry = _load(ref, version, alias, fallback, ttl)
+    if expiry is not False:
+        with _cache_lock:
+            _served[(ref, version, alias)] = (expiry, prompt)
+    _record_use(prompt)
+    return prompt
+
+
+def _load(
+    ref: str, version: str | None, alias: str | None, fallback: Any, ttl: float | None
+) -> tuple[Prompt, float | None | bool]:
+    """Load through the store-keyed cache; also says how long the caller may reuse the result
+    (None: forever, False: not at all)."""
     name, selector = parse_prompt_ref(ref)
     selector = version or alias or selector
     try:
@@ -156,7 +182,7 @@ def load(
     now = time.monotonic()
     hit = _cache.get(key)
     if hit is not None and (hit[0] is None or hit[0] > now):
-        prompt = hit[1]
+        return hit[1], hit[0]
     else:
         try:
             if session is None:
@@ -164,21 +190,20 @@ def load(
             found = session.prompts.get(name, selector)
         except StoreError:
             if hit is not None:
-                prompt = hit[1]  # stale but real: better than a fallback
-            elif fallback is not None:
+                return hit[1], False  # stale but real: better than a fallback
+            if fallback is not None:
                 content = fallback if isinstance(fallback, PromptContent) else PromptContent.create(template=fallback)
-                prompt = Prompt(None, name, content)
-            else:
-                raise
-        else:
-            prompt = Prompt(found)
-            pinned = is_version(selector)
-            seconds = _ttl(ttl)
-            if pinned or seconds > 0:
-                with _cache_lock:
-                    _cache[key] = (None if pinned else now + seconds, prompt)
-    _record_use(prompt)
-    return prompt
+                return Prompt(None, name, content), False
+            raise
+        prompt = Prompt(found)
+        pinned = is_version(selector)
+        seconds = _ttl(ttl)
+        if not pinned and seconds <= 0:
+            return prompt, False
+        expiry = None if pinned else now + seconds
+        with _cache_lock:
+            _cache[key] = (expiry, prompt)
+        return prompt, expiry
 
 
 def register(

@@ -275,7 +275,7 @@ def _refuse_duplicates(path: Path, node: Any, what: str) -> None:
 
 def _compose(path: Path, text: str) -> tuple[Any, list[_Entry]]:
     """The root node of prompt_config.yaml and its entries; malformed YAML names the line."""
-    loader = yaml.SafeLoader(text)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)  # libyaml when present: ~10x faster
     try:
         root = loader.get_single_node()
         if root is None:

@@ -8,6 +8,7 @@ changelog entry; aliases are refs whose every move is in the reflog.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import re
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from keel.core.names import check_name
 from keel.core.prompt_content import BUMP_RULE, PromptContent, PromptDiff, diff_prompts, required_bump
 from keel.core.semver import BUMPS, SemVer
 from keel.errors import Conflict, InvalidInput, NotFound
-from keel.meta.prompts import KIND, PromptStore, VersionRow
+from keel.meta.prompts import KIND, PromptStore, RawPrompts, VersionRow
 from keel.meta.refs import RefMove, Refs
 from keel.services.workspace import Store
 
@@ -90,8 +91,11 @@ _looks_like_version = is_version
 
 
 def _who(author: str | None) -> str:
-    if author:
-        return author
+    return author or _current_user()
+
+
+@functools.lru_cache(maxsize=1)
+def _current_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # pragma: no cover - no user database
@@ -111,6 +115,7 @@ class PromptService:
         self.store = store
         self.db = store.db
         self.rows = PromptStore(store.db)
+        self.raw = RawPrompts(store.db)
 
     def _version(self, row: VersionRow, aliases: Mapping[str, str] | None = None) -> PromptVersion:
         names = tuple(sorted(a for a, target in (aliases or {}).items() if target == row.version))
@@ -154,41 +159,38 @@ class PromptService:
             response_schema=response_schema,
         )
         variables = content.variables  # checks the template: syntax errors surface here
+        stored = content.to_dict()
         content_hash = content.content_hash()
         explicit = SemVer.parse(version) if version is not None else None
-        with self.db.write() as conn:
-            existing = PromptStore.by_hash(conn, name, content_hash)
+        entry = str(changelog).strip()
+        with self.db.raw_write() as cur:
+            existing = self.raw.by_hash(cur, name, content_hash)
             if existing is not None:
-                return self._version(existing, Refs.all_for(conn, KIND, name)), False
-            if not changelog or not str(changelog).strip():
+                return self._version(existing, self.raw.aliases(cur, name)), False
+            if not entry:
                 raise InvalidInput(
                     f"registering a new version of {name!r} needs a changelog entry",
                     "say why it changed: changelog='Tighten refusal wording'",
                 )
-            latest = PromptStore.latest(conn, name)
+            latest = self.raw.latest(cur, name)
             if latest is None:
                 new = explicit or SemVer(1, 0, 0)
             else:
                 new = self._next_version(name, latest, content, bump, explicit)
-            prompt_id = PromptStore.prompt_id(conn, name, create=True)
-            assert prompt_id is not None
             who = _who(author)
-            created = PromptStore.insert_version(
-                conn,
-                prompt_id,
+            created = self.raw.insert(
+                cur,
+                name,
                 str(new),
                 (new.major, new.minor, new.patch),
-                content.to_dict(),
+                stored,
                 content_hash,
                 variables,
-                str(changelog).strip(),
+                entry,
                 who,
             )
-            aliases = Refs.all_for(conn, KIND, name)
-        row = VersionRow(
-            name, str(new), content.to_dict(), content_hash, variables, str(changelog).strip(), who, created
-        )
-        return self._version(row, aliases), True
+        # A version created just now has no aliases yet.
+        return PromptVersion(name, str(new), content, content_hash, entry, who, created), True
 
     @staticmethod
     def _next_version(
@@ -243,17 +245,43 @@ class PromptService:
 
     def get(self, name: str, selector: str | None = None, at: int | float | datetime | None = None) -> PromptVersion:
         """Load one version by version, alias (optionally as of ``at``) or latest."""
+        if at is None:
+            return self._get_now(name, selector)
         with self.db.read() as conn:
             version = self._resolve(conn, name, selector, at)
             return self._version(PromptStore.get(conn, name, version), Refs.all_for(conn, KIND, name))
 
+    def _get_now(self, name: str, selector: str | None) -> PromptVersion:
+        """:meth:`get` without ``at``: one short read transaction straight through the driver."""
+        with self.db.raw_read() as cur:
+            if selector is None or selector == "latest":
+                row = self.raw.latest(cur, name)
+            elif is_version(selector):
+                row = self.raw.version(cur, name, str(SemVer.parse(selector)))
+            else:
+                target = self.raw.alias(cur, name, selector)
+                if target is None:
+                    if not self.raw.exists(cur, name):
+                        raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
+                    raise NotFound(
+                        f"prompt {name!r} has no alias {selector!r}", f"see its aliases: keel prompts show {name}"
+                    )
+                row = self.raw.version(cur, name, target)
+            if row is None:
+                if not self.raw.exists(cur, name):
+                    raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
+                raise NotFound(
+                    f"prompt {name!r} has no version {selector}", f"list them with 'keel prompts log {name}'"
+                )
+            return self._version(row, self.raw.aliases(cur, name))
+
     def versions(self, name: str) -> list[PromptVersion]:
         """Every version, newest first, with its aliases."""
-        with self.db.read() as conn:
-            rows = PromptStore.versions(conn, name)
+        with self.db.raw_read() as cur:
+            rows = self.raw.versions(cur, name)
             if not rows:
                 raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
-            aliases = Refs.all_for(conn, KIND, name)
+            aliases = self.raw.aliases(cur, name)
         return [self._version(row, aliases) for row in rows]
 
     def list_prompts(self) -> list[tuple[str, PromptVersion]]:
