@@ -27,12 +27,16 @@ EVAL_SET = [
     ("How do I reset my password?", "password"),
     ("Is there a student discount?", "discount"),
 ]
+PROMPTS = {  # registered in keel's prompt registry; runs load them by version
+    "v1.2": "You are a support agent. Answer: {{ question }}",
+    "v1.3": "You are a concise, friendly support agent. Cite the policy. Answer: {{ question }}",
+}
 COMBINATIONS = [
-    # (prompt version, system prompt, model, temperature, accuracy the fake model reaches)
-    ("v1.2", "You are a support agent.", "gpt-4", 0.7, 0.78),
-    ("v1.3", "You are a concise, friendly support agent. Cite the policy.", "gpt-4", 0.7, 0.86),
-    ("v1.3", "You are a concise, friendly support agent. Cite the policy.", "gpt-4o-mini", 0.2, 0.83),
-    ("v1.3", "You are a concise, friendly support agent. Cite the policy.", "llama-3-8b", 0.2, 0.71),
+    # (prompt version, model, temperature, accuracy the fake model reaches)
+    ("v1.2", "gpt-4", 0.7, 0.78),
+    ("v1.3", "gpt-4", 0.7, 0.86),
+    ("v1.3", "gpt-4o-mini", 0.2, 0.83),
+    ("v1.3", "llama-3-8b", 0.2, 0.71),
 ]
 COST_PER_QUERY = {"gpt-4": 0.030, "gpt-4o-mini": 0.0006, "llama-3-8b": 0.0002}
 
@@ -43,13 +47,24 @@ def fake_llm(question: str, topic: str, correct: bool) -> tuple[str, float]:
     return answer, 1.0 if correct else 0.0
 
 
-def run_experiment(prompt_version: str, system_prompt: str, model: str, temperature: float, skill: float) -> str:
+def register_prompts() -> dict[str, str]:
+    """Register the two prompt versions; returns {"v1.2": "1.0.0", "v1.3": "1.0.1"}."""
+    versions = {}
+    for label, template in PROMPTS.items():
+        p = keel.prompts.register("support", template=template, changelog=f"prompt {label}")
+        versions[label] = p.version
+    keel.prompts.set_alias("support", "production", versions["v1.3"], reason="best accuracy in the demo")
+    return versions
+
+
+def run_experiment(prompt_ref: str, prompt_version: str, model: str, temperature: float, skill: float) -> str:
     rng = random.Random(f"{prompt_version}-{model}")
     with keel.start_run(project="llm-prompt-optimization", name=f"prompt_{prompt_version}_{model}",
                         tags={"team": "support"}) as run:
         keel.log_params({"prompt_version": prompt_version, "model": model, "temperature": temperature,
                          "rag": {"top_k": 5, "chunk_size": 512}})
-        run.log_text("system_prompt", system_prompt)
+        prompt = keel.prompts.load(prompt_ref)  # recorded as this run's input (lineage)
+        run.log_text("system_prompt", prompt.render(question="{question}"))
         rows, scores, latencies = [], [], []
         questions = EVAL_SET * 5
         right = set(rng.sample(range(len(questions)), round(skill * len(questions))))
@@ -79,7 +94,8 @@ def main() -> None:
         init_workspace(folder)
     print(f"keel workspace: {folder / '.keel'}\n")
 
-    ids = [run_experiment(*combo) for combo in COMBINATIONS]
+    versions = register_prompts()
+    ids = [run_experiment(f"support@{versions[label]}", label, *rest) for label, *rest in COMBINATIONS]
 
     best = keel.search_runs(
         "llm-prompt-optimization",
@@ -97,7 +113,10 @@ def main() -> None:
     print("$ keel runs compare " + " ".join(i[:8] for i in ids))
     sys.stdout.flush()
     subprocess.run([keel_cmd, "runs", "compare", *(i[:8] for i in ids)], check=True)
-    print(f"\nExplore: cd {folder} && {keel_cmd} runs list   (or: runs show {ids[1][:8]})")
+    print("\n$ keel prompts show support   (versions, aliases, and the runs that used each)")
+    sys.stdout.flush()
+    subprocess.run([keel_cmd, "prompts", "show", "support"], check=True)
+    print(f"\nExplore: cd {folder} && {keel_cmd} runs list   (or: runs show {ids[1][:8]}, prompts log support)")
 
 
 if __name__ == "__main__":
