@@ -234,3 +234,29 @@ def test_sandbox_escapes_are_refused(template):
 def test_sandbox_limits_ranges():
     with pytest.raises(InvalidInput, match="Range too big"):
         render_template("{{ range(n) | list | length }}", {"n": 10**9})
+
+
+# The registration fast path for plain "{{ name }}" templates must agree with Jinja itself.
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from jinja2 import meta as _jinja_meta  # noqa: E402
+
+from keel.core import templates as _templates  # noqa: E402
+
+_pieces = st.lists(
+    st.one_of(
+        st.text(alphabet="abc {}.!\n'", max_size=8),
+        st.sampled_from(["{{ question }}", "{{name}}", "{{  x1 }}", "{{ range }}", "{{ a.b }}", "{{ 'q' }}"]),
+    ),
+    max_size=6,
+)
+
+
+@given(_pieces)
+def test_plain_placeholder_fast_path_agrees_with_jinja(pieces):
+    source = "".join(pieces)
+    fast = _templates._plain_placeholders(source)
+    if fast is None:
+        return  # not a plain template: Jinja checks it
+    tree = _templates._ENV.parse(source)  # a plain template always parses
+    assert fast == frozenset(_jinja_meta.find_undeclared_variables(tree))

@@ -99,11 +99,29 @@ def _sources(template: object) -> list[tuple[str, str]]:
 
 
 # -- compile and check ---------------------------------------------------------
+# "{{ name }}" and nothing else Jinja would read: most prompts. Checked without parsing.
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def _plain_placeholders(source: str) -> frozenset[str] | None:
+    """The variables of a template made only of text and ``{{ name }}`` placeholders, or
+    None when it uses any other Jinja syntax (then Jinja itself must check it)."""
+    if "{%" in source or "{#" in source or "{{{" in source or "}}}" in source:
+        return None
+    names = _PLACEHOLDER.findall(source)
+    if source.count("{{") != len(names):
+        return None
+    return frozenset(names) - frozenset(_ENV.globals)
+
+
 @functools.lru_cache(maxsize=_COMPILE_CACHE_SIZE)
 def _analyse(source: str) -> frozenset[str]:
     """Check a template without generating code (registration is hot; code generation is
     ~0.5 ms) and return its undeclared variables. Unknown filters and tests, which Jinja
     only finds while generating code, are looked up here so they fail at registration."""
+    plain = _plain_placeholders(source)
+    if plain is not None:
+        return plain
     tree = _ENV.parse(source)
     for node in tree.find_all(tuple(_LOADING_TAGS)):
         raise TemplateSyntaxError(
