@@ -55,10 +55,9 @@ from tracking import (  # noqa: E402
     DEFAULT_MLFLOW_PYTHON,
     Runner,
     fmt_rate,
-    fmt_ratio,
-    machine_lines,
     median_of,
     num,
+    print_comparison,
 )
 
 KEEL_WORKER = HERE / "_keel_prompts_worker.py"
@@ -282,36 +281,13 @@ def print_report(
     args: argparse.Namespace,
     total: float,
 ) -> None:
-    mlflow_name = f"MLflow {info['mlflow']['version']}" if info.get("mlflow") else "MLflow"
-    keel_name = f"keel {info['keel']['version']}" if info.get("keel") else "keel"
-    print()
-    for line in machine_lines(info, tmp):
-        print(line)
-    mode = "QUICK sizes (targets are for the full sizes)" if args.quick else "full sizes"
-    print(f"{mode}; rounds={args.rounds}, reps={args.reps} (median loop after 1 warm-up call); total {total:.0f} s")
-    print()
-    headers = ["workload", mlflow_name, keel_name, "speed-up", "target", "keel meets?"]
-    table = [
-        [
-            r["workload"],
-            r["mlflow_text"],
-            r["keel_text"],
-            fmt_ratio(r["speedup"]),
-            r["target"],
-            "n/a" if r["met"] is None else ("yes" if r["met"] else "NO"),
-        ]
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
-    align = ["<", ">", ">", ">", "<", "<"]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths, strict=True)).rstrip()
-
-    print(line(headers))
-    print("  ".join("-" * w for w in widths))
-    for row in table:
-        print(line(row))
+    print_comparison(
+        rows,
+        info,
+        tmp,
+        f"rounds={args.rounds}, reps={args.reps} (median loop after 1 warm-up call); total {total:.0f} s",
+        args.quick,
+    )
     print("speed-up = how many times faster keel is (keel/MLflow loads or versions per second)")
     print()
     print_details(runner)

@@ -395,22 +395,15 @@ def build_rows(runner: Runner, sizes: dict[str, int], args: argparse.Namespace) 
     return rows
 
 
-def print_report(
-    rows: list[dict[str, Any]],
-    runner: Runner,
-    info: dict[str, Any],
-    tmp: Path,
-    args: argparse.Namespace,
-    sizes: dict[str, int],
-    total: float,
-) -> None:
+def print_comparison(rows: list[dict[str, Any]], info: dict[str, Any], tmp: Path, settings: str, quick: bool) -> None:
+    """The machine, the run's settings and the side-by-side table (shared by every bench)."""
     mlflow_name = f"MLflow {info['mlflow']['version']}" if info.get("mlflow") else "MLflow"
     keel_name = f"keel {info['keel']['version']}" if info.get("keel") else "keel"
     print()
-    for line in machine_lines(info, tmp):
-        print(line)
-    mode = "QUICK sizes (targets are for the full sizes)" if args.quick else "full sizes"
-    print(f"{mode}; rounds={args.rounds}, search reps={args.reps} (median after 1 warm-up); total {total:.0f} s")
+    for text in machine_lines(info, tmp):
+        print(text)
+    mode = "QUICK sizes (targets are for the full sizes)" if quick else "full sizes"
+    print(f"{mode}; {settings}")
     print()
     headers = ["workload", mlflow_name, keel_name, "speed-up", "target", "keel meets?"]
     table = [
@@ -434,6 +427,24 @@ def print_report(
     print("  ".join("-" * w for w in widths))
     for row in table:
         print(line(row))
+
+
+def print_report(
+    rows: list[dict[str, Any]],
+    runner: Runner,
+    info: dict[str, Any],
+    tmp: Path,
+    args: argparse.Namespace,
+    sizes: dict[str, int],
+    total: float,
+) -> None:
+    print_comparison(
+        rows,
+        info,
+        tmp,
+        f"rounds={args.rounds}, search reps={args.reps} (median after 1 warm-up); total {total:.0f} s",
+        args.quick,
+    )
     print("speed-up = how many times better keel is (rates: keel/MLflow; ms and MB: MLflow/keel)")
     print()
     print_details(runner)
