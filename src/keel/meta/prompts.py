@@ -62,10 +62,8 @@ def _joined() -> Any:
 
 
 class PromptStore:
-    """Queries and inserts over ``prompts`` and ``prompt_versions``."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    """Queries over ``prompts`` and ``prompt_versions`` inside a SQLAlchemy transaction
+    (as-of reads, alias moves, listings); the hot paths are :class:`RawPrompts`."""
 
     @staticmethod
     def prompt_id(conn: Any, name: str, create: bool = False) -> int | None:
@@ -82,14 +80,6 @@ class PromptStore:
         return None if row is None else _row(row)
 
     @staticmethod
-    def by_hash(conn: Any, name: str, content_hash: str) -> VersionRow | None:
-        """The version of ``name`` with this content, or None."""
-        row = conn.execute(
-            _joined().where(prompts.c.name == name, prompt_versions.c.content_hash == content_hash).limit(1)
-        ).first()
-        return None if row is None else _row(row)
-
-    @staticmethod
     def get(conn: Any, name: str, version: str) -> VersionRow:
         """One version; raise NotFound naming what exists."""
         row = conn.execute(_joined().where(prompts.c.name == name, prompt_versions.c.version == version)).first()
@@ -98,42 +88,6 @@ class PromptStore:
                 raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
             raise NotFound(f"prompt {name!r} has no version {version}", f"list them with 'keel prompts log {name}'")
         return _row(row)
-
-    @staticmethod
-    def insert_version(
-        conn: Any,
-        prompt_id: int,
-        version: str,
-        parts: tuple[int, int, int],
-        content: dict[str, Any],
-        content_hash: str,
-        variables: tuple[str, ...],
-        changelog: str,
-        author: str,
-    ) -> int:
-        """Insert a new immutable version; returns its creation time."""
-        created = now_ms()
-        conn.execute(
-            insert(prompt_versions).values(
-                prompt_id=prompt_id,
-                version=version,
-                major=parts[0],
-                minor=parts[1],
-                patch=parts[2],
-                content=json.dumps(content, sort_keys=True, separators=(",", ":")),
-                content_hash=content_hash,
-                variables=json.dumps(list(variables)),
-                changelog=changelog,
-                author=author,
-                created_at=created,
-            )
-        )
-        return created
-
-    @staticmethod
-    def versions(conn: Any, name: str) -> list[VersionRow]:
-        """Every version of a prompt, newest first."""
-        return [_row(r) for r in conn.execute(_joined().where(prompts.c.name == name).order_by(*_SEMVER_DESC))]
 
     @staticmethod
     def names(conn: Any) -> list[tuple[str, str]]:

@@ -114,7 +114,6 @@ class PromptService:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.db = store.db
-        self.rows = PromptStore(store.db)
         self.raw = RawPrompts(store.db)
 
     def _version(self, row: VersionRow, aliases: Mapping[str, str] | None = None) -> PromptVersion:
