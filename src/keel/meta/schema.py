@@ -51,8 +51,10 @@ __all__ = [
     "lineage",
     "metadata",
     "metric_chunks",
+    "model_versions",
     "params",
     "projects",
+    "registered_models",
     "runs",
     "tags",
 ]
@@ -244,4 +246,45 @@ prompt_versions = Table(
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("prompt_id", "version", name="uq_prompt_versions_version"),
     Index("ix_prompt_versions_hash", "prompt_id", "content_hash"),
+)
+
+# -- the model registry -------------------------------------------------------------
+# A version's stage is a column (get-by-stage is one indexed lookup); every stage
+# change is also appended to the reflog as ref ``stage:<version>``, and aliases
+# are ordinary refs of kind ``model``.
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("tags", Text, nullable=False, server_default="{}"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("model_id", _Id, ForeignKey("registered_models.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("run_id", String(32)),
+    Column("stage", String(16), nullable=False, server_default="None"),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("tags", Text, nullable=False, server_default="{}"),
+    Column("card", Text, nullable=False, server_default="{}"),
+    Column("card_text", Text),
+    Column("author", String(200), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("model_id", "version", name="uq_model_versions_version"),
+    Index("ix_model_versions_stage", "model_id", "stage", "version"),
+    Index(
+        "ix_model_versions_run",
+        "run_id",
+        sqlite_where=text("run_id IS NOT NULL"),
+        postgresql_where=text("run_id IS NOT NULL"),
+    ),
 )
