@@ -68,7 +68,9 @@ __all__ = [
     "log_params",
     "log_table",
     "log_text",
+    "models",
     "prompts",
+    "register_model",
     "search_runs",
     "set_tag",
     "set_tags",
@@ -82,7 +84,9 @@ _LAZY = {
     "RunRecord": "keel.core.entities",
     "EntityRef": "keel.core.entities",
     "Table": "keel.core.table",
+    "register_model": "keel.sdk.models",
 }
+_MODULES = ("lineage", "models", "prompts")
 _FLUENT = {
     "active_run",
     "finish",
@@ -108,7 +112,7 @@ _FLUENT = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("lineage", "prompts"):
+    if name in _MODULES:
         module = importlib.import_module(f"keel.sdk.{name}")
     elif name in _FLUENT:
         module = importlib.import_module("keel.sdk.fluent")
@@ -116,7 +120,7 @@ def __getattr__(name: str) -> Any:
         module = importlib.import_module(_LAZY[name])
     else:
         raise AttributeError(f"module 'keel' has no attribute {name!r}")
-    value = module if name in ("lineage", "prompts") else getattr(module, name)
+    value = module if name in _MODULES else getattr(module, name)
     globals()[name] = value
     return value
 
@@ -128,7 +132,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from keel.core.entities import EntityRef, RunRecord
     from keel.core.table import Table
-    from keel.sdk import lineage, prompts
+    from keel.sdk import lineage, models, prompts
     from keel.sdk.client import Client
     from keel.sdk.fluent import (
         active_run,
@@ -152,5 +156,6 @@ if TYPE_CHECKING:  # pragma: no cover
         set_tags,
         start_run,
     )
+    from keel.sdk.models import register_model
     from keel.sdk.results import RunList
     from keel.sdk.run import Run

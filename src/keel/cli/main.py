@@ -45,6 +45,15 @@ def _add_prompts() -> None:
 
 _add_prompts()
 
+
+def _add_models() -> None:
+    from keel.cli.models import models_app
+
+    app.add_typer(models_app, name="models")
+
+
+_add_models()
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 

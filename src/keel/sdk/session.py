@@ -39,6 +39,7 @@ class Session:
     def __init__(self, service: TrackingService) -> None:
         self.service = service
         self._prompts: Any = None
+        self._models: Any = None
         self.writer = BatchWriter(service.write_batch, idle=service.maintain)
         self.live: dict[str, Run] = {}
         self._lock = threading.Lock()
@@ -51,6 +52,15 @@ class Session:
 
             self._prompts = PromptService(self.service.store)
         return self._prompts
+
+    @property
+    def models(self) -> Any:
+        """The store's model registry service (created on first use)."""
+        if self._models is None:
+            from keel.services.models import ModelService
+
+            self._models = ModelService(self.service.store, self.service)
+        return self._models
 
     def start_run(
         self,

@@ -8,8 +8,6 @@ changelog entry; aliases are refs whose every move is in the reflog.
 
 from __future__ import annotations
 
-import functools
-import getpass
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +20,8 @@ from keel.core.semver import BUMPS, SemVer
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.meta.prompts import KIND, PromptStore, RawPrompts, VersionRow
 from keel.meta.refs import RefMove, Refs
+from keel.services.audit import to_ms
+from keel.services.audit import who as audit_who
 from keel.services.workspace import Store
 
 __all__ = ["PromptService", "PromptVersion", "RefMove", "is_version", "parse_prompt_ref"]
@@ -88,24 +88,6 @@ def is_version(text: str | None) -> bool:
 
 
 _looks_like_version = is_version
-
-
-def _who(author: str | None) -> str:
-    return author or _current_user()
-
-
-@functools.lru_cache(maxsize=1)
-def _current_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # pragma: no cover - no user database
-        return ""
-
-
-def _to_ms(at: int | float | datetime) -> int:
-    if isinstance(at, datetime):
-        return int(at.timestamp() * 1000)
-    return int(at)
 
 
 class PromptService:
@@ -176,7 +158,7 @@ class PromptService:
                 new = explicit or SemVer(1, 0, 0)
             else:
                 new = self._next_version(name, latest, content, bump, explicit)
-            who = _who(author)
+            author_name = audit_who(author)
             created = self.raw.insert(
                 cur,
                 name,
@@ -186,10 +168,10 @@ class PromptService:
                 content_hash,
                 variables,
                 entry,
-                who,
+                author_name,
             )
         # A version created just now has no aliases yet.
-        return PromptVersion(name, str(new), content, content_hash, entry, who, created), True
+        return PromptVersion(name, str(new), content, content_hash, entry, author_name, created), True
 
     @staticmethod
     def _next_version(
@@ -231,7 +213,7 @@ class PromptService:
         if _looks_like_version(selector):
             return str(SemVer.parse(selector))
         if at is not None:
-            target = Refs.at(conn, KIND, name, selector, _to_ms(at))
+            target = Refs.at(conn, KIND, name, selector, to_ms(at))
             if target is None:
                 raise NotFound(f"alias {selector!r} of {name!r} pointed nowhere at that time", "check the time")
             return target
@@ -305,12 +287,12 @@ class PromptService:
         with self.db.write() as conn:
             target = str(SemVer.parse(version)) if _looks_like_version(version) else self._resolve(conn, name, version)
             PromptStore.get(conn, name, target)  # must exist
-            return Refs.set(conn, KIND, name, alias, target, _who(who), reason)
+            return Refs.set(conn, KIND, name, alias, target, audit_who(who), reason)
 
     def delete_alias(self, name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
         """Remove an alias (logged)."""
         with self.db.write() as conn:
-            return Refs.delete(conn, KIND, name, check_alias(alias), _who(who), reason)
+            return Refs.delete(conn, KIND, name, check_alias(alias), audit_who(who), reason)
 
     def rollback(self, name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
         """Move ``alias`` back to the target it had before its latest move."""
@@ -323,7 +305,7 @@ class PromptService:
                     f"alias {alias!r} of {name!r} has no earlier target to roll back to",
                     f"see its history: keel prompts alias history {name} {alias}",
                 )
-            return Refs.set(conn, KIND, name, alias, previous, _who(who), reason or f"rollback of {alias}")
+            return Refs.set(conn, KIND, name, alias, previous, audit_who(who), reason or f"rollback of {alias}")
 
     def history(self, name: str, alias: str | None = None) -> list[RefMove]:
         """The reflog of a prompt's aliases (or one alias), oldest first."""

@@ -1,0 +1,294 @@
+"""``keel models ...``: the model registry from the command line."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from keel.errors import InvalidInput
+
+__all__ = ["models_app"]
+
+models_app = typer.Typer(
+    help="Registered models: versions, stages, aliases, model cards, history.", no_args_is_help=True
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+NameArg = Annotated[str, typer.Argument(help="Registered model name.")]
+ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the audit trail).")]
+
+
+def _api() -> Any:
+    from keel.sdk import models
+
+    return models
+
+
+def parse_time(text: str | None) -> int | None:
+    """``2026-11-01T12:00``, ``2026-11-01`` (local time) or epoch milliseconds -> epoch ms."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(datetime.fromisoformat(text).timestamp() * 1000)
+    except ValueError:
+        raise InvalidInput(f"invalid time {text!r}", "write 2026-11-01T12:00:00 or epoch milliseconds") from None
+
+
+def _tags(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"invalid tag {item!r}", "write tags as key=value")
+        out[key] = value
+    return out
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOpt = False) -> None:
+    """Every registered model with its latest version, stages and aliases."""
+    from keel.cli.render import print_json, table
+    from keel.core.entities import format_time
+
+    models = _api().list_models()
+    if as_json:
+        print_json([m.to_dict() for m in models])
+        return
+    table(
+        ["model", "latest", "stages", "aliases", "updated", "description"],
+        [
+            [
+                m.name,
+                m.latest_version,
+                ", ".join(f"{stage}: {','.join(map(str, vs))}" for stage, vs in sorted(m.stages.items())),
+                ", ".join(f"{a}: {v}" for a, v in sorted(m.aliases.items())),
+                format_time(m.updated_at),
+                m.description.splitlines()[0] if m.description else "",
+            ]
+            for m in models
+        ],
+    )
+
+
+@models_app.command("show")
+def models_show(
+    name: NameArg,
+    version: Annotated[int | None, typer.Option("--version", "-v", help="One version.")] = None,
+    stage: Annotated[str | None, typer.Option("--stage", help="The highest version in a stage.")] = None,
+    alias: Annotated[str | None, typer.Option("--alias", help="The version an alias points at.")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="As of a time (with --stage or --alias).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A model's versions; or, with --version/--stage/--alias, one version with its card and lineage."""
+    from keel.cli.render import print_json, table
+    from keel.core.entities import format_time
+
+    api = _api()
+    if version is None and stage is None and alias is None:
+        if at is not None:
+            raise InvalidInput("--at needs --stage or --alias", f"keel models show {name} --stage Production --at ...")
+        model = api.get_model(name)
+        versions = api.versions(name)
+        if as_json:
+            print_json({**model.to_dict(), "versions": [v.to_dict() for v in versions]})
+            return
+        if model.description:
+            typer.echo(model.description)
+        table(
+            ["version", "stage", "aliases", "source", "run", "registered", "author"],
+            [
+                [
+                    v.version,
+                    v.stage,
+                    ", ".join(v.aliases),
+                    v.source,
+                    (v.run_id or "")[:8],
+                    format_time(v.created_at),
+                    v.author,
+                ]
+                for v in versions
+            ],
+            title=f"model {name}",
+        )
+        return
+    mv = api.get(name, version=version, stage=stage, alias=alias, at=parse_time(at))
+    lineage = api.lineage(name, mv.version)
+    if as_json:
+        print_json({**mv.to_dict(), "lineage": lineage.to_dict()})
+        return
+    _print_version(mv, lineage, api.card_text(name, mv.version))
+
+
+def _print_version(mv: Any, lineage: Any, card_text: str) -> None:
+    from keel.cli.render import console, fmt
+    from keel.core.entities import format_time
+
+    out = console()
+    out.print(f"[bold yellow]{mv.ref}[/bold yellow]  stage {mv.stage}", highlight=False)
+    rows = [
+        ("aliases", ", ".join(mv.aliases)),
+        ("source", mv.source),
+        ("run", mv.run_id or ""),
+        ("registered", f"{format_time(mv.created_at)} by {mv.author}"),
+        ("description", mv.description),
+        ("tags", ", ".join(f"{k}={v}" for k, v in sorted(mv.tags.items()))),
+    ]
+    for key, value in rows:
+        if value:
+            out.print(f"  {key:<12} {value}", highlight=False, markup=False)
+    run = lineage.run
+    if run is not None:
+        if run.params:
+            out.print(
+                "  params       " + ", ".join(f"{k}={fmt(v)}" for k, v in sorted(run.params.items())), markup=False
+            )
+        if run.metrics:
+            out.print(
+                "  metrics      " + ", ".join(f"{k}={fmt(v)}" for k, v in sorted(run.metrics.items())), markup=False
+            )
+    if lineage.inputs:
+        out.print("  used         " + ", ".join(str(e.entity) for e in lineage.inputs), markup=False)
+    if card_text:
+        out.print("  card:", highlight=False)
+        for line in card_text.rstrip("\n").splitlines():
+            out.print(f"    {line}", highlight=False, markup=False)
+
+
+@models_app.command("register")
+def models_register(
+    name: NameArg,
+    source: Annotated[str, typer.Option("--source", "-s", help="runs:/<run>/<path>, a path, s3://, hf://...")],
+    card: Annotated[Path | None, typer.Option("--card", "-c", help="A model card (YAML or JSON).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="The run that produced it (for a non-run source).")] = None,
+    description: Annotated[str, typer.Option("--description", "-d", help="What this version is.")] = "",
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="key=value (repeatable).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register the next version of a model."""
+    from keel.cli.render import print_json
+
+    mv = _api().register(name, source, card=card, description=description, tags=_tags(tag), run_id=run)
+    if as_json:
+        print_json(mv.to_dict())
+        return
+    typer.echo(f"registered {mv.ref}" + (f" (run {mv.run_id[:8]})" if mv.run_id else ""))
+
+
+@models_app.command("stage")
+def models_stage(
+    name: NameArg,
+    version: Annotated[int, typer.Argument(help="Version number.")],
+    stage: Annotated[str, typer.Argument(help="None, Staging, Production or Archived.")],
+    archive_existing: Annotated[
+        bool, typer.Option("--archive-existing", help="Archive the other versions in that stage.")
+    ] = False,
+    reason: ReasonOpt = "",
+) -> None:
+    """Move a version to a stage (recorded with who, when and why)."""
+    api = _api()
+    before = api.get(name, version=version).stage
+    mv = api.transition_stage(name, version, stage, archive_existing=archive_existing, reason=reason)
+    typer.echo(f"{mv.ref}: {before} -> {mv.stage}")
+
+
+@models_app.command("alias")
+def models_alias(
+    name: NameArg,
+    alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
+    version: Annotated[int | None, typer.Argument(help="Version to point at.")] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
+    reason: ReasonOpt = "",
+) -> None:
+    """Point an alias at a version, or remove it with --delete (recorded)."""
+    if delete == (version is not None):
+        raise InvalidInput("give a version to point at, or --delete", f"keel models alias {name} {alias} 3")
+    if delete:
+        move = _api().delete_alias(name, alias, reason=reason)
+        typer.echo(f"{name}@{alias}: {move.old} -> (removed)")
+        return
+    move = _api().set_alias(name, alias, version, reason=reason)
+    typer.echo(f"{name}@{alias}: {move.old or '(unset)'} -> {move.new}")
+
+
+@models_app.command("history")
+def models_history(name: NameArg, as_json: JsonOpt = False) -> None:
+    """Every stage change and alias move: when, who, what, from, to, why."""
+    from keel.cli.render import print_json, table
+    from keel.core.entities import format_time
+
+    moves = _api().history(name)
+    if as_json:
+        print_json([m.to_dict() for m in moves])
+        return
+    rows = []
+    for m in moves:
+        if m.ref.startswith("stage:"):
+            what = f"version {m.ref.partition(':')[2]} stage"
+            old, new = m.old or "None", m.new or "None"
+        else:
+            what = f"alias {m.ref}"
+            old, new = m.old or "(unset)", m.new or "(removed)"
+        rows.append([format_time(m.at), what, old, new, m.who, m.reason])
+    table(["when", "what", "from", "to", "who", "reason"], rows, title=f"model {name}")
+
+
+@models_app.command("card")
+def models_card(
+    name: NameArg,
+    version: Annotated[int, typer.Argument(help="Version number.")],
+    export: Annotated[Path | None, typer.Option("--export", "-o", help="Write the card to this file.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a version's model card (or export it: the imported YAML, byte for byte)."""
+    api = _api()
+    if export is not None:
+        api.export_card(name, version, export)
+        typer.echo(f"wrote {export}")
+        return
+    if as_json:
+        typer.echo(json.dumps(api.card(name, version), indent=2))
+        return
+    text = api.card_text(name, version)
+    typer.echo(text.rstrip("\n") if text else f"{name}@{version} has no model card")
+
+
+def _text(value: Any) -> Any:
+    return ", ".join(map(str, value)) if isinstance(value, tuple) else value
+
+
+@models_app.command("compare")
+def models_compare(
+    name: NameArg,
+    a: Annotated[int, typer.Argument(help="Version A.")],
+    b: Annotated[int, typer.Argument(help="Version B.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Card, metric and param differences between two versions."""
+    from keel.cli.render import console, print_json, table
+
+    diff = _api().compare(name, a, b)
+    if as_json:
+        print_json(diff.to_dict())
+        return
+    va, vb = f"v{a}", f"v{b}"
+    if diff.fields:
+        shown = [[k, _text(x), _text(y)] for k, x, y in diff.fields]
+        table(["field", va, vb], shown, title=f"{name}: version {a} vs {b}")
+    if diff.metrics:
+        table(["metric", va, vb, "delta"], [[m.key, m.a, m.b, m.delta] for m in diff.metrics], title="metrics")
+    if diff.card:
+        table(
+            ["card", va, vb],
+            [[c.path, c.old if c.in_old else "(absent)", c.new if c.in_new else "(absent)"] for c in diff.card],
+            title="model card",
+        )
+    if diff.params:
+        table(["param", va, vb], [[k, x, y] for k, x, y in diff.params], title="run params")
+    if not (diff.fields or diff.metrics or diff.card or diff.params):
+        console().print(f"{name} versions {a} and {b} do not differ", highlight=False)

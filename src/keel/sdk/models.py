@@ -1,0 +1,270 @@
+"""``keel.models``: the model registry from Python.
+
+The MLflow calls users already write translate one to one::
+
+    with keel.start_run(project="chat") as run:
+        keel.log_artifact("model_config.yaml")
+        mv = keel.register_model(f"runs:/{run.id}/model_config.yaml", "chat-assistant", card="card.yaml")
+    keel.models.transition_stage("chat-assistant", mv.version, "Production", archive_existing=True)
+    keel.models.set_alias("chat-assistant", "champion", mv.version)
+    keel.models.get("chat-assistant", stage="Production")   # or alias="champion", version=3
+    keel.models.get("chat-assistant", stage="Production", at=datetime(2026, 11, 1))
+    keel.models.compare("chat-assistant", 2, 3)
+
+Registering inside an active run links the version to that run (it is the
+run's output); getting a version inside an active run records
+``model:NAME@VERSION`` as the run's input.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from keel.errors import InvalidInput, NotFound
+from keel.sdk.fluent import _stack, active_run
+from keel.sdk.session import get_session
+from keel.services.models import (
+    STAGES,
+    ModelComparison,
+    ModelLineage,
+    ModelVersion,
+    RefMove,
+    RegisteredModel,
+)
+
+__all__ = [
+    "STAGES",
+    "ModelComparison",
+    "ModelLineage",
+    "ModelVersion",
+    "RegisteredModel",
+    "card",
+    "card_text",
+    "compare",
+    "create",
+    "delete_alias",
+    "delete_tag",
+    "export_card",
+    "get",
+    "get_model",
+    "history",
+    "lineage",
+    "list_models",
+    "load_card",
+    "register",
+    "register_model",
+    "set_alias",
+    "set_tags",
+    "transition_stage",
+    "update",
+    "versions",
+    "versions_in_stage",
+]
+
+_CARD_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def load_card(card: Any) -> Any:
+    """A card argument as the service takes it: a mapping or YAML/JSON text.
+
+    A path (``Path`` or a string ending in .yaml/.yml/.json) is read; its text is kept,
+    so exporting the card later returns the file byte for byte.
+    """
+    if card is None or isinstance(card, Mapping):
+        return card
+    is_path = isinstance(card, os.PathLike) or (
+        isinstance(card, str) and "\n" not in card and card.strip().lower().endswith(_CARD_SUFFIXES)
+    )
+    if is_path:
+        path = Path(card)
+        if not path.is_file():
+            raise NotFound(f"no model card file {str(path)!r}", "check the path")
+        return path.read_text(encoding="utf-8")
+    if isinstance(card, str):
+        return card
+    raise InvalidInput(f"a model card must be a mapping, YAML text or a file, not {type(card).__name__}", "")
+
+
+def _producing_run(source: str, run_id: str | None) -> str | None:
+    """Flush pending writes (the artifact a runs:/ source names may still be queued) and
+    default the producing run to the active one."""
+    if _stack:
+        run = active_run()
+        if run is not None:
+            run.flush()
+            if run_id is None and not str(source).startswith(("runs:/", "models:/")):
+                return run.id
+    else:
+        get_session().writer.flush()
+    return run_id
+
+
+def register(
+    name: str,
+    source: str,
+    card: Any = None,
+    description: str = "",
+    tags: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    author: str | None = None,
+) -> ModelVersion:
+    """Register the next version of ``name`` (the model is created if new).
+
+    ``source``: ``runs:/<run_id>/<artifact_path>`` (checked to exist), any URI or path
+    (``s3://...``, ``hf://org/model``), or ``models:/NAME/VERSION`` to copy one.
+    ``card``: a mapping, YAML text or a card file. Inside an active run the
+    version is linked to that run unless ``run_id`` says otherwise.
+    """
+    run_id = _producing_run(source, run_id)
+    return get_session().models.register(name, source, run_id, load_card(card), description, tags, author)
+
+
+def register_model(
+    model_uri: str,
+    name: str,
+    card: Any = None,
+    description: str = "",
+    tags: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+) -> ModelVersion:
+    """MLflow's ``register_model(model_uri, name)``: see :func:`register`."""
+    return register(name, model_uri, card=card, description=description, tags=tags, run_id=run_id)
+
+
+def _split(name: str, version: Any, stage: str | None, alias: str | None) -> tuple[str, Any, str | None, str | None]:
+    """``"chat@3"`` / ``"chat@champion"`` as a name with a selector."""
+    if "@" in name and version is None and stage is None and alias is None:
+        base, _, selector = name.partition("@")
+        if selector.isdigit():
+            return base, int(selector), None, None
+        if selector.lower() in {s.lower() for s in STAGES}:
+            return base, None, selector, None
+        return base, None, None, selector
+    return name, version, stage, alias
+
+
+def get(
+    name: str,
+    version: Any = None,
+    stage: str | None = None,
+    alias: str | None = None,
+    at: int | float | datetime | None = None,
+) -> ModelVersion:
+    """A version by number, stage (the highest in it), alias, or the latest; ``name`` may be
+    ``"chat-assistant@champion"``. ``at`` (datetime or epoch ms) asks about an earlier moment."""
+    name, version, stage, alias = _split(name, version, stage, alias)
+    found: ModelVersion = get_session().models.get(name, version, stage, alias, at)
+    if _stack:
+        run = active_run()
+        if run is not None:
+            run.use(found.entity)
+    return found
+
+
+def versions(name: str) -> list[ModelVersion]:
+    """Every version of a model, newest first."""
+    return get_session().models.versions(name)  # type: ignore[no-any-return]
+
+
+def versions_in_stage(name: str, stage: str, at: int | float | datetime | None = None) -> list[int]:
+    """The versions in a stage now (or at a moment), highest first."""
+    return get_session().models.versions_in_stage(name, stage, at)  # type: ignore[no-any-return]
+
+
+def list_models() -> list[RegisteredModel]:
+    """Every registered model with its latest version, aliases and stages."""
+    return get_session().models.list_models()  # type: ignore[no-any-return]
+
+
+def get_model(name: str) -> RegisteredModel:
+    """One registered model."""
+    return get_session().models.get_model(name)  # type: ignore[no-any-return]
+
+
+def create(name: str, description: str = "", tags: Mapping[str, Any] | None = None) -> RegisteredModel:
+    """Create a registered model with no versions yet (AlreadyExists if it exists)."""
+    return get_session().models.create_model(name, description, tags)  # type: ignore[no-any-return]
+
+
+def update(
+    name: str, version: Any = None, description: str | None = None, tags: Mapping[str, Any] | None = None
+) -> Any:
+    """Change the description or merge tags of a model (or of one version)."""
+    models = get_session().models
+    if version is None:
+        return models.update_model(name, description, tags)
+    return models.update_version(name, version, description, tags)
+
+
+def set_tags(name: str, tags: Mapping[str, Any], version: Any = None) -> Any:
+    """Merge tags into a model (or one version)."""
+    return update(name, version, tags=tags)
+
+
+def delete_tag(name: str, key: str, version: Any = None) -> None:
+    """Remove a tag from a model (or one version)."""
+    models = get_session().models
+    if version is None:
+        models.delete_model_tag(name, key)
+    else:
+        models.delete_version_tag(name, version, key)
+
+
+def transition_stage(
+    name: str,
+    version: Any,
+    stage: str,
+    archive_existing: bool = False,
+    reason: str = "",
+    who: str | None = None,
+) -> ModelVersion:
+    """Move a version to None/Staging/Production/Archived (logged with who and why)."""
+    return get_session().models.transition_stage(  # type: ignore[no-any-return]
+        name, version, stage, archive_existing, reason, who
+    )
+
+
+def set_alias(name: str, alias: str, version: Any, reason: str = "", who: str | None = None) -> RefMove:
+    """Point an alias (``champion``) at a version (logged)."""
+    return get_session().models.set_alias(name, alias, version, reason, who)  # type: ignore[no-any-return]
+
+
+def delete_alias(name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
+    """Remove an alias (logged)."""
+    return get_session().models.delete_alias(name, alias, reason, who)  # type: ignore[no-any-return]
+
+
+def history(name: str) -> list[RefMove]:
+    """Every stage change (``ref`` = ``stage:<version>``) and alias move, oldest first."""
+    return get_session().models.history(name)  # type: ignore[no-any-return]
+
+
+def card(name: str, version: Any) -> dict[str, Any]:
+    """A version's model card as data."""
+    return get(name, version=version).card
+
+
+def card_text(name: str, version: Any) -> str:
+    """A version's model card as YAML (the imported text, byte for byte)."""
+    return get_session().models.card_text(name, version)  # type: ignore[no-any-return]
+
+
+def export_card(name: str, version: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a version's model card to ``path`` (YAML)."""
+    out = Path(path)
+    out.write_text(card_text(name, version), encoding="utf-8")
+    return out
+
+
+def compare(name: str, a: Any, b: Any) -> ModelComparison:
+    """Card, metric and param differences between versions ``a`` and ``b``."""
+    return get_session().models.compare(name, a, b)  # type: ignore[no-any-return]
+
+
+def lineage(name: str, version: Any) -> ModelLineage:
+    """The run that produced a version, its params and metrics, and the versions it used."""
+    return get_session().models.lineage(name, version)  # type: ignore[no-any-return]

@@ -1,0 +1,653 @@
+"""The model registry: versions, stages and aliases with audit, model cards, lineage.
+
+- A *registered model* has a name, description and tags. Its *versions* are
+  numbered 1, 2, 3, ... and immutable once created, except for their tags
+  and description.
+- A version's ``source`` is a run artifact (``runs:/<run_id>/<path>``, which
+  must exist; the run is recorded as the producer and the version as the
+  run's output) or any external URI (a path, ``s3://...``, ``hf://org/model``).
+  ``models:/NAME/VERSION`` (or ``models:/NAME@ALIAS``) copies another
+  version's source and run.
+- Stages ``None``, ``Staging``, ``Production``, ``Archived`` (several versions
+  may share a stage unless promoted with ``archive_existing``) and free-form
+  aliases (``champion``). Every stage change and alias move is in the reflog,
+  so :meth:`ModelService.history` and "which version was in Production at
+  time T" (``get(name, stage="Production", at=T)``) are queries.
+- A structured model card (:mod:`keel.core.model_card`) per version.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from keel.core.entities import EntityRef, LineageEdge, RunRecord
+from keel.core.model_card import CardChange, card_changes, check_card, dump_card, parse_card
+from keel.core.names import check_name
+from keel.errors import AlreadyExists, InvalidInput, NotFound
+from keel.meta.models import KIND, ModelRow, RawModels, VersionRow, stage_ref
+from keel.meta.refs import RefMove
+from keel.services.audit import to_ms
+from keel.services.audit import who as audit_who
+from keel.services.prompts import check_alias
+from keel.services.tracking import TrackingService
+from keel.services.workspace import Store
+
+__all__ = [
+    "STAGES",
+    "MetricChange",
+    "ModelComparison",
+    "ModelLineage",
+    "ModelService",
+    "ModelVersion",
+    "RefMove",
+    "RegisteredModel",
+    "normalize_stage",
+    "parse_source",
+]
+
+#: The lifecycle stages, as MLflow spells them.
+STAGES = ("None", "Staging", "Production", "Archived")
+_STAGE_BY_LOWER = {s.lower(): s for s in STAGES}
+_PROMOTIONS = ("Staging", "Production")
+
+
+def normalize_stage(stage: str) -> str:
+    """``"production"`` -> ``"Production"``; anything else unknown raises InvalidInput."""
+    found = _STAGE_BY_LOWER.get(str(stage).strip().lower())
+    if found is None:
+        raise InvalidInput(f"unknown stage {stage!r}", f"use one of {', '.join(STAGES)}")
+    return found
+
+
+def parse_source(source: str) -> tuple[str | None, str]:
+    """``runs:/<run_id>/<path>`` -> ``(run_id, path)``; any other URI -> ``(None, source)``."""
+    if not isinstance(source, str) or not source.strip():
+        raise InvalidInput("a model version needs a source", "give runs:/<run_id>/<path>, a path or a URI")
+    if source.startswith("runs:/"):
+        rest = source[len("runs:/") :].strip("/")
+        run_id, _, path = rest.partition("/")
+        if not run_id:
+            raise InvalidInput(f"invalid run source {source!r}", "write runs:/<run_id>/<artifact_path>")
+        return run_id, path
+    return None, source
+
+
+def _version_number(version: Any) -> int:
+    text = str(version).strip()
+    if text.lower().startswith("v"):
+        text = text[1:]
+    if isinstance(version, bool) or not text.isdigit() or int(text) < 1:
+        raise InvalidInput(f"invalid model version {version!r}", "model versions are whole numbers: 1, 2, 3")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One version of a registered model."""
+
+    name: str
+    version: int
+    source: str
+    run_id: str | None
+    stage: str
+    aliases: tuple[str, ...]
+    description: str
+    tags: dict[str, str]
+    card: dict[str, Any]
+    author: str
+    created_at: int
+    updated_at: int
+
+    @property
+    def ref(self) -> str:
+        """``name@version``."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def entity(self) -> EntityRef:
+        """The lineage reference ``model:NAME@VERSION``."""
+        return EntityRef(KIND, self.name, str(self.version))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "source": self.source,
+            "run_id": self.run_id,
+            "stage": self.stage,
+            "aliases": list(self.aliases),
+            "description": self.description,
+            "tags": dict(self.tags),
+            "card": self.card,
+            "author": self.author,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registered model with a summary of its versions."""
+
+    name: str
+    description: str
+    tags: dict[str, str]
+    created_at: int
+    updated_at: int
+    latest_version: int | None
+    aliases: dict[str, int]
+    stages: dict[str, list[int]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "tags": dict(self.tags),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "latest_version": self.latest_version,
+            "aliases": dict(self.aliases),
+            "stages": {k: list(v) for k, v in self.stages.items()},
+        }
+
+
+@dataclass(frozen=True)
+class MetricChange:
+    """A metric of two versions side by side (from their cards' ``evaluation`` and their runs)."""
+
+    key: str
+    a: float | None
+    b: float | None
+
+    @property
+    def delta(self) -> float | None:
+        """``b - a`` when both are numbers."""
+        if self.a is None or self.b is None:
+            return None
+        return self.b - self.a
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"key": self.key, "a": self.a, "b": self.b, "delta": self.delta}
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """What differs between two versions of a model."""
+
+    name: str
+    a: ModelVersion
+    b: ModelVersion
+    card: list[CardChange]
+    metrics: list[MetricChange]
+    params: list[tuple[str, Any, Any]]
+    fields: list[tuple[str, Any, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "name": self.name,
+            "a": self.a.version,
+            "b": self.b.version,
+            "fields": [{"field": k, "a": _jsonable(x), "b": _jsonable(y)} for k, x, y in self.fields],
+            "card": [c.to_dict() for c in self.card],
+            "metrics": [m.to_dict() for m in self.metrics],
+            "params": [{"key": k, "a": x, "b": y} for k, x, y in self.params],
+        }
+
+
+@dataclass(frozen=True)
+class ModelLineage:
+    """Where a version came from: its run, the run's params and metrics, and what the run used."""
+
+    version: ModelVersion
+    run: RunRecord | None
+    inputs: list[LineageEdge]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        run = self.run
+        return {
+            "model": self.version.ref,
+            "run_id": run.run_id if run else None,
+            "params": dict(run.params) if run else {},
+            "metrics": dict(run.metrics) if run else {},
+            "inputs": [str(e.entity) for e in self.inputs],
+        }
+
+
+def _plain_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
+    out = {}
+    for key, value in (tags or {}).items():
+        if not isinstance(key, str) or not key:
+            raise InvalidInput(f"invalid tag key {key!r}", "tag keys are non-empty text")
+        out[key] = "" if value is None else str(value)
+    return out
+
+
+def card_from(card: Any) -> tuple[dict[str, Any], str | None]:
+    """A card argument (mapping, YAML/JSON text, or None) as ``(data, original text)``."""
+    if card is None:
+        return {}, None
+    if isinstance(card, str):
+        return parse_card(card), card
+    return check_card(card), None
+
+
+class ModelService:
+    """Model registry use cases over one store."""
+
+    def __init__(self, store: Store, tracking: TrackingService | None = None) -> None:
+        self.store = store
+        self.db = store.db
+        self.raw = RawModels(store.db)
+        self._tracking = tracking
+
+    @property
+    def tracking(self) -> TrackingService:
+        """The store's tracking service (for lineage and comparisons)."""
+        if self._tracking is None:
+            self._tracking = TrackingService(self.store)
+        return self._tracking
+
+    # -- conversions ----------------------------------------------------------------------
+    @staticmethod
+    def _version(row: VersionRow, aliases: Mapping[str, int]) -> ModelVersion:
+        names = tuple(sorted(a for a, v in aliases.items() if v == row.version))
+        return ModelVersion(
+            row.name,
+            row.version,
+            row.source,
+            row.run_id,
+            row.stage,
+            names,
+            row.description,
+            row.tags,
+            row.card,
+            row.author,
+            row.created_at,
+            row.updated_at,
+        )
+
+    def _model_or_raise(self, cur: Any, name: str) -> ModelRow:
+        model = self.raw.model(cur, name)
+        if model is None:
+            raise NotFound(f"no registered model named {name!r}", "list them with 'keel models list'")
+        return model
+
+    def _version_or_raise(self, cur: Any, name: str, version: Any) -> VersionRow:
+        number = _version_number(version)
+        row = self.raw.version(cur, name, number)
+        if row is None:
+            self._model_or_raise(cur, name)
+            raise NotFound(f"model {name!r} has no version {number}", f"list them with 'keel models show {name}'")
+        return row
+
+    # -- registered models ----------------------------------------------------------------
+    def create_model(self, name: str, description: str = "", tags: Mapping[str, Any] | None = None) -> RegisteredModel:
+        """Create a registered model with no versions; AlreadyExists if the name is taken."""
+        check_name(name, "model name")
+        plain = _plain_tags(tags)
+        with self.db.raw_write() as cur:
+            if self.raw.model(cur, name) is not None:
+                raise AlreadyExists(
+                    f"a registered model named {name!r} already exists", "register a new version of it instead"
+                )
+            row = self.raw.create_model(cur, name, str(description or ""), plain)
+        return RegisteredModel(row.name, row.description, row.tags, row.created_at, row.updated_at, None, {}, {})
+
+    def update_model(
+        self, name: str, description: str | None = None, tags: Mapping[str, Any] | None = None
+    ) -> RegisteredModel:
+        """Change a model's description and/or merge tags into its tags."""
+        with self.db.raw_write() as cur:
+            model = self._model_or_raise(cur, name)
+            merged = {**model.tags, **_plain_tags(tags)}
+            self.raw.update_model(cur, model.id, model.description if description is None else description, merged)
+        return self.get_model(name)
+
+    def delete_model_tag(self, name: str, key: str) -> None:
+        """Remove one tag of a registered model."""
+        with self.db.raw_write() as cur:
+            model = self._model_or_raise(cur, name)
+            if key not in model.tags:
+                raise NotFound(f"model {name!r} has no tag {key!r}", f"see its tags: keel models show {name}")
+            self.raw.update_model(cur, model.id, model.description, {k: v for k, v in model.tags.items() if k != key})
+
+    def get_model(self, name: str) -> RegisteredModel:
+        """A registered model with its latest version, aliases and stages."""
+        with self.db.raw_read() as cur:
+            model = self._model_or_raise(cur, name)
+            return self._summary(cur, model)
+
+    def _summary(self, cur: Any, model: ModelRow) -> RegisteredModel:
+        rows = self.raw.versions(cur, model.name)
+        stages: dict[str, list[int]] = {}
+        for row in rows:
+            if row.stage != "None":
+                stages.setdefault(row.stage, []).append(row.version)
+        return RegisteredModel(
+            model.name,
+            model.description,
+            model.tags,
+            model.created_at,
+            model.updated_at,
+            rows[0].version if rows else None,
+            self.raw.aliases(cur, model.name),
+            stages,
+        )
+
+    def list_models(self) -> list[RegisteredModel]:
+        """Every registered model, by name."""
+        with self.db.raw_read() as cur:
+            return [self._summary(cur, model) for model in self.raw.models(cur)]
+
+    # -- versions ---------------------------------------------------------------------------
+    def register(
+        self,
+        name: str,
+        source: str,
+        run_id: str | None = None,
+        card: Any = None,
+        description: str = "",
+        tags: Mapping[str, Any] | None = None,
+        author: str | None = None,
+    ) -> ModelVersion:
+        """Register the next version of ``name`` (created if new) from ``source``.
+
+        A ``runs:/`` source must name an existing run and artifact; ``run_id``
+        links an external source to the run that produced it. The run records
+        the version as its output. Everything happens in one transaction: a
+        failed registration leaves nothing behind.
+        """
+        check_name(name, "model name")
+        card_data, card_text = card_from(card)
+        plain_tags = _plain_tags(tags)
+        if source.startswith("models:/") if isinstance(source, str) else False:
+            source, copied_run = self._copy_source(source)
+            run_id = run_id or copied_run
+        source_run, artifact_path = parse_source(source)
+        if source_run is not None:
+            source_run = self._full_run_id(source_run)
+            if run_id is not None and self._full_run_id(run_id) != source_run:
+                raise InvalidInput(
+                    f"run_id {run_id!r} differs from the run in the source {source!r}", "give one or the other"
+                )
+            run_id = source_run
+            source = f"runs:/{source_run}/{artifact_path}" if artifact_path else f"runs:/{source_run}"
+        elif run_id is not None:
+            run_id = self._full_run_id(run_id)
+        author_name = audit_who(author)
+        with self.db.raw_write() as cur:
+            run_pk = None
+            if run_id is not None:
+                run_pk = self.raw.run_pk(cur, run_id)
+                if run_pk is None:
+                    raise NotFound(f"no run {run_id!r}", "check the run id with 'keel runs list'")
+                if source_run is not None and not self.raw.has_artifact(cur, run_pk, artifact_path):
+                    what = f"artifact {artifact_path!r}" if artifact_path else "artifacts"
+                    raise NotFound(
+                        f"run {run_id} has no {what}",
+                        f"log it first (keel.log_artifact), or see what it has: keel artifacts list {run_id}",
+                    )
+            model = self.raw.model(cur, name)
+            if model is None:
+                model = self.raw.create_model(cur, name, "", {})
+            version, created = self.raw.insert_version(
+                cur, model.id, source, run_id, str(description or ""), plain_tags, card_data, card_text, author_name
+            )
+            if run_pk is not None:
+                self.raw.link_output(cur, run_pk, name, version)
+        return ModelVersion(
+            name, version, source, run_id, "None", (), str(description or ""), plain_tags, card_data,
+            author_name, created, created,
+        )  # fmt: skip
+
+    def _full_run_id(self, run_id: str) -> str:
+        """A full run id as is (checked inside the registering transaction); a prefix resolved."""
+        if len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id):
+            return run_id
+        return self.tracking.resolve_run_id(run_id)
+
+    def _copy_source(self, uri: str) -> tuple[str, str | None]:
+        rest = uri[len("models:/") :].strip("/")
+        if "@" in rest:
+            name, _, alias = rest.partition("@")
+            found = self.get(name, alias=alias)
+        else:
+            name, _, selector = rest.partition("/")
+            if not selector or selector == "latest":
+                found = self.get(name)
+            elif selector.isdigit():
+                found = self.get(name, version=int(selector))
+            else:
+                found = self.get(name, stage=selector)
+        return found.source, found.run_id
+
+    def get(
+        self,
+        name: str,
+        version: Any = None,
+        stage: str | None = None,
+        alias: str | None = None,
+        at: int | float | datetime | None = None,
+    ) -> ModelVersion:
+        """One version: by number, by stage (the highest in it), by alias, or the latest.
+
+        ``at`` (a datetime or epoch ms) answers for that moment: the version an
+        alias pointed at, or the highest version that was in a stage then.
+        """
+        given = [x is not None for x in (version, stage, alias)]
+        if sum(given) > 1:
+            raise InvalidInput("give one of version=, stage= or alias=", "get(name, alias='champion')")
+        if at is not None and stage is None and alias is None:
+            raise InvalidInput("'at' needs a stage or an alias", "get(name, stage='Production', at=...)")
+        with self.db.raw_read() as cur:
+            if version is not None:
+                row: VersionRow | None = self._version_or_raise(cur, name, version)
+            elif stage is not None:
+                wanted = normalize_stage(stage)
+                if at is None:
+                    row = self.raw.in_stage(cur, name, wanted)
+                else:
+                    row = self._in_stage_at(cur, name, wanted, to_ms(at))
+                if row is None:
+                    self._model_or_raise(cur, name)
+                    when = "" if at is None else " at that time"
+                    raise NotFound(f"model {name!r} had no version in {wanted}{when}", f"see: keel models show {name}")
+            elif alias is not None:
+                if at is None:
+                    row = self.raw.by_alias(cur, name, alias)
+                else:
+                    target = self._alias_at(cur, name, alias, to_ms(at))
+                    row = None if target is None else self.raw.version(cur, name, target)
+                if row is None:
+                    self._model_or_raise(cur, name)
+                    when = "" if at is None else " at that time"
+                    raise NotFound(
+                        f"model {name!r} has no alias {alias!r}{when}", f"see its aliases: keel models show {name}"
+                    )
+            else:
+                row = self.raw.latest(cur, name)
+                if row is None:
+                    self._model_or_raise(cur, name)
+                    raise NotFound(f"model {name!r} has no versions yet", f"register one: keel models register {name}")
+            assert row is not None
+            return self._version(row, self.raw.aliases(cur, name))
+
+    def _in_stage_at(self, cur: Any, name: str, stage: str, when: int) -> VersionRow | None:
+        stages = self.raw.stages_at(cur, name, when)
+        matching = sorted((v for v, s in stages.items() if s == stage), reverse=True)
+        return self.raw.version(cur, name, matching[0]) if matching else None
+
+    def _alias_at(self, cur: Any, name: str, alias: str, when: int) -> int | None:
+        from keel.meta.refs import Refs  # SQLAlchemy-level query: rare, not a hot path
+
+        del cur
+        with self.db.read() as conn:
+            target = Refs.at(conn, KIND, name, alias, when)
+        return None if target is None else int(target)
+
+    def versions_in_stage(self, name: str, stage: str, at: int | float | datetime | None = None) -> list[int]:
+        """Every version in a stage (now, or at a moment), highest first."""
+        wanted = normalize_stage(stage)
+        with self.db.raw_read() as cur:
+            self._model_or_raise(cur, name)
+            if at is None:
+                return [r.version for r in self.raw.versions(cur, name) if r.stage == wanted]
+            stages = self.raw.stages_at(cur, name, to_ms(at))
+            return sorted((v for v, s in stages.items() if s == wanted), reverse=True)
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every version of a model, newest first."""
+        with self.db.raw_read() as cur:
+            self._model_or_raise(cur, name)
+            aliases = self.raw.aliases(cur, name)
+            return [self._version(row, aliases) for row in self.raw.versions(cur, name)]
+
+    def versions_of_run(self, run_id: str) -> list[ModelVersion]:
+        """The model versions a run produced."""
+        run_id = self.tracking.resolve_run_id(run_id)
+        with self.db.raw_read() as cur:
+            rows = self.raw.versions_of_run(cur, run_id)
+            return [self._version(row, self.raw.aliases(cur, row.name)) for row in rows]
+
+    def update_version(
+        self, name: str, version: Any, description: str | None = None, tags: Mapping[str, Any] | None = None
+    ) -> ModelVersion:
+        """Change a version's description and/or merge tags (everything else is immutable)."""
+        with self.db.raw_write() as cur:
+            row = self._version_or_raise(cur, name, version)
+            merged = {**row.tags, **_plain_tags(tags)}
+            self.raw.update_version(cur, row.id, row.description if description is None else description, merged)
+        return self.get(name, version=version)
+
+    def delete_version_tag(self, name: str, version: Any, key: str) -> None:
+        """Remove one tag of a version."""
+        with self.db.raw_write() as cur:
+            row = self._version_or_raise(cur, name, version)
+            if key not in row.tags:
+                raise NotFound(f"{name} version {row.version} has no tag {key!r}", "see: keel models show")
+            self.raw.update_version(cur, row.id, row.description, {k: v for k, v in row.tags.items() if k != key})
+
+    # -- stages -----------------------------------------------------------------------------
+    def transition_stage(
+        self,
+        name: str,
+        version: Any,
+        stage: str,
+        archive_existing: bool = False,
+        reason: str = "",
+        who: str | None = None,
+    ) -> ModelVersion:
+        """Move a version to a stage (logged). With ``archive_existing``, the other
+        versions in that stage (Staging or Production) move to Archived, each logged."""
+        wanted = normalize_stage(stage)
+        if archive_existing and wanted not in _PROMOTIONS:
+            raise InvalidInput(
+                f"archive_existing only applies when moving to Staging or Production, not {wanted}",
+                "drop archive_existing",
+            )
+        actor = audit_who(who)
+        with self.db.raw_write() as cur:
+            row = self._version_or_raise(cur, name, version)
+            model_id = self._model_or_raise(cur, name).id if archive_existing else 0
+            at = self.raw.set_stage(cur, row.id, wanted)
+            self.raw.log(cur, name, stage_ref(row.version), row.stage, wanted, actor, reason, at)
+            if archive_existing:
+                note = reason or f"archived: version {row.version} moved to {wanted}"
+                for peer_id, peer_version in self.raw.stage_peers(cur, model_id, wanted, row.version):
+                    self.raw.set_stage(cur, peer_id, "Archived")
+                    self.raw.log(cur, name, stage_ref(peer_version), wanted, "Archived", actor, note, at)
+            aliases = self.raw.aliases(cur, name)
+        moved = VersionRow(**{**row.__dict__, "stage": wanted, "updated_at": at})
+        return self._version(moved, aliases)
+
+    # -- aliases ----------------------------------------------------------------------------
+    def set_alias(self, name: str, alias: str, version: Any, reason: str = "", who: str | None = None) -> RefMove:
+        """Point an alias (``champion``) at a version; the move is logged with who and why."""
+        check_alias(alias)
+        actor = audit_who(who)
+        with self.db.raw_write() as cur:
+            row = self._version_or_raise(cur, name, version)
+            return self.raw.set_alias(cur, name, alias, row.version, actor, reason)
+
+    def delete_alias(self, name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
+        """Remove an alias (logged)."""
+        actor = audit_who(who)
+        with self.db.raw_write() as cur:
+            old = self.raw.alias(cur, name, alias)
+            if old is None:
+                self._model_or_raise(cur, name)
+                raise NotFound(f"model {name!r} has no alias {alias!r}", f"see its aliases: keel models show {name}")
+            return self.raw.drop_alias(cur, name, alias, old, actor, reason)
+
+    def history(self, name: str) -> list[RefMove]:
+        """Every stage change (ref ``stage:<version>``) and alias move of a model, oldest first."""
+        from keel.meta.refs import Refs
+
+        with self.db.raw_read() as cur:
+            self._model_or_raise(cur, name)
+        with self.db.read() as conn:
+            return Refs.history(conn, KIND, name)
+
+    # -- cards, lineage, comparison ------------------------------------------------------
+    def card_text(self, name: str, version: Any) -> str:
+        """A version's card as YAML: the imported text byte for byte, else a YAML dump."""
+        with self.db.raw_read() as cur:
+            row = self._version_or_raise(cur, name, version)
+        if row.card_text is not None:
+            return row.card_text
+        return dump_card(row.card) if row.card else ""
+
+    def lineage(self, name: str, version: Any) -> ModelLineage:
+        """The producing run (params, metrics) and the versions it used (prompts, data, ...)."""
+        mv = self.get(name, version=version)
+        if mv.run_id is None:
+            return ModelLineage(mv, None, [])
+        run = self.tracking.get_run(mv.run_id)
+        inputs = [e for e in self.tracking.lineage(mv.run_id) if e.direction == "input"]
+        return ModelLineage(mv, run, inputs)
+
+    def compare(self, name: str, a: Any, b: Any) -> ModelComparison:
+        """Card, metric and param differences between two versions (metrics from the
+        cards' ``evaluation`` section and from the producing runs)."""
+        va, vb = self.get(name, version=a), self.get(name, version=b)
+        fields = [
+            (f, getattr(va, f), getattr(vb, f))
+            for f in ("source", "run_id", "stage", "aliases", "description", "tags")
+            if getattr(va, f) != getattr(vb, f)
+        ]
+        ra = self.tracking.get_run(va.run_id) if va.run_id else None
+        rb = self.tracking.get_run(vb.run_id) if vb.run_id else None
+        metrics_a, metrics_b = _metrics(va, ra), _metrics(vb, rb)
+        keys = list(dict.fromkeys([*metrics_a, *metrics_b]))
+        metrics = [MetricChange(k, metrics_a.get(k), metrics_b.get(k)) for k in keys]
+        pa, pb = (dict(ra.params) if ra else {}), (dict(rb.params) if rb else {})
+        params = [(k, pa.get(k), pb.get(k)) for k in sorted({*pa, *pb}) if pa.get(k) != pb.get(k)]
+        return ModelComparison(name, va, vb, card_changes(va.card, vb.card), metrics, params, fields)
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _metrics(version: ModelVersion, run: RunRecord | None) -> dict[str, float]:
+    """A version's metrics: its card's ``evaluation`` numbers, then its run's latest metrics."""
+    out: dict[str, float] = {}
+    evaluation = version.card.get("evaluation")
+    if isinstance(evaluation, Mapping):
+        for key, value in evaluation.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[f"card.{key}"] = float(value)
+    if run is not None:
+        for key, value in run.metrics.items():
+            if isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value)):
+                out[key] = float(value)
+    return out
