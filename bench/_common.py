@@ -7,6 +7,7 @@ stores must return the same runs.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import resource
@@ -15,6 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 SEED = 20240601
@@ -151,3 +153,47 @@ def rate_reps(fn: Callable[[], Any], n: int, reps: int) -> dict[str, Any]:
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     return {"rate": n / median, "seconds": median, "times": times, "calls": n, "result": result}
+
+
+# -- the model registry benchmark (bench/models.py) --------------------------------
+MODEL_NAME = "chat-assistant"
+MODEL_ALIAS = "champion"
+MODEL_ARTIFACT_PATH = "model"  # the run's artifact folder that every version is registered from
+CYCLE_VERSIONS = 5  # alias moves and stage transitions cycle through versions 1..5
+GET_ALIAS_VERSION = 2  # the get-by-alias workload reads the alias pointed here
+# Stage transitions: (version, stage) in turn. With an odd number of versions, every
+# version alternates between Staging and Production, and each promotion (archive
+# existing) moves exactly one other version out of the stage once the cycle runs.
+STAGE_CYCLE = [(1 + i % CYCLE_VERSIONS, ("Staging", "Production")[i % 2]) for i in range(2 * CYCLE_VERSIONS)]
+MODEL_FILES = {
+    # An MLflow model folder: MLflow 3's register_model accepts a runs:/ folder only if it
+    # holds an MLmodel file (or the run has a logged model of that name); keel logs the same.
+    "config.yaml": "model: gpt-4o-mini\ntemperature: 0.2\nmax_tokens: 512\nsystem_prompt: prompts/support.txt\n",
+    "MLmodel": "artifact_path: model\nflavors: {}\nmodel_uuid: 00000000000000000000000000000000\n",
+}
+RUN_ID_FILE = "bench_run_id.txt"  # the setup process leaves the run id here for the others
+
+
+def write_model_files(folder: str) -> list[str]:
+    """The files of the logged model folder, written under ``folder``; their paths."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in MODEL_FILES.items():
+        (out / name).write_text(text)
+        paths.append(str(out / name))
+    return paths
+
+
+def save_run_id(folder: str, run_id: str) -> None:
+    Path(folder, RUN_ID_FILE).write_text(run_id)
+
+
+def load_run_id(folder: str) -> str:
+    return Path(folder, RUN_ID_FILE).read_text().strip()
+
+
+def cycle_calls(fn: Callable[[Any], Any], items: list[Any]) -> Callable[[], Any]:
+    """A no-argument call of ``fn`` on the next item of ``items`` (round robin)."""
+    it = itertools.cycle(items)
+    return lambda: fn(next(it))

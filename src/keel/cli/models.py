@@ -192,9 +192,17 @@ def models_stage(
 ) -> None:
     """Move a version to a stage (recorded with who, when and why)."""
     api = _api()
-    before = api.get(name, version=version).stage
     mv = api.transition_stage(name, version, stage, archive_existing=archive_existing, reason=reason)
-    typer.echo(f"{mv.ref}: {before} -> {mv.stage}")
+    moves = api.history(name)
+    move = next(m for m in reversed(moves) if m.ref == f"stage:{mv.version}")
+    typer.echo(f"{mv.ref}: {move.old} -> {mv.stage}")
+    archived = [
+        m.ref.partition(":")[2]
+        for m in moves
+        if archive_existing and m.at == move.at and m.ref.startswith("stage:") and m.ref != move.ref
+    ]
+    if archived:
+        typer.echo(f"archived: version {', '.join(archived)}")
 
 
 @models_app.command("alias")

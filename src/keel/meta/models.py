@@ -87,7 +87,10 @@ _SQL = {
         "WHERE m.name = ? AND r.ref = ?"
     ),
     "versions": _V + "WHERE m.name = ? ORDER BY v.version DESC",
-    "stage_peers": "SELECT id, version FROM model_versions WHERE model_id = ? AND stage = ? AND version <> ?",
+    "stage_peers": (
+        "SELECT id, version FROM model_versions WHERE model_id = ? AND stage = ? AND version <> ? "
+        "ORDER BY version DESC"
+    ),
     "set_stage": "UPDATE model_versions SET stage = ?, updated_at = ? WHERE id = ?",
     "update_version": "UPDATE model_versions SET description = ?, tags = ?, updated_at = ? WHERE id = ?",
     "aliases": "SELECT ref, target FROM refs WHERE kind = 'model' AND name = ?",

@@ -63,6 +63,7 @@ __all__ = [
     "update",
     "versions",
     "versions_in_stage",
+    "versions_of_run",
 ]
 
 _CARD_SUFFIXES = (".yaml", ".yml", ".json")
@@ -141,7 +142,7 @@ def _split(name: str, version: Any, stage: str | None, alias: str | None) -> tup
         base, _, selector = name.partition("@")
         if selector.isdigit():
             return base, int(selector), None, None
-        if selector.lower() in {s.lower() for s in STAGES}:
+        if selector in STAGES:  # "Production" is the stage; "production" may be an alias
             return base, None, selector, None
         return base, None, None, selector
     return name, version, stage, alias
@@ -155,7 +156,8 @@ def get(
     at: int | float | datetime | None = None,
 ) -> ModelVersion:
     """A version by number, stage (the highest in it), alias, or the latest; ``name`` may be
-    ``"chat-assistant@champion"``. ``at`` (datetime or epoch ms) asks about an earlier moment."""
+    ``"chat-assistant@3"``, ``"chat-assistant@champion"`` or ``"chat-assistant@Production"``
+    (a stage when spelled exactly as one; ``@production`` is an alias). ``at`` (datetime or epoch ms) asks about an earlier moment."""
     name, version, stage, alias = _split(name, version, stage, alias)
     found: ModelVersion = get_session().models.get(name, version, stage, alias, at)
     if _stack:
@@ -168,6 +170,11 @@ def get(
 def versions(name: str) -> list[ModelVersion]:
     """Every version of a model, newest first."""
     return get_session().models.versions(name)  # type: ignore[no-any-return]
+
+
+def versions_of_run(run_id: str) -> list[ModelVersion]:
+    """The model versions a run produced."""
+    return get_session().models.versions_of_run(run_id)  # type: ignore[no-any-return]
 
 
 def versions_in_stage(name: str, stage: str, at: int | float | datetime | None = None) -> list[int]:

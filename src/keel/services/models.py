@@ -76,6 +76,14 @@ def parse_source(source: str) -> tuple[str | None, str]:
     return None, source
 
 
+def check_model_name(name: Any) -> str:
+    """A valid registered-model name: a keel name without '/' (``models:/NAME/VERSION`` must parse)."""
+    check_name(name, "model name")
+    if "/" in name:
+        raise InvalidInput(f"invalid model name {name!r}: it contains '/'", "use '-' or '.' instead of '/'")
+    return str(name)
+
+
 def _version_number(version: Any) -> int:
     text = str(version).strip()
     if text.lower().startswith("v"):
@@ -292,7 +300,7 @@ class ModelService:
     # -- registered models ----------------------------------------------------------------
     def create_model(self, name: str, description: str = "", tags: Mapping[str, Any] | None = None) -> RegisteredModel:
         """Create a registered model with no versions; AlreadyExists if the name is taken."""
-        check_name(name, "model name")
+        check_model_name(name)
         plain = _plain_tags(tags)
         with self.db.raw_write() as cur:
             if self.raw.model(cur, name) is not None:
@@ -366,7 +374,7 @@ class ModelService:
         the version as its output. Everything happens in one transaction: a
         failed registration leaves nothing behind.
         """
-        check_name(name, "model name")
+        check_model_name(name)
         card_data, card_text = card_from(card)
         plain_tags = _plain_tags(tags)
         if source.startswith("models:/") if isinstance(source, str) else False:
