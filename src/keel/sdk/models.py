@@ -157,7 +157,8 @@ def get(
 ) -> ModelVersion:
     """A version by number, stage (the highest in it), alias, or the latest; ``name`` may be
     ``"chat-assistant@3"``, ``"chat-assistant@champion"`` or ``"chat-assistant@Production"``
-    (a stage when spelled exactly as one; ``@production`` is an alias). ``at`` (datetime or epoch ms) asks about an earlier moment."""
+    (a stage when spelled exactly as one; ``@production`` is an alias).
+    ``at`` (datetime or epoch ms) asks about an earlier moment."""
     name, version, stage, alias = _split(name, version, stage, alias)
     found: ModelVersion = get_session().models.get(name, version, stage, alias, at)
     if _stack:
