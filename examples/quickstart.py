@@ -109,6 +109,20 @@ def main() -> None:
     sample = keel.Client().table(best[0].run_id, "eval_samples").filter("feedback = 'bad'")
     print(f"\n{best[0].name} got {len(sample)} of 30 eval questions wrong.\n")
 
+    # Register the winner in the model registry with a model card, and promote it.
+    winner = best[0]
+    card = {
+        "model": {"name": "support-assistant", "base_model": winner.params["model"]},
+        "evaluation": {"accuracy": round(winner.metrics["accuracy"], 3)},
+        "deployment": {"stage": "production", "serving_framework": "vllm"},
+    }
+    mv = keel.register_model(f"runs:/{winner.run_id}/eval_results.json", "support-assistant", card=card)
+    keel.models.transition_stage("support-assistant", mv.version, "Production", archive_existing=True,
+                                 reason=f"best accuracy/cost ({winner.name})")
+    keel.models.set_alias("support-assistant", "champion", mv.version)
+    serving = keel.models.get("support-assistant", stage="Production")
+    print(f"Registered {serving.ref} from run {winner.run_id[:8]}; in Production, alias 'champion'.\n")
+
     keel_cmd = str(Path(sys.executable).with_name("keel"))
     print("$ keel runs compare " + " ".join(i[:8] for i in ids))
     sys.stdout.flush()
@@ -116,6 +130,9 @@ def main() -> None:
     print("\n$ keel prompts show support   (versions, aliases, and the runs that used each)")
     sys.stdout.flush()
     subprocess.run([keel_cmd, "prompts", "show", "support"], check=True)
+    print("\n$ keel models history support-assistant   (every stage change and alias move)")
+    sys.stdout.flush()
+    subprocess.run([keel_cmd, "models", "history", "support-assistant"], check=True)
     print(f"\nExplore: cd {folder} && {keel_cmd} runs list   (or: runs show {ids[1][:8]}, prompts log support)")
 
 
