@@ -82,10 +82,6 @@ _SQL = {
     "version": _V + "WHERE m.name = ? AND v.version = ?",
     "latest": _V + "WHERE m.name = ? ORDER BY v.version DESC LIMIT 1",
     "in_stage": _V + "WHERE m.name = ? AND v.stage = ? ORDER BY v.version DESC LIMIT 1",
-    "by_alias": (
-        _V + "JOIN refs r ON r.kind = 'model' AND r.name = m.name AND r.target = CAST(v.version AS VARCHAR(100)) "
-        "WHERE m.name = ? AND r.ref = ?"
-    ),
     "versions": _V + "WHERE m.name = ? ORDER BY v.version DESC",
     "stage_peers": (
         "SELECT id, version FROM model_versions WHERE model_id = ? AND stage = ? AND version <> ? "
@@ -221,8 +217,9 @@ class RawModels:
         return self._one(cur, "in_stage", (name, stage))
 
     def by_alias(self, cur: Any, name: str, alias: str) -> VersionRow | None:
-        """The version an alias points at, or None."""
-        return self._one(cur, "by_alias", (name, alias))
+        """The version an alias points at, or None (two unique-index probes)."""
+        target = self.alias(cur, name, alias)
+        return None if target is None else self.version(cur, name, target)
 
     def versions(self, cur: Any, name: str) -> list[VersionRow]:
         """Every version, newest first."""
