@@ -28,6 +28,7 @@ import numpy as np
 
 __all__ = [
     "TestResult",
+    "Values",
     "bootstrap_ci",
     "holm",
     "is_binary",
@@ -42,6 +43,9 @@ __all__ = [
 ]
 
 _NORMAL = NormalDist()
+
+#: Scores: any sequence of numbers, or a numpy array.
+Values = Sequence[float] | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -68,19 +72,19 @@ class TestResult:
         }
 
 
-def _array(values: Sequence[float]) -> np.ndarray:
+def _array(values: Values) -> np.ndarray:
     data = np.asarray(values, dtype=np.float64)
     return data[~np.isnan(data)]
 
 
-def percentile(values: Sequence[float], q: float) -> float:
+def percentile(values: Values, q: float) -> float:
     """The q-th percentile (0-100, linear interpolation); NaN for no values."""
     data = _array(values)
     return float(np.percentile(data, q)) if data.size else math.nan
 
 
 def bootstrap_ci(
-    values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+    values: Values, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean (NaN, NaN for no values)."""
     data = _array(values)
@@ -104,7 +108,7 @@ def _resampled_means(data: np.ndarray, resamples: int, rng: np.random.Generator)
     return out
 
 
-def is_binary(values: Sequence[float]) -> bool:
+def is_binary(values: Values) -> bool:
     """True if every value is 0 or 1."""
     data = _array(values)
     return bool(data.size) and bool(np.all((data == 0) | (data == 1)))
@@ -119,7 +123,7 @@ def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float =
     return z * sd / math.sqrt(n)
 
 
-def mcnemar(a: Sequence[float], b: Sequence[float]) -> float:
+def mcnemar(a: Values, b: Values) -> float:
     """Two-sided p-value of McNemar's test on paired 0/1 outcomes."""
     x, y = np.asarray(a) > 0.5, np.asarray(b) > 0.5
     only_a = int(np.sum(x & ~y))
@@ -156,8 +160,8 @@ def _sign_flip_p(diffs: np.ndarray, resamples: int, rng: np.random.Generator) ->
 
 
 def paired_test(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: Values,
+    b: Values,
     alpha: float = 0.05,
     resamples: int = 5000,
     seed: int = 0,
@@ -182,7 +186,7 @@ def paired_test(
     return TestResult(method, n, float(diffs.mean()), p, low, high, min_detectable_effect(sd, n, alpha))
 
 
-def unpaired_test(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, seed: int = 0) -> TestResult:
+def unpaired_test(a: Values, b: Values, alpha: float = 0.05, seed: int = 0) -> TestResult:
     """Compare two runs scored on different samples (Welch's t-test; bootstrap CI of the delta)."""
     x, y = _array(a), _array(b)
     if x.size < 2 or y.size < 2:
@@ -205,7 +209,7 @@ def unpaired_test(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, s
     )
 
 
-def welch(x: Sequence[float], y: Sequence[float]) -> float:
+def welch(x: Values, y: Values) -> float:
     """Two-sided p-value of Welch's unequal-variance t-test."""
     a, b = _array(x), _array(y)
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
@@ -250,7 +254,7 @@ def _betainc(a: float, b: float, x: float) -> float:
     return math.exp(log_front) * f / a
 
 
-def holm(p_values: Sequence[float]) -> list[float]:
+def holm(p_values: Values) -> list[float]:
     """Holm-Bonferroni adjusted p-values, in the input order (NaN stays NaN)."""
     indexed = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
     indexed.sort()
