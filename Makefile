@@ -40,6 +40,7 @@ $(BENCH_MLFLOW)/.installed:
 bench: $(VENV)/.installed-base $(BENCH_MLFLOW)/.installed
 	$(PY) bench/tracking.py --mlflow-python $(BENCH_MLFLOW)/bin/python
 	$(PY) bench/prompts.py --mlflow-python $(BENCH_MLFLOW)/bin/python
+	$(PY) bench/models.py --mlflow-python $(BENCH_MLFLOW)/bin/python
 
 clean:
 	rm -rf $(VENV) $(BENCH_MLFLOW) .test-servers

@@ -176,9 +176,7 @@ def stage(args, db: str) -> dict:
     warnings.filterwarnings("ignore", category=FutureWarning)  # the stage API's deprecation warning
     client = mlflow.MlflowClient()
     transition = client.transition_model_version_stage
-    call = cycle_calls(
-        lambda vs: transition(MODEL_NAME, vs[0], vs[1], archive_existing_versions=True), STAGE_CYCLE
-    )
+    call = cycle_calls(lambda vs: transition(MODEL_NAME, vs[0], vs[1], archive_existing_versions=True), STAGE_CYCLE)
     with Profiler(args.profile):
         result = rate_reps(call, args.n, args.reps)
     stages = {}
