@@ -52,6 +52,7 @@ __all__ = [
     "Table",
     "__version__",
     "active_run",
+    "compare",
     "finish",
     "flush",
     "init",
@@ -85,6 +86,7 @@ _LAZY = {
     "EntityRef": "keel.core.entities",
     "Table": "keel.core.table",
     "register_model": "keel.sdk.models",
+    "compare": "keel.sdk.compare",
 }
 _MODULES = ("lineage", "models", "prompts")
 _FLUENT = {
@@ -156,6 +158,7 @@ if TYPE_CHECKING:  # pragma: no cover
         set_tags,
         start_run,
     )
+    from keel.sdk.compare import compare
     from keel.sdk.models import register_model
     from keel.sdk.results import RunList
     from keel.sdk.run import Run

@@ -24,6 +24,7 @@ EXPECTED = {
     "Table",
     "__version__",
     "active_run",
+    "compare",
     "finish",
     "flush",
     "init",

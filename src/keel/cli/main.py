@@ -216,15 +216,31 @@ def runs_show(run: Annotated[str, typer.Argument(help="Run id or unique prefix."
 @runs_app.command("compare")
 def runs_compare(
     runs: Annotated[list[str], typer.Argument(help="Two or more run ids or prefixes.")],
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", "-b", help="Compare against this run, with statistics.")
+    ] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metrics to test (repeatable).")] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the statistics as Markdown.")] = False,
+    chart: Annotated[Path | None, typer.Option("--chart", help="Draw the trade-off to a .png or .svg.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Params and metrics of runs side by side; rows that differ are highlighted."""
+    """Params and metrics side by side; with --baseline (or for evaluation runs) each metric's
+    95% CI, delta vs the baseline, significance, the Pareto front and a verdict."""
     from keel.cli.render import print_json, table
     from keel.errors import InvalidInput
 
-    if len(runs) < 2:
+    if len(runs) < 2 and baseline is None:
         raise InvalidInput("compare needs at least two runs", "keel runs compare RUN RUN [RUN...]")
-    records = _client().get_runs(runs)
+    client = _client()
+    records = list({r.run_id: r for r in client.get_runs(runs if baseline is None else [baseline, *runs])}.values())
+    if len(records) < 2:
+        raise InvalidInput("compare needs at least two different runs", "keel runs compare RUN RUN [RUN...]")
+    stats = _statistics(records, baseline, metric, chart)
+    if markdown:
+        if stats is None:
+            raise InvalidInput("these runs have no per-sample scores to test", "add --baseline RUN")
+        typer.echo(stats.to_markdown(), nl=False)
+        return
     metrics, params = _run_columns(records)
     rows: list[list[Any]] = []
     kinds: list[str] = []
@@ -233,16 +249,45 @@ def runs_compare(
             rows.append([f"{kind}s.{key}", *(getattr(r, getter).get(key) for r in records)])
             kinds.append(kind)
     if as_json:
-        print_json(
-            {
-                "runs": [r.run_id for r in records],
-                "rows": [{"key": row[0], "values": row[1:], "differs": _differs(row[1:])} for row in rows],
-            }
-        )
+        out: dict[str, Any] = {
+            "runs": [r.run_id for r in records],
+            "rows": [{"key": row[0], "values": row[1:], "differs": _differs(row[1:])} for row in rows],
+        }
+        if stats is not None:
+            out["statistics"] = stats.to_dict()
+        print_json(out)
         return
     differing = {i for i, row in enumerate(rows) if _differs(row[1:])}
     table(["", *(f"{r.run_id[:8]} {r.name}" for r in records)], rows, highlight_rows=differing)
     typer.echo(f"{len(differing)} of {len(rows)} values differ")
+    if stats is not None:
+        _print_statistics(stats)
+    if chart is not None:
+        typer.echo(f"wrote {chart}")
+
+
+def _statistics(records: list[Any], baseline: str | None, metric: list[str] | None, chart: Path | None) -> Any:
+    """The statistical comparison, when asked for or when the runs are evaluations."""
+    import keel
+
+    evaluations = all(any(a.path == "tables/samples.json" for a in _client().list_artifacts(r.run_id, "tables"))
+                      for r in records)  # fmt: skip
+    if baseline is None and not metric and chart is None and not evaluations:
+        return None
+    return keel.compare([r.run_id for r in records], baseline=records[0].run_id, metrics=metric or None, chart=chart)
+
+
+def _print_statistics(stats: Any) -> None:
+    from keel.cli.render import console, table
+
+    head = [f"{a.label}{' (baseline)' if a.key == stats.baseline else ''}" for a in stats.arms]
+    rows = [[m, *(stats.cell(stats.result(a.key, m)) for a in stats.arms)] for m in stats.metrics]
+    table(["metric", *head], rows, title="mean [95% CI]  delta vs baseline  (* significant, Holm-corrected)")
+    out = console()
+    if stats.pareto:
+        out.print("Pareto front: " + ", ".join(stats.label(k) for k in stats.pareto), highlight=False, markup=False)
+    for line in stats.verdict:
+        out.print(line, highlight=False, markup=False)
 
 
 def _differs(values: list[Any]) -> bool:

@@ -1,0 +1,83 @@
+"""keel.core.comparison: deltas, paired vs unpaired tests, Holm, Pareto front, verdict."""
+
+import math
+import random
+
+import pytest
+
+from keel.core.comparison import Arm, compare_arms, lower_is_better
+
+
+def _arm(key, p, cost, latency=500.0, n=200, seed=0, ids=None, metric="accuracy"):
+    rng = random.Random(seed)
+    ids = ids or [f"q{i}" for i in range(n)]
+    samples = {sid: {metric: float(rng.random() < p)} for sid in ids}
+    mean = sum(s[metric] for s in samples.values()) / len(samples)
+    return Arm(key, key.upper(), {metric: mean, "cost_per_query": cost, "latency_p50_ms": latency}, samples)
+
+
+def test_paired_binary_scores_use_mcnemar_and_a_big_gap_is_significant():
+    base, better = _arm("base", 0.6, 0.002, seed=1), _arm("big", 0.95, 0.03, seed=2)
+    c = compare_arms([base, better])
+    result = c.result("big", "accuracy")
+    assert result.method == "mcnemar" and result.n == 200 and result.significant
+    assert result.delta == pytest.approx(better.metrics["accuracy"] - base.metrics["accuracy"])
+    assert result.ci_low < result.mean < result.ci_high
+    assert c.result("base", "accuracy").delta is None  # the baseline row
+
+
+def test_runs_on_different_samples_are_compared_unpaired():
+    a = _arm("a", 0.7, 0.01, ids=[f"a{i}" for i in range(100)])
+    b = _arm("b", 0.7, 0.01, ids=[f"b{i}" for i in range(100)], seed=3)
+    assert compare_arms([a, b]).result("b", "accuracy").method == "welch"
+
+
+def test_holm_adjusts_across_metrics():
+    rng = random.Random(4)
+    ids = [f"q{i}" for i in range(80)]
+
+    def arm(key, shift):
+        samples = {s: {f"m{j}": rng.gauss(0.5 + shift * (j == 0), 0.1) for j in range(4)} for s in ids}
+        return Arm(key, key, {}, samples)
+
+    c = compare_arms([arm("a", 0.0), arm("b", 0.05)])
+    results = [c.result("b", f"m{j}") for j in range(4)]
+    assert all(r.p_adjusted >= r.p_value for r in results)
+    assert results[0].significant
+
+
+def test_pareto_front_and_verdict_name_the_best_and_the_best_value():
+    arms = [
+        _arm("v13_gpt4", 0.97, 0.03, 900, seed=5),
+        _arm("v13_gpt35", 0.80, 0.0012, 400, seed=6),
+        _arm("v12_gpt35", 0.65, 0.0012, 450, seed=7),
+    ]
+    c = compare_arms(arms)
+    assert c.pareto == ("v13_gpt4", "v13_gpt35")
+    assert c.verdict[0].startswith("V13_GPT4 is best on accuracy (+") and "vs V13_GPT35, significant" in c.verdict[0]
+    assert c.verdict[1].startswith("V13_GPT35 offers the best cost-performance (accuracy -")
+    assert "at 4% of the cost of V13_GPT4" in c.verdict[1]
+    md = c.to_markdown()
+    assert "| accuracy |" in md and "Pareto front" in md and "V13_GPT4 (baseline)" in md
+    assert c.to_dict()["pareto_front"] == ["v13_gpt4", "v13_gpt35"]
+
+
+def test_aggregate_only_runs_compare_without_intervals():
+    a = Arm("a", "a", {"accuracy": 0.8, "cost_per_query": 0.01})
+    b = Arm("b", "b", {"accuracy": 0.85, "cost_per_query": 0.02})
+    c = compare_arms([a, b])
+    r = c.result("b", "accuracy")
+    assert r.delta == pytest.approx(0.05) and r.p_value is None and math.isnan(r.ci_low)
+    assert "significance is unknown" in c.verdict[0]
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="at least two"):
+        compare_arms([Arm("a", "a", {})])
+    with pytest.raises(ValueError, match="baseline"):
+        compare_arms([Arm("a", "a", {}), Arm("b", "b", {})], baseline="zzz")
+
+
+def test_lower_is_better_names():
+    assert lower_is_better("cost_per_query") and lower_is_better("latency_p95_ms")
+    assert not lower_is_better("accuracy") and not lower_is_better("faithfulness")
