@@ -53,6 +53,7 @@ __all__ = [
     "__version__",
     "active_run",
     "compare",
+    "evaluate",
     "finish",
     "flush",
     "init",
@@ -72,6 +73,8 @@ __all__ = [
     "models",
     "prompts",
     "register_model",
+    "reproduce",
+    "scorers",
     "search_runs",
     "set_tag",
     "set_tags",
@@ -87,8 +90,10 @@ _LAZY = {
     "Table": "keel.core.table",
     "register_model": "keel.sdk.models",
     "compare": "keel.sdk.compare",
+    "evaluate": "keel.sdk.evaluate",
+    "reproduce": "keel.sdk.reproduce",
 }
-_MODULES = ("lineage", "models", "prompts")
+_MODULES = ("lineage", "models", "prompts", "scorers")
 _FLUENT = {
     "active_run",
     "finish",
@@ -134,7 +139,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from keel.core.entities import EntityRef, RunRecord
     from keel.core.table import Table
-    from keel.sdk import lineage, models, prompts
+    from keel.sdk import lineage, models, prompts, scorers
     from keel.sdk.client import Client
     from keel.sdk.fluent import (
         active_run,
@@ -159,6 +164,8 @@ if TYPE_CHECKING:  # pragma: no cover
         start_run,
     )
     from keel.sdk.compare import compare
+    from keel.sdk.evaluate import evaluate
+    from keel.sdk.reproduce import reproduce
     from keel.sdk.models import register_model
     from keel.sdk.results import RunList
     from keel.sdk.run import Run
