@@ -13,13 +13,19 @@ $(VENV)/.installed-base: pyproject.toml
 	$(PIP) install -e .
 	touch $@
 
+$(VENV)/.installed-demo: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -e '.[openai]'
+	touch $(VENV)/.installed-base $@
+
 $(VENV)/.installed-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -e '.[dev]'
-	touch $(VENV)/.installed-base $@
+	touch $(VENV)/.installed-base $(VENV)/.installed-demo $@
 
-demo: $(VENV)/.installed-base
+demo: $(VENV)/.installed-demo
 	$(PY) examples/quickstart.py
+	$(PY) examples/evaluate.py
 
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/lint-imports
