@@ -5,6 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 BENCH_MLFLOW := bench/.venv-mlflow
+BENCH_DVC    := bench/.venv-dvc
 
 .PHONY: demo test lint bench clean
 
@@ -43,10 +44,19 @@ $(BENCH_MLFLOW)/.installed:
 	$(BENCH_MLFLOW)/bin/python -m pip --disable-pip-version-check -q install 'mlflow==3.17.2'
 	touch $@
 
-bench: $(VENV)/.installed-base $(BENCH_MLFLOW)/.installed
+$(BENCH_DVC)/.installed:
+	$(PYTHON) -m venv $(BENCH_DVC)
+	$(BENCH_DVC)/bin/python -m pip --disable-pip-version-check -q install 'dvc==3.67.1'
+	touch $@
+
+bench: $(VENV)/.installed-dev $(BENCH_MLFLOW)/.installed $(BENCH_DVC)/.installed
 	$(PY) bench/tracking.py --mlflow-python $(BENCH_MLFLOW)/bin/python
 	$(PY) bench/prompts.py --mlflow-python $(BENCH_MLFLOW)/bin/python
 	$(PY) bench/models.py --mlflow-python $(BENCH_MLFLOW)/bin/python
+	$(PY) bench/kb.py
+	$(PY) bench/conversations.py
+	$(PY) bench/data.py --dvc-python $(BENCH_DVC)/bin/python
+	$(PY) bench/llm.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_MLFLOW) .test-servers
+	rm -rf $(VENV) $(BENCH_MLFLOW) $(BENCH_DVC) .test-servers

@@ -29,6 +29,7 @@ from keel.errors import (
     KeelError,
     NotFound,
     NoWorkspace,
+    ReplayMiss,
     SchemaTooNew,
     StoreError,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "KeelError",
     "NoWorkspace",
     "NotFound",
+    "ReplayMiss",
     "Run",
     "RunList",
     "RunRecord",
@@ -53,10 +55,13 @@ __all__ = [
     "__version__",
     "active_run",
     "compare",
+    "conversations",
+    "data",
     "evaluate",
     "finish",
     "flush",
     "init",
+    "kb",
     "lineage",
     "log",
     "log_artifact",
@@ -70,6 +75,7 @@ __all__ = [
     "log_params",
     "log_table",
     "log_text",
+    "llm",
     "models",
     "prompts",
     "register_model",
@@ -93,7 +99,7 @@ _LAZY = {
     "evaluate": "keel.sdk.evaluate",
     "reproduce": "keel.sdk.reproduce",
 }
-_MODULES = ("lineage", "models", "prompts", "scorers")
+_MODULES = ("conversations", "data", "kb", "lineage", "llm", "models", "prompts", "scorers")
 _FLUENT = {
     "active_run",
     "finish",
@@ -139,8 +145,10 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from keel.core.entities import EntityRef, RunRecord
     from keel.core.table import Table
-    from keel.sdk import lineage, models, prompts, scorers
+    from keel.sdk import conversations, data, kb, lineage, llm, models, prompts, scorers
     from keel.sdk.client import Client
+    from keel.sdk.compare import compare
+    from keel.sdk.evaluate import evaluate
     from keel.sdk.fluent import (
         active_run,
         finish,
@@ -163,9 +171,7 @@ if TYPE_CHECKING:  # pragma: no cover
         set_tags,
         start_run,
     )
-    from keel.sdk.compare import compare
-    from keel.sdk.evaluate import evaluate
-    from keel.sdk.reproduce import reproduce
     from keel.sdk.models import register_model
+    from keel.sdk.reproduce import reproduce
     from keel.sdk.results import RunList
     from keel.sdk.run import Run

@@ -4,6 +4,7 @@ The tree::
 
     KeelError                  code="error"
     ├── NotFound               code="not_found"        (HTTP 404)
+    │   └── ReplayMiss         code="replay_miss"      (HTTP 404)
     ├── AlreadyExists          code="already_exists"   (HTTP 409)
     ├── InvalidInput           code="invalid_input"    (HTTP 400)
     │   └── FilterSyntaxError  code="invalid_filter"   (HTTP 400)
@@ -29,6 +30,7 @@ __all__ = [
     "KeelError",
     "NoWorkspace",
     "NotFound",
+    "ReplayMiss",
     "SchemaTooNew",
     "StoreError",
 ]
@@ -65,6 +67,23 @@ class NotFound(KeelError):
     code = "not_found"
     http_status = 404
     exit_code = 3
+
+
+class ReplayMiss(NotFound):
+    """Replay found no recording of a request; names its hash and the closest recorded one.
+
+    Attributes:
+        request_hash: the hash of the request that was not found.
+        closest: the most similar recorded request (``request_hash``, ``model``,
+            ``source``, ``similarity``, ``differences``), or None if nothing is recorded.
+    """
+
+    code = "replay_miss"
+
+    def __init__(self, message: str, hint: str | None = None, request_hash: str = "", closest: object = None) -> None:
+        super().__init__(message, hint)
+        self.request_hash = request_hash
+        self.closest = closest
 
 
 class AlreadyExists(KeelError):

@@ -19,7 +19,11 @@ def _eval_run(name, p, cost, latency, seed):
         rows = [{"sample_id": f"q{i}", "score.accuracy": float(rng.random() < p)} for i in range(150)]
         run.log_table("samples", rows=rows)
         keel.log_metrics(
-            {"accuracy": sum(r["score.accuracy"] for r in rows) / 150, "cost_per_query": cost, "latency_p50_ms": latency}
+            {
+                "accuracy": sum(r["score.accuracy"] for r in rows) / 150,
+                "cost_per_query": cost,
+                "latency_p50_ms": latency,
+            }
         )
     return run.id
 

@@ -78,11 +78,19 @@ def test_three_configurations_compare_and_reproduce_identically(server, dataset,
     runs = []
     for prompt, model in (("calc@1.0.0", "gpt-3.5-turbo"), ("calc@1.0.1", "gpt-3.5-turbo"), ("calc@1.0.1", "gpt-4")):
         runs.append(
-            keel.evaluate(str(dataset), prompt, {"name": model, "temperature": 0.2}, _client(server),
-                          [keel.scorers.exact_match("answer")], project="calc")  # fmt: skip
+            keel.evaluate(
+                str(dataset),
+                prompt,
+                {"name": model, "temperature": 0.2},
+                _client(server),
+                [keel.scorers.exact_match("answer")],
+                project="calc",
+            )  # fmt: skip
         )
     comparison = keel.compare([r.run_id for r in runs])
-    assert comparison.metrics == ("exact_match",) and comparison.result(runs[2].run_id, "exact_match").method == "mcnemar"
+    assert (
+        comparison.metrics == ("exact_match",) and comparison.result(runs[2].run_id, "exact_match").method == "mcnemar"
+    )
     assert comparison.verdict and runs[2].run_id in comparison.pareto
     server.stop()  # replay needs no server
     report = keel.reproduce(runs[2].run_id)
@@ -129,7 +137,9 @@ def test_bad_input_names_the_row_and_field(server, tmp_path, prompts):
         keel.evaluate(str(bad), "calc@1.0.0", "gpt-4", _client(server), [keel.scorers.exact_match("answer")])
     (tmp_path / "broken.jsonl").write_text('{"id": 1}\nnot json\n')
     with pytest.raises(keel.InvalidInput, match="line 2 is not valid JSON"):
-        keel.evaluate(str(tmp_path / "broken.jsonl"), "calc@1.0.0", "gpt-4", _client(server), [keel.scorers.exact_match()])
+        keel.evaluate(
+            str(tmp_path / "broken.jsonl"), "calc@1.0.0", "gpt-4", _client(server), [keel.scorers.exact_match()]
+        )
     with pytest.raises(keel.NotFound, match="no dataset file"):
         keel.evaluate("missing.jsonl", "calc@1.0.0", "gpt-4", _client(server), [keel.scorers.exact_match()])
     with pytest.raises(keel.InvalidInput, match="at least one scorer"):

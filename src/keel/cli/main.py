@@ -46,6 +46,16 @@ def _add_prompts() -> None:
 _add_prompts()
 
 
+def _add_data() -> None:
+    from keel.cli.data import data_app, remote_app
+
+    app.add_typer(data_app, name="data")
+    app.add_typer(remote_app, name="remote")
+
+
+_add_data()
+
+
 def _add_models() -> None:
     from keel.cli.models import models_app
 
@@ -53,6 +63,43 @@ def _add_models() -> None:
 
 
 _add_models()
+
+
+def _add_eval() -> None:
+    from keel.cli.eval import eval_app, reproduce_command
+
+    app.add_typer(eval_app, name="eval")
+    app.command("reproduce")(reproduce_command)
+
+
+_add_eval()
+
+
+def _add_llm() -> None:
+    from keel.cli.llm import llm_app
+
+    app.add_typer(llm_app, name="llm")
+
+
+_add_llm()
+
+
+def _add_kb() -> None:
+    from keel.cli.kb import kb_app
+
+    app.add_typer(kb_app, name="kb")
+
+
+_add_kb()
+
+
+def _add_conversations() -> None:
+    from keel.cli.conversations import conversations_app
+
+    app.add_typer(conversations_app, name="conversations")
+
+
+_add_conversations()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 

@@ -83,9 +83,7 @@ def percentile(values: Values, q: float) -> float:
     return float(np.percentile(data, q)) if data.size else math.nan
 
 
-def bootstrap_ci(
-    values: Values, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
-) -> tuple[float, float]:
+def bootstrap_ci(values: Values, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean (NaN, NaN for no values)."""
     data = _array(values)
     if data.size == 0:

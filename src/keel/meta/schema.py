@@ -43,12 +43,20 @@ from sqlalchemy import (
 
 __all__ = [
     "artifacts",
+    "conversation_feedback",
+    "conversations",
+    "dataset_versions",
+    "kb_embeddings",
+    "kb_staged",
+    "kb_versions",
+    "knowledge_bases",
     "prompt_versions",
     "prompts",
     "reflog",
     "refs",
     "latest_metrics",
     "lineage",
+    "llm_calls",
     "metadata",
     "metric_chunks",
     "model_versions",
@@ -287,4 +295,191 @@ model_versions = Table(
         sqlite_where=text("run_id IS NOT NULL"),
         postgresql_where=text("run_id IS NOT NULL"),
     ),
+)
+
+# -- data versioning ------------------------------------------------------------------
+# One row per (data path, content hash) added with 'keel data add': runs link to it
+# through lineage edges ``dataset:<path>@<oid>``. The bytes are in the object store.
+dataset_versions = Table(
+    "dataset_versions",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("path", String(1000), nullable=False),
+    Column("oid", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("files", BigInteger, nullable=False),
+    Column("git_commit", String(64), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("path", "oid", name="uq_dataset_versions_path_oid"),
+    Index("ix_dataset_versions_oid", "oid"),
+)
+
+# -- knowledge bases ----------------------------------------------------------------
+# A knowledge base's current configuration; its versions are immutable rows that
+# point at objects (manifest, chunk table, search index). ``kb_staged`` holds the
+# documents added or removed since the last commit (one row per document key), so
+# 'keel kb add' and 'keel kb commit' can run in separate processes. ``kb_embeddings``
+# says where the embedding of (embedder, chunk id) is stored: row ``pack_row`` of the
+# float32 matrix object ``pack_oid``; a commit embeds only chunks not listed here.
+knowledge_bases = Table(
+    "knowledge_bases",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("embedding_model", String(200), nullable=False),
+    Column("dimension", Integer),
+    Column("splitter", String(32), nullable=False),
+    Column("chunk_size", Integer, nullable=False),
+    Column("chunk_overlap", Integer, nullable=False),
+    Column("metadata_fields", Text, nullable=False, server_default="[]"),
+    Column("max_document_bytes", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+kb_versions = Table(
+    "kb_versions",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("kb_id", _Id, ForeignKey("knowledge_bases.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("parent", Integer),
+    Column("message", Text, nullable=False, server_default=""),
+    Column("author", String(200), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("document_count", BigInteger, nullable=False),
+    Column("chunk_count", BigInteger, nullable=False),
+    Column("embedding_model", String(200), nullable=False),
+    Column("dimension", Integer, nullable=False),
+    Column("splitter", String(32), nullable=False),
+    Column("chunk_size", Integer, nullable=False),
+    Column("chunk_overlap", Integer, nullable=False),
+    Column("manifest_oid", String(64), nullable=False),
+    Column("chunks_oid", String(64), nullable=False),
+    Column("index_oid", String(64), nullable=False),
+    Column("data_sources", Text, nullable=False, server_default="[]"),
+    Column("embedded_chunks", BigInteger, nullable=False, server_default="0"),
+    Column("reused_chunks", BigInteger, nullable=False, server_default="0"),
+    UniqueConstraint("kb_id", "version", name="uq_kb_versions_version"),
+    Index("ix_kb_versions_manifest", "manifest_oid"),
+)
+
+kb_staged = Table(
+    "kb_staged",
+    metadata,
+    Column("kb_id", _Id, ForeignKey("knowledge_bases.id", ondelete="CASCADE"), primary_key=True),
+    Column("doc_key", String(1000), primary_key=True),
+    Column("action", String(8), nullable=False),
+    Column("document_oid", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+kb_embeddings = Table(
+    "kb_embeddings",
+    metadata,
+    Column("embedder", String(200), primary_key=True),
+    Column("chunk_id", String(64), primary_key=True),
+    Column("pack_oid", String(64), nullable=False),
+    Column("pack_row", Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# -- conversations ----------------------------------------------------------------------
+# Append-only records logged by apps (messages and metadata as compact JSON text). The
+# latest feedback is kept on the record itself (thumb 1/-1, score, comment), so filters
+# and aggregates never join; every feedback that arrives later is also appended to
+# ``conversation_feedback`` (``record_pk`` NULL while its conversation is not stored yet).
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("conversation_id", String(200), nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("model", String(200)),
+    Column("prompt_version", String(200)),
+    Column("run_id", String(32)),
+    Column("messages", Text, nullable=False),
+    Column("metadata", Text, nullable=False, server_default="{}"),
+    Column("thumb", Integer),
+    Column("score", Float),
+    Column("comment", Text),
+    Column("feedback_at", BigInteger),
+    Column("prompt_tokens", BigInteger),
+    Column("completion_tokens", BigInteger),
+    Column("latency_ms", Float),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_conversations_cid", "conversation_id", "id"),
+    Index("ix_conversations_time", "timestamp"),
+    Index("ix_conversations_prompt_time", "prompt_version", "timestamp"),
+    Index("ix_conversations_model_time", "model", "timestamp"),
+    Index(
+        "ix_conversations_thumb_time",
+        "thumb",
+        "timestamp",
+        sqlite_where=text("thumb IS NOT NULL"),
+        postgresql_where=text("thumb IS NOT NULL"),
+    ),
+    Index(
+        "ix_conversations_run",
+        "run_id",
+        sqlite_where=text("run_id IS NOT NULL"),
+        postgresql_where=text("run_id IS NOT NULL"),
+    ),
+)
+
+conversation_feedback = Table(
+    "conversation_feedback",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("conversation_id", String(200), nullable=False),
+    Column("record_pk", _Id, ForeignKey("conversations.id", ondelete="CASCADE")),
+    Column("thumb", Integer),
+    Column("score", Float),
+    Column("comment", Text),
+    Column("at", BigInteger, nullable=False),
+    Index("ix_conversation_feedback_cid", "conversation_id", "id"),
+    Index(
+        "ix_conversation_feedback_pending",
+        "conversation_id",
+        sqlite_where=text("record_pk IS NULL"),
+        postgresql_where=text("record_pk IS NULL"),
+    ),
+)
+
+# -- recorded LLM calls -------------------------------------------------------------------
+# The index of every recorded call: request hash -> the pack object holding the request
+# and response (``oid``, entry ``part`` of it), with what a listing or a cost report needs. Live recordings carry the
+# run they were made in; imported cassettes their name (``cassette``), never a run.
+llm_calls = Table(
+    "llm_calls",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("endpoint", String(100), nullable=False),
+    Column("model", String(200), nullable=False, server_default=""),
+    Column("oid", String(64), nullable=False),
+    Column("part", Integer, nullable=False, server_default="0"),
+    Column("run_id", String(32)),
+    Column("cassette", String(200), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("latency_ms", Float),
+    Column("input_tokens", BigInteger),
+    Column("output_tokens", BigInteger),
+    Column("cost", Float),
+    Column("system_fingerprint", String(200)),
+    Column("streamed", Boolean, nullable=False, server_default="0"),
+    Column("context", Text, nullable=False, server_default="{}"),
+    Index("ix_llm_calls_hash", "request_hash", "id"),
+    Index("ix_llm_calls_model", "endpoint", "model", "id"),
+    Index(
+        "ix_llm_calls_run",
+        "run_id",
+        "id",
+        sqlite_where=text("run_id IS NOT NULL"),
+        postgresql_where=text("run_id IS NOT NULL"),
+    ),
+    Index("ix_llm_calls_cassette", "cassette", "id"),
 )

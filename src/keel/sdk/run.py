@@ -18,7 +18,7 @@ from keel.core.entities import RUN_STATUSES, EntityRef, RunRecord, now_ms
 from keel.core.names import check_key
 from keel.core.table import Table
 from keel.core.values import decode_param, encode_param, flatten, metric_value
-from keel.errors import Conflict, InvalidInput
+from keel.errors import Conflict, InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from keel.sdk.session import Session
@@ -198,6 +198,38 @@ class Run:
         if key not in self._used:
             self._used.add(key)
             self.log_input(entity, role)
+
+    def use_dataset(self, path: str | os.PathLike[str], role: str = "", check: bool = True) -> EntityRef:
+        """Record that this run used the tracked data at ``path`` (its pointer file's version),
+        as input ``dataset:<path>@<oid>``; returns that reference.
+
+        With ``check`` (the default) the data must match its pointer file, so the
+        recorded version is the data the run really reads: modified data raises
+        Conflict (run ``keel data add PATH`` first), missing data NotFound.
+        """
+        from keel.services.data import open_repo
+        from keel.services.data_maint import status
+        from keel.services.data_versions import register_with
+
+        with open_repo() as repo:
+            (tracked,) = repo.select([path])
+            if check:
+                (state,) = status(repo, [tracked.pointer_path])
+                if state.state == "missing":
+                    raise NotFound(f"{tracked.data_path} is missing", "restore it: keel data checkout")
+                if state.state != "ok":
+                    raise Conflict(
+                        f"{tracked.data_path} differs from its pointer file ({tracked.pointer_path})",
+                        f"record this version first: keel data add {tracked.data_path}",
+                    )
+            pointer = tracked.pointer
+            register_with(
+                self._session.service.store,
+                [(tracked.data_path, pointer.oid, pointer.kind, pointer.size, pointer.files, "")],
+            )
+        ref = EntityRef("dataset", tracked.data_path, pointer.oid)
+        self.use(ref, role)
+        return ref
 
     def log_output(self, entity: str | EntityRef, role: str = "") -> None:
         """Record that this run produced ``entity``."""

@@ -40,6 +40,11 @@ class Session:
         self.service = service
         self._prompts: Any = None
         self._models: Any = None
+        self._kb: Any = None
+        self._conversations: Any = None
+        self._conversation_writer: BatchWriter | None = None
+        self._llm: Any = None
+        self._llm_writer: BatchWriter | None = None
         self.writer = BatchWriter(service.write_batch, idle=service.maintain)
         self.live: dict[str, Run] = {}
         self._lock = threading.Lock()
@@ -61,6 +66,73 @@ class Session:
 
             self._models = ModelService(self.service.store, self.service)
         return self._models
+
+    @property
+    def kb(self) -> Any:
+        """The store's knowledge-base service (created on first use)."""
+        if self._kb is None:
+            from keel.services.kb import KBService
+
+            self._kb = KBService(self.service.store)
+        return self._kb
+
+    @property
+    def conversations(self) -> Any:
+        """The store's conversation service (created on first use)."""
+        if self._conversations is None:
+            from keel.services.conversations import ConversationService
+
+            self._conversations = ConversationService(self.service.store)
+        return self._conversations
+
+    @property
+    def conversation_writer(self) -> BatchWriter:
+        """The background writer of logged conversations (its own thread, created on first use)."""
+        writer = self._conversation_writer
+        if writer is None:
+            with self._lock:
+                if self._conversation_writer is None:
+                    from keel.core.conversations import ConversationBatch
+
+                    self._conversation_writer = BatchWriter(
+                        self.conversations.write_batch,
+                        idle=self.conversations.maintain,
+                        wake_at=5_000,
+                        max_pending=50_000,
+                        new_batch=ConversationBatch,
+                        kinds={"c": "conversations", "f": "feedback"},
+                    )
+                writer = self._conversation_writer
+        return writer
+
+    @property
+    def llm(self) -> Any:
+        """The store's recorded-LLM-call service (created on first use)."""
+        if self._llm is None:
+            from keel.services.llm import LlmService
+
+            self._llm = LlmService(self.service.store, self.service)
+        return self._llm
+
+    @property
+    def llm_writer(self) -> BatchWriter:
+        """The background writer of recorded LLM calls (its own thread, created on first use)."""
+        writer = self._llm_writer
+        if writer is None:
+            with self._lock:
+                if self._llm_writer is None:
+                    from keel.services.llm import CallBatch
+
+                    self._llm_writer = BatchWriter(
+                        self.llm.write_batch,
+                        wake_at=2_000,
+                        max_pending=20_000,
+                        max_attempts=3,
+                        new_batch=CallBatch,
+                        kinds={"c": "calls"},
+                    )
+                writer = self._llm_writer
+        return writer
 
     def start_run(
         self,
@@ -117,6 +189,10 @@ class Session:
                 run.finish(status, error)
             except Exception:  # pragma: no cover - best effort at exit
                 log.exception("keel: could not finish run %s at exit", run.id)
+        if self._conversation_writer is not None:
+            self._conversation_writer.close()
+        if self._llm_writer is not None:
+            self._llm_writer.close()
         self.writer.close()
 
 

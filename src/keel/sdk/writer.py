@@ -16,6 +16,10 @@ are never damaged (SQLite WAL, one transaction per batch).
 The same thread runs the store's upkeep (``idle``, e.g. a SQLite WAL
 checkpoint) about once a second, off the logging path.
 
+The same class writes other kinds of batches (conversations): ``new_batch``
+makes an empty batch, and ``kinds`` maps the one-letter kind given to
+:meth:`BatchWriter.add` to the batch's list attribute.
+
 Failures never reach the logging call: a transient database error (locked,
 connection lost) is retried with back-off; a batch that still fails after
 ``max_attempts`` is logged with ``logging`` and counted in ``errors``.
@@ -27,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from keel.core.batch import WriteBatch
@@ -52,8 +56,12 @@ class BatchWriter:
         max_attempts: int = 5,
         idle: Callable[[], None] | None = None,
         idle_every: float = 1.0,
+        new_batch: Callable[[], Any] = WriteBatch,
+        kinds: Mapping[str, str] = _KINDS,
     ) -> None:
         self._write = write
+        self._new_batch = new_batch
+        self._kinds = kinds
         self._idle = idle
         self.idle_every = idle_every
         self._last_idle = time.monotonic()
@@ -68,8 +76,9 @@ class BatchWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
-        self._interrupted: WriteBatch | None = None
+        self._interrupted: Any = None  # a batch (``new_batch()``) a signal interrupted
         self.errors = 0
+        self.failed = 0  # rows given up on after max_attempts
         self.last_error: BaseException | None = None
         self.written = 0
 
@@ -90,6 +99,12 @@ class BatchWriter:
         """Queue a new run (``r``), param (``p``), tag (``t``), artifact (``a``), edge (``l``)
         or run end (``e``)."""
         self._ops.append((kind, row))
+        pending = len(self._ops)
+        if pending >= self.wake_at:
+            if pending >= self.max_pending:
+                self._drain_and_write()
+            else:
+                self._wake.set()
         if self._thread is None:
             self._start()
 
@@ -140,11 +155,12 @@ class BatchWriter:
             drained = [metrics.popleft() for _ in range(len(metrics))]
             batch, self._interrupted = self._interrupted, None
             if batch is None:
-                batch = WriteBatch(metrics=drained)
-            else:
+                batch = self._new_batch()
+            if drained:
                 batch.metrics.extend(drained)
+            kinds = self._kinds
             for kind, row in ops:
-                getattr(batch, _KINDS[kind]).append(row)
+                getattr(batch, kinds[kind]).append(row)
             if len(batch):
                 try:
                     self._write_with_retries(batch)
@@ -169,6 +185,7 @@ class BatchWriter:
                 error = exc
             if not transient or attempt == self.max_attempts:
                 self.errors += 1
+                self.failed += len(batch)
                 self.last_error = error
                 log.error("keel: could not write %d logged rows: %s", len(batch), error)
                 return

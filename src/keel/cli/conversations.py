@@ -1,0 +1,225 @@
+"""``keel conversations ...``: query logged conversations, aggregate them, export eval data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["conversations_app"]
+
+conversations_app = typer.Typer(
+    help="Logged conversations: list, show, stats per prompt version, export as an eval dataset.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+FilterOpt = Annotated[
+    str | None,
+    typer.Option("--filter", "-f", help="e.g. \"feedback.thumb = 'down' and model = 'gpt-4'\""),
+]
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="From this time: 2026-11-01, 2026-11-01T12:00, epoch ms, or 24h / 7d ago.")
+]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Before this time (same forms as --since).")]
+
+
+def _api() -> Any:
+    from keel.sdk import conversations
+
+    return conversations
+
+
+def _text(content: Any) -> str:
+    """A message's content as one line of text (content parts joined)."""
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        parts = [p.get("text", "") if isinstance(p, dict) else str(p) for p in content]
+        content = " ".join(p for p in parts if p)
+    return " ".join(str(content).split())
+
+
+def _last(record: Any, role: str) -> str:
+    for message in reversed(record.messages):
+        if isinstance(message, dict) and message.get("role") == role:
+            return _text(message.get("content"))
+    return ""
+
+
+def _cut(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@conversations_app.command("list")
+def conversations_list(
+    filter_: FilterOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many records.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Logged conversation records, newest first."""
+    from keel.cli.render import print_json, table
+    from keel.core.entities import format_time
+
+    records = _api().search(filter_, since, until, limit)
+    if as_json:
+        print_json([r.to_dict() for r in records])
+        return
+    table(
+        ["conversation", "time", "model", "prompt_version", "feedback", "latency_ms", "tokens", "user", "assistant"],
+        [
+            [
+                r.conversation_id,
+                format_time(r.timestamp),
+                r.model,
+                r.prompt_version,
+                r.thumb,
+                None if r.latency_ms is None else round(r.latency_ms),
+                (r.prompt_tokens or 0) + (r.completion_tokens or 0) if r.prompt_tokens or r.completion_tokens else None,
+                _cut(_last(r, "user"), 40),
+                _cut(_last(r, "assistant"), 40),
+            ]
+            for r in records
+        ],
+    )
+    if len(records) == limit:
+        typer.echo(f"(showing the newest {limit}: raise --limit for more)", err=True)
+
+
+@conversations_app.command("show")
+def conversations_show(
+    conversation_id: Annotated[str, typer.Argument(help="Conversation id (or a unique prefix).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """One conversation: its messages, model, prompt version, feedback (with later events), tokens, metadata."""
+    from keel.cli.render import console, print_json
+    from keel.core.entities import format_time
+
+    detail = _api().get(conversation_id)
+    if as_json:
+        print_json(detail.to_dict())
+        return
+    out = console()
+    for record in detail.records:
+        out.print(f"[bold]conversation[/bold] {record.conversation_id}   {format_time(record.timestamp)}")
+        facts = [
+            ("model", record.model),
+            ("prompt", record.prompt_version),
+            ("run", record.run_id),
+            ("latency", None if record.latency_ms is None else f"{record.latency_ms:g} ms"),
+            (
+                "tokens",
+                None
+                if record.prompt_tokens is None and record.completion_tokens is None
+                else f"{record.prompt_tokens or 0} prompt + {record.completion_tokens or 0} completion",
+            ),
+            ("feedback", _feedback(record.user_feedback)),
+            ("metadata", json.dumps(record.metadata, sort_keys=True) if record.metadata else None),
+        ]
+        for key, value in facts:
+            if value:
+                out.print(f"  {key:<9} {value}", markup=False, highlight=False)
+        for message in record.messages:
+            role = message.get("role", "?") if isinstance(message, dict) else "?"
+            content = _text(message.get("content")) if isinstance(message, dict) else str(message)
+            out.print(f"  [bold]{role:>9}[/bold]: ", end="")
+            out.print(content, markup=False, highlight=False)
+    if detail.feedback:
+        out.print("[bold]feedback events[/bold]")
+        for event in detail.feedback:
+            out.print(f"  {format_time(event.at)}  {_feedback(event.to_dict())}", markup=False, highlight=False)
+
+
+def _feedback(feedback: dict[str, Any]) -> str:
+    parts = []
+    if feedback.get("thumb"):
+        parts.append(f"thumb {feedback['thumb']}")
+    if feedback.get("score") is not None:
+        parts.append(f"score {feedback['score']:g}")
+    if feedback.get("comment"):
+        parts.append(f"comment {feedback['comment']!r}")
+    return ", ".join(parts)
+
+
+@conversations_app.command("stats")
+def conversations_stats(
+    by: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--by",
+            "-b",
+            help="prompt_version (default), model, run_id, day, feedback.thumb or metadata.KEY; repeatable.",
+        ),
+    ] = None,
+    filter_: FilterOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option("--prices", help='A JSON file of USD per 1M tokens: {"model": {"prompt": 3, "completion": 15}}.'),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per group: count, thumbs-up rate, latency p50/p95, tokens and cost."""
+    from keel.cli.render import print_json, table
+    from keel.errors import InvalidInput, NotFound
+
+    table_prices = None
+    if prices is not None:
+        if not prices.is_file():
+            raise NotFound(f"no price file {str(prices)!r}", "check the path")
+        try:
+            table_prices = json.loads(prices.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise InvalidInput(
+                f"{prices} is not valid JSON: {exc}", '{"model": {"prompt": 3, "completion": 15}}'
+            ) from None
+    groups = by or ["prompt_version"]
+    result = _api().stats(groups, filter_, since, until, table_prices)
+    if as_json:
+        print_json([s.to_dict() for s in result])
+        return
+    if not result:
+        typer.echo("no conversations match")
+        return
+    table(
+        [*groups, "count", "up", "down", "up_rate", "p50_ms", "p95_ms", "prompt_tok", "compl_tok", "cost_usd"],
+        [
+            [
+                *s.group.values(),
+                s.count,
+                s.thumbs_up,
+                s.thumbs_down,
+                None if s.thumbs_up_rate is None else f"{s.thumbs_up_rate:.1%}",
+                None if s.latency_p50 is None else round(s.latency_p50, 1),
+                None if s.latency_p95 is None else round(s.latency_p95, 1),
+                s.prompt_tokens,
+                s.completion_tokens,
+                f"{s.cost:.4f}" + ("*" if s.unpriced_models else ""),
+            ]
+            for s in result
+        ],
+    )
+    unpriced = sorted({m for s in result for m in s.unpriced_models})
+    if unpriced:
+        typer.echo(f"* no price for: {', '.join(unpriced)} (pass --prices FILE)", err=True)
+
+
+@conversations_app.command("export")
+def conversations_export(
+    to: Annotated[Path, typer.Option("--to", "-o", help="The JSON Lines file to write, e.g. dataset.jsonl.")],
+    filter_: FilterOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="At most this many lines.")] = None,
+    all_records: Annotated[
+        bool, typer.Option("--all-records", help="One line per logged record, not per conversation.")
+    ] = False,
+) -> None:
+    """Write matching conversations as an eval dataset (JSONL); track it with 'keel data add'."""
+    written = _api().export(to, filter_, since, until, limit, all_records)
+    typer.echo(f"wrote {written} conversations to {to}")

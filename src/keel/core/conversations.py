@@ -1,0 +1,456 @@
+"""Conversation records: validation, normalisation, stored rows and read entities.
+
+A *record* is what ``keel.conversations.log`` takes, in the format of the
+reference's ``ConversationLogger``::
+
+    {
+        "conversation_id": "c-123",
+        "messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}],
+        "model": "gpt-4",
+        "prompt_version": "support-bot@1.3.0",
+        "user_feedback": {"thumb": "up", "score": 4, "comment": "helpful"},   # or "up" / True
+        "tokens_used": {"prompt": 812, "completion": 64},                       # OpenAI/Anthropic names too
+        "latency_ms": 1240,
+        "timestamp": datetime.now(),             # datetime, epoch s or ms, ISO text; default now
+        "metadata": {"user_id": "u1", "environment": "prod", "variant": "B"},
+        "run_id": None,                           # default: the active run, if any
+    }
+
+:func:`normalize_record` checks the types and returns the canonical dict (the
+input is not modified); :func:`to_row` turns it into the tuple the store
+inserts (messages and metadata as compact JSON). Both are pure and cheap:
+they run on the caller's thread for every logged record.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import enum
+import json
+import math
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any
+
+from keel.errors import InvalidInput
+
+__all__ = [
+    "FILTER_PREFIXES",
+    "MAX_ID_LENGTH",
+    "RECORD_KEYS",
+    "Conversation",
+    "ConversationBatch",
+    "FeedbackEvent",
+    "check_text",
+    "dumps",
+    "normalize_feedback",
+    "normalize_record",
+    "parse_thumb",
+    "parse_time",
+    "thumb_name",
+    "to_row",
+]
+
+MAX_ID_LENGTH = 200
+RECORD_KEYS = (
+    "conversation_id",
+    "messages",
+    "model",
+    "prompt_version",
+    "user_feedback",
+    "tokens_used",
+    "latency_ms",
+    "timestamp",
+    "metadata",
+    "run_id",
+)
+_KEYS = frozenset(RECORD_KEYS)
+_HINT = "see keel.conversations.log: messages is a list of {'role', 'content'} dicts"
+
+#: Filter prefixes for conversation queries (``feedback.thumb = 'down'``, ``metadata.user_id = 'u1'``).
+FILTER_PREFIXES: Mapping[str, str] = {
+    "feedback": "feedback",
+    "user_feedback": "feedback",
+    "tokens": "tokens",
+    "tokens_used": "tokens",
+    "metadata": "metadata",
+    "meta": "metadata",
+}
+
+_THUMBS: dict[Any, int] = {"up": 1, "down": -1, "+1": 1, "-1": -1, "thumbs_up": 1, "thumbs_down": -1}
+_TOKEN_NAMES = (
+    ("prompt", "completion"),
+    ("prompt_tokens", "completion_tokens"),
+    ("input_tokens", "output_tokens"),
+    ("input", "output"),
+)
+
+
+def _bad(message: str, hint: str = _HINT) -> InvalidInput:
+    return InvalidInput(f"invalid conversation record: {message}", hint)
+
+
+def check_text(value: Any, what: str, limit: int | None = MAX_ID_LENGTH) -> str:
+    """``value`` if it is a string that every database can store (no NUL, no lone surrogates, bounded)."""
+    if not isinstance(value, str):
+        raise _bad(f"{what} must be a string, not {type(value).__name__}", f"pass {what} as text")
+    if limit is not None and len(value) > limit:
+        raise _bad(f"{what} is {len(value)} characters long (at most {limit})", f"shorten {what}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _bad(f"{what} is not valid Unicode (it holds a lone surrogate)", f"decode {what} properly") from None
+    if "\x00" in value:
+        raise _bad(f"{what} contains a NUL character", f"remove NUL characters from {what}")
+    return value
+
+
+def _number(value: Any, what: str, minimum: float | None = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
+        raise _bad(f"{what} must be a number, not {type(value).__name__}", f"pass {what} as a number")
+    number = float(value)
+    if not math.isfinite(number) or (minimum is not None and number < minimum):
+        raise _bad(f"{what} must be a finite number >= {minimum:g}, not {value!r}", f"fix {what}")
+    return number
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _bad(f"{what} must be a whole number >= 0, not {value!r}", "token counts are integers")
+    return int(value)
+
+
+def parse_thumb(value: Any) -> int | None:
+    """``"up"``/``True``/``1`` -> 1, ``"down"``/``False``/``-1`` -> -1, None -> None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return 1 if value else -1
+    if isinstance(value, int) and value in (1, -1):
+        return value
+    if isinstance(value, str):
+        found = _THUMBS.get(value.strip().lower())
+        if found is not None:
+            return found
+    raise _bad(f"thumb must be 'up' or 'down' (or True/False), not {value!r}", "user_feedback={'thumb': 'up'}")
+
+
+def thumb_name(value: int | None) -> str | None:
+    """1 -> ``"up"``, -1 -> ``"down"``, None -> None."""
+    return None if value is None else ("up" if value > 0 else "down")
+
+
+def normalize_feedback(value: Any) -> tuple[int | None, float | None, str | None]:
+    """``user_feedback`` -> ``(thumb, score, comment)``; a bare ``"up"``/``True`` is a thumb."""
+    if value is None:
+        return None, None, None
+    if isinstance(value, str | bool | int) and not isinstance(value, Mapping):
+        return parse_thumb(value), None, None
+    if not isinstance(value, Mapping):
+        raise _bad(f"user_feedback must be a dict or 'up'/'down', not {type(value).__name__}")
+    unknown = set(value) - {"thumb", "score", "comment"}
+    if unknown:
+        raise _bad(f"unknown user_feedback key(s) {sorted(map(str, unknown))}", "use thumb, score and comment")
+    score = value.get("score")
+    comment = value.get("comment")
+    return (
+        parse_thumb(value.get("thumb")),
+        None if score is None else _number(score, "user_feedback.score", None),
+        None if comment is None else check_text(comment, "user_feedback.comment", 100_000),
+    )
+
+
+def _tokens(value: Any) -> tuple[int | None, int | None]:
+    if value is None:
+        return None, None
+    if type(value) is not dict and not isinstance(value, Mapping):
+        raise _bad(f"tokens_used must be a dict like {{'prompt': 812, 'completion': 64}}, not {value!r}")
+    for prompt_key, completion_key in _TOKEN_NAMES:
+        if prompt_key in value or completion_key in value:
+            prompt, completion = value.get(prompt_key), value.get(completion_key)
+            return (
+                None if prompt is None else _count(prompt, f"tokens_used.{prompt_key}"),
+                None if completion is None else _count(completion, f"tokens_used.{completion_key}"),
+            )
+    if value:
+        raise _bad(f"tokens_used has no prompt/completion counts: {sorted(map(str, value))}")
+    return None, None
+
+
+def _messages(value: Any) -> list[Any]:
+    if type(value) is not list and (isinstance(value, str | bytes) or not isinstance(value, Sequence)):
+        raise _bad(f"messages must be a list of {{'role', 'content'}} dicts, not {type(value).__name__}")
+    for i, message in enumerate(value):
+        if type(message) is not dict and not isinstance(message, Mapping):
+            raise _bad(f"messages[{i}] must be a dict with 'role' and 'content', not {type(message).__name__}")
+        role = message.get("role")
+        if not isinstance(role, str) or not role:
+            raise _bad(f"messages[{i}] has no 'role' (a string such as 'user' or 'assistant')")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise _bad(f"messages[{i}].content must be a string, a list of parts or None, not {type(content).__name__}")
+    return list(value)
+
+
+def parse_time(value: Any, now_ms: int | None = None) -> int:
+    """A time as epoch milliseconds.
+
+    Accepts a ``datetime`` (naive means local time), epoch seconds or
+    milliseconds (numbers from 1e11 up are milliseconds), ISO-8601 text
+    (``2026-11-01``, ``2026-11-01T12:00:00+00:00``), digits (epoch ms) or a
+    duration before now: ``30s``, ``15m``, ``24h``, ``7d``, ``2w``.
+    """
+    if isinstance(value, _dt.datetime):
+        return int(value.timestamp() * 1000)
+    if isinstance(value, _dt.date):
+        return int(_dt.datetime(value.year, value.month, value.day).timestamp() * 1000)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or value < 0:
+            raise _bad(f"invalid time {value!r}", "pass a datetime or epoch seconds")
+        return int(value) if value >= 1e11 else int(value * 1000)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return parse_time(int(text))
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text)
+        if match:
+            unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+            now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+            return now - int(float(match.group(1)) * unit * 1000)
+        try:
+            return parse_time(_dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
+        except ValueError:
+            pass
+    raise InvalidInput(
+        f"invalid time {value!r}", "write 2026-11-01, 2026-11-01T12:00:00, epoch milliseconds, or 24h / 7d ago"
+    )
+
+
+def normalize_record(raw: Mapping[str, Any], now_ms: int | None = None) -> dict[str, Any]:
+    """Check a record's types and return its canonical form (a new dict).
+
+    The canonical form has every key of :data:`RECORD_KEYS`: ``user_feedback``
+    as ``{"thumb": 1|-1|None, "score", "comment"}``, ``tokens_used`` as
+    ``{"prompt", "completion"}``, ``timestamp`` in epoch ms, a generated
+    ``conversation_id`` when none was given. Raises InvalidInput naming the bad field.
+    """
+    if type(raw) is not dict and not isinstance(raw, Mapping):
+        raise _bad(f"a record is a dict, not {type(raw).__name__}", "log({'conversation_id': ..., 'messages': [...]})")
+    if not _KEYS.issuperset(raw):
+        unknown = sorted(str(k) for k in raw if k not in _KEYS)
+        raise _bad(f"unknown key(s) {unknown}", f"a record has {', '.join(RECORD_KEYS)}; put the rest in metadata")
+    cid = raw.get("conversation_id")
+    if cid is None:
+        cid = uuid.uuid4().hex
+    elif isinstance(cid, int) and not isinstance(cid, bool) or isinstance(cid, uuid.UUID):
+        cid = str(cid)
+    else:
+        cid = check_text(cid, "conversation_id")
+        if not cid:
+            raise _bad("conversation_id is empty", "give each conversation an id (or leave it out for a new one)")
+    messages = raw.get("messages")
+    if messages is None:
+        raise _bad("it has no messages", "pass messages=[{'role': 'user', 'content': ...}, ...]")
+    model = raw.get("model")
+    prompt_version = raw.get("prompt_version")
+    run_id = raw.get("run_id")
+    metadata = raw.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif type(metadata) is not dict and not isinstance(metadata, Mapping):
+        raise _bad(f"metadata must be a dict, not {type(metadata).__name__}", "metadata={'user_id': 'u1'}")
+    elif not all(isinstance(k, str) for k in metadata):
+        raise _bad("metadata keys must be strings", "metadata={'user_id': 'u1'}")
+    thumb, score, comment = normalize_feedback(raw.get("user_feedback"))
+    prompt_tokens, completion_tokens = _tokens(raw.get("tokens_used"))
+    latency = raw.get("latency_ms")
+    stamp = raw.get("timestamp")
+    try:
+        at = (now_ms if now_ms is not None else time.time_ns() // 1_000_000) if stamp is None else parse_time(stamp)
+    except InvalidInput as exc:
+        raise _bad(f"timestamp {stamp!r} is not a time", str(exc.hint)) from None
+    return {
+        "conversation_id": cid,
+        "messages": _messages(messages),
+        "model": None if model is None else check_text(model, "model"),
+        "prompt_version": None if prompt_version is None else check_text(str(prompt_version), "prompt_version"),
+        "user_feedback": {"thumb": thumb, "score": score, "comment": comment},
+        "tokens_used": {"prompt": prompt_tokens, "completion": completion_tokens},
+        "latency_ms": None if latency is None else _number(latency, "latency_ms"),
+        "timestamp": at,
+        "metadata": dict(metadata),
+        "run_id": None if run_id is None else check_text(run_id, "run_id", 32),
+    }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, _dt.datetime | _dt.date | _dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | PurePath | decimal.Decimal):
+        return str(value) if not isinstance(value, decimal.Decimal) else float(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False).encode
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON (ASCII-escaped, so any database stores it; NaN refused)."""
+    return _encode(value)
+
+
+def to_row(record: Mapping[str, Any], created_at: int) -> tuple[Any, ...]:
+    """The stored row of a normalized (and redacted) record, JSON encoded now.
+
+    Encoding on the caller's thread snapshots the messages: an app that keeps
+    appending to the same list afterwards does not change what was logged.
+    """
+    feedback = record["user_feedback"]
+    tokens = record["tokens_used"]
+    try:
+        messages = dumps(record["messages"])
+        metadata = dumps(record["metadata"])
+    except (TypeError, ValueError) as exc:
+        raise _bad(
+            f"messages or metadata cannot be stored as JSON: {exc}", "log plain strings, numbers, lists, dicts"
+        ) from None
+    return (
+        record["conversation_id"],
+        record["timestamp"],
+        record["model"],
+        record["prompt_version"],
+        record["run_id"],
+        messages,
+        metadata,
+        feedback["thumb"],
+        feedback["score"],
+        feedback["comment"],
+        tokens["prompt"],
+        tokens["completion"],
+        record["latency_ms"],
+        created_at,
+    )
+
+
+@dataclass
+class ConversationBatch:
+    """Rows waiting to be written in one transaction.
+
+    - ``conversations``: rows from :func:`to_row`
+    - ``feedback``: ``(conversation_id, thumb, score, comment, at)``
+    """
+
+    conversations: list[tuple[Any, ...]] = field(default_factory=list)
+    feedback: list[tuple[str, int | None, float | None, str | None, int]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.conversations) + len(self.feedback)
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """One piece of feedback that arrived after the conversation was logged."""
+
+    conversation_id: str
+    thumb: str | None
+    score: float | None
+    comment: str | None
+    at: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "conversation_id": self.conversation_id,
+            "thumb": self.thumb,
+            "score": self.score,
+            "comment": self.comment,
+            "at": self.at,
+        }
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A stored conversation record, with its latest feedback."""
+
+    id: int
+    conversation_id: str
+    timestamp: int
+    model: str | None
+    prompt_version: str | None
+    run_id: str | None
+    messages: list[Any]
+    metadata: dict[str, Any]
+    thumb: str | None
+    score: float | None
+    comment: str | None
+    feedback_at: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: float | None
+    created_at: int
+
+    @property
+    def user_feedback(self) -> dict[str, Any]:
+        """``{"thumb": "up"|"down"|None, "score", "comment"}`` (the latest)."""
+        return {"thumb": self.thumb, "score": self.score, "comment": self.comment}
+
+    @property
+    def tokens_used(self) -> dict[str, int | None]:
+        """``{"prompt", "completion"}``."""
+        return {"prompt": self.prompt_tokens, "completion": self.completion_tokens}
+
+    @property
+    def output(self) -> Any:
+        """The final assistant message's content (None if the last message is not the assistant's)."""
+        if self.messages and isinstance(self.messages[-1], Mapping) and self.messages[-1].get("role") == "assistant":
+            return self.messages[-1].get("content")
+        return None
+
+    @property
+    def input(self) -> list[Any]:
+        """The messages before the final assistant message (all of them if there is none)."""
+        return self.messages[:-1] if self.output is not None else list(self.messages)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as logged (reference format), plus ``id``/``created_at``."""
+        return {
+            "id": self.id,
+            "conversation_id": self.conversation_id,
+            "timestamp": self.timestamp,
+            "model": self.model,
+            "prompt_version": self.prompt_version,
+            "run_id": self.run_id,
+            "messages": self.messages,
+            "metadata": self.metadata,
+            "user_feedback": self.user_feedback,
+            "feedback_at": self.feedback_at,
+            "tokens_used": self.tokens_used,
+            "latency_ms": self.latency_ms,
+            "created_at": self.created_at,
+        }
+
+    def to_example(self) -> dict[str, Any]:
+        """One eval-dataset line: input messages, output, feedback, metadata."""
+        return {
+            "conversation_id": self.conversation_id,
+            "input": self.input,
+            "output": self.output,
+            "feedback": self.user_feedback,
+            "metadata": {
+                **self.metadata,
+                "model": self.model,
+                "prompt_version": self.prompt_version,
+                "timestamp": self.timestamp,
+                "run_id": self.run_id,
+            },
+        }

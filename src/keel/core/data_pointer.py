@@ -1,0 +1,135 @@
+"""Pointer files: the small, human-readable ``PATH.keel`` files committed to git.
+
+A pointer stands for the data beside it (a file or a directory) and names its
+content by hash; the bytes live in keel's object store. The format is a few
+``key: value`` lines (a subset of YAML), so a diff of a pointer in a pull
+request reads like a sentence::
+
+    # keel data pointer: commit this file to git; the data itself is in keel's store.
+    # Restore the data with 'keel data checkout' (or 'keel data pull' from a remote).
+    version: 1
+    kind: dir
+    path: knowledge_base
+    oid: 5b0e2c...                  (64 hex digits: BLAKE3)
+    size: 91873210
+    files: 20000
+
+- ``kind``: ``file`` (``oid`` is the file's content hash) or ``dir`` (``oid``
+  is the hash of the directory's tree manifest, see ``keel.core.data_tree``);
+- ``path``: the data's name, relative to the pointer's folder (one component);
+- ``size``: bytes of data (for a directory, of all its files);
+- ``files``: number of files (directories only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keel.core.hashing import is_oid
+from keel.errors import InvalidInput
+
+__all__ = ["POINTER_SUFFIX", "POINTER_VERSION", "Pointer", "format_pointer", "parse_pointer", "pointer_name"]
+
+POINTER_SUFFIX = ".keel"
+POINTER_VERSION = 1
+KINDS = ("file", "dir")
+
+_HEADER = (
+    "# keel data pointer: commit this file to git; the data itself is in keel's store.\n"
+    "# Restore the data with 'keel data checkout' (or 'keel data pull' from a remote).\n"
+)
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """What a pointer file says about its data."""
+
+    kind: str  # file | dir
+    path: str  # the data's name beside the pointer
+    oid: str
+    size: int
+    files: int = 1
+
+    @property
+    def is_dir(self) -> bool:
+        """True for a directory (its ``oid`` names a tree manifest)."""
+        return self.kind == "dir"
+
+
+def pointer_name(data_name: str) -> str:
+    """The pointer file name for data called ``data_name`` (``kb`` -> ``kb.keel``)."""
+    return data_name + POINTER_SUFFIX
+
+
+def format_pointer(pointer: Pointer) -> str:
+    """The text of a pointer file (deterministic: equal pointers, equal bytes)."""
+    lines = [
+        f"version: {POINTER_VERSION}",
+        f"kind: {pointer.kind}",
+        f"path: {pointer.path}",
+        f"oid: {pointer.oid}",
+        f"size: {pointer.size}",
+    ]
+    if pointer.is_dir:
+        lines.append(f"files: {pointer.files}")
+    return _HEADER + "\n".join(lines) + "\n"
+
+
+def _check_name(name: str, where: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\n" in name or "\r" in name:
+        raise InvalidInput(
+            f"{where}: invalid path {name!r}",
+            "a pointer's path is the name of the file or folder beside it (no slashes)",
+        )
+    return name
+
+
+def _int(fields: dict[str, str], key: str, where: str) -> int:
+    try:
+        value = int(fields[key])
+    except KeyError:
+        raise InvalidInput(f"{where}: the pointer has no {key!r} line", "restore the file from git") from None
+    except ValueError:
+        raise InvalidInput(f"{where}: {key} {fields[key]!r} is not a number", "restore the file from git") from None
+    if value < 0:
+        raise InvalidInput(f"{where}: {key} is negative", "restore the file from git")
+    return value
+
+
+def parse_pointer(text: str, where: str = "pointer") -> Pointer:
+    """Parse a pointer file's text; ``where`` names it in errors.
+
+    Raises:
+        InvalidInput: the text is not a keel pointer (the message says which line is wrong).
+    """
+    fields: dict[str, str] = {}
+    bad: InvalidInput | None = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            bad = bad or InvalidInput(f"{where}:{number}: expected 'key: value', got {raw!r}", "restore it from git")
+            continue
+        fields[key.strip()] = value.strip()
+    if "version" not in fields or "oid" not in fields:
+        raise InvalidInput(f"{where} is not a keel data pointer", "pointer files are written by 'keel data add'")
+    if bad is not None:
+        raise bad
+    version = _int(fields, "version", where)
+    if version != POINTER_VERSION:
+        raise InvalidInput(
+            f"{where} has pointer format version {version}; this keel reads version {POINTER_VERSION}",
+            "upgrade keel (pip install -U keel)" if version > POINTER_VERSION else "restore the file from git",
+        )
+    kind = fields.get("kind", "")
+    if kind not in KINDS:
+        raise InvalidInput(f"{where}: kind {kind!r} is neither 'file' nor 'dir'", "restore the file from git")
+    oid = fields["oid"]
+    if not is_oid(oid):
+        raise InvalidInput(f"{where}: oid {oid!r} is not a 64-digit hex hash", "restore the file from git")
+    path = _check_name(fields.get("path", ""), where)
+    size = _int(fields, "size", where)
+    files = _int(fields, "files", where) if kind == "dir" else 1
+    return Pointer(kind=kind, path=path, oid=oid, size=size, files=files)

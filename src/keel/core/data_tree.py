@@ -1,0 +1,189 @@
+"""Tree manifests: what a tracked directory holds, and where each file's bytes are.
+
+A directory version is one immutable object, its *tree*: a text manifest
+listing every file (path, content hash, size) and its location in the
+object store. Small files are *packed*: many files' bytes concatenated into
+one stored object (as git packs objects), so adding, pushing, pulling and
+checking out 20,000 small files moves a handful of objects, not 20,000.
+Larger files are *loose*: one object each, named by their own hash, so a
+checkout can link them instead of copying. The format::
+
+    keel-tree 1
+    pack 9c1f...                      (pack 0: a stored object of concatenated files)
+    pack 47aa...                      (pack 1)
+    <oid> <size> 0:0 a/first.txt      (in pack 0 at offset 0)
+    <oid> <size> 0:4096 a/second.txt
+    <oid> <size> - big/model.bin      (loose: stored as object <oid>)
+
+Entries are sorted by path (UTF-8 byte order), one per line; paths are
+relative, ``/``-separated, and cannot contain a newline. Packs are listed in
+first-use order. Equal trees encode to equal bytes, so the tree's hash (the
+pointer's ``oid``) names the version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from keel.core.hashing import is_oid
+from keel.errors import InvalidInput
+
+__all__ = [
+    "PACK_MAX_FILE",
+    "PACK_TARGET",
+    "Tree",
+    "TreeDiff",
+    "TreeEntry",
+    "check_rel_path",
+    "diff_entries",
+    "group_into_packs",
+    "parse_tree",
+]
+
+PACK_MAX_FILE = 256 << 10  # files smaller than this go into packs; larger ones are loose objects
+PACK_TARGET = 32 << 20  # a pack is closed once it holds this many bytes
+_MAGIC = "keel-tree 1"
+
+
+class TreeEntry(NamedTuple):
+    """One file of a tree. ``pack`` is the pack's oid ('' for a loose object)."""
+
+    path: str
+    oid: str
+    size: int
+    pack: str = ""
+    offset: int = 0
+
+    @property
+    def object_oid(self) -> str:
+        """The stored object holding this file's bytes (its pack, or itself)."""
+        return self.pack or self.oid
+
+
+@dataclass
+class Tree:
+    """A directory version: its entries, sorted by path."""
+
+    entries: list[TreeEntry] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        """Bytes of all files."""
+        return sum(e.size for e in self.entries)
+
+    @property
+    def packs(self) -> list[str]:
+        """The pack objects the entries use, in first-use order."""
+        return list(dict.fromkeys(e.pack for e in self.entries if e.pack))
+
+    def objects(self) -> set[str]:
+        """Every stored object the tree needs (packs and loose files, not the tree itself)."""
+        return {e.pack or e.oid for e in self.entries}
+
+    def by_path(self) -> dict[str, TreeEntry]:
+        """Entries keyed by path."""
+        return {e.path: e for e in self.entries}
+
+    def encode(self) -> bytes:
+        """The manifest's bytes (whose hash is the tree's oid)."""
+        entries = sorted(self.entries)  # by path: code-point order is UTF-8 byte order
+        packs: dict[str, int] = {}
+        for e in entries:
+            if e.pack and e.pack not in packs:
+                packs[e.pack] = len(packs)
+        lines = [_MAGIC]
+        lines += [f"pack {p}" for p in packs]
+        for e in entries:
+            loc = f"{packs[e.pack]}:{e.offset}" if e.pack else "-"
+            lines.append(f"{e.oid} {e.size} {loc} {e.path}")
+        return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def check_rel_path(path: str) -> str:
+    """``path`` if it can be stored in a tree (relative, no newline, valid UTF-8), else raise."""
+    if not path or path.startswith("/") or "\n" in path or "\r" in path:
+        raise InvalidInput(f"cannot track a file named {path!r}", "rename it: names with newlines are not supported")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            f"cannot track {path.encode('utf-8', 'surrogateescape')!r}: its name is not valid UTF-8",
+            "rename the file",
+        ) from None
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidInput(f"invalid path {path!r} in a tree", "paths are relative, without '.' or '..'")
+    return path
+
+
+def parse_tree(data: bytes, where: str = "tree") -> Tree:
+    """Decode a tree manifest; raise InvalidInput if it is malformed."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{where} is not a keel tree manifest (not UTF-8)", "restore it from a remote") from None
+    lines = text.split("\n")
+    if not lines or lines[0] != _MAGIC:
+        raise InvalidInput(f"{where} is not a keel tree manifest", "restore it from a remote")
+    packs: list[str] = []
+    entries: list[TreeEntry] = []
+    append = entries.append
+    try:
+        for number, line in enumerate(lines[1:], 2):
+            if not line:
+                continue
+            if line.startswith("pack "):
+                pack = line[5:]
+                if not is_oid(pack):
+                    raise ValueError(f"bad pack id on line {number}")
+                packs.append(pack)
+                continue
+            oid, size, loc, path = line.split(" ", 3)
+            if len(oid) != 64:
+                raise ValueError(f"bad object id on line {number}")
+            if loc == "-":
+                append(TreeEntry(path, oid, int(size)))
+            else:
+                index, _, offset = loc.partition(":")
+                append(TreeEntry(path, oid, int(size), packs[int(index)], int(offset)))
+    except (ValueError, IndexError) as exc:
+        raise InvalidInput(f"{where} is malformed: {exc}", "restore it from a remote") from None
+    return Tree(entries)
+
+
+@dataclass(frozen=True)
+class TreeDiff:
+    """Paths added, removed and modified between two versions (sorted)."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    modified: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.modified)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        """JSON-ready."""
+        return {"added": self.added, "removed": self.removed, "modified": self.modified}
+
+
+def diff_entries(old: Mapping[str, str], new: Mapping[str, str]) -> TreeDiff:
+    """Compare two ``{path: oid}`` maps."""
+    added = sorted(p for p in new if p not in old)
+    removed = sorted(p for p in old if p not in new)
+    modified = sorted(p for p, oid in new.items() if p in old and old[p] != oid)
+    return TreeDiff(added, removed, modified)
+
+
+def group_into_packs(sizes: Sequence[int], target: int = PACK_TARGET) -> Iterable[range]:
+    """Split items (in order) into consecutive runs of about ``target`` bytes each."""
+    start = total = 0
+    for i, size in enumerate(sizes):
+        if total and total + size > target:
+            yield range(start, i)
+            start, total = i, 0
+        total += size
+    if start < len(sizes):
+        yield range(start, len(sizes))

@@ -1,0 +1,344 @@
+"""Conversations: append-only logging with late feedback, queries, aggregates, eval export.
+
+- A record (see :mod:`keel.core.conversations`) is validated, redacted and
+  JSON-encoded by :meth:`ConversationService.prepare` on the caller's thread,
+  then written in batches by :meth:`ConversationService.write_batch` (one
+  transaction per batch). The SDK's background writer calls it; this layer
+  never swallows errors, the SDK's logging path does.
+- Feedback that arrives later updates the latest record of its conversation
+  and is kept as an event (:meth:`ConversationService.get` shows them).
+- :meth:`ConversationService.search`, :meth:`stats` and :meth:`export` take a
+  filter in keel's filter language (``feedback.thumb = 'down' and model =
+  'gpt-4'``, ``metadata.environment = 'prod'``) and a time range.
+
+Workspace configuration (``.keel/config.toml``)::
+
+    [conversations]
+    redact = "builtin"              # or "package.module:function", or false (the default)
+
+    [conversations.prices]          # USD per 1M tokens, added to the default table
+    "my-finetune" = { prompt = 3.0, completion = 12.0 }
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keel.core.conversation_stats import DEFAULT_PRICES, GroupStats, normalize_prices, percentile_from_ranks
+from keel.core.conversations import (
+    FILTER_PREFIXES,
+    Conversation,
+    ConversationBatch,
+    FeedbackEvent,
+    check_text,
+    dumps,
+    normalize_feedback,
+    normalize_record,
+    parse_time,
+    to_row,
+)
+from keel.core.entities import format_time, now_ms
+from keel.core.filters import parse_filter
+from keel.core.redaction import redact_record
+from keel.errors import InvalidInput, NotFound, StoreError
+from keel.meta.conversations import Query, RawConversations
+from keel.services.workspace import DIRNAME, Store
+
+__all__ = [
+    "Conversation",
+    "ConversationDetail",
+    "ConversationService",
+    "FeedbackEvent",
+    "GroupStats",
+    "Redactor",
+    "load_redactor",
+]
+
+Redactor = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+_PERCENTILES = (50, 95)
+
+
+def load_redactor(spec: Any) -> Redactor | None:
+    """A redactor from configuration: ``"builtin"``, ``"module:function"``, a callable, or None/false."""
+    if spec is None or spec is False or spec == "" or spec == "none":
+        return None
+    if spec is True or spec == "builtin":
+        return redact_record
+    if callable(spec):
+        return spec  # type: ignore[no-any-return]
+    if isinstance(spec, str) and ":" in spec:
+        module, _, name = spec.partition(":")
+        try:
+            found = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise InvalidInput(f"cannot load the redactor {spec!r}: {exc}", "check [conversations] redact") from exc
+        if not callable(found):
+            raise InvalidInput(f"the redactor {spec!r} is not a function", "name a function: 'package.module:fn'")
+        return found  # type: ignore[no-any-return]
+    raise InvalidInput(f"invalid redactor {spec!r}", "use 'builtin', 'package.module:function', a function, or None")
+
+
+@dataclass(frozen=True)
+class ConversationDetail:
+    """Every stored record of one conversation (oldest first) and its feedback events."""
+
+    conversation_id: str
+    records: list[Conversation]
+    feedback: list[FeedbackEvent]
+
+    @property
+    def latest(self) -> Conversation:
+        """The newest record."""
+        return self.records[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "conversation_id": self.conversation_id,
+            "records": [r.to_dict() for r in self.records],
+            "feedback_events": [e.to_dict() for e in self.feedback],
+        }
+
+
+class ConversationService:
+    """Conversation logging and queries on one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.raw = RawConversations(store.db)
+        config = self._config()
+        self.configured_redactor: Redactor | None = load_redactor(config.get("redact"))
+        self.prices: dict[str, tuple[float, float]] = {
+            **DEFAULT_PRICES,
+            **normalize_prices(config.get("prices")),
+        }
+
+    def _config(self) -> dict[str, Any]:
+        root = self.store.root
+        if root is None:
+            return {}
+        path = Path(root) / DIRNAME / "config.toml"
+        try:
+            section = tomllib.loads(path.read_text()).get("conversations", {})
+        except FileNotFoundError:
+            return {}
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise StoreError(f"cannot read {path}: {exc}", "fix the file") from exc
+        if not isinstance(section, dict):
+            raise InvalidInput(f"[conversations] in {path} is not a table", "see docs/conversations.md")
+        return section
+
+    # -- the logging path (caller's thread) --------------------------------------------
+    @staticmethod
+    def prepare(
+        raw: Mapping[str, Any], run_id: str | None = None, redactor: Redactor | None = None
+    ) -> tuple[Any, ...] | None:
+        """Validate, redact and encode one record; the row to queue, or None if the
+        redactor dropped it. Raises InvalidInput for a bad record."""
+        record = normalize_record(raw)
+        if record["run_id"] is None:
+            record["run_id"] = run_id
+        if redactor is not None:
+            # The redactor may change what it gets: give it copies, never the app's own dicts.
+            record["messages"] = [dict(m) for m in record["messages"]]
+            redacted = redactor(record)
+            if redacted is None:
+                return None
+            record = redacted
+        return to_row(record, now_ms())
+
+    @staticmethod
+    def feedback_row(
+        conversation_id: Any,
+        thumb: Any = None,
+        score: Any = None,
+        comment: Any = None,
+        redactor: Redactor | None = None,
+    ) -> tuple[str, int | None, float | None, str | None, int]:
+        """Validate one piece of late feedback; the row to queue."""
+        if isinstance(conversation_id, int) and not isinstance(conversation_id, bool):
+            conversation_id = str(conversation_id)
+        cid = check_text(conversation_id, "conversation_id")
+        if not cid:
+            raise InvalidInput("feedback needs a conversation_id", "pass the id the conversation was logged with")
+        value, score_value, comment_value = normalize_feedback({"thumb": thumb, "score": score, "comment": comment})
+        if value is None and score_value is None and comment_value is None:
+            raise InvalidInput("the feedback is empty", "pass thumb='up'/'down', a score or a comment")
+        if comment_value is not None and redactor is not None:
+            redacted = redactor(
+                {
+                    "conversation_id": cid,
+                    "messages": [],
+                    "metadata": {},
+                    "user_feedback": {"thumb": value, "score": score_value, "comment": comment_value},
+                }
+            )
+            if redacted is not None:
+                comment_value = (redacted.get("user_feedback") or {}).get("comment", comment_value)
+        return cid, value, score_value, comment_value, now_ms()
+
+    def write_batch(self, batch: ConversationBatch) -> None:
+        """Durably write a batch of records and feedback (one transaction)."""
+        self.raw.write_batch(batch)
+
+    def maintain(self) -> None:
+        """Background upkeep of the store (SQLite: a passive WAL checkpoint)."""
+        self.store.db.checkpoint()
+
+    # -- queries ------------------------------------------------------------------------
+    def query(self, filter: str | None = None, since: Any = None, until: Any = None) -> Query:
+        """Compile a filter and time range (datetimes, epoch s/ms, ISO text or '7d')."""
+        node = parse_filter(filter, FILTER_PREFIXES, "attributes") if filter else None
+        return self.raw.compile(
+            node,
+            None if since is None else parse_time(since),
+            None if until is None else parse_time(until),
+        )
+
+    def search(
+        self, filter: str | None = None, since: Any = None, until: Any = None, limit: int | None = 100
+    ) -> list[Conversation]:
+        """Matching records, newest first."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InvalidInput(f"invalid limit {limit!r}", "give a whole number >= 1")
+        return self.raw.select(self.query(filter, since, until), limit)
+
+    def count(self, filter: str | None = None, since: Any = None, until: Any = None) -> int:
+        """How many records match."""
+        return self.raw.count(self.query(filter, since, until))
+
+    def resolve(self, conversation_id: str) -> str:
+        """A conversation id from the full id or a unique prefix."""
+        if not isinstance(conversation_id, str) or not conversation_id:
+            raise InvalidInput(f"invalid conversation id {conversation_id!r}", "give a conversation id")
+        records, _ = self.raw.records(conversation_id)
+        if records:
+            return conversation_id
+        found = self.raw.conversation_ids(conversation_id)
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise InvalidInput(
+                f"conversation id prefix {conversation_id!r} is ambiguous ({found[0]}, {found[1]}, ...)",
+                "give more characters",
+            )
+        raise NotFound(f"no conversation {conversation_id!r}", "list conversations with 'keel conversations list'")
+
+    def get(self, conversation_id: str) -> ConversationDetail:
+        """Every record of one conversation and its feedback events (NotFound if none)."""
+        full = self.resolve(conversation_id)
+        records, events = self.raw.records(full)
+        return ConversationDetail(full, records, events)
+
+    def stats(
+        self,
+        by: str | Sequence[str] = "prompt_version",
+        filter: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        prices: Mapping[str, Any] | None = None,
+    ) -> list[GroupStats]:
+        """Per group: count, thumbs up/down and rate, score, latency avg/p50/p95, tokens, cost.
+
+        ``by``: ``prompt_version`` (default), ``model``, ``run_id``, ``day``,
+        ``feedback.thumb``, ``metadata.<key>``, or several of them. ``prices``
+        (USD per 1M tokens) are added to the store's table. Groups come largest first.
+        """
+        groups = [by] if isinstance(by, str) else list(by)
+        if not groups:
+            raise InvalidInput("stats needs at least one group", "e.g. by='prompt_version'")
+        table = {**self.prices, **normalize_prices(prices)}
+        query = self.query(filter, since, until)
+        found: dict[tuple[Any, ...], GroupStats] = {}
+        n = len(groups)
+        for row in self.raw.aggregate(query, groups):
+            key = tuple(_group_value(g, v) for g, v in zip(groups, row[:n], strict=True))
+            stats = found.get(key)
+            if stats is None:
+                stats = found[key] = GroupStats(dict(zip(groups, key, strict=True)))
+            model, count, ups, downs, s_sum, s_count, l_sum, l_count, p_tok, c_tok, first, last = row[n:]
+            stats.add(
+                model,
+                int(count),
+                int(ups or 0),
+                int(downs or 0),
+                float(s_sum or 0.0),
+                int(s_count),
+                float(l_sum or 0.0),
+                int(l_count),
+                int(p_tok or 0),
+                int(c_tok or 0),
+                int(first),
+                int(last),
+                table,
+            )
+        ranks: dict[tuple[Any, ...], tuple[int, dict[int, float]]] = {}
+        for row in self.raw.latency_ranks(query, groups, _PERCENTILES):
+            key = tuple(_group_value(g, v) for g, v in zip(groups, row[:n], strict=True))
+            count, rank, value = int(row[n]), int(row[n + 1]), float(row[n + 2])
+            ranks.setdefault(key, (count, {}))[1][rank] = value
+        for key, (count, values) in ranks.items():
+            stats = found.get(key)
+            if stats is not None:
+                stats.latency_p50 = percentile_from_ranks(count, 50, values)
+                stats.latency_p95 = percentile_from_ranks(count, 95, values)
+        return sorted(found.values(), key=lambda s: (-s.count, [str(v) for v in s.group.values()]))
+
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        filter: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int | None = None,
+        all_records: bool = False,
+    ) -> int:
+        """Write matching conversations as an eval dataset (JSON Lines); returns the line count.
+
+        One line per conversation (its newest matching record) unless
+        ``all_records``: ``{"conversation_id", "input": [messages before the
+        final answer], "output": final assistant content, "feedback": {...},
+        "metadata": {..., "model", "prompt_version", "timestamp", "run_id"}}``.
+        The file is written atomically (a temporary file, then a rename).
+        """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InvalidInput(f"invalid limit {limit!r}", "give a whole number >= 1")
+        target = Path(path)
+        if target.is_dir():
+            raise InvalidInput(f"{target} is a folder", "give a file name, e.g. dataset.jsonl")
+        if not target.parent.is_dir():
+            raise NotFound(f"folder {target.parent} does not exist", "create it first")
+        query = self.query(filter, since, until)
+        tmp = target.with_name(f".{target.name}.keel-tmp")
+        written = 0
+        seen: set[str] = set()
+        try:
+            with open(tmp, "w", encoding="utf-8") as out:
+                for record in self.raw.iterate(query):
+                    if not all_records:
+                        if record.conversation_id in seen:
+                            continue
+                        seen.add(record.conversation_id)
+                    out.write(dumps(record.to_example()) + "\n")
+                    written += 1
+                    if limit is not None and written >= limit:
+                        break
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return written
+
+
+def _group_value(group: str, value: Any) -> Any:
+    if group == "day" and value is not None:
+        return format_time(int(value) * 86_400_000)[:10]
+    if group == "feedback.thumb":
+        return None if value is None else ("up" if int(value) > 0 else "down")
+    return value

@@ -1,0 +1,346 @@
+"""``keel data checkout``: make the workspace match its pointer files.
+
+For every tracked path the workspace is compared with the pointer's version
+(the stat cache answers for unchanged files). Files that differ are replaced,
+files the version does not have are removed, and nothing else is touched.
+
+Safety: a workspace file about to be replaced or removed whose content is not
+in the cache (a change never added) stops the checkout before anything is
+changed, naming the files, unless ``force``. Every file is written to a
+temporary name and renamed into place, so an interrupted checkout leaves each
+file either old or new, never half-written.
+
+How files are materialised (``link``: ``auto`` | ``reflink`` | ``hardlink`` | ``copy``):
+
+- loose objects (files of 256 KiB and more): a reflink where the file system
+  supports it, else a hard link to the cache object (read-only: an in-place
+  edit would corrupt the cache; ``keel data unprotect PATH`` makes a writable
+  copy), else a copy (``copy_file_range``);
+- packed small files: written from the pack, each checked against its hash.
+
+A cache object found corrupt is fetched again from the default remote when
+there is one, else the checkout stops with an IntegrityError naming the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import blake3
+
+from keel.core.data_tree import TreeEntry
+from keel.errors import IntegrityError, NotFound
+from keel.services import data_files as files_
+from keel.services.data import DataRepo, Tracked, conflict, trusted
+from keel.services.data_config import check_link_mode
+from keel.services.data_files import FileStat, os_error
+
+__all__ = ["CheckoutResult", "checkout", "unprotect"]
+
+_FORCE_HINT = "add them first (keel data add PATH) to keep them, or pass --force to discard them"
+
+
+@dataclass
+class CheckoutResult:
+    """What a checkout changed."""
+
+    written: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    modes: dict[str, int] = field(default_factory=dict)  # how written files were made: link mode -> count
+    paths: list[str] = field(default_factory=list)  # tracked paths that changed
+    missing: list[str] = field(default_factory=list)  # tracked paths whose version is not in the cache
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Plan:
+    """The work for one tracked path, decided before anything is touched."""
+
+    tracked: Tracked
+    write: list[TreeEntry] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)  # absolute paths of files to delete
+    remove_dir: str | None = None  # a folder to delete where a file goes
+    unchanged: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    known: list[tuple[str, int, int, int, str]] = field(default_factory=list)  # stat rows learned
+
+
+def checkout(
+    repo: DataRepo,
+    paths: Sequence[str | os.PathLike[str]] | None = None,
+    force: bool = False,
+    link: str | None = None,
+) -> CheckoutResult:
+    """Make the workspace match the pointer files of ``paths`` (default: all)."""
+    mode = files_.effective_mode(check_link_mode(link or repo.config.link), repo.tmp)
+    result = CheckoutResult()
+    with repo.locked():
+        plans: list[_Plan] = []
+        for tracked in repo.select(paths):
+            try:
+                plans.append(_plan(repo, tracked))
+            except NotFound:
+                result.missing.append(tracked.data_path)
+        conflicts = [c for p in plans for c in p.conflicts]
+        if conflicts and not force:
+            raise conflict(conflicts, "checkout would overwrite changes that are not in the cache", _FORCE_HINT)
+        for plan in plans:
+            if plan.known:
+                repo.state.save_stats(plan.known)
+            result.unchanged += plan.unchanged
+            if plan.write or plan.remove or plan.remove_dir:
+                _apply(repo, plan, mode, result)
+                result.paths.append(plan.tracked.data_path)
+    if result.missing:
+        raise NotFound(
+            f"not in the cache, so not checked out: {', '.join(result.missing)}",
+            "run 'keel data pull' (or 'keel data fetch') to get them from a remote",
+        )
+    return result
+
+
+def _plan(repo: DataRepo, tracked: Tracked) -> _Plan:
+    plan = _Plan(tracked)
+    pointer = tracked.pointer
+    rel = tracked.data_path
+    absolute = repo.abs(rel)
+    if pointer.is_dir:
+        tree = repo.load_tree(pointer.oid, rel)
+        wanted = {rel + "/" + e.path: e for e in tree.entries}
+    else:
+        if not repo.has(pointer.oid):
+            repo.refetch([pointer.oid], quiet=True)
+            if not repo.has(pointer.oid):
+                raise NotFound(f"{rel} is not in the cache")
+        wanted = {rel: TreeEntry(rel, pointer.oid, pointer.size)}
+    found: list[FileStat] = []
+    if os.path.isdir(absolute) and not os.path.islink(absolute):
+        found, other = files_.walk(absolute, rel)
+        if other:
+            plan.conflicts += other  # symlinks or sockets where data goes: never deleted silently
+        if not pointer.is_dir:
+            plan.remove_dir = absolute
+    elif os.path.lexists(absolute):
+        st = os.lstat(absolute)
+        if os.path.islink(absolute) or not os.path.isfile(absolute):
+            plan.conflicts.append(rel)
+        else:
+            found = [FileStat(rel, absolute, st.st_ino, st.st_size, st.st_mtime_ns)]
+            if pointer.is_dir:
+                plan.remove.append(absolute)
+    cached = repo.state.stats_under(rel)
+    present = {f.rel: f for f in found}
+    unknown: list[FileStat] = []  # files whose content must be hashed to decide
+    current: dict[str, str] = {}
+    for f in found:
+        row = cached.get(f.rel)
+        if trusted(row, f):
+            current[f.rel] = row[3]  # type: ignore[index]
+        else:
+            unknown.append(f)
+    if unknown:
+        current.update(repo.current_oids(unknown, cached))
+    for path, entry in wanted.items():
+        have = current.get(path)
+        if have == entry.oid:
+            plan.unchanged += 1
+        else:
+            plan.write.append(entry._replace(path=path))
+    replaced = {path for path in current if path not in wanted or current[path] != wanted[path].oid}
+    for path in sorted(p for p in present if p not in wanted):
+        plan.remove.append(present[path].path)
+    if replaced:
+        safe = repo.content_known({current[p] for p in replaced})
+        plan.conflicts += sorted(p for p in replaced if current[p] not in safe)
+    return plan
+
+
+def _apply(repo: DataRepo, plan: _Plan, mode: str, result: CheckoutResult) -> None:
+    rel = plan.tracked.data_path
+    try:
+        if plan.remove_dir:
+            _rmtree(plan.remove_dir)
+        for path in plan.remove:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if plan.remove:
+            _prune_empty(repo, rel, plan.remove)
+        loose = [e for e in plan.write if not e.pack]
+        packed: dict[str, list[TreeEntry]] = {}
+        for e in plan.write:
+            if e.pack:
+                packed.setdefault(e.pack, []).append(e)
+        folders: set[str] = set()
+        for e in plan.write:
+            folder = posixpath.dirname(e.path)
+            if folder and folder not in folders:
+                os.makedirs(repo.abs(folder), exist_ok=True)
+                folders.add(folder)
+        recorded: list[tuple[str, int, int, int, str]] = []
+        start = time.time_ns()
+        for e in loose:
+            recorded.append(_write_loose(repo, e, mode, result))
+        if packed:
+            jobs = list(packed.items())
+            if len(jobs) == 1:
+                recorded += _write_pack(repo, *jobs[0])
+            else:
+                with ThreadPoolExecutor(min(4, len(jobs))) as pool:
+                    for rows in pool.map(lambda job: _write_pack(repo, *job), jobs):
+                        recorded += rows
+            result.modes["copy"] = result.modes.get("copy", 0) + sum(len(v) for v in packed.values())
+        repo.state.save_stats(recorded, start)
+        if plan.remove:
+            repo.state.forget_stats([repo.rel(p) for p in plan.remove])
+    except OSError as exc:
+        raise os_error(exc, f"cannot check out {rel}") from exc
+    result.written += len(plan.write)
+    result.removed += len(plan.remove)
+
+
+def _rmtree(path: str) -> None:
+    def onerror(func: Any, target: str, _exc: Any) -> None:
+        os.chmod(os.path.dirname(target), 0o755)
+        func(target)
+
+    shutil.rmtree(path, onerror=onerror)
+
+
+def _prune_empty(repo: DataRepo, rel: str, removed: list[str]) -> None:
+    top = repo.abs(rel)
+    for folder in sorted({os.path.dirname(p) for p in removed}, key=len, reverse=True):
+        while folder.startswith(top) and folder != os.path.dirname(top):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+            folder = os.path.dirname(folder)
+
+
+def _object_ok(repo: DataRepo, oid: str) -> bool:
+    """True if cache object ``oid`` is known good (unchanged since it was verified), else
+    verify it now by hash."""
+    path = repo.cache.path(oid)
+    st = os.stat(path)
+    if repo.state.checked(oid) == (st.st_ino, st.st_size, st.st_mtime_ns):
+        return True
+    got, st = files_.hash_large(str(path), oid)
+    if got != oid:
+        return False
+    repo.state.set_checked([(oid, st.st_ino, st.st_size, st.st_mtime_ns)])
+    return True
+
+
+def _write_loose(repo: DataRepo, e: TreeEntry, mode: str, result: CheckoutResult) -> tuple[str, int, int, int, str]:
+    if not repo.has(e.oid):
+        repo.refetch([e.oid])
+    if not _object_ok(repo, e.oid) and not (repo.refetch([e.oid], quiet=True) and _object_ok(repo, e.oid)):
+        raise IntegrityError(
+            f"the cached content of {e.path} ({e.oid[:12]}) is corrupt and no remote has a good copy",
+            "restore it from a backup; 'keel data verify' lists every corrupt object",
+        )
+    tmp = files_.tmp_name(repo.tmp)
+    try:
+        used = files_.link_into(str(repo.cache.path(e.oid)), tmp, mode)
+        st = os.stat(tmp)
+        os.replace(tmp, repo.abs(e.path))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    result.modes[used] = result.modes.get(used, 0) + 1
+    return (e.path, st.st_ino, st.st_size, st.st_mtime_ns, e.oid)
+
+
+def _write_pack(repo: DataRepo, pack: str, entries: list[TreeEntry]) -> list[tuple[str, int, int, int, str]]:
+    try:
+        return _extract(repo, pack, entries)
+    except IntegrityError:
+        if not repo.refetch([pack], quiet=True):
+            raise
+        return _extract(repo, pack, entries)
+
+
+def _extract(repo: DataRepo, pack: str, entries: list[TreeEntry]) -> list[tuple[str, int, int, int, str]]:
+    rows = []
+    tmpdir = str(repo.tmp)
+    root = str(repo.root)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        src = os.open(repo.cache.path(pack), os.O_RDONLY)
+    except FileNotFoundError:
+        repo.refetch([pack])
+        src = os.open(repo.cache.path(pack), os.O_RDONLY)
+    prefix = f"{tmpdir}/{os.getpid()}-{pack[:16]}-"
+    try:
+        for i, e in enumerate(sorted(entries, key=lambda x: x.offset)):
+            data = os.pread(src, e.size, e.offset)
+            if len(data) != e.size or blake3.blake3(data).hexdigest() != e.oid:
+                raise IntegrityError(
+                    f"the cached content of {e.path} is corrupt (pack {pack[:12]})",
+                    "restore it from a remote ('keel data pull'); 'keel data verify' lists corrupt objects",
+                )
+            tmp = f"{prefix}{i}"
+            fd = os.open(tmp, flags, 0o644)
+            try:
+                os.write(fd, data)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, f"{root}/{e.path}")
+            rows.append((e.path, st.st_ino, st.st_size, st.st_mtime_ns, e.oid))
+    finally:
+        os.close(src)
+    return rows
+
+
+def unprotect(repo: DataRepo, paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Replace linked (read-only) files under tracked ``paths`` with writable copies,
+    so they can be edited in place; returns the workspace paths changed."""
+    changed: list[str] = []
+    with repo.locked():
+        for path in paths:
+            rel = repo.rel(path)
+            absolute = repo.abs(rel)
+            if not os.path.exists(absolute):
+                raise NotFound(f"{path} does not exist", "check the path ('keel data checkout' restores it)")
+            if os.path.isdir(absolute):
+                found, _ = files_.walk(absolute, rel)
+            else:
+                st = os.lstat(absolute)
+                found = [FileStat(rel, absolute, st.st_ino, st.st_size, st.st_mtime_ns)]
+            rows = []
+            cached = repo.state.stats_under(rel)
+            for f in found:
+                st = os.lstat(f.path)
+                if st.st_nlink == 1 and os.access(f.path, os.W_OK) and st.st_mode & 0o200:
+                    continue
+                tmp = files_.tmp_name(repo.tmp)
+                try:
+                    files_.copy_file(f.path, tmp)
+                    os.chmod(tmp, 0o644)
+                    new = os.stat(tmp)
+                    os.replace(tmp, f.path)
+                except OSError as exc:
+                    raise os_error(exc, f"cannot unprotect {f.rel}") from exc
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
+                row = cached.get(f.rel)
+                if row is not None and trusted(row, f):
+                    rows.append((f.rel, new.st_ino, new.st_size, new.st_mtime_ns, row[3]))
+                changed.append(f.rel)
+            if rows:
+                repo.state.save_stats(rows)
+    return changed

@@ -1,0 +1,259 @@
+"""File-system primitives of data versioning: walking, hashing, linking, atomic writes.
+
+Small files are read whole in one ``os.read`` and hashed on the calling
+thread (measured: for 1-8 KiB files a thread pool is slower, the GIL
+hand-offs cost more than the reads); large files are read in 16 MiB steps and
+hashed by BLAKE3's own threads, which run without the GIL.
+
+Symlinks are never followed or stored (see docs/data.md): :func:`walk`
+reports them, and the caller refuses them with a clear error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import stat
+import uuid
+from pathlib import Path
+from typing import NamedTuple
+
+import blake3
+
+from keel.errors import Conflict, KeelError, StoreError
+
+__all__ = [
+    "FileStat",
+    "changed_while_hashing",
+    "copy_file",
+    "ensure_gitignored",
+    "hash_large",
+    "link_into",
+    "os_error",
+    "read_small",
+    "walk",
+    "write_text_atomic",
+]
+
+READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+HASH_CHUNK = 16 << 20  # bytes hashed per step (large enough for BLAKE3 to use every core)
+FICLONE = 0x40049409  # ioctl: share the source's extents (btrfs, XFS, ...); ext4 says no
+_reflink_ok: dict[int, bool] = {}  # st_dev -> does reflink work on that file system
+
+
+class FileStat(NamedTuple):
+    """A file found by :func:`walk` (``rel`` is relative to the workspace, ``/``-separated)."""
+
+    rel: str
+    path: str
+    ino: int
+    size: int
+    mtime: int
+
+
+def os_error(exc: OSError, what: str) -> KeelError:
+    """A clear KeelError for an OS error while doing ``what``."""
+    if exc.errno == errno.ENOSPC:
+        return StoreError(f"{what}: the disk is full", "free some space and run the command again; nothing was lost")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoreError(f"{what}: permission denied ({exc.filename})", "check the file and folder permissions")
+    return StoreError(f"{what}: {exc.strerror or exc} ({exc.filename})", "check the path and the disk")
+
+
+def changed_while_hashing(rel: str) -> Conflict:
+    return Conflict(
+        f"{rel} changed while it was being hashed; nothing was recorded for it",
+        "wait until whatever writes it has finished, then run 'keel data add' again",
+    )
+
+
+def walk(folder: str, rel: str) -> tuple[list[FileStat], list[str]]:
+    """Every regular file below ``folder`` (whose workspace path is ``rel``), unsorted,
+    and the workspace paths of anything else found (symlinks, sockets, ...)."""
+    files: list[FileStat] = []
+    other: list[str] = []
+    stack = [(folder, rel)]
+    append = files.append
+    while stack:
+        path, prefix = stack.pop()
+        try:
+            entries = os.scandir(path)
+        except OSError as exc:
+            raise os_error(exc, f"cannot list {prefix}") from exc
+        with entries:
+            for entry in entries:
+                name = prefix + "/" + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, name))
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    append(FileStat(name, entry.path, st.st_ino, st.st_size, st.st_mtime_ns))
+                else:
+                    other.append(name)
+    return files, other
+
+
+def read_small(f: FileStat) -> bytes:
+    """The whole content of a small file; Conflict if it is not the file :func:`walk` saw."""
+    try:
+        fd = os.open(f.path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise changed_while_hashing(f.rel) from None
+    try:
+        data = os.read(fd, f.size + 1)
+        if len(data) == f.size + 1:  # grew since the walk
+            raise changed_while_hashing(f.rel)
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if st.st_size != len(data) or st.st_mtime_ns != f.mtime or st.st_ino != f.ino:
+        raise changed_while_hashing(f.rel)
+    return data
+
+
+def hash_large(path: str, rel: str, before: os.stat_result | FileStat | None = None) -> tuple[str, os.stat_result]:
+    """Hash a (large) file in 16 MiB steps with BLAKE3's threads (they run without the GIL);
+    Conflict if the file changed meanwhile. Returns ``(oid, stat)``.
+
+    Reads go into one reused buffer, not a memory map: mapped pages would count in
+    the process's resident memory (a 1 GiB file would make a 1 GiB process)."""
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    buffer = bytearray(HASH_CHUNK)
+    view = memoryview(buffer)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise changed_while_hashing(rel) from None
+    except OSError as exc:
+        raise os_error(exc, f"cannot read {rel}") from exc
+    try:
+        st0 = os.fstat(fd)
+        with os.fdopen(fd, "rb", buffering=0, closefd=False) as fh:
+            while n := fh.readinto(buffer):
+                hasher.update(view[:n])
+        st1 = os.fstat(fd)
+    except OSError as exc:
+        raise os_error(exc, f"cannot read {rel}") from exc
+    finally:
+        os.close(fd)
+    if before is not None:
+        b_ino = before.st_ino if isinstance(before, os.stat_result) else before.ino
+        b_size = before.st_size if isinstance(before, os.stat_result) else before.size
+        b_mtime = before.st_mtime_ns if isinstance(before, os.stat_result) else before.mtime
+        if (st0.st_ino, st0.st_size, st0.st_mtime_ns) != (b_ino, b_size, b_mtime):
+            raise changed_while_hashing(rel)
+    if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns) or os.stat(path).st_ino != st0.st_ino:
+        raise changed_while_hashing(rel)
+    return hasher.hexdigest(), st1
+
+
+def copy_file(src: str, dst: str) -> None:
+    """Copy ``src`` to the new file ``dst`` (in-kernel: ``copy_file_range``/``sendfile``)."""
+    shutil.copyfile(src, dst)
+
+
+def _reflink(src: str, dst: str) -> bool:
+    src_fd = os.open(src, os.O_RDONLY)
+    try:
+        dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fcntl.ioctl(dst_fd, FICLONE, src_fd)
+        except OSError:
+            os.close(dst_fd)
+            os.unlink(dst)
+            return False
+        os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+    return True
+
+
+def reflink_works(folder: Path) -> bool:
+    """True if files in ``folder`` can be reflinked (probed once per file system)."""
+    dev = os.stat(folder).st_dev
+    if dev not in _reflink_ok:
+        probe = tmp_name(folder, ".probe")
+        try:
+            with open(probe, "wb") as fh:
+                fh.write(b"keel reflink probe")
+            _reflink_ok[dev] = _reflink(probe, probe + "2")
+        except OSError:
+            _reflink_ok[dev] = False
+        finally:
+            for name in (probe, probe + "2"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
+    return _reflink_ok[dev]
+
+
+def effective_mode(mode: str, folder: Path) -> str:
+    """What link mode ``mode`` means here: ``auto`` is a reflink where the file system has
+    them, else a hard link, except as root (root can write to read-only files, so a
+    hard-linked file would not protect the cache), where it is a copy."""
+    if mode != "auto":
+        return mode
+    if reflink_works(folder):
+        return "reflink"
+    return "copy" if os.geteuid() == 0 else "hardlink"
+
+
+def link_into(src: str, dst: str, mode: str) -> str:
+    """Make the new file ``dst`` have ``src``'s content by ``mode`` (``reflink``,
+    ``hardlink`` or ``copy``; a link that the file system refuses becomes a copy);
+    returns the mode used."""
+    if mode == "reflink" and _reflink(src, dst):
+        return "reflink"
+    if mode == "hardlink":
+        try:
+            os.link(src, dst)
+            return "hardlink"
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+    copy_file(src, dst)
+    return "copy"
+
+
+def tmp_name(folder: Path, hint: str = "") -> str:
+    """A fresh temporary file name in ``folder``."""
+    return str(folder / f"{uuid.uuid4().hex}{hint}")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (temp file in the same folder, then rename)."""
+    tmp = path.with_name(f".{path.name}.keel-tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise os_error(exc, f"cannot write {path}") from exc
+
+
+def _gitignore_pattern(name: str) -> str:
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in name)
+    if escaped[:1] in ("#", "!"):
+        escaped = "\\" + escaped
+    if escaped.endswith(" "):
+        escaped = escaped[:-1] + "\\ "
+    return "/" + escaped
+
+
+def ensure_gitignored(folder: Path, name: str) -> bool:
+    """Add ``/name`` to ``folder/.gitignore`` unless it is there; True if added."""
+    path = folder / ".gitignore"
+    pattern = _gitignore_pattern(name)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        text = ""
+    lines = text.splitlines()
+    if pattern in lines or pattern + "/" in lines:
+        return False
+    new = text + ("" if not text or text.endswith("\n") else "\n") + pattern + "\n"
+    write_text_atomic(path, new)
+    return True

@@ -1,0 +1,472 @@
+"""Recorded LLM calls: write recordings, find them again, export and import cassettes.
+
+A recording is two things:
+
+- an entry of a **pack** object in the object store (content-addressed
+  canonical JSON): every batch the SDK's background writer hands over is
+  written as one pack, so recording costs one object per batch, not one
+  file per call (a local object write costs ~0.4 ms)::
+
+      {"format": "keel.llm_pack/1", "calls": [
+          {"endpoint": ..., "request": {...}, "response": {...},
+           "response_type": "openai.types.chat.chat_completion:ChatCompletion",
+           "chunks": [...], "chunk_type": ...},      # chunks: streamed calls only
+          ...]}
+
+- a **row** in ``llm_calls``: request hash -> (pack oid, entry ``part``), with the model,
+  latency, tokens, cost, ``system_fingerprint``, the run it was made in (or
+  the imported cassette's name) and its context (prompt version,
+  ``rag_index_version``, ``api_version``, user metadata).
+
+A **cassette** is a set of recordings: those of one run (lineage entity
+``cassette:<run_id>``) or an imported file (``cassette:<name>@<version>``,
+the version being the file's content hash). The file format (JSONL) is a
+header line ``{"keel_cassette": 1, ...}`` then one call per line: the row's
+fields plus ``request``, ``response``, ``response_type`` and, for streams,
+``chunks`` and ``chunk_type``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keel.core.entities import EntityRef, now_ms
+from keel.core.hashing import hash_bytes
+from keel.core.llm import (
+    DEFAULT_PRICES,
+    assemble_chat_stream,
+    call_cost,
+    encode_normalized,
+    hash_request,
+    normalize,
+    request_diff,
+    request_similarity,
+    usage_tokens,
+)
+from keel.core.names import check_name
+from keel.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
+from keel.meta.llm import CallRow, RawLlmCalls
+from keel.services.tracking import TrackingService
+from keel.services.workspace import Store
+
+__all__ = [
+    "CASSETTE_KIND",
+    "FORMAT",
+    "CallBatch",
+    "CallRow",
+    "Cassette",
+    "Closest",
+    "LlmService",
+    "PendingCall",
+    "StoredCall",
+    "cassette_entity",
+]
+
+FORMAT = "keel.llm_pack/1"
+_PACK_CACHE = 64  # parsed packs kept in memory
+CASSETTE_KIND = "cassette"
+_CLOSEST_CANDIDATES = 200
+_KNOWN_OIDS = 100_000  # object ids known to be stored: skip the existence check
+
+
+@dataclass
+class PendingCall:
+    """A call made and not yet written: what the SDK hands over (cheap to build)."""
+
+    endpoint: str
+    request: dict[str, Any]  # normalized (keel.core.llm.normalize): a snapshot
+    response: Any  # the response object (anything with model_dump) or JSON data
+    latency_ms: float | None
+    created_at: int
+    run_id: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    response_type: str | None = None
+    chunks: list[Any] | None = None  # a stream's chunks/events, as received
+    chunk_type: str | None = None
+    request_hash: str | None = None
+    prices: Mapping[str, tuple[float, float]] | None = None
+
+
+@dataclass
+class CallBatch:
+    """Calls queued on the SDK's background writer (``BatchWriter(new_batch=CallBatch)``)."""
+
+    calls: list[PendingCall] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+
+@dataclass(frozen=True)
+class StoredCall:
+    """A recording: its index row and its content (request, response, chunks)."""
+
+    row: CallRow
+    content: dict[str, Any]
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The request's keyword arguments, as recorded."""
+        return dict(self.content.get("request") or {})
+
+    @property
+    def response(self) -> Any:
+        """The response as data (``model_dump()``)."""
+        return self.content.get("response")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row's fields plus the content (the JSONL cassette line)."""
+        out = self.row.to_dict()
+        out.pop("oid", None)
+        out.pop("part", None)
+        for key in ("request", "response", "response_type", "chunks", "chunk_type"):
+            if self.content.get(key) is not None:
+                out[key] = self.content[key]
+        return out
+
+
+@dataclass(frozen=True)
+class Closest:
+    """The recorded request most like one that was not found, and how they differ."""
+
+    request_hash: str
+    model: str
+    source: str
+    similarity: float
+    differences: list[str]
+
+
+@dataclass(frozen=True)
+class Cassette:
+    """An imported cassette file."""
+
+    name: str
+    version: str
+    calls: int
+    created: bool
+
+    @property
+    def entity(self) -> EntityRef:
+        """The lineage reference ``cassette:NAME@VERSION``."""
+        return EntityRef(CASSETTE_KIND, self.name, self.version)
+
+
+def cassette_entity(row: CallRow) -> EntityRef:
+    """The cassette a recording belongs to: ``cassette:<run_id>`` or ``cassette:<name>@<version>``."""
+    if row.run_id:
+        return EntityRef(CASSETTE_KIND, row.run_id)
+    return EntityRef(CASSETTE_KIND, row.cassette, str(row.context.get("cassette_version", "")))
+
+
+def _assembled(call: PendingCall, chunks: list[Any]) -> Any:
+    if call.endpoint == "chat.completions":
+        return assemble_chat_stream(chunks)
+    for chunk in reversed(chunks):  # responses: the final event carries the whole response
+        if isinstance(chunk, Mapping) and isinstance(chunk.get("response"), Mapping):
+            return chunk["response"]
+    return chunks[-1] if chunks else None
+
+
+class LlmService:
+    """Recordings of one store: write, look up, list, export and import."""
+
+    def __init__(self, store: Store, tracking: TrackingService) -> None:
+        self.store = store
+        self.objects = store.objects
+        self.tracking = tracking
+        self.repo = RawLlmCalls(store.db)
+        self._known: dict[str, None] = {}
+        self._known_lock = threading.Lock()
+        self._packs: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+
+    # -- writing ---------------------------------------------------------------
+    def _put(self, data: bytes) -> str:
+        oid = hash_bytes(data)
+        if oid in self._known:
+            return oid
+        self.objects.put_bytes(data)
+        with self._known_lock:
+            if len(self._known) >= _KNOWN_OIDS:
+                self._known.clear()
+            self._known[oid] = None
+        return oid
+
+    def content_of(self, call: PendingCall) -> dict[str, Any]:
+        """A call's entry in its pack (see the module docstring)."""
+        content: dict[str, Any] = {"endpoint": call.endpoint, "request": call.request}
+        if call.chunks is not None:
+            chunks = [normalize(c) for c in call.chunks]
+            content["chunks"] = chunks
+            content["chunk_type"] = call.chunk_type
+            content["response"] = _assembled(call, chunks) if call.response is None else normalize(call.response)
+        else:
+            content["response"] = normalize(call.response)
+        content["response_type"] = call.response_type
+        return content
+
+    def write_batch(self, batch: CallBatch) -> None:
+        """Write a batch queued by the SDK (see :meth:`write`)."""
+        self.write(batch.calls)
+
+    def write(self, calls: Iterable[PendingCall]) -> list[str]:
+        """Store calls: one pack object, then one transaction of index rows; their request hashes."""
+        contents: list[dict[str, Any]] = []
+        rows: list[list[Any]] = []
+        for call in calls:
+            content = self.content_of(call)
+            digest = call.request_hash or hash_request(call.endpoint, call.request)
+            response = content["response"] if isinstance(content["response"], Mapping) else {}
+            model = str(call.request.get("model") or response.get("model") or "")
+            tokens_in, tokens_out = usage_tokens(response)
+            cost = call_cost(model, tokens_in, tokens_out, call.prices if call.prices is not None else DEFAULT_PRICES)
+            fingerprint = response.get("system_fingerprint")
+            rows.append(
+                [
+                    digest,
+                    call.endpoint,
+                    model[:200],
+                    "",  # the pack's oid, known once every call is in
+                    len(contents),
+                    call.run_id,
+                    "",
+                    call.created_at,
+                    call.latency_ms,
+                    tokens_in,
+                    tokens_out,
+                    cost,
+                    str(fingerprint)[:200] if fingerprint else None,
+                    call.chunks is not None,
+                    json.dumps(normalize(call.context), sort_keys=True),
+                ]
+            )
+            contents.append(content)
+        if not contents:
+            return []
+        oid = self._put_pack(contents)
+        for row in rows:
+            row[3] = oid
+        self.repo.insert([tuple(row) for row in rows])
+        return [row[0] for row in rows]
+
+    def _put_pack(self, contents: list[dict[str, Any]]) -> str:
+        # Every part is normalized data (see content_of and import_): the fast encoder gives canonical JSON.
+        oid = self._put(encode_normalized({"format": FORMAT, "calls": contents}))
+        self._remember(oid, contents)
+        return oid
+
+    def _remember(self, oid: str, contents: list[dict[str, Any]]) -> None:
+        with self._known_lock:
+            self._packs[oid] = contents
+            self._packs.move_to_end(oid)
+            while len(self._packs) > _PACK_CACHE:
+                self._packs.popitem(last=False)
+
+    # -- reading ---------------------------------------------------------------
+    def pack(self, oid: str) -> list[dict[str, Any]]:
+        """The calls of a pack object (hash-verified when read; the last packs are kept parsed)."""
+        contents = self._packs.get(oid)
+        if contents is None:
+            data = json.loads(self.objects.get_bytes(oid))
+            if not isinstance(data, dict) or data.get("format") != FORMAT:
+                raise IntegrityError(f"object {oid} is not a pack of recorded LLM calls", "check the llm_calls index")
+            contents = list(data["calls"])
+            self._remember(oid, contents)
+        return contents
+
+    def read(self, row: CallRow) -> StoredCall:
+        """A recording's content."""
+        contents = self.pack(row.oid)
+        if not 0 <= row.part < len(contents):
+            raise IntegrityError(f"pack {row.oid} has no entry {row.part}", "check the llm_calls index")
+        return StoredCall(row, contents[row.part])
+
+    def latest(self, request_hash: str) -> CallRow | None:
+        """The newest recording of a request hash, anywhere in the store."""
+        return self.repo.latest(request_hash)
+
+    def resolve_scope(self, scope: str) -> tuple[str, str]:
+        """``("cassette", name)`` for an imported cassette's name, else ``("run", run_id)``."""
+        if self.repo.of_cassette(scope, limit=1):
+            return "cassette", scope
+        try:
+            return "run", self.tracking.resolve_run_id(scope)
+        except NotFound:
+            raise NotFound(
+                f"no run or imported cassette {scope!r} has recorded LLM calls",
+                "give a run id (or prefix) or a name from 'keel llm calls'",
+            ) from None
+
+    def scope_rows(self, scope: str) -> list[CallRow]:
+        """Every recording of a run or an imported cassette, oldest first."""
+        kind, name = self.resolve_scope(scope)
+        return self.repo.of_cassette(name) if kind == "cassette" else self.repo.of_run(name)
+
+    def calls(self, run: str | None = None, cassette: str | None = None, limit: int | None = 1000) -> list[CallRow]:
+        """Recorded calls of a run, of an imported cassette, or (neither) the newest of the store."""
+        if run is not None:
+            return self.repo.of_run(self.tracking.resolve_run_id(run), limit)
+        if cassette is not None:
+            return self.repo.of_cassette(cassette, limit)
+        return self.repo.recent(limit)
+
+    def get(self, request_hash: str) -> StoredCall:
+        """The newest recording of a request hash (or unique prefix of one)."""
+        prefix = request_hash.strip().lower()
+        if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
+            raise InvalidInput(f"invalid request hash {request_hash!r}", "give at least 4 hex digits of a hash")
+        rows = self.repo.by_prefix(prefix, limit=50)
+        if not rows:
+            raise NotFound(f"no recorded LLM call with request hash {prefix}", "list them with 'keel llm calls'")
+        if len({r.request_hash for r in rows}) > 1:
+            raise InvalidInput(f"request hash prefix {prefix} is ambiguous", "give more digits")
+        return self.read(rows[0])
+
+    def closest(
+        self, endpoint: str, request: Mapping[str, Any], rows: Iterable[CallRow] | None = None
+    ) -> Closest | None:
+        """The recorded request most like ``request`` (same endpoint; same model first).
+
+        ``rows`` limits the search to a replay scope; otherwise the store's newest recordings."""
+        model = request.get("model")
+        if rows is not None:
+            pool = [r for r in rows if r.endpoint == endpoint]
+            same = [r for r in pool if r.model == model]
+            candidates = (same or pool)[-_CLOSEST_CANDIDATES:]
+        else:
+            candidates = self.repo.candidates(endpoint, str(model) if model else None, _CLOSEST_CANDIDATES)
+            if not candidates:
+                candidates = self.repo.candidates(endpoint, None, _CLOSEST_CANDIDATES)
+        best: tuple[float, CallRow, dict[str, Any]] | None = None
+        seen: set[str] = set()
+        for row in candidates:
+            if row.request_hash in seen:
+                continue
+            seen.add(row.request_hash)
+            try:
+                recorded = self.read(row).request
+            except Exception:  # noqa: BLE001 - a missing object only makes it a worse candidate
+                continue
+            score = request_similarity(request, recorded)
+            if best is None or score > best[0]:
+                best = (score, row, recorded)
+        if best is None:
+            return None
+        score, row, recorded = best
+        return Closest(row.request_hash, row.model, row.source, score, request_diff(request, recorded))
+
+    # -- cassette files ----------------------------------------------------------
+    def export(self, path: str | os.PathLike[str], run: str | None = None, cassette: str | None = None) -> int:
+        """Write recordings (one run's, one imported cassette's, or all) to a JSONL cassette file."""
+        if run is not None:
+            rows = self.repo.of_run(self.tracking.resolve_run_id(run))
+            source = {"run_id": rows[0].run_id if rows else run}
+        elif cassette is not None:
+            rows = self.repo.of_cassette(cassette)
+            source = {"cassette": cassette}
+        else:
+            rows = list(reversed(self.repo.recent()))
+            source = {}
+        if not rows:
+            raise NotFound("no recorded LLM calls to export", "record some first, or check the run / cassette name")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.keel-tmp-{os.getpid()}")
+        try:
+            with open(tmp, "w", encoding="utf-8") as out:
+                header = {"keel_cassette": 1, "calls": len(rows), "exported_at": now_ms(), **source}
+                out.write(json.dumps(header, sort_keys=True) + "\n")
+                for row in rows:
+                    out.write(json.dumps(self.read(row).to_dict(), sort_keys=True, ensure_ascii=False) + "\n")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return len(rows)
+
+    def import_(self, path: str | os.PathLike[str], name: str | None = None) -> Cassette:
+        """Load a JSONL cassette file as cassette ``name`` (default: the file's stem).
+
+        Importing the same file again is a no-op; another file under a name in use is refused."""
+        source = Path(path)
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            raise NotFound(f"cannot read cassette file {source}: {exc.strerror}", "check the path") from None
+        name = check_name(name or source.stem, "cassette name")
+        version = hash_bytes(data)[:16]
+        lines = data.decode("utf-8").splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else {}
+        except ValueError:
+            header = {}
+        if not isinstance(header, dict) or header.get("keel_cassette") != 1:
+            raise InvalidInput(
+                f"{source} is not a keel cassette file (no keel_cassette header line)",
+                "create one with 'keel llm export --run RUN --to FILE'",
+            )
+        existing = self.repo.of_cassette(name, limit=1)
+        if existing:
+            if existing[0].context.get("cassette_version") == version:
+                return Cassette(name, version, len(self.repo.of_cassette(name)), False)
+            raise AlreadyExists(
+                f"cassette {name!r} exists already with other content", "import it under another name (--name)"
+            )
+        rows: list[list[Any]] = []
+        contents: list[dict[str, Any]] = []
+        for number, line in enumerate(lines[1:], start=2):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                endpoint = str(item["endpoint"])
+                request = dict(item["request"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InvalidInput(f"{source} line {number} is not a recorded call: {exc}", "re-export it") from None
+            item = normalize(item)  # parsed JSON may hold NaN / Infinity
+            content: dict[str, Any] = {"endpoint": endpoint, "request": normalize(request)}
+            if item.get("chunks") is not None:
+                content["chunks"] = item["chunks"]
+                content["chunk_type"] = item.get("chunk_type")
+            content["response"] = item.get("response")
+            content["response_type"] = item.get("response_type")
+            context = dict(item.get("context") or {})
+            context["cassette_version"] = version
+            if item.get("run_id"):
+                context["source_run"] = item["run_id"]
+            rows.append(
+                [
+                    hash_request(endpoint, request),
+                    endpoint,
+                    str(item.get("model") or request.get("model") or "")[:200],
+                    "",
+                    len(contents),
+                    None,
+                    name,
+                    int(item.get("created_at") or now_ms()),
+                    item.get("latency_ms"),
+                    item.get("input_tokens"),
+                    item.get("output_tokens"),
+                    item.get("cost"),
+                    item.get("system_fingerprint"),
+                    bool(item.get("streamed")),
+                    json.dumps(context, sort_keys=True),
+                ]
+            )
+            contents.append(content)
+        if not rows:
+            raise InvalidInput(f"{source} holds no recorded calls", "export a run that recorded calls")
+        oid = self._put_pack(contents)
+        for row in rows:
+            row[3] = oid
+        self.repo.insert([tuple(row) for row in rows])
+        return Cassette(name, version, len(rows), True)
+
+    def cassettes(self) -> list[tuple[str, int]]:
+        """Imported cassettes with their call counts."""
+        return self.repo.cassettes()
