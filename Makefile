@@ -57,6 +57,7 @@ bench: $(VENV)/.installed-dev $(BENCH_MLFLOW)/.installed $(BENCH_DVC)/.installed
 	$(PY) bench/conversations.py
 	$(PY) bench/data.py --dvc-python $(BENCH_DVC)/bin/python
 	$(PY) bench/llm.py
+	$(PY) bench/eval.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_MLFLOW) $(BENCH_DVC) .test-servers

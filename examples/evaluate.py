@@ -56,10 +56,10 @@ def main() -> None:
     # A small eval set, tracked with keel data (its version is recorded in every run).
     rng = random.Random(7)
     Path("data").mkdir(exist_ok=True)
-    rows = []
-    for i in range(80):
-        a, b = rng.randint(2, 99), rng.randint(2, 99)
-        rows.append({"id": f"q{i:02d}", "question": f"What is {a} + {b}?", "answer": str(a + b)})
+    pairs = rng.sample([(a, b) for a in range(2, 100) for b in range(2, 100)], 80)
+    rows = [
+        {"id": f"q{i:02d}", "question": f"What is {a} + {b}?", "answer": str(a + b)} for i, (a, b) in enumerate(pairs)
+    ]
     Path("data/eval_set.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     print("$ keel data add data/eval_set.jsonl")
     sys.stdout.flush()

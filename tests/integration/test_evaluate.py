@@ -98,6 +98,14 @@ def test_three_configurations_compare_and_reproduce_identically(server, dataset,
     assert keel.Client().get_run(report.new_run_id).tags["keel.reproduces"] == runs[2].run_id
 
 
+def test_repeated_requests_in_auto_mode_still_reproduce(server, tmp_path, prompts):
+    rows = [{"id": f"r{i}", "question": "What is 2 + 2?", "answer": "4"} for i in range(12)]
+    result = keel.evaluate(rows, "calc@1.0.0", "gpt-4", _client(server), [keel.scorers.exact_match("answer")])
+    server.stop()
+    report = keel.reproduce(result.run_id)
+    assert report.identical, report.differences
+
+
 def test_reproduce_reports_changed_data_exactly(server, dataset, prompts):
     result = keel.evaluate(str(dataset), "calc@1.0.0", "gpt-4", _client(server), [keel.scorers.exact_match("answer")])
     rows = [json.loads(line) for line in dataset.read_text().splitlines()]

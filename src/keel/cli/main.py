@@ -331,6 +331,8 @@ def _print_statistics(stats: Any) -> None:
     rows = [[m, *(stats.cell(stats.result(a.key, m)) for a in stats.arms)] for m in stats.metrics]
     table(["metric", *head], rows, title="mean [95% CI]  delta vs baseline  (* significant, Holm-corrected)")
     out = console()
+    for note in stats.power_notes():
+        out.print(note, highlight=False, markup=False)
     if stats.pareto:
         out.print("Pareto front: " + ", ".join(stats.label(k) for k in stats.pareto), highlight=False, markup=False)
     for line in stats.verdict:

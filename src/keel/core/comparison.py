@@ -161,6 +161,22 @@ class Comparison:
                 text += " *"
         return text
 
+    def power_notes(self) -> list[str]:
+        """Per compared run: the test, the sample size and the smallest detectable difference."""
+        out = []
+        for arm in self.arms:
+            if arm.key == self.baseline:
+                continue
+            tested = [r for r in self.results if r.arm == arm.key and r.method]
+            if tested:
+                first = tested[0]
+                mde = ", ".join(f"{r.metric} {r.mde:.2g}" for r in tested if r.mde is not None and math.isfinite(r.mde))
+                out.append(
+                    f"{arm.label}: {first.method}, n={first.n}; smallest difference detectable with 80% power: "
+                    f"{mde or 'unknown'}"
+                )
+        return out
+
     def to_markdown(self) -> str:
         """A Markdown report: the table, the Pareto front and the verdict."""
         head = ["metric", *(f"{a.label}{' (baseline)' if a.key == self.baseline else ''}" for a in self.arms)]
@@ -172,6 +188,7 @@ class Comparison:
         lines.append(
             f"Mean [95% CI]  delta vs baseline; * = significant at alpha={self.alpha} after Holm's correction."
         )
+        lines.extend(f"{line}." for line in self.power_notes())
         if self.pareto:
             lines.append("")
             lines.append("Pareto front (" + ", ".join(f"{k} {v}" for k, v in self.objectives.items()) + "): ")

@@ -239,6 +239,7 @@ def evaluate(
     with start_run(project=project, name=run_name, tags=run_tags) as run:
         run.log_params(run_params)
         _record_inputs(run, dataset, data, model_name)
+        _record_kb(run, rag_index_version)
         token = current_client.set(wrapped)
         try:
             results = _run_samples(
@@ -271,6 +272,15 @@ def _record_inputs(run: Any, dataset: Mapping[str, Any], data: Any, model_name: 
         run.log_input(EntityRef("dataset", str(path or "inline"), dataset["hash"]), role="eval")
     run.log_input(EntityRef("llm", model_name, ""), role="model")
     del data
+
+
+def _record_kb(run: Any, rag_index_version: str | None) -> None:
+    """``rag_index_version="support-docs@v2"`` names a keel knowledge-base version: a run input."""
+    from keel.core.entities import EntityRef
+
+    if rag_index_version and "@" in rag_index_version:
+        name, _, version = rag_index_version.partition("@")
+        run.log_input(EntityRef("kb", name, version), role="retrieval")
 
 
 @dataclass

@@ -43,7 +43,8 @@ class ReproduceReport:
 
     @property
     def identical(self) -> bool:
-        """True when every sample's output and score and every quality metric match."""
+        """True when every sample's output, error and score and every quality metric match
+        (latency, cost and token metrics are reported in ``notes``)."""
         return not self.differences
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,7 +149,11 @@ def reproduce(
     )
     original = client_api.table(record.run_id, "samples").to_dicts()
     differences.extend(_sample_differences(original, result.samples.to_dicts(), {scorer_name(s) for s in rebuilt}))
-    differences.extend(_metric_differences(record.metrics, result.metrics, {scorer_name(s) for s in rebuilt}, live))
+    metric_diffs, metric_notes = _metric_differences(
+        record.metrics, result.metrics, {scorer_name(s) for s in rebuilt}, live
+    )
+    differences.extend(metric_diffs)
+    notes.extend(metric_notes)
     return ReproduceReport(record.run_id, result.run_id, live, differences, notes)
 
 
@@ -173,17 +178,22 @@ def _sample_differences(old: list[dict[str, Any]], new: list[dict[str, Any]], sc
     return out
 
 
-def _metric_differences(old: dict[str, float], new: dict[str, float], scores: set[str], live: bool) -> list[str]:
-    out = []
+def _metric_differences(
+    old: dict[str, float], new: dict[str, float], scores: set[str], live: bool
+) -> tuple[list[str], list[str]]:
+    """``(differences, notes)``: quality metrics must match; operational ones (latency, cost,
+    tokens) are only noted, since a request asked twice may replay another recording's latency."""
+    differences, notes = [], []
     for key, value in old.items():
-        if live and any(word in key for word in _OPERATIONAL):
+        if key not in new or _same(value, new[key]):
             continue
-        if key.split("_ci_")[0].split(".")[0] not in scores and key not in ("samples", "failed_samples"):
-            if not any(word in key for word in _OPERATIONAL):
-                continue
-        if key in new and not _same(value, new[key]):
-            out.append(f"metric {key}: {value:.6g} -> {new[key]:.6g}")
-    return out
+        line = f"metric {key}: {value:.6g} -> {new[key]:.6g}"
+        if any(word in key for word in _OPERATIONAL):
+            if not live:
+                notes.append(line)
+        elif key.split("_ci_")[0].split(".")[0] in scores or key in ("samples", "failed_samples"):
+            differences.append(line)
+    return differences, notes
 
 
 def _same(a: Any, b: Any) -> bool:
