@@ -58,6 +58,8 @@ bench: $(VENV)/.installed-dev $(BENCH_MLFLOW)/.installed $(BENCH_DVC)/.installed
 	$(PY) bench/data.py --dvc-python $(BENCH_DVC)/bin/python
 	$(PY) bench/llm.py
 	$(PY) bench/eval.py
+	$(PY) bench/config.py
+	$(PY) bench/flags.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_MLFLOW) $(BENCH_DVC) .test-servers

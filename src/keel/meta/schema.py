@@ -42,10 +42,15 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "ab_experiments",
+    "ab_exposures",
+    "ab_outcomes",
     "artifacts",
+    "config_snapshots",
     "conversation_feedback",
     "conversations",
     "dataset_versions",
+    "flag_sets",
     "kb_embeddings",
     "kb_staged",
     "kb_versions",
@@ -482,4 +487,79 @@ llm_calls = Table(
         postgresql_where=text("run_id IS NOT NULL"),
     ),
     Index("ix_llm_calls_cassette", "cassette", "id"),
+)
+
+# -- configuration snapshots -------------------------------------------------------------
+# A resolved, redacted configuration as loaded for one environment: its canonical JSON is
+# the object ``hash`` (stored once); one row per (hash, env). Runs that used it have the
+# lineage input ``config:<env>@<hash[:12]>``.
+config_snapshots = Table(
+    "config_snapshots",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("hash", String(64), nullable=False),
+    Column("env", String(200), nullable=False),
+    Column("sources", Text, nullable=False, server_default="[]"),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("hash", "env", name="uq_config_snapshots_hash_env"),
+    Index("ix_config_snapshots_env", "env", "created_at"),
+)
+
+# -- feature flags and A/B tests ----------------------------------------------------------
+# A flag set is versioned per environment: every change stores the whole set (JSON) as the
+# next version; the flag's move is appended to the reflog (kind "flag", name = flag key,
+# ref = env, old/new = flag-set versions) with who and why.
+flag_sets = Table(
+    "flag_sets",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("env", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("flags", Text, nullable=False),
+    Column("author", String(200), nullable=False, server_default=""),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("env", "version", name="uq_flag_sets_env_version"),
+)
+
+# An experiment's definition (JSON) and lifecycle; status moves go to the reflog (kind
+# "experiment", ref "status"). Exposures: one row per (experiment, unit), with the variant
+# and the versions it resolved to. Outcomes: logged values per unit and metric.
+ab_experiments = Table(
+    "ab_experiments",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("definition", Text, nullable=False),
+    Column("status", String(20), nullable=False, server_default="draft"),
+    Column("resolved", Text, nullable=False, server_default="{}"),
+    Column("author", String(200), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("started_at", BigInteger),
+    Column("stopped_at", BigInteger),
+)
+
+ab_exposures = Table(
+    "ab_exposures",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("experiment", String(200), nullable=False),
+    Column("unit", String(200), nullable=False),
+    Column("variant", String(200), nullable=False),
+    Column("resolved", Text, nullable=False, server_default="{}"),
+    Column("run_id", String(32)),
+    Column("at", BigInteger, nullable=False),
+    UniqueConstraint("experiment", "unit", name="uq_ab_exposures_unit"),
+)
+
+ab_outcomes = Table(
+    "ab_outcomes",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("experiment", String(200), nullable=False),
+    Column("unit", String(200), nullable=False),
+    Column("metric", String(200), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Index("ix_ab_outcomes_exp_metric", "experiment", "metric"),
 )

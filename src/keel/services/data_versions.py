@@ -174,8 +174,9 @@ def versions_of(store: Store, path: str | None) -> list[DatasetVersion]:
 def protected_oids(store: Store) -> tuple[set[str], set[str]]:
     """What gc must keep whatever the pointers say: ``(objects, data versions)``.
 
-    ``objects``: run artifacts, and any object id a registered model version's
-    source names. ``data versions``: oids (files or trees) of datasets some run used.
+    ``objects``: run artifacts, any object id a registered model version's
+    source names, and recorded configuration snapshots. ``data versions``:
+    oids (files or trees) of datasets some run used.
     """
     from sqlalchemy import inspect, select
 
@@ -193,6 +194,10 @@ def protected_oids(store: Store) -> tuple[set[str], set[str]]:
 
             for (source,) in conn.execute(select(model_versions.c.source)).all():
                 objects.update(_OID_RE.findall(source or ""))
+        if inspect(conn).has_table("config_snapshots"):
+            from keel.meta.schema import config_snapshots
+
+            objects.update(conn.execute(select(config_snapshots.c.hash)).scalars())
     return objects, {v for v in versions if v}
 
 

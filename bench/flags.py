@@ -1,0 +1,107 @@
+"""Feature-flag evaluation and A/B assignment throughput, single process.
+
+    .venv/bin/python bench/flags.py [--quick] [--n N]
+
+Figures (one process, one thread, a fresh workspace in a temporary folder;
+median of 3 passes over ``n`` distinct user ids, each id evaluated 5 times):
+
+- ``is_enabled (rollout)``: ``client.is_enabled("flag", user_id=uid)`` for a
+  boolean flag with a 25% rollout. Target >= 1,000,000 evaluations/s.
+- ``is_enabled (rules + rollout)``: the same flag with two targeting rules
+  (an ``in`` and a ``semver_gte``) in front of the rollout.
+- ``variant (distribution)``: ``client.variant("reranker", user_id=uid)``
+  for a three-way distribution.
+- ``is_enabled, log_exposures``: ``is_enabled`` inside an active run with
+  exposures on (recorded once per run; the check per call remains).
+- ``ab.assign``: ``keel.ab.assign("exp", user_id=uid)`` for a running 50/50
+  experiment, exposures queued (first exposure of each unit) and written in the
+  background. Target >= 1,000,000 assignments/s.
+
+Benchmarks assert nothing; they print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+TARGET = 1_000_000
+
+
+def _rate(fn: Callable[[str], Any], ids: list[str], repeat: int = 5, passes: int = 3) -> float:
+    """Median calls/s over ``passes`` passes of ``repeat`` x ``ids``."""
+    work = ids * repeat
+    rates = []
+    for _ in range(passes):
+        start = time.perf_counter()
+        for uid in work:
+            fn(uid)
+        rates.append(len(work) / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer ids")
+    parser.add_argument("--n", type=int, default=200_000, help="distinct user ids")
+    args = parser.parse_args()
+    n = 20_000 if args.quick else args.n
+
+    folder = tempfile.mkdtemp(prefix="keel-bench-flags-")
+    os.chdir(folder)
+    import keel
+    from keel.sdk import ab, flags
+    from keel.sdk.workspace import init_workspace
+
+    init_workspace(folder)
+    flags.set("new_prompt", rollout=25, reason="bench")
+    flags.set(
+        "new_prompt_rules",
+        {
+            "rollout": 25,
+            "rules": [
+                {"if": {"country": {"in": ["DE", "FR"]}}, "serve": True},
+                {"if": {"app_version": {"semver_gte": "9.0.0"}}, "serve": False},
+            ],
+        },
+    )
+    flags.set(
+        "reranker", {"variants": {"off": None, "a": "a", "b": "b"}, "distribution": {"off": 50, "a": 25, "b": 25}}
+    )
+    ab.create("exp", [{"name": "control"}, {"name": "treatment"}], weights={"control": 0.5, "treatment": 0.5})
+    ab.start("exp")
+
+    client = flags.client("production", refresh_seconds=30)
+    logged = flags.client("production", refresh_seconds=30, log_exposures=True)
+    ids = [f"user-{i}" for i in range(n)]
+    is_enabled, variant, assign = client.is_enabled, client.variant, ab.assign
+
+    rows = [
+        ("is_enabled (rollout)", _rate(lambda u: is_enabled("new_prompt", user_id=u), ids)),
+        ("is_enabled (rules + rollout)", _rate(lambda u: is_enabled("new_prompt_rules", user_id=u), ids)),
+        ("variant (distribution)", _rate(lambda u: variant("reranker", user_id=u), ids)),
+    ]
+    with keel.start_run(project="bench"):
+        rows.append(("is_enabled, log_exposures", _rate(lambda u: logged.is_enabled("new_prompt", user_id=u), ids)))
+    rows.append(("ab.assign", _rate(lambda u: assign("exp", user_id=u), ids)))
+    ab.flush()
+    exposed = sum(ab.status("exp")["exposures"].values())
+
+    print(f"keel flags bench: {n:,} user ids x 5, Python {sys.version.split()[0]}")
+    print(f"{'operation':32} {'per second':>14} {'vs 1M/s target':>16}")
+    for name, rate in rows:
+        mark = "ok" if rate >= TARGET else "BELOW"
+        print(f"{name:32} {rate:14,.0f} {rate / TARGET:15.2f}x {mark}")
+    print(f"exposures written: {exposed:,} (one per unit)")
+    client.close()
+    logged.close()
+
+
+if __name__ == "__main__":
+    main()

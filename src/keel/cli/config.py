@@ -1,0 +1,116 @@
+"""``keel config ...``: per-environment configuration from the command line."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["config_app"]
+
+config_app = typer.Typer(
+    help="Environment configuration: show (with where each value came from), diff, history.", no_args_is_help=True
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+DirOpt = Annotated[str, typer.Option("--dir", "-d", help="The configuration folder.")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override a value: llm.temperature=0.2 (repeatable).")
+]
+
+
+def _api() -> Any:
+    from keel.sdk import config
+
+    return config
+
+
+def _value(value: Any) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+@config_app.command("show")
+def config_show(
+    env: Annotated[str | None, typer.Option("--env", "-e", help="The environment (default: $KEEL_ENV).")] = None,
+    directory: DirOpt = "config",
+    sets: SetOpt = None,
+    schema: Annotated[str | None, typer.Option("--schema", help="Validate against this JSON Schema file.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Show the file:line each value came from.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The resolved configuration of an environment, secrets as ***."""
+    import yaml
+
+    from keel.cli.render import print_json, table
+
+    cfg = _api().load(env, directory, sets or (), schema, attach=False)
+    if explain:
+        rows = cfg.explain()
+        if as_json:
+            print_json([{"key": k, "value": v, "source": s} for k, v, s in rows])
+        else:
+            table(["key", "value", "source"], [[k, _value(v), s] for k, v, s in rows])
+        return
+    if as_json:
+        print_json(cfg.to_dict())
+        return
+    typer.echo(f"# {cfg.env}: {' + '.join(cfg.sources)} (snapshot {cfg.snapshot_hash[:12]})")
+    typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True, default_flow_style=False), nl=False)
+
+
+@config_app.command("diff")
+def config_diff(
+    env_a: Annotated[str, typer.Argument(help="The first environment.")],
+    env_b: Annotated[str, typer.Argument(help="The second environment.")],
+    directory: DirOpt = "config",
+    as_json: JsonOpt = False,
+) -> None:
+    """What differs between two environments (secrets as ***)."""
+    from keel.cli.render import print_json
+
+    changes = _api().diff(env_a, env_b, directory)
+    if as_json:
+        print_json([c.to_dict() for c in changes])
+        return
+    if not changes:
+        typer.echo(f"{env_a} and {env_b} are the same")
+        return
+    for c in changes:
+        if not c.in_old:
+            typer.echo(f"+ {c.path}: {_value(c.new)}")
+        elif not c.in_new:
+            typer.echo(f"- {c.path}: {_value(c.old)}")
+        else:
+            typer.echo(f"~ {c.path}: {_value(c.old)} -> {_value(c.new)}")
+
+
+@config_app.command("history")
+def config_history(
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recorded snapshots, newest first, with the runs that used them."""
+    from keel.cli.render import print_json, table
+    from keel.core.entities import format_time
+
+    snapshots = _api().history(env)
+    if as_json:
+        print_json([s.to_dict() for s in snapshots])
+        return
+    table(
+        ["snapshot", "env", "recorded", "sources", "runs"],
+        [
+            [
+                s.hash[:12],
+                s.env,
+                format_time(s.created_at),
+                ", ".join(s.sources),
+                f"{len(s.runs)}: " + ", ".join(r[:8] for r in s.runs[:5]) + (" ..." if len(s.runs) > 5 else "")
+                if s.runs
+                else "0",
+            ]
+            for s in snapshots
+        ],
+    )

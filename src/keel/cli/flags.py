@@ -1,0 +1,440 @@
+"""``keel flags ...`` and ``keel ab ...``: feature flags and A/B tests from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from keel.errors import InvalidInput
+
+__all__ = ["ab_app", "flags_app"]
+
+flags_app = typer.Typer(help="Feature flags: list, show, set, roll out, kill, history, evaluate.", no_args_is_help=True)
+ab_app = typer.Typer(help="A/B tests: create, start, stop, status, analyze.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+EnvOpt = Annotated[str, typer.Option("--env", "-e", help="Environment.")]
+FlagArg = Annotated[str, typer.Argument(help="Flag key.")]
+ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the audit trail).")]
+ExpArg = Annotated[str, typer.Argument(help="Experiment name.")]
+
+
+def _flags() -> Any:
+    from keel.sdk import flags
+
+    return flags
+
+
+def _ab() -> Any:
+    from keel.sdk import ab
+
+    return ab
+
+
+def _scalar(text: str) -> Any:
+    """``0.2`` -> 0.2, ``true`` -> True, ``[a, b]`` -> list: YAML's reading of one value."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"invalid {what} {item!r}", f"write {what}s as key=value")
+        out[key.strip()] = value
+    return out
+
+
+def _describe(flag: Any) -> str:
+    if not flag.enabled:
+        return f"KILLED (serves {flag.default})"
+    parts = []
+    if flag.rollout is not None:
+        parts.append(f"rollout {flag.rollout:g}%")
+    if flag.distribution is not None:
+        parts.append(" / ".join(f"{k} {v * 100:g}%" for k, v in flag.distribution))
+    if flag.rules:
+        parts.append(f"{len(flag.rules)} rule{'s' if len(flag.rules) > 1 else ''}")
+    if not parts:
+        parts.append(f"serves {flag.default}")
+    return ", ".join(parts)
+
+
+# -- flags ------------------------------------------------------------------------------
+@flags_app.command("list")
+def flags_list(env: EnvOpt = "production", as_json: JsonOpt = False) -> None:
+    """Every flag in force in an environment (flags.yaml overlaid by the store)."""
+    from keel.cli.render import print_json, table
+
+    snap = _flags().snapshot(env)
+    if as_json:
+        print_json(snap.to_dict())
+        return
+    typer.echo(f"flags of {env} (version {snap.version})")
+    table(
+        ["flag", "kind", "state", "default", "source", "description"],
+        [
+            [k, f.kind, _describe(f), f.default, snap.sources.get(k, ""), f.description]
+            for k, f in sorted(snap.flags.items())
+        ],
+    )
+
+
+@flags_app.command("show")
+def flags_show(key: FlagArg, env: EnvOpt = "production", as_json: JsonOpt = False) -> None:
+    """One flag's definition in force."""
+    import yaml
+
+    from keel.cli.render import print_json
+
+    flag = _flags().get(key, env)
+    if as_json:
+        print_json({"flag": key, "env": env, **flag.to_data()})
+        return
+    typer.echo(f"{key} ({flag.kind}, {env}): {_describe(flag)}")
+    typer.echo(yaml.safe_dump(flag.to_data(), sort_keys=False).rstrip())
+
+
+@flags_app.command("set")
+def flags_set(
+    key: Annotated[str | None, typer.Argument(help="Flag key (omit with --file to import every flag).")] = None,
+    rollout: Annotated[str | None, typer.Option("--rollout", help="Percent of units served True.")] = None,
+    default: Annotated[str | None, typer.Option("--default", help="Variant served when off / unmatched.")] = None,
+    enable: Annotated[bool | None, typer.Option("--enable/--disable", help="Turn on, or kill.")] = None,
+    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    spec: Annotated[str | None, typer.Option("--spec", help="The definition as YAML/JSON text.")] = None,
+    field: Annotated[list[str] | None, typer.Option("--set", help="FIELD=VALUE, YAML value (repeatable).")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Import from a flags.yaml.")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace the definition instead of merging.")] = False,
+    env: EnvOpt = "production",
+    reason: ReasonOpt = "",
+) -> None:
+    """Create or change a flag in the store (a new flag-set version; logged with who/why)."""
+    import yaml
+
+    api = _flags()
+    if file is not None:
+        from keel.core.flags import parse_flags_yaml
+
+        flags = parse_flags_yaml(file.read_text(encoding="utf-8"), str(file))
+        chosen = [key] if key else sorted(flags)
+        for k in chosen:
+            if k not in flags:
+                raise InvalidInput(f"{file} has no flag {k!r}", f"flags in it: {', '.join(sorted(flags))}")
+            change = api.set(k, flags[k].to_data(), env=env, reason=reason or f"from {file}", replace=True)
+            typer.echo(f"set {k} in {env}: version {change.version}")
+        return
+    if not key:
+        raise InvalidInput("which flag?", "keel flags set FLAG --rollout 10  (or --file flags.yaml)")
+    fields: dict[str, Any] = {}
+    if spec is not None:
+        try:
+            parsed = yaml.safe_load(spec)
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"--spec is not valid YAML/JSON: {exc}", "e.g. --spec '{rollout: 10}'") from None
+        if not isinstance(parsed, dict):
+            raise InvalidInput("--spec must be a mapping", "e.g. --spec '{variants: {a: 1, b: 2}}'")
+        fields.update(parsed)
+    for name, value in _pairs(field, "field").items():
+        head, dot, rest = name.partition(".")
+        if dot:
+            fields.setdefault(head, {})[rest] = _scalar(value)
+        else:
+            fields[name] = _scalar(value)
+    if rollout is not None:
+        fields["rollout"] = rollout
+    if default is not None:
+        fields["default"] = _scalar(default)
+    if enable is not None:
+        fields["enabled"] = enable
+    if description is not None:
+        fields["description"] = description
+    change = api.set(key, env=env, reason=reason, replace=replace, **fields)
+    typer.echo(f"set {key} in {env}: {_describe(change.flag)} (flag-set version {change.version})")
+
+
+@flags_app.command("rollout")
+def flags_rollout(
+    key: FlagArg,
+    percent: Annotated[str, typer.Argument(help="Percentage, e.g. 25% or 25.")],
+    env: EnvOpt = "production",
+    reason: ReasonOpt = "",
+) -> None:
+    """Serve a boolean flag to PERCENT of units (sticky: growing it only adds units)."""
+    change = _flags().rollout(key, percent, env=env, reason=reason)
+    typer.echo(f"{key} in {env}: rollout {change.flag.rollout:g}% (flag-set version {change.version})")
+
+
+@flags_app.command("kill")
+def flags_kill(key: FlagArg, env: EnvOpt = "production", reason: ReasonOpt = "") -> None:
+    """The kill switch: everyone gets the flag's default (undo: keel flags set FLAG --enable)."""
+    change = _flags().kill(key, env=env, reason=reason)
+    typer.echo(f"killed {key} in {env}: serving {change.flag.default} (flag-set version {change.version})")
+
+
+@flags_app.command("history")
+def flags_history(key: FlagArg, env: EnvOpt = "production", as_json: JsonOpt = False) -> None:
+    """Every change of a flag: when, who, why, and what it became."""
+    from keel.cli.render import print_json, table
+    from keel.core.entities import format_time
+    from keel.core.flags import parse_flag
+
+    entries = _flags().history(key, env)
+    if as_json:
+        print_json([e.to_dict() for e in entries])
+        return
+    if not entries:
+        typer.echo(f"{key} has no stored changes in {env}")
+        return
+    rows = []
+    for e in entries:
+        state = "deleted" if e.definition is None else _describe(parse_flag(key, e.definition))
+        rows.append([format_time(e.move.at), e.move.who, e.move.old or "-", e.move.new or "-", state, e.move.reason])
+    table(["when", "who", "from", "to", "state", "why"], rows)
+
+
+@flags_app.command("eval")
+def flags_eval(
+    key: FlagArg,
+    ctx: Annotated[list[str] | None, typer.Option("--ctx", "-c", help="Context attribute key=value.")] = None,
+    env: EnvOpt = "production",
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a flag for a context, with the reason (e.g. --ctx user_id=42 --ctx plan=pro)."""
+    from keel.cli.render import print_json
+
+    client = _flags().client(env, refresh_seconds=0)
+    found = client.explain(key, **_pairs(ctx, "context attribute"))
+    if found["variant"] is None and found["reason"] == "no such flag":
+        from keel.errors import NotFound
+
+        raise NotFound(f"no flag {key!r} in {env!r}", "list flags with 'keel flags list'")
+    if as_json:
+        print_json(found)
+        return
+    typer.echo(f"{key} = {found['variant']}  (value {found['value']!r}; {found['reason']}; version {found['version']})")
+
+
+# -- A/B tests ----------------------------------------------------------------------------
+def _variant(text: str) -> dict[str, Any]:
+    """``treatment:prompt=chat@2.0.0,model=gpt-4o,config.llm.temperature=0.2``."""
+    name, _, rest = text.partition(":")
+    if not name.strip():
+        raise InvalidInput(f"invalid variant {text!r}", "write NAME[:prompt=chat@1.3.0,model=...,config.KEY=VALUE]")
+    out: dict[str, Any] = {"name": name.strip()}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"invalid variant field {item!r} in {text!r}", "write key=value")
+        if key.startswith("config."):
+            out.setdefault("config", {})[key[len("config.") :]] = _scalar(value)
+        elif key in ("prompt", "model"):
+            out[key] = value
+        elif key in ("payload", "weight"):
+            out[key] = _scalar(value)
+        else:
+            raise InvalidInput(f"unknown variant field {key!r} in {text!r}", "use prompt, model, config.KEY, payload")
+    return out
+
+
+@ab_app.command("create")
+def ab_create(
+    name: ExpArg,
+    variant: Annotated[
+        list[str] | None, typer.Option("--variant", "-v", help="NAME[:prompt=..,model=..,config.KEY=..] (repeatable).")
+    ] = None,
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="e.g. 0.5,0.5 (sum to 1).")] = None,
+    hypothesis: Annotated[str, typer.Option("--hypothesis", help="What you expect and why.")] = "",
+    unit: Annotated[str, typer.Option("--unit", help="Randomisation unit attribute.")] = "user_id",
+    metric: Annotated[str, typer.Option("--metric", "-m", help="Primary metric.")] = "thumbs_up",
+    lower_is_better: Annotated[bool, typer.Option("--lower-is-better", help="The primary metric should fall.")] = False,
+    guardrail: Annotated[
+        list[str] | None, typer.Option("--guardrail", "-g", help="METRIC[:higher|lower] = which way is worse.")
+    ] = None,
+    target: Annotated[list[str] | None, typer.Option("--target", help="Targeting attr=value (repeatable).")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="The definition as YAML.")] = None,
+    reason: ReasonOpt = "",
+) -> None:
+    """Create a draft experiment (variants map to prompt / model versions and config overrides)."""
+    import yaml
+
+    spec: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
+            raise InvalidInput(f"malformed YAML in {where}", "fix the YAML syntax") from None
+        if not isinstance(loaded, dict):
+            raise InvalidInput(f"{file} must hold a mapping", "name, variants, weights, ...")
+        spec.update(loaded)
+    variants = [_variant(v) for v in variant or []] or spec.get("variants")
+    if not variants:
+        raise InvalidInput(
+            "an experiment needs variants", "--variant control:prompt=chat@1.3.0 --variant treatment:..."
+        )
+    if weights is not None:
+        parts = [p.strip() for p in weights.split(",") if p.strip()]
+        names = [v["name"] for v in variants] if isinstance(variants, list) else list(variants)
+        if len(parts) != len(names):
+            raise InvalidInput(f"{len(parts)} weights for {len(names)} variants", "give one weight per variant")
+        try:
+            spec["weights"] = dict(zip(names, (float(p) for p in parts), strict=True))
+        except ValueError:
+            raise InvalidInput(f"invalid weights {weights!r}", "e.g. --weights 0.5,0.5") from None
+    guardrails = []
+    for g in guardrail or []:
+        metric_name, _, worse = g.partition(":")
+        guardrails.append({"metric": metric_name, "worse": worse or "lower"})
+    api = _ab()
+    exp = api.create(
+        name,
+        variants,
+        hypothesis=hypothesis or spec.get("hypothesis", ""),
+        unit=spec.get("unit", unit),
+        weights=spec.get("weights"),
+        primary_metric=spec.get("primary_metric", metric),
+        higher_is_better=spec.get("higher_is_better", not lower_is_better),
+        guardrails=guardrails or spec.get("guardrails", []),
+        targeting={**(spec.get("targeting") or {}), **{k: _scalar(v) for k, v in _pairs(target, "target").items()}},
+        salt=spec.get("salt", ""),
+        reason=reason,
+    )
+    split = ", ".join(f"{v.name} {v.weight:g}" for v in exp.variants)
+    typer.echo(f"created experiment {exp.name} (draft): {split}; primary metric {exp.primary_metric}")
+
+
+@ab_app.command("start")
+def ab_start(name: ExpArg, reason: ReasonOpt = "") -> None:
+    """Start assigning units (resolves and freezes every variant's versions)."""
+    exp = _ab().start(name, reason=reason)
+    typer.echo(f"started {exp.name}")
+    for variant, resolved in exp.resolved.items():
+        typer.echo(f"  {variant}: {', '.join(f'{k}={v}' for k, v in resolved.items()) or '-'}")
+
+
+@ab_app.command("stop")
+def ab_stop(name: ExpArg, reason: ReasonOpt = "") -> None:
+    """Stop assigning units (an experiment stops once)."""
+    exp = _ab().stop(name, reason=reason)
+    typer.echo(f"stopped {exp.name}")
+
+
+@ab_app.command("status")
+def ab_status(
+    name: Annotated[str | None, typer.Argument(help="Experiment (default: all).")] = None, as_json: JsonOpt = False
+) -> None:
+    """Experiments with their state and exposed units per variant."""
+    from keel.cli.render import print_json, table
+    from keel.core.entities import format_time
+
+    api = _ab()
+    if name is None:
+        exps = api.list_experiments()
+        if as_json:
+            print_json([e.to_dict() for e in exps])
+            return
+        table(
+            ["experiment", "status", "variants", "metric", "started", "hypothesis"],
+            [
+                [
+                    e.name,
+                    e.status,
+                    ", ".join(f"{v.name} {v.weight:g}" for v in e.variants),
+                    e.primary_metric,
+                    format_time(e.started_at) if e.started_at else "-",
+                    e.hypothesis,
+                ]
+                for e in exps
+            ],  # fmt: skip
+        )
+        return
+    doc = api.status(name)
+    if as_json:
+        print_json(doc)
+        return
+    typer.echo(f"{doc['name']}: {doc['status']}   unit {doc['unit']}   primary metric {doc['primary_metric']}")
+    if doc["hypothesis"]:
+        typer.echo(f"hypothesis: {doc['hypothesis']}")
+    table(
+        ["variant", "weight", "exposed", "resolved"],
+        [
+            [
+                v["name"],
+                v["weight"],
+                doc["exposures"].get(v["name"], 0),
+                ", ".join(f"{k}={x}" for k, x in doc["resolved"].get(v["name"], {}).items()),
+            ]
+            for v in doc["variants"]
+        ],  # fmt: skip
+    )
+
+
+@ab_app.command("analyze")
+def ab_analyze(
+    name: ExpArg,
+    mde: Annotated[float | None, typer.Option("--mde", help="Minimum detectable effect (absolute).")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level.")] = 0.05,
+    power: Annotated[float, typer.Option("--power", help="Power for the sample-size estimate.")] = 0.8,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-variant n, mean/rate with CI, difference with CI and p-value, SRM check, sample size, verdict."""
+    from keel.cli.render import console, print_json, table
+
+    result = _ab().analyze(name, mde=mde, alpha=alpha, power=power)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    out = console()
+    exposures = ", ".join(f"{k} {v}" for k, v in result.exposures.items())
+    srm = "MISMATCH" if result.srm else "ok"
+    out.print(f"{result.experiment}: exposures {exposures}; sample ratio {srm} (p = {result.srm_p:.3g})",
+              highlight=False, markup=False)  # fmt: skip
+    comparisons = {(c.metric, c.variant): c for c in result.comparisons}
+    for metric, rows in result.stats.items():
+        binary = result.binary.get(metric, False)
+        kind = "rate" if binary else "mean"
+        body = []
+        for s in rows:
+            c = comparisons.get((metric, s.variant))
+            body.append(
+                [
+                    s.variant,
+                    s.n,
+                    _num(s.mean, binary),
+                    f"[{_num(s.ci[0], binary)}, {_num(s.ci[1], binary)}]",
+                    "(control)" if c is None else _num(c.diff, binary, sign=True),
+                    "" if c is None else f"[{_num(c.ci[0], binary, True)}, {_num(c.ci[1], binary, True)}]",
+                    "" if c is None else f"{c.p_adjusted:.3g}{' *' if c.significant else ''}",
+                ]
+            )
+        primary = " (primary)" if metric == result.primary_metric else ""
+        table(["variant", "n", kind, "95% CI", "diff", "diff CI", "p"], body, title=f"{metric}{primary}")
+    if result.required_n > 0:
+        out.print(
+            f"Sample size to detect {_num(result.mde, result.binary.get(result.primary_metric, False), True)} "
+            f"on {result.primary_metric} (alpha {result.alpha:g}, power {power:g}): {result.required_n} per variant",
+            highlight=False,
+            markup=False,
+        )
+    for line in result.verdict:
+        out.print(line, highlight=False, markup=False)
+
+
+def _num(x: float, binary: bool, sign: bool = False) -> str:
+    import math
+
+    if x is None or math.isnan(x):
+        return "-"
+    if binary:
+        return f"{x * 100:+.2f}%" if sign else f"{x * 100:.2f}%"
+    return f"{x:+.4g}" if sign else f"{x:.4g}"

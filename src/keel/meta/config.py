@@ -1,0 +1,93 @@
+"""Configuration snapshot rows, and the runs that used each snapshot.
+
+A snapshot is one row per (hash, env); recording the same one again is a
+no-op. The runs come from the lineage table: a run that used a snapshot has
+the input ``config:<env>@<hash[:12]>``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from keel.core.entities import now_ms
+from keel.meta.engine import Database
+
+__all__ = ["RawConfig", "SnapshotRow"]
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    """A stored snapshot."""
+
+    hash: str
+    env: str
+    sources: list[str]
+    created_at: int
+
+
+_SQL = {
+    "find": "SELECT hash, env, sources, created_at FROM config_snapshots WHERE hash = ? AND env = ?",
+    "insert": "INSERT INTO config_snapshots (hash, env, sources, created_at) VALUES (?, ?, ?, ?)",
+    "all": "SELECT hash, env, sources, created_at FROM config_snapshots ORDER BY created_at DESC, id DESC",
+    "env": (
+        "SELECT hash, env, sources, created_at FROM config_snapshots WHERE env = ? ORDER BY created_at DESC, id DESC"
+    ),
+    "by_prefix": (
+        "SELECT hash, env, sources, created_at FROM config_snapshots WHERE hash LIKE ? ORDER BY created_at DESC"
+    ),
+    "uses": (
+        "SELECT l.entity_id, l.entity_version, r.run_id FROM lineage l JOIN runs r ON r.id = l.run_pk "
+        "WHERE l.entity_kind = 'config' AND l.direction = 'input' ORDER BY l.created_at, l.id"
+    ),
+}
+
+
+def _row(row: Any) -> SnapshotRow:
+    return SnapshotRow(row[0], row[1], json.loads(row[2]), int(row[3]))
+
+
+class RawConfig:
+    """The snapshot statements, prepared once per database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.sql = {key: db.sql(text) for key, text in _SQL.items()}
+
+    def record(self, hash_: str, env: str, sources: list[str]) -> tuple[SnapshotRow, bool]:
+        """Insert the snapshot unless it exists; returns ``(row, created)``."""
+        with self.db.raw_write() as cur:
+            cur.execute(self.sql["find"], (hash_, env))
+            row = cur.fetchone()
+            if row is not None:
+                return _row(row), False
+            at = now_ms()
+            cur.execute(self.sql["insert"], (hash_, env, json.dumps(sources), at))
+        return SnapshotRow(hash_, env, list(sources), at), True
+
+    def snapshots(self, env: str | None = None) -> list[SnapshotRow]:
+        """Every snapshot (of one environment), newest first."""
+        with self.db.raw_read() as cur:
+            if env is None:
+                cur.execute(self.sql["all"], ())
+            else:
+                cur.execute(self.sql["env"], (env,))
+            return [_row(r) for r in cur.fetchall()]
+
+    def find(self, prefix: str) -> list[SnapshotRow]:
+        """Snapshots whose hash starts with ``prefix``."""
+        with self.db.raw_read() as cur:
+            cur.execute(self.sql["by_prefix"], (prefix.replace("%", "").replace("_", "") + "%",))
+            return [_row(r) for r in cur.fetchall()]
+
+    def uses(self) -> dict[tuple[str, str], list[str]]:
+        """``(env, hash12) -> run ids`` (in the order they used it) for every config lineage input."""
+        out: dict[tuple[str, str], list[str]] = {}
+        with self.db.raw_read() as cur:
+            cur.execute(self.sql["uses"], ())
+            for env, version, run_id in cur.fetchall():
+                runs = out.setdefault((env, version), [])
+                if run_id not in runs:
+                    runs.append(run_id)
+        return out

@@ -1,0 +1,373 @@
+"""``keel.ab``: A/B tests from Python.
+
+::
+
+    keel.ab.create(
+        "prompt-v2",
+        hypothesis="the v2 prompt raises thumbs-up",
+        variants=[{"name": "control", "prompt": "chat@1.3.0"},
+                  {"name": "treatment", "prompt": "chat@2.0.0", "config": {"llm.temperature": 0.2}}],
+        weights={"control": 0.5, "treatment": 0.5},
+        primary_metric="thumbs_up",
+        guardrails=[{"metric": "latency_ms", "worse": "higher"}],
+    )
+    keel.ab.start("prompt-v2")
+
+    a = keel.ab.assign("prompt-v2", user_id=uid)     # None when not running / not targeted
+    prompt = keel.prompts.load(a.prompt)              # "chat@2.0.0", resolved at start
+    keel.conversations.log(messages=..., metadata={"user_id": uid})   # feedback -> thumbs_up / score
+    keel.ab.log_outcome("prompt-v2", uid, "latency_ms", 840)
+
+    print(keel.ab.analyze("prompt-v2").verdict)
+    keel.ab.stop("prompt-v2")
+
+Assignment is deterministic (a CRC of experiment, salt and unit) and costs a
+few dict lookups; the first exposure of each unit is queued with the versions
+the variant resolved to and written in batches by a background thread
+(``keel.ab.flush()`` writes now; interpreter exit flushes). The running
+experiments are re-read every ``refresh_seconds`` (5 s).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from time import monotonic as _monotonic
+from typing import Any
+
+from keel.core.abtests import Analysis, Experiment
+from keel.core.entities import now_ms
+from keel.errors import InvalidInput
+from keel.sdk.fluent import _stack, active_run
+from keel.sdk.session import _SESSIONS, get_session
+from keel.sdk.writer import BatchWriter
+from keel.services.abtests import ABBatch, ABService
+
+__all__ = [
+    "Analysis",
+    "Assignment",
+    "Experiment",
+    "analyze",
+    "assign",
+    "create",
+    "flush",
+    "get",
+    "history",
+    "list_experiments",
+    "log_outcome",
+    "start",
+    "status",
+    "stop",
+]
+
+log = logging.getLogger("keel")
+REFRESH_SECONDS = 5.0
+_SEEN_MAX = 1_000_000
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The variant a unit is in, with what it resolved to when the experiment started."""
+
+    experiment: str
+    variant: str
+    prompt: str | None = None
+    model: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    payload: Any = None
+
+    def metadata(self, unit: Any = None, unit_key: str = "user_id") -> dict[str, Any]:
+        """What to put in a conversation's metadata so its feedback counts for this experiment."""
+        out: dict[str, Any] = {"experiment": self.experiment, "variant": self.variant}
+        if unit is not None:
+            out[unit_key] = unit
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "experiment": self.experiment,
+            "variant": self.variant,
+            "prompt": self.prompt,
+            "model": self.model,
+            "config": dict(self.config),
+            "payload": self.payload,
+        }
+
+
+class _Compiled:
+    __slots__ = ("assign", "by_variant", "exp", "resolved_json", "seen", "sticky", "unit")
+
+    def __init__(self, exp: Experiment, service: ABService) -> None:
+        self.exp = exp
+        self.unit = exp.unit
+        self.assign = service.assigner(exp)
+        self.by_variant: dict[str, Assignment] = {}
+        self.resolved_json: dict[str, str] = {}
+        for v in exp.variants:
+            r = exp.resolved.get(v.name, {})
+            self.by_variant[v.name] = Assignment(
+                exp.name, v.name, r.get("prompt", v.prompt), r.get("model", v.model), dict(v.config), v.payload
+            )
+            self.resolved_json[v.name] = json.dumps(r, sort_keys=True)
+        # unit -> its assignment: exposed once; without targeting, also the answer next time
+        self.seen: dict[str, Assignment] = {}
+        self.sticky = not exp.targeting
+
+
+class _State:
+    """Per store: the service, the exposure writer and the running experiments."""
+
+    def __init__(self) -> None:
+        self.session = get_session()
+        self.key: Any = next((k for k, s in _SESSIONS.items() if s is self.session), None)
+        service = self.session.__dict__.get("_keel_ab")
+        if service is None:
+            service = ABService(self.session.service.store, self.session.prompts, self.session.models)
+            self.session.__dict__["_keel_ab"] = service
+        self.service: ABService = service
+        writer = self.session.__dict__.get("_keel_ab_writer")
+        if writer is None:
+            write: Any = service.write_batch
+            writer = BatchWriter(
+                write,
+                wake_at=5_000,
+                max_pending=100_000,
+                new_batch=ABBatch,
+                kinds={"x": "exposures", "o": "outcomes"},
+            )
+            self.session.__dict__["_keel_ab_writer"] = writer
+            _writers.append(writer)
+        self.writer: BatchWriter = writer
+        self.running: dict[str, _Compiled] = {}
+        self.expires = 0.0
+        self.lock = threading.Lock()
+
+    def valid(self) -> bool:
+        return self.key is not None and _SESSIONS.get(self.key) is self.session
+
+    def refresh(self) -> None:
+        with self.lock:
+            try:
+                running = {e.name: e for e in self.service.list_experiments() if e.status == "running"}
+            except Exception as exc:
+                _warn("*", "refresh", "could not read the running experiments: %s", exc)
+                self.expires = time.monotonic() + REFRESH_SECONDS
+                return
+            fresh = {}
+            for name, exp in running.items():
+                old = self.running.get(name)
+                fresh[name] = old if old is not None and old.exp == exp else _Compiled(exp, self.service)
+            self.running = fresh
+            self.expires = time.monotonic() + REFRESH_SECONDS
+
+
+_state: _State | None = None
+_state_lock = threading.Lock()
+_writers: list[BatchWriter] = []
+_warned: dict[tuple[str, str], float] = {}
+
+
+def _warn(key: str, kind: str, message: str, *args: Any) -> None:
+    now = time.monotonic()
+    last = _warned.get((key, kind))
+    if last is not None and now - last < 60:
+        return
+    if len(_warned) > 10_000:
+        _warned.clear()
+    _warned[(key, kind)] = now
+    log.warning("keel ab: " + message, *args)
+
+
+def _current() -> _State:
+    global _state
+    state = _state
+    if state is None or not state.valid():
+        with _state_lock:
+            state = _state
+            if state is None or not state.valid():
+                state = _State()
+                _state = state
+    return state
+
+
+def _fresh_state() -> _State:
+    state = _current()
+    if state.expires < _monotonic():
+        state.refresh()
+    return state
+
+
+def _service() -> ABService:
+    return _current().service
+
+
+# -- the hot path ---------------------------------------------------------------------------
+def assign(experiment: str, unit: Any = None, /, **context: Any) -> Assignment | None:
+    """The unit's variant of a running experiment, or None (not running, not targeted, no unit).
+
+    The unit is ``unit`` or ``context[<experiment unit>]`` (e.g. ``user_id=``). The
+    first exposure of each unit is recorded (batched). Never raises: errors log and
+    return None.
+    """
+    try:
+        state = _state
+        if state is None or state.expires < _monotonic() or _SESSIONS.get(state.key) is not state.session:
+            state = _fresh_state()
+        compiled = state.running.get(experiment)
+        if compiled is None:
+            return None
+        if unit is None:
+            unit = context.get(compiled.unit)
+            if unit is None:
+                _warn(experiment, "unit", "assign(%r) got no %r: not assigned", experiment, compiled.unit)
+                return None
+        key = unit if type(unit) is str else str(unit)
+        seen = compiled.seen
+        hit = seen.get(key)
+        if hit is not None and compiled.sticky:
+            return hit
+        name = compiled.assign(key, context)
+        if name is None:
+            return None
+        assigned = compiled.by_variant[name]
+        if hit is None:
+            if len(seen) >= _SEEN_MAX:
+                seen.clear()
+            seen[key] = assigned
+            run = active_run() if _stack else None
+            state.writer.add(
+                "x",
+                (experiment, key, name, compiled.resolved_json[name], None if run is None else run.id, now_ms()),
+            )
+        return assigned
+    except Exception as exc:
+        _warn(experiment, "error", "assign(%r) failed: %s", experiment, exc)
+        return None
+
+
+def log_outcome(experiment: str, unit: Any, metric: str, value: float, strict: bool = False) -> bool:
+    """Queue one outcome value for a unit (batched). Bad input logs and returns False
+    (``strict``: raises InvalidInput)."""
+    try:
+        if not isinstance(metric, str) or not metric or len(metric) > 200:
+            raise InvalidInput(f"invalid metric name {metric!r}", "give a name like thumbs_up or latency_ms")
+        if isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InvalidInput(f"invalid outcome value {value!r} for {metric!r}", "give a finite number")
+        if unit is None:
+            raise InvalidInput("log_outcome needs a unit", "log_outcome(exp, user_id, metric, value)")
+        _current().writer.add("o", (experiment, str(unit), metric, float(value), now_ms()))
+        return True
+    except Exception as exc:
+        if strict:
+            raise
+        _warn(experiment, "outcome", "log_outcome(%r) dropped: %s", experiment, exc)
+        return False
+
+
+def flush() -> None:
+    """Write queued exposures and outcomes now."""
+    _current().writer.flush()
+
+
+def refresh() -> None:
+    """Re-read the running experiments now (otherwise every few seconds)."""
+    _current().refresh()
+
+
+# -- management -----------------------------------------------------------------------------
+def create(
+    name: str,
+    variants: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+    *,
+    hypothesis: str = "",
+    unit: str = "user_id",
+    weights: Mapping[str, float] | None = None,
+    primary_metric: str = "thumbs_up",
+    higher_is_better: bool = True,
+    guardrails: Sequence[Any] = (),
+    targeting: Mapping[str, Any] | None = None,
+    salt: str = "",
+    who: str | None = None,
+    reason: str = "",
+) -> Experiment:
+    """Create a draft experiment (see the module doc); weights must sum to 1."""
+    spec: dict[str, Any] = {
+        "name": name,
+        "hypothesis": hypothesis,
+        "unit": unit,
+        "variants": variants,
+        "primary_metric": primary_metric,
+        "higher_is_better": higher_is_better,
+        "guardrails": list(guardrails),
+        "targeting": dict(targeting or {}),
+        "salt": salt,
+    }
+    if weights is not None:
+        spec["weights"] = weights
+    return _service().create(spec, who, reason)
+
+
+def start(name: str, *, who: str | None = None, reason: str = "") -> Experiment:
+    """Start assigning (resolves every variant's versions now)."""
+    exp = _service().start(name, who, reason)
+    _current().expires = 0
+    return exp
+
+
+def stop(name: str, *, who: str | None = None, reason: str = "") -> Experiment:
+    """Stop assigning (Conflict if not running)."""
+    exp = _service().stop(name, who, reason)
+    state = _current()
+    state.writer.flush()
+    state.expires = 0
+    return exp
+
+
+def get(name: str) -> Experiment:
+    """One experiment."""
+    return _service().get(name)
+
+
+def list_experiments() -> list[Experiment]:
+    """Every experiment."""
+    return _service().list_experiments()
+
+
+def status(name: str) -> dict[str, Any]:
+    """Definition, state and exposed units per variant."""
+    flush()
+    service = _service()
+    exp = service.get(name)
+    return {**exp.to_dict(), "exposures": service.counts(name)}
+
+
+def history(name: str) -> list[Any]:
+    """The experiment's status moves: who, when, why."""
+    return _service().history(name)
+
+
+def analyze(name: str, mde: float | None = None, alpha: float = 0.05, power: float = 0.8) -> Analysis:
+    """Per-variant n, means/rates with CIs, differences with CIs and p-values, SRM check,
+    required sample size for ``mde``, guardrails and a verdict (queued writes flushed first)."""
+    flush()
+    return _service().analyze(name, mde, alpha, power)
+
+
+def _flush_all() -> None:
+    for writer in list(_writers):
+        try:
+            writer.close()
+        except Exception:  # pragma: no cover - best effort at exit
+            log.exception("keel ab: could not flush exposures at exit")
+
+
+atexit.register(_flush_all)

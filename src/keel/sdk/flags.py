@@ -1,0 +1,349 @@
+"""``keel.flags``: feature flags, evaluated locally and fast.
+
+::
+
+    flags = keel.flags.client(env="production")
+    if flags.is_enabled("use_new_prompt_v2", user_id=uid):
+        prompt = keel.prompts.load("chat@2.0.0")
+    variant = flags.variant("reranker", user_id=uid)
+    payload = flags.payload("reranker", user_id=uid)
+
+    keel.flags.set("use_new_prompt_v2", rollout=10, reason="canary")
+    keel.flags.rollout("use_new_prompt_v2", "25%", reason="no regressions")
+    keel.flags.kill("use_new_prompt_v2", reason="incident 42")
+    keel.flags.history("use_new_prompt_v2")
+
+The client holds the environment's flag set compiled in memory (``flags.yaml``
+overlaid by the store's flags); evaluating is a dict lookup and a CRC, never a
+query. A daemon thread re-reads the set every ``refresh_seconds`` (one indexed
+query and a ``stat`` of the file) and swaps it in when it changed.
+
+**Never raises.** An unknown flag, a broken context or any other error returns
+the ``default`` you pass and logs why (``logging`` logger ``keel``, at most once
+a minute per flag and kind of problem).
+
+**Exposures.** With ``log_exposures=True``, evaluating a flag inside an active
+run records ``flag:<key>@<flag-set version>`` as the run's input (once per run)
+and the param ``flags.<key>`` (the version). For conversations,
+``client.evaluate_all(user_id=uid)`` returns ``{flag: variant}`` to put in the
+conversation's metadata.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from keel.core.entities import EntityRef
+from keel.core.flags import CompiledFlag, Flag, compile_flag
+from keel.sdk.fluent import _stack, active_run
+from keel.sdk.session import get_session
+from keel.services.flags import FlagChange, FlagHistoryEntry, FlagService, FlagSet
+
+__all__ = [
+    "FlagChange",
+    "FlagClient",
+    "FlagHistoryEntry",
+    "FlagSet",
+    "client",
+    "delete",
+    "get",
+    "history",
+    "kill",
+    "list_flags",
+    "openfeature_provider",
+    "rollout",
+    "set",
+    "snapshot",
+]
+
+log = logging.getLogger("keel")
+
+_WARN_EVERY = 60.0
+_warned: dict[tuple[str, str], float] = {}
+
+
+def _warn(key: str, kind: str, message: str, *args: Any) -> None:
+    """Log a problem at most once a minute per (flag, kind)."""
+    now = time.monotonic()
+    last = _warned.get((key, kind))
+    if last is not None and now - last < _WARN_EVERY:
+        return
+    if len(_warned) > 10_000:
+        _warned.clear()
+    _warned[(key, kind)] = now
+    log.warning("keel flags: " + message, *args)
+
+
+def _service() -> FlagService:
+    session = get_session()
+    service = session.__dict__.get("_keel_flags")
+    if service is None:
+        service = FlagService(session.service.store, session.prompts)
+        session.__dict__["_keel_flags"] = service
+    return service
+
+
+class FlagClient:
+    """Evaluates an environment's flags from an in-memory compiled copy (see the module doc)."""
+
+    def __init__(
+        self,
+        env: str = "production",
+        refresh_seconds: float = 30,
+        path: str | Path | None = None,
+        log_exposures: bool = False,
+        service: FlagService | None = None,
+    ) -> None:
+        self.env = env
+        self.refresh_seconds = refresh_seconds
+        self.path = path
+        self.log_exposures = log_exposures
+        self._service = service
+        self._compiled: dict[str, CompiledFlag] = {}
+        self._enabled: dict[str, Any] = {}
+        self._picks: dict[str, Any] = {}
+        self.version = ""
+        self.loaded_at = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._exposed: builtins.set[tuple[str, str, str]] = builtins.set()  # (run, flag, version) already recorded
+        self.refresh()
+        if refresh_seconds and refresh_seconds > 0:
+            self._thread = threading.Thread(
+                target=_refresh_loop, args=(weakref.ref(self), self._stop, refresh_seconds),
+                name=f"keel-flags-{env}", daemon=True,
+            )  # fmt: skip
+            self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"FlagClient(env={self.env!r}, version={self.version!r}, flags={len(self._compiled)})"
+
+    # -- loading ----------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Re-read the flag set now; True if it changed. Errors keep the current set (logged)."""
+        try:
+            service = self._service or _service()
+            flagset = service.snapshot(self.env, self.path)
+        except Exception as exc:
+            _warn("*", "refresh", "could not load the %s flags (keeping version %r): %s", self.env, self.version, exc)
+            return False
+        self.loaded_at = time.time()
+        if flagset.version == self.version:
+            return False
+        self._install(flagset)
+        return True
+
+    def _install(self, flagset: FlagSet) -> None:
+        compiled = {key: compile_flag(flag, flagset.version) for key, flag in flagset.flags.items()}
+        with self._lock:
+            # Three whole-dict swaps: a concurrent evaluation sees the old or the new set.
+            self._compiled = compiled
+            self._enabled = {k: c.enabled for k, c in compiled.items()}
+            self._picks = {k: c.pick for k, c in compiled.items()}
+            self.version = flagset.version
+
+    def close(self) -> None:
+        """Stop the background refresh."""
+        self._stop.set()
+
+    @property
+    def flags(self) -> dict[str, Flag]:
+        """The definitions in force."""
+        return {k: c.flag for k, c in self._compiled.items()}
+
+    # -- evaluating ---------------------------------------------------------------------------
+    def is_enabled(self, key: str, default: bool = False, **context: Any) -> bool:
+        """True if the flag is on for this context (multivariate: not serving its default)."""
+        try:
+            result: bool = self._enabled[key](context)
+        except KeyError:
+            if key not in self._enabled:
+                _warn(key, "missing", "no flag %r in %s (version %s); serving the default %r",
+                      key, self.env, self.version, default)  # fmt: skip
+                return default
+            return self._failed(key, default, context)
+        except Exception:
+            return self._failed(key, default, context)
+        if self.log_exposures and _stack:
+            self._expose(key)
+        return result
+
+    def variant(self, key: str, default: str | None = None, **context: Any) -> str | None:
+        """The variant name served to this context (``"true"``/``"false"`` for booleans)."""
+        try:
+            name: str = self._picks[key](context)
+        except KeyError:
+            if key not in self._picks:
+                _warn(key, "missing", "no flag %r in %s (version %s); serving the default %r",
+                      key, self.env, self.version, default)  # fmt: skip
+                return default
+            return self._failed(key, default, context)
+        except Exception:
+            return self._failed(key, default, context)
+        if self.log_exposures and _stack:
+            self._expose(key)
+        return name
+
+    def payload(self, key: str, default: Any = None, **context: Any) -> Any:
+        """The served variant's payload (e.g. ``"prompt:chat@2.0.0"``); booleans: True/False."""
+        compiled = self._compiled.get(key)
+        name = self.variant(key, None, **context)
+        if compiled is None or name is None:
+            return default
+        return compiled.values.get(name, default)
+
+    def explain(self, key: str, **context: Any) -> dict[str, Any]:
+        """Why this context gets what it gets: variant, payload, reason, version (never raises)."""
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            return {"flag": key, "variant": None, "value": None, "reason": "no such flag", "version": self.version}
+        try:
+            name, reason = compiled.explain(context)
+        except Exception as exc:
+            return {"flag": key, "variant": None, "value": None, "reason": f"error: {exc}", "version": self.version}
+        return {
+            "flag": key,
+            "variant": name,
+            "value": compiled.values.get(name),
+            "enabled": (name == "true") if compiled.flag.is_boolean else name != compiled.flag.default,
+            "reason": reason,
+            "version": compiled.version,
+        }
+
+    def evaluate_all(self, **context: Any) -> dict[str, str | None]:
+        """``{flag: variant}`` for every flag: put it in a conversation's metadata."""
+        return {key: self.variant(key, None, **context) for key in sorted(self._picks)}
+
+    def _failed(self, key: str, default: Any, context: Mapping[str, Any]) -> Any:
+        try:
+            self._picks[key](context)
+            problem = "unknown error"
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        _warn(key, "error", "evaluating %r failed (%s); serving the default %r", key, problem, default)
+        return default
+
+    def _expose(self, key: str) -> None:
+        try:
+            top = _stack[-1]
+            version = self._compiled[key].version
+            if (top.id, key, version) in self._exposed and top.status == "running":
+                return
+            run = active_run()
+            if run is None:
+                return
+            if len(self._exposed) > 100_000:
+                self._exposed.clear()
+            self._exposed.add((run.id, key, version))
+            run.use(EntityRef("flag", key, version), "exposure")
+            run.log_param(f"flags.{key}", version, overwrite=True)
+        except Exception as exc:  # exposure logging never breaks the app
+            _warn(key, "exposure", "could not log the exposure of %r: %s", key, exc)
+
+
+def _refresh_loop(ref: weakref.ref[FlagClient], stop: threading.Event, every: float) -> None:
+    while not stop.wait(every):
+        client = ref()
+        if client is None:
+            return
+        client.refresh()
+        del client
+
+
+_clients: dict[tuple[Any, ...], FlagClient] = {}
+_clients_lock = threading.Lock()
+
+
+def client(
+    env: str = "production",
+    refresh_seconds: float = 30,
+    path: str | Path | None = None,
+    log_exposures: bool = False,
+) -> FlagClient:
+    """The flag client of an environment (one per store, env and options in this process)."""
+    service = _service()
+    key = (env, refresh_seconds, None if path is None else str(path), log_exposures)
+    with _clients_lock:
+        found = _clients.get(key)
+        if found is None or found._stop.is_set() or found._service is not service:
+            if found is not None:
+                found.close()  # another store (or closed): start afresh
+            found = FlagClient(env, refresh_seconds, path, log_exposures, service)
+            _clients[key] = found
+        return found
+
+
+def reset_clients() -> None:
+    """Stop and forget every cached client (tests, long-lived hosts)."""
+    with _clients_lock:
+        for found in _clients.values():
+            found.close()
+        _clients.clear()
+
+
+# -- management -------------------------------------------------------------------------
+def snapshot(env: str = "production", path: str | Path | None = None) -> FlagSet:
+    """The effective flag set of an environment (file flags overlaid by stored ones)."""
+    return _service().snapshot(env, path)
+
+
+def list_flags(env: str = "production", path: str | Path | None = None) -> list[Flag]:
+    """Every flag in force in an environment, by key."""
+    flags = snapshot(env, path).flags
+    return [flags[k] for k in sorted(flags)]
+
+
+def get(key: str, env: str = "production", path: str | Path | None = None) -> Flag:
+    """One flag's definition in force."""
+    return _service().get(key, env, path)
+
+
+def set(
+    key: str,
+    spec: Mapping[str, Any] | None = None,
+    *,
+    env: str = "production",
+    reason: str = "",
+    who: str | None = None,
+    replace: bool = False,
+    **fields: Any,
+) -> FlagChange:
+    """Create or change a flag in the store: ``set("f", rollout=10)``,
+    ``set("reranker", {"variants": {...}, "distribution": {...}})``. ``fields`` merge onto
+    the current definition unless ``replace``."""
+    return _service().set(key, spec, env=env, reason=reason, who=who, merge=not replace, **fields)
+
+
+def rollout(key: str, percent: Any, *, env: str = "production", reason: str = "", who: str | None = None) -> FlagChange:
+    """Serve a boolean flag to ``percent`` (25, "25%") of units; sticky as it grows."""
+    return _service().rollout(key, percent, env, reason, who)
+
+
+def kill(key: str, *, env: str = "production", reason: str = "", who: str | None = None) -> FlagChange:
+    """The kill switch: serve the default to everyone."""
+    return _service().kill(key, env, reason, who)
+
+
+def delete(key: str, *, env: str = "production", reason: str = "", who: str | None = None) -> Any:
+    """Remove a flag from the store."""
+    return _service().delete(key, env, reason, who)
+
+
+def history(key: str, env: str = "production") -> list[FlagHistoryEntry]:
+    """Every change of a flag: who, when, why, from which flag-set version to which."""
+    return _service().history(key, env)
+
+
+def openfeature_provider(env: str = "production", refresh_seconds: float = 30, **options: Any) -> Any:
+    """An OpenFeature provider over :func:`client` (needs ``openfeature-sdk``)."""
+    from keel.integrations.openfeature import KeelProvider
+
+    return KeelProvider(client(env, refresh_seconds, **options))

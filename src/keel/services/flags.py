@@ -1,0 +1,303 @@
+"""Feature flags: versioned flag sets per environment, from ``flags.yaml`` and the store.
+
+- ``flags.yaml`` in the workspace folder (or any path given) holds flags under
+  git; the store holds flags changed with ``keel flags set | rollout | kill``.
+  The effective set of an environment is the file's flags overlaid by the
+  store's (an operational change wins over the file until it is changed again).
+- Every store change writes the environment's whole flag set as the next
+  version (``flag_sets``) and moves the ref ``flag:<key>`` / ``<env>`` to
+  that version, which appends the reflog entry (who, when, why, from which
+  version to which).
+- Setting a flag whose variant payload references a prompt version
+  (``chat@2.0.0``) checks that the version exists.
+- :meth:`FlagService.snapshot` is what clients poll: one indexed ``MAX``
+  query tells whether anything changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keel.core.flags import Flag, parse_flag, parse_flags, parse_flags_yaml, parse_percent, prompt_references
+from keel.errors import InvalidInput, NotFound
+from keel.meta.flags import FlagStore
+from keel.meta.refs import RefMove, Refs
+from keel.services.audit import who as audit_who
+from keel.services.workspace import Store
+
+__all__ = ["KIND", "FlagChange", "FlagHistoryEntry", "FlagService", "FlagSet"]
+
+KIND = "flag"
+FILE_NAME = "flags.yaml"
+
+
+@dataclass(frozen=True)
+class FlagSet:
+    """The effective flags of an environment and the version they come from.
+
+    ``version`` is ``<env>@<store version>`` plus ``+<file hash>`` when a
+    ``flags.yaml`` contributed (``production@3+1f2e3d4c``).
+    """
+
+    env: str
+    version: str
+    store_version: int
+    flags: dict[str, Flag]
+    sources: dict[str, str]  # flag key -> "store" | "file"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "env": self.env,
+            "version": self.version,
+            "store_version": self.store_version,
+            "flags": {k: {"source": self.sources.get(k, ""), **self.flags[k].to_data()} for k in sorted(self.flags)},
+        }
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    """The result of a change: the new flag-set version and the reflog entry."""
+
+    flag: Flag
+    version: int
+    move: RefMove
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "flag": self.flag.key,
+            "version": self.version,
+            "definition": self.flag.to_data(),
+            **self.move.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class FlagHistoryEntry:
+    """One change of a flag: the reflog entry and the definition it moved to (None: deleted)."""
+
+    move: RefMove
+    definition: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {**self.move.to_dict(), "definition": self.definition}
+
+
+def _load_json(text: str) -> dict[str, Any]:
+    doc = json.loads(text)
+    return doc if isinstance(doc, dict) else {}
+
+
+class FlagService:
+    """Flag sets of one store (and the workspace's ``flags.yaml``)."""
+
+    def __init__(self, store: Store, prompts: Any = None) -> None:
+        self.store = store
+        self.db = store.db
+        self._prompts = prompts
+        self._file_cache: tuple[str, int, int, dict[str, Flag], str] | None = None
+        self._stored_cache: dict[str, tuple[int, dict[str, Flag]]] = {}
+
+    # -- the file -----------------------------------------------------------------------
+    def default_file(self) -> Path | None:
+        """``flags.yaml`` in the workspace folder (or the current folder), if it exists."""
+        for folder in (self.store.root, Path.cwd()):
+            if folder is not None and (Path(folder) / FILE_NAME).is_file():
+                return Path(folder) / FILE_NAME
+        return None
+
+    def file_flags(self, path: str | Path | None = None) -> tuple[dict[str, Flag], str]:
+        """Flags from a YAML file and a short hash of its text (cached by mtime and size)."""
+        file = Path(path) if path is not None else self.default_file()
+        if file is None:
+            return {}, ""
+        try:
+            stat = file.stat()
+        except OSError:
+            if path is not None:
+                raise NotFound(f"no flags file {file}", "create it or leave out the path") from None
+            return {}, ""
+        cached = self._file_cache
+        if (
+            cached is not None
+            and cached[0] == str(file)
+            and cached[1] == stat.st_mtime_ns
+            and cached[2] == stat.st_size
+        ):
+            return cached[3], cached[4]
+        text = file.read_text(encoding="utf-8")
+        flags = parse_flags_yaml(text, str(file.name if path is None else file))
+        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+        self._file_cache = (str(file), stat.st_mtime_ns, stat.st_size, flags, digest)
+        return flags, digest
+
+    # -- reading ----------------------------------------------------------------------------
+    def store_version(self, env: str) -> int:
+        """The newest stored version of an environment's flag set (0: none)."""
+        with self.db.read() as conn:
+            return FlagStore.latest_version(conn, env)
+
+    def stored(self, env: str, version: int | None = None) -> tuple[int, dict[str, Flag]]:
+        """The stored flag set (default: newest) as ``(version, flags)``; the newest is cached, so
+        polling an unchanged set costs one indexed ``MAX`` query."""
+        with self.db.read() as conn:
+            if version is None:
+                latest = FlagStore.latest_version(conn, env)
+                cached = self._stored_cache.get(env)
+                if cached is not None and cached[0] == latest:
+                    return cached
+            row = FlagStore.get(conn, env, version)
+        if row is None:
+            if version is not None:
+                raise NotFound(f"no flag-set version {version} in {env!r}", "see 'keel flags history FLAG'")
+            return 0, {}
+        found = row.version, parse_flags(_load_json(row.flags), f"flag set {env}@{row.version}")
+        if version is None:
+            self._stored_cache[env] = found
+        return found
+
+    def snapshot(self, env: str = "production", path: str | Path | None = None, use_file: bool = True) -> FlagSet:
+        """The effective flag set of ``env``: the file's flags overlaid by the store's."""
+        _check_env(env)
+        version, stored = self.stored(env)
+        file_flags, digest = self.file_flags(path) if use_file else ({}, "")
+        flags = dict(file_flags)
+        sources = dict.fromkeys(file_flags, "file")
+        flags.update(stored)
+        sources.update(dict.fromkeys(stored, "store"))
+        label = f"{env}@{version}" + (f"+{digest}" if digest else "")
+        return FlagSet(env, label, version, flags, sources)
+
+    def get(self, key: str, env: str = "production", path: str | Path | None = None) -> Flag:
+        """One flag's effective definition (NotFound if neither the store nor the file has it)."""
+        found = self.snapshot(env, path).flags.get(key)
+        if found is None:
+            raise NotFound(f"no flag {key!r} in {env!r}", "list flags with 'keel flags list'")
+        return found
+
+    # -- changing ---------------------------------------------------------------------------
+    def set(
+        self,
+        key: str,
+        spec: Mapping[str, Any] | None = None,
+        env: str = "production",
+        reason: str = "",
+        who: str | None = None,
+        merge: bool = True,
+        path: str | Path | None = None,
+        **fields: Any,
+    ) -> FlagChange:
+        """Create or change a flag; ``fields`` (rollout=25, enabled=False, ...) are merged onto the
+        current definition (``merge``) or onto ``spec``. Returns the new version and reflog entry."""
+        _check_env(env)
+        base: dict[str, Any] = {}
+        if merge:
+            current = self.snapshot(env, path).flags.get(key)
+            if current is not None:
+                base = current.to_data()
+        if spec is not None:
+            if not isinstance(spec, Mapping):
+                raise InvalidInput(f"flag {key!r}: the definition must be a mapping", "e.g. {rollout: 25}")
+            base = dict(spec) if not merge else {**base, **spec}
+        base.update(fields)
+        if "variants" in fields and "default" not in fields and "default" in base:
+            if str(base["default"]) not in {str(k) for k in (base["variants"] or {})}:
+                base.pop("default")
+        flag = parse_flag(key, base)
+        self._check_prompts(flag)
+        return self._write(env, key, flag, reason, who)
+
+    def rollout(
+        self, key: str, percent: Any, env: str = "production", reason: str = "", who: str | None = None
+    ) -> FlagChange:
+        """Serve a boolean flag to ``percent`` of units (sticky: growing it only adds units)."""
+        pct = parse_percent(percent)
+        flag = self.get(key, env)
+        if not flag.is_boolean:
+            raise InvalidInput(
+                f"flag {key!r} is multivariate: a rollout is for boolean flags",
+                f"set a distribution: keel flags set {key} --set distribution.VARIANT=PERCENT",
+            )
+        return self.set(key, env=env, reason=reason, who=who, rollout=pct, enabled=True)
+
+    def kill(self, key: str, env: str = "production", reason: str = "", who: str | None = None) -> FlagChange:
+        """The kill switch: everyone gets the flag's default until it is enabled again."""
+        self.get(key, env)
+        return self.set(key, env=env, reason=reason, who=who, enabled=False)
+
+    def delete(self, key: str, env: str = "production", reason: str = "", who: str | None = None) -> RefMove:
+        """Remove a flag from the stored set (a file flag of the same key then applies again)."""
+        _check_env(env)
+        with self.db.write() as conn:
+            version = FlagStore.latest_version(conn, env)
+            row = FlagStore.get(conn, env, version) if version else None
+            flags = _load_json(row.flags).get("flags", {}) if row else {}
+            if key not in flags:
+                raise NotFound(f"no stored flag {key!r} in {env!r}", "list flags with 'keel flags list'")
+            del flags[key]
+            author = audit_who(who)
+            FlagStore.insert(conn, env, version + 1, json.dumps({"flags": flags}), author, reason)
+            return Refs.delete(conn, KIND, key, env, author, reason)
+
+    def _write(self, env: str, key: str, flag: Flag, reason: str, who: str | None) -> FlagChange:
+        author = audit_who(who)
+        with self.db.write() as conn:
+            version = FlagStore.latest_version(conn, env)
+            row = FlagStore.get(conn, env, version) if version else None
+            flags = _load_json(row.flags).get("flags", {}) if row else {}
+            flags[key] = flag.to_data()
+            new = version + 1
+            FlagStore.insert(conn, env, new, json.dumps({"flags": flags}, sort_keys=True), author, reason)
+            move = Refs.set(conn, KIND, key, env, str(new), author, reason)
+        return FlagChange(flag, new, move)
+
+    def _check_prompts(self, flag: Flag) -> None:
+        refs = prompt_references(flag)
+        if not refs:
+            return
+        if self._prompts is None:
+            from keel.services.prompts import PromptService
+
+            self._prompts = PromptService(self.store)
+        for name, version in refs:
+            try:
+                self._prompts.get(name, version)
+            except NotFound:
+                raise InvalidInput(
+                    f"flag {flag.key!r} references prompt {name}@{version}, which does not exist",
+                    f"register it first (keel prompts register) or fix the payload; see 'keel prompts show {name}'",
+                ) from None
+
+    # -- history ----------------------------------------------------------------------------
+    def history(self, key: str, env: str = "production") -> list[FlagHistoryEntry]:
+        """Every stored change of a flag, oldest first, with the definition it moved to."""
+        _check_env(env)
+        out = []
+        with self.db.read() as conn:
+            moves = Refs.history(conn, KIND, key, env)
+            for move in moves:
+                definition = None
+                if move.new is not None:
+                    row = FlagStore.get(conn, env, int(move.new))
+                    if row is not None:
+                        definition = _load_json(row.flags).get("flags", {}).get(key)
+                out.append(FlagHistoryEntry(move, definition))
+        return out
+
+    def environments(self) -> list[str]:
+        """Environments with stored flags."""
+        with self.db.read() as conn:
+            return FlagStore.envs(conn)
+
+
+def _check_env(env: Any) -> str:
+    if not isinstance(env, str) or not env or not env.replace("-", "").replace("_", "").isalnum():
+        raise InvalidInput(f"invalid environment {env!r}", "environments are names like production, staging")
+    return env

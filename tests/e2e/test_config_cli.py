@@ -1,0 +1,106 @@
+"""``keel config ...`` as a user runs it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+KEEL = Path(sys.executable).with_name("keel")
+SEED = Path(__file__).parents[1] / "fixtures" / "config" / "production.yaml"
+
+
+def keel(*args, cwd, check=True, env=None):
+    environ = {k: v for k, v in os.environ.items() if k not in ("KEEL_URI", "KEEL_OBJECTS")}
+    environ.update(env or {})
+    out = subprocess.run([str(KEEL), *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=environ)
+    if check and out.returncode != 0:
+        raise AssertionError(f"keel {' '.join(args)} failed ({out.returncode}): {out.stderr}")
+    return out
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "config").mkdir()
+    shutil.copy(SEED, tmp_path / "config" / "production.yaml")
+    (tmp_path / "config" / "base.yaml").write_text("llm:\n  api_key: ${OPENAI_API_KEY}\n")
+    (tmp_path / "config" / "staging.yaml").write_text("llm:\n  model: gpt-4o-mini\n  temperature: 0.2\n")
+    return tmp_path
+
+
+def test_show_explain_set_and_secrets(folder):
+    env = {"OPENAI_API_KEY": "sk-live-abcdefghijklmnop", "KEEL_CONFIG__llm__timeout": "60"}
+    out = keel("config", "show", "--env", "production", cwd=folder, env=env)
+    assert out.stdout.startswith("# production: config/base.yaml + config/production.yaml")
+    shown = yaml.safe_load(out.stdout)
+    assert shown["llm"]["model"] == "gpt-4" and shown["llm"]["api_key"] == "***" and shown["llm"]["timeout"] == 60
+    out = keel("config", "show", "--env", "production", "--json", "--set", "llm.temperature=0.2", cwd=folder, env=env)
+    data = json.loads(out.stdout)
+    assert data["llm"]["temperature"] == 0.2 and data["rag"]["top_k"] == 5
+    out = keel("config", "show", "--env", "production", "--explain", "--json", cwd=folder, env=env)
+    rows = {r["key"]: r for r in json.loads(out.stdout)}
+    assert rows["llm.model"]["source"] == "config/production.yaml:4"
+    assert rows["llm.api_key"] == {"key": "llm.api_key", "value": "***", "source": "config/base.yaml:2"}
+    assert rows["llm.timeout"]["source"] == "env KEEL_CONFIG__llm__timeout"
+    out = keel("config", "show", "--env", "production", "--explain", cwd=folder, env=env)
+    assert "config/production.yaml:4" in out.stdout
+    for text in (out.stdout, out.stderr):
+        assert "sk-live" not in text
+
+
+def test_bad_input_is_one_error_line(folder):
+    out = keel("config", "show", "--env", "qa", cwd=folder, check=False, env={"OPENAI_API_KEY": "x"})
+    assert out.returncode == 3 and "available environments: production, staging" in out.stderr
+    out = keel("config", "show", "--env", "production", cwd=folder, check=False, env={"OPENAI_API_KEY": ""})
+    assert out.returncode == 0  # set but empty is a value
+    environ = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    out = subprocess.run(
+        [str(KEEL), "config", "show", "--env", "production"], cwd=folder, capture_output=True, text=True, env=environ
+    )
+    assert out.returncode == 2 and "OPENAI_API_KEY" in out.stderr and "config/base.yaml:2" in out.stderr
+    assert "Traceback" not in out.stderr
+    (folder / "config" / "bad.yaml").write_text("llm: [1\n")
+    out = keel("config", "show", "--env", "bad", cwd=folder, check=False)
+    assert out.returncode == 2 and "config/bad.yaml:2: not valid YAML" in out.stderr
+
+
+def test_diff_and_history(folder):
+    env = {"OPENAI_API_KEY": "sk-x"}
+    out = keel("config", "diff", "staging", "production", cwd=folder, env=env)
+    assert "~ llm.model: gpt-4o-mini -> gpt-4" in out.stdout and "+ rag.top_k: 5" in out.stdout
+    changes = json.loads(keel("config", "diff", "staging", "production", "--json", cwd=folder, env=env).stdout)
+    assert {"path": "llm.temperature", "old": 0.2, "new": 0.7, "in_old": True, "in_new": True} in changes
+    assert "are the same" in keel("config", "diff", "production", "production", cwd=folder, env=env).stdout
+
+    keel("init", cwd=folder)
+    script = (
+        "import keel\nfrom keel.sdk import config\n"
+        "with keel.start_run(project='chat') as run:\n"
+        "    cfg = config.load(env='production')\n"
+        "print(run.id, cfg.snapshot_hash)\n"
+    )
+    run_id, digest = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    ).stdout.split()
+    history = json.loads(keel("config", "history", "--json", cwd=folder).stdout)
+    assert history == [
+        {
+            "hash": digest,
+            "env": "production",
+            "ref": f"config:production@{digest[:12]}",
+            "sources": ["config/base.yaml", "config/production.yaml"],
+            "created_at": history[0]["created_at"],
+            "runs": [run_id],
+        }
+    ]
+    out = keel("config", "history", cwd=folder)
+    assert digest[:12] in out.stdout and run_id[:8] in out.stdout
