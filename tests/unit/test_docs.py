@@ -17,7 +17,11 @@ def _readme_commands() -> set[tuple[str, ...]]:
             for part in re.split(r"\s*(?:&&|/)\s*(?=keel )", line.split("#")[0]):
                 words = part.strip().split()
                 if words[:1] == ["keel"] or (words and words[0].endswith("/keel")):
-                    names = [w for w in words[1:3] if re.fullmatch(r"[a-z-]+", w)]
+                    names = []
+                    for word in words[1:3]:  # the command path ends at the first option or argument
+                        if not re.fullmatch(r"[a-z][a-z-]*", word):
+                            break
+                        names.append(word)
                     if names:
                         commands.add(tuple(names))
     return commands

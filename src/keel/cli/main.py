@@ -75,6 +75,15 @@ def _add_eval() -> None:
 _add_eval()
 
 
+def _add_server() -> None:
+    from keel.cli.server import SERVER_HELP, SERVER_SETTINGS, server_command
+
+    app.command("server", help=SERVER_HELP, context_settings=SERVER_SETTINGS, add_help_option=False)(server_command)
+
+
+_add_server()
+
+
 def _add_flags() -> None:
     from keel.cli.flags import ab_app, flags_app
 

@@ -46,6 +46,10 @@ __all__ = [
     "ab_exposures",
     "ab_outcomes",
     "artifacts",
+    "auth_audit",
+    "auth_grants",
+    "auth_tokens",
+    "auth_users",
     "config_snapshots",
     "conversation_feedback",
     "conversations",
@@ -562,4 +566,54 @@ ab_outcomes = Table(
     Column("value", Float, nullable=False),
     Column("at", BigInteger, nullable=False),
     Index("ix_ab_outcomes_exp_metric", "experiment", "metric"),
+)
+
+# -- team server: users, API tokens, project roles, audit ----------------------------------
+# A token is shown once; only the SHA-256 of its secret is stored (``token_hash``), so a
+# leaked database cannot be replayed as credentials. ``auth_grants.project`` is a project
+# name, ``@registries`` (the prompt and model registries) or ``*`` (every project and both).
+# ``auth_audit`` records every admin action (users, tokens, grants) with who and when.
+auth_users = Table(
+    "auth_users",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("is_admin", Boolean, nullable=False, server_default="0"),
+    Column("disabled", Boolean, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+auth_tokens = Table(
+    "auth_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", _Id, ForeignKey("auth_users.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("revoked_at", BigInteger),
+    Index("ix_auth_tokens_user", "user_id"),
+)
+
+auth_grants = Table(
+    "auth_grants",
+    metadata,
+    Column("user_id", _Id, ForeignKey("auth_users.id", ondelete="CASCADE"), primary_key=True),
+    Column("project", String(200), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("granted_by", String(200), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+auth_audit = Table(
+    "auth_audit",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(50), nullable=False),
+    Column("target", String(400), nullable=False, server_default=""),
+    Column("detail", Text, nullable=False, server_default="{}"),
+    Index("ix_auth_audit_at", "at"),
 )

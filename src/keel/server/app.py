@@ -1,0 +1,95 @@
+"""The team server's ASGI app: every router under ``/api/v1``, one error shape, token auth.
+
+Run it with ``python -m keel.server --store URL --objects URL`` (see
+:mod:`keel.server.__main__`), or build it yourself::
+
+    from keel.server import create_app
+    app = create_app("postgresql+psycopg://keel@db/keel", "s3://bucket/keel")
+
+The app is stateless: it holds connections, not facts, so several processes or
+hosts can serve one database and bucket behind a load balancer.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from keel._version import __version__
+from keel.errors import InvalidInput
+from keel.server.context import DEFAULT_MAX_UPLOAD, ServerContext
+from keel.server.errors import KeelJSONResponse, install_error_handlers
+from keel.server.routers import artifacts, auth, models, projects, prompts, runs
+from keel.services.workspace import open_store
+
+__all__ = ["API_PREFIX", "ENV_OBJECTS", "ENV_STORE", "app_from_env", "create_app"]
+
+API_PREFIX = "/api/v1"
+ENV_STORE = "KEEL_SERVER_STORE"
+ENV_OBJECTS = "KEEL_SERVER_OBJECTS"
+ENV_MAX_UPLOAD = "KEEL_SERVER_MAX_UPLOAD"
+
+
+def create_app(
+    store_url: str,
+    objects_url: str | None = None,
+    *,
+    tmp_dir: str | os.PathLike[str] | None = None,
+    max_upload: int = DEFAULT_MAX_UPLOAD,
+) -> FastAPI:
+    """The FastAPI app serving the store at ``store_url`` / ``objects_url``.
+
+    Args:
+        store_url: a database URL (``sqlite:///path`` or ``postgresql+psycopg://...``).
+        objects_url: the object store (a folder or ``s3://bucket/prefix``); default:
+            ``objects/`` beside a SQLite file.
+        tmp_dir: where uploads and downloads are spooled (default: the system's).
+        max_upload: the largest artifact upload accepted, in bytes (larger: 413).
+    """
+    if store_url.startswith(("http://", "https://")):
+        raise InvalidInput("the server needs a database URL, not another server", "pass --store sqlite:///... ")
+    store = open_store(store_url, objects_url, cached=False)
+    spool = Path(tmp_dir or tempfile.gettempdir())
+    context = ServerContext(store, spool, max_upload)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app = FastAPI(
+        title="keel",
+        version=__version__,
+        description="Experiment management for LLM apps: the team server's REST API.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        default_response_class=KeelJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.keel = context
+    install_error_handlers(app)
+    for module in (auth, projects, runs, artifacts, prompts, models):
+        app.include_router(module.router, prefix=API_PREFIX)
+
+    @app.get(f"{API_PREFIX}/health", tags=["meta"], summary="Liveness: the database answers")
+    def health() -> dict[str, str]:
+        context.tracking.list_projects()
+        return {"status": "ok", "version": __version__}
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """:func:`create_app` configured from ``KEEL_SERVER_STORE`` / ``KEEL_SERVER_OBJECTS``
+    (the factory uvicorn imports in each worker process)."""
+    store = os.environ.get(ENV_STORE)
+    if not store:
+        raise InvalidInput(f"{ENV_STORE} is not set", "start the server with: python -m keel.server --store URL")
+    max_upload = int(os.environ.get(ENV_MAX_UPLOAD, DEFAULT_MAX_UPLOAD))
+    return create_app(store, os.environ.get(ENV_OBJECTS) or None, max_upload=max_upload)

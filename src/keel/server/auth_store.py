@@ -1,0 +1,338 @@
+"""Users, API tokens, project role grants and the admin audit log, in the metadata database.
+
+Tokens are ``keel_`` plus 43 URL-safe characters (32 random bytes). Only their
+SHA-256 is stored: a token is shown once, when created, and a copy of the
+database cannot be replayed as credentials. Lookup is by the hash (a unique
+index), so no comparison of secrets happens in Python.
+
+Roles are ``reader`` < ``writer`` < ``admin``, granted per project name, on
+``@registries`` (the workspace-wide prompt and model registries), or on ``*``
+(every project and the registries). A site admin (``auth_users.is_admin``) may do everything, including managing
+users and tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+
+from keel.core.entities import now_ms
+from keel.core.names import check_name
+from keel.errors import AlreadyExists, InvalidInput, KeelError, NotFound
+from keel.meta.engine import Database
+from keel.meta.schema import auth_audit, auth_grants, auth_tokens, auth_users
+
+__all__ = [
+    "REGISTRIES",
+    "ROLES",
+    "WORKSPACE",
+    "AuthStore",
+    "Forbidden",
+    "Principal",
+    "TokenInfo",
+    "Unauthenticated",
+    "User",
+    "hash_token",
+]
+
+ROLES = ("reader", "writer", "admin")
+RANK = {role: i + 1 for i, role in enumerate(ROLES)}
+WORKSPACE = "*"  # a grant on every project and on the workspace-wide registries
+REGISTRIES = "@registries"  # a grant on the prompt and model registries only
+TOKEN_PREFIX = "keel_"
+
+
+class Unauthenticated(KeelError):
+    """No token, or a token that is unknown, expired or revoked (HTTP 401)."""
+
+    code = "unauthenticated"
+    http_status = 401
+    exit_code = 7
+
+
+class Forbidden(KeelError):
+    """The caller is known but its role does not allow the action (HTTP 403)."""
+
+    code = "forbidden"
+    http_status = 403
+    exit_code = 7
+
+
+def hash_token(secret: str) -> str:
+    """The stored form of a token: SHA-256, hex."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check_role(role: str) -> str:
+    """Return ``role`` if it is one of :data:`ROLES`, else raise InvalidInput."""
+    if role not in RANK:
+        raise InvalidInput(f"invalid role {role!r}", f"use one of {', '.join(ROLES)}")
+    return role
+
+
+def _check_scope(project: str) -> str:
+    return project if project in (WORKSPACE, REGISTRIES) else check_name(project, "project name")
+
+
+@dataclass(frozen=True)
+class User:
+    """A person or service account that holds tokens."""
+
+    id: int
+    name: str
+    is_admin: bool
+    disabled: bool
+    created_at: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"name": self.name, "is_admin": self.is_admin, "disabled": self.disabled, "created_at": self.created_at}
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token's metadata (never its secret)."""
+
+    id: str
+    user: str
+    name: str
+    created_at: int
+    expires_at: int | None
+    revoked_at: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "id": self.id,
+            "user": self.user,
+            "name": self.name,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+        }
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the user, the token used, and the user's grants."""
+
+    user: User
+    token: TokenInfo
+    grants: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The user name (recorded as ``who`` in audit trails)."""
+        return self.user.name
+
+    def rank(self, project: str) -> int:
+        """0 (no access) or the rank of the best role on ``project``."""
+        if self.user.is_admin:
+            return RANK["admin"]
+        return max(RANK.get(self.grants.get(project, ""), 0), RANK.get(self.grants.get(WORKSPACE, ""), 0))
+
+    def readable(self) -> list[str] | None:
+        """Project names this principal may read, or None for every project."""
+        if self.user.is_admin or WORKSPACE in self.grants:
+            return None
+        return sorted(p for p in self.grants if p != REGISTRIES)
+
+
+def _user(row: Any) -> User:
+    return User(int(row.id), row.name, bool(row.is_admin), bool(row.disabled), int(row.created_at))
+
+
+def _token(row: Any, user: str) -> TokenInfo:
+    return TokenInfo(row.id, user, row.name, int(row.created_at), row.expires_at, row.revoked_at)
+
+
+class AuthStore:
+    """Users, tokens, grants and the audit log over one database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- audit --------------------------------------------------------------------------
+    @staticmethod
+    def _audit(conn: Any, actor: str, action: str, target: str, **detail: Any) -> None:
+        conn.execute(
+            insert(auth_audit).values(
+                at=now_ms(), actor=actor, action=action, target=target, detail=json.dumps(detail, sort_keys=True)
+            )
+        )
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest admin actions, newest first."""
+        with self.db.read() as conn:
+            rows = conn.execute(select(auth_audit).order_by(auth_audit.c.id.desc()).limit(limit)).all()
+        return [
+            {"at": r.at, "actor": r.actor, "action": r.action, "target": r.target, "detail": json.loads(r.detail)}
+            for r in rows
+        ]
+
+    # -- users ----------------------------------------------------------------------------
+    def create_user(self, name: str, is_admin: bool = False, actor: str = "bootstrap") -> User:
+        """Create a user (raises AlreadyExists)."""
+        check_name(name, "user name")
+        try:
+            with self.db.write() as conn:
+                conn.execute(insert(auth_users).values(name=name, is_admin=is_admin, created_at=now_ms()))
+                self._audit(conn, actor, "user.create", name, is_admin=is_admin)
+        except SAIntegrityError:
+            raise AlreadyExists(f"user {name!r} exists already", "pick another name") from None
+        return self.get_user(name)
+
+    def get_user(self, name: str) -> User:
+        """A user by name (raises NotFound)."""
+        with self.db.read() as conn:
+            row = conn.execute(select(auth_users).where(auth_users.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"no user {name!r}", "create it: python -m keel.server user create NAME")
+        return _user(row)
+
+    def list_users(self) -> list[User]:
+        """Every user, by name."""
+        with self.db.read() as conn:
+            return [_user(r) for r in conn.execute(select(auth_users).order_by(auth_users.c.name))]
+
+    def set_disabled(self, name: str, disabled: bool, actor: str) -> User:
+        """Disable (every token stops working) or re-enable a user."""
+        user = self.get_user(name)
+        with self.db.write() as conn:
+            conn.execute(update(auth_users).where(auth_users.c.id == user.id).values(disabled=disabled))
+            self._audit(conn, actor, "user.disable" if disabled else "user.enable", name)
+        return self.get_user(name)
+
+    # -- tokens -----------------------------------------------------------------------------
+    def create_token(
+        self, user: str, name: str = "", expires_at: int | None = None, actor: str = "bootstrap"
+    ) -> tuple[str, TokenInfo]:
+        """A new token for ``user``: ``(secret, info)``. The secret is never stored; show it once."""
+        owner = self.get_user(user)
+        if expires_at is not None and expires_at <= now_ms():
+            raise InvalidInput("the token would expire before it is used", "give an expiry in the future")
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token_id = secrets.token_hex(8)
+        created = now_ms()
+        with self.db.write() as conn:
+            conn.execute(
+                insert(auth_tokens).values(
+                    id=token_id,
+                    user_id=owner.id,
+                    token_hash=hash_token(secret),
+                    name=str(name),
+                    created_at=created,
+                    expires_at=expires_at,
+                )
+            )
+            self._audit(conn, actor, "token.create", user, token_id=token_id, name=name, expires_at=expires_at)
+        return secret, TokenInfo(token_id, user, str(name), created, expires_at, None)
+
+    def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
+        """Tokens (of one user, or all), newest first, without secrets."""
+        query = select(auth_tokens, auth_users.c.name.label("user_name")).join(auth_users)
+        if user is not None:
+            query = query.where(auth_users.c.name == user)
+        with self.db.read() as conn:
+            rows = conn.execute(query.order_by(auth_tokens.c.created_at.desc())).all()
+        return [_token(r, r.user_name) for r in rows]
+
+    def get_token(self, token_id: str) -> TokenInfo:
+        """One token's metadata by id (raises NotFound)."""
+        query = select(auth_tokens, auth_users.c.name.label("user_name")).join(auth_users)
+        with self.db.read() as conn:
+            row = conn.execute(query.where(auth_tokens.c.id == token_id)).first()
+        if row is None:
+            raise NotFound(f"no token {token_id!r}", "list tokens to find its id")
+        return _token(row, row.user_name)
+
+    def revoke_token(self, token_id: str, actor: str) -> TokenInfo:
+        """Revoke a token now (idempotent: a revoked token keeps its first revocation time)."""
+        info = self.get_token(token_id)
+        if info.revoked_at is None:
+            with self.db.write() as conn:
+                conn.execute(update(auth_tokens).where(auth_tokens.c.id == token_id).values(revoked_at=now_ms()))
+                self._audit(conn, actor, "token.revoke", info.user, token_id=token_id)
+        return self.get_token(token_id)
+
+    def authenticate(self, secret: str) -> Principal:
+        """The principal a bearer token stands for; raise Unauthenticated if it is not valid now."""
+        hint = "pass a valid token: Authorization: Bearer keel_..."
+        if not secret.startswith(TOKEN_PREFIX):
+            raise Unauthenticated("malformed API token", hint)
+        query = (
+            select(
+                auth_tokens,
+                auth_users.c.name.label("user_name"),
+                auth_users.c.is_admin,
+                auth_users.c.disabled,
+                auth_users.c.created_at.label("user_created_at"),
+            )
+            .join(auth_users)
+            .where(auth_tokens.c.token_hash == hash_token(secret))
+        )
+        with self.db.read() as conn:
+            row = conn.execute(query).first()
+            grants = {} if row is None else self._grants(conn, row.user_id)
+        now = now_ms()
+        if row is None:
+            raise Unauthenticated("unknown API token", hint)
+        if row.revoked_at is not None:
+            raise Unauthenticated("this API token was revoked", "ask an admin for a new token")
+        if row.expires_at is not None and row.expires_at <= now:
+            raise Unauthenticated("this API token has expired", "create a new token")
+        if row.disabled:
+            raise Unauthenticated(f"user {row.user_name!r} is disabled", "ask an admin to enable the user")
+        user = User(int(row.user_id), row.user_name, bool(row.is_admin), False, int(row.user_created_at))
+        return Principal(user, _token(row, row.user_name), grants)
+
+    # -- grants -------------------------------------------------------------------------------
+    @staticmethod
+    def _grants(conn: Any, user_id: int) -> dict[str, str]:
+        rows = conn.execute(select(auth_grants.c.project, auth_grants.c.role).where(auth_grants.c.user_id == user_id))
+        return {r.project: r.role for r in rows}
+
+    def grant(self, user: str, project: str, role: str, actor: str) -> None:
+        """Give ``user`` ``role`` on ``project`` (or ``*``), replacing any earlier role there."""
+        owner = self.get_user(user)
+        _check_scope(project)
+        check_role(role)
+        with self.db.write() as conn:
+            old = self._grants(conn, owner.id).get(project)
+            key = (auth_grants.c.user_id == owner.id) & (auth_grants.c.project == project)
+            conn.execute(delete(auth_grants).where(key))
+            conn.execute(
+                insert(auth_grants).values(
+                    user_id=owner.id, project=project, role=role, granted_by=actor, created_at=now_ms()
+                )
+            )
+            self._audit(conn, actor, "grant.set", user, project=project, role=role, old=old)
+
+    def revoke_grant(self, user: str, project: str, actor: str) -> None:
+        """Remove ``user``'s role on ``project`` (raises NotFound if there is none)."""
+        owner = self.get_user(user)
+        with self.db.write() as conn:
+            key = (auth_grants.c.user_id == owner.id) & (auth_grants.c.project == project)
+            if conn.execute(delete(auth_grants).where(key)).rowcount == 0:
+                raise NotFound(f"user {user!r} has no role on {project!r}", "list grants to see who has what")
+            self._audit(conn, actor, "grant.revoke", user, project=project)
+
+    def grants(self, user: str | None = None, project: str | None = None) -> list[dict[str, Any]]:
+        """Grants, filtered by user and/or project."""
+        query = select(auth_grants, auth_users.c.name.label("user_name")).join(auth_users)
+        if user is not None:
+            query = query.where(auth_users.c.name == user)
+        if project is not None:
+            query = query.where(auth_grants.c.project == project)
+        with self.db.read() as conn:
+            rows = conn.execute(query.order_by(auth_users.c.name, auth_grants.c.project)).all()
+        return [
+            {"user": r.user_name, "project": r.project, "role": r.role, "granted_by": r.granted_by, "at": r.created_at}
+            for r in rows
+        ]

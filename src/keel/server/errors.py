@@ -1,0 +1,84 @@
+"""One JSON error shape for every failure: ``{"error": {"code", "message", "hint"}}``.
+
+A :class:`~keel.errors.KeelError` keeps its ``code`` and ``http_status``; unknown
+routes (404), wrong methods (405), request validation (422) and unexpected
+failures (500) are rendered in the same shape, so a client needs one parser.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from keel.errors import KeelError
+
+__all__ = ["KeelJSONResponse", "error_response", "install_error_handlers"]
+
+log = logging.getLogger("keel.server")
+
+_HTTP_CODES = {
+    400: ("bad_request", "check the request body and parameters"),
+    401: ("unauthenticated", "pass a valid token: Authorization: Bearer keel_..."),
+    403: ("forbidden", "ask a project admin for a role"),
+    404: ("not_found", "see the API reference at /api/v1/docs"),
+    405: ("method_not_allowed", "see the API reference at /api/v1/docs"),
+    413: ("too_large", "send less data per request"),
+}
+
+
+class KeelJSONResponse(JSONResponse):
+    """JSON that keeps NaN and +/-Infinity (metrics may hold them; Python's json reads them)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=True, separators=(",", ":")).encode()
+
+
+def error_response(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
+    """The error body every failure uses."""
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    body = {"error": {"code": code, "message": message, "hint": hint}}
+    return KeelJSONResponse(body, status_code=status, headers=headers)
+
+
+def _keel_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KeelError)
+    return error_response(exc.http_status, exc.code, exc.message, exc.hint)
+
+
+def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, hint = _HTTP_CODES.get(exc.status_code, ("http_error", None))
+    message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    response = error_response(exc.status_code, code, message, hint)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(part) for part in err.get("loc", ()))
+        problems.append(f"{where}: {err.get('msg', 'invalid')}")
+    message = "invalid request: " + "; ".join(problems)
+    return error_response(422, "invalid_request", message, "see the request schema at /api/v1/openapi.json")
+
+
+def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error", exc_info=exc)
+    return error_response(500, "internal", "internal server error", "the server log has the details")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error of ``app`` in the one shape."""
+    app.add_exception_handler(KeelError, _keel_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

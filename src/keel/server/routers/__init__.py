@@ -1,0 +1,25 @@
+"""One router per domain, each mounted under ``/api/v1``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.datastructures import DefaultPlaceholder
+
+__all__ = ["Router"]
+
+
+class Router(APIRouter):
+    """An APIRouter whose routes do not turn their return annotation into a response model.
+
+    Handlers return plain dicts and lists built by the services' ``to_dict``; validating
+    them again would cost time on every large page, and pydantic would write NaN and
+    infinite metric values as ``null``. The response class (``KeelJSONResponse``) keeps them.
+    """
+
+    def add_api_route(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if isinstance(kwargs.get("response_model"), DefaultPlaceholder):
+            kwargs["response_model"] = None
+        super().add_api_route(path, endpoint, **kwargs)

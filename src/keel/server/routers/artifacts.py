@@ -1,0 +1,107 @@
+"""``/runs/{run_id}/artifacts``: list, and streamed upload and download.
+
+Uploads are spooled to a temporary file chunk by chunk (never whole in memory),
+then stored with :meth:`ObjectStore.put_file`, which streams to disk or S3.
+Downloads are verified against their hash into a temporary file, then streamed
+out in chunks; a corrupt object is an error before the first byte is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Any
+
+from fastapi import Request, status
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from keel.core.batch import WriteBatch
+from keel.core.entities import now_ms
+from keel.core.names import check_artifact_path
+from keel.errors import InvalidInput, KeelError
+from keel.server.auth import Caller, Context
+from keel.server.routers import Router
+from keel.server.routers.runs import run_for
+
+__all__ = ["router"]
+
+router = Router(tags=["artifacts"])
+
+_KINDS = ("file", "table", "text", "html")
+
+
+class TooLarge(KeelError):
+    """An upload over the server's limit (HTTP 413)."""
+
+    code = "too_large"
+    http_status = 413
+
+
+@router.get("/runs/{run_id}/artifacts", summary="A run's artifacts (all, or under a folder)")
+def list_artifacts(run_id: str, caller: Caller, context: Context, prefix: str = "") -> list[dict[str, Any]]:
+    full = run_for(context, caller, run_id, "reader").run_id
+    return [
+        {"path": a.path, "oid": a.oid, "size": a.size, "kind": a.kind}
+        for a in context.tracking.list_artifacts(full, prefix)
+    ]
+
+
+@router.put(
+    "/runs/{run_id}/artifacts/{path:path}",
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload one artifact (the request body, streamed)",
+    openapi_extra={"requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}},
+)
+async def upload_artifact(
+    run_id: str, path: str, request: Request, caller: Caller, context: Context, kind: str = "file"
+) -> dict[str, Any]:
+    path = check_artifact_path(path)
+    if kind not in _KINDS:
+        raise InvalidInput(f"invalid artifact kind {kind!r}", f"use one of {', '.join(_KINDS)}")
+    record = await run_in_threadpool(run_for, context, caller, run_id, "writer")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > context.max_upload:
+        raise TooLarge(f"upload of {declared} bytes is over the limit of {context.max_upload}", "split it")
+    fd, tmp = tempfile.mkstemp(dir=context.tmp_dir, prefix="keel-upload-")
+    try:
+        size = 0
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > context.max_upload:
+                    raise TooLarge(f"upload is over the limit of {context.max_upload} bytes", "split it")
+                await run_in_threadpool(out.write, chunk)
+        oid, size = await run_in_threadpool(context.tracking.store_file, tmp)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    row = (record.run_id, path, oid, size, kind, now_ms())
+    await run_in_threadpool(context.tracking.write_batch, WriteBatch(artifacts=[row]))
+    return {"path": path, "oid": oid, "size": size, "kind": kind}
+
+
+@router.get(
+    "/runs/{run_id}/artifacts/{path:path}",
+    summary="Download one artifact (streamed)",
+    response_class=FileResponse,
+)
+def download_artifact(run_id: str, path: str, caller: Caller, context: Context) -> FileResponse:
+    full = run_for(context, caller, run_id, "reader").run_id
+    artifact = context.tracking.artifact(full, path)
+    fd, tmp = tempfile.mkstemp(dir=context.tmp_dir, prefix="keel-download-")
+    os.close(fd)
+    try:
+        context.tracking.objects.get_file(artifact.oid, tmp)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return FileResponse(
+        tmp,
+        media_type="application/octet-stream",
+        filename=os.path.basename(artifact.path),
+        headers={"X-Keel-Oid": artifact.oid},
+        background=BackgroundTask(os.unlink, tmp),
+    )

@@ -1,0 +1,195 @@
+"""``/runs``: create, read, search, finish, delete/restore, batch logging, metric history."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from keel.core.batch import WriteBatch
+from keel.core.entities import RunRecord, now_ms
+from keel.core.names import check_key
+from keel.core.values import decode_param, encode_param, flatten, metric_value
+from keel.errors import Conflict, InvalidInput
+from keel.server.auth import Caller, Context, require
+from keel.server.auth_store import Principal
+from keel.server.context import ServerContext
+from keel.server.routers import Router
+
+__all__ = ["router", "run_for"]
+
+router = Router(tags=["runs"])
+
+
+class RunRequest(BaseModel):
+    """A new run. ``context`` is where the client runs (git, host, versions): the server's
+    own would be meaningless. ``run_id`` lets a client choose the id (32 hex digits)."""
+
+    model_config = ConfigDict(extra="forbid")
+    project: str = "default"
+    name: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    parent_id: str | None = None
+    run_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunUpdate(BaseModel):
+    """A status change: finish (``finished``/``failed``/``killed``) or resume (``running``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["running", "finished", "failed", "killed"]
+    end_time: int | None = None
+    error: str | None = None
+
+
+class MetricIn(BaseModel):
+    """One metric value."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str
+    value: float
+    step: int = 0
+    timestamp: int | None = None
+
+
+class BatchRequest(BaseModel):
+    """Params, metrics and tags of one run, written in one transaction."""
+
+    model_config = ConfigDict(extra="forbid")
+    params: dict[str, Any] = Field(default_factory=dict)
+    metrics: list[MetricIn] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    overwrite_params: bool = False
+
+
+def run_for(context: ServerContext, caller: Principal, run_id: str, role: str) -> RunRecord:
+    """The run ``run_id`` (id or unique prefix) after checking ``caller`` has ``role`` on its project."""
+    record = context.tracking.get_run(run_id)
+    require(caller, record.project, role)
+    return record
+
+
+@router.post("/runs", status_code=status.HTTP_201_CREATED, summary="Create a running run")
+def create_run(body: RunRequest, caller: Caller, context: Context) -> dict[str, Any]:
+    require(caller, body.project, "writer")
+    parent = run_for(context, caller, body.parent_id, "reader").run_id if body.parent_id else None
+    record, batch = context.tracking.new_run(body.project, body.name, body.tags, parent, body.run_id, parent_known=True)
+    record.context_json = json.dumps(body.context, sort_keys=True, default=str)
+    batch.new_runs = [(*row[:5], record.context_json) for row in batch.new_runs]
+    context.tracking.write_batch(batch)
+    return record.to_dict()
+
+
+@router.get("/runs", summary="Search runs: filter, order, page")
+def search_runs(
+    caller: Caller,
+    context: Context,
+    project: Annotated[list[str], Query(description="repeat for several; default: all you can read")] = [],  # noqa: B006
+    filter: Annotated[str | None, Query(description="e.g. metrics.acc > 0.8 and params.model = 'x'")] = None,  # noqa: A002
+    order_by: Annotated[list[str], Query(description="e.g. metrics.acc DESC; repeatable")] = [],  # noqa: B006
+    limit: int = 100,
+    page_token: str | None = None,
+    deleted: Literal["exclude", "include", "only"] = "exclude",
+) -> dict[str, Any]:
+    if project:
+        for name in project:
+            require(caller, name, "reader")
+        projects: list[str] | None = project
+    else:
+        readable = caller.readable()
+        if readable is None:
+            projects = None
+        else:
+            existing = {p.name for p, _count in context.tracking.list_projects()}
+            projects = [name for name in readable if name in existing]
+            if not projects:
+                return {"runs": [], "next_page_token": None}
+    records, token = context.tracking.search_runs(
+        projects, filter, order_by or None, limit, page_token, deleted == "include", deleted == "only"
+    )
+    return {"runs": [r.to_dict() for r in records], "next_page_token": token}
+
+
+@router.get("/runs/{run_id}", summary="One run by id or unique prefix")
+def get_run(run_id: str, caller: Caller, context: Context) -> dict[str, Any]:
+    return run_for(context, caller, run_id, "reader").to_dict()
+
+
+@router.patch("/runs/{run_id}", summary="Finish, fail, kill or resume a run")
+def update_run(run_id: str, body: RunUpdate, caller: Caller, context: Context) -> dict[str, Any]:
+    record = run_for(context, caller, run_id, "writer")
+    if body.status == "running":
+        context.tracking.resume_run(record.run_id)
+    else:
+        end = body.end_time or now_ms()
+        context.tracking.write_batch(WriteBatch(run_ends=[(record.run_id, body.status, end, body.error)]))
+    return context.tracking.get_run(record.run_id).to_dict()
+
+
+@router.delete("/runs/{run_id}", summary="Soft-delete a run (restorable)")
+def delete_run(run_id: str, caller: Caller, context: Context) -> dict[str, Any]:
+    record = run_for(context, caller, run_id, "writer")
+    return {"run_id": context.tracking.delete_run(record.run_id), "deleted": True}
+
+
+@router.post("/runs/{run_id}/restore", summary="Undo a delete")
+def restore_run(run_id: str, caller: Caller, context: Context) -> dict[str, Any]:
+    record = run_for(context, caller, run_id, "writer")
+    return {"run_id": context.tracking.restore_run(record.run_id), "deleted": False}
+
+
+@router.post("/runs/{run_id}/batch", summary="Log params, metrics and tags in one transaction")
+def log_batch(run_id: str, body: BatchRequest, caller: Caller, context: Context) -> dict[str, int]:
+    full = run_for(context, caller, run_id, "writer").run_id
+    if len(body.metrics) + len(body.params) + len(body.tags) == 0:
+        return {"written": 0}
+    now = now_ms()
+    batch = WriteBatch()
+    stored = context.tracking.repo.params_of(full) if body.params and not body.overwrite_params else {}
+    for key, value in flatten(body.params):
+        vtype, text = encode_param(key, value)
+        old = stored.get(key)
+        if old is not None and old != (vtype, text):
+            # The store keeps the first value silently; over HTTP the caller must hear about it.
+            raise Conflict(
+                f"param {key!r} of run {full[:8]} is {decode_param(*old)!r}; cannot change it to {value!r}",
+                "params are fixed once logged: log a new key, or send overwrite_params: true",
+            )
+        batch.params.append((full, key, vtype, text, body.overwrite_params))
+    keys: set[str] = set()
+    for m in body.metrics:
+        if m.key not in keys:
+            keys.add(check_key(m.key, "metric key"))
+        if m.step < 0:
+            raise InvalidInput(f"invalid step {m.step} for metric {m.key!r}", "steps are integers >= 0")
+        batch.metrics.append((full, m.key, metric_value(m.key, m.value), m.step, m.timestamp or now))
+    for key, value in body.tags.items():
+        batch.tags.append((full, check_key(key, "tag key"), value))
+    context.tracking.write_batch(batch)
+    return {"written": len(batch)}
+
+
+@router.get("/runs/{run_id}/metrics", summary="Latest, min, max and count of each metric")
+def metric_summaries(run_id: str, caller: Caller, context: Context) -> list[dict[str, Any]]:
+    full = run_for(context, caller, run_id, "reader").run_id
+    return [
+        {"key": s.key, "latest": s.latest, "step": s.step, "timestamp": s.timestamp, "min": s.min, "max": s.max,
+         "count": s.count}
+        for s in context.tracking.metric_summaries(full)
+    ]  # fmt: skip
+
+
+@router.get("/runs/{run_id}/metric-history", summary="Every value of one metric, by step")
+def metric_history(run_id: str, key: str, caller: Caller, context: Context) -> dict[str, Any]:
+    full = run_for(context, caller, run_id, "reader").run_id
+    history = context.tracking.metric_history(full, key)
+    return {
+        "run_id": full,
+        "key": key,
+        "steps": [m.step for m in history],
+        "values": [m.value for m in history],
+        "timestamps": [m.timestamp for m in history],
+    }
