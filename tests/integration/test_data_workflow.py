@@ -372,3 +372,19 @@ def test_add_works_outside_git_too(tmp_path: Path):
 
 def test_old_mtime_constant_is_in_the_past():
     assert OLD < 2_000_000_000
+
+
+def test_parsed_trees_are_cached_but_never_trusted_over_the_object(repo: Path):
+    make_kb(repo, n=8)
+    (result,) = data.add(["data/kb"])
+    cached = repo / ".keel" / "data" / "trees" / result.oid
+    assert cached.is_file()  # written by add: status and re-add skip parsing the manifest
+    assert [s.state for s in data.status()] == ["ok"]
+
+    cached.write_bytes(b"not marshal data")  # a damaged cache entry is ignored and rebuilt
+    assert [s.state for s in data.status()] == ["ok"]
+    assert cached.read_bytes() != b"not marshal data"
+
+    _corrupt(repo / ".keel" / "objects" / result.oid[:2] / result.oid[2:])  # the tree object itself
+    with pytest.raises(IntegrityError):
+        data.status()

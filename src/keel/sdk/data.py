@@ -19,19 +19,41 @@ folder, or at ``root``. Runs record the exact data they used with
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from keel.services import data as _data
-from keel.services import data_checkout as _checkout
-from keel.services import data_maint as _maint
-from keel.services import data_remote as _remote
-from keel.services.data import AddResult
-from keel.services.data_checkout import CheckoutResult
-from keel.services.data_maint import DataChange, GcResult, PathStatus, VerifyProblem
-from keel.services.data_remote import Progress, TransferResult
-from keel.services.data_versions import DatasetVersion
+
+if TYPE_CHECKING:
+    from keel.services.data import AddResult
+    from keel.services.data_checkout import CheckoutResult
+    from keel.services.data_maint import DataChange, GcResult, PathStatus, VerifyProblem
+    from keel.services.data_remote import Progress, TransferResult
+    from keel.services.data_versions import DatasetVersion
+
+# Each command imports only the service module it needs (start-up time of the CLI).
+_LAZY = {
+    "AddResult": "keel.services.data",
+    "CheckoutResult": "keel.services.data_checkout",
+    "DataChange": "keel.services.data_maint",
+    "GcResult": "keel.services.data_maint",
+    "PathStatus": "keel.services.data_maint",
+    "VerifyProblem": "keel.services.data_maint",
+    "Progress": "keel.services.data_remote",
+    "TransferResult": "keel.services.data_remote",
+    "DatasetVersion": "keel.services.data_versions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "AddResult",
@@ -75,6 +97,8 @@ def add(paths: Sequence[str | os.PathLike[str]] | str, link: str | None = None, 
 
 def status(paths: Paths = None, root: Root = None) -> list[PathStatus]:
     """Each tracked path compared with its pointer file (``ok``, ``modified``, ``missing``)."""
+    from keel.services import data_maint as _maint
+
     with _repo(root) as repo:
         return _maint.status(repo, paths)
 
@@ -82,6 +106,8 @@ def status(paths: Paths = None, root: Root = None) -> list[PathStatus]:
 def diff(rev_a: str | None = None, rev_b: str | None = None, root: Root = None) -> list[DataChange]:
     """Tracked data changed between git revisions ``rev_a`` (default HEAD) and ``rev_b``
     (default: the working tree's pointer files)."""
+    from keel.services import data_maint as _maint
+
     with _repo(root) as repo:
         return _maint.diff(repo, rev_a, rev_b)
 
@@ -89,12 +115,16 @@ def diff(rev_a: str | None = None, rev_b: str | None = None, root: Root = None) 
 def checkout(paths: Paths = None, force: bool = False, link: str | None = None, root: Root = None) -> CheckoutResult:
     """Make the workspace's data match the pointer files. Refuses to overwrite changes
     that are not in the cache unless ``force``."""
+    from keel.services import data_checkout as _checkout
+
     with _repo(root) as repo:
         return _checkout.checkout(repo, paths, force, link)
 
 
 def unprotect(paths: Sequence[str | os.PathLike[str]], root: Root = None) -> list[str]:
     """Replace linked, read-only files with writable copies (to edit them in place)."""
+    from keel.services import data_checkout as _checkout
+
     with _repo(root) as repo:
         return _checkout.unprotect(repo, paths)
 
@@ -107,6 +137,8 @@ def push(
     root: Root = None,
 ) -> TransferResult:
     """Upload what the remote lacks of the tracked data (default remote unless ``remote``)."""
+    from keel.services import data_remote as _remote
+
     with _repo(root) as repo:
         return _remote.push(repo, remote, paths, jobs, progress)
 
@@ -119,6 +151,8 @@ def fetch(
     root: Root = None,
 ) -> TransferResult:
     """Download into the cache what it lacks of the tracked data (the workspace is not changed)."""
+    from keel.services import data_remote as _remote
+
     with _repo(root) as repo:
         return _remote.fetch(repo, remote, paths, jobs, progress)
 
@@ -132,6 +166,9 @@ def pull(
     root: Root = None,
 ) -> tuple[TransferResult, CheckoutResult]:
     """:func:`fetch`, then :func:`checkout`."""
+    from keel.services import data_checkout as _checkout
+    from keel.services import data_remote as _remote
+
     with _repo(root) as repo:
         fetched = _remote.fetch(repo, remote, paths, jobs, progress)
         return fetched, _checkout.checkout(repo, paths, force)
@@ -140,6 +177,8 @@ def pull(
 def gc(all_commits: bool = False, dry_run: bool = False, root: Root = None) -> GcResult:
     """Remove cached data objects that no pointer reaches (the working tree's, or with
     ``all_commits`` any commit's); never what a run or registered version references."""
+    from keel.services import data_maint as _maint
+
     with _repo(root) as repo:
         return _maint.gc(repo, all_commits, dry_run)
 
@@ -147,6 +186,8 @@ def gc(all_commits: bool = False, dry_run: bool = False, root: Root = None) -> G
 def verify(workspace: bool = False, repair: bool = True, root: Root = None) -> tuple[int, list[VerifyProblem]]:
     """Re-hash the cached data (and with ``workspace`` the workspace files);
     ``(objects checked, problems)``. Corrupt objects are refetched when a remote has them."""
+    from keel.services import data_maint as _maint
+
     with _repo(root) as repo:
         return _maint.verify(repo, workspace, repair)
 
@@ -167,17 +208,23 @@ def log(path: str | os.PathLike[str] | None = None, root: Root = None) -> list[D
 
 def remotes(root: Root = None) -> tuple[dict[str, str], str | None]:
     """``({name: url}, default name)`` of the configured remotes."""
+    from keel.services import data_remote as _remote
+
     return _remote.list_remotes(_data.find_root(root))
 
 
 def add_remote(name: str, url: str, default: bool = False, force: bool = False, root: Root = None) -> None:
     """Name a remote (a folder path or ``s3://bucket/prefix``); ``default`` makes push
     and pull use it. Stored in ``.keel/config.toml``, which belongs in git."""
+    from keel.services import data_remote as _remote
+
     _remote.add_remote(_data.find_root(root), name, url, default, force)
 
 
 def remove_remote(name: str, root: Root = None) -> None:
     """Forget a remote."""
+    from keel.services import data_remote as _remote
+
     _remote.remove_remote(_data.find_root(root), name)
 
 

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import marshal
 import os
 import posixpath
+import stat
 import time
 import tomllib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ import blake3
 
 from keel.core.data_pointer import POINTER_SUFFIX, Pointer, format_pointer, parse_pointer
 from keel.core.data_tree import PACK_MAX_FILE, PACK_TARGET, Tree, TreeEntry, parse_tree
+from keel.core.hashing import is_oid
 from keel.errors import Conflict, IntegrityError, InvalidInput, KeelError, NotFound
 from keel.objects.local import LocalObjectStore
 from keel.services import data_files as files_
@@ -42,6 +46,7 @@ from keel.services.data_state import RACY_NS, DataState, StatRow
 
 __all__ = ["AddResult", "DataRepo", "Tracked", "add", "open_repo"]
 
+_TREE_CACHE_VERSION = 1  # of the parsed trees kept in .keel/data/trees/
 _SYMLINK_HINT = (
     "keel does not follow or store symlinks: replace the link with a copy of its target, "
     "or track the target where it lives"
@@ -88,7 +93,11 @@ class _Located:
 
 @dataclass
 class _PackWriter:
-    """Collects small files' bytes and writes them as pack objects of ~PACK_TARGET bytes."""
+    """Collects small files' bytes and writes them as pack objects of ~PACK_TARGET bytes.
+
+    A pack is hashed (named) at once and written to the cache by one background thread
+    (file writes release the GIL) while the next files are read; at most one write is
+    in flight. :meth:`close` waits for it and raises its error, if any."""
 
     repo: DataRepo
     known: dict[str, tuple[str, int]]  # oid -> (pack, offset) already stored
@@ -96,6 +105,8 @@ class _PackWriter:
     pending_bytes: int = 0
     new_packs: list[str] = field(default_factory=list)
     new_locations: list[tuple[str, str, int, int]] = field(default_factory=list)
+    _pool: ThreadPoolExecutor | None = None
+    _writing: Future[None] | None = None
 
     def add(self, item: _Located, data: bytes) -> None:
         where = self.known.get(item.oid)
@@ -114,32 +125,59 @@ class _PackWriter:
         found = self.repo.usable_locations({item.oid for item, _ in self.pending})
         parts: list[bytes] = []
         offset = 0
-        mine: dict[str, int] = {}
+        mine: dict[str, tuple[int, int]] = {}  # oid -> (offset, size) in the new pack
+        packed: list[_Located] = []
         for item, data in self.pending:
-            if item.oid in found:
-                item.pack, item.offset = found[item.oid]
+            oid = item.oid
+            where = found.get(oid)
+            if where is not None:
+                item.pack, item.offset = where
                 continue
-            if item.oid in mine:
-                item.offset = mine[item.oid]
+            packed.append(item)
+            at = mine.get(oid)
+            if at is not None:
+                item.offset = at[0]
                 continue
-            mine[item.oid] = item.offset = offset
+            mine[oid] = (offset, len(data))
+            item.offset = offset
             parts.append(data)
             offset += len(data)
         if parts:
-            blob = b"".join(parts)
-            pack = self.repo.put_object(blob)
+            # Hashed and written part by part: no second 32 MiB copy of the pack in memory.
+            hasher = blake3.blake3()
+            for part in parts:
+                hasher.update(part)
+            pack = hasher.hexdigest()
             self.new_packs.append(pack)
-            for item, _ in self.pending:
-                if item.oid in mine:
-                    item.pack = pack
-            for oid, off in mine.items():
-                self.known[oid] = (pack, off)
-            sizes = {item.oid: item.f.size for item, _ in self.pending}
-            self.new_locations += [(oid, pack, off, sizes[oid]) for oid, off in mine.items()]
+            for item in packed:
+                item.pack = pack
+            known = self.known
+            for oid, (off, _) in mine.items():
+                known[oid] = (pack, off)
+            self.new_locations += [(oid, pack, off, size) for oid, (off, size) in mine.items()]
+            self.pending.clear()
+            self._wait()
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1)
+            self._writing = self._pool.submit(self.repo.write_object, pack, parts)
         for oid, where in found.items():
             self.known[oid] = where
         self.pending.clear()
         self.pending_bytes = 0
+
+    def _wait(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
+
+    def close(self) -> None:
+        """Wait for the last pack write (raising its error)."""
+        try:
+            self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
 
 
 class DataRepo:
@@ -334,6 +372,34 @@ class DataRepo:
         except OSError as exc:
             raise os_error(exc, "cannot write to the object cache") from exc
 
+    def write_object(self, oid: str, parts: Sequence[bytes]) -> None:
+        """Store the concatenation of ``parts``, whose hash is ``oid``, in the cache (temp
+        file, read-only, rename) unless it is there."""
+        if self.has(oid):
+            return
+        tmp = files_.tmp_name(self.cache.root / "tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                for i in range(0, len(parts), 1024):  # IOV_MAX buffers per writev
+                    batch = parts[i : i + 1024]
+                    done = os.writev(fd, batch)
+                    if done < sum(len(p) for p in batch):  # a short write: finish it piece by piece
+                        view = memoryview(b"".join(batch))[done:]
+                        while view:
+                            view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.chmod(tmp, files_.READ_ONLY)
+            final = self.cache.path(oid)
+            final.parent.mkdir(exist_ok=True)
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise os_error(exc, "cannot write to the object cache") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
     def has(self, oid: str) -> bool:
         """True if the cache holds object ``oid``."""
         return self.cache.exists(oid)
@@ -354,9 +420,19 @@ class DataRepo:
         return known
 
     def load_tree(self, oid: str, where: str, fetch: bool = True) -> Tree:
-        """The tree manifest ``oid`` (fetched from the default remote if the cache lacks it)."""
-        if not self.has(oid) and fetch:
+        """The tree manifest ``oid`` (fetched from the default remote if the cache lacks it).
+
+        A parsed tree is kept in ``.keel/data/trees/<oid>`` (marshal: columns, not text),
+        used only while the cache object is the very file it was parsed from (same inode,
+        size and mtime), so a replaced or damaged object is read and checked again."""
+        st = self._object_stat(oid)
+        if st is not None:
+            tree = self._cached_tree(oid, st)
+            if tree is not None:
+                return tree
+        elif fetch:
             self.refetch([oid], quiet=True)
+            st = self._object_stat(oid)
         try:
             data = self.cache.get_bytes(oid)
         except NotFound:
@@ -367,7 +443,68 @@ class DataRepo:
             if fetch and self.refetch([oid], quiet=True):
                 return self.load_tree(oid, where, fetch=False)
             raise
-        return parse_tree(data, f"tree {oid[:12]} of {where}")
+        tree = parse_tree(data, f"tree {oid[:12]} of {where}")
+        if st is not None:
+            self._cache_tree(oid, tree, st)
+        return tree
+
+    def _object_stat(self, oid: str) -> os.stat_result | None:
+        if not is_oid(oid):
+            return None
+        try:
+            st = os.stat(self.cache.path(oid))
+        except OSError:
+            return None
+        return st if stat.S_ISREG(st.st_mode) else None
+
+    def _tree_cache_path(self, oid: str) -> str:
+        return f"{self.data_dir}/trees/{oid}"
+
+    def _cached_tree(self, oid: str, st: os.stat_result) -> Tree | None:
+        try:
+            with open(self._tree_cache_path(oid), "rb") as fh:
+                value = marshal.loads(fh.read())  # (marshal.load reads a file in tiny steps)
+            version, key, ident, paths, oids, sizes, packs, offsets = value
+        except (OSError, EOFError, ValueError, TypeError):
+            return None
+        if version != _TREE_CACHE_VERSION or key != oid or ident != (st.st_ino, st.st_size, st.st_mtime_ns):
+            return None
+        new = tuple.__new__  # TreeEntry(...) without its Python-level __new__
+        try:
+            return Tree([new(TreeEntry, row) for row in zip(paths, oids, sizes, packs, offsets, strict=True)])
+        except (TypeError, ValueError):
+            return None
+
+    def forget_cached_trees(self, oids: Sequence[str]) -> None:
+        """Drop the parsed copies of trees removed from the cache."""
+        for oid in oids:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tree_cache_path(oid))
+
+    def _cache_tree(self, oid: str, tree: Tree, st: os.stat_result) -> None:
+        """Remember a parsed (or just written) tree; best effort."""
+        entries = tree.entries
+        value = (
+            _TREE_CACHE_VERSION,
+            oid,
+            (st.st_ino, st.st_size, st.st_mtime_ns),
+            [e.path for e in entries],
+            [e.oid for e in entries],
+            [e.size for e in entries],
+            [e.pack for e in entries],
+            [e.offset for e in entries],
+        )
+        path = self._tree_cache_path(oid)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with contextlib.suppress(OSError):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(marshal.dumps(value))
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
 
     def refetch(self, oids: Sequence[str], quiet: bool = False) -> bool:
         """Fetch ``oids`` again from the default remote (replacing corrupt copies);
@@ -490,13 +627,27 @@ class DataRepo:
         return oid, True
 
     def _store_copy(self, f: FileStat) -> tuple[str, bool]:
+        """Copy a large file into the cache. The kernel copies while this thread hashes the
+        source (one read of it, both at once); the file's inode, size and mtime must be the
+        same before and after both, else nothing is stored. A file modified within the racy
+        window (its mtime could hide a change) is copied first and the copy hashed."""
         tmp = files_.tmp_name(self.cache.root / "tmp")
         try:
-            files_.copy_file(f.path, tmp)
+            if f.mtime + RACY_NS < time.time_ns():
+                with ThreadPoolExecutor(1) as pool:
+                    copying = pool.submit(files_.copy_file, f.path, tmp)
+                    try:
+                        oid, _ = files_.hash_large(f.path, f.rel, f)
+                    finally:
+                        copying.result()
+                copied = os.stat(tmp).st_size
+            else:
+                files_.copy_file(f.path, tmp)
+                oid, st = files_.hash_large(tmp, f.rel)  # the hash of what was stored
+                copied = st.st_size
             after = os.stat(f.path)
-            if (after.st_ino, after.st_size, after.st_mtime_ns) != (f.ino, f.size, f.mtime):
+            if (after.st_ino, after.st_size, after.st_mtime_ns) != (f.ino, f.size, f.mtime) or copied != f.size:
                 raise files_.changed_while_hashing(f.rel)
-            oid, _ = files_.hash_large(tmp, f.rel)  # the hash of what was stored
             if self.has(oid):
                 return oid, False
             os.chmod(tmp, files_.READ_ONLY)
@@ -571,7 +722,8 @@ class DataRepo:
 
         cached = self.state.stats_under(rel)
         now = time.time_ns()
-        old_locations = self._old_locations(rel)
+        old_tree = self._old_tree(rel)
+        old_locations = {e.oid: (e.pack, e.offset) for e in old_tree[1].entries if e.pack} if old_tree else {}
         items = [_Located(f) for f in found]
         small_todo: list[_Located] = []
         large_todo: list[_Located] = []
@@ -615,12 +767,17 @@ class DataRepo:
         stored = 0
         try:
             writer = _PackWriter(self, dict(old_locations))
-            for item in small_todo:
-                data = files_.read_small(item.f)
-                item.oid = blake3.blake3(data).hexdigest()
-                fresh.append((item.f.rel, item.f.ino, item.f.size, item.f.mtime, item.oid))
-                writer.add(item, data)
-            writer.flush()
+            try:
+                read_small, b3, add_packed = files_.read_small, blake3.blake3, writer.add
+                for item in small_todo:
+                    f = item.f
+                    data = read_small(f)
+                    item.oid = oid = b3(data).hexdigest()
+                    fresh.append((f.rel, f.ino, f.size, f.mtime, oid))
+                    add_packed(item, data)
+                writer.flush()
+            finally:
+                writer.close()
             stored += len(writer.new_packs)
             loose: list[str] = []
             for item in large_todo:
@@ -629,12 +786,20 @@ class DataRepo:
                 fresh.append((item.f.rel, after.st_ino, after.st_size, after.st_mtime_ns, item.oid))
                 loose.append(item.oid)
                 stored += int(was_stored)
-            tree = Tree([TreeEntry(i.f.rel[start:], i.oid, i.f.size, i.pack, i.offset) for i in items])
-            encoded = tree.encode()
-            tree_oid = blake3.blake3(encoded).hexdigest()
-            if not self.has(tree_oid):
-                self.put_object(encoded)
-                stored += 1
+            new = tuple.__new__
+            tree = Tree([new(TreeEntry, (i.f.rel[start:], i.oid, i.f.size, i.pack, i.offset)) for i in items])
+            if old_tree is not None and tree.entries == old_tree[1].entries:
+                tree_oid = old_tree[0]  # the same files in the same places: the version in the pointer
+            else:
+                encoded = tree.encode()
+                tree_oid = blake3.blake3(encoded).hexdigest()
+                if not self.has(tree_oid):
+                    self.put_object(encoded)
+                    stored += 1
+            if not os.path.exists(self._tree_cache_path(tree_oid)):
+                tree_st = self._object_stat(tree_oid)
+                if tree_st is not None:
+                    self._cache_tree(tree_oid, tree, tree_st)
         except OSError as exc:
             raise os_error(exc, f"cannot add {rel}") from exc
         if writer.new_locations:
@@ -653,19 +818,18 @@ class DataRepo:
         changed = self._finish_add(rel, pointer)
         return AddResult(rel, rel + POINTER_SUFFIX, "dir", tree_oid, size, len(items), changed, len(fresh), stored)
 
-    def _old_locations(self, rel: str) -> dict[str, tuple[str, int]]:
-        """Pack locations of the files of the version now in ``rel.keel`` (if its tree is cached)."""
+    def _old_tree(self, rel: str) -> tuple[str, Tree] | None:
+        """``(oid, tree)`` of the version now in ``rel.keel``, if its tree is cached."""
         try:
             pointer = self.read_pointer(rel + POINTER_SUFFIX)
         except KeelError:
-            return {}
+            return None
         if not pointer.is_dir or not self.has(pointer.oid):
-            return {}
+            return None
         try:
-            tree = self.load_tree(pointer.oid, rel, fetch=False)
+            return pointer.oid, self.load_tree(pointer.oid, rel, fetch=False)
         except KeelError:
-            return {}
-        return {e.oid: (e.pack, e.offset) for e in tree.entries if e.pack}
+            return None
 
 
 def trusted(row: StatRow | None, f: FileStat) -> bool:

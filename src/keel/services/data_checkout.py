@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import posixpath
 import shutil
 import time
 from collections.abc import Sequence
@@ -140,7 +139,7 @@ def _plan(repo: DataRepo, tracked: Tracked) -> _Plan:
             found = [FileStat(rel, absolute, st.st_ino, st.st_size, st.st_mtime_ns)]
             if pointer.is_dir:
                 plan.remove.append(absolute)
-    cached = repo.state.stats_under(rel)
+    cached = repo.state.stats_under(rel) if found else {}  # (nothing there: nothing to look up)
     present = {f.rel: f for f in found}
     unknown: list[FileStat] = []  # files whose content must be hashed to decide
     current: dict[str, str] = {}
@@ -152,12 +151,13 @@ def _plan(repo: DataRepo, tracked: Tracked) -> _Plan:
             unknown.append(f)
     if unknown:
         current.update(repo.current_oids(unknown, cached))
+    new = tuple.__new__  # entry._replace(path=path), without the Python-level overhead
     for path, entry in wanted.items():
         have = current.get(path)
         if have == entry.oid:
             plan.unchanged += 1
         else:
-            plan.write.append(entry._replace(path=path))
+            plan.write.append(new(TreeEntry, (path, entry.oid, entry.size, entry.pack, entry.offset)))
     replaced = {path for path in current if path not in wanted or current[path] != wanted[path].oid}
     for path in sorted(p for p in present if p not in wanted):
         plan.remove.append(present[path].path)
@@ -184,7 +184,7 @@ def _apply(repo: DataRepo, plan: _Plan, mode: str, result: CheckoutResult) -> No
                 packed.setdefault(e.pack, []).append(e)
         folders: set[str] = set()
         for e in plan.write:
-            folder = posixpath.dirname(e.path)
+            folder = e.path.rpartition("/")[0]
             if folder and folder not in folders:
                 os.makedirs(repo.abs(folder), exist_ok=True)
                 folders.add(folder)

@@ -234,6 +234,7 @@ def gc(repo: DataRepo, all_commits: bool = False, dry_run: bool = False) -> GcRe
             result.removed.append(oid)
         if not dry_run:
             repo.state.forget_objects(doomed)
+            repo.forget_cached_trees(doomed)
     return result
 
 

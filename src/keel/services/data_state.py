@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS stat (
 CREATE TABLE IF NOT EXISTS loc (
     oid TEXT PRIMARY KEY, pack TEXT NOT NULL, off INTEGER NOT NULL, size INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ix_loc_pack ON loc (pack);
+DROP INDEX IF EXISTS ix_loc_pack;
 CREATE TABLE IF NOT EXISTS objects (oid TEXT PRIMARY KEY, kind TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checked (
     oid TEXT PRIMARY KEY, ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime INTEGER NOT NULL
@@ -82,6 +82,7 @@ class DataState:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=OFF")
+            conn.execute("PRAGMA cache_size=-65536")  # up to 64 MiB of pages: big batches of inserts
             conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError:
             conn.close()
@@ -149,7 +150,8 @@ class DataState:
     def add_locations(self, rows: Iterable[tuple[str, str, int, int]]) -> None:
         """Record ``(oid, pack, offset, size)`` of packed files."""
         with self._tx() as conn:
-            conn.executemany("INSERT OR REPLACE INTO loc (oid, pack, off, size) VALUES (?, ?, ?, ?)", list(rows))
+            # In key order: B-tree inserts then touch each page once (much faster for 20,000 rows).
+            conn.executemany("INSERT OR REPLACE INTO loc (oid, pack, off, size) VALUES (?, ?, ?, ?)", sorted(rows))
 
     # -- objects the data layer owns ---------------------------------------------------
     def add_objects(self, rows: Iterable[tuple[str, str]]) -> None:
@@ -167,7 +169,12 @@ class DataState:
         with self._tx() as conn:
             conn.executemany("DELETE FROM objects WHERE oid = ?", rows)
             conn.executemany("DELETE FROM checked WHERE oid = ?", rows)
-            conn.executemany("DELETE FROM loc WHERE pack = ?", rows)
+            # loc has no index on pack (it would slow every add): one scan for all the packs.
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS gone (oid TEXT PRIMARY KEY)")
+            conn.execute("DELETE FROM gone")
+            conn.executemany("INSERT OR IGNORE INTO gone (oid) VALUES (?)", rows)
+            conn.execute("DELETE FROM loc WHERE pack IN (SELECT oid FROM gone)")
+            conn.execute("DELETE FROM gone")
 
     # -- cache objects known good --------------------------------------------------------
     def checked(self, oid: str) -> tuple[int, int, int] | None:
