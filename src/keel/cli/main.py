@@ -19,9 +19,9 @@ from keel.errors import KeelError
 if TYPE_CHECKING:
     from keel.sdk.client import Client
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main"]  # noqa: F822 - app is served by __getattr__ with every group registered
 
-app = typer.Typer(
+_app = typer.Typer(
     name="keel",
     help="Experiment management and version control for LLM applications.",
     no_args_is_help=True,
@@ -32,102 +32,129 @@ app = typer.Typer(
 runs_app = typer.Typer(help="List, show, compare, delete and restore runs.", no_args_is_help=True)
 artifacts_app = typer.Typer(help="List and download run artifacts.", no_args_is_help=True)
 projects_app = typer.Typer(help="List and create projects.", no_args_is_help=True)
-app.add_typer(runs_app, name="runs")
-app.add_typer(artifacts_app, name="artifacts")
-app.add_typer(projects_app, name="projects")
+_app.add_typer(runs_app, name="runs")
+_app.add_typer(artifacts_app, name="artifacts")
+_app.add_typer(projects_app, name="projects")
 
 
 def _add_prompts() -> None:
     from keel.cli.prompts import prompts_app
 
-    app.add_typer(prompts_app, name="prompts")
+    _app.add_typer(prompts_app, name="prompts")
 
-
-_add_prompts()
 
 
 def _add_data() -> None:
     from keel.cli.data import data_app, remote_app
 
-    app.add_typer(data_app, name="data")
-    app.add_typer(remote_app, name="remote")
+    _app.add_typer(data_app, name="data")
+    _app.add_typer(remote_app, name="remote")
 
-
-_add_data()
 
 
 def _add_models() -> None:
     from keel.cli.models import models_app
 
-    app.add_typer(models_app, name="models")
+    _app.add_typer(models_app, name="models")
 
-
-_add_models()
 
 
 def _add_eval() -> None:
     from keel.cli.eval import eval_app, reproduce_command
 
-    app.add_typer(eval_app, name="eval")
-    app.command("reproduce")(reproduce_command)
+    _app.add_typer(eval_app, name="eval")
+    _app.command("reproduce")(reproduce_command)
 
-
-_add_eval()
 
 
 def _add_server() -> None:
     from keel.cli.server import SERVER_HELP, SERVER_SETTINGS, server_command
 
-    app.command("server", help=SERVER_HELP, context_settings=SERVER_SETTINGS, add_help_option=False)(server_command)
+    _app.command("server", help=SERVER_HELP, context_settings=SERVER_SETTINGS, add_help_option=False)(server_command)
 
-
-_add_server()
 
 
 def _add_flags() -> None:
     from keel.cli.flags import ab_app, flags_app
 
-    app.add_typer(flags_app, name="flags")
-    app.add_typer(ab_app, name="ab")
+    _app.add_typer(flags_app, name="flags")
+    _app.add_typer(ab_app, name="ab")
 
-
-_add_flags()
 
 
 def _add_config() -> None:
     from keel.cli.config import config_app
 
-    app.add_typer(config_app, name="config")
+    _app.add_typer(config_app, name="config")
 
-
-_add_config()
 
 
 def _add_llm() -> None:
     from keel.cli.llm import llm_app
 
-    app.add_typer(llm_app, name="llm")
+    _app.add_typer(llm_app, name="llm")
 
-
-_add_llm()
 
 
 def _add_kb() -> None:
     from keel.cli.kb import kb_app
 
-    app.add_typer(kb_app, name="kb")
+    _app.add_typer(kb_app, name="kb")
 
-
-_add_kb()
 
 
 def _add_conversations() -> None:
     from keel.cli.conversations import conversations_app
 
-    app.add_typer(conversations_app, name="conversations")
+    _app.add_typer(conversations_app, name="conversations")
 
 
-_add_conversations()
+# Sub-command groups register on demand: building typer's command tree for every group
+# costs ~90 ms, so `keel data status` registers only `data`. `keel --help`, an unknown
+# command, and `from keel.cli.main import app` (tests, docs) register them all.
+_GROUPS = {
+    "prompts": _add_prompts,
+    "data": _add_data,
+    "remote": _add_data,
+    "models": _add_models,
+    "eval": _add_eval,
+    "reproduce": _add_eval,
+    "server": _add_server,
+    "flags": _add_flags,
+    "ab": _add_flags,
+    "config": _add_config,
+    "llm": _add_llm,
+    "kb": _add_kb,
+    "conversations": _add_conversations,
+}
+_CORE = {"init", "info", "verify", "runs", "artifacts", "projects"}
+_registered: set[Any] = set()
+
+
+def _register(hook: Any) -> None:
+    if hook not in _registered:
+        _registered.add(hook)
+        hook()
+
+
+def _register_for(argv: list[str]) -> None:
+    """Register the groups ``argv`` needs (all of them when it names no known command)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first in _CORE or (first is None and argv and "--help" not in argv):
+        return  # a core command, or --version
+    if first in _GROUPS:
+        _register(_GROUPS[first])
+        return
+    for hook in _GROUPS.values():
+        _register(hook)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the complete CLI, for tests and documentation tools
+        for hook in _GROUPS.values():
+            _register(hook)
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -144,7 +171,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -153,7 +180,7 @@ def _root(
     """Experiment management and version control for LLM applications."""
 
 
-@app.command("init")
+@_app.command("init")
 def init_cmd(
     path: Annotated[Path, typer.Argument(help="Folder to make a workspace (default: here).")] = Path("."),
     store: Annotated[str | None, typer.Option("--store", help="Database URL (default: .keel/keel.db).")] = None,
@@ -167,7 +194,7 @@ def init_cmd(
     typer.echo(f"Initialized keel workspace in {root / '.keel'}")
 
 
-@app.command("info")
+@_app.command("info")
 def info_cmd(as_json: JsonOpt = False) -> None:
     """Show which store this folder uses."""
     from keel.cli.render import print_json
@@ -180,7 +207,7 @@ def info_cmd(as_json: JsonOpt = False) -> None:
             typer.echo(f"{key:10} {value}")
 
 
-@app.command("verify")
+@_app.command("verify")
 def verify_cmd(as_json: JsonOpt = False) -> None:
     """Re-hash every stored object; report corrupt or missing ones (exit 5 if any)."""
     from keel.cli.render import print_json
@@ -480,7 +507,8 @@ def projects_create(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``keel`` command; returns the exit code."""
     try:
-        result = app(args=argv, standalone_mode=False)
+        _register_for(sys.argv[1:] if argv is None else list(argv))
+        result = _app(args=argv, standalone_mode=False)
         return result if isinstance(result, int) else 0
     except KeelError as exc:
         typer.echo(f"error: {exc}", err=True)
