@@ -107,6 +107,14 @@ def test_register_stage_alias_history_card_compare(folder):
     out = keel("models", "alias", "chat-assistant", "champion", "--delete", cwd=cwd)
     assert out.stdout.strip() == "chat-assistant@champion: 2 -> (removed)"
 
+    refused = keel("models", "delete", "chat-assistant", "--version", "1", cwd=cwd, check=False)
+    assert refused.returncode == 2 and "needs --yes" in refused.stderr
+    out = keel("models", "delete", "chat-assistant", "--version", "1", "--yes", "-r", "superseded", cwd=cwd)
+    assert out.stdout.strip() == "deleted chat-assistant version 1"
+    assert "version 1 deleted" in keel("models", "history", "chat-assistant", cwd=cwd).stdout
+    keel("models", "delete", "chat-assistant", "--yes", cwd=cwd)
+    assert json.loads(keel("models", "list", "--json", cwd=cwd).stdout) == []
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

@@ -278,3 +278,26 @@ def test_concurrent_registrations_get_distinct_numbers(ws):
         t.join()
     assert not errors
     assert sorted(v.version for v in keel.models.versions("m")) == list(range(1, 42))
+
+
+def test_deleting_versions_and_models_is_audited_and_numbers_are_never_reused(ws):
+    for i in range(3):
+        keel.models.register("m", f"hf://org/m-{i}")
+    keel.models.set_alias("m", "champion", 3)
+    keel.models.set_alias("m", "challenger", 2)
+    moves = keel.models.delete_version("m", 3, reason="bad weights", who="alice")
+    assert [(m.ref, m.old, m.new) for m in moves] == [("champion", "3", None), ("version:3", "3", None)]
+    assert [v.version for v in keel.models.versions("m")] == [2, 1]
+    with pytest.raises(keel.NotFound, match="no alias 'champion'"):
+        keel.models.get("m", alias="champion")
+    assert keel.models.register("m", "hf://org/m-new").version == 4  # 3 is never reused
+    history = [(h.ref, h.who, h.reason) for h in keel.models.history("m")]
+    assert ("version:3", "alice", "bad weights") in history
+    keel.models.delete_model("m", reason="retired")
+    assert keel.models.list_models() == []
+    with pytest.raises(keel.NotFound, match="no registered model named 'm'"):
+        keel.models.get("m")
+    again = keel.models.register("m", "hf://org/m-reborn")
+    assert again.version == 5  # the name's numbering continues after every version it ever had
+    with pytest.raises(keel.NotFound, match="has no version 9"):
+        keel.models.delete_version("m", 9)

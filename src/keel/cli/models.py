@@ -224,6 +224,23 @@ def models_alias(
     typer.echo(f"{name}@{alias}: {move.old or '(unset)'} -> {move.new}")
 
 
+@models_app.command("delete")
+def models_delete(
+    name: NameArg,
+    version: Annotated[int | None, typer.Option("--version", "-v", help="Delete only this version.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm the deletion.")] = False,
+    reason: ReasonOpt = "",
+) -> None:
+    """Delete a version (or, without --version, the whole model); recorded in the reflog."""
+    what = f"{name} version {version}" if version is not None else f"model {name} and all its versions"
+    if not yes:
+        raise InvalidInput(f"deleting {what} needs --yes", f"keel models delete {name} ... --yes")
+    api = _api()
+    moves = api.delete_version(name, version, reason) if version is not None else api.delete_model(name, reason)
+    aliases = [m.ref for m in moves if not m.ref.startswith(("version:", "model"))]
+    typer.echo(f"deleted {what}" + (f" (aliases removed: {', '.join(aliases)})" if aliases else ""))
+
+
 @models_app.command("history")
 def models_history(name: NameArg, as_json: JsonOpt = False) -> None:
     """Every stage change and alias move: when, who, what, from, to, why."""
@@ -239,6 +256,9 @@ def models_history(name: NameArg, as_json: JsonOpt = False) -> None:
         if m.ref.startswith("stage:"):
             what = f"version {m.ref.partition(':')[2]} stage"
             old, new = m.old or "None", m.new or "None"
+        elif m.ref.startswith("version:") or m.ref == "model":
+            what = f"{m.ref.replace(':', ' ')} deleted"
+            old, new = m.old or "", "(deleted)"
         else:
             what = f"alias {m.ref}"
             old, new = m.old or "(unset)", m.new or "(removed)"

@@ -75,6 +75,9 @@ _SQL = {
     "touch_model": "UPDATE registered_models SET updated_at = ? WHERE id = ?",
     "update_model": "UPDATE registered_models SET description = ?, tags = ?, updated_at = ? WHERE id = ?",
     "max_version": "SELECT MAX(version) FROM model_versions WHERE model_id = ?",
+    "max_deleted": (
+        "SELECT old_target FROM reflog WHERE kind = 'model' AND name = ? AND ref >= 'version:' AND ref < 'version;'"
+    ),
     "new_version": (
         "INSERT INTO model_versions (model_id, version, source, run_id, stage, description, tags, card, card_text, "
         "author, created_at, updated_at) VALUES (?, ?, ?, ?, 'None', ?, ?, ?, ?, ?, ?, ?)"
@@ -84,8 +87,7 @@ _SQL = {
     "in_stage": _V + "WHERE m.name = ? AND v.stage = ? ORDER BY v.version DESC LIMIT 1",
     "versions": _V + "WHERE m.name = ? ORDER BY v.version DESC",
     "stage_peers": (
-        "SELECT id, version FROM model_versions WHERE model_id = ? AND stage = ? AND version <> ? "
-        "ORDER BY version DESC"
+        "SELECT id, version FROM model_versions WHERE model_id = ? AND stage = ? AND version <> ? ORDER BY version DESC"
     ),
     "set_stage": "UPDATE model_versions SET stage = ?, updated_at = ? WHERE id = ?",
     "update_version": "UPDATE model_versions SET description = ?, tags = ?, updated_at = ? WHERE id = ?",
@@ -94,6 +96,9 @@ _SQL = {
     "new_alias": "INSERT INTO refs (kind, name, ref, target, updated_at) VALUES ('model', ?, ?, ?, ?)",
     "move_alias": "UPDATE refs SET target = ?, updated_at = ? WHERE kind = 'model' AND name = ? AND ref = ?",
     "drop_alias": "DELETE FROM refs WHERE kind = 'model' AND name = ? AND ref = ?",
+    "drop_version": "DELETE FROM model_versions WHERE id = ?",
+    "drop_versions": "DELETE FROM model_versions WHERE model_id = ?",
+    "drop_model": "DELETE FROM registered_models WHERE id = ?",
     "log": (
         "INSERT INTO reflog (kind, name, ref, old_target, new_target, at, who, reason) "
         "VALUES ('model', ?, ?, ?, ?, ?, ?, ?)"
@@ -173,6 +178,7 @@ class RawModels:
     def insert_version(
         self,
         cur: Any,
+        name: str,
         model_id: int,
         source: str,
         run_id: str | None,
@@ -192,7 +198,12 @@ class RawModels:
         cur.execute(self.sql["touch_model"], (at, model_id))
         cur.execute(self.sql["max_version"], (model_id,))
         latest = cur.fetchone()[0]
-        version = 1 if latest is None else int(latest) + 1
+        highest = 0 if latest is None else int(latest)
+        cur.execute(self.sql["max_deleted"], (name,))  # deleted numbers are never reused
+        for (old,) in cur.fetchall():
+            if old is not None and str(old).isdigit():
+                highest = max(highest, int(old))
+        version = highest + 1
         cur.execute(
             self.sql["new_version"],
             (model_id, version, source, run_id, description, _json(tags), _json(card), card_text, author, at, at),
@@ -276,6 +287,15 @@ class RawModels:
         else:
             cur.execute(self.sql["move_alias"], (str(version), at, name, alias))
         return self.log(cur, name, alias, None if old is None else str(old), str(version), who, reason, at)
+
+    def drop_version(self, cur: Any, version_id: int) -> None:
+        """Delete one version row (the caller logs it and removes its aliases)."""
+        cur.execute(self.sql["drop_version"], (version_id,))
+
+    def drop_model(self, cur: Any, model_id: int) -> None:
+        """Delete a registered model and its versions (the caller logs it and removes aliases)."""
+        cur.execute(self.sql["drop_versions"], (model_id,))
+        cur.execute(self.sql["drop_model"], (model_id,))
 
     def drop_alias(self, cur: Any, name: str, alias: str, old: int, who: str, reason: str) -> RefMove:
         """Remove an alias and log it."""

@@ -47,7 +47,9 @@ __all__ = [
     "compare",
     "create",
     "delete_alias",
+    "delete_model",
     "delete_tag",
+    "delete_version",
     "export_card",
     "get",
     "get_model",
@@ -244,6 +246,16 @@ def set_alias(name: str, alias: str, version: Any, reason: str = "", who: str | 
 def delete_alias(name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
     """Remove an alias (logged)."""
     return get_session().models.delete_alias(name, alias, reason, who)  # type: ignore[no-any-return]
+
+
+def delete_version(name: str, version: Any, reason: str = "", who: str | None = None) -> list[RefMove]:
+    """Delete one version and its aliases (recorded in the reflog; numbers are never reused)."""
+    return get_session().models.delete_version(name, version, reason, who)  # type: ignore[no-any-return]
+
+
+def delete_model(name: str, reason: str = "", who: str | None = None) -> list[RefMove]:
+    """Delete a registered model with its versions and aliases (recorded in the reflog)."""
+    return get_session().models.delete_model(name, reason, who)  # type: ignore[no-any-return]
 
 
 def history(name: str) -> list[RefMove]:

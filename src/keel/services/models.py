@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from keel.core.entities import EntityRef, LineageEdge, RunRecord
+from keel.core.entities import EntityRef, LineageEdge, RunRecord, now_ms
 from keel.core.model_card import CardChange, card_changes, check_card, dump_card, parse_card
 from keel.core.names import check_name
 from keel.errors import AlreadyExists, InvalidInput, NotFound
@@ -408,7 +408,16 @@ class ModelService:
             if model is None:
                 model = self.raw.create_model(cur, name, "", {})
             version, created = self.raw.insert_version(
-                cur, model.id, source, run_id, str(description or ""), plain_tags, card_data, card_text, author_name
+                cur,
+                name,
+                model.id,
+                source,
+                run_id,
+                str(description or ""),
+                plain_tags,
+                card_data,
+                card_text,
+                author_name,
             )
             if run_pk is not None:
                 self.raw.link_output(cur, run_pk, name, version)
@@ -595,6 +604,44 @@ class ModelService:
                 self._model_or_raise(cur, name)
                 raise NotFound(f"model {name!r} has no alias {alias!r}", f"see its aliases: keel models show {name}")
             return self.raw.drop_alias(cur, name, alias, old, actor, reason)
+
+    # -- deletion (audited) -------------------------------------------------------------
+    def delete_version(self, name: str, version: Any, reason: str = "", who: str | None = None) -> list[RefMove]:
+        """Delete one version (MLflow's ``delete_model_version``). Its aliases are removed;
+        the deletion and each removed alias are in the reflog (ref ``version:<n>``). The
+        run that produced it keeps its lineage edge, so history still names it. Version
+        numbers are never reused: the next registration continues after the highest ever."""
+        actor = audit_who(who)
+        with self.db.raw_write() as cur:
+            row = self._version_or_raise(cur, name, version)
+            moves = [
+                self.raw.drop_alias(cur, name, alias, target, actor, reason or f"version {row.version} deleted")
+                for alias, target in sorted(self.raw.aliases(cur, name).items())
+                if target == row.version
+            ]
+            self.raw.drop_version(cur, row.id)
+            moves.append(self.raw.log(cur, name, f"version:{row.version}", str(row.version), None, actor, reason,
+                                      now_ms()))  # fmt: skip
+        return moves
+
+    def delete_model(self, name: str, reason: str = "", who: str | None = None) -> list[RefMove]:
+        """Delete a registered model with all its versions and aliases (MLflow's
+        ``delete_registered_model``); every removal is in the reflog, which is kept."""
+        actor = audit_who(who)
+        with self.db.raw_write() as cur:
+            model = self._model_or_raise(cur, name)
+            note = reason or "model deleted"
+            moves = [
+                self.raw.drop_alias(cur, name, alias, target, actor, note)
+                for alias, target in sorted(self.raw.aliases(cur, name).items())
+            ]
+            versions = [r.version for r in self.raw.versions(cur, name)]
+            self.raw.drop_model(cur, model.id)
+            at = now_ms()
+            for number in sorted(versions):
+                moves.append(self.raw.log(cur, name, f"version:{number}", str(number), None, actor, note, at))
+            moves.append(self.raw.log(cur, name, "model", name, None, actor, reason, at))
+        return moves
 
     def history(self, name: str) -> list[RefMove]:
         """Every stage change (ref ``stage:<version>``) and alias move of a model, oldest first."""
