@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from keel.core.llm import DEFAULT_PRICES as LLM_PRICES
+from keel.core.llm import find_price
 from keel.errors import InvalidInput
 
 __all__ = [
@@ -34,29 +36,8 @@ __all__ = [
     "price_for",
 ]
 
-#: USD per 1M tokens (prompt, completion): indicative list prices; pass your own.
-DEFAULT_PRICES: Mapping[str, tuple[float, float]] = {
-    "gpt-4": (30.0, 60.0),
-    "gpt-4-32k": (60.0, 120.0),
-    "gpt-4-turbo": (10.0, 30.0),
-    "gpt-4o": (2.5, 10.0),
-    "gpt-4o-mini": (0.15, 0.6),
-    "gpt-4.1": (2.0, 8.0),
-    "gpt-4.1-mini": (0.4, 1.6),
-    "gpt-4.1-nano": (0.1, 0.4),
-    "gpt-3.5-turbo": (0.5, 1.5),
-    "o1": (15.0, 60.0),
-    "o1-mini": (1.1, 4.4),
-    "o3-mini": (1.1, 4.4),
-    "claude-3-opus": (15.0, 75.0),
-    "claude-3-sonnet": (3.0, 15.0),
-    "claude-3-5-sonnet": (3.0, 15.0),
-    "claude-3-7-sonnet": (3.0, 15.0),
-    "claude-3-haiku": (0.25, 1.25),
-    "claude-3-5-haiku": (0.8, 4.0),
-}
-
-_BOUNDARY = "-:@."
+#: USD per 1M tokens (prompt, completion): the one price table keel has (:mod:`keel.core.llm`).
+DEFAULT_PRICES: Mapping[str, tuple[float, float]] = LLM_PRICES
 
 
 def normalize_prices(prices: Mapping[str, Any] | None) -> dict[str, tuple[float, float]]:
@@ -81,25 +62,8 @@ def normalize_prices(prices: Mapping[str, Any] | None) -> dict[str, tuple[float,
 
 
 def price_for(model: str | None, prices: Mapping[str, tuple[float, float]]) -> tuple[float, float] | None:
-    """The ``(prompt, completion)`` price of ``model`` in ``prices``, or None."""
-    if not model:
-        return None
-    for name in (model, model.rsplit("/", 1)[-1]):
-        found = prices.get(name)
-        if found is not None:
-            return found
-        best = None
-        for listed, price in prices.items():
-            if (
-                len(name) > len(listed)
-                and name.startswith(listed)
-                and name[len(listed)] in _BOUNDARY
-                and (best is None or len(listed) > len(best[0]))
-            ):
-                best = (listed, price)
-        if best is not None:
-            return best[1]
-    return None
+    """The ``(prompt, completion)`` price of ``model`` in ``prices``, or None (see :func:`find_price`)."""
+    return find_price(model, prices)
 
 
 def cost_of(prompt_tokens: int | None, completion_tokens: int | None, price: tuple[float, float]) -> float:

@@ -92,6 +92,12 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "text-embedding-3-small": (0.02, 0.0),
     "text-embedding-3-large": (0.13, 0.0),
     "text-embedding-ada-002": (0.1, 0.0),
+    "claude-3-opus": (15.0, 75.0),
+    "claude-3-sonnet": (3.0, 15.0),
+    "claude-3-5-sonnet": (3.0, 15.0),
+    "claude-3-7-sonnet": (3.0, 15.0),
+    "claude-3-haiku": (0.25, 1.25),
+    "claude-3-5-haiku": (0.8, 4.0),
 }
 
 _SENTINELS = ("NotGiven", "Omit")
@@ -190,18 +196,27 @@ def request_hash(endpoint: str, request: Mapping[str, Any]) -> str:
 
 
 # -- prices ---------------------------------------------------------------------
-def find_price(model: str, prices: Mapping[str, tuple[float, float]]) -> tuple[float, float] | None:
-    """``(input, output)`` USD per 1M tokens for ``model``: exact name, else longest prefix."""
+def find_price(model: str | None, prices: Mapping[str, tuple[float, float]]) -> tuple[float, float] | None:
+    """``(input, output)`` USD per 1M tokens for ``model``: the exact name, else the longest
+    listed prefix ending at ``-``, ``:`` or ``@``; a provider path (``openai/gpt-4o``) is
+    also tried without its provider."""
     if not model:
         return None
-    found = prices.get(model)
-    if found is not None:
-        return found
-    best = ""
-    for name in prices:
-        if len(name) > len(best) and model.startswith(name) and model[len(name) : len(name) + 1] in ("-", ":", "@"):
-            best = name
-    return prices[best] if best else None
+    for name in (model, model.rsplit("/", 1)[-1]):
+        found = prices.get(name)
+        if found is not None:
+            return found
+        best = ""
+        for listed in prices:
+            if (
+                len(listed) > len(best)
+                and name.startswith(listed)
+                and name[len(listed) : len(listed) + 1] in ("-", ":", "@")
+            ):
+                best = listed
+        if best:
+            return prices[best]
+    return None
 
 
 def call_cost(
