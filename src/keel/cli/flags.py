@@ -44,13 +44,9 @@ def _scalar(text: str) -> Any:
 
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"invalid {what} {item!r}", f"write {what}s as key=value")
-        out[key.strip()] = value
-    return out
+    from keel.cli.render import key_values
+
+    return key_values(items, what)
 
 
 def _describe(flag: Any) -> str:

@@ -40,16 +40,6 @@ def parse_time(text: str | None) -> int | None:
         raise InvalidInput(f"invalid time {text!r}", "write 2026-11-01T12:00:00 or epoch milliseconds") from None
 
 
-def _tags(items: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"invalid tag {item!r}", "write tags as key=value")
-        out[key] = value
-    return out
-
-
 @models_app.command("list")
 def models_list(as_json: JsonOpt = False) -> None:
     """Every registered model with its latest version, stages and aliases."""
@@ -171,9 +161,9 @@ def models_register(
     as_json: JsonOpt = False,
 ) -> None:
     """Register the next version of a model."""
-    from keel.cli.render import print_json
+    from keel.cli.render import key_values, print_json
 
-    mv = _api().register(name, source, card=card, description=description, tags=_tags(tag), run_id=run)
+    mv = _api().register(name, source, card=card, description=description, tags=key_values(tag, "tag"), run_id=run)
     if as_json:
         print_json(mv.to_dict())
         return

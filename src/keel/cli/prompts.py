@@ -28,11 +28,10 @@ def _api() -> Any:
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
     """``["k=v", ...]`` -> dict; values are parsed as JSON when they are JSON (0.7 -> float)."""
+    from keel.cli.render import key_values
+
     out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"invalid {what} {item!r}", f"write {what}s as key=value")
+    for key, value in key_values(items, what).items():
         try:
             out[key] = json.loads(value)
         except ValueError:

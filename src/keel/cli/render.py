@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["console", "fmt", "print_json", "table"]
+__all__ = ["console", "fmt", "key_values", "print_json", "table"]
 
 _console: Any = None
 
@@ -84,3 +84,16 @@ def table(
         style = "bold yellow" if highlight_rows and i in highlight_rows else None
         out.add_row(*(fmt(v) for v in row), style=style)
     console().print(out)
+
+
+def key_values(items: list[str] | None, what: str) -> dict[str, str]:
+    """``["k=v", ...]`` from a repeatable option -> ``{k: v}`` (values as written)."""
+    from keel.errors import InvalidInput
+
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"invalid {what} {item!r}", f"write {what}s as key=value")
+        out[key.strip()] = value
+    return out
