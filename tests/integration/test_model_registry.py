@@ -297,6 +297,7 @@ def test_deleting_versions_and_models_is_audited_and_numbers_are_never_reused(ws
     assert keel.models.list_models() == []
     with pytest.raises(keel.NotFound, match="no registered model named 'm'"):
         keel.models.get("m")
+    assert keel.models.history("m")[-1].ref == "model"  # the audit trail outlives the model
     again = keel.models.register("m", "hf://org/m-reborn")
     assert again.version == 5  # the name's numbering continues after every version it ever had
     with pytest.raises(keel.NotFound, match="has no version 9"):

@@ -103,6 +103,14 @@ _SQL = {
         "INSERT INTO reflog (kind, name, ref, old_target, new_target, at, who, reason) "
         "VALUES ('model', ?, ?, ?, ?, ?, ?, ?)"
     ),
+    "alias_at": (
+        "SELECT new_target FROM reflog WHERE kind = 'model' AND name = ? AND ref = ? AND at <= ? "
+        "ORDER BY at DESC, id DESC LIMIT 1"
+    ),
+    "history": (
+        "SELECT ref, old_target, new_target, at, who, reason FROM reflog WHERE kind = 'model' AND name = ? "
+        "ORDER BY at, id"
+    ),
     "stage_moves": (
         "SELECT ref, new_target FROM reflog WHERE kind = 'model' AND name = ? AND ref LIKE 'stage:%' AND at <= ? "
         "ORDER BY at, id"
@@ -277,6 +285,17 @@ class RawModels:
         cur.execute(self.sql["alias"], (name, alias))
         row = cur.fetchone()
         return None if row is None else int(row[0])
+
+    def alias_at(self, cur: Any, name: str, alias: str, when: int) -> int | None:
+        """The version an alias pointed at, at time ``when`` (None: unset or removed then)."""
+        cur.execute(self.sql["alias_at"], (name, alias, when))
+        row = cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def history(self, cur: Any, name: str) -> list[RefMove]:
+        """Every reflog entry of a model, oldest first."""
+        cur.execute(self.sql["history"], (name,))
+        return [RefMove(KIND, name, r, old, new, int(at), who, why) for r, old, new, at, who, why in cur.fetchall()]
 
     def set_alias(self, cur: Any, name: str, alias: str, version: int, who: str, reason: str) -> RefMove:
         """Point an alias at a version and log the move."""

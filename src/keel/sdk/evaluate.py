@@ -238,7 +238,7 @@ def evaluate(
         run_name = re.sub(r"[^A-Za-z0-9._\-/ ]", "-", f"{loaded.name}_v{loaded.version}_{model_name}")[:200]
     with start_run(project=project, name=run_name, tags=run_tags) as run:
         run.log_params(run_params)
-        _record_inputs(run, dataset, data, model_name)
+        _record_inputs(run, dataset, model_name)
         _record_kb(run, rag_index_version)
         token = current_client.set(wrapped)
         try:
@@ -256,7 +256,7 @@ def evaluate(
     return EvalResult(run.id, run.name, metrics, table, failed, scorer_errors, spec)
 
 
-def _record_inputs(run: Any, dataset: Mapping[str, Any], data: Any, model_name: str) -> None:
+def _record_inputs(run: Any, dataset: Mapping[str, Any], model_name: str) -> None:
     from keel.core.entities import EntityRef
 
     path = dataset["path"]
@@ -271,7 +271,6 @@ def _record_inputs(run: Any, dataset: Mapping[str, Any], data: Any, model_name: 
     if not recorded:
         run.log_input(EntityRef("dataset", str(path or "inline"), dataset["hash"]), role="eval")
     run.log_input(EntityRef("llm", model_name, ""), role="model")
-    del data
 
 
 def _record_kb(run: Any, rag_index_version: str | None) -> None:

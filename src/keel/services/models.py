@@ -482,7 +482,7 @@ class ModelService:
                 if at is None:
                     row = self.raw.by_alias(cur, name, alias)
                 else:
-                    target = self._alias_at(cur, name, alias, to_ms(at))
+                    target = self.raw.alias_at(cur, name, alias, to_ms(at))
                     row = None if target is None else self.raw.version(cur, name, target)
                 if row is None:
                     self._model_or_raise(cur, name)
@@ -502,14 +502,6 @@ class ModelService:
         stages = self.raw.stages_at(cur, name, when)
         matching = sorted((v for v, s in stages.items() if s == stage), reverse=True)
         return self.raw.version(cur, name, matching[0]) if matching else None
-
-    def _alias_at(self, cur: Any, name: str, alias: str, when: int) -> int | None:
-        from keel.meta.refs import Refs  # SQLAlchemy-level query: rare, not a hot path
-
-        del cur
-        with self.db.read() as conn:
-            target = Refs.at(conn, KIND, name, alias, when)
-        return None if target is None else int(target)
 
     def versions_in_stage(self, name: str, stage: str, at: int | float | datetime | None = None) -> list[int]:
         """Every version in a stage (now, or at a moment), highest first."""
@@ -644,13 +636,13 @@ class ModelService:
         return moves
 
     def history(self, name: str) -> list[RefMove]:
-        """Every stage change (ref ``stage:<version>``) and alias move of a model, oldest first."""
-        from keel.meta.refs import Refs
-
+        """Every stage change (ref ``stage:<version>``), alias move and deletion of a model,
+        oldest first; still readable after the model itself was deleted."""
         with self.db.raw_read() as cur:
-            self._model_or_raise(cur, name)
-        with self.db.read() as conn:
-            return Refs.history(conn, KIND, name)
+            moves = self.raw.history(cur, name)
+            if not moves:
+                self._model_or_raise(cur, name)
+            return moves
 
     # -- cards, lineage, comparison ------------------------------------------------------
     def card_text(self, name: str, version: Any) -> str:
