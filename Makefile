@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 BENCH_MLFLOW := bench/.venv-mlflow
 BENCH_DVC    := bench/.venv-dvc
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean chromium
 
 $(VENV)/.installed-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ demo: $(VENV)/.installed-demo
 	$(PY) examples/quickstart.py
 	$(PY) examples/evaluate.py
 
-test: $(VENV)/.installed-dev
+# The web UI tests drive Debian's chromium (Playwright's own download does not work here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium could not be installed: the browser tests will fail"
+
+test: $(VENV)/.installed-dev chromium
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy src

@@ -12,7 +12,10 @@ The tree::
     ├── IntegrityError         code="integrity"        (HTTP 500)
     ├── StoreError             code="store"            (HTTP 500)
     │   └── SchemaTooNew       code="schema_too_new"   (HTTP 500)
-    └── NoWorkspace            code="no_workspace"     (HTTP 400)
+    ├── NoWorkspace            code="no_workspace"     (HTTP 400)
+    ├── Unauthenticated        code="unauthenticated"  (HTTP 401)
+    ├── Forbidden              code="forbidden"        (HTTP 403)
+    └── TooLarge               code="too_large"        (HTTP 413)
 
 Every message says what went wrong; ``hint`` says what to do about it. The CLI
 prints ``error: <message> (<hint>)`` on one line and exits with ``exit_code``;
@@ -30,9 +33,12 @@ __all__ = [
     "KeelError",
     "NoWorkspace",
     "NotFound",
+    "Forbidden",
     "ReplayMiss",
     "SchemaTooNew",
     "StoreError",
+    "TooLarge",
+    "Unauthenticated",
 ]
 
 
@@ -152,4 +158,28 @@ class NoWorkspace(KeelError):
 
     code = "no_workspace"
     http_status = 400
+    exit_code = 2
+
+
+class Unauthenticated(KeelError):
+    """No token, or a token that is unknown, expired or revoked (HTTP 401)."""
+
+    code = "unauthenticated"
+    http_status = 401
+    exit_code = 7
+
+
+class Forbidden(KeelError):
+    """The caller is known but its role does not allow the action (HTTP 403)."""
+
+    code = "forbidden"
+    http_status = 403
+    exit_code = 7
+
+
+class TooLarge(KeelError):
+    """A request or upload is larger than the server accepts (HTTP 413)."""
+
+    code = "too_large"
+    http_status = 413
     exit_code = 2

@@ -14,8 +14,8 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from keel.errors import NotFound
-from keel.server.auth_store import RANK, REGISTRIES, Forbidden, Principal, Unauthenticated
+from keel.errors import Forbidden, NotFound, Unauthenticated
+from keel.server.auth_store import RANK, REGISTRIES, Principal
 from keel.server.context import ServerContext, server_context
 
 __all__ = ["Caller", "Context", "principal", "require", "require_site_admin"]

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from keel.core.entities import now_ms
 from keel.core.names import check_name
-from keel.errors import AlreadyExists, InvalidInput, KeelError, NotFound
+from keel.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from keel.meta.engine import Database
 from keel.meta.schema import auth_audit, auth_grants, auth_tokens, auth_users
 
@@ -33,10 +33,8 @@ __all__ = [
     "ROLES",
     "WORKSPACE",
     "AuthStore",
-    "Forbidden",
     "Principal",
     "TokenInfo",
-    "Unauthenticated",
     "User",
     "hash_token",
 ]
@@ -46,22 +44,6 @@ RANK = {role: i + 1 for i, role in enumerate(ROLES)}
 WORKSPACE = "*"  # a grant on every project and on the workspace-wide registries
 REGISTRIES = "@registries"  # a grant on the prompt and model registries only
 TOKEN_PREFIX = "keel_"
-
-
-class Unauthenticated(KeelError):
-    """No token, or a token that is unknown, expired or revoked (HTTP 401)."""
-
-    code = "unauthenticated"
-    http_status = 401
-    exit_code = 7
-
-
-class Forbidden(KeelError):
-    """The caller is known but its role does not allow the action (HTTP 403)."""
-
-    code = "forbidden"
-    http_status = 403
-    exit_code = 7
 
 
 def hash_token(secret: str) -> str:

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from keel.core.batch import WriteBatch
 from keel.core.entities import now_ms
 from keel.core.names import check_artifact_path
-from keel.errors import InvalidInput, KeelError
+from keel.errors import InvalidInput, TooLarge
 from keel.server.auth import Caller, Context
 from keel.server.routers import Router
 from keel.server.routers.runs import run_for
@@ -31,13 +31,6 @@ __all__ = ["router"]
 router = Router(tags=["artifacts"])
 
 _KINDS = ("file", "table", "text", "html")
-
-
-class TooLarge(KeelError):
-    """An upload over the server's limit (HTTP 413)."""
-
-    code = "too_large"
-    http_status = 413
 
 
 @router.get("/runs/{run_id}/artifacts", summary="A run's artifacts (all, or under a folder)")

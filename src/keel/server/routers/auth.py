@@ -8,9 +8,8 @@ from fastapi import status
 from pydantic import BaseModel, ConfigDict, Field
 
 from keel.core.entities import now_ms
-from keel.errors import InvalidInput
+from keel.errors import Forbidden, InvalidInput
 from keel.server.auth import Caller, Context, require_site_admin
-from keel.server.auth_store import Forbidden
 from keel.server.routers import Router
 
 __all__ = ["router"]
