@@ -39,6 +39,7 @@ __all__ = [
     "StoreError",
     "TooLarge",
     "Unauthenticated",
+    "error_for_code",
 ]
 
 
@@ -183,3 +184,26 @@ class TooLarge(KeelError):
     code = "too_large"
     http_status = 413
     exit_code = 2
+
+
+def error_for_code(code: str, message: str, hint: str | None = None) -> KeelError:
+    """The :class:`KeelError` a wire error ``{"code", "message", "hint"}`` stands for.
+
+    The HTTP client raises what the server raised: an unknown code (a newer
+    server) becomes a plain :class:`KeelError` that keeps the code.
+    """
+    # Walked per call, so subclasses defined outside this module (already imported) count too.
+    cls = {c.code: c for c in reversed(_subclasses(KeelError))}.get(code)
+    if cls is None:
+        error = KeelError(message, hint)
+        error.code = code
+        return error
+    return cls(message, hint)
+
+
+def _subclasses(cls: type[KeelError]) -> list[type[KeelError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found.extend(_subclasses(sub))
+    return found
+
