@@ -111,6 +111,25 @@ class S3ObjectStore(ObjectStore):
         )
         self._copy_verified(oid, response["Body"].iter_chunks(CHUNK), out)
 
+    def open_chunks(self, oid: str, size: int = CHUNK) -> Iterator[bytes]:
+        """The stored bytes of ``oid`` as they arrive, unverified (the reader checks the
+        hash). Raises NotFound at once, before the first chunk, if it is absent."""
+        response = self._call(
+            f"object {oid}", self._client.get_object, Bucket=self.bucket, Key=self.key(check_oid(oid))
+        )
+        return iter(response["Body"].iter_chunks(size))
+
+    def presigned_url(self, oid: str, expires_in: int = 300, filename: str | None = None) -> str:
+        """A URL that downloads ``oid`` straight from the bucket, with no credentials,
+        for ``expires_in`` seconds (``filename`` names the download). Signing is local:
+        no request is sent, so this does not check that the object exists."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(check_oid(oid))}
+        if filename:
+            params["ResponseContentDisposition"] = _attachment(filename)
+        sign = self._client.generate_presigned_url
+        url: str = self._call("presign", sign, ClientMethod="get_object", Params=params, ExpiresIn=expires_in)
+        return url
+
     def iter_oids(self) -> Iterator[str]:
         paginator = self._client.get_paginator("list_objects_v2")
         start = f"{self.prefix}/" if self.prefix else ""
@@ -127,3 +146,11 @@ class S3ObjectStore(ObjectStore):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _attachment(filename: str) -> str:
+    """A Content-Disposition naming ``filename`` (RFC 6266; non-ASCII via ``filename*``)."""
+    from urllib.parse import quote
+
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"

@@ -13,7 +13,9 @@ __all__ = ["open_object_store"]
 
 
 def open_object_store(url: str) -> ObjectStore:
-    """``/path`` | ``file:///path`` | ``s3://bucket/prefix[?endpoint_url=...]`` | ``memory://``."""
+    """``/path`` | ``file:///path`` | ``s3://bucket/prefix[?endpoint_url=...]`` | ``memory://``
+    | ``http(s)://host:port`` (a keel server's objects, with the token of
+    :func:`keel.objects.http.token_for`)."""
     if not url or not url.strip():
         raise InvalidInput("the object store URL is empty", "give a path, file:///path or s3://bucket/prefix")
     if url.startswith("memory:"):
@@ -30,6 +32,10 @@ def open_object_store(url: str) -> ObjectStore:
             prefix=parsed.path.strip("/"),
             endpoint_url=query["endpoint_url"][0] if query.get("endpoint_url") else None,
         )
+    if url.startswith(("http://", "https://")):
+        from keel.objects.http import HttpObjectStore
+
+        return HttpObjectStore(url)
     if url.startswith("file://"):
         parsed = urlparse(url)
         if parsed.netloc not in ("", "localhost") or not parsed.path:
@@ -41,6 +47,6 @@ def open_object_store(url: str) -> ObjectStore:
     if "://" in url:
         raise InvalidInput(
             f"unsupported object store URL {url!r}",
-            "use a local path, file:///path, s3://bucket/prefix or memory://",
+            "use a local path, file:///path, s3://bucket/prefix, http(s)://keel-server or memory://",
         )
     return LocalObjectStore(url)

@@ -1,9 +1,11 @@
 """Remotes: where data objects are shared (a local folder or S3), and moving them.
 
 A remote is an object store with the cache's layout (``ab/cdef...``), so any
-keel object store URL works: a path, ``file:///path`` or
+keel object store URL works: a path, ``file:///path``,
 ``s3://bucket/prefix[?endpoint_url=...]`` (credentials the usual AWS ways:
-environment, ``~/.aws``, instance roles). Remotes are named in
+environment, ``~/.aws``, instance roles) or a keel server,
+``http(s)://host:port`` (its token from ``KEEL_TOKEN`` or ``keel login``; the
+objects land in the server's store, beside its artifacts). Remotes are named in
 ``.keel/config.toml`` (``[data.remotes]``), which is committed, so a fresh
 clone can ``keel data pull`` at once.
 
@@ -29,6 +31,7 @@ from typing import Any
 
 from keel.errors import IntegrityError, KeelError, NotFound, StoreError
 from keel.objects import ObjectStore, open_object_store
+from keel.objects.http import HttpObjectStore, normalize_base_url
 from keel.objects.local import LocalObjectStore
 from keel.services import data_files as files_
 from keel.services.data import DataRepo, Tracked
@@ -79,8 +82,13 @@ def add_remote(root: Path, name: str, url: str, default: bool = False, force: bo
     check_remote_name(name)
     if not url.strip():
         raise InvalidInput("the remote URL is empty", "give a folder path or s3://bucket/prefix")
-    if "://" in url and not url.startswith(("s3://", "file://")):
-        raise InvalidInput(f"unsupported remote URL {url!r}", "use a folder path, file:///path or s3://bucket/prefix")
+    if "://" in url and not url.startswith(("s3://", "file://", "http://", "https://")):
+        raise InvalidInput(
+            f"unsupported remote URL {url!r}",
+            "use a folder path, file:///path, s3://bucket/prefix or http(s)://keel-server:port",
+        )
+    if url.startswith(("http://", "https://")):
+        url = normalize_base_url(url)
     config = read_config(root)
     if name in config.remotes and config.remotes[name] != url and not force:
         raise AlreadyExists(f"remote {name!r} exists ({config.remotes[name]})", "remove it first, or pass --force")
@@ -154,7 +162,11 @@ def _parallel(fn: Callable[[str], int], oids: list[str], jobs: int, total: int, 
 
 
 def _jobs(remote: ObjectStore, jobs: int | None) -> int:
-    return jobs or (4 if isinstance(remote, LocalObjectStore) else 16)
+    if jobs:
+        return jobs
+    if isinstance(remote, LocalObjectStore):
+        return 4
+    return 8 if isinstance(remote, HttpObjectStore) else 16  # a keel server: one connection per thread
 
 
 # -- push ------------------------------------------------------------------------------------
