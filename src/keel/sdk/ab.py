@@ -127,10 +127,7 @@ class _State:
     def __init__(self) -> None:
         self.session = get_session()
         self.key: Any = next((k for k, s in _SESSIONS.items() if s is self.session), None)
-        service = self.session.__dict__.get("_keel_ab")
-        if service is None:
-            service = ABService(self.session.service.store, self.session.prompts, self.session.models)
-            self.session.__dict__["_keel_ab"] = service
+        service = self.session.abtests
         self.service: ABService = service
         writer = self.session.__dict__.get("_keel_ab_writer")
         if writer is None:

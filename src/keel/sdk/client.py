@@ -153,11 +153,11 @@ class Client:
         """Re-hash every object; report corrupt and missing ones."""
         from keel.services.verify import verify_store
 
-        return verify_store(self._flushed().store)
+        return verify_store(self._session.local_store("verifying the object store"))
 
     def describe(self) -> dict[str, Any]:
         """Where the store lives."""
-        return self._service.store.describe()
+        return self._session.describe()
 
     def flush(self) -> None:
         """Make everything logged so far durable."""

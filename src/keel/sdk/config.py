@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,17 +40,11 @@ __all__ = ["Config", "ConfigSnapshot", "available_envs", "diff", "history", "loa
 
 log = logging.getLogger("keel")
 
-_services: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _attached: dict[str, set[str]] = {}  # run id -> {"env@hash"} attached in this process
 
 
 def _service(session: Any) -> Any:
-    service = _services.get(session)
-    if service is None:
-        from keel.services.config import ConfigService
-
-        service = _services[session] = ConfigService(session.service.store)
-    return service
+    return session.config
 
 
 class Config(ConfigView):

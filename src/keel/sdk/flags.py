@@ -82,11 +82,7 @@ def _warn(key: str, kind: str, message: str, *args: Any) -> None:
 
 
 def _service() -> FlagService:
-    session = get_session()
-    service = session.__dict__.get("_keel_flags")
-    if service is None:
-        service = FlagService(session.service.store, session.prompts)
-        session.__dict__["_keel_flags"] = service
+    service: FlagService = get_session().flags
     return service
 
 

@@ -71,7 +71,7 @@ def _service() -> Any:
 
 def _base() -> Path:
     """Where file sources are relative to: the workspace folder, else the current one."""
-    root = get_session().service.store.root
+    root = get_session().root
     cwd = Path(os.getcwd())
     if root is not None:
         try:

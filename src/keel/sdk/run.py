@@ -224,7 +224,7 @@ class Run:
                     )
             pointer = tracked.pointer
             register_with(
-                self._session.service.store,
+                self._session.local_store("recording a dataset version"),
                 [(tracked.data_path, pointer.oid, pointer.kind, pointer.size, pointer.files, "")],
             )
         ref = EntityRef("dataset", tracked.data_path, pointer.oid)

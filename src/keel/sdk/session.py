@@ -16,11 +16,11 @@ import sys
 import threading
 from typing import Any
 
-from keel.errors import NoWorkspace
+from keel.errors import InvalidInput, NoWorkspace
 from keel.sdk.run import Run
 from keel.sdk.writer import BatchWriter
 from keel.services.tracking import TrackingService
-from keel.services.workspace import init_workspace, open_store, resolve_store_urls
+from keel.services.workspace import init_workspace, open_store, resolve_store_urls, workspace_server
 
 __all__ = ["Session", "get_session", "shutdown"]
 
@@ -36,8 +36,12 @@ terminating: list[int] = []  # signals that are ending this process
 class Session:
     """A store's :class:`TrackingService`, :class:`BatchWriter` and live runs."""
 
-    def __init__(self, service: TrackingService) -> None:
+    def __init__(self, service: TrackingService, remote: Any = None) -> None:
         self.service = service
+        self.remote = remote  # a keel.sdk.remote.RemoteStore when the store is a keel server
+        self._config: Any = None
+        self._flags: Any = None
+        self._abtests: Any = None
         self._prompts: Any = None
         self._models: Any = None
         self._kb: Any = None
@@ -55,7 +59,7 @@ class Session:
         if self._prompts is None:
             from keel.services.prompts import PromptService
 
-            self._prompts = PromptService(self.service.store)
+            self._prompts = self._remote_service("prompts") if self.remote else PromptService(self.service.store)
         return self._prompts
 
     @property
@@ -64,7 +68,9 @@ class Session:
         if self._models is None:
             from keel.services.models import ModelService
 
-            self._models = ModelService(self.service.store, self.service)
+            self._models = (
+                self._remote_service("models") if self.remote else ModelService(self.service.store, self.service)
+            )
         return self._models
 
     @property
@@ -73,7 +79,7 @@ class Session:
         if self._kb is None:
             from keel.services.kb import KBService
 
-            self._kb = KBService(self.service.store)
+            self._kb = self._remote_service("kb") if self.remote else KBService(self.service.store)
         return self._kb
 
     @property
@@ -82,8 +88,66 @@ class Session:
         if self._conversations is None:
             from keel.services.conversations import ConversationService
 
-            self._conversations = ConversationService(self.service.store)
+            self._conversations = (
+                self._remote_service("conversations") if self.remote else ConversationService(self.service.store)
+            )
         return self._conversations
+
+    @property
+    def config(self) -> Any:
+        """The store's config-snapshot service (created on first use)."""
+        if self._config is None:
+            from keel.services.config import ConfigService
+
+            self._config = self._remote_service("config") if self.remote else ConfigService(self.service.store)
+        return self._config
+
+    @property
+    def flags(self) -> Any:
+        """The store's feature-flag service (created on first use)."""
+        if self._flags is None:
+            from keel.services.flags import FlagService
+
+            self._flags = (
+                self._remote_service("flags") if self.remote else FlagService(self.service.store, self.prompts)
+            )
+        return self._flags
+
+    @property
+    def abtests(self) -> Any:
+        """The store's A/B test service (created on first use)."""
+        if self._abtests is None:
+            from keel.services.abtests import ABService
+
+            self._abtests = (
+                self._remote_service("abtests")
+                if self.remote
+                else ABService(self.service.store, self.prompts, self.models)
+            )
+        return self._abtests
+
+    @property
+    def root(self) -> Any:
+        """The workspace folder (a Path), or None (a database URL, or a server with no local workspace)."""
+        return self.remote.root if self.remote else self.service.store.root
+
+    def local_store(self, what: str) -> Any:
+        """The open local store, for ``what`` that needs it; InvalidInput against a keel server."""
+        if self.remote:
+            raise InvalidInput(
+                f"{what} needs a local store; KEEL_URI points at the keel server {self.remote.url}",
+                "run it against a local workspace (unset KEEL_URI)",
+            )
+        return self.service.store
+
+    def describe(self) -> dict[str, Any]:
+        """Where the store lives: workspace, database and objects, or the server and user."""
+        return dict(self.remote.describe() if self.remote else self.service.store.describe())
+
+    def _remote_service(self, name: str) -> Any:
+        from keel.sdk.remote import remote_service
+
+        return remote_service(self.remote.transport, name, self.remote)
 
     @property
     def conversation_writer(self) -> BatchWriter:
@@ -111,7 +175,7 @@ class Session:
         if self._llm is None:
             from keel.services.llm import LlmService
 
-            self._llm = LlmService(self.service.store, self.service)
+            self._llm = self._remote_service("llm") if self.remote else LlmService(self.service.store, self.service)
         return self._llm
 
     @property
@@ -208,6 +272,9 @@ def get_session(database: str | None = None, objects: str | None = None, create:
     session = _BY_LOOKUP.get(lookup)
     if session is not None:
         return session
+    uri = database if database is not None else os.environ.get("KEEL_URI")
+    if uri and uri.lower().startswith(("http://", "https://")):
+        return _remote_session(uri, lookup)
     try:
         db_url, obj_url, root = resolve_store_urls(database, objects)
     except NoWorkspace:
@@ -216,6 +283,10 @@ def get_session(database: str | None = None, objects: str | None = None, create:
         init_workspace(os.getcwd())
         log.info("keel: created a workspace in %s/.keel", os.getcwd())
         db_url, obj_url, root = resolve_store_urls(database, objects)
+    if root is not None and not uri:
+        server = workspace_server(root)  # set by 'keel init --store http://...'
+        if server is not None:
+            return _remote_session(server, lookup)
     key = (db_url, obj_url)
     with _LOCK:
         session = _SESSIONS.get(key)
@@ -224,6 +295,21 @@ def get_session(database: str | None = None, objects: str | None = None, create:
             store.root = root
             session = Session(TrackingService(store))
             _SESSIONS[key] = session
+            _install_exit_hooks()
+        _BY_LOOKUP[lookup] = session
+        return session
+
+
+def _remote_session(url: str, lookup: tuple[str | None, ...]) -> Session:
+    """The session of the keel server at ``url`` (services are proxies; writers send batches over HTTP)."""
+    from keel.sdk.remote import open_remote, remote_service
+
+    with _LOCK:
+        session = _SESSIONS.get((url, ""))
+        if session is None:
+            remote = open_remote(url)
+            session = Session(remote_service(remote.transport, "tracking", remote), remote)
+            _SESSIONS[(url, "")] = session
             _install_exit_hooks()
         _BY_LOOKUP[lookup] = session
         return session

@@ -31,7 +31,15 @@ from keel.meta.migrate import ensure_schema
 from keel.meta.tracking import TrackingStore
 from keel.objects import ObjectStore, open_object_store
 
-__all__ = ["DIRNAME", "Store", "find_workspace", "init_workspace", "open_store", "resolve_store_urls"]
+__all__ = [
+    "DIRNAME",
+    "Store",
+    "find_workspace",
+    "init_workspace",
+    "open_store",
+    "resolve_store_urls",
+    "workspace_server",
+]
 
 DIRNAME = ".keel"
 CONFIG = "config.toml"
@@ -102,13 +110,16 @@ def resolve_store_urls(
     database: str | None = None, objects: str | None = None, start: str | os.PathLike[str] | None = None
 ) -> tuple[str, str, Path | None]:
     """``(database_url, objects_url, workspace_root)`` for this process."""
-    if database is None and os.environ.get("KEEL_URI"):
-        database = os.environ["KEEL_URI"]
+    env_uri = os.environ.get("KEEL_URI")
+    # KEEL_URI=http(s)://... is a keel server: the sdk talks to it (keel.sdk.remote); what
+    # stays local by nature (keel init, keel data) still uses the workspace found here.
+    if database is None and env_uri and not env_uri.lower().startswith(("http://", "https://")):
+        database = env_uri
     if database is not None:
-        if database.startswith(("http://", "https://")):
+        if database.lower().startswith(("http://", "https://")):
             raise InvalidInput(
-                f"KEEL_URI={database} points at a keel server; the HTTP transport is not in this version",
-                "set KEEL_URI to a database URL (sqlite:///path or postgresql+psycopg://...)",
+                f"{database} is a keel server, not a database",
+                "give a database URL (sqlite:///path or postgresql+psycopg://...); reach a server with KEEL_URI",
             )
         database, from_query = _split_objects(database)
         objects = objects or from_query or os.environ.get("KEEL_OBJECTS")
@@ -140,6 +151,17 @@ def resolve_store_urls(
     if "://" not in objects:
         objects = str((keel_dir / objects).resolve())
     return database, objects, root
+
+
+def workspace_server(root: str | os.PathLike[str]) -> str | None:
+    """The keel server a workspace works against (``[store] server``, set by
+    ``keel init --store http://...``), or None."""
+    try:
+        config = tomllib.loads((Path(root) / DIRNAME / CONFIG).read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    server = config.get("store", {}).get("server")
+    return str(server) if server else None
 
 
 _OPEN: dict[tuple[str, str], Store] = {}
@@ -183,7 +205,13 @@ def init_workspace(
     if config_path.exists() and not force:
         raise AlreadyExists(f"{root} is a keel workspace already", "use it, or pass --force to rewrite its config")
     keel_dir.mkdir(parents=True, exist_ok=True)
+    server = None
+    if database is not None and database.lower().startswith(("http://", "https://")):
+        # A server's workspace: runs and registries live there; .keel/ keeps what is local (data).
+        server, database = database, None
     content = _CONFIG_TEMPLATE.format(database=database or "keel.db", objects=objects or "objects")
+    if server is not None:
+        content += f"server = {server!r}  # a keel server: the Python API and the CLI work against it\n"
     tmp = config_path.with_suffix(".tmp")
     tmp.write_text(content)
     os.replace(tmp, config_path)
