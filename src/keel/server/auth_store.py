@@ -14,29 +14,33 @@ users and tokens.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from keel.core.entities import now_ms
 from keel.core.names import check_name
 from keel.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from keel.meta.engine import Database
-from keel.meta.schema import auth_audit, auth_grants, auth_tokens, auth_users
+from keel.meta.schema import auth_audit, auth_grants, auth_tokens, auth_users, ui_login_attempts, ui_sessions
 
 __all__ = [
     "REGISTRIES",
     "ROLES",
     "WORKSPACE",
     "AuthStore",
+    "LoginLimits",
     "Principal",
     "TokenInfo",
     "User",
+    "hash_password",
     "hash_token",
+    "verify_password",
 ]
 
 ROLES = ("reader", "writer", "admin")
@@ -49,6 +53,51 @@ TOKEN_PREFIX = "keel_"
 def hash_token(secret: str) -> str:
     """The stored form of a token: SHA-256, hex."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# scrypt cost: 16 MiB and ~50 ms per check, the same for a wrong user name as a right one.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 1 << 14, 8, 1
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """The stored form of a password: ``scrypt$N$r$p$salt$hash`` (hex), with a fresh random salt."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    """True if ``password`` matches ``stored`` (a :func:`hash_password` value); constant-time compare.
+
+    With no stored hash a dummy hash is computed anyway, so the time taken does not
+    tell whether the user exists or has a password.
+    """
+    if not stored:
+        hash_password(password, b"\0" * 16)
+        return False
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        actual = hashlib.scrypt(
+            password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=len(digest) // 2
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(actual.hex(), digest)
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """Sign-in rate limits: at most ``per_user`` failures for one user name and ``per_address``
+    from one client address within ``window_s`` seconds; past that, sign-in is refused (429)
+    until the oldest counted failure leaves the window."""
+
+    per_user: int = 5
+    per_address: int = 20
+    window_s: int = 900
 
 
 def check_role(role: str) -> str:
@@ -318,3 +367,112 @@ class AuthStore:
             {"user": r.user_name, "project": r.project, "role": r.role, "granted_by": r.granted_by, "at": r.created_at}
             for r in rows
         ]
+
+    # -- passwords and browser sessions (the web UI) -------------------------------------------
+    def set_password(self, name: str, password: str, actor: str) -> None:
+        """Set ``name``'s sign-in password (scrypt, per-user salt); ends the user's browser sessions."""
+        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+            raise InvalidInput(
+                f"a password needs {MIN_PASSWORD} to {MAX_PASSWORD} characters", "choose a longer passphrase"
+            )
+        user = self.get_user(name)
+        stored = hash_password(password)
+        with self.db.write() as conn:
+            conn.execute(update(auth_users).where(auth_users.c.id == user.id).values(password_hash=stored))
+            conn.execute(delete(ui_sessions).where(ui_sessions.c.user_id == user.id))
+            self._audit(conn, actor, "user.password", name)
+
+    def check_password(self, name: str, password: str) -> User:
+        """The enabled user ``name`` if ``password`` is theirs; else raise Unauthenticated (one message for
+        every reason, so a failed sign-in does not reveal which user names exist)."""
+        with self.db.read() as conn:
+            row = conn.execute(select(auth_users).where(auth_users.c.name == name)).first()
+        ok = verify_password(password, None if row is None else row.password_hash)
+        if row is None or not ok or row.disabled:
+            raise Unauthenticated("wrong user name or password", "check them, or sign in with an API token")
+        return _user(row)
+
+    def create_session(self, user: str, method: str, ttl_s: int) -> str:
+        """A new browser session for ``user`` lasting ``ttl_s`` seconds; returns its secret id
+        (for the cookie). Only its SHA-256 is stored. Expired sessions of the user are dropped."""
+        owner = self.get_user(user)
+        secret = secrets.token_urlsafe(32)
+        now = now_ms()
+        with self.db.write() as conn:
+            conn.execute(
+                delete(ui_sessions).where((ui_sessions.c.user_id == owner.id) & (ui_sessions.c.expires_at <= now))
+            )
+            conn.execute(
+                insert(ui_sessions).values(
+                    session_hash=hash_token(secret),
+                    user_id=owner.id,
+                    method=method,
+                    created_at=now,
+                    expires_at=now + ttl_s * 1000,
+                )
+            )
+        return secret
+
+    def session_principal(self, secret: str) -> Principal:
+        """The principal a browser session stands for; raise Unauthenticated if it is unknown,
+        expired, or its user is disabled. Its ``token`` describes the session (id ``session``)."""
+        query = (
+            select(ui_sessions, auth_users.c.name, auth_users.c.is_admin, auth_users.c.disabled,
+                   auth_users.c.created_at.label("user_created_at"))
+            .join(auth_users)
+            .where(ui_sessions.c.session_hash == hash_token(secret))
+        )  # fmt: skip
+        with self.db.read() as conn:
+            row = conn.execute(query).first()
+            grants = {} if row is None else self._grants(conn, row.user_id)
+        hint = "sign in again"
+        if row is None or row.expires_at <= now_ms():
+            raise Unauthenticated("your session has ended", hint)
+        if row.disabled:
+            raise Unauthenticated(f"user {row.name!r} is disabled", "ask an admin to enable the user")
+        user = User(int(row.user_id), row.name, bool(row.is_admin), False, int(row.user_created_at))
+        token = TokenInfo("session", row.name, f"browser session ({row.method})", row.created_at, row.expires_at, None)
+        return Principal(user, token, grants)
+
+    def end_session(self, secret: str) -> None:
+        """Sign a browser session out (idempotent)."""
+        with self.db.write() as conn:
+            conn.execute(delete(ui_sessions).where(ui_sessions.c.session_hash == hash_token(secret)))
+
+    def record_login(self, user_name: str, address: str, ok: bool) -> None:
+        """Remember one sign-in attempt (attempts older than a day are dropped)."""
+        now = now_ms()
+        with self.db.write() as conn:
+            stale = (ui_login_attempts.c.user_name == user_name) & (ui_login_attempts.c.at < now - 86_400_000)
+            conn.execute(delete(ui_login_attempts).where(stale))
+            conn.execute(
+                insert(ui_login_attempts).values(at=now, user_name=user_name[:200], address=address[:100], ok=ok)
+            )
+
+    def login_retry_after(self, user_name: str, address: str, limits: LoginLimits) -> int:
+        """0 if a sign-in attempt for ``user_name`` from ``address`` may proceed, else the seconds
+        to wait. A successful sign-in clears the user's count (not the address's)."""
+        now = now_ms()
+        window = limits.window_s * 1000
+        attempts = ui_login_attempts.c
+        with self.db.read() as conn:
+            last_ok = conn.execute(
+                select(func.max(attempts.at)).where((attempts.user_name == user_name) & attempts.ok)
+            ).scalar()
+            since = max(now - window, int(last_ok or 0))
+            waits = []
+            for where, limit in (
+                ((attempts.user_name == user_name) & (attempts.at > since), limits.per_user),
+                ((attempts.address == address) & (attempts.at > now - window), limits.per_address),
+            ):
+                # the limit-th newest failure: once it leaves the window, fewer than `limit` remain
+                nth = conn.execute(
+                    select(attempts.at)
+                    .where(where & ~attempts.ok)
+                    .order_by(attempts.at.desc())
+                    .offset(limit - 1)
+                    .limit(1)
+                ).scalar()
+                if nth is not None:
+                    waits.append(int(nth) + window - now)
+        return max([0, *((w + 999) // 1000 for w in waits)])
