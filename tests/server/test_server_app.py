@@ -63,3 +63,37 @@ def test_a_declared_oversized_upload_is_refused_before_reading_it(app_and_token:
 def test_the_server_refuses_another_server_as_its_store() -> None:
     with pytest.raises(InvalidInput):
         create_app("http://elsewhere:8080")
+
+
+def test_the_batch_endpoint_takes_rows_or_columns_with_the_same_result(app_and_token: tuple[TestClient, str]) -> None:
+    client, _ = app_and_token
+    rows_run = client.post("/api/v1/runs", json={"project": "p"}).json()["run_id"]
+    cols_run = client.post("/api/v1/runs", json={"project": "p"}).json()["run_id"]
+    rows = {
+        "metrics": [{"key": "loss", "value": 1, "step": 0, "timestamp": 5}, {"key": "loss", "value": 0.5, "step": 1}]
+    }
+    cols = {"metrics": {"keys": ["loss", "loss"], "values": [1, 0.5], "steps": [0, 1], "timestamps": [5, None]}}
+    assert client.post(f"/api/v1/runs/{rows_run}/batch", json=rows).json() == {"written": 2}
+    assert client.post(f"/api/v1/runs/{cols_run}/batch", json=cols).json() == {"written": 2}
+    histories = [
+        client.get(f"/api/v1/runs/{run}/metric-history", params={"key": "loss"}).json() for run in (rows_run, cols_run)
+    ]
+    for history in histories:
+        assert history["steps"] == [0, 1] and history["values"] == [1.0, 0.5] and history["timestamps"][0] == 5
+    # Numbers sent as strings and integral floats are read as pydantic's lax mode read them.
+    lenient = {"metrics": [{"key": "acc", "value": "0.25", "step": 2.0}]}
+    assert client.post(f"/api/v1/runs/{rows_run}/batch", json=lenient).json() == {"written": 1}
+    bad_step = client.post(f"/api/v1/runs/{rows_run}/batch", json={"metrics": [{"key": "a", "value": 1, "step": 1.5}]})
+    assert bad_step.status_code == 422 and "metrics.0.step" in bad_step.json()["error"]["message"]
+
+
+def test_the_batch_body_is_documented_and_responses_carry_server_timing(
+    app_and_token: tuple[TestClient, str],
+) -> None:
+    client, _ = app_and_token
+    doc = client.get("/api/v1/openapi.json").json()
+    schema = doc["paths"]["/api/v1/runs/{run_id}/batch"]["post"]["requestBody"]["content"]["application/json"]
+    metrics = schema["schema"]["properties"]["metrics"]
+    assert "$ref" not in str(metrics) and {"keys", "values"} <= set(metrics["anyOf"][1]["properties"])
+    response = client.get("/api/v1/health")
+    assert response.headers["server-timing"].startswith("app;dur=")

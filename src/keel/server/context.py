@@ -8,7 +8,9 @@ fact lives in the database or the bucket, so any process can answer any request.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request
 
@@ -41,8 +43,52 @@ class ServerContext:
         self.models = ModelService(self.store, self.tracking)
         self.auth = AuthStore(self.store.db)
 
+    # The other services are built on first use (the service API's routes reach them).
+    @cached_property
+    def kb(self) -> Any:
+        """The knowledge-base service."""
+        from keel.services.kb import KBService
 
-def server_context(request: Request) -> ServerContext:
-    """FastAPI dependency: the process's :class:`ServerContext`."""
+        return KBService(self.store)
+
+    @cached_property
+    def conversations(self) -> Any:
+        """The conversation service."""
+        from keel.services.conversations import ConversationService
+
+        return ConversationService(self.store)
+
+    @cached_property
+    def llm(self) -> Any:
+        """The recorded-LLM-call service."""
+        from keel.services.llm import LlmService
+
+        return LlmService(self.store, self.tracking)
+
+    @cached_property
+    def config(self) -> Any:
+        """The config-snapshot service."""
+        from keel.services.config import ConfigService
+
+        return ConfigService(self.store)
+
+    @cached_property
+    def flags(self) -> Any:
+        """The feature-flag service."""
+        from keel.services.flags import FlagService
+
+        return FlagService(self.store, self.prompts)
+
+    @cached_property
+    def abtests(self) -> Any:
+        """The A/B test service."""
+        from keel.services.abtests import ABService
+
+        return ABService(self.store, self.prompts, self.models)
+
+
+async def server_context(request: Request) -> ServerContext:
+    """FastAPI dependency: the process's :class:`ServerContext` (async: a plain attribute read
+    needs no trip to the thread pool, which every request would otherwise pay)."""
     context: ServerContext = request.app.state.keel
     return context

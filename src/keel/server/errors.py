@@ -28,7 +28,7 @@ _HTTP_CODES = {
     403: ("forbidden", "ask a project admin for a role"),
     404: ("not_found", "see the API reference at /api/v1/docs"),
     405: ("method_not_allowed", "see the API reference at /api/v1/docs"),
-    413: ("too_large", "send less data per request"),
+    413: ("too_large", "send less data per request (split a batch), or raise the server's --max-json"),
 }
 
 

@@ -14,7 +14,7 @@ import tempfile
 from typing import Any
 
 from fastapi import Request, status
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -24,6 +24,7 @@ from keel.core.names import check_artifact_path
 from keel.errors import InvalidInput, TooLarge
 from keel.server.auth import Caller, Context
 from keel.server.routers import Router
+from keel.server.routers.objects import PRESIGN_SECONDS, presigned_download, wants_presigned
 from keel.server.routers.runs import run_for
 
 __all__ = ["router"]
@@ -31,6 +32,13 @@ __all__ = ["router"]
 router = Router(tags=["artifacts"])
 
 _KINDS = ("file", "table", "text", "html")
+
+
+def _artifact_path(path: str) -> str:
+    """``path`` normalised by :func:`check_artifact_path`; control characters (NUL) refused too."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        raise InvalidInput(f"invalid artifact path {path!r}", "artifact paths may not contain control characters")
+    return check_artifact_path(path)
 
 
 @router.get("/runs/{run_id}/artifacts", summary="A run's artifacts (all, or under a folder)")
@@ -51,7 +59,7 @@ def list_artifacts(run_id: str, caller: Caller, context: Context, prefix: str = 
 async def upload_artifact(
     run_id: str, path: str, request: Request, caller: Caller, context: Context, kind: str = "file"
 ) -> dict[str, Any]:
-    path = check_artifact_path(path)
+    path = _artifact_path(path)
     if kind not in _KINDS:
         raise InvalidInput(f"invalid artifact kind {kind!r}", f"use one of {', '.join(_KINDS)}")
     record = await run_in_threadpool(run_for, context, caller, run_id, "writer")
@@ -78,12 +86,20 @@ async def upload_artifact(
 
 @router.get(
     "/runs/{run_id}/artifacts/{path:path}",
-    summary="Download one artifact (streamed)",
+    summary="Download one artifact (streamed; from S3 through a presigned URL with Prefer: presigned or ?presign=1)",
     response_class=FileResponse,
 )
-def download_artifact(run_id: str, path: str, caller: Caller, context: Context) -> FileResponse:
+def download_artifact(
+    run_id: str, path: str, request: Request, caller: Caller, context: Context, presign: str | None = None
+) -> Response:
     full = run_for(context, caller, run_id, "reader").run_id
-    artifact = context.tracking.artifact(full, path)
+    artifact = context.tracking.artifact(full, _artifact_path(path))
+    if wants_presigned(request, presign):
+        url = presigned_download(context.tracking.objects, artifact.oid, os.path.basename(artifact.path))
+        if url is not None:
+            if presign is not None and presign.lower() == "json":
+                return JSONResponse({"url": url, "expires_in": PRESIGN_SECONDS})
+            return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
     fd, tmp = tempfile.mkstemp(dir=context.tmp_dir, prefix="keel-download-")
     os.close(fd)
     try:

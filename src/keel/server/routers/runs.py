@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import Query, status
+from fastapi import Depends, Query, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from keel.core.batch import WriteBatch
 from keel.core.entities import RunRecord, now_ms
 from keel.core.names import check_key
-from keel.core.values import decode_param, encode_param, flatten, metric_value
-from keel.errors import Conflict, InvalidInput
-from keel.server.auth import Caller, Context, require
+from keel.core.values import decode_param, encode_param, flatten
+from keel.errors import Conflict
+from keel.server.auth import Caller, Context, principal, require
 from keel.server.auth_store import Principal
+from keel.server.batch_body import BATCH_OPENAPI, parse_batch
 from keel.server.context import ServerContext
 from keel.server.routers import Router
 
 __all__ = ["router", "run_for"]
 
 router = Router(tags=["runs"])
+
+WRITE_SLOTS = 2  # batch writes parsed and written at once by one server process
+# The bearer token, read without authenticating: the hot routes authenticate in their own thread-pool trip.
+_bearer = HTTPBearer(auto_error=False, description="An API token: Authorization: Bearer keel_...")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 class RunRequest(BaseModel):
@@ -43,26 +52,6 @@ class RunUpdate(BaseModel):
     status: Literal["running", "finished", "failed", "killed"]
     end_time: int | None = None
     error: str | None = None
-
-
-class MetricIn(BaseModel):
-    """One metric value."""
-
-    model_config = ConfigDict(extra="forbid")
-    key: str
-    value: float
-    step: int = 0
-    timestamp: int | None = None
-
-
-class BatchRequest(BaseModel):
-    """Params, metrics and tags of one run, written in one transaction."""
-
-    model_config = ConfigDict(extra="forbid")
-    params: dict[str, Any] = Field(default_factory=dict)
-    metrics: list[MetricIn] = Field(default_factory=list)
-    tags: dict[str, str] = Field(default_factory=dict)
-    overwrite_params: bool = False
 
 
 def run_for(context: ServerContext, caller: Principal, run_id: str, role: str) -> RunRecord:
@@ -114,8 +103,13 @@ def search_runs(
 
 
 @router.get("/runs/{run_id}", summary="One run by id or unique prefix")
-def get_run(run_id: str, caller: Caller, context: Context) -> dict[str, Any]:
-    return run_for(context, caller, run_id, "reader").to_dict()
+async def get_run(run_id: str, credentials: Credentials, context: Context) -> dict[str, Any]:
+    # The hottest read: authenticate and read in one trip to the thread pool, not two.
+    return await run_in_threadpool(_read_run, context, credentials, run_id)
+
+
+def _read_run(context: ServerContext, credentials: HTTPAuthorizationCredentials | None, run_id: str) -> dict[str, Any]:
+    return run_for(context, principal(context, credentials), run_id, "reader").to_dict()
 
 
 @router.patch("/runs/{run_id}", summary="Finish, fail, kill or resume a run")
@@ -141,12 +135,44 @@ def restore_run(run_id: str, caller: Caller, context: Context) -> dict[str, Any]
     return {"run_id": context.tracking.restore_run(record.run_id), "deleted": False}
 
 
-@router.post("/runs/{run_id}/batch", summary="Log params, metrics and tags in one transaction")
-def log_batch(run_id: str, body: BatchRequest, caller: Caller, context: Context) -> dict[str, int]:
-    full = run_for(context, caller, run_id, "writer").run_id
-    if len(body.metrics) + len(body.params) + len(body.tags) == 0:
+@router.post(
+    "/runs/{run_id}/batch",
+    summary="Log params, metrics and tags in one transaction",
+    description="Metrics as rows (`[{key, value, step, timestamp}]`) or as columns "
+    "(`{keys, values, steps, timestamps}`, the compact form). Changing a logged param is 409 "
+    "unless `overwrite_params` is true.",
+    openapi_extra=BATCH_OPENAPI,
+)
+async def log_batch(run_id: str, request: Request, credentials: Credentials, context: Context) -> dict[str, int]:
+    raw = await request.body()  # bounded by the app's JSON body limit (413 past it)
+    content_type = request.headers.get("content-type")
+    async with _write_slots(request):
+        return await run_in_threadpool(_write_batch, context, credentials, run_id, raw, content_type)
+
+
+def _write_slots(request: Request) -> asyncio.Semaphore:
+    """The process's batch-write slots: at most :data:`WRITE_SLOTS` batches are parsed and
+    written at once. The database takes one write at a time and the parsing holds the GIL, so
+    more in flight would only make every request of the process, reads too, wait longer."""
+    slots: asyncio.Semaphore | None = getattr(request.app.state, "keel_write_slots", None)
+    if slots is None:
+        slots = request.app.state.keel_write_slots = asyncio.Semaphore(WRITE_SLOTS)
+    return slots
+
+
+def _write_batch(
+    context: ServerContext,
+    credentials: HTTPAuthorizationCredentials | None,
+    run_id: str,
+    raw: bytes,
+    content_type: str | None,
+) -> dict[str, int]:
+    """Authenticate, check the caller may write the run, parse the body (see
+    :mod:`keel.server.batch_body`) and write it in one transaction: one trip to the thread pool."""
+    full = run_for(context, principal(context, credentials), run_id, "writer").run_id
+    body = parse_batch(raw, content_type)
+    if len(body.keys) + len(body.params) + len(body.tags) == 0:
         return {"written": 0}
-    now = now_ms()
     batch = WriteBatch()
     stored = context.tracking.repo.params_of(full) if body.params and not body.overwrite_params else {}
     for key, value in flatten(body.params):
@@ -159,13 +185,7 @@ def log_batch(run_id: str, body: BatchRequest, caller: Caller, context: Context)
                 "params are fixed once logged: log a new key, or send overwrite_params: true",
             )
         batch.params.append((full, key, vtype, text, body.overwrite_params))
-    keys: set[str] = set()
-    for m in body.metrics:
-        if m.key not in keys:
-            keys.add(check_key(m.key, "metric key"))
-        if m.step < 0:
-            raise InvalidInput(f"invalid step {m.step} for metric {m.key!r}", "steps are integers >= 0")
-        batch.metrics.append((full, m.key, metric_value(m.key, m.value), m.step, m.timestamp or now))
+    batch.metrics = body.metric_rows(full, now_ms())
     for key, value in body.tags.items():
         batch.tags.append((full, check_key(key, "tag key"), value))
     context.tracking.write_batch(batch)
