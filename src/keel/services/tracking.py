@@ -27,7 +27,7 @@ from keel.core.entities import (
     new_run_id,
     now_ms,
 )
-from keel.core.filters import parse_filter, parse_order_by
+from keel.core.filters import Node, OrderBy, parse_filter, parse_order_by
 from keel.core.names import check_artifact_path, check_key, check_name
 from keel.core.table import Table
 from keel.errors import InvalidInput, NotFound
@@ -250,9 +250,25 @@ class TrackingService:
             raise InvalidInput(f"invalid limit {limit!r}", f"use 1..{MAX_PAGE} and page_token for more")
         if isinstance(projects, str):
             projects = [projects]
-        project_ids = self.repo.project_ids(projects) if projects else None
         node = parse_filter(filter) if filter and filter.strip() else None
         order = parse_order_by(order_by if order_by is None or isinstance(order_by, str) else list(order_by))
+        return self.search_parsed(projects, node, order, limit, page_token, include_deleted, only_deleted)
+
+    def search_parsed(
+        self,
+        projects: Sequence[str] | None,
+        node: Node | None,
+        order: list[OrderBy],
+        limit: int = 1000,
+        page_token: str | None = None,
+        include_deleted: bool = False,
+        only_deleted: bool = False,
+    ) -> tuple[list[RunRecord], str | None]:
+        """:meth:`search_runs` with a filter and order already parsed (e.g. translated from
+        another tool's grammar by :mod:`keel.integrations.mlflow_rest`)."""
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"invalid limit {limit!r}", f"use 1..{MAX_PAGE} and page_token for more")
+        project_ids = self.repo.project_ids(projects) if projects else None
         offset = _decode_token(page_token)
         records, more = self.repo.search(project_ids, node, order, limit, offset, include_deleted, only_deleted)
         return records, (_encode_token(offset + limit) if more else None)

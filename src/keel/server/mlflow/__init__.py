@@ -1,0 +1,27 @@
+"""The MLflow REST API of the keel server: the real ``mlflow`` client works against keel.
+
+Set ``MLFLOW_TRACKING_URI=http://<keel server>`` and ``MLFLOW_TRACKING_TOKEN=<keel API
+token>``; MLflow code then logs keel runs, registers keel models and prompts, and
+reads what keel wrote. The mapping (experiments/projects, ids, stages and aliases,
+integer vs semver prompt versions) and what is not supported: ``docs/mlflow.md``.
+
+- :mod:`.dispatch`: ``/api/2.0/mlflow/...`` (and ``/ajax-api/...``): auth, arguments,
+  MLflow's error shape, "not supported by keel" for unmapped endpoints;
+- :mod:`.tracking`, :mod:`.registry`: the handlers;
+- :mod:`.artifacts`: ``/api/2.0/mlflow-artifacts/...``, streamed.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from keel.server.mlflow import registry, tracking  # noqa: F401 - importing registers their handlers
+from keel.server.mlflow.artifacts import router as artifacts_router
+from keel.server.mlflow.dispatch import HANDLERS
+from keel.server.mlflow.dispatch import router as api_router
+
+__all__ = ["HANDLERS", "router"]
+
+router = APIRouter(include_in_schema=False)
+router.include_router(artifacts_router)
+router.include_router(api_router)

@@ -1,0 +1,152 @@
+"""MLflow's proxied artifact API (``/api/2.0/mlflow-artifacts/artifacts/...``) over keel artifacts.
+
+A run's MLflow artifact URI is ``mlflow-artifacts:/<experiment>/<run_id>/artifacts``,
+so the MLflow client uploads, lists and downloads through these routes, which
+store keel artifacts of that run (content-addressed objects, on disk or S3).
+Uploads are spooled to a temporary file chunk by chunk and downloads streamed
+from one (never whole in memory), as keel's own artifact routes do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from keel.core.batch import WriteBatch
+from keel.core.entities import RunRecord, now_ms
+from keel.core.names import check_artifact_path
+from keel.errors import InvalidInput, NotFound, TooLarge
+from keel.integrations.mlflow_rest.entities import parse_artifact_path
+from keel.integrations.mlflow_rest.errors import NOT_SUPPORTED
+from keel.server.auth import require
+from keel.server.context import ServerContext
+from keel.server.errors import KeelJSONResponse
+from keel.server.mlflow.dispatch import authenticate, error_response, mlflow_error
+
+__all__ = ["children", "router"]
+
+router = APIRouter(include_in_schema=False)
+_PREFIX = "/api/2.0/mlflow-artifacts"
+
+
+def children(context: ServerContext, run_id: str, path: str, relative_to_root: bool = False) -> list[dict[str, Any]]:
+    """The files and folders directly under ``path`` of a run's artifacts, as MLflow lists them
+    (names relative to ``path``, or to the run's root with ``relative_to_root``)."""
+    folder = check_artifact_path(path) if path else ""
+    items = context.tracking.list_artifacts(run_id, folder)
+    seen: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if item.path == folder:  # a file, not a folder: MLflow lists nothing
+            continue
+        rest = item.path[len(folder) + 1 :] if folder else item.path
+        name, slash, _ = rest.partition("/")
+        shown = f"{folder}/{name}" if relative_to_root and folder else name
+        if slash:
+            seen.setdefault(name, {"path": shown, "is_dir": True})
+        else:
+            seen[name] = {"path": shown, "is_dir": False, "file_size": item.size}
+    return [seen[k] for k in sorted(seen)]
+
+
+def _locate(context: ServerContext, request: Request, path: str, role: str) -> tuple[RunRecord, str]:
+    caller = authenticate(context, request)
+    try:
+        _experiment, run_id, artifact = parse_artifact_path(path)
+    except ValueError as exc:
+        raise InvalidInput(
+            f"invalid artifact path {path!r}", "keel serves <experiment_id>/<run_id>/artifacts/<path>"
+        ) from exc
+    record = context.tracking.get_run(run_id)
+    require(caller, record.project, role)
+    return record, artifact
+
+
+@router.get(_PREFIX + "/artifacts")
+def list_artifacts(request: Request, path: str = "") -> Response:
+    """List a folder of a run's artifacts: ``?path=<experiment>/<run_id>/artifacts/<folder>``."""
+    context: ServerContext = request.app.state.keel
+    try:
+        record, folder = _locate(context, request, path, "reader")
+        return KeelJSONResponse({"files": children(context, record.run_id, folder)})
+    except Exception as exc:  # noqa: BLE001 - MLflow's error shape for every failure
+        return error_response(exc)
+
+
+@router.put(_PREFIX + "/artifacts/{path:path}")
+async def upload_artifact(path: str, request: Request) -> Response:
+    """Store the request body (streamed to a temporary file) as one artifact of the run."""
+    context: ServerContext = request.app.state.keel
+    tmp = None
+    try:
+        record, artifact = await run_in_threadpool(_locate, context, request, path, "writer")
+        artifact = check_artifact_path(artifact)
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > context.max_upload:
+            raise TooLarge(f"upload of {declared} bytes is over the limit of {context.max_upload}", "split it")
+        fd, tmp = tempfile.mkstemp(dir=context.tmp_dir, prefix="keel-mlflow-upload-")
+        size = 0
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > context.max_upload:
+                    raise TooLarge(f"upload is over the limit of {context.max_upload} bytes", "split it")
+                await run_in_threadpool(out.write, chunk)
+        oid, size = await run_in_threadpool(context.tracking.store_file, tmp)
+        row = (record.run_id, artifact, oid, size, "file", now_ms())
+        await run_in_threadpool(context.tracking.write_batch, WriteBatch(artifacts=[row]))
+        return KeelJSONResponse({})
+    except Exception as exc:  # noqa: BLE001 - MLflow's error shape for every failure
+        return error_response(exc)
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+@router.get(_PREFIX + "/artifacts/{path:path}")
+def download_artifact(path: str, request: Request) -> Response:
+    """Stream one artifact (verified against its hash first)."""
+    context: ServerContext = request.app.state.keel
+    try:
+        record, artifact = _locate(context, request, path, "reader")
+        if not artifact:
+            raise NotFound("no artifact path given", "download <experiment>/<run_id>/artifacts/<path>")
+        item = context.tracking.artifact(record.run_id, artifact)
+        fd, tmp = tempfile.mkstemp(dir=context.tmp_dir, prefix="keel-mlflow-download-")
+        os.close(fd)
+        try:
+            context.tracking.objects.get_file(item.oid, tmp)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return FileResponse(
+            tmp,
+            media_type="application/octet-stream",
+            filename=os.path.basename(item.path),
+            background=BackgroundTask(os.unlink, tmp),
+        )
+    except Exception as exc:  # noqa: BLE001 - MLflow's error shape for every failure
+        return error_response(exc)
+
+
+@router.api_route(_PREFIX + "/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+def unsupported(path: str, request: Request) -> Response:
+    """Artifact deletion and multipart uploads: not supported by keel (artifacts are immutable)."""
+    context: ServerContext = request.app.state.keel
+    try:
+        authenticate(context, request)
+    except Exception as exc:  # noqa: BLE001
+        return error_response(exc)
+    return mlflow_error(
+        501,
+        NOT_SUPPORTED,
+        f"{request.method} {_PREFIX}/{path} is not supported by keel (artifacts are immutable; "
+        "multipart uploads are not proxied)",
+    )

@@ -1,0 +1,199 @@
+"""MLflow's model-registry endpoints (registered models, versions, stages, aliases, tags),
+which also carry MLflow's prompt registry; answered by
+:class:`~keel.services.mlflow_registry.MlflowRegistry`. Readers of keel's registries
+read, writers change them (the ``@registries`` scope)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keel.errors import InvalidInput
+from keel.server.auth import require
+from keel.server.mlflow.dispatch import Call, endpoint
+
+__all__: list[str] = []
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _paged(key: str, items: list[dict[str, Any]], token: str) -> dict[str, Any]:
+    return {key: items, "next_page_token": token} if token else {key: items}
+
+
+# -- registered models ---------------------------------------------------------------------------
+@endpoint("POST", "registered-models/create")
+def create_registered_model(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    model = call.mlflow.registry.create_registered_model(
+        call.need("name"), call.get("tags"), call.get("description"), call.who
+    )
+    return {"registered_model": model}
+
+
+@endpoint("GET", "registered-models/get")
+def get_registered_model(call: Call) -> dict[str, Any]:
+    call.registry("reader")
+    return {"registered_model": call.mlflow.registry.get_registered_model(call.text("name"))}
+
+
+@endpoint("PATCH", "registered-models/update")
+def update_registered_model(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    model = call.mlflow.registry.update_registered_model(call.text("name"), call.get("description"))
+    return {"registered_model": model}
+
+
+@endpoint("POST", "registered-models/rename")
+def rename_registered_model(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    raise InvalidInput(
+        f"renaming registered model {call.text('name')!r} is not supported by keel: model names are part of "
+        "every version's reference (model:NAME@VERSION) in keel's lineage",
+        "register the versions under the new name instead",
+    )
+
+
+@endpoint("DELETE", "registered-models/delete")
+def delete_registered_model(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    call.mlflow.registry.delete_registered_model(call.text("name"), call.who)
+    return {}
+
+
+@endpoint("GET", "registered-models/search")
+def search_registered_models(call: Call) -> dict[str, Any]:
+    call.registry("reader")
+    models, token = call.mlflow.registry.search_registered_models(
+        call.get("filter"), call.get("max_results"), _list(call.get("order_by")), call.get("page_token")
+    )
+    return _paged("registered_models", models, token)
+
+
+@endpoint("POST", "registered-models/set-tag")
+def set_registered_model_tag(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    call.mlflow.registry.set_registered_model_tag(call.text("name"), call.text("key"), str(call.get("value", "")))
+    return {}
+
+
+@endpoint("DELETE", "registered-models/delete-tag")
+def delete_registered_model_tag(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    call.mlflow.registry.set_registered_model_tag(call.text("name"), call.text("key"), None)
+    return {}
+
+
+@endpoint("POST", "registered-models/get-latest-versions")
+def get_latest_versions(call: Call) -> dict[str, Any]:
+    call.registry("reader")
+    versions = call.mlflow.registry.get_latest_versions(call.text("name"), _list(call.get("stages")))
+    return {"model_versions": versions}
+
+
+@endpoint("GET", "registered-models/get-latest-versions")
+def get_latest_versions_get(call: Call) -> dict[str, Any]:
+    return get_latest_versions(call)
+
+
+@endpoint("POST", "registered-models/alias")
+def set_alias(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    call.mlflow.registry.set_alias(call.text("name"), call.text("alias"), call.text("version"), call.who)
+    return {}
+
+
+@endpoint("DELETE", "registered-models/alias")
+def delete_alias(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    call.mlflow.registry.delete_alias(call.text("name"), call.text("alias"), call.who)
+    return {}
+
+
+@endpoint("GET", "registered-models/alias")
+def get_by_alias(call: Call) -> dict[str, Any]:
+    call.registry("reader")
+    return {"model_version": call.mlflow.registry.get_by_alias(call.text("name"), call.text("alias"))}
+
+
+# -- model versions --------------------------------------------------------------------------------------
+@endpoint("POST", "model-versions/create")
+def create_model_version(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    run_id = call.get("run_id")
+    if run_id:
+        record = call.mlflow.tracking.run(str(run_id))
+        require(call.caller, record.project, "reader")
+    version = call.mlflow.registry.create_model_version(
+        call.text("name"), call.get("source"), run_id, call.get("tags"), call.get("description"), call.who
+    )
+    return {"model_version": version}
+
+
+@endpoint("GET", "model-versions/get")
+def get_model_version(call: Call) -> dict[str, Any]:
+    call.registry("reader")
+    return {"model_version": call.mlflow.registry.get_model_version(call.text("name"), call.text("version"))}
+
+
+@endpoint("PATCH", "model-versions/update")
+def update_model_version(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    version = call.mlflow.registry.update_model_version(
+        call.text("name"), call.text("version"), call.get("description")
+    )
+    return {"model_version": version}
+
+
+@endpoint("DELETE", "model-versions/delete")
+def delete_model_version(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    call.mlflow.registry.delete_model_version(call.text("name"), call.text("version"), call.who)
+    return {}
+
+
+@endpoint("GET", "model-versions/search")
+def search_model_versions(call: Call) -> dict[str, Any]:
+    call.registry("reader")
+    versions, token = call.mlflow.registry.search_model_versions(
+        call.get("filter"), call.get("max_results"), _list(call.get("order_by")), call.get("page_token")
+    )
+    return _paged("model_versions", versions, token)
+
+
+@endpoint("POST", "model-versions/transition-stage")
+def transition_stage(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    archive = call.get("archive_existing_versions", False)
+    if isinstance(archive, str):
+        archive = archive.lower() == "true"
+    version = call.mlflow.registry.transition_stage(
+        call.text("name"), call.text("version"), call.text("stage"), bool(archive), call.who
+    )
+    return {"model_version": version}
+
+
+@endpoint("POST", "model-versions/set-tag")
+def set_model_version_tag(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    call.mlflow.registry.set_model_version_tag(
+        call.text("name"), call.text("version"), call.text("key"), str(call.get("value", ""))
+    )
+    return {}
+
+
+@endpoint("DELETE", "model-versions/delete-tag")
+def delete_model_version_tag(call: Call) -> dict[str, Any]:
+    call.registry("writer")
+    call.mlflow.registry.set_model_version_tag(call.text("name"), call.text("version"), call.text("key"), None)
+    return {}
+
+
+@endpoint("GET", "model-versions/get-download-uri")
+def get_download_uri(call: Call) -> dict[str, Any]:
+    call.registry("reader")
+    version = call.mlflow.registry.get_model_version(call.text("name"), call.text("version"))
+    return {"artifact_uri": version["source"]}

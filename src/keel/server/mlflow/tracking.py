@@ -1,0 +1,250 @@
+"""MLflow's tracking endpoints: experiments, runs, logging, metric history, search.
+
+Each handler checks the caller's keel role on the project the experiment or
+run belongs to (readers read, writers log, project admins delete experiments)
+and calls :class:`~keel.services.mlflow_tracking.MlflowTracking`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keel.core.entities import RunRecord
+from keel.errors import InvalidInput
+from keel.server.auth import require
+from keel.server.auth_store import WORKSPACE
+from keel.server.mlflow.artifacts import children
+from keel.server.mlflow.dispatch import Call, endpoint
+
+__all__: list[str] = []
+
+
+def _run(call: Call, role: str) -> RunRecord:
+    run_id = call.args.get("run_id") or call.args.get("run_uuid")
+    if not run_id or not isinstance(run_id, str):
+        raise InvalidInput("Missing value for required parameter 'run_id'", "pass the run's id")
+    record = call.mlflow.tracking.run(run_id)
+    require(call.caller, record.project, role)
+    return record
+
+
+def _tags(items: Any) -> dict[str, str]:
+    if not items:
+        return {}
+    if not isinstance(items, list):
+        raise InvalidInput("tags must be a list of {key, value}", 'send [{"key": ..., "value": ...}]')
+    return {str(t["key"]): "" if t.get("value") is None else str(t["value"]) for t in items}
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+# -- experiments ----------------------------------------------------------------------------------
+@endpoint("POST", "experiments/create")
+def create_experiment(call: Call) -> dict[str, Any]:
+    require(call.caller, WORKSPACE, "writer")
+    experiment_id = call.mlflow.tracking.create_experiment(call.need("name"), _tags(call.get("tags")))
+    return {"experiment_id": experiment_id}
+
+
+@endpoint("GET", "experiments/get")
+def get_experiment(call: Call) -> dict[str, Any]:
+    experiment = call.mlflow.tracking.get_experiment(call.text("experiment_id"))
+    require(call.caller, experiment.pop("project"), "reader")
+    return {"experiment": experiment}
+
+
+@endpoint("GET", "experiments/get-by-name")
+def get_experiment_by_name(call: Call) -> dict[str, Any]:
+    experiment = call.mlflow.tracking.get_experiment_by_name(call.text("experiment_name"))
+    require(call.caller, experiment.pop("project"), "reader")
+    return {"experiment": experiment}
+
+
+@endpoint("POST", "experiments/search")
+def search_experiments(call: Call) -> dict[str, Any]:
+    experiments, token = call.mlflow.tracking.search_experiments(
+        call.caller.readable(),
+        call.get("view_type"),
+        call.get("filter"),
+        _list(call.get("order_by")),
+        call.get("max_results"),
+        call.get("page_token"),
+    )
+    return {"experiments": experiments, "next_page_token": token} if token else {"experiments": experiments}
+
+
+def _experiment_project(call: Call, role: str) -> str:
+    project = call.mlflow.tracking.project(call.text("experiment_id"))
+    require(call.caller, project, role)
+    return project
+
+
+@endpoint("POST", "experiments/update")
+def update_experiment(call: Call) -> dict[str, Any]:
+    project = _experiment_project(call, "admin")
+    new_name = call.get("new_name")
+    current = call.mlflow.tracking.get_experiment(call.text("experiment_id"))["name"]
+    if new_name and new_name != current:
+        raise InvalidInput(
+            f"renaming experiment {current!r} is not supported by keel: keel projects keep their name",
+            f"create a new experiment, or keep using {project!r}",
+        )
+    return {}
+
+
+@endpoint("POST", "experiments/delete")
+def delete_experiment(call: Call) -> dict[str, Any]:
+    _experiment_project(call, "admin")
+    call.mlflow.tracking.set_experiment_lifecycle(call.text("experiment_id"), "deleted")
+    return {}
+
+
+@endpoint("POST", "experiments/restore")
+def restore_experiment(call: Call) -> dict[str, Any]:
+    _experiment_project(call, "admin")
+    call.mlflow.tracking.set_experiment_lifecycle(call.text("experiment_id"), "active")
+    return {}
+
+
+@endpoint("POST", "experiments/set-experiment-tag")
+def set_experiment_tag(call: Call) -> dict[str, Any]:
+    _experiment_project(call, "writer")
+    call.mlflow.tracking.set_experiment_tag(call.text("experiment_id"), call.text("key"), str(call.get("value", "")))
+    return {}
+
+
+@endpoint("POST", "experiments/delete-experiment-tag")
+def delete_experiment_tag(call: Call) -> dict[str, Any]:
+    _experiment_project(call, "writer")
+    call.mlflow.tracking.set_experiment_tag(call.text("experiment_id"), call.text("key"), None)
+    return {}
+
+
+# -- runs -----------------------------------------------------------------------------------------------
+@endpoint("POST", "runs/create")
+def create_run(call: Call) -> dict[str, Any]:
+    project = call.mlflow.tracking.project(call.get("experiment_id", "0"))
+    require(call.caller, project, "writer")
+    run = call.mlflow.tracking.create_run(
+        project, call.get("run_name"), call.get("start_time"), _tags(call.get("tags")), call.get("user_id")
+    )
+    return {"run": run}
+
+
+@endpoint("GET", "runs/get")
+def get_run(call: Call) -> dict[str, Any]:
+    return {"run": call.mlflow.tracking.run_json(_run(call, "reader"))}
+
+
+@endpoint("POST", "runs/update")
+def update_run(call: Call) -> dict[str, Any]:
+    record = _run(call, "writer")
+    updated = call.mlflow.tracking.update_run(record, call.get("status"), call.get("end_time"), call.get("run_name"))
+    return {"run_info": call.mlflow.tracking.run_info(updated)}
+
+
+@endpoint("POST", "runs/delete")
+def delete_run(call: Call) -> dict[str, Any]:
+    call.context.tracking.delete_run(_run(call, "writer").run_id)
+    return {}
+
+
+@endpoint("POST", "runs/restore")
+def restore_run(call: Call) -> dict[str, Any]:
+    call.context.tracking.restore_run(_run(call, "writer").run_id)
+    return {}
+
+
+@endpoint("POST", "runs/log-metric")
+def log_metric(call: Call) -> dict[str, Any]:
+    record = _run(call, "writer")
+    metric = {k: call.get(k) for k in ("key", "value", "timestamp", "step")}
+    call.mlflow.tracking.log_batch(record.run_id, [metric], [], [])
+    return {}
+
+
+@endpoint("POST", "runs/log-parameter")
+def log_param(call: Call) -> dict[str, Any]:
+    record = _run(call, "writer")
+    call.mlflow.tracking.log_batch(record.run_id, [], [{"key": call.text("key"), "value": call.get("value")}], [])
+    return {}
+
+
+@endpoint("POST", "runs/set-tag")
+def set_tag(call: Call) -> dict[str, Any]:
+    record = _run(call, "writer")
+    call.mlflow.tracking.log_batch(record.run_id, [], [], [{"key": call.text("key"), "value": call.get("value")}])
+    return {}
+
+
+@endpoint("POST", "runs/delete-tag")
+def delete_tag(call: Call) -> dict[str, Any]:
+    call.mlflow.tracking.delete_tag(_run(call, "writer").run_id, call.text("key"))
+    return {}
+
+
+@endpoint("POST", "runs/log-batch")
+def log_batch(call: Call) -> dict[str, Any]:
+    record = _run(call, "writer")
+    call.mlflow.tracking.log_batch(
+        record.run_id, _list(call.get("metrics")), _list(call.get("params")), _list(call.get("tags"))
+    )
+    return {}
+
+
+@endpoint("POST", "runs/log-inputs")
+def log_inputs(call: Call) -> dict[str, Any]:
+    record = _run(call, "writer")
+    call.mlflow.tracking.log_inputs(record.run_id, _list(call.get("datasets")))
+    return {}
+
+
+@endpoint("GET", "metrics/get-history")
+def metric_history(call: Call) -> dict[str, Any]:
+    record = _run(call, "reader")
+    return {"metrics": call.mlflow.tracking.metric_history(record.run_id, call.text("metric_key"))}
+
+
+@endpoint("POST", "runs/search")
+def search_runs(call: Call) -> dict[str, Any]:
+    ids = [str(i) for i in _list(call.get("experiment_ids"))]
+    if not ids:
+        raise InvalidInput("search_runs needs experiment_ids", "pass experiment_ids=['0']")
+    projects = []
+    for experiment_id in ids:
+        project = call.mlflow.tracking.project(experiment_id)
+        require(call.caller, project, "reader")
+        projects.append(project)
+    runs, token = call.mlflow.tracking.search_runs(
+        projects,
+        call.get("filter"),
+        call.get("run_view_type"),
+        call.get("max_results"),
+        _list(call.get("order_by")),
+        call.get("page_token"),
+    )
+    return {"runs": runs, "next_page_token": token} if token else {"runs": runs}
+
+
+# -- artifacts (listing through the tracking API) and logged models ------------------------------------
+@endpoint("GET", "artifacts/list")
+def list_artifacts(call: Call) -> dict[str, Any]:
+    record = _run(call, "reader")
+    experiment = call.mlflow.tracking.experiment_id(record.project)
+    path = str(call.get("path", "")).strip("/")
+    root = f"mlflow-artifacts:/{experiment}/{record.run_id}/artifacts"
+    files = children(call.context, record.run_id, path, relative_to_root=True)
+    return {"root_uri": root, "files": files}
+
+
+@endpoint("POST", "logged-models/search")
+def search_logged_models(call: Call) -> dict[str, Any]:
+    """keel has no logged models: the search answers none, so MLflow's register_model
+    falls back to its own clear error when a run has no model files."""
+    for experiment_id in _list(call.get("experiment_ids")):
+        require(call.caller, call.mlflow.tracking.project(experiment_id), "reader")
+    return {"models": []}
