@@ -336,8 +336,10 @@ class DataRepo:
         """The tracked data named by ``paths`` (data paths, pointer files, or paths inside a
         tracked folder); every tracked path when ``paths`` is empty."""
         if not paths:
-            return [self.tracked(p) for p in self.all_pointer_files()]
+            tracked = [self.tracked(p) for p in self.all_pointer_files()]
+            return tracked + self.imported_dvc({t.data_path for t in tracked})
         chosen: dict[str, Tracked] = {}
+        dvc: list[Tracked] | None = None
         for path in paths:
             rel = self.rel(path)
             if rel.endswith(POINTER_SUFFIX) and os.path.isfile(self.abs(rel)):
@@ -347,10 +349,28 @@ class DataRepo:
             else:
                 ancestor = self.tracking_ancestor(rel)
                 if ancestor is None:
-                    raise NotFound(f"{path} is not tracked (no {rel}{POINTER_SUFFIX})", "track it: keel data add PATH")
+                    dvc = self.imported_dvc(set()) if dvc is None else dvc
+                    data_rel = rel[: -len(".dvc")] if rel.endswith(".dvc") else rel
+                    matches = [t for t in dvc if data_rel == t.data_path or data_rel.startswith(t.data_path + "/")]
+                    if not matches:
+                        raise NotFound(
+                            f"{path} is not tracked (no {rel}{POINTER_SUFFIX})", "track it: keel data add PATH"
+                        )
+                    chosen.setdefault(matches[0].pointer_path, matches[0])
+                    continue
                 pointer_rel = ancestor
             chosen.setdefault(pointer_rel, self.tracked(pointer_rel))
         return list(chosen.values())
+
+    def imported_dvc(self, exclude: set[str]) -> list[Tracked]:
+        """Data that only DVC files track (a commit from before ``keel import dvc``), resolved
+        through the import ledger; ``exclude``: data paths a pointer file tracks. Empty in a
+        workspace that is not a DVC repository."""
+        if not (self.root / ".dvc").is_dir():
+            return []
+        from keel.services.importers.dvc_files import dvc_tracked
+
+        return dvc_tracked(self, exclude)
 
     def write_pointer(self, pointer_rel: str, pointer: Pointer) -> bool:
         """Write a pointer file (atomically) unless it already says the same; True if written."""
@@ -830,6 +850,45 @@ class DataRepo:
             return pointer.oid, self.load_tree(pointer.oid, rel, fetch=False)
         except KeelError:
             return None
+
+    def store_tree(self, files: Sequence[FileStat], mode: str = "copy") -> tuple[str, Tree, int]:
+        """Store files that are not in the workspace as one directory version, the way
+        ``add`` stores a folder (small files packed, large ones loose, content already in
+        the cache reused); ``(tree oid, tree, objects written)``. Each ``FileStat.rel`` is
+        the file's path inside the folder, ``path`` where its bytes are (importers use it)."""
+        items = [_Located(f) for f in sorted(files)]
+        loose: list[str] = []
+        stored = 0
+        writer = _PackWriter(self, {})
+        try:
+            try:
+                for item in items:
+                    if item.f.size < PACK_MAX_FILE:
+                        data = files_.read_small(item.f)
+                        item.oid = blake3.blake3(data).hexdigest()
+                        writer.add(item, data)
+                writer.flush()
+            finally:
+                writer.close()
+            for item in items:
+                if item.f.size >= PACK_MAX_FILE:
+                    item.oid, was_stored = self.store_large(item.f, mode)
+                    loose.append(item.oid)
+                    stored += int(was_stored)
+            tree = Tree([TreeEntry(i.f.rel, i.oid, i.f.size, i.pack, i.offset) for i in items])
+            encoded = tree.encode()
+            tree_oid = blake3.blake3(encoded).hexdigest()
+            if not self.has(tree_oid):
+                self.put_object(encoded)
+                stored += 1
+        except OSError as exc:
+            raise os_error(exc, "cannot store a folder in the cache") from exc
+        if writer.new_locations:
+            self.state.add_locations(writer.new_locations)
+        self.record_objects(
+            [(p, "pack") for p in writer.new_packs] + [(o, "loose") for o in loose] + [(tree_oid, "tree")]
+        )
+        return tree_oid, tree, stored + len(writer.new_packs)
 
 
 def trusted(row: StatRow | None, f: FileStat) -> bool:

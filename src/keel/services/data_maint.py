@@ -208,6 +208,10 @@ def gc(repo: DataRepo, all_commits: bool = False, dry_run: bool = False) -> GcRe
         pointers = list(_workspace_pointers(repo).values())
         if all_commits:
             pointers += [p for _, p in _parse_all(all_commit_pointers(repo.root))]
+            if (repo.root / ".dvc").is_dir():  # commits from before 'keel import dvc' name data in .dvc files
+                from keel.services.importers.dvc_files import dvc_history_pointers
+
+                pointers += dvc_history_pointers(repo)
         for pointer in pointers:
             if not _reach(repo, pointer.oid, pointer.kind, keep):
                 result.unknown_versions += 1
