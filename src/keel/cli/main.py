@@ -109,6 +109,25 @@ def _add_conversations() -> None:
     _app.add_typer(conversations_app, name="conversations")
 
 
+def _add_import() -> None:
+    from keel.cli.imports import import_app
+
+    _app.add_typer(import_app, name="import")
+
+
+def _add_ui() -> None:
+    from keel.cli.ui import ui_command
+
+    _app.command("ui")(ui_command)
+
+
+def _add_login() -> None:
+    from keel.cli.login import login_command, logout_command
+
+    _app.command("login")(login_command)
+    _app.command("logout")(logout_command)
+
+
 # Sub-command groups register on demand: building typer's command tree for every group
 # costs ~90 ms, so `keel data status` registers only `data`. `keel --help`, an unknown
 # command, and `from keel.cli.main import app` (tests, docs) register them all.
@@ -126,6 +145,10 @@ _GROUPS = {
     "llm": _add_llm,
     "kb": _add_kb,
     "conversations": _add_conversations,
+    "ui": _add_ui,
+    "import": _add_import,
+    "login": _add_login,
+    "logout": _add_login,
 }
 _CORE = {"init", "info", "verify", "runs", "artifacts", "projects"}
 _registered: set[Any] = set()

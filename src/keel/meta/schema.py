@@ -55,6 +55,7 @@ __all__ = [
     "conversations",
     "dataset_versions",
     "flag_sets",
+    "import_ledger",
     "kb_embeddings",
     "kb_staged",
     "kb_versions",
@@ -74,6 +75,8 @@ __all__ = [
     "registered_models",
     "runs",
     "tags",
+    "ui_login_attempts",
+    "ui_sessions",
 ]
 
 metadata = MetaData()
@@ -581,6 +584,7 @@ auth_users = Table(
     Column("is_admin", Boolean, nullable=False, server_default="0"),
     Column("disabled", Boolean, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
+    Column("password_hash", String(200)),  # scrypt with a per-user salt; NULL: no password sign-in
 )
 
 auth_tokens = Table(
@@ -616,4 +620,87 @@ auth_audit = Table(
     Column("target", String(400), nullable=False, server_default=""),
     Column("detail", Text, nullable=False, server_default="{}"),
     Index("ix_auth_audit_at", "at"),
+)
+
+# -- MLflow REST compatibility: what only MLflow has --------------------------------------
+# An MLflow experiment is a keel project (experiment id = project id; "0" = project
+# "default"); this row holds the MLflow-only fields. MLflow prompts are keel prompts:
+# MLflow numbers their versions 1, 2, 3 where keel has semver, so each MLflow version
+# number maps to the keel version it registered or read (several numbers may share one
+# keel version when MLflow re-registers identical content).
+mlflow_experiments = Table(
+    "mlflow_experiments",
+    metadata,
+    Column("project_id", _Id, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("lifecycle_stage", String(20), nullable=False, server_default="active"),
+    Column("tags", Text, nullable=False, server_default="{}"),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+mlflow_prompts = Table(
+    "mlflow_prompts",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("tags", Text, nullable=False, server_default="{}"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+mlflow_prompt_versions = Table(
+    "mlflow_prompt_versions",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("keel_version", String(50), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("tags", Text, nullable=False, server_default="{}"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Web UI browser sessions: only the SHA-256 of the session id (the HttpOnly cookie)
+# is stored. ``ui_login_attempts`` holds recent sign-in attempts, so every server
+# process applies the same rate limit per user name and per client address.
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("user_id", _Id, ForeignKey("auth_users.id", ondelete="CASCADE"), nullable=False),
+    Column("method", String(20), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_ui_sessions_user", "user_id"),
+)
+
+ui_login_attempts = Table(
+    "ui_login_attempts",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("user_name", String(200), nullable=False),
+    Column("address", String(100), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Index("ix_ui_login_attempts_user", "user_name", "at"),
+    Index("ix_ui_login_attempts_address", "address", "at"),
+)
+
+
+# -- importers (MLflow, W&B, DVC) -------------------------------------------------------
+# One row per item brought in by 'keel import': which source system, what kind of item
+# (run, model_version, prompt_version, object, ...), its id there, and what it became in
+# keel (a run id, NAME@VERSION, an oid). Re-running an import skips what is listed here,
+# and DVC history resolves md5 -> keel object through it. ``detail`` is JSON.
+import_ledger = Table(
+    "import_ledger",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("source", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("source_id", String(1000), nullable=False),
+    Column("keel_id", String(1000), nullable=False),
+    Column("location", Text, nullable=False, server_default=""),
+    Column("detail", Text, nullable=False, server_default="{}"),
+    Column("imported_at", BigInteger, nullable=False),
+    UniqueConstraint("source", "kind", "source_id", name="uq_import_ledger_source_item"),
 )

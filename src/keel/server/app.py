@@ -22,9 +22,12 @@ from fastapi import FastAPI
 
 from keel._version import __version__
 from keel.errors import InvalidInput
+from keel.server import mlflow as mlflow_api
 from keel.server.context import DEFAULT_MAX_UPLOAD, ServerContext
 from keel.server.errors import KeelJSONResponse, install_error_handlers
-from keel.server.routers import artifacts, auth, models, projects, prompts, runs
+from keel.server.middleware import DEFAULT_MAX_JSON, BodyLimit, ServerTiming
+from keel.server.routers import artifacts, auth, models, objects, projects, prompts, rpc, runs
+from keel.server.ui import mount_ui
 from keel.services.workspace import open_store
 
 __all__ = ["API_PREFIX", "ENV_OBJECTS", "ENV_STORE", "app_from_env", "create_app"]
@@ -33,6 +36,7 @@ API_PREFIX = "/api/v1"
 ENV_STORE = "KEEL_SERVER_STORE"
 ENV_OBJECTS = "KEEL_SERVER_OBJECTS"
 ENV_MAX_UPLOAD = "KEEL_SERVER_MAX_UPLOAD"
+ENV_MAX_JSON = "KEEL_SERVER_MAX_JSON"
 
 
 def create_app(
@@ -41,6 +45,7 @@ def create_app(
     *,
     tmp_dir: str | os.PathLike[str] | None = None,
     max_upload: int = DEFAULT_MAX_UPLOAD,
+    max_json: int = DEFAULT_MAX_JSON,
 ) -> FastAPI:
     """The FastAPI app serving the store at ``store_url`` / ``objects_url``.
 
@@ -50,6 +55,7 @@ def create_app(
             ``objects/`` beside a SQLite file.
         tmp_dir: where uploads and downloads are spooled (default: the system's).
         max_upload: the largest artifact upload accepted, in bytes (larger: 413).
+        max_json: the largest JSON or form request body accepted, in bytes (larger: 413).
     """
     if store_url.startswith(("http://", "https://")):
         raise InvalidInput("the server needs a database URL, not another server", "pass --store sqlite:///... ")
@@ -74,14 +80,18 @@ def create_app(
     )
     app.state.keel = context
     install_error_handlers(app)
-    for module in (auth, projects, runs, artifacts, prompts, models):
+    app.add_middleware(BodyLimit, max_json=max_json)
+    app.add_middleware(ServerTiming)
+    for module in (auth, projects, runs, artifacts, objects, prompts, models, rpc):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(mlflow_api.router)  # MLflow's REST API: /api/2.0/mlflow/...
 
     @app.get(f"{API_PREFIX}/health", tags=["meta"], summary="Liveness: the database answers")
     def health() -> dict[str, str]:
         context.tracking.list_projects()
         return {"status": "ok", "version": __version__}
 
+    mount_ui(app)
     return app
 
 
@@ -92,4 +102,5 @@ def app_from_env() -> FastAPI:
     if not store:
         raise InvalidInput(f"{ENV_STORE} is not set", "start the server with: python -m keel.server --store URL")
     max_upload = int(os.environ.get(ENV_MAX_UPLOAD, DEFAULT_MAX_UPLOAD))
-    return create_app(store, os.environ.get(ENV_OBJECTS) or None, max_upload=max_upload)
+    max_json = int(os.environ.get(ENV_MAX_JSON, DEFAULT_MAX_JSON))
+    return create_app(store, os.environ.get(ENV_OBJECTS) or None, max_upload=max_upload, max_json=max_json)
