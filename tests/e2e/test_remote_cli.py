@@ -207,6 +207,28 @@ def test_local_only_commands_use_a_local_workspace_beside_the_server(remote: Rem
     assert error.count("\n") == 1 and "keel server" in error
 
 
+def test_dataset_versions_and_their_use_are_recorded_on_the_server(remote: Remote) -> None:
+    if not (remote.folder / ".keel").exists():
+        remote.keel("init")
+    remote.keel("data", "add", "eval.jsonl")
+    with httpx.Client(headers={"Authorization": f"Bearer {remote.tokens['root']}"}) as client:
+        reply = client.post(f"{remote.server.url}/api/v1/svc/datasets/versions", json={"args": ["eval.jsonl"]})
+    assert reply.status_code == 200, reply.text
+    (version,) = [v["fields"] for v in reply.json()["result"]]
+    assert version["path"] == "eval.jsonl" and version["kind"] == "file"
+    assert version["oid"][:12] in remote.keel("data", "log", "eval.jsonl")
+    script = (
+        "import keel\nwith keel.start_run(project='demo') as run:\n"
+        "    run.use_dataset('eval.jsonl')\nprint(run.id)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=remote.folder, capture_output=True, text=True, timeout=60, env=remote.env()
+    )
+    assert out.returncode == 0, out.stderr
+    run_id = out.stdout.strip()
+    assert run_id[:8] in remote.keel("data", "log", "eval.jsonl")  # the run that used it, from the server
+
+
 def test_a_workspace_initialized_with_a_server_url_works_against_it(remote: Remote, tmp_path: Path) -> None:
     env = remote.env()
     del env["KEEL_URI"]

@@ -88,11 +88,32 @@ def _repo(root: Root) -> _data.DataRepo:
     return _data.open_repo(root)
 
 
+def _server_session(folder: Path) -> Any:
+    """The session of the keel server this workspace works against (``KEEL_URI=http...`` or
+    ``keel init --store http://...``), else None: dataset versions are registered there too."""
+    from keel.sdk.remote import is_server_url
+    from keel.services.workspace import workspace_server
+
+    if not (is_server_url(os.environ.get("KEEL_URI")) or workspace_server(folder)):
+        return None
+    from keel.sdk.session import get_session
+
+    return get_session(create=False)
+
+
 def add(paths: Sequence[str | os.PathLike[str]] | str, link: str | None = None, root: Root = None) -> list[AddResult]:
     """Track files or folders: store their content, write ``PATH.keel`` and ``.gitignore``
-    entries, register the versions. Unchanged files are not re-read (stat cache)."""
+    entries, register the versions (in the workspace, and on its keel server if it has one).
+    Unchanged files are not re-read (stat cache)."""
     with _repo(root) as repo:
-        return repo.add([paths] if isinstance(paths, str | os.PathLike) else paths, link)
+        results = repo.add([paths] if isinstance(paths, str | os.PathLike) else paths, link)
+        server = _server_session(repo.root)
+        if server is not None and results:
+            from keel.services.data_git import head_commit
+
+            commit = head_commit(repo.root)
+            server.datasets.register([(r.path, r.oid, r.kind, r.size, r.files, commit) for r in results])
+        return results
 
 
 def status(paths: Paths = None, root: Root = None) -> list[PathStatus]:
@@ -203,6 +224,9 @@ def log(path: str | os.PathLike[str] | None = None, root: Root = None) -> list[D
             rel = repo.rel(path)
             if rel.endswith(".keel"):
                 rel = rel[: -len(".keel")]
+        server = _server_session(repo.root)
+        if server is not None:
+            return list(server.datasets.versions(rel))
         return versions_of(open_meta(repo.root), rel)
 
 

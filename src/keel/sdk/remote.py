@@ -55,6 +55,7 @@ keel.meta.refs: RefMove
 keel.services.abtests: ABBatch
 keel.services.config: ConfigSnapshot LoadedConfig
 keel.services.conversations: ConversationDetail
+keel.services.data_versions: DatasetVersion
 keel.services.flags: FlagChange FlagHistoryEntry FlagSet
 keel.services.kb_index: SearchHit
 keel.services.kb_results: AddReport KBDiff KBInfo KBStatus KBVersion SkippedDocument

@@ -209,7 +209,6 @@ class Run:
         """
         from keel.services.data import open_repo
         from keel.services.data_maint import status
-        from keel.services.data_versions import register_with
 
         with open_repo() as repo:
             (tracked,) = repo.select([path])
@@ -223,9 +222,8 @@ class Run:
                         f"record this version first: keel data add {tracked.data_path}",
                     )
             pointer = tracked.pointer
-            register_with(
-                self._session.local_store("recording a dataset version"),
-                [(tracked.data_path, pointer.oid, pointer.kind, pointer.size, pointer.files, "")],
+            self._session.datasets.register(
+                [(tracked.data_path, pointer.oid, pointer.kind, pointer.size, pointer.files, "")]
             )
         ref = EntityRef("dataset", tracked.data_path, pointer.oid)
         self.use(ref, role)

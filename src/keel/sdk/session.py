@@ -42,6 +42,7 @@ class Session:
         self._config: Any = None
         self._flags: Any = None
         self._abtests: Any = None
+        self._datasets: Any = None
         self._prompts: Any = None
         self._models: Any = None
         self._kb: Any = None
@@ -112,6 +113,17 @@ class Session:
                 self._remote_service("flags") if self.remote else FlagService(self.service.store, self.prompts)
             )
         return self._flags
+
+    @property
+    def datasets(self) -> Any:
+        """The store's registered dataset versions (created on first use)."""
+        if self._datasets is None:
+            from keel.services.data_versions import DatasetVersionService
+
+            self._datasets = (
+                self._remote_service("datasets") if self.remote else DatasetVersionService(self.service.store)
+            )
+        return self._datasets
 
     @property
     def abtests(self) -> Any:

@@ -80,6 +80,13 @@ class ServerContext:
         return FlagService(self.store, self.prompts)
 
     @cached_property
+    def datasets(self) -> Any:
+        """Registered dataset versions (``keel data``)."""
+        from keel.services.data_versions import DatasetVersionService
+
+        return DatasetVersionService(self.store)
+
+    @cached_property
     def abtests(self) -> Any:
         """The A/B test service."""
         from keel.services.abtests import ABService

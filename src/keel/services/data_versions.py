@@ -26,7 +26,7 @@ from keel.services.data_config import CONFIG, DIRNAME
 if TYPE_CHECKING:
     from keel.services.workspace import Store
 
-__all__ = ["DatasetVersion", "open_meta", "protected_oids", "register_versions", "versions_of"]
+__all__ = ["DatasetVersion", "DatasetVersionService", "open_meta", "protected_oids", "register_versions", "versions_of"]
 
 _OID_RE = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 
@@ -209,3 +209,18 @@ def all_version_oids(store: Store) -> set[str]:
 
     with store.db.read() as conn:
         return set(conn.execute(select(t.c.oid).distinct()).scalars())
+
+
+class DatasetVersionService:
+    """Dataset versions of one store, as a service (the sdk and the server's service API use it)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def register(self, rows: list[Row]) -> None:
+        """Record versions ``(path, oid, kind, size, files, git_commit)``; known ones are kept as they are."""
+        register_with(self.store, [tuple(row) for row in rows])  # type: ignore[misc]
+
+    def versions(self, path: str | None = None) -> list[DatasetVersion]:
+        """Versions of ``path`` (every path if None), newest first, with the runs that used each."""
+        return versions_of(self.store, path)

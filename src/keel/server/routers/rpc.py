@@ -101,6 +101,8 @@ TABLE: tuple[Entry, ...] = (
     *_entries("config", "reader", "is_recorded history get"),
     *_entries("flags", "writer", "set rollout kill delete"),
     *_entries("flags", "reader", "stored store_version history environments"),
+    *_entries("datasets", "writer", "register"),
+    *_entries("datasets", "reader", "versions"),
     *_entries("abtests", "writer", "create start stop write_batch"),
     *_entries("abtests", "reader", "get list_experiments history resolve exposure counts outcomes analyze"),
 )
@@ -112,7 +114,9 @@ _NO_FILES: dict[tuple[str, str], tuple[str, ...]] = {
     ("flags", "set"): ("path",),
 }
 
-_SERVICES = ("tracking", "prompts", "models", "kb", "conversations", "llm", "config", "flags", "abtests")
+_SERVICES = (
+    "tracking", "prompts", "models", "kb", "conversations", "llm", "config", "flags", "abtests", "datasets",
+)
 _WHO = ("who", "author")  # arguments that name the person acting: always the caller
 
 
