@@ -176,6 +176,9 @@ def test_prompts_models_flags_config(remote: Remote) -> None:
 def test_conversations_kb_llm_eval_and_ab(remote: Remote) -> None:
     assert "c1" in remote.keel("conversations", "list")
     assert "1" in remote.keel("conversations", "stats")
+    remote.keel("conversations", "export", "--to", "dataset.jsonl")  # fetched from the server, written here
+    (example,) = [json.loads(line) for line in (remote.folder / "dataset.jsonl").read_text().splitlines()]
+    assert example["conversation_id"] == "c1" and example["output"] == "hello"
     remote.keel("kb", "create", "docs")
     assert "2 new" in remote.keel("kb", "add", "docs", "docs")
     remote.keel("kb", "commit", "docs", "-m", "first")

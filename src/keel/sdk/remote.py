@@ -199,7 +199,7 @@ def _flags_class() -> type:
 
 
 def _conversations_class() -> type:
-    from keel.services.conversations import DEFAULT_PRICES, ConversationService, load_redactor
+    from keel.services.conversations import DEFAULT_PRICES, ConversationService, load_redactor, write_examples
 
     def init(self: Any, transport: Any, name: str, store: RemoteStore | None = None) -> None:
         RemoteService.__init__(self, transport, name, store)
@@ -207,12 +207,22 @@ def _conversations_class() -> type:
         self.configured_redactor = load_redactor(config.get("redact"))
         self.prices = dict(DEFAULT_PRICES)
 
+    def export(self: Any, path: Any, *args: Any, **kwargs: Any) -> int:
+        """Fetch the matching examples from the server and write the file here."""
+        target = Path(path)
+        if target.is_dir():
+            raise InvalidInput(f"{target} is a folder", "give a file name, e.g. dataset.jsonl")
+        if not target.parent.is_dir():
+            raise NotFound(f"folder {target.parent} does not exist", "create it first")
+        return write_examples(target, self.call("examples", *args, **kwargs))
+
     return type(
         "RemoteConversations",
         (RemoteService,),
         {
             "__doc__": "Conversations on a server; records validated and redacted here.",
             "__init__": init,
+            "export": export,
             **_borrow(ConversationService, "prepare", "feedback_row"),
         },
     )

@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import os
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ __all__ = [
     "GroupStats",
     "Redactor",
     "load_redactor",
+    "write_examples",
 ]
 
 Redactor = Callable[[dict[str, Any]], "dict[str, Any] | None"]
@@ -307,33 +308,65 @@ class ConversationService:
         "metadata": {..., "model", "prompt_version", "timestamp", "run_id"}}``.
         The file is written atomically (a temporary file, then a rename).
         """
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise InvalidInput(f"invalid limit {limit!r}", "give a whole number >= 1")
         target = Path(path)
         if target.is_dir():
             raise InvalidInput(f"{target} is a folder", "give a file name, e.g. dataset.jsonl")
         if not target.parent.is_dir():
             raise NotFound(f"folder {target.parent} does not exist", "create it first")
+        return write_examples(target, self.iter_examples(filter, since, until, limit, all_records))
+
+    def examples(
+        self,
+        filter: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int | None = None,
+        all_records: bool = False,
+    ) -> list[dict[str, Any]]:
+        """What :meth:`export` writes, as a list (a remote client writes the file itself)."""
+        return list(self.iter_examples(filter, since, until, limit, all_records))
+
+    def iter_examples(
+        self,
+        filter: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int | None = None,
+        all_records: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        """Matching conversations as eval examples (see :meth:`export`), newest record per
+        conversation unless ``all_records``."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InvalidInput(f"invalid limit {limit!r}", "give a whole number >= 1")
         query = self.query(filter, since, until)
-        tmp = target.with_name(f".{target.name}.keel-tmp")
         written = 0
         seen: set[str] = set()
-        try:
-            with open(tmp, "w", encoding="utf-8") as out:
-                for record in self.raw.iterate(query):
-                    if not all_records:
-                        if record.conversation_id in seen:
-                            continue
-                        seen.add(record.conversation_id)
-                    out.write(dumps(record.to_example()) + "\n")
-                    written += 1
-                    if limit is not None and written >= limit:
-                        break
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return written
+        for record in self.raw.iterate(query):
+            if not all_records:
+                if record.conversation_id in seen:
+                    continue
+                seen.add(record.conversation_id)
+            yield record.to_example()
+            written += 1
+            if limit is not None and written >= limit:
+                return
+
+
+def write_examples(target: Path, examples: Iterable[Mapping[str, Any]]) -> int:
+    """Write ``examples`` as JSON Lines to ``target`` atomically (a temporary file, then a
+    rename); the line count."""
+    tmp = target.with_name(f".{target.name}.keel-tmp")
+    written = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            for example in examples:
+                out.write(dumps(example) + "\n")
+                written += 1
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return written
 
 
 def _group_value(group: str, value: Any) -> Any:

@@ -94,7 +94,7 @@ TABLE: tuple[Entry, ...] = (
     *_entries("kb", "writer", "create configure add_documents remove_documents commit"),
     *_entries("kb", "reader", "get list_kbs version log manifest diff status search"),
     *_entries("conversations", "writer", "write_batch"),
-    *_entries("conversations", "reader", "search count resolve get stats"),
+    *_entries("conversations", "reader", "search count resolve get stats examples"),
     *_entries("llm", "writer", "write_batch"),
     *_entries("llm", "reader", "calls get latest closest cassettes scope_rows resolve_scope pack"),
     *_entries("config", "writer", "record"),
