@@ -18,7 +18,7 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
@@ -179,6 +179,21 @@ def _user(row: Any) -> User:
     return User(int(row.id), row.name, bool(row.is_admin), bool(row.disabled), int(row.created_at))
 
 
+class _AuthRow(NamedTuple):
+    """One token with its user, as :meth:`AuthStore.authenticate` reads it."""
+
+    id: str
+    user_id: int
+    name: str
+    created_at: int
+    expires_at: int | None
+    revoked_at: int | None
+    user_name: str
+    is_admin: bool
+    disabled: bool
+    user_created_at: int
+
+
 def _token(row: Any, user: str) -> TokenInfo:
     return TokenInfo(row.id, user, row.name, int(row.created_at), row.expires_at, row.revoked_at)
 
@@ -188,6 +203,12 @@ class AuthStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._AUTH_SQL = db.sql(
+            "SELECT t.id, t.user_id, t.name, t.created_at, t.expires_at, t.revoked_at,"
+            " u.name, u.is_admin, u.disabled, u.created_at"
+            " FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id WHERE t.token_hash = ?"
+        )
+        self._GRANTS_SQL = db.sql("SELECT project, role FROM auth_grants WHERE user_id = ?")
 
     # -- audit --------------------------------------------------------------------------
     @staticmethod
@@ -297,20 +318,16 @@ class AuthStore:
         hint = "pass a valid token: Authorization: Bearer keel_..."
         if not secret.startswith(TOKEN_PREFIX):
             raise Unauthenticated("malformed API token", hint)
-        query = (
-            select(
-                auth_tokens,
-                auth_users.c.name.label("user_name"),
-                auth_users.c.is_admin,
-                auth_users.c.disabled,
-                auth_users.c.created_at.label("user_created_at"),
-            )
-            .join(auth_users)
-            .where(auth_tokens.c.token_hash == hash_token(secret))
-        )
-        with self.db.read() as conn:
-            row = conn.execute(query).first()
-            grants = {} if row is None else self._grants(conn, row.user_id)
+        # Every request of every process runs this: straight through the driver, one
+        # pooled connection, two indexed lookups (the token by hash, the user's grants).
+        with self.db.raw_read() as cur:
+            cur.execute(self._AUTH_SQL, (hash_token(secret),))
+            found = cur.fetchone()
+            grants: dict[str, str] = {}
+            if found is not None:
+                cur.execute(self._GRANTS_SQL, (found[1],))
+                grants = {project: role for project, role in cur.fetchall()}
+        row = None if found is None else _AuthRow(*found)
         now = now_ms()
         if row is None:
             raise Unauthenticated("unknown API token", hint)
