@@ -236,6 +236,7 @@ def main() -> int:
     if not Path(args.mlflow_python).exists():
         print(f"no MLflow venv at {args.mlflow_python}: make bench/.venv-mlflow/.installed", file=sys.stderr)
         return 2
+    args.mlflow_python = os.path.abspath(args.mlflow_python)  # the servers run in their own folders
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     sizes = QUICK if args.quick else FULL
