@@ -82,9 +82,11 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_json=max_json)
     app.add_middleware(ServerTiming)
-    for module in (auth, projects, runs, artifacts, objects, prompts, models, rpc):
-        app.include_router(module.router, prefix=API_PREFIX)
+    # Routes are matched in order, one by one: the MLflow API (a few catch-alls under its own
+    # prefixes) and the hot logging routes go first, the ~100 service-API routes and the UI last.
     app.include_router(mlflow_api.router)  # MLflow's REST API: /api/2.0/mlflow/...
+    for module in (runs, artifacts, objects, auth, projects, prompts, models, rpc):
+        app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get(f"{API_PREFIX}/health", tags=["meta"], summary="Liveness: the database answers")
     def health() -> dict[str, str]:
