@@ -69,4 +69,4 @@ bench: $(VENV)/.installed-dev $(BENCH_MLFLOW)/.installed $(BENCH_DVC)/.installed
 	$(PY) bench/mlflow_compat.py --mlflow-python $(BENCH_MLFLOW)/bin/python
 
 clean:
-	rm -rf $(VENV) $(BENCH_MLFLOW) $(BENCH_DVC) .test-servers
+	rm -rf $(VENV) $(BENCH_MLFLOW) $(BENCH_DVC) .test-servers .test-artifacts

@@ -2,8 +2,9 @@
 ``python -m keel.server`` process. Sign in, open every page of the runs area, see charts
 drawn, compare two runs picked in the table, sign out; no console errors anywhere.
 
-Screenshots of the main pages go to ``docs/screenshots/`` (embedded by the README) and
-to the test's temporary folder.
+Screenshots are test artifacts: every run saves them in ``.test-artifacts/screenshots/``
+(git-ignored). ``KEEL_UPDATE_SCREENSHOTS=1`` also refreshes the README's copies in
+``docs/screenshots/``, so an ordinary test run leaves the checkout clean.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from servers import free_port, in_ci
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run"]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".test-artifacts" / "screenshots"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PASSWORD = "a long browser passphrase"
 
@@ -149,8 +151,10 @@ def page(live: LiveServer) -> Iterator[Any]:
 def _shot(live: LiveServer, page: Any, name: str) -> None:
     path = live.shots / f"{name}.png"
     page.screenshot(path=str(path), full_page=False)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, SCREENSHOTS / path.name)
+    targets = [ARTIFACTS, SCREENSHOTS] if os.environ.get("KEEL_UPDATE_SCREENSHOTS") else [ARTIFACTS]
+    for folder in targets:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, folder / path.name)
 
 
 def _charts_drawn(page: Any) -> int:

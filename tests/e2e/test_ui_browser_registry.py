@@ -3,8 +3,9 @@ real ``python -m keel.server`` process. Open every registry page from the naviga
 diff two prompt versions, roll an alias back with the button and see it moved, move a
 model's stage, see the A/B chart drawn; no console errors anywhere.
 
-Screenshots of the prompt diff, the model and the A/B test pages go to ``docs/screenshots/``
-(embedded by the README) and to the test's temporary folder.
+Screenshots are test artifacts: every run saves them in ``.test-artifacts/screenshots/``
+(git-ignored). ``KEEL_UPDATE_SCREENSHOTS=1`` also refreshes the README's copies in
+``docs/screenshots/``, so an ordinary test run leaves the checkout clean.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from servers import free_port, in_ci
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run"]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".test-artifacts" / "screenshots"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PASSWORD = "a long registry passphrase"
 
@@ -101,8 +103,10 @@ def page(live: LiveServer) -> Iterator[Any]:
 def _shot(live: LiveServer, page: Any, name: str) -> None:
     path = live.shots / f"{name}.png"
     page.screenshot(path=str(path), full_page=False)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, SCREENSHOTS / path.name)
+    targets = [ARTIFACTS, SCREENSHOTS] if os.environ.get("KEEL_UPDATE_SCREENSHOTS") else [ARTIFACTS]
+    for folder in targets:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, folder / path.name)
 
 
 def _charts_drawn(page: Any) -> int:
