@@ -2,15 +2,12 @@
 ``python -m keel.server`` process. Sign in, open every page of the runs area, see charts
 drawn, compare two runs picked in the table, sign out; no console errors anywhere.
 
-Screenshots are test artifacts: every run saves them in ``.test-artifacts/screenshots/``
-(git-ignored). ``KEEL_UPDATE_SCREENSHOTS=1`` also refreshes the README's copies in
-``docs/screenshots/``, so an ordinary test run leaves the checkout clean.
+Screenshots of the main pages are saved as test artifacts (see ``browser_harness``).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from browser_harness import browser_tab, charts_drawn, require_chromium, save_screenshot, start_server
 
 from keel.core.batch import WriteBatch
 from keel.core.entities import now_ms
@@ -29,21 +27,13 @@ from keel.core.table import Table
 from keel.server.auth_store import AuthStore
 from keel.services.tracking import TrackingService
 from keel.services.workspace import init_workspace, open_store
-from servers import free_port, in_ci
+from servers import free_port
 
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]  # fmt: skip
-ARTIFACTS = Path(__file__).resolve().parents[2] / ".test-artifacts" / "screenshots"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PASSWORD = "a long browser passphrase"
 
-if not os.path.exists(CHROMIUM):  # pragma: no cover - CI installs it (make test)
-    if in_ci():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
-    pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium", allow_module_level=True)
+require_chromium()
 
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 
 def _seed(tracking: TrackingService) -> dict[str, str]:
@@ -112,22 +102,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         runs = _seed(TrackingService(store))
     finally:
         store.close()
-    port = free_port()
-    log = folder / "server.log"
-    command = [sys.executable, "-m", "keel.server", "--store", store_url, "--port", str(port), "--log-level", "warning"]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the server did not start: {log.read_text()}")
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
+    url, process = start_server(store_url, folder)
     shots = folder / "screenshots"
     shots.mkdir()
     yield LiveServer(url, runs, process, shots)
@@ -137,38 +112,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def page(live: LiveServer) -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 860})
-        tab = context.new_page()
-        tab.on("console", lambda msg: live.errors.append(f"console: {msg.text}") if msg.type == "error" else None)
-        tab.on("pageerror", lambda exc: live.errors.append(f"page error: {exc}"))
-        tab.set_default_timeout(10_000)
+    with browser_tab(live.errors, height=860) as tab:
         yield tab
-        browser.close()
 
 
 def _shot(live: LiveServer, page: Any, name: str) -> None:
-    path = live.shots / f"{name}.png"
-    page.screenshot(path=str(path), full_page=False)
-    targets = [ARTIFACTS, SCREENSHOTS] if os.environ.get("KEEL_UPDATE_SCREENSHOTS") else [ARTIFACTS]
-    for folder in targets:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, folder / path.name)
-
-
-def _charts_drawn(page: Any) -> int:
-    """How many SVG charts have at least one drawn path of non-zero size."""
-    return int(
-        page.evaluate(
-            """() => [...document.querySelectorAll('svg.chart-svg')].filter(svg =>
-                [...svg.querySelectorAll('path')].some(p => {
-                    const box = p.getBBox();
-                    return box.width > 0 && box.height > 0;
-                })
-            ).length"""
-        )
-    )
+    save_screenshot(live.shots, page, name)
 
 
 def test_sign_in_browse_runs_and_compare(live: LiveServer, page: Any) -> None:
@@ -209,12 +158,12 @@ def test_sign_in_browse_runs_and_compare(live: LiveServer, page: Any) -> None:
     button.click()
     page.wait_for_url("**/ui/compare?**")
     assert page.locator("#pareto svg circle:has(title)").count() == 2  # one point per run
-    assert _charts_drawn(page) >= 2  # Pareto (front path), accuracy bars (interval paths), loss histories
+    assert charts_drawn(page) >= 2  # Pareto (front path), accuracy bars (interval paths), loss histories
     assert "baseline" in page.inner_text("table.compare")
     _shot(live, page, "compare")
 
     page.goto(f"{live.url}/ui/runs/{live.runs['gpt-medium']}")
-    assert _charts_drawn(page) >= 1  # the loss curve
+    assert charts_drawn(page) >= 1  # the loss curve
     assert "prompt:support-answer@1.3.0" in page.inner_text("main")
     _shot(live, page, "run")
     page.fill("input[name=q]", "variant 4")

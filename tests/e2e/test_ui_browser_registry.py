@@ -3,44 +3,29 @@ real ``python -m keel.server`` process. Open every registry page from the naviga
 diff two prompt versions, roll an alias back with the button and see it moved, move a
 model's stage, see the A/B chart drawn; no console errors anywhere.
 
-Screenshots are test artifacts: every run saves them in ``.test-artifacts/screenshots/``
-(git-ignored). ``KEEL_UPDATE_SCREENSHOTS=1`` also refreshes the README's copies in
-``docs/screenshots/``, so an ordinary test run leaves the checkout clean.
+Screenshots of the main pages are saved as test artifacts (see ``browser_harness``).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from browser_harness import browser_tab, charts_drawn, require_chromium, save_screenshot, start_server
 
 from keel.server.auth_store import AuthStore
 from keel.services.workspace import open_store
 from registry_seed import EXPERIMENT, KB, MODEL, PROMPT, XSS_SCRIPT, seed
-from servers import free_port, in_ci
 
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]  # fmt: skip
-ARTIFACTS = Path(__file__).resolve().parents[2] / ".test-artifacts" / "screenshots"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PASSWORD = "a long registry passphrase"
 
-if not os.path.exists(CHROMIUM):  # pragma: no cover - CI installs it (make test)
-    if in_ci():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
-    pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium", allow_module_level=True)
+require_chromium()
 
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 
 @dataclass
@@ -63,22 +48,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         seed(store, who="alice")
     finally:
         store.close()
-    port = free_port()
-    log = folder / "server.log"
-    command = [sys.executable, "-m", "keel.server", "--store", store_url, "--port", str(port), "--log-level", "warning"]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the server did not start: {log.read_text()}")
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
+    url, process = start_server(store_url, folder)
     shots = folder / "screenshots"
     shots.mkdir()
     yield LiveServer(url, process, shots)
@@ -88,37 +58,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def page(live: LiveServer) -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        tab = context.new_page()
-        tab.on("console", lambda msg: live.errors.append(f"console: {msg.text}") if msg.type == "error" else None)
-        tab.on("pageerror", lambda exc: live.errors.append(f"page error: {exc}"))
-        tab.on("dialog", lambda dialog: live.errors.append(f"dialog: {dialog.message}"))  # an alert() would be XSS
-        tab.set_default_timeout(10_000)
+    with browser_tab(live.errors) as tab:
         yield tab
-        browser.close()
 
 
 def _shot(live: LiveServer, page: Any, name: str) -> None:
-    path = live.shots / f"{name}.png"
-    page.screenshot(path=str(path), full_page=False)
-    targets = [ARTIFACTS, SCREENSHOTS] if os.environ.get("KEEL_UPDATE_SCREENSHOTS") else [ARTIFACTS]
-    for folder in targets:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, folder / path.name)
+    save_screenshot(live.shots, page, name)
 
 
 def _charts_drawn(page: Any) -> int:
-    """How many SVG charts have at least one drawn bar or path of non-zero size."""
-    return int(
-        page.evaluate(
-            """() => [...document.querySelectorAll('svg.chart-svg')].filter(svg =>
-                [...svg.querySelectorAll('rect, path')].some(p => {
-                    const b = p.getBBox(); return b.width > 0 && b.height > 0; })
-            ).length"""
-        )
-    )
+    return charts_drawn(page, "rect, path")
 
 
 def _alias_target(page: Any, alias: str) -> str:
