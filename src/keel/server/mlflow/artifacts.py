@@ -15,8 +15,7 @@ import tempfile
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
-from starlette.background import BackgroundTask
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from keel.core.batch import WriteBatch
@@ -29,6 +28,7 @@ from keel.server.auth import require
 from keel.server.context import ServerContext
 from keel.server.errors import KeelJSONResponse
 from keel.server.mlflow.dispatch import authenticate, error_response, mlflow_error
+from keel.server.routers.artifacts import verified_download
 
 __all__ = ["children", "router"]
 
@@ -119,19 +119,7 @@ def download_artifact(path: str, request: Request) -> Response:
         if not artifact:
             raise NotFound("no artifact path given", "download <experiment>/<run_id>/artifacts/<path>")
         item = context.tracking.artifact(record.run_id, artifact)
-        fd, tmp = tempfile.mkstemp(dir=context.tmp_dir, prefix="keel-mlflow-download-")
-        os.close(fd)
-        try:
-            context.tracking.objects.get_file(item.oid, tmp)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return FileResponse(
-            tmp,
-            media_type="application/octet-stream",
-            filename=os.path.basename(item.path),
-            background=BackgroundTask(os.unlink, tmp),
-        )
+        return verified_download(context, item.oid, item.path)
     except Exception as exc:  # noqa: BLE001 - MLflow's error shape for every failure
         return error_response(exc)
 

@@ -23,11 +23,12 @@ from keel.core.entities import now_ms
 from keel.core.names import check_artifact_path
 from keel.errors import InvalidInput, TooLarge
 from keel.server.auth import Caller, Context
+from keel.server.context import ServerContext
 from keel.server.routers import Router
 from keel.server.routers.objects import PRESIGN_SECONDS, presigned_download, wants_presigned
 from keel.server.routers.runs import run_for
 
-__all__ = ["router"]
+__all__ = ["router", "verified_download"]
 
 router = Router(tags=["artifacts"])
 
@@ -100,17 +101,25 @@ def download_artifact(
             if presign is not None and presign.lower() == "json":
                 return JSONResponse({"url": url, "expires_in": PRESIGN_SECONDS})
             return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+    return verified_download(context, artifact.oid, artifact.path, {"X-Keel-Oid": artifact.oid})
+
+
+def verified_download(
+    context: ServerContext, oid: str, path: str, headers: dict[str, str] | None = None
+) -> FileResponse:
+    """Object ``oid`` as a download named after ``path``: verified against its hash into a
+    spool file first (a corrupt object fails before the first byte), then streamed."""
     fd, tmp = tempfile.mkstemp(dir=context.tmp_dir, prefix="keel-download-")
     os.close(fd)
     try:
-        context.tracking.objects.get_file(artifact.oid, tmp)
+        context.tracking.objects.get_file(oid, tmp)
     except BaseException:
         os.unlink(tmp)
         raise
     return FileResponse(
         tmp,
         media_type="application/octet-stream",
-        filename=os.path.basename(artifact.path),
-        headers={"X-Keel-Oid": artifact.oid},
+        filename=os.path.basename(path),
+        headers=headers,
         background=BackgroundTask(os.unlink, tmp),
     )
