@@ -396,7 +396,7 @@ def populate_keel(folder: Path, n: int) -> tuple[float, str | None]:
         seconds = time.perf_counter() - t0
         session = None
         with contextlib.suppress(ImportError, AttributeError):
-            from keel.server.auth_store import AuthStore
+            from keel.services.auth import AuthStore
 
             session = AuthStore(store.db).create_session("bench", "password", 3600)
     finally:

@@ -22,7 +22,7 @@ from keel.core.hashing import hash_bytes
 from keel.errors import Forbidden, InvalidInput, Unauthenticated
 from keel.objects import open_object_store
 from keel.objects.http import HttpObjectStore, HttpTransport
-from keel.server.auth_store import AuthStore
+from keel.services.auth import AuthStore
 from keel.services.data import DataRepo
 from keel.services.data_remote import push
 from keel.services.workspace import open_store

@@ -22,7 +22,7 @@ import pytest
 from test_server_api import Server, start_server
 
 from keel.integrations.standin import StandInServer
-from keel.server.auth_store import AuthStore
+from keel.services.auth import AuthStore
 from keel.services.workspace import open_store
 
 KEEL = Path(sys.executable).with_name("keel")

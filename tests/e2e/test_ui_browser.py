@@ -24,7 +24,7 @@ from browser_harness import browser_tab, charts_drawn, require_chromium, save_sc
 from keel.core.batch import WriteBatch
 from keel.core.entities import now_ms
 from keel.core.table import Table
-from keel.server.auth_store import AuthStore
+from keel.services.auth import AuthStore
 from keel.services.tracking import TrackingService
 from keel.services.workspace import init_workspace, open_store
 from servers import free_port

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from browser_harness import browser_tab, charts_drawn, require_chromium, save_screenshot, start_server
 
-from keel.server.auth_store import AuthStore
+from keel.services.auth import AuthStore
 from keel.services.workspace import open_store
 from registry_seed import EXPERIMENT, KB, MODEL, PROMPT, XSS_SCRIPT, seed
 

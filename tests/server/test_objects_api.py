@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from keel.core.hashing import hash_bytes
 from keel.server import create_app
-from keel.server.auth_store import AuthStore
 from keel.server.routers.objects import presigned_download
+from keel.services.auth import AuthStore
 
 API = "/api/v1/objects"
 LIMIT = 4096

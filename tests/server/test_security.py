@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from keel.core.entities import now_ms
 from keel.server import create_app
-from keel.server.auth_store import AuthStore
+from keel.services.auth import AuthStore
 
 API = "/api/v1"
 MAX_JSON = 4096

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from keel.errors import InvalidInput
 from keel.server import create_app
-from keel.server.auth_store import AuthStore
+from keel.services.auth import AuthStore
 
 
 @pytest.fixture

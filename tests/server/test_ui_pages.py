@@ -18,8 +18,8 @@ from keel.core.batch import WriteBatch
 from keel.core.entities import new_run_id, now_ms
 from keel.core.table import Table
 from keel.server import create_app
-from keel.server.auth_store import AuthStore
 from keel.server.ui import UISettings
+from keel.services.auth import AuthStore
 from keel.services.tracking import TrackingService
 
 PASSWORD = "correct horse battery"

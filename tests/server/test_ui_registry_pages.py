@@ -16,9 +16,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from keel.server import create_app
-from keel.server.auth_store import AuthStore
 from keel.server.ui.pages_conversations import combined_filter
 from keel.server.ui.registry_views import side_by_side
+from keel.services.auth import AuthStore
 from registry_seed import DATA_PATH, EXPERIMENT, FLAG, KB, MODEL, PROMPT, XSS_ATTR, XSS_SCRIPT, Seeded, seed
 
 PASSWORD = "registry pages passphrase"

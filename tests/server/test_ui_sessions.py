@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from keel.server import create_app
 from keel.server.__main__ import main as server_main
-from keel.server.auth_store import AuthStore, LoginLimits, hash_password, verify_password
 from keel.server.ui import UISettings
+from keel.services.auth import AuthStore, LoginLimits, hash_password, verify_password
 
 PASSWORD = "correct horse battery"
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from keel.errors import InvalidInput
+from keel.errors import InvalidInput, NotFound
 
 __all__ = [
+    "RUN_ID_LENGTH",
     "RUN_STATUSES",
     "Artifact",
     "EntityRef",
@@ -28,6 +29,7 @@ __all__ = [
     "format_time",
     "new_run_id",
     "now_ms",
+    "run_not_found",
 ]
 
 RUN_STATUSES = ("running", "finished", "failed", "killed")
@@ -41,6 +43,14 @@ def now_ms() -> int:
 def new_run_id() -> str:
     """A new run id: 32 lowercase hex digits (random, so ids never collide)."""
     return uuid.uuid4().hex
+
+
+RUN_ID_LENGTH = 32
+
+
+def run_not_found(run_id: object) -> NotFound:
+    """The one answer for a run id that is unknown *or* in a project the caller may not read."""
+    return NotFound(f"no run with id {str(run_id)[:80]!r}", "list runs with 'keel runs list'")
 
 
 def format_time(ms: int | None) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from keel.core.batch import WriteBatch
 from keel.core.entities import (
+    RUN_ID_LENGTH,
     Artifact,
     EntityRef,
     LineageEdge,
@@ -28,6 +29,7 @@ from keel.core.entities import (
     Project,
     RunRecord,
     now_ms,
+    run_not_found,
 )
 from keel.core.filters import Node, OrderBy
 from keel.core.series import group_metrics, pack_floats, pack_ints, unpack_floats, unpack_ints
@@ -257,19 +259,26 @@ class TrackingStore:
         self._project_ids[name] = int(row[0])
         return int(row[0])
 
-    def resolve_run_id(self, prefix: str) -> str:
-        """The full run id for a unique prefix (4+ hex digits) or a full id."""
-        text = (prefix or "").strip().lower()
-        if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
+    def resolve_run_id(self, prefix: str, within: Sequence[str] | None = None) -> str:
+        """The full run id for a unique prefix (4+ hex digits) or a full id.
+
+        With ``within`` (project names), only runs in those projects are considered: a run elsewhere
+        gets the same NotFound as an unknown id (a caller cannot probe what it may not see).
+        """
+        text = (prefix or "").strip().lower() if isinstance(prefix, str) else ""
+        if not 4 <= len(text) <= RUN_ID_LENGTH or any(c not in "0123456789abcdef" for c in text):
             raise InvalidInput(
-                f"invalid run id {prefix!r}", "give a run id or a unique prefix of at least 4 hex digits"
+                f"invalid run id {str(prefix)[:80]!r}", "give a run id or a unique prefix of at least 4 hex digits"
             )
-        if text in self._pks:
+        if within is None and text in self._pks:
             return text
+        query = select(runs.c.run_id).where(runs.c.run_id.like(text + "%"))
+        if within is not None:
+            query = query.join(projects, projects.c.id == runs.c.project_id).where(projects.c.name.in_(list(within)))
         with self.db.read() as conn:
-            found = conn.execute(select(runs.c.run_id).where(runs.c.run_id.like(text + "%")).limit(2)).scalars().all()
+            found = conn.execute(query.limit(2)).scalars().all()
         if not found:
-            raise NotFound(f"no run with id {prefix!r}", "list runs with 'keel runs list'")
+            raise run_not_found(prefix)
         if len(found) > 1:
             raise InvalidInput(f"run id prefix {prefix!r} is ambiguous", "type more characters of the id")
         return str(found[0])
@@ -472,7 +481,7 @@ class TrackingStore:
         """The run with this full id; raise NotFound."""
         records = self.get_runs([run_id])
         if not records:
-            raise NotFound(f"no run with id {run_id!r}", "list runs with 'keel runs list'")
+            raise run_not_found(run_id)
         return records[0]
 
     def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord]:

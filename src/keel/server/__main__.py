@@ -115,7 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _admin(args: argparse.Namespace) -> int:
-    from keel.server.auth_store import AuthStore
+    from keel.services.auth import AuthStore
     from keel.services.workspace import open_store
 
     store = open_store(args.store, args.objects, cached=False)

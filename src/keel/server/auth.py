@@ -1,10 +1,9 @@
 """Request authentication (bearer API tokens) and role checks.
 
-Every route depends on :func:`principal`; handlers then call :func:`require`
-with the project the action touches. A caller with no role on a project gets
-404 (it cannot learn the project exists); a caller whose role is too low gets
-403. The workspace-wide registries (prompts, models) are checked against the
-``@registries`` scope, which a ``*`` grant includes (see :mod:`keel.server.auth_store`).
+Every route depends on :func:`principal`. What the caller may do is decided
+in the service layer (:mod:`keel.services.auth`, :mod:`keel.services.contract`);
+``require`` and ``require_site_admin`` are re-exported for the routes that are
+not service operations (the object store, the UI's pages).
 """
 
 from __future__ import annotations
@@ -14,9 +13,9 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from keel.errors import Forbidden, NotFound, Unauthenticated
-from keel.server.auth_store import RANK, REGISTRIES, Principal
+from keel.errors import Unauthenticated
 from keel.server.context import ServerContext, server_context
+from keel.services.auth import Principal, require, require_site_admin
 
 __all__ = ["Caller", "Context", "principal", "require", "require_site_admin"]
 
@@ -36,23 +35,3 @@ def principal(
 
 
 Caller = Annotated[Principal, Depends(principal)]
-
-
-def require(caller: Principal, project: str, role: str) -> None:
-    """Raise unless ``caller`` holds at least ``role`` on ``project`` (a name, ``*`` or ``@registries``).
-
-    No role at all: NotFound (404) for a project, Forbidden (403) for the registries.
-    """
-    have = caller.rank(project)
-    if have >= RANK[role]:
-        return
-    if have == 0 and project not in (REGISTRIES, "*"):
-        raise NotFound(f"no project {project!r}", "list the projects you can see: GET /api/v1/projects")
-    what = {REGISTRIES: "the registries (prompts, models)", "*": "every project"}.get(project, f"project {project!r}")
-    raise Forbidden(f"{caller.name} needs the {role} role on {what} for this", "ask an admin to grant it")
-
-
-def require_site_admin(caller: Principal) -> None:
-    """Raise Forbidden unless ``caller`` is a site admin."""
-    if not caller.user.is_admin:
-        raise Forbidden(f"{caller.name} is not a site admin", "ask a site admin to do this")

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import Request
 
-from keel.server.auth_store import AuthStore
+from keel.services.auth import AuthStore
 from keel.services.models import ModelService
 from keel.services.prompts import PromptService
 from keel.services.tracking import TrackingService

@@ -24,9 +24,9 @@ from starlette.concurrency import run_in_threadpool
 from keel.errors import InvalidInput, KeelError, Unauthenticated
 from keel.integrations.mlflow_rest.errors import NOT_SUPPORTED, error_body, error_of
 from keel.server.auth import require
-from keel.server.auth_store import REGISTRIES, Principal
 from keel.server.context import ServerContext
 from keel.server.errors import KeelJSONResponse
+from keel.services.auth import REGISTRIES, Principal
 from keel.services.mlflow_registry import MlflowRegistry
 from keel.services.mlflow_tracking import MlflowTracking
 

@@ -12,9 +12,9 @@ from typing import Any
 from keel.core.entities import RunRecord
 from keel.errors import InvalidInput
 from keel.server.auth import require
-from keel.server.auth_store import WORKSPACE
 from keel.server.mlflow.artifacts import children
 from keel.server.mlflow.dispatch import Call, endpoint
+from keel.services.auth import WORKSPACE
 
 __all__: list[str] = []
 

@@ -8,9 +8,9 @@ from fastapi import status
 from pydantic import BaseModel, ConfigDict, Field
 
 from keel.server.auth import Caller, Context, require
-from keel.server.auth_store import REGISTRIES
 from keel.server.routers import Router
 from keel.server.routers.runs import run_for
+from keel.services.auth import REGISTRIES
 from keel.services.models import parse_source
 
 __all__ = ["router"]

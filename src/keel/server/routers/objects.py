@@ -47,9 +47,9 @@ from keel.errors import Forbidden, InvalidInput, NotFound, TooLarge
 from keel.objects.base import CHUNK, ObjectStore, check_oid
 from keel.objects.local import LocalObjectStore
 from keel.server.auth import Caller, Context, require_site_admin
-from keel.server.auth_store import RANK, Principal
 from keel.server.errors import KeelJSONResponse
 from keel.server.routers import Router
+from keel.services.auth import RANK, Principal
 
 __all__ = ["MAX_BATCH", "PRESIGN_SECONDS", "presigned_download", "router", "wants_presigned"]
 

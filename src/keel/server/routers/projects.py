@@ -8,8 +8,8 @@ from fastapi import status
 from pydantic import BaseModel, ConfigDict
 
 from keel.server.auth import Caller, Context, require
-from keel.server.auth_store import WORKSPACE
 from keel.server.routers import Router
+from keel.services.auth import WORKSPACE
 
 __all__ = ["router"]
 

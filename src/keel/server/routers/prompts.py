@@ -8,8 +8,8 @@ from fastapi import Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from keel.server.auth import Caller, Context, require
-from keel.server.auth_store import REGISTRIES
 from keel.server.routers import Router
+from keel.services.auth import REGISTRIES
 
 __all__ = ["router"]
 

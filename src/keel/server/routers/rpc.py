@@ -29,9 +29,9 @@ from keel.core.batch import WriteBatch
 from keel.errors import InvalidInput, NotFound
 from keel.sdk.remote import wire_codec
 from keel.server.auth import Caller, Context, require
-from keel.server.auth_store import REGISTRIES, Principal
 from keel.server.context import ServerContext
 from keel.server.routers import Router
+from keel.services.auth import REGISTRIES, Principal
 
 __all__ = ["TABLE", "Entry", "router"]
 

@@ -17,10 +17,10 @@ from keel.core.names import check_key
 from keel.core.values import decode_param, encode_param, flatten
 from keel.errors import Conflict
 from keel.server.auth import Caller, Context, principal, require
-from keel.server.auth_store import Principal
 from keel.server.batch_body import BATCH_OPENAPI, parse_batch
 from keel.server.context import ServerContext
 from keel.server.routers import Router
+from keel.services.auth import Principal
 
 __all__ = ["router", "run_for"]
 

@@ -13,12 +13,12 @@ from markupsafe import Markup
 
 from keel.core.abtests import Analysis
 from keel.server.auth import Context
-from keel.server.auth_store import REGISTRIES
 from keel.server.ui.charts import Bar, bar_chart
 from keel.server.ui.registry_views import yaml_text
 from keel.server.ui.render import add_nav, render
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Viewer
+from keel.services.auth import REGISTRIES
 
 __all__ = ["router"]
 

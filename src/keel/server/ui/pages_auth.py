@@ -3,7 +3,7 @@
 ``POST /ui/login`` takes a user name and password (scrypt-checked) or an API token, and
 starts a browser session (an HttpOnly cookie). Failed password attempts are counted in
 the database per user name and per client address; past the limit the form answers 429
-until the window passes (:class:`~keel.server.auth_store.LoginLimits`).
+until the window passes (:class:`~keel.services.auth.LoginLimits`).
 """
 
 from __future__ import annotations

@@ -12,11 +12,11 @@ from fastapi.responses import HTMLResponse
 
 from keel.errors import InvalidInput, KeelError
 from keel.server.auth import Context
-from keel.server.auth_store import REGISTRIES
 from keel.server.ui.registry_views import filter_literal
 from keel.server.ui.render import add_nav, render
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Viewer
+from keel.services.auth import REGISTRIES
 
 __all__ = ["combined_filter", "message_text", "picker_choices", "router"]
 

@@ -12,11 +12,11 @@ from fastapi.responses import HTMLResponse
 from keel.core.data_tree import Tree, diff_entries, parse_tree
 from keel.errors import InvalidInput, KeelError, NotFound
 from keel.server.auth import Context
-from keel.server.auth_store import REGISTRIES
 from keel.server.context import ServerContext
 from keel.server.ui.render import add_nav, link_entities, render, url
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Viewer
+from keel.services.auth import REGISTRIES
 from keel.services.data_versions import DatasetVersion, versions_of
 
 __all__ = ["router"]

@@ -11,12 +11,12 @@ from fastapi.responses import HTMLResponse
 
 from keel.errors import NotFound
 from keel.server.auth import Context
-from keel.server.auth_store import REGISTRIES
 from keel.server.context import ServerContext
 from keel.server.ui.registry_views import yaml_text
 from keel.server.ui.render import add_nav, render
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Viewer
+from keel.services.auth import REGISTRIES
 from keel.services.flags import FILE_NAME, FlagSet
 
 __all__ = ["router"]

@@ -8,10 +8,10 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from keel.server.auth import Context
-from keel.server.auth_store import REGISTRIES
 from keel.server.ui.render import add_nav, link_entities, quote_path, render, url
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Viewer
+from keel.services.auth import REGISTRIES
 
 __all__ = ["router"]
 

@@ -9,11 +9,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from keel.errors import InvalidInput
 from keel.server.auth import Context
-from keel.server.auth_store import REGISTRIES
 from keel.server.ui.registry_views import card_items, yaml_text
 from keel.server.ui.render import add_nav, link_entities, quote_path, render, url
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Form, Viewer
+from keel.services.auth import REGISTRIES
 from keel.services.models import STAGES
 
 __all__ = ["router"]

@@ -15,12 +15,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from keel.core.entities import EntityRef
 from keel.errors import InvalidInput
 from keel.server.auth import Context
-from keel.server.auth_store import REGISTRIES
 from keel.server.ui.charts import Bar, bar_chart
 from keel.server.ui.registry_views import RunScores, prompt_text, run_scores, side_by_side, yaml_text
 from keel.server.ui.render import add_nav, link_entities, quote_path, render, url
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Form, Viewer
+from keel.services.auth import REGISTRIES
 from keel.services.prompts import PromptVersion, RefMove
 
 __all__ = ["router"]

@@ -2,7 +2,7 @@
 
 - A session id is 32 random bytes in an HttpOnly, SameSite=Lax cookie (``Secure`` over
   https, or always with ``KEEL_UI_SECURE_COOKIES=1``); the database keeps only its SHA-256
-  (:meth:`keel.server.auth_store.AuthStore.create_session`), with an expiry.
+  (:meth:`keel.services.auth.AuthStore.create_session`), with an expiry.
 - The CSRF token of a session is an HMAC of the session id: a page can embed it, a
   cross-site page cannot compute it (it cannot read the cookie). Every request that is
   not GET/HEAD/OPTIONS must carry it (form field ``csrf`` or header ``X-CSRF-Token``),
@@ -28,9 +28,9 @@ from fastapi import Depends, Request
 
 from keel.errors import Forbidden, InvalidInput, KeelError, TooLarge, Unauthenticated
 from keel.server.auth import Context, require
-from keel.server.auth_store import RANK, LoginLimits, Principal, TokenInfo, User
 from keel.server.context import ServerContext
 from keel.services.audit import current_user
+from keel.services.auth import RANK, LoginLimits, Principal, TokenInfo, User
 
 __all__ = [
     "CSRF_FIELD",

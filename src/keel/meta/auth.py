@@ -1,178 +1,39 @@
-"""Users, API tokens, project role grants and the admin audit log, in the metadata database.
+"""Users, API tokens, project role grants, web sessions and the admin audit log: their rows.
 
-Tokens are ``keel_`` plus 43 URL-safe characters (32 random bytes). Only their
-SHA-256 is stored: a token is shown once, when created, and a copy of the
-database cannot be replayed as credentials. Lookup is by the hash (a unique
-index), so no comparison of secrets happens in Python.
-
-Roles are ``reader`` < ``writer`` < ``admin``, granted per project name, on
-``@registries`` (the workspace-wide prompt and model registries), or on ``*``
-(every project and the registries). A site admin (``auth_users.is_admin``) may do everything, including managing
-users and tokens.
+Lookup of a token is by its hash (a unique index), so no comparison of secrets
+happens in Python. The entities and role rules are in :mod:`keel.core.auth`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import secrets
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
+from keel.core.auth import (
+    MAX_PASSWORD,
+    MIN_PASSWORD,
+    TOKEN_PREFIX,
+    LoginLimits,
+    Principal,
+    TokenInfo,
+    User,
+    check_role,
+    check_scope,
+    hash_password,
+    hash_token,
+    verify_password,
+)
 from keel.core.entities import now_ms
 from keel.core.names import check_name
 from keel.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from keel.meta.engine import Database
 from keel.meta.schema import auth_audit, auth_grants, auth_tokens, auth_users, ui_login_attempts, ui_sessions
 
-__all__ = [
-    "REGISTRIES",
-    "ROLES",
-    "WORKSPACE",
-    "AuthStore",
-    "LoginLimits",
-    "Principal",
-    "TokenInfo",
-    "User",
-    "hash_password",
-    "hash_token",
-    "verify_password",
-]
-
-ROLES = ("reader", "writer", "admin")
-RANK = {role: i + 1 for i, role in enumerate(ROLES)}
-WORKSPACE = "*"  # a grant on every project and on the workspace-wide registries
-REGISTRIES = "@registries"  # a grant on the prompt and model registries only
-TOKEN_PREFIX = "keel_"
-
-
-def hash_token(secret: str) -> str:
-    """The stored form of a token: SHA-256, hex."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-# scrypt cost: 16 MiB and ~50 ms per check, the same for a wrong user name as a right one.
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 1 << 14, 8, 1
-MIN_PASSWORD = 8
-MAX_PASSWORD = 1024
-
-
-def hash_password(password: str, salt: bytes | None = None) -> str:
-    """The stored form of a password: ``scrypt$N$r$p$salt$hash`` (hex), with a fresh random salt."""
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
-
-
-def verify_password(password: str, stored: str | None) -> bool:
-    """True if ``password`` matches ``stored`` (a :func:`hash_password` value); constant-time compare.
-
-    With no stored hash a dummy hash is computed anyway, so the time taken does not
-    tell whether the user exists or has a password.
-    """
-    if not stored:
-        hash_password(password, b"\0" * 16)
-        return False
-    try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        actual = hashlib.scrypt(
-            password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=len(digest) // 2
-        )
-    except ValueError:
-        return False
-    return hmac.compare_digest(actual.hex(), digest)
-
-
-@dataclass(frozen=True)
-class LoginLimits:
-    """Sign-in rate limits: at most ``per_user`` failures for one user name and ``per_address``
-    from one client address within ``window_s`` seconds; past that, sign-in is refused (429)
-    until the oldest counted failure leaves the window."""
-
-    per_user: int = 5
-    per_address: int = 20
-    window_s: int = 900
-
-
-def check_role(role: str) -> str:
-    """Return ``role`` if it is one of :data:`ROLES`, else raise InvalidInput."""
-    if role not in RANK:
-        raise InvalidInput(f"invalid role {role!r}", f"use one of {', '.join(ROLES)}")
-    return role
-
-
-def _check_scope(project: str) -> str:
-    return project if project in (WORKSPACE, REGISTRIES) else check_name(project, "project name")
-
-
-@dataclass(frozen=True)
-class User:
-    """A person or service account that holds tokens."""
-
-    id: int
-    name: str
-    is_admin: bool
-    disabled: bool
-    created_at: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {"name": self.name, "is_admin": self.is_admin, "disabled": self.disabled, "created_at": self.created_at}
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """A token's metadata (never its secret)."""
-
-    id: str
-    user: str
-    name: str
-    created_at: int
-    expires_at: int | None
-    revoked_at: int | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
-            "id": self.id,
-            "user": self.user,
-            "name": self.name,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "revoked_at": self.revoked_at,
-        }
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the user, the token used, and the user's grants."""
-
-    user: User
-    token: TokenInfo
-    grants: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        """The user name (recorded as ``who`` in audit trails)."""
-        return self.user.name
-
-    def rank(self, project: str) -> int:
-        """0 (no access) or the rank of the best role on ``project``."""
-        if self.user.is_admin:
-            return RANK["admin"]
-        return max(RANK.get(self.grants.get(project, ""), 0), RANK.get(self.grants.get(WORKSPACE, ""), 0))
-
-    def readable(self) -> list[str] | None:
-        """Project names this principal may read, or None for every project."""
-        if self.user.is_admin or WORKSPACE in self.grants:
-            return None
-        return sorted(p for p in self.grants if p != REGISTRIES)
+__all__ = ["AuthStore"]
 
 
 def _user(row: Any) -> User:
@@ -349,7 +210,7 @@ class AuthStore:
     def grant(self, user: str, project: str, role: str, actor: str) -> None:
         """Give ``user`` ``role`` on ``project`` (or ``*``), replacing any earlier role there."""
         owner = self.get_user(user)
-        _check_scope(project)
+        check_scope(project)
         check_role(role)
         with self.db.write() as conn:
             old = self._grants(conn, owner.id).get(project)
