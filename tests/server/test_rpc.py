@@ -16,7 +16,7 @@ from keel.core.batch import WriteBatch
 from keel.core.entities import now_ms
 from keel.sdk.remote import wire_codec
 from keel.server import create_app
-from keel.server.routers.rpc import TABLE
+from keel.services.contract import operations
 from keel.services.auth import AuthStore
 
 CODEC = wire_codec()
@@ -38,7 +38,7 @@ class Api:
         data = response.json()
         if response.status_code == 200:
             return 200, CODEC.decode(data["result"])
-        assert set(data) == {"error"} and set(data["error"]) == {"code", "message", "hint"}
+        assert set(data) == {"error"} and set(data["error"]) == {"code", "message", "hint", "details"}
         return response.status_code, data["error"]
 
     def ok(self, user: str, service: str, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -75,19 +75,18 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         yield api
 
 
-def test_every_table_entry_is_its_own_documented_route(api: Api) -> None:
+def test_every_declared_operation_is_its_own_documented_route(api: Api) -> None:
     paths = api.client.get("/api/v1/openapi.json").json()["paths"]
-    for entry in TABLE:
-        assert f"/api/v1/svc/{entry.service}/{entry.method}" in paths
+    for op in operations():
+        assert f"/api/v1/svc/{op.service}/{op.name}" in paths
     assert "/api/v1/svc/{service}/{method}" not in paths
 
 
-def test_every_table_entry_names_a_method_and_its_scope_argument(api: Api) -> None:
-    for entry in TABLE:
-        method = getattr(getattr(api.context, entry.service), entry.method)
-        _kind, _, param = entry.scope.partition(":")
-        if param:
-            assert param in inspect.signature(method).parameters, entry
+def test_every_operation_names_a_method_of_the_served_service_and_its_scope_argument(api: Api) -> None:
+    for op in operations():
+        method = getattr(getattr(api.context, op.service), op.name)
+        if op.scope.param:
+            assert op.scope.param in inspect.signature(method).parameters, op
 
 
 def test_a_model_cannot_be_linked_to_a_run_the_caller_cannot_read(api: Api) -> None:

@@ -30,6 +30,10 @@ from keel.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from keel.meta.abtests import ABStore, ExperimentRow
 from keel.meta.refs import RefMove, Refs
 from keel.services.audit import who as audit_who
+from keel.services.contract import (
+    operation,
+    service,
+)
 from keel.services.workspace import Store
 
 __all__ = ["ABBatch", "ABService", "KIND"]
@@ -67,6 +71,7 @@ def _experiment(row: ExperimentRow) -> Experiment:
     )
 
 
+@service("abtests")
 class ABService:
     """The A/B tests of one store."""
 
@@ -96,6 +101,7 @@ class ABService:
         return self._models
 
     # -- lifecycle --------------------------------------------------------------------------
+    @operation("writer")
     def create(self, spec: Mapping[str, Any], who: str | None = None, reason: str = "") -> Experiment:
         """Store a draft experiment (AlreadyExists if the name is taken)."""
         if not isinstance(spec, Mapping):
@@ -110,6 +116,7 @@ class ABService:
             Refs.set(conn, KIND, exp.name, "status", "draft", author, reason or "created")
         return self.get(exp.name)
 
+    @operation("reader")
     def get(self, name: str) -> Experiment:
         """One experiment (NotFound if absent)."""
         with self.db.read() as conn:
@@ -118,11 +125,13 @@ class ABService:
             raise NotFound(f"no experiment {name!r}", "list experiments with 'keel ab status'")
         return _experiment(row)
 
+    @operation("reader")
     def list_experiments(self) -> list[Experiment]:
         """Every experiment, by name."""
         with self.db.read() as conn:
             return [_experiment(r) for r in ABStore.all(conn)]
 
+    @operation("writer")
     def start(self, name: str, who: str | None = None, reason: str = "") -> Experiment:
         """Resolve the variants' versions and start assigning (Conflict unless a draft)."""
         exp = self.get(name)
@@ -141,6 +150,7 @@ class ABService:
             Refs.set(conn, KIND, name, "status", "running", author, reason)
         return self.get(name)
 
+    @operation("writer")
     def stop(self, name: str, who: str | None = None, reason: str = "") -> Experiment:
         """Stop assigning (Conflict if it is not running: stopping twice is an error)."""
         author = audit_who(who)
@@ -157,12 +167,14 @@ class ABService:
             Refs.set(conn, KIND, name, "status", "stopped", author, reason)
         return self.get(name)
 
+    @operation("reader")
     def history(self, name: str) -> list[RefMove]:
         """The experiment's status moves (reflog), oldest first."""
         with self.db.read() as conn:
             return Refs.history(conn, KIND, name, "status")
 
     # -- references -----------------------------------------------------------------------
+    @operation("reader")
     def resolve(self, exp: Experiment) -> dict[str, dict[str, Any]]:
         """``{variant: {"prompt": "chat@1.3.0", "model": "assistant@3", "config": {...}}}``."""
         out: dict[str, dict[str, Any]] = {}
@@ -214,6 +226,7 @@ class ABService:
         return f"{mv.name}@{mv.version}"
 
     # -- exposures and outcomes -----------------------------------------------------------
+    @operation("writer")
     def write_batch(self, batch: ABBatch) -> None:
         """Write queued exposures and outcomes in one transaction."""
         self.raw.write(batch.exposures, batch.outcomes)
@@ -222,11 +235,13 @@ class ABService:
         """Background upkeep of the store (SQLite: a passive WAL checkpoint)."""
         self.db.checkpoint()
 
+    @operation("reader")
     def exposure(self, name: str, unit: Any) -> tuple[str, dict[str, Any], int] | None:
         """A unit's recorded exposure ``(variant, resolved, at)``, or None."""
         with self.db.read() as conn:
             return ABStore.exposure(conn, name, str(unit))
 
+    @operation("reader")
     def counts(self, name: str) -> dict[str, int]:
         """Exposed units per variant."""
         exp = self.get(name)
@@ -237,6 +252,7 @@ class ABService:
             out[variant] = out.get(variant, 0) + 1
         return out
 
+    @operation("reader")
     def outcomes(self, exp: Experiment) -> tuple[dict[str, str], list[tuple[str, str, float]]]:
         """Assignments and every outcome (logged ones plus conversation feedback)."""
         with self.db.read() as conn:
@@ -265,6 +281,7 @@ class ABService:
                 outcomes.append((unit, "score", float(score)))
         return assignments, outcomes
 
+    @operation("reader")
     def analyze(self, name: str, mde: float | None = None, alpha: float = 0.05, power: float = 0.8) -> Analysis:
         """The analysis of an experiment (see :func:`keel.core.abtests.analyze`)."""
         if mde is not None and (not isinstance(mde, (int, float)) or mde <= 0):

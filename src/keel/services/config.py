@@ -39,6 +39,10 @@ from keel.core.entities import EntityRef
 from keel.core.hashing import canonical_json, hash_bytes
 from keel.core.model_card import CardChange, card_changes
 from keel.errors import InvalidInput, NotFound
+from keel.services.contract import (
+    operation,
+    service,
+)
 
 if TYPE_CHECKING:
     from keel.services.workspace import Store
@@ -323,6 +327,7 @@ def source_of(loaded: LoadedConfig, path: str) -> str:
 
 
 # -- snapshots in a store ------------------------------------------------------------------------
+@service("config")
 class ConfigService:
     """Snapshots and their history in one store."""
 
@@ -333,6 +338,7 @@ class ConfigService:
         self.raw = RawConfig(store.db)
         self._recorded: set[tuple[str, str]] = set()
 
+    @operation("writer")
     def record(self, loaded: LoadedConfig) -> ConfigSnapshot:
         """Store the snapshot object (once) and its row (once per env); returns it."""
         digest = loaded.hash
@@ -342,10 +348,12 @@ class ConfigService:
         self._recorded.add(key)
         return ConfigSnapshot(row.hash, row.env, row.sources, row.created_at)
 
+    @operation("reader")
     def is_recorded(self, loaded: LoadedConfig) -> bool:
         """True if this process recorded the snapshot already."""
         return (loaded.hash, loaded.env) in self._recorded
 
+    @operation("reader")
     def history(self, env: str | None = None) -> list[ConfigSnapshot]:
         """Every snapshot (of ``env``), newest first, each with the runs that used it."""
         uses = self.raw.uses()
@@ -354,6 +362,7 @@ class ConfigService:
             for r in self.raw.snapshots(env)
         ]
 
+    @operation("reader")
     def get(self, ref: str) -> tuple[ConfigSnapshot, dict[str, Any]]:
         """A snapshot by hash (or a prefix of at least 6 digits) with its redacted content."""
         text = ref.split("@")[-1].strip().lower()

@@ -48,6 +48,10 @@ from keel.core.filters import parse_filter
 from keel.core.redaction import redact_record
 from keel.errors import InvalidInput, NotFound, StoreError
 from keel.meta.conversations import Query, RawConversations
+from keel.services.contract import (
+    operation,
+    service,
+)
 from keel.services.workspace import DIRNAME, Store
 
 __all__ = [
@@ -107,6 +111,7 @@ class ConversationDetail:
         }
 
 
+@service("conversations")
 class ConversationService:
     """Conversation logging and queries on one store."""
 
@@ -184,6 +189,7 @@ class ConversationService:
                 comment_value = (redacted.get("user_feedback") or {}).get("comment", comment_value)
         return cid, value, score_value, comment_value, now_ms()
 
+    @operation("writer")
     def write_batch(self, batch: ConversationBatch) -> None:
         """Durably write a batch of records and feedback (one transaction)."""
         self.raw.write_batch(batch)
@@ -202,6 +208,7 @@ class ConversationService:
             None if until is None else parse_time(until),
         )
 
+    @operation("reader")
     def search(
         self, filter: str | None = None, since: Any = None, until: Any = None, limit: int | None = 100
     ) -> list[Conversation]:
@@ -210,10 +217,12 @@ class ConversationService:
             raise InvalidInput(f"invalid limit {limit!r}", "give a whole number >= 1")
         return self.raw.select(self.query(filter, since, until), limit)
 
+    @operation("reader")
     def count(self, filter: str | None = None, since: Any = None, until: Any = None) -> int:
         """How many records match."""
         return self.raw.count(self.query(filter, since, until))
 
+    @operation("reader")
     def resolve(self, conversation_id: str) -> str:
         """A conversation id from the full id or a unique prefix."""
         if not isinstance(conversation_id, str) or not conversation_id:
@@ -231,12 +240,14 @@ class ConversationService:
             )
         raise NotFound(f"no conversation {conversation_id!r}", "list conversations with 'keel conversations list'")
 
+    @operation("reader")
     def get(self, conversation_id: str) -> ConversationDetail:
         """Every record of one conversation and its feedback events (NotFound if none)."""
         full = self.resolve(conversation_id)
         records, events = self.raw.records(full)
         return ConversationDetail(full, records, events)
 
+    @operation("reader")
     def stats(
         self,
         by: str | Sequence[str] = "prompt_version",
@@ -315,6 +326,7 @@ class ConversationService:
             raise NotFound(f"folder {target.parent} does not exist", "create it first")
         return write_examples(target, self.iter_examples(filter, since, until, limit, all_records))
 
+    @operation("reader")
     def examples(
         self,
         filter: str | None = None,

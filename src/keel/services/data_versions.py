@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.core.entities import now_ms
+from keel.services.contract import (
+    operation,
+    service,
+)
 from keel.services.data_config import CONFIG, DIRNAME
 
 if TYPE_CHECKING:
@@ -211,16 +215,19 @@ def all_version_oids(store: Store) -> set[str]:
         return set(conn.execute(select(t.c.oid).distinct()).scalars())
 
 
+@service("datasets")
 class DatasetVersionService:
     """Dataset versions of one store, as a service (the sdk and the server's service API use it)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    @operation("writer")
     def register(self, rows: list[Row]) -> None:
         """Record versions ``(path, oid, kind, size, files, git_commit)``; known ones are kept as they are."""
         register_with(self.store, [tuple(row) for row in rows])  # type: ignore[misc]
 
+    @operation("reader")
     def versions(self, path: str | None = None) -> list[DatasetVersion]:
         """Versions of ``path`` (every path if None), newest first, with the runs that used each."""
         return versions_of(self.store, path)

@@ -28,6 +28,10 @@ from keel.errors import InvalidInput, NotFound
 from keel.meta.flags import FlagStore
 from keel.meta.refs import RefMove, Refs
 from keel.services.audit import who as audit_who
+from keel.services.contract import (
+    operation,
+    service,
+)
 from keel.services.workspace import Store
 
 __all__ = ["KIND", "FlagChange", "FlagHistoryEntry", "FlagService", "FlagSet"]
@@ -95,6 +99,7 @@ def _load_json(text: str) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
+@service("flags")
 class FlagService:
     """Flag sets of one store (and the workspace's ``flags.yaml``)."""
 
@@ -139,11 +144,13 @@ class FlagService:
         return flags, digest
 
     # -- reading ----------------------------------------------------------------------------
+    @operation("reader")
     def store_version(self, env: str) -> int:
         """The newest stored version of an environment's flag set (0: none)."""
         with self.db.read() as conn:
             return FlagStore.latest_version(conn, env)
 
+    @operation("reader")
     def stored(self, env: str, version: int | None = None) -> tuple[int, dict[str, Flag]]:
         """The stored flag set (default: newest) as ``(version, flags)``; the newest is cached, so
         polling an unchanged set costs one indexed ``MAX`` query."""
@@ -183,6 +190,7 @@ class FlagService:
         return found
 
     # -- changing ---------------------------------------------------------------------------
+    @operation("writer", local_only=("path",))
     def set(
         self,
         key: str,
@@ -214,6 +222,7 @@ class FlagService:
         self._check_prompts(flag)
         return self._write(env, key, flag, reason, who)
 
+    @operation("writer")
     def rollout(
         self, key: str, percent: Any, env: str = "production", reason: str = "", who: str | None = None
     ) -> FlagChange:
@@ -227,11 +236,13 @@ class FlagService:
             )
         return self.set(key, env=env, reason=reason, who=who, rollout=pct, enabled=True)
 
+    @operation("writer")
     def kill(self, key: str, env: str = "production", reason: str = "", who: str | None = None) -> FlagChange:
         """The kill switch: everyone gets the flag's default until it is enabled again."""
         self.get(key, env)
         return self.set(key, env=env, reason=reason, who=who, enabled=False)
 
+    @operation("writer")
     def delete(self, key: str, env: str = "production", reason: str = "", who: str | None = None) -> RefMove:
         """Remove a flag from the stored set (a file flag of the same key then applies again)."""
         _check_env(env)
@@ -276,6 +287,7 @@ class FlagService:
                 ) from None
 
     # -- history ----------------------------------------------------------------------------
+    @operation("reader")
     def history(self, key: str, env: str = "production") -> list[FlagHistoryEntry]:
         """Every stored change of a flag, oldest first, with the definition it moved to."""
         _check_env(env)
@@ -291,6 +303,7 @@ class FlagService:
                 out.append(FlagHistoryEntry(move, definition))
         return out
 
+    @operation("reader")
     def environments(self) -> list[str]:
         """Environments with stored flags."""
         with self.db.read() as conn:

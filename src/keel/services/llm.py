@@ -53,6 +53,10 @@ from keel.core.llm import (
 from keel.core.names import check_name
 from keel.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
 from keel.meta.llm import CallRow, RawLlmCalls
+from keel.services.contract import (
+    operation,
+    service,
+)
 from keel.services.tracking import TrackingService
 from keel.services.workspace import Store
 
@@ -174,6 +178,7 @@ def _assembled(call: PendingCall, chunks: list[Any]) -> Any:
     return chunks[-1] if chunks else None
 
 
+@service("llm")
 class LlmService:
     """Recordings of one store: write, look up, list, export and import."""
 
@@ -211,6 +216,7 @@ class LlmService:
         content["response_type"] = call.response_type
         return content
 
+    @operation("writer")
     def write_batch(self, batch: CallBatch) -> None:
         """Write a batch queued by the SDK (see :meth:`write`)."""
         self.write(batch.calls)
@@ -269,6 +275,7 @@ class LlmService:
                 self._packs.popitem(last=False)
 
     # -- reading ---------------------------------------------------------------
+    @operation("reader")
     def pack(self, oid: str) -> list[dict[str, Any]]:
         """The calls of a pack object (hash-verified when read; the last packs are kept parsed)."""
         contents = self._packs.get(oid)
@@ -287,10 +294,12 @@ class LlmService:
             raise IntegrityError(f"pack {row.oid} has no entry {row.part}", "check the llm_calls index")
         return StoredCall(row, contents[row.part])
 
+    @operation("reader")
     def latest(self, request_hash: str) -> CallRow | None:
         """The newest recording of a request hash, anywhere in the store."""
         return self.repo.latest(request_hash)
 
+    @operation("reader")
     def resolve_scope(self, scope: str) -> tuple[str, str]:
         """``("cassette", name)`` for an imported cassette's name, else ``("run", run_id)``."""
         if self.repo.of_cassette(scope, limit=1):
@@ -303,11 +312,13 @@ class LlmService:
                 "give a run id (or prefix) or a name from 'keel llm calls'",
             ) from None
 
+    @operation("reader")
     def scope_rows(self, scope: str) -> list[CallRow]:
         """Every recording of a run or an imported cassette, oldest first."""
         kind, name = self.resolve_scope(scope)
         return self.repo.of_cassette(name) if kind == "cassette" else self.repo.of_run(name)
 
+    @operation("reader")
     def calls(self, run: str | None = None, cassette: str | None = None, limit: int | None = 1000) -> list[CallRow]:
         """Recorded calls of a run, of an imported cassette, or (neither) the newest of the store."""
         if run is not None:
@@ -316,6 +327,7 @@ class LlmService:
             return self.repo.of_cassette(cassette, limit)
         return self.repo.recent(limit)
 
+    @operation("reader")
     def get(self, request_hash: str) -> StoredCall:
         """The newest recording of a request hash (or unique prefix of one)."""
         prefix = request_hash.strip().lower()
@@ -328,6 +340,7 @@ class LlmService:
             raise InvalidInput(f"request hash prefix {prefix} is ambiguous", "give more digits")
         return self.read(rows[0])
 
+    @operation("reader")
     def closest(
         self, endpoint: str, request: Mapping[str, Any], rows: Iterable[CallRow] | None = None
     ) -> Closest | None:
@@ -467,6 +480,7 @@ class LlmService:
         self.repo.insert([tuple(row) for row in rows])
         return Cassette(name, version, len(rows), True)
 
+    @operation("reader")
     def cassettes(self) -> list[tuple[str, int]]:
         """Imported cassettes with their call counts."""
         return self.repo.cassettes()

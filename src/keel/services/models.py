@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from keel.core.auth import Principal
 from keel.core.entities import EntityRef, LineageEdge, RunRecord, now_ms
 from keel.core.model_card import CardChange, card_changes, check_card, dump_card, parse_card
 from keel.core.names import check_name
@@ -32,6 +33,11 @@ from keel.meta.models import KIND, ModelRow, RawModels, VersionRow, stage_ref
 from keel.meta.refs import RefMove
 from keel.services.audit import to_ms
 from keel.services.audit import who as audit_who
+from keel.services.auth import require
+from keel.services.contract import (
+    operation,
+    service,
+)
 from keel.services.prompts import check_alias
 from keel.services.tracking import TrackingService
 from keel.services.workspace import Store
@@ -248,6 +254,23 @@ def card_from(card: Any) -> tuple[dict[str, Any], str | None]:
     return check_card(card), None
 
 
+def linked_run(services: Any, caller: Principal, arguments: dict[str, Any]) -> None:
+    """A model version linked to a run (``run_id=`` or a ``runs:/`` source), or looked up by
+    run, needs the reader role on that run's stored project; a hidden run is NotFound."""
+    run_id = arguments.get("run_id")
+    source = arguments.get("source")
+    if run_id is None and isinstance(source, str) and source.startswith("runs:/"):
+        run_id = source[len("runs:/") :].strip("/").partition("/")[0]
+    if run_id is None:
+        return
+    if not isinstance(run_id, str) or not run_id:
+        raise InvalidInput("run_id must be a run id", "pass the run id as text")
+    readable = caller.readable()
+    full = services.tracking.repo.resolve_run_id(run_id, within=readable)
+    require(caller, services.tracking.repo.get_run(full).project, "reader")
+
+
+@service("models")
 class ModelService:
     """Model registry use cases over one store."""
 
@@ -298,6 +321,7 @@ class ModelService:
         return row
 
     # -- registered models ----------------------------------------------------------------
+    @operation("writer")
     def create_model(self, name: str, description: str = "", tags: Mapping[str, Any] | None = None) -> RegisteredModel:
         """Create a registered model with no versions; AlreadyExists if the name is taken."""
         check_model_name(name)
@@ -310,6 +334,7 @@ class ModelService:
             row = self.raw.create_model(cur, name, str(description or ""), plain)
         return RegisteredModel(row.name, row.description, row.tags, row.created_at, row.updated_at, None, {}, {})
 
+    @operation("writer")
     def update_model(
         self, name: str, description: str | None = None, tags: Mapping[str, Any] | None = None
     ) -> RegisteredModel:
@@ -320,6 +345,7 @@ class ModelService:
             self.raw.update_model(cur, model.id, model.description if description is None else description, merged)
         return self.get_model(name)
 
+    @operation("writer")
     def delete_model_tag(self, name: str, key: str) -> None:
         """Remove one tag of a registered model."""
         with self.db.raw_write() as cur:
@@ -328,6 +354,7 @@ class ModelService:
                 raise NotFound(f"model {name!r} has no tag {key!r}", f"see its tags: keel models show {name}")
             self.raw.update_model(cur, model.id, model.description, {k: v for k, v in model.tags.items() if k != key})
 
+    @operation("reader")
     def get_model(self, name: str) -> RegisteredModel:
         """A registered model with its latest version, aliases and stages."""
         with self.db.raw_read() as cur:
@@ -351,12 +378,14 @@ class ModelService:
             stages,
         )
 
+    @operation("reader")
     def list_models(self) -> list[RegisteredModel]:
         """Every registered model, by name."""
         with self.db.raw_read() as cur:
             return [self._summary(cur, model) for model in self.raw.models(cur)]
 
     # -- versions ---------------------------------------------------------------------------
+    @operation("writer", check=linked_run)
     def register(
         self,
         name: str,
@@ -447,6 +476,7 @@ class ModelService:
                 found = self.get(name, stage=selector)
         return found.source, found.run_id
 
+    @operation("reader")
     def get(
         self,
         name: str,
@@ -503,6 +533,7 @@ class ModelService:
         matching = sorted((v for v, s in stages.items() if s == stage), reverse=True)
         return self.raw.version(cur, name, matching[0]) if matching else None
 
+    @operation("reader")
     def versions_in_stage(self, name: str, stage: str, at: int | float | datetime | None = None) -> list[int]:
         """Every version in a stage (now, or at a moment), highest first."""
         wanted = normalize_stage(stage)
@@ -513,6 +544,7 @@ class ModelService:
             stages = self.raw.stages_at(cur, name, to_ms(at))
             return sorted((v for v, s in stages.items() if s == wanted), reverse=True)
 
+    @operation("reader")
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of a model, newest first."""
         with self.db.raw_read() as cur:
@@ -520,6 +552,7 @@ class ModelService:
             aliases = self.raw.aliases(cur, name)
             return [self._version(row, aliases) for row in self.raw.versions(cur, name)]
 
+    @operation("reader", check=linked_run)
     def versions_of_run(self, run_id: str) -> list[ModelVersion]:
         """The model versions a run produced."""
         run_id = self.tracking.resolve_run_id(run_id)
@@ -527,6 +560,7 @@ class ModelService:
             rows = self.raw.versions_of_run(cur, run_id)
             return [self._version(row, self.raw.aliases(cur, row.name)) for row in rows]
 
+    @operation("writer")
     def update_version(
         self, name: str, version: Any, description: str | None = None, tags: Mapping[str, Any] | None = None
     ) -> ModelVersion:
@@ -537,6 +571,7 @@ class ModelService:
             self.raw.update_version(cur, row.id, row.description if description is None else description, merged)
         return self.get(name, version=version)
 
+    @operation("writer")
     def delete_version_tag(self, name: str, version: Any, key: str) -> None:
         """Remove one tag of a version."""
         with self.db.raw_write() as cur:
@@ -546,6 +581,7 @@ class ModelService:
             self.raw.update_version(cur, row.id, row.description, {k: v for k, v in row.tags.items() if k != key})
 
     # -- stages -----------------------------------------------------------------------------
+    @operation("writer")
     def transition_stage(
         self,
         name: str,
@@ -579,6 +615,7 @@ class ModelService:
         return self._version(moved, aliases)
 
     # -- aliases ----------------------------------------------------------------------------
+    @operation("writer")
     def set_alias(self, name: str, alias: str, version: Any, reason: str = "", who: str | None = None) -> RefMove:
         """Point an alias (``champion``) at a version; the move is logged with who and why."""
         check_alias(alias)
@@ -587,6 +624,7 @@ class ModelService:
             row = self._version_or_raise(cur, name, version)
             return self.raw.set_alias(cur, name, alias, row.version, actor, reason)
 
+    @operation("writer")
     def delete_alias(self, name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
         """Remove an alias (logged)."""
         actor = audit_who(who)
@@ -598,6 +636,7 @@ class ModelService:
             return self.raw.drop_alias(cur, name, alias, old, actor, reason)
 
     # -- deletion (audited) -------------------------------------------------------------
+    @operation("writer")
     def delete_version(self, name: str, version: Any, reason: str = "", who: str | None = None) -> list[RefMove]:
         """Delete one version (MLflow's ``delete_model_version``). Its aliases are removed;
         the deletion and each removed alias are in the reflog (ref ``version:<n>``). The
@@ -616,6 +655,7 @@ class ModelService:
                                       now_ms()))  # fmt: skip
         return moves
 
+    @operation("writer")
     def delete_model(self, name: str, reason: str = "", who: str | None = None) -> list[RefMove]:
         """Delete a registered model with all its versions and aliases (MLflow's
         ``delete_registered_model``); every removal is in the reflog, which is kept."""
@@ -635,6 +675,7 @@ class ModelService:
             moves.append(self.raw.log(cur, name, "model", name, None, actor, reason, at))
         return moves
 
+    @operation("reader")
     def history(self, name: str) -> list[RefMove]:
         """Every stage change (ref ``stage:<version>``), alias move and deletion of a model,
         oldest first; still readable after the model itself was deleted."""
@@ -645,6 +686,7 @@ class ModelService:
             return moves
 
     # -- cards, lineage, comparison ------------------------------------------------------
+    @operation("reader")
     def card_text(self, name: str, version: Any) -> str:
         """A version's card as YAML: the imported text byte for byte, else a YAML dump."""
         with self.db.raw_read() as cur:
@@ -653,6 +695,7 @@ class ModelService:
             return row.card_text
         return dump_card(row.card) if row.card else ""
 
+    @operation("reader")
     def lineage(self, name: str, version: Any) -> ModelLineage:
         """The producing run (params, metrics) and the versions it used (prompts, data, ...)."""
         mv = self.get(name, version=version)
@@ -662,6 +705,7 @@ class ModelService:
         inputs = [e for e in self.tracking.lineage(mv.run_id) if e.direction == "input"]
         return ModelLineage(mv, run, inputs)
 
+    @operation("reader")
     def compare(self, name: str, a: Any, b: Any) -> ModelComparison:
         """Card, metric and param differences between two versions (metrics from the
         cards' ``evaluation`` section and from the producing runs)."""

@@ -22,6 +22,10 @@ from keel.meta.prompts import KIND, PromptStore, RawPrompts, VersionRow
 from keel.meta.refs import RefMove, Refs
 from keel.services.audit import to_ms
 from keel.services.audit import who as audit_who
+from keel.services.contract import (
+    operation,
+    service,
+)
 from keel.services.workspace import Store
 
 __all__ = ["PromptService", "PromptVersion", "RefMove", "is_version", "parse_prompt_ref"]
@@ -90,6 +94,7 @@ def is_version(text: str | None) -> bool:
 _looks_like_version = is_version
 
 
+@service("prompts")
 class PromptService:
     """Prompt use cases over one store."""
 
@@ -112,6 +117,7 @@ class PromptService:
         )
 
     # -- registering -------------------------------------------------------------
+    @operation("writer")
     def register(
         self,
         name: str,
@@ -197,6 +203,7 @@ class PromptService:
         return explicit if explicit is not None else current.bump(kind)
 
     # -- reading ----------------------------------------------------------------------
+    @operation("reader")
     def resolve(self, name: str, selector: str | None = None, at: int | float | datetime | None = None) -> str:
         """The version a selector means: a version, an alias (optionally as of ``at``), or latest."""
         with self.db.read() as conn:
@@ -224,6 +231,7 @@ class PromptService:
             raise NotFound(f"prompt {name!r} has no alias {selector!r}", f"see its aliases: keel prompts show {name}")
         return target
 
+    @operation("reader")
     def get(self, name: str, selector: str | None = None, at: int | float | datetime | None = None) -> PromptVersion:
         """Load one version by version, alias (optionally as of ``at``) or latest."""
         if at is None:
@@ -256,6 +264,7 @@ class PromptService:
                 )
             return self._version(row, self.raw.aliases(cur, name))
 
+    @operation("reader")
     def versions(self, name: str) -> list[PromptVersion]:
         """Every version, newest first, with its aliases."""
         with self.db.raw_read() as cur:
@@ -265,6 +274,7 @@ class PromptService:
             aliases = self.raw.aliases(cur, name)
         return [self._version(row, aliases) for row in rows]
 
+    @operation("reader")
     def list_prompts(self) -> list[tuple[str, PromptVersion]]:
         """Every prompt with its latest version."""
         with self.db.read() as conn:
@@ -275,12 +285,14 @@ class PromptService:
                     out.append((name, self._version(latest, Refs.all_for(conn, KIND, name))))
         return out
 
+    @operation("reader")
     def diff(self, name: str, a: str, b: str) -> PromptDiff:
         """What changed between two versions (or aliases) of a prompt."""
         old, new = self.get(name, a), self.get(name, b)
         return diff_prompts(old.content, new.content, old.ref, new.ref)
 
     # -- aliases ----------------------------------------------------------------------
+    @operation("writer")
     def set_alias(self, name: str, alias: str, version: str, reason: str = "", who: str | None = None) -> RefMove:
         """Point ``alias`` at an existing version (logged with who and why)."""
         check_alias(alias)
@@ -289,11 +301,13 @@ class PromptService:
             PromptStore.get(conn, name, target)  # must exist
             return Refs.set(conn, KIND, name, alias, target, audit_who(who), reason)
 
+    @operation("writer")
     def delete_alias(self, name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
         """Remove an alias (logged)."""
         with self.db.write() as conn:
             return Refs.delete(conn, KIND, name, check_alias(alias), audit_who(who), reason)
 
+    @operation("writer")
     def rollback(self, name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
         """Move ``alias`` back to the target it had before its latest move."""
         check_alias(alias)
@@ -307,6 +321,7 @@ class PromptService:
                 )
             return Refs.set(conn, KIND, name, alias, previous, audit_who(who), reason or f"rollback of {alias}")
 
+    @operation("reader")
     def history(self, name: str, alias: str | None = None) -> list[RefMove]:
         """The reflog of a prompt's aliases (or one alias), oldest first."""
         with self.db.read() as conn:

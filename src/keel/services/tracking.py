@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from keel.core.auth import Principal
 from keel.core.batch import WriteBatch
 from keel.core.entities import (
     RUN_STATUSES,
@@ -26,12 +27,24 @@ from keel.core.entities import (
     RunRecord,
     new_run_id,
     now_ms,
+    run_not_found,
 )
 from keel.core.filters import Node, OrderBy, parse_filter, parse_order_by
 from keel.core.names import check_artifact_path, check_key, check_name
 from keel.core.table import Table
-from keel.errors import InvalidInput, NotFound
+from keel.errors import Conflict, InvalidInput, NotFound
+from keel.services.auth import require
 from keel.services.context import context_json
+from keel.services.contract import (
+    READABLE,
+    batch_scope,
+    operation,
+    project_scope,
+    projects_scope,
+    run_scope,
+    runs_scope,
+    service,
+)
 from keel.services.workspace import Store
 
 __all__ = ["DEFAULT_PROJECT", "MAX_PAGE", "TrackingService", "random_run_name"]
@@ -116,6 +129,61 @@ def _decode_token(token: str | None) -> int:
     return offset
 
 
+def readable_projects(_services: Any, caller: Principal, result: list[tuple[Project, int]]) -> Any:
+    """``list_projects`` narrowed to the projects ``caller`` may read."""
+    readable = caller.readable()
+    if readable is None:
+        return result
+    allowed = set(readable)
+    return [pair for pair in result if pair[0].name in allowed]
+
+
+def readable_runs(services: Any, caller: Principal, result: list[str]) -> list[str]:
+    """Run ids narrowed to the runs in projects ``caller`` may read."""
+    readable = caller.readable()
+    if readable is None or not result:
+        return result
+    allowed = set(readable)
+    return [r.run_id for r in services.tracking.repo.get_runs(result) if r.project in allowed]
+
+
+def authorize_batch(tracking: TrackingService, caller: Principal, batch: Any, role: str) -> None:
+    """Check ``caller`` may write every run ``batch`` creates or touches, by the runs' **stored** projects.
+
+    A new run names its project (the caller needs ``role`` there); a new-run row whose
+    id is already stored is a retry only if it names the run's own project, otherwise
+    it is refused (a batch cannot move or annotate another project's run by naming
+    it as new). Rows for existing runs need ``role`` on each run's stored project; a
+    parent needs the reader role. A run the caller may not read is NotFound, exactly
+    as an unknown id. Only ids are read here: a refused batch has written nothing.
+    """
+    if not isinstance(batch, WriteBatch):
+        raise InvalidInput("write_batch takes a WriteBatch", "send the sdk's batch")
+    named = {row[0]: row[1] for row in batch.new_runs}
+    parents = {row[4] for row in batch.new_runs if row[4] is not None}
+    wanted = sorted(batch.run_ids() | set(named) | parents)
+    stored = {r.run_id: r.project for r in tracking.repo.get_runs(wanted)} if wanted else {}
+    for run_id, project in named.items():
+        require(caller, project, role)
+        if run_id in stored and stored[run_id] != project:
+            raise Conflict(
+                f"run id {run_id!r} is already used by another run", "start runs with new ids (keel does)"
+            )
+    for parent in parents:
+        if parent not in named:
+            if parent not in stored or caller.rank(stored[parent]) == 0:
+                raise run_not_found(parent)
+            require(caller, stored[parent], "reader")
+    for run_id in wanted:
+        if run_id in named or run_id in parents and run_id not in batch.run_ids():
+            continue
+        project = stored.get(run_id)
+        if project is None or caller.rank(project) == 0:
+            raise run_not_found(run_id)
+        require(caller, project, role)
+
+
+@service("tracking")
 class TrackingService:
     """Projects, runs, logging, search, artifacts, tables and lineage."""
 
@@ -125,10 +193,12 @@ class TrackingService:
         self.objects = store.objects
 
     # -- projects -----------------------------------------------------------
+    @operation("writer", project_scope("name"))
     def create_project(self, name: str, description: str = "") -> Project:
         """Create a project (raises AlreadyExists)."""
         return self.repo.create_project(check_name(name, "project name"), description)
 
+    @operation("reader", READABLE, filter=readable_projects)
     def list_projects(self) -> list[tuple[Project, int]]:
         """Projects with their run counts."""
         return self.repo.list_projects()
@@ -189,6 +259,7 @@ class TrackingService:
         self.repo.write_batch(batch)
         return record
 
+    @operation("writer", run_scope())
     def resume_run(self, run_id: str) -> tuple[RunRecord, dict[str, tuple[str, str]]]:
         """Reopen a finished run for more logging; returns it and its stored params."""
         record = self.get_run(run_id)
@@ -196,6 +267,7 @@ class TrackingService:
             self.repo.set_status(record.run_id, "running", None)
         return record, self.repo.params_of(record.run_id)
 
+    @operation("writer", batch_scope("batch"))
     def write_batch(self, batch: WriteBatch) -> None:
         """Durably write a batch of logged rows (one transaction)."""
         for _run_id, status, _end, _error in batch.run_ends:
@@ -207,34 +279,41 @@ class TrackingService:
         """Background upkeep of the store (SQLite: a passive WAL checkpoint)."""
         self.store.db.checkpoint()
 
+    @operation("reader", run_scope())
     def resolve_run_id(self, run_id: str) -> str:
         """The full id for a run id or unique prefix."""
         return self.repo.resolve_run_id(run_id)
 
+    @operation("reader", run_scope())
     def get_run(self, run_id: str) -> RunRecord:
         """A run by id or unique prefix."""
         return self.repo.get_run(self.resolve_run_id(run_id))
 
+    @operation("reader", runs_scope("run_ids"))
     def get_runs(self, run_ids: Iterable[str]) -> list[RunRecord]:
         """Several runs by id or prefix, in the given order."""
         return self.repo.get_runs([self.resolve_run_id(r) for r in run_ids])
 
+    @operation("reader", run_scope())
     def children(self, run_id: str) -> list[str]:
         """Ids of a run's child runs."""
         return self.repo.children(self.resolve_run_id(run_id))
 
+    @operation("writer", run_scope())
     def delete_run(self, run_id: str) -> str:
         """Soft-delete a run (hidden from search; restorable)."""
         full = self.resolve_run_id(run_id)
         self.repo.set_deleted(full, True)
         return full
 
+    @operation("writer", run_scope())
     def restore_run(self, run_id: str) -> str:
         """Undo :meth:`delete_run`."""
         full = self.resolve_run_id(run_id)
         self.repo.set_deleted(full, False)
         return full
 
+    @operation("reader", projects_scope("projects"))
     def search_runs(
         self,
         projects: str | Sequence[str] | None = None,
@@ -274,10 +353,12 @@ class TrackingService:
         return records, (_encode_token(offset + limit) if more else None)
 
     # -- metrics --------------------------------------------------------------
+    @operation("reader", run_scope())
     def metric_history(self, run_id: str, key: str) -> list[Metric]:
         """All values of a metric, by step."""
         return self.repo.metric_history(self.resolve_run_id(run_id), key)
 
+    @operation("reader", run_scope())
     def metric_summaries(self, run_id: str) -> list[MetricSummary]:
         """Latest/min/max/count of each metric."""
         return self.repo.metric_summaries(self.resolve_run_id(run_id))
@@ -313,11 +394,13 @@ class TrackingService:
             out.append((target, oid, size))
         return out
 
+    @operation("reader", run_scope())
     def list_artifacts(self, run_id: str, prefix: str = "") -> list[Artifact]:
         """A run's artifacts (all, or under a folder path)."""
         prefix = check_artifact_path(prefix) if prefix else ""
         return self.repo.list_artifacts(self.resolve_run_id(run_id), prefix)
 
+    @operation("reader", run_scope())
     def artifact(self, run_id: str, path: str) -> Artifact:
         """One artifact by exact path."""
         path = check_artifact_path(path)
@@ -360,14 +443,17 @@ class TrackingService:
         return Table.from_bytes(self.read_artifact(run_id, table_path(name)))
 
     # -- lineage --------------------------------------------------------------
+    @operation("reader", run_scope())
     def lineage(self, run_id: str) -> list[LineageEdge]:
         """A run's input and output edges."""
         return self.repo.edges(self.resolve_run_id(run_id))
 
+    @operation("reader", READABLE, filter=readable_runs)
     def used_by(self, entity: str | EntityRef) -> list[str]:
         """Ids of runs that used ``entity`` as an input."""
         return self.repo.runs_with_entity(EntityRef.parse(entity), "input")
 
+    @operation("reader", READABLE, filter=readable_runs)
     def produced_by(self, entity: str | EntityRef) -> list[str]:
         """Ids of runs that produced ``entity`` as an output."""
         return self.repo.runs_with_entity(EntityRef.parse(entity), "output")
