@@ -32,7 +32,8 @@ from keel.core.config import ConfigView
 from keel.core.entities import EntityRef
 from keel.core.model_card import CardChange
 from keel.errors import InvalidInput
-from keel.services.config import ConfigSnapshot, LoadedConfig, available_envs, prompt_ref, source_of
+from keel.sdk.session import Session
+from keel.services.config import ConfigService, ConfigSnapshot, LoadedConfig, available_envs, prompt_ref, source_of
 from keel.services.config import diff as _diff
 from keel.services.config import load as _load
 
@@ -43,7 +44,7 @@ log = logging.getLogger("keel")
 _attached: dict[str, set[str]] = {}  # run id -> {"env@hash"} attached in this process
 
 
-def _service(session: Any) -> Any:
+def _service(session: Session) -> ConfigService:
     return session.config
 
 
@@ -107,7 +108,7 @@ class Config(ConfigView):
         """Record the snapshot in the store without a run."""
         from keel.sdk.session import get_session
 
-        return _service(get_session()).record(self._loaded)  # type: ignore[no-any-return]
+        return _service(get_session()).record(self._loaded)
 
     def attach(self, run: Any = None) -> EntityRef:
         """Record this config as an input of ``run`` (default: the active run): the snapshot
@@ -191,11 +192,11 @@ def history(env: str | None = None) -> list[ConfigSnapshot]:
 
     session = get_session(create=False)
     session.writer.flush()
-    return _service(session).history(env)  # type: ignore[no-any-return]
+    return _service(session).history(env)
 
 
 def snapshot(ref: str) -> tuple[ConfigSnapshot, dict[str, Any]]:
     """A recorded snapshot by hash (6+ hex digits, or ``config:<env>@<hash12>``) with its content."""
     from keel.sdk.session import get_session
 
-    return _service(get_session(create=False)).get(ref)  # type: ignore[no-any-return]
+    return _service(get_session(create=False)).get(ref)

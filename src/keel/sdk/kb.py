@@ -38,6 +38,7 @@ from keel.services.kb import (
     AddReport,
     KBDiff,
     KBInfo,
+    KBService,
     KBStatus,
     KBVersion,
     SearchHit,
@@ -65,7 +66,7 @@ __all__ = [
 ]
 
 
-def _service() -> Any:
+def _service() -> KBService:
     return get_session().kb
 
 
@@ -150,7 +151,7 @@ class KnowledgeBase:
     @property
     def info(self) -> KBInfo:
         """The current configuration, newest version and number of staged changes."""
-        return _service().get(self.name)  # type: ignore[no-any-return]
+        return _service().get(self.name)
 
     def _wrap(self, info: KBVersion) -> KnowledgeBaseVersion:
         return KnowledgeBaseVersion(self, info)
@@ -162,22 +163,22 @@ class KnowledgeBase:
         Empty and non-UTF-8 documents are skipped, logged and listed in the report
         (``report.skipped``); one over the size limit raises InvalidInput and stages nothing.
         """
-        return _service().add_documents(self.name, documents, _base(), max_document_bytes)  # type: ignore[no-any-return]
+        return _service().add_documents(self.name, documents, _base(), max_document_bytes)
 
     def add_directory(
         self, path: str | os.PathLike[str], pattern: str = "**/*", max_document_bytes: int | None = None
     ) -> AddReport:
         """Stage every file under ``path``; if ``keel data`` tracks it, the next version records
         the data version (``data_sources``: path and hash)."""
-        return _service().add_directory(self.name, path, _base(), pattern, max_document_bytes)  # type: ignore[no-any-return]
+        return _service().add_directory(self.name, path, _base(), pattern, max_document_bytes)
 
     def remove_documents(self, ids: Sequence[str] | str) -> list[str]:
         """Stage removals, by source or document id (or an id prefix of 8+ digits)."""
-        return _service().remove_documents(self.name, ids)  # type: ignore[no-any-return]
+        return _service().remove_documents(self.name, ids)
 
     def status(self) -> KBStatus:
         """Staged documents and configuration changes the next commit would apply."""
-        return _service().status(self.name)  # type: ignore[no-any-return]
+        return _service().status(self.name)
 
     def configure(self, **changes: Any) -> KnowledgeBase:
         """Change ``embedding_model``, ``chunk_size``, ``chunk_overlap``, ``splitter``,
@@ -210,7 +211,7 @@ class KnowledgeBase:
 
     def diff(self, a: str | int, b: str | int) -> KBDiff:
         """Documents added/removed/modified, chunks added/removed and config changes from ``a`` to ``b``."""
-        return _service().diff(self.name, a, b)  # type: ignore[no-any-return]
+        return _service().diff(self.name, a, b)
 
     def search(self, query: str, top_k: int = 5, version: str | int | None = None) -> list[SearchHit]:
         """Search a version (default: the newest); see :meth:`KnowledgeBaseVersion.search`."""
@@ -218,7 +219,7 @@ class KnowledgeBase:
         run = _run()
         if run is not None:
             run.use(found.entity)
-        return hits  # type: ignore[no-any-return]
+        return hits
 
     def export(self, path: str | os.PathLike[str], version: str | int | None = None, format: str = "jsonl") -> Path:
         """Export a version's chunks and embeddings (``jsonl`` or ``parquet``); returns the path."""
@@ -285,7 +286,7 @@ def get(
 
 def list_kbs() -> list[KBInfo]:
     """Every knowledge base with its configuration and newest version."""
-    return _service().list_kbs()  # type: ignore[no-any-return]
+    return _service().list_kbs()
 
 
 def search(ref: str, query: str, top_k: int = 5) -> list[SearchHit]:

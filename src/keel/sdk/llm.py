@@ -282,17 +282,17 @@ def _session() -> Session:
 
 def calls(run: str | None = None, cassette: str | None = None, limit: int | None = 1000) -> list[CallRow]:
     """Recorded calls of a run (id or prefix), of an imported cassette, or the store's newest."""
-    return _session().llm.calls(run, cassette, limit)  # type: ignore[no-any-return]
+    return _session().llm.calls(run, cassette, limit)
 
 
 def get_call(request_hash: str) -> StoredCall:
     """The newest recording of a request hash (or a unique prefix): row, request and response."""
-    return _session().llm.get(request_hash)  # type: ignore[no-any-return]
+    return _session().llm.get(request_hash)
 
 
 def export_cassette(path: str | os.PathLike[str], run: str | None = None, cassette: str | None = None) -> int:
     """Write recordings (a run's, an imported cassette's, or all) to a JSONL file; how many."""
-    return _session().llm.export(path, run, cassette)  # type: ignore[no-any-return]
+    return _session().llm.export(path, run, cassette)
 
 
 def import_cassette(path: str | os.PathLike[str], name: str | None = None) -> Cassette:
@@ -300,12 +300,12 @@ def import_cassette(path: str | os.PathLike[str], name: str | None = None) -> Ca
     cassette = _session().llm.import_(Path(path), name)
     for state in list(states.values()):
         state.scopes.pop(cassette.name, None)
-    return cassette  # type: ignore[no-any-return]
+    return cassette
 
 
 def cassettes() -> list[tuple[str, int]]:
     """Imported cassettes and their call counts."""
-    return _session().llm.cassettes()  # type: ignore[no-any-return]
+    return _session().llm.cassettes()
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -172,32 +172,32 @@ def get(
 
 def versions(name: str) -> list[ModelVersion]:
     """Every version of a model, newest first."""
-    return get_session().models.versions(name)  # type: ignore[no-any-return]
+    return get_session().models.versions(name)
 
 
 def versions_of_run(run_id: str) -> list[ModelVersion]:
     """The model versions a run produced."""
-    return get_session().models.versions_of_run(run_id)  # type: ignore[no-any-return]
+    return get_session().models.versions_of_run(run_id)
 
 
 def versions_in_stage(name: str, stage: str, at: int | float | datetime | None = None) -> list[int]:
     """The versions in a stage now (or at a moment), highest first."""
-    return get_session().models.versions_in_stage(name, stage, at)  # type: ignore[no-any-return]
+    return get_session().models.versions_in_stage(name, stage, at)
 
 
 def list_models() -> list[RegisteredModel]:
     """Every registered model with its latest version, aliases and stages."""
-    return get_session().models.list_models()  # type: ignore[no-any-return]
+    return get_session().models.list_models()
 
 
 def get_model(name: str) -> RegisteredModel:
     """One registered model."""
-    return get_session().models.get_model(name)  # type: ignore[no-any-return]
+    return get_session().models.get_model(name)
 
 
 def create(name: str, description: str = "", tags: Mapping[str, Any] | None = None) -> RegisteredModel:
     """Create a registered model with no versions yet (AlreadyExists if it exists)."""
-    return get_session().models.create_model(name, description, tags)  # type: ignore[no-any-return]
+    return get_session().models.create_model(name, description, tags)
 
 
 def update(
@@ -233,34 +233,34 @@ def transition_stage(
     who: str | None = None,
 ) -> ModelVersion:
     """Move a version to None/Staging/Production/Archived (logged with who and why)."""
-    return get_session().models.transition_stage(  # type: ignore[no-any-return]
+    return get_session().models.transition_stage(
         name, version, stage, archive_existing, reason, who
     )
 
 
 def set_alias(name: str, alias: str, version: Any, reason: str = "", who: str | None = None) -> RefMove:
     """Point an alias (``champion``) at a version (logged)."""
-    return get_session().models.set_alias(name, alias, version, reason, who)  # type: ignore[no-any-return]
+    return get_session().models.set_alias(name, alias, version, reason, who)
 
 
 def delete_alias(name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
     """Remove an alias (logged)."""
-    return get_session().models.delete_alias(name, alias, reason, who)  # type: ignore[no-any-return]
+    return get_session().models.delete_alias(name, alias, reason, who)
 
 
 def delete_version(name: str, version: Any, reason: str = "", who: str | None = None) -> list[RefMove]:
     """Delete one version and its aliases (recorded in the reflog; numbers are never reused)."""
-    return get_session().models.delete_version(name, version, reason, who)  # type: ignore[no-any-return]
+    return get_session().models.delete_version(name, version, reason, who)
 
 
 def delete_model(name: str, reason: str = "", who: str | None = None) -> list[RefMove]:
     """Delete a registered model with its versions and aliases (recorded in the reflog)."""
-    return get_session().models.delete_model(name, reason, who)  # type: ignore[no-any-return]
+    return get_session().models.delete_model(name, reason, who)
 
 
 def history(name: str) -> list[RefMove]:
     """Every stage change (``ref`` = ``stage:<version>``) and alias move, oldest first."""
-    return get_session().models.history(name)  # type: ignore[no-any-return]
+    return get_session().models.history(name)
 
 
 def card(name: str, version: Any) -> dict[str, Any]:
@@ -270,7 +270,7 @@ def card(name: str, version: Any) -> dict[str, Any]:
 
 def card_text(name: str, version: Any) -> str:
     """A version's model card as YAML (the imported text, byte for byte)."""
-    return get_session().models.card_text(name, version)  # type: ignore[no-any-return]
+    return get_session().models.card_text(name, version)
 
 
 def export_card(name: str, version: Any, path: str | os.PathLike[str]) -> Path:
@@ -282,9 +282,9 @@ def export_card(name: str, version: Any, path: str | os.PathLike[str]) -> Path:
 
 def compare(name: str, a: Any, b: Any) -> ModelComparison:
     """Card, metric and param differences between versions ``a`` and ``b``."""
-    return get_session().models.compare(name, a, b)  # type: ignore[no-any-return]
+    return get_session().models.compare(name, a, b)
 
 
 def lineage(name: str, version: Any) -> ModelLineage:
     """The run that produced a version, its params and metrics, and the versions it used."""
-    return get_session().models.lineage(name, version)  # type: ignore[no-any-return]
+    return get_session().models.lineage(name, version)

@@ -20,9 +20,10 @@ import dataclasses
 import functools
 import os
 import threading
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from keel.core.wire import Codec, core_types, type_list
 from keel.errors import InvalidInput, NotFound, StoreError, Unauthenticated
@@ -34,7 +35,8 @@ __all__ = [
     "login",
     "logout",
     "open_remote",
-    "remote_service",
+    "proxy_class",
+    "remote",
     "service_types",
     "split_batch",
     "whoami",
@@ -77,50 +79,54 @@ def wire_codec() -> Codec:
 
 
 # -- the proxies -------------------------------------------------------------------------------
-class RemoteService:
-    """A service on a keel server: ``proxy.method(*args, **kwargs)`` calls it over HTTP.
+S = TypeVar("S")
 
-    Args:
-        transport: an :class:`keel.objects.http.HttpTransport` to the server.
-        name: the service (``tracking``, ``prompts``, ``models``, ``kb``, ``conversations``,
-            ``llm``, ``config``, ``flags``, ``abtests``).
-        store: the :class:`RemoteStore` (for the client-side methods that need ``store``/``objects``).
+
+class _ServerSide:
+    """Stands in for a service's database access on the client: any use says where it is."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def __getattr__(self, name: str) -> Any:
+        raise InvalidInput(
+            f"this operation needs direct database access; KEEL_URI points at the server {self._url}",
+            "run it against a local workspace (unset KEEL_URI), or on the server's host",
+        )
+
+
+class RemoteService:
+    """The HTTP half of every remote proxy: :meth:`_rpc` calls a declared operation on the server.
+
+    A proxy is a subclass of the service class itself (see :func:`remote`), so its
+    type is the service's: the sdk is checked by mypy against the services' own
+    signatures in both modes. Each declared operation
+    (:func:`keel.services.contract.operations`) is replaced by a call over HTTP;
+    the service's other methods (run context, file hashing, reading ``flags.yaml``)
+    run here, on the client, and anything that would need the database raises
+    InvalidInput naming the server.
     """
 
-    def __init__(self, transport: Any, name: str, store: RemoteStore | None = None) -> None:
-        self._transport = transport
-        self._name = name
-        self._codec = wire_codec()
-        if store is not None:
-            self.store = store
-            self.objects = store.objects
+    _transport: Any
+    _service_name: str
 
-    def __repr__(self) -> str:
-        return f"<RemoteService {self._name} at {self._transport.base_url}>"
-
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _rpc(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call ``method`` on the server; its result, or the KeelError it raised."""
-        payload = {"args": self._codec.encode(list(args)), "kwargs": self._codec.encode(kwargs)}
-        reply = self._transport.call("POST", f"{SVC}/{self._name}/{method}", payload)
+        codec = wire_codec()
+        payload = {"args": codec.encode(list(args)), "kwargs": codec.encode(kwargs)}
+        reply = self._transport.call("POST", f"{SVC}/{self._service_name}/{method}", payload)
         if not isinstance(reply, dict) or "result" not in reply:
             raise StoreError(f"{self._transport.base_url} sent an invalid reply", "is this URL a keel server?")
-        return self._codec.decode(reply["result"])
+        return codec.decode(reply["result"])
 
-    def write_batch(self, batch: Any) -> None:
+    def _send_batch(self, batch: Any) -> None:
         """Send a background writer's batch, in requests of at most :data:`BATCH_ROWS` rows
         (fewer for recorded LLM calls), so a large backlog never meets the server's size limit."""
-        for part in split_batch(batch, BATCH_ROWS.get(self._name, BATCH_ROWS["*"])):
-            self.call("write_batch", part)
+        for part in split_batch(batch, BATCH_ROWS.get(self._service_name, BATCH_ROWS["*"])):
+            self._rpc("write_batch", part)
 
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        if method.startswith("_"):
-            raise AttributeError(method)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self.call(method, *args, **kwargs)
-
-        call.__name__ = method
-        return call
+    def __repr__(self) -> str:
+        return f"<remote {self._service_name} service at {self._transport.base_url}>"
 
 
 BATCH_ROWS = {"*": 20_000, "llm": 200}  # rows per write_batch request, per service
@@ -155,206 +161,195 @@ def split_batch(batch: Any, rows: int) -> list[Any]:
     return parts
 
 
-def _borrow(cls: type, *names: str) -> dict[str, Any]:
-    """The local service's own code for methods that must run on the client."""
-    return {name: cls.__dict__[name] for name in names}
+def _operation_stub(name: str) -> Callable[..., Any]:
+    def call(self: RemoteService, *args: Any, **kwargs: Any) -> Any:
+        return self._rpc(name, *args, **kwargs)
+
+    call.__name__ = name
+    return call
 
 
-def _tracking_class() -> type:
-    from keel.services.tracking import TrackingService
-
-    def maintain(self: Any) -> None:
-        """Nothing to do on the client: the server keeps its database."""
-
-    return type(
-        "RemoteTracking",
-        (RemoteService,),
-        {
-            "__doc__": "Runs on a server; run context, artifact files and downloads handled here.",
-            "maintain": maintain,
-            **_borrow(
-                TrackingService, "new_run", "store_file", "store_bytes", "collect_artifacts",
-                "read_artifact", "download_artifacts", "read_table",
-            ),
-        },
-    )  # fmt: skip
+def _write_batch(self: RemoteService, batch: Any) -> None:
+    self._send_batch(batch)
 
 
-def _flags_class() -> type:
-    from keel.services.flags import FlagService
-
-    def init(self: Any, transport: Any, name: str, store: RemoteStore | None = None) -> None:
-        RemoteService.__init__(self, transport, name, store)
-        self._file_cache = None
-
-    return type(
-        "RemoteFlags",
-        (RemoteService,),
-        {
-            "__doc__": "Flags on a server; flags.yaml read here.",
-            "__init__": init,
-            **_borrow(FlagService, "default_file", "file_flags", "snapshot", "get"),
-        },
-    )
+# What runs on the client for each service, beyond its declared operations: state the
+# inherited client-side methods read, and the few operations whose arguments must be
+# prepared here (files read, SDK objects turned into data) before they travel.
+def _init_flags(self: Any) -> None:
+    self._prompts = None
+    self._file_cache = None
+    self._stored_cache = {}
 
 
-def _conversations_class() -> type:
-    from keel.services.conversations import DEFAULT_PRICES, ConversationService, load_redactor, write_examples
+def _init_conversations(self: Any) -> None:
+    from keel.services.conversations import DEFAULT_PRICES, ConversationService, load_redactor
 
-    def init(self: Any, transport: Any, name: str, store: RemoteStore | None = None) -> None:
-        RemoteService.__init__(self, transport, name, store)
-        config = ConversationService._config(self)  # the workspace's [conversations] section, if any
-        self.configured_redactor = load_redactor(config.get("redact"))
-        self.prices = dict(DEFAULT_PRICES)
-
-    def export(self: Any, path: Any, *args: Any, **kwargs: Any) -> int:
-        """Fetch the matching examples from the server and write the file here."""
-        target = Path(path)
-        if target.is_dir():
-            raise InvalidInput(f"{target} is a folder", "give a file name, e.g. dataset.jsonl")
-        if not target.parent.is_dir():
-            raise NotFound(f"folder {target.parent} does not exist", "create it first")
-        return write_examples(target, self.call("examples", *args, **kwargs))
-
-    return type(
-        "RemoteConversations",
-        (RemoteService,),
-        {
-            "__doc__": "Conversations on a server; records validated and redacted here.",
-            "__init__": init,
-            "export": export,
-            **_borrow(ConversationService, "prepare", "feedback_row"),
-        },
-    )
+    config = ConversationService._config(self)  # the workspace's [conversations] section, if any
+    self.configured_redactor = load_redactor(config.get("redact"))
+    self.prices = dict(DEFAULT_PRICES)
 
 
-def _kb_class() -> type:
-    from keel.services.kb import KBService, _source_of
-    from keel.services.kb_results import SkippedDocument
-
-    def add_documents(
-        self: Any,
-        name: str,
-        items: Any,
-        base: Any = None,
-        max_document_bytes: int | None = None,
-        data_source: Any = None,
-    ) -> Any:
-        """Stage documents: files are read here and sent as text (their source relative to ``base``)."""
-        if isinstance(items, str | os.PathLike | Mapping):
-            items = [items]
-        base_path = Path(base or os.getcwd())
-        documents: list[Any] = []
-        skipped: list[Any] = []
-        for item in items:
-            if not isinstance(item, str | os.PathLike):
-                documents.append(item)
-                continue
-            path = Path(item)
-            source = _source_of(path, base_path)
-            try:
-                raw = path.read_bytes()
-            except FileNotFoundError:
-                raise NotFound(f"no file {str(path)!r}", "check the path (pass text as {'text': ...})") from None
-            except IsADirectoryError:
-                raise InvalidInput(f"{path} is a directory", "use add_directory (CLI: keel kb add NAME DIR)") from None
-            except OSError as exc:
-                raise InvalidInput(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from None
-            try:
-                documents.append({"text": raw.decode("utf-8-sig"), "source": source})
-            except UnicodeDecodeError as exc:
-                reason = f"not UTF-8: byte 0x{raw[exc.start]:02x} at {exc.start}"
-                skipped.append(SkippedDocument(source, reason))
-        report = self.call("add_documents", name, documents, None, max_document_bytes, data_source)
-        report.skipped[:0] = skipped
-        return report
-
-    return type(
-        "RemoteKB",
-        (RemoteService,),
-        {
-            "__doc__": "Knowledge bases on a server; document files read here.",
-            "add_documents": add_documents,
-            **_borrow(KBService, "add_directory"),
-        },
-    )
-
-
-def _llm_class() -> type:
+def _init_llm(self: Any) -> None:
     from collections import OrderedDict
 
+    self.tracking = None
+    self._known = {}
+    self._known_lock = threading.Lock()
+    self._packs = OrderedDict()
+
+
+def _init_kb(self: Any) -> None:
+    self._remote = True
+
+
+def _init_config(self: Any) -> None:
+    self._recorded = set()
+
+
+def _init_links(self: Any) -> None:
+    self._tracking = None
+    self._prompts = None
+    self._models = None
+
+
+def _conversations_export(self: Any, path: Any, *args: Any, **kwargs: Any) -> int:
+    """Fetch the matching examples from the server and write the file here."""
+    from keel.services.conversations import write_examples
+
+    target = Path(path)
+    if target.is_dir():
+        raise InvalidInput(f"{target} is a folder", "give a file name, e.g. dataset.jsonl")
+    if not target.parent.is_dir():
+        raise NotFound(f"folder {target.parent} does not exist", "create it first")
+    return write_examples(target, self._rpc("examples", *args, **kwargs))
+
+
+def _kb_add_documents(
+    self: Any,
+    name: str,
+    items: Any,
+    base: Any = None,
+    max_document_bytes: int | None = None,
+    data_source: Any = None,
+) -> Any:
+    """Stage documents: files are read here and sent as text (their source relative to ``base``)."""
+    from keel.services.kb import _source_of
+    from keel.services.kb_results import SkippedDocument
+
+    if isinstance(items, str | os.PathLike | Mapping):
+        items = [items]
+    base_path = Path(base or os.getcwd())
+    documents: list[Any] = []
+    skipped: list[Any] = []
+    for item in items:
+        if not isinstance(item, str | os.PathLike):
+            documents.append(item)
+            continue
+        path = Path(item)
+        source = _source_of(path, base_path)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no file {str(path)!r}", "check the path (pass text as {'text': ...})") from None
+        except IsADirectoryError:
+            raise InvalidInput(f"{path} is a directory", "use add_directory (CLI: keel kb add NAME DIR)") from None
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from None
+        try:
+            documents.append({"text": raw.decode("utf-8-sig"), "source": source})
+        except UnicodeDecodeError as exc:
+            reason = f"not UTF-8: byte 0x{raw[exc.start]:02x} at {exc.start}"
+            skipped.append(SkippedDocument(source, reason))
+    report = self._rpc("add_documents", name, documents, None, max_document_bytes, data_source)
+    report.skipped[:0] = skipped
+    return report
+
+
+def _llm_write_batch(self: Any, batch: Any) -> None:
+    """Send recorded calls: the SDK's response objects are turned into JSON data here."""
     from keel.core.llm import normalize
-    from keel.services.llm import CallBatch, LlmService
+    from keel.services.llm import CallBatch
 
-    def init(self: Any, transport: Any, name: str, store: RemoteStore | None = None) -> None:
-        RemoteService.__init__(self, transport, name, store)
-        self._known_lock = threading.Lock()
-        self._packs = OrderedDict()
-
-    def write_batch(self: Any, batch: Any) -> None:
-        """Send recorded calls: the SDK's response objects are turned into JSON data here."""
-        calls = [
-            dataclasses.replace(
-                call,
-                response=normalize(call.response),
-                chunks=None if call.chunks is None else [normalize(c) for c in call.chunks],
-                context=normalize(call.context),
-            )
-            for call in batch.calls
-        ]
-        RemoteService.write_batch(self, CallBatch(calls))
-
-    return type(
-        "RemoteLlm",
-        (RemoteService,),
-        {
-            "__doc__": "Recorded LLM calls on a server; packs read through the object store.",
-            "__init__": init,
-            "write_batch": write_batch,
-            **_borrow(LlmService, "pack", "read", "_remember"),
-        },
-    )
+    calls = [
+        dataclasses.replace(
+            call,
+            response=normalize(call.response),
+            chunks=None if call.chunks is None else [normalize(c) for c in call.chunks],
+            context=normalize(call.context),
+        )
+        for call in batch.calls
+    ]
+    self._send_batch(CallBatch(calls))
 
 
-def _config_class() -> type:
-    def record(self: Any, loaded: Any) -> Any:
-        """Record a snapshot (a pydantic instance it was validated with stays here)."""
-        return self.call("record", dataclasses.replace(loaded, validated=None))
-
-    return type("RemoteConfig", (RemoteService,), {"__doc__": "Config snapshots on a server.", "record": record})
+def _config_record(self: Any, loaded: Any) -> Any:
+    """Record a snapshot (a pydantic instance it was validated with stays here)."""
+    return self._rpc("record", dataclasses.replace(loaded, validated=None))
 
 
-def _abtests_class() -> type:
-    from keel.services.abtests import ABService
-
-    return type(
-        "RemoteAB",
-        (RemoteService,),
-        {"__doc__": "A/B tests on a server; assignment done here.", "assigner": ABService.__dict__["assigner"]},
-    )
+def _tracking_maintain(self: Any) -> None:
+    """Nothing to do on the client: the server keeps its database."""
 
 
-_SPECIAL: dict[str, Callable[[], type]] = {
-    "tracking": _tracking_class,
-    "flags": _flags_class,
-    "conversations": _conversations_class,
-    "config": _config_class,
-    "kb": _kb_class,
-    "llm": _llm_class,
-    "abtests": _abtests_class,
+_CLIENT_INIT: dict[str, Callable[[Any], None]] = {
+    "flags": _init_flags,
+    "conversations": _init_conversations,
+    "llm": _init_llm,
+    "kb": _init_kb,
+    "config": _init_config,
+    "models": _init_links,
+    "abtests": _init_links,
 }
-_CLASSES: dict[str, type] = {}
+_CLIENT_METHODS: dict[str, dict[str, Callable[..., Any]]] = {
+    "tracking": {"maintain": _tracking_maintain},
+    "conversations": {"export": _conversations_export},
+    "kb": {"add_documents": _kb_add_documents},
+    "llm": {"write_batch": _llm_write_batch},
+    "config": {"record": _config_record},
+}
+_CLASSES: dict[type, type] = {}
 _CLASSES_LOCK = threading.Lock()
 
 
-def remote_service(transport: Any, name: str, store: RemoteStore | None = None) -> Any:
-    """The proxy of service ``name``: a :class:`RemoteService`, with client-side methods where needed."""
+def proxy_class(cls: type) -> type:
+    """The remote proxy class of service class ``cls`` (built once)."""
+    from keel.services.contract import service_operations
+
     with _CLASSES_LOCK:
-        cls = _CLASSES.get(name)
-        if cls is None:
-            factory = _SPECIAL.get(name)
-            cls = _CLASSES[name] = factory() if factory is not None else RemoteService
-    return cls(transport, name, store)
+        found = _CLASSES.get(cls)
+        if found is not None:
+            return found
+        name: str = getattr(cls, "__keel_service__", "")
+        if not name:
+            raise TypeError(f"{cls.__name__} declares no service operations")
+        namespace: dict[str, Any] = {"__doc__": f"{cls.__name__} on a keel server.", "__module__": __name__}
+        for op_name in service_operations(cls):
+            namespace[op_name] = _write_batch if op_name == "write_batch" else _operation_stub(op_name)
+        namespace.update(_CLIENT_METHODS.get(name, {}))
+        found = _CLASSES[cls] = type(f"Remote{cls.__name__}", (RemoteService, cls), namespace)
+        return found
+
+
+def remote(cls: type[S], store: RemoteStore) -> S:
+    """The service ``cls`` on the keel server ``store`` talks to, typed as ``cls``.
+
+    Args:
+        cls: a service class with declared operations (e.g. :class:`keel.services.prompts.PromptService`).
+        store: the :class:`RemoteStore` of the server.
+    """
+    proxy: Any = object.__new__(proxy_class(cls))
+    proxy._transport = store.transport
+    proxy._service_name = cls.__keel_service__  # type: ignore[attr-defined]
+    proxy.store = store
+    proxy.objects = store.objects
+    server_side = _ServerSide(store.url)
+    for attribute in ("db", "repo", "raw"):
+        setattr(proxy, attribute, server_side)
+    init = _CLIENT_INIT.get(proxy._service_name)
+    if init is not None:
+        init(proxy)
+    return typing.cast(S, proxy)
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -397,7 +392,9 @@ class RemoteStore:
 
 def open_remote(url: str, token: str | None = None) -> RemoteStore:
     """A :class:`RemoteStore` for the server at ``url`` (token: given, ``KEEL_TOKEN`` or ``keel login``'s)."""
-    from keel.objects.http import HttpObjectStore, HttpTransport, token_for
+    from keel.objects.http import HttpObjectStore
+    from keel.transport import HttpClient as HttpTransport
+    from keel.transport import token_for
 
     token = token or token_for(url)
     if not token:
@@ -417,7 +414,8 @@ def whoami_with(transport: Any) -> dict[str, Any]:
 
 def whoami(url: str, token: str | None = None) -> dict[str, Any]:
     """Who the token (given, ``KEEL_TOKEN`` or stored) is on the server at ``url``."""
-    from keel.objects.http import HttpTransport, token_for
+    from keel.transport import HttpClient as HttpTransport
+    from keel.transport import token_for
 
     token = token or token_for(url)
     if not token:
@@ -431,7 +429,8 @@ def login(url: str, token: str) -> dict[str, Any]:
 
     Raises Unauthenticated (nothing saved) when the server refuses the token.
     """
-    from keel.objects.http import HttpTransport, normalize_base_url, save_token
+    from keel.transport import HttpClient as HttpTransport
+    from keel.transport import normalize_base_url, save_token
 
     url = normalize_base_url(url)
     with HttpTransport(url, token.strip()) as transport:
@@ -442,6 +441,6 @@ def login(url: str, token: str) -> dict[str, Any]:
 
 def logout(url: str) -> bool:
     """Forget the stored token of ``url``; True if there was one."""
-    from keel.objects.http import forget_token
+    from keel.transport import forget_token
 
     return forget_token(url)

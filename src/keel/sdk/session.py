@@ -14,7 +14,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keel.errors import InvalidInput, NoWorkspace
 from keel.sdk.run import Run
@@ -22,7 +23,20 @@ from keel.sdk.writer import BatchWriter
 from keel.services.tracking import TrackingService
 from keel.services.workspace import init_workspace, open_store, resolve_store_urls, workspace_server
 
+if TYPE_CHECKING:
+    from keel.services.abtests import ABService
+    from keel.services.config import ConfigService
+    from keel.services.conversations import ConversationService
+    from keel.services.data_versions import DatasetVersionService
+    from keel.services.flags import FlagService
+    from keel.services.kb import KBService
+    from keel.services.llm import LlmService
+    from keel.services.models import ModelService
+    from keel.services.prompts import PromptService
+
 __all__ = ["Session", "get_session", "shutdown"]
+
+S = TypeVar("S")
 
 log = logging.getLogger("keel")
 
@@ -39,102 +53,100 @@ class Session:
     def __init__(self, service: TrackingService, remote: Any = None) -> None:
         self.service = service
         self.remote = remote  # a keel.sdk.remote.RemoteStore when the store is a keel server
-        self._config: Any = None
-        self._flags: Any = None
-        self._abtests: Any = None
-        self._datasets: Any = None
-        self._prompts: Any = None
-        self._models: Any = None
-        self._kb: Any = None
-        self._conversations: Any = None
+        self._config: ConfigService | None = None
+        self._flags: FlagService | None = None
+        self._abtests: ABService | None = None
+        self._datasets: DatasetVersionService | None = None
+        self._prompts: PromptService | None = None
+        self._models: ModelService | None = None
+        self._kb: KBService | None = None
+        self._conversations: ConversationService | None = None
         self._conversation_writer: BatchWriter | None = None
-        self._llm: Any = None
+        self._llm: LlmService | None = None
         self._llm_writer: BatchWriter | None = None
         self.writer = BatchWriter(service.write_batch, idle=service.maintain)
         self.live: dict[str, Run] = {}
         self._lock = threading.Lock()
 
+    def _service(self, cls: type[S], build: Callable[[], S]) -> S:
+        """``cls`` for this store: its remote proxy against a keel server, else ``build()``."""
+        if self.remote is None:
+            return build()
+        from keel.sdk.remote import remote
+
+        return remote(cls, self.remote)
+
     @property
-    def prompts(self) -> Any:
+    def prompts(self) -> PromptService:
         """The store's prompt registry service (created on first use)."""
         if self._prompts is None:
             from keel.services.prompts import PromptService
 
-            self._prompts = self._remote_service("prompts") if self.remote else PromptService(self.service.store)
+            self._prompts = self._service(PromptService, lambda: PromptService(self.service.store))
         return self._prompts
 
     @property
-    def models(self) -> Any:
+    def models(self) -> ModelService:
         """The store's model registry service (created on first use)."""
         if self._models is None:
             from keel.services.models import ModelService
 
-            self._models = (
-                self._remote_service("models") if self.remote else ModelService(self.service.store, self.service)
-            )
+            self._models = self._service(ModelService, lambda: ModelService(self.service.store, self.service))
         return self._models
 
     @property
-    def kb(self) -> Any:
+    def kb(self) -> KBService:
         """The store's knowledge-base service (created on first use)."""
         if self._kb is None:
             from keel.services.kb import KBService
 
-            self._kb = self._remote_service("kb") if self.remote else KBService(self.service.store)
+            self._kb = self._service(KBService, lambda: KBService(self.service.store))
         return self._kb
 
     @property
-    def conversations(self) -> Any:
+    def conversations(self) -> ConversationService:
         """The store's conversation service (created on first use)."""
         if self._conversations is None:
             from keel.services.conversations import ConversationService
 
-            self._conversations = (
-                self._remote_service("conversations") if self.remote else ConversationService(self.service.store)
-            )
+            self._conversations = self._service(ConversationService, lambda: ConversationService(self.service.store))
         return self._conversations
 
     @property
-    def config(self) -> Any:
+    def config(self) -> ConfigService:
         """The store's config-snapshot service (created on first use)."""
         if self._config is None:
             from keel.services.config import ConfigService
 
-            self._config = self._remote_service("config") if self.remote else ConfigService(self.service.store)
+            self._config = self._service(ConfigService, lambda: ConfigService(self.service.store))
         return self._config
 
     @property
-    def flags(self) -> Any:
+    def flags(self) -> FlagService:
         """The store's feature-flag service (created on first use)."""
         if self._flags is None:
             from keel.services.flags import FlagService
 
-            self._flags = (
-                self._remote_service("flags") if self.remote else FlagService(self.service.store, self.prompts)
-            )
+            self._flags = self._service(FlagService, lambda: FlagService(self.service.store, self.prompts))
         return self._flags
 
     @property
-    def datasets(self) -> Any:
+    def datasets(self) -> DatasetVersionService:
         """The store's registered dataset versions (created on first use)."""
         if self._datasets is None:
             from keel.services.data_versions import DatasetVersionService
 
-            self._datasets = (
-                self._remote_service("datasets") if self.remote else DatasetVersionService(self.service.store)
-            )
+            self._datasets = self._service(DatasetVersionService, lambda: DatasetVersionService(self.service.store))
         return self._datasets
 
     @property
-    def abtests(self) -> Any:
+    def abtests(self) -> ABService:
         """The store's A/B test service (created on first use)."""
         if self._abtests is None:
             from keel.services.abtests import ABService
 
-            self._abtests = (
-                self._remote_service("abtests")
-                if self.remote
-                else ABService(self.service.store, self.prompts, self.models)
+            self._abtests = self._service(
+                ABService, lambda: ABService(self.service.store, self.prompts, self.models)
             )
         return self._abtests
 
@@ -155,11 +167,6 @@ class Session:
     def describe(self) -> dict[str, Any]:
         """Where the store lives: workspace, database and objects, or the server and user."""
         return dict(self.remote.describe() if self.remote else self.service.store.describe())
-
-    def _remote_service(self, name: str) -> Any:
-        from keel.sdk.remote import remote_service
-
-        return remote_service(self.remote.transport, name, self.remote)
 
     @property
     def conversation_writer(self) -> BatchWriter:
@@ -182,12 +189,12 @@ class Session:
         return writer
 
     @property
-    def llm(self) -> Any:
+    def llm(self) -> LlmService:
         """The store's recorded-LLM-call service (created on first use)."""
         if self._llm is None:
             from keel.services.llm import LlmService
 
-            self._llm = self._remote_service("llm") if self.remote else LlmService(self.service.store, self.service)
+            self._llm = self._service(LlmService, lambda: LlmService(self.service.store, self.service))
         return self._llm
 
     @property
@@ -314,13 +321,13 @@ def get_session(database: str | None = None, objects: str | None = None, create:
 
 def _remote_session(url: str, lookup: tuple[str | None, ...]) -> Session:
     """The session of the keel server at ``url`` (services are proxies; writers send batches over HTTP)."""
-    from keel.sdk.remote import open_remote, remote_service
+    from keel.sdk.remote import open_remote, remote
 
     with _LOCK:
         session = _SESSIONS.get((url, ""))
         if session is None:
-            remote = open_remote(url)
-            session = Session(remote_service(remote.transport, "tracking", remote), remote)
+            store = open_remote(url)
+            session = Session(remote(TrackingService, store), store)
             _SESSIONS[(url, "")] = session
             _install_exit_hooks()
         _BY_LOOKUP[lookup] = session

@@ -49,7 +49,7 @@ class BatchWriter:
 
     def __init__(
         self,
-        write: Callable[[WriteBatch], None],
+        write: Callable[[Any], None],
         interval: float = 0.2,
         wake_at: int = 20_000,
         max_pending: int = 60_000,

@@ -29,7 +29,8 @@ from keel.core.entities import (
     now_ms,
     run_not_found,
 )
-from keel.core.filters import Node, OrderBy, parse_filter, parse_order_by
+from keel.core.filters import Node, OrderBy, check_query, parse_filter, parse_order_by
+from keel.core.limits import MAX_PAGE_OFFSET, MAX_PAGE_TOKEN_LENGTH
 from keel.core.names import check_artifact_path, check_key, check_name
 from keel.core.table import Table
 from keel.errors import Conflict, InvalidInput, NotFound
@@ -117,15 +118,19 @@ def _encode_token(offset: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
 
 
-def _decode_token(token: str | None) -> int:
-    if not token:
+def _decode_token(token: Any) -> int:
+    """The offset in a page token (bounded: any other value is InvalidInput)."""
+    if token is None or token == "":
         return 0
+    bad = InvalidInput(f"invalid page token {str(token)[:60]!r}", "pass the next_page_token of a previous page")
+    if not isinstance(token, str) or len(token) > MAX_PAGE_TOKEN_LENGTH:
+        raise bad
     try:
-        offset = int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidInput(f"invalid page token {token!r}", "pass the next_page_token of a previous page") from exc
-    if offset < 0:
-        raise InvalidInput(f"invalid page token {token!r}", "pass the next_page_token of a previous page")
+        offset = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))["offset"]
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeError, RecursionError) as exc:
+        raise bad from exc
+    if type(offset) is not int or not 0 <= offset <= MAX_PAGE_OFFSET:
+        raise bad
     return offset
 
 
@@ -177,10 +182,10 @@ def authorize_batch(tracking: TrackingService, caller: Principal, batch: Any, ro
     for run_id in wanted:
         if run_id in named or run_id in parents and run_id not in batch.run_ids():
             continue
-        project = stored.get(run_id)
-        if project is None or caller.rank(project) == 0:
+        owner = stored.get(run_id)
+        if owner is None or caller.rank(owner) == 0:
             raise run_not_found(run_id)
-        require(caller, project, role)
+        require(caller, owner, role)
 
 
 @service("tracking")
@@ -329,8 +334,9 @@ class TrackingService:
             raise InvalidInput(f"invalid limit {limit!r}", f"use 1..{MAX_PAGE} and page_token for more")
         if isinstance(projects, str):
             projects = [projects]
-        node = parse_filter(filter) if filter and filter.strip() else None
-        order = parse_order_by(order_by if order_by is None or isinstance(order_by, str) else list(order_by))
+        blank = filter is None or isinstance(filter, str) and not filter.strip()
+        node = None if blank else parse_filter(filter)  # type: ignore[arg-type]
+        order = parse_order_by(order_by)
         return self.search_parsed(projects, node, order, limit, page_token, include_deleted, only_deleted)
 
     def search_parsed(
@@ -344,11 +350,15 @@ class TrackingService:
         only_deleted: bool = False,
     ) -> tuple[list[RunRecord], str | None]:
         """:meth:`search_runs` with a filter and order already parsed (e.g. translated from
-        another tool's grammar by :mod:`keel.integrations.mlflow_rest`)."""
+        another tool's grammar by :mod:`keel.integrations.mlflow_rest`).
+
+        Every bound of the query (:func:`keel.core.filters.check_query`) and the page is
+        checked before any SQL runs."""
         if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"invalid limit {limit!r}", f"use 1..{MAX_PAGE} and page_token for more")
-        project_ids = self.repo.project_ids(projects) if projects else None
+        check_query(node, order)
         offset = _decode_token(page_token)
+        project_ids = self.repo.project_ids(projects) if projects else None
         records, more = self.repo.search(project_ids, node, order, limit, offset, include_deleted, only_deleted)
         return records, (_encode_token(offset + limit) if more else None)
 
