@@ -6,6 +6,13 @@ becomes a bound parameter. Positive comparisons at the top level of an
 ``(key, value)`` index of the compared metric/param/tag); anything under
 ``or``/``not`` becomes a correlated ``EXISTS``. Runs lacking the metric that
 orders the result come last.
+
+Before any SQL is built the query is checked against keel's bounds
+(:func:`keel.core.filters.check_query`): at most 10 sort keys and 20 distinct
+metric/param/tag keys (joins) in all, so no search can make a query the
+database cannot plan. Values are checked against the attribute they compare
+with (times with numbers, names with text, no true/false), so the database
+never sees a comparison of the wrong type.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Any
 from sqlalchemy import Float, and_, case, cast, exists, false, literal, not_, null, or_, select, true
 from sqlalchemy.sql import ColumnElement, Select
 
-from keel.core.filters import And, Comparison, Field, Node, Not, Or, OrderBy
+from keel.core.filters import And, Comparison, Field, Node, Not, Or, OrderBy, check_query
 from keel.errors import InvalidInput
 from keel.meta.schema import latest_metrics, params, projects, runs, tags
 
@@ -35,6 +42,9 @@ ATTRIBUTES: dict[str, Any] = {
     "project": projects.c.name,
     "error": runs.c.error,
 }
+
+#: Attributes holding times (epoch milliseconds): compared with numbers only.
+_TIME_ATTRIBUTES = frozenset(("start_time", "end_time"))
 
 _TABLES = {"metrics": latest_metrics, "params": params, "tags": tags}
 
@@ -131,14 +141,26 @@ def _attribute_condition(cmp: Comparison) -> ColumnElement[bool]:
             f"unknown run attribute {cmp.field.key!r}",
             f"use metrics.<key>, params.<key>, tags.<key> or one of: {', '.join(sorted(ATTRIBUTES))}",
         )
-    value = cmp.value
-    if cmp.field.key == "status":
-        value = tuple(str(v).lower() for v in value) if isinstance(value, tuple) else str(value).lower()
     if cmp.op == "is null":
         return column.is_(None)
     if cmp.op == "is not null":
         return column.is_not(None)
-    return _apply(column, cmp.op, value)
+    key, value = cmp.field.key, cmp.value
+    values = value if isinstance(value, tuple) else (value,)
+    if any(isinstance(v, bool) for v in values):
+        raise InvalidInput(f"the run attribute {key!r} is not true or false", f"compare {key} with a value")
+    if key in _TIME_ATTRIBUTES:
+        if cmp.op.endswith("like") or not all(_is_number(v) for v in values):
+            raise InvalidInput(
+                f"{key} is compared with {value!r}",
+                f"{key} compares with a number of milliseconds since the epoch, e.g. {key} > 1700000000000",
+            )
+        return _apply(column, cmp.op, value)
+    # Text attributes compare as text (a number becomes its text: name = 5 is name = '5').
+    text = tuple(str(v) for v in values)
+    if key == "status":
+        text = tuple(v.lower() for v in text)
+    return _apply(column, cmp.op, text if isinstance(value, tuple) else text[0])
 
 
 class _Compiler:
@@ -208,12 +230,16 @@ def compile_search(
 ) -> Select[Any]:
     """A SELECT of the matching runs (the columns of :data:`RECORD_COLUMNS`), in order.
 
+    Raises InvalidInput when the query is out of keel's bounds (see
+    :func:`keel.core.filters.check_query`), before anything is compiled.
+
     ``window`` (when the first order clause is a metric) keeps only runs whose
     value of that metric is among the ``window`` best of all runs, ties
     included. A top-k query then reads a few thousand index entries instead
     of every match; if the window holds fewer results than wanted, the caller
     runs the query again without it.
     """
+    check_query(node, order_by)
     compiler = _Compiler()
     conditions: list[ColumnElement[bool]] = []
     if project_ids is not None:

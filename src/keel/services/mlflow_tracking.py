@@ -28,6 +28,7 @@ from sqlalchemy import delete, insert, select, update
 
 from keel.core.batch import WriteBatch
 from keel.core.entities import RunRecord, new_run_id, now_ms
+from keel.core.filters import check_query
 from keel.core.names import check_key, check_name
 from keel.core.values import decode_param, encode_param, metric_value
 from keel.errors import AlreadyExists, InvalidInput, NotFound
@@ -38,7 +39,7 @@ from keel.integrations.mlflow_rest.entities import (
     run_json,
 )
 from keel.integrations.mlflow_rest.filters import KEEL_STATUS, order_rows, row_filter, run_filter, run_order_by
-from keel.integrations.mlflow_rest.paging import page_of
+from keel.integrations.mlflow_rest.paging import page_of, page_size
 from keel.meta.schema import mlflow_experiments, projects, runs, tags
 from keel.services.tracking import DEFAULT_PROJECT, MAX_PAGE, TrackingService, random_run_name
 
@@ -416,14 +417,17 @@ class MlflowTracking:
         order_by: Sequence[str] | None,
         page_token: str | None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """MLflow's ``search-runs``: the filter and order translated, run in SQL by keel."""
+        """MLflow's ``search-runs``: the filter and order translated, run in SQL by keel.
+
+        Every bound (page size, filter, sort keys, joins) is checked before any SQL runs.
+        """
         include_deleted, only_deleted = view_flags(view_type)
-        try:
-            limit = int(max_results or 1000)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"invalid max_results {max_results!r}", f"use 1..{MAX_PAGE}") from exc
+        limit = page_size(max_results or None, 1000, MAX_PAGE)
+        if page_token is not None and not isinstance(page_token, str):
+            raise InvalidInput(f"invalid page_token {page_token!r}", "pass the next_page_token of a previous page")
         node = run_filter(filter_string)
         order = run_order_by(order_by)
+        check_query(node, order)
         records, token = self.tracking.search_parsed(
             list(project_names), node, order, limit, page_token or None, include_deleted, only_deleted
         )

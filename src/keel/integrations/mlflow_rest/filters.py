@@ -121,18 +121,27 @@ def _rewrite(node: Node) -> Node:
     return Comparison(field, node.op, value)
 
 
+def _empty(text: Any) -> bool:
+    """No filter: None or blank text (anything else, text or not, goes to the parser)."""
+    return text is None or isinstance(text, str) and not text.strip()
+
+
 def run_filter(text: str | None) -> Node | None:
-    """An MLflow run ``filter_string`` as keel's filter AST (None when empty)."""
-    if text is None or not text.strip():
+    """An MLflow run ``filter_string`` as keel's filter AST (None when empty).
+
+    Bounded as keel's own filters are (:mod:`keel.core.limits`).
+    """
+    if _empty(text):
         return None
-    return _rewrite(parse_filter(text, _RUN_PREFIXES, "attributes"))
+    return _rewrite(parse_filter(text, _RUN_PREFIXES, "attributes"))  # type: ignore[arg-type]
 
 
 def run_order_by(clauses: Sequence[str] | None) -> list[OrderBy]:
-    """MLflow ``order_by`` clauses (``["metrics.acc DESC", "start_time"]``) as keel's."""
-    if not clauses:
+    """MLflow ``order_by`` clauses (``["metrics.acc DESC", "start_time"]``) as keel's
+    (at most :data:`~keel.core.limits.MAX_SORT_KEYS`)."""
+    if clauses is None or isinstance(clauses, list | tuple) and not clauses:
         return []
-    parsed = parse_order_by(list(clauses), _RUN_PREFIXES, "attributes")
+    parsed = parse_order_by(clauses, _RUN_PREFIXES, "attributes")
     return [OrderBy(_run_field(clause.field), clause.ascending) for clause in parsed]
 
 
@@ -141,9 +150,9 @@ def row_filter(text: str | None, attributes: Sequence[str]) -> Callable[[Mapping
 
     ``attributes`` are the names the filter may use bare (``name``, ``run_id``...).
     """
-    if text is None or not text.strip():
+    if _empty(text):
         return lambda _row: True
-    node = parse_filter(text, _REGISTRY_PREFIXES, "attributes")
+    node = parse_filter(text, _REGISTRY_PREFIXES, "attributes")  # type: ignore[arg-type]
     allowed = set(attributes)
 
     def check(node: Node) -> None:
@@ -190,7 +199,8 @@ def order_rows(
     rows: list[dict[str, Any]], clauses: Sequence[str] | None, attributes: Sequence[str], default: Sequence[str]
 ) -> list[dict[str, Any]]:
     """``rows`` sorted by MLflow ``order_by`` clauses (``"name ASC"``), then by ``default``."""
-    parsed = parse_order_by(list(clauses or ()) + list(default), _REGISTRY_PREFIXES, "attributes")
+    given = [] if clauses is None else parse_order_by(clauses, _REGISTRY_PREFIXES, "attributes")
+    parsed = given + parse_order_by(list(default), _REGISTRY_PREFIXES, "attributes")
     for clause in parsed:
         if clause.field.kind in (None, "attributes") and clause.field.key not in attributes:
             raise InvalidInput(
