@@ -107,7 +107,7 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "hint"}
+    assert set(body["error"]) == {"code", "message", "hint", "details"}
     assert body["error"]["message"]
     return dict(body["error"])
 

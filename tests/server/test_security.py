@@ -77,7 +77,7 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
     """The error body, after checking the status and the one shape."""
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "hint"}, body
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "hint", "details"}, body
     assert body["error"]["message"] and body["error"]["code"]
     return dict(body["error"])
 

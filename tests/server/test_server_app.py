@@ -38,7 +38,12 @@ def test_an_unexpected_failure_is_a_500_in_the_one_shape_without_details(
     response = client.get("/api/v1/boom")
     assert response.status_code == 500
     assert response.json() == {
-        "error": {"code": "internal", "message": "internal server error", "hint": "the server log has the details"}
+        "error": {
+            "code": "internal",
+            "message": "internal server error",
+            "hint": "the server log has the details",
+            "details": {},
+        }
     }
 
 

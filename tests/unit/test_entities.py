@@ -25,7 +25,7 @@ def test_run_ids_are_unique_hex():
 def test_errors_carry_code_hint_and_status():
     err = NotFound("no run with id 'x'", "list runs")
     assert isinstance(err, KeelError)
-    assert err.to_dict() == {"code": "not_found", "message": "no run with id 'x'", "hint": "list runs"}
+    assert err.to_dict() == {"code": "not_found", "message": "no run with id 'x'", "hint": "list runs", "details": {}}
     assert err.http_status == 404 and err.exit_code != 0
     assert str(err) == "no run with id 'x' (list runs)"
     assert issubclass(FilterSyntaxError, InvalidInput)

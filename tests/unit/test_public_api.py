@@ -17,6 +17,8 @@ EXPECTED = {
     "KeelError",
     "NoWorkspace",
     "NotFound",
+    "PromptFilesRejected",
+    "RateLimited",
     "ReplayMiss",
     "Run",
     "RunList",

@@ -5,8 +5,8 @@ standard library's :mod:`http.client` (remote use needs no extra dependency):
 one connection per thread, a bearer token, streamed request bodies (a file or
 an iterable of chunks is sent as it is read, never buffered whole), and every
 failure as a :class:`~keel.errors.KeelError`: the server's one error shape
-``{"error": {"code", "message", "hint"}}`` becomes the same exception it was on
-the server (:func:`keel.errors.error_for_code`).
+``{"error": {"code", "message", "hint", "details"}}`` becomes the same exception
+it was on the server, with its fields (:func:`keel.errors.error_from_dict`).
 
 :class:`HttpObjectStore` is an :class:`~keel.objects.base.ObjectStore` over the
 server's ``/api/v1/objects`` endpoints, so a keel server is a data remote like a
@@ -48,7 +48,7 @@ from keel.errors import (
     StoreError,
     TooLarge,
     Unauthenticated,
-    error_for_code,
+    error_from_dict,
 )
 from keel.objects.base import CHUNK, ObjectStore, check_oid
 
@@ -278,13 +278,11 @@ def _raise_for(response: HttpResponse, method: str) -> None:
     response.close()  # the connection is kept when the whole (small) error body was read
     try:
         error = json.loads(body).get("error") if body else None
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: absurdly nested JSON
         error = None
     if isinstance(error, dict) and isinstance(error.get("code"), str):
-        hint = error.get("hint")
-        raise error_for_code(
-            error["code"], str(error.get("message") or response.reason), hint if isinstance(hint, str) else None
-        )
+        # The same class the server raised, with its fields (details); the reason if there is no message.
+        raise error_from_dict({**error, "message": str(error.get("message") or response.reason)})
     cls = _STATUS_ERRORS.get(response.status)
     if cls is not None:
         raise cls(f"{method} {response.url}: HTTP {response.status} {response.reason}", _status_hint(response.status))

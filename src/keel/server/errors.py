@@ -1,6 +1,8 @@
-"""One JSON error shape for every failure: ``{"error": {"code", "message", "hint"}}``.
+"""One JSON error shape for every failure: ``{"error": {"code", "message", "hint", "details"}}``.
 
-A :class:`~keel.errors.KeelError` keeps its ``code`` and ``http_status``; unknown
+A :class:`~keel.errors.KeelError` keeps its ``code`` and ``http_status``, and
+``details`` carries its fields (:meth:`~keel.errors.KeelError.to_dict`), so the
+client rebuilds the same error (:func:`~keel.errors.error_from_dict`); unknown
 routes (404), wrong methods (405), request validation (422) and unexpected
 failures (500) are rendered in the same shape, so a client needs one parser.
 """
@@ -39,16 +41,19 @@ class KeelJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=False, allow_nan=True, separators=(",", ":")).encode()
 
 
-def error_response(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
-    """The error body every failure uses."""
+def error_response(
+    status: int, code: str, message: str, hint: str | None = None, details: dict[str, Any] | None = None
+) -> JSONResponse:
+    """The error body every failure uses (``details`` is ``{}`` unless an error has fields)."""
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    body = {"error": {"code": code, "message": message, "hint": hint}}
+    body = {"error": {"code": code, "message": message, "hint": hint, "details": details or {}}}
     return KeelJSONResponse(body, status_code=status, headers=headers)
 
 
 def _keel_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KeelError)
-    return error_response(exc.http_status, exc.code, exc.message, exc.hint)
+    error = exc.to_dict()
+    return error_response(exc.http_status, exc.code, exc.message, exc.hint, error["details"])
 
 
 def _http_error(_request: Request, exc: Exception) -> JSONResponse:

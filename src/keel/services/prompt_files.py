@@ -56,7 +56,7 @@ from keel.core.names import check_name
 from keel.core.prompt_content import PromptContent, diff_prompts, required_bump
 from keel.core.semver import SemVer
 from keel.core.templates import template_variables
-from keel.errors import Conflict, InvalidInput, KeelError, NotFound
+from keel.errors import InvalidInput, KeelError, NotFound, PromptFilesRejected
 from keel.services.prompts import PromptService, PromptVersion
 
 __all__ = [
@@ -180,19 +180,6 @@ class SyncResult:
             "created": self.created,
             "content_hash": self.prompt.content_hash,
         }
-
-
-class PromptFilesRejected(Conflict):
-    """The prompt files failed the checks, so nothing was synced; ``problems`` lists why."""
-
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = list(problems)
-        listed = "\n".join(f"  {problem}" for problem in self.problems)
-        count = f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
-        super().__init__(
-            f"{count} in the prompt files, so nothing was registered:\n{listed}",
-            "fix the files as each line says and sync again",
-        )
 
 
 # -- paths and messages ------------------------------------------------------------

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from fastapi import Depends, Request
 
-from keel.errors import Forbidden, InvalidInput, KeelError, TooLarge, Unauthenticated
+from keel.errors import Forbidden, InvalidInput, RateLimited, TooLarge, Unauthenticated
 from keel.server.auth import Context, require
 from keel.server.context import ServerContext
 from keel.services.audit import current_user
@@ -62,18 +62,6 @@ ENV_SECURE_COOKIES = "KEEL_UI_SECURE_COOKIES"
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 MAX_FORM = 1 << 20  # bytes in one submitted form
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-class RateLimited(KeelError):
-    """Too many failed sign-in attempts for a user name or from an address (HTTP 429)."""
-
-    code = "rate_limited"
-    http_status = 429
-    exit_code = 7
-
-    def __init__(self, message: str, hint: str | None = None, retry_after: int = 60) -> None:
-        super().__init__(message, hint)
-        self.retry_after = retry_after
 
 
 @dataclass
