@@ -62,9 +62,11 @@ __all__ = [
     "Limits",
     "Operation",
     "Scope",
+    "authorize_run",
     "batch_scope",
     "invoke",
     "operation",
+    "find",
     "operations",
     "project_scope",
     "projects_scope",
@@ -270,10 +272,13 @@ def operations() -> list[Operation]:
     return [op for name in SERVICES for op in _BY_SERVICE.get(name, {}).values()]
 
 
-def find(service_name: str, name: str) -> Operation | None:
-    """The operation ``service_name.name``, or None."""
+def find(service_name: str, name: str) -> Operation:
+    """The declared operation ``service_name.name`` (LookupError if there is none: a programming error)."""
     _load_services()
-    return _BY_SERVICE.get(service_name, {}).get(name)
+    found = _BY_SERVICE.get(service_name, {}).get(name)
+    if found is None:
+        raise LookupError(f"{service_name}.{name} is not a declared operation")
+    return found
 
 
 # -- the one door ---------------------------------------------------------------------------------
@@ -344,10 +349,10 @@ def authorize(op: Operation, services: Any, caller: Principal, arguments: dict[s
     if kind == "registries":
         require(caller, REGISTRIES_SCOPE, op.role)
     elif kind == "run":
-        arguments[param] = _authorize_run(services, caller, value, op.role)
+        arguments[param] = authorize_run(services, caller, value, op.role)
     elif kind == "runs":
         ids = [value] if isinstance(value, str) else list(value or [])
-        arguments[param] = [_authorize_run(services, caller, run_id, op.role) for run_id in ids]
+        arguments[param] = [authorize_run(services, caller, run_id, op.role) for run_id in ids]
     elif kind == "project":
         if value is not None and not isinstance(value, str):
             raise InvalidInput(f"{op.qualname}: {param} must be a project name", "pass a string")
@@ -378,7 +383,7 @@ def authorize(op: Operation, services: Any, caller: Principal, arguments: dict[s
     return False
 
 
-def _authorize_run(services: Any, caller: Principal, run_id: Any, role: str) -> str:
+def authorize_run(services: Any, caller: Principal, run_id: Any, role: str) -> str:
     """The full id of ``run_id`` if ``caller`` may act on it with ``role``; hidden runs are NotFound."""
     from keel.services.auth import require
 

@@ -24,11 +24,11 @@ from keel.core.names import check_artifact_path
 from keel.errors import InvalidInput, NotFound, TooLarge
 from keel.integrations.mlflow_rest.entities import parse_artifact_path
 from keel.integrations.mlflow_rest.errors import NOT_SUPPORTED
-from keel.server.auth import require
 from keel.server.context import ServerContext
 from keel.server.errors import KeelJSONResponse
 from keel.server.mlflow.dispatch import authenticate, error_response, mlflow_error
 from keel.server.routers.artifacts import verified_download
+from keel.services.contract import authorize_run
 
 __all__ = ["children", "router"]
 
@@ -63,8 +63,7 @@ def _locate(context: ServerContext, request: Request, path: str, role: str) -> t
         raise InvalidInput(
             f"invalid artifact path {path!r}", "keel serves <experiment_id>/<run_id>/artifacts/<path>"
         ) from exc
-    record = context.tracking.get_run(run_id)
-    require(caller, record.project, role)
+    record = context.tracking.repo.get_run(authorize_run(context, caller, run_id, role))
     return record, artifact
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from keel.errors import InvalidInput
-from keel.server.auth import require
 from keel.server.mlflow.dispatch import Call, endpoint
+from keel.services.contract import authorize_run
 
 __all__: list[str] = []
 
@@ -125,8 +125,7 @@ def create_model_version(call: Call) -> dict[str, Any]:
     call.registry("writer")
     run_id = call.get("run_id")
     if run_id:
-        record = call.mlflow.tracking.run(str(run_id))
-        require(call.caller, record.project, "reader")
+        authorize_run(call.mlflow.tracking, call.caller, str(run_id), "reader")
     version = call.mlflow.registry.create_model_version(
         call.text("name"), call.get("source"), run_id, call.get("tags"), call.get("description"), call.who
     )

@@ -21,6 +21,8 @@ from keel.server.batch_body import BATCH_OPENAPI, parse_batch
 from keel.server.context import ServerContext
 from keel.server.routers import Router
 from keel.services.auth import Principal
+from keel.services.contract import authorize_run, invoke
+from keel.services.contract import find as find_operation
 
 __all__ = ["router", "run_for"]
 
@@ -55,10 +57,18 @@ class RunUpdate(BaseModel):
 
 
 def run_for(context: ServerContext, caller: Principal, run_id: str, role: str) -> RunRecord:
-    """The run ``run_id`` (id or unique prefix) after checking ``caller`` has ``role`` on its project."""
-    record = context.tracking.get_run(run_id)
-    require(caller, record.project, role)
-    return record
+    """The run ``run_id`` (id or unique prefix) after checking ``caller`` has ``role`` on its
+    stored project; a run the caller may not read is the NotFound of an unknown id."""
+    return context.tracking.repo.get_run(authorize_run(context, caller, run_id, role))
+
+
+def _write(context: ServerContext, caller: Principal, batch: WriteBatch) -> None:
+    """Write ``batch`` through the declared ``tracking.write_batch`` (checks and authorization included)."""
+    invoke(_WRITE_BATCH, context, caller, [batch], {})
+
+
+_WRITE_BATCH = find_operation("tracking", "write_batch")
+_SEARCH_RUNS = find_operation("tracking", "search_runs")
 
 
 @router.post("/runs", status_code=status.HTTP_201_CREATED, summary="Create a running run")
@@ -68,8 +78,8 @@ def create_run(body: RunRequest, caller: Caller, context: Context) -> dict[str, 
     record, batch = context.tracking.new_run(body.project, body.name, body.tags, parent, body.run_id, parent_known=True)
     record.context_json = json.dumps(body.context, sort_keys=True, default=str)
     batch.new_runs = [(*row[:5], record.context_json) for row in batch.new_runs]
-    context.tracking.write_batch(batch)
-    return record.to_dict()
+    _write(context, caller, batch)
+    return context.tracking.get_run(record.run_id).to_dict()
 
 
 @router.get("/runs", summary="Search runs: filter, order, page")
@@ -83,21 +93,12 @@ def search_runs(
     page_token: str | None = None,
     deleted: Literal["exclude", "include", "only"] = "exclude",
 ) -> dict[str, Any]:
-    if project:
-        for name in project:
-            require(caller, name, "reader")
-        projects: list[str] | None = project
-    else:
-        readable = caller.readable()
-        if readable is None:
-            projects = None
-        else:
-            existing = {p.name for p, _count in context.tracking.list_projects()}
-            projects = [name for name in readable if name in existing]
-            if not projects:
-                return {"runs": [], "next_page_token": None}
-    records, token = context.tracking.search_runs(
-        projects, filter, order_by or None, limit, page_token, deleted == "include", deleted == "only"
+    records, token = invoke(
+        _SEARCH_RUNS,
+        context,
+        caller,
+        [project or None, filter, order_by or None, limit, page_token, deleted == "include", deleted == "only"],
+        {},
     )
     return {"runs": [r.to_dict() for r in records], "next_page_token": token}
 
@@ -119,7 +120,7 @@ def update_run(run_id: str, body: RunUpdate, caller: Caller, context: Context) -
         context.tracking.resume_run(record.run_id)
     else:
         end = body.end_time or now_ms()
-        context.tracking.write_batch(WriteBatch(run_ends=[(record.run_id, body.status, end, body.error)]))
+        _write(context, caller, WriteBatch(run_ends=[(record.run_id, body.status, end, body.error)]))
     return context.tracking.get_run(record.run_id).to_dict()
 
 
