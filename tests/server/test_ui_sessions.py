@@ -13,8 +13,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from keel.cli.main import main as keel_main
 from keel.server import create_app
-from keel.server.__main__ import main as server_main
 from keel.server.ui import UISettings
 from keel.services.auth import AuthStore, LoginLimits, hash_password, verify_password
 
@@ -214,14 +214,13 @@ def test_passwords_are_salted_scrypt() -> None:
 def test_the_password_command_reads_stdin_never_argv(
     store_url: str, app: FastAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    command = ["user", "password", "bob", "--store", store_url]
+    command = ["server", "user", "password", "bob", "--store", store_url]
     monkeypatch.setattr(sys, "stdin", io.StringIO("bobs long passphrase\n"))
-    assert server_main(command) == 0
+    assert keel_main(command) == 0
     assert AuthStore(app.state.keel.store.db).check_password("bob", "bobs long passphrase").name == "bob"
-    with pytest.raises(SystemExit):  # a password on the command line is not accepted
-        server_main([*command[:3], "pw-on-argv", *command[3:]])
+    assert keel_main([*command[:4], "pw-on-argv", *command[4:]]) == 2  # never a password on the command line
     monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
-    assert server_main(command) != 0
+    assert keel_main(command) != 0
     assert "8 to 1024 characters" in capsys.readouterr().err
 
 

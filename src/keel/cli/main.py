@@ -68,9 +68,9 @@ def _add_eval() -> None:
 
 
 def _add_server() -> None:
-    from keel.cli.server import SERVER_HELP, SERVER_SETTINGS, server_command
+    from keel.cli.server import server_app
 
-    _app.command("server", help=SERVER_HELP, context_settings=SERVER_SETTINGS, add_help_option=False)(server_command)
+    _app.add_typer(server_app, name="server")
 
 
 

@@ -1,8 +1,10 @@
 """``keel ui``: this workspace's web UI on 127.0.0.1, no sign-in.
 
-The CLI does not import ``keel.server``; like ``keel server`` this command runs
-``python -m keel.server ui`` in a child process (same interpreter and environment,
-so the child finds the same workspace) and exits with its exit code::
+The CLI does not import ``keel.server``: this command replaces its own process
+with ``python -m keel.server ui`` (``exec``, same interpreter and environment,
+so the server finds the same workspace). The pid of ``keel ui`` is the server's:
+Ctrl-C or a SIGTERM to it stops the server and frees the port. The server opens
+the browser once it listens::
 
     keel ui                 # http://127.0.0.1:8765/ui/, opens a browser
     keel ui --port 9000 --no-browser
@@ -10,8 +12,6 @@ so the child finds the same workspace) and exits with its exit code::
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Annotated
 
 import typer
@@ -24,13 +24,6 @@ def ui_command(
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open a web browser.")] = False,
 ) -> None:
     """Browse this workspace's runs in a web UI on 127.0.0.1 (single user, no sign-in)."""
-    args = [sys.executable, "-m", "keel.server", "ui", "--port", str(port)]
-    if no_browser:
-        args.append("--no-browser")
-    sys.stdout.flush()
-    child = subprocess.Popen(args)
-    try:
-        code = child.wait()
-    except KeyboardInterrupt:  # the child got the same Ctrl-C: let it shut down cleanly
-        code = child.wait()
-    raise typer.Exit(code)
+    from keel.cli.server import exec_server
+
+    exec_server(["ui", "--port", str(port), *(["--no-browser"] if no_browser else [])])

@@ -106,7 +106,7 @@ class AuthStore:
         with self.db.read() as conn:
             row = conn.execute(select(auth_users).where(auth_users.c.name == name)).first()
         if row is None:
-            raise NotFound(f"no user {name!r}", "create it: python -m keel.server user create NAME")
+            raise NotFound(f"no user {name!r}", "create it: keel server user create NAME")
         return _user(row)
 
     def list_users(self) -> list[User]:

@@ -1,0 +1,127 @@
+"""Team-server administration: users, API tokens, role grants and the audit log.
+
+These work on the server's database directly, from a host that can reach it
+(no server needs to be running): that is how the first site admin is made,
+since no user or password ships with keel. ``keel server admin|user|token|
+grant|revoke|grants|audit`` are this module on the command line::
+
+    from keel.sdk.admin import ServerAdmin
+
+    with ServerAdmin("postgresql+psycopg://keel@db/keel") as admin:
+        secret, info = admin.create_admin("alice")      # the secret is shown once, never stored
+        admin.grant("bob", "chat-bot", "writer")
+
+Every change is a row of the audit log; its actor is ``server-cli:<OS user>``.
+"""
+
+from __future__ import annotations
+
+import getpass
+from types import TracebackType
+from typing import Any
+
+from keel.core.auth import TokenInfo, User
+from keel.core.entities import now_ms
+from keel.errors import InvalidInput
+from keel.services.auth import AuthStore
+from keel.services.workspace import open_store
+
+__all__ = ["ServerAdmin", "TokenInfo", "User", "cli_actor"]
+
+_DAY_MS = 86_400_000
+
+
+def cli_actor() -> str:
+    """Who the audit log records for a change made here: ``server-cli:<OS user>`` (``server-cli`` if unknown)."""
+    try:
+        return f"server-cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in the environment or the password database
+        return "server-cli"
+
+
+class ServerAdmin:
+    """Users, tokens and grants of the keel server whose database is ``store`` (a database URL).
+
+    Only the database is opened: the object store is never touched. Close it
+    (or use it as a context manager) to release the connections.
+    """
+
+    def __init__(self, store: str | None, actor: str | None = None) -> None:
+        if not store:
+            raise InvalidInput(
+                "no server store given", "pass --store URL (the server's database) or set KEEL_SERVER_STORE"
+            )
+        self._store = open_store(store, "memory://", cached=False)  # user rows only: no object store needed
+        self._auth = AuthStore(self._store.db)
+        self.actor = actor or cli_actor()
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._store.close()
+
+    def __enter__(self) -> ServerAdmin:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- users --------------------------------------------------------------------------------
+    def create_admin(self, name: str) -> tuple[str, TokenInfo]:
+        """Bootstrap: a site admin ``name`` and a token that never expires: ``(secret, info)``."""
+        self._auth.create_user(name, is_admin=True, actor=self.actor)
+        return self._auth.create_token(name, "bootstrap", None, self.actor)
+
+    def create_user(self, name: str, is_admin: bool = False) -> User:
+        """A new user (raises AlreadyExists)."""
+        return self._auth.create_user(name, is_admin=is_admin, actor=self.actor)
+
+    def get_user(self, name: str) -> User:
+        """One user by name (raises NotFound)."""
+        return self._auth.get_user(name)
+
+    def list_users(self) -> list[User]:
+        """Every user, by name."""
+        return self._auth.list_users()
+
+    def set_disabled(self, name: str, disabled: bool = True) -> User:
+        """Disable a user (every token stops working at once) or enable them again."""
+        return self._auth.set_disabled(name, disabled, self.actor)
+
+    def set_password(self, name: str, password: str) -> None:
+        """Set ``name``'s web UI password; their browser sessions end."""
+        self._auth.set_password(name, password, self.actor)
+
+    # -- tokens -------------------------------------------------------------------------------
+    def create_token(self, user: str, name: str = "", expires_days: float | None = 90.0) -> tuple[str, TokenInfo]:
+        """A new API token for ``user``: ``(secret, info)``. ``expires_days`` None or <= 0: never expires."""
+        expires = None if expires_days is None or expires_days <= 0 else now_ms() + int(expires_days * _DAY_MS)
+        return self._auth.create_token(user, name, expires, self.actor)
+
+    def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
+        """Tokens (of one user, or all), newest first; never their secrets."""
+        if user is not None:
+            self._auth.get_user(user)  # an unknown user is NotFound, not an empty list
+        return self._auth.list_tokens(user)
+
+    def revoke_token(self, token_id: str) -> TokenInfo:
+        """Revoke a token now (revoking it again changes nothing)."""
+        return self._auth.revoke_token(token_id, self.actor)
+
+    # -- grants ---------------------------------------------------------------------------------
+    def grant(self, user: str, project: str, role: str) -> None:
+        """Give ``user`` ``role`` (reader, writer, admin) on ``project``, ``@registries`` or ``*``."""
+        self._auth.grant(user, project, role, self.actor)
+
+    def revoke_grant(self, user: str, project: str) -> None:
+        """Take ``user``'s role on ``project`` away (raises NotFound if they have none)."""
+        self._auth.revoke_grant(user, project, self.actor)
+
+    def grants(self, user: str | None = None, project: str | None = None) -> list[dict[str, Any]]:
+        """Grants as ``{user, project, role, granted_by, at}``, filtered by user and/or project."""
+        return self._auth.grants(user, project)
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest user, token and grant changes, newest first."""
+        if limit < 1:
+            raise InvalidInput(f"invalid limit {limit}", "give a limit of 1 or more")
+        return self._auth.audit_log(limit)
