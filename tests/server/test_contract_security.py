@@ -124,7 +124,8 @@ def _arguments(op: Operation, site: Site, run_id: str) -> list[Any]:
     hints = op.hints
     args = []
     for parameter in parameters:
-        if parameter.default is not parameter.empty or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+        variadic = parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        if parameter.default is not parameter.empty or variadic:
             break
         args.append(_sample(hints.get(parameter.name, Any), parameter.name, site, run_id))
     return args
