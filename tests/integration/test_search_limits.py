@@ -131,3 +131,39 @@ def test_keel_runs_list_refuses_31_sort_keys_with_a_one_line_error(runs, ws):
     )
     assert ok.returncode == 0, ok.stderr
     assert len(json.loads(ok.stdout)["runs"]) == RUNS
+
+
+def test_conversation_searches_are_bounded_the_same_way(ws):
+    from keel.sdk import conversations
+
+    conversations.log(
+        {
+            "conversation_id": "c-1",
+            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+            "model": "gpt-4",
+            "timestamp": 1_790_000_000_000,
+        }
+    )
+    conversations.flush()
+    for text, match in {
+        "(" * 329 + "latency_ms > 1" + ")" * 329: "levels deep",
+        "not " * 900 + "model = 'x'": "levels deep",
+        f"latency_ms > {2**63}": "64-bit",
+        "model = '\ud800'": "lone surrogate",
+        "timestamp > true": "compare only with = or !=",
+        " or ".join(f"model = 'm{i}'" for i in range(5000)): "characters long",
+    }.items():
+        with pytest.raises(keel.FilterSyntaxError, match=match):
+            conversations.search(text)
+    for text in ("timestamp > 1e300", "timestamp > '" + "9" * 5000 + "'", "created_at < '99999999999999w'"):
+        with pytest.raises(keel.InvalidInput, match="out of range"):
+            conversations.search(text)
+    with pytest.raises(keel.InvalidInput, match="out of range"):
+        conversations.search(since="99999999999999w")
+    with pytest.raises(keel.InvalidInput, match="invalid time"):
+        conversations.search("tokens.total > 1 and timestamp = '\u00b3'")
+    with pytest.raises(keel.InvalidInput, match="invalid limit"):
+        conversations.search(limit=2**63)
+    with pytest.raises(keel.InvalidInput, match="groups by 1-10"):
+        conversations.stats(["model"] * 11)
+    assert [c.conversation_id for c in conversations.search("model = 'gpt-4'")] == ["c-1"]

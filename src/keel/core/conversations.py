@@ -198,37 +198,61 @@ def _messages(value: Any) -> list[Any]:
     return list(value)
 
 
+#: The latest time keel reads: the end of year 9999 (epoch milliseconds); a time is
+#: refused past it either way, so every time fits the database's 64-bit integers.
+MAX_TIME_MS = 253_402_300_799_999
+
+
+def _bounded(ms: float, value: Any) -> int:
+    if not -MAX_TIME_MS <= ms <= MAX_TIME_MS:
+        raise InvalidInput(f"invalid time {_shown(value)}: out of range", "give a time between the years 1 and 9999")
+    return int(ms)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def parse_time(value: Any, now_ms: int | None = None) -> int:
     """A time as epoch milliseconds.
 
     Accepts a ``datetime`` (naive means local time), epoch seconds or
     milliseconds (numbers from 1e11 up are milliseconds), ISO-8601 text
     (``2026-11-01``, ``2026-11-01T12:00:00+00:00``), digits (epoch ms) or a
-    duration before now: ``30s``, ``15m``, ``24h``, ``7d``, ``2w``.
+    duration before now: ``30s``, ``15m``, ``24h``, ``7d``, ``2w``. Anything
+    else, or a time past the year 9999, is InvalidInput.
     """
     if isinstance(value, _dt.datetime):
-        return int(value.timestamp() * 1000)
+        try:
+            return _bounded(value.timestamp() * 1000, value)
+        except (OverflowError, ValueError, OSError):  # the platform cannot place it in time
+            raise InvalidInput(
+                f"invalid time {_shown(value)}: out of range", "give a time in the years 1-9999"
+            ) from None
     if isinstance(value, _dt.date):
-        return int(_dt.datetime(value.year, value.month, value.day).timestamp() * 1000)
+        return parse_time(_dt.datetime(value.year, value.month, value.day))
     if isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value) or value < 0:
             raise _bad(f"invalid time {value!r}", "pass a datetime or epoch seconds")
-        return int(value) if value >= 1e11 else int(value * 1000)
+        return _bounded(value if value >= 1e11 else value * 1000, value)
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
+            if len(text) > 19:
+                raise InvalidInput(f"invalid time {_shown(value)}: out of range", "give epoch milliseconds")
             return parse_time(int(text))
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text)
+        match = re.fullmatch(r"([0-9]{1,15}(?:\.[0-9]{1,15})?)\s*([smhdw])", text)
         if match:
             unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
             now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
-            return now - int(float(match.group(1)) * unit * 1000)
+            return _bounded(now - int(float(match.group(1)) * unit * 1000), value)
         try:
             return parse_time(_dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
         except ValueError:
             pass
     raise InvalidInput(
-        f"invalid time {value!r}", "write 2026-11-01, 2026-11-01T12:00:00, epoch milliseconds, or 24h / 7d ago"
+        f"invalid time {_shown(value)}", "write 2026-11-01, 2026-11-01T12:00:00, epoch milliseconds, or 24h / 7d ago"
     )
 
 

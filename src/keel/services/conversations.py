@@ -45,6 +45,7 @@ from keel.core.conversations import (
 )
 from keel.core.entities import format_time, now_ms
 from keel.core.filters import parse_filter
+from keel.core.limits import MAX_PAGE_SIZE, MAX_SORT_KEYS
 from keel.core.redaction import redact_record
 from keel.errors import InvalidInput, NotFound, StoreError
 from keel.meta.conversations import Query, RawConversations
@@ -213,8 +214,10 @@ class ConversationService:
         self, filter: str | None = None, since: Any = None, until: Any = None, limit: int | None = 100
     ) -> list[Conversation]:
         """Matching records, newest first."""
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise InvalidInput(f"invalid limit {limit!r}", "give a whole number >= 1")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE
+        ):
+            raise InvalidInput(f"invalid limit {limit!r}", f"give a whole number in 1..{MAX_PAGE_SIZE:,} (None: all)")
         return self.raw.select(self.query(filter, since, until), limit)
 
     @operation("reader")
@@ -265,6 +268,8 @@ class ConversationService:
         groups = [by] if isinstance(by, str) else list(by)
         if not groups:
             raise InvalidInput("stats needs at least one group", "e.g. by='prompt_version'")
+        if len(groups) > MAX_SORT_KEYS or not all(isinstance(g, str) for g in groups):
+            raise InvalidInput(f"stats groups by 1-{MAX_SORT_KEYS} names, got {by!r}"[:200], "e.g. by='prompt_version'")
         table = {**self.prices, **normalize_prices(prices)}
         query = self.query(filter, since, until)
         found: dict[tuple[Any, ...], GroupStats] = {}
