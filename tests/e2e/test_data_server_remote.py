@@ -21,11 +21,12 @@ from test_server_api import Server, start_server
 from keel.core.hashing import hash_bytes
 from keel.errors import Forbidden, InvalidInput, Unauthenticated
 from keel.objects import open_object_store
-from keel.objects.http import HttpObjectStore, HttpTransport
+from keel.objects.http import HttpObjectStore
 from keel.services.auth import AuthStore
 from keel.services.data import DataRepo
 from keel.services.data_remote import push
 from keel.services.workspace import open_store
+from keel.transport import HttpClient
 
 KEEL = Path(sys.executable).with_name("keel")
 
@@ -192,7 +193,7 @@ def test_the_object_store_over_http(tmp_path: Path, sqlite_remote: Remote) -> No
             reader.put_file(refused)
         with pytest.raises(InvalidInput):
             store.transport.request("PUT", f"/api/v1/objects/{absent}", body=b"not the absent bytes")
-        with HttpTransport(sqlite_remote.url, "keel_forged") as forged, pytest.raises(Unauthenticated):
+        with HttpClient(sqlite_remote.url, "keel_forged") as forged, pytest.raises(Unauthenticated):
             HttpObjectStore(sqlite_remote.url, transport=forged).exists(oid)
         assert sqlite_remote.root not in repr(store) + repr(store.transport)
     finally:

@@ -15,7 +15,7 @@ __all__ = ["open_object_store"]
 def open_object_store(url: str) -> ObjectStore:
     """``/path`` | ``file:///path`` | ``s3://bucket/prefix[?endpoint_url=...]`` | ``memory://``
     | ``http(s)://host:port`` (a keel server's objects, with the token of
-    :func:`keel.objects.http.token_for`)."""
+    :func:`keel.transport.token_for`)."""
     if not url or not url.strip():
         raise InvalidInput("the object store URL is empty", "give a path, file:///path or s3://bucket/prefix")
     if url.startswith("memory:"):

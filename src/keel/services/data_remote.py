@@ -31,12 +31,13 @@ from typing import Any
 
 from keel.errors import IntegrityError, KeelError, NotFound, StoreError
 from keel.objects import ObjectStore, open_object_store
-from keel.objects.http import HttpObjectStore, normalize_base_url
+from keel.objects.http import HttpObjectStore
 from keel.objects.local import LocalObjectStore
 from keel.services import data_files as files_
 from keel.services.data import DataRepo, Tracked
 from keel.services.data_config import DataConfig, check_remote_name, read_config, write_config
 from keel.services.data_files import os_error
+from keel.transport.credentials import normalize_base_url
 
 __all__ = [
     "TransferResult",
