@@ -109,12 +109,18 @@ class RemoteService:
 
     _transport: Any
     _service_name: str
+    _reads: frozenset[str] = frozenset()
 
     def _rpc(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call ``method`` on the server; its result, or the KeelError it raised."""
+        """Call ``method`` on the server; its result, or the KeelError it raised.
+
+        Reads (operations declared for the reader role) are retried on a dropped
+        connection or a 502/503/504 like any idempotent request; writes are not.
+        """
         codec = wire_codec()
         payload = {"args": codec.encode(list(args)), "kwargs": codec.encode(kwargs)}
-        reply = self._transport.call("POST", f"{SVC}/{self._service_name}/{method}", payload)
+        path = f"{SVC}/{self._service_name}/{method}"
+        reply = self._transport.call("POST", path, payload, idempotent=method in self._reads)
         if not isinstance(reply, dict) or "result" not in reply:
             raise StoreError(f"{self._transport.base_url} sent an invalid reply", "is this URL a keel server?")
         return codec.decode(reply["result"])
@@ -323,8 +329,13 @@ def proxy_class(cls: type) -> type:
         name: str = getattr(cls, "__keel_service__", "")
         if not name:
             raise TypeError(f"{cls.__name__} declares no service operations")
-        namespace: dict[str, Any] = {"__doc__": f"{cls.__name__} on a keel server.", "__module__": __name__}
-        for op_name in service_operations(cls):
+        declared = service_operations(cls)
+        namespace: dict[str, Any] = {
+            "__doc__": f"{cls.__name__} on a keel server.",
+            "__module__": __name__,
+            "_reads": frozenset(n for n, op in declared.items() if op.role == "reader"),
+        }
+        for op_name in declared:
             namespace[op_name] = _write_batch if op_name == "write_batch" else _operation_stub(op_name)
         namespace.update(_CLIENT_METHODS.get(name, {}))
         found = _CLASSES[cls] = type(f"Remote{cls.__name__}", (RemoteService, cls), namespace)
@@ -357,7 +368,7 @@ class RemoteStore:
     """What the sdk sees as its store when it talks to a server: the server's objects, no database.
 
     Args:
-        transport: the :class:`~keel.objects.http.HttpTransport` to the server.
+        transport: the :class:`~keel.transport.HttpClient` to the server.
         objects: the server's object store (:class:`~keel.objects.http.HttpObjectStore`).
         root: the local workspace folder found here, if any.
     """
@@ -393,15 +404,14 @@ class RemoteStore:
 def open_remote(url: str, token: str | None = None) -> RemoteStore:
     """A :class:`RemoteStore` for the server at ``url`` (token: given, ``KEEL_TOKEN`` or ``keel login``'s)."""
     from keel.objects.http import HttpObjectStore
-    from keel.transport import HttpClient as HttpTransport
-    from keel.transport import token_for
+    from keel.transport import HttpClient, token_for
 
     token = token or token_for(url)
     if not token:
         raise Unauthenticated(f"no token for {url}", f"run 'keel login {url}' or set KEEL_TOKEN")
     from keel.services.workspace import find_workspace
 
-    transport = HttpTransport(url, token)
+    transport = HttpClient(url, token)
     return RemoteStore(transport, HttpObjectStore(url, transport=transport), find_workspace())
 
 
@@ -414,13 +424,12 @@ def whoami_with(transport: Any) -> dict[str, Any]:
 
 def whoami(url: str, token: str | None = None) -> dict[str, Any]:
     """Who the token (given, ``KEEL_TOKEN`` or stored) is on the server at ``url``."""
-    from keel.transport import HttpClient as HttpTransport
-    from keel.transport import token_for
+    from keel.transport import HttpClient, token_for
 
     token = token or token_for(url)
     if not token:
         raise Unauthenticated(f"not logged in to {url}", f"run 'keel login {url}' or set KEEL_TOKEN")
-    with HttpTransport(url, token) as transport:
+    with HttpClient(url, token) as transport:
         return whoami_with(transport)
 
 
@@ -429,11 +438,10 @@ def login(url: str, token: str) -> dict[str, Any]:
 
     Raises Unauthenticated (nothing saved) when the server refuses the token.
     """
-    from keel.transport import HttpClient as HttpTransport
-    from keel.transport import normalize_base_url, save_token
+    from keel.transport import HttpClient, normalize_base_url, save_token
 
     url = normalize_base_url(url)
-    with HttpTransport(url, token.strip()) as transport:
+    with HttpClient(url, token.strip()) as transport:
         me = whoami_with(transport)
     path = save_token(url, token)
     return {**me, "server": url, "credentials": str(path)}
