@@ -4,9 +4,10 @@ A real ``uvicorn`` process serves a SQLite store (a crash in the database
 engine, as SQLite 3.40's segfault on a 31-join sort was, kills that process and
 is seen here as a dropped connection and a dead process, not as a dead pytest).
 Hypothesis drives ``GET /api/v1/runs`` (filter, order_by, limit, page_token,
-project, deleted) and MLflow's ``POST /api/2.0/mlflow/runs/search`` (filter,
-order_by, max_results, page_token, experiment_ids, run_view_type) with
-near-valid and hostile values. Every answer is 200 or a 4xx in the endpoint's
+project, deleted), the service RPC ``tracking.search_runs``, MLflow's ``POST
+/api/2.0/mlflow/runs/search`` (filter, order_by, max_results, page_token,
+experiment_ids, run_view_type) and MLflow's other searches (experiments,
+registered models, model versions) with near-valid and hostile values. Every answer is 200 or a 4xx in the endpoint's
 error shape (keel's ``{"error": {"code", "message", "hint", ...}}``, MLflow's
 ``{"error_code", "message"}``), never a 5xx or a dropped connection, and the
 server still answers a normal search afterwards.
@@ -96,6 +97,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     auth.create_user("root", is_admin=True)
     auth.create_user("rita", is_admin=False)
     auth.grant("rita", "alpha", "reader", "test")
+    auth.grant("rita", "@registries", "reader", "test")
     root = auth.create_token("root", "test")[0]
     reader = auth.create_token("rita", "test")[0]
     app.state.keel.store.close()
@@ -336,6 +338,82 @@ def test_fuzzed_mlflow_run_searches_answer_200_or_4xx(
     # json.dumps writes NaN/Infinity and escapes lone surrogates: the server's JSON reader takes both.
     content = json.dumps(body).encode()
     response = live.client.post(f"{MLFLOW}/runs/search", content=content, headers={"Content-Type": "application/json"})
+    _mlflow_error(response)
+    assert live.process.poll() is None, live.log.read_text()
+
+
+# -- the service RPC and MLflow's other searches ----------------------------------------------------
+def test_the_rpc_search_refuses_31_sort_keys_and_a_lone_surrogate(live: Live) -> None:
+    keys = [f"params.k{i}" for i in range(31)]
+    response = live.client.post(
+        f"{API}/svc/tracking/search_runs", json={"kwargs": {"projects": ["alpha"], "order_by": keys}}
+    )
+    _keel_error(response)
+    assert response.status_code == 400 and "at most 10" in response.json()["error"]["message"]
+    body = '{"kwargs": {"projects": ["alpha"], "filter": "params.k1 = \'\\ud800\'"}}'
+    response = live.client.post(
+        f"{API}/svc/tracking/search_runs", content=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    _keel_error(response)
+    assert response.status_code == 400
+    live.alive()
+
+
+@_SETTINGS
+@given(
+    filter_=_mostly(_FILTERS, _JSON),
+    order_by=_mostly(st.lists(_CLAUSES, max_size=4), st.lists(_CLAUSES, min_size=9, max_size=35) | _JSON),
+    limit=_mostly(st.integers(1, 50), st.integers(-(2**80), 2**80) | _JSON),
+    page_token=_mostly(st.none(), _TOKENS | _JSON),
+)
+def test_fuzzed_rpc_run_searches_answer_200_or_4xx(
+    live: Live, filter_: Any, order_by: Any, limit: Any, page_token: Any
+) -> None:
+    kwargs = {"projects": ["alpha"], "filter": filter_, "order_by": order_by, "limit": limit, "page_token": page_token}
+    content = json.dumps({"kwargs": kwargs}).encode()
+    response = live.client.post(
+        f"{API}/svc/tracking/search_runs", content=content, headers={"Content-Type": "application/json"}
+    )
+    _keel_error(response)
+    assert live.process.poll() is None, live.log.read_text()
+
+
+def _url_text(value: Any) -> str:
+    """``value`` as text a URL can carry (a lone surrogate cannot be encoded)."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_REGISTRY_FILTERS = st.one_of(
+    _FILTERS,
+    st.sampled_from(["name = 'm'", "name like 'm%'", "tags.`mlflow.prompt.is_prompt` != 'true'", "run_id = 'x'"]),
+)
+
+
+@_SETTINGS
+@given(
+    path=st.sampled_from(["experiments/search", "registered-models/search", "model-versions/search"]),
+    filter_=_mostly(_REGISTRY_FILTERS, st.text(max_size=30) | _JSON),
+    order_by=_mostly(
+        st.lists(st.sampled_from(["name", "name DESC", "creation_time", "last_updated_timestamp ASC"]), max_size=3),
+        st.lists(_CLAUSES | st.text(max_size=20), min_size=9, max_size=35) | _JSON,
+    ),
+    max_results=_mostly(st.none() | st.integers(1, 50), st.integers(-(2**80), 2**80) | st.floats() | _TEXT),
+    page_token=_mostly(st.none(), _TOKENS),
+)
+def test_fuzzed_mlflow_registry_and_experiment_searches_answer_200_or_4xx(
+    live: Live, path: str, filter_: Any, order_by: Any, max_results: Any, page_token: Any
+) -> None:
+    args = {"filter": filter_, "order_by": order_by, "max_results": max_results, "page_token": page_token}
+    args = {key: value for key, value in args.items() if value is not None}
+    if path == "experiments/search":  # a JSON body
+        content = json.dumps(args).encode()
+        response = live.client.post(f"{MLFLOW}/{path}", content=content, headers={"Content-Type": "application/json"})
+    else:  # a query string: text only (lists repeat the key)
+        query = {
+            k: [_url_text(v) for v in value] if isinstance(value, list) else _url_text(value)
+            for k, value in args.items()
+        }
+        response = live.client.get(f"{MLFLOW}/{path}", params=query)
     _mlflow_error(response)
     assert live.process.poll() is None, live.log.read_text()
 
