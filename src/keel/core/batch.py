@@ -3,13 +3,113 @@
 The SDK appends to a batch from user code (cheap tuple appends); a writer
 hands the whole batch to the store, which writes it in one transaction. The
 same shape travels over HTTP to a server's batch endpoint.
+
+:meth:`WriteBatch.validate` checks every row before anything is written
+(the store calls it first, for every way a batch arrives), so one bad value
+is refused as :class:`~keel.errors.InvalidInput` naming its row and field,
+and never reaches, or fails, the shared transaction. The rules, per row:
+
+============  ==================================================================
+row           rules
+============  ==================================================================
+any           a tuple (or list) of the documented length; ``run_id`` is a run id
+              as keel makes them: 32 lowercase hex digits
+new run       project: a project name (:func:`~keel.core.names.check_name`);
+              name: 1-250 characters, no control characters; start_time: int64;
+              parent_id: None or a run id (not the run itself); context: a JSON
+              object of at most 1 MiB, nested at most 64 deep; a run id once
+metric        key: the key rules (:func:`~keel.core.names.check_key`); value: a
+              float (NaN and +/-inf included) or an int a float can hold, not a
+              bool; step and timestamp: int64
+param         key: the key rules; vtype: one of :data:`PARAM_TYPES`; text: at
+              most 64,000 characters and the canonical text of its type (an
+              ``int`` is decimal digits, at most 4,000; a ``float`` a JSON
+              number, ``NaN`` or ``[-]Infinity``; ``json`` parses, nested at most
+              64 deep); overwrite: a bool
+tag           key: the key rules; value: text of at most 64,000 characters
+artifact      path: a contained relative path (:func:`~keel.core.checks.relative_path_problem`)
+              of at most 1,000 characters; oid: 64 lowercase hex digits; size:
+              int64 >= 0; kind: one of :data:`ARTIFACT_KINDS`; created_at: int64
+lineage       direction ``input``/``output``; kind 1-32, id 1-250 characters
+              (a run id for kind ``run``), version and role at most 100; created_at: int64
+run end       status: one of :data:`~keel.core.entities.RUN_STATUSES`; end_time:
+              int64; error: None or text of at most 64,000 characters
+============  ==================================================================
+
+All text is storable: no NUL character, no lone surrogate. The lengths are the
+database columns' (PostgreSQL enforces them), so what passes writes on every backend.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["WriteBatch"]
+from keel.core.checks import (
+    INT64_MAX,
+    INT64_MIN,
+    int64_problem,
+    json_text_problem,
+    relative_path_problem,
+    short,
+    text_problem,
+)
+from keel.core.entities import RUN_ID_LENGTH, RUN_STATUSES
+from keel.core.names import MAX_KEY_LENGTH, check_key, check_name
+from keel.core.values import MAX_PARAM_INT_DIGITS, MAX_PARAM_LENGTH
+from keel.errors import InvalidInput
+
+__all__ = [
+    "ARTIFACT_KINDS",
+    "LINEAGE_DIRECTIONS",
+    "MAX_ARTIFACT_PATH_LENGTH",
+    "MAX_CONTEXT_LENGTH",
+    "MAX_ERROR_LENGTH",
+    "MAX_LINEAGE_ROLE_LENGTH",
+    "MAX_RUN_NAME_LENGTH",
+    "MAX_TAG_LENGTH",
+    "PARAM_TYPES",
+    "WriteBatch",
+    "check_row",
+    "is_run_id",
+]
+
+ARTIFACT_KINDS = ("file", "table", "text", "html")
+PARAM_TYPES = ("str", "int", "float", "bool", "null", "json")
+LINEAGE_DIRECTIONS = ("input", "output")
+
+MAX_RUN_NAME_LENGTH = 250
+#: A run context is read with every run listed: 1 MiB holds the sdk's (8 argv items, packages, git).
+MAX_CONTEXT_LENGTH = 1 << 20
+MAX_TAG_LENGTH = MAX_PARAM_LENGTH
+MAX_ERROR_LENGTH = MAX_PARAM_LENGTH
+MAX_ARTIFACT_PATH_LENGTH = 1000
+MAX_ENTITY_KIND_LENGTH = 32
+MAX_ENTITY_ID_LENGTH = 250
+MAX_ENTITY_VERSION_LENGTH = 100
+MAX_LINEAGE_ROLE_LENGTH = 100
+
+_HEX = "0123456789abcdef"
+_OID_LENGTH = 64
+_INT_TEXT = re.compile(rf"-?[0-9]{{1,{MAX_PARAM_INT_DIGITS}}}")
+_FLOAT_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|NaN|-?Infinity")
+_KEY_RULES = f"the key rules: 1-{MAX_KEY_LENGTH} letters, digits, '_', '.', '-', '/', ':' or spaces"
+
+_ROW_HINT = "fix or drop that row; every row of a batch is checked before any is written"
+_ROW_NAMES = {
+    "new_runs": "new run",
+    "metrics": "metric",
+    "params": "param",
+    "tags": "tag",
+    "artifacts": "artifact",
+    "lineage": "lineage edge",
+    "run_ends": "run end",
+}
+
+# A problem found in a row: (field, what is wrong with it), or None.
+Problem = tuple[str, str] | None
 
 
 @dataclass
@@ -52,3 +152,286 @@ class WriteBatch:
             ids.update(row[0] for row in rows)
         ids.update({row[0] for row in self.metrics})
         return ids
+
+    def validate(self) -> None:
+        """Check every row (see the module's table); raise InvalidInput naming the first bad
+        row and field. A batch that passes writes without error on every backend (given
+        its runs exist); nothing here touches storage."""
+        for name, size, check in _KINDS:
+            rows = getattr(self, name)
+            if not isinstance(rows, list | tuple):
+                raise InvalidInput(
+                    f"write batch refused: {name} must be a list of rows, not {type(rows).__name__}",
+                    "send the batch as the sdk builds it",
+                )
+            if rows:
+                check(name, rows, size)
+
+
+def check_row(kind: str, row: Any) -> None:
+    """Check one row of batch field ``kind`` (``"tags"``, ``"lineage"``, ...) by the same rules as
+    :meth:`WriteBatch.validate`, e.g. where it is logged; raise InvalidInput naming the field."""
+    problem_of = _PROBLEMS[kind]
+    size = _SIZES[kind]
+    if not isinstance(row, list | tuple) or len(row) != size:
+        found: Problem = ("row", f"must be a tuple of {size} fields, not {short(row)}")
+    else:
+        found = problem_of(row)
+    if found is not None:
+        where, what = found
+        raise InvalidInput(f"invalid {_ROW_NAMES[kind]}: {where} {what}", "see the limits in keel.core.batch")
+
+
+def is_run_id(value: Any) -> bool:
+    """True if ``value`` is a full run id as keel makes them (32 lowercase hex digits)."""
+    return type(value) is str and len(value) == RUN_ID_LENGTH and not value.strip(_HEX)
+
+
+def _refuse(kind: str, index: int, row: Any, problem: tuple[str, str]) -> InvalidInput:
+    where, what = problem
+    run = row[0] if isinstance(row, tuple | list) and row and is_run_id(row[0]) else None
+    of_run = f" (run {run[:8]})" if run else ""
+    return InvalidInput(f"write batch refused, nothing written: {kind}[{index}]{of_run} {where} {what}", _ROW_HINT)
+
+
+def _check_rows(kind: str, rows: Sequence[Any], size: int, problem_of: Callable[[Any], Problem]) -> None:
+    for index, row in enumerate(rows):
+        if not isinstance(row, list | tuple) or len(row) != size:
+            raise _refuse(kind, index, row, ("row", f"must be a tuple of {size} fields, not {short(row)}"))
+        problem = problem_of(row)
+        if problem is not None:
+            raise _refuse(kind, index, row, problem)
+
+
+def _run_problem(run_id: Any) -> Problem:
+    if is_run_id(run_id):
+        return None
+    return "run_id", f"{short(run_id)} is not a run id (32 lowercase hex digits)"
+
+
+def _key_problem(key: Any, what: str) -> Problem:
+    try:
+        check_key(key, what)  # caches the keys it accepted: the same few keys come over and over
+    except InvalidInput:
+        return "key", f"{short(key)} breaks {_KEY_RULES}, not starting with '.' or '-'"
+    return None
+
+
+def _int64(name: str, value: Any) -> Problem:
+    if type(value) is int and INT64_MIN <= value <= INT64_MAX:
+        return None
+    problem = int64_problem(value)
+    return None if problem is None else (name, problem)
+
+
+def _text(name: str, value: Any, limit: int, *, empty: bool = True, control: bool = True) -> Problem:
+    problem = text_problem(value, limit, empty=empty, control=control)
+    return None if problem is None else (name, problem)
+
+
+# -- new runs ---------------------------------------------------------------------------
+def _new_run_problem(row: Any) -> Problem:
+    run_id, project, name, start_time, parent_id, context = row
+    try:
+        check_name(project, "project name")
+    except InvalidInput:
+        return "project", f"{short(project)} is not a project name (1-200 letters, digits, '.', '_', '-', '/', spaces)"
+    problem = (
+        _run_problem(run_id)
+        or _text("name", name, MAX_RUN_NAME_LENGTH, empty=False, control=False)
+        or _int64("start_time", start_time)
+    )
+    if problem:
+        return problem
+    if parent_id is not None:
+        if not is_run_id(parent_id):
+            return "parent_id", f"{short(parent_id)} is not a run id (32 lowercase hex digits)"
+        if parent_id == run_id:
+            return "parent_id", "is the run itself"
+    found, _ = json_text_problem(context, MAX_CONTEXT_LENGTH, want=dict)
+    return None if found is None else ("context", found)
+
+
+def _check_new_runs(kind: str, rows: Sequence[Any], size: int) -> None:
+    _check_rows(kind, rows, size, _new_run_problem)
+    seen: set[str] = set()
+    for index, row in enumerate(rows):
+        if row[0] in seen:
+            raise _refuse(kind, index, row, ("run_id", "is created twice in the batch"))
+        seen.add(row[0])
+
+
+# -- metrics: the hot path -----------------------------------------------------------------
+def _metric_problem(row: Any) -> Problem:
+    run_id, key, value, step, timestamp = row
+    problem = _run_problem(run_id) or _key_problem(key, "metric key")
+    if problem:
+        return problem
+    if not isinstance(value, float):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "value", f"must be a number, not {type(value).__name__} {short(value)}"
+        try:
+            float(value)
+        except OverflowError:
+            return "value", f"{short(value)} is too large for a 64-bit float"
+    return _int64("step", step) or _int64("timestamp", timestamp)
+
+
+def _check_metrics(kind: str, rows: Sequence[Any], size: int) -> None:
+    """One tight loop over the rows that accepts the usual batch (float values, int steps and
+    times, a few run ids and keys checked once each); anything unusual is left to the
+    row-by-row check, which names the bad row (or accepts, e.g. an int value)."""
+    runs: set[str] = set()
+    keys: set[str] = set()
+    lo, hi = INT64_MIN, INT64_MAX
+    try:
+        for run_id, key, value, step, timestamp in rows:
+            if run_id not in runs:
+                if not is_run_id(run_id):
+                    break
+                runs.add(run_id)
+            if key not in keys:
+                if type(key) is not str or _key_problem(key, "metric key"):
+                    break
+                keys.add(key)
+            if (
+                type(value) is not float
+                or type(step) is not int
+                or type(timestamp) is not int
+                or not lo <= step <= hi
+                or not lo <= timestamp <= hi
+            ):
+                break
+        else:
+            return
+    except (TypeError, ValueError):  # a row of another length or an unhashable field
+        pass
+    _check_rows(kind, rows, size, _metric_problem)
+
+
+# -- params, tags ---------------------------------------------------------------------------
+def _param_value_problem(vtype: str, text: str) -> str | None:
+    if vtype == "str":
+        return None
+    if vtype == "int":
+        if _INT_TEXT.fullmatch(text):
+            return None
+        return f"{short(text)} is not an int of at most {MAX_PARAM_INT_DIGITS:,} digits"
+    if vtype == "float":
+        if _FLOAT_TEXT.fullmatch(text):
+            return None
+        return f"{short(text)} is not a float (a JSON number, NaN or Infinity)"
+    if vtype == "bool":
+        return None if text in ("true", "false") else f"{short(text)} is not 'true' or 'false'"
+    if vtype == "null":
+        return None if text == "null" else f"{short(text)} is not 'null'"
+    problem, _ = json_text_problem(text, MAX_PARAM_LENGTH)
+    return problem
+
+
+def _param_problem(row: Any) -> Problem:
+    run_id, key, vtype, text, overwrite = row
+    problem = _run_problem(run_id) or _key_problem(key, "param key")
+    if problem:
+        return problem
+    if type(vtype) is not str or vtype not in PARAM_TYPES:
+        return "vtype", f"{short(vtype)} is not one of {', '.join(PARAM_TYPES)}"
+    problem = _text("text", text, MAX_PARAM_LENGTH)
+    if problem:
+        return problem
+    value_problem = _param_value_problem(vtype, text)
+    if value_problem:
+        return "text", value_problem
+    if type(overwrite) is not bool and not (type(overwrite) is int and overwrite in (0, 1)):
+        return "overwrite", f"must be a bool, not {short(overwrite)}"
+    return None
+
+
+def _tag_problem(row: Any) -> Problem:
+    run_id, key, value = row
+    return _run_problem(run_id) or _key_problem(key, "tag key") or _text("value", value, MAX_TAG_LENGTH)
+
+
+# -- artifacts, lineage, run ends ----------------------------------------------------------------
+def _artifact_problem(row: Any) -> Problem:
+    run_id, path, oid, size, kind, created_at = row
+    problem = _run_problem(run_id)
+    if problem:
+        return problem
+    found = relative_path_problem(path, MAX_ARTIFACT_PATH_LENGTH)
+    if found:
+        return "path", found
+    if type(oid) is not str or len(oid) != _OID_LENGTH or oid.strip(_HEX):
+        return "oid", f"{short(oid)} is not an object id (64 lowercase hex digits)"
+    problem = _int64("size", size)
+    if problem:
+        return problem
+    if size < 0:
+        return "size", f"{size} is negative"
+    if type(kind) is not str or kind not in ARTIFACT_KINDS:
+        return "kind", f"{short(kind)} is not one of {', '.join(ARTIFACT_KINDS)}"
+    return _int64("created_at", created_at)
+
+
+def _lineage_problem(row: Any) -> Problem:
+    run_id, direction, kind, entity_id, version, role, created_at = row
+    problem = _run_problem(run_id)
+    if problem:
+        return problem
+    if type(direction) is not str or direction not in LINEAGE_DIRECTIONS:
+        return "direction", f"{short(direction)} is not one of {', '.join(LINEAGE_DIRECTIONS)}"
+    problem = (
+        _text("kind", kind, MAX_ENTITY_KIND_LENGTH, empty=False, control=False)
+        or _text("id", entity_id, MAX_ENTITY_ID_LENGTH, empty=False, control=False)
+        or _text("version", version, MAX_ENTITY_VERSION_LENGTH)
+        or _text("role", role, MAX_LINEAGE_ROLE_LENGTH)
+        or _int64("created_at", created_at)
+    )
+    if problem:
+        return problem
+    if kind == "run" and not is_run_id(entity_id):
+        return "id", f"{short(entity_id)} is not a run id (32 lowercase hex digits)"
+    return None
+
+
+def _run_end_problem(row: Any) -> Problem:
+    run_id, status, end_time, error = row
+    problem = _run_problem(run_id)
+    if problem:
+        return problem
+    if type(status) is not str or status not in RUN_STATUSES:
+        return "status", f"{short(status)} is not one of {', '.join(RUN_STATUSES)}"
+    problem = _int64("end_time", end_time)
+    if problem:
+        return problem
+    return None if error is None else _text("error", error, MAX_ERROR_LENGTH)
+
+
+def _rows_of(problem_of: Callable[[Any], Problem]) -> Callable[[str, Sequence[Any], int], None]:
+    def check(kind: str, rows: Sequence[Any], size: int) -> None:
+        _check_rows(kind, rows, size, problem_of)
+
+    return check
+
+
+# (field, row length, checker), in the order the store writes them.
+_KINDS: tuple[tuple[str, int, Callable[[str, Sequence[Any], int], None]], ...] = (
+    ("new_runs", 6, _check_new_runs),
+    ("metrics", 5, _check_metrics),
+    ("params", 5, _rows_of(_param_problem)),
+    ("tags", 3, _rows_of(_tag_problem)),
+    ("artifacts", 6, _rows_of(_artifact_problem)),
+    ("lineage", 7, _rows_of(_lineage_problem)),
+    ("run_ends", 4, _rows_of(_run_end_problem)),
+)
+
+_PROBLEMS: dict[str, Callable[[Any], Problem]] = {
+    "new_runs": _new_run_problem,
+    "metrics": _metric_problem,
+    "params": _param_problem,
+    "tags": _tag_problem,
+    "artifacts": _artifact_problem,
+    "lineage": _lineage_problem,
+    "run_ends": _run_end_problem,
+}
+_SIZES = {name: size for name, size, _check in _KINDS}

@@ -24,10 +24,12 @@ import numbers
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from keel.core.checks import MAX_JSON_DEPTH, is_unicode
 from keel.core.names import check_key
 from keel.errors import InvalidInput
 
 __all__ = [
+    "MAX_PARAM_INT_DIGITS",
     "MAX_PARAM_LENGTH",
     "decode_param",
     "encode_param",
@@ -36,16 +38,20 @@ __all__ = [
 ]
 
 MAX_PARAM_LENGTH = 64_000
+#: Longest ``int`` param in digits (Python reads back at most 4,300 from text or JSON).
+MAX_PARAM_INT_DIGITS = 4000
 
 
-def flatten(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+def flatten(values: Mapping[str, Any], prefix: str = "", _depth: int = 0) -> Iterator[tuple[str, Any]]:
     """Yield ``(dotted_key, leaf)`` pairs; empty dicts are kept as leaves."""
+    if _depth > MAX_JSON_DEPTH:
+        raise InvalidInput(f"dicts nest deeper than {MAX_JSON_DEPTH} levels (at {prefix[:60]!r})", "flatten the value")
     for key, value in values.items():
         if not isinstance(key, str):
             raise InvalidInput(f"param key {key!r} is not a string", "use string keys")
         full = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
-            yield from flatten(value, full + ".")
+            yield from flatten(value, full + ".", _depth + 1)
         else:
             yield full, value
 
@@ -55,10 +61,20 @@ def encode_param(key: str, value: Any) -> tuple[str, str]:
     check_key(key, "param key")
     if isinstance(value, str):
         vtype, text = "str", value
+        if "\x00" in value or not is_unicode(value):
+            raise InvalidInput(
+                f"param {key!r} holds a NUL character or a lone surrogate", "log valid text (decode bytes properly)"
+            )
     elif isinstance(value, bool):
         vtype, text = "bool", "true" if value else "false"
     elif isinstance(value, int):
-        vtype, text = "int", str(value)
+        # 14,000 bits is about 4,200 digits: over the limit, and still under what str() accepts
+        text = "" if value.bit_length() > 14_000 else str(value)
+        if not text or len(text.lstrip("-")) > MAX_PARAM_INT_DIGITS:
+            raise InvalidInput(
+                f"param {key!r} is an integer of more than {MAX_PARAM_INT_DIGITS:,} digits", "log it as a string"
+            )
+        vtype = "int"
     elif isinstance(value, float):
         vtype, text = "float", json.dumps(value)  # NaN/Infinity spelled as in JS
     elif value is None:
@@ -80,14 +96,24 @@ def encode_param(key: str, value: Any) -> tuple[str, str]:
     return vtype, text
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidInput(f"a param value nests deeper than {MAX_JSON_DEPTH} levels", "flatten the value")
     if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, depth + 1) for v in value]
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if value is None or isinstance(value, str | int | float | bool):
+        return {_text(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, str):
+        return _text(value)
+    if value is None or isinstance(value, int | float | bool):
         return value
     raise TypeError(type(value).__name__)
+
+
+def _text(value: str) -> str:
+    if not is_unicode(value):
+        raise InvalidInput("a param value holds a lone surrogate", "log valid text (decode bytes properly)")
+    return value
 
 
 def decode_param(vtype: str, text: str) -> Any:
@@ -110,7 +136,13 @@ def metric_value(key: str, value: Any) -> float:
     if isinstance(value, float):
         return value
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except (OverflowError, ValueError, TypeError):
+            raise InvalidInput(
+                f"metric {key!r} has a value {type(value).__name__} that no 64-bit float can hold",
+                "log a number within +/-1.8e308 (or float('inf'))",
+            ) from None
     raise InvalidInput(
         f"metric {key!r} has a non-numeric value {value!r}",
         "metrics are numbers; log other values as params",

@@ -14,6 +14,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from keel.core.batch import MAX_ERROR_LENGTH, MAX_LINEAGE_ROLE_LENGTH, check_row
+from keel.core.checks import INT64_MAX, INT64_MIN, check_int64, clip_text
 from keel.core.entities import RUN_STATUSES, EntityRef, RunRecord, now_ms
 from keel.core.names import check_key
 from keel.core.table import Table
@@ -93,9 +95,13 @@ class Run:
             value = metric_value(key, value)
         if step is None:
             step = 0
-        elif type(step) is not int:
+        elif type(step) is not int or not INT64_MIN <= step <= INT64_MAX:
             step = _check_step(step)
-        self._writer.add_metric((self.id, key, value, step, timestamp or now_ms()))
+        if not timestamp:
+            timestamp = now_ms()
+        elif type(timestamp) is not int or not INT64_MIN <= timestamp <= INT64_MAX:
+            timestamp = check_int64(timestamp, "timestamp")
+        self._writer.add_metric((self.id, key, value, step, timestamp))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log several metrics at one step (nested dicts are flattened)."""
@@ -127,7 +133,9 @@ class Run:
     # -- tags -----------------------------------------------------------------
     def set_tag(self, key: str, value: Any) -> None:
         """Set a tag (a mutable string label); setting it again replaces it."""
-        self._writer.add("t", (self.id, check_key(key, "tag key"), str(value)))
+        row = (self.id, check_key(key, "tag key"), str(value))
+        check_row("tags", row)
+        self._writer.add("t", row)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set several tags."""
@@ -140,9 +148,12 @@ class Run:
         (the first file's for a directory). Identical content is stored once."""
         items = self._session.service.collect_artifacts(path, artifact_path)
         now = now_ms()
-        for target, oid, size in items:
-            self._writer.add("a", (self.id, target, oid, size, "file", now))
-            self._writer.add("l", (self.id, "output", "artifact", oid, "", target, now))
+        rows = [(self.id, target, oid, size, "file", now) for target, oid, size in items]
+        for row in rows:  # all checked before any is queued
+            check_row("artifacts", row)
+        for row in rows:
+            self._writer.add("a", row)
+            self._writer.add("l", (self.id, "output", "artifact", row[2], "", row[1][:MAX_LINEAGE_ROLE_LENGTH], now))
         return items[0][1] if items else ""
 
     def log_artifacts(self, directory: str | os.PathLike[str], artifact_path: str | None = None) -> None:
@@ -155,7 +166,7 @@ class Run:
         oid = self._session.service.store_bytes(data)
         now = now_ms()
         self._writer.add("a", (self.id, path, oid, len(data), kind, now))
-        self._writer.add("l", (self.id, "output", "artifact", oid, "", path, now))
+        self._writer.add("l", (self.id, "output", "artifact", oid, "", path[:MAX_LINEAGE_ROLE_LENGTH], now))
         return oid
 
     def log_table(
@@ -190,7 +201,9 @@ class Run:
     def log_input(self, entity: str | EntityRef, role: str = "") -> None:
         """Record that this run used ``entity`` (``kind:id[@version]``)."""
         ref = EntityRef.parse(entity)
-        self._writer.add("l", (self.id, "input", ref.kind, ref.id, ref.version, role, now_ms()))
+        row = (self.id, "input", ref.kind, ref.id, ref.version, role, now_ms())
+        check_row("lineage", row)
+        self._writer.add("l", row)
 
     def use(self, entity: EntityRef, role: str = "") -> None:
         """Record an input once per run (cheap to call on every use, e.g. every prompt load)."""
@@ -232,7 +245,9 @@ class Run:
     def log_output(self, entity: str | EntityRef, role: str = "") -> None:
         """Record that this run produced ``entity``."""
         ref = EntityRef.parse(entity)
-        self._writer.add("l", (self.id, "output", ref.kind, ref.id, ref.version, role, now_ms()))
+        row = (self.id, "output", ref.kind, ref.id, ref.version, role, now_ms())
+        check_row("lineage", row)
+        self._writer.add("l", row)
 
     # -- reading back -------------------------------------------------------------
     @property
@@ -264,6 +279,8 @@ class Run:
             if self.status != "running":
                 return
             self.status = status
+        if error is not None:
+            error = clip_text(str(error), MAX_ERROR_LENGTH)
         self._writer.add("e", (self.id, status, now_ms(), error))
         self._writer.flush()
         self._session.forget(self)
@@ -302,6 +319,6 @@ def _check_step(step: Any) -> int:
     try:
         if isinstance(step, bool) or int(step) != step:
             raise ValueError
-        return int(step)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput(f"invalid step {step!r}", "steps are integers") from None
+    return check_int64(int(step), "step")

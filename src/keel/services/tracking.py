@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from keel.core.auth import Principal
-from keel.core.batch import WriteBatch
+from keel.core.batch import MAX_ARTIFACT_PATH_LENGTH, WriteBatch
 from keel.core.entities import (
-    RUN_STATUSES,
     Artifact,
     EntityRef,
     LineageEdge,
@@ -46,6 +45,7 @@ from keel.services.contract import (
     runs_scope,
     service,
 )
+from keel.services.destination import contained_target
 from keel.services.workspace import Store
 
 __all__ = ["DEFAULT_PROJECT", "MAX_PAGE", "TrackingService", "random_run_name"]
@@ -248,6 +248,7 @@ class TrackingService:
             tags=[(run_id, k, v) for k, v in tag_rows],
             lineage=[(run_id, "input", "run", parent_id, "", "parent", start)] if parent_id else [],
         )
+        batch.validate()  # e.g. a given run id, a tag value too long: refused here, not by the writer
         return record, batch
 
     def start_run(
@@ -261,7 +262,7 @@ class TrackingService:
     ) -> RunRecord:
         """Create a running run now (one transaction) and return it."""
         record, batch = self.new_run(project, name, tags, parent_id, run_id, cwd)
-        self.repo.write_batch(batch)
+        self.repo.write_batch(batch)  # new_run validated it
         return record
 
     @operation("writer", run_scope())
@@ -274,10 +275,14 @@ class TrackingService:
 
     @operation("writer", batch_scope("batch"))
     def write_batch(self, batch: WriteBatch) -> None:
-        """Durably write a batch of logged rows (one transaction)."""
-        for _run_id, status, _end, _error in batch.run_ends:
-            if status not in RUN_STATUSES:
-                raise InvalidInput(f"invalid run status {status!r}", f"use one of {', '.join(RUN_STATUSES)}")
+        """Durably write a batch of logged rows (one transaction).
+
+        Every row is checked first (:meth:`WriteBatch.validate`): one bad row refuses the
+        whole batch with InvalidInput, before anything is written.
+        """
+        if not isinstance(batch, WriteBatch):
+            raise InvalidInput("write_batch takes a WriteBatch", "send the batch as the sdk builds it")
+        batch.validate()
         self.repo.write_batch(batch)
 
     def maintain(self) -> None:
@@ -427,7 +432,8 @@ class TrackingService:
         """Write one artifact, or every artifact under a folder path, into ``dest``.
 
         A file lands as ``dest/<its name>``; a folder's files keep their paths
-        relative to that folder.
+        relative to that folder. Raises InvalidInput, having written nothing, if a
+        stored path would land outside ``dest`` or be written through a symlink.
         """
         path = check_artifact_path(path) if path else ""
         items = self.list_artifacts(run_id, path)
@@ -435,18 +441,17 @@ class TrackingService:
             raise NotFound(
                 f"run {run_id[:8]} has no artifact at {path or '/'!r}", "list them with 'keel artifacts list RUN'"
             )
-        dest = Path(dest)
         exact = [item for item in items if item.path == path]
         if exact:
-            target = dest / Path(path).name
-            self.objects.get_file(exact[0].oid, target)
-            return [target]
-        written = []
-        for item in items:
-            target = dest / (item.path[len(path) + 1 :] if path else item.path)
+            items, names = exact[:1], [path.rsplit("/", 1)[-1]]
+        else:
+            names = [item.path[len(path) + 1 :] if path else item.path for item in items]
+        # Every target is checked before the first write: a stored path that would land
+        # outside ``dest`` (or go through a symlink in it) refuses the whole download.
+        targets = [contained_target(dest, name, "artifact path", MAX_ARTIFACT_PATH_LENGTH) for name in names]
+        for item, target in zip(items, targets, strict=True):
             self.objects.get_file(item.oid, target)
-            written.append(target)
-        return written
+        return targets
 
     def read_table(self, run_id: str, name: str) -> Table:
         """A logged table by name."""

@@ -1,0 +1,41 @@
+"""``keel artifacts get RUN --dest dl/sub`` as a reader runs it, on a run holding an artifact row
+from before write-time validation (``../../x``): refused with one line, nothing written anywhere."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+
+from keel.meta import schema
+from keel.services.tracking import TrackingService
+from keel.services.workspace import open_store
+
+KEEL = Path(sys.executable).with_name("keel")
+
+
+def keel(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(KEEL), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_artifacts_get_refuses_a_stored_path_outside_dest(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    assert keel("init", cwd=work).returncode == 0
+    store = open_store(start=work, cached=False)
+    try:
+        tracking = TrackingService(store)
+        run_id = tracking.start_run("p", "old").run_id
+        oid = tracking.store_bytes(b"pwned")
+        with store.db.write() as conn:  # rows as an unvalidated write_batch could store them
+            pk = conn.execute(select(schema.runs.c.id).where(schema.runs.c.run_id == run_id)).scalar()
+            for path in ("ok.txt", "../../x.txt"):
+                conn.execute(
+                    schema.artifacts.insert().values(run_pk=pk, path=path, oid=oid, size=5, kind="file", created_at=1)
+                )
+    finally:
+        store.close()
+    out = keel("artifacts", "get", run_id[:8], "--dest", "dl/sub", cwd=work)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "artifact path '../../x.txt'" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (work / "x.txt").exists() and not (work / "dl").exists() and not (tmp_path / "x.txt").exists()
