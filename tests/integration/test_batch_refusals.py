@@ -135,6 +135,10 @@ def test_bad_values_raise_at_the_call_and_another_run_keeps_every_point(ws: Path
                     other.log_param("k", "\ud800")
                 with pytest.raises(InvalidInput, match="64-bit float"):
                     other.log_metric("m", 10**400)
+                with pytest.raises(InvalidInput, match="timestamp"):
+                    other.log_metric("m", 1.0, timestamp=2**64)
+                with pytest.raises(InvalidInput, match="timestamp"):
+                    other.log_metric("m", 1.0, timestamp=1.5)
                 deep: dict = {}
                 for _ in range(5000):
                     deep = {"a": deep or {"b": 1}}
@@ -144,7 +148,7 @@ def test_bad_values_raise_at_the_call_and_another_run_keeps_every_point(ws: Path
                     other.set_tag("big", "x" * 100_000)
                 with pytest.raises(InvalidInput, match="role"):
                     other.log_input("prompt:qa@1", role="r" * 200)
-        other.log_metric("m", 2.0, step=3)
+        other.log_metric("m", 2.0, step=3, timestamp=float(T))  # an integral float is converted
         other.finish()
     client = keel.Client()
     assert len(client.metric_history(good.id, "loss")) == 1100

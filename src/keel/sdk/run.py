@@ -100,7 +100,7 @@ class Run:
         if not timestamp:
             timestamp = now_ms()
         elif type(timestamp) is not int or not INT64_MIN <= timestamp <= INT64_MAX:
-            timestamp = check_int64(timestamp, "timestamp")
+            timestamp = _check_step(timestamp, "timestamp")
         self._writer.add_metric((self.id, key, value, step, timestamp))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -315,10 +315,11 @@ def text_path(name: str, kind: str = "text") -> str:
     return name if Path(name).suffix else name + _TEXT_SUFFIXES.get(kind, ".txt")
 
 
-def _check_step(step: Any) -> int:
+def _check_step(step: Any, what: str = "step") -> int:
+    """``step`` (or a timestamp) as an int64; an integral float or numpy integer is converted."""
     try:
         if isinstance(step, bool) or int(step) != step:
             raise ValueError
     except (TypeError, ValueError, OverflowError):
-        raise InvalidInput(f"invalid step {step!r}", "steps are integers") from None
-    return check_int64(int(step), "step")
+        raise InvalidInput(f"invalid {what} {step!r}", f"a {what} is an integer") from None
+    return check_int64(int(step), what)
