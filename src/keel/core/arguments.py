@@ -23,12 +23,10 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from keel.core.checks import INT64_MAX, INT64_MIN
 from keel.errors import InvalidInput
 
-__all__ = ["INT64_MAX", "INT64_MIN", "check_value"]
-
-INT64_MIN = -(1 << 63)
-INT64_MAX = (1 << 63) - 1
+__all__ = ["check_value"]
 
 _SEQUENCES = (list, tuple, Sequence, Iterable, typing.Sequence, typing.Iterable)
 _MAPPINGS = (dict, Mapping, typing.Mapping)

@@ -13,6 +13,8 @@ sort text, pointing at the position) or an :class:`~keel.errors.InvalidInput`.
 
 from __future__ import annotations
 
+from keel.core.checks import INT64_MAX, INT64_MIN
+
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
@@ -45,8 +47,6 @@ MAX_QUERY_KEYS = 20
 MAX_FIELD_KEY_LENGTH = 250
 
 #: Integer literals must fit the database's 64-bit integers.
-INT64_MIN = -(1 << 63)
-INT64_MAX = (1 << 63) - 1
 
 #: Largest page of results (keel's ``limit``; MLflow's own bound of ``max_results`` for runs/search).
 MAX_PAGE_SIZE = 50_000
