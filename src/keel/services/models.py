@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,8 +33,8 @@ from keel.meta.models import KIND, ModelRow, RawModels, VersionRow, stage_ref
 from keel.meta.refs import RefMove
 from keel.services.audit import to_ms
 from keel.services.audit import who as audit_who
-from keel.services.auth import require
 from keel.services.contract import (
+    authorize_run,
     operation,
     service,
 )
@@ -254,20 +254,22 @@ def card_from(card: Any) -> tuple[dict[str, Any], str | None]:
     return check_card(card), None
 
 
-def linked_run(services: Any, caller: Principal, arguments: dict[str, Any]) -> None:
-    """A model version linked to a run (``run_id=`` or a ``runs:/`` source), or looked up by
-    run, needs the reader role on that run's stored project; a hidden run is NotFound."""
-    run_id = arguments.get("run_id")
-    source = arguments.get("source")
-    if run_id is None and isinstance(source, str) and source.startswith("runs:/"):
-        run_id = source[len("runs:/") :].strip("/").partition("/")[0]
-    if run_id is None:
-        return
-    if not isinstance(run_id, str) or not run_id:
-        raise InvalidInput("run_id must be a run id", "pass the run id as text")
-    readable = caller.readable()
-    full = services.tracking.repo.resolve_run_id(run_id, within=readable)
-    require(caller, services.tracking.repo.get_run(full).project, "reader")
+def linked_run(role: str) -> Callable[[Any, Principal, dict[str, Any]], None]:
+    """The check of an operation that links a model version to a run (``run_id=`` or a ``runs:/``
+    source) or looks versions up by run: ``role`` on that run's stored project (writer to link:
+    the version is written into the run's lineage); a hidden run is NotFound."""
+
+    def check(services: Any, caller: Principal, arguments: dict[str, Any]) -> None:
+        source = arguments.get("source")
+        linked = {arguments.get("run_id")}
+        if isinstance(source, str) and source.startswith("runs:/"):
+            linked.add(source[len("runs:/") :].strip("/").partition("/")[0])
+        for run_id in linked - {None}:
+            if not isinstance(run_id, str) or not run_id:
+                raise InvalidInput("run_id must be a run id", "pass the run id as text")
+            authorize_run(services, caller, run_id, role)
+
+    return check
 
 
 @service("models")
@@ -385,7 +387,7 @@ class ModelService:
             return [self._summary(cur, model) for model in self.raw.models(cur)]
 
     # -- versions ---------------------------------------------------------------------------
-    @operation("writer", check=linked_run)
+    @operation("writer", check=linked_run("writer"))
     def register(
         self,
         name: str,
@@ -552,7 +554,7 @@ class ModelService:
             aliases = self.raw.aliases(cur, name)
             return [self._version(row, aliases) for row in self.raw.versions(cur, name)]
 
-    @operation("reader", check=linked_run)
+    @operation("reader", check=linked_run("reader"))
     def versions_of_run(self, run_id: str) -> list[ModelVersion]:
         """The model versions a run produced."""
         run_id = self.tracking.resolve_run_id(run_id)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.datastructures import DefaultPlaceholder
 
-__all__ = ["Router"]
+__all__ = ["Router", "operate"]
 
 
 class Router(APIRouter):
@@ -23,3 +23,11 @@ class Router(APIRouter):
         if isinstance(kwargs.get("response_model"), DefaultPlaceholder):
             kwargs["response_model"] = None
         super().add_api_route(path, endpoint, **kwargs)
+
+
+def operate(context: Any, caller: Any, service: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    """Call the declared operation ``service.name`` for ``caller``: a REST route that mirrors an
+    operation goes through its declaration (checks, authorization) like the service RPC does."""
+    from keel.services.contract import find, invoke
+
+    return invoke(find(service, name), context, caller, list(args), kwargs)

@@ -7,11 +7,8 @@ from typing import Any
 from fastapi import status
 from pydantic import BaseModel, ConfigDict, Field
 
-from keel.server.auth import Caller, Context, require
-from keel.server.routers import Router
-from keel.server.routers.runs import run_for
-from keel.services.auth import REGISTRIES
-from keel.services.models import parse_source
+from keel.server.auth import Caller, Context
+from keel.server.routers import Router, operate
 
 __all__ = ["router"]
 
@@ -48,75 +45,60 @@ class AliasRequest(BaseModel):
 
 @router.get("/models", summary="Every registered model")
 def list_models(caller: Caller, context: Context) -> list[dict[str, Any]]:
-    require(caller, REGISTRIES, "reader")
-    return [m.to_dict() for m in context.models.list_models()]
+    return [m.to_dict() for m in operate(context, caller, "models", "list_models")]
 
 
 @router.get("/models/{name}", summary="A registered model with its stages and aliases")
 def get_model(name: str, caller: Caller, context: Context) -> dict[str, Any]:
-    require(caller, REGISTRIES, "reader")
-    return context.models.get_model(name).to_dict()
+    return operate(context, caller, "models", "get_model", name).to_dict()
 
 
 @router.get("/models/{name}/versions", summary="Every version, newest first")
 def versions(name: str, caller: Caller, context: Context) -> list[dict[str, Any]]:
-    require(caller, REGISTRIES, "reader")
-    return [v.to_dict() for v in context.models.versions(name)]
+    return [v.to_dict() for v in operate(context, caller, "models", "versions", name)]
 
 
 @router.get("/models/{name}/versions/{version}", summary="One version by number")
 def get_version(name: str, version: int, caller: Caller, context: Context) -> dict[str, Any]:
-    require(caller, REGISTRIES, "reader")
-    return context.models.get(name, version=version).to_dict()
+    return operate(context, caller, "models", "get", name, version=version).to_dict()
 
 
 @router.get("/models/{name}/stages/{stage}", summary="The highest version in a stage")
 def get_stage(name: str, stage: str, caller: Caller, context: Context) -> dict[str, Any]:
-    require(caller, REGISTRIES, "reader")
-    return context.models.get(name, stage=stage).to_dict()
+    return operate(context, caller, "models", "get", name, stage=stage).to_dict()
 
 
 @router.get("/models/{name}/aliases/{alias}", summary="The version an alias points at")
 def get_alias(name: str, alias: str, caller: Caller, context: Context) -> dict[str, Any]:
-    require(caller, REGISTRIES, "reader")
-    return context.models.get(name, alias=alias).to_dict()
+    return operate(context, caller, "models", "get", name, alias=alias).to_dict()
 
 
 @router.post("/models/{name}/versions", status_code=status.HTTP_201_CREATED, summary="Register the next version")
 def register(name: str, body: ModelVersionRequest, caller: Caller, context: Context) -> dict[str, Any]:
-    require(caller, REGISTRIES, "writer")
-    source_run, _path = parse_source(body.source)
-    for run_id in {r for r in (source_run, body.run_id) if r}:
-        # Linking a run writes lineage into it: the caller must be able to write there.
-        run_for(context, caller, run_id, "writer")
-    version = context.models.register(
-        name, body.source, body.run_id, body.card, body.description, body.tags, author=caller.name
+    version = operate(
+        context, caller, "models", "register", name, body.source, body.run_id, body.card, body.description, body.tags
     )
     return version.to_dict()
 
 
 @router.put("/models/{name}/versions/{version}/stage", summary="Move a version to a stage (logged)")
 def transition_stage(name: str, version: int, body: StageRequest, caller: Caller, context: Context) -> dict[str, Any]:
-    require(caller, REGISTRIES, "writer")
-    moved = context.models.transition_stage(
-        name, version, body.stage, body.archive_existing, body.reason, who=caller.name
+    moved = operate(
+        context, caller, "models", "transition_stage", name, version, body.stage, body.archive_existing, body.reason
     )
     return moved.to_dict()
 
 
 @router.put("/models/{name}/aliases/{alias}", summary="Point an alias at a version (logged)")
 def set_alias(name: str, alias: str, body: AliasRequest, caller: Caller, context: Context) -> dict[str, Any]:
-    require(caller, REGISTRIES, "writer")
-    return context.models.set_alias(name, alias, body.version, body.reason, who=caller.name).to_dict()
+    return operate(context, caller, "models", "set_alias", name, alias, body.version, body.reason).to_dict()
 
 
 @router.delete("/models/{name}/aliases/{alias}", summary="Remove an alias (logged)")
 def delete_alias(name: str, alias: str, caller: Caller, context: Context, reason: str = "") -> dict[str, Any]:
-    require(caller, REGISTRIES, "writer")
-    return context.models.delete_alias(name, alias, reason, who=caller.name).to_dict()
+    return operate(context, caller, "models", "delete_alias", name, alias, reason).to_dict()
 
 
 @router.get("/models/{name}/history", summary="Every stage change and alias move, oldest first")
 def history(name: str, caller: Caller, context: Context) -> list[dict[str, Any]]:
-    require(caller, REGISTRIES, "reader")
-    return [move.to_dict() for move in context.models.history(name)]
+    return [move.to_dict() for move in operate(context, caller, "models", "history", name)]

@@ -7,9 +7,8 @@ from typing import Any
 from fastapi import Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from keel.server.auth import Caller, Context, require
-from keel.server.routers import Router
-from keel.services.auth import REGISTRIES
+from keel.server.auth import Caller, Context
+from keel.server.routers import Router, operate
 
 __all__ = ["router"]
 
@@ -40,32 +39,34 @@ class AliasRequest(BaseModel):
 
 @router.get("/prompts", summary="Every prompt with its latest version")
 def list_prompts(caller: Caller, context: Context) -> list[dict[str, Any]]:
-    require(caller, REGISTRIES, "reader")
-    return [{"name": name, "latest": latest.to_dict()} for name, latest in context.prompts.list_prompts()]
+    return [
+        {"name": name, "latest": latest.to_dict()}
+        for name, latest in operate(context, caller, "prompts", "list_prompts")
+    ]
 
 
 @router.get("/prompts/{name}/versions", summary="Every version of a prompt, newest first")
 def versions(name: str, caller: Caller, context: Context) -> list[dict[str, Any]]:
-    require(caller, REGISTRIES, "reader")
-    return [v.to_dict() for v in context.prompts.versions(name)]
+    return [v.to_dict() for v in operate(context, caller, "prompts", "versions", name)]
 
 
 @router.get("/prompts/{name}/versions/{selector}", summary="One version, by number or alias")
 def get_version(name: str, selector: str, caller: Caller, context: Context) -> dict[str, Any]:
-    require(caller, REGISTRIES, "reader")
-    return context.prompts.get(name, selector).to_dict()
+    return operate(context, caller, "prompts", "get", name, selector).to_dict()
 
 
 @router.get("/prompts/{name}", summary="The latest version of a prompt")
 def get_latest(name: str, caller: Caller, context: Context) -> dict[str, Any]:
-    require(caller, REGISTRIES, "reader")
-    return context.prompts.get(name).to_dict()
+    return operate(context, caller, "prompts", "get", name).to_dict()
 
 
 @router.post("/prompts/{name}/versions", status_code=status.HTTP_201_CREATED, summary="Register a version")
 def register(name: str, body: PromptRequest, caller: Caller, context: Context, response: Response) -> dict[str, Any]:
-    require(caller, REGISTRIES, "writer")
-    version, created = context.prompts.register(
+    version, created = operate(
+        context,
+        caller,
+        "prompts",
+        "register",
         name,
         body.template,
         model=body.model,
@@ -75,7 +76,6 @@ def register(name: str, body: PromptRequest, caller: Caller, context: Context, r
         changelog=body.changelog,
         bump=body.bump,
         version=body.version,
-        author=caller.name,
     )
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -84,23 +84,19 @@ def register(name: str, body: PromptRequest, caller: Caller, context: Context, r
 
 @router.put("/prompts/{name}/aliases/{alias}", summary="Point an alias at a version (logged)")
 def set_alias(name: str, alias: str, body: AliasRequest, caller: Caller, context: Context) -> dict[str, Any]:
-    require(caller, REGISTRIES, "writer")
-    return context.prompts.set_alias(name, alias, body.version, body.reason, who=caller.name).to_dict()
+    return operate(context, caller, "prompts", "set_alias", name, alias, body.version, body.reason).to_dict()
 
 
 @router.delete("/prompts/{name}/aliases/{alias}", summary="Remove an alias (logged)")
 def delete_alias(name: str, alias: str, caller: Caller, context: Context, reason: str = "") -> dict[str, Any]:
-    require(caller, REGISTRIES, "writer")
-    return context.prompts.delete_alias(name, alias, reason, who=caller.name).to_dict()
+    return operate(context, caller, "prompts", "delete_alias", name, alias, reason).to_dict()
 
 
 @router.post("/prompts/{name}/aliases/{alias}/rollback", summary="Move an alias back to its previous target")
 def rollback(name: str, alias: str, caller: Caller, context: Context, reason: str = "") -> dict[str, Any]:
-    require(caller, REGISTRIES, "writer")
-    return context.prompts.rollback(name, alias, reason, who=caller.name).to_dict()
+    return operate(context, caller, "prompts", "rollback", name, alias, reason).to_dict()
 
 
 @router.get("/prompts/{name}/history", summary="Every alias move (or one alias's), oldest first")
 def history(name: str, caller: Caller, context: Context, alias: str | None = None) -> list[dict[str, Any]]:
-    require(caller, REGISTRIES, "reader")
-    return [move.to_dict() for move in context.prompts.history(name, alias)]
+    return [move.to_dict() for move in operate(context, caller, "prompts", "history", name, alias)]

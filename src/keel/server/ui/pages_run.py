@@ -31,6 +31,7 @@ from keel.server.ui.charts import Series, line_chart
 from keel.server.ui.render import render, url
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Viewer
+from keel.services.contract import authorize_run
 from keel.services.tracking import table_path
 
 __all__ = ["router"]
@@ -52,9 +53,8 @@ _TEXT = (".txt", ".md", ".log", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".py",
 
 
 def _run(context: ServerContext, viewer: Viewer, run_id: str) -> RunRecord:
-    record = context.tracking.get_run(run_id)
-    viewer.require(record.project, "reader")
-    return record
+    """The run, if the viewer may read it; a hidden run is the NotFound of an unknown id."""
+    return context.tracking.repo.get_run(authorize_run(context, viewer.principal, run_id, "reader"))
 
 
 def _metric_charts(context: ServerContext, record: RunRecord) -> tuple[list[MetricSummary], list[Markup]]:

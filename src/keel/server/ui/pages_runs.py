@@ -31,6 +31,7 @@ from keel.server.ui.routing import UIRouter
 from keel.server.ui.runs_table import SORTABLE_ATTRIBUTES, available_columns, choose_columns, sort_clause
 from keel.server.ui.sessions import Viewer
 from keel.services.compare import compare_runs
+from keel.services.contract import authorize_run
 
 __all__ = ["router"]
 
@@ -172,9 +173,8 @@ def compare_page(
         raise InvalidInput("a comparison needs at least two runs", "tick two or more runs in a runs table")
     if len(ids) > MAX_COMPARED:
         raise InvalidInput(f"at most {MAX_COMPARED} runs can be compared at once", "tick fewer runs")
-    records = context.tracking.get_runs(ids)
-    for record in records:
-        viewer.require(record.project, "reader")
+    full = [authorize_run(context, viewer.principal, run_id, "reader") for run_id in ids]
+    records = context.tracking.repo.get_runs(full)
     if baseline and baseline not in {r.run_id for r in records}:
         baseline = None
     comparison = compare_runs(context.tracking, [r.run_id for r in records], baseline, quality=quality or None)
