@@ -3,6 +3,7 @@
 ::
 
     python -m keel.server [start] --store URL [--objects URL] [--host 127.0.0.1] [--port 8080] [--workers N]
+                          [--embedder-url URL ...]
     python -m keel.server ui [--port 8765] [--no-browser]      # keel ui: this workspace on 127.0.0.1, no sign-in
     python -m keel.server admin|user|token|grant|revoke|grants|audit ...   # the same as keel server admin|...
 
@@ -13,6 +14,12 @@ here they are handed over to it (exec, same interpreter). No user or password
 ships with keel: the first admin is created on the server host (which can reach
 the database), and its token is printed once. The store may also come from
 ``KEEL_SERVER_STORE`` / ``KEEL_SERVER_OBJECTS``.
+
+The server embeds knowledge bases only through model-provider endpoints configured
+on it: its ``OPENAI_BASE_URL`` (or OpenAI's default) with its ``OPENAI_API_KEY``, and
+each ``--embedder-url`` (or ``KEEL_SERVER_EMBEDDER_URLS``, separated by spaces): a
+client may pick one of those as ``base_url``, never another URL, and never sends a key.
+The server's ``OPENAI_API_KEY`` goes to every endpoint listed: list only ones you trust with it.
 """
 
 from __future__ import annotations
@@ -47,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--max-upload", type=int, default=None, help="largest artifact upload, bytes")
     parser.add_argument("--max-json", type=int, default=None, help="largest JSON request body, bytes (64 MiB)")
+    parser.add_argument(
+        "--embedder-url",
+        action="append",
+        metavar="URL",
+        help="an OpenAI-compatible embeddings base URL clients may choose (repeatable; "
+        "default: KEEL_SERVER_EMBEDDER_URLS; the server's OPENAI_BASE_URL is always allowed)",
+    )
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
         "--secure-cookies", action="store_true", help="web UI cookies only over https (behind a TLS proxy)"
@@ -67,6 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from keel.server.app import ENV_MAX_JSON, ENV_MAX_UPLOAD, ENV_OBJECTS, ENV_STORE, app_from_env
     from keel.server.ui.sessions import ENV_SECURE_COOKIES
+    from keel.services.embedders import ENV_EMBEDDER_URLS
 
     os.environ[ENV_STORE] = args.store
     if args.objects:
@@ -77,6 +92,8 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ[ENV_MAX_JSON] = str(args.max_json)
     if args.secure_cookies:
         os.environ[ENV_SECURE_COOKIES] = "1"
+    if args.embedder_url:
+        os.environ[ENV_EMBEDDER_URLS] = " ".join(args.embedder_url)
     app_from_env().state.keel.store.close()  # open, migrate and check the store before listening
     uvicorn.run(
         "keel.server.app:app_from_env",

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import Request
 
 from keel.services.auth import AuthStore
+from keel.services.embedders import EndpointPolicy
 from keel.services.models import ModelService
 from keel.services.prompts import PromptService
 from keel.services.tracking import TrackingService
@@ -27,11 +28,18 @@ DEFAULT_MAX_UPLOAD = 5 << 30  # bytes in one artifact upload (5 GiB); larger: 41
 
 @dataclass
 class ServerContext:
-    """The services of one open store, shared by the handlers of one process."""
+    """The services of one open store, shared by the handlers of one process.
+
+    ``endpoints`` is the server's :class:`~keel.services.embedders.EndpointPolicy`: work
+    done here for a caller (embedding a knowledge base) calls only the model-provider
+    endpoints configured on the server (``OPENAI_BASE_URL``, ``KEEL_SERVER_EMBEDDER_URLS``,
+    read when the context is built), never one a caller names, and never with a caller's key.
+    """
 
     store: Store
     tmp_dir: Path
     max_upload: int = DEFAULT_MAX_UPLOAD
+    endpoints: EndpointPolicy = field(default_factory=EndpointPolicy.server)
     tracking: TrackingService = field(init=False)
     prompts: PromptService = field(init=False)
     models: ModelService = field(init=False)
@@ -49,7 +57,7 @@ class ServerContext:
         """The knowledge-base service."""
         from keel.services.kb import KBService
 
-        return KBService(self.store)
+        return KBService(self.store, self.endpoints)
 
     @cached_property
     def conversations(self) -> Any:

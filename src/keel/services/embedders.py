@@ -14,19 +14,36 @@
 ``PREFIX:NAME``                         a factory registered with :func:`register_embedder`
 ======================================  ==============================================================
 
-Embedders are cached per process by ``(model, options)``: a model is loaded once.
+Embedders are cached per process by ``(model, options)``: a model is loaded once
+(the cache keeps the :data:`_CACHE_MAX` most recently built).
+
+Who may choose an endpoint is an :class:`EndpointPolicy`. In the user's own
+process (the sdk, the CLI) :meth:`EndpointPolicy.local` takes what the user
+configures (``base_url``/``api_key`` arguments, ``OPENAI_BASE_URL``). A keel
+server builds its services with :meth:`EndpointPolicy.server`: its callers are
+other people, so an embedder there calls only endpoints configured on the
+server (its ``OPENAI_BASE_URL``, the URLs in ``KEEL_SERVER_EMBEDDER_URLS``) with
+the server's own credentials; a caller's ``api_key``, an endpoint the server
+does not list, a model folder on the server's disk, or any other embedder
+option is refused with InvalidInput before anything is built or sent.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from keel.core.embedders import HASHING_PREFIX, Embedder, HashingEmbedder
 from keel.errors import InvalidInput, KeelError
 
 __all__ = [
+    "ENV_EMBEDDER_URLS",
+    "EndpointPolicy",
     "OpenAIEmbedder",
     "SentenceTransformerEmbedder",
     "register_embedder",
@@ -35,8 +52,10 @@ __all__ = [
 
 _FACTORIES: dict[str, Callable[..., Embedder]] = {}
 _CACHE: dict[tuple[str, tuple[tuple[str, Any], ...]], Embedder] = {}
+_CACHE_MAX = 64  # embedders kept per process (the oldest built is dropped first)
 _LOCK = threading.Lock()
 _MINILM = "all-MiniLM-L6-v2"
+ENV_EMBEDDER_URLS = "KEEL_SERVER_EMBEDDER_URLS"  # a server's extra allowed embedder base URLs
 
 
 class SentenceTransformerEmbedder:
@@ -103,6 +122,13 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True,
             normalize_embeddings=True,
         )
+
+
+def _shown(url: Any) -> str:
+    """``url`` for a message: without any user name, password or query (they may hold secrets)."""
+    parts = urlsplit(str(url))
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else "the configured endpoint"
 
 
 class OpenAIEmbedder:
@@ -174,13 +200,14 @@ class OpenAIEmbedder:
                 )
             except openai.OpenAIError as exc:
                 raise KeelError(
-                    f"the embeddings request to {client.base_url} failed: {exc}",
+                    f"the embeddings request to {_shown(client.base_url)} failed: {exc}",
                     "check the base URL, the model name and the API key (OPENAI_BASE_URL, OPENAI_API_KEY)",
                 ) from exc
             data = sorted(response.data, key=lambda item: item.index)
             if len(data) != len(batch):
                 raise KeelError(
-                    f"the embeddings server at {client.base_url} returned {len(data)} vectors for {len(batch)} texts",
+                    f"the embeddings server at {_shown(client.base_url)} returned {len(data)} vectors for "
+                    f"{len(batch)} texts",
                     "check that it implements the OpenAI embeddings API",
                 )
             rows.extend(list(item.embedding) for item in data)
@@ -203,31 +230,54 @@ def register_embedder(prefix: str, factory: Callable[..., Embedder]) -> None:
             del _CACHE[key]
 
 
-def _build(model: str, options: dict[str, Any]) -> Embedder:
+def _kind(model: str) -> tuple[str, str]:
+    """``(kind, name)`` of an embedding model name: ``hashing``, ``factory`` (a registered
+    prefix), ``openai``, ``sentence-transformers``, or ``unknown``."""
     if model.startswith(HASHING_PREFIX):
-        size = model[len(HASHING_PREFIX) :]
-        if not size.isdigit():
-            raise InvalidInput(f"invalid hashing embedder {model!r}", "write hashing-N, e.g. hashing-384")
-        return HashingEmbedder(int(size))
+        return "hashing", model[len(HASHING_PREFIX) :]
     prefix, sep, name = model.partition(":")
-    if sep and prefix in _FACTORIES:
-        return _FACTORIES[prefix](name, **options)
-    if sep and prefix == "openai":
+    if not sep:
+        return "sentence-transformers", model
+    if prefix in _FACTORIES:
+        return "factory", name
+    if prefix == "openai":
+        return "openai", name
+    if prefix in ("sentence-transformers", "st"):
+        return "sentence-transformers", name
+    return "unknown", model
+
+
+def _build(model: str, options: dict[str, Any]) -> Embedder:
+    kind, name = _kind(model)
+    if kind == "hashing":
+        if not name.isdigit():
+            raise InvalidInput(f"invalid hashing embedder {model!r}", "write hashing-N, e.g. hashing-384")
+        return HashingEmbedder(int(name))
+    if kind == "factory":
+        return _FACTORIES[model.partition(":")[0]](name, **options)
+    if kind == "openai":
         return OpenAIEmbedder(name, **options)
-    if sep and prefix in ("sentence-transformers", "st"):
+    if kind == "sentence-transformers":
         return SentenceTransformerEmbedder(name, **options)
-    if sep:
-        raise InvalidInput(
-            f"unknown embedding model {model!r}",
-            "use hashing-384, openai:MODEL, sentence-transformers:MODEL, or register_embedder() a prefix",
-        )
-    return SentenceTransformerEmbedder(model, **options)
+    raise InvalidInput(
+        f"unknown embedding model {model!r}",
+        "use hashing-384, openai:MODEL, sentence-transformers:MODEL, or register_embedder() a prefix",
+    )
+
+
+def _check_model(model: Any) -> str:
+    if not isinstance(model, str) or not model.strip() or model != model.strip():
+        raise InvalidInput(f"invalid embedding model {model!r}", "e.g. hashing-384 or all-MiniLM-L6-v2")
+    return model
 
 
 def resolve_embedder(model: str, **options: Any) -> Embedder:
-    """The embedder for an ``embedding_model`` name (cached per process); see the module docstring."""
-    if not isinstance(model, str) or not model.strip() or model != model.strip():
-        raise InvalidInput(f"invalid embedding model {model!r}", "e.g. hashing-384 or all-MiniLM-L6-v2")
+    """The embedder for an ``embedding_model`` name (cached per process); see the module docstring.
+
+    It takes ``options`` as given: where they come from someone else than the user of this
+    process (a keel server's callers), go through :meth:`EndpointPolicy.resolve`.
+    """
+    _check_model(model)
     given = {k: v for k, v in options.items() if v is not None}
     key = (model, tuple(sorted((k, repr(v)) for k, v in given.items())))
     with _LOCK:
@@ -239,4 +289,140 @@ def resolve_embedder(model: str, **options: Any) -> Embedder:
     except TypeError as exc:  # an option the embedder does not take
         raise InvalidInput(f"embedding model {model!r}: {exc}", "check the embedder options") from None
     with _LOCK:
+        if key not in _CACHE:
+            while len(_CACHE) >= _CACHE_MAX:
+                del _CACHE[next(iter(_CACHE))]
         return _CACHE.setdefault(key, embedder)
+
+
+# -- who may choose an endpoint -----------------------------------------------------------------------
+_SERVER_OPTIONS = {"openai": ("base_url", "dimensions")}  # what a server's caller may set, by kind
+_MODEL_ID = re.compile(r"[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?")  # a Hugging Face id: NAME or ORG/NAME
+_MAX_DIMENSIONS = 65536
+_ASK_OPERATOR = (
+    "leave base_url unset to use the endpoint configured on the server; ask the server's operator to allow "
+    f"this one (python -m keel.server --embedder-url URL, or {ENV_EMBEDDER_URLS}); or build the knowledge "
+    "base in a local workspace, which embeds with the endpoint you configure"
+)
+
+
+def endpoint_key(url: Any) -> str | None:
+    """``url`` as compared with allowed endpoints (scheme and host lower-cased, no trailing ``/``),
+    or None unless it is an ``http(s)://host[:port][/path]`` URL without credentials, query or fragment."""
+    if not isinstance(url, str) or len(url) > 2048:
+        return None
+    text = url.strip()
+    if any(ord(c) <= 32 or ord(c) == 127 for c in text):
+        return None
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for an invalid port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return None
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        return None
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+@dataclass(frozen=True)
+class EndpointPolicy:
+    """Which endpoints, credentials and embedder options may come from whoever calls keel.
+
+    :meth:`local` (``trusted``): the caller is the user, in their own process: their
+    ``base_url``/``api_key`` arguments and environment are used as given.
+
+    :meth:`server`: the callers are other people, and the process holds the server's
+    secrets (its ``OPENAI_API_KEY``...). An embedder is built only from what the server
+    configures: a caller may name the embedding model, an ``openai:`` model's
+    ``dimensions``, and a ``base_url`` only if it is one of :attr:`endpoints` (then the
+    server's own spelling of it is used). A caller's ``api_key``, any other endpoint,
+    any other option, or a sentence-transformers model given as a path is refused with
+    InvalidInput before anything is built, so no request leaves the server.
+
+    Attributes:
+        trusted: True for :meth:`local`.
+        endpoints: the base URLs a server's callers may choose, as the server spells them.
+            The server sends its own credentials (``OPENAI_API_KEY``) to every one of them.
+    """
+
+    trusted: bool = True
+    endpoints: tuple[str, ...] = ()
+
+    @classmethod
+    def local(cls) -> EndpointPolicy:
+        """The user's own process: endpoints and keys as the user configures them."""
+        return cls()
+
+    @classmethod
+    def server(cls, urls: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> EndpointPolicy:
+        """A server's policy: ``urls`` plus the server environment's ``KEEL_SERVER_EMBEDDER_URLS``
+        (separated by spaces or commas) and ``OPENAI_BASE_URL`` are the allowed endpoints
+        (omitting ``base_url`` always means the server's default: ``OPENAI_BASE_URL`` or OpenAI's)."""
+        env = os.environ if environ is None else environ
+        listed = [*urls, *env.get(ENV_EMBEDDER_URLS, "").replace(",", " ").split()]
+        found: dict[str, str] = {}
+        for url in listed:
+            key = endpoint_key(url)
+            if key is None:
+                raise InvalidInput(
+                    f"invalid embedder endpoint {url!r} in the server's configuration",
+                    "write http(s)://host[:port]/path without credentials, e.g. http://embeddings.internal:8080/v1",
+                )
+            found.setdefault(key, url.strip())
+        default = env.get("OPENAI_BASE_URL", "")
+        default_key = endpoint_key(default)
+        if default_key is not None:
+            found.setdefault(default_key, default.strip())
+        return cls(False, tuple(found.values()))
+
+    def options(self, model: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options to build ``model``'s embedder with; InvalidInput for what this policy refuses."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if self.trusted:
+            return given
+        _check_model(model)
+        if "api_key" in given:
+            raise InvalidInput(
+                "a keel server does not take an api_key: it calls model providers with its own credentials",
+                "leave api_key unset; the server's operator configures the provider's key on the server",
+            )
+        kind, name = _kind(model)
+        allowed = _SERVER_OPTIONS.get(kind, ())
+        for key in given:
+            if key not in allowed:
+                raise InvalidInput(
+                    f"the embedder option {key}= cannot be set through a keel server",
+                    "leave it unset: the server builds the embedder from its own configuration",
+                )
+        if "base_url" in given:
+            given["base_url"] = self._endpoint(given["base_url"])
+        size = given.get("dimensions")
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= _MAX_DIMENSIONS
+        ):
+            raise InvalidInput(f"invalid dimensions {size!r}", f"a whole number from 1 to {_MAX_DIMENSIONS}")
+        if kind == "sentence-transformers" and (not _MODEL_ID.fullmatch(name) or ".." in name or os.path.exists(name)):
+            raise InvalidInput(
+                f"a keel server loads sentence-transformers models by id only, not {name[:200]!r}",
+                "give a model id such as all-MiniLM-L6-v2 or org/model (a path would be a folder on the server)",
+            )
+        return given
+
+    def _endpoint(self, url: Any) -> str:
+        """The server's spelling of an allowed endpoint ``url``; InvalidInput for any other."""
+        key = endpoint_key(url)
+        for allowed in self.endpoints:
+            if key is not None and endpoint_key(allowed) == key:
+                return allowed
+        shown = url[:200] if isinstance(url, str) else type(url).__name__
+        raise InvalidInput(
+            f"this keel server does not send requests to the embeddings endpoint {shown!r}: it calls only "
+            "endpoints configured on the server",
+            _ASK_OPERATOR,
+        )
+
+    def resolve(self, model: str, options: Mapping[str, Any]) -> Embedder:
+        """:func:`resolve_embedder` with the options this policy allows (InvalidInput for others)."""
+        return resolve_embedder(model, **self.options(model, options))

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from keel.core.auth import Principal
 from keel.core.data_pointer import POINTER_SUFFIX, parse_pointer
 from keel.core.embedders import Embedder, check_vectors
 from keel.core.entities import now_ms
@@ -49,7 +50,11 @@ from keel.core.names import check_name
 from keel.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from keel.meta.kb import KBRow, KBVersionRow, RawKB, StagedRow
 from keel.services.audit import who as audit_who
-from keel.services.embedders import resolve_embedder
+from keel.services.contract import (
+    operation,
+    service,
+)
+from keel.services.embedders import EndpointPolicy
 from keel.services.kb_index import (
     ChunkTable,
     SearchHit,
@@ -138,10 +143,18 @@ def _info(row: KBRow, latest: int | None = None, staged: int = 0) -> KBInfo:
     )  # fmt: skip
 
 
-def _embedder_for(model: str, given: Embedder | None, options: Mapping[str, Any]) -> Embedder:
-    """The embedder for ``model``: the one given (its id must be ``model``), else resolved by name."""
+def _embedder_for(
+    model: str, given: Embedder | None, options: Mapping[str, Any], endpoints: EndpointPolicy
+) -> Embedder:
+    """The embedder for ``model``: the one given (its id must be ``model``), else resolved by name
+    with the options ``endpoints`` allows (checked before any request is made)."""
     if given is None:
-        return resolve_embedder(model, **options)
+        return endpoints.resolve(model, options)
+    if not endpoints.trusted:
+        raise InvalidInput(
+            "a keel server embeds only with the embedders configured on it, not one its caller passes",
+            "name the embedding model instead, or use a local workspace to embed with your own embedder",
+        )
     if given.id != model:
         raise InvalidInput(
             f"embedder {given.id!r} is not this knowledge base's embedding model {model!r}",
@@ -186,11 +199,29 @@ class _Prepared:
 
 
 # -- the service ------------------------------------------------------------------------------
-class KBService:
-    """Knowledge-base use cases over one store."""
+def documents_not_files(_services: Any, _caller: Principal, arguments: dict[str, Any]) -> None:
+    """On a server, documents travel as ``{'text', 'metadata', 'source'}`` dicts, never file paths."""
+    items = arguments.get("items")
+    documents = items if isinstance(items, list | tuple) else [items]
+    if not all(isinstance(item, dict) for item in documents):
+        raise InvalidInput(
+            "kb.add_documents on a keel server takes {'text', 'metadata', 'source'} dicts, not file paths",
+            "the keel sdk reads files on your machine and sends their text",
+        )
 
-    def __init__(self, store: Store) -> None:
+
+@service("kb")
+class KBService:
+    """Knowledge-base use cases over one store.
+
+    ``endpoints`` says which embedder endpoints and options callers may choose: the
+    user's own (:meth:`EndpointPolicy.local`, the default), or on a keel server only
+    those configured on the server (:meth:`EndpointPolicy.server`).
+    """
+
+    def __init__(self, store: Store, endpoints: EndpointPolicy | None = None) -> None:
         self.store = store
+        self.endpoints = endpoints if endpoints is not None else EndpointPolicy.local()
         self.db = store.db
         self.objects = store.objects
         self.raw = RawKB(store.db)
@@ -206,6 +237,7 @@ class KBService:
             )
         return kb
 
+    @operation("writer")
     def create(
         self,
         name: str,
@@ -224,7 +256,7 @@ class KBService:
         if "@" in name:
             raise InvalidInput(f"invalid knowledge base name {name!r}: it contains '@'", "NAME@VERSION must parse")
         ChunkConfig(splitter, chunk_size, chunk_overlap)
-        embedder = resolve_embedder(embedding_model, **embedder_options)
+        embedder = self.endpoints.resolve(embedding_model, embedder_options)
         dim = dimension if dimension is not None else embedder.dimension
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
             raise InvalidInput(f"invalid dimension {dim!r}", "a positive whole number, e.g. 384")
@@ -237,6 +269,7 @@ class KBService:
                 raise AlreadyExists(f"a knowledge base named {name!r} already exists", f"use it: keel.kb.get({name!r})")
             return _info(self.raw.create(cur, row))
 
+    @operation("reader")
     def get(self, name: str) -> KBInfo:
         """A knowledge base with its newest version and number of staged changes."""
         with self.db.raw_read() as cur:
@@ -245,6 +278,7 @@ class KBService:
             staged = len(self.raw.staged(cur, kb.id))
         return _info(kb, None if latest is None else latest.version, staged)
 
+    @operation("reader")
     def list_kbs(self) -> list[KBInfo]:
         """Every knowledge base, by name."""
         with self.db.raw_read() as cur:
@@ -254,6 +288,7 @@ class KBService:
                 out.append(_info(kb, None if latest is None else latest.version, len(self.raw.staged(cur, kb.id))))
             return out
 
+    @operation("writer")
     def configure(
         self,
         name: str,
@@ -273,9 +308,10 @@ class KBService:
         """
         with self.db.raw_read() as cur:
             kb = self._kb_or_raise(cur, name)
+        self.endpoints.options(embedding_model or kb.embedding_model, embedder_options)  # refused before any change
         changes: dict[str, Any] = {}
         if embedding_model is not None and embedding_model != kb.embedding_model:
-            embedder = resolve_embedder(embedding_model, **embedder_options)
+            embedder = self.endpoints.resolve(embedding_model, embedder_options)
             changes["embedding_model"] = embedding_model
             changes["dimension"] = embedder.dimension  # None: learned at the next commit
         for key, value in (("chunk_size", chunk_size), ("chunk_overlap", chunk_overlap), ("splitter", splitter)):
@@ -307,17 +343,20 @@ class KBService:
             raise NotFound(f"knowledge base {name!r} has no version v{number}", f"list them with 'keel kb log {name}'")
         return row
 
+    @operation("reader")
     def version(self, name: str, version: Any = None) -> KBVersion:
         """One version (``"v2"``, ``2``) or the newest (``None``/``"latest"``)."""
         with self.db.raw_read() as cur:
             return _version(self._version_row(cur, name, version))
 
+    @operation("reader")
     def log(self, name: str) -> list[KBVersion]:
         """Every version, newest first."""
         with self.db.raw_read() as cur:
             self._kb_or_raise(cur, name)
             return [_version(row) for row in self.raw.versions(cur, name)]
 
+    @operation("reader")
     def manifest(self, name: str, version: Any = None) -> KBManifest:
         """A version's manifest (config, documents with their chunk ids, data sources)."""
         return self._manifest(self.version(name, version).manifest_hash)
@@ -325,6 +364,7 @@ class KBService:
     def _manifest(self, oid: str) -> KBManifest:
         return KBManifest.parse(self.objects.get_bytes(oid), f"manifest {oid}")
 
+    @operation("reader")
     def diff(self, name: str, a: Any, b: Any) -> KBDiff:
         """Documents added/removed/modified, chunks added/removed and config changes from ``a`` to ``b``."""
         va, vb = self.version(name, a), self.version(name, b)
@@ -429,6 +469,7 @@ class KBService:
         docs = {} if manifest is None else {d.key: d.id for d in manifest.documents}
         return head, manifest, docs, staged
 
+    @operation("writer", local_only=("base",), check=documents_not_files)
     def add_documents(
         self,
         name: str,
@@ -499,6 +540,7 @@ class KBService:
             files.append(file)
         return self.add_documents(name, files, base_path, max_document_bytes, _tracked_data(folder, base_path))
 
+    @operation("writer")
     def remove_documents(self, name: str, ids: Sequence[str] | str) -> list[str]:
         """Stage the removal of documents, given by source, key, document id or id prefix (8+ digits).
 
@@ -538,6 +580,7 @@ class KBService:
             f"knowledge base {name!r} has no document {given!r}", f"see its documents: keel kb status {name}"
         )
 
+    @operation("reader")
     def status(self, name: str) -> KBStatus:
         """What the next commit would change: staged documents and configuration changes."""
         with self.db.raw_read() as cur:
@@ -551,6 +594,7 @@ class KBService:
         return KBStatus(name, None if head is None else head.version, added, modified, removed, config, data)
 
     # -- committing -----------------------------------------------------------------------------
+    @operation("writer")
     def commit(
         self,
         name: str,
@@ -572,7 +616,7 @@ class KBService:
             kb = self._kb_or_raise(cur, name)
             head, head_manifest, head_docs, staged = self._working(cur, kb)
         chunking = ChunkConfig(kb.splitter, kb.chunk_size, kb.chunk_overlap)
-        model = _embedder_for(kb.embedding_model, embedder, embedder_options)
+        model = _embedder_for(kb.embedding_model, embedder, embedder_options, self.endpoints)
         changes = _config_changes(head_manifest, kb)
         if head is not None and not staged and not changes:
             return _version(head, created=False)
@@ -733,6 +777,7 @@ class KBService:
         return out
 
     # -- searching and exporting ---------------------------------------------------------------
+    @operation("reader")
     def search(
         self,
         name: str,
@@ -749,7 +794,7 @@ class KBService:
         with self.db.raw_read() as cur:
             row = self._version_row(cur, name, version)
         found = _version(row)
-        model = _embedder_for(row.embedding_model, embedder, embedder_options)
+        model = _embedder_for(row.embedding_model, embedder, embedder_options, self.endpoints)
         index = load_index(self.objects, row.index_oid, row.chunks_oid, self.store.root)
         query_vector = check_vectors(model.embed([query]), 1, row.dimension, model.id)[0]
         hits = []
