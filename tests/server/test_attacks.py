@@ -159,3 +159,74 @@ def test_fuzzed_rpc_calls_never_fail_the_server(
     if response.status_code >= 400:
         assert set(response.json()["error"]) >= {"code", "message", "hint"}
     assert site.client.get("/api/v1/health").status_code == 200
+
+
+# -- fuzzing with values that fit each parameter's type, so calls reach the services ---------------
+_TEXT = st.sampled_from(
+    ["", "x", "a" * 300, "../../x", "/etc/passwd", "a\x00b", "\ud800", "' OR 1=1 --", "<script>", "x" * 70_000]
+) | st.text(max_size=12)
+_INT = st.sampled_from([0, -1, 2**31, 2**63, -(2**63) - 1, 10**30]) | st.integers(-5, 5)
+_FLOAT = st.sampled_from([float("nan"), float("inf"), -0.0, 1e308]) | st.floats(allow_nan=False, width=32)
+_SCALAR = st.none() | st.booleans() | _INT | _FLOAT | _TEXT
+_ANY = st.recursive(_SCALAR, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+                    max_leaves=8)  # fmt: skip
+
+
+def _strategy(hint: Any, name: str) -> st.SearchStrategy[Any]:
+    import typing
+
+    if name in ("run_id", "run_ids"):
+        ids = st.sampled_from([ALPHA_RUN, ALPHA_RUN[:4], "f" * 32, "zz", "a" * 40])
+        return ids if name == "run_id" else st.lists(ids, max_size=3)
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | None)) else (hint,)
+    found: list[st.SearchStrategy[Any]] = []
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if option is type(None):
+            found.append(st.none())
+        elif origin is str:
+            found.append(_TEXT)
+        elif origin is bool:
+            found.append(st.booleans())
+        elif origin is int:
+            found.append(_INT)
+        elif origin is float:
+            found.append(_FLOAT | _INT)
+        elif origin in (list, tuple, set, frozenset) or "Sequence" in str(origin) or "Iterable" in str(origin):
+            found.append(st.lists(_TEXT | _INT, max_size=3))
+        elif origin is dict or "Mapping" in str(origin):
+            found.append(st.dictionaries(_TEXT, _ANY, max_size=3))
+        else:
+            found.append(_ANY)
+    return st.one_of(found) if found else _ANY
+
+
+@st.composite
+def _typed_call(draw: st.DrawFn) -> tuple[Any, list[Any]]:
+    op = draw(st.sampled_from(_OPERATIONS))
+    hints = op.hints
+    args = []
+    for parameter in list(op.signature.parameters.values())[1:]:
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            break
+        if parameter.default is not parameter.empty and draw(st.booleans()):
+            break
+        args.append(draw(_strategy(hints.get(parameter.name, Any), parameter.name)))
+    return op, args
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(call=_typed_call(), as_root=st.booleans())
+def test_fuzzed_calls_with_well_typed_hostile_values_never_fail_the_server(
+    site: Site, call: tuple[Any, list[Any]], as_root: bool
+) -> None:
+    op, args = call
+    try:
+        body = json.dumps({"args": CODEC.encode(args), "kwargs": {}})
+    except (TypeError, ValueError):
+        return  # not encodable by the sdk either
+    headers = {**(site.root if as_root else site.headers), "Content-Type": "application/json"}
+    response = site.client.post(f"/api/v1/svc/{op.service}/{op.name}", content=body, headers=headers)
+    assert response.status_code < 500, (op.qualname, args, response.text[:300])
+    if response.status_code >= 400:
+        assert set(response.json()["error"]) >= {"code", "message", "hint"}
