@@ -127,7 +127,7 @@ def test_verify_reports_corruption_with_exit_code(project):
         (("runs", "show", "ffff0000"), 3, "no run with id"),
         (("runs", "show", "zz"), 2, "invalid run id"),
         (("runs", "list", "--filter", "metrics.accuracy >"), 2, "position 18"),
-        (("runs", "list", "--project", "nope"), 3, "no project named"),
+        (("runs", "list", "--project", "nope"), 3, "no project 'nope'"),
         (("runs", "compare", "abcd"), 2, "at least two runs"),
         (("init",), 4, "already"),
     ],

@@ -29,6 +29,7 @@ __all__ = [
     "format_time",
     "new_run_id",
     "now_ms",
+    "project_not_found",
     "run_not_found",
 ]
 
@@ -51,6 +52,11 @@ RUN_ID_LENGTH = 32
 def run_not_found(run_id: object) -> NotFound:
     """The one answer for a run id that is unknown *or* in a project the caller may not read."""
     return NotFound(f"no run with id {str(run_id)[:80]!r}", "list runs with 'keel runs list'")
+
+
+def project_not_found(project: object) -> NotFound:
+    """The one answer for a project that does not exist *or* that the caller may not read."""
+    return NotFound(f"no project {str(project)[:80]!r}", "list the projects you can see: keel projects list")
 
 
 def format_time(ms: int | None) -> str:

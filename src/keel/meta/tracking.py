@@ -29,6 +29,7 @@ from keel.core.entities import (
     Project,
     RunRecord,
     now_ms,
+    project_not_found,
     run_not_found,
 )
 from keel.core.filters import Node, OrderBy
@@ -168,7 +169,7 @@ class TrackingStore:
         found = self._project_ids
         missing = [n for n in names if n not in found]
         if missing:
-            raise NotFound(f"no project named {missing[0]!r}", "list projects with 'keel projects list'")
+            raise project_not_found(missing[0])
         return [int(found[n]) for n in names]
 
     # -- runs -------------------------------------------------------------

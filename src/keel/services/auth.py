@@ -31,7 +31,8 @@ from keel.core.auth import (
     hash_token,
     verify_password,
 )
-from keel.errors import Forbidden, NotFound
+from keel.core.entities import project_not_found
+from keel.errors import Forbidden
 from keel.meta.auth import AuthStore
 
 __all__ = [
@@ -53,11 +54,6 @@ __all__ = [
     "require_site_admin",
     "verify_password",
 ]
-
-
-def project_not_found(project: str) -> NotFound:
-    """The one answer for a project that does not exist *or* that the caller may not read."""
-    return NotFound(f"no project {str(project)[:80]!r}", "list the projects you can see: keel projects list")
 
 
 def require(caller: Principal, scope: str, role: str) -> None:

@@ -22,7 +22,8 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
 from keel.core.comparison import Comparison
-from keel.errors import InvalidInput, KeelError, NotFound
+from keel.core.entities import project_not_found
+from keel.errors import InvalidInput, KeelError
 from keel.server.auth import Context
 from keel.server.context import ServerContext
 from keel.server.ui.charts import Bar, Point, Series, bar_chart, line_chart, scatter_chart
@@ -71,7 +72,7 @@ def runs_page(
     started = time.perf_counter()
     count = next((c for p, c in context.tracking.list_projects() if p.name == project), None)
     if count is None:
-        raise NotFound(f"no project {project!r}", "pick one from the projects list")
+        raise project_not_found(project)
     size = size if size in PAGE_SIZES else 50
     error = ""
     try:
