@@ -5,9 +5,9 @@ the codec knows) are checked here before any operation runs: each against the
 parameter's annotation (``str``, ``int | None``, ``list[str]``,
 ``dict[str, Any]``, ``Literal[...]``, a dataclass, ...), and all of them
 against size bounds: the longest string, the most items in one container, the
-deepest nesting and the number of values in all. Integers annotated ``int``
-must fit the database's 64 bits; strings must be valid UTF-8 (no lone
-surrogates). Every failure is an :class:`~keel.errors.InvalidInput` naming the
+deepest nesting and the number of values in all. Strings must be valid UTF-8
+(no lone surrogates). Integers anywhere in the arguments must fit the database's 64
+bits. Every failure is an :class:`~keel.errors.InvalidInput` naming the
 argument.
 
 A dataclass that knows how to check itself (a ``validate()`` method, as the
@@ -68,7 +68,7 @@ def _check(value: Any, hint: Any, where: str, text: int, items: int, depth: int,
         raise _fail(where, "nested too deeply", "flatten the value")
     _check_type(value, hint, where)
     if value is None or isinstance(value, bool | int | float):
-        if isinstance(value, int) and not isinstance(value, bool) and _wants_int(hint):
+        if isinstance(value, int) and not isinstance(value, bool):
             if not INT64_MIN <= value <= INT64_MAX:
                 raise _fail(where, f"integer {value} is outside the 64-bit range", "use a smaller number")
         return
@@ -124,10 +124,6 @@ def _options(hint: Any) -> tuple[Any, ...]:
     if origin is typing.Union or origin is types.UnionType:
         return typing.get_args(hint)
     return (hint,)
-
-
-def _wants_int(hint: Any) -> bool:
-    return any(option is int for option in _options(hint))
 
 
 def _check_type(value: Any, hint: Any, where: str) -> None:

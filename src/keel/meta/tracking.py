@@ -263,15 +263,17 @@ class TrackingStore:
     def resolve_run_id(self, prefix: str, within: Sequence[str] | None = None) -> str:
         """The full run id for a unique prefix (4+ hex digits) or a full id.
 
-        With ``within`` (project names), only runs in those projects are considered: a run elsewhere
-        gets the same NotFound as an unknown id (a caller cannot probe what it may not see).
+        With ``within`` (project names), a prefix matches only runs in those projects, so a
+        caller cannot probe ids it may not see; a full id already known to this process is
+        returned at once, and the caller checks its project (see
+        :func:`keel.services.contract.authorized_run`).
         """
         text = (prefix or "").strip().lower() if isinstance(prefix, str) else ""
         if not 4 <= len(text) <= RUN_ID_LENGTH or any(c not in "0123456789abcdef" for c in text):
             raise InvalidInput(
                 f"invalid run id {str(prefix)[:80]!r}", "give a run id or a unique prefix of at least 4 hex digits"
             )
-        if within is None and text in self._pks:
+        if text in self._pks:  # a full id seen before; callers check who may see its project
             return text
         query = select(runs.c.run_id).where(runs.c.run_id.like(text + "%"))
         if within is not None:

@@ -53,6 +53,7 @@ from typing import Any, TypeVar
 from keel.core.arguments import check_value
 from keel.core.auth import REGISTRIES as REGISTRIES_SCOPE
 from keel.core.auth import Principal
+from keel.core.entities import RunRecord, run_not_found
 from keel.errors import InvalidInput
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "Operation",
     "Scope",
     "authorize_run",
+    "authorized_run",
     "batch_scope",
     "invoke",
     "operation",
@@ -385,13 +387,25 @@ def authorize(op: Operation, services: Any, caller: Principal, arguments: dict[s
 
 def authorize_run(services: Any, caller: Principal, run_id: Any, role: str) -> str:
     """The full id of ``run_id`` if ``caller`` may act on it with ``role``; hidden runs are NotFound."""
+    return authorized_run(services, caller, run_id, role).run_id
+
+
+def authorized_run(services: Any, caller: Principal, run_id: Any, role: str) -> RunRecord:
+    """The run ``run_id`` (id or unique prefix) if ``caller`` may act on it with ``role``.
+
+    A prefix resolves only among the projects the caller may read, and a run in a
+    project it cannot read raises exactly the NotFound of an unknown id.
+    """
     from keel.services.auth import require
 
     if not isinstance(run_id, str):
         raise InvalidInput("a run id must be a string", "pass the run id (or a unique prefix) as text")
-    full = services.tracking.repo.resolve_run_id(run_id, within=caller.readable())
-    require(caller, services.tracking.repo.get_run(full).project, role)
-    return str(full)
+    repo = services.tracking.repo
+    record: RunRecord = repo.get_run(repo.resolve_run_id(run_id, within=caller.readable()))
+    if caller.rank(record.project) == 0:
+        raise run_not_found(run_id)
+    require(caller, record.project, role)
+    return record
 
 
 def describe(op: Operation) -> str:

@@ -28,7 +28,7 @@ from keel.server.context import ServerContext
 from keel.server.errors import KeelJSONResponse
 from keel.server.mlflow.dispatch import authenticate, error_response, mlflow_error
 from keel.server.routers.artifacts import verified_download
-from keel.services.contract import authorize_run
+from keel.services.contract import authorized_run
 
 __all__ = ["children", "router"]
 
@@ -63,7 +63,7 @@ def _locate(context: ServerContext, request: Request, path: str, role: str) -> t
         raise InvalidInput(
             f"invalid artifact path {path!r}", "keel serves <experiment_id>/<run_id>/artifacts/<path>"
         ) from exc
-    record = context.tracking.repo.get_run(authorize_run(context, caller, run_id, role))
+    record = authorized_run(context, caller, run_id, role)
     return record, artifact
 
 

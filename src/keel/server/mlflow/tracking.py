@@ -15,7 +15,7 @@ from keel.server.auth import require
 from keel.server.mlflow.artifacts import children
 from keel.server.mlflow.dispatch import Call, endpoint
 from keel.services.auth import WORKSPACE
-from keel.services.contract import authorize_run
+from keel.services.contract import authorized_run
 
 __all__: list[str] = []
 
@@ -25,7 +25,7 @@ def _run(call: Call, role: str) -> RunRecord:
     if not run_id or not isinstance(run_id, str):
         raise InvalidInput("Missing value for required parameter 'run_id'", "pass the run's id")
     # The keel contract's check: the run's stored project, and a hidden run answers as a missing one.
-    return call.mlflow.tracking.tracking.repo.get_run(authorize_run(call.mlflow.tracking, call.caller, run_id, role))
+    return authorized_run(call.mlflow.tracking, call.caller, run_id, role)
 
 
 def _visible(call: Call, project: str, role: str, missing: NotFound) -> None:

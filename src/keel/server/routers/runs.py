@@ -21,7 +21,7 @@ from keel.server.batch_body import BATCH_OPENAPI, parse_batch
 from keel.server.context import ServerContext
 from keel.server.routers import Router
 from keel.services.auth import Principal
-from keel.services.contract import authorize_run, invoke
+from keel.services.contract import authorized_run, invoke
 from keel.services.contract import find as find_operation
 
 __all__ = ["router", "run_for"]
@@ -59,7 +59,7 @@ class RunUpdate(BaseModel):
 def run_for(context: ServerContext, caller: Principal, run_id: str, role: str) -> RunRecord:
     """The run ``run_id`` (id or unique prefix) after checking ``caller`` has ``role`` on its
     stored project; a run the caller may not read is the NotFound of an unknown id."""
-    return context.tracking.repo.get_run(authorize_run(context, caller, run_id, role))
+    return authorized_run(context, caller, run_id, role)
 
 
 def _write(context: ServerContext, caller: Principal, batch: WriteBatch) -> None:

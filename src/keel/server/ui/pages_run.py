@@ -31,7 +31,7 @@ from keel.server.ui.charts import Series, line_chart
 from keel.server.ui.render import render, url
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Viewer
-from keel.services.contract import authorize_run
+from keel.services.contract import authorized_run
 from keel.services.tracking import table_path
 
 __all__ = ["router"]
@@ -54,7 +54,7 @@ _TEXT = (".txt", ".md", ".log", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".py",
 
 def _run(context: ServerContext, viewer: Viewer, run_id: str) -> RunRecord:
     """The run, if the viewer may read it; a hidden run is the NotFound of an unknown id."""
-    return context.tracking.repo.get_run(authorize_run(context, viewer.principal, run_id, "reader"))
+    return authorized_run(context, viewer.principal, run_id, "reader")
 
 
 def _metric_charts(context: ServerContext, record: RunRecord) -> tuple[list[MetricSummary], list[Markup]]:
