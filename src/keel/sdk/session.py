@@ -385,6 +385,9 @@ def reset() -> None:
     _clear_stack()
     clear_cache()
     with _LOCK:
+        remotes = [session.remote for session in _SESSIONS.values() if session.remote is not None]
         _SESSIONS.clear()
         _BY_LOOKUP.clear()
+    for remote in remotes:  # a keel server's connections: not in close_all_stores' list
+        remote.close()
     close_all_stores()
