@@ -64,6 +64,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     )
     context.tracking.create_project("beta")
     with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers["X-Request-Id"] = "probe"  # one id for every request: answers compare whole
         yield Site(client, context, {"Authorization": f"Bearer {token}"}, {"Authorization": f"Bearer {root_token}"})
 
 

@@ -82,6 +82,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         context.tracking.write_batch(WriteBatch(new_runs=[(run_id, project, "r", now_ms(), None, "{}")]))
         runs[project] = run_id
     with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers["X-Request-Id"] = "probe"  # one id for every request: answers compare whole
         yield Site(client, tokens, db_file, runs["alpha"], runs["beta"])
 
 

@@ -37,12 +37,13 @@ def test_an_unexpected_failure_is_a_500_in_the_one_shape_without_details(
     client, _ = app_and_token
     response = client.get("/api/v1/boom")
     assert response.status_code == 500
+    request_id = response.headers["x-request-id"]  # the server log's lines of this request carry it
     assert response.json() == {
         "error": {
             "code": "internal",
-            "message": "internal server error",
+            "message": f"internal server error (request id {request_id})",
             "hint": "the server log has the details",
-            "details": {},
+            "details": {"request_id": request_id},
         }
     }
 

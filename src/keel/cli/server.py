@@ -92,6 +92,11 @@ def server_start(
         typer.Option("--embedder-url", help="An embeddings base URL clients may choose (repeatable)."),
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")] = "info",
+    log_format: Annotated[str, typer.Option("--log-format", help="Log lines as text or json (JSON lines).")] = "text",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", help="Also serve Prometheus metrics on 127.0.0.1:PORT, no token."),
+    ] = None,
     secure_cookies: Annotated[
         bool, typer.Option("--secure-cookies", help="Web UI cookies only over https (behind a TLS proxy).")
     ] = False,
@@ -106,6 +111,9 @@ def server_start(
     if objects:
         env[ENV_OBJECTS] = objects
     args = ["--host", host, "--port", str(port), "--workers", str(workers), "--log-level", log_level]
+    args += ["--log-format", log_format]
+    if metrics_port:
+        args += ["--metrics-port", str(metrics_port)]
     if max_upload:
         args += ["--max-upload", str(max_upload)]
     if max_json:

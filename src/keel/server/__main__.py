@@ -3,7 +3,7 @@
 ::
 
     python -m keel.server [start] --store URL [--objects URL] [--host 127.0.0.1] [--port 8080] [--workers N]
-                          [--embedder-url URL ...]
+                          [--embedder-url URL ...] [--log-format text|json] [--metrics-port PORT]
     python -m keel.server ui [--port 8765] [--no-browser]      # keel ui: this workspace on 127.0.0.1, no sign-in
     python -m keel.server admin|user|token|grant|revoke|grants|audit ...   # the same as keel server admin|...
 
@@ -20,6 +20,12 @@ on it: its ``OPENAI_BASE_URL`` (or OpenAI's default) with its ``OPENAI_API_KEY``
 each ``--embedder-url`` (or ``KEEL_SERVER_EMBEDDER_URLS``, separated by spaces): a
 client may pick one of those as ``base_url``, never another URL, and never sends a key.
 The server's ``OPENAI_API_KEY`` goes to every endpoint listed: list only ones you trust with it.
+
+Logs go to stderr, one access line per request, as text or JSON lines (``--log-format``,
+:mod:`keel.server.logs`). ``--metrics-port`` also serves the Prometheus metrics on
+127.0.0.1 without a token (``/metrics`` on the main port needs a site admin's token). With
+several workers, each worker exits when this process dies (:mod:`keel.server.supervision`).
+See docs/operations.md.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ _ADMIN_COMMANDS = frozenset({"admin", "user", "token", "grant", "revoke", "grant
 # Options of this parser that take a value, so a value is never mistaken for a command.
 _VALUED = frozenset(
     ("--store", "--objects", "--host", "--port", "--workers", "--max-upload", "--max-json", "--log-level")
-) | {"--embedder-url"}
+) | {"--embedder-url", "--log-format", "--metrics-port"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log lines as text (default) or JSON lines"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="also serve the Prometheus metrics on 127.0.0.1:PORT without a token (/metrics on the main port "
+        "needs a site admin's token)",
+    )
+    parser.add_argument(
         "--secure-cookies", action="store_true", help="web UI cookies only over https (behind a TLS proxy)"
     )
     sub = parser.add_subparsers(dest="command")
@@ -77,11 +93,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import logging.config
+
     import uvicorn
 
     from keel.server.app import ENV_MAX_JSON, ENV_MAX_UPLOAD, ENV_OBJECTS, ENV_STORE, app_from_env
+    from keel.server.logs import logging_config
+    from keel.server.supervision import ENV_SUPERVISOR, multiprocess_metrics, serve_metrics
     from keel.server.ui.sessions import ENV_SECURE_COOKIES
     from keel.services.embedders import ENV_EMBEDDER_URLS
+
+    log_config = logging_config(args.log_level, args.log_format)
+    logging.config.dictConfig(log_config)
 
     os.environ[ENV_STORE] = args.store
     if args.objects:
@@ -95,15 +118,30 @@ def _serve(args: argparse.Namespace) -> int:
     if args.embedder_url:
         os.environ[ENV_EMBEDDER_URLS] = " ".join(args.embedder_url)
     app_from_env().state.keel.store.close()  # open, migrate and check the store before listening
-    uvicorn.run(
-        "keel.server.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        proxy_headers=True,
-    )
+    if args.workers > 1:
+        os.environ[ENV_SUPERVISOR] = str(os.getpid())  # the workers exit when this process dies
+    with multiprocess_metrics(args.workers):
+        try:
+            metrics_server = serve_metrics(args.metrics_port) if args.metrics_port else None
+        except OSError as exc:
+            print(f"error: cannot serve metrics on 127.0.0.1:{args.metrics_port}: {exc}", file=sys.stderr)
+            return 2
+        try:
+            uvicorn.run(
+                "keel.server.supervision:worker_app",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                log_level=args.log_level,
+                log_config=log_config,
+                access_log=False,  # keel writes the access log (keel.access), with request ids
+                proxy_headers=True,
+            )
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
     return 0
 
 

@@ -26,6 +26,7 @@ from keel.server import mlflow as mlflow_api
 from keel.server.context import DEFAULT_MAX_UPLOAD, ServerContext
 from keel.server.errors import KeelJSONResponse, install_error_handlers
 from keel.server.middleware import DEFAULT_MAX_JSON, BodyLimit, ServerTiming
+from keel.server.observability import install_observability
 from keel.server.routers import artifacts, auth, models, objects, projects, prompts, rpc, runs
 from keel.server.ui import mount_ui
 from keel.services.workspace import open_store
@@ -94,6 +95,7 @@ def create_app(
         return {"status": "ok", "version": __version__}
 
     mount_ui(app)
+    install_observability(app)  # last: request ids, access log, metrics, the report of every 5xx
     return app
 
 

@@ -14,7 +14,10 @@ from typing import Any
 
 from fastapi import Request
 
-from keel.services.auth import AuthStore
+from keel.core.batch import WriteBatch
+from keel.server.metrics import count_ingest
+from keel.server.request_context import note_user
+from keel.services.auth import AuthStore, Principal
 from keel.services.embedders import EndpointPolicy
 from keel.services.models import ModelService
 from keel.services.prompts import PromptService
@@ -24,6 +27,28 @@ from keel.services.workspace import Store
 __all__ = ["DEFAULT_MAX_UPLOAD", "ServerContext", "server_context"]
 
 DEFAULT_MAX_UPLOAD = 5 << 30  # bytes in one artifact upload (5 GiB); larger: 413
+
+
+class _ServerAuth(AuthStore):
+    """The auth store, noting who each request authenticated as (for the access log)."""
+
+    def authenticate(self, secret: str) -> Principal:
+        principal = super().authenticate(secret)
+        note_user(principal.name)
+        return principal
+
+    def session_principal(self, secret: str) -> Principal:
+        principal = super().session_principal(secret)
+        note_user(principal.name)
+        return principal
+
+
+class _ServerTracking(TrackingService):
+    """The tracking service, counting the rows the server writes for clients (Prometheus)."""
+
+    def write_batch(self, batch: WriteBatch) -> None:
+        super().write_batch(batch)
+        count_ingest(batch)
 
 
 @dataclass
@@ -46,10 +71,10 @@ class ServerContext:
     auth: AuthStore = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tracking = TrackingService(self.store)
+        self.tracking = _ServerTracking(self.store)
         self.prompts = PromptService(self.store)
         self.models = ModelService(self.store, self.tracking)
-        self.auth = AuthStore(self.store.db)
+        self.auth = _ServerAuth(self.store.db)
 
     # The other services are built on first use (the service API's routes reach them).
     @cached_property

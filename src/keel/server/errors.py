@@ -5,6 +5,10 @@ A :class:`~keel.errors.KeelError` keeps its ``code`` and ``http_status``, and
 client rebuilds the same error (:func:`~keel.errors.error_from_dict`); unknown
 routes (404), wrong methods (405), request validation (422) and unexpected
 failures (500) are rendered in the same shape, so a client needs one parser.
+
+Inside a request, ``details.request_id`` holds the request's id (the ``X-Request-Id``
+the response carries), and a 5xx names it in its message too, so what a client shows
+leads to the server's log lines of that request (:mod:`keel.server.observability`).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keel.errors import KeelError
+from keel.server.request_context import current_request_id, report_failure
 
-__all__ = ["KeelJSONResponse", "error_response", "install_error_handlers"]
+__all__ = ["KeelJSONResponse", "error_response", "install_error_handlers", "internal_error_response"]
 
 log = logging.getLogger("keel.server")
 
@@ -44,9 +49,16 @@ class KeelJSONResponse(JSONResponse):
 def error_response(
     status: int, code: str, message: str, hint: str | None = None, details: dict[str, Any] | None = None
 ) -> JSONResponse:
-    """The error body every failure uses (``details`` is ``{}`` unless an error has fields)."""
+    """The error body every failure uses (``details``: the error's fields, and the
+    ``request_id`` inside a request; a 5xx's message names the request id)."""
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    body = {"error": {"code": code, "message": message, "hint": hint, "details": details or {}}}
+    details = dict(details or {})
+    request_id = current_request_id()
+    if request_id is not None:
+        details.setdefault("request_id", request_id)
+        if status >= 500:
+            message = f"{message} (request id {request_id})"
+    body = {"error": {"code": code, "message": message, "hint": hint, "details": details}}
     return KeelJSONResponse(body, status_code=status, headers=headers)
 
 
@@ -76,9 +88,15 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", message, "see the request schema at /api/v1/openapi.json")
 
 
-def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-    log.error("unexpected error", exc_info=exc)
+def internal_error_response() -> JSONResponse:
+    """The 500 of an unexpected failure: no details of the failure, only where to look."""
     return error_response(500, "internal", "internal server error", "the server log has the details")
+
+
+def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    # The last resort: RequestObserver answers (and logs) every exception raised inside it.
+    report_failure(exc, 500)
+    return internal_error_response()
 
 
 def install_error_handlers(app: FastAPI) -> None:

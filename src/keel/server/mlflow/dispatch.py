@@ -26,6 +26,7 @@ from keel.integrations.mlflow_rest.errors import NOT_SUPPORTED, error_body, erro
 from keel.server.auth import require
 from keel.server.context import ServerContext
 from keel.server.errors import KeelJSONResponse
+from keel.server.request_context import current_request_id, report_failure
 from keel.services.auth import REGISTRIES, Principal
 from keel.services.mlflow_registry import MlflowRegistry
 from keel.services.mlflow_tracking import MlflowTracking
@@ -146,12 +147,19 @@ def _arguments(request: Request, body: bytes) -> dict[str, Any]:
 
 
 def error_response(exc: Exception) -> Response:
-    """An exception as MLflow's error: keel errors keep their meaning, anything else is a 500."""
+    """An exception as MLflow's error: keel errors keep their meaning, anything else is a 500.
+    A 5xx is logged with its traceback, and its message names the request id."""
+    request_id = current_request_id()
     if isinstance(exc, KeelError):
         status, body = error_of(exc)
+        if status >= 500:
+            report_failure(exc, status)
+            if request_id and isinstance(body.get("message"), str):
+                body = {**body, "message": f"{body['message']} (request id {request_id})"}
         return KeelJSONResponse(body, status_code=status)
-    log.error("unexpected error in an MLflow call", exc_info=exc)
-    return mlflow_error(500, "INTERNAL_ERROR", "internal server error (the keel server log has the details)")
+    report_failure(exc, 500)
+    where = f"request id {request_id}: " if request_id else ""
+    return mlflow_error(500, "INTERNAL_ERROR", f"internal server error ({where}the keel server log has the details)")
 
 
 def _answer(path: str, request: Request, body: bytes) -> Response:

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute, APIRouter
 
 from keel.errors import KeelError, Unauthenticated
+from keel.server.request_context import current_request_id, report_failure
 from keel.server.ui.render import UI_PREFIX, render
 from keel.server.ui.sessions import SESSION_COOKIE, RateLimited
 
@@ -30,6 +31,9 @@ log = logging.getLogger("keel.server.ui")
 def error_page(request: Request, status: int, message: str, hint: str | None = None) -> HTMLResponse:
     """The HTML page for a failure (status, message, what to do next)."""
     headers = {"Retry-After": str(getattr(request.state, "retry_after", 60))} if status == 429 else None
+    request_id = current_request_id()
+    if status >= 500 and request_id:
+        message = f"{message} (request id {request_id})"
     return render(request, "error.html", status_code=status, headers=headers, title=f"{status}", status=status,
                   message=message, hint=hint)  # fmt: skip
 
@@ -60,6 +64,8 @@ class UIRoute(APIRoute):
                 request.state.retry_after = exc.retry_after
                 return error_page(request, exc.http_status, exc.message, exc.hint)
             except KeelError as exc:
+                if exc.http_status >= 500:
+                    report_failure(exc, exc.http_status)
                 return error_page(request, exc.http_status, exc.message, exc.hint)
             except RequestValidationError as exc:
                 problems = "; ".join(
