@@ -9,6 +9,8 @@ median of 3 passes over ``n`` distinct user ids, each id evaluated 5 times):
   boolean flag with a 25% rollout. Target >= 1,000,000 evaluations/s.
 - ``is_enabled (rules + rollout)``: the same flag with two targeting rules
   (an ``in`` and a ``semver_gte``) in front of the rollout.
+- ``is_enabled (regex rule + rollout)``: a flag whose rule matches an ``email``
+  attribute against a regex (run on RE2, linear time) before the rollout.
 - ``variant (distribution)``: ``client.variant("reranker", user_id=uid)``
   for a three-way distribution.
 - ``is_enabled, log_exposures``: ``is_enabled`` inside an active run with
@@ -72,6 +74,10 @@ def main() -> None:
         },
     )
     flags.set(
+        "new_prompt_regex",
+        {"rollout": 25, "rules": [{"if": {"email": {"regex": r"@(corp|staff)\\.example\\.com$"}}, "serve": True}]},
+    )
+    flags.set(
         "reranker", {"variants": {"off": None, "a": "a", "b": "b"}, "distribution": {"off": 50, "a": 25, "b": 25}}
     )
     ab.create("exp", [{"name": "control"}, {"name": "treatment"}], weights={"control": 0.5, "treatment": 0.5})
@@ -85,6 +91,10 @@ def main() -> None:
     rows = [
         ("is_enabled (rollout)", _rate(lambda u: is_enabled("new_prompt", user_id=u), ids)),
         ("is_enabled (rules + rollout)", _rate(lambda u: is_enabled("new_prompt_rules", user_id=u), ids)),
+        (
+            "is_enabled (regex rule + rollout)",
+            _rate(lambda u: is_enabled("new_prompt_regex", user_id=u, email=u + "@mail.example.org"), ids),
+        ),
         ("variant (distribution)", _rate(lambda u: variant("reranker", user_id=u), ids)),
     ]
     with keel.start_run(project="bench"):

@@ -104,3 +104,40 @@ def test_diff_and_history(folder):
     ]
     out = keel("config", "history", cwd=folder)
     assert digest[:12] in out.stdout and run_id[:8] in out.stdout
+
+
+def _laughs(levels: int) -> str:
+    lines = ['a0: &a0 "lol"'] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # a 10-level bomb ran 121 s at 3.7 GB; the others were raw tracebacks or loaded a python tag
+        (_laughs(10), "config/hostile.yaml:6: aliases expand the document by more than 100,000 values"),
+        ("n: " + "1" * 100_000 + "\n", "config/hostile.yaml:1: an integer of 100,000 digits is too large"),
+        ("a: &a [1, *a]\n", "config/hostile.yaml:1: recursive alias *a"),
+        ("llm:\n  model: !!python/object/apply:os.system ['echo pwned']\n", "config/hostile.yaml:2: unknown tag"),
+    ],
+)
+def test_hostile_config_files_are_one_error_line(folder, text, message):
+    import resource
+    import time
+
+    (folder / "config" / "base.yaml").unlink()
+    (folder / "config" / "hostile.yaml").write_text(text)
+    started = time.perf_counter()
+    out = keel("config", "show", "--env", "hostile", cwd=folder, check=False)
+    assert time.perf_counter() - started < 30
+    assert out.returncode == 2 and out.stdout == "" and "pwned" not in out.stderr
+    assert out.stderr.startswith("error: " + message) and out.stderr.count("\n") == 1, out.stderr
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 400 * 1024  # KiB: no child grew past 400 MB
+
+
+def test_show_without_env_names_the_option(folder):
+    environ = {k: v for k, v in os.environ.items() if k != "KEEL_ENV"}
+    out = subprocess.run([str(KEEL), "config", "show"], cwd=folder, capture_output=True, text=True, env=environ)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: which environment? (pass --env production (or -e NAME), or set KEEL_ENV)"

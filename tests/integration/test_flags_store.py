@@ -57,7 +57,7 @@ def test_flags_yaml_overlaid_by_the_store(ws):
     assert client.is_enabled("from_file", user_id="u1") and client.is_enabled("both", user_id="u1")
 
     (ws / "flags.yaml").write_text("flags:\n  from_file:\n    rollout: [\n")
-    with pytest.raises(InvalidInput, match=r"malformed YAML in flags.yaml:\d+"):
+    with pytest.raises(InvalidInput, match=r"flags.yaml:\d+: malformed YAML"):
         flags.snapshot()
     assert client.refresh() is False  # a broken file keeps the flags in force
     assert client.is_enabled("from_file", user_id="u1")
@@ -120,3 +120,22 @@ def test_exposures_on_the_active_run_and_conversations(ws):
     edges = [e for e in keel.Client().lineage(run.id) if e.entity.kind == "flag"]
     assert [(e.entity.id, e.entity.version, e.role) for e in edges] == [("f", "production@1", "exposure")]
     assert client.explain("f", user_id="u1")["reason"] == "rollout"
+
+
+@pytest.mark.timeout(30)
+def test_regex_rules_are_linear_time_or_refused_when_stored(ws):
+    """Any writer could store ``^(a+)+$`` and hang every client (9.7 s per call on 28 a's); with
+    RE2 it answers at once, and what RE2 cannot run is refused at ``set`` and in flags.yaml."""
+    flags.set("beta", {"rollout": 0, "rules": [{"if": {"name": {"regex": "^(a+)+$"}}, "serve": True}]})
+    client = flags.client(refresh_seconds=0)
+    started = time.perf_counter()
+    assert client.is_enabled("beta", user_id="u", name="a" * 28 + "!") is False
+    assert client.is_enabled("beta", user_id="u", name="a" * 28) is True
+    assert time.perf_counter() - started < 1
+    with pytest.raises(InvalidInput, match=r"flag 'beta' rule 1: invalid regex '\(a\)\\\\1' on 'name'"):
+        flags.set("beta", {"rules": [{"if": {"name": {"regex": r"(a)\1"}}, "serve": True}]}, replace=True)
+    assert client.is_enabled("beta", user_id="u", name="aa") is True  # the stored flag is unchanged
+    rule = "      - if: {a: {regex: 'x(?!y)'}}\n        serve: true\n"
+    (ws / "flags.yaml").write_text("flags:\n  other:\n    rules:\n" + rule)
+    with pytest.raises(InvalidInput, match=r"flags\.yaml:2: flag 'other' rule 1: invalid regex"):
+        flags.snapshot()

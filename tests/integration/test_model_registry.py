@@ -302,3 +302,21 @@ def test_deleting_versions_and_models_is_audited_and_numbers_are_never_reused(ws
     assert again.version == 5  # the name's numbering continues after every version it ever had
     with pytest.raises(keel.NotFound, match="has no version 9"):
         keel.models.delete_version("m", 9)
+
+
+@pytest.mark.timeout(20)
+def test_hostile_model_cards_are_refused_at_once(ws):
+    """A few hundred bytes of aliases expanded to 33.6 MB per GET (20.7 s and 480 MB on the
+    server); a python tag was a raw traceback. Both are one InvalidInput now, and nothing is stored."""
+    lol = "".join(
+        f"  {chr(97 + i)}: &{chr(97 + i)} [" + ",".join([f"*{chr(96 + i)}"] * 9) + "]\n" if i else '  a: &a "lol"\n'
+        for i in range(10)
+    )
+    started = time.perf_counter()
+    with pytest.raises(keel.InvalidInput, match=r"model card:\d+: aliases expand the document"):
+        keel.models.register("chat", "hf://x", card="model: {name: x}\nnotes:\n" + lol)
+    with pytest.raises(keel.InvalidInput, match=r"model card:2: unknown tag !!python/object/apply:os.system"):
+        keel.models.register("chat", "hf://x", card="model: {name: x}\nx: !!python/object/apply:os.system [ls]\n")
+    assert time.perf_counter() - started < 5
+    with pytest.raises(keel.NotFound):
+        keel.models.get("chat")

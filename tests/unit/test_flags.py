@@ -4,6 +4,8 @@ import math
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keel.core.flags import (
     BUCKETS,
@@ -199,7 +201,7 @@ def test_bad_definitions(spec, message):
 
 
 def test_flags_yaml_errors_name_file_and_line():
-    with pytest.raises(InvalidInput, match=r"malformed YAML in flags.yaml:3"):
+    with pytest.raises(InvalidInput, match=r"flags.yaml:3: malformed YAML"):
         parse_flags_yaml("flags:\n  a: {rollout: 10\n  b: 1\n")
     with pytest.raises(InvalidInput, match=r"flags.yaml:4: flag 'b': rollout 101 is outside 0-100"):
         parse_flags_yaml("flags:\n  a:\n    rollout: 10\n  b:\n    rollout: 101\n")
@@ -242,3 +244,77 @@ def test_random_contexts_never_raise():
         ctx = {k: rng.choice(values) for k in ("a", "b", "c", "user_id")}
         compiled.pick(ctx)
         compiled.enabled(ctx)
+
+
+# -- regex rules run on RE2 (issue 16) ---------------------------------------------------------
+@pytest.mark.timeout(10)
+def test_catastrophic_regex_answers_at_once():
+    """``^(a+)+$`` took 9.7 s on 28 a's and a '!' with Python's re; RE2 is linear in the text."""
+    import time
+
+    flag = parse_flag("f", {"rules": [{"if": {"name": {"regex": "^(a+)+$"}}, "serve": True}]})
+    enabled = compile_flag(flag).enabled
+    started = time.perf_counter()
+    assert enabled({"name": "a" * 28 + "!"}) is False
+    assert enabled({"name": "a" * 100_000 + "!"}) is False
+    assert enabled({"name": "a" * 28}) is True
+    assert time.perf_counter() - started < 1
+    for pattern in (r"(x+x+)+y", r"(a|aa)+$", r"(\w+\s?)+$", r"^(([a-z])+.)+[A-Z]([a-z])+$"):
+        hit = compile_flag(parse_flag("g", {"rules": [{"if": {"s": {"regex": pattern}}, "serve": True}]})).enabled
+        started = time.perf_counter()
+        hit({"s": "x" * 50_000 + "a" * 50_000 + "!"})
+        assert time.perf_counter() - started < 1, pattern
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        (r"(a)\1", r"invalid escape sequence: \\1"),
+        (r"a(?=b)", r"invalid perl operator: \(\?="),
+        (r"(?<!x)a", r"invalid perl operator: \(\?<"),
+        (r"a\Z", r"invalid escape sequence: \\Z"),
+        ("(", "missing \\)"),
+        ("a{1001}", "invalid repetition size"),
+        ("x" * 1001, "has 1,001 characters, more than 1,000"),
+        (["a"], "must be text, not list"),
+    ],
+)
+def test_regexes_re2_cannot_run_are_refused_naming_flag_and_rule(pattern, reason):
+    spec = {"rules": [{"if": {"plan": "pro"}, "serve": True}, {"if": {"email": {"regex": pattern}}, "serve": True}]}
+    with pytest.raises(InvalidInput, match=r"flag 'beta' rule 2: .*'email'.*" + reason):
+        parse_flag("beta", spec)
+    text = "flags:\n  beta:\n    rules:\n      - if: {email: {regex: 'x(?=y)'}}\n        serve: true\n"
+    with pytest.raises(InvalidInput, match=r"flags\.yaml:2: flag 'beta' rule 1: invalid regex 'x\(\?=y\)' on 'email'"):
+        parse_flags_yaml(text)
+
+
+def test_regex_semantics_kept():
+    def hit(pattern, value):
+        flag = parse_flag("f", {"rules": [{"if": {"a": {"regex": pattern}}, "serve": True}]})
+        return compile_flag(flag).enabled({"a": value})
+
+    assert hit(r"@(corp|staff)\.example\.com$", "x@corp.example.com")
+    assert not hit(r"@(corp|staff)\.example\.com$", "x@corp.example.com.evil")
+    assert hit("(?i)^BETA", "beta-user") and hit(r"^\d{3}-\d{4}$", "555-1234") and hit("é+", "café")
+    assert hit("^42$", 42) and hit("^true$", True) and hit(12, "x12y")  # values and numbers as text
+    assert not hit("^a$", "\ud800") and hit(".", "\ud800")  # a lone surrogate is text, not an error
+    assert not compile_flag(parse_flag("f", {"rules": [{"if": {"a": {"regex": "x"}}, "serve": True}]})).enabled({})
+
+
+_PATTERN_PIECES = st.sampled_from(
+    ["a", "b", ".", "*", "+", "?", "(", ")", "[", "]", "{", "}", "|", "^", "$", "\\", "\\1", "(?=", "(?<=", "(?i)",
+     "(?P<n>", "\\d", "\\w", "\\Z", "{1000}", "{2,}", "[[:alpha:]]", "\\pL", "\ud800", "\x00", "é"]
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pattern=st.lists(_PATTERN_PIECES | st.text(max_size=3), max_size=20).map("".join) | st.integers() | st.none(),
+    value=st.text(max_size=50) | st.integers() | st.booleans(),
+)
+def test_any_regex_rule_is_refused_or_answers_a_bool(pattern, value):
+    try:
+        flag = parse_flag("f", {"rules": [{"if": {"a": {"regex": pattern}}, "serve": True}]})
+    except InvalidInput:
+        return
+    assert compile_flag(flag).enabled({"a": value}) in (True, False)

@@ -41,10 +41,15 @@ def config_show(
     as_json: JsonOpt = False,
 ) -> None:
     """The resolved configuration of an environment, secrets as ***."""
+    import os
+
     import yaml
 
     from keel.cli.render import print_json, table
+    from keel.errors import InvalidInput
 
+    if not env and not os.environ.get("KEEL_ENV"):
+        raise InvalidInput("which environment?", "pass --env production (or -e NAME), or set KEEL_ENV")
     cfg = _api().load(env, directory, sets or (), schema, attach=False)
     if explain:
         rows = cfg.explain()

@@ -42,15 +42,16 @@ _KNOWN = {"project", "data", "prompts", "prompt", "models", "model", "parameters
 
 
 def load_spec(path: Path) -> dict[str, Any]:
-    """Read and check an eval spec."""
-    import yaml
+    """Read and check an eval spec (with keel's bounded safe YAML loader: errors name the line)."""
+    from keel.core.yaml_safe import load_yaml
 
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InvalidInput(f"no eval spec at {path}", "check the path") from None
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"{path} is not valid YAML: {exc}", "fix the file") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path} is not UTF-8 text", "save the file as UTF-8") from None
+    spec = load_yaml(text, str(path))
     if not isinstance(spec, dict):
         raise InvalidInput(f"{path} must be a mapping", "see 'keel eval run --help' for the format")
     unknown = sorted(set(spec) - _KNOWN)

@@ -34,12 +34,13 @@ def _ab() -> Any:
 
 
 def _scalar(text: str) -> Any:
-    """``0.2`` -> 0.2, ``true`` -> True, ``[a, b]`` -> list: YAML's reading of one value."""
-    import yaml
+    """``0.2`` -> 0.2, ``true`` -> True, ``[a, b]`` -> list: YAML's reading of one value (the text
+    itself when it is not YAML, or past a bound of keel's safe loader)."""
+    from keel.core.yaml_safe import load_yaml
 
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return load_yaml(text, "value")
+    except InvalidInput:
         return text
 
 
@@ -114,8 +115,6 @@ def flags_set(
     reason: ReasonOpt = "",
 ) -> None:
     """Create or change a flag in the store (a new flag-set version; logged with who/why)."""
-    import yaml
-
     api = _flags()
     if file is not None:
         from keel.core.flags import parse_flags_yaml
@@ -132,10 +131,9 @@ def flags_set(
         raise InvalidInput("which flag?", "keel flags set FLAG --rollout 10  (or --file flags.yaml)")
     fields: dict[str, Any] = {}
     if spec is not None:
-        try:
-            parsed = yaml.safe_load(spec)
-        except yaml.YAMLError as exc:
-            raise InvalidInput(f"--spec is not valid YAML/JSON: {exc}", "e.g. --spec '{rollout: 10}'") from None
+        from keel.core.yaml_safe import load_yaml
+
+        parsed = load_yaml(spec, "--spec")
         if not isinstance(parsed, dict):
             raise InvalidInput("--spec must be a mapping", "e.g. --spec '{variants: {a: 1, b: 2}}'")
         fields.update(parsed)
@@ -260,16 +258,11 @@ def ab_create(
     reason: ReasonOpt = "",
 ) -> None:
     """Create a draft experiment (variants map to prompt / model versions and config overrides)."""
-    import yaml
-
     spec: dict[str, Any] = {}
     if file is not None:
-        try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
-            raise InvalidInput(f"malformed YAML in {where}", "fix the YAML syntax") from None
+        from keel.core.yaml_safe import load_yaml
+
+        loaded = load_yaml(file.read_text(encoding="utf-8"), str(file), syntax="malformed YAML")
         if not isinstance(loaded, dict):
             raise InvalidInput(f"{file} must hold a mapping", "name, variants, weights, ...")
         spec.update(loaded)

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from keel.core.model_card import _FLOAT_12, _construct_float
+from keel.core.yaml_safe import FLOAT_12, MAX_INT_DIGITS, Yaml12Loader, compose_yaml, load_yaml, yaml_error
 from keel.errors import InvalidInput
 
 __all__ = [
@@ -59,15 +59,18 @@ REDACTED = "***"
 ENV_PREFIX = "KEEL_CONFIG__"
 _SECRET_TAG = "!secret"
 
-_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+class _ConfigLoader(Yaml12Loader):
+    """keel's bounded safe YAML (see :mod:`keel.core.yaml_safe`) with YAML 1.2 floats and the
+    ``!secret`` tag; line numbers come from the nodes."""
 
 
-class _ConfigLoader(_Base):  # type: ignore[misc,valid-type]
-    """Safe YAML (the C parser when available) with YAML 1.2 floats; line numbers come from the nodes."""
+def _construct_secret(loader: Any, node: yaml.Node) -> str:
+    value = node.value if isinstance(node, yaml.ScalarNode) else None
+    return "" if value is None else str(value)
 
 
-_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
-_ConfigLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+_ConfigLoader.add_constructor(_SECRET_TAG, _construct_secret)
 
 
 def _plain_scalar(value: Any) -> Any:
@@ -105,23 +108,15 @@ class Layer:
         return Origin(self.source, self.lines.get(path))
 
 
-def _yaml_error(source: str, exc: yaml.YAMLError) -> InvalidInput:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    where = f":{mark.line + 1}" if mark is not None else ""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    return InvalidInput(f"{source}{where}: not valid YAML: {problem}", "fix the YAML syntax at that line")
-
-
 def parse_layer(text: str, source: str) -> Layer:
     """Parse one YAML document (a mapping, or empty) into a :class:`Layer`.
 
     Raises:
-        InvalidInput: malformed YAML (with file and line), or a document that is not a mapping.
+        InvalidInput: malformed YAML (with file and line), a document that is not a mapping,
+            or one past the bounds of :mod:`keel.core.yaml_safe` (an alias bomb, a recursive
+            alias, too deep, a 100,000-digit integer, an unknown tag such as ``!!python/...``).
     """
-    try:
-        node = yaml.compose(text, Loader=_ConfigLoader)
-    except yaml.YAMLError as exc:
-        raise _yaml_error(source, exc) from None
+    node = compose_yaml(text, source, _ConfigLoader)
     layer = Layer(source, {})
     if node is None:
         return layer
@@ -134,7 +129,7 @@ def parse_layer(text: str, source: str) -> Layer:
     try:
         layer.data = _build(loader, node, "", layer, source)
     except yaml.YAMLError as exc:
-        raise _yaml_error(source, exc) from None
+        raise yaml_error(source, exc) from None
     finally:
         loader.dispose()
     return layer
@@ -188,8 +183,8 @@ def parse_scalar(text: str) -> Any:
     if text == "" or text.strip() == "":
         return text
     try:
-        value = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a safe loader)
-    except yaml.YAMLError:
+        value = load_yaml(text, "override", Yaml12Loader)
+    except InvalidInput:  # not YAML, or past a bound (a 100,000-digit number): the text as given
         return text
     return _plain_scalar(value)
 
@@ -414,11 +409,11 @@ def _interp(node: Any, path: str, environ: Mapping[str, str], where: Any, skip: 
 def _typed(text: str) -> Any:
     """The text of a lone ``${VAR}`` as a number or bool when it reads as one (YAML 1.2 core
     rules: ``yes``/``on``/``0123`` stay text)."""
-    if _INT.fullmatch(text):
+    if _INT.fullmatch(text) and len(text) <= MAX_INT_DIGITS:
         return int(text)
     if text in _BOOLS:
         return _BOOLS[text]
-    if any(c.isdigit() for c in text) and any(c in ".eE" for c in text) and _FLOAT_12.fullmatch(text):
+    if any(c.isdigit() for c in text) and any(c in ".eE" for c in text) and FLOAT_12.fullmatch(text):
         try:
             return float(text)
         except ValueError:

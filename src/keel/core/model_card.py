@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from keel.core.yaml_safe import Yaml12Loader, compose_yaml, construct_yaml
 from keel.errors import InvalidInput
 
 __all__ = ["CardChange", "KNOWN_FIELDS", "card_changes", "check_card", "dump_card", "parse_card"]
@@ -43,31 +43,9 @@ KNOWN_FIELDS: dict[str, dict[str, str]] = {
     "deployment": {"stage": _TEXT, "serving_framework": _TEXT, "gpu": _TEXT, "replicas": _INTEGER},
 }
 
-# YAML 1.2 core-schema floats: "2e-5", "1E3", ".5", "+1.0e+3" (1.1 needs a dot and a signed exponent).
-_FLOAT_12 = re.compile(
-    r"""^(?:[-+]?(?:\d[\d_]*)?\.?\d[\d_]*(?:[eE][-+]?\d+)?
-        |[-+]?\d[\d_]*\.(?:[eE][-+]?\d+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-    re.X,
-)
-
-
-class _CardLoader(yaml.SafeLoader):
-    """Safe YAML with YAML 1.2 floats, line numbers kept for error messages."""
-
-
-_CardLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
-
-
-def _construct_float(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    text = str(loader.construct_scalar(node)).replace("_", "")  # type: ignore[arg-type]
-    if re.fullmatch(r"[-+]?\d+", text):  # matched the float pattern but is a plain integer
-        return int(text)
-    return loader.construct_yaml_float(node)  # type: ignore[arg-type]
-
-
-_CardLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+# Cards are read by keel's bounded safe YAML loader with YAML 1.2 floats ("2e-5", "1E3", ".5"):
+# no alias bomb, unknown tag or 100,000-digit number gets past it (see keel.core.yaml_safe).
+_CardLoader = Yaml12Loader
 
 
 @dataclass(frozen=True)
@@ -87,28 +65,26 @@ class CardChange:
 
 
 def parse_card(text: str, source: str = "model card") -> dict[str, Any]:
-    """Parse and check a card written as YAML or JSON; errors name the key and line."""
-    try:
-        node = yaml.compose(text, Loader=_CardLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidInput(f"{source}{where}: not valid YAML: {problem}", "fix the YAML syntax") from None
+    """Parse and check a card written as YAML or JSON; errors name the key and line.
+
+    Raises:
+        InvalidInput: malformed YAML, an unknown tag (``!!python/...``), an alias bomb or any
+            other bound of :mod:`keel.core.yaml_safe` passed (``<source>:<line>: ...``), or a
+            card of the wrong shape.
+    """
+    node = compose_yaml(text, source, _CardLoader)
     if node is None:
         raise InvalidInput(f"{source} is empty", "a card is a mapping: model:, training:, evaluation:, deployment:")
     lines = dict(_node_lines(node, ""))
-    loader = _CardLoader("")
-    try:
-        data = loader.construct_document(node)
-    finally:
-        loader.dispose()
+    data = construct_yaml(node, source, _CardLoader)
     return check_card(data, source, lines)
 
 
 def _node_lines(node: yaml.Node, prefix: str) -> Iterator[tuple[str, int]]:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # a list or mapping as a key: refused when the card is built
             path = f"{prefix}{key_node.value}"
             yield path, key_node.start_mark.line + 1
             yield from _node_lines(value_node, path + ".")

@@ -110,7 +110,7 @@ class Prompt:
         """The registered version (changelog, author, time, aliases); None for a fallback."""
         return self._version
 
-    def render(self, **variables: Any) -> Any:
+    def render(self, /, **variables: Any) -> Any:
         """The prompt with ``variables`` filled in: a str, or a list of chat messages."""
         return render_template(self.content.template, variables)
 

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from keel.core.data_pointer import Pointer
+from keel.core.yaml_safe import load_yaml
 from keel.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -72,10 +71,7 @@ class DvcOut:
 
 def parse_outs(text: str | bytes, declared_in: str) -> list[DvcOut]:
     """The outs of a ``.dvc`` file or ``dvc.lock`` (``declared_in``: its path in the repository)."""
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"{declared_in} is not valid YAML ({exc})", "fix or restore it") from None
+    doc = load_yaml(text, declared_in)
     if not isinstance(doc, dict):
         raise InvalidInput(f"{declared_in} is not a DVC file", "a .dvc file is YAML with an 'outs' list")
     if posixpath.basename(declared_in) == LOCK_NAME:
