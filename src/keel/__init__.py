@@ -37,6 +37,7 @@ from keel.errors import (
     StoreError,
     TooLarge,
     Unauthenticated,
+    Unavailable,
 )
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "Table",
     "TooLarge",
     "Unauthenticated",
+    "Unavailable",
     "__version__",
     "ab",
     "active_run",

@@ -12,7 +12,8 @@ The tree::
     │   └── PromptFilesRejected  code="prompt_files_rejected"  (HTTP 409)  problems
     ├── IntegrityError           code="integrity"              (HTTP 500)
     ├── StoreError               code="store"                  (HTTP 500)
-    │   └── SchemaTooNew         code="schema_too_new"         (HTTP 500)
+    │   ├── SchemaTooNew         code="schema_too_new"         (HTTP 500)
+    │   └── Unavailable          code="unavailable"            (HTTP 503)  dependency, retry_after
     ├── NoWorkspace              code="no_workspace"           (HTTP 400)
     ├── Unauthenticated          code="unauthenticated"        (HTTP 401)
     ├── Forbidden                code="forbidden"              (HTTP 403)
@@ -58,6 +59,7 @@ __all__ = [
     "StoreError",
     "TooLarge",
     "Unauthenticated",
+    "Unavailable",
     "error_for_code",
     "error_from_dict",
 ]
@@ -216,6 +218,28 @@ class SchemaTooNew(StoreError):
     """The database was written by a newer keel than this one."""
 
     code = "schema_too_new"
+
+
+class Unavailable(StoreError):
+    """The database or the object store cannot be reached right now (HTTP 503, ``Retry-After``).
+
+    Raised when a dependency is unreachable, restarting, shutting down or out of
+    connections, and when a transient database error (a serialization failure, a
+    deadlock) persisted through the retries. Nothing was done: retrying later is safe.
+
+    Attributes:
+        dependency: which one is away: ``"database"`` or ``"objects"``.
+        retry_after: seconds to wait before trying again (the server's ``Retry-After``).
+    """
+
+    code = "unavailable"
+    http_status = 503
+    fields = {"dependency": "", "retry_after": 5}
+
+    def __init__(self, message: str, hint: str | None = None, dependency: str = "", retry_after: int = 5) -> None:
+        super().__init__(message, hint)
+        self.dependency = dependency
+        self.retry_after = retry_after
 
 
 class NoWorkspace(KeelError):

@@ -28,6 +28,7 @@ EXPECTED = {
     "Table",
     "TooLarge",
     "Unauthenticated",
+    "Unavailable",
     "__version__",
     "ab",
     "active_run",

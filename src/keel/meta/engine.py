@@ -10,20 +10,93 @@ processes share one file, and write transactions start with
 "database is locked" when a read transaction tries to upgrade.
 
 PostgreSQL uses psycopg 3 with a pre-ping pool.
+
+**Driver errors become keel's errors here** (:func:`database_error`), and no
+message carries the URL's password (:func:`keel.core.urls.mask_url`):
+
+- the database is unreachable, restarting, shutting down or out of connections
+  (connection refused/reset/closed, SQLSTATE class 08, 57P01-57P03, 53300, a pool
+  timeout; SQLite still locked after its busy timeout) -> :class:`~keel.errors.Unavailable`
+  (``dependency="database"``: the server answers 503 with ``Retry-After``);
+- a serialization failure or deadlock (40001, 40P01) is *transient*: retried where
+  that is safe, then :class:`~keel.errors.Unavailable` too;
+- a constraint violation (class 23) -> :class:`~keel.errors.Conflict` ("a concurrent
+  write conflicted"), never with the URL;
+- anything else -> :class:`~keel.errors.StoreError` naming the masked URL.
+
+Retries (bounded, :data:`RETRY_ATTEMPTS` tries with small jittered back-off): opening
+a connection and beginning a transaction are retried by :meth:`Database.read` and
+:meth:`Database.write` (nothing has run yet); a whole transaction is retried by
+:meth:`Database.transaction`, which re-runs its function: on a serialization
+failure or deadlock (the database rolled everything back), and for read-only
+transactions on a lost connection too. A write whose connection broke is never
+retried (its commit may have happened).
+
+:meth:`Database.read` and :meth:`Database.write` raise ``Unavailable`` for the first
+two kinds and let constraint violations and other errors through as SQLAlchemy's
+(callers catch ``sqlalchemy.exc.IntegrityError`` to handle a race themselves); the
+server renders what escapes with :func:`database_error`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
+import select
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from keel.errors import InvalidInput, StoreError
+from keel.core.urls import mask_url, mask_urls_in
+from keel.errors import Conflict, InvalidInput, KeelError, StoreError, Unavailable
 
-__all__ = ["Database", "open_database"]
+__all__ = [
+    "CONFLICT",
+    "OTHER",
+    "RETRY_ATTEMPTS",
+    "TRANSIENT",
+    "UNAVAILABLE",
+    "Database",
+    "classify_error",
+    "database_error",
+    "open_database",
+]
+
+T = TypeVar("T")
+
+# What a driver error means (classify_error).
+UNAVAILABLE = "unavailable"  # the database cannot be reached or is not serving: retry later
+TRANSIENT = "transient"  # the transaction lost a race (serialization failure, deadlock): run it again
+CONFLICT = "conflict"  # a constraint refused the write (usually a concurrent write of the same row)
+OTHER = "other"
+
+RETRY_ATTEMPTS = 3  # tries of a connection, or of a whole transaction, before giving up
+RETRY_BACKOFF_S = 0.05  # the first retry's delay; doubled each time, with jitter
+UNAVAILABLE_RETRY_AFTER_S = 2  # Retry-After of a database outage
+TRANSIENT_RETRY_AFTER_S = 1  # Retry-After of contention that outlived the retries
+PG_CONNECT_TIMEOUT_S = 10  # seconds to open a PostgreSQL connection (a host that drops packets)
+WRITER_PING_IDLE_S = 5.0  # the long-lived writer connection is pinged before use after this long idle
+
+_NOT_BEGUN = "_keel_not_begun"  # marks an error raised before a transaction began
+_PG_UNAVAILABLE = frozenset({"57P01", "57P02", "57P03", "57014", "53000", "53300", "53400"})
+_PG_TRANSIENT = frozenset({"40001", "40P01"})
+# A connection refused by a server that is up: a wrong database, user, password or TLS setting.
+_MISCONFIGURED = (
+    "does not exist",
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "password",
+    "permission denied",
+    "sslmode",
+    "server does not support ssl",
+    "certificate",
+    "invalid connection option",
+    "invalid dsn",
+)
+_SQLITE_BUSY = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_BUSY_SNAPSHOT", "SQLITE_BUSY_RECOVERY"})
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 SQLITE_PAGE_SIZE = 1024
@@ -48,6 +121,7 @@ class Database:
         self._paramstyle = engine.dialect.paramstyle
         self._dbapi_error: type[BaseException] = engine.dialect.loaded_dbapi.Error
         self._writer_conn: Any = None
+        self._writer_used = 0.0
         self._writer_lock = threading.Lock()
 
     def sql(self, text: str) -> str:
@@ -56,19 +130,89 @@ class Database:
             return text.replace("%", "%%").replace("?", "%s")
         return text
 
+    @property
+    def display_url(self) -> str:
+        """The URL for messages and logs: its password and secret parameters masked."""
+        return mask_url(self.url)
+
     @contextlib.contextmanager
     def write(self) -> Iterator[Any]:
-        """A connection inside a write transaction."""
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(keel_write=True)
-            with conn.begin():
-                yield conn
+        """A connection inside a write transaction.
+
+        An unreachable database (after :data:`RETRY_ATTEMPTS` tries to connect) or a
+        serialization failure or deadlock raises :class:`~keel.errors.Unavailable`;
+        other driver errors pass as SQLAlchemy raised them (see the module doc).
+        """
+        with self._translated(), self._transaction(write=True) as conn:
+            yield conn
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Any]:
-        """A connection inside a read transaction (a consistent snapshot)."""
-        with self.engine.connect() as conn, conn.begin():
+        """A connection inside a read transaction (a consistent snapshot); errors as :meth:`write`."""
+        with self._translated(), self._transaction(write=False) as conn:
             yield conn
+
+    def transaction(self, fn: Callable[[Any], T], *, write: bool = True, attempts: int = RETRY_ATTEMPTS) -> T:
+        """``fn(conn)`` inside one transaction, the whole transaction retried when that is safe.
+
+        A serialization failure or deadlock (everything was rolled back) runs ``fn``
+        again on a fresh transaction, up to ``attempts`` times in all; so does a lost
+        connection when ``write`` is False. ``fn`` must have no effects outside the
+        transaction that a second run would repeat. What is left raises as :meth:`write` does.
+        """
+        attempt = 1
+        while True:
+            try:
+                with self._translated(), self._transaction(write=write) as conn:
+                    return fn(conn)
+            except Unavailable as exc:
+                cause = exc.__cause__
+                kind = classify_error(cause)
+                # A connection that could not be opened was retried already by _transaction.
+                retryable = kind == TRANSIENT or (kind == UNAVAILABLE and not write)
+                if not retryable or attempt >= attempts or getattr(cause, _NOT_BEGUN, False):
+                    raise
+            _backoff(attempt)
+            attempt += 1
+
+    @contextlib.contextmanager
+    def _transaction(self, write: bool) -> Iterator[Any]:
+        """A connection in a transaction; connecting and beginning are retried (nothing ran yet)."""
+        attempts = 1 if self.is_sqlite else RETRY_ATTEMPTS  # SQLite's busy timeout has waited already
+        attempt = 1
+        while True:
+            conn = None
+            try:
+                conn = self.engine.connect()
+                if write:
+                    conn = conn.execution_options(keel_write=True)
+                transaction = conn.begin()
+                break
+            except Exception as exc:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                if attempt >= attempts or classify_error(exc) not in (UNAVAILABLE, TRANSIENT):
+                    with contextlib.suppress(Exception):
+                        setattr(exc, _NOT_BEGUN, True)
+                    raise
+            _backoff(attempt)
+            attempt += 1
+        with conn, transaction:
+            yield conn
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Raise Unavailable for an outage or a lost race, and a KeelError for any failure to
+        connect (a wrong database, user or password); let the body's other errors pass."""
+        try:
+            yield
+        except KeelError:
+            raise
+        except Exception as exc:
+            if getattr(exc, _NOT_BEGUN, False) or classify_error(exc) in (UNAVAILABLE, TRANSIENT):
+                raise _keel_error(exc, self.url) from exc
+            raise
 
     @contextlib.contextmanager
     def raw_write(self) -> Iterator[Any]:
@@ -76,12 +220,11 @@ class Database:
 
         Uses one long-lived connection per process (no pool checkout, no ORM
         or Core overhead per call), serialised by a lock; the SQL must use
-        :meth:`sql` placeholders. Driver errors become :class:`StoreError`.
+        :meth:`sql` placeholders. Driver errors become keel's (:func:`database_error`:
+        ``Unavailable``, ``Conflict`` or a ``StoreError`` naming the masked URL).
         """
         with self._writer_lock:
-            if self._writer_conn is None:
-                self._writer_conn = self.engine.raw_connection()
-            conn = self._writer_conn
+            conn = self._writer_connection()
             try:
                 cur = conn.cursor()
                 if self.is_sqlite:
@@ -89,6 +232,7 @@ class Database:
                 yield cur
                 cur.close()
                 conn.commit()
+                self._writer_used = time.monotonic()
             except BaseException as exc:
                 try:
                     conn.rollback()
@@ -102,13 +246,53 @@ class Database:
                     with contextlib.suppress(Exception):
                         conn.invalidate()
                 if isinstance(exc, self._dbapi_error):
-                    raise _store_error(self.url, exc) from exc
+                    raise _keel_error(exc, self.url) from exc
                 raise
+
+    def _writer_connection(self) -> Any:
+        """The long-lived writer connection (under the lock), opened afresh when it is gone.
+
+        On PostgreSQL it is pinged first when it sat idle a while, or when the server sent
+        something while it was idle (a restart's "terminating connection" notice, or the
+        end of the stream): the pool's pre-ping does not cover a connection held outside it."""
+        conn = self._writer_conn
+        if (
+            conn is not None
+            and not self.is_sqlite
+            and (time.monotonic() - self._writer_used > WRITER_PING_IDLE_S or _readable(conn))
+        ):
+            try:
+                cur = conn.cursor()
+                cur.execute("SELECT 1")
+                cur.close()
+                conn.rollback()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    conn.invalidate()
+                self._writer_conn = conn = None
+        if conn is None:
+            conn = self._raw_connection()
+            self._writer_conn = conn
+            self._writer_used = time.monotonic()
+        return conn
+
+    def _raw_connection(self) -> Any:
+        """A pooled DBAPI connection, retried like :meth:`_transaction`; errors translated."""
+        attempts = 1 if self.is_sqlite else RETRY_ATTEMPTS
+        attempt = 1
+        while True:
+            try:
+                return self.engine.raw_connection()
+            except Exception as exc:
+                if attempt >= attempts or classify_error(exc) not in (UNAVAILABLE, TRANSIENT):
+                    raise _keel_error(exc, self.url) from exc
+            _backoff(attempt)
+            attempt += 1
 
     @contextlib.contextmanager
     def raw_read(self) -> Iterator[Any]:
         """A DBAPI cursor inside a read transaction, for bulk reads."""
-        conn = self.engine.raw_connection()
+        conn = self._raw_connection()
         try:
             cur = conn.cursor()
             if self.is_sqlite:
@@ -116,11 +300,36 @@ class Database:
             yield cur
             cur.close()
         except self._dbapi_error as exc:
-            raise _store_error(self.url, exc) from exc
+            with contextlib.suppress(Exception):
+                if classify_error(exc) == UNAVAILABLE:
+                    conn.invalidate()
+            raise _keel_error(exc, self.url) from exc
         finally:
             with contextlib.suppress(Exception):
                 conn.rollback()
             conn.close()
+
+    def ping(self, timeout: float = 2.0) -> None:
+        """Raise :class:`~keel.errors.Unavailable` unless the database answers a trivial
+        query now: one try, no retries (the server's health check). On PostgreSQL the
+        query may take at most ``timeout`` seconds (opening a connection is bounded by
+        :data:`PG_CONNECT_TIMEOUT_S`; callers bound the whole call)."""
+        try:
+            with self.engine.connect() as conn:
+                if not self.is_sqlite:
+                    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
+                conn.exec_driver_sql("SELECT 1")
+                conn.rollback()
+        except Exception as exc:
+            found = database_error(exc, self.url)
+            if isinstance(found, Unavailable):
+                raise found from exc
+            raise Unavailable(
+                f"the database does not answer: {_first_line(_driver_error(exc))}",
+                "check the database server",
+                dependency="database",
+                retry_after=UNAVAILABLE_RETRY_AFTER_S,
+            ) from exc
 
     def checkpoint(self, min_bytes: int = WAL_CHECKPOINT_BYTES) -> None:
         """Copy the SQLite write-ahead log into the database file once it holds
@@ -154,9 +363,180 @@ class Database:
         self.engine.dispose()
 
 
-def _store_error(url: str, exc: BaseException) -> StoreError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StoreError(f"database error on {url}: {first}", "retry; if it persists, check the database server and disk")
+def _readable(conn: Any) -> bool:
+    """Whether an idle connection's socket has something to read: the server spoke (or hung up)
+    although no query is in flight."""
+    try:
+        fileno = conn.dbapi_connection.fileno()
+        readable, _, _ = select.select([fileno], [], [], 0)
+    except Exception:  # noqa: BLE001 - closed, or no socket to look at: ping to be sure
+        return True
+    return bool(readable)
+
+
+def _backoff(attempt: int) -> None:
+    """Sleep before retry number ``attempt`` (1, 2, ...): doubling, with jitter so retries spread."""
+    ceiling = RETRY_BACKOFF_S * 2 ** (attempt - 1)
+    time.sleep(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The DBAPI exception under SQLAlchemy's wrapper (or ``exc`` itself)."""
+    orig = getattr(exc, "orig", None)
+    return orig if isinstance(orig, BaseException) else exc
+
+
+def classify_error(exc: BaseException | None) -> str:
+    """What a database error means: :data:`UNAVAILABLE`, :data:`TRANSIENT`, :data:`CONFLICT` or :data:`OTHER`.
+
+    Works on SQLAlchemy's wrapped errors and on raw DBAPI (psycopg, sqlite3) errors alike.
+    """
+    if exc is None:
+        return OTHER
+    if isinstance(exc, Unavailable):
+        return UNAVAILABLE
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection free in time: overloaded
+        return UNAVAILABLE
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return UNAVAILABLE
+    orig = _driver_error(exc)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        if sqlstate in _PG_TRANSIENT:
+            return TRANSIENT
+        if sqlstate.startswith("08") or sqlstate in _PG_UNAVAILABLE:
+            return UNAVAILABLE
+        if sqlstate.startswith("23"):
+            return CONFLICT
+        return OTHER
+    kinds = {klass.__name__ for klass in type(orig).__mro__}
+    module = type(orig).__module__
+    if "IntegrityError" in kinds:
+        return CONFLICT
+    if module.startswith("sqlite3"):
+        name = getattr(orig, "sqlite_errorname", "")
+        if name in _SQLITE_BUSY or "database is locked" in str(orig):
+            return UNAVAILABLE
+        return OTHER
+    if kinds & {"OperationalError", "InterfaceError"}:  # psycopg: connection refused, lost or closed
+        text = str(orig).lower()
+        if any(words in text for words in _MISCONFIGURED):
+            return OTHER  # the server answered, and refused: waiting will not help
+        return UNAVAILABLE
+    return OTHER
+
+
+def _sqlstate(orig: BaseException) -> str:
+    found = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return found if isinstance(found, str) else ""
+
+
+_OUTAGE_REASONS = {
+    "57P01": "the database server is shutting down",
+    "57P02": "the database server crashed",
+    "57P03": "the database server is starting up or shutting down",
+    "57014": "a statement took too long",
+    "53300": "too many connections",
+    "53000": "the database server is out of resources",
+    "53400": "the database server is out of resources",
+}
+
+
+def _outage_reason(exc: BaseException) -> str:
+    """Why the database is away, in words that name no host, port or user (clients see them;
+    the driver's own message stays in the server log, on the exception's cause)."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, PoolTimeout):
+        return "no free connection in time: the server is overloaded"
+    orig = _driver_error(exc)
+    state = _sqlstate(orig)
+    if state in _OUTAGE_REASONS:
+        return _OUTAGE_REASONS[state]
+    text = str(orig).lower()
+    if getattr(orig, "sqlite_errorname", "") or "database is locked" in text:
+        return "the database file is locked by another writer"
+    for needle, reason in (
+        ("refused", "connection refused"),
+        ("timeout", "no connection in time"),
+        ("timed out", "no connection in time"),
+        ("shutting down", "the database server is shutting down"),
+        ("starting up", "the database server is starting up"),
+        ("terminating connection", "the connection was closed by the database server"),
+        ("closed", "the connection was closed"),
+        ("lost", "the connection was lost"),
+        ("reset", "the connection was reset"),
+        ("could not translate host name", "the database host name does not resolve"),
+        ("no route to host", "the database host cannot be reached"),
+    ):
+        if needle in text:
+            return reason
+    return "the connection failed"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    return mask_urls_in(line[:300])
+
+
+def _keel_error(exc: BaseException, url: str) -> KeelError:
+    """:func:`database_error`, or a StoreError naming the masked URL when it has no better word."""
+    found = database_error(exc, url)
+    if found is not None:
+        return found
+    return StoreError(
+        f"database error on {mask_url(url)}: {_first_line(_driver_error(exc))}",
+        "retry; if it persists, check the database server and disk",
+    )
+
+
+def database_error(exc: BaseException, url: str = "", *, other: bool = True) -> KeelError | None:
+    """The :class:`~keel.errors.KeelError` a database driver error stands for, or None when
+    ``exc`` is not one (a bug elsewhere: let it be a 500).
+
+    ``url`` is named (masked) only in a plain :class:`~keel.errors.StoreError`; an outage
+    or a lost race is :class:`~keel.errors.Unavailable`, a constraint violation a
+    :class:`~keel.errors.Conflict`, neither with the URL. With ``other=False`` any other
+    driver error gives None too (the server logs it and answers 500).
+    """
+    if isinstance(exc, KeelError):
+        return exc
+    kind = classify_error(exc)
+    orig = _driver_error(exc)
+    if kind == UNAVAILABLE:
+        return Unavailable(
+            f"the database is unavailable ({_outage_reason(exc)})",
+            "retry in a few seconds; if it persists, check that the database server is running and reachable",
+            dependency="database",
+            retry_after=UNAVAILABLE_RETRY_AFTER_S,
+        )
+    if kind == TRANSIENT:
+        return Unavailable(
+            "the database could not finish the transaction: concurrent transactions conflicted "
+            f"({'a deadlock' if _sqlstate(orig) == '40P01' else 'a serialization failure'}), "
+            "and retrying did not help",
+            "retry the request in a moment",
+            dependency="database",
+            retry_after=TRANSIENT_RETRY_AFTER_S,
+        )
+    if kind == CONFLICT:
+        diag = getattr(orig, "diag", None)
+        constraint = getattr(diag, "constraint_name", None) if diag is not None else None
+        what = f" (constraint {constraint})" if isinstance(constraint, str) and constraint else ""
+        return Conflict(
+            f"a concurrent write conflicted with this one{what}; nothing was changed",
+            "retry the request",
+        )
+    if other and type(orig).__module__.startswith(("psycopg", "sqlite3")):
+        where = f" on {mask_url(url)}" if url else ""
+        return StoreError(
+            f"database error{where}: {_first_line(orig)}",
+            "retry; if it persists, check the database server and disk",
+        )
+    return None
 
 
 def _sqlite_engine(url: Any) -> Any:
@@ -214,8 +594,10 @@ def open_database(url: str) -> Database:
         url = "sqlite:///" + os.path.abspath(url)
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise InvalidInput(f"invalid database URL {url!r}", "use sqlite:///path or postgresql+psycopg://...") from exc
+    except ArgumentError:
+        raise InvalidInput(
+            f"invalid database URL {mask_url(url)!r}", "use sqlite:///path or postgresql+psycopg://..."
+        ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return Database(_sqlite_engine(parsed), url)
@@ -223,11 +605,17 @@ def open_database(url: str) -> Database:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         try:
-            engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            engine = create_engine(
+                parsed,
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=10,
+                connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+            )
         except (NoSuchModuleError, ImportError) as exc:
             raise StoreError("PostgreSQL support needs psycopg 3", "install it: pip install 'keel[postgres]'") from exc
         return Database(engine, url)
     raise InvalidInput(
-        f"unsupported database {backend!r} in {url!r}",
+        f"unsupported database {backend!r} in {mask_url(url)!r}",
         "keel stores metadata in SQLite (sqlite:///path) or PostgreSQL (postgresql+psycopg://...)",
     )

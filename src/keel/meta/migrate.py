@@ -15,8 +15,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from keel.errors import SchemaTooNew, StoreError
-from keel.meta.engine import Database
+from keel.core.urls import mask_urls_in
+from keel.errors import SchemaTooNew, StoreError, Unavailable
+from keel.meta.engine import Database, database_error
 
 __all__ = ["HEAD", "KNOWN_REVISIONS", "current_revision", "ensure_schema"]
 
@@ -84,18 +85,21 @@ def ensure_schema(db: Database) -> None:
 
     try:
         revision = current_revision(db)
-        _check_known(revision, db.url)
+        _check_known(revision, db.display_url)
         if revision == HEAD:
             return
         with _migration_lock(db):
             revision = current_revision(db)  # someone may have migrated meanwhile
-            _check_known(revision, db.url)
+            _check_known(revision, db.display_url)
             if revision != HEAD:
                 _upgrade(db)
     except SQLAlchemyError as exc:
+        found = database_error(exc, db.url, other=False)
+        if isinstance(found, Unavailable):
+            raise found from exc
         raise StoreError(
-            f"cannot open the metadata database {db.url}: {exc.__class__.__name__}: "
-            f"{str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}",
+            f"cannot open the metadata database {db.display_url}: {exc.__class__.__name__}: "
+            f"{mask_urls_in(str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0])}",
             "check that the database server is running and the URL is right",
         ) from exc
 

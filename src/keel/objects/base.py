@@ -135,6 +135,11 @@ class ObjectStore(abc.ABC):
             except (IntegrityError, NotFound) as exc:
                 yield oid, exc.message
 
+    def ping(self, timeout: float = 2.0) -> None:  # noqa: B027 - optional hook, deliberately not abstract
+        """Raise :class:`~keel.errors.Unavailable` unless the store can be used now (the
+        server's health check; a cheap call, at most about ``timeout`` seconds). The
+        default (memory, a keel server's objects) checks nothing."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Release resources (connections); the default has none."""
 

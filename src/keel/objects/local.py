@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from keel.core.hashing import is_oid, new_hasher
-from keel.errors import NotFound, StoreError
+from keel.errors import NotFound, StoreError, Unavailable
 from keel.objects.base import CHUNK, ObjectStore, check_oid
 
 __all__ = ["LocalObjectStore"]
@@ -45,6 +45,17 @@ class LocalObjectStore(ObjectStore):
 
     def describe(self, oid: str) -> str:
         return str(self.path(oid))
+
+    def ping(self, timeout: float = 2.0) -> None:
+        """Raise Unavailable unless the store's folder is there and writable (a disk that
+        was unmounted or remounted read-only)."""
+        tmp = self.root / "tmp"
+        if not (tmp.is_dir() and os.access(tmp, os.W_OK | os.X_OK)):
+            raise Unavailable(
+                f"the object store folder {self.root} is missing or not writable",
+                "check the disk and its mount",
+                dependency="objects",
+            )
 
     def exists(self, oid: str) -> bool:
         return is_oid(oid) and os.path.isfile(self.root / oid[:2] / oid[2:])

@@ -1,9 +1,10 @@
-"""Turn an object-store URL into a store."""
+"""Turn an object-store URL into a store (messages name the URL as :func:`keel.core.urls.mask_url` renders it)."""
 
 from __future__ import annotations
 
 from urllib.parse import parse_qs, urlparse
 
+from keel.core.urls import mask_url
 from keel.errors import InvalidInput
 from keel.objects.base import ObjectStore
 from keel.objects.local import LocalObjectStore
@@ -23,7 +24,7 @@ def open_object_store(url: str) -> ObjectStore:
     if url.startswith("s3://"):
         parsed = urlparse(url)
         if not parsed.netloc:
-            raise InvalidInput(f"invalid S3 URL {url!r}", "write s3://bucket/prefix")
+            raise InvalidInput(f"invalid S3 URL {mask_url(url)!r}", "write s3://bucket/prefix")
         query = parse_qs(parsed.query)
         from keel.objects.s3 import S3ObjectStore
 
@@ -40,13 +41,13 @@ def open_object_store(url: str) -> ObjectStore:
         parsed = urlparse(url)
         if parsed.netloc not in ("", "localhost") or not parsed.path:
             raise InvalidInput(
-                f"invalid file URL {url!r}: it names host {parsed.netloc!r}",
+                f"invalid file URL {mask_url(url)!r}: it names host {parsed.hostname or ''!r}",
                 "write file:///absolute/path (three slashes) or a plain path",
             )
         return LocalObjectStore(parsed.path)
     if "://" in url:
         raise InvalidInput(
-            f"unsupported object store URL {url!r}",
+            f"unsupported object store URL {mask_url(url)!r}",
             "use a local path, file:///path, s3://bucket/prefix, http(s)://keel-server or memory://",
         )
     return LocalObjectStore(url)

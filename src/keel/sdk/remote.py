@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from keel.core.urls import mask_url
 from keel.core.wire import Codec, core_types, type_list
 from keel.errors import InvalidInput, NotFound, StoreError, Unauthenticated
 
@@ -395,7 +396,7 @@ class RemoteStore:
     def describe(self) -> dict[str, Any]:
         """The server and the user the token belongs to (for ``keel info``)."""
         me = whoami_with(self.transport)
-        found = {"server": self.url, "user": me["user"]["name"]}
+        found = {"server": mask_url(self.url), "user": me["user"]["name"]}
         if self.root is not None:
             found["workspace"] = f"{self.root} (local: keel data, flags.yaml)"
         return found

@@ -162,6 +162,7 @@ def _ui(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from keel.core.urls import mask_url
     from keel.server.app import create_app
     from keel.server.ui import UISettings
     from keel.services.workspace import resolve_store_urls
@@ -173,7 +174,7 @@ def _ui(args: argparse.Namespace) -> int:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.ui_port, log_level=args.ui_log_level))
     if not args.no_browser:
         threading.Thread(target=_open_browser_when_up, args=(server, url), daemon=True).start()
-    print(f"keel ui: {root or database} at {url} (Ctrl-C to stop)", flush=True)
+    print(f"keel ui: {root or mask_url(database)} at {url} (Ctrl-C to stop)", flush=True)
     server.run()
     return 0
 

@@ -27,7 +27,7 @@ from keel.server.context import DEFAULT_MAX_UPLOAD, ServerContext
 from keel.server.errors import KeelJSONResponse, install_error_handlers
 from keel.server.middleware import DEFAULT_MAX_JSON, BodyLimit, ServerTiming
 from keel.server.observability import install_observability
-from keel.server.routers import artifacts, auth, models, objects, projects, prompts, rpc, runs
+from keel.server.routers import artifacts, auth, health, models, objects, projects, prompts, rpc, runs
 from keel.server.ui import mount_ui
 from keel.services.workspace import open_store
 
@@ -88,11 +88,7 @@ def create_app(
     app.include_router(mlflow_api.router)  # MLflow's REST API: /api/2.0/mlflow/...
     for module in (runs, artifacts, objects, auth, projects, prompts, models, rpc):
         app.include_router(module.router, prefix=API_PREFIX)
-
-    @app.get(f"{API_PREFIX}/health", tags=["meta"], summary="Liveness: the database answers")
-    def health() -> dict[str, str]:
-        context.tracking.list_projects()
-        return {"status": "ok", "version": __version__}
+    app.include_router(health.router, prefix=API_PREFIX)  # /health (database and objects answer), /live
 
     mount_ui(app)
     install_observability(app)  # last: request ids, access log, metrics, the report of every 5xx

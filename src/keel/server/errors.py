@@ -6,6 +6,12 @@ client rebuilds the same error (:func:`~keel.errors.error_from_dict`); unknown
 routes (404), wrong methods (405), request validation (422) and unexpected
 failures (500) are rendered in the same shape, so a client needs one parser.
 
+A 503 (:class:`~keel.errors.Unavailable`: the database or the object store is away)
+and a 429 carry ``Retry-After`` (the error's ``retry_after`` seconds). A database
+driver error that no service caught is answered by what it stands for
+(:func:`keel.services.health.known_error`: 503 for an outage, 409 for a constraint
+race), never 500 with its text: driver messages can name the database.
+
 Inside a request, ``details.request_id`` holds the request's id (the ``X-Request-Id``
 the response carries), and a 5xx names it in its message too, so what a client shows
 leads to the server's log lines of that request (:mod:`keel.server.observability`).
@@ -24,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keel.errors import KeelError
 from keel.server.request_context import current_request_id, report_failure
+from keel.services.health import DRIVER_ERRORS, known_error
 
 __all__ = ["KeelJSONResponse", "error_response", "install_error_handlers", "internal_error_response"]
 
@@ -65,7 +72,20 @@ def error_response(
 def _keel_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KeelError)
     error = exc.to_dict()
-    return error_response(exc.http_status, exc.code, exc.message, exc.hint, error["details"])
+    response = error_response(exc.http_status, exc.code, exc.message, exc.hint, error["details"])
+    retry_after = getattr(exc, "retry_after", None)
+    if exc.http_status in (429, 503) and isinstance(retry_after, int) and not isinstance(retry_after, bool):
+        response.headers["Retry-After"] = str(max(1, retry_after))  # an outage's 503, a rate limit's 429
+    return response
+
+
+def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    # A driver error no service turned into a KeelError: an outage is 503 (Retry-After), a
+    # constraint race 409; anything else is a bug, answered 500 with no detail.
+    found = known_error(exc)
+    if found is None:
+        return internal_error_response()
+    return _keel_error(request, found)
 
 
 def _http_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -102,6 +122,8 @@ def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error of ``app`` in the one shape."""
     app.add_exception_handler(KeelError, _keel_error)
+    for driver_error in DRIVER_ERRORS:
+        app.add_exception_handler(driver_error, _database_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

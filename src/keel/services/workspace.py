@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from keel.core.urls import mask_url
 from keel.errors import AlreadyExists, InvalidInput, NoWorkspace, StoreError
 from keel.meta import Database, open_database
 from keel.meta.migrate import ensure_schema
@@ -73,8 +74,8 @@ class Store:
         """Where this store lives (for ``keel info``)."""
         return {
             "workspace": str(self.root) if self.root else None,
-            "database": self.db.url,
-            "objects": self.objects.url,
+            "database": mask_url(self.db.url),
+            "objects": mask_url(self.objects.url),
         }
 
 
@@ -118,7 +119,7 @@ def resolve_store_urls(
     if database is not None:
         if database.lower().startswith(("http://", "https://")):
             raise InvalidInput(
-                f"{database} is a keel server, not a database",
+                f"{mask_url(database)} is a keel server, not a database",
                 "give a database URL (sqlite:///path or postgresql+psycopg://...); reach a server with KEEL_URI",
             )
         database, from_query = _split_objects(database)
@@ -127,7 +128,7 @@ def resolve_store_urls(
             folder = _sqlite_dir(database)
             if folder is None:
                 raise InvalidInput(
-                    f"no object store given for {database}",
+                    f"no object store given for {mask_url(database)}",
                     "set KEEL_OBJECTS=s3://bucket/prefix (or add ?objects=... to KEEL_URI)",
                 )
             objects = str(folder / "objects")

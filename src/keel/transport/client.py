@@ -75,6 +75,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from keel._version import __version__
+from keel.core.urls import mask_url, mask_urls_in
 from keel.errors import (
     Forbidden,
     InvalidInput,
@@ -153,7 +154,7 @@ def error_from_reply(status: int, reason: str, body: bytes, what: str) -> KeelEr
     cls = _STATUS_ERRORS.get(status)
     if cls is not None:
         return cls(f"{what}: HTTP {status} {reason}".rstrip(), _STATUS_HINTS.get(status, "check the request"))
-    snippet = " ".join(body[:200].decode("utf-8", "replace").split())  # one line, whatever it was
+    snippet = mask_urls_in(" ".join(body[:200].decode("utf-8", "replace").split()))  # one line, whatever it was
     return StoreError(
         f"{what} failed: HTTP {status} {reason}".rstrip() + (f": {snippet}" if snippet else ""),
         _STATUS_HINTS.get(status, "is this URL a keel server? check KEEL_URI or the remote's URL"),
@@ -161,13 +162,14 @@ def error_from_reply(status: int, reason: str, body: bytes, what: str) -> KeelEr
 
 
 def _where(url: str) -> str:
-    """``url`` without its query string (a presigned URL's signature stays out of messages)."""
+    """``url`` without its query string (a presigned URL's signature stays out of messages)
+    and with any password masked (:func:`keel.core.urls.mask_url`)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return mask_url(f"{parts.scheme}://{parts.netloc}{parts.path}")
 
 
 def _reason(exc: BaseException) -> str:
-    return " ".join((str(exc) or type(exc).__name__).split())
+    return mask_urls_in(" ".join((str(exc) or type(exc).__name__).split()))
 
 
 def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
