@@ -38,6 +38,7 @@ from keel.errors import (
     TooLarge,
     Unauthenticated,
     Unavailable,
+    WriteFailed,
 )
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "TooLarge",
     "Unauthenticated",
     "Unavailable",
+    "WriteFailed",
     "__version__",
     "ab",
     "active_run",

@@ -18,7 +18,8 @@ The tree::
     ├── Unauthenticated          code="unauthenticated"        (HTTP 401)
     ├── Forbidden                code="forbidden"              (HTTP 403)
     ├── RateLimited              code="rate_limited"           (HTTP 429)  retry_after
-    └── TooLarge                 code="too_large"              (HTTP 413)
+    ├── TooLarge                 code="too_large"              (HTTP 413)
+    └── WriteFailed              code="write_failed"           (HTTP 500)  run_id, rows, cause_code, cause
 
 Every message says what went wrong; ``hint`` says what to do about it. The CLI
 prints ``error: <message> (<hint>)`` on one line and exits with ``exit_code``.
@@ -60,6 +61,7 @@ __all__ = [
     "TooLarge",
     "Unauthenticated",
     "Unavailable",
+    "WriteFailed",
     "error_for_code",
     "error_from_dict",
 ]
@@ -289,6 +291,42 @@ class TooLarge(KeelError):
     code = "too_large"
     http_status = 413
     exit_code = 2
+
+
+class WriteFailed(KeelError):
+    """Rows logged to a run could not be written in the background and are lost.
+
+    Raised by ``run.finish()``, ``run.flush()``, ``keel.flush()`` and the end of a
+    ``with keel.start_run()`` block once the background writer has given up on some
+    of the run's rows (the server refused them, the disk is full...); the rows of
+    other runs are written all the same.
+
+    Attributes:
+        run_id: the run whose rows were lost.
+        rows: how many logged rows (metrics, params, tags, ...) were lost.
+        cause_code: the ``code`` of the error that refused them (e.g. ``forbidden``).
+        cause: that error's text.
+    """
+
+    code = "write_failed"
+    http_status = 500
+    exit_code = 1
+    fields = {"run_id": "", "rows": 0, "cause_code": "", "cause": ""}
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        run_id: str = "",
+        rows: int = 0,
+        cause_code: str = "",
+        cause: str = "",
+    ) -> None:
+        super().__init__(message, hint)
+        self.run_id = run_id
+        self.rows = rows
+        self.cause_code = cause_code
+        self.cause = cause
 
 
 # -- over the wire -------------------------------------------------------------------

@@ -29,6 +29,7 @@ EXPECTED = {
     "TooLarge",
     "Unauthenticated",
     "Unavailable",
+    "WriteFailed",
     "__version__",
     "ab",
     "active_run",

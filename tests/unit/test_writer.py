@@ -3,8 +3,8 @@
 import threading
 
 from keel.core.batch import WriteBatch
-from keel.errors import InvalidInput, StoreError
-from keel.sdk.writer import BatchWriter
+from keel.errors import InvalidInput, KeelError, StoreError, WriteFailed
+from keel.sdk.writer import BatchWriter, split_by_run
 
 
 class Sink:
@@ -94,3 +94,128 @@ def test_an_interrupted_write_keeps_its_rows_for_the_next_flush():
     assert [m[2] for m in sink.batches[0].metrics] == [1.0, 2.0]
     assert len(sink.batches[0].params) == 1 and writer.pending == 0
     writer.close()
+
+
+# -- a refused batch loses only the refused run's rows, and says so (issue 16) -----------------
+class Refusing(Sink):
+    """Refuses (permanently) every batch that holds a row of run ``bad``."""
+
+    def __init__(self, bad="bad", error=None):
+        super().__init__()
+        self.bad = bad
+        self.refusal = error or InvalidInput("no project 'theirs'", "list the projects you can see")
+        self.calls = 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        if self.bad in batch.run_ids() or any(row[0] == self.bad for row in batch.new_runs):
+            raise self.refusal
+        self.batches.append(batch)
+
+
+def _rows(sink, field, run_id):
+    return [row for b in sink.batches for row in getattr(b, field) if row[0] == run_id]
+
+
+def test_a_refused_batch_is_split_by_run_and_only_the_refused_runs_rows_are_lost():
+    sink = Refusing()
+    writer = BatchWriter(sink, interval=10, split=split_by_run)
+    for run_id in ("good", "bad", "other"):
+        writer.add("r", (run_id, "p", run_id, 0, None, "{}"))
+    for i in range(1000):
+        writer.add_metric(("good", "loss", float(i), i, 0))
+        if i < 3:
+            writer.add_metric(("bad", "m", 1.0, i, 0))
+    writer.add("p", ("other", "model", "str", "gpt-4", False))
+    writer.add("e", ("bad", "finished", 1, None))
+    writer.flush()
+    assert len(_rows(sink, "metrics", "good")) == 1000 and len(_rows(sink, "params", "other")) == 1
+    assert [row[0] for b in sink.batches for row in b.new_runs] == ["good", "other"]
+    assert sink.calls == 4  # the whole batch, then each run's rows alone
+    assert (writer.errors, writer.failed, writer.lost) == (1, 5, 5)
+    assert writer.take_loss("good") is None
+    loss = writer.take_loss("bad")
+    assert loss is not None and loss.rows == 5 and loss.error is sink.refusal
+    assert writer.take_loss("bad") is None and writer.lost == 0  # reported once
+    failed = loss.failure("bad" * 8, "refused")
+    assert isinstance(failed, WriteFailed) and isinstance(failed, KeelError)
+    assert (failed.run_id, failed.rows, failed.cause_code) == ("bad" * 8, 5, "invalid_input")
+    assert failed.message == "5 logged rows of run badbadba (refused) could not be written: no project 'theirs'"
+    assert failed.hint == "list the projects you can see" and failed.__cause__ is sink.refusal
+    writer.close()
+
+
+def test_losses_add_up_per_run_and_keep_the_first_error():
+    sink = Refusing()
+    writer = BatchWriter(sink, interval=10, split=split_by_run)
+    writer.add_metric(("bad", "m", 1.0, 0, 0))
+    writer.add_metric(("good", "m", 1.0, 0, 0))
+    writer.flush()
+    first = sink.refusal
+    sink.refusal = InvalidInput("another reason")
+    writer.add_metric(("bad", "m", 2.0, 1, 0))  # alone in its batch: no split, one try
+    writer.flush()
+    assert sink.calls == 4
+    loss = writer.take_loss("bad")
+    assert loss is not None and (loss.rows, loss.error) == (2, first)
+    writer.close()
+
+
+def test_a_transient_failure_that_outlasts_the_retries_is_counted_per_run_without_splitting():
+    sink = Sink(fail_times=100, error=StoreError("database is locked"))
+    writer = BatchWriter(sink, interval=10, max_attempts=2, split=split_by_run)
+    writer.add_metric(("a", "m", 1.0, 0, 0))
+    writer.add_metric(("a", "m", 2.0, 1, 0))
+    writer.add_metric(("b", "m", 1.0, 0, 0))
+    writer.flush()
+    assert sink.fail_times == 98  # two tries of the whole batch; retrying each run's part cannot help
+    lost = writer.take_losses()
+    assert {key: loss.rows for key, loss in lost.items()} == {"a": 2, "b": 1}
+    assert all(isinstance(loss.error, StoreError) for loss in lost.values())
+    writer.close()
+
+
+def test_a_writer_without_split_counts_its_losses_under_none(caplog):
+    sink = Sink(fail_times=1, error=InvalidInput("bad row"))
+    writer = BatchWriter(sink, interval=10)
+    writer.add_metric(("r", "m", 1.0, 0, 0))
+    writer.flush()
+    assert "could not write 1 logged rows" in caplog.text  # rows no run's finish() will report: a warning
+    loss = writer.take_losses()[None]
+    assert loss.rows == 1 and loss.failure("r").cause == "bad row"
+    writer.close()
+
+
+def test_an_interruption_while_splitting_keeps_only_the_rows_not_yet_written():
+    class InterruptOnce(Refusing):
+        def __call__(self, batch):
+            if batch.run_ids() == {"c"} and not getattr(self, "interrupted", False):
+                self.interrupted = True
+                raise KeyboardInterrupt
+            super().__call__(batch)
+
+    sink = InterruptOnce()
+    writer = BatchWriter(sink, interval=10, split=split_by_run)
+    for run_id in ("a", "bad", "c", "d"):
+        writer.add_metric((run_id, "m", 1.0, 0, 0))
+    try:
+        writer.flush()
+    except KeyboardInterrupt:
+        pass
+    assert writer.pending == 2  # c (interrupted) and d; a is written, bad is lost
+    writer.flush()
+    assert sorted(row[0] for b in sink.batches for row in b.metrics) == ["a", "c", "d"]
+    assert writer.take_loss("bad").rows == 1 and writer.pending == 0
+    writer.close()
+
+
+def test_split_by_run_keeps_each_runs_rows_in_order_and_new_runs_first():
+    batch = WriteBatch(
+        new_runs=[("child", "p", "c", 0, "parent", "{}"), ("parent", "p", "p", 0, None, "{}")],
+        metrics=[("parent", "m", 1.0, 0, 0), ("child", "m", 2.0, 0, 0), ("parent", "m", 3.0, 1, 0)],
+        run_ends=[("child", "finished", 1, None)],
+    )
+    parts = dict(split_by_run(batch))
+    assert list(parts) == ["child", "parent"]  # the order the runs were created in
+    assert [m[2] for m in parts["parent"].metrics] == [1.0, 3.0]
+    assert len(parts["child"]) == 3 and len(parts["parent"]) == 3

@@ -44,7 +44,7 @@ from typing import Any
 from keel.core.abtests import Analysis, Experiment
 from keel.core.entities import now_ms
 from keel.errors import InvalidInput
-from keel.sdk.fluent import _stack, active_run
+from keel.sdk.fluent import active_run
 from keel.sdk.session import _SESSIONS, get_session
 from keel.sdk.writer import BatchWriter
 from keel.services.abtests import ABBatch, ABService
@@ -238,7 +238,7 @@ def assign(experiment: str, unit: Any = None, /, **context: Any) -> Assignment |
             if len(seen) >= _SEEN_MAX:
                 seen.clear()
             seen[key] = assigned
-            run = active_run() if _stack else None
+            run = active_run()
             state.writer.add(
                 "x",
                 (experiment, key, name, compiled.resolved_json[name], None if run is None else run.id, now_ms()),

@@ -169,13 +169,12 @@ def load(
     cfg = Config(_load(_env(env), directory, overrides, schema))
     if attach:
         fluent = sys.modules.get("keel.sdk.fluent")  # not imported: no run can be active
-        if fluent is not None and fluent._stack:
-            run = fluent.active_run()
-            if run is not None:
-                try:
-                    cfg.attach(run)
-                except Exception as exc:  # recording never breaks the application
-                    log.warning("keel: could not record config %s on run %s: %s", cfg.entity, run.id, exc)
+        run = fluent.active_run() if fluent is not None else None
+        if run is not None:
+            try:
+                cfg.attach(run)
+            except Exception as exc:  # recording never breaks the application
+                log.warning("keel: could not record config %s on run %s: %s", cfg.entity, run.id, exc)
     return cfg
 
 

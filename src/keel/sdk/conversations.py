@@ -127,8 +127,6 @@ def _current_redactor(service: Any) -> Any:
 
 
 def _active_run_id() -> str | None:
-    if not fluent._stack:
-        return None
     run = fluent.active_run()
     return None if run is None else run.id
 

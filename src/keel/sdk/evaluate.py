@@ -30,6 +30,7 @@ for that sample and is counted.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 import os
@@ -356,8 +357,11 @@ def _run_samples(
 
     if concurrency == 1 or len(rows) == 1:
         return [one(i) for i in range(len(rows))]
+    # Worker threads start with an empty context: each sample runs in a copy of this one, so its
+    # LLM calls are attributed to the eval run and a judge finds the evaluation's client.
+    context = contextvars.copy_context()
     with ThreadPoolExecutor(max_workers=min(concurrency, len(rows)), thread_name_prefix="keel-eval") as pool:
-        return list(pool.map(one, range(len(rows))))
+        return list(pool.map(lambda index: context.copy().run(one, index), range(len(rows))))
 
 
 def _store_score(sample: _Sample, name: str, value: Any) -> None:

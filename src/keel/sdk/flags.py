@@ -42,7 +42,7 @@ from typing import Any
 
 from keel.core.entities import EntityRef
 from keel.core.flags import CompiledFlag, Flag, compile_flag
-from keel.sdk.fluent import _stack, active_run
+from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
 from keel.services.flags import FlagChange, FlagHistoryEntry, FlagService, FlagSet
 
@@ -168,8 +168,10 @@ class FlagClient:
             return self._failed(key, default, context)
         except Exception:
             return self._failed(key, default, context)
-        if self.log_exposures and _stack:
-            self._expose(key)
+        if self.log_exposures:
+            run = active_run()  # this thread's / asyncio task's run
+            if run is not None:
+                self._expose(key, run)
         return result
 
     def variant(self, key: str, default: str | None = None, **context: Any) -> str | None:
@@ -184,8 +186,10 @@ class FlagClient:
             return self._failed(key, default, context)
         except Exception:
             return self._failed(key, default, context)
-        if self.log_exposures and _stack:
-            self._expose(key)
+        if self.log_exposures:
+            run = active_run()  # this thread's / asyncio task's run
+            if run is not None:
+                self._expose(key, run)
         return name
 
     def payload(self, key: str, default: Any = None, **context: Any) -> Any:
@@ -227,14 +231,10 @@ class FlagClient:
         _warn(key, "error", "evaluating %r failed (%s); serving the default %r", key, problem, default)
         return default
 
-    def _expose(self, key: str) -> None:
+    def _expose(self, key: str, run: Any) -> None:
         try:
-            top = _stack[-1]
             version = self._compiled[key].version
-            if (top.id, key, version) in self._exposed and top.status == "running":
-                return
-            run = active_run()
-            if run is None:
+            if (run.id, key, version) in self._exposed:
                 return
             if len(self._exposed) > 100_000:
                 self._exposed.clear()

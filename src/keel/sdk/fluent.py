@@ -1,14 +1,30 @@
 """The module-level API: ``keel.start_run``, ``keel.log_metrics``, ``keel.init``...
 
-An *active run* stack per process: ``start_run``/``init`` push, ``finish`` or
-leaving the ``with`` block pops. Starting a run while another is active
-makes the new one its child (a nested run).
+The *active run* belongs to the task that started it, not to the process: it
+lives in a :class:`contextvars.ContextVar` holding this context's stack of runs
+(an immutable tuple). ``start_run``/``init`` push, ``finish`` or leaving the
+``with`` block pops, and starting a run while another is active in the same
+context makes the new one its child (a nested run). So:
+
+- two threads, or two asyncio tasks, each in their own ``start_run``, each log
+  into their own run (an async web app: one run per request);
+- an asyncio task created inside a run (``asyncio.create_task``,
+  ``asyncio.gather``, ``asyncio.to_thread``) copies the context when it is
+  created, so it logs into that run;
+- a plain new thread (``threading.Thread``, a ``ThreadPoolExecutor`` worker)
+  starts with an empty context: it does *not* see the run unless it is handed
+  over, e.g. ``threading.Thread(target=contextvars.copy_context().run,
+  args=(work,))``, or by passing the run itself (``run.log_metric``).
+
+``keel.active_run()`` is the one way to read it (the sdk modules that attribute
+LLM calls, prompt loads, flag exposures... use it too). Runs left open are
+still finished by the session at interpreter exit, from whatever context.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,8 +58,8 @@ __all__ = [
     "start_run",
 ]
 
-_stack: list[Run] = []
-_stack_lock = threading.Lock()
+# This context's active runs, innermost last; a tuple, so a copied context never shares a list.
+_runs: contextvars.ContextVar[tuple[Run, ...]] = contextvars.ContextVar("keel_active_runs", default=())
 
 
 def start_run(
@@ -78,8 +94,7 @@ def start_run(
             parent_id = active.id
         project = project or (active.project if active else None) or os.environ.get("KEEL_PROJECT")
         run = session.start_run(project, name, dict(tags or {}), parent_id)
-    with _stack_lock:
-        _stack.append(run)
+    _runs.set((*_runs.get(), run))
     return run
 
 
@@ -97,11 +112,21 @@ def init(
 
 
 def active_run() -> Run | None:
-    """The innermost active run, or None (finished runs leave the stack)."""
-    with _stack_lock:
-        while _stack and _stack[-1].status != "running":
-            _stack.pop()
-        return _stack[-1] if _stack else None
+    """The innermost run started in this thread or asyncio task and still running, or None.
+
+    Each thread and asyncio task has its own active run (see the module doc): a task
+    created inside a run sees it, a plain new thread does not.
+    """
+    runs = _runs.get()
+    if runs:
+        run = runs[-1]
+        if run.status == "running":
+            return run
+        while runs and runs[-1].status != "running":  # finished runs leave this context's stack
+            runs = runs[:-1]
+        _runs.set(runs)
+        return runs[-1] if runs else None
+    return None
 
 
 def _run() -> Run:
@@ -117,7 +142,8 @@ def finish(status: str = "finished") -> None:
 
 
 def flush() -> None:
-    """Make everything logged so far durable."""
+    """Make everything logged so far to the active run durable; raise WriteFailed if some of
+    its rows could not be written (see ``Run.flush``)."""
     run = active_run()
     if run is not None:
         run.flush()
@@ -208,6 +234,6 @@ def search_runs(
 
 
 def _clear_stack() -> None:
-    """Forget every active run (used by ``keel.sdk.session.reset``)."""
-    with _stack_lock:
-        _stack.clear()
+    """Forget the active runs of this context (used by ``keel.sdk.session.reset``; other
+    contexts' runs are finished by it, so they leave their stacks on the next look)."""
+    _runs.set(())

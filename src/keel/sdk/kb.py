@@ -30,7 +30,7 @@ from typing import Any
 
 from keel.core.embedders import Embedder, HashingEmbedder
 from keel.errors import InvalidInput
-from keel.sdk.fluent import _stack, active_run
+from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
 from keel.services.embedders import register_embedder
 from keel.services.kb import (
@@ -84,7 +84,7 @@ def _base() -> Path:
 
 
 def _run() -> Any:
-    return active_run() if _stack else None
+    return active_run()
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:

@@ -23,7 +23,7 @@ from typing import Any
 from keel.core.entities import EntityRef, now_ms
 from keel.core.llm import DEFAULT_PRICES, call_cost, normalize, request_hash, usage_tokens
 from keel.errors import InvalidInput, ReplayMiss
-from keel.sdk.fluent import _stack, active_run
+from keel.sdk.fluent import active_run
 from keel.sdk.session import Session, get_session
 from keel.services.llm import CASSETTE_KIND, CallRow, Closest, PendingCall, StoredCall, cassette_entity
 
@@ -368,7 +368,7 @@ class Recorder:
         """Hash the request, find the run, the store and the context; None if that failed (counted)."""
         try:
             digest = request_hash(endpoint, kwargs)
-            run = active_run() if _stack else None
+            run = active_run()  # this thread's / asyncio task's run
             session: Session | None = run._session if run is not None else self._session
             if session is None:
                 session = self._session = get_session()

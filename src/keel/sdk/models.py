@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from keel.errors import InvalidInput, NotFound
-from keel.sdk.fluent import _stack, active_run
+from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
 from keel.services.models import (
     STAGES,
@@ -95,12 +95,11 @@ def load_card(card: Any) -> Any:
 def _producing_run(source: str, run_id: str | None) -> str | None:
     """Flush pending writes (the artifact a runs:/ source names may still be queued) and
     default the producing run to the active one."""
-    if _stack:
-        run = active_run()
-        if run is not None:
-            run.flush()
-            if run_id is None and not str(source).startswith(("runs:/", "models:/")):
-                return run.id
+    run = active_run()
+    if run is not None:
+        run.flush()
+        if run_id is None and not str(source).startswith(("runs:/", "models:/")):
+            return run.id
     else:
         get_session().writer.flush()
     return run_id
@@ -163,10 +162,9 @@ def get(
     ``at`` (datetime or epoch ms) asks about an earlier moment."""
     name, version, stage, alias = _split(name, version, stage, alias)
     found: ModelVersion = get_session().models.get(name, version, stage, alias, at)
-    if _stack:
-        run = active_run()
-        if run is not None:
-            run.use(found.entity)
+    run = active_run()
+    if run is not None:
+        run.use(found.entity)
     return found
 
 

@@ -33,7 +33,7 @@ from keel.core.entities import EntityRef
 from keel.core.prompt_content import PromptContent, PromptDiff
 from keel.core.templates import render_template
 from keel.errors import StoreError
-from keel.sdk.fluent import _stack
+from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
 from keel.services.prompt_files import PromptFilesRejected
 from keel.services.prompts import PromptVersion, RefMove, is_version, parse_prompt_ref
@@ -139,9 +139,7 @@ def clear_cache() -> None:
 
 
 def _record_use(prompt: Prompt) -> None:
-    from keel.sdk.fluent import active_run
-
-    run = active_run()
+    run = active_run()  # this thread's / asyncio task's run
     if run is not None:
         run.use(prompt._entity, "prompt")
 
@@ -156,8 +154,7 @@ def load(
     """Load ``NAME``, ``NAME@VERSION`` or ``NAME@ALIAS`` (cached; see the module doc)."""
     hit = _served.get((ref, version, alias)) if ttl is None or ttl > 0 else None
     if hit is not None and (hit[0] is None or hit[0] > time.monotonic()):
-        if _stack:  # inside a run: record the version served (once per run)
-            _record_use(hit[1])
+        _record_use(hit[1])  # inside a run: record the version served (once per run)
         return hit[1]
     prompt, expiry = _load(ref, version, alias, fallback, ttl)
     if expiry is not False:

@@ -2,7 +2,10 @@
 
 ``Run`` validates on the calling thread (bad keys, non-numeric metrics,
 conflicting params raise at once) and queues rows on the store's
-:class:`~keel.sdk.writer.BatchWriter`; ``finish()`` makes them durable.
+:class:`~keel.sdk.writer.BatchWriter`; ``finish()`` makes them durable. Rows
+the writer could not write after all (the server refused them, the disk is
+full) are not silent: ``flush()``, ``finish()`` and the end of the ``with``
+block raise :class:`~keel.errors.WriteFailed` for this run's own lost rows.
 """
 
 from __future__ import annotations
@@ -253,37 +256,58 @@ class Run:
     @property
     def info(self) -> RunRecord:
         """The run as stored now (flushes pending rows first)."""
-        self.flush()
+        self._writer.flush()
         return self._session.service.get_run(self.id)
 
     def table(self, name: str) -> Table:
         """A table logged by this run."""
-        self.flush()
+        self._writer.flush()
         return self._session.service.read_table(self.id, name)
 
     def text(self, name: str, kind: str = "text") -> str:
         """A text value logged by this run."""
-        self.flush()
+        self._writer.flush()
         return self._session.service.read_artifact(self.id, text_path(name, kind)).decode("utf-8")
 
     # -- lifecycle ---------------------------------------------------------------
     def flush(self) -> None:
-        """Block until everything logged so far is durable."""
+        """Block until everything logged so far is durable.
+
+        Raises WriteFailed if some of this run's rows could not be written (the
+        server refused them, the disk is full...): how many, and why. Each loss
+        is raised once.
+        """
         self._writer.flush()
+        self._raise_lost()
 
     def finish(self, status: str = "finished", error: str | None = None) -> None:
-        """End the run with ``status`` and make everything durable. Idempotent."""
+        """End the run with ``status`` and make everything durable. Idempotent.
+
+        Raises WriteFailed (after ending the run) if some of its rows could not be written.
+        """
+        self._end(status, error)
+        self._raise_lost()
+
+    def _end(self, status: str, error: str | None = None) -> bool:
+        """End the run and flush, without raising a write failure (it stays for the exit report);
+        False if it had ended already."""
         if status not in RUN_STATUSES or status == "running":
             raise InvalidInput(f"invalid final status {status!r}", "use finished, failed or killed")
         with self._lock:
             if self.status != "running":
-                return
+                return False
             self.status = status
         if error is not None:
             error = clip_text(str(error), MAX_ERROR_LENGTH)
         self._writer.add("e", (self.id, status, now_ms(), error))
         self._writer.flush()
         self._session.forget(self)
+        return True
+
+    def _raise_lost(self) -> None:
+        loss = self._writer.take_loss(self.id)
+        if loss is not None:
+            raise loss.failure(self.id, self.name)
 
     def __enter__(self) -> Run:
         return self
@@ -291,22 +315,24 @@ class Run:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # With an exception on its way out, a write failure does not replace it: the
+        # lost rows are reported at exit (one line on stderr, a non-zero status).
         if exc_type is None:
-            self.finish("finished")
+            self.finish("finished")  # raises WriteFailed if rows were lost
         elif issubclass(exc_type, KeyboardInterrupt):
-            self.finish("killed", "KeyboardInterrupt")
+            self._end("killed", "KeyboardInterrupt")
         elif issubclass(exc_type, SystemExit):
             from keel.sdk.session import terminating
 
             code = getattr(exc, "code", 0)
             if terminating:
-                self.finish("killed", f"signal {terminating[0]}")
+                self._end("killed", f"signal {terminating[0]}")
             elif code in (0, None):
-                self.finish("finished")
+                self._end("finished")
             else:
-                self.finish("failed", f"SystemExit: {code}")
+                self._end("failed", f"SystemExit: {code}")
         else:
-            self.finish("failed", f"{exc_type.__name__}: {exc}")
+            self._end("failed", f"{exc_type.__name__}: {exc}")
 
 
 def text_path(name: str, kind: str = "text") -> str:

@@ -4,6 +4,15 @@ Sessions are shared per store URL, so every run logging to one store shares
 one writer thread and one connection pool. At interpreter exit (and on
 SIGTERM) every live run is finished and every writer flushed: an ordinary
 exit loses nothing.
+
+A lost write is never silent. Rows a writer gave up on (the server refused
+them, the disk is full) that nobody was told about (``Run.finish()``,
+``flush()`` and the ``with`` block raise ``WriteFailed`` for their run's) are
+reported at exit: one line on stderr, and the process exits with status 1
+(128+N when signal N ended it). Python gives an ``atexit`` handler no way to
+set the exit status (SystemExit raised there is ignored), so keel's handler
+then runs the exit handlers still due, flushes stdio and open files, and ends
+the process with ``os._exit``.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from keel.errors import InvalidInput, NoWorkspace
 from keel.sdk.run import Run
-from keel.sdk.writer import BatchWriter
+from keel.sdk.writer import BatchWriter, Loss, split_by_run
 from keel.services.tracking import TrackingService
 from keel.services.workspace import init_workspace, open_store, resolve_store_urls, workspace_server
 
@@ -64,7 +73,7 @@ class Session:
         self._conversation_writer: BatchWriter | None = None
         self._llm: LlmService | None = None
         self._llm_writer: BatchWriter | None = None
-        self.writer = BatchWriter(service.write_batch, idle=service.maintain)
+        self.writer = BatchWriter(service.write_batch, idle=service.maintain, split=split_by_run)
         self.live: dict[str, Run] = {}
         self._lock = threading.Lock()
 
@@ -259,6 +268,21 @@ class Session:
         with self._lock:
             self.live.pop(run.id, None)
 
+    def writers(self) -> list[BatchWriter]:
+        """Every background writer this session has started (runs, conversations, calls, exposures...)."""
+        return [value for value in list(vars(self).values()) if isinstance(value, BatchWriter)]
+
+    def take_losses(self) -> dict[str | None, Loss]:
+        """The rows each writer gave up on and nobody reported yet, by run (and forget them)."""
+        lost: dict[str | None, Loss] = {}
+        for writer in self.writers():
+            for key, loss in writer.take_losses().items():
+                if key in lost:
+                    lost[key].rows += loss.rows
+                else:
+                    lost[key] = loss
+        return lost
+
     def shutdown(self) -> None:
         """Finish live runs and flush the writer."""
         if terminating:
@@ -269,7 +293,7 @@ class Session:
             status, error = "finished", None
         for run in list(self.live.values()):
             try:
-                run.finish(status, error)
+                run._end(status, error)  # a write failure stays for the exit report
             except Exception:  # pragma: no cover - best effort at exit
                 log.exception("keel: could not finish run %s at exit", run.id)
         if self._conversation_writer is not None:
@@ -350,7 +374,7 @@ def _install_exit_hooks() -> None:
     if _hooks_installed:
         return
     _hooks_installed = True
-    atexit.register(shutdown)
+    atexit.register(_at_exit)
 
     previous_hook = sys.excepthook
 
@@ -375,13 +399,89 @@ def _install_exit_hooks() -> None:
         signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def _take_all_losses() -> dict[str | None, Loss]:
+    with _LOCK:
+        sessions = list(_SESSIONS.values())
+    lost: dict[str | None, Loss] = {}
+    for session in sessions:
+        for key, loss in session.take_losses().items():
+            if key in lost:
+                lost[key].rows += loss.rows
+            else:
+                lost[key] = loss
+    return lost
+
+
+def lost_rows_line(lost: dict[str | None, Loss]) -> str:
+    """The one line that reports rows nobody was told were lost: how many, of which runs, and why."""
+    rows = sum(loss.rows for loss in lost.values())
+    runs = [key for key in lost if key is not None]
+    key = runs[0] if runs else None
+    cause = lost[key].failure(key or "").cause
+    count = f"{rows} logged row{'s' if rows != 1 else ''}"
+    if len(runs) > 1:
+        return f"keel: {count} of {len(runs)} runs could not be written; the first, of run {runs[0][:8]}: {cause}"
+    where = f" of run {key[:8]}" if key is not None else ""
+    return f"keel: {count}{where} could not be written: {cause}"
+
+
+def _at_exit() -> None:
+    """Finish every live run, flush every writer; if rows were lost unreported, say so and exit non-zero."""
+    shutdown()
+    lost = _take_all_losses()
+    if not lost:
+        return
+    try:
+        sys.stderr.write(lost_rows_line(lost) + "\n")
+    except Exception:  # a closed stderr: the status still tells
+        pass
+    _exit_with(128 + terminating[0] if terminating else 1)
+
+
+def _exit_with(status: int) -> None:
+    """End the process with ``status`` from an atexit handler, losing nothing of the normal exit:
+    the handlers registered before this one (they would run after it) run first, then every
+    open file and stdio stream is flushed."""
+    atexit.unregister(_at_exit)
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        _flush_open_files()
+        os._exit(status)
+
+
+def _flush_open_files() -> None:
+    """Flush what interpreter shutdown would have: stdio, and files the program left open."""
+    import gc
+    import io
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # best effort, as at a normal exit
+            pass
+    for obj in gc.get_objects():
+        try:
+            if type(obj) in (io.TextIOWrapper, io.BufferedWriter, io.BufferedRandom) and not obj.closed:
+                obj.flush()
+        except Exception:  # a file that cannot flush now would not have at exit either
+            pass
+
+
 def reset() -> None:
-    """Finish and forget every session and close their stores (tests, long-lived hosts)."""
+    """Finish and forget every session and close their stores (tests, long-lived hosts).
+
+    Rows lost and not reported yet are logged (one warning), not carried over.
+    """
     from keel.sdk.fluent import _clear_stack
     from keel.sdk.prompts import clear_cache
     from keel.services.workspace import close_all_stores
 
     shutdown()
+    lost = _take_all_losses()
+    if lost:
+        log.warning("%s", lost_rows_line(lost))
     _clear_stack()
     clear_cache()
     with _LOCK:
