@@ -550,7 +550,7 @@ def _sqlite_engine(url: Any) -> Any:
                 f"cannot open the SQLite database {database}: folder {parent} does not exist",
                 "create the folder or run 'keel init'",
             )
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_engine(url, hide_parameters=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -607,6 +607,7 @@ def open_database(url: str) -> Database:
         try:
             engine = create_engine(
                 parsed,
+                hide_parameters=True,  # errors and logs never carry bound values (token hashes, user rows)
                 pool_pre_ping=True,
                 pool_size=5,
                 max_overflow=10,

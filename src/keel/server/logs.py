@@ -28,6 +28,7 @@ import logging
 import time
 from typing import Any
 
+from keel.core.urls import mask_urls_in
 from keel.server.request_context import current_request_id
 
 __all__ = ["LOG_FORMATS", "JsonFormatter", "RequestIdFilter", "TextFormatter", "logging_config", "utc_timestamp"]
@@ -62,6 +63,10 @@ class TextFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
         return utc_timestamp(record.created)
 
+    def format(self, record: logging.LogRecord) -> str:
+        # A second net under the errors' own masking: no line leaves with a URL's password.
+        return mask_urls_in(super().format(record))
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record (see the module doc); a traceback is a field, never extra lines."""
@@ -86,7 +91,7 @@ class JsonFormatter(logging.Formatter):
             out["traceback"] = record.exc_text
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return mask_urls_in(json.dumps(out, ensure_ascii=False, default=str))
 
 
 def logging_config(level: str = "info", log_format: str = "text") -> dict[str, Any]:

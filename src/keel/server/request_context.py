@@ -95,7 +95,8 @@ def note_user(name: str) -> None:
 
 
 def report_failure(exc: BaseException, status: int = 500) -> None:
-    """Log the failure behind a 5xx answer: once per request, at ERROR, with the traceback.
+    """Log the failure behind a 5xx answer: once per request, at ERROR with the traceback
+    (a 503 for a dependency outage: at WARNING, without one).
 
     The line names the request id (the one the client's error message shows), the method
     and path, the status, and the exception's type and message. The message is logged as
@@ -111,7 +112,11 @@ def report_failure(exc: BaseException, status: int = 500) -> None:
     text = str(exc)
     if len(text) > _HEADLINE:
         text = text[:_HEADLINE] + "..."
-    log.error(
+    # A dependency outage (503) is expected operations, not a bug: one WARNING line per
+    # request, no traceback; everything else is an ERROR with its traceback.
+    outage = status == 503 and getattr(exc, "code", "") == "unavailable"
+    log.log(
+        logging.WARNING if outage else logging.ERROR,
         "request %s: %s %s answered %d: %s: %s",
         request_id,
         method,
@@ -119,6 +124,6 @@ def report_failure(exc: BaseException, status: int = 500) -> None:
         status,
         type(exc).__name__,
         text,
-        exc_info=(type(exc), exc, exc.__traceback__),
+        exc_info=None if outage else (type(exc), exc, exc.__traceback__),
         extra={"request_id": request_id, "fields": {"status": status, "exc_type": type(exc).__name__}},
     )
