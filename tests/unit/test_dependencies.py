@@ -20,6 +20,7 @@ DISTRIBUTIONS = {
     "openfeature": "openfeature-sdk",
     "mlflow": "mlflow-skinny",
     "pydantic_core": "pydantic",
+    "prometheus_client": "prometheus-client",
 }
 
 
