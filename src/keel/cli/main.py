@@ -231,20 +231,30 @@ def info_cmd(as_json: JsonOpt = False) -> None:
 
 
 @_app.command("verify")
-def verify_cmd(as_json: JsonOpt = False) -> None:
-    """Re-hash every stored object; report corrupt or missing ones (exit 5 if any)."""
+def verify_cmd(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="SQLite's quick_check instead of integrity_check (skips index checks).")
+    ] = False,
+    seal: Annotated[
+        bool,
+        typer.Option(
+            "--seal", help="Give finished records that have no digest yet (written before keel had them) one."
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check everything keel stores: objects against their hashes, the database file, and
+    the digest of every finished run, prompt and model version and reflog entry (exit 5 if
+    anything is wrong)."""
     from keel.cli.render import print_json
+    from keel.cli.verify_report import verify_lines, verify_progress
 
-    report = _client().verify()
+    report = _client().verify(quick=quick, seal=seal, progress=None if as_json else verify_progress())
     if as_json:
-        print_json({"checked": report.checked, "corrupt": report.corrupt, "missing": report.missing, "ok": report.ok})
+        print_json(report.to_dict())
     else:
-        for oid, problem in report.corrupt:
-            typer.echo(f"corrupt  {oid}  {problem}")
-        for oid, users in report.missing:
-            where = ", ".join(f"run {run[:8]}:{path}" for run, path in users)
-            typer.echo(f"missing  {oid}  (used by {where})")
-        typer.echo(f"{report.checked} objects checked: {len(report.corrupt)} corrupt, {len(report.missing)} missing")
+        for line in verify_lines(report):
+            typer.echo(line)
     if not report.ok:
         raise typer.Exit(5)
 

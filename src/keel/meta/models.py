@@ -17,7 +17,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from keel.core.digests import model_version_digest, reflog_digest
 from keel.core.entities import now_ms
+from keel.meta.digests import chain_previous
 from keel.meta.engine import Database
 from keel.meta.refs import RefMove
 
@@ -80,7 +82,7 @@ _SQL = {
     ),
     "new_version": (
         "INSERT INTO model_versions (model_id, version, source, run_id, stage, description, tags, card, card_text, "
-        "author, created_at, updated_at) VALUES (?, ?, ?, ?, 'None', ?, ?, ?, ?, ?, ?, ?)"
+        "author, created_at, updated_at, digest) VALUES (?, ?, ?, ?, 'None', ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     "version": _V + "WHERE m.name = ? AND v.version = ?",
     "latest": _V + "WHERE m.name = ? ORDER BY v.version DESC LIMIT 1",
@@ -100,8 +102,8 @@ _SQL = {
     "drop_versions": "DELETE FROM model_versions WHERE model_id = ?",
     "drop_model": "DELETE FROM registered_models WHERE id = ?",
     "log": (
-        "INSERT INTO reflog (kind, name, ref, old_target, new_target, at, who, reason) "
-        "VALUES ('model', ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO reflog (kind, name, ref, old_target, new_target, at, who, reason, digest) "
+        "VALUES ('model', ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     "alias_at": (
         "SELECT new_target FROM reflog WHERE kind = 'model' AND name = ? AND ref = ? AND at <= ? "
@@ -156,6 +158,7 @@ class RawModels:
     """The registry's statements, prepared once per database."""
 
     def __init__(self, db: Database) -> None:
+        self.db = db
         self.sql = {key: db.sql(text) for key, text in _SQL.items()}
 
     # -- registered models ----------------------------------------------------------
@@ -212,9 +215,11 @@ class RawModels:
             if old is not None and str(old).isdigit():
                 highest = max(highest, int(old))
         version = highest + 1
+        card_json = _json(card)
+        digest = model_version_digest(name, version, source, run_id, card_json, card_text, author, at)
         cur.execute(
             self.sql["new_version"],
-            (model_id, version, source, run_id, description, _json(tags), _json(card), card_text, author, at, at),
+            (model_id, version, source, run_id, description, _json(tags), card_json, card_text, author, at, at, digest),
         )
         return version, at
 
@@ -324,8 +329,10 @@ class RawModels:
     def log(
         self, cur: Any, name: str, ref: str, old: str | None, new: str | None, who: str, reason: str, at: int
     ) -> RefMove:
-        """Append one reflog entry."""
-        cur.execute(self.sql["log"], (name, ref, old, new, at, who, reason))
+        """Append one reflog entry (chained to the ref's previous one: see :mod:`keel.meta.refs`)."""
+        previous = chain_previous(cur, self.db, KIND, name, ref)
+        digest = reflog_digest(previous, KIND, name, ref, old, new, at, who, reason)
+        cur.execute(self.sql["log"], (name, ref, old, new, at, who, reason, digest))
         return RefMove(KIND, name, ref, old, new, at, who, reason)
 
     # -- runs -----------------------------------------------------------------------------

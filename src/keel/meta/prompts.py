@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from keel.core.digests import prompt_version_digest
 from keel.core.entities import now_ms
 from keel.errors import NotFound
 from keel.meta.engine import Database
@@ -109,7 +110,7 @@ _PROMPT_ID = "SELECT id FROM prompts WHERE name = ?"
 _NEW_PROMPT = "INSERT INTO prompts (name, description, created_at) VALUES (?, '', ?) ON CONFLICT (name) DO NOTHING"
 _NEW_VERSION = (
     "INSERT INTO prompt_versions (prompt_id, version, major, minor, patch, content, content_hash, variables, "
-    "changelog, author, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "changelog, author, created_at, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -195,18 +196,22 @@ class RawPrompts:
             cur.execute(self.sql["new_prompt"], (name, created))
             cur.execute(self.sql["prompt_id"], (name,))
             row = cur.fetchone()
+        content_json = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        variables_json = json.dumps(list(variables))
+        stored = (version, parts, content_json, content_hash, variables_json, changelog, author, created)
         cur.execute(
             self.sql["new_version"],
             (
                 int(row[0]),
                 version,
                 *parts,
-                json.dumps(content, sort_keys=True, separators=(",", ":")),
+                content_json,
                 content_hash,
-                json.dumps(list(variables)),
+                variables_json,
                 changelog,
                 author,
                 created,
+                prompt_version_digest(name, *stored),
             ),
         )
         return created

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
+from keel.core.digests import reflog_digest
 from keel.core.entities import now_ms
 from keel.errors import NotFound
 from keel.meta.schema import reflog, refs
@@ -96,6 +97,16 @@ class Refs:
 
     @staticmethod
     def _log(conn: Any, move: RefMove) -> None:
+        # Each entry's digest covers the ref's previous entry's (keel.core.digests), so
+        # 'keel verify' finds a changed, removed or reordered entry. Read after the ref's
+        # lock and row write: two moves of one ref take turns, and chain in that order.
+        previous = conn.execute(
+            select(reflog.c.digest)
+            .where(reflog.c.kind == move.kind, reflog.c.name == move.name, reflog.c.ref == move.ref)
+            .order_by(reflog.c.id.desc())
+            .limit(1)
+        ).scalar()
+        fields = (move.kind, move.name, move.ref, move.old, move.new, move.at, move.who, move.reason)
         conn.execute(
             insert(reflog).values(
                 kind=move.kind,
@@ -106,6 +117,7 @@ class Refs:
                 at=move.at,
                 who=move.who,
                 reason=move.reason,
+                digest=reflog_digest(previous, *fields),
             )
         )
 

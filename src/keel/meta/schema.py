@@ -14,6 +14,11 @@ an index lookup, never a scan of history. On SQLite the key/value tables are
 ``WITHOUT ROWID`` (clustered on their primary key): one B-tree fewer to
 write per commit.
 
+``digest`` columns (runs, prompt and model versions, reflog) hold a BLAKE3 of
+what the record stores, computed when it becomes immutable and checked by
+``keel verify`` (:mod:`keel.core.digests`); NULL: not covered (running, or
+written before revision 0014).
+
 ``runs.summary`` is a JSON copy of a run's params, latest metrics and tags,
 written in the same transaction as the rows it mirrors. Filtering and
 ordering use the indexed tables; reading a page of runs reads one row per
@@ -108,6 +113,7 @@ runs = Table(
     Column("error", Text),
     Column("context", Text, nullable=False, server_default="{}"),
     Column("summary", Text, nullable=False, server_default="{}"),
+    Column("digest", String(200)),  # set when the run finishes: see keel.core.digests
     Index("ix_runs_project_start", "project_id", "start_time"),
     Index(
         "ix_runs_parent",
@@ -236,6 +242,7 @@ reflog = Table(
     Column("at", BigInteger, nullable=False),
     Column("who", String(200), nullable=False, server_default=""),
     Column("reason", Text, nullable=False, server_default=""),
+    Column("digest", String(64)),  # chained to the previous entry of the same ref
     Index("ix_reflog_entity", "kind", "name", "ref", "at"),
 )
 
@@ -264,6 +271,7 @@ prompt_versions = Table(
     Column("changelog", Text, nullable=False),
     Column("author", String(200), nullable=False, server_default=""),
     Column("created_at", BigInteger, nullable=False),
+    Column("digest", String(64)),
     UniqueConstraint("prompt_id", "version", name="uq_prompt_versions_version"),
     Index("ix_prompt_versions_hash", "prompt_id", "content_hash"),
 )
@@ -299,6 +307,7 @@ model_versions = Table(
     Column("author", String(200), nullable=False, server_default=""),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Column("digest", String(64)),  # of what never changes: not stage, description, tags
     UniqueConstraint("model_id", "version", name="uq_model_versions_version"),
     Index("ix_model_versions_stage", "model_id", "stage", "version"),
     Index(

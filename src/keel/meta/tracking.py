@@ -19,6 +19,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from keel.core.batch import WriteBatch
+from keel.core.digests import RunContent
 from keel.core.entities import (
     RUN_ID_LENGTH,
     Artifact,
@@ -33,9 +34,10 @@ from keel.core.entities import (
     run_not_found,
 )
 from keel.core.filters import Node, OrderBy
-from keel.core.series import group_metrics, pack_floats, pack_ints, unpack_floats, unpack_ints
+from keel.core.series import Chunk, group_metrics, pack_floats, pack_ints, unpack_floats, unpack_ints
 from keel.core.values import decode_param
 from keel.errors import AlreadyExists, InvalidInput, NotFound
+from keel.meta.digests import RunDigests
 from keel.meta.engine import Database
 from keel.meta.schema import artifacts, latest_metrics, lineage, params, projects, runs
 from keel.meta.search import RECORD_COLUMNS, compile_search
@@ -71,7 +73,7 @@ _INSERT_CHUNK = (
 )
 _INSERT_RUN = (
     "INSERT INTO runs (run_id, project_id, name, status, start_time, end_time, parent_id, error, context, "
-    "summary, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    "summary, deleted, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 _INSERT_PARAM = (
     "INSERT INTO params (run_pk, key, vtype, value) VALUES (?, ?, ?, ?) ON CONFLICT (run_pk, key) DO NOTHING"
@@ -96,9 +98,75 @@ _INSERT_EDGE = (
 _END_RUN = "UPDATE runs SET status = ?, end_time = ?, error = ? WHERE id = ?"
 
 
+# A chunk's packed arrays and step range: (steps, timestamps, values, min step, max step)
+Packed = tuple[bytes, bytes, bytes, int, int]
+
+
 def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _pack(chunk: Chunk) -> Packed:
+    steps = chunk.steps
+    return (
+        pack_ints(steps),
+        pack_ints(chunk.timestamps),
+        pack_floats(chunk.values),
+        min(steps),
+        max(steps),
+    )
+
+
+def _fresh_contents(
+    batch: WriteBatch, finished: set[str], chunks: list[Chunk], packed: list[Packed]
+) -> dict[str, RunContent]:
+    """The content of runs created and finished by one batch, from the batch itself: what
+    the batch's statements leave in the tables (plain params first, the first of a key
+    kept, then overwrites; the last tag and artifact of a key; the first lineage edge),
+    so nothing is read back."""
+    contents = {run_id: RunContent() for run_id in finished}
+    get = contents.get
+    forced = []
+    for r, key, vtype, text, overwrite in batch.params:
+        content = get(r)
+        if content is not None:
+            if overwrite:
+                forced.append((content, key, vtype, text))
+            elif key not in content.params:
+                content.params[key] = [key, vtype, text]
+    for content, key, vtype, text in forced:
+        content.params[key] = [key, vtype, text]
+    for r, key, value in batch.tags:
+        content = get(r)
+        if content is not None:
+            content.tags[key] = [key, value]
+    for c, (steps, stamps, vals, low, high) in zip(chunks, packed, strict=True):
+        content = get(c.run_id)
+        if content is not None:
+            content.add_series(
+                c.key,
+                steps,
+                stamps,
+                vals,
+                c.count,
+                low,
+                high,
+                c.latest_value,
+                c.latest_step,
+                c.latest_timestamp,
+                c.min,
+                c.max,
+            )
+    for r, path, oid, size, kind, created_at in batch.artifacts:
+        content = get(r)
+        if content is not None:
+            content.add_artifact(path, oid, size, kind, created_at)
+    for r, direction, entity_kind, entity_id, version, role, at in batch.lineage:
+        content = get(r)
+        if content is not None and (direction, entity_kind, entity_id, version, role) not in content.lineage:
+            content.add_edge(direction, entity_kind, entity_id, version, role, at)
+    return contents
 
 
 class TrackingStore:
@@ -110,6 +178,7 @@ class TrackingStore:
         self._project_ids: dict[str, int] = {}  # projects are never renamed
         self._compiled: dict[tuple[Any, ...], tuple[str, Any]] = {}  # see _search_rows
         self._lock = threading.Lock()
+        self.digests = RunDigests(db)
         self._sql = {
             name: db.sql(text)
             for name, text in {
@@ -196,10 +265,10 @@ class TrackingStore:
             )
         )
 
-    def _insert_runs(self, cur: Any, batch: WriteBatch, chunks: list[Any]) -> set[str]:
+    def _insert_runs(self, cur: Any, batch: WriteBatch, chunks: list[Chunk], packed: list[Packed]) -> set[str]:
         """Insert the batch's new runs already in their final state for this batch
-        (status, end time and summary included), so a short run is one row write.
-        Returns the ids inserted."""
+        (status, end time, summary and, for a run that finishes in it, its digest
+        included), so a short run is one row write. Returns the ids inserted."""
         fresh = {row[0] for row in batch.new_runs if row[0] not in self._pks}  # not on a retry
         if not fresh:
             return fresh
@@ -216,11 +285,18 @@ class TrackingStore:
             if c.run_id in docs:
                 docs[c.run_id].setdefault("metrics", {})[c.key] = c.latest_value
         ends = {r: (status, end, error) for r, status, end, error in batch.run_ends if r in fresh}
+        finished = {r for r, (status, _end, _error) in ends.items() if status != "running"}
+        contents = _fresh_contents(batch, finished, chunks, packed) if finished else {}
         for run_id, project, name, start_time, parent_id, context_json in batch.new_runs:
             if run_id not in fresh:
                 continue
             status, end, error = ends.get(run_id, ("running", None, None))
             summary = json.dumps(docs[run_id], separators=(",", ":"))
+            digest = None
+            content = contents.get(run_id)
+            if content is not None:
+                content.set_run(run_id, status, start_time, end, parent_id, error, context_json, summary)
+                digest = content.digest()
             cur.execute(
                 self._sql["run"],
                 (
@@ -235,6 +311,7 @@ class TrackingStore:
                     context_json,
                     summary,
                     False,
+                    digest,
                 ),
             )
             self._pks[run_id] = int(cur.fetchone()[0])
@@ -313,18 +390,25 @@ class TrackingStore:
             return
         sql = self._sql
         chunks = group_metrics(batch.metrics) if batch.metrics else []
+        packed = [_pack(c) for c in chunks]
         created = {row[0] for row in batch.new_runs if row[0] not in self._pks}
         try:
             with self.db.raw_write() as cur:
-                self._insert_runs(cur, batch, chunks)
-                self._write_rows(cur, batch, sql, chunks, created)
+                self._insert_runs(cur, batch, chunks, packed)
+                self._write_rows(cur, batch, sql, chunks, packed, created)
         except BaseException:
             for run_id in created:  # rolled back: forget the ids cached for them
                 self._pks.pop(run_id, None)
             raise
 
     def _write_rows(
-        self, cur: Any, batch: WriteBatch, sql: dict[str, str], chunks: list[Any], created: set[str]
+        self,
+        cur: Any,
+        batch: WriteBatch,
+        sql: dict[str, str],
+        chunks: list[Chunk],
+        packed: list[Packed],
+        created: set[str],
     ) -> None:
         pks = self._pk_map(cur, batch.run_ids())
         if batch.params:
@@ -340,17 +424,8 @@ class TrackingStore:
             cur.executemany(
                 sql["chunk"],
                 [
-                    (
-                        pks[c.run_id],
-                        c.key,
-                        c.count,
-                        min(c.steps),
-                        max(c.steps),
-                        pack_ints(c.steps),
-                        pack_ints(c.timestamps),
-                        pack_floats(c.values),
-                    )
-                    for c in chunks
+                    (pks[c.run_id], c.key, c.count, low, high, steps, stamps, vals)
+                    for c, (steps, stamps, vals, low, high) in zip(chunks, packed, strict=True)
                 ],
             )
             cur.executemany(
@@ -378,6 +453,17 @@ class TrackingStore:
         if ends:
             cur.executemany(sql["end"], ends)
         self._update_summaries(cur, batch, pks, chunks, created)
+        self._seal(cur, batch, pks, created)
+
+    def _seal(self, cur: Any, batch: WriteBatch, pks: dict[str, int], created: set[str]) -> None:
+        """Digest (from the rows as now stored) every run this batch finished, and every
+        finished run it changed; runs created and finished by it already have theirs."""
+        ended = {pks[r] for r, *_ in batch.run_ends if r not in created}
+        touched = {pks[r] for r in batch.run_ids() if r not in created} - ended
+        if touched:
+            ended.update(self.digests.finished(cur, touched))
+        if ended:
+            self.digests.seal(cur, ended)
 
     def _update_summaries(
         self, cur: Any, batch: WriteBatch, pks: dict[str, int], chunks: list[Any], created: set[str]
@@ -432,11 +518,24 @@ class TrackingStore:
                 raise NotFound(f"no run with id {run_id!r}", "list runs with 'keel runs list'")
 
     def set_status(self, run_id: str, status: str, end_time: int | None, error: str | None = None) -> None:
-        """Change a run's status directly (used when resuming a run)."""
+        """Change a run's status directly (used when resuming a run): a running run has no
+        digest; a run that is not running gets one of its rows, in the same transaction."""
         with self.db.write() as conn:
             conn.execute(
-                update(runs).where(runs.c.run_id == run_id).values(status=status, end_time=end_time, error=error)
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(status=status, end_time=end_time, error=error, digest=None)
             )
+            if status != "running":
+                self.digests.seal(conn, [self._pk_map(conn, [run_id])[run_id]])
+
+    def reseal(self, conn: Any, run_pk: int) -> None:
+        """Recompute a run's digest inside the caller's transaction (``conn``: a SQLAlchemy
+        connection or a DBAPI cursor) after a keel write changed its rows outside
+        :meth:`write_batch`; a running run keeps none (and is not read)."""
+        finished = self.digests.finished(conn, [run_pk])
+        if finished:
+            self.digests.seal(conn, finished)
 
     # -- reading runs -----------------------------------------------------
     def _records_from_rows(self, rows: Sequence[Sequence[Any]]) -> list[RunRecord]:

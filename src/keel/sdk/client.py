@@ -149,11 +149,16 @@ class Client:
         return self._flushed().produced_by(entity)
 
     # -- the store ------------------------------------------------------------------
-    def verify(self) -> Any:
-        """Re-hash every object; report corrupt and missing ones."""
+    def verify(self, *, quick: bool = False, seal: bool = False, progress: Any = None) -> Any:
+        """Check the store (a :class:`keel.services.verify.VerifyReport`): re-hash every
+        object, report corrupt and missing ones; check the database file (SQLite's
+        ``integrity_check``, or ``quick_check`` with ``quick``) and every record digest.
+        ``seal`` gives finished records without a digest one; ``progress(stage, done,
+        total)`` is called as records are checked."""
         from keel.services.verify import verify_store
 
-        return verify_store(self._session.local_store("verifying the object store"))
+        store = self._session.local_store("verifying the store")
+        return verify_store(store, quick=quick, seal=seal, progress=progress)
 
     def describe(self) -> dict[str, Any]:
         """Where the store lives."""

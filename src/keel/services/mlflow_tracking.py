@@ -387,6 +387,7 @@ class MlflowTracking:
                 .where(runs.c.id == row.id)
                 .values(summary=json.dumps(doc, separators=(",", ":"), sort_keys=True))
             )
+            self.tracking.repo.reseal(conn, row.id)  # a finished run's digest follows its tags
 
     def log_inputs(self, run_id: str, datasets: Iterable[Mapping[str, Any]]) -> None:
         """MLflow dataset inputs as lineage edges ``dataset:<name>@<digest>`` of the run."""

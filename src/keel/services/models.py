@@ -452,6 +452,7 @@ class ModelService:
             )
             if run_pk is not None:
                 self.raw.link_output(cur, run_pk, name, version)
+                self.store.tracking.reseal(cur, run_pk)  # a finished run's lineage changed
         return ModelVersion(
             name, version, source, run_id, "None", (), str(description or ""), plain_tags, card_data,
             author_name, created, created,
