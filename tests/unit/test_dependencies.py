@@ -21,6 +21,7 @@ DISTRIBUTIONS = {
     "mlflow": "mlflow-skinny",
     "pydantic_core": "pydantic",
     "prometheus_client": "prometheus-client",
+    "re2": "google-re2",
 }
 
 
