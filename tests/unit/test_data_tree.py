@@ -2,10 +2,12 @@
 
 import blake3
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keel.core.checks import relative_path_problem
 from keel.core.data_tree import (
+    MAX_TREE_PATH,
     PACK_TARGET,
     Tree,
     TreeEntry,
@@ -14,7 +16,7 @@ from keel.core.data_tree import (
     group_into_packs,
     parse_tree,
 )
-from keel.errors import InvalidInput
+from keel.errors import InvalidInput, KeelError
 
 
 def oid(text: str) -> str:
@@ -55,9 +57,75 @@ def test_entry_order_does_not_change_the_encoding():
     )
 )
 def test_any_file_names_round_trip(names):
-    names = [n for n in names if n not in (".", "..")]
+    names = [n for n in names if relative_path_problem(n, MAX_TREE_PATH) is None]
     tree = Tree([TreeEntry(n, oid(n), len(n)) for n in names])
     assert parse_tree(tree.encode()).by_path() == tree.by_path()
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\n\r")), max_size=8))
+def test_a_tree_is_read_back_exactly_when_every_path_is_contained(names):
+    """The tree rule and the single-path rule agree (the bulk screen misses nothing)."""
+    names = list(dict.fromkeys(names))
+    tree = Tree([TreeEntry(n, oid(n), len(n)) for n in names])
+    if all(relative_path_problem(n, MAX_TREE_PATH) is None for n in names):
+        assert parse_tree(tree.encode()).by_path() == tree.by_path()
+    else:
+        with pytest.raises(InvalidInput, match="line"):
+            parse_tree(tree.encode(), "tree abc")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../../victim.txt",
+        "a/../../victim.txt",
+        "/etc/passwd",
+        "a//b",
+        "a/./b",
+        "a/",
+        "..",
+        "C:/windows/x",
+        "a\\..\\..\\x",
+        "nul\x00byte",
+        "tab\tname",
+        "x" * 256,
+    ],
+)
+def test_entries_that_would_land_outside_the_folder_are_refused_with_the_line(path):
+    data = f"keel-tree 1\n{oid('a')} 1 - a/ok.txt\n{oid('b')} 1 - {path}\n".encode()
+    with pytest.raises(InvalidInput) as caught:
+        parse_tree(data, "tree 0123abcd of data/kb")
+    assert "tree 0123abcd of data/kb, line 3" in caught.value.message
+    assert caught.value.hint
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"{'g' * 64} 1 - a",  # not hex: it would become a file name in the cache
+        f"{'../' * 21}x 1 - a",
+        f"{oid('a')} -1 - a",
+        f"{oid('a')} {2**63} - a",
+    ],
+)
+def test_entries_with_bad_ids_or_numbers_are_refused(line):
+    data = f"keel-tree 1\npack {oid('p')}\n{line}\n".encode()
+    with pytest.raises(InvalidInput) as caught:
+        parse_tree(data, "tree x")
+    assert caught.value.hint
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400) | st.text(max_size=300).map(lambda t: ("keel-tree 1\n" + t).encode("utf-8", "replace")))
+def test_parsing_arbitrary_bytes_raises_only_keel_errors(data):
+    try:
+        tree = parse_tree(data)
+    except KeelError as exc:
+        assert exc.message and exc.hint
+        return
+    for e in tree.entries:  # whatever it accepts is safe to write
+        assert relative_path_problem(e.path, MAX_TREE_PATH) is None
+        assert len(e.oid) == 64 and 0 <= e.size < 2**63 and 0 <= e.offset < 2**63
 
 
 @pytest.mark.parametrize(
@@ -77,7 +145,7 @@ def test_diff_of_two_versions():
 
 
 def test_paths_that_cannot_be_stored_are_refused():
-    for bad in ("", "/abs", "a/../b", "line\nbreak", "a//b"):
+    for bad in ("", "/abs", "a/../b", "line\nbreak", "a//b", "back\\slash", "nul\x00", "bad\udcff"):
         with pytest.raises(InvalidInput):
             check_rel_path(bad)
     assert check_rel_path("ok/name with spaces.txt") == "ok/name with spaces.txt"

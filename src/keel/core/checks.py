@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from keel.errors import InvalidInput
@@ -42,6 +43,7 @@ __all__ = [
     "json_text_problem",
     "nesting_problem",
     "relative_path_problem",
+    "relative_paths_problem",
     "short",
     "text_problem",
 ]
@@ -53,6 +55,7 @@ INT64_MAX = (1 << 63) - 1
 MAX_JSON_DEPTH = 64
 #: Longest file or folder name, in UTF-8 bytes (NAME_MAX of common file systems).
 MAX_PATH_COMPONENT_BYTES = 255
+_SHORT_COMPONENT = MAX_PATH_COMPONENT_BYTES // 4  # characters that cannot exceed it in UTF-8
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _JSON_SPECIAL = re.compile(r'[\[\]{}"\\]')
@@ -243,6 +246,47 @@ def relative_path_problem(path: Any, limit: int) -> str | None:
             return f"{short(path)} has {f'a {part!r}' if part else 'an empty'} component"
         if len(part) > MAX_PATH_COMPONENT_BYTES // 4 and len(part.encode("utf-8")) > MAX_PATH_COMPONENT_BYTES:
             return f"{short(path)} has a component longer than {MAX_PATH_COMPONENT_BYTES} bytes"
+    return None
+
+
+def relative_paths_problem(paths: Sequence[Any], limit: int = 4096) -> tuple[int, str] | None:
+    """``(index, problem)`` of the first path of ``paths`` that :func:`relative_path_problem`
+    refuses, or None if every one is a contained relative path.
+
+    Built for many paths (a tree manifest of 20,000 files): one screen of all of
+    them joined by ``/``, at C speed (no ``//``, ``/./`` or ``/../`` and none at
+    either end, no backslash or colon, only printable characters, no component
+    longer than 63 characters); only if the screen finds something suspicious
+    is each path checked on its own, for the exact answer.
+    """
+    if not paths:
+        return None
+    try:
+        joined = "/".join(paths)
+        longest = max(map(len, paths))
+    except TypeError:  # something that is not text: the path-by-path check names it
+        pass
+    else:
+        if not (
+            longest > limit
+            or not joined
+            or "//" in joined  # an empty path or component
+            or joined.startswith(("/", "./", "../"))
+            or joined.endswith(("/", "/.", "/.."))
+            or joined in (".", "..")
+            or "/./" in joined
+            or "/../" in joined
+            or "\\" in joined
+            or ":" in joined  # (a drive prefix)
+            or not joined.isprintable()  # control characters (and some harmless ones: then checked exactly)
+            or not is_unicode(joined)
+            or (longest > _SHORT_COMPONENT and max(map(len, joined.split("/"))) > _SHORT_COMPONENT)
+        ):
+            return None
+    for index, path in enumerate(paths):
+        problem = relative_path_problem(path, limit)
+        if problem is not None:
+            return index, problem
     return None
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from keel.core.checks import INT64_MAX, MAX_PATH_COMPONENT_BYTES, relative_path_problem, short
 from keel.core.hashing import is_oid
 from keel.errors import InvalidInput
 
@@ -33,6 +34,7 @@ __all__ = ["POINTER_SUFFIX", "POINTER_VERSION", "Pointer", "format_pointer", "pa
 POINTER_SUFFIX = ".keel"
 POINTER_VERSION = 1
 KINDS = ("file", "dir")
+MAX_NAME = MAX_PATH_COMPONENT_BYTES  # the data's name is one file name
 
 _HEADER = (
     "# keel data pointer: commit this file to git; the data itself is in keel's store.\n"
@@ -76,10 +78,16 @@ def format_pointer(pointer: Pointer) -> str:
 
 
 def _check_name(name: str, where: str) -> str:
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\n" in name or "\r" in name:
+    """The pointer's ``path``: one contained path component (the rule of
+    :func:`keel.core.checks.relative_path_problem`, and no ``/``)."""
+    problem = relative_path_problem(name, MAX_NAME) if name else "is missing"
+    if problem is None and "/" in name:
+        problem = f"{short(name)} has more than one component"
+    if problem is not None:
         raise InvalidInput(
-            f"{where}: invalid path {name!r}",
-            "a pointer's path is the name of the file or folder beside it (no slashes)",
+            f"{where}: invalid path: the pointer's path {problem}",
+            "a pointer's path is the name of the file or folder beside it (no slashes, no '..', "
+            "no control characters): restore the pointer file from git",
         )
     return name
 
@@ -93,6 +101,8 @@ def _int(fields: dict[str, str], key: str, where: str) -> int:
         raise InvalidInput(f"{where}: {key} {fields[key]!r} is not a number", "restore the file from git") from None
     if value < 0:
         raise InvalidInput(f"{where}: {key} is negative", "restore the file from git")
+    if value > INT64_MAX:
+        raise InvalidInput(f"{where}: {key} is too large", "restore the file from git")
     return value
 
 

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from keel.core.checks import INT64_MAX, is_unicode, relative_path_problem, relative_paths_problem
 from keel.core.hashing import is_oid
 from keel.errors import InvalidInput
 
@@ -36,7 +37,9 @@ __all__ = [
     "Tree",
     "TreeDiff",
     "TreeEntry",
+    "MAX_TREE_PATH",
     "check_rel_path",
+    "check_tree_paths",
     "diff_entries",
     "group_into_packs",
     "parse_tree",
@@ -45,6 +48,8 @@ __all__ = [
 PACK_MAX_FILE = 256 << 10  # files smaller than this go into packs; larger ones are loose objects
 PACK_TARGET = 32 << 20  # a pack is closed once it holds this many bytes
 _MAGIC = "keel-tree 1"
+MAX_TREE_PATH = 4096  # characters of one entry's path (PATH_MAX)
+_NOT_HEX = str.maketrans("", "", "0123456789abcdef")  # deletes the hex digits
 
 
 class TreeEntry(NamedTuple):
@@ -101,21 +106,33 @@ class Tree:
         return ("\n".join(lines) + "\n").encode("utf-8")
 
 
+_PATH_HINT = (
+    "a tree's paths are relative, '/'-separated, without '.', '..', empty parts, backslashes "
+    "or control characters: restore the version from a remote you trust"
+)
+_NAME_HINT = "rename it: keel tracks files whose paths are relative, without control characters or backslashes"
+
+
 def check_rel_path(path: str) -> str:
-    """``path`` if it can be stored in a tree (relative, no newline, valid UTF-8), else raise."""
-    if not path or path.startswith("/") or "\n" in path or "\r" in path:
-        raise InvalidInput(f"cannot track a file named {path!r}", "rename it: names with newlines are not supported")
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(
-            f"cannot track {path.encode('utf-8', 'surrogateescape')!r}: its name is not valid UTF-8",
-            "rename the file",
-        ) from None
-    parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise InvalidInput(f"invalid path {path!r} in a tree", "paths are relative, without '.' or '..'")
+    """``path`` if it can be stored in a tree, else raise InvalidInput.
+
+    The rule is :func:`keel.core.checks.relative_path_problem` (relative, no
+    ``.``/``..``/empty component, no backslash, drive prefix or control
+    character, valid UTF-8): the same rule every tree is checked against when
+    it is read, so a tree keel writes can always be checked out again.
+    """
+    problem = relative_path_problem(path, MAX_TREE_PATH)
+    if problem is not None:
+        shown = path.encode("utf-8", "surrogateescape") if isinstance(path, str) and not is_unicode(path) else path
+        raise InvalidInput(f"cannot track {shown!r}: its path {problem}", _NAME_HINT)
     return path
+
+
+def check_tree_paths(paths: Sequence[str], where: str = "tree") -> None:
+    """Raise InvalidInput naming the first of ``paths`` that cannot be stored in a tree."""
+    found = relative_paths_problem(paths, MAX_TREE_PATH)
+    if found is not None:
+        raise InvalidInput(f"{where}: cannot track {paths[found[0]]!r}: its path {found[1]}", _NAME_HINT)
 
 
 def parse_tree(data: bytes, where: str = "tree") -> Tree:
@@ -150,7 +167,33 @@ def parse_tree(data: bytes, where: str = "tree") -> Tree:
                 append(TreeEntry(path, oid, int(size), packs[int(index)], int(offset)))
     except (ValueError, IndexError) as exc:
         raise InvalidInput(f"{where} is malformed: {exc}", "restore it from a remote") from None
+    if entries:
+        _check_columns(entries, lines, where)
+    # Every path is checked here, where a manifest enters keel (from the cache, a remote, a
+    # server): a tree that names a file outside its folder is refused before anything is written.
+    bad = relative_paths_problem([e.path for e in entries], MAX_TREE_PATH)
+    if bad is not None:
+        path = entries[bad[0]].path
+        number = next((n for n, line in enumerate(lines, 1) if line.endswith(" " + path)), 0)
+        raise InvalidInput(f"{where}, line {number}: entry path {bad[1]}", _PATH_HINT)
     return Tree(entries)
+
+
+def _check_columns(entries: list[TreeEntry], lines: list[str], where: str) -> None:
+    """Object ids are hex (they become file names in the cache), sizes and offsets are
+    64-bit and not negative; checked column by column (C loops, not a call per entry)."""
+    problem = ""
+    if "".join(e.oid for e in entries).translate(_NOT_HEX):  # what is left is not lowercase hex
+        problem, bad = "an object id is not 64 hex digits", next(e for e in entries if not is_oid(e.oid))
+    else:
+        for name, values in (("size", [e.size for e in entries]), ("offset", [e.offset for e in entries])):
+            if min(values) < 0 or max(values) > INT64_MAX:
+                problem = f"a {name} is negative or too large"
+                bad = next(e for e, v in zip(entries, values, strict=True) if not 0 <= v <= INT64_MAX)
+                break
+    if problem:
+        number = next((n for n, line in enumerate(lines, 1) if line.endswith(" " + bad.path)), 0)
+        raise InvalidInput(f"{where}, line {number}: {problem}", "restore it from a remote")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import BinaryIO
 
 from keel.core.hashing import hash_bytes, is_oid, new_hasher
 from keel.errors import IntegrityError, InvalidInput, NotFound
+from keel.fileio import atomic_write
 
 __all__ = ["CHUNK", "ObjectStore", "check_oid"]
 
@@ -109,16 +110,16 @@ class ObjectStore(abc.ABC):
             self._copy_to(oid, sink)
 
     def get_file(self, oid: str, dest: str | os.PathLike[str]) -> None:
-        """Write the content of ``oid`` to ``dest`` atomically, verifying it."""
+        """Write the content of ``oid`` to ``dest`` atomically, verifying it.
+
+        The bytes go to a new temporary file beside ``dest`` (:func:`keel.fileio.atomic_write`:
+        a unique name opened with ``O_EXCL``, so a file or symlink planted at a guessable
+        name is never written through), then it is renamed over ``dest``; a corrupt object
+        leaves ``dest`` as it was. Not fsynced: callers that keep the file (a cache) check
+        its hash when they read it."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.keel-tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as out:
-                self._copy_to(oid, out)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(dest, lambda out: self._copy_to(oid, out), fsync=False)
 
     def _copy_to(self, oid: str, out: BinaryIO) -> None:
         out.write(self.get_bytes(oid))

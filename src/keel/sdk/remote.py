@@ -193,7 +193,7 @@ def _init_conversations(self: Any) -> None:
     from keel.services.conversations import DEFAULT_PRICES, ConversationService, load_redactor
 
     config = ConversationService._config(self)  # the workspace's [conversations] section, if any
-    self.configured_redactor = load_redactor(config.get("redact"))
+    self.configured_redactor = load_redactor(config.redact)
     self.prices = dict(DEFAULT_PRICES)
 
 

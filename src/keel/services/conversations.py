@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import importlib
 import os
-import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from keel.core.conversation_stats import DEFAULT_PRICES, GroupStats, normalize_prices, percentile_from_ranks
 from keel.core.conversations import (
@@ -48,12 +47,14 @@ from keel.core.filters import parse_filter
 from keel.core.limits import MAX_PAGE_SIZE, MAX_SORT_KEYS
 from keel.core.redaction import redact_record
 from keel.errors import InvalidInput, NotFound, StoreError
+from keel.fileio import atomic_write
 from keel.meta.conversations import Query, RawConversations
 from keel.services.contract import (
     operation,
     service,
 )
-from keel.services.workspace import DIRNAME, Store
+from keel.services.workspace import Store
+from keel.services.workspace_config import ConversationSettings, read_workspace_config
 
 __all__ = [
     "Conversation",
@@ -120,26 +121,17 @@ class ConversationService:
         self.store = store
         self.raw = RawConversations(store.db)
         config = self._config()
-        self.configured_redactor: Redactor | None = load_redactor(config.get("redact"))
+        self.configured_redactor: Redactor | None = load_redactor(config.redact)
         self.prices: dict[str, tuple[float, float]] = {
             **DEFAULT_PRICES,
-            **normalize_prices(config.get("prices")),
+            **normalize_prices(config.prices),
         }
 
-    def _config(self) -> dict[str, Any]:
+    def _config(self) -> ConversationSettings:
         root = self.store.root
         if root is None:
-            return {}
-        path = Path(root) / DIRNAME / "config.toml"
-        try:
-            section = tomllib.loads(path.read_text()).get("conversations", {})
-        except FileNotFoundError:
-            return {}
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise StoreError(f"cannot read {path}: {exc}", "fix the file") from exc
-        if not isinstance(section, dict):
-            raise InvalidInput(f"[conversations] in {path} is not a table", "see docs/conversations.md")
-        return section
+            return ConversationSettings()
+        return read_workspace_config(root).conversations
 
     # -- the logging path (caller's thread) --------------------------------------------
     @staticmethod
@@ -370,20 +362,22 @@ class ConversationService:
 
 
 def write_examples(target: Path, examples: Iterable[Mapping[str, Any]]) -> int:
-    """Write ``examples`` as JSON Lines to ``target`` atomically (a temporary file, then a
-    rename); the line count."""
-    tmp = target.with_name(f".{target.name}.keel-tmp")
-    written = 0
+    """Write ``examples`` as JSON Lines to ``target`` atomically (:func:`keel.fileio.atomic_write`:
+    a temporary file of its own, then a rename, so two exports to one file never mix); the line count."""
+
+    def write(out: TextIO) -> int:
+        written = 0
+        for example in examples:
+            out.write(dumps(example) + "\n")
+            written += 1
+        return written
+
     try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            for example in examples:
-                out.write(dumps(example) + "\n")
-                written += 1
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return written
+        return atomic_write(target, write, text=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write {target}: {exc.strerror or exc}", "check the folder and its permissions"
+        ) from exc
 
 
 def _group_value(group: str, value: Any) -> Any:

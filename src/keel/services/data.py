@@ -25,7 +25,6 @@ import os
 import posixpath
 import stat
 import time
-import tomllib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,18 +34,28 @@ from typing import Any
 import blake3
 
 from keel.core.data_pointer import POINTER_SUFFIX, Pointer, format_pointer, parse_pointer
-from keel.core.data_tree import PACK_MAX_FILE, PACK_TARGET, Tree, TreeEntry, parse_tree
+from keel.core.data_tree import (
+    PACK_MAX_FILE,
+    PACK_TARGET,
+    Tree,
+    TreeEntry,
+    check_rel_path,
+    check_tree_paths,
+    parse_tree,
+)
 from keel.core.hashing import is_oid
 from keel.errors import Conflict, IntegrityError, InvalidInput, KeelError, NotFound
+from keel.fileio import atomic_write_bytes
 from keel.objects.local import LocalObjectStore
 from keel.services import data_files as files_
-from keel.services.data_config import CONFIG, DIRNAME, DataConfig, check_link_mode, find_root, read_config
+from keel.services.data_config import DIRNAME, DataConfig, check_link_mode, find_root
 from keel.services.data_files import FileStat, os_error
 from keel.services.data_state import RACY_NS, DataState, StatRow
+from keel.services.workspace_config import read_workspace_config
 
 __all__ = ["AddResult", "DataRepo", "Tracked", "add", "open_repo"]
 
-_TREE_CACHE_VERSION = 1  # of the parsed trees kept in .keel/data/trees/
+_TREE_CACHE_VERSION = 2  # of the parsed trees kept in .keel/data/trees/ (2: paths checked when parsed)
 _SYMLINK_HINT = (
     "keel does not follow or store symlinks: replace the link with a copy of its target, "
     "or track the target where it lives"
@@ -199,18 +208,15 @@ class DataRepo:
                 ignore.write_text("# keel's local data state (stat cache, object index): never commit it\n*\n")
         except OSError as exc:
             raise os_error(exc, f"cannot create {self.data_dir}") from exc
-        self.config: DataConfig = read_config(root)
-        self.cache = LocalObjectStore(self._cache_dir())
+        settings = read_workspace_config(root)
+        data = settings.data
+        self.config: DataConfig = DataConfig(data.link, data.default_remote, dict(data.remotes))
+        self.cache = LocalObjectStore(self._cache_dir(settings.store.objects))
         self.state = DataState(self.data_dir / "state.db")
         self._lock_fh: Any = None
 
-    def _cache_dir(self) -> Path:
+    def _cache_dir(self, objects: str) -> Path:
         """The local object store: the workspace's own when it is a local folder."""
-        try:
-            section = tomllib.loads((self.keel_dir / CONFIG).read_text()).get("store", {})
-        except (OSError, tomllib.TOMLDecodeError):
-            section = {}
-        objects = str(section.get("objects", "objects"))
         if objects.startswith("file://"):
             objects = objects[len("file://") :]
         if "://" in objects:
@@ -252,6 +258,8 @@ class DataRepo:
             InvalidInput: the path is outside the workspace, the workspace itself, or in ``.keel/``/``.git/``.
         """
         text = os.fspath(path)
+        if "\x00" in text:
+            raise InvalidInput(f"{text!r} contains a NUL character", "give the path of a file or folder")
         absolute = os.path.abspath(text)
         parent, name = os.path.split(absolute)
         real = os.path.join(os.path.realpath(parent), name) if name else os.path.realpath(parent)
@@ -288,9 +296,21 @@ class DataRepo:
         return parse_pointer(text, pointer_rel)
 
     def tracked(self, pointer_rel: str) -> Tracked:
-        """The :class:`Tracked` of a pointer file."""
+        """The :class:`Tracked` of a pointer file.
+
+        Raises:
+            InvalidInput: the pointer names data inside ``.keel/`` or a ``.git`` folder
+                (a pointer from someone else's repository must not make checkout write there).
+        """
         pointer = self.read_pointer(pointer_rel)
-        return Tracked(pointer_rel, posixpath.join(posixpath.dirname(pointer_rel), pointer.path), pointer)
+        data_path = posixpath.join(posixpath.dirname(pointer_rel), pointer.path)
+        parts = data_path.split("/")
+        if parts[0] == DIRNAME or ".git" in parts:
+            raise InvalidInput(
+                f"{pointer_rel} names data inside {'.keel' if parts[0] == DIRNAME else '.git'}/ ({data_path})",
+                "keel never writes its data into its own or git's folders: remove or fix the pointer file",
+            )
+        return Tracked(pointer_rel, data_path, pointer)
 
     def tracking_ancestor(self, rel: str) -> str | None:
         """The pointer of a tracked folder that contains ``rel``, if any."""
@@ -515,16 +535,9 @@ class DataRepo:
             [e.offset for e in entries],
         )
         path = self._tree_cache_path(oid)
-        tmp = f"{path}.{os.getpid()}.tmp"
         with contextlib.suppress(OSError):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            try:
-                with open(tmp, "wb") as fh:
-                    fh.write(marshal.dumps(value))
-                os.replace(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+            atomic_write_bytes(path, marshal.dumps(value), fsync=False)  # a cache: rebuilt if lost
 
     def refetch(self, oids: Sequence[str], quiet: bool = False) -> bool:
         """Fetch ``oids`` again from the default remote (replacing corrupt copies);
@@ -571,7 +584,7 @@ class DataRepo:
         mode = check_link_mode(link or self.config.link)
         targets: list[tuple[str, os.stat_result]] = []
         for path in paths:
-            rel = self.rel(path)
+            rel = check_rel_path(self.rel(path))
             targets.append((rel, self._check_addable(path, rel)))
         results = []
         with self.locked():
@@ -733,12 +746,9 @@ class DataRepo:
                     f"{rel}/ contains tracked data ({name})",
                     f"remove the pointer files inside it first (or track {name[: -len(POINTER_SUFFIX)]} alone)",
                 )
-            if "\n" in name or "\r" in name:
-                raise InvalidInput(f"cannot track {name!r}: its name has a line break", "rename the file")
-        try:
-            "\0".join(f.rel for f in found).encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInput(f"{rel}/ holds a file whose name is not valid UTF-8", "rename it") from None
+        # The rule every tree is read back with (keel.core.data_tree.parse_tree), checked here
+        # so a folder keel tracks can always be checked out again.
+        check_tree_paths([f.rel[start:] for f in found], f"{rel}/")
 
         cached = self.state.stats_under(rel)
         now = time.time_ns()
@@ -856,6 +866,7 @@ class DataRepo:
         ``add`` stores a folder (small files packed, large ones loose, content already in
         the cache reused); ``(tree oid, tree, objects written)``. Each ``FileStat.rel`` is
         the file's path inside the folder, ``path`` where its bytes are (importers use it)."""
+        check_tree_paths([f.rel for f in files], "an imported folder")
         items = [_Located(f) for f in sorted(files)]
         loose: list[str] = []
         stored = 0

@@ -20,6 +20,13 @@ How files are materialised (``link``: ``auto`` | ``reflink`` | ``hardlink`` | ``
 
 A cache object found corrupt is fetched again from the default remote when
 there is one, else the checkout stops with an IntegrityError naming the path.
+
+Containment: every file written goes through one
+:class:`~keel.services.destination.Destination` of the workspace, before the
+first write: tree paths were checked when the tree was read (no ``..``, no
+absolute path), and no symlink may stand on the way (the tracked folder
+itself, a folder above or inside it, or where a file goes), ``force`` or not.
+Each folder is looked at once, not once per file.
 """
 
 from __future__ import annotations
@@ -36,15 +43,20 @@ from typing import Any
 import blake3
 
 from keel.core.data_tree import TreeEntry
-from keel.errors import IntegrityError, NotFound
+from keel.errors import IntegrityError, InvalidInput, NotFound
 from keel.services import data_files as files_
 from keel.services.data import DataRepo, Tracked, conflict, trusted
 from keel.services.data_config import check_link_mode
 from keel.services.data_files import FileStat, os_error
+from keel.services.destination import Destination
 
 __all__ = ["CheckoutResult", "checkout", "unprotect"]
 
 _FORCE_HINT = "add them first (keel data add PATH) to keep them, or pass --force to discard them"
+_LINK_HINT = (
+    "keel never writes data through a symlink, even with --force: remove the link "
+    "(or move what it points at into the workspace) and run the command again"
+)
 
 
 @dataclass
@@ -87,9 +99,10 @@ def checkout(
     result = CheckoutResult()
     with repo.locked():
         plans: list[_Plan] = []
+        destination = Destination(repo.root, "data path")
         for tracked in repo.select(paths):
             try:
-                plans.append(_plan(repo, tracked))
+                plans.append(_plan(repo, tracked, destination))
             except NotFound:
                 result.missing.append(tracked.data_path)
         conflicts = [c for p in plans for c in p.conflicts]
@@ -110,11 +123,14 @@ def checkout(
     return result
 
 
-def _plan(repo: DataRepo, tracked: Tracked) -> _Plan:
+def _plan(repo: DataRepo, tracked: Tracked, destination: Destination) -> _Plan:
     plan = _Plan(tracked)
     pointer = tracked.pointer
     rel = tracked.data_path
     absolute = repo.abs(rel)
+    if os.path.islink(absolute):
+        raise InvalidInput(f"{rel} is a symlink: checking it out would write through it", _LINK_HINT)
+    destination.check([rel], files=False)  # and no link in the folders above it
     if pointer.is_dir:
         tree = repo.load_tree(pointer.oid, rel)
         wanted = {rel + "/" + e.path: e for e in tree.entries}
@@ -125,7 +141,8 @@ def _plan(repo: DataRepo, tracked: Tracked) -> _Plan:
                 raise NotFound(f"{rel} is not in the cache")
         wanted = {rel: TreeEntry(rel, pointer.oid, pointer.size)}
     found: list[FileStat] = []
-    if os.path.isdir(absolute) and not os.path.islink(absolute):
+    other: list[str] = []
+    if os.path.isdir(absolute):
         found, other = files_.walk(absolute, rel)
         if other:
             plan.conflicts += other  # symlinks or sockets where data goes: never deleted silently
@@ -133,12 +150,11 @@ def _plan(repo: DataRepo, tracked: Tracked) -> _Plan:
             plan.remove_dir = absolute
     elif os.path.lexists(absolute):
         st = os.lstat(absolute)
-        if os.path.islink(absolute) or not os.path.isfile(absolute):
+        if not os.path.isfile(absolute):
             plan.conflicts.append(rel)
         else:
+            # (removed below if a folder goes there)
             found = [FileStat(rel, absolute, st.st_ino, st.st_size, st.st_mtime_ns)]
-            if pointer.is_dir:
-                plan.remove.append(absolute)
     cached = repo.state.stats_under(rel) if found else {}  # (nothing there: nothing to look up)
     present = {f.rel: f for f in found}
     unknown: list[FileStat] = []  # files whose content must be hashed to decide
@@ -158,8 +174,17 @@ def _plan(repo: DataRepo, tracked: Tracked) -> _Plan:
             plan.unchanged += 1
         else:
             plan.write.append(new(TreeEntry, (path, entry.oid, entry.size, entry.pack, entry.offset)))
+    gone = sorted(p for p in present if p not in wanted)
+    if plan.write:
+        # Before anything is written: no symlink in a folder on the way (each folder looked
+        # at once), nor where a file goes (the walk above saw every link under the folder).
+        destination.check([e.path for e in plan.write], files=False, removed=set(gone))
+        links = [o for o in other if o in wanted and os.path.islink(repo.abs(o))]
+        if links:
+            shown = ", ".join(links[:5]) + (f" and {len(links) - 5} more" if len(links) > 5 else "")
+            raise InvalidInput(f"{rel}: symlinks stand where data goes: {shown}", _LINK_HINT)
     replaced = {path for path in current if path not in wanted or current[path] != wanted[path].oid}
-    for path in sorted(p for p in present if p not in wanted):
+    for path in gone:
         plan.remove.append(present[path].path)
     if replaced:
         safe = repo.content_known({current[p] for p in replaced})
@@ -315,6 +340,8 @@ def unprotect(repo: DataRepo, paths: Sequence[str | os.PathLike[str]]) -> list[s
             absolute = repo.abs(rel)
             if not os.path.exists(absolute):
                 raise NotFound(f"{path} does not exist", "check the path ('keel data checkout' restores it)")
+            if os.path.islink(absolute):
+                raise InvalidInput(f"{path} is a symlink: unprotect would write through it", _LINK_HINT)
             if os.path.isdir(absolute):
                 found, _ = files_.walk(absolute, rel)
             else:

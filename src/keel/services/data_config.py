@@ -13,7 +13,8 @@
 - ``.keel/data/`` (ignored by git): ``state.db`` (the stat cache and object
   index), ``lock`` and ``tmp/``.
 
-This module reads the workspace config itself instead of going through
+The file is read by :mod:`keel.services.workspace_config` (the one typed
+reader, which imports only the standard library), not through
 ``keel.services.workspace``: importing that one loads SQLAlchemy (~0.3 s),
 and commands such as ``keel data status`` or ``checkout`` never touch the
 metadata database.
@@ -24,11 +25,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from keel.errors import InvalidInput, NotFound, NoWorkspace, StoreError
+from keel.fileio import atomic_write_text
+from keel.services.workspace_config import CONFIG, DIRNAME, LINK_MODES, config_path, read_workspace_config
 
 __all__ = [
     "LINK_MODES",
@@ -40,9 +42,6 @@ __all__ = [
     "write_config",
 ]
 
-DIRNAME = ".keel"
-CONFIG = "config.toml"
-LINK_MODES = ("auto", "reflink", "hardlink", "copy")
 _REMOTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
@@ -86,11 +85,6 @@ def find_root(start: str | os.PathLike[str] | None = None) -> Path:
     )
 
 
-def config_path(root: Path) -> Path:
-    """``.keel/config.toml`` of the workspace at ``root``."""
-    return root / DIRNAME / CONFIG
-
-
 def check_link_mode(mode: str) -> str:
     """``mode`` if it is a known link mode, else raise InvalidInput."""
     if mode not in LINK_MODES:
@@ -106,25 +100,10 @@ def check_remote_name(name: str) -> str:
 
 
 def read_config(root: Path) -> DataConfig:
-    """The ``[data]`` section of the workspace config (defaults where absent)."""
-    path = config_path(root)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        return DataConfig()
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise StoreError(f"cannot read {path}: {exc}", "fix the file (it is TOML)") from exc
-    section = doc.get("data", {})
-    if not isinstance(section, dict):
-        raise StoreError(f"{path}: [data] is not a table", "fix the file")
-    remotes = section.get("remotes", {})
-    if not isinstance(remotes, dict) or not all(isinstance(v, str) for v in remotes.values()):
-        raise StoreError(f"{path}: [data.remotes] must map names to URLs", "fix the file")
-    link = str(section.get("link", "auto"))
-    if link not in LINK_MODES:
-        raise StoreError(f"{path}: [data] link = {link!r} is not one of {', '.join(LINK_MODES)}", "fix the file")
-    default = section.get("default_remote")
-    return DataConfig(link=link, default_remote=str(default) if default else None, remotes=dict(remotes))
+    """The ``[data]`` section of the workspace config (defaults where absent); InvalidInput
+    naming the file and line if it is malformed (see :mod:`keel.services.workspace_config`)."""
+    data = read_workspace_config(root).data
+    return DataConfig(link=data.link, default_remote=data.default_remote, remotes=dict(data.remotes))
 
 
 def _toml_str(value: str) -> str:
@@ -152,6 +131,7 @@ def write_config(root: Path, config: DataConfig) -> None:
     if config.remotes:
         out += ["", "[data.remotes]"]
         out += [f"{name} = {_toml_str(url)}" for name, url in sorted(config.remotes.items())]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(out) + "\n")
-    os.replace(tmp, path)
+    try:
+        atomic_write_text(path, "\n".join(out) + "\n")
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}", "check the folder's permissions") from None

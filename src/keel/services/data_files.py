@@ -24,6 +24,7 @@ from typing import NamedTuple
 import blake3
 
 from keel.errors import Conflict, KeelError, StoreError
+from keel.fileio import atomic_write_text
 
 __all__ = [
     "FileStat",
@@ -224,14 +225,10 @@ def tmp_name(folder: Path, hint: str = "") -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (temp file in the same folder, then rename)."""
-    tmp = path.with_name(f".{path.name}.keel-tmp-{os.getpid()}")
+    """Replace ``path`` with ``text`` (:func:`keel.fileio.atomic_write_text`); a KeelError if it fails."""
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise os_error(exc, f"cannot write {path}") from exc
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,8 @@ from keel.services.contract import (
     operation,
     service,
 )
-from keel.services.data_config import CONFIG, DIRNAME
+from keel.services.data_config import DIRNAME
+from keel.services.workspace_config import read_workspace_config
 
 if TYPE_CHECKING:
     from keel.services.workspace import Store
@@ -76,11 +76,10 @@ def _embedded_sqlite(root: Path) -> str | None:
     """The workspace's SQLite file, when this process uses it and no ``KEEL_URI`` overrides."""
     if os.environ.get("KEEL_URI"):
         return None
-    try:
-        config = tomllib.loads((root / DIRNAME / CONFIG).read_text())
-    except (OSError, tomllib.TOMLDecodeError):
+    config = read_workspace_config(root)
+    if not config.exists:
         return None
-    database = str(config.get("store", {}).get("database", "keel.db"))
+    database = config.store.database
     if database.startswith("sqlite:///"):
         database = database[len("sqlite:///") :]
     elif "://" in database:

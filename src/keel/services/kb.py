@@ -47,7 +47,8 @@ from keel.core.kb_manifest import (
     parse_document,
 )
 from keel.core.names import check_name
-from keel.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from keel.errors import AlreadyExists, Conflict, InvalidInput, NotFound, StoreError
+from keel.fileio import atomic_write
 from keel.meta.kb import KBRow, KBVersionRow, RawKB, StagedRow
 from keel.services.audit import who as audit_who
 from keel.services.contract import (
@@ -815,22 +816,22 @@ class KBService:
         table = load_chunks(self.objects, row.chunks_oid)
         matrix = load_matrix(self.objects.get_bytes(row.index_oid), f"index {row.index_oid}")
         out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.keel-tmp-{os.getpid()}")
+        meta = {
+            "keel.kb": found.name,
+            "keel.version": found.version,
+            "keel.embedding_model": found.embedding_model,
+            "keel.manifest_hash": found.manifest_hash,
+        }
         try:
+            out.parent.mkdir(parents=True, exist_ok=True)
             if format == "jsonl":
-                write_jsonl(tmp, table, matrix)
+                atomic_write(out, lambda fh: write_jsonl(fh, table, matrix), text=True)
             else:
-                meta = {
-                    "keel.kb": found.name,
-                    "keel.version": found.version,
-                    "keel.embedding_model": found.embedding_model,
-                    "keel.manifest_hash": found.manifest_hash,
-                }
-                write_parquet(tmp, table, matrix, meta)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+                atomic_write(out, lambda fh: write_parquet(fh, table, matrix, meta))
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write {out}: {exc.strerror or exc}", "check the path and its permissions"
+            ) from exc
         return found
 
 

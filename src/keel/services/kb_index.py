@@ -23,16 +23,18 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
-from keel.errors import IntegrityError, InvalidInput
+from keel.errors import IntegrityError, InvalidInput, StoreError
+from keel.fileio import temp_path
 from keel.objects.base import ObjectStore
 
 __all__ = [
@@ -150,8 +152,17 @@ def cache_dir(root: Path | None) -> Path:
             if not ignore.exists():
                 ignore.write_text("# keel's local caches: derived from the store, never committed.\n*\n")
     else:
+        # A shared temp folder: anyone may create a name there first. Use the folder only if
+        # it is a real folder of this user that nobody else can write (a planted folder or
+        # symlink would hand this process index files it never checked).
         folder = Path(tempfile.gettempdir()) / f"keel-kb-cache-{os.getuid()}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise StoreError(
+                f"{folder} is not a private folder of this user (a symlink, someone else's, or writable by others)",
+                "remove it, or use a workspace ('keel init'), whose cache is .keel/cache/kb",
+            )
     return folder
 
 
@@ -231,7 +242,7 @@ def _cache_file(objects: ObjectStore, oid: str, root: Path | None) -> Path:
     local = getattr(objects, "path", None)
     if callable(local):  # a local store: link the (verified) object instead of copying it
         objects.verify(oid)
-        tmp = path.with_name(f".{oid}.{os.getpid()}.tmp")
+        tmp = temp_path(path)
         try:
             os.link(local(oid), tmp)
             os.replace(tmp, path)
@@ -275,24 +286,24 @@ def _export_rows(table: ChunkTable) -> list[tuple[Any, ...]]:
     ]
 
 
-def write_jsonl(path: Path, table: ChunkTable, matrix: Any) -> None:
-    """One JSON object per chunk, with its embedding."""
-    with open(path, "w", encoding="utf-8") as fh:
-        for i, (cid, doc_id, source, pos, text, meta) in enumerate(_export_rows(table)):
-            record = {
-                "chunk_id": cid,
-                "document_id": doc_id,
-                "source": source,
-                "position": pos,
-                "text": text,
-                "metadata": meta,
-                "embedding": matrix[i].tolist(),
-            }
-            fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+def write_jsonl(fh: TextIO, table: ChunkTable, matrix: Any) -> None:
+    """One JSON object per chunk, with its embedding, written to the open text file ``fh``."""
+    for i, (cid, doc_id, source, pos, text, meta) in enumerate(_export_rows(table)):
+        record = {
+            "chunk_id": cid,
+            "document_id": doc_id,
+            "source": source,
+            "position": pos,
+            "text": text,
+            "metadata": meta,
+            "embedding": matrix[i].tolist(),
+        }
+        fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
-def write_parquet(path: Path, table: ChunkTable, matrix: Any, schema_metadata: dict[str, str]) -> None:
-    """Chunks and embeddings as a parquet file (``keel[parquet]``); the embedding is a fixed-size list."""
+def write_parquet(path: Path | BinaryIO, table: ChunkTable, matrix: Any, schema_metadata: dict[str, str]) -> None:
+    """Chunks and embeddings as a parquet file (``keel[parquet]``; ``path`` or an open binary
+    file); the embedding is a fixed-size list."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from keel.core.entities import EntityRef, now_ms
 from keel.core.hashing import hash_bytes
@@ -51,7 +51,8 @@ from keel.core.llm import (
     usage_tokens,
 )
 from keel.core.names import check_name
-from keel.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
+from keel.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound, StoreError
+from keel.fileio import atomic_write
 from keel.meta.llm import CallRow, RawLlmCalls
 from keel.services.contract import (
     operation,
@@ -389,17 +390,20 @@ class LlmService:
         if not rows:
             raise NotFound("no recorded LLM calls to export", "record some first, or check the run / cassette name")
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.keel-tmp-{os.getpid()}")
+
+        def write(out: TextIO) -> None:
+            header = {"keel_cassette": 1, "calls": len(rows), "exported_at": now_ms(), **source}
+            out.write(json.dumps(header, sort_keys=True) + "\n")
+            for row in rows:
+                out.write(json.dumps(self.read(row).to_dict(), sort_keys=True, ensure_ascii=False) + "\n")
+
         try:
-            with open(tmp, "w", encoding="utf-8") as out:
-                header = {"keel_cassette": 1, "calls": len(rows), "exported_at": now_ms(), **source}
-                out.write(json.dumps(header, sort_keys=True) + "\n")
-                for row in rows:
-                    out.write(json.dumps(self.read(row).to_dict(), sort_keys=True, ensure_ascii=False) + "\n")
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, write, text=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write {target}: {exc.strerror or exc}", "check the path and its permissions"
+            ) from exc
         return len(rows)
 
     def import_(self, path: str | os.PathLike[str], name: str | None = None) -> Cassette:

@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,7 +56,8 @@ from keel.core.prompt_content import PromptContent, diff_prompts, required_bump
 from keel.core.semver import SemVer
 from keel.core.templates import template_variables
 from keel.core.yaml_safe import SafeYamlLoader, compose_yaml, load_yaml, yaml_error
-from keel.errors import InvalidInput, KeelError, NotFound, PromptFilesRejected
+from keel.errors import InvalidInput, KeelError, NotFound, PromptFilesRejected, StoreError
+from keel.fileio import atomic_write_text
 from keel.services.prompts import PromptService, PromptVersion
 
 __all__ = [
@@ -222,15 +222,12 @@ def _write_text(path: Path, text: str) -> None:
     """Write ``text`` atomically (a temporary file in the same folder, then a rename); skip if unchanged."""
     if path.is_file() and _read_text(path) == text:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    except OSError as exc:
+        message = f"cannot write {_shown(path)}: {exc.strerror or exc}"
+        raise StoreError(message, "check the folder's permissions") from None
 
 
 # -- prompt_config.yaml ---------------------------------------------------------------

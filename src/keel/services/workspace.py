@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import threading
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,12 @@ from urllib.parse import parse_qsl, urlencode
 
 from keel.core.urls import mask_url
 from keel.errors import AlreadyExists, InvalidInput, NoWorkspace, StoreError
+from keel.fileio import atomic_write_text
 from keel.meta import Database, open_database
 from keel.meta.migrate import ensure_schema
 from keel.meta.tracking import TrackingStore
 from keel.objects import ObjectStore, open_object_store
+from keel.services.workspace_config import CONFIG, DIRNAME, read_workspace_config
 
 __all__ = [
     "DIRNAME",
@@ -42,8 +43,6 @@ __all__ = [
     "workspace_server",
 ]
 
-DIRNAME = ".keel"
-CONFIG = "config.toml"
 _CONFIG_TEMPLATE = """\
 # keel workspace configuration (created by 'keel init').
 # Paths are relative to this .keel/ folder; URLs select a shared store.
@@ -140,13 +139,9 @@ def resolve_store_urls(
             "run 'keel init' in your project folder",
         )
     keel_dir = root / DIRNAME
-    try:
-        config = tomllib.loads((keel_dir / CONFIG).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise StoreError(f"cannot read {keel_dir / CONFIG}: {exc}", "fix the file or run 'keel init --force'") from exc
-    section = config.get("store", {})
-    database = str(section.get("database", "keel.db"))
-    objects = str(objects or section.get("objects", "objects"))
+    section = read_workspace_config(root).store
+    database = section.database
+    objects = objects or section.objects
     if "://" not in database:
         database = "sqlite:///" + str((keel_dir / database).resolve())
     if "://" not in objects:
@@ -157,12 +152,7 @@ def resolve_store_urls(
 def workspace_server(root: str | os.PathLike[str]) -> str | None:
     """The keel server a workspace works against (``[store] server``, set by
     ``keel init --store http://...``), or None."""
-    try:
-        config = tomllib.loads((Path(root) / DIRNAME / CONFIG).read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return None
-    server = config.get("store", {}).get("server")
-    return str(server) if server else None
+    return read_workspace_config(root).store.server
 
 
 _OPEN: dict[tuple[str, str], Store] = {}
@@ -213,13 +203,15 @@ def init_workspace(
     content = _CONFIG_TEMPLATE.format(database=database or "keel.db", objects=objects or "objects")
     if server is not None:
         content += f"server = {server!r}  # a keel server: the Python API and the CLI work against it\n"
-    tmp = config_path.with_suffix(".tmp")
-    tmp.write_text(content)
-    os.replace(tmp, config_path)
-    (keel_dir / ".gitignore").write_text(
-        "# keel's store: share it through a remote, not git. config.toml belongs in git.\n"
-        "keel.db*\n*.migrate-lock\nobjects/\ntmp/\n"
-    )
+    try:
+        atomic_write_text(config_path, content)
+        atomic_write_text(
+            keel_dir / ".gitignore",
+            "# keel's store: share it through a remote, not git. config.toml belongs in git.\n"
+            "keel.db*\n*.migrate-lock\nobjects/\ntmp/\n",
+        )
+    except OSError as exc:
+        raise StoreError(f"cannot write {keel_dir}: {exc.strerror or exc}", "check the folder's permissions") from None
     open_store(start=root, cached=False).close()  # creates and migrates the database
     return root
 

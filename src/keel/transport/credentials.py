@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from keel.errors import InvalidInput, StoreError
+from keel.fileio import atomic_write_text
 
 __all__ = [
     "ENV_CONFIG_DIR",
@@ -100,20 +100,10 @@ def _write_credentials(path: Path, entries: dict[str, str]) -> None:
     for url, token in sorted(entries.items()):
         # A JSON string (ASCII, escaped) is a valid TOML basic string.
         lines += ["", f"[{json.dumps(url)}]", f"token = {json.dumps(token)}"]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write("\n".join(lines) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o600)  # the umask cannot widen it, but an old tmp file could exist
-        os.replace(tmp, path)
+        atomic_write_text(path, "\n".join(lines) + "\n", mode=0o600)  # created 0600: never readable by others
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {exc.strerror}", "check the folder's permissions") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def token_for(base_url: str) -> str | None:

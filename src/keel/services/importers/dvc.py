@@ -39,6 +39,7 @@ from keel.services.data_config import find_root
 from keel.services.data_files import FileStat
 from keel.services.data_git import head_commit, is_git_repo
 from keel.services.data_versions import register_with
+from keel.services.destination import Destination
 from keel.services.importers.dvc_files import (
     DvcOut,
     cache_dir,
@@ -210,6 +211,9 @@ class DvcImporter:
     def _write_pointers(
         self, repo: DataRepo, current: list[DvcOut], known: dict[str, tuple[str, dict[str, object]]]
     ) -> None:
+        # Paths from the repository's DVC files: no symlink on the way to a pointer file (the
+        # files' own paths were checked when they were parsed), before the first write.
+        Destination(self.root, "DVC output").check([out.path + POINTER_SUFFIX for out in current])
         for out in current:
             pointer_rel = out.path + POINTER_SUFFIX
             if (self.root / pointer_rel).exists():

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from keel.core.checks import relative_path_problem, short
 from keel.core.data_pointer import Pointer
 from keel.core.yaml_safe import load_yaml
 from keel.errors import InvalidInput, NotFound
@@ -86,9 +87,12 @@ def parse_outs(text: str | bytes, declared_in: str) -> list[DvcOut]:
             continue  # not cached (cache: false) or not committed yet: nothing to import
         md5 = str(out["md5"])
         path = posixpath.normpath(posixpath.join(folder, str(out["path"])))
-        if path.startswith("../") or path.startswith("/"):
+        problem = relative_path_problem(path, 4096)
+        if problem is not None or path.split("/")[0] in (".git", ".keel", ".dvc"):
             raise InvalidInput(
-                f"{declared_in} tracks {out['path']}, outside the repository", "keel imports data inside it"
+                f"{declared_in} tracks {short(str(out['path']))}, outside the repository's data "
+                f"({'the path ' + problem if problem else 'a folder of git, keel or DVC'})",
+                "keel imports data inside the repository, outside .git/, .keel/ and .dvc/",
             )
         outs.append(
             DvcOut(
@@ -150,7 +154,7 @@ def read_dir_manifest(path: Path, md5: str) -> list[tuple[str, str]]:
     out = []
     for entry in entries:
         rel = posixpath.normpath(str(entry.get("relpath", ""))) if isinstance(entry, dict) else ""
-        if not rel or rel.startswith("../") or rel.startswith("/") or not entry.get("md5"):
+        if not rel or relative_path_problem(rel, 4096) is not None or not entry.get("md5"):
             raise InvalidInput(f"DVC folder manifest {path} has a bad entry {entry!r}", _FETCH_HINT)
         out.append((rel, str(entry["md5"])))
     return out
