@@ -14,7 +14,7 @@ from keel.core.redaction import redact_record, redact_text
         ("sk-ant-api03-AbCdEfGhIjKlMnOpQrSt", "[API_KEY]"),
         ("Authorization: Bearer abc.def-ghi_jkl", "Authorization: Bearer [API_KEY]"),
         ("id AKIAIOSFODNN7EXAMPLE here", "id [API_KEY] here"),
-        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws_secret_access_key=[API_KEY]"),
+        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws_secret_access_key = [API_KEY]"),
         ("token ghp_abcdefghijklmnopqrstuvwxyz0123456789", "token [API_KEY]"),
         ("call +44 20 7946 0958 today", "call [PHONE] today"),
         ("(555) 123-4567", "[PHONE]"),

@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from keel.core.redaction import is_secret_key as _is_secret_key
+from keel.core.redaction import redact_value
 from keel.core.yaml_safe import FLOAT_12, MAX_INT_DIGITS, Yaml12Loader, compose_yaml, load_yaml, yaml_error
 from keel.errors import InvalidInput
 
@@ -311,25 +313,11 @@ def flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix, data
 
 
-_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
-_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "token", "apikey", "credential",
-                           "credentials", "secrets"})  # fmt: skip
-_SECRET_PAIRS = frozenset({("api", "key"), ("secret", "key"), ("private", "key"), ("access", "key"), ("auth", "key")})
-_secret_key_cache: dict[str, bool] = {}
-
-
 def is_secret_key(key: str) -> bool:
     """True for keys named like a secret: ``api_key``, ``openaiApiKey``, ``auth_token``, ``db_password``,
-    ``client_secret``, ``secrets``; False for ``max_tokens``, ``token_limit``, ``key``."""
-    found = _secret_key_cache.get(key)
-    if found is None:
-        words = [w.lower() for w in _WORDS.findall(str(key))]
-        found = bool(words) and (
-            words[-1] in _SECRET_WORDS or (len(words) >= 2 and (words[-2], words[-1]) in _SECRET_PAIRS)
-        )
-        if len(_secret_key_cache) < 10_000:
-            _secret_key_cache[key] = found
-    return found
+    ``client_secret``, ``secrets``, ``Authorization``; False for ``max_tokens``, ``token_limit``, ``key``
+    (the rules, and the workspace's own list, are :func:`keel.core.redaction.is_secret_key`)."""
+    return _is_secret_key(key)
 
 
 def redact(data: Any, secret_paths: Sequence[str] | set[str] = (), _path: str = "") -> Any:
@@ -346,7 +334,7 @@ def redact(data: Any, secret_paths: Sequence[str] | set[str] = (), _path: str = 
         return out
     if isinstance(data, list):
         return [_mask(v) if f"{_path}.{i}" in paths else redact(v, paths, f"{_path}.{i}") for i, v in enumerate(data)]
-    return data
+    return redact_value(data)  # secrets inside values: a URL's password, a token, a DSN
 
 
 _redact_data = redact

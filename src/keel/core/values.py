@@ -26,6 +26,7 @@ from typing import Any
 
 from keel.core.checks import MAX_JSON_DEPTH, is_unicode
 from keel.core.names import check_key
+from keel.core.redaction import REDACTED, is_secret_key, redact_mapping, redact_value
 from keel.errors import InvalidInput
 
 __all__ = [
@@ -57,14 +58,22 @@ def flatten(values: Mapping[str, Any], prefix: str = "", _depth: int = 0) -> Ite
 
 
 def encode_param(key: str, value: Any) -> tuple[str, str]:
-    """Return ``(vtype, text)`` for a param value; raise InvalidInput if not JSON."""
+    """Return ``(vtype, text)`` for a param value; raise InvalidInput if not JSON.
+
+    Secrets never reach the text: a value under a secret-named key (``api_key``,
+    ``db_password``...) is ``***``, and secrets inside other values are masked
+    (:mod:`keel.core.redaction`).
+    """
     check_key(key, "param key")
+    if is_secret_key(key) and value is not None and value != "" and not isinstance(value, bool):
+        value = REDACTED if not isinstance(value, Mapping | list | tuple) else redact_mapping({key: value})[key]
     if isinstance(value, str):
         vtype, text = "str", value
         if "\x00" in value or not is_unicode(value):
             raise InvalidInput(
                 f"param {key!r} holds a NUL character or a lone surrogate", "log valid text (decode bytes properly)"
             )
+        text = redact_value(value)
     elif isinstance(value, bool):
         vtype, text = "bool", "true" if value else "false"
     elif isinstance(value, int):
@@ -81,7 +90,7 @@ def encode_param(key: str, value: Any) -> tuple[str, str]:
         vtype, text = "null", "null"
     else:
         try:
-            text = json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"))
+            text = json.dumps(redact_mapping(_jsonable(value)), sort_keys=True, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             raise InvalidInput(
                 f"param {key!r} has a value of type {type(value).__name__} that is not JSON",

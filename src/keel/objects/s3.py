@@ -120,7 +120,7 @@ class S3ObjectStore(ObjectStore):
             error = cause.response.get("Error", {})
             code = str(error.get("Code", ""))
             status = int(cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            if code in ("404", "NoSuchKey", "NotFound"):
+            if code in ("404", "NoSuchKey", "NotFound", "NoSuchUpload"):
                 return NotFound(f"{what}: s3://{self.bucket}/{key} not found", "check the id, or push the object")
             if code == "NoSuchBucket":
                 return StoreError(f"bucket {self.bucket!r} does not exist", "create it or fix the s3:// URL")
@@ -139,7 +139,8 @@ class S3ObjectStore(ObjectStore):
     def _unavailable(self, message: str) -> Unavailable:
         return Unavailable(
             message,
-            "retry in a few seconds; if it persists, check that the object store is running and reachable",
+            "retry in a few seconds; if it persists, check the endpoint (endpoint_url= or AWS_ENDPOINT_URL)"
+            " and that the object store is running and reachable",
             dependency="objects",
             retry_after=RETRY_AFTER_S,
         )
@@ -214,10 +215,62 @@ class S3ObjectStore(ObjectStore):
     def open_chunks(self, oid: str, size: int = CHUNK) -> Iterator[bytes]:
         """The stored bytes of ``oid`` as they arrive, unverified (the reader checks the
         hash). Raises NotFound at once, before the first chunk, if it is absent."""
+        return self.open_stream(oid, size)[1]
+
+    def open_stream(self, oid: str, size: int = CHUNK) -> tuple[int | None, Iterator[bytes]]:
+        """``(stored size, chunks)``: the bytes of ``oid`` as they arrive from the bucket,
+        unverified (the reader hashes them), no copy anywhere. Raises NotFound at once if it
+        is absent; the response body is closed when the chunks end or are closed."""
         response = self._call(
             f"object {oid}", self._client.get_object, Bucket=self.bucket, Key=self.key(check_oid(oid))
         )
-        return self._chunks(f"object {oid}", response["Body"], size)
+        body = response["Body"]
+        length = response.get("ContentLength")
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from self._chunks(f"object {oid}", body, size)
+            finally:
+                body.close()
+
+        return (int(length) if length is not None else None), chunks()
+
+    def abort_stale_uploads(self, older_than: float) -> list[str]:
+        """Abort the multipart uploads under this store's prefix that were started more than
+        ``older_than`` seconds ago (a process killed mid-upload leaves one, and its parts
+        are kept and billed until it is aborted); the keys of those aborted. An upload that
+        another process completes or aborts meanwhile is skipped."""
+        import datetime
+
+        start = f"{self.prefix}/" if self.prefix else ""
+        cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=older_than)
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        stale: list[tuple[str, str]] = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
+                for upload in page.get("Uploads", []):
+                    initiated = upload.get("Initiated")
+                    if isinstance(initiated, datetime.datetime) and initiated.tzinfo is None:
+                        initiated = initiated.replace(tzinfo=datetime.UTC)
+                    if isinstance(initiated, datetime.datetime) and initiated <= cutoff:
+                        stale.append((upload["Key"], upload["UploadId"]))
+        except Exception as exc:
+            self._raise("list multipart uploads", exc)
+            raise
+        aborted = []
+        for key, upload_id in stale:
+            try:
+                self._call(
+                    "abort multipart upload",
+                    self._client.abort_multipart_upload,
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                )
+            except NotFound:  # completed or aborted by someone else meanwhile
+                continue
+            aborted.append(key)
+        return aborted
 
     def presigned_url(self, oid: str, expires_in: int = 300, filename: str | None = None) -> str:
         """A URL that downloads ``oid`` straight from the bucket, with no credentials,

@@ -22,6 +22,7 @@ from typing import Any
 
 from keel.core.entities import EntityRef, now_ms
 from keel.core.llm import DEFAULT_PRICES, call_cost, normalize, request_hash, usage_tokens
+from keel.core.redaction import redact_mapping
 from keel.errors import InvalidInput, ReplayMiss
 from keel.sdk.fluent import active_run
 from keel.sdk.session import Session, get_session
@@ -318,7 +319,7 @@ class _Prepared:
     def snapshot(self) -> dict[str, Any]:
         """The request as data (taken before a live call: the caller may change its lists after)."""
         if self.request is None:
-            self.request = normalize(self.kwargs)
+            self.request = redact_mapping(normalize(self.kwargs))  # headers, URLs, tokens masked
         return self.request
 
 

@@ -410,10 +410,13 @@ def open_remote(url: str, token: str | None = None) -> RemoteStore:
     token = token or token_for(url)
     if not token:
         raise Unauthenticated(f"no token for {url}", f"run 'keel login {url}' or set KEEL_TOKEN")
+    from keel.services.redaction import use_workspace_keys
     from keel.services.workspace import find_workspace
 
     transport = HttpClient(url, token)
-    return RemoteStore(transport, HttpObjectStore(url, transport=transport), find_workspace())
+    root = find_workspace()
+    use_workspace_keys(root)  # the workspace's [redaction] keys apply before anything is sent
+    return RemoteStore(transport, HttpObjectStore(url, transport=transport), root)
 
 
 # -- login -------------------------------------------------------------------------------------

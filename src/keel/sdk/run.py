@@ -21,6 +21,7 @@ from keel.core.batch import MAX_ERROR_LENGTH, MAX_LINEAGE_ROLE_LENGTH, check_row
 from keel.core.checks import INT64_MAX, INT64_MIN, check_int64, clip_text
 from keel.core.entities import RUN_STATUSES, EntityRef, RunRecord, now_ms
 from keel.core.names import check_key
+from keel.core.redaction import redact_tag
 from keel.core.table import Table
 from keel.core.values import decode_param, encode_param, flatten, metric_value
 from keel.errors import Conflict, InvalidInput, NotFound
@@ -79,7 +80,8 @@ class Run:
                 old = self._params.get(key)
                 if old is not None and old != (vtype, text) and not overwrite:
                     raise Conflict(
-                        f"param {key!r} of run {self.id[:8]} is {decode_param(*old)!r}; cannot change it to {value!r}",
+                        f"param {key!r} of run {self.id[:8]} is {decode_param(*old)!r}; "
+                        f"cannot change it to {decode_param(vtype, text)!r}",
                         "params are fixed once logged: log a new key, or pass overwrite=True",
                     )
                 rows.append((self.id, key, vtype, text, overwrite))
@@ -136,7 +138,7 @@ class Run:
     # -- tags -----------------------------------------------------------------
     def set_tag(self, key: str, value: Any) -> None:
         """Set a tag (a mutable string label); setting it again replaces it."""
-        row = (self.id, check_key(key, "tag key"), str(value))
+        row = (self.id, check_key(key, "tag key"), redact_tag(key, str(value)))
         check_row("tags", row)
         self._writer.add("t", row)
 

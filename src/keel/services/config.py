@@ -16,6 +16,7 @@ as its artifact ``config/<env>.json``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -38,11 +39,13 @@ from keel.core.config import (
 from keel.core.entities import EntityRef
 from keel.core.hashing import canonical_json, hash_bytes
 from keel.core.model_card import CardChange, card_changes
+from keel.core.redaction import redact_value
 from keel.errors import InvalidInput, NotFound
 from keel.services.contract import (
     operation,
     service,
 )
+from keel.services.redaction import use_workspace_keys, workspace_root
 
 if TYPE_CHECKING:
     from keel.services.workspace import Store
@@ -195,6 +198,7 @@ def load(
         )
     if own != base:
         files.append(own)
+    _use_workspace_keys(folder)
     layers = [_read_layer(path) for path in files]
     merged: dict[str, Any] = {}
     if any(name.startswith("KEEL_CONFIG__") for name in environ) or overrides:
@@ -207,6 +211,17 @@ def load(
     if schema is not None:
         loaded.validated = validate(resolved, schema)
     return loaded
+
+
+@functools.lru_cache(maxsize=64)
+def _workspace_of(folder: str) -> Path | None:
+    return workspace_root(folder)
+
+
+def _use_workspace_keys(folder: str) -> None:
+    """The ``[redaction] keys`` of the workspace the config folder is in apply to what is shown
+    and snapshotted (with the built-in names and ``!secret``)."""
+    use_workspace_keys(_workspace_of(os.path.abspath(folder)))
 
 
 def _yaml_text(value: Any) -> str:
@@ -271,15 +286,18 @@ def _validate_pydantic(resolved: Resolved, model: Any) -> Any:
 
 
 def _no_value(resolved: Resolved, path: str, text: str) -> str:
-    """Never show a secret's value in an error."""
+    """Never show a secret's value in an error (nor a secret inside another value)."""
     if is_secret_path(path, resolved.secrets):
         return text.split(", not ")[0]
-    return text
+    return redact_value(text)  # type: ignore[no-any-return]
 
 
 def _raise_invalid(resolved: Resolved, problems: list[tuple[str, str]]) -> None:
     files = " + ".join(layer.source for layer in resolved.layers if not layer.literal) or "overrides"
-    lines = [f"{path} ({files if path == '(top)' else resolved.where(path)}) {text}" for path, text in problems[:5]]
+    lines = [
+        f"{path} ({files if path == '(top)' else resolved.where(path)}) {_no_value(resolved, path, text)}"
+        for path, text in problems[:5]
+    ]
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
     raise InvalidInput(
         "config does not match the schema: " + "; ".join(lines) + more, "fix the value at that file and line"

@@ -17,6 +17,7 @@ from importlib import metadata
 from typing import Any
 
 from keel._version import __version__
+from keel.core.redaction import redact_argv
 
 __all__ = ["TRACKED_PACKAGES", "capture_context", "context_json", "git_state"]
 
@@ -70,7 +71,7 @@ def _static_context() -> dict[str, Any]:
         "platform": platform.platform(terse=True),
         "keel": __version__,
         "packages": packages,
-        "argv": sys.argv[:8],
+        "argv": redact_argv(sys.argv[:8]),  # never a --api-key or a URL's password
     }
 
 

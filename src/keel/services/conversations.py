@@ -45,7 +45,7 @@ from keel.core.conversations import (
 from keel.core.entities import format_time, now_ms
 from keel.core.filters import parse_filter
 from keel.core.limits import MAX_PAGE_SIZE, MAX_SORT_KEYS
-from keel.core.redaction import redact_record
+from keel.core.redaction import redact_record, redact_record_secrets, redact_value
 from keel.errors import InvalidInput, NotFound, StoreError
 from keel.fileio import atomic_write
 from keel.meta.conversations import Query, RawConversations
@@ -150,6 +150,8 @@ class ConversationService:
             if redacted is None:
                 return None
             record = redacted
+        if isinstance(record, Mapping):
+            record = redact_record_secrets(record)  # always: no secret is stored, whatever the redactor
         return to_row(record, now_ms())
 
     @staticmethod
@@ -180,6 +182,8 @@ class ConversationService:
             )
             if redacted is not None:
                 comment_value = (redacted.get("user_feedback") or {}).get("comment", comment_value)
+        if comment_value is not None:
+            comment_value = redact_value(comment_value)
         return cid, value, score_value, comment_value, now_ms()
 
     @operation("writer")

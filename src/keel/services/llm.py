@@ -51,6 +51,7 @@ from keel.core.llm import (
     usage_tokens,
 )
 from keel.core.names import check_name
+from keel.core.redaction import REDACTED, redact_mapping
 from keel.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound, StoreError
 from keel.fileio import atomic_write
 from keel.meta.llm import CallRow, RawLlmCalls
@@ -179,6 +180,22 @@ def _assembled(call: PendingCall, chunks: list[Any]) -> Any:
     return chunks[-1] if chunks else None
 
 
+def _imported_hash(endpoint: str, request: Mapping[str, Any], recorded: Any) -> str:
+    """The request hash of an imported call: computed from its request, unless a secret in a
+    hashed field was masked when it was recorded (the request holds ``***``): then the hash it
+    was recorded under, so that replay still finds it."""
+    digest = hash_request(endpoint, request)
+    if (
+        isinstance(recorded, str)
+        and recorded != digest
+        and len(recorded) == 64
+        and all(c in "0123456789abcdef" for c in recorded)
+        and REDACTED in json.dumps(request)
+    ):
+        return recorded
+    return digest
+
+
 @service("llm")
 class LlmService:
     """Recordings of one store: write, look up, list, export and import."""
@@ -206,7 +223,8 @@ class LlmService:
 
     def content_of(self, call: PendingCall) -> dict[str, Any]:
         """A call's entry in its pack (see the module docstring)."""
-        content: dict[str, Any] = {"endpoint": call.endpoint, "request": call.request}
+        # Secrets masked (headers, URLs, tokens); the request hash is taken from the request as made.
+        content: dict[str, Any] = {"endpoint": call.endpoint, "request": redact_mapping(call.request)}
         if call.chunks is not None:
             chunks = [normalize(c) for c in call.chunks]
             content["chunks"] = chunks
@@ -250,7 +268,7 @@ class LlmService:
                     cost,
                     str(fingerprint)[:200] if fingerprint else None,
                     call.chunks is not None,
-                    json.dumps(normalize(call.context), sort_keys=True),
+                    json.dumps(redact_mapping(normalize(call.context)), sort_keys=True),
                 ]
             )
             contents.append(content)
@@ -446,7 +464,7 @@ class LlmService:
             except (ValueError, KeyError, TypeError) as exc:
                 raise InvalidInput(f"{source} line {number} is not a recorded call: {exc}", "re-export it") from None
             item = normalize(item)  # parsed JSON may hold NaN / Infinity
-            content: dict[str, Any] = {"endpoint": endpoint, "request": normalize(request)}
+            content: dict[str, Any] = {"endpoint": endpoint, "request": redact_mapping(normalize(request))}
             if item.get("chunks") is not None:
                 content["chunks"] = item["chunks"]
                 content["chunk_type"] = item.get("chunk_type")
@@ -458,7 +476,7 @@ class LlmService:
                 context["source_run"] = item["run_id"]
             rows.append(
                 [
-                    hash_request(endpoint, request),
+                    _imported_hash(endpoint, request, item.get("request_hash")),
                     endpoint,
                     str(item.get("model") or request.get("model") or "")[:200],
                     "",
@@ -472,7 +490,7 @@ class LlmService:
                     item.get("cost"),
                     item.get("system_fingerprint"),
                     bool(item.get("streamed")),
-                    json.dumps(context, sort_keys=True),
+                    json.dumps(redact_mapping(context), sort_keys=True),
                 ]
             )
             contents.append(content)

@@ -46,6 +46,7 @@ from keel.services.contract import (
     service,
 )
 from keel.services.destination import contained_target
+from keel.services.redaction import redact_batch, use_workspace_keys
 from keel.services.workspace import Store
 
 __all__ = ["DEFAULT_PROJECT", "MAX_PAGE", "TrackingService", "random_run_name"]
@@ -196,6 +197,7 @@ class TrackingService:
         self.store = store
         self.repo = store.tracking
         self.objects = store.objects
+        use_workspace_keys(store.root)  # the workspace's [redaction] keys, for every path
 
     # -- projects -----------------------------------------------------------
     @operation("writer", project_scope("name"))
@@ -282,6 +284,7 @@ class TrackingService:
         """
         if not isinstance(batch, WriteBatch):
             raise InvalidInput("write_batch takes a WriteBatch", "send the batch as the sdk builds it")
+        redact_batch(batch)  # whoever built it: no secret in a param, tag or run error is stored
         batch.validate()
         self.repo.write_batch(batch)
 
