@@ -217,6 +217,11 @@ def test_a_writer_rolls_back_and_moves_aliases(fresh: Site) -> None:
     assert (last.old, last.new, last.who, last.reason) == ("1.0.1", "1.0.0", "wendy", "bad tone")
     page = wendy.get(f"/ui/prompts/{PROMPT}").text
     assert "bad tone" in page and "Roll back to 1.0.1" in page
+    assert 'name="expected" value="1.0.0"' in page  # the rollback button moves only from what the page showed
+    stale = wendy.post(f"/ui/prompts/{PROMPT}/aliases/production/rollback",
+                       data={"csrf": token, "expected": "1.0.1"})  # fmt: skip
+    assert stale.status_code == 409 and "points at 1.0.0, not 1.0.1" in stale.text
+    assert prompts.resolve(PROMPT, "production") == "1.0.0"
     moved = wendy.post(f"/ui/prompts/{PROMPT}/aliases", data={"csrf": token, "alias": "canary", "version": "2.0.0"},
                        follow_redirects=False)  # fmt: skip
     assert moved.status_code == 303 and prompts.resolve(PROMPT, "canary") == "2.0.0"

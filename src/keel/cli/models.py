@@ -28,6 +28,13 @@ def _api() -> Any:
     return models
 
 
+def _registry() -> Any:
+    """The model registry of this store (local or a server), whose moves take ``expected``."""
+    from keel.sdk.session import get_session
+
+    return get_session().models
+
+
 def parse_time(text: str | None) -> int | None:
     """``2026-11-01T12:00``, ``2026-11-01`` (local time) or epoch milliseconds -> epoch ms."""
     if text is None:
@@ -179,10 +186,20 @@ def models_stage(
         bool, typer.Option("--archive-existing", help="Archive the other versions in that stage.")
     ] = False,
     reason: ReasonOpt = "",
+    expect: Annotated[
+        str | None,
+        typer.Option(
+            "--expect",
+            metavar="STAGE",
+            help="Move only if the version is in STAGE now; otherwise refuse (exit 4) and say where it is.",
+        ),
+    ] = None,
 ) -> None:
     """Move a version to a stage (recorded with who, when and why)."""
     api = _api()
-    mv = api.transition_stage(name, version, stage, archive_existing=archive_existing, reason=reason)
+    mv = _registry().transition_stage(
+        name, version, stage, archive_existing=archive_existing, reason=reason, expected=expect
+    )
     moves = api.history(name)
     move = next(m for m in reversed(moves) if m.ref == f"stage:{mv.version}")
     typer.echo(f"{mv.ref}: {move.old} -> {mv.stage}")
@@ -202,15 +219,25 @@ def models_alias(
     version: Annotated[int | None, typer.Argument(help="Version to point at.")] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
     reason: ReasonOpt = "",
+    expect: Annotated[
+        str | None,
+        typer.Option(
+            "--expect",
+            metavar="VERSION",
+            help="Move only if the alias points at VERSION now ('unset': only if it does not exist); "
+            "otherwise refuse (exit 4) and say where it points.",
+        ),
+    ] = None,
 ) -> None:
     """Point an alias at a version, or remove it with --delete (recorded)."""
     if delete == (version is not None):
         raise InvalidInput("give a version to point at, or --delete", f"keel models alias {name} {alias} 3")
+    expected = None if expect is None else ("" if expect.strip().lower() in ("", "unset") else expect.strip())
     if delete:
-        move = _api().delete_alias(name, alias, reason=reason)
+        move = _registry().delete_alias(name, alias, reason=reason, expected=expected)
         typer.echo(f"{name}@{alias}: {move.old} -> (removed)")
         return
-    move = _api().set_alias(name, alias, version, reason=reason)
+    move = _registry().set_alias(name, alias, version, reason=reason, expected=expected)
     typer.echo(f"{name}@{alias}: {move.old or '(unset)'} -> {move.new}")
 
 

@@ -18,12 +18,35 @@ prompts_app.add_typer(alias_app, name="alias")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 DirOpt = Annotated[Path, typer.Option("--dir", "-d", help="The prompts/ folder.")]
+ExpectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--expect",
+        metavar="VERSION",
+        help="Move only if the alias points at VERSION now ('unset': only if it does not exist); "
+        "otherwise refuse (exit 4) and say where it points.",
+    ),
+]
 
 
 def _api() -> Any:
     from keel.sdk import prompts
 
     return prompts
+
+
+def _aliases() -> Any:
+    """The prompt registry of this store (local or a server), whose alias moves take ``expected``."""
+    from keel.sdk.session import get_session
+
+    return get_session().prompts
+
+
+def _expected(text: str | None) -> str | None:
+    """``--expect`` as the registry takes it: None (no check), ``""`` (unset) or a version."""
+    if text is None:
+        return None
+    return "" if text.strip().lower() in ("", "unset") else text.strip()
 
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -261,9 +284,10 @@ def prompts_rollback(
     name: Annotated[str, typer.Argument(help="Prompt name.")],
     alias: Annotated[str, typer.Argument(help="Alias to move back.")],
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the audit trail).")] = "",
+    expect: ExpectOpt = None,
 ) -> None:
     """Move an alias back to the version it pointed at before."""
-    move = _api().rollback(name, alias, reason)
+    move = _aliases().rollback(name, alias, reason, expected=_expected(expect))
     typer.echo(f"{name}@{alias}: {move.old} -> {move.new}")
 
 
@@ -273,9 +297,10 @@ def alias_set(
     alias: Annotated[str, typer.Argument(help="Alias, e.g. production.")],
     version: Annotated[str, typer.Argument(help="Version (or another alias) to point at.")],
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the audit trail).")] = "",
+    expect: ExpectOpt = None,
 ) -> None:
     """Point an alias at a version (recorded with who, when and why)."""
-    move = _api().set_alias(name, alias, version, reason)
+    move = _aliases().set_alias(name, alias, version, reason, expected=_expected(expect))
     typer.echo(f"{name}@{alias}: {move.old or '(unset)'} -> {move.new}")
 
 
@@ -284,9 +309,10 @@ def alias_rm(
     name: Annotated[str, typer.Argument(help="Prompt name.")],
     alias: Annotated[str, typer.Argument(help="Alias to remove.")],
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the audit trail).")] = "",
+    expect: ExpectOpt = None,
 ) -> None:
     """Remove an alias (recorded)."""
-    move = _api().delete_alias(name, alias, reason)
+    move = _aliases().delete_alias(name, alias, reason, expected=_expected(expect))
     typer.echo(f"{name}@{alias}: {move.old} -> (removed)")
 
 

@@ -29,7 +29,11 @@ class SnapshotRow:
 
 _SQL = {
     "find": "SELECT hash, env, sources, created_at FROM config_snapshots WHERE hash = ? AND env = ?",
-    "insert": "INSERT INTO config_snapshots (hash, env, sources, created_at) VALUES (?, ?, ?, ?)",
+    # Two processes recording one snapshot at once: the second insert does nothing.
+    "insert": (
+        "INSERT INTO config_snapshots (hash, env, sources, created_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (hash, env) DO NOTHING"
+    ),
     "all": "SELECT hash, env, sources, created_at FROM config_snapshots ORDER BY created_at DESC, id DESC",
     "env": (
         "SELECT hash, env, sources, created_at FROM config_snapshots WHERE env = ? ORDER BY created_at DESC, id DESC"
@@ -64,6 +68,9 @@ class RawConfig:
                 return _row(row), False
             at = now_ms()
             cur.execute(self.sql["insert"], (hash_, env, json.dumps(sources), at))
+            if cur.rowcount == 0:  # recorded by another process since the lookup
+                cur.execute(self.sql["find"], (hash_, env))
+                return _row(cur.fetchone()), False
         return SnapshotRow(hash_, env, list(sources), at), True
 
     def snapshots(self, env: str | None = None) -> list[SnapshotRow]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from keel.core.entities import now_ms
 from keel.meta.engine import Database
+from keel.meta.refs import EntityLock
 
 __all__ = ["KBRow", "KBVersionRow", "RawKB", "StagedRow"]
 
@@ -149,6 +150,11 @@ class RawKB:
     def __init__(self, db: Database) -> None:
         self.sql = {key: db.sql(text) for key, text in _SQL.items()}
         self._db = db
+        self._lock = EntityLock(db)
+
+    def lock(self, cur: Any, name: str) -> None:
+        """Hold the knowledge base's lock until the transaction ends (see :mod:`keel.meta.refs`)."""
+        self._lock(cur, "kb", name)
 
     # -- knowledge bases ------------------------------------------------------------
     def kb(self, cur: Any, name: str) -> KBRow | None:

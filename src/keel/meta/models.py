@@ -6,6 +6,11 @@ moving a stage or an alias and resolving one are each a handful of indexed
 statements, and SQLAlchemy Core's per-statement cost would be most of the
 time. The SQL is portable (``?`` is rewritten per driver).
 
+Every change of a model's versions, stages or aliases holds the model's lock
+(:meth:`RawModels.lock`, see :mod:`keel.meta.refs`) from the start of its
+transaction, so versions are numbered without duplicates and each reflog
+row's ``old`` is what the move replaced.
+
 A version's stage is a column; every stage change is appended to the shared
 reflog as ref ``stage:<version>`` (old stage -> new stage). Aliases are
 ordinary refs of kind ``model`` (target: the version number as text).
@@ -21,7 +26,7 @@ from keel.core.digests import model_version_digest, reflog_digest
 from keel.core.entities import now_ms
 from keel.meta.digests import chain_previous
 from keel.meta.engine import Database
-from keel.meta.refs import RefMove
+from keel.meta.refs import EntityLock, RefMove, check_expected
 
 __all__ = ["KIND", "ModelRow", "RawModels", "VersionRow", "stage_ref"]
 
@@ -89,12 +94,14 @@ _SQL = {
     "in_stage": _V + "WHERE m.name = ? AND v.stage = ? ORDER BY v.version DESC LIMIT 1",
     "versions": _V + "WHERE m.name = ? ORDER BY v.version DESC",
     "stage_peers": (
-        "SELECT id, version FROM model_versions WHERE model_id = ? AND stage = ? AND version <> ? ORDER BY version DESC"
+        "SELECT id, version, updated_at FROM model_versions WHERE model_id = ? AND stage = ? AND version <> ? "
+        "ORDER BY version DESC"
     ),
     "set_stage": "UPDATE model_versions SET stage = ?, updated_at = ? WHERE id = ?",
     "update_version": "UPDATE model_versions SET description = ?, tags = ?, updated_at = ? WHERE id = ?",
     "aliases": "SELECT ref, target FROM refs WHERE kind = 'model' AND name = ?",
     "alias": "SELECT target FROM refs WHERE kind = 'model' AND name = ? AND ref = ?",
+    "alias_moved": "SELECT target, updated_at FROM refs WHERE kind = 'model' AND name = ? AND ref = ?",
     "new_alias": "INSERT INTO refs (kind, name, ref, target, updated_at) VALUES ('model', ?, ?, ?, ?)",
     "move_alias": "UPDATE refs SET target = ?, updated_at = ? WHERE kind = 'model' AND name = ? AND ref = ?",
     "drop_alias": "DELETE FROM refs WHERE kind = 'model' AND name = ? AND ref = ?",
@@ -160,6 +167,12 @@ class RawModels:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.sql = {key: db.sql(text) for key, text in _SQL.items()}
+        self._lock = EntityLock(db)
+
+    def lock(self, cur: Any, name: str) -> None:
+        """Hold the model's lock until the transaction ends; take it before reading what a
+        change depends on (see :mod:`keel.meta.refs`)."""
+        self._lock(cur, KIND, name)
 
     # -- registered models ----------------------------------------------------------
     def model(self, cur: Any, name: str) -> ModelRow | None:
@@ -260,14 +273,14 @@ class RawModels:
         cur.execute(self.sql["update_version"], (description, _json(tags), now_ms(), version_id))
 
     # -- stages ---------------------------------------------------------------------------
-    def stage_peers(self, cur: Any, model_id: int, stage: str, version: int) -> list[tuple[int, int]]:
-        """``(row id, version)`` of the other versions in a stage."""
+    def stage_peers(self, cur: Any, model_id: int, stage: str, version: int) -> list[tuple[int, int, int]]:
+        """``(row id, version, updated_at)`` of the other versions in a stage."""
         cur.execute(self.sql["stage_peers"], (model_id, stage, version))
-        return [(int(i), int(v)) for i, v in cur.fetchall()]
+        return [(int(i), int(v), int(u)) for i, v, u in cur.fetchall()]
 
-    def set_stage(self, cur: Any, version_id: int, stage: str) -> int:
-        """Set a version's stage; returns the time."""
-        at = now_ms()
+    def set_stage(self, cur: Any, version_id: int, stage: str, at: int | None = None) -> int:
+        """Set a version's stage (at ``at``, default now); returns the time."""
+        at = now_ms() if at is None else at
         cur.execute(self.sql["set_stage"], (stage, at, version_id))
         return at
 
@@ -302,10 +315,16 @@ class RawModels:
         cur.execute(self.sql["history"], (name,))
         return [RefMove(KIND, name, r, old, new, int(at), who, why) for r, old, new, at, who, why in cur.fetchall()]
 
-    def set_alias(self, cur: Any, name: str, alias: str, version: int, who: str, reason: str) -> RefMove:
-        """Point an alias at a version and log the move."""
-        old = self.alias(cur, name, alias)
-        at = now_ms()
+    def set_alias(
+        self, cur: Any, name: str, alias: str, version: int, who: str, reason: str, expected: str | None = None
+    ) -> RefMove:
+        """Point an alias at a version and log the move (the caller holds the model's lock).
+        ``expected``: the version (as text) the caller believes it points at; ``""``: unset."""
+        cur.execute(self.sql["alias_moved"], (name, alias))
+        found = cur.fetchone()
+        old = None if found is None else int(found[0])
+        check_expected(f"alias {alias!r} of model {name!r}", None if old is None else str(old), expected)
+        at = now_ms() if found is None else max(now_ms(), int(found[1]))  # never before the previous move
         if old is None:
             cur.execute(self.sql["new_alias"], (name, alias, str(version), at))
         else:

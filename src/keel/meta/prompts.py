@@ -18,6 +18,7 @@ from keel.core.digests import prompt_version_digest
 from keel.core.entities import now_ms
 from keel.errors import NotFound
 from keel.meta.engine import Database
+from keel.meta.refs import EntityLock
 from keel.meta.schema import prompt_versions, prompts
 
 __all__ = ["PromptStore", "RawPrompts", "VersionRow"]
@@ -123,6 +124,7 @@ class RawPrompts:
     """
 
     def __init__(self, db: Database) -> None:
+        self._lock = EntityLock(db)
         self.sql = {
             key: db.sql(text)
             for key, text in {
@@ -142,6 +144,10 @@ class RawPrompts:
         cur.execute(self.sql[key], args)
         row = cur.fetchone()
         return None if row is None else _row(row)
+
+    def lock(self, cur: Any, name: str) -> None:
+        """Hold the prompt's lock until the transaction ends (see :mod:`keel.meta.refs`)."""
+        self._lock(cur, KIND, name)
 
     def version(self, cur: Any, name: str, version: str) -> VersionRow | None:
         """One version, or None."""

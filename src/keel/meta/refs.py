@@ -4,8 +4,40 @@ A ref is ``(kind, name, ref) -> target``: e.g. ``("prompt", "chat",
 "production") -> "1.3.0"``. Every set, move and delete appends a reflog row
 (old target, new target, when, who, why) in the same transaction, so
 "what did production point at, at time T" and "roll back" are queries over
-the reflog, never guesses. Registries (prompts, later models and flags)
-share this one implementation.
+the reflog, never guesses. Registries (prompts, models, flags, A/B tests)
+share this one implementation (the model registry's hot paths write the same
+rows through the driver, :mod:`keel.meta.models`).
+
+Concurrency: one writer per entity
+----------------------------------
+Every change of an entity's versions or refs (registering a version, moving,
+creating or deleting an alias, moving a stage) is one transaction that
+*first* takes the entity's lock, then reads what it decides on (the current
+target, the highest version, an existing content hash) and writes (the
+version, the ref, the reflog row). So the reads are never stale:
+
+- PostgreSQL: a transaction-scoped advisory lock keyed by ``(kind, name)``,
+  ``pg_advisory_xact_lock(hashtextextended('keel:KIND:NAME', 0))``
+  (:meth:`Refs.lock`, :class:`EntityLock` for the driver-level paths). It
+  needs no row, so the first registration of a new name is serialised too;
+  it is released at commit or rollback, after the commit is visible. keel runs
+  READ COMMITTED (PostgreSQL's default): every statement after the lock sees
+  what the previous holder committed. A 64-bit hash collision between two
+  names only makes them wait for each other.
+- SQLite: write transactions begin ``IMMEDIATE`` (:mod:`keel.meta.engine`),
+  so the database has one writer at a time and the lock is a no-op.
+
+Hence concurrent registrations each get a unique, gap-free version;
+concurrent creations of one alias all succeed (the later ones are moves);
+each reflog row's ``old`` is the target it actually replaced, so a ref's
+reflog is an exact chain. A move is never dated before the ref's previous
+move (``max(now, the ref's updated_at)``), so ordering the reflog by
+``(at, id)`` keeps the chain even across servers whose clocks differ a little.
+
+Moves can be optimistic: ``expected`` names the target the caller believes
+the ref has (:data:`ABSENT`, ``""``: the ref must not exist; None: no check).
+It is compared inside the lock, and a mismatch is a :class:`~keel.errors.Conflict`
+naming the actual target; nothing moves.
 """
 
 from __future__ import annotations
@@ -14,14 +46,51 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 
 from keel.core.digests import reflog_digest
 from keel.core.entities import now_ms
-from keel.errors import NotFound
+from keel.errors import Conflict, NotFound
+from keel.meta.engine import Database
 from keel.meta.schema import reflog, refs
 
-__all__ = ["RefMove", "Refs"]
+__all__ = ["ABSENT", "EntityLock", "RefMove", "Refs", "check_expected", "lock_key"]
+
+#: ``expected=ABSENT``: the ref must not exist yet.
+ABSENT = ""
+
+_PG_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
+
+
+def lock_key(kind: str, name: str) -> str:
+    """The text an entity's advisory lock is keyed by (hashed to 64 bits by PostgreSQL)."""
+    return f"keel:{kind}:{name}"
+
+
+class EntityLock:
+    """Takes an entity's lock through a DBAPI cursor (:meth:`Database.raw_write`); a no-op
+    on SQLite, whose write transactions already exclude each other."""
+
+    def __init__(self, db: Database) -> None:
+        self.statement = None if db.is_sqlite else db.sql(_PG_LOCK)
+
+    def __call__(self, cur: Any, kind: str, name: str) -> None:
+        """Wait for, then hold until the transaction ends, the lock of ``(kind, name)``."""
+        if self.statement is not None:
+            cur.execute(self.statement, (lock_key(kind, name),))
+
+
+def check_expected(what: str, actual: str | None, expected: str | None, hint: str = "") -> None:
+    """Raise Conflict unless ``actual`` is what the caller ``expected`` (None: no check;
+    :data:`ABSENT`: not set). ``what`` names the ref: ``"alias 'production' of prompt 'chat'"``."""
+    if expected is None or (actual or ABSENT) == expected:
+        return
+    now = "is not set" if actual is None else f"points at {actual}"
+    wanted = "unset" if expected == ABSENT else expected
+    raise Conflict(
+        f"{what} {now}, not {wanted} as expected: someone moved it meanwhile",
+        hint or "read it again, then move it from the target you see",
+    )
 
 
 @dataclass(frozen=True)
@@ -60,6 +129,14 @@ class Refs:
 
     # -- moves (inside a write transaction) --------------------------------------
     @staticmethod
+    def lock(conn: Any, kind: str, name: str) -> None:
+        """Serialise changes of one entity: on PostgreSQL wait for, then hold until the
+        transaction ends, its advisory lock (a no-op on SQLite: see the module doc).
+        Call it before reading anything the change depends on; taking it again is free."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": lock_key(kind, name)})
+
+    @staticmethod
     def current(conn: Any, kind: str, name: str, ref: str) -> str | None:
         """The target of a ref now, or None."""
         found = conn.execute(
@@ -67,11 +144,32 @@ class Refs:
         ).scalar()
         return None if found is None else str(found)
 
+    @staticmethod
+    def _locked_current(conn: Any, kind: str, name: str, ref: str) -> tuple[str | None, int]:
+        """Take the entity's lock; then the ref's target (or None) and when it last moved (0)."""
+        Refs.lock(conn, kind, name)
+        row = conn.execute(
+            select(refs.c.target, refs.c.updated_at).where(refs.c.kind == kind, refs.c.name == name, refs.c.ref == ref)
+        ).first()
+        return (None, 0) if row is None else (str(row[0]), int(row[1]))
+
     @classmethod
-    def set(cls, conn: Any, kind: str, name: str, ref: str, target: str, who: str = "", reason: str = "") -> RefMove:
-        """Point ``ref`` at ``target`` and log the move (a no-op move is still logged: it was asked for)."""
-        old = cls.current(conn, kind, name, ref)
-        at = now_ms()
+    def set(
+        cls,
+        conn: Any,
+        kind: str,
+        name: str,
+        ref: str,
+        target: str,
+        who: str = "",
+        reason: str = "",
+        expected: str | None = None,
+    ) -> RefMove:
+        """Point ``ref`` at ``target`` and log the move (a no-op move is still logged: it was
+        asked for). ``expected``: the target the caller believes it has (see the module doc)."""
+        old, moved_at = cls._locked_current(conn, kind, name, ref)
+        check_expected(f"{ref!r} of {kind} {name!r}", old, expected)
+        at = max(now_ms(), moved_at)
         if old is None:
             conn.execute(insert(refs).values(kind=kind, name=name, ref=ref, target=target, updated_at=at))
         else:
@@ -85,13 +183,24 @@ class Refs:
         return move
 
     @classmethod
-    def delete(cls, conn: Any, kind: str, name: str, ref: str, who: str = "", reason: str = "") -> RefMove:
-        """Remove ``ref`` (logged); raise NotFound if it does not exist."""
-        old = cls.current(conn, kind, name, ref)
+    def delete(
+        cls,
+        conn: Any,
+        kind: str,
+        name: str,
+        ref: str,
+        who: str = "",
+        reason: str = "",
+        expected: str | None = None,
+    ) -> RefMove:
+        """Remove ``ref`` (logged); raise NotFound if it does not exist, Conflict if it
+        does not point at ``expected``."""
+        old, moved_at = cls._locked_current(conn, kind, name, ref)
         if old is None:
             raise NotFound(f"{kind} {name!r} has no alias {ref!r}", f"list aliases with 'keel {kind}s show {name}'")
+        check_expected(f"{ref!r} of {kind} {name!r}", old, expected)
         conn.execute(delete(refs).where(refs.c.kind == kind, refs.c.name == name, refs.c.ref == ref))
-        move = RefMove(kind, name, ref, old, None, now_ms(), who, reason)
+        move = RefMove(kind, name, ref, old, None, max(now_ms(), moved_at), who, reason)
         cls._log(conn, move)
         return move
 

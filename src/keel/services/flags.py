@@ -12,13 +12,17 @@
   (``chat@2.0.0``) checks that the version exists.
 - :meth:`FlagService.snapshot` is what clients poll: one indexed ``MAX``
   query tells whether anything changed.
+- Concurrent changes of one environment queue on its lock (see
+  :mod:`keel.meta.refs`), so flag-set versions are unique and gap-free and each
+  flag's reflog is an exact chain; a change is merged onto the stored
+  definition read under that lock, so no concurrent change is lost.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ from keel.services.workspace import Store
 __all__ = ["KIND", "FlagChange", "FlagHistoryEntry", "FlagService", "FlagSet"]
 
 KIND = "flag"
+FLAG_SET = "flag-set"  # the lock of one environment's flag set (refs lock the flag itself)
 FILE_NAME = "flags.yaml"
 
 
@@ -205,22 +210,27 @@ class FlagService:
         """Create or change a flag; ``fields`` (rollout=25, enabled=False, ...) are merged onto the
         current definition (``merge``) or onto ``spec``. Returns the new version and reflog entry."""
         _check_env(env)
-        base: dict[str, Any] = {}
-        if merge:
-            current = self.snapshot(env, path).flags.get(key)
-            if current is not None:
+        if spec is not None and not isinstance(spec, Mapping):
+            raise InvalidInput(f"flag {key!r}: the definition must be a mapping", "e.g. {rollout: 25}")
+        in_file = self.file_flags(path)[0].get(key) if merge else None
+
+        def build(stored: Flag | None) -> Flag:
+            """The new definition, from the one stored now (read under the lock) or the file's."""
+            base: dict[str, Any] = {}
+            current = stored if stored is not None else in_file
+            if merge and current is not None:
                 base = current.to_data()
-        if spec is not None:
-            if not isinstance(spec, Mapping):
-                raise InvalidInput(f"flag {key!r}: the definition must be a mapping", "e.g. {rollout: 25}")
-            base = dict(spec) if not merge else {**base, **spec}
-        base.update(fields)
-        if "variants" in fields and "default" not in fields and "default" in base:
-            if str(base["default"]) not in {str(k) for k in (base["variants"] or {})}:
-                base.pop("default")
-        flag = parse_flag(key, base)
-        self._check_prompts(flag)
-        return self._write(env, key, flag, reason, who)
+            if spec is not None:
+                base = dict(spec) if not merge else {**base, **spec}
+            base.update(fields)
+            if "variants" in fields and "default" not in fields and "default" in base:
+                if str(base["default"]) not in {str(k) for k in (base["variants"] or {})}:
+                    base.pop("default")
+            flag = parse_flag(key, base)
+            self._check_prompts(flag)
+            return flag
+
+        return self._write(env, key, build, reason, who)
 
     @operation("writer")
     def rollout(
@@ -247,6 +257,7 @@ class FlagService:
         """Remove a flag from the stored set (a file flag of the same key then applies again)."""
         _check_env(env)
         with self.db.write() as conn:
+            Refs.lock(conn, FLAG_SET, env)  # the version read below is the newest until commit
             version = FlagStore.latest_version(conn, env)
             row = FlagStore.get(conn, env, version) if version else None
             flags = _load_json(row.flags).get("flags", {}) if row else {}
@@ -257,12 +268,18 @@ class FlagService:
             FlagStore.insert(conn, env, version + 1, json.dumps({"flags": flags}), author, reason)
             return Refs.delete(conn, KIND, key, env, author, reason)
 
-    def _write(self, env: str, key: str, flag: Flag, reason: str, who: str | None) -> FlagChange:
+    def _write(
+        self, env: str, key: str, build: Callable[[Flag | None], Flag], reason: str, who: str | None
+    ) -> FlagChange:
+        """Store ``build(the flag's stored definition)`` as the next version of ``env``'s flag set."""
         author = audit_who(who)
         with self.db.write() as conn:
+            Refs.lock(conn, FLAG_SET, env)  # what is read below is the newest until commit
             version = FlagStore.latest_version(conn, env)
             row = FlagStore.get(conn, env, version) if version else None
             flags = _load_json(row.flags).get("flags", {}) if row else {}
+            stored = parse_flag(key, flags[key]) if key in flags else None
+            flag = build(stored)
             flags[key] = flag.to_data()
             new = version + 1
             FlagStore.insert(conn, env, new, json.dumps({"flags": flags}, sort_keys=True), author, reason)

@@ -266,6 +266,7 @@ class KBService:
             _check_fields(metadata_fields), _check_limit(max_document_bytes), 0, 0,
         )  # fmt: skip
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)  # two creations of one name: the second sees the first
             if self.raw.kb(cur, name) is not None:
                 raise AlreadyExists(f"a knowledge base named {name!r} already exists", f"use it: keel.kb.get({name!r})")
             return _info(self.raw.create(cur, row))
@@ -670,6 +671,7 @@ class KBService:
             return _version(head, created=False)
 
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)  # the configuration and newest version read below are current
             current = self._kb_or_raise(cur, name)
             if replace(current, updated_at=0) != replace(kb, updated_at=0):
                 raise Conflict(

@@ -28,9 +28,9 @@ from keel.core.auth import Principal
 from keel.core.entities import EntityRef, LineageEdge, RunRecord, now_ms
 from keel.core.model_card import CardChange, card_changes, check_card, dump_card, parse_card
 from keel.core.names import check_name
-from keel.errors import AlreadyExists, InvalidInput, NotFound
+from keel.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from keel.meta.models import KIND, ModelRow, RawModels, VersionRow, stage_ref
-from keel.meta.refs import RefMove
+from keel.meta.refs import ABSENT, RefMove, check_expected
 from keel.services.audit import to_ms
 from keel.services.audit import who as audit_who
 from keel.services.contract import (
@@ -88,6 +88,15 @@ def check_model_name(name: Any) -> str:
     if "/" in name:
         raise InvalidInput(f"invalid model name {name!r}: it contains '/'", "use '-' or '.' instead of '/'")
     return str(name)
+
+
+def _expected_version(expected: Any) -> str | None:
+    """An alias move's ``expected`` target as stored: None (no check), ``""`` (unset) or a number."""
+    if expected is None:
+        return None
+    if expected == ABSENT:
+        return ABSENT
+    return str(_version_number(expected))
 
 
 def _version_number(version: Any) -> int:
@@ -329,6 +338,7 @@ class ModelService:
         check_model_name(name)
         plain = _plain_tags(tags)
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)  # two creations of one name: the second sees the first
             if self.raw.model(cur, name) is not None:
                 raise AlreadyExists(
                     f"a registered model named {name!r} already exists", "register a new version of it instead"
@@ -342,6 +352,7 @@ class ModelService:
     ) -> RegisteredModel:
         """Change a model's description and/or merge tags into its tags."""
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)  # concurrent merges of tags: none lost
             model = self._model_or_raise(cur, name)
             merged = {**model.tags, **_plain_tags(tags)}
             self.raw.update_model(cur, model.id, model.description if description is None else description, merged)
@@ -351,6 +362,7 @@ class ModelService:
     def delete_model_tag(self, name: str, key: str) -> None:
         """Remove one tag of a registered model."""
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)
             model = self._model_or_raise(cur, name)
             if key not in model.tags:
                 raise NotFound(f"model {name!r} has no tag {key!r}", f"see its tags: keel models show {name}")
@@ -424,6 +436,7 @@ class ModelService:
             run_id = self._full_run_id(run_id)
         author_name = audit_who(author)
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)  # first: a new name is created once, numbers never collide
             run_pk = None
             if run_id is not None:
                 run_pk = self.raw.run_pk(cur, run_id)
@@ -569,6 +582,7 @@ class ModelService:
     ) -> ModelVersion:
         """Change a version's description and/or merge tags (everything else is immutable)."""
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)
             row = self._version_or_raise(cur, name, version)
             merged = {**row.tags, **_plain_tags(tags)}
             self.raw.update_version(cur, row.id, row.description if description is None else description, merged)
@@ -578,6 +592,7 @@ class ModelService:
     def delete_version_tag(self, name: str, version: Any, key: str) -> None:
         """Remove one tag of a version."""
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)
             row = self._version_or_raise(cur, name, version)
             if key not in row.tags:
                 raise NotFound(f"{name} version {row.version} has no tag {key!r}", "see: keel models show")
@@ -593,10 +608,14 @@ class ModelService:
         archive_existing: bool = False,
         reason: str = "",
         who: str | None = None,
+        expected: str | None = None,
     ) -> ModelVersion:
         """Move a version to a stage (logged). With ``archive_existing``, the other
-        versions in that stage (Staging or Production) move to Archived, each logged."""
+        versions in that stage (Staging or Production) move to Archived, each logged.
+        ``expected``: the stage the caller believes the version is in now; if it is in
+        another, Conflict naming it, and nothing moves."""
         wanted = normalize_stage(stage)
+        believed = None if expected is None else normalize_stage(expected)
         if archive_existing and wanted not in _PROMOTIONS:
             raise InvalidInput(
                 f"archive_existing only applies when moving to Staging or Production, not {wanted}",
@@ -604,38 +623,65 @@ class ModelService:
             )
         actor = audit_who(who)
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)  # the stage read below is the one the move replaces
             row = self._version_or_raise(cur, name, version)
-            model_id = self._model_or_raise(cur, name).id if archive_existing else 0
-            at = self.raw.set_stage(cur, row.id, wanted)
-            self.raw.log(cur, name, stage_ref(row.version), row.stage, wanted, actor, reason, at)
+            if believed is not None and row.stage != believed:
+                raise Conflict(
+                    f"version {row.version} of model {name!r} is in {row.stage}, not {believed} as expected: "
+                    "someone moved it meanwhile",
+                    "read it again, then move it from the stage you see",
+                )
+            peers = []
             if archive_existing:
-                note = reason or f"archived: version {row.version} moved to {wanted}"
-                for peer_id, peer_version in self.raw.stage_peers(cur, model_id, wanted, row.version):
-                    self.raw.set_stage(cur, peer_id, "Archived")
-                    self.raw.log(cur, name, stage_ref(peer_version), wanted, "Archived", actor, note, at)
+                peers = self.raw.stage_peers(cur, self._model_or_raise(cur, name).id, wanted, row.version)
+            # One time for the move and the archivals, never before a previous move of any of them.
+            at = max(now_ms(), row.updated_at, *(updated for _, _, updated in peers))
+            self.raw.set_stage(cur, row.id, wanted, at)
+            self.raw.log(cur, name, stage_ref(row.version), row.stage, wanted, actor, reason, at)
+            note = reason or f"archived: version {row.version} moved to {wanted}"
+            for peer_id, peer_version, _ in peers:
+                self.raw.set_stage(cur, peer_id, "Archived", at)
+                self.raw.log(cur, name, stage_ref(peer_version), wanted, "Archived", actor, note, at)
             aliases = self.raw.aliases(cur, name)
         moved = VersionRow(**{**row.__dict__, "stage": wanted, "updated_at": at})
         return self._version(moved, aliases)
 
     # -- aliases ----------------------------------------------------------------------------
     @operation("writer")
-    def set_alias(self, name: str, alias: str, version: Any, reason: str = "", who: str | None = None) -> RefMove:
-        """Point an alias (``champion``) at a version; the move is logged with who and why."""
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: Any,
+        reason: str = "",
+        who: str | None = None,
+        expected: int | str | None = None,
+    ) -> RefMove:
+        """Point an alias (``champion``) at a version; the move is logged with who and why.
+        ``expected``: the version the caller believes the alias points at now (``""``: not
+        set yet); if it points elsewhere, Conflict naming where, and nothing moves."""
         check_alias(alias)
+        believed = _expected_version(expected)
         actor = audit_who(who)
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)  # the target read by set_alias is the one the move replaces
             row = self._version_or_raise(cur, name, version)
-            return self.raw.set_alias(cur, name, alias, row.version, actor, reason)
+            return self.raw.set_alias(cur, name, alias, row.version, actor, reason, believed)
 
     @operation("writer")
-    def delete_alias(self, name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
-        """Remove an alias (logged)."""
+    def delete_alias(
+        self, name: str, alias: str, reason: str = "", who: str | None = None, expected: int | str | None = None
+    ) -> RefMove:
+        """Remove an alias (logged); with ``expected``, only if it points at that version."""
+        believed = _expected_version(expected)
         actor = audit_who(who)
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)
             old = self.raw.alias(cur, name, alias)
             if old is None:
                 self._model_or_raise(cur, name)
                 raise NotFound(f"model {name!r} has no alias {alias!r}", f"see its aliases: keel models show {name}")
+            check_expected(f"alias {alias!r} of model {name!r}", str(old), believed)
             return self.raw.drop_alias(cur, name, alias, old, actor, reason)
 
     # -- deletion (audited) -------------------------------------------------------------
@@ -647,6 +693,7 @@ class ModelService:
         numbers are never reused: the next registration continues after the highest ever."""
         actor = audit_who(who)
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)
             row = self._version_or_raise(cur, name, version)
             moves = [
                 self.raw.drop_alias(cur, name, alias, target, actor, reason or f"version {row.version} deleted")
@@ -664,6 +711,7 @@ class ModelService:
         ``delete_registered_model``); every removal is in the reflog, which is kept."""
         actor = audit_who(who)
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)
             model = self._model_or_raise(cur, name)
             note = reason or "model deleted"
             moves = [

@@ -19,7 +19,7 @@ from keel.core.prompt_content import BUMP_RULE, PromptContent, PromptDiff, diff_
 from keel.core.semver import BUMPS, SemVer
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.meta.prompts import KIND, PromptStore, RawPrompts, VersionRow
-from keel.meta.refs import RefMove, Refs
+from keel.meta.refs import ABSENT, RefMove, Refs
 from keel.services.audit import to_ms
 from keel.services.audit import who as audit_who
 from keel.services.contract import (
@@ -94,6 +94,18 @@ def is_version(text: str | None) -> bool:
 _looks_like_version = is_version
 
 
+def _expected_version(expected: str | None) -> str | None:
+    """An alias move's ``expected`` target, normalised: None (no check), ``""`` (unset) or a version."""
+    if expected is None or expected == ABSENT:
+        return expected
+    if not isinstance(expected, str) or not is_version(expected):
+        raise InvalidInput(
+            f"expected {expected!r} is not a version",
+            "give the version the alias points at now (e.g. 1.3.0), or '' if it must not be set yet",
+        )
+    return str(SemVer.parse(expected))
+
+
 @service("prompts")
 class PromptService:
     """Prompt use cases over one store."""
@@ -151,6 +163,7 @@ class PromptService:
         explicit = SemVer.parse(version) if version is not None else None
         entry = str(changelog).strip()
         with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)  # concurrent registrations of this name queue here
             existing = self.raw.by_hash(cur, name, content_hash)
             if existing is not None:
                 return self._version(existing, self.raw.aliases(cur, name)), False
@@ -293,25 +306,48 @@ class PromptService:
 
     # -- aliases ----------------------------------------------------------------------
     @operation("writer")
-    def set_alias(self, name: str, alias: str, version: str, reason: str = "", who: str | None = None) -> RefMove:
-        """Point ``alias`` at an existing version (logged with who and why)."""
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: str,
+        reason: str = "",
+        who: str | None = None,
+        expected: str | None = None,
+    ) -> RefMove:
+        """Point ``alias`` at an existing version (logged with who and why).
+
+        ``expected``: the version the caller believes the alias points at now (``""``:
+        not set yet); if it points elsewhere, Conflict naming where, and nothing moves.
+        """
         check_alias(alias)
+        wanted = _expected_version(expected)
         with self.db.write() as conn:
+            Refs.lock(conn, KIND, name)
             target = str(SemVer.parse(version)) if _looks_like_version(version) else self._resolve(conn, name, version)
             PromptStore.get(conn, name, target)  # must exist
-            return Refs.set(conn, KIND, name, alias, target, audit_who(who), reason)
+            return Refs.set(conn, KIND, name, alias, target, audit_who(who), reason, expected=wanted)
 
     @operation("writer")
-    def delete_alias(self, name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
-        """Remove an alias (logged)."""
-        with self.db.write() as conn:
-            return Refs.delete(conn, KIND, name, check_alias(alias), audit_who(who), reason)
-
-    @operation("writer")
-    def rollback(self, name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
-        """Move ``alias`` back to the target it had before its latest move."""
+    def delete_alias(
+        self, name: str, alias: str, reason: str = "", who: str | None = None, expected: str | None = None
+    ) -> RefMove:
+        """Remove an alias (logged); with ``expected``, only if it points at that version."""
         check_alias(alias)
+        wanted = _expected_version(expected)
         with self.db.write() as conn:
+            return Refs.delete(conn, KIND, name, alias, audit_who(who), reason, expected=wanted)
+
+    @operation("writer")
+    def rollback(
+        self, name: str, alias: str, reason: str = "", who: str | None = None, expected: str | None = None
+    ) -> RefMove:
+        """Move ``alias`` back to the target it had before its latest move; with ``expected``,
+        only if it still points at that version."""
+        check_alias(alias)
+        wanted = _expected_version(expected)
+        with self.db.write() as conn:
+            Refs.lock(conn, KIND, name)  # the history read below is the one the move extends
             moves = Refs.history(conn, KIND, name, alias)
             previous = Refs.previous(moves)
             if previous is None:
@@ -319,7 +355,9 @@ class PromptService:
                     f"alias {alias!r} of {name!r} has no earlier target to roll back to",
                     f"see its history: keel prompts alias history {name} {alias}",
                 )
-            return Refs.set(conn, KIND, name, alias, previous, audit_who(who), reason or f"rollback of {alias}")
+            return Refs.set(
+                conn, KIND, name, alias, previous, audit_who(who), reason or f"rollback of {alias}", expected=wanted
+            )
 
     @operation("reader")
     def history(self, name: str, alias: str | None = None) -> list[RefMove]:

@@ -33,6 +33,9 @@ class StageRequest(BaseModel):
     stage: str
     archive_existing: bool = False
     reason: str = ""
+    expected: str | None = Field(
+        default=None, description="the stage the version is in now, as the caller saw it; 409 if it is in another"
+    )
 
 
 class AliasRequest(BaseModel):
@@ -41,6 +44,11 @@ class AliasRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int
     reason: str = ""
+    expected: int | str | None = Field(
+        default=None,
+        description="the version the alias points at now, as the caller saw it ('': not set); "
+        "409 if it points elsewhere. Omitted: no check",
+    )
 
 
 @router.get("/models", summary="Every registered model")
@@ -84,19 +92,32 @@ def register(name: str, body: ModelVersionRequest, caller: Caller, context: Cont
 @router.put("/models/{name}/versions/{version}/stage", summary="Move a version to a stage (logged)")
 def transition_stage(name: str, version: int, body: StageRequest, caller: Caller, context: Context) -> dict[str, Any]:
     moved = operate(
-        context, caller, "models", "transition_stage", name, version, body.stage, body.archive_existing, body.reason
+        context,
+        caller,
+        "models",
+        "transition_stage",
+        name,
+        version,
+        body.stage,
+        body.archive_existing,
+        body.reason,
+        expected=body.expected,
     )
     return moved.to_dict()
 
 
 @router.put("/models/{name}/aliases/{alias}", summary="Point an alias at a version (logged)")
 def set_alias(name: str, alias: str, body: AliasRequest, caller: Caller, context: Context) -> dict[str, Any]:
-    return operate(context, caller, "models", "set_alias", name, alias, body.version, body.reason).to_dict()
+    return operate(
+        context, caller, "models", "set_alias", name, alias, body.version, body.reason, expected=body.expected
+    ).to_dict()
 
 
 @router.delete("/models/{name}/aliases/{alias}", summary="Remove an alias (logged)")
-def delete_alias(name: str, alias: str, caller: Caller, context: Context, reason: str = "") -> dict[str, Any]:
-    return operate(context, caller, "models", "delete_alias", name, alias, reason).to_dict()
+def delete_alias(
+    name: str, alias: str, caller: Caller, context: Context, reason: str = "", expected: str | None = None
+) -> dict[str, Any]:
+    return operate(context, caller, "models", "delete_alias", name, alias, reason, expected=expected).to_dict()
 
 
 @router.get("/models/{name}/history", summary="Every stage change and alias move, oldest first")

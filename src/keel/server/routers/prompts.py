@@ -35,6 +35,11 @@ class AliasRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: str
     reason: str = ""
+    expected: str | None = Field(
+        default=None,
+        description="the version the alias points at now, as the caller saw it ('': not set); "
+        "409 if it points elsewhere. Omitted: no check",
+    )
 
 
 @router.get("/prompts", summary="Every prompt with its latest version")
@@ -84,17 +89,23 @@ def register(name: str, body: PromptRequest, caller: Caller, context: Context, r
 
 @router.put("/prompts/{name}/aliases/{alias}", summary="Point an alias at a version (logged)")
 def set_alias(name: str, alias: str, body: AliasRequest, caller: Caller, context: Context) -> dict[str, Any]:
-    return operate(context, caller, "prompts", "set_alias", name, alias, body.version, body.reason).to_dict()
+    return operate(
+        context, caller, "prompts", "set_alias", name, alias, body.version, body.reason, expected=body.expected
+    ).to_dict()
 
 
 @router.delete("/prompts/{name}/aliases/{alias}", summary="Remove an alias (logged)")
-def delete_alias(name: str, alias: str, caller: Caller, context: Context, reason: str = "") -> dict[str, Any]:
-    return operate(context, caller, "prompts", "delete_alias", name, alias, reason).to_dict()
+def delete_alias(
+    name: str, alias: str, caller: Caller, context: Context, reason: str = "", expected: str | None = None
+) -> dict[str, Any]:
+    return operate(context, caller, "prompts", "delete_alias", name, alias, reason, expected=expected).to_dict()
 
 
 @router.post("/prompts/{name}/aliases/{alias}/rollback", summary="Move an alias back to its previous target")
-def rollback(name: str, alias: str, caller: Caller, context: Context, reason: str = "") -> dict[str, Any]:
-    return operate(context, caller, "prompts", "rollback", name, alias, reason).to_dict()
+def rollback(
+    name: str, alias: str, caller: Caller, context: Context, reason: str = "", expected: str | None = None
+) -> dict[str, Any]:
+    return operate(context, caller, "prompts", "rollback", name, alias, reason, expected=expected).to_dict()
 
 
 @router.get("/prompts/{name}/history", summary="Every alias move (or one alias's), oldest first")

@@ -176,7 +176,9 @@ def set_alias(name: str, viewer: Viewer, form: Form, context: Context) -> Redire
 
 @router.post("/prompts/{name}/aliases/{alias}/rollback")
 def rollback_alias(name: str, alias: str, viewer: Viewer, form: Form, context: Context) -> RedirectResponse:
-    """Move an alias back to the version it pointed at before its latest move (writers)."""
+    """Move an alias back to the version it pointed at before its latest move (writers); only
+    from the target the page showed (``expected``): a move made meanwhile is a Conflict."""
     viewer.require(REGISTRIES, "writer")
-    context.prompts.rollback(name, alias, reason=form.get("reason").strip(), who=viewer.name)
+    expected = form.get("expected").strip() or None
+    context.prompts.rollback(name, alias, reason=form.get("reason").strip(), who=viewer.name, expected=expected)
     return RedirectResponse(url(f"/prompts/{quote_path(name)}"), status_code=303)
