@@ -121,6 +121,13 @@ def _add_ui() -> None:
     _app.command("ui")(ui_command)
 
 
+def _add_backup() -> None:
+    from keel.cli.backup import backup_command, restore_command
+
+    _app.command("backup")(backup_command)
+    _app.command("restore")(restore_command)
+
+
 def _add_login() -> None:
     from keel.cli.login import login_command, logout_command
 
@@ -148,6 +155,8 @@ _GROUPS = {
     "ui": _add_ui,
     "import": _add_import,
     "login": _add_login,
+    "backup": _add_backup,
+    "restore": _add_backup,
     "logout": _add_login,
 }
 _CORE = {"init", "info", "verify", "runs", "artifacts", "projects"}

@@ -7,6 +7,7 @@
     keel server user create bob --store URL
     keel server token create bob --expires-days 30 --store URL
     keel server grant bob my-project writer --store URL
+    keel server sweep --store URL --objects s3://bucket/prefix   # what killed processes left
 
 ``start`` replaces this process with the server (``exec`` of ``python -m keel.server``,
 same interpreter and environment): the pid a supervisor started is the server's, so
@@ -356,3 +357,43 @@ def audit(
             for e in entries
         ],
     )
+
+
+# -- leftovers ----------------------------------------------------------------------------------
+@server_app.command("sweep")
+def sweep(
+    store: StoreOpt = None,
+    objects: Annotated[
+        str | None,
+        typer.Option(
+            "--objects", envvar=ENV_OBJECTS, show_envvar=True, help="Object store URL (default: beside SQLite)."
+        ),
+    ] = None,
+    tmp_dir: Annotated[
+        str | None, typer.Option("--tmp-dir", help="The server's temporary folder (default: TMPDIR).")
+    ] = None,
+    tmp_age: Annotated[
+        float | None,
+        typer.Option("--tmp-age", help="Seconds a dead process's spool file must be untouched (default 3600)."),
+    ] = None,
+    upload_age: Annotated[
+        float | None,
+        typer.Option("--upload-age", help="Seconds since an unfinished multipart upload started (default 86400)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove what killed server processes left: stale spool files, and abandoned multipart
+    uploads in the bucket (a local store: stale temporary files). The server also does this at start."""
+    from keel.cli.render import print_json
+    from keel.sdk.admin import sweep_leftovers
+
+    report = sweep_leftovers(store, objects, tmp_dir=tmp_dir, tmp_age=tmp_age, upload_age=upload_age)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    typer.echo(f"spool files removed: {report.spool_files} ({report.spool_bytes:,} bytes)")
+    if report.store_files:
+        typer.echo(f"store temporary files removed: {report.store_files} ({report.store_bytes:,} bytes)")
+    typer.echo(f"multipart uploads aborted: {len(report.uploads)}")
+    for key in report.uploads:
+        typer.echo(f"  aborted {key}")

@@ -11,6 +11,7 @@ retries, proxies, TLS, streaming); the token comes from
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # httpx is loaded when a store is opened, not when this modul
 __all__ = ["HttpObjectStore"]
 
 API = "/api/v1"
+SIZE_HEADER = "X-Keel-Size"  # the stored size of an object the server streams (keel.server.transfer)
 
 
 # -- objects over HTTP --------------------------------------------------------------------------
@@ -154,12 +156,34 @@ class HttpObjectStore(ObjectStore):
         return direct
 
     def _read(self, oid: str) -> bytes:
-        with self._open(oid) as response:
-            return response.read()
+        buffer = io.BytesIO()
+        self._receive(oid, buffer, verify=False)  # get_bytes checks the hash (or, asked not to, does not)
+        return buffer.getvalue()
 
     def _copy_to(self, oid: str, out: BinaryIO) -> None:
+        self._receive(oid, out, verify=True)
+
+    def _receive(self, oid: str, out: BinaryIO, verify: bool) -> None:
+        """Write the object to ``out`` as it arrives, hashing it: IntegrityError if it does not
+        hash to ``oid`` (with ``verify``). The server streams an object while hashing it and breaks the response
+        off after the last byte when the stored copy is corrupt: when the reply breaks off
+        after exactly the stored size (``X-Keel-Size``) of bytes that do not hash to ``oid``,
+        that is IntegrityError too (a shorter body is a broken connection: StoreError)."""
         with self._open(check_oid(oid)) as response:
-            self._copy_verified(oid, response.iter_chunks(CHUNK), out)
+            expected = response.headers.get(SIZE_HEADER, "")
+            hasher = new_hasher()
+            received = 0
+            try:
+                for chunk in response.iter_chunks(CHUNK):
+                    hasher.update(chunk)
+                    received += len(chunk)
+                    out.write(chunk)
+            except StoreError:
+                if expected.isdigit() and received == int(expected) and hasher.hexdigest() != oid:
+                    raise self._corrupt(oid) from None
+                raise
+            if verify and hasher.hexdigest() != oid:
+                raise self._corrupt(oid)
 
     def iter_oids(self) -> Iterator[str]:
         """Every object on the server, a page at a time (a site admin's token is needed)."""

@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -111,6 +112,44 @@ class LocalObjectStore(ObjectStore):
             raise NotFound(f"object {oid} is not in the store at {self.root}", "check the id") from None
         with src:
             self._copy_verified(oid, iter(lambda: src.read(CHUNK), b""), out)
+
+    def open_stream(self, oid: str, size: int = CHUNK) -> tuple[int | None, Iterator[bytes]]:
+        """``(stored size, chunks)``: the file of ``oid`` read ``size`` bytes at a time,
+        unverified (the reader hashes them), no copy. Raises NotFound at once if it is absent;
+        the file is closed when the chunks end or are closed."""
+        try:
+            src = open(self.path(check_oid(oid)), "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError:
+            raise NotFound(f"object {oid} is not in the store at {self.root}", "check the id") from None
+        length = os.fstat(src.fileno()).st_size
+
+        def chunks() -> Iterator[bytes]:
+            with src:
+                yield from iter(lambda: src.read(size), b"")
+
+        return length, chunks()
+
+    def sweep_tmp(self, older_than: float) -> tuple[int, int]:
+        """Remove the files of the store's ``tmp/`` folder untouched for ``older_than``
+        seconds (left by a process killed while writing); ``(files, bytes)`` removed."""
+        removed = size = 0
+        now = time.time()
+        folder = self.root / "tmp"
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return 0, 0
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < older_than:
+                    continue
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            removed += 1
+            size += info.st_size
+        return removed, size
 
     def iter_oids(self) -> Iterator[str]:
         for fan in sorted(os.listdir(self.root)):

@@ -26,7 +26,7 @@ from keel.errors import InvalidInput
 from keel.services.auth import AuthStore
 from keel.services.workspace import open_store
 
-__all__ = ["ServerAdmin", "TokenInfo", "User", "cli_actor"]
+__all__ = ["ServerAdmin", "TokenInfo", "User", "cli_actor", "sweep_leftovers"]
 
 _DAY_MS = 86_400_000
 
@@ -125,3 +125,28 @@ class ServerAdmin:
         if limit < 1:
             raise InvalidInput(f"invalid limit {limit}", "give a limit of 1 or more")
         return self._auth.audit_log(limit)
+
+
+def sweep_leftovers(
+    store: str | None,
+    objects: str | None = None,
+    *,
+    tmp_dir: str | None = None,
+    tmp_age: float | None = None,
+    upload_age: float | None = None,
+) -> Any:
+    """Remove what killed server processes left (:mod:`keel.services.leftovers`): spool
+    files under ``tmp_dir`` (default: the system's temporary folder) untouched for
+    ``tmp_age`` seconds whose process is gone, and the object store's multipart uploads
+    started more than ``upload_age`` seconds ago (a local store: its stale temporary
+    files). Ages default to ``KEEL_SERVER_SWEEP_TMP_AGE`` / ``KEEL_SERVER_SWEEP_UPLOAD_AGE``,
+    else 1 hour and 24 hours. Returns a :class:`~keel.services.leftovers.SweepReport`."""
+    from keel.services.leftovers import sweep
+
+    if not store:
+        raise InvalidInput("no server store given", "pass --store URL (the server's database) or set KEEL_SERVER_STORE")
+    opened = open_store(store, objects, cached=False)
+    try:
+        return sweep(opened.objects, tmp_dir, spool_age=tmp_age, upload_age=upload_age)
+    finally:
+        opened.close()

@@ -5,7 +5,7 @@
     python -m keel.server [start] --store URL [--objects URL] [--host 127.0.0.1] [--port 8080] [--workers N]
                           [--embedder-url URL ...] [--log-format text|json] [--metrics-port PORT]
     python -m keel.server ui [--port 8765] [--no-browser]      # keel ui: this workspace on 127.0.0.1, no sign-in
-    python -m keel.server admin|user|token|grant|revoke|grants|audit ...   # the same as keel server admin|...
+    python -m keel.server admin|user|token|grant|revoke|grants|audit|sweep ...   # the same as keel server admin|...
 
 ``keel server start`` and ``keel ui`` exec this module, so the server runs in the
 process the operator started: its SIGTERM or Ctrl-C stops the server. The admin
@@ -25,7 +25,8 @@ Logs go to stderr, one access line per request, as text or JSON lines (``--log-f
 :mod:`keel.server.logs`). ``--metrics-port`` also serves the Prometheus metrics on
 127.0.0.1 without a token (``/metrics`` on the main port needs a site admin's token). With
 several workers, each worker exits when this process dies (:mod:`keel.server.supervision`).
-See docs/operations.md.
+At start the server sweeps what killed processes left (stale spool files, abandoned S3
+multipart uploads: :mod:`keel.services.leftovers`). See docs/operations.md.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from keel.errors import KeelError
 __all__ = ["main"]
 
 # The admin commands live in the keel CLI (keel server ...); this module hands them over.
-_ADMIN_COMMANDS = frozenset({"admin", "user", "token", "grant", "revoke", "grants", "audit"})
+_ADMIN_COMMANDS = frozenset({"admin", "user", "token", "grant", "revoke", "grants", "audit", "sweep"})
 # Options of this parser that take a value, so a value is never mistaken for a command.
 _VALUED = frozenset(
     ("--store", "--objects", "--host", "--port", "--workers", "--max-upload", "--max-json", "--log-level")
@@ -117,7 +118,11 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ[ENV_SECURE_COOKIES] = "1"
     if args.embedder_url:
         os.environ[ENV_EMBEDDER_URLS] = " ".join(args.embedder_url)
-    app_from_env().state.keel.store.close()  # open, migrate and check the store before listening
+    context = app_from_env().state.keel  # open, migrate and check the store before listening
+    try:
+        _sweep_at_start(context)
+    finally:
+        context.store.close()
     if args.workers > 1:
         os.environ[ENV_SUPERVISOR] = str(os.getpid())  # the workers exit when this process dies
     with multiprocess_metrics(args.workers):
@@ -143,6 +148,19 @@ def _serve(args: argparse.Namespace) -> int:
                 metrics_server.shutdown()
                 metrics_server.server_close()
     return 0
+
+
+def _sweep_at_start(context: object) -> None:
+    """Remove what killed processes left: stale spool files, and the store's abandoned
+    multipart uploads (or a local store's temporary files). A failure is logged, not fatal."""
+    import logging
+
+    from keel.services.leftovers import sweep
+
+    try:
+        sweep(context.store.objects, context.tmp_dir)  # type: ignore[attr-defined]
+    except KeelError as exc:
+        logging.getLogger("keel.server").warning("the start-up sweep of leftovers failed: %s", exc)
 
 
 def _open_browser_when_up(server: object, url: str) -> None:

@@ -12,6 +12,8 @@ hosts can serve one database and bucket behind a load balancer.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -19,6 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from keel._version import __version__
 from keel.errors import InvalidInput
@@ -27,8 +30,9 @@ from keel.server.context import DEFAULT_MAX_UPLOAD, ServerContext
 from keel.server.errors import KeelJSONResponse, install_error_handlers
 from keel.server.middleware import DEFAULT_MAX_JSON, BodyLimit, ServerTiming
 from keel.server.observability import install_observability
-from keel.server.routers import artifacts, auth, health, models, objects, projects, prompts, rpc, runs
+from keel.server.routers import artifacts, auth, changes, health, models, objects, projects, prompts, rpc, runs
 from keel.server.ui import mount_ui
+from keel.services.leftovers import ENV_SPOOL_AGE, SPOOL_AGE_S, age_from_env, sweep_spool
 from keel.services.workspace import open_store
 
 __all__ = ["API_PREFIX", "ENV_OBJECTS", "ENV_STORE", "app_from_env", "create_app"]
@@ -38,6 +42,7 @@ ENV_STORE = "KEEL_SERVER_STORE"
 ENV_OBJECTS = "KEEL_SERVER_OBJECTS"
 ENV_MAX_UPLOAD = "KEEL_SERVER_MAX_UPLOAD"
 ENV_MAX_JSON = "KEEL_SERVER_MAX_JSON"
+log = logging.getLogger("keel.server")
 
 
 def create_app(
@@ -54,7 +59,9 @@ def create_app(
         store_url: a database URL (``sqlite:///path`` or ``postgresql+psycopg://...``).
         objects_url: the object store (a folder or ``s3://bucket/prefix``); default:
             ``objects/`` beside a SQLite file.
-        tmp_dir: where uploads and downloads are spooled (default: the system's).
+        tmp_dir: where uploads are spooled, in its ``keel-server-<uid>/`` folder (default:
+            the system's temporary folder); leftovers of killed processes are swept at
+            start and now and then (:mod:`keel.services.leftovers`).
         max_upload: the largest artifact upload accepted, in bytes (larger: 413).
         max_json: the largest JSON or form request body accepted, in bytes (larger: 413).
     """
@@ -63,11 +70,17 @@ def create_app(
     store = open_store(store_url, objects_url, cached=False)
     spool = Path(tmp_dir or tempfile.gettempdir())
     context = ServerContext(store, spool, max_upload)
+    spool_age = age_from_env(ENV_SPOOL_AGE, SPOOL_AGE_S)
+    context.spool_dir  # noqa: B018 - create (and check) the spool folder now, not at the first upload
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        store.close()
+        sweeper = asyncio.create_task(_sweep_spool(context.spool_dir, spool_age))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            store.close()
 
     app = FastAPI(
         title="keel",
@@ -89,10 +102,24 @@ def create_app(
     for module in (runs, artifacts, objects, auth, projects, prompts, models, rpc):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router, prefix=API_PREFIX)  # /health (database and objects answer), /live
+    app.include_router(changes.router, prefix=API_PREFIX)  # /changes: the change feed sdk caches follow
 
     mount_ui(app)
     install_observability(app)  # last: request ids, access log, metrics, the report of every 5xx
     return app
+
+
+async def _sweep_spool(folder: Path, older_than: float) -> None:
+    """Remove leftover spool files now and then (every half ``older_than``, at most every
+    10 minutes): a worker killed mid-upload leaves its file, and the next sweep after it
+    has aged removes it (:mod:`keel.services.leftovers`)."""
+    interval = min(max(older_than / 2, 1.0), 600.0)
+    while True:
+        try:
+            await run_in_threadpool(sweep_spool, folder, older_than)
+        except OSError as exc:  # pragma: no cover - a vanished TMPDIR: try again later
+            log.warning("sweeping the spool folder %s failed: %s", folder, exc)
+        await asyncio.sleep(interval)
 
 
 def app_from_env() -> FastAPI:

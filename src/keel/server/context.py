@@ -76,6 +76,14 @@ class ServerContext:
         self.models = ModelService(self.store, self.tracking)
         self.auth = _ServerAuth(self.store.db)
 
+    @cached_property
+    def spool_dir(self) -> Path:
+        """Where request bodies are spooled: this OS user's ``keel-server-<uid>/`` under
+        ``tmp_dir`` (see :mod:`keel.services.leftovers`)."""
+        from keel.services.leftovers import spool_dir
+
+        return spool_dir(self.tmp_dir)
+
     # The other services are built on first use (the service API's routes reach them).
     @cached_property
     def kb(self) -> Any:

@@ -3,15 +3,13 @@
 A run's MLflow artifact URI is ``mlflow-artifacts:/<experiment>/<run_id>/artifacts``,
 so the MLflow client uploads, lists and downloads through these routes, which
 store keel artifacts of that run (content-addressed objects, on disk or S3).
-Uploads are spooled to a temporary file chunk by chunk and downloads streamed
-from one (never whole in memory), as keel's own artifact routes do.
+Uploads are spooled to a file of the server's spool folder chunk by chunk and
+downloads streamed straight from the store while hashed (never whole in memory, no
+temporary copy), as keel's own artifact routes do (:mod:`keel.server.transfer`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -28,6 +26,7 @@ from keel.server.context import ServerContext
 from keel.server.errors import KeelJSONResponse
 from keel.server.mlflow.dispatch import authenticate, error_response, mlflow_error
 from keel.server.routers.artifacts import verified_download
+from keel.server.transfer import spooled_body
 from keel.services.contract import authorized_run
 
 __all__ = ["children", "router"]
@@ -82,36 +81,24 @@ def list_artifacts(request: Request, path: str = "") -> Response:
 async def upload_artifact(path: str, request: Request) -> Response:
     """Store the request body (streamed to a temporary file) as one artifact of the run."""
     context: ServerContext = request.app.state.keel
-    tmp = None
     try:
         record, artifact = await run_in_threadpool(_locate, context, request, path, "writer")
         artifact = check_artifact_path(artifact)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > context.max_upload:
             raise TooLarge(f"upload of {declared} bytes is over the limit of {context.max_upload}", "split it")
-        fd, tmp = tempfile.mkstemp(dir=context.tmp_dir, prefix="keel-mlflow-upload-")
-        size = 0
-        with os.fdopen(fd, "wb") as out:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > context.max_upload:
-                    raise TooLarge(f"upload is over the limit of {context.max_upload} bytes", "split it")
-                await run_in_threadpool(out.write, chunk)
-        oid, size = await run_in_threadpool(context.tracking.store_file, tmp)
+        async with spooled_body(request, context, "mlflow") as body:
+            oid, size = await run_in_threadpool(context.tracking.store_file, body.path)
         row = (record.run_id, artifact, oid, size, "file", now_ms())
         await run_in_threadpool(context.tracking.write_batch, WriteBatch(artifacts=[row]))
         return KeelJSONResponse({})
     except Exception as exc:  # noqa: BLE001 - MLflow's error shape for every failure
         return error_response(exc)
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
 
 
 @router.get(_PREFIX + "/artifacts/{path:path}")
 def download_artifact(path: str, request: Request) -> Response:
-    """Stream one artifact (verified against its hash first)."""
+    """Stream one artifact from the store, hashed as it passes (a corrupt one breaks off)."""
     context: ServerContext = request.app.state.keel
     try:
         record, artifact = _locate(context, request, path, "reader")

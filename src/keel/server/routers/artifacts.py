@@ -1,21 +1,19 @@
 """``/runs/{run_id}/artifacts``: list, and streamed upload and download.
 
-Uploads are spooled to a temporary file chunk by chunk (never whole in memory),
-then stored with :meth:`ObjectStore.put_file`, which streams to disk or S3.
-Downloads are verified against their hash into a temporary file, then streamed
-out in chunks; a corrupt object is an error before the first byte is sent.
+Uploads are spooled to a file of the server's spool folder chunk by chunk (never
+whole in memory; removed whatever happens), then stored with
+:meth:`ObjectStore.put_file`, which streams to disk or S3. Downloads stream from the
+store to the client while they are hashed (no temporary copy): a corrupt object
+breaks the response off after its last byte (:mod:`keel.server.transfer`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from typing import Any
 
 from fastapi import Request, status
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
-from starlette.background import BackgroundTask
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from keel.core.batch import WriteBatch
@@ -27,6 +25,7 @@ from keel.server.context import ServerContext
 from keel.server.routers import Router
 from keel.server.routers.objects import PRESIGN_SECONDS, presigned_download, wants_presigned
 from keel.server.routers.runs import run_for
+from keel.server.transfer import spooled_body, stream_object
 
 __all__ = ["router", "verified_download"]
 
@@ -67,19 +66,8 @@ async def upload_artifact(
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > context.max_upload:
         raise TooLarge(f"upload of {declared} bytes is over the limit of {context.max_upload}", "split it")
-    fd, tmp = tempfile.mkstemp(dir=context.tmp_dir, prefix="keel-upload-")
-    try:
-        size = 0
-        with os.fdopen(fd, "wb") as out:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > context.max_upload:
-                    raise TooLarge(f"upload is over the limit of {context.max_upload} bytes", "split it")
-                await run_in_threadpool(out.write, chunk)
-        oid, size = await run_in_threadpool(context.tracking.store_file, tmp)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    async with spooled_body(request, context, "upload") as body:
+        oid, size = await run_in_threadpool(context.tracking.store_file, body.path)
     row = (record.run_id, path, oid, size, kind, now_ms())
     await run_in_threadpool(context.tracking.write_batch, WriteBatch(artifacts=[row]))
     return {"path": path, "oid": oid, "size": size, "kind": kind}
@@ -88,7 +76,7 @@ async def upload_artifact(
 @router.get(
     "/runs/{run_id}/artifacts/{path:path}",
     summary="Download one artifact (streamed; from S3 through a presigned URL with Prefer: presigned or ?presign=1)",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
 )
 def download_artifact(
     run_id: str, path: str, request: Request, caller: Caller, context: Context, presign: str | None = None
@@ -106,20 +94,8 @@ def download_artifact(
 
 def verified_download(
     context: ServerContext, oid: str, path: str, headers: dict[str, str] | None = None
-) -> FileResponse:
-    """Object ``oid`` as a download named after ``path``: verified against its hash into a
-    spool file first (a corrupt object fails before the first byte), then streamed."""
-    fd, tmp = tempfile.mkstemp(dir=context.tmp_dir, prefix="keel-download-")
-    os.close(fd)
-    try:
-        context.tracking.objects.get_file(oid, tmp)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return FileResponse(
-        tmp,
-        media_type="application/octet-stream",
-        filename=os.path.basename(path),
-        headers=headers,
-        background=BackgroundTask(os.unlink, tmp),
-    )
+) -> StreamingResponse:
+    """Object ``oid`` as a download named after ``path``, streamed from the store while it
+    is hashed (:func:`keel.server.transfer.stream_object`: no temporary copy; a corrupt
+    object breaks the response off after its last byte, and is logged)."""
+    return stream_object(context.tracking.objects, oid, filename=os.path.basename(path), headers=headers)

@@ -6,8 +6,11 @@
   arrives (a declared body of at most 1 MiB is taken in memory); a body that
   does not hash to ``oid`` is refused (400) and nothing is stored; over the
   server's ``max_upload``: 413. Then it is stored with the store's streaming
-  ``put_file``. Storing an object that exists is a no-op.
-- ``GET /objects/{oid}``: the bytes, streamed. When the store is S3 and the
+  ``put_file``; the spool file is removed whatever happens
+  (:mod:`keel.server.transfer`). Storing an object that exists is a no-op.
+- ``GET /objects/{oid}``: the bytes, streamed from the store while they are hashed
+  (no temporary copy; a corrupt object breaks the response off, see
+  :func:`keel.server.transfer.stream_object`). When the store is S3 and the
   client asks (``?presign=1`` or ``Prefer: presigned``) the answer is a 307
   redirect to a presigned S3 URL valid for :data:`PRESIGN_SECONDS`
   (``?presign=json`` answers ``{"url", "expires_in"}`` instead).
@@ -30,25 +33,20 @@ read of them from S3), so proxying is the cheaper of the two honest options.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 from fastapi import Request, Response, status
-from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from keel.core.hashing import hash_bytes, new_hasher
+from keel.core.hashing import hash_bytes
 from keel.errors import Forbidden, InvalidInput, NotFound, TooLarge
 from keel.objects.base import CHUNK, ObjectStore, check_oid
-from keel.objects.local import LocalObjectStore
 from keel.server.auth import Caller, Context, require_site_admin
 from keel.server.errors import KeelJSONResponse
 from keel.server.routers import Router
+from keel.server.transfer import spooled_body, stream_object
 from keel.services.auth import RANK, Principal
 
 __all__ = ["MAX_BATCH", "PRESIGN_SECONDS", "presigned_download", "router", "wants_presigned"]
@@ -142,28 +140,11 @@ async def put_object(oid: str, request: Request, caller: Caller, context: Contex
         _check_hash(oid, hash_bytes(data))
         await run_in_threadpool(context.store.objects.put_bytes, data)
         return {"oid": oid, "size": len(data)}
-    hasher = new_hasher()
-    fd, tmp = tempfile.mkstemp(dir=context.tmp_dir, prefix="keel-object-")
-    try:
-        size = 0
-        with os.fdopen(fd, "wb") as out:
-
-            def take(chunk: bytes) -> None:
-                hasher.update(chunk)
-                out.write(chunk)
-
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > context.max_upload:
-                    raise TooLarge(f"upload is over the limit of {context.max_upload} bytes", "split it")
-                await run_in_threadpool(take, chunk)
-        _check_hash(oid, hasher.hexdigest())
-        stored, _ = await run_in_threadpool(context.store.objects.put_file, tmp)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    async with spooled_body(request, context, "object", hash_it=True) as body:
+        _check_hash(oid, body.digest or "")
+        stored, _ = await run_in_threadpool(context.store.objects.put_file, body.path)
     assert stored == oid  # hashed twice, from the same file
-    return {"oid": oid, "size": size}
+    return {"oid": oid, "size": body.size}
 
 
 def _check_hash(oid: str, got: str) -> None:
@@ -186,22 +167,4 @@ def get_object(oid: str, request: Request, caller: Caller, context: Context, pre
             if presign is not None and presign.lower() == "json":
                 return KeelJSONResponse({"url": url, "expires_in": PRESIGN_SECONDS}, headers=headers)
             return RedirectResponse(url, status_code=307, headers={**headers, "Cache-Control": "no-store"})
-    if isinstance(objects, LocalObjectStore):
-        path = objects.path(oid)
-        if not path.is_file():
-            raise NotFound(f"object {oid} is not stored", "push it first")
-        return FileResponse(path, media_type="application/octet-stream", headers=headers)
-    open_chunks = getattr(objects, "open_chunks", None)
-    if open_chunks is not None:  # S3: relay the bucket's stream
-        chunks: Iterator[bytes] = open_chunks(oid, CHUNK)
-        return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
-    fd, tmp = tempfile.mkstemp(dir=context.tmp_dir, prefix="keel-object-")
-    os.close(fd)
-    try:
-        objects.get_file(oid, tmp)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return FileResponse(
-        tmp, media_type="application/octet-stream", headers=headers, background=BackgroundTask(os.unlink, tmp)
-    )
+    return stream_object(objects, oid, headers=headers)

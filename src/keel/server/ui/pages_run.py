@@ -13,13 +13,11 @@ import csv
 import io
 import json
 import os
-import tempfile
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from markupsafe import Markup
-from starlette.background import BackgroundTask
 
 from keel.core.comparison import SAMPLES_TABLE
 from keel.core.entities import Artifact, MetricSummary, RunRecord
@@ -27,6 +25,7 @@ from keel.core.table import Table
 from keel.errors import KeelError, NotFound
 from keel.server.auth import Context
 from keel.server.context import ServerContext
+from keel.server.transfer import stream_object
 from keel.server.ui.charts import Series, line_chart
 from keel.server.ui.render import render, url
 from keel.server.ui.routing import UIRouter
@@ -145,25 +144,18 @@ def artifact_page(request: Request, run_id: str, path: str, viewer: Viewer, cont
 
 
 @router.get("/runs/{run_id}/raw/{path:path}")
-def artifact_raw(run_id: str, path: str, viewer: Viewer, context: Context) -> FileResponse:
-    """Download one artifact (hash-verified into a spool file, then streamed)."""
+def artifact_raw(run_id: str, path: str, viewer: Viewer, context: Context) -> StreamingResponse:
+    """Download one artifact (streamed from the store while hashed; a corrupt one breaks off)."""
     record = _run(context, viewer, run_id)
     artifact = context.tracking.artifact(record.run_id, path)
-    fd, tmp = tempfile.mkstemp(dir=context.tmp_dir, prefix="keel-ui-download-")
-    os.close(fd)
-    try:
-        context.tracking.objects.get_file(artifact.oid, tmp)
-    except BaseException:
-        os.unlink(tmp)
-        raise
     media = _IMAGES.get(os.path.splitext(artifact.path)[1].lower())
-    return FileResponse(
-        tmp,
-        media_type=media or "application/octet-stream",
+    return stream_object(
+        context.tracking.objects,
+        artifact.oid,
         filename=os.path.basename(artifact.path),
-        content_disposition_type="inline" if media else "attachment",
+        inline=bool(media),
+        media_type=media or "application/octet-stream",
         headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox; default-src 'none'"},
-        background=BackgroundTask(os.unlink, tmp),
     )
 
 
