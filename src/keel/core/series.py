@@ -117,5 +117,5 @@ def group_metrics(rows: list[tuple[str, str, float, int, int]]) -> list[Chunk]:
             group = groups[(run_id, key)] = ([], [], [])
         group[0].append(step)
         group[1].append(ts)
-        group[2].append(value)
+        group[2].append(float(value))  # an int metric (even past 64 bits) is stored as the float it is
     return [_summarise(run_id, key, *group) for (run_id, key), group in groups.items()]
