@@ -26,6 +26,12 @@ page (100 runs) of ``GET /api/v1/runs?project=...`` against MLflow's
 the server itself (its ``Server-Timing`` header). keel's web UI runs table is
 timed too when the server has one (``--ui-path``).
 
+Then downloads (``--download-mib``, 1024: a 1 GiB artifact, keel only): the artifact is
+uploaded once, then fetched ``--download-reps`` times on fresh connections, through the
+artifact route and the object route: time to the first body byte (median; the target is
+<= 100 ms: downloads stream from the store while hashed) and time to the last byte.
+``--download-objects URL`` puts the server's objects elsewhere (``s3://bucket/prefix?endpoint_url=...``).
+
 Benchmarks assert nothing: they print. Machines are noisy: compare ratios
 taken in the same run.
 """
@@ -65,6 +71,7 @@ TARGETS = {
     "ingest": (100_000.0, ">= 100,000/s", True),
     "read_p95": (20.0, "p95 < 20 ms", False),
     "listing": (300.0, "< 300 ms server", False),
+    "ttfb": (100.0, "<= 100 ms", False),
 }
 SERVER_TIMING = re.compile(r"dur=([0-9.]+)")
 
@@ -164,10 +171,12 @@ def keel_token(python: str, store: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def start_keel(python: str, folder: Path, workers: int, token: str) -> Server:
+def start_keel(python: str, folder: Path, workers: int, token: str, objects: str | None = None) -> Server:
     port = free_port()
     log = folder / f"keel-{port}.log"
     cmd = [python, "-m", "keel.server", "--store", f"sqlite:///{folder / 'keel.db'}", "--port", str(port)]
+    if objects:
+        cmd += ["--objects", objects]
     cmd += ["--workers", str(workers), "--log-level", "warning"]
     with open(log, "wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=keel_env(), cwd=folder)
@@ -490,6 +499,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--listing-runs", type=int, default=0, help="runs in the listed project (10,000; quick 500)")
     parser.add_argument("--reps", type=int, default=9, help="timed listing requests (median)")
     parser.add_argument("--ui-path", default="/ui/projects/{project}/runs", help="keel's runs-table page")
+    parser.add_argument("--download-mib", type=int, default=0, help="artifact size for the download timing "
+                        "(1024; quick 64; 0 with --skip-download)")  # fmt: skip
+    parser.add_argument("--download-reps", type=int, default=3, help="timed downloads per route (median)")
+    parser.add_argument("--download-objects", metavar="URL", help="the server's object store for the download timing")
+    parser.add_argument("--skip-download", action="store_true", help="no download timing")
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
     parser.add_argument("--tmpdir", help="where the temporary stores go")
     parser.add_argument("--keep", action="store_true", help="keep the temporary stores")
@@ -500,6 +514,7 @@ def parse_args() -> argparse.Namespace:
     args.metrics_per_client = args.metrics_per_client or (10_000 if args.quick else 150_000)
     args.duration = args.duration or (5.0 if args.quick else 20.0)
     args.listing_runs = args.listing_runs or (500 if args.quick else 10_000)
+    args.download_mib = 0 if args.skip_download else (args.download_mib or (64 if args.quick else 1024))
     args.keel_python = os.path.abspath(args.keel_python)
     if args.mlflow_python:
         args.mlflow_python = os.path.abspath(args.mlflow_python)
@@ -560,6 +575,80 @@ def measure_listing(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return out
 
 
+def make_big_file(path: Path, mib: int) -> None:
+    """``mib`` MiB of content unique to this run (a random block, numbered per MiB)."""
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as out:
+        for index in range(mib):
+            out.write(index.to_bytes(8, "big") + block[8:])
+
+
+def time_download(server: Server, path: str, reps: int) -> dict[str, Any]:
+    """``reps`` downloads of ``path``, each on a new connection: median ms to the first body
+    byte and to the last, and the bytes received."""
+    first_ms: list[float] = []
+    total_ms: list[float] = []
+    size = 0
+    for _ in range(reps):
+        conn = server.connection()
+        try:
+            t0 = time.perf_counter()
+            conn.request("GET", path, headers=server.headers)
+            response = conn.getresponse()
+            if response.status != 200:
+                raise RuntimeError(f"GET {path} -> {response.status}: {response.read()[:300]!r}")
+            first = response.read(1)
+            first_ms.append((time.perf_counter() - t0) * 1000)
+            size = len(first)
+            while chunk := response.read(1 << 20):
+                size += len(chunk)
+            total_ms.append((time.perf_counter() - t0) * 1000)
+        finally:
+            conn.close()
+    return {"ttfb_ms": statistics.median(first_ms), "total_ms": statistics.median(total_ms), "bytes": size}
+
+
+def measure_download(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Upload one ``--download-mib`` artifact to a keel server, then time its downloads."""
+    folder = tmp / "keel-download"
+    folder.mkdir()
+    mib = args.download_mib
+    print(f"  .. keel   download of a {mib:,} MiB artifact", file=sys.stderr, flush=True)
+    out: dict[str, Any] = {"mib": mib}
+    try:
+        token = keel_token(args.keel_python, f"sqlite:///{folder / 'keel.db'}")
+        server = start_keel(args.keel_python, folder, 1, token, args.download_objects)
+    except Exception as exc:  # noqa: BLE001 - reported, the other measurements stand
+        print(f"     FAILED: {exc}", file=sys.stderr)
+        return out
+    try:
+        run_id = server.ok("POST", "/api/v1/runs", {"project": "download"})["run_id"]
+        big = folder / "big.bin"
+        make_big_file(big, mib)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600, blocksize=1 << 20)
+        try:
+            t0 = time.perf_counter()
+            with open(big, "rb") as body:
+                headers = {**server.headers, "Content-Type": "application/octet-stream",
+                           "Content-Length": str(big.stat().st_size)}  # fmt: skip
+                conn.request("PUT", f"/api/v1/runs/{run_id}/artifacts/big.bin", body=body, headers=headers)
+                response = conn.getresponse()
+                stored = json.loads(response.read())
+            if response.status != 201:
+                raise RuntimeError(f"upload -> {response.status}: {stored}")
+            out["upload_s"] = time.perf_counter() - t0
+        finally:
+            conn.close()
+        big.unlink()
+        out["artifact"] = time_download(server, f"/api/v1/runs/{run_id}/artifacts/big.bin", args.download_reps)
+        out["object"] = time_download(server, f"/api/v1/objects/{stored['oid']}", args.download_reps)
+    except Exception as exc:  # noqa: BLE001
+        print(f"     FAILED: {exc}", file=sys.stderr)
+    finally:
+        server.stop()
+    return out
+
+
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
@@ -569,7 +658,7 @@ def fmt(value: float | None, unit: str) -> str:
 
 
 def report(loads: dict[tuple[str, int, int], dict[str, Any] | None], listing: dict[str, Any], args: argparse.Namespace,
-           tmp: Path, total: float) -> list[dict[str, Any]]:  # fmt: skip
+           tmp: Path, total: float, download: dict[str, Any] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     rows: list[dict[str, Any]] = []
 
     def add(label: str, mlflow: float | None, keel: float | None, unit: str, target: str | None) -> None:
@@ -614,6 +703,13 @@ def report(loads: dict[tuple[str, int, int], dict[str, Any] | None], listing: di
     if ui:
         add(f"runs table page, {n:,} runs (server ms)", None, ui.get("server_ms"), "ms", "listing")
         add(f"runs table page, {n:,} runs (client ms)", None, ui.get("client_ms"), "ms", None)
+    download = download or {}
+    for route in ("artifact", "object"):
+        timed = download.get(route)
+        if timed:
+            what = f"{route} download, {download['mib']:,} MiB"
+            add(f"{what}: time to first byte (client ms)", None, timed["ttfb_ms"], "ms", "ttfb")
+            add(f"{what}: time to last byte (client ms)", None, timed["total_ms"], "ms", None)
 
     print()
     for line in machine_lines({}, tmp):
@@ -653,6 +749,12 @@ def report(loads: dict[tuple[str, int, int], dict[str, Any] | None], listing: di
     if "mlflow_populate_s" in listing:
         print(f"  listing: MLflow populated {n:,} runs in {listing['mlflow_populate_s']:.1f} s;"
               f" search returned {mlflow_api.get('count')} runs")  # fmt: skip
+    if download.get("artifact"):
+        mib = download["mib"]
+        print(f"  download: {mib:,} MiB uploaded in {download['upload_s']:.1f} s; downloads at"
+              f" {mib / (download['artifact']['total_ms'] / 1000):,.0f} MiB/s (artifact route),"
+              f" {download['artifact']['bytes']:,} bytes each;"
+              f" objects {'from --download-objects' if args.download_objects else 'in a local folder'}")  # fmt: skip
     if listing.get("keel_ui") is None:
         print(f"  keel web UI runs table ({args.ui_path}): not served by this server")
     return rows
@@ -665,6 +767,7 @@ def main() -> int:
     started = time.perf_counter()
     loads: dict[tuple[str, int, int], dict[str, Any] | None] = {}
     listing: dict[str, Any] = {}
+    download: dict[str, Any] = {}
     try:
         for workers in args.workers:
             for tool in tools:
@@ -672,16 +775,18 @@ def main() -> int:
             if args.keel_batch:
                 loads[("keel", workers, args.keel_batch)] = measure_load("keel", args, tmp, workers, args.keel_batch)
         listing = measure_listing(args, tmp)
+        if args.download_mib:
+            download = measure_download(args, tmp)
     finally:
         total = time.perf_counter() - started
         if args.keep:
             print(f"kept the stores in {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    rows = report(loads, listing, args, tmp, total)
+    rows = report(loads, listing, args, tmp, total, download)
     if args.json:
         payload = {"rows": rows, "loads": {f"{t}-w{w}-b{b}": r for (t, w, b), r in loads.items()},
-                   "listing": listing, "seconds": total}  # fmt: skip
+                   "listing": listing, "download": download, "seconds": total}  # fmt: skip
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
