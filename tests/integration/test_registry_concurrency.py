@@ -22,6 +22,7 @@ from keel.errors import AlreadyExists, Conflict, NotFound
 from keel.services.config import ConfigService
 from keel.services.config import load as load_config
 from keel.services.flags import FlagService
+from keel.services.kb import KBService
 from keel.services.models import ModelService
 from keel.services.prompts import PromptService
 from keel.services.workspace import open_store
@@ -153,6 +154,23 @@ def _create_model(store: Any, worker: int, name: str) -> str:
     except AlreadyExists:
         return "exists"
     return "created"
+
+
+def _kb_create_and_commit(store: Any, worker: int, name: str) -> tuple[str, str]:
+    kb = KBService(store)
+    try:
+        kb.create(name, chunk_size=200, chunk_overlap=20)
+        created = "created"
+    except AlreadyExists:
+        created = "exists"
+    text = f"Document {worker}. " + f"It explains case {worker} in some detail. " * 5
+    kb.add_documents(name, [{"text": text, "source": f"doc-{worker}.md"}])
+    try:
+        version = kb.commit(name, f"w{worker}")
+        committed = str(version.version) if version.created else "unchanged"  # "v3"
+    except Conflict as exc:  # someone committed the shared staging area meanwhile: by design
+        committed = f"conflict: {exc.message}"
+    return created, committed
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -313,4 +331,20 @@ def test_concurrent_records_of_one_config_snapshot(
     assert len(set(workers.run(_record_config, db, objects, "production", str(tmp_path / "config")))) == 1
     store = open_store(db, objects, cached=False)
     assert len(ConfigService(store).history("production")) == 1
+    store.db.close()
+
+
+def test_concurrent_knowledge_base_creation_and_commits(workers: Workers, store_urls: tuple[str, str]) -> None:
+    db, objects = store_urls
+    results = workers.run(_kb_create_and_commit, db, objects, "docs")
+    assert sorted(created for created, _ in results) == ["created"] + ["exists"] * (PROCESSES - 1)
+    outcomes = [committed for _, committed in results]
+    assert all(o.startswith(("v", "unchanged", "conflict: someone committed")) for o in outcomes), outcomes
+    store = open_store(db, objects, cached=False)
+    kb = KBService(store)
+    kb.commit("docs", "the rest")  # whatever is still staged
+    versions = sorted(int(str(v.version).lstrip("v")) for v in kb.log("docs"))
+    assert versions == list(range(1, len(versions) + 1))  # unique and gap-free
+    assert sorted(o for o in outcomes if o.startswith("v")) == sorted({o for o in outcomes if o.startswith("v")})
+    assert kb.version("docs").document_count == PROCESSES  # no staged document was lost
     store.db.close()

@@ -323,7 +323,7 @@ class PromptService:
         check_alias(alias)
         wanted = _expected_version(expected)
         with self.db.write() as conn:
-            Refs.lock(conn, KIND, name)
+            # Versions are immutable: only the alias's own read must be locked, and Refs.set does that.
             target = str(SemVer.parse(version)) if _looks_like_version(version) else self._resolve(conn, name, version)
             PromptStore.get(conn, name, target)  # must exist
             return Refs.set(conn, KIND, name, alias, target, audit_who(who), reason, expected=wanted)
