@@ -73,3 +73,19 @@ def test_ages_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
         monkeypatch.setenv("KEEL_TEST_AGE", bad)
         with pytest.raises(InvalidInput):
             age_from_env("KEEL_TEST_AGE", 60.0)
+
+
+def test_a_local_store_sweep_removes_stale_temporary_files(tmp_path: Path) -> None:
+    from keel.objects.local import LocalObjectStore
+    from keel.services.leftovers import sweep_store
+
+    store = LocalObjectStore(tmp_path / "objects")
+    oid = store.put_bytes(b"kept")
+    stale = tmp_path / "objects" / "tmp" / "half-written"
+    stale.write_bytes(b"x" * 100)
+    _aged(stale, 7200)
+    fresh = tmp_path / "objects" / "tmp" / "being-written"
+    fresh.write_bytes(b"y")
+    report = sweep_store(store, 3600)
+    assert (report.store_files, report.store_bytes) == (1, 100)
+    assert not stale.exists() and fresh.exists() and store.get_bytes(oid) == b"kept"
