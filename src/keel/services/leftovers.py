@@ -213,6 +213,7 @@ def sweep(
     ``KEEL_SERVER_SWEEP_UPLOAD_AGE``), else 1 hour and 24 hours."""
     spool_age = age_from_env(ENV_SPOOL_AGE, SPOOL_AGE_S) if spool_age is None else spool_age
     upload_age = age_from_env(ENV_UPLOAD_AGE, UPLOAD_AGE_S) if upload_age is None else upload_age
+    spooled = sweep_spool(spool_dir(tmp_dir), spool_age)  # first: local, it cannot fail on the store
     report = sweep_store(objects, upload_age) if objects is not None else SweepReport()
-    report.spool_files, report.spool_bytes = sweep_spool(spool_dir(tmp_dir), spool_age)
+    report.spool_files, report.spool_bytes = spooled
     return report
