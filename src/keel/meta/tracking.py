@@ -134,13 +134,13 @@ def _fresh_contents(
             if overwrite:
                 forced.append((content, key, vtype, text))
             elif key not in content.params:
-                content.params[key] = [key, vtype, text]
+                content.params[key] = (key, vtype, text)
     for content, key, vtype, text in forced:
-        content.params[key] = [key, vtype, text]
+        content.params[key] = (key, vtype, text)
     for r, key, value in batch.tags:
         content = get(r)
         if content is not None:
-            content.tags[key] = [key, value]
+            content.tags[key] = (key, value)
     for c, (steps, stamps, vals, low, high) in zip(chunks, packed, strict=True):
         content = get(c.run_id)
         if content is not None:
