@@ -71,7 +71,12 @@ _FINISHED = "SELECT id FROM runs WHERE id IN ({}) AND status <> 'running'"
 _LOCK = "SELECT id FROM runs WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE"
 _SEAL_RUN = "UPDATE runs SET digest = ? WHERE id = ?"
 _SEAL_MISSING_RUN = "UPDATE runs SET digest = ? WHERE id = ? AND digest IS NULL"
-_PREVIOUS = "SELECT digest FROM reflog WHERE kind = ? AND name = ? AND ref = ? ORDER BY id DESC LIMIT 1"
+# The newest entry of a ref: (at, id) is the reflog's order (a move is dated no earlier than the one
+# before it, under the entity's lock, see keel.meta.refs), so the (kind, name, ref, at) index answers
+# this without sorting the ref's whole history on every move.
+_PREVIOUS = (
+    "SELECT digest FROM reflog WHERE kind = ? AND name = ? AND ref = ? ORDER BY at DESC, id DESC LIMIT 1"
+)
 
 _SECTION_WORDS = {
     "run": "its status, times, context or error",

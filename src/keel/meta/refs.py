@@ -212,7 +212,7 @@ class Refs:
         previous = conn.execute(
             select(reflog.c.digest)
             .where(reflog.c.kind == move.kind, reflog.c.name == move.name, reflog.c.ref == move.ref)
-            .order_by(reflog.c.id.desc())
+            .order_by(reflog.c.at.desc(), reflog.c.id.desc())  # the reflog's order; the index answers it
             .limit(1)
         ).scalar()
         fields = (move.kind, move.name, move.ref, move.old, move.new, move.at, move.who, move.reason)
