@@ -60,6 +60,7 @@ bench: $(VENV)/.installed-dev $(BENCH_MLFLOW)/.installed $(BENCH_DVC)/.installed
 	$(PY) bench/models.py --mlflow-python $(BENCH_MLFLOW)/bin/python
 	$(PY) bench/kb.py
 	$(PY) bench/conversations.py
+	$(PY) bench/delivery.py
 	$(PY) bench/data.py --dvc-python $(BENCH_DVC)/bin/python
 	$(PY) bench/llm.py
 	$(PY) bench/eval.py

@@ -40,6 +40,7 @@ from keel.errors import (
     Unavailable,
     WriteFailed,
 )
+from keel.sdk import signals as _signals
 
 __all__ = [
     "AlreadyExists",
@@ -73,6 +74,7 @@ __all__ = [
     "config",
     "conversations",
     "data",
+    "delivery",
     "evaluate",
     "finish",
     "flags",
@@ -117,7 +119,20 @@ _LAZY = {
     "evaluate": "keel.sdk.evaluate",
     "reproduce": "keel.sdk.reproduce",
 }
-_MODULES = ("ab", "config", "conversations", "data", "flags", "kb", "lineage", "llm", "models", "prompts", "scorers")
+_MODULES = (
+    "ab",
+    "config",
+    "conversations",
+    "data",
+    "delivery",
+    "flags",
+    "kb",
+    "lineage",
+    "llm",
+    "models",
+    "prompts",
+    "scorers",
+)
 _FLUENT = {
     "active_run",
     "finish",
@@ -166,7 +181,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from keel.core.entities import EntityRef, RunRecord
     from keel.core.table import Table
-    from keel.sdk import ab, config, conversations, data, flags, kb, lineage, llm, models, prompts, scorers
+    from keel.sdk import ab, config, conversations, data, delivery, flags, kb, lineage, llm, models, prompts, scorers
     from keel.sdk import importers as import_from
     from keel.sdk.client import Client
     from keel.sdk.compare import compare
@@ -197,3 +212,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from keel.sdk.reproduce import reproduce
     from keel.sdk.results import RunList
     from keel.sdk.run import Run
+
+# A server that handles SIGTERM (uvicorn) imports the app, and keel, after installing its
+# handler: route the signal through keel's bounded exit flush (see keel.sdk.signals).
+_signals.install(default=False)

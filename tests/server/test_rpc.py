@@ -16,8 +16,8 @@ from keel.core.batch import WriteBatch
 from keel.core.entities import now_ms
 from keel.sdk.remote import wire_codec
 from keel.server import create_app
-from keel.services.contract import operations
 from keel.services.auth import AuthStore
+from keel.services.contract import operations
 
 CODEC = wire_codec()
 RUN_A = "a" * 32

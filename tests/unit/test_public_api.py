@@ -37,6 +37,7 @@ EXPECTED = {
     "config",
     "conversations",
     "data",
+    "delivery",
     "evaluate",
     "finish",
     "flags",

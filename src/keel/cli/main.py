@@ -128,6 +128,12 @@ def _add_backup() -> None:
     _app.command("restore")(restore_command)
 
 
+def _add_sync() -> None:
+    from keel.cli.sync import sync_command
+
+    _app.command("sync")(sync_command)
+
+
 def _add_login() -> None:
     from keel.cli.login import login_command, logout_command
 
@@ -158,6 +164,7 @@ _GROUPS = {
     "backup": _add_backup,
     "restore": _add_backup,
     "logout": _add_login,
+    "sync": _add_sync,
 }
 _CORE = {"init", "info", "verify", "runs", "artifacts", "projects"}
 _registered: set[Any] = set()

@@ -71,7 +71,9 @@ __all__ = [
     "MAX_RUN_NAME_LENGTH",
     "MAX_TAG_LENGTH",
     "PARAM_TYPES",
+    "MAX_BATCH_ID_LENGTH",
     "WriteBatch",
+    "check_batch_id",
     "check_row",
     "is_run_id",
 ]
@@ -90,6 +92,9 @@ MAX_ENTITY_KIND_LENGTH = 32
 MAX_ENTITY_ID_LENGTH = 250
 MAX_ENTITY_VERSION_LENGTH = 100
 MAX_LINEAGE_ROLE_LENGTH = 100
+#: A delivered batch's id (``delivered_batches.batch_id``): made by the SDK, see keel.sdk.writer.
+MAX_BATCH_ID_LENGTH = 100
+_BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
 
 _HEX = "0123456789abcdef"
 _OID_LENGTH = 64
@@ -180,6 +185,17 @@ def check_row(kind: str, row: Any) -> None:
     if found is not None:
         where, what = found
         raise InvalidInput(f"invalid {_ROW_NAMES[kind]}: {where} {what}", "see the limits in keel.core.batch")
+
+
+def check_batch_id(batch_id: Any) -> str | None:
+    """``batch_id`` if it is None or a batch id as the SDK makes them (1-100 letters, digits,
+    ``.``, ``_``, ``:`` or ``-``, starting with a letter or digit); InvalidInput otherwise."""
+    if batch_id is None or (type(batch_id) is str and _BATCH_ID.fullmatch(batch_id)):
+        return batch_id
+    raise InvalidInput(
+        f"invalid batch id {short(batch_id)}",
+        f"a batch id is 1-{MAX_BATCH_ID_LENGTH} letters, digits, '.', '_', ':' or '-' (the sdk makes them)",
+    )
 
 
 def is_run_id(value: Any) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from keel.core.entities import now_ms
+from keel.meta.delivered import claim_batch
 from keel.meta.engine import Database
 from keel.meta.schema import ab_experiments, ab_exposures, ab_outcomes, conversations
 
@@ -92,9 +93,14 @@ class ABStore:
         conn.execute(update(ab_experiments).where(ab_experiments.c.name == name).values(status=status, **values))
 
     # -- exposures and outcomes (raw, batched) ------------------------------------------
-    def write(self, exposures: Sequence[tuple[Any, ...]], outcomes: Sequence[tuple[Any, ...]]) -> None:
-        """Insert a batch in one transaction (an exposure of an already exposed unit is ignored)."""
+    def write(
+        self, exposures: Sequence[tuple[Any, ...]], outcomes: Sequence[tuple[Any, ...]], batch_id: str | None = None
+    ) -> None:
+        """Insert a batch in one transaction (an exposure of an already exposed unit is ignored;
+        nothing when ``batch_id`` names a batch already written: see :mod:`keel.meta.delivered`)."""
         with self.db.raw_write() as cur:
+            if not claim_batch(self.db, cur, batch_id):
+                return
             if exposures:
                 cur.executemany(self.insert_exposure, list(exposures))
             if outcomes:

@@ -23,6 +23,7 @@ from typing import Any
 from keel.core.conversations import Conversation, ConversationBatch, FeedbackEvent, parse_thumb, parse_time, thumb_name
 from keel.core.filters import And, Comparison, Field, Node, Not, Or
 from keel.errors import InvalidInput
+from keel.meta.delivered import claim_batch
 from keel.meta.engine import Database
 
 __all__ = ["ATTRIBUTES", "GROUPS", "Query", "RawConversations"]
@@ -260,9 +261,12 @@ class RawConversations:
         return self._multi
 
     # -- writing ----------------------------------------------------------------------
-    def write_batch(self, batch: ConversationBatch) -> None:
-        """Append a batch's records and feedback in one transaction."""
+    def write_batch(self, batch: ConversationBatch, batch_id: str | None = None) -> None:
+        """Append a batch's records and feedback in one transaction (nothing when ``batch_id``
+        names a batch already written: see :mod:`keel.meta.delivered`)."""
         with self.db.raw_write() as cur:
+            if not claim_batch(self.db, cur, batch_id):
+                return
             if batch.conversations:
                 self._insert(cur, batch.conversations)
                 self._apply_pending(cur, {row[0] for row in batch.conversations})

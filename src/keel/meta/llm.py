@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from keel.meta.delivered import claim_batch
 from keel.meta.engine import Database
 
 __all__ = ["CallRow", "RawLlmCalls"]
@@ -89,13 +90,16 @@ class RawLlmCalls:
         self.db = db
         self._insert = db.sql(_INSERT)
 
-    def insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def insert(self, rows: Sequence[tuple[Any, ...]], batch_id: str | None = None) -> None:
         """Insert rows ``(request_hash, endpoint, model, oid, part, run_id, cassette, created_at,
         latency_ms, input_tokens, output_tokens, cost, system_fingerprint, streamed, context_json)``
-        in one transaction."""
+        in one transaction (none when ``batch_id`` names a batch already written: see
+        :mod:`keel.meta.delivered`)."""
         if not rows:
             return
         with self.db.raw_write() as cur:
+            if not claim_batch(self.db, cur, batch_id):
+                return
             cur.executemany(self._insert, list(rows))
 
     def _select(

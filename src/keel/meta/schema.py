@@ -59,6 +59,7 @@ __all__ = [
     "conversation_feedback",
     "conversations",
     "dataset_versions",
+    "delivered_batches",
     "flag_sets",
     "import_ledger",
     "kb_embeddings",
@@ -712,4 +713,17 @@ import_ledger = Table(
     Column("detail", Text, nullable=False, server_default="{}"),
     Column("imported_at", BigInteger, nullable=False),
     UniqueConstraint("source", "kind", "source_id", name="uq_import_ledger_source_item"),
+)
+
+
+# -- idempotent delivery ----------------------------------------------------------------
+# The id of every batch the SDK delivered (runs, conversations, LLM calls, A/B exposures),
+# written in the transaction of the batch's rows, so a batch retried after its first attempt
+# committed is recognised and skipped (see keel.meta.delivered). Pruned after 7 days.
+delivered_batches = Table(
+    "delivered_batches",
+    metadata,
+    Column("batch_id", String(100), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_delivered_batches_created", "created_at"),
 )

@@ -37,6 +37,7 @@ from keel.core.filters import Node, OrderBy
 from keel.core.series import Chunk, group_metrics, pack_floats, pack_ints, unpack_floats, unpack_ints
 from keel.core.values import decode_param
 from keel.errors import AlreadyExists, InvalidInput, NotFound
+from keel.meta.delivered import claim_batch
 from keel.meta.digests import RunDigests
 from keel.meta.engine import Database
 from keel.meta.schema import artifacts, latest_metrics, lineage, params, projects, runs
@@ -384,22 +385,26 @@ class TrackingStore:
             raise NotFound(f"run {missing[0]} does not exist", "start a run before logging to it")
         return self._pks
 
-    def write_batch(self, batch: WriteBatch) -> None:
-        """Write everything in ``batch`` in one transaction."""
+    def write_batch(self, batch: WriteBatch, batch_id: str | None = None) -> bool:
+        """Write everything in ``batch`` in one transaction; False when ``batch_id`` names a batch
+        already written (an SDK retry whose first attempt committed: nothing is written again)."""
         if not len(batch):
-            return
+            return True
         sql = self._sql
         chunks = group_metrics(batch.metrics) if batch.metrics else []
         packed = [_pack(c) for c in chunks]
         created = {row[0] for row in batch.new_runs if row[0] not in self._pks}
         try:
             with self.db.raw_write() as cur:
+                if not claim_batch(self.db, cur, batch_id):
+                    return False
                 self._insert_runs(cur, batch, chunks, packed)
                 self._write_rows(cur, batch, sql, chunks, packed, created)
         except BaseException:
             for run_id in created:  # rolled back: forget the ids cached for them
                 self._pks.pop(run_id, None)
             raise
+        return True
 
     def _write_rows(
         self,

@@ -129,18 +129,8 @@ class _State:
         self.key: Any = next((k for k, s in _SESSIONS.items() if s is self.session), None)
         service = self.session.abtests
         self.service: ABService = service
-        writer = self.session.__dict__.get("_keel_ab_writer")
-        if writer is None:
-            write: Any = service.write_batch
-            writer = BatchWriter(
-                write,
-                wake_at=5_000,
-                max_pending=100_000,
-                new_batch=ABBatch,
-                kinds={"x": "exposures", "o": "outcomes"},
-            )
-            self.session.__dict__["_keel_ab_writer"] = writer
-            _writers.append(writer)
+        writer = self.session.exposure_writer  # the session's: spooled, retried, flushed at exit
+        writer.on_reject = _forget_exposed
         self.writer: BatchWriter = writer
         self.running: dict[str, _Compiled] = {}
         self.expires = 0.0
@@ -169,6 +159,18 @@ _state: _State | None = None
 _state_lock = threading.Lock()
 _writers: list[BatchWriter] = []
 _warned: dict[tuple[str, str], float] = {}
+
+
+def _forget_exposed(batch: ABBatch) -> None:
+    """Exposures the store refused for good: forget their units, so the next assign() records
+    them again (a unit counts as exposed once its exposure is written)."""
+    state = _state
+    if state is None:
+        return
+    for row in batch.exposures:
+        compiled = state.running.get(row[0])
+        if compiled is not None:
+            compiled.seen.pop(row[1], None)
 
 
 def _warn(key: str, kind: str, message: str, *args: Any) -> None:

@@ -156,14 +156,19 @@ class LlmStats:
 def stats() -> LlmStats:
     """Counters of this process: live calls, replays, misses, recordings written, pending, failures."""
     recorded = pending = failed_rows = 0
+    last_error = ""
     for session in list(states):
         writer = session._llm_writer
         if writer is not None:
             recorded += writer.written
             pending += writer.pending
             failed_rows += writer.failed
+            if writer.last_error is not None:  # e.g. the store is away: the calls wait in the spool
+                last_error = f"store: {type(writer.last_error).__name__}: {writer.last_error}"
     c = counters
-    return LlmStats(c.live, c.replayed, c.misses, recorded, pending, c.failures + failed_rows, c.last_error)
+    return LlmStats(
+        c.live, c.replayed, c.misses, recorded, pending, c.failures + failed_rows, c.last_error or last_error
+    )
 
 
 def last_call() -> CallInfo | None:

@@ -116,21 +116,29 @@ class RemoteService:
         """Call ``method`` on the server; its result, or the KeelError it raised.
 
         Reads (operations declared for the reader role) are retried on a dropped
-        connection or a 502/503/504 like any idempotent request; writes are not.
+        connection or a 502/503/504 like any idempotent request; writes are not, except a
+        ``write_batch`` with a ``batch_id`` (the server stores a batch id once).
         """
         codec = wire_codec()
         payload = {"args": codec.encode(list(args)), "kwargs": codec.encode(kwargs)}
         path = f"{SVC}/{self._service_name}/{method}"
-        reply = self._transport.call("POST", path, payload, idempotent=method in self._reads)
+        idempotent = method in self._reads or (method == "write_batch" and kwargs.get("batch_id") is not None)
+        reply = self._transport.call("POST", path, payload, idempotent=idempotent)
         if not isinstance(reply, dict) or "result" not in reply:
             raise StoreError(f"{self._transport.base_url} sent an invalid reply", "is this URL a keel server?")
         return codec.decode(reply["result"])
 
-    def _send_batch(self, batch: Any) -> None:
+    def _send_batch(self, batch: Any, batch_id: str | None = None) -> None:
         """Send a background writer's batch, in requests of at most :data:`BATCH_ROWS` rows
-        (fewer for recorded LLM calls), so a large backlog never meets the server's size limit."""
-        for part in split_batch(batch, BATCH_ROWS.get(self._service_name, BATCH_ROWS["*"])):
-            self._rpc("write_batch", part)
+        (fewer for recorded LLM calls), so a large backlog never meets the server's size limit.
+        Each request of a batch with an id carries its own id (``<id>.<n>`` when it is cut, the
+        same cut every time), so a retried batch skips the requests already stored."""
+        parts = split_batch(batch, BATCH_ROWS.get(self._service_name, BATCH_ROWS["*"]))
+        for index, part in enumerate(parts):
+            if batch_id is None:
+                self._rpc("write_batch", part)
+            else:
+                self._rpc("write_batch", part, batch_id=batch_id if len(parts) == 1 else f"{batch_id}.{index}")
 
     def __repr__(self) -> str:
         return f"<remote {self._service_name} service at {self._transport.base_url}>"
@@ -176,8 +184,8 @@ def _operation_stub(name: str) -> Callable[..., Any]:
     return call
 
 
-def _write_batch(self: RemoteService, batch: Any) -> None:
-    self._send_batch(batch)
+def _write_batch(self: RemoteService, batch: Any, batch_id: str | None = None) -> None:
+    self._send_batch(batch, batch_id)
 
 
 # What runs on the client for each service, beyond its declared operations: state the
@@ -273,7 +281,7 @@ def _kb_add_documents(
     return report
 
 
-def _llm_write_batch(self: Any, batch: Any) -> None:
+def _llm_write_batch(self: Any, batch: Any, batch_id: str | None = None) -> None:
     """Send recorded calls: the SDK's response objects are turned into JSON data here."""
     from keel.core.llm import normalize
     from keel.services.llm import CallBatch
@@ -287,7 +295,7 @@ def _llm_write_batch(self: Any, batch: Any) -> None:
         )
         for call in batch.calls
     ]
-    self._send_batch(CallBatch(calls))
+    self._send_batch(CallBatch(calls), batch_id)
 
 
 def _config_record(self: Any, loaded: Any) -> Any:

@@ -2,14 +2,19 @@
 
 ``Run`` validates on the calling thread (bad keys, non-numeric metrics,
 conflicting params raise at once) and queues rows on the store's
-:class:`~keel.sdk.writer.BatchWriter`; ``finish()`` makes them durable. Rows
-the writer could not write after all (the server refused them, the disk is
-full) are not silent: ``flush()``, ``finish()`` and the end of the ``with``
+:class:`~keel.sdk.writer.BatchWriter`; logging never waits on storage.
+``finish()`` and ``flush()`` wait for delivery, at most ``KEEL_FLUSH_TIMEOUT``
+seconds (default 5): when the store or server is away longer, they log one
+warning naming the spool, return, and the rows (the run's end included) are
+delivered from the spool later; the run shows as finished once its end is.
+Rows the store refused (a permanent error: the server refused them, a row is
+invalid) are not silent: ``flush()``, ``finish()`` and the end of the ``with``
 block raise :class:`~keel.errors.WriteFailed` for this run's own lost rows.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -30,6 +35,8 @@ if TYPE_CHECKING:
     from keel.sdk.session import Session
 
 __all__ = ["Run"]
+
+log = logging.getLogger("keel")
 
 _TEXT_SUFFIXES = {"text": ".txt", "html": ".html"}
 
@@ -272,27 +279,33 @@ class Run:
         return self._session.service.read_artifact(self.id, text_path(name, kind)).decode("utf-8")
 
     # -- lifecycle ---------------------------------------------------------------
-    def flush(self) -> None:
-        """Block until everything logged so far is durable.
+    def flush(self) -> bool:
+        """Wait until everything logged so far is delivered, at most ``KEEL_FLUSH_TIMEOUT``
+        seconds; True when it is, False when some of it waits in the spool (a warning says
+        so; it is delivered later, see ``docs/delivery.md``).
 
-        Raises WriteFailed if some of this run's rows could not be written (the
-        server refused them, the disk is full...): how many, and why. Each loss
-        is raised once.
+        Raises WriteFailed if some of this run's rows could not be written (the server
+        refused them...): how many, and why. Each loss is raised once.
         """
-        self._writer.flush()
+        delivered = self._writer.flush()
+        if not delivered:
+            self._warn_spooled("flushed")
         self._raise_lost()
+        return delivered
 
     def finish(self, status: str = "finished", error: str | None = None) -> None:
-        """End the run with ``status`` and make everything durable. Idempotent.
+        """End the run with ``status`` and wait for its rows to be delivered (at most
+        ``KEEL_FLUSH_TIMEOUT`` seconds: past it, one warning says they wait in the spool,
+        and the run shows ``status`` once the spool delivers its end). Idempotent.
 
         Raises WriteFailed (after ending the run) if some of its rows could not be written.
         """
         self._end(status, error)
         self._raise_lost()
 
-    def _end(self, status: str, error: str | None = None) -> bool:
-        """End the run and flush, without raising a write failure (it stays for the exit report);
-        False if it had ended already."""
+    def _end(self, status: str, error: str | None = None, wait: bool = True) -> bool:
+        """End the run and (with ``wait``) flush, without raising a write failure (it stays for
+        the exit report); False if it had ended already."""
         if status not in RUN_STATUSES or status == "running":
             raise InvalidInput(f"invalid final status {status!r}", "use finished, failed or killed")
         with self._lock:
@@ -302,9 +315,23 @@ class Run:
         if error is not None:
             error = clip_text(str(error), MAX_ERROR_LENGTH)
         self._writer.add("e", (self.id, status, now_ms(), error))
-        self._writer.flush()
+        if wait and not self._writer.flush():
+            self._warn_spooled("ended")
         self._session.forget(self)
         return True
+
+    def _warn_spooled(self, what: str) -> None:
+        writer = self._writer
+        error = writer.last_error
+        log.warning(
+            "keel: run %s %s, but %s logged rows wait for the store%s; they are in the spool (%s) and "
+            "will be delivered in the background, by the next keel process here or by `keel sync`",
+            self.id[:8],
+            f"{what} ({self.name})" if self.name else what,
+            f"{writer.pending:,}",
+            f" ({error})" if error is not None else "",
+            self._session.spool_dir.parent,
+        )
 
     def _raise_lost(self) -> None:
         loss = self._writer.take_loss(self.id)
@@ -318,21 +345,23 @@ class Run:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         # With an exception on its way out, a write failure does not replace it: the
-        # lost rows are reported at exit (one line on stderr, a non-zero status).
+        # lost rows are reported at exit (one line on stderr, a non-zero status). On the
+        # way out of the process (Ctrl-C, SystemExit, a signal) the end is queued and the
+        # exit flush waits for everything at once (one deadline: see keel.sdk.session).
         if exc_type is None:
             self.finish("finished")  # raises WriteFailed if rows were lost
         elif issubclass(exc_type, KeyboardInterrupt):
-            self._end("killed", "KeyboardInterrupt")
+            self._end("killed", "KeyboardInterrupt", wait=False)
         elif issubclass(exc_type, SystemExit):
             from keel.sdk.session import terminating
 
             code = getattr(exc, "code", 0)
             if terminating:
-                self._end("killed", f"signal {terminating[0]}")
+                self._end("killed", f"signal {terminating[0]}", wait=False)
             elif code in (0, None):
-                self._end("finished")
+                self._end("finished", wait=False)
             else:
-                self._end("failed", f"SystemExit: {code}")
+                self._end("failed", f"SystemExit: {code}", wait=False)
         else:
             self._end("failed", f"{exc_type.__name__}: {exc}")
 

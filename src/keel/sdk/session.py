@@ -1,34 +1,46 @@
-"""One open store in this process: its service, background writer and live runs.
+"""One open store in this process: its services, background writers and live runs.
 
 Sessions are shared per store URL, so every run logging to one store shares
-one writer thread and one connection pool. At interpreter exit (and on
-SIGTERM) every live run is finished and every writer flushed: an ordinary
-exit loses nothing.
+one set of writers (runs, conversations, LLM calls, A/B exposures: see
+:mod:`keel.sdk.writer`) and one connection pool. Each writer spools to
+``<spool root>/<destination>/<stream>/`` (:mod:`keel.sdk.spool`) what the store
+cannot take yet; a session that opens delivers the spool an earlier process
+left for the same destination.
+
+**Exit is bounded.** At interpreter exit (and on SIGTERM, see
+:mod:`keel.sdk.signals`) every live run is ended and every writer flushed for at
+most ``KEEL_FLUSH_TIMEOUT`` seconds (default 5) in all; what is not delivered by
+then stays in the spool (fsynced), and one line on stderr says how many records
+wait and how they will be delivered.
 
 A lost write is never silent. Rows a writer gave up on (the server refused
-them, the disk is full) that nobody was told about (``Run.finish()``,
-``flush()`` and the ``with`` block raise ``WriteFailed`` for their run's) are
-reported at exit: one line on stderr, and the process exits with status 1
-(128+N when signal N ended it). Python gives an ``atexit`` handler no way to
-set the exit status (SystemExit raised there is ignored), so keel's handler
-then runs the exit handlers still due, flushes stdio and open files, and ends
-the process with ``os._exit``.
+them, there was room neither in memory nor on disk) that nobody was told about
+(``Run.finish()``, ``flush()`` and the ``with`` block raise ``WriteFailed`` for
+their run's) are reported at exit: one line on stderr, and the process exits
+with status 1 (128+N when signal N ended it). Python gives an ``atexit`` handler
+no way to set the exit status (SystemExit raised there is ignored), so keel's
+handler then runs the exit handlers still due, flushes stdio and open files,
+and ends the process with ``os._exit``.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import dataclasses
 import logging
 import os
-import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keel.errors import InvalidInput, NoWorkspace
+from keel.sdk import signals
 from keel.sdk.run import Run
-from keel.sdk.writer import BatchWriter, Loss, split_by_run
+from keel.sdk.writer import BatchWriter, Loss, flush_timeout, split_by_run
 from keel.services.tracking import TrackingService
 from keel.services.workspace import init_workspace, open_store, resolve_store_urls, workspace_server
 
@@ -53,7 +65,12 @@ _SESSIONS: dict[tuple[str, str], Session] = {}
 _BY_LOOKUP: dict[tuple[str | None, ...], Session] = {}
 _LOCK = threading.Lock()
 _uncaught: list[BaseException] = []
-terminating: list[int] = []  # signals that are ending this process
+terminating = signals.terminating  # signals that are ending this process
+#: Estimated memory of one queued row, per stream (the writers refine it as they spool).
+_ROW_BYTES = {"runs": 160, "conversations": 2_000, "llm": 8_000, "exposures": 400}
+#: Rows per batch at most, per stream: each is encoded and written on its own, so no single
+#: JSON encode or decode holds the interpreter (and the app's threads) for long.
+_CHUNK_ROWS = {"runs": 50_000, "conversations": 1_000, "llm": 50, "exposures": 5_000}
 
 
 class Session:
@@ -73,9 +90,66 @@ class Session:
         self._conversation_writer: BatchWriter | None = None
         self._llm: LlmService | None = None
         self._llm_writer: BatchWriter | None = None
-        self.writer = BatchWriter(service.write_batch, idle=service.maintain, split=split_by_run)
+        self._exposure_writer: BatchWriter | None = None
         self.live: dict[str, Run] = {}
         self._lock = threading.Lock()
+        self.spool_dir, self.destination = self._spool_location()
+        self.writer = BatchWriter(
+            service.write_batch, idle=service.maintain, split=split_by_run, **self._stream("runs")
+        )
+        self._recover()
+
+    # -- delivery -------------------------------------------------------------------------------
+    def _spool_location(self) -> tuple[Path, str]:
+        """This store's spool folder (see :func:`keel.sdk.spool.spool_root`) and its masked name."""
+        from keel.core.urls import mask_url
+        from keel.sdk.spool import destination_key, spool_root
+
+        if self.remote is not None:
+            identity = description = self.remote.url
+        else:
+            store = self.service.store
+            identity = f"{store.db.url} {store.objects.url}"
+            description = f"{mask_url(store.db.url)} {mask_url(store.objects.url)}"
+        root = spool_root(self.root)
+        return root / destination_key(identity), description
+
+    def _stream(self, name: str) -> dict[str, Any]:
+        """The writer arguments of stream ``name``: its name, spool and row size estimate."""
+        from keel.sdk.spool import StreamSpool
+
+        return {
+            "stream": name,
+            "spool": StreamSpool(self.spool_dir / name, self.destination),
+            "row_bytes": _ROW_BYTES[name],
+            "chunk_rows": _CHUNK_ROWS[name],
+        }
+
+    def _recover(self) -> None:
+        """Start delivering what earlier processes left in this store's spool (in the background)."""
+        from keel.sdk.spool import STREAMS
+
+        try:
+            waiting = [name for name in STREAMS if _has_segments(self.spool_dir / name)]
+        except OSError:
+            return
+        for name in waiting:
+            try:
+                self.writer_for(name).start()
+            except Exception as exc:  # e.g. the store cannot be opened for that stream now
+                log.warning("keel: cannot deliver the %s spool left in %s: %s", name, self.spool_dir, exc)
+
+    def writer_for(self, stream: str) -> BatchWriter:
+        """The writer of ``stream`` (``runs``, ``conversations``, ``llm``, ``exposures``)."""
+        if stream == "runs":
+            return self.writer
+        if stream == "conversations":
+            return self.conversation_writer
+        if stream == "llm":
+            return self.llm_writer
+        if stream == "exposures":
+            return self.exposure_writer
+        raise InvalidInput(f"unknown stream {stream!r}", "one of runs, conversations, llm, exposures")
 
     def _service(self, cls: type[S], build: Callable[[], S]) -> S:
         """``cls`` for this store: its remote proxy against a keel server, else ``build()``."""
@@ -154,9 +228,7 @@ class Session:
         if self._abtests is None:
             from keel.services.abtests import ABService
 
-            self._abtests = self._service(
-                ABService, lambda: ABService(self.service.store, self.prompts, self.models)
-            )
+            self._abtests = self._service(ABService, lambda: ABService(self.service.store, self.prompts, self.models))
         return self._abtests
 
     @property
@@ -190,9 +262,9 @@ class Session:
                         self.conversations.write_batch,
                         idle=self.conversations.maintain,
                         wake_at=5_000,
-                        max_pending=50_000,
                         new_batch=ConversationBatch,
                         kinds={"c": "conversations", "f": "feedback"},
+                        **self._stream("conversations"),
                     )
                 writer = self._conversation_writer
         return writer
@@ -218,12 +290,32 @@ class Session:
                     self._llm_writer = BatchWriter(
                         self.llm.write_batch,
                         wake_at=2_000,
-                        max_pending=20_000,
                         max_attempts=3,
                         new_batch=CallBatch,
                         kinds={"c": "calls"},
+                        prepare=_plain_calls,
+                        **self._stream("llm"),
                     )
                 writer = self._llm_writer
+        return writer
+
+    @property
+    def exposure_writer(self) -> BatchWriter:
+        """The background writer of A/B exposures and outcomes (created on first use)."""
+        writer = self._exposure_writer
+        if writer is None:
+            with self._lock:
+                if self._exposure_writer is None:
+                    from keel.services.abtests import ABBatch
+
+                    self._exposure_writer = BatchWriter(
+                        self.abtests.write_batch,
+                        wake_at=5_000,
+                        new_batch=ABBatch,
+                        kinds={"x": "exposures", "o": "outcomes"},
+                        **self._stream("exposures"),
+                    )
+                writer = self._exposure_writer
         return writer
 
     def start_run(
@@ -270,7 +362,8 @@ class Session:
 
     def writers(self) -> list[BatchWriter]:
         """Every background writer this session has started (runs, conversations, calls, exposures...)."""
-        return [value for value in list(vars(self).values()) if isinstance(value, BatchWriter)]
+        found = [self.writer, self._conversation_writer, self._llm_writer, self._exposure_writer]
+        return [w for w in found if w is not None]
 
     def take_losses(self) -> dict[str | None, Loss]:
         """The rows each writer gave up on and nobody reported yet, by run (and forget them)."""
@@ -283,8 +376,9 @@ class Session:
                     lost[key] = loss
         return lost
 
-    def shutdown(self) -> None:
-        """Finish live runs and flush the writer."""
+    def end_runs(self) -> None:
+        """End every live run (killed by a signal, failed by an uncaught error, else finished),
+        queueing the ends without waiting for them."""
         if terminating:
             status, error = "killed", f"signal {terminating[0]}"
         elif _uncaught:
@@ -293,14 +387,66 @@ class Session:
             status, error = "finished", None
         for run in list(self.live.values()):
             try:
-                run._end(status, error)  # a write failure stays for the exit report
+                run._end(status, error, wait=False)
             except Exception:  # pragma: no cover - best effort at exit
                 log.exception("keel: could not finish run %s at exit", run.id)
-        if self._conversation_writer is not None:
-            self._conversation_writer.close()
-        if self._llm_writer is not None:
-            self._llm_writer.close()
-        self.writer.close()
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """End live runs and flush every writer (at most ``timeout`` seconds, default
+        ``KEEL_FLUSH_TIMEOUT``); what is left stays in the spool."""
+        _shutdown([self], timeout)
+
+
+@dataclasses.dataclass
+class _Spooled:
+    """What waits in the spool after a flush: rows, and where."""
+
+    rows: int = 0
+    folder: Path | None = None
+
+
+def _shutdown(sessions: list[Session], timeout: float | None) -> _Spooled:
+    """End the live runs of ``sessions``, flush all their writers under one deadline, then stop
+    them (leftovers to the spool). Returns what this process left in the spool."""
+    deadline = time.monotonic() + (flush_timeout() if timeout is None else timeout)
+    for session in sessions:
+        session.end_runs()
+    writers = [(session, writer) for session in sessions for writer in session.writers()]
+    targets = [(writer, writer.collect()) for _, writer in writers]
+    for writer, target in targets:
+        writer.wait(target, deadline)
+    left = _Spooled()
+    for session, writer in writers:
+        rows = writer.stop()  # spills what memory still holds, releases the spool for the next process
+        if rows:
+            left.rows += rows
+            left.folder = left.folder or session.spool_dir.parent
+    return left
+
+
+def _has_segments(folder: Path) -> bool:
+    try:
+        return any(name.endswith(".seg") for name in os.listdir(folder))
+    except FileNotFoundError:
+        return False
+
+
+def _plain_calls(batch: Any) -> Any:
+    """Recorded calls with the SDK's response objects turned into JSON data (for the spool)."""
+    from keel.core.llm import normalize
+    from keel.services.llm import CallBatch
+
+    return CallBatch(
+        [
+            dataclasses.replace(
+                call,
+                response=normalize(call.response),
+                chunks=None if call.chunks is None else [normalize(c) for c in call.chunks],
+                context=normalize(call.context),
+            )
+            for call in batch.calls
+        ]
+    )
 
 
 def get_session(database: str | None = None, objects: str | None = None, create: bool = True) -> Session:
@@ -358,12 +504,12 @@ def _remote_session(url: str, lookup: tuple[str | None, ...]) -> Session:
         return session
 
 
-def shutdown() -> None:
-    """Finish every live run and flush every writer (runs at interpreter exit)."""
+def shutdown(timeout: float | None = None) -> int:
+    """End every live run and flush every writer under one deadline (``timeout``, default
+    ``KEEL_FLUSH_TIMEOUT``); returns the rows left in the spool (runs at interpreter exit)."""
     with _LOCK:
         sessions = list(_SESSIONS.values())
-    for session in sessions:
-        session.shutdown()
+    return _shutdown(sessions, timeout).rows
 
 
 _hooks_installed = False
@@ -371,6 +517,7 @@ _hooks_installed = False
 
 def _install_exit_hooks() -> None:
     global _hooks_installed
+    signals.install()  # each time: a server may have installed its handler since
     if _hooks_installed:
         return
     _hooks_installed = True
@@ -383,20 +530,6 @@ def _install_exit_hooks() -> None:
         previous_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook
-
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
-        signal.SIG_DFL,
-        None,
-    ):
-
-        def on_sigterm(signum: int, _frame: Any) -> None:
-            # Unwind the main thread (with-blocks end their runs as killed);
-            # atexit then finishes the rest and flushes every writer.
-            terminating.append(signum)
-            signal.signal(signum, signal.SIG_DFL)
-            raise SystemExit(128 + signum)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _take_all_losses() -> dict[str | None, Loss]:
@@ -425,17 +558,36 @@ def lost_rows_line(lost: dict[str | None, Loss]) -> str:
     return f"keel: {count}{where} could not be written: {cause}"
 
 
+def spooled_line(rows: int, folder: Path | None) -> str:
+    """The one line that says what the exit left in the spool and how it will be delivered."""
+    where = str(folder) if folder is not None else "the spool"
+    if folder is not None:
+        with contextlib.suppress(OSError, ValueError):
+            where = os.path.relpath(folder) if Path(folder).resolve().is_relative_to(Path.cwd()) else str(folder)
+    return (
+        f"keel: {rows:,} logged record{'s' if rows != 1 else ''} {'are' if rows != 1 else 'is'} spooled in {where}; "
+        "they will be sent by the next keel process here or by `keel sync`"
+    )
+
+
 def _at_exit() -> None:
-    """Finish every live run, flush every writer; if rows were lost unreported, say so and exit non-zero."""
-    shutdown()
+    """End every live run and flush every writer (bounded); say what waits in the spool; if rows
+    were lost unreported, say so and exit non-zero (also after a SIGTERM a server held back)."""
+    with _LOCK:
+        sessions = list(_SESSIONS.values())
+    left = _shutdown(sessions, None)
     lost = _take_all_losses()
-    if not lost:
-        return
     try:
-        sys.stderr.write(lost_rows_line(lost) + "\n")
+        if left.rows:
+            sys.stderr.write(spooled_line(left.rows, left.folder) + "\n")
+        if lost:
+            sys.stderr.write(lost_rows_line(lost) + "\n")
     except Exception:  # a closed stderr: the status still tells
         pass
-    _exit_with(128 + terminating[0] if terminating else 1)
+    if lost:
+        _exit_with(128 + terminating[0] if terminating else 1)
+    elif signals.blocked():
+        _exit_with(128 + terminating[0])
 
 
 def _exit_with(status: int) -> None:
@@ -475,14 +627,18 @@ def reset() -> None:
     Rows lost and not reported yet are logged (one warning), not carried over.
     """
     from keel.sdk.fluent import _clear_stack
+    from keel.sdk.live import stop_all
     from keel.sdk.prompts import clear_cache
     from keel.services.workspace import close_all_stores
 
-    shutdown()
+    rows = shutdown()
     lost = _take_all_losses()
     if lost:
         log.warning("%s", lost_rows_line(lost))
+    if rows:
+        log.warning("%s", spooled_line(rows, None))
     _clear_stack()
+    stop_all()  # the cache refreshers read the stores closed below
     clear_cache()
     with _LOCK:
         remotes = [session.remote for session in _SESSIONS.values() if session.remote is not None]

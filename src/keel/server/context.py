@@ -46,8 +46,8 @@ class _ServerAuth(AuthStore):
 class _ServerTracking(TrackingService):
     """The tracking service, counting the rows the server writes for clients (Prometheus)."""
 
-    def write_batch(self, batch: WriteBatch) -> None:
-        super().write_batch(batch)
+    def write_batch(self, batch: WriteBatch, batch_id: str | None = None) -> None:
+        super().write_batch(batch, batch_id)
         count_ingest(batch)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.core.abtests import Analysis, Experiment, analyze, compile_assigner, parse_experiment
+from keel.core.batch import check_batch_id
 from keel.core.entities import now_ms
 from keel.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from keel.meta.abtests import ABStore, ExperimentRow
@@ -227,9 +228,10 @@ class ABService:
 
     # -- exposures and outcomes -----------------------------------------------------------
     @operation("writer")
-    def write_batch(self, batch: ABBatch) -> None:
-        """Write queued exposures and outcomes in one transaction."""
-        self.raw.write(batch.exposures, batch.outcomes)
+    def write_batch(self, batch: ABBatch, batch_id: str | None = None) -> None:
+        """Write queued exposures and outcomes in one transaction; ``batch_id`` (made by the
+        SDK) makes it idempotent (see :mod:`keel.meta.delivered`)."""
+        self.raw.write(batch.exposures, batch.outcomes, check_batch_id(batch_id))
 
     def maintain(self) -> None:
         """Background upkeep of the store (SQLite: a passive WAL checkpoint)."""

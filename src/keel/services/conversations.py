@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from keel.core.batch import check_batch_id
 from keel.core.conversation_stats import DEFAULT_PRICES, GroupStats, normalize_prices, percentile_from_ranks
 from keel.core.conversations import (
     FILTER_PREFIXES,
@@ -187,9 +188,10 @@ class ConversationService:
         return cid, value, score_value, comment_value, now_ms()
 
     @operation("writer")
-    def write_batch(self, batch: ConversationBatch) -> None:
-        """Durably write a batch of records and feedback (one transaction)."""
-        self.raw.write_batch(batch)
+    def write_batch(self, batch: ConversationBatch, batch_id: str | None = None) -> None:
+        """Durably write a batch of records and feedback (one transaction); ``batch_id`` (made
+        by the SDK) makes it idempotent (see :mod:`keel.meta.delivered`)."""
+        self.raw.write_batch(batch, check_batch_id(batch_id))
 
     def maintain(self) -> None:
         """Background upkeep of the store (SQLite: a passive WAL checkpoint)."""

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from keel.core.batch import check_batch_id
 from keel.core.entities import EntityRef, now_ms
 from keel.core.hashing import hash_bytes
 from keel.core.llm import (
@@ -236,11 +237,12 @@ class LlmService:
         return content
 
     @operation("writer")
-    def write_batch(self, batch: CallBatch) -> None:
-        """Write a batch queued by the SDK (see :meth:`write`)."""
-        self.write(batch.calls)
+    def write_batch(self, batch: CallBatch, batch_id: str | None = None) -> None:
+        """Write a batch queued by the SDK (see :meth:`write`); ``batch_id`` (made by the SDK)
+        makes it idempotent (see :mod:`keel.meta.delivered`)."""
+        self.write(batch.calls, check_batch_id(batch_id))
 
-    def write(self, calls: Iterable[PendingCall]) -> list[str]:
+    def write(self, calls: Iterable[PendingCall], batch_id: str | None = None) -> list[str]:
         """Store calls: one pack object, then one transaction of index rows; their request hashes."""
         contents: list[dict[str, Any]] = []
         rows: list[list[Any]] = []
@@ -277,7 +279,7 @@ class LlmService:
         oid = self._put_pack(contents)
         for row in rows:
             row[3] = oid
-        self.repo.insert([tuple(row) for row in rows])
+        self.repo.insert([tuple(row) for row in rows], batch_id)
         return [row[0] for row in rows]
 
     def _put_pack(self, contents: list[dict[str, Any]]) -> str:

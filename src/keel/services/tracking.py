@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from keel.core.auth import Principal
-from keel.core.batch import MAX_ARTIFACT_PATH_LENGTH, WriteBatch
+from keel.core.batch import MAX_ARTIFACT_PATH_LENGTH, WriteBatch, check_batch_id
 from keel.core.entities import (
     Artifact,
     EntityRef,
@@ -276,17 +276,20 @@ class TrackingService:
         return record, self.repo.params_of(record.run_id)
 
     @operation("writer", batch_scope("batch"))
-    def write_batch(self, batch: WriteBatch) -> None:
+    def write_batch(self, batch: WriteBatch, batch_id: str | None = None) -> None:
         """Durably write a batch of logged rows (one transaction).
 
         Every row is checked first (:meth:`WriteBatch.validate`): one bad row refuses the
-        whole batch with InvalidInput, before anything is written.
+        whole batch with InvalidInput, before anything is written. ``batch_id`` (made by
+        the SDK) makes the write idempotent: a batch already written is not written again
+        (see :mod:`keel.meta.delivered`).
         """
         if not isinstance(batch, WriteBatch):
             raise InvalidInput("write_batch takes a WriteBatch", "send the batch as the sdk builds it")
+        batch_id = check_batch_id(batch_id)
         redact_batch(batch)  # whoever built it: no secret in a param, tag or run error is stored
         batch.validate()
-        self.repo.write_batch(batch)
+        self.repo.write_batch(batch, batch_id)
 
     def maintain(self) -> None:
         """Background upkeep of the store (SQLite: a passive WAL checkpoint)."""
