@@ -698,9 +698,11 @@ class BatchWriter:
     def claim_orphans(self) -> int:
         """Take over the orphan segments of this stream now; the rows they hold (``keel sync``)."""
         self._last_scan = 0.0
-        self._scan_orphans()
+        with self._scan_lock:
+            self._scan_orphans_locked()
+            rows = self._claimed_rows
         self._start()
-        return self._claimed_rows
+        return rows
 
     def _deliver_next(self) -> bool:
         """Deliver the oldest batch; False when there is none."""
