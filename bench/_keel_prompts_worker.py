@@ -8,7 +8,7 @@ Workloads:
 - ``register``: ``--n`` versions of one prompt, each with new template text
   (a patch bump each), through ``keel.prompts.register``; synchronous, so the
   timing ends with the last version committed.
-- ``load_uncached``: ``keel.prompts.get("NAME@1.0.3")`` (the registry read,
+- ``load_uncached``: ``keel.prompts.get("NAME@1.0.3", ttl=0)`` (the registry read,
   no cache), and ``keel.prompts.load("NAME@production", ttl=0)`` (an alias
   load with the cache off) -- ``--n`` calls per loop, median of ``--reps``.
 - ``load_cached``: ``keel.prompts.load("NAME@1.0.3")`` repeated (a pinned
@@ -89,7 +89,7 @@ def load_uncached(args, db: str) -> dict:
     keel.prompts.set_alias(PROMPT_NAME, PROMPT_ALIAS, KEEL_PINNED, reason="bench")
     get, load = keel.prompts.get, keel.prompts.load
     with Profiler(args.profile):
-        pinned = rate_reps(lambda: get(ref), args.n, args.reps)
+        pinned = rate_reps(lambda: get(ref, ttl=0), args.n, args.reps)
         alias = rate_reps(lambda: load(alias_ref, ttl=0), args.n, args.reps)
     expected = prompt_template(PINNED_INDEX)
     return {
@@ -101,7 +101,7 @@ def load_uncached(args, db: str) -> dict:
         "served": pinned["result"].ref,
         "alias_served": alias["result"].ref,
         "template_ok": pinned["result"].content.template == expected and alias["result"].template == expected,
-        "method": f'keel.prompts.get("{ref}"); alias: keel.prompts.load("{alias_ref}", ttl=0)',
+        "method": f'keel.prompts.get("{ref}", ttl=0); alias: keel.prompts.load("{alias_ref}", ttl=0)',
         "peak_rss_mb": peak_rss_mb(),
     }
 

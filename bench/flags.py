@@ -1,4 +1,4 @@
-"""Feature-flag evaluation and A/B assignment throughput, single process.
+"""Feature-flag evaluation, A/B assignment and cached prompt loads: throughput and latency, single process.
 
     .venv/bin/python bench/flags.py [--quick] [--n N]
 
@@ -18,6 +18,16 @@ median of 3 passes over ``n`` distinct user ids, each id evaluated 5 times):
 - ``ab.assign``: ``keel.ab.assign("exp", user_id=uid)`` for a running 50/50
   experiment, exposures queued (first exposure of each unit) and written in the
   background. Target >= 1,000,000 assignments/s.
+- ``prompts.load (alias, cached)`` / ``prompts.get (alias, cached)``:
+  ``keel.prompts.load("chat@production")`` and ``keel.prompts.get(...)``, served from
+  the in-process cache the refresher keeps current (:mod:`keel.sdk.live`).
+- **With the store locked**: another process holds SQLite's write lock
+  (``BEGIN EXCLUSIVE``) for ``--lock-seconds`` (5); meanwhile ``prompts.get``,
+  ``prompts.load``, ``is_enabled`` and ``ab.assign`` (a unit seen before; and a new
+  unit each call, up to 50,000, which queues an exposure for the background writer:
+  how that queue behaves when it fills is ``bench/delivery.py``'s subject) are called
+  in a loop and each call is timed: p50, p99 and max. Target: max <= 50 ms (none of
+  them may wait on the store).
 
 Benchmarks assert nothing; they print.
 """
@@ -52,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer ids")
     parser.add_argument("--n", type=int, default=200_000, help="distinct user ids")
+    parser.add_argument("--lock-seconds", type=float, default=5.0, help="how long the store is locked")
     args = parser.parse_args()
     n = 20_000 if args.quick else args.n
 
@@ -82,6 +93,8 @@ def main() -> None:
     )
     ab.create("exp", [{"name": "control"}, {"name": "treatment"}], weights={"control": 0.5, "treatment": 0.5})
     ab.start("exp")
+    keel.prompts.register("chat", template="Answer: {{ q }}", changelog="bench")
+    keel.prompts.set_alias("chat", "production", "1.0.0")
 
     client = flags.client("production", refresh_seconds=30)
     logged = flags.client("production", refresh_seconds=30, log_exposures=True)
@@ -100,8 +113,13 @@ def main() -> None:
     with keel.start_run(project="bench"):
         rows.append(("is_enabled, log_exposures", _rate(lambda u: logged.is_enabled("new_prompt", user_id=u), ids)))
     rows.append(("ab.assign", _rate(lambda u: assign("exp", user_id=u), ids)))
+    load, get = keel.prompts.load, keel.prompts.get
+    load("chat@production")
+    rows.append(("prompts.load (alias, cached)", _rate(lambda u: load("chat@production"), ids)))
+    rows.append(("prompts.get (alias, cached)", _rate(lambda u: get("chat@production"), ids)))
     ab.flush()
     exposed = sum(ab.status("exp")["exposures"].values())
+    locked = _with_store_locked(folder, args.lock_seconds, client)
 
     print(f"keel flags bench: {n:,} user ids x 5, Python {sys.version.split()[0]}")
     print(f"{'operation':32} {'per second':>14} {'vs 1M/s target':>16}")
@@ -109,8 +127,63 @@ def main() -> None:
         mark = "ok" if rate >= TARGET else "BELOW"
         print(f"{name:32} {rate:14,.0f} {rate / TARGET:15.2f}x {mark}")
     print(f"exposures written: {exposed:,} (one per unit)")
+    print()
+    print(f"with the store write-locked by another process for {args.lock_seconds:g} s (each call timed):")
+    print(f"{'call':32} {'calls':>9} {'p50 us':>9} {'p99 us':>9} {'max ms':>9}")
+    for name, times in locked.items():
+        times.sort()
+        p50, p99 = times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
+        mark = "ok" if times[-1] <= 0.05 else "ABOVE 50 ms"
+        print(f"{name:32} {len(times):9,} {p50 * 1e6:9.1f} {p99 * 1e6:9.1f} {times[-1] * 1e3:9.2f} {mark}")
     client.close()
     logged.close()
+
+
+LOCKER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("ROLLBACK")
+"""
+
+
+def _with_store_locked(folder: str, seconds: float, client: Any) -> dict[str, list[float]]:
+    """Per call, the seconds each call took while another process held the write lock."""
+    import subprocess
+
+    import keel
+    from keel.sdk import ab
+
+    keel.prompts.get("chat@production")
+    locker = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, os.path.join(folder, ".keel", "keel.db"), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+    calls: dict[str, Callable[[int], Any]] = {
+        "prompts.get": lambda i: keel.prompts.get("chat@production"),
+        "prompts.load": lambda i: keel.prompts.load("chat@production"),
+        "is_enabled": lambda i: client.is_enabled("new_prompt", user_id=f"locked-{i}"),
+        "ab.assign (a unit seen before)": lambda i: ab.assign("exp", user_id=f"user-{i % 1000}"),
+        "ab.assign (a new unit)": lambda i: ab.assign("exp", user_id=f"locked-{i % 50_000}"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    end = time.monotonic() + seconds - 0.2
+    i = 0
+    clock = time.perf_counter
+    while time.monotonic() < end:
+        for name, call in calls.items():
+            started = clock()
+            call(i)
+            times[name].append(clock() - started)
+        i += 1
+        if i % 100 == 0:
+            time.sleep(0.001)  # let the background threads run, as an app's idle moments do
+    locker.communicate(timeout=seconds + 30)
+    return times
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ Workloads (``--quick`` shrinks them):
 - ``uncached load``: the 4th version (MLflow version 4, keel 1.0.3), the cache
   bypassed. MLflow: ``load_prompt("prompts:/NAME/4", cache_ttl_seconds=0)``
   (in 3.17 a TTL of 0 skips ``PromptCache`` entirely); keel:
-  ``keel.prompts.get("NAME@1.0.3")`` (the uncached registry read; pinned
-  ``load()`` calls are always cached).
+  ``keel.prompts.get("NAME@1.0.3", ttl=0)`` (the uncached registry read;
+  without ``ttl=0``, ``get`` and ``load`` are served from the cache).
 - ``uncached alias load``: the same version through an alias ``production``
   with the cache off. MLflow: ``load_prompt("prompts:/NAME@production",
   cache_ttl_seconds=0)``; keel: ``keel.prompts.load("NAME@production", ttl=0)``.

@@ -138,11 +138,17 @@ def test_alias_cache_ttl_and_pinned_versions(ws):
     _register("Be terse: {{ question }}", changelog="v2")
     keel.prompts.set_alias("chat", "production", "1.0.0")
     assert keel.prompts.load("chat@production", ttl=60).version == "1.0.0"
-    # Another process moves the alias (the service directly: no cache clearing here).
+    # Another process moves the alias (the service directly: no cache upkeep here): ttl=0
+    # reads the store now; the cache follows within 2 s (the change signal, not the ttl).
     sessions.get_session().prompts.set_alias("chat", "production", "1.0.1")
-    assert keel.prompts.load("chat@production", ttl=60).version == "1.0.0"  # still cached
-    keel.prompts.clear_cache()
-    assert keel.prompts.load("chat@production", ttl=0).version == "1.0.1"
+    assert keel.prompts.get("chat@production", ttl=0).version == "1.0.1"
+    sessions.get_session().prompts.set_alias("chat", "production", "1.0.0")
+    assert keel.prompts.load("chat@production", ttl=0).version == "1.0.0"
+    sessions.get_session().prompts.set_alias("chat", "production", "1.0.1")
+    deadline = time.monotonic() + 2
+    while keel.prompts.load("chat@production", ttl=60).version != "1.0.1" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert keel.prompts.load("chat@production", ttl=60).version == "1.0.1"
     pinned = keel.prompts.load("chat@1.0.0")
     assert keel.prompts.load("chat@1.0.0") is pinned
 

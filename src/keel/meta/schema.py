@@ -55,6 +55,7 @@ __all__ = [
     "auth_grants",
     "auth_tokens",
     "auth_users",
+    "change_counters",
     "config_snapshots",
     "conversation_feedback",
     "conversations",
@@ -245,6 +246,17 @@ reflog = Table(
     Column("reason", Text, nullable=False, server_default=""),
     Column("digest", String(64)),  # chained to the previous entry of the same ref
     Index("ix_reflog_entity", "kind", "name", "ref", "at"),
+)
+
+# One row per kind of registry state (prompt, model, flag, experiment): a counter that database
+# triggers add 1 to in the transaction of every change of that kind (a ref or reflog row, a
+# version registered or deleted, a flag set, an experiment's state). Running processes poll it
+# to refresh their caches (see keel.meta.changes).
+change_counters = Table(
+    "change_counters",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("counter", BigInteger, nullable=False, server_default="0"),
 )
 
 # -- the prompt registry ----------------------------------------------------------

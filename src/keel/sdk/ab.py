@@ -24,8 +24,23 @@
 Assignment is deterministic (a CRC of experiment, salt and unit) and costs a
 few dict lookups; the first exposure of each unit is queued with the versions
 the variant resolved to and written in batches by a background thread
-(``keel.ab.flush()`` writes now; interpreter exit flushes). The running
-experiments are re-read every ``refresh_seconds`` (5 s).
+(``keel.ab.flush()`` writes now; interpreter exit flushes).
+
+The running experiments are held in memory and never read on the request path
+after the first ``assign`` (which waits at most ``KEEL_FIRST_LOAD_TIMEOUT``
+seconds, 2, and answers None meanwhile). A start or stop, from any process,
+reaches every running process within 2 s (typically under 1 s): the session's
+refresher (:mod:`keel.sdk.live`) follows the store's change counters and re-reads
+the experiments when one changed (and at least every :data:`BACKSTOP_SECONDS`).
+While the store does not answer, assignment goes on with what is held.
+
+Per experiment, the units already exposed are remembered in a bounded cache of at
+most :data:`SEEN_MAX` units (two generations of half that: when the current one
+is full it becomes the previous one and the older is forgotten; a unit found in
+the previous generation moves back to the current). A unit forgotten and seen
+again is assigned again (the same variant: assignment is deterministic) and its
+exposure queued again; the store keeps the first exposure of each unit, so this
+costs a row written twice, never a unit counted twice.
 """
 
 from __future__ import annotations
@@ -36,14 +51,15 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from time import monotonic as _monotonic
 from typing import Any
 
 from keel.core.abtests import Analysis, Experiment
 from keel.core.entities import now_ms
 from keel.errors import InvalidInput
+from keel.sdk import live
 from keel.sdk.fluent import active_run
 from keel.sdk.session import _SESSIONS, get_session
 from keel.sdk.writer import BatchWriter
@@ -67,8 +83,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("keel")
-REFRESH_SECONDS = 5.0
-_SEEN_MAX = 1_000_000
+BACKSTOP_SECONDS = 60.0  # the running experiments are re-read at least this often, change or not
+SEEN_MAX = 100_000  # units remembered per experiment (see the module doc)
+_SEEN_GENERATION = SEEN_MAX // 2
 
 
 @dataclass(frozen=True)
@@ -102,7 +119,7 @@ class Assignment:
 
 
 class _Compiled:
-    __slots__ = ("assign", "by_variant", "exp", "resolved_json", "seen", "sticky", "unit")
+    __slots__ = ("assign", "by_variant", "exp", "previous", "resolved_json", "seen", "sticky", "unit")
 
     def __init__(self, exp: Experiment, service: ABService) -> None:
         self.exp = exp
@@ -116,8 +133,10 @@ class _Compiled:
                 exp.name, v.name, r.get("prompt", v.prompt), r.get("model", v.model), dict(v.config), v.payload
             )
             self.resolved_json[v.name] = json.dumps(r, sort_keys=True)
-        # unit -> its assignment: exposed once; without targeting, also the answer next time
+        # unit -> its assignment: exposed once; without targeting, also the answer next time.
+        # Two generations of at most _SEEN_GENERATION units each (see the module doc).
         self.seen: dict[str, Assignment] = {}
+        self.previous: dict[str, Assignment] = {}
         self.sticky = not exp.targeting
 
 
@@ -133,26 +152,60 @@ class _State:
         writer.on_reject = _forget_exposed
         self.writer: BatchWriter = writer
         self.running: dict[str, _Compiled] = {}
-        self.expires = 0.0
+        self.loaded = time.monotonic()
         self.lock = threading.Lock()
+        try:  # the first load may wait, briefly (assign answers None until it arrives)
+            live.first_load(("ab", id(self)), self._reload, "loading the running experiments")
+        except Exception as exc:
+            _warn("*", "refresh", "could not read the running experiments (retrying in the background): %s", exc)
+        self.refresher = _Refresher(self)
+        self.refresher.watcher.subscribe(self.refresher)
 
     def valid(self) -> bool:
         return self.key is not None and _SESSIONS.get(self.key) is self.session
 
     def refresh(self) -> None:
+        """Re-read the running experiments now (errors keep what is held, logged)."""
+        try:
+            self._reload()
+        except Exception as exc:
+            _warn("*", "refresh", "could not read the running experiments: %s", exc)
+
+    def _reload(self) -> None:
         with self.lock:
-            try:
-                running = {e.name: e for e in self.service.list_experiments() if e.status == "running"}
-            except Exception as exc:
-                _warn("*", "refresh", "could not read the running experiments: %s", exc)
-                self.expires = time.monotonic() + REFRESH_SECONDS
-                return
+            running = {e.name: e for e in self.service.list_experiments() if e.status == "running"}
             fresh = {}
             for name, exp in running.items():
                 old = self.running.get(name)
                 fresh[name] = old if old is not None and old.exp == exp else _Compiled(exp, self.service)
-            self.running = fresh
-            self.expires = time.monotonic() + REFRESH_SECONDS
+            self.running = fresh  # one swap: assign sees the old or the new set
+            self.loaded = time.monotonic()
+
+
+class _Refresher(live.Listener):
+    """Re-reads a store's running experiments when one changed (and every BACKSTOP_SECONDS)."""
+
+    kinds = frozenset({"experiment"})
+
+    def __init__(self, state: _State) -> None:
+        self._state = weakref.ref(state)
+        self.watcher = live.watcher(state.session)
+
+    def __repr__(self) -> str:
+        return "the running experiments"
+
+    def alive(self) -> bool:
+        state = self._state()
+        return state is not None and state.valid()
+
+    def due(self) -> bool:
+        state = self._state()
+        return state is not None and time.monotonic() - state.loaded > BACKSTOP_SECONDS
+
+    def refresh(self, changed: bool) -> None:
+        state = self._state()
+        if state is not None:
+            state._reload()
 
 
 _state: _State | None = None
@@ -171,6 +224,7 @@ def _forget_exposed(batch: ABBatch) -> None:
         compiled = state.running.get(row[0])
         if compiled is not None:
             compiled.seen.pop(row[1], None)
+            compiled.previous.pop(row[1], None)
 
 
 def _warn(key: str, kind: str, message: str, *args: Any) -> None:
@@ -196,13 +250,6 @@ def _current() -> _State:
     return state
 
 
-def _fresh_state() -> _State:
-    state = _current()
-    if state.expires < _monotonic():
-        state.refresh()
-    return state
-
-
 def _service() -> ABService:
     return _current().service
 
@@ -217,8 +264,8 @@ def assign(experiment: str, unit: Any = None, /, **context: Any) -> Assignment |
     """
     try:
         state = _state
-        if state is None or state.expires < _monotonic() or _SESSIONS.get(state.key) is not state.session:
-            state = _fresh_state()
+        if state is None or _SESSIONS.get(state.key) is not state.session:
+            state = _current()
         compiled = state.running.get(experiment)
         if compiled is None:
             return None
@@ -230,6 +277,10 @@ def assign(experiment: str, unit: Any = None, /, **context: Any) -> Assignment |
         key = unit if type(unit) is str else str(unit)
         seen = compiled.seen
         hit = seen.get(key)
+        if hit is None and compiled.previous:
+            hit = compiled.previous.get(key)
+            if hit is not None:
+                seen[key] = hit  # seen again: back to the current generation
         if hit is not None and compiled.sticky:
             return hit
         name = compiled.assign(key, context)
@@ -237,8 +288,9 @@ def assign(experiment: str, unit: Any = None, /, **context: Any) -> Assignment |
             return None
         assigned = compiled.by_variant[name]
         if hit is None:
-            if len(seen) >= _SEEN_MAX:
-                seen.clear()
+            if len(seen) >= _SEEN_GENERATION:
+                compiled.previous, compiled.seen = seen, {}
+                seen = compiled.seen
             seen[key] = assigned
             run = active_run()
             state.writer.add(
@@ -278,7 +330,7 @@ def flush() -> None:
 
 
 def refresh() -> None:
-    """Re-read the running experiments now (otherwise every few seconds)."""
+    """Re-read the running experiments now (otherwise when one changes: see the module doc)."""
     _current().refresh()
 
 
@@ -318,7 +370,7 @@ def create(
 def start(name: str, *, who: str | None = None, reason: str = "") -> Experiment:
     """Start assigning (resolves every variant's versions now)."""
     exp = _service().start(name, who, reason)
-    _current().expires = 0
+    _current().refresh()  # this process assigns at once
     return exp
 
 
@@ -327,7 +379,7 @@ def stop(name: str, *, who: str | None = None, reason: str = "") -> Experiment:
     exp = _service().stop(name, who, reason)
     state = _current()
     state.writer.flush()
-    state.expires = 0
+    state.refresh()  # this process stops assigning at once
     return exp
 
 

@@ -15,8 +15,20 @@
 
 The client holds the environment's flag set compiled in memory (``flags.yaml``
 overlaid by the store's flags); evaluating is a dict lookup and a CRC, never a
-query. A daemon thread re-reads the set every ``refresh_seconds`` (one indexed
-query and a ``stat`` of the file) and swaps it in when it changed.
+query, so a locked or unreachable store never slows an evaluation down.
+
+**Live changes.** A flag change (``set``, ``rollout``, ``kill``, ``delete``, from
+any process, the CLI or the web UI) reaches every running client within 2 s
+(typically under 1 s), locally and against a keel server: the session's refresher
+(:mod:`keel.sdk.live`) follows the store's change counters and re-reads the set
+only when a flag changed; it also notices an edited ``flags.yaml`` (a ``stat``
+every half second). ``refresh_seconds`` (default 30) is a backstop: the set is
+re-read at least that often even without a signal. ``refresh_seconds=0`` makes a
+static client: it changes only when you call :meth:`FlagClient.refresh`.
+Creating a client waits for the flag set at most ``KEEL_FIRST_LOAD_TIMEOUT``
+seconds (2); past that it serves every flag's ``default`` until the set arrives.
+While the store does not answer, the client keeps the set it has (one warning
+per outage) and the refresher retries.
 
 **Never raises.** An unknown flag, a broken context or any other error returns
 the ``default`` you pass and logs why (``logging`` logger ``keel``, at most once
@@ -42,6 +54,8 @@ from typing import Any
 
 from keel.core.entities import EntityRef
 from keel.core.flags import CompiledFlag, Flag, compile_flag
+from keel.errors import StoreError
+from keel.sdk import live
 from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
 from keel.services.flags import FlagChange, FlagHistoryEntry, FlagService, FlagSet
@@ -96,6 +110,7 @@ class FlagClient:
         path: str | Path | None = None,
         log_exposures: bool = False,
         service: FlagService | None = None,
+        watcher: live.Watcher | None = None,
     ) -> None:
         self.env = env
         self.refresh_seconds = refresh_seconds
@@ -107,35 +122,57 @@ class FlagClient:
         self._picks: dict[str, Any] = {}
         self.version = ""
         self.loaded_at = 0.0
+        self._loaded_mono = time.monotonic()
+        self._file_seen: tuple[str, int, int] | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._exposed: builtins.set[tuple[str, str, str]] = builtins.set()  # (run, flag, version) already recorded
-        self.refresh()
+        try:  # the first load may wait, briefly (then defaults are served until it arrives)
+            live.first_load(("flags", id(self)), self._reload, f"loading the {env} flags")
+        except Exception as exc:
+            _warn("*", "refresh", "could not load the %s flags (serving defaults until they load): %s", env, exc)
+        self._refresher: _Refresher | None = None
         if refresh_seconds and refresh_seconds > 0:
-            self._thread = threading.Thread(
-                target=_refresh_loop, args=(weakref.ref(self), self._stop, refresh_seconds),
-                name=f"keel-flags-{env}", daemon=True,
-            )  # fmt: skip
-            self._thread.start()
+            self._refresher = _Refresher(self, watcher or live.watcher())
+            self._refresher.watcher.subscribe(self._refresher)
 
     def __repr__(self) -> str:
         return f"FlagClient(env={self.env!r}, version={self.version!r}, flags={len(self._compiled)})"
 
     # -- loading ----------------------------------------------------------------------------
     def refresh(self) -> bool:
-        """Re-read the flag set now; True if it changed. Errors keep the current set (logged)."""
+        """Re-read the flag set now (waits on the store); True if it changed. Errors keep the
+        current set (logged)."""
         try:
-            service = self._service or _service()
-            flagset = service.snapshot(self.env, self.path)
+            return self._reload()
         except Exception as exc:
             _warn("*", "refresh", "could not load the %s flags (keeping version %r): %s", self.env, self.version, exc)
             return False
+
+    def _reload(self) -> bool:
+        """Re-read the flag set; True if it changed (errors raise)."""
+        service = self._service or _service()
+        seen = self._file_signature()  # before the read: an edit during it is seen next time
+        flagset = service.snapshot(self.env, self.path)
+        self._file_seen = seen
         self.loaded_at = time.time()
+        self._loaded_mono = time.monotonic()
         if flagset.version == self.version:
             return False
         self._install(flagset)
         return True
+
+    def _file_signature(self) -> tuple[str, int, int] | None:
+        """Which ``flags.yaml`` applies and its mtime and size (None: none), without reading it."""
+        try:
+            service = self._service or _service()
+            file = Path(self.path) if self.path is not None else service.default_file()
+            if file is None:
+                return None
+            stat = file.stat()
+            return str(file), stat.st_mtime_ns, stat.st_size
+        except Exception:  # noqa: BLE001 - a missing file is "no file"; the next read reports errors
+            return None
 
     def _install(self, flagset: FlagSet) -> None:
         compiled = {key: compile_flag(flag, flagset.version) for key, flag in flagset.flags.items()}
@@ -149,6 +186,8 @@ class FlagClient:
     def close(self) -> None:
         """Stop the background refresh."""
         self._stop.set()
+        if self._refresher is not None:
+            self._refresher.watcher.unsubscribe(self._refresher)
 
     @property
     def flags(self) -> dict[str, Flag]:
@@ -245,13 +284,54 @@ class FlagClient:
             _warn(key, "exposure", "could not log the exposure of %r: %s", key, exc)
 
 
-def _refresh_loop(ref: weakref.ref[FlagClient], stop: threading.Event, every: float) -> None:
-    while not stop.wait(every):
-        client = ref()
+class _Refresher(live.Listener):
+    """Keeps one client current: its set is re-read when a flag changed in the store, when
+    ``flags.yaml`` changed, and at least every ``refresh_seconds``."""
+
+    kinds = frozenset({"flag"})
+
+    def __init__(self, client: FlagClient, watcher: live.Watcher) -> None:
+        self._client = weakref.ref(client)
+        self.watcher = watcher
+        self.env = client.env
+
+    def __repr__(self) -> str:
+        return f"the {self.env} flags"
+
+    def alive(self) -> bool:
+        client = self._client()
+        return client is not None and not client._stop.is_set()
+
+    def due(self) -> bool:
+        client = self._client()
+        if client is None:
+            return False
+        if time.monotonic() - client._loaded_mono > client.refresh_seconds:
+            return True
+        return client._file_signature() != client._file_seen
+
+    def refresh(self, changed: bool) -> None:
+        client = self._client()
         if client is None:
             return
-        client.refresh()
-        del client
+        seen = client._file_signature()
+        try:
+            client._reload()
+        except StoreError:
+            raise  # the store does not answer: the refresher retries
+        except Exception as exc:  # a broken flags.yaml (or stored set): try again once it changes
+            client._file_seen = seen
+            client._loaded_mono = time.monotonic()
+            problem = "could not load the %s flags (keeping version %r): %s"
+            _warn("*", "refresh", problem, client.env, client.version, exc)
+
+
+def _changed(env: str) -> None:
+    """After this process changed ``env``'s flags: its clients read them back now."""
+    with _clients_lock:
+        found = [c for c in _clients.values() if c.env == env and not c._stop.is_set()]
+    for c in found:
+        c.refresh()
 
 
 _clients: dict[tuple[Any, ...], FlagClient] = {}
@@ -265,14 +345,15 @@ def client(
     log_exposures: bool = False,
 ) -> FlagClient:
     """The flag client of an environment (one per store, env and options in this process)."""
-    service = _service()
+    session = get_session()
+    service: FlagService = session.flags
     key = (env, refresh_seconds, None if path is None else str(path), log_exposures)
     with _clients_lock:
         found = _clients.get(key)
         if found is None or found._stop.is_set() or found._service is not service:
             if found is not None:
                 found.close()  # another store (or closed): start afresh
-            found = FlagClient(env, refresh_seconds, path, log_exposures, service)
+            found = FlagClient(env, refresh_seconds, path, log_exposures, service, live.watcher(session))
             _clients[key] = found
         return found
 
@@ -315,22 +396,30 @@ def set(
     """Create or change a flag in the store: ``set("f", rollout=10)``,
     ``set("reranker", {"variants": {...}, "distribution": {...}})``. ``fields`` merge onto
     the current definition unless ``replace``."""
-    return _service().set(key, spec, env=env, reason=reason, who=who, merge=not replace, **fields)
+    change = _service().set(key, spec, env=env, reason=reason, who=who, merge=not replace, **fields)
+    _changed(env)
+    return change
 
 
 def rollout(key: str, percent: Any, *, env: str = "production", reason: str = "", who: str | None = None) -> FlagChange:
     """Serve a boolean flag to ``percent`` (25, "25%") of units; sticky as it grows."""
-    return _service().rollout(key, percent, env, reason, who)
+    change = _service().rollout(key, percent, env, reason, who)
+    _changed(env)
+    return change
 
 
 def kill(key: str, *, env: str = "production", reason: str = "", who: str | None = None) -> FlagChange:
     """The kill switch: serve the default to everyone."""
-    return _service().kill(key, env, reason, who)
+    change = _service().kill(key, env, reason, who)
+    _changed(env)
+    return change
 
 
 def delete(key: str, *, env: str = "production", reason: str = "", who: str | None = None) -> Any:
     """Remove a flag from the store."""
-    return _service().delete(key, env, reason, who)
+    move = _service().delete(key, env, reason, who)
+    _changed(env)
+    return move
 
 
 def history(key: str, env: str = "production") -> list[FlagHistoryEntry]:

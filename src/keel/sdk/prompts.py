@@ -12,11 +12,24 @@
 Loading inside an active run records ``prompt:NAME@VERSION`` as a run input,
 so the runs that used a version are one lineage query away.
 
-Caching: a pinned version (``chat@1.3.0``) is cached for the life of the
-process (versions are immutable); an alias or ``latest`` for ``ttl`` seconds
-(default 60, or ``KEEL_PROMPT_TTL``; 0 disables). If the store cannot be
-reached, the last version served for that reference is served again, or else
-``fallback`` (a template) is; ``Prompt.version`` always says what was served.
+Caching: ``load`` and ``get`` serve every reference from an in-process cache (a
+dict lookup, millions per second) and never touch the store on the request path
+after the first load of a reference. The cache is kept current in the background
+(:mod:`keel.sdk.live`): a moved alias, a rollback or a newly registered ``latest``
+reaches every running process within 2 s (typically under 1 s), through the store's
+change counters, locally or against a keel server. ``ttl`` (default 60, or
+``KEEL_PROMPT_TTL``) is only a backstop: an alias is re-read in the background at
+least every ``ttl`` seconds even when no change is signalled. ``ttl=0`` means no
+cache: the store is read on every call, which waits on the store (and can block
+when it is locked or slow); use it for tools, not on a request path.
+
+The very first load of a reference in a process may wait, at most
+``KEEL_FIRST_LOAD_TIMEOUT`` seconds (2); past that, or when the store cannot be
+reached, ``fallback`` (a template) is served if given, else the error is raised.
+A store that stops answering later changes nothing for the caller: the last
+version read keeps being served, and the background refresh retries.
+``Prompt.version`` always says what was served. Changes made by this process
+(``set_alias``, ``rollback``, ``register``) are read back by its next load.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 from keel.core.entities import EntityRef
 from keel.core.prompt_content import PromptContent, PromptDiff
 from keel.core.templates import render_template
-from keel.errors import StoreError
+from keel.errors import NotFound, StoreError
+from keel.sdk import live
 from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
 from keel.services.prompt_files import PromptFilesRejected
@@ -115,10 +130,27 @@ class Prompt:
         return render_template(self.content.template, variables)
 
 
-_cache: dict[tuple[int, str, str | None], tuple[float | None, Prompt]] = {}
+class _Entry:
+    """One cached reference: what is served for ``name@selector`` of one session's store."""
+
+    __slots__ = ("loaded", "name", "pinned", "prompt", "selector", "ttl")
+
+    def __init__(self, name: str, selector: str | None, prompt: Prompt, ttl: float) -> None:
+        self.name = name
+        self.selector = selector
+        self.prompt = prompt  # swapped whole by the refresher: a reader sees the old or the new one
+        self.ttl = ttl
+        self.loaded = time.monotonic()
+        self.pinned = is_version(selector)
+
+
+# (session id, name, selector) -> entry; the refresher keeps these current.
+_cache: dict[tuple[int, str, str | None], _Entry] = {}
 _cache_lock = threading.Lock()
-# The hot path: (ref, version, alias) as the caller wrote them -> (expiry, prompt).
-_served: dict[tuple[str, str | None, str | None], tuple[float | None, Prompt]] = {}
+# The hot path: (ref, version, alias) as the caller wrote them -> the entry (one dict lookup).
+_served: dict[tuple[str, str | None, str | None], _Entry] = {}
+# session id -> the listener that refreshes that session's entries
+_refreshers: dict[int, _Refresher] = {}
 
 
 def _ttl(ttl: float | None) -> float:
@@ -136,6 +168,78 @@ def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
         _served.clear()
+        refreshers = list(_refreshers.values())
+        _refreshers.clear()
+    for refresher in refreshers:
+        refresher.watcher.unsubscribe(refresher)
+
+
+def _forget(name: str) -> None:
+    """Drop the cached references of ``name`` (after this process changed its aliases: the
+    next load reads what it wrote), and wake the refresher for the other processes' caches."""
+    with _cache_lock:
+        gone = {id(entry) for key, entry in _cache.items() if key[1] == name}
+        for key in [key for key in _cache if key[1] == name]:
+            del _cache[key]
+        for served in [served for served, entry in _served.items() if id(entry) in gone]:
+            del _served[served]
+        refreshers = list(_refreshers.values())
+    for refresher in refreshers:
+        refresher.watcher.poke()
+
+
+class _Refresher(live.Listener):
+    """Keeps one session's cached references current: all of them when a prompt changed
+    anywhere (an alias moved, a version registered), each alias at least every ``ttl``."""
+
+    kinds = frozenset({"prompt"})
+
+    def __init__(self, session: Any) -> None:
+        self._session = weakref.ref(session)
+        self.sid = id(session)
+        self.watcher = live.watcher(session)
+
+    def __repr__(self) -> str:
+        return "the prompt cache"
+
+    def alive(self) -> bool:
+        return self._session() is not None
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        return any(
+            key[0] == self.sid and not entry.pinned and now - entry.loaded > entry.ttl
+            for key, entry in list(_cache.items())
+        )
+
+    def refresh(self, changed: bool) -> None:
+        session = self._session()
+        if session is None:
+            return
+        now = time.monotonic()
+        for key, entry in list(_cache.items()):
+            if key[0] != self.sid:
+                continue
+            if not (changed or (not entry.pinned and now - entry.loaded > entry.ttl)):
+                continue
+            try:
+                found = session.prompts.get(entry.name, entry.selector)
+            except NotFound:  # the alias (or prompt) is gone: the next load says so
+                _drop(key, entry)
+                continue
+            # Anything else (the store does not answer, a revoked token): raised, so the entry
+            # keeps being served and the refresher retries.
+            entry.loaded = now
+            if found != entry.prompt.info:
+                entry.prompt = Prompt(found)
+
+
+def _drop(key: tuple[int, str, str | None], entry: _Entry) -> None:
+    with _cache_lock:
+        if _cache.get(key) is entry:
+            del _cache[key]
+        for served in [k for k, e in _served.items() if e is entry]:
+            del _served[served]
 
 
 def _record_use(prompt: Prompt) -> None:
@@ -151,56 +255,93 @@ def load(
     fallback: Any = None,
     ttl: float | None = None,
 ) -> Prompt:
-    """Load ``NAME``, ``NAME@VERSION`` or ``NAME@ALIAS`` (cached; see the module doc)."""
-    hit = _served.get((ref, version, alias)) if ttl is None or ttl > 0 else None
-    if hit is not None and (hit[0] is None or hit[0] > time.monotonic()):
-        _record_use(hit[1])  # inside a run: record the version served (once per run)
-        return hit[1]
-    prompt, expiry = _load(ref, version, alias, fallback, ttl)
-    if expiry is not False:
-        with _cache_lock:
-            _served[(ref, version, alias)] = (expiry, prompt)
+    """Load ``NAME``, ``NAME@VERSION`` or ``NAME@ALIAS`` (cached and kept current; see the
+    module doc). ``ttl=0`` reads the store on every call (and may wait on it)."""
+    if ttl is None or ttl > 0:
+        entry = _served.get((ref, version, alias))
+        if entry is not None:
+            prompt = entry.prompt
+            _record_use(prompt)  # inside a run: record the version served (once per run)
+            return prompt
+    prompt = _load(ref, version, alias, fallback, ttl)
     _record_use(prompt)
     return prompt
 
 
-def _load(
-    ref: str, version: str | None, alias: str | None, fallback: Any, ttl: float | None
-) -> tuple[Prompt, float | None | bool]:
-    """Load through the store-keyed cache; also says how long the caller may reuse the result
-    (None: forever, False: not at all)."""
+def _fallback(name: str, fallback: Any) -> Prompt:
+    content = fallback if isinstance(fallback, PromptContent) else PromptContent.create(template=fallback)
+    return Prompt(None, name, content)
+
+
+def _load(ref: str, version: str | None, alias: str | None, fallback: Any, ttl: float | None) -> Prompt:
+    """The slow path: a first load (bounded wait), or a read through the cache (``ttl=0``)."""
     name, selector = parse_prompt_ref(ref)
     selector = version or alias or selector
+    seconds = _ttl(ttl)
     try:
         session: Any = get_session()
-    except StoreError:
-        session = None  # unreachable: only a fallback can be served
+    except StoreError as exc:  # unreachable: only a fallback can be served
+        if fallback is not None:
+            return _fallback(name, fallback)
+        raise StoreError("the prompt store cannot be reached", exc.hint) from exc
     key = (id(session), name, selector)
-    now = time.monotonic()
-    hit = _cache.get(key)
-    if hit is not None and (hit[0] is None or hit[0] > now):
-        return hit[1], hit[0]
-    else:
+    if seconds <= 0:
+        return _read_through(session, key, fallback)
+    entry = _cache.get(key)
+    if entry is None:
         try:
-            if session is None:
-                raise StoreError("the prompt store cannot be reached")
-            found = session.prompts.get(name, selector)
+            entry = live.first_load(
+                ("prompt", *key),
+                lambda: _first_load(session, key, seconds),
+                f"loading prompt {name}@{selector or 'latest'}",
+            )
         except StoreError:
-            if hit is not None:
-                return hit[1], False  # stale but real: better than a fallback
             if fallback is not None:
-                content = fallback if isinstance(fallback, PromptContent) else PromptContent.create(template=fallback)
-                return Prompt(None, name, content), False
+                return _fallback(name, fallback)
             raise
-        prompt = Prompt(found)
-        pinned = is_version(selector)
-        seconds = _ttl(ttl)
-        if not pinned and seconds <= 0:
-            return prompt, False
-        expiry = None if pinned else now + seconds
-        with _cache_lock:
-            _cache[key] = (expiry, prompt)
-        return prompt, expiry
+    with _cache_lock:
+        entry.ttl = min(entry.ttl, seconds)
+        _served[(ref, version, alias)] = entry
+    return entry.prompt
+
+
+def _first_load(session: Any, key: tuple[int, str, str | None], seconds: float) -> _Entry:
+    """Read one reference and cache it (in a helper thread: see :func:`keel.sdk.live.first_load`)."""
+    _sid, name, selector = key
+    found = session.prompts.get(name, selector)
+    entry = _Entry(name, selector, Prompt(found), seconds)
+    with _cache_lock:
+        _cache[key] = entry
+        refresher = _refreshers.get(id(session))
+        if refresher is None:
+            refresher = _refreshers[id(session)] = _Refresher(session)
+            new = True
+        else:
+            new = False
+    if new:
+        refresher.watcher.subscribe(refresher)
+    return entry
+
+
+def _read_through(session: Any, key: tuple[int, str, str | None], fallback: Any) -> Prompt:
+    """``ttl=0``: read the store now; a cached entry of the same reference is updated too."""
+    _sid, name, selector = key
+    try:
+        found = session.prompts.get(name, selector)
+    except StoreError:
+        entry = _cache.get(key)
+        if entry is not None:
+            return entry.prompt  # stale but real: better than a fallback
+        if fallback is not None:
+            return _fallback(name, fallback)
+        raise
+    prompt = Prompt(found)
+    entry = _cache.get(key)
+    if entry is not None:
+        entry.loaded = time.monotonic()
+        if found != entry.prompt.info:
+            entry.prompt = prompt
+    return prompt
 
 
 def register(
@@ -220,14 +361,26 @@ def register(
     ``bump`` is major/minor/patch (default: the smallest the change allows) or
     give an explicit ``version``; see ``keel.core.prompt_content.BUMP_RULE``.
     """
-    found, _created = get_session().prompts.register(
+    found, created = get_session().prompts.register(
         name, template, model, parameters, few_shot, response_schema, changelog, bump, version, author
     )
+    if created:
+        _forget(name)  # "latest" moved
     return Prompt(found)
 
 
-def get(ref: str, at: int | float | datetime | None = None) -> PromptVersion:
-    """The registered version (uncached), optionally what an alias pointed at, at time ``at``."""
+def get(ref: str, at: int | float | datetime | None = None, ttl: float | None = None) -> PromptVersion:
+    """The registered version ``NAME``, ``NAME@VERSION`` or ``NAME@ALIAS`` (changelog, author,
+    aliases), from the cache like :func:`load`; ``ttl=0`` reads the store now. With ``at``:
+    what an alias pointed at, at that time (read from the store)."""
+    if at is None:
+        if ttl is None or ttl > 0:
+            entry = _served.get((ref, None, None))
+            if entry is not None:
+                return entry.prompt.info  # type: ignore[return-value]  # entries hold registered versions
+        found = _load(ref, None, None, None, ttl).info
+        assert found is not None  # no fallback was given
+        return found
     name, selector = parse_prompt_ref(ref)
     return get_session().prompts.get(name, selector, at)
 
@@ -255,21 +408,21 @@ def diff(name: str, a: str, b: str) -> PromptDiff:
 def set_alias(name: str, alias: str, version: str, reason: str = "", who: str | None = None) -> RefMove:
     """Point an alias at a version; the move is recorded with who and why."""
     move = get_session().prompts.set_alias(name, alias, version, reason, who)
-    clear_cache()
+    _forget(name)
     return move
 
 
 def delete_alias(name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
     """Remove an alias (recorded)."""
     move = get_session().prompts.delete_alias(name, alias, reason, who)
-    clear_cache()
+    _forget(name)
     return move
 
 
 def rollback(name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
     """Move an alias back to its previous target (recorded)."""
     move = get_session().prompts.rollback(name, alias, reason, who)
-    clear_cache()
+    _forget(name)
     return move
 
 

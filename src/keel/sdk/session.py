@@ -627,6 +627,7 @@ def reset() -> None:
     Rows lost and not reported yet are logged (one warning), not carried over.
     """
     from keel.sdk.fluent import _clear_stack
+    from keel.sdk.live import stop_all
     from keel.sdk.prompts import clear_cache
     from keel.services.workspace import close_all_stores
 
@@ -637,6 +638,7 @@ def reset() -> None:
     if rows:
         log.warning("%s", spooled_line(rows, None))
     _clear_stack()
+    stop_all()  # the cache refreshers read the stores closed below
     clear_cache()
     with _LOCK:
         remotes = [session.remote for session in _SESSIONS.values() if session.remote is not None]

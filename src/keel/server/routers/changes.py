@@ -73,7 +73,8 @@ async def changes(
     feed = _feed(context)
     deadline = time.monotonic() + min(wait, MAX_WAIT)
     while True:
-        value, tag = feed.fresh() or await run_in_threadpool(feed.current)
+        found = feed.fresh()
+        value, tag = found if found is not None else await run_in_threadpool(feed.current)
         headers = {"ETag": f'"{tag}"', "Cache-Control": "no-cache"}
         if tag != known:
             return KeelJSONResponse({"counters": value, "token": tag}, headers=headers)
