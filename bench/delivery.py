@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ print("released", flush=True)
 
 
 # -- workers (run in a subprocess) -----------------------------------------------------------------
-def _percentiles(values: list[float]) -> dict[str, float]:
+def _percentiles(values: Any) -> dict[str, float]:
     ordered = sorted(values)
     if not ordered:
         return {"n": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
@@ -107,8 +108,8 @@ def worker_locked(args: argparse.Namespace) -> dict[str, Any]:
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    metric_lat: list[float] = []
-    conv_lat: list[float] = []
+    metric_lat = array("d")  # 8 bytes a call: the measurement stays out of the memory figure
+    conv_lat = array("d")
     message = [
         {"role": "user", "content": "Where is my order? It was due on Monday."},
         {"role": "assistant", "content": "Let me check the tracking for you: it left the warehouse today."},
@@ -145,6 +146,7 @@ def worker_locked(args: argparse.Namespace) -> dict[str, Any]:
     run.finish()
     keel.conversations.flush()
     release = released[0] if released else logging_ended
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the read-back below
     stored_metrics = len(keel.Client().metric_history(run.id, "m"))
     stored_convs = keel.conversations.count() - 1
     locker.wait()
@@ -157,7 +159,7 @@ def worker_locked(args: argparse.Namespace) -> dict[str, Any]:
         "stored_conversations": stored_convs,
         "catch_up_s": max(0.0, caught[0] - release) if caught else None,
         "waiting_at_release": during,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak,
     }
 
 
@@ -312,7 +314,7 @@ def print_locked(results: dict[str, dict[str, Any] | None], args: argparse.Names
         ("logged / stored metrics", lambda r: f"{r['logged_metrics']:,} / {r['stored_metrics']:,}"),
         ("logged / stored conversations", lambda r: f"{r['logged_conversations']:,} / {r['stored_conversations']:,}"),
         ("catch-up after release (s)", lambda r: "-" if r["catch_up_s"] is None else f"{r['catch_up_s']:.2f}"),
-        ("peak RSS (MB)", lambda r: f"{r['peak_rss_mb']:.0f}"),
+        ("peak RSS until caught up (MB)", lambda r: f"{r['peak_rss_mb']:.0f}"),
     )
     for label, cell in rows:
         print(f"{label:34}" + "".join(f"{cell(results[s]):>22}" for s in sides))  # type: ignore[arg-type]
