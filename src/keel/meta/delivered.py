@@ -14,10 +14,14 @@ first attempt, still running on the server) meet on the primary key: on
 PostgreSQL the second ``INSERT`` waits for the first transaction and then
 inserts nothing; SQLite runs one write transaction at a time anyway.
 
-Ids are kept :data:`RETENTION_MS` (7 days), then pruned (at most every
-:data:`PRUNE_EVERY_S` per process, inside a write that claims an id): a batch
-re-sent after its first attempt committed *and* more than a week passed would
-be stored again. The spool delivers long before that (see ``docs/delivery.md``).
+The SDK's ids start with the batch's creation time, 12 hex digits of
+milliseconds (:func:`batch_id_prefix`), so ids sort by age and pruning is a
+range of the primary key (no second index to write per batch). Ids are kept
+:data:`RETENTION_MS` (7 days) from their batch's creation, then pruned (at
+most every :data:`PRUNE_EVERY_S` per process, inside a write that claims an
+id); ids of another shape are never pruned. A batch re-sent more than a week
+after it was made, when an earlier attempt had committed, would be stored
+again (see ``docs/delivery.md``).
 """
 
 from __future__ import annotations
@@ -29,15 +33,20 @@ from typing import Any
 from keel.core.entities import now_ms
 from keel.meta.engine import Database
 
-__all__ = ["PRUNE_EVERY_S", "RETENTION_MS", "claim_batch"]
+__all__ = ["PRUNE_EVERY_S", "RETENTION_MS", "batch_id_prefix", "claim_batch"]
 
 RETENTION_MS = 7 * 24 * 3600 * 1000
 PRUNE_EVERY_S = 600.0
 
 _CLAIM = "INSERT INTO delivered_batches (batch_id, created_at) VALUES (?, ?) ON CONFLICT (batch_id) DO NOTHING"
-_PRUNE = "DELETE FROM delivered_batches WHERE created_at < ?"
+_PRUNE = "DELETE FROM delivered_batches WHERE batch_id < ?"
 _pruned: dict[int, float] = {}  # id(Database) -> when this process last pruned it
 _lock = threading.Lock()
+
+
+def batch_id_prefix(created_ms: int) -> str:
+    """The start of a batch id made at ``created_ms``: 12 hex digits, so ids sort by age."""
+    return f"{max(0, created_ms):012x}"
 
 
 def claim_batch(db: Database, cur: Any, batch_id: str | None) -> bool:
@@ -62,4 +71,4 @@ def _maybe_prune(db: Database, cur: Any, now: int) -> None:
         return
     with _lock:
         _pruned[key] = clock
-    cur.execute(db.sql(_PRUNE), (now - RETENTION_MS,))
+    cur.execute(db.sql(_PRUNE), (batch_id_prefix(now - RETENTION_MS),))

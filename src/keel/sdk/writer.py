@@ -356,7 +356,7 @@ class BatchWriter:
     # -- flushing and closing ---------------------------------------------------------------------
     def collect(self) -> int:
         """Move the queued rows into a batch now; the sequence number everything up to now has."""
-        return self._collect()
+        return self._collect(update=True)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued before the call is delivered, at most ``timeout`` seconds
@@ -374,7 +374,8 @@ class BatchWriter:
         ``deadline`` (``time.monotonic()``); True when they are."""
         if target <= self._done_seq:
             return True
-        self._start()
+        if self._deliverer is None:
+            self._start()
         with self._cond:
             self._kick = True
             self._cond.notify_all()
@@ -529,11 +530,12 @@ class BatchWriter:
             if self._stop:
                 return
             try:
-                self._collect()
+                self._collect(update=True)
                 if self._unsynced and time.monotonic() - self._last_sync >= _SYNC_EVERY_S and self.spool is not None:
                     self._unsynced = False
                     self._last_sync = time.monotonic()
                     self.spool.sync()
+                self._upkeep()
             except Exception:  # pragma: no cover - _collect handles its own errors
                 log.exception("keel: the %s queue failed", self.stream)
 
@@ -552,7 +554,7 @@ class BatchWriter:
             getattr(batch, kinds[kind]).append(row)
         return batch
 
-    def _collect(self, spill: bool = False) -> int:
+    def _collect(self, spill: bool = False, update: bool = False) -> int:
         """Drain the rows into a batch; queue it in memory, or (with older batches on disk, a
         failing store, memory above its share, or ``spill``) move memory and it to the spool."""
         with self._collect_lock:
@@ -560,16 +562,15 @@ class BatchWriter:
             entries = []
             if batch is not None:
                 now = _now_ms()
+                stamp = f"{now:012x}"  # ids sort by age: the store prunes them by key range
                 for part in self._chunks(batch):
                     rows = len(part)
                     self._seq += 1
-                    entries.append(
-                        _Entry(self._seq, f"{self._prefix}-{self._seq}", part, rows, rows * self.row_bytes, now)
-                    )
+                    batch_id = f"{stamp}-{self._prefix}-{self._seq}"
+                    entries.append(_Entry(self._seq, batch_id, part, rows, rows * self.row_bytes, now))
             spool = self.spool
             to_disk = spill or (
-                spool is not None
-                and (self._failing or self._stalled() or spool.records > 0 or BUDGET.queued() > BUDGET.cap // 2)
+                spool is not None and (self._failing or self._stalled() or spool.records > 0 or self._memory_high())
             )
             with self._cond:
                 for entry in entries:
@@ -579,10 +580,17 @@ class BatchWriter:
                     self._cond.notify_all()
             if to_disk and spool is not None and self._mem:
                 self._spill_memory(spool)
-            self._update_row_cap()
+            if update:
+                self._update_row_cap()
             with self._cond:
                 self._cond.notify_all()
             return self._seq
+
+    def _memory_high(self) -> bool:
+        """Whether batches in memory (all writers) take over half the cap (summed only once
+        this writer's own take an eighth of it: the common case costs one comparison)."""
+        cap = BUDGET.cap
+        return self._mem_bytes > cap // 8 and BUDGET.queued() > cap // 2
 
     def _chunks(self, batch: Any) -> list[Any]:
         """``batch`` as batches of at most ``chunk_rows`` rows (each is encoded, spooled and
@@ -661,6 +669,12 @@ class BatchWriter:
         return not self._mem and not self._claimed and (spool is None or spool.records == 0)
 
     def _idle_work(self) -> None:
+        if time.monotonic() - self._last_scan >= _RESCAN_S:
+            self._scan_orphans()
+
+    def _upkeep(self) -> None:
+        """The store's upkeep (a WAL checkpoint: up to ~100 ms), on the collector's thread, so a
+        flush never waits behind it."""
         now = time.monotonic()
         if self._idle is not None and not self._failing and now - self._last_idle >= self.idle_every:
             self._last_idle = now
@@ -668,8 +682,6 @@ class BatchWriter:
                 self._idle()
             except Exception as exc:  # upkeep is best effort
                 log.debug("keel: %s upkeep failed: %s", self.stream, exc)
-        if now - self._last_scan >= _RESCAN_S:
-            self._scan_orphans()
 
     def _scan_orphans(self) -> None:
         with self._scan_lock:  # claimed and listed at once: claim_orphans() sees what a scan took

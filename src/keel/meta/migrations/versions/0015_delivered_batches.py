@@ -19,8 +19,8 @@ def upgrade() -> None:
         "delivered_batches",
         sa.Column("batch_id", sa.String(100), primary_key=True),
         sa.Column("created_at", sa.BigInteger, nullable=False),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_delivered_batches_created", "delivered_batches", ["created_at"])
 
 
 def downgrade() -> None:
