@@ -306,6 +306,7 @@ class BatchWriter:
         self._full_warned = False
         self._spool_warned = False
         self._kick = False  # a flush waits: retry now rather than after the back-off
+        self._delivered_news = False  # batches done since waiting flushes were last woken
         BUDGET.add(self)
 
     # -- producer side (user threads) ------------------------------------------------------------
@@ -655,9 +656,14 @@ class BatchWriter:
             try:
                 if not self._deliver_next():
                     self._idle_work()
-                    with self._cond:
-                        if not self._stop and self._nothing_to_do():
-                            self._cond.wait(min(1.0, max(self.interval, 0.05) * 5))
+                with self._cond:
+                    # Wake a flush waiting for what was just delivered as this thread goes to
+                    # sleep (one lock hold): the flush then runs without waiting on this thread.
+                    if self._delivered_news:
+                        self._delivered_news = False
+                        self._cond.notify_all()
+                    if not self._stop and self._nothing_to_do():
+                        self._cond.wait(min(1.0, max(self.interval, 0.05) * 5))
             except _Stopped:
                 return
             except Exception:  # pragma: no cover - a bug: keep delivering
@@ -742,7 +748,7 @@ class BatchWriter:
             if outcome is not None:
                 self._recent.append(entry.batch_id)
                 self._done_seq = max(self._done_seq, entry.seq)
-                self._cond.notify_all()
+                self._delivered_news = True  # the loop wakes the waiting flushes
 
     def _deliver_record(self, spool: Any, record: Any) -> None:
         if record.batch_id in self._recent:  # delivered from memory while it was being spooled
@@ -768,7 +774,7 @@ class BatchWriter:
     def _advance(self, seq: int) -> None:
         with self._cond:
             self._done_seq = max(self._done_seq, seq)
-            self._cond.notify_all()
+            self._delivered_news = True  # the loop wakes the waiting flushes
 
     def _deliver_orphan(self, segment: Any) -> None:
         from keel.sdk.spool import decode_batch
