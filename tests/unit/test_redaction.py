@@ -190,12 +190,13 @@ def test_values_under_secret_keys_are_masked_whole_and_headers_too():
 
 
 def test_extra_keys_per_call_and_registered_for_the_process():
-    data = {"internal_ref": "R-1", "my_internal_ref": "R-2", "internal": "R-3", "InternalRef": "R-4"}
-    assert redact_mapping(data, extra_keys=["internal_ref"]) == {
-        "internal_ref": REDACTED,
-        "my_internal_ref": REDACTED,
-        "internal": "R-3",
-        "InternalRef": REDACTED,
+    # "ledger_ref" is used by no other test: a workspace's [redaction] keys register process-wide
+    data = {"ledger_ref": "R-1", "my_ledger_ref": "R-2", "ledger": "R-3", "LedgerRef": "R-4"}
+    assert redact_mapping(data, extra_keys=["ledger_ref"]) == {
+        "ledger_ref": REDACTED,
+        "my_ledger_ref": REDACTED,
+        "ledger": "R-3",
+        "LedgerRef": REDACTED,
     }
     assert redact_mapping(data) == data
     assert not is_secret_key("zz_tenant_sigil")
