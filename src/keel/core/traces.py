@@ -1,0 +1,532 @@
+"""Spans: the record every trace source is turned into, its limits and its attribute conventions.
+
+Three sources send spans (keel's SDK, OpenTelemetry over OTLP, MLflow's tracing
+client); each turns what it has into a *raw span* dict and
+:func:`normalize_span` turns that into a :class:`SpanRow`, the tuple the store
+inserts. The raw span::
+
+    {
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",  # 32 hex digits (any case)
+        "span_id": "00f067aa0ba902b7",                   # 16 hex digits
+        "parent_id": None,                               # or 16 hex digits
+        "name": "answer",
+        "kind": "llm",               # optional: inferred from the attributes, else "other"
+        "start_ns": 1765100000000000000, "end_ns": 1765100000250000000,
+        "status": "ok",              # ok | error | unset (default: unset)
+        "status_message": None,
+        "attributes": {"gen_ai.request.model": "gpt-4o", ...},   # JSON scalars and lists
+        "inputs": {...}, "outputs": {...},                        # any JSON value, optional
+        "events": [{"name": "exception", "time_ns": ..., "attributes": {...}}],
+    }
+
+The named fields keel filters and aggregates on (model, tokens, cost, prompt
+version, run, conversation, user) are read from the attributes by
+:func:`span_fields`, which knows keel's own ``keel.*`` attributes, the
+OpenTelemetry GenAI semantic conventions, OpenInference's and MLflow's. Every
+attribute is kept as given.
+
+Limits: a bad identifier, name or time is refused (:class:`~keel.errors.InvalidInput`
+naming the field); what is merely large is kept, truncated and marked (the
+``flags`` bits :data:`TRUNCATED`, :data:`CLOCK_SKEW`), so a valid span is never
+lost because one of its attributes is big. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from keel.core.checks import INT64_MAX, short
+from keel.errors import InvalidInput
+
+__all__ = [
+    "CLOCK_SKEW",
+    "LINK_ATTRIBUTES",
+    "MAX_ATTRIBUTES_BYTES",
+    "MAX_EVENTS",
+    "MAX_NAME_LENGTH",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_STATUS_MESSAGE",
+    "SPAN_KINDS",
+    "SPAN_STATUSES",
+    "TRUNCATED",
+    "SpanBatch",
+    "SpanRow",
+    "dumps",
+    "infer_kind",
+    "is_span_id",
+    "is_trace_id",
+    "links_of",
+    "normalize_span",
+    "payload_from_attributes",
+    "span_fields",
+]
+
+SPAN_KINDS = (
+    "llm",
+    "chain",
+    "retrieval",
+    "rerank",
+    "embedding",
+    "tool",
+    "agent",
+    "prompt",
+    "flag",
+    "ab",
+    "guardrail",
+    "evaluator",
+    "other",
+)
+SPAN_STATUSES = ("ok", "error", "unset")
+
+MAX_NAME_LENGTH = 250
+MAX_STATUS_MESSAGE = 4_000
+MAX_TEXT_FIELD = 200  # model, prompt, run, conversation and user ids
+#: Every attribute of a span, as compact JSON; past it the largest values are cut.
+MAX_ATTRIBUTES_BYTES = 64 * 1024
+#: One payload (inputs or outputs) as JSON; past it the payload is stored truncated and marked.
+MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+MAX_EVENTS = 128
+MAX_ATTRIBUTE_VALUE = 8 * 1024  # characters of one attribute value kept when the whole is too big
+
+#: ``flags`` bits of a stored span.
+TRUNCATED = 1
+CLOCK_SKEW = 2
+
+_TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
+_SPAN_ID = re.compile(r"[0-9a-fA-F]{16}")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+#: Attributes that name a version keel manages -> the lineage kind they link to.
+LINK_ATTRIBUTES = {
+    "keel.prompt": "prompt",
+    "keel.model_version": "model",
+    "keel.kb": "kb",
+    "keel.config": "config",
+}
+_LINK_PREFIXES = {"keel.flag.": "flag", "keel.ab.": "experiment"}
+
+_MODEL_KEYS = ("keel.model", "gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
+_INPUT_TOKEN_KEYS = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.prompt_tokens",
+    "llm.token_count.prompt",
+    "keel.input_tokens",
+)
+_OUTPUT_TOKEN_KEYS = (
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.completion_tokens",
+    "llm.token_count.completion",
+    "keel.output_tokens",
+)
+_COST_KEYS = ("keel.cost", "gen_ai.usage.cost", "llm.cost.total")
+_RUN_KEYS = ("keel.run_id", "mlflow.sourceRun")
+_CONVERSATION_KEYS = ("keel.conversation_id", "gen_ai.conversation.id", "session.id", "mlflow.trace.session")
+_USER_KEYS = ("keel.user_id", "user.id", "enduser.id", "mlflow.trace.user")
+_INPUT_KEYS = ("input.value", "mlflow.spanInputs", "gen_ai.input.messages", "gen_ai.prompt")
+_OUTPUT_KEYS = ("output.value", "mlflow.spanOutputs", "gen_ai.output.messages", "gen_ai.completion")
+
+_OPENINFERENCE_KINDS = {
+    "LLM": "llm",
+    "CHAIN": "chain",
+    "RETRIEVER": "retrieval",
+    "RERANKER": "rerank",
+    "EMBEDDING": "embedding",
+    "TOOL": "tool",
+    "AGENT": "agent",
+    "GUARDRAIL": "guardrail",
+    "EVALUATOR": "evaluator",
+    "PROMPT": "prompt",
+}
+_MLFLOW_KINDS = {
+    "LLM": "llm",
+    "CHAT_MODEL": "llm",
+    "CHAIN": "chain",
+    "AGENT": "agent",
+    "TOOL": "tool",
+    "RETRIEVER": "retrieval",
+    "RERANKER": "rerank",
+    "EMBEDDING": "embedding",
+    "PARSER": "chain",
+    "MEMORY": "retrieval",
+    "GUARDRAIL": "guardrail",
+    "EVALUATOR": "evaluator",
+}
+_GENAI_OPERATIONS = {
+    "chat": "llm",
+    "text_completion": "llm",
+    "generate_content": "llm",
+    "embeddings": "embedding",
+    "execute_tool": "tool",
+    "invoke_agent": "agent",
+    "create_agent": "agent",
+}
+
+_HINT = "fix the span in the application (see docs/traces.md, 'The span record')"
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=repr)
+
+
+class SpanRow(NamedTuple):
+    """A span as the store inserts it (JSON fields as compact text)."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    status: str
+    status_message: str | None
+    start_ns: int
+    end_ns: int
+    model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost: float | None
+    prompt: str | None
+    run_id: str | None
+    conversation_id: str | None
+    user_id: str | None
+    attributes: str
+    inputs: str | None
+    outputs: str | None
+    events: str | None
+    flags: int
+
+
+@dataclass
+class SpanBatch:
+    """Rows waiting to be written in one transaction, grouped by project name.
+
+    - ``spans``: ``(project, SpanRow)``
+    - ``scores``: ``(project, trace_id, span_id | None, key, value | None, label | None,
+      comment | None, source, at_ms)``: feedback and evaluation scores on a trace
+    """
+
+    spans: list[tuple[str, SpanRow]] = field(default_factory=list)
+    scores: list[tuple[str, str, str | None, str, float | None, str | None, str | None, str, int]] = field(
+        default_factory=list
+    )
+
+    def __len__(self) -> int:
+        return len(self.spans) + len(self.scores)
+
+
+def _bad(what: str, problem: str) -> InvalidInput:
+    return InvalidInput(f"span {what} {problem}", _HINT)
+
+
+def is_trace_id(value: Any) -> bool:
+    """True for 32 hex digits that are not all zero (OpenTelemetry's invalid id)."""
+    return isinstance(value, str) and bool(_TRACE_ID.fullmatch(value)) and value != _ZERO_TRACE
+
+
+def is_span_id(value: Any) -> bool:
+    """True for 16 hex digits that are not all zero."""
+    return isinstance(value, str) and bool(_SPAN_ID.fullmatch(value)) and value != _ZERO_SPAN
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON; NaN and infinities become null, unknown objects their ``repr``."""
+    try:
+        return _ENCODER.encode(value)
+    except ValueError:  # NaN / inf somewhere
+        return _ENCODER.encode(_finite(value))
+
+
+def _finite(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if depth > 64:
+        return short(value)
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v, depth + 1) for v in value]
+    return value
+
+
+def _text(value: Any, what: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        if value is None:
+            return None
+    value = value.replace("\x00", "")
+    return value[:limit] if value else None
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= INT64_MAX:
+        return value
+    return None
+
+
+def _money(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _first(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        value = attributes.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def infer_kind(attributes: Mapping[str, Any]) -> str:
+    """The span kind its attributes say (keel, OpenInference, MLflow, GenAI conventions), else ``other``."""
+    kind = attributes.get("keel.span.kind")
+    if isinstance(kind, str) and kind in SPAN_KINDS:
+        return kind
+    for key, table in (("openinference.span.kind", _OPENINFERENCE_KINDS), ("mlflow.spanType", _MLFLOW_KINDS)):
+        value = attributes.get(key)
+        if isinstance(value, str):
+            found = table.get(value.strip('"').upper())
+            if found:
+                return found
+    operation = attributes.get("gen_ai.operation.name")
+    if isinstance(operation, str) and operation in _GENAI_OPERATIONS:
+        return _GENAI_OPERATIONS[operation]
+    if _first(attributes, _MODEL_KEYS[1:]) is not None:
+        return "llm"
+    return "other"
+
+
+def span_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The named fields keel reads from a span's attributes (None where absent)."""
+    tokens = attributes.get("mlflow.chat.tokenUsage")
+    usage: Mapping[str, Any] = {}
+    if isinstance(tokens, str):
+        try:
+            parsed = json.loads(tokens) if len(tokens) < 10_000 else None
+        except ValueError:
+            parsed = None
+        usage = parsed if isinstance(parsed, Mapping) else {}
+    model = _first(attributes, _MODEL_KEYS)
+    return {
+        "model": _text(model.strip('"') if isinstance(model, str) else model, "model", MAX_TEXT_FIELD),
+        "input_tokens": _count(_first(attributes, _INPUT_TOKEN_KEYS) or usage.get("input_tokens")),
+        "output_tokens": _count(_first(attributes, _OUTPUT_TOKEN_KEYS) or usage.get("output_tokens")),
+        "cost": _money(_first(attributes, _COST_KEYS)),
+        "prompt": _text(attributes.get("keel.prompt"), "prompt", MAX_TEXT_FIELD),
+        "run_id": _text(_unquote(_first(attributes, _RUN_KEYS)), "run", MAX_TEXT_FIELD),
+        "conversation_id": _text(_unquote(_first(attributes, _CONVERSATION_KEYS)), "conversation", MAX_TEXT_FIELD),
+        "user_id": _text(_unquote(_first(attributes, _USER_KEYS)), "user", MAX_TEXT_FIELD),
+    }
+
+
+def _unquote(value: Any) -> Any:
+    # MLflow stores attribute values JSON-encoded ('"abc"').
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def links_of(attributes: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The versions a span names, as ``(kind, id, version)`` lineage links.
+
+    ``keel.prompt = "chat@1.3.0"`` -> ``("prompt", "chat", "1.3.0")``; ``keel.flag.NAME =
+    VARIANT`` -> ``("flag", NAME, VARIANT)``; ``keel.ab.EXPERIMENT = ARM`` -> ``("experiment", ...)``.
+    """
+    out: list[tuple[str, str, str]] = []
+    for key, value in attributes.items():
+        kind = LINK_ATTRIBUTES.get(key)
+        if kind is not None:
+            text = _text(value, key, MAX_TEXT_FIELD)
+            if text:
+                name, _, version = text.rpartition("@") if "@" in text else (text, "", "")
+                out.append((kind, name or text, version))
+            continue
+        for prefix, kind in _LINK_PREFIXES.items():
+            if key.startswith(prefix) and len(key) > len(prefix):
+                text = _text(value, key, MAX_TEXT_FIELD)
+                if text is not None:
+                    out.append((kind, key[len(prefix) :][:MAX_TEXT_FIELD], text))
+    return out
+
+
+def _time(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and math.isfinite(value):
+            value = int(value)
+        elif isinstance(value, str) and value.isdigit() and len(value) <= 19:
+            value = int(value)
+        else:
+            raise _bad(what, f"must be an integer of nanoseconds since the epoch, not {short(value)}")
+    if not 0 <= value <= INT64_MAX:
+        raise _bad(what, f"is outside 0..{INT64_MAX} nanoseconds: {value}")
+    return value
+
+
+def _attributes(raw: Any) -> tuple[dict[str, Any], bool]:
+    if raw is None:
+        return {}, False
+    if not isinstance(raw, Mapping):
+        raise _bad("attributes", f"must be an object, not {short(raw)}")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key:
+            continue
+        out[key.replace("\x00", "")[:MAX_NAME_LENGTH]] = value
+    return out, False
+
+
+def _clip_attributes(attributes: dict[str, Any]) -> tuple[str, bool]:
+    text = dumps(attributes)
+    if len(text) <= MAX_ATTRIBUTES_BYTES:
+        return text, False
+    clipped: dict[str, Any] = {}
+    for key, value in attributes.items():
+        encoded = dumps(value)
+        clipped[key] = encoded[:MAX_ATTRIBUTE_VALUE] + "..." if len(encoded) > MAX_ATTRIBUTE_VALUE else value
+    clipped["keel.truncated"] = True
+    text = dumps(clipped)
+    while len(text) > MAX_ATTRIBUTES_BYTES and len(clipped) > 1:
+        # still too big: drop the largest values, keeping their keys
+        largest = max((k for k in clipped if k != "keel.truncated"), key=lambda k: len(dumps(clipped[k])))
+        clipped[largest] = "[dropped: too large]"
+        text = dumps(clipped)
+        if all(v == "[dropped: too large]" for k, v in clipped.items() if k != "keel.truncated"):
+            break
+    return text[: MAX_ATTRIBUTES_BYTES * 2], True
+
+
+def _payload(value: Any) -> tuple[str | None, bool]:
+    if value is None:
+        return None, False
+    text = dumps(value)
+    if len(text) <= MAX_PAYLOAD_BYTES:
+        return text, False
+    return dumps({"keel.truncated": True, "size": len(text), "head": text[: MAX_PAYLOAD_BYTES // 2]}), True
+
+
+def _events(raw: Any) -> tuple[str | None, bool]:
+    if not raw:
+        return None, False
+    if not isinstance(raw, list | tuple):
+        raise _bad("events", f"must be a list, not {short(raw)}")
+    truncated = len(raw) > MAX_EVENTS
+    events: list[dict[str, Any]] = []
+    for event in raw[:MAX_EVENTS]:
+        if isinstance(event, Mapping):
+            events.append(
+                {
+                    "name": _text(event.get("name"), "event name", MAX_NAME_LENGTH) or "event",
+                    "time_ns": event.get("time_ns") if isinstance(event.get("time_ns"), int) else None,
+                    "attributes": event.get("attributes") if isinstance(event.get("attributes"), Mapping) else {},
+                }
+            )
+    text = dumps(events)
+    if len(text) > MAX_ATTRIBUTES_BYTES:
+        text = dumps([{"name": e["name"], "time_ns": e["time_ns"], "attributes": {}} for e in events])
+        truncated = True
+    return text, truncated
+
+
+def normalize_span(raw: Mapping[str, Any]) -> SpanRow:
+    """Check a raw span and return its row; :class:`InvalidInput` names the bad field.
+
+    Identifiers are lower-cased; a parent id equal to the span's own id is dropped;
+    ``end_ns < start_ns`` (clock skew between hosts) is stored as ``end_ns = start_ns``
+    with :data:`CLOCK_SKEW` set; oversized attributes, payloads and event lists are
+    truncated with :data:`TRUNCATED` set.
+    """
+    if not isinstance(raw, Mapping):
+        raise _bad("", f"must be an object, not {short(raw)}")
+    trace_id = raw.get("trace_id")
+    if not is_trace_id(trace_id):
+        raise _bad("trace_id", f"must be 32 hex digits, not all zero: {short(trace_id)}")
+    span_id = raw.get("span_id")
+    if not is_span_id(span_id):
+        raise _bad("span_id", f"must be 16 hex digits, not all zero: {short(span_id)}")
+    parent_id = raw.get("parent_id") or None
+    if parent_id is not None and not is_span_id(parent_id):
+        raise _bad("parent_id", f"must be 16 hex digits or empty: {short(parent_id)}")
+    trace_id, span_id = str(trace_id).lower(), str(span_id).lower()
+    parent_id = parent_id.lower() if parent_id else None
+    if parent_id == span_id:
+        parent_id = None
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise _bad("name", f"must be non-empty text, not {short(name)}")
+    name = name.replace("\x00", "")[:MAX_NAME_LENGTH]
+    start_ns = _time(raw.get("start_ns"), "start_ns")
+    end = raw.get("end_ns")
+    end_ns = start_ns if end is None else _time(end, "end_ns")
+    flags = 0
+    if end_ns < start_ns:
+        end_ns, flags = start_ns, flags | CLOCK_SKEW
+    status = raw.get("status") or "unset"
+    if status not in SPAN_STATUSES:
+        raise _bad("status", f"must be one of {', '.join(SPAN_STATUSES)}, not {short(status)}")
+    message = _text(raw.get("status_message"), "status_message", MAX_STATUS_MESSAGE)
+    attributes, _ = _attributes(raw.get("attributes"))
+    kind = raw.get("kind") or infer_kind(attributes)
+    if kind not in SPAN_KINDS:
+        raise _bad("kind", f"must be one of {', '.join(SPAN_KINDS)}, not {short(kind)}")
+    fields = span_fields(attributes)
+    attributes_text, cut = _clip_attributes(attributes)
+    inputs, cut_in = _payload(raw.get("inputs"))
+    outputs, cut_out = _payload(raw.get("outputs"))
+    events, cut_events = _events(raw.get("events"))
+    if cut or cut_in or cut_out or cut_events:
+        flags |= TRUNCATED
+    return SpanRow(
+        trace_id,
+        span_id,
+        parent_id,
+        name,
+        kind,
+        status,
+        message,
+        start_ns,
+        end_ns,
+        fields["model"],
+        fields["input_tokens"],
+        fields["output_tokens"],
+        fields["cost"],
+        fields["prompt"],
+        fields["run_id"],
+        fields["conversation_id"],
+        fields["user_id"],
+        attributes_text,
+        inputs,
+        outputs,
+        events,
+        flags,
+    )
+
+
+def payload_from_attributes(attributes: Mapping[str, Any], which: str) -> Any:
+    """Inputs (``which="inputs"``) or outputs a span's attributes carry (OpenInference, MLflow, GenAI)."""
+    value = _first(attributes, _INPUT_KEYS if which == "inputs" else _OUTPUT_KEYS)
+    if isinstance(value, str) and value[:1] in "[{\"" and len(value) <= MAX_PAYLOAD_BYTES:
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
