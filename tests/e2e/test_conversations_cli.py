@@ -85,6 +85,24 @@ def test_list_show_stats_export(folder):
     assert line["input"] == [{"role": "user", "content": "Refund please"}] and line["output"] == "No."
 
 
+def test_feedback_from_the_command_line(folder):
+    out = keel("conversations", "feedback", "c-3", "--thumb", "up", "--score", "4", "--comment",
+               "great, key sk-abcdefghijklmnopqrstuvwx1234", cwd=folder)  # fmt: skip
+    feedback = "thumb up, score 4, comment 'great, key ***'"
+    assert out.stdout.strip() == f"recorded: conversation c-300 feedback is now {feedback}"
+    later = json.loads(keel("conversations", "feedback", "c-300", "--score", "2", "--json", cwd=folder).stdout)
+    assert later["user_feedback"] == {"thumb": "up", "score": 2.0, "comment": "great, key ***"}
+    up = keel("conversations", "list", "--filter", "feedback.thumb = 'up' and feedback.score < 3", "--json", cwd=folder)
+    assert [c["conversation_id"] for c in json.loads(up.stdout)] == ["c-300"]
+    events = json.loads(keel("conversations", "show", "c-300", "--json", cwd=folder).stdout)["feedback_events"]
+    assert [(e["thumb"], e["score"]) for e in events] == [("up", 4.0), (None, 2.0)]
+
+    unknown = keel("conversations", "feedback", "c-999", "--thumb", "up", cwd=folder, check=False)
+    assert unknown.returncode == 3 and unknown.stderr.count("\n") == 1 and "no conversation 'c-999'" in unknown.stderr
+    empty = keel("conversations", "feedback", "c-300", cwd=folder, check=False)
+    assert empty.returncode == 2 and "--thumb up|down, --score NUMBER or --comment TEXT" in empty.stderr
+
+
 def test_mistakes_are_one_line_errors(folder):
     bad = keel("conversations", "list", "--filter", "model = ", cwd=folder, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr

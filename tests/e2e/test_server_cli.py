@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -68,9 +69,15 @@ def test_users_tokens_and_grants_on_a_sqlite_store(store: str, tmp_path: Path) -
     tokens = {t["id"]: t for t in json.loads(keel("server", "token", "list", "--store", store, "--json"))}
     assert set(tokens) == {created["id"], next(t for t in tokens if tokens[t]["user"] == "alice")}
     assert tokens[created["id"]]["expires_at"] == created["expires_at"] and "token" not in tokens[created["id"]]
+    # text shows times as ISO 8601 in UTC ("Z"), never epoch milliseconds; --json keeps the milliseconds
+    expires = datetime.fromtimestamp(created["expires_at"] / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     table = keel("server", "token", "list", "bob", "--store", store)
-    assert re.search(r"\b20\d\d-\d\d-\d\d \d\d:\d\d\b", table) and str(created["expires_at"]) not in table
-    assert "never" in keel("server", "token", "list", "alice", "--store", store)  # the bootstrap token
+    assert expires in table and str(created["expires_at"]) not in table
+    assert re.search(r"\b20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ .* never", keel("server", "token", "list", "alice",
+                                                                                 "--store", store))  # fmt: skip
+    audit_text = keel("server", "audit", "--store", store)
+    assert f'"expires_at": "{expires}"' in audit_text and '"expires_at": "never"' in audit_text
+    assert not re.search(r"\d{13}", audit_text + keel("server", "user", "list", "--store", store))
 
     assert "bob is writer on chat" in keel("server", "grant", "bob", "chat", "writer", "--store", store)
     grants = json.loads(keel("server", "grants", "--store", store, "--json"))

@@ -60,3 +60,34 @@ def test_make_targets_in_readme_exist():
     makefile = (Path(__file__).parents[2] / "Makefile").read_text()
     for target in re.findall(r"^make (\w+)", README, re.M):
         assert re.search(rf"^{target}:", makefile, re.M), f"README shows 'make {target}'"
+
+
+def _readme_exit_codes() -> dict[int, set[str]]:
+    """The README's exit-code table: exit code -> the error classes it names."""
+    section = README[README.index("| exit | meaning | errors |") :]
+    table = {}
+    for line in section.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        code, _meaning, errors = (cell.strip() for cell in line.strip("|").split("|"))
+        table[int(code)] = set(re.findall(r"`(\w+)`", errors))
+    return table
+
+
+def test_readme_exit_code_table_matches_the_code():
+    import keel.errors
+
+    expected: dict[int, set[str]] = {0: set()}
+    for name in [*keel.errors.__all__, "KeelError"]:
+        cls = getattr(keel.errors, name)
+        if isinstance(cls, type) and issubclass(cls, keel.errors.KeelError):
+            expected.setdefault(cls.exit_code, set()).add(name)
+    # Exits the CLI gives without an error class: checks that found problems, and Ctrl-C.
+    cli = Path(__file__).parents[2] / "src" / "keel" / "cli"
+    for source in cli.glob("*.py"):
+        for code in re.findall(r"typer\.Exit\((\d+)\)", source.read_text()):
+            expected.setdefault(int(code), set())
+    main = (cli / "main.py").read_text()
+    assert "except typer.Abort:" in main and "return 130" in main
+    expected.setdefault(130, set())
+    assert _readme_exit_codes() == expected

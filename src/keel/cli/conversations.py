@@ -1,4 +1,4 @@
-"""``keel conversations ...``: query logged conversations, aggregate them, export eval data."""
+"""``keel conversations ...``: query logged conversations, record feedback, aggregate them, export eval data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 __all__ = ["conversations_app"]
 
 conversations_app = typer.Typer(
-    help="Logged conversations: list, show, stats per prompt version, export as an eval dataset.",
+    help="Logged conversations: list, show, record feedback, stats per prompt version, export as an eval dataset.",
     no_args_is_help=True,
 )
 
@@ -143,6 +143,46 @@ def _feedback(feedback: dict[str, Any]) -> str:
     if feedback.get("comment"):
         parts.append(f"comment {feedback['comment']!r}")
     return ", ".join(parts)
+
+
+@conversations_app.command("feedback")
+def conversations_feedback(
+    conversation_id: Annotated[str, typer.Argument(help="Conversation id (or a unique prefix).")],
+    thumb: Annotated[str | None, typer.Option("--thumb", help="up or down.")] = None,
+    score: Annotated[float | None, typer.Option("--score", help="A number, e.g. 4 on a 1-5 scale.")] = None,
+    comment: Annotated[str | None, typer.Option("--comment", "-m", help="Free text (secrets are masked).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record feedback on a logged conversation (as keel.conversations.feedback does): it updates
+    the conversation's latest record and is kept as an event ('keel conversations show')."""
+    import math
+
+    from keel.cli.render import print_json
+    from keel.errors import InvalidInput, StoreError
+
+    if thumb is None and score is None and comment is None:
+        raise InvalidInput("no feedback given", "pass --thumb up|down, --score NUMBER or --comment TEXT")
+    if thumb is not None and thumb.strip().lower() not in ("up", "down"):
+        raise InvalidInput(f"--thumb must be up or down, not {thumb!r}", "pass --thumb up or --thumb down")
+    if score is not None and not math.isfinite(score):
+        raise InvalidInput(f"--score must be a finite number, not {score}", "e.g. --score 4")
+    api = _api()
+    # A typo in the id must not queue feedback for a conversation that never comes: resolve it first.
+    full_id = api.get(conversation_id).conversation_id
+    api.feedback(full_id, thumb=thumb, score=score, comment=comment, strict=True)
+    api.flush()
+    counts = api.counters()
+    if counts["failed"]:
+        raise StoreError("the feedback could not be written", "see the log above, then run the command again")
+    if counts["pending"]:
+        typer.echo("the store did not answer in time: the feedback waits in the spool ('keel sync' delivers it)")
+        return
+    # What is stored now (each of thumb, score and comment is the newest given; secrets masked).
+    stored = api.get(full_id).latest.user_feedback
+    if as_json:
+        print_json({"conversation_id": full_id, "user_feedback": stored})
+        return
+    typer.echo(f"recorded: conversation {full_id} feedback is now {_feedback(stored)}")
 
 
 @conversations_app.command("stats")

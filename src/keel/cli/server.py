@@ -67,6 +67,18 @@ def exec_server(args: list[str], env: dict[str, str] | None = None) -> None:
     os.execve(sys.executable, argv, env)
 
 
+def _when(ms: int | None, none: str = "") -> str:
+    """A millisecond timestamp as ISO 8601 in UTC, ``2027-01-06T14:26:03Z`` (``none`` for None).
+
+    Text output only: ``--json`` keeps epoch milliseconds, as every other ``--json`` output does.
+    """
+    if ms is None:
+        return none
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _admin(store: str | None) -> ServerAdmin:
     from keel.sdk.admin import ServerAdmin
 
@@ -155,7 +167,6 @@ def user_create(
 def user_list(store: StoreOpt = None, objects: ObjectsIgnored = None, as_json: JsonOpt = False) -> None:
     """List users."""
     from keel.cli.render import print_json, table
-    from keel.core.entities import format_time
 
     with _admin(store) as admin:
         users = admin.list_users()
@@ -164,7 +175,7 @@ def user_list(store: StoreOpt = None, objects: ObjectsIgnored = None, as_json: J
         return
     table(
         ["user", "admin", "disabled", "created"],
-        [[u.name, "yes" if u.is_admin else "", "yes" if u.disabled else "", format_time(u.created_at)] for u in users],
+        [[u.name, "yes" if u.is_admin else "", "yes" if u.disabled else "", _when(u.created_at)] for u in users],
     )
 
 
@@ -218,11 +229,9 @@ def token_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API token for a user and print it once (only its hash is stored)."""
-    from keel.core.entities import format_time
-
     with _admin(store) as admin:
         secret, info = admin.create_token(user, name, expires_days)
-    expiry = f"expires {format_time(info.expires_at)} UTC" if info.expires_at else "never expires"
+    expiry = f"expires {_when(info.expires_at)}" if info.expires_at else "never expires"
     _print_secret(secret, info, as_json, f"token {info.id} for {info.user}, {expiry} (shown once):")
 
 
@@ -246,7 +255,7 @@ def token_list(
 ) -> None:
     """List API tokens, newest first (never their secrets)."""
     from keel.cli.render import print_json, table
-    from keel.core.entities import format_time, now_ms
+    from keel.core.entities import now_ms
 
     with _admin(store) as admin:
         tokens = admin.list_tokens(user)
@@ -257,15 +266,12 @@ def token_list(
 
     def state(token: Any) -> str:
         if token.revoked_at:
-            return f"revoked {format_time(token.revoked_at)}"
+            return f"revoked {_when(token.revoked_at)}"
         return "expired" if token.expires_at is not None and token.expires_at <= now else "active"
 
     table(
-        ["id", "user", "name", "created (UTC)", "expires (UTC)", "state"],
-        [
-            [t.id, t.user, t.name, format_time(t.created_at), format_time(t.expires_at) or "never", state(t)]
-            for t in tokens
-        ],
+        ["id", "user", "name", "created", "expires", "state"],
+        [[t.id, t.user, t.name, _when(t.created_at), _when(t.expires_at, "never"), state(t)] for t in tokens],
     )
 
 
@@ -319,7 +325,6 @@ def grants(
 ) -> None:
     """List who holds which role on which project."""
     from keel.cli.render import print_json, table
-    from keel.core.entities import format_time
 
     with _admin(store) as admin:
         rows = admin.grants(user, project)
@@ -327,8 +332,8 @@ def grants(
         print_json(rows)
         return
     table(
-        ["user", "project", "role", "granted by", "at (UTC)"],
-        [[g["user"], g["project"], g["role"], g["granted_by"], format_time(g["at"])] for g in rows],
+        ["user", "project", "role", "granted by", "at"],
+        [[g["user"], g["project"], g["role"], g["granted_by"], _when(g["at"])] for g in rows],
     )
 
 
@@ -340,10 +345,7 @@ def audit(
     as_json: JsonOpt = False,
 ) -> None:
     """The latest user, token and grant changes, newest first."""
-    import json
-
     from keel.cli.render import print_json, table
-    from keel.core.entities import format_time
 
     with _admin(store) as admin:
         entries = admin.audit_log(limit)
@@ -351,12 +353,21 @@ def audit(
         print_json(entries)
         return
     table(
-        ["at (UTC)", "actor", "action", "target", "detail"],
-        [
-            [format_time(e["at"]), e["actor"], e["action"], e["target"], json.dumps(e["detail"], sort_keys=True)]
-            for e in entries
-        ],
+        ["at", "actor", "action", "target", "detail"],
+        [[_when(e["at"]), e["actor"], e["action"], e["target"], _audit_detail(e["detail"])] for e in entries],
     )
+
+
+def _audit_detail(detail: Any) -> str:
+    """An audit entry's detail as JSON text, its ``*_at`` times readable (``expires_at``: None is never)."""
+    import json
+
+    if isinstance(detail, dict):
+        detail = {
+            key: _when(value, "never") if key.endswith("_at") and (value is None or type(value) is int) else value
+            for key, value in detail.items()
+        }
+    return json.dumps(detail, sort_keys=True)
 
 
 # -- leftovers ----------------------------------------------------------------------------------
