@@ -113,6 +113,33 @@ def test_reference_registry_snippet_runs_unchanged_and_keel_sees_it(keel: Keel) 
     ]
 
 
+def _doc_snippet(heading: str) -> str:
+    """The Python block under ``heading`` in docs/mlflow.md."""
+    doc = (Path(__file__).parents[2] / "docs" / "mlflow.md").read_text()
+    section = doc[doc.index(f"\n{heading}\n") :]
+    return section[section.index("```python\n") + 10 : section.index("\n```", section.index("```python"))]
+
+
+def test_documented_register_model_workaround_works(
+    keel: Keel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/mlflow.md's way to register a model without log_model, run as written."""
+    monkeypatch.chdir(tmp_path)
+    names: dict[str, object] = {}
+    exec(compile(_doc_snippet("## Registering a model without `log_model`"), "docs/mlflow.md", "exec"), names)
+    first, second = names["first"], names["second"]
+    for version, path in ((first, "model"), (second, "weights")):
+        stored = ok(keel.admin.get(f"/models/chat-assistant/versions/{version.version}"))  # type: ignore[attr-defined]
+        assert stored["source"] == f"runs:/{stored['run_id']}/{path}" and stored["run_id"] == version.run_id  # type: ignore[attr-defined]
+        files = {a["path"] for a in ok(keel.admin.get(f"/runs/{stored['run_id']}/artifacts"))}
+        assert f"{path}/config.json" in files
+    # without the MLmodel file, MLflow's register_model fails on its own (what the docs warn about)
+    with mlflow.start_run() as run:
+        mlflow.log_artifact("model/config.json", artifact_path="bare")
+    with pytest.raises(MlflowException, match="Unable to find a logged_model"):
+        mlflow.register_model(f"runs:/{run.info.run_id}/bare", "chat-assistant")
+
+
 def test_stage_transitions_and_aliases_land_in_keels_reflog(keel: Keel) -> None:
     client = MlflowClient()
     client.create_registered_model("ranker", tags={"team": "search"}, description="reranks passages")

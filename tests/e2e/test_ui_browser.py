@@ -88,6 +88,7 @@ class LiveServer:
     process: subprocess.Popen[bytes]
     shots: Path
     errors: list[str] = field(default_factory=list)
+    experiment_id: int = 0  # the MLflow experiment id of support-bot: its project id
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +100,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         auth = AuthStore(store.db)
         auth.create_user("alice", is_admin=True)
         auth.set_password("alice", PASSWORD, "test")
-        runs = _seed(TrackingService(store))
+        tracking = TrackingService(store)
+        runs = _seed(tracking)
+        experiment_id = next(p.id for p, _ in tracking.list_projects() if p.name == "support-bot")
     finally:
         store.close()
     url, process = start_server(store_url, folder)
     shots = folder / "screenshots"
     shots.mkdir()
-    yield LiveServer(url, runs, process, shots)
+    yield LiveServer(url, runs, process, shots, experiment_id=experiment_id)
     process.terminate()
     process.wait(10)
 
@@ -178,6 +181,26 @@ def test_sign_in_browse_runs_and_compare(live: LiveServer, page: Any) -> None:
     page.wait_for_url("**/ui/login")
     page.goto(f"{live.url}/ui/projects")
     assert "/ui/login" in page.url
+    assert live.errors == []
+
+
+def test_mlflow_view_run_link_lands_on_the_run_through_sign_in(live: LiveServer, page: Any) -> None:
+    """The MLflow client prints "View run NAME at: <server>/#/experiments/E/runs/R"; the fragment
+    never reaches the server, so keel.js maps it, and signing in first keeps it."""
+    page.context.clear_cookies()
+    run_id = live.runs["gpt-large"]
+    page.goto(f"{live.url}/#/experiments/{live.experiment_id}/runs/{run_id}")
+    assert page.url == f"{live.url}/ui/login?next=%2Fui%2F"  # the fragment is consumed
+    assert page.input_value("input[name=next]") == f"/ui/runs/{run_id}"
+    page.fill("input[name=user]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live.url}/ui/runs/{run_id}")
+    assert "eval-gpt-large" in page.inner_text("main")
+    page.goto(f"{live.url}/#/experiments/{live.experiment_id}")  # "View experiment at: ...", signed in
+    page.wait_for_url(f"{live.url}/ui/projects/support-bot/runs")
+    assert page.locator("table.runs tbody tr").count() == 3
+    page.context.clear_cookies()
     assert live.errors == []
 
 

@@ -5,6 +5,8 @@
   (``sort``, ``desc``), filtered with keel's filter language (``filter``; parsed by the
   service, never pasted into SQL), with chosen param/metric/tag columns (``col``,
   repeatable) and checkboxes to compare runs.
+- ``/ui/experiments/{id}``: an MLflow experiment id (from the MLflow client's links) to its
+  project's runs table.
 - ``/ui/compare?run=A&run=B[&baseline=A][&quality=M]``: params and metrics side by side,
   deltas against the baseline with confidence intervals and significance
   (:func:`keel.services.compare.compare_runs`), the quality-vs-cost Pareto chart, and
@@ -18,21 +20,22 @@ import time
 from typing import Annotated
 
 from fastapi import Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup
 
 from keel.core.comparison import Comparison
 from keel.core.entities import project_not_found
-from keel.errors import InvalidInput, KeelError
+from keel.errors import InvalidInput, KeelError, NotFound
 from keel.server.auth import Context
 from keel.server.context import ServerContext
 from keel.server.ui.charts import Bar, Point, Series, bar_chart, line_chart, scatter_chart
-from keel.server.ui.render import add_nav, link_entities, render, url
+from keel.server.ui.render import add_nav, link_entities, quote_path, render, url
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.runs_table import SORTABLE_ATTRIBUTES, available_columns, choose_columns, sort_clause
 from keel.server.ui.sessions import Viewer
 from keel.services.compare import compare_runs
 from keel.services.contract import authorize_run
+from keel.services.tracking import DEFAULT_PROJECT
 
 __all__ = ["router"]
 
@@ -51,6 +54,23 @@ def projects_page(request: Request, viewer: Viewer, context: Context) -> HTMLRes
     """The projects the viewer can read."""
     projects = [(p, count) for p, count in context.tracking.list_projects() if viewer.can(p.name, "reader")]
     return render(request, "projects.html", title="Projects", projects=projects)
+
+
+@router.get("/experiments/{experiment_id}")
+def experiment_page(experiment_id: str, viewer: Viewer, context: Context) -> RedirectResponse:
+    """An MLflow experiment id to its project's runs (the MLflow client prints links to
+    ``<server>/#/experiments/ID``; keel.js sends them here). The id is the project's numeric
+    id, and ``0`` is the project ``default``, as in keel's MLflow API."""
+    wanted = experiment_id.strip()
+    if wanted == "0":
+        name: str | None = DEFAULT_PROJECT
+    else:
+        pk = int(wanted) if wanted.isdigit() else -1
+        name = next((p.name for p, _ in context.tracking.list_projects() if p.id == pk), None)
+    # A project the viewer cannot read answers exactly like one that does not exist.
+    if name is None or not viewer.can(name, "reader"):
+        raise NotFound(f"no experiment with id {wanted[:40]!r}", "start from the projects list")
+    return RedirectResponse(url(f"/projects/{quote_path(name)}/runs"), status_code=303)
 
 
 @router.get("/projects/{project}/runs")
