@@ -104,7 +104,10 @@ __all__ = [
     "search_runs",
     "set_tag",
     "set_tags",
+    "span",
     "start_run",
+    "trace",
+    "traces",
 ]
 
 _LAZY = {
@@ -118,6 +121,8 @@ _LAZY = {
     "compare": "keel.sdk.compare",
     "evaluate": "keel.sdk.evaluate",
     "reproduce": "keel.sdk.reproduce",
+    "span": "keel.sdk.traces",
+    "trace": "keel.sdk.traces",
 }
 _MODULES = (
     "ab",
@@ -132,6 +137,7 @@ _MODULES = (
     "models",
     "prompts",
     "scorers",
+    "traces",
 )
 _FLUENT = {
     "active_run",
@@ -181,7 +187,21 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from keel.core.entities import EntityRef, RunRecord
     from keel.core.table import Table
-    from keel.sdk import ab, config, conversations, data, delivery, flags, kb, lineage, llm, models, prompts, scorers
+    from keel.sdk import (
+        ab,
+        config,
+        conversations,
+        data,
+        delivery,
+        flags,
+        kb,
+        lineage,
+        llm,
+        models,
+        prompts,
+        scorers,
+        traces,
+    )
     from keel.sdk import importers as import_from
     from keel.sdk.client import Client
     from keel.sdk.compare import compare
@@ -212,6 +232,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from keel.sdk.reproduce import reproduce
     from keel.sdk.results import RunList
     from keel.sdk.run import Run
+    from keel.sdk.traces import span, trace
 
 # A server that handles SIGTERM (uvicorn) imports the app, and keel, after installing its
 # handler: route the signal through keel's bounded exit flush (see keel.sdk.signals).

@@ -67,7 +67,10 @@ EXPECTED = {
     "search_runs",
     "set_tag",
     "set_tags",
+    "span",
     "start_run",
+    "trace",
+    "traces",
 }
 
 

@@ -33,9 +33,11 @@ lost because one of its attributes is big. Pure: no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -54,13 +56,22 @@ __all__ = [
     "SPAN_KINDS",
     "SPAN_STATUSES",
     "TRUNCATED",
+    "IngestResult",
+    "SCORE_SOURCES",
+    "Score",
+    "ScoreRow",
+    "Span",
     "SpanBatch",
     "SpanRow",
+    "Trace",
+    "TraceDetail",
+    "TraceStats",
     "dumps",
     "infer_kind",
     "is_span_id",
     "is_trace_id",
     "links_of",
+    "normalize_score",
     "normalize_span",
     "payload_from_attributes",
     "span_fields",
@@ -200,20 +211,230 @@ class SpanRow(NamedTuple):
 
 @dataclass
 class SpanBatch:
-    """Rows waiting to be written in one transaction, grouped by project name.
+    """What one delivery writes: raw spans and scores, each with its project's name.
 
-    - ``spans``: ``(project, SpanRow)``
-    - ``scores``: ``(project, trace_id, span_id | None, key, value | None, label | None,
-      comment | None, source, at_ms)``: feedback and evaluation scores on a trace
+    - ``spans``: ``(project, raw span dict)``, normalised by the store
+      (:func:`normalize_span`), so a server checks what every client sends;
+    - ``scores``: ``(project, raw score dict)`` (see :func:`normalize_score`).
     """
 
-    spans: list[tuple[str, SpanRow]] = field(default_factory=list)
-    scores: list[tuple[str, str, str | None, str, float | None, str | None, str | None, str, int]] = field(
-        default_factory=list
-    )
+    spans: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    scores: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.spans) + len(self.scores)
+
+
+#: ``(trace_id, span_id | None, key, value | None, label | None, comment | None, source, at_ms)``
+ScoreRow = tuple[str, "str | None", str, "float | None", "str | None", "str | None", str, int]
+SCORE_SOURCES = ("user", "conversation", "evaluator", "api")
+MAX_COMMENT = 4_000
+
+
+def normalize_score(raw: Mapping[str, Any]) -> ScoreRow:
+    """Check a score (feedback or evaluation) on a trace or one of its spans.
+
+    ``{"trace_id", "span_id"?, "key", "value"? (number or bool), "label"? (text),
+    "comment"?, "source"? (user|conversation|evaluator|api), "at"? (epoch ms)}``; a value,
+    label or comment is required.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidInput(f"a score must be an object, not {short(raw)}", "see keel.traces.feedback")
+    trace_id = raw.get("trace_id")
+    if not is_trace_id(trace_id):
+        raise InvalidInput(f"score trace_id must be 32 hex digits: {short(trace_id)}", "pass the trace's id")
+    span_id = raw.get("span_id") or None
+    if span_id is not None and not is_span_id(span_id):
+        raise InvalidInput(f"score span_id must be 16 hex digits: {short(span_id)}", "pass a span id or nothing")
+    key = raw.get("key") or "feedback"
+    if not isinstance(key, str) or len(key) > MAX_NAME_LENGTH or not key.strip():
+        raise InvalidInput(f"score key must be 1-{MAX_NAME_LENGTH} characters: {short(key)}", "e.g. key='helpful'")
+    value = raw.get("value")
+    if isinstance(value, bool):
+        value = 1.0 if value else 0.0
+    elif value is not None:
+        if not isinstance(value, int | float) or not math.isfinite(float(value)):
+            raise InvalidInput(f"score value must be a finite number or a bool: {short(value)}", "e.g. value=1")
+        value = float(value)
+    label = _text(raw.get("label"), "label", MAX_TEXT_FIELD)
+    comment = _text(raw.get("comment"), "comment", MAX_COMMENT)
+    if value is None and label is None and comment is None:
+        raise InvalidInput("the score is empty", "pass a value, a label or a comment")
+    source = raw.get("source") or "api"
+    if source not in SCORE_SOURCES:
+        raise InvalidInput(f"score source must be one of {', '.join(SCORE_SOURCES)}: {short(source)}", "")
+    at = raw.get("at")
+    if not isinstance(at, int) or isinstance(at, bool) or not 0 <= at <= INT64_MAX:
+        at = int(time.time() * 1000)
+    return (str(trace_id).lower(), span_id.lower() if span_id else None, key, value, label, comment, source, at)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A trace's summary: what lists, filters and stats read."""
+
+    trace_id: str
+    project: str
+    name: str
+    root_span_id: str | None
+    start_ns: int
+    end_ns: int
+    duration_ms: float
+    status: str
+    span_count: int
+    error_count: int
+    input_tokens: int | None
+    output_tokens: int | None
+    cost: float | None
+    model: str | None
+    prompt: str | None
+    run_id: str | None
+    conversation_id: str | None
+    user_id: str | None
+    tags: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Span:
+    """One stored span. ``inputs``/``outputs`` over the inline size are ``{"$object": oid, "size": n}``
+    until loaded (:meth:`keel.services.traces.TraceService.payload`)."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    status: str
+    status_message: str | None
+    start_ns: int
+    end_ns: int
+    model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost: float | None
+    prompt: str | None
+    run_id: str | None
+    conversation_id: str | None
+    user_id: str | None
+    attributes: dict[str, Any]
+    inputs: Any
+    outputs: Any
+    events: list[dict[str, Any]]
+    flags: int
+
+    @property
+    def duration_ms(self) -> float:
+        """How long the span took, in milliseconds."""
+        return (self.end_ns - self.start_ns) / 1e6
+
+    @property
+    def truncated(self) -> bool:
+        """True when something of the span was cut to its limit."""
+        return bool(self.flags & TRUNCATED)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (with ``duration_ms``)."""
+        out = dataclasses.asdict(self)
+        out["duration_ms"] = self.duration_ms
+        return out
+
+
+@dataclass(frozen=True)
+class Score:
+    """Feedback or an evaluation score on a trace (``span_id`` None) or one of its spans."""
+
+    key: str
+    value: float | None
+    label: str | None
+    comment: str | None
+    source: str
+    span_id: str | None
+    created_at: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TraceDetail:
+    """A trace with its spans (by start time), scores and the versions its spans used."""
+
+    trace: Trace
+    spans: list[Span]
+    scores: list[Score]
+    links: list[tuple[str, str, str]]
+
+    def tree(self) -> list[tuple[int, Span]]:
+        """Spans depth-first as ``(depth, span)``, children by start time; a span whose
+        parent is not stored (a late or lost parent) is shown as a root."""
+        ids = {s.span_id for s in self.spans}
+        children: dict[str | None, list[Span]] = {}
+        for span in self.spans:
+            parent = span.parent_id if span.parent_id in ids else None
+            children.setdefault(parent, []).append(span)
+        out: list[tuple[int, Span]] = []
+        stack = [(0, s) for s in reversed(children.get(None, []))]
+        while stack:
+            depth, span = stack.pop()
+            out.append((depth, span))
+            stack.extend((depth + 1, c) for c in reversed(children.get(span.span_id, [])))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "trace": self.trace.to_dict(),
+            "spans": [s.to_dict() for s in self.spans],
+            "scores": [s.to_dict() for s in self.scores],
+            "links": [{"kind": k, "id": i, "version": v} for k, i, v in self.links],
+        }
+
+
+@dataclass
+class TraceStats:
+    """Aggregates of one group: traces (or spans, grouped by model/prompt/kind)."""
+
+    group: dict[str, Any]
+    count: int = 0
+    errors: int = 0
+    latency_avg_ms: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    first_ns: int | None = None
+    last_ns: int | None = None
+
+    @property
+    def error_rate(self) -> float:
+        """Errors per item (0 when empty)."""
+        return self.errors / self.count if self.count else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (with ``error_rate``)."""
+        out = dataclasses.asdict(self)
+        out["error_rate"] = self.error_rate
+        return out
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What a write stored: spans kept, repeats ignored, spans refused (with the first reasons)."""
+
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
 
 
 def _bad(what: str, problem: str) -> InvalidInput:
@@ -524,7 +745,7 @@ def normalize_span(raw: Mapping[str, Any]) -> SpanRow:
 def payload_from_attributes(attributes: Mapping[str, Any], which: str) -> Any:
     """Inputs (``which="inputs"``) or outputs a span's attributes carry (OpenInference, MLflow, GenAI)."""
     value = _first(attributes, _INPUT_KEYS if which == "inputs" else _OUTPUT_KEYS)
-    if isinstance(value, str) and value[:1] in "[{\"" and len(value) <= MAX_PAYLOAD_BYTES:
+    if isinstance(value, str) and value[:1] in '[{"' and len(value) <= MAX_PAYLOAD_BYTES:
         try:
             return json.loads(value)
         except ValueError:

@@ -54,6 +54,7 @@ keel.core.model_card: CardChange
 keel.core.prompt_content: PromptContent PromptDiff
 keel.core.stats: TestResult
 keel.core.table: Table
+keel.core.traces: IngestResult Score Span SpanBatch Trace TraceDetail TraceStats
 """
 
 

@@ -78,7 +78,7 @@ RECORD = struct.Struct("<2sIIIq")  # b"KR", payload length, crc32(payload), rows
 RECORD_MAGIC = b"KR"
 SEGMENT_BYTES = 16 << 20  # a segment is closed for appends at this size
 MAX_RECORD_BYTES = 1 << 30  # a header claiming more is damage, not a record
-STREAMS = ("runs", "conversations", "llm", "exposures")
+STREAMS = ("runs", "conversations", "llm", "exposures", "traces")
 _NAME = re.compile(r"\d{20}-\d+-[0-9a-f]{8}\.seg")
 
 

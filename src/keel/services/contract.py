@@ -93,6 +93,7 @@ SERVICES: dict[str, str] = {
     "flags": "keel.services.flags:FlagService",
     "abtests": "keel.services.abtests:ABService",
     "datasets": "keel.services.data_versions:DatasetVersionService",
+    "traces": "keel.services.traces:TraceService",
 }
 
 # Arguments that name the person acting: on a server always the authenticated caller.

@@ -1,0 +1,454 @@
+"""Traces: store spans from every source, search them, read a trace's tree, aggregate, export.
+
+Every source ends in :meth:`TraceService.write_batch` (the SDK's background
+writer, locally or through a keel server) or :meth:`TraceService.ingest` (the
+OTLP and MLflow endpoints): raw spans are normalised here
+(:func:`keel.core.traces.normalize_span`), so the server checks what any client
+sends; a span that cannot be stored is counted and reported
+(:class:`~keel.core.traces.IngestResult`), never allowed to fail the others.
+Payloads (inputs, outputs) larger than :data:`INLINE_PAYLOAD_BYTES` go to the
+object store and are read back on demand (:meth:`TraceService.payload`).
+
+Projects: spans are written to the project named with them; reads name one
+project (``default`` when omitted). The contract checks the caller's role on
+every project a batch writes to and on the project a read names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from keel.core.batch import check_batch_id
+from keel.core.conversation_stats import percentile_from_ranks
+from keel.core.conversations import parse_time
+from keel.core.entities import format_time, project_not_found
+from keel.core.filters import parse_filter, parse_order_by
+from keel.core.limits import MAX_PAGE_SIZE, MAX_SORT_KEYS
+from keel.core.names import check_name
+from keel.core.traces import (
+    IngestResult,
+    Score,
+    ScoreRow,
+    Span,
+    SpanBatch,
+    SpanRow,
+    Trace,
+    TraceDetail,
+    TraceStats,
+    dumps,
+    is_trace_id,
+    normalize_score,
+    normalize_span,
+)
+from keel.errors import InvalidInput, KeelError, NotFound
+from keel.meta.traces import FILTER_PREFIXES, RawTraces, TraceQuery
+from keel.services.contract import READABLE, operation, project_scope, service
+from keel.services.conversations import write_examples
+from keel.services.workspace import Store
+
+__all__ = ["INLINE_PAYLOAD_BYTES", "TraceService", "check_batch_projects"]
+
+#: Inputs or outputs larger than this (as JSON) are stored in the object store.
+INLINE_PAYLOAD_BYTES = 16 * 1024
+_MAX_ERRORS = 5
+_PERCENTILES = (50, 95)
+
+
+def check_batch_projects(services: Any, caller: Any, arguments: dict[str, Any]) -> None:
+    """The contract's check of :meth:`TraceService.write_batch`: writer on every project it names."""
+    from keel.services.auth import require
+
+    batch = arguments.get("batch")
+    if not isinstance(batch, SpanBatch):
+        raise InvalidInput("traces.write_batch takes a SpanBatch", "send the batch the SDK builds")
+    names = {project for project, _ in batch.spans} | {project for project, _ in batch.scores}
+    for name in sorted(names, key=str):
+        if not isinstance(name, str):
+            raise InvalidInput("a span batch names projects by text", "send the batch the SDK builds")
+        require(caller, name, "writer")
+
+
+def _project(name: Any) -> str:
+    if name is None:
+        return "default"
+    return check_name(name, "project")
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+@service("traces")
+class TraceService:
+    """Traces and spans on one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.raw = RawTraces(store.db)
+
+    # -- writing ------------------------------------------------------------------------
+    def _rows(self, pairs: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[list[tuple[str, SpanRow]], list[str]]:
+        rows: list[tuple[str, SpanRow]] = []
+        errors: list[str] = []
+        checked: dict[str, str] = {}
+        for project, raw in pairs:
+            try:
+                name = checked.get(project) if isinstance(project, str) else None
+                if name is None:
+                    name = checked[project] = _project(project)
+                rows.append((name, self._offload(normalize_span(raw))))
+            except KeelError as exc:
+                errors.append(exc.message)
+        return rows, errors
+
+    def _offload(self, row: SpanRow) -> SpanRow:
+        """The row with payloads over :data:`INLINE_PAYLOAD_BYTES` moved to the object store."""
+        changes: dict[str, str] = {}
+        for which in ("inputs", "outputs"):
+            text = getattr(row, which)
+            if text is not None and len(text) > INLINE_PAYLOAD_BYTES:
+                data = text.encode("utf-8")
+                oid = self.store.objects.put_bytes(data)
+                changes[which] = dumps({"$object": oid, "size": len(data)})
+        return row._replace(**changes) if changes else row  # type: ignore[arg-type]
+
+    def _write(
+        self, spans: Sequence[tuple[str, Mapping[str, Any]]], scores: Sequence[tuple[str, Any]], batch_id: str | None
+    ) -> IngestResult:
+        rows, errors = self._rows(spans)
+        score_rows: list[tuple[str, ScoreRow]] = []
+        for project, raw in scores:
+            try:
+                score_rows.append((_project(project), normalize_score(raw)))
+            except KeelError as exc:
+                errors.append(exc.message)
+        stored, duplicates = self.raw.write_batch(rows, score_rows, batch_id)
+        return IngestResult(stored, duplicates, len(errors), errors[:_MAX_ERRORS])
+
+    @operation("writer", READABLE, check=check_batch_projects)
+    def write_batch(self, batch: SpanBatch, batch_id: str | None = None) -> IngestResult:
+        """Store a batch of raw spans and scores in one transaction (the SDK's delivery path);
+        ``batch_id`` makes a retried batch a no-op (see :mod:`keel.meta.delivered`)."""
+        return self._write(batch.spans, batch.scores, check_batch_id(batch_id))
+
+    @operation("writer", project_scope())
+    def ingest(self, spans: list[dict[str, Any]], project: str | None = None) -> IngestResult:
+        """Store raw spans of one project (the OTLP and MLflow endpoints)."""
+        name = _project(project)
+        return self._write([(name, raw) for raw in spans], (), None)
+
+    @operation("writer", project_scope())
+    def feedback(
+        self,
+        trace_id: str,
+        key: str = "feedback",
+        value: float | bool | None = None,
+        label: str | None = None,
+        comment: str | None = None,
+        span_id: str | None = None,
+        source: str = "api",
+        project: str | None = None,
+    ) -> None:
+        """Add feedback or a score to a stored trace (NotFound when the project has no such trace)."""
+        name = _project(project)
+        full = self.resolve(trace_id, name)
+        raw = {
+            "trace_id": full,
+            "span_id": span_id,
+            "key": key,
+            "value": value,
+            "label": label,
+            "comment": comment,
+            "source": source,
+        }
+        self.raw.write_batch((), [(name, normalize_score(raw))])
+
+    # -- reading ------------------------------------------------------------------------
+    def _project_id(self, project: str | None) -> int:
+        name = _project(project)
+        pid = self.raw.project_id(name)
+        if pid is None:
+            raise project_not_found(name)
+        return pid
+
+    def query(
+        self, project: str | None = None, filter: str | None = None, since: Any = None, until: Any = None
+    ) -> TraceQuery:
+        """Compile a filter and a time range (datetimes, epoch s/ms, ISO text or '7d') in one project."""
+        node = parse_filter(filter, FILTER_PREFIXES, "attributes") if filter else None
+        return self.raw.compile(
+            self._project_id(project),
+            node,
+            None if since is None else parse_time(since),
+            None if until is None else parse_time(until),
+        )
+
+    def _trace(self, row: Sequence[Any], project: str) -> Trace:
+        return Trace(
+            row[0],
+            project,
+            row[1],
+            row[2],
+            int(row[3]),
+            int(row[4]),
+            float(row[5]),
+            row[6],
+            int(row[7]),
+            int(row[8]),
+            None if row[9] is None else int(row[9]),
+            None if row[10] is None else int(row[10]),
+            row[11],
+            row[12],
+            row[13],
+            row[14],
+            row[15],
+            row[16],
+            json.loads(row[17] or "{}"),
+        )
+
+    @operation("reader", project_scope())
+    def search(
+        self,
+        project: str | None = None,
+        filter: str | None = None,
+        order_by: str | list[str] | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Trace]:
+        """Matching traces, newest first unless ``order_by`` (``latency desc``, ``cost``, ``time``...).
+
+        ``filter`` is keel's filter language over trace fields (``status = 'error'``,
+        ``latency > 2000``, ``conversation_id = 'c1'``, ``tokens.total > 1000``, ``tags.env = 'prod'``),
+        span fields true when any span matches (``model = 'gpt-4o'``, ``prompt = 'chat@1.3.0'``,
+        ``span.kind = 'retrieval'``) and scores (``feedback.helpful < 0.5``).
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidInput(f"invalid limit {limit!r}", f"give a whole number in 1..{MAX_PAGE_SIZE:,}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= 10_000_000:
+            raise InvalidInput(f"invalid offset {offset!r}", "give a whole number >= 0")
+        name = _project(project)
+        query = self.query(name, filter, since, until)
+        order = self.raw.order_sql(parse_order_by(order_by, {}, None) if order_by else [])
+        return [self._trace(r, name) for r in self.raw.select(query, order, limit, offset)]
+
+    @operation("reader", project_scope())
+    def count(self, project: str | None = None, filter: str | None = None, since: Any = None, until: Any = None) -> int:
+        """How many traces match."""
+        return self.raw.count(self.query(project, filter, since, until))
+
+    @operation("reader", project_scope())
+    def resolve(self, trace_id: str, project: str | None = None) -> str:
+        """A full trace id from an id or a unique prefix (at least 4 hex digits) in the project."""
+        if not isinstance(trace_id, str) or not 4 <= len(trace_id) <= 32:
+            raise InvalidInput(f"invalid trace id {trace_id!r}"[:120], "give the trace id or its first 8 characters")
+        wanted = trace_id.lower()
+        if not all(c in "0123456789abcdef" for c in wanted):
+            raise InvalidInput(f"invalid trace id {trace_id!r}", "a trace id is hex digits")
+        pid = self._project_id(project)
+        found = self.raw.trace_ids(pid, wanted)
+        if is_trace_id(wanted) and wanted in found:
+            return wanted
+        if len(found) == 1 and found[0].startswith(wanted):
+            return found[0]
+        if len(found) > 1:
+            raise InvalidInput(f"trace id prefix {trace_id!r} is ambiguous", "give more characters")
+        raise NotFound(f"no trace {trace_id!r} in project {_project(project)!r}", "list traces with 'keel traces list'")
+
+    @operation("reader", project_scope())
+    def get(self, trace_id: str, project: str | None = None) -> TraceDetail:
+        """A trace with its spans, scores and the versions it used (NotFound if unknown)."""
+        name = _project(project)
+        full = self.resolve(trace_id, name)
+        pid = self._project_id(name)
+        summary, rows = self.raw.trace(pid, full)
+        if summary is None:  # pragma: no cover - resolved just above
+            raise NotFound(f"no trace {trace_id!r}", "list traces with 'keel traces list'")
+        spans = [
+            Span(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                int(r[7]),
+                int(r[8]),
+                r[9],
+                None if r[10] is None else int(r[10]),
+                None if r[11] is None else int(r[11]),
+                r[12],
+                r[13],
+                r[14],
+                r[15],
+                r[16],
+                json.loads(r[17] or "{}"),
+                _load(r[18]),
+                _load(r[19]),
+                _load(r[20]) or [],
+                int(r[21]),
+            )
+            for r in rows
+        ]
+        scores = [Score(r[1], r[2], r[3], r[4], r[5], r[0], int(r[6])) for r in self.raw.scores(pid, full)]
+        return TraceDetail(self._trace(summary, name), spans, scores, self.raw.links(pid, full))
+
+    @operation("reader", project_scope())
+    def payload(self, trace_id: str, span_id: str, which: str = "outputs", project: str | None = None) -> Any:
+        """A span's inputs or outputs, loaded from the object store when it was stored there."""
+        if which not in ("inputs", "outputs"):
+            raise InvalidInput(f"which must be 'inputs' or 'outputs', not {which!r}", "")
+        detail = self.get(trace_id, project)
+        for span in detail.spans:
+            if span.span_id == span_id:
+                value = getattr(span, which)
+                if isinstance(value, dict) and set(value) == {"$object", "size"}:
+                    return json.loads(self.store.objects.get_bytes(str(value["$object"])).decode("utf-8"))
+                return value
+        raise NotFound(f"no span {span_id!r} in trace {detail.trace.trace_id}", "see 'keel traces show TRACE'")
+
+    @operation("reader", project_scope())
+    def stats(
+        self,
+        project: str | None = None,
+        by: str | list[str] = "day",
+        filter: str | None = None,
+        since: Any = None,
+        until: Any = None,
+    ) -> list[TraceStats]:
+        """Per group: count, errors and error rate, latency avg/p50/p95, tokens, cost.
+
+        ``by``: ``day``, ``name``, ``status``, ``run_id``, ``conversation_id``, ``user_id``
+        (traces), or ``model``, ``prompt``, ``kind`` (the spans with that field). Largest first.
+        """
+        groups = [by] if isinstance(by, str) else list(by)
+        if not groups or len(groups) > MAX_SORT_KEYS or not all(isinstance(g, str) for g in groups):
+            raise InvalidInput(f"stats groups by 1-{MAX_SORT_KEYS} names, got {by!r}"[:200], "e.g. by='model'")
+        query = self.query(project, filter, since, until)
+        n = len(groups)
+        found: dict[tuple[Any, ...], TraceStats] = {}
+        for row in self.raw.aggregate(query, groups):
+            key = tuple(_group_value(g, v) for g, v in zip(groups, row[:n], strict=True))
+            count, errors, latency, tokens_in, tokens_out, cost, first, last = row[n:]
+            found[key] = TraceStats(
+                dict(zip(groups, key, strict=True)),
+                int(count),
+                int(errors or 0),
+                float(latency) / int(count) if latency is not None and count else None,
+                None,
+                None,
+                int(tokens_in or 0),
+                int(tokens_out or 0),
+                float(cost or 0.0),
+                None if first is None else int(first),
+                None if last is None else int(last),
+            )
+        ranks: dict[tuple[Any, ...], tuple[int, dict[int, float]]] = {}
+        for row in self.raw.latency_ranks(query, groups, _PERCENTILES):
+            key = tuple(_group_value(g, v) for g, v in zip(groups, row[:n], strict=True))
+            ranks.setdefault(key, (int(row[n]), {}))[1][int(row[n + 1])] = float(row[n + 2])
+        for key, (count, values) in ranks.items():
+            stats = found.get(key)
+            if stats is not None:
+                stats.latency_p50_ms = percentile_from_ranks(count, 50, values)
+                stats.latency_p95_ms = percentile_from_ranks(count, 95, values)
+        return sorted(found.values(), key=lambda s: (-s.count, [str(v) for v in s.group.values()]))
+
+    @operation("reader", READABLE)
+    def used_by(self, kind: str, name: str, version: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Traces whose spans used a version (``prompt``, ``chat``, ``1.3.0``), newest first."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidInput(f"invalid limit {limit!r}", f"give a whole number in 1..{MAX_PAGE_SIZE:,}")
+        return [
+            {"project": p, "trace_id": t, "start_ns": s} for p, t, s in self.raw.used_by(kind, name, version, limit)
+        ]
+
+    # -- export -------------------------------------------------------------------------
+    @operation("reader", project_scope())
+    def examples(
+        self,
+        project: str | None = None,
+        filter: str | None = None,
+        span: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Matching traces as evaluation examples: ``{"input", "output", "metadata"}`` of the root
+        span, or of the first span named ``span`` in each trace (traces without one are skipped)."""
+        return list(self.iter_examples(project, filter, span, since, until, limit))
+
+    def iter_examples(
+        self,
+        project: str | None = None,
+        filter: str | None = None,
+        span: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int = 1000,
+    ) -> Iterator[dict[str, Any]]:
+        """What :meth:`examples` returns, one at a time."""
+        name = _project(project)
+        written = 0
+        offset = 0
+        while written < limit:
+            page = self.search(name, filter, None, since, until, min(500, MAX_PAGE_SIZE), offset)
+            if not page:
+                return
+            offset += len(page)
+            for trace in page:
+                detail = self.get(trace.trace_id, name)
+                chosen = next(
+                    (s for s in detail.spans if (s.name == span if span else s.span_id == trace.root_span_id)),
+                    None,
+                )
+                if chosen is None:
+                    continue
+                yield {
+                    "input": self.payload(trace.trace_id, chosen.span_id, "inputs", name),
+                    "output": self.payload(trace.trace_id, chosen.span_id, "outputs", name),
+                    "metadata": {
+                        "trace_id": trace.trace_id,
+                        "span": chosen.name,
+                        "model": chosen.model or trace.model,
+                        "prompt": chosen.prompt or trace.prompt,
+                        "run_id": trace.run_id,
+                        "conversation_id": trace.conversation_id,
+                        "status": chosen.status,
+                        "time": format_time(trace.start_ns // 1_000_000),
+                        "scores": {s.key: s.value if s.value is not None else s.label for s in detail.scores},
+                    },
+                }
+                written += 1
+                if written >= limit:
+                    return
+
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        project: str | None = None,
+        filter: str | None = None,
+        span: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int = 100_000,
+    ) -> int:
+        """Write matching traces as an evaluation dataset (JSON Lines, atomically); the line count."""
+        target = Path(path)
+        if target.is_dir():
+            raise InvalidInput(f"{target} is a folder", "give a file name, e.g. dataset.jsonl")
+        if not target.parent.is_dir():
+            raise NotFound(f"folder {target.parent} does not exist", "create it first")
+        return write_examples(target, self.iter_examples(project, filter, span, since, until, limit))
+
+
+def _group_value(group: str, value: Any) -> Any:
+    if group == "day" and value is not None:
+        return format_time(int(value) * 86_400_000)[:10]
+    return value
