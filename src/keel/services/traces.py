@@ -29,6 +29,7 @@ from keel.core.entities import format_time, project_not_found
 from keel.core.filters import parse_filter, parse_order_by
 from keel.core.limits import MAX_PAGE_SIZE, MAX_SORT_KEYS
 from keel.core.names import check_name
+from keel.core.redaction import redact_mapping
 from keel.core.traces import (
     IngestResult,
     Score,
@@ -78,6 +79,19 @@ def _project(name: Any) -> str:
     return check_name(name, "project")
 
 
+def _without_secrets(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``raw`` with secrets masked in its attributes, inputs, outputs and events (by key name and
+    by shape: :func:`keel.core.redaction.redact_mapping`), whatever the source or its redactor."""
+    if not isinstance(raw, Mapping):
+        return raw
+    out = dict(raw)
+    for key in ("attributes", "inputs", "outputs", "events"):
+        value = out.get(key)
+        if value is not None and not isinstance(value, int | float | bool):
+            out[key] = redact_mapping(value)
+    return out
+
+
 def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
@@ -100,7 +114,7 @@ class TraceService:
                 name = checked.get(project) if isinstance(project, str) else None
                 if name is None:
                     name = checked[project] = _project(project)
-                rows.append((name, self._offload(normalize_span(raw))))
+                rows.append((name, self._offload(normalize_span(_without_secrets(raw)))))
             except KeelError as exc:
                 errors.append(exc.message)
         return rows, errors
