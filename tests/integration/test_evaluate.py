@@ -169,6 +169,53 @@ def test_llm_judge_uses_a_versioned_judge_prompt(server, prompts):
     assert result.scorer_errors == 0 and 0 < result.metrics["faithfulness"] <= 1.0
 
 
+def test_llm_judge_at_concurrency_8_uses_the_evaluation_client(server, dataset, prompts):
+    # The README's call: the judge has no client of its own and the samples run on 8 threads.
+    keel.prompts.register("judge", template="Rate from 1 to 5: {{ question }} -> {{ output }}", changelog="judge")
+    judge = keel.scorers.llm_judge("faithfulness", judge_prompt="judge@1.0.0", scale=5)
+    result = keel.evaluate(str(dataset), "calc@1.0.0", "gpt-4", _client(server),
+                           [keel.scorers.exact_match("answer"), judge], concurrency=8)  # fmt: skip
+    assert result.scorer_errors == 0 and result.failed_scorers == []
+    assert result.errors_by_scorer["faithfulness"].errors == 0 and result.errors_by_scorer["faithfulness"].samples == 60
+    assert 0.6 <= result.metrics["faithfulness"] <= 1.0  # the stand-in judges in the upper part of the range
+    assert server.requests_served == 120  # 60 answers and 60 judgements, all through the stand-in
+
+
+def test_a_scorer_failing_on_most_samples_is_failed_and_stays_in_the_comparison(server, prompts):
+    rows = [{"id": f"q{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(10)]
+    keel.prompts.register("judge", template="Rate from 1 to 5: {{ context }} -> {{ output }}", changelog="judge")
+    judge = keel.scorers.llm_judge("faithfulness", judge_prompt="judge@1.0.0", scale=5)  # rows have no context
+
+    def odd(output, sample):  # fails on exactly half of the samples: counted, not failed
+        if int(sample["id"][1:]) % 2:
+            raise ValueError("odd sample")
+        return 1.0
+
+    scorers = [keel.scorers.exact_match("answer"), judge, odd]
+    runs = [keel.evaluate(rows, p, "gpt-4", _client(server), scorers) for p in ("calc@1.0.0", "calc@1.0.1")]
+    errors = runs[0].errors_by_scorer
+    judged = errors["faithfulness"]
+    assert (judged.errors, judged.samples, judged.failed) == (10, 10, True)
+    assert judged.first_error.startswith("InvalidInput: judge prompt judge@1.0.0 needs context")
+    assert (errors["odd"].errors, errors["odd"].failed, errors["exact_match"].errors) == (5, False, 0)
+    assert [e.name for e in runs[0].failed_scorers] == ["faithfulness"]
+    assert "FAILED scorer 'faithfulness' failed on 10 of 10 samples" in repr(runs[0])
+
+    comparison = keel.compare([r.run_id for r in runs])
+    assert comparison.metrics == ("exact_match", "odd", "faithfulness")  # no run has a faithfulness score
+    failed = comparison.result(runs[1].run_id, "faithfulness")
+    assert failed.failed and failed.errors == 10 and comparison.cell(failed) == "FAILED (10 errors)"
+    assert not comparison.result(runs[1].run_id, "odd").failed
+    assert comparison.verdict[0] == (
+        f"{judged.summary()} in {runs[0].name}; it is left out of the comparison on faithfulness."
+    )
+    assert any("is best on exact_match" in line for line in comparison.verdict)
+    data = comparison.to_dict()
+    assert [(f["run"], f["name"], f["errors"]) for f in data["failed_scorers"]] == [
+        (r.run_id, "faithfulness", 10) for r in runs
+    ]
+
+
 def test_cli_eval_run_and_reproduce(server, dataset, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("KEEL_URI", "KEEL_OBJECTS", "OPENAI_API_KEY")}
     subprocess.run([str(KEEL), "init"], cwd=tmp_path, env=env, check=True, capture_output=True)

@@ -1,11 +1,13 @@
 """keel.core.comparison: deltas, paired vs unpaired tests, Holm, Pareto front, verdict."""
 
+import json
 import math
 import random
 
 import pytest
 
 from keel.core.comparison import Arm, compare_arms, lower_is_better
+from keel.core.scorers import ScorerErrors, count_scorer_errors
 
 
 def _arm(key, p, cost, latency=500.0, n=200, seed=0, ids=None, metric="accuracy"):
@@ -81,3 +83,52 @@ def test_bad_input():
 def test_lower_is_better_names():
     assert lower_is_better("cost_per_query") and lower_is_better("latency_p95_ms")
     assert not lower_is_better("accuracy") and not lower_is_better("faithfulness")
+
+
+def _eval_rows(n, scores, errors):
+    """Samples-table rows as keel.evaluate writes them: ``errors[i]`` is the sample's scorer errors."""
+    return [
+        {"sample_id": f"q{i}", "output": "x", **{f"score.{k}": v for k, v in scores(i).items()},
+         "scorer_errors": json.dumps(errors(i)) if errors(i) else None}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_a_scorer_failing_on_more_than_half_of_the_samples_is_failed():
+    # 51 of 100 samples: failed; 50 of 100: counted only. Samples without an output ran no scorer.
+    rows = _eval_rows(100, lambda i: {"judge": None if i <= 50 else 0.8, "em": None if i < 50 else 1.0},
+                      lambda i: {**({"judge": "InvalidInput: no client"} if i <= 50 else {}),
+                                 **({"em": "KeyError: 'answer'"} if i < 50 else {})})  # fmt: skip
+    rows.append({"sample_id": "dead", "output": None, "scorer_errors": None})
+    counted = count_scorer_errors(rows, ["judge", "em", "f1"])
+    assert (counted["judge"].errors, counted["judge"].samples, counted["judge"].failed) == (51, 100, True)
+    assert (counted["em"].errors, counted["em"].failed) == (50, False)
+    assert counted["f1"] == ScorerErrors("f1", 0, 100, None) and not counted["f1"].failed
+    assert counted["judge"].summary() == "scorer 'judge' failed on 51 of 100 samples: InvalidInput: no client"
+    assert not ScorerErrors("s", 0, 0).failed  # every call failed: failed samples, not a failed scorer
+
+
+def test_a_failed_scorer_stays_in_the_comparison_marked_failed():
+    good = Arm.from_table("good", "GOOD", {"cost_per_query": 0.02, "latency_p50_ms": 300},
+                          _eval_rows(40, lambda i: {"acc": float(i % 4 != 0), "judge": 0.9}, lambda i: {}))
+    broken = Arm.from_table("broken", "BROKEN", {"cost_per_query": 0.01, "latency_p50_ms": 200},
+                            _eval_rows(40, lambda i: {"acc": float(i % 3 != 0), "judge": None},
+                                       lambda i: {"judge": "InvalidInput: judge 'judge' has no client"}))  # fmt: skip
+    c = compare_arms([good, broken])
+    assert c.metrics == ("acc", "judge")  # not only the metric both runs scored
+    result = c.result("broken", "judge")
+    assert result.failed and result.errors == 40 and math.isnan(result.mean) and result.p_value is None
+    assert c.cell(result) == "FAILED (40 errors)" and not c.result("good", "judge").failed
+    assert c.verdict[0] == (
+        "scorer 'judge' failed on 40 of 40 samples: InvalidInput: judge 'judge' has no client in BROKEN; "
+        "it is left out of the comparison on judge."
+    )
+    assert c.verdict[1].startswith("GOOD is best on acc")  # the quality metric is one that did not fail
+    data = c.to_dict()
+    assert data["failed_scorers"] == [{"run": "broken", "name": "judge", "errors": 40, "samples": 40,
+                                       "first_error": "InvalidInput: judge 'judge' has no client"}]  # fmt: skip
+    assert [r["failed"] for r in data["results"] if r["metric"] == "judge"] == [False, True]
+    assert "FAILED (40 errors)" in c.to_markdown()
+    # Ranked on the failed metric, the failed run is neither best nor on the Pareto front.
+    on_judge = compare_arms([good, broken], quality="judge")
+    assert on_judge.pareto == ("good",) and not any("is best" in line for line in on_judge.verdict)

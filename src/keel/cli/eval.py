@@ -1,25 +1,11 @@
 """``keel eval run eval.yaml`` and ``keel reproduce RUN``.
 
-An eval spec is YAML::
-
-    project: support-eval
-    data: data/eval_set.jsonl
-    prompts: [support@1.0.0, support@1.1.0]
-    models:
-      - {name: gpt-4, temperature: 0.7}
-      - gpt-3.5-turbo
-    parameters: {temperature: [0.2, 0.7]}     # optional grid, crossed with every model
-    scorers:
-      - exact_match: {field: answer}
-      - token_f1: {field: answer}
-      - llm_judge: {name: faithfulness, judge_prompt: judge@1.0.0, scale: 5}
-    concurrency: 8
-    mode: auto                                  # record | replay | auto
-    base_url: http://127.0.0.1:8765/v1          # optional: any OpenAI-compatible server
-
-Every prompt x model x parameter combination becomes one evaluation run;
-then the runs are compared against the first (CIs, significance, Pareto
-front, verdict).
+The eval spec format is :data:`SPEC_HELP` (shown by ``keel eval run --help``
+and documented in docs/evaluation.md). Every prompt x model x parameter
+combination becomes one evaluation run; then the runs are compared against
+the baseline (CIs, significance, Pareto front, verdict). A scorer that failed
+on more than half of a run's samples makes the command exit 1 (with one line
+per failed scorer) unless ``--allow-scorer-errors`` is given.
 """
 
 from __future__ import annotations
@@ -36,6 +22,36 @@ from keel.errors import InvalidInput
 __all__ = ["eval_app", "reproduce_command"]
 
 eval_app = typer.Typer(help="Evaluate prompt x model grids on a dataset.", no_args_is_help=True)
+
+#: ``keel eval run --help``'s description of the spec (click keeps the lines after ``\b`` as written).
+SPEC_HELP = """\b
+The spec (YAML); data, prompts, models and scorers are required:
+
+\b
+  project: calc-eval                    # the runs' project (default: the workspace's)
+  data: data/eval_set.jsonl             # .jsonl (one object per line) or .json (a list)
+  prompts: [calc@1.0.0, calc@1.0.1]     # registered prompts: name@version or name@alias
+  models: [gpt-4, gpt-3.5-turbo]        # names, or {name: gpt-4, temperature: 0.7, ...}
+  parameters: {temperature: [0.2, 0.7]} # optional grid, crossed with every model
+  scorers:
+    - exact_match: {field: answer}
+    - token_f1: answer                  # shorthand for {field: answer}
+    - llm_judge: {name: faithfulness, judge_prompt: judge@1.0.0, scale: 5}
+  concurrency: 8                        # calls in flight per run (default 8)
+  mode: auto                            # record | replay | auto (default auto)
+  base_url: http://127.0.0.1:8765/v1    # any OpenAI-compatible server (--base-url wins)
+  baseline: gpt-3.5-turbo               # compare with: a prompt, a model or a position (default 1)
+
+\b
+Scorers: exact_match, contains, token_f1 {field, name}; regex {pattern};
+json_valid {required_keys}; embedding_similarity {field};
+llm_judge {name, judge_prompt, model, scale, temperature}.
+Each row's fields fill the prompt's variables; 'id' names the sample.
+
+\b
+Exit codes: 0 done; 1 a scorer failed on more than half of a run's samples
+(one line each on stderr; --allow-scorer-errors exits 0); 2 a bad spec.
+See docs/evaluation.md for a walkthrough."""
 
 _KNOWN = {"project", "data", "prompts", "prompt", "models", "model", "parameters", "scorers", "concurrency", "mode",
           "base_url", "baseline"}  # fmt: skip
@@ -112,6 +128,24 @@ def grid(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def baseline_index(value: Any, combos: list[tuple[str, dict[str, Any]]]) -> int:
+    """The grid position of the spec's ``baseline``: a 1-based position, or the first
+    combination whose prompt reference or model name it is (default: 0, the first)."""
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 1 <= value <= len(combos):
+            return value - 1
+        raise InvalidInput(f"baseline {value} is not a run of the grid (1 to {len(combos)})", "baseline: 1")
+    for index, (prompt, model) in enumerate(combos):
+        if str(value) in (prompt, model["name"]):
+            return index
+    raise InvalidInput(
+        f"baseline {value!r} is none of the spec's prompts or models",
+        f"baseline: {combos[0][0]} (a prompt), {combos[0][1]['name']} (a model) or 1 (the first run)",
+    )
+
+
 def _client(base_url: str | None) -> Any:
     try:
         import openai
@@ -127,14 +161,22 @@ def _client(base_url: str | None) -> Any:
     return openai.OpenAI(base_url=url, api_key=key or "none")
 
 
-@eval_app.command("run")
+@eval_app.command("run", epilog=SPEC_HELP)
 def eval_run(
     spec_file: Annotated[Path, typer.Argument(help="The eval spec (YAML).")],
     mode: Annotated[str | None, typer.Option("--mode", help="record, replay or auto (default: the spec's).")] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="An OpenAI-compatible server.")] = None,
+    allow_scorer_errors: Annotated[
+        bool, typer.Option("--allow-scorer-errors", help="Exit 0 even when a scorer failed on most samples.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Evaluate every prompt x model x parameter combination of a spec, then compare the runs."""
+    """Evaluate every prompt x model x parameter combination of a spec, then compare the runs.
+
+    A scorer that failed (raised or gave no number) on more than half of the
+    samples of a run is reported as failed, in the comparison and on stderr,
+    and the command exits 1.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import keel
@@ -144,13 +186,15 @@ def eval_run(
     spec = load_spec(spec_file)
     scorers = build_scorers(spec["scorers"])
     combos = grid(spec)
+    baseline = baseline_index(spec.get("baseline"), combos)
     client = _client(base_url or spec.get("base_url"))
+    names = _run_names(combos)
     results = []
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         disable=as_json, transient=False,
     ) as bar:  # fmt: skip
-        for prompt, model in combos:
+        for (prompt, model), run_name in zip(combos, names, strict=True):
             label = f"{prompt} {model['name']} " + " ".join(f"{k}={v}" for k, v in model.items() if k != "name")
             task = bar.add_task(label.strip(), total=None)
 
@@ -159,26 +203,71 @@ def eval_run(
 
             results.append(
                 keel.evaluate(
-                    spec["data"], prompt, model, client, scorers, project=spec.get("project"),
+                    spec["data"], prompt, model, client, scorers, run_name=run_name, project=spec.get("project"),
                     concurrency=int(spec.get("concurrency", 8)), mode=mode or spec.get("mode", "auto"),
                     progress=progress,
                 )
             )  # fmt: skip
-    comparison = keel.compare([r.run_id for r in results]) if len(results) > 1 else None
+    ids = [r.run_id for r in results]
+    comparison = keel.compare(ids, baseline=ids[baseline]) if len(results) > 1 else None
     if as_json:
         print_json(
             {
-                "runs": [{"run_id": r.run_id, "name": r.name, "metrics": r.metrics} for r in results],
+                "runs": [
+                    {
+                        "run_id": r.run_id,
+                        "name": r.name,
+                        "metrics": r.metrics,
+                        "failed_samples": r.failed,
+                        "scorers": {
+                            n: {"errors": e.errors, "samples": e.samples, "failed": e.failed,
+                                "first_error": e.first_error}
+                            for n, e in r.errors_by_scorer.items()
+                        },
+                    }
+                    for r in results
+                ],  # fmt: skip
                 "comparison": comparison.to_dict() if comparison else None,
             }
         )
-        return
-    for r in results:
-        failed = f", {r.failed} failed samples" if r.failed else ""
-        errors = f", {r.scorer_errors} scorer errors" if r.scorer_errors else ""
-        typer.echo(f"{r.run_id[:8]} {r.name}{failed}{errors}")
-    if comparison is not None:
-        _print_statistics(comparison)
+    else:
+        for r in results:
+            failed = f", {r.failed} failed samples" if r.failed else ""
+            errors = f", {r.scorer_errors} scorer errors" if r.scorer_errors else ""
+            typer.echo(f"{r.run_id[:8]} {r.name}{failed}{errors}")
+        if comparison is not None:
+            _print_statistics(comparison)
+    _report_failed_scorers(results, allow_scorer_errors)
+
+
+def _run_names(combos: list[tuple[str, dict[str, Any]]]) -> list[str | None]:
+    """Run names that tell the grid's runs apart: the default (``calc_v1.0.0_gpt-4``) plus
+    every model argument that varies across the grid (``_temperature-0.7``)."""
+    import keel
+    from keel.sdk.evaluate import default_run_name
+
+    keys = dict.fromkeys(k for _, model in combos for k in model if k != "name")
+    varying = [k for k in keys if len({repr(model.get(k)) for _, model in combos}) > 1]
+    if not varying:
+        return [None] * len(combos)  # keel.evaluate's default
+    return [
+        default_run_name(keel.prompts.load(prompt), model["name"], {k: model.get(k) for k in varying if k in model})
+        for prompt, model in combos
+    ]
+
+
+def _report_failed_scorers(results: list[Any], allowed: bool) -> None:
+    """One stderr line per failed scorer; exit 1 unless ``allowed``."""
+    failures = [(r, e) for r in results for e in r.failed_scorers]
+    level = "warning" if allowed else "error"
+    for r, e in failures:
+        typer.echo(f"{level}: run {r.run_id[:8]} {r.name}: {e.summary()}", err=True)
+    if failures and not allowed:
+        typer.echo(
+            f"error: {len(failures)} failed scorer(s) above: fix them, or pass --allow-scorer-errors to exit 0",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def reproduce_command(

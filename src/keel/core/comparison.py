@@ -18,6 +18,13 @@ For every metric and every arm other than the baseline:
 Then the Pareto front over quality (max), cost and latency (min), and a
 plain-language verdict naming the best arm on quality and the best
 cost-performance trade-off.
+
+A scorer that failed on more than half of an arm's samples
+(:attr:`keel.core.scorers.ScorerErrors.failed`) does not vanish from the
+comparison: its metric is compared (even when no arm has a score for it),
+the failed arm's result is marked ``failed`` with no mean or test, that arm
+is left out of the ranking and the Pareto front on it, and the verdict starts
+with one line per failed scorer.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.core import stats
+from keel.core.scorers import ScorerErrors, count_scorer_errors
 
 __all__ = ["SAMPLES_TABLE", "SAMPLE_ID", "SCORE_PREFIX", "Arm", "Comparison", "MetricResult", "compare_arms"]
 
@@ -53,6 +61,7 @@ class Arm:
     label: str
     metrics: Mapping[str, float]
     samples: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    scorer_errors: Mapping[str, ScorerErrors] = field(default_factory=dict)
 
     @classmethod
     def from_table(
@@ -67,7 +76,15 @@ class Arm:
                 for column, value in row.items()
                 if column.startswith(SCORE_PREFIX) and isinstance(value, int | float) and not isinstance(value, bool)
             }
-        return cls(key, label, dict(metrics), samples)
+        errors = {name: e for name, e in count_scorer_errors(rows).items() if e.errors}
+        return cls(key, label, dict(metrics), samples, errors)
+
+    def failure(self, metric: str) -> ScorerErrors | None:
+        """The failed scorer behind ``metric`` (its name, or ``name.key`` of a dict scorer), if any."""
+        for name, errors in self.scorer_errors.items():
+            if errors.failed and (metric == name or metric.startswith(name + ".")):
+                return errors
+        return None
 
     def scores(self, metric: str) -> dict[str, float]:
         """``sample_id -> score`` for one metric (samples without it are left out)."""
@@ -95,6 +112,8 @@ class MetricResult:
     significant: bool | None = None
     method: str = ""
     mde: float | None = None
+    failed: bool = False  # the scorer failed on most of this run's samples: no mean, no test
+    errors: int = 0  # samples on which the scorer failed in this run
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -110,6 +129,8 @@ class MetricResult:
             "significant": self.significant,
             "method": self.method,
             "mde": self.mde,
+            "failed": self.failed,
+            "errors": self.errors,
         }
 
 
@@ -137,6 +158,11 @@ class Comparison:
         """An arm's display label."""
         return next(a.label for a in self.arms if a.key == key)
 
+    @property
+    def failed_scorers(self) -> tuple[tuple[str, ScorerErrors], ...]:
+        """``(run key, scorer errors)`` of every scorer that failed on most of a run's samples."""
+        return tuple((a.key, e) for a in self.arms for e in a.scorer_errors.values() if e.failed)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
@@ -148,10 +174,16 @@ class Comparison:
             "pareto_front": list(self.pareto),
             "objectives": dict(self.objectives),
             "verdict": list(self.verdict),
+            "failed_scorers": [
+                {"run": key, "name": e.name, "errors": e.errors, "samples": e.samples, "first_error": e.first_error}
+                for key, e in self.failed_scorers
+            ],
         }
 
     def cell(self, result: MetricResult) -> str:
-        """``0.850 [0.80, 0.90]  +0.050 *`` for tables."""
+        """``0.850 [0.80, 0.90]  +0.050 *`` for tables (``FAILED (40 errors)`` for a failed scorer)."""
+        if result.failed:
+            return f"FAILED ({result.errors} errors)"
         text = _num(result.mean)
         if not math.isnan(result.ci_low):
             text += f" [{_num(result.ci_low)}, {_num(result.ci_high)}]"
@@ -249,8 +281,14 @@ def compare_arms(
         per_arm: list[MetricResult] = []
         tests: list[stats.TestResult | None] = []
         for metric in chosen:
+            failure = arm.failure(metric)
+            if failure is not None:
+                nan = math.nan
+                per_arm.append(MetricResult(metric, arm.key, nan, nan, nan, 0, failed=True, errors=failure.errors))
+                tests.append(None)
+                continue
             mean, low, high, n = _mean_ci(arm, metric, seed)
-            if arm.key == base_key:
+            if arm.key == base_key or base.failure(metric) is not None:
                 per_arm.append(MetricResult(metric, arm.key, mean, low, high, n))
                 tests.append(None)
                 continue
@@ -281,7 +319,11 @@ def compare_arms(
                     test.mde,
                 )
             )
-    quality_metric = quality or next((m for m in chosen if not lower_is_better(m)), chosen[0] if chosen else None)
+    failed = {m for m in chosen if any(a.failure(m) for a in arms)}
+    quality_metric = quality or next(
+        (m for m in chosen if not lower_is_better(m) and m not in failed),
+        next((m for m in chosen if not lower_is_better(m)), chosen[0] if chosen else None),
+    )
     objectives: dict[str, str] = {}
     points: dict[str, dict[str, float]] = {}
     if quality_metric is not None:
@@ -293,6 +335,8 @@ def compare_arms(
             values = {m: float(arm.metrics.get(m, math.nan)) for m in objectives}
             if quality_metric not in arm.metrics or arm.scores(quality_metric):
                 values[quality_metric] = _mean_ci(arm, quality_metric, seed)[0]
+            if arm.failure(quality_metric) is not None:
+                values[quality_metric] = math.nan  # off the front: its quality is unknown
             points[arm.key] = values
     order = {a.key: i for i, a in enumerate(arms)}
     front = stats.pareto_front(points, objectives, key=order.__getitem__) if objectives else []
@@ -303,10 +347,12 @@ def compare_arms(
 
 def _default_metrics(arms: Sequence[Arm]) -> list[str]:
     scored = [set(_sample_metrics(a)) for a in arms]
-    if all(scored):
-        shared = set.intersection(*scored)
-        first = _sample_metrics(arms[0])
-        return [m for m in first if m in shared]
+    failed = [{e.name for e in a.scorer_errors.values() if e.failed} for a in arms]
+    if all(s or f for s, f in zip(scored, failed, strict=True)):
+        candidates = dict.fromkeys(m for a in arms for m in _sample_metrics(a))
+        candidates.update(dict.fromkeys(n for f in failed for n in sorted(f)))
+        # A metric every run scored, or failed to score: a failed scorer is shown as failed, never dropped.
+        return [m for m in candidates if all(m in s or a.failure(m) for s, a in zip(scored, arms, strict=True))]
     common = set.intersection(*(set(a.metrics) for a in arms))
     return [m for m in arms[0].metrics if m in common]
 
@@ -318,14 +364,22 @@ def _sample_metrics(arm: Arm) -> list[str]:
     return list(seen)
 
 
+def _failure_lines(c: Comparison) -> list[str]:
+    return [
+        f"{e.summary()} in {c.label(key)}; it is left out of the comparison on {e.name}."
+        for key, e in c.failed_scorers
+    ]
+
+
 def _verdict(c: Comparison, quality: str | None, cost: str | None, seed: int) -> tuple[str, ...]:
+    failures = _failure_lines(c)
     if quality is None:
-        return ()
+        return tuple(failures)
     higher = not lower_is_better(quality)
-    means = {a.key: _mean_ci(a, quality, seed)[0] for a in c.arms}
+    means = {a.key: math.nan if a.failure(quality) else _mean_ci(a, quality, seed)[0] for a in c.arms}
     ranked = sorted((k for k in means if not math.isnan(means[k])), key=lambda k: means[k], reverse=higher)
     if len(ranked) < 2:
-        return ()
+        return tuple(failures)
     best, runner_up = ranked[0], ranked[1]
     arms = {a.key: a for a in c.arms}
     test = _test(arms[runner_up], arms[best], quality, c.alpha, seed)
@@ -337,6 +391,7 @@ def _verdict(c: Comparison, quality: str | None, cost: str | None, seed: int) ->
     else:
         verdict = f"not significant, p={test.p_value:.2g}; n={test.n} detects about {test.mde:.2g} or more"
     lines = [
+        *failures,
         f"{c.label(best)} is best on {quality} ({delta:+.3g} vs {c.label(runner_up)}, {verdict})."
     ]
     if cost is not None:

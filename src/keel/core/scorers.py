@@ -8,6 +8,13 @@ named scores (``{"precision": .., "recall": ..}``). Its name is its
 
 The built-ins here are pure and deterministic; the ones that need a model
 (LLM-as-judge, embedding similarity) are built in :mod:`keel.sdk.scorers`.
+
+A scorer that raises (or returns something other than a number) on a sample
+leaves that score empty and the error is kept in the sample's
+``scorer_errors`` cell. :func:`count_scorer_errors` counts them per scorer;
+a scorer that failed on more than half of the samples it ran on is *failed*
+(:attr:`ScorerErrors.failed`): its mean would describe a minority of the data,
+so comparisons report it as failed and ``keel eval run`` exits non-zero.
 """
 
 from __future__ import annotations
@@ -17,15 +24,18 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from keel.errors import InvalidInput
 
 __all__ = [
+    "SCORER_ERRORS",
     "Scorer",
+    "ScorerErrors",
     "contains",
+    "count_scorer_errors",
     "exact_match",
     "from_spec",
     "json_valid",
@@ -55,6 +65,61 @@ def scorer_name(scorer: Any) -> str:
     if not isinstance(name, str) or not name or name == "<lambda>":
         raise InvalidInput(f"scorer {scorer!r} has no name", "use a def function or set a .name attribute")
     return name
+
+
+#: The samples-table column holding one sample's scorer errors: JSON ``{"scorer": "Type: message"}``.
+SCORER_ERRORS = "scorer_errors"
+
+
+@dataclass(frozen=True)
+class ScorerErrors:
+    """How often one scorer failed in one evaluation.
+
+    ``samples`` counts the samples the scorer ran on (those the model answered);
+    ``errors`` those on which it raised or returned no number. The scorer is
+    :attr:`failed` when ``errors`` is more than half of ``samples``.
+    """
+
+    name: str
+    errors: int
+    samples: int
+    first_error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True when the scorer failed on more than half of the samples it ran on."""
+        return self.errors * 2 > self.samples
+
+    def summary(self) -> str:
+        """``scorer 'faithfulness' failed on 40 of 40 samples: InvalidInput: ...`` (one line)."""
+        first = f": {self.first_error}" if self.first_error else ""
+        return f"scorer {self.name!r} failed on {self.errors} of {self.samples} samples{first}"
+
+
+def count_scorer_errors(rows: Iterable[Mapping[str, Any]], names: Iterable[str] = ()) -> dict[str, ScorerErrors]:
+    """Per scorer, its errors in a samples table's rows (every name in ``names``, and
+    every scorer with an error). Rows whose ``output`` is empty (the model call failed)
+    ran no scorer and are not counted."""
+    counts = dict.fromkeys(names, 0)
+    first: dict[str, str] = {}
+    ran = 0
+    for row in rows:
+        if "output" in row and row["output"] is None:
+            continue
+        ran += 1
+        cell = row.get(SCORER_ERRORS)
+        if not cell:
+            continue
+        try:
+            errors = json.loads(cell) if isinstance(cell, str) else cell
+        except ValueError:  # a hand-made table's column of that name: not ours to count
+            continue
+        if not isinstance(errors, Mapping):
+            continue
+        for name, message in errors.items():
+            counts[name] = counts.get(name, 0) + 1
+            first.setdefault(name, str(message))
+    return {name: ScorerErrors(name, count, ran, first.get(name)) for name, count in counts.items()}
 
 
 _PUNCT = str.maketrans("", "", string.punctuation)

@@ -52,6 +52,7 @@ keel.core.kb_chunking: ChunkConfig
 keel.core.kb_manifest: ConfigChange DocumentEntry KBManifest ManifestDiff
 keel.core.model_card: CardChange
 keel.core.prompt_content: PromptContent PromptDiff
+keel.core.scorers: ScorerErrors
 keel.core.stats: TestResult
 keel.core.table: Table
 keel.core.traces: IngestResult Score Span SpanBatch Trace TraceDetail TraceStats

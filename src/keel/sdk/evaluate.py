@@ -25,7 +25,9 @@ One run per call, holding:
 
 Failures never stop the evaluation: a call that fails after its retries is a
 failed sample (its error kept), a scorer that raises leaves that score empty
-for that sample and is counted.
+for that sample and is counted. A scorer that failed on more than half of the
+samples it ran on is *failed* (``result.failed_scorers``): comparisons report
+it as failed and ``keel eval run`` exits 1.
 """
 
 from __future__ import annotations
@@ -45,12 +47,12 @@ from typing import Any
 
 from keel.core.comparison import SAMPLE_ID, SAMPLES_TABLE, SCORE_PREFIX
 from keel.core.hashing import canonical_json, hash_bytes
-from keel.core.scorers import scorer_name
+from keel.core.scorers import SCORER_ERRORS, ScorerErrors, count_scorer_errors, scorer_name
 from keel.core.stats import bootstrap_ci, percentile
 from keel.core.table import Table
 from keel.errors import InvalidInput, KeelError, NotFound
 
-__all__ = ["SPEC_TEXT", "EvalResult", "evaluate", "load_dataset"]
+__all__ = ["SPEC_TEXT", "EvalResult", "default_run_name", "evaluate", "load_dataset"]
 
 SPEC_TEXT = "eval_spec"  # run.log_text name of the spec keel reproduce reads
 _RETRYABLE = ("APIConnectionError", "APITimeoutError", "RateLimitError", "InternalServerError", "Timeout")
@@ -58,7 +60,13 @@ _RETRYABLE = ("APIConnectionError", "APITimeoutError", "RateLimitError", "Intern
 
 @dataclass
 class EvalResult:
-    """What :func:`evaluate` produced."""
+    """What :func:`evaluate` produced.
+
+    ``failed`` counts the samples whose model call failed; ``scorer_errors`` all
+    scorer errors; ``errors_by_scorer`` has each scorer's errors, the samples it
+    ran on and its first error; ``failed_scorers`` the scorers that failed on
+    more than half of them.
+    """
 
     run_id: str
     name: str
@@ -67,10 +75,17 @@ class EvalResult:
     failed: int
     scorer_errors: int
     spec: dict[str, Any] = field(default_factory=dict)
+    errors_by_scorer: dict[str, ScorerErrors] = field(default_factory=dict)
+
+    @property
+    def failed_scorers(self) -> list[ScorerErrors]:
+        """The scorers that failed on more than half of the samples they ran on."""
+        return [e for e in self.errors_by_scorer.values() if e.failed]
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v:.3g}" for k, v in self.metrics.items() if "_ci_" not in k)
-        return f"<EvalResult {self.name} {self.run_id[:8]} {shown}>"
+        failed = "".join(f" FAILED {e.summary()}" for e in self.failed_scorers)
+        return f"<EvalResult {self.name} {self.run_id[:8]} {shown}{failed}>"
 
 
 # -- datasets ------------------------------------------------------------------------
@@ -236,7 +251,7 @@ def evaluate(
     }
     run_tags = {"keel.eval": "1", **dict(tags or {})}
     if run_name is None:
-        run_name = re.sub(r"[^A-Za-z0-9._\-/ ]", "-", f"{loaded.name}_v{loaded.version}_{model_name}")[:200]
+        run_name = default_run_name(loaded, model_name)
     with start_run(project=project, name=run_name, tags=run_tags) as run:
         run.log_params(run_params)
         _record_inputs(run, dataset, model_name)
@@ -254,7 +269,15 @@ def evaluate(
         run.log_metrics(metrics)
         run.log_text(SPEC_TEXT, json.dumps(spec, indent=2, sort_keys=True))
         llm.flush()
-    return EvalResult(run.id, run.name, metrics, table, failed, scorer_errors, spec)
+    errors = count_scorer_errors(table, names)
+    return EvalResult(run.id, run.name, metrics, table, failed, scorer_errors, spec, errors)
+
+
+def default_run_name(prompt: Any, model_name: str, details: Mapping[str, Any] | None = None) -> str:
+    """``chat_v1.3.0_gpt-4`` for a loaded prompt and a model, then ``_key-value`` for each of
+    ``details`` (what tells apart runs of a grid), as a valid run name."""
+    name = f"{prompt.name}_v{prompt.version}_{model_name}" + "".join(f"_{k}-{v}" for k, v in (details or {}).items())
+    return re.sub(r"[^A-Za-z0-9._\-/ ]", "-", name)[:200]
 
 
 def _record_inputs(run: Any, dataset: Mapping[str, Any], model_name: str) -> None:
@@ -385,7 +408,7 @@ def _table(results: Sequence[_Sample], names: Sequence[str]) -> Table:
     for sample in results:
         score_names.update(dict.fromkeys(sample.scores))
     columns = [SAMPLE_ID, "input", "output", "error", "latency_ms", "cost", "prompt_tokens", "completion_tokens",
-               "request_hash", *(SCORE_PREFIX + n for n in score_names), "scorer_errors"]  # fmt: skip
+               "request_hash", *(SCORE_PREFIX + n for n in score_names), SCORER_ERRORS]  # fmt: skip
     rows = []
     for s in results:
         rows.append(

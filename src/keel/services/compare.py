@@ -43,7 +43,7 @@ def compare_runs(
             rows = []
         label = record.name or record.run_id[:8]
         arms.append(Arm.from_table(record.run_id, label, record.metrics, rows))
-    missing = [m for m in metrics or () if not any(m in a.metrics or a.scores(m) for a in arms)]
+    missing = [m for m in metrics or () if not any(m in a.metrics or a.scores(m) or a.failure(m) for a in arms)]
     if missing:
         raise InvalidInput(f"no compared run has the metric {missing[0]!r}", "check the metric names")
     return compare_arms(arms, baseline=base, metrics=metrics, quality=quality, alpha=alpha)
