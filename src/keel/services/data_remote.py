@@ -16,6 +16,11 @@ so an interrupted push or pull leaves only whole objects and a rerun
 completes it. Trees go last on push: a tree on a remote means the files it
 lists are there. Downloads are verified against their hash before they
 enter the cache.
+
+A remote that fails (unreachable, no or refused credentials, a missing bucket...)
+raises the store's :class:`~keel.errors.KeelError` with the remote's name in front
+of its message (:func:`_remote_errors`); an S3 remote that cannot be reached says
+where its endpoint is set (``keel remote list``) and how to change it.
 """
 
 from __future__ import annotations
@@ -23,13 +28,13 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keel.errors import IntegrityError, KeelError, NotFound, StoreError
+from keel.errors import IntegrityError, InvalidInput, KeelError, NotFound, StoreError, Unavailable
 from keel.objects import ObjectStore, open_object_store
 from keel.objects.http import HttpObjectStore
 from keel.objects.local import LocalObjectStore
@@ -113,6 +118,11 @@ def remove_remote(root: Path, name: str) -> None:
 def open_remote(repo: DataRepo, name: str | None = None, config: DataConfig | None = None) -> tuple[str, ObjectStore]:
     """``(name, store)`` of remote ``name`` (default: the default remote)."""
     name, url = (config or repo.config).remote_url(name)
+    with _remote_errors(name, url):
+        return name, _open(repo, name, url)
+
+
+def _open(repo: DataRepo, name: str, url: str) -> ObjectStore:
     if "://" not in url:
         path = Path(url).expanduser()
         if not path.is_absolute():
@@ -123,7 +133,37 @@ def open_remote(repo: DataRepo, name: str | None = None, config: DataConfig | No
                 "mount or create it, or fix the URL: keel remote add --force NAME URL",
             )
         url = str(path)
-    return name, open_object_store(url)
+    return open_object_store(url)
+
+
+@contextlib.contextmanager
+def _remote_errors(name: str, url: str) -> Iterator[None]:
+    """Inside: a :class:`~keel.errors.StoreError` or :class:`~keel.errors.InvalidInput`
+    (what a store raises when it cannot be used) names remote ``name`` first; an S3
+    remote that cannot be reached points at ``keel remote list`` and ``keel remote add
+    --force``, where its endpoint is seen and changed. Wrap store calls only: a local
+    error (a full cache disk) is not the remote's. Without a ``name``, nothing changes."""
+    try:
+        yield
+    except (StoreError, InvalidInput) as exc:
+        if not name or exc.message.startswith(f"remote {name!r}"):
+            raise
+        hint = exc.hint
+        if isinstance(exc, Unavailable) and url.startswith("s3://"):
+            hint = (
+                "check the endpoint (the remote's URL in 'keel remote list', or AWS_ENDPOINT_URL), the network and"
+                f" that the object store is running; change it: keel remote add --force {name} S3_URL?endpoint_url=URL"
+            )
+        raise _renamed(exc, f"remote {name!r}: {exc.message}", hint) from None
+
+
+def _renamed(exc: KeelError, message: str, hint: str | None) -> KeelError:
+    """A copy of ``exc`` (same class, same fields) with another message and hint."""
+    error = type(exc).__new__(type(exc))
+    error.__dict__.update(exc.__dict__)
+    Exception.__init__(error, message)
+    error.message, error.hint = message, hint
+    return error
 
 
 # -- what to move ------------------------------------------------------------------------
@@ -180,6 +220,7 @@ def push(
 ) -> TransferResult:
     """Upload the objects of ``paths`` (default: every tracked path) that the remote lacks."""
     name, store = open_remote(repo, remote)
+    url = repo.config.remote_url(name)[1]
     result = TransferResult(remote=name)
     try:
         data: dict[str, None] = {}
@@ -197,7 +238,8 @@ def push(
             data.update(dict.fromkeys(objects))
             trees.update(dict.fromkeys(tree_oids))
         wanted = list(data) + [t for t in trees if t not in data]
-        present = store.exists_many(wanted)
+        with _remote_errors(name, url):
+            present = store.exists_many(wanted)
         result.present = len(present)
         missing_data = [o for o in data if o not in present]
         missing_trees = [o for o in trees if o not in present and o not in data]
@@ -205,7 +247,8 @@ def push(
         n = _jobs(store, jobs)
 
         def upload(oid: str) -> int:
-            return _upload(repo, store, oid)
+            with _remote_errors(name, url):
+                return _upload(repo, store, oid)
 
         result.bytes = _parallel(upload, missing_data, n, total, progress)
         result.bytes += _parallel(upload, missing_trees, n, total, None)
@@ -231,15 +274,7 @@ def _upload(repo: DataRepo, store: ObjectStore, oid: str) -> int:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-    try:
-        got, size = store.put_file(source)  # hashes as it reads: a corrupt cache object never spreads
-    except KeelError:
-        raise
-    except Exception as exc:  # the S3 client's own upload errors (S3UploadFailedError, ...)
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "NoSuchBucket" in message:
-            raise StoreError(f"remote {store.url}: the bucket does not exist", "create it or fix the URL") from None
-        raise StoreError(f"upload to {store.url} failed: {message}", "check credentials and endpoint") from None
+    got, size = store.put_file(source)  # hashes as it reads: a corrupt cache object never spreads
     if got != oid:
         raise IntegrityError(
             f"cache object {oid} is corrupt (its content hashes to {got[:12]}); it was not pushed",
@@ -258,14 +293,16 @@ def fetch(
 ) -> TransferResult:
     """Download the objects of ``paths`` (default: every tracked path) the cache lacks."""
     name, store = open_remote(repo, remote)
+    url = repo.config.remote_url(name)[1]
     result = TransferResult(remote=name)
     try:
         with repo.locked():
             selected = repo.select(paths)
             n = _jobs(store, jobs)
             trees = sorted({t.pointer.oid for t in selected if t.pointer.is_dir and not repo.has(t.pointer.oid)})
-            trees_there = store.exists_many(trees) if trees else set()
-            _parallel(lambda o: _download(repo, store, o, "tree"), sorted(trees_there), n, 0, None)
+            with _remote_errors(name, url):
+                trees_there = store.exists_many(trees) if trees else set()
+            _parallel(lambda o: _download(repo, store, o, "tree", name, url), sorted(trees_there), n, 0, None)
             result.transferred += len(trees_there)
             data: dict[str, None] = {}
             owner: dict[str, str] = {}
@@ -280,11 +317,12 @@ def fetch(
                     owner.setdefault(o, tracked.data_path)
             missing = [o for o in data if not repo.has(o)]
             result.present = len(data) - len(missing)
-            there = store.exists_many(missing) if missing else set()
+            with _remote_errors(name, url):
+                there = store.exists_many(missing) if missing else set()
             absent = [o for o in missing if o not in there]
             result.not_on_remote += sorted({owner[o] for o in absent} - set(result.not_on_remote))
             todo = [o for o in missing if o in there]
-            result.bytes = _parallel(lambda o: _download(repo, store, o), todo, n, 0, progress)
+            result.bytes = _parallel(lambda o: _download(repo, store, o, "", name, url), todo, n, 0, progress)
             result.transferred += len(todo)
             _learn_locations(repo, selected)
     finally:
@@ -292,10 +330,11 @@ def fetch(
     return result
 
 
-def _download(repo: DataRepo, store: ObjectStore, oid: str, kind: str = "") -> int:
+def _download(repo: DataRepo, store: ObjectStore, oid: str, kind: str = "", name: str = "", url: str = "") -> int:
     tmp = files_.tmp_name(repo.cache.root / "tmp")
     try:
-        store.get_file(oid, tmp)  # verified against the hash while it streams
+        with _remote_errors(name, url):  # a cache that cannot be written is an OSError: not the remote's
+            store.get_file(oid, tmp)  # verified against the hash while it streams
         os.chmod(tmp, files_.READ_ONLY)
         st = os.stat(tmp)
         final = repo.cache.path(oid)
@@ -337,13 +376,15 @@ def refetch_objects(repo: DataRepo, oids: list[str], quiet: bool = False) -> boo
             "add one ('keel remote add -d NAME URL') and run 'keel data pull'",
         )
     try:
-        _, store = open_remote(repo, None)
+        name, store = open_remote(repo, None)
     except KeelError:
         if quiet:
             return False
         raise
+    url = config.remote_url(name)[1]
     try:
-        there = store.exists_many(oids)
+        with _remote_errors(name, url):
+            there = store.exists_many(oids)
         if len(there) != len(set(oids)):
             if quiet:
                 return False
@@ -352,7 +393,7 @@ def refetch_objects(repo: DataRepo, oids: list[str], quiet: bool = False) -> boo
                 "push them from a clone that has them ('keel data push')",
             )
         for oid in oids:
-            _download(repo, store, oid)
+            _download(repo, store, oid, "", name, url)
     except KeelError:
         if quiet:
             return False
