@@ -94,7 +94,9 @@ def test_batches_are_idempotent_and_duplicates_ignored(service: TraceService) ->
     seed(service)
     again = service.write_batch(SpanBatch(spans=[("app", span(T1, "9" * 16))]), SEED)
     assert again.stored == 0  # the same batch id: nothing written
-    dup = service.write_batch(SpanBatch(spans=[("app", span(T1, "a" * 16, name="changed"))]), batch_id_prefix(now_ms()) + "-2")
+    dup = service.write_batch(
+        SpanBatch(spans=[("app", span(T1, "a" * 16, name="changed"))]), batch_id_prefix(now_ms()) + "-2"
+    )
     assert (dup.stored, dup.duplicates) == (0, 1)
     assert service.get(T1, "app").trace.span_count == 3
 
