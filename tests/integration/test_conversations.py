@@ -98,7 +98,7 @@ def test_log_feedback_and_query(ws: Path) -> None:
     first = conversations.get("c-1").latest
     assert (first.thumb, first.score) == ("up", 4.5)  # the score was added, the thumb kept
     assert first.messages == chat("question 0", "answer 0") and first.metadata["user_id"] == "u1"
-    assert first.tokens_used == {"prompt": 1000, "completion": 100} and first.latency_ms == 100.0
+    assert first.tokens_used == {"prompt": 1000, "completion": 100, "total": 1100} and first.latency_ms == 100.0
 
     with pytest.raises(NotFound):
         conversations.get("nope")
@@ -169,6 +169,49 @@ def test_feedback_before_its_conversation_is_applied_when_it_arrives(ws: Path) -
     assert conversations.get("other").latest.thumb is None
 
 
+def test_tokens_used_as_a_plain_total_is_stored_queried_and_counted(ws: Path) -> None:
+    """The reference's ``"tokens_used": conversation.token_usage`` is often one number: it is kept
+    as the record's total (no prompt/completion split), filtered on and summed, never dropped."""
+    base = 1_790_000_000_000
+    logged = conversations.log(
+        conversation_id="total-only", messages=chat("q", "a"), model="gpt-4", tokens_used=120, timestamp=base
+    )
+    assert logged == "total-only"
+    conversations.log(
+        conversation_id="split", messages=chat("q", "a"), model="gpt-4", timestamp=base + 1,
+        tokens_used={"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100},
+    )  # fmt: skip
+    conversations.log(conversation_id="none", messages=chat("q", "a"), model="gpt-4", timestamp=base + 2)
+    conversations.flush()
+    assert conversations.counters()["invalid"] == 0 and conversations.count() == 3
+
+    record = conversations.get("total-only").latest
+    assert record.tokens_used == {"prompt": None, "completion": None, "total": 120}
+    assert conversations.get("split").latest.tokens_used == {"prompt": 1000, "completion": 100, "total": 1100}
+    assert conversations.get("none").latest.tokens_used == {"prompt": None, "completion": None, "total": None}
+    assert ids(conversations.search("tokens.total = 120")) == ["total-only"]
+    assert ids(conversations.search("tokens.total > 100")) == ["split", "total-only"]
+    assert ids(conversations.search("tokens.prompt is null and tokens.total > 0")) == ["total-only"]
+
+    (stats,) = conversations.stats(by="model")
+    assert (stats.prompt_tokens, stats.completion_tokens, stats.total_tokens) == (1000, 100, 1220)
+    assert stats.unsplit_tokens == 120  # a total cannot be priced: the cost is the split record's only
+    assert stats.cost == pytest.approx((1000 * 30.0 + 100 * 60.0) / 1e6)
+    assert stats.to_dict()["total_tokens"] == 1220
+
+
+def test_rows_from_a_keel_before_totals_are_written(ws: Path) -> None:
+    """A batch spooled (or sent to a server) by an older keel has 14 values per row, no total:
+    it is written, and its total is the sum of its counts."""
+    from keel.core.conversations import ConversationBatch, normalize_record, to_row
+    from keel.sdk.session import get_session
+
+    record = normalize_record({"conversation_id": "old", "messages": chat("q", "a"), "tokens_used": {"prompt": 5}})
+    old_row = to_row(record, 1)[:14]
+    get_session().conversations.write_batch(ConversationBatch([old_row]))
+    assert conversations.get("old").latest.tokens_used == {"prompt": 5, "completion": None, "total": 5}
+
+
 def test_bad_records_are_counted_and_the_app_continues(ws: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="keel"):
         assert conversations.log({"messages": "not a list"}) is None
@@ -184,6 +227,7 @@ def test_bad_records_are_counted_and_the_app_continues(ws: Path, caplog: pytest.
     counts = conversations.counters()
     assert counts["invalid"] == 7 and counts["written"] == 1 and counts["pending"] == 0 and counts["failed"] == 0
     assert "latency_ms must be a number" in caplog.text
+    assert "(pass latency_ms as a number)" in caplog.text  # the hint names the field too
     assert conversations.count() == 1
 
 

@@ -40,7 +40,7 @@ def test_the_reference_format_is_accepted_and_normalized():
     record = normalize_record(reference_record(metadata={"user_id": "u1", "variant": "B"}))
     assert record["conversation_id"] == "c-1"
     assert record["user_feedback"] == {"thumb": 1, "score": None, "comment": None}
-    assert record["tokens_used"] == {"prompt": 812, "completion": 64}
+    assert record["tokens_used"] == {"prompt": 812, "completion": 64, "total": 876}
     assert record["latency_ms"] == 1240.0
     assert record["timestamp"] == int(dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC).timestamp() * 1000)
     assert record["metadata"] == {"user_id": "u1", "variant": "B"}
@@ -64,6 +64,7 @@ def test_a_minimal_record_gets_an_id_and_the_current_time():
         ({"messages": ["hello"]}, "messages[0]"),
         ({"messages": [{"content": "x"}]}, "messages[0]"),
         ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": "x"}, 7]}, "messages[1]"),
         ({"model": 4}, "model"),
         ({"model": "gpt\x00"}, "model"),
         ({"model": "x" * 201}, "model"),
@@ -74,11 +75,18 @@ def test_a_minimal_record_gets_an_id_and_the_current_time():
         ({"latency_ms": -1}, "latency_ms"),
         ({"latency_ms": math.nan}, "latency_ms"),
         ({"latency_ms": True}, "latency_ms"),
-        ({"tokens_used": 800}, "tokens_used"),
+        ({"tokens_used": -800}, "tokens_used"),
+        ({"tokens_used": 12.5}, "tokens_used"),
+        ({"tokens_used": "120"}, "tokens_used"),
+        ({"tokens_used": True}, "tokens_used"),
+        ({"tokens_used": {"total_tokens": "many"}}, "tokens_used.total_tokens"),
+        ({"tokens_used": {"prompt": 10, "completion": 5, "total": 12}}, "tokens_used.total"),
         ({"tokens_used": {"prompt": 1.5}}, "tokens_used.prompt"),
         ({"tokens_used": {"prompt": -3}}, "tokens_used.prompt"),
         ({"tokens_used": {"foo": 1}}, "tokens_used"),
-        ({"user_feedback": "meh"}, "thumb"),
+        ({"user_feedback": "meh"}, "user_feedback"),
+        ({"user_feedback": {"thumb": "sideways"}}, "user_feedback"),
+        ({"user_feedback": {"score": math.inf}}, "user_feedback.score"),
         ({"user_feedback": {"thumb": "up", "stars": 5}}, "user_feedback"),
         ({"user_feedback": {"score": "high"}}, "user_feedback.score"),
         ({"user_feedback": {"comment": 5}}, "user_feedback.comment"),
@@ -91,10 +99,47 @@ def test_a_minimal_record_gets_an_id_and_the_current_time():
     ],
 )
 def test_wrong_types_are_refused_naming_the_field(changes, field):
+    """Both the message and the hint name the field that is wrong (a bad tokens_used once got a
+    hint about messages)."""
     with pytest.raises(InvalidInput) as caught:
         normalize_record(reference_record(**changes))
     assert field in caught.value.message
-    assert caught.value.hint
+    if field == "unknown key":
+        assert "put the rest in metadata" in caught.value.hint
+        return
+    named = field.replace("no messages", "messages").replace(" keys", "")
+    assert named.partition(".")[0].partition("[")[0] in caught.value.hint
+    for other in ("messages", "tokens_used", "user_feedback", "latency_ms", "metadata", "timestamp"):
+        if other not in named:
+            assert other not in caught.value.hint, caught.value
+
+
+def test_tokens_used_as_a_total_or_as_counts():
+    """The reference logs ``"tokens_used": conversation.token_usage``: a plain total is accepted."""
+
+    def tokens(value):
+        return normalize_record(reference_record(tokens_used=value))["tokens_used"]
+
+    assert tokens(120) == {"prompt": None, "completion": None, "total": 120}
+    assert tokens(0) == {"prompt": None, "completion": None, "total": 0}
+    assert tokens({"prompt": 100, "completion": 20}) == {"prompt": 100, "completion": 20, "total": 120}
+    assert tokens({"input_tokens": 7}) == {"prompt": 7, "completion": None, "total": 7}
+    assert tokens({"total_tokens": 99}) == {"prompt": None, "completion": None, "total": 99}
+    assert tokens({"total": 99}) == {"prompt": None, "completion": None, "total": 99}
+    # OpenAI's usage object as a dict: extra detail keys are ignored, a larger total is kept as given
+    usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 18, "prompt_tokens_details": {}}
+    assert tokens(usage) == {"prompt": 10, "completion": 5, "total": 18}
+    assert tokens(None) == {"prompt": None, "completion": None, "total": None}
+    assert tokens({}) == {"prompt": None, "completion": None, "total": None}
+    row = to_row(normalize_record(reference_record(tokens_used=120)), created_at=5)
+    assert row[10:12] == (None, None) and row[14] == 120
+    with pytest.raises(InvalidInput) as caught:
+        tokens(-1)
+    assert caught.value.message == "invalid conversation record: tokens_used must be a whole number >= 0, not -1"
+    assert caught.value.hint == "token counts are integers: tokens_used=876"
+    with pytest.raises(InvalidInput) as caught:
+        tokens([1, 2])
+    assert caught.value.hint == ("pass tokens_used=876 (the total) or tokens_used={'prompt': 812, 'completion': 64}")
 
 
 def test_a_record_must_be_a_mapping():
@@ -144,12 +189,16 @@ def test_rows_snapshot_the_messages_and_encode_compact_json():
     stored = json.loads(row[5])
     assert stored == MESSAGES
     assert row[6] == '{"at":"2026-01-02","ids":[1,3],"u":"\\u00e9"}'
-    assert row[0] == "c-1" and row[7] == 1 and row[10:14] == (812, 64, 1240.0, 5)
+    assert row[0] == "c-1" and row[7] == 1 and row[10:15] == (812, 64, 1240.0, 5, 876)
 
 
 def test_values_json_cannot_store_are_refused():
     record = normalize_record(reference_record(metadata={"obj": object()}))
-    with pytest.raises(InvalidInput, match="JSON"):
+    with pytest.raises(InvalidInput, match="metadata cannot be stored as JSON") as caught:
+        to_row(record, 0)
+    assert "in metadata" in caught.value.hint
+    record = normalize_record(reference_record(messages=[{"role": "user", "content": [object()]}]))
+    with pytest.raises(InvalidInput, match="messages cannot be stored as JSON"):
         to_row(record, 0)
     record = normalize_record(reference_record(metadata={"x": math.nan}))
     with pytest.raises(InvalidInput, match="JSON"):

@@ -79,7 +79,7 @@ def conversations_list(
                 r.prompt_version,
                 r.thumb,
                 None if r.latency_ms is None else round(r.latency_ms),
-                (r.prompt_tokens or 0) + (r.completion_tokens or 0) if r.prompt_tokens or r.completion_tokens else None,
+                r.total_tokens,
                 _cut(_last(r, "user"), 40),
                 _cut(_last(r, "assistant"), 40),
             ]
@@ -111,12 +111,7 @@ def conversations_show(
             ("prompt", record.prompt_version),
             ("run", record.run_id),
             ("latency", None if record.latency_ms is None else f"{record.latency_ms:g} ms"),
-            (
-                "tokens",
-                None
-                if record.prompt_tokens is None and record.completion_tokens is None
-                else f"{record.prompt_tokens or 0} prompt + {record.completion_tokens or 0} completion",
-            ),
+            ("tokens", _tokens(record)),
             ("feedback", _feedback(record.user_feedback)),
             ("metadata", json.dumps(record.metadata, sort_keys=True) if record.metadata else None),
         ]
@@ -132,6 +127,13 @@ def conversations_show(
         out.print("[bold]feedback events[/bold]")
         for event in detail.feedback:
             out.print(f"  {format_time(event.at)}  {_feedback(event.to_dict())}", markup=False, highlight=False)
+
+
+def _tokens(record: Any) -> str | None:
+    """``812 prompt + 64 completion``, or ``876 in all`` for a total logged without a split."""
+    if record.prompt_tokens is None and record.completion_tokens is None:
+        return None if record.total_tokens is None else f"{record.total_tokens} in all"
+    return f"{record.prompt_tokens or 0} prompt + {record.completion_tokens or 0} completion"
 
 
 def _feedback(feedback: dict[str, Any]) -> str:
@@ -226,8 +228,9 @@ def conversations_stats(
     if not result:
         typer.echo("no conversations match")
         return
+    columns = ["count", "up", "down", "up_rate", "p50_ms", "p95_ms", "prompt_tok", "compl_tok", "tokens", "cost_usd"]
     table(
-        [*groups, "count", "up", "down", "up_rate", "p50_ms", "p95_ms", "prompt_tok", "compl_tok", "cost_usd"],
+        [*groups, *columns],
         [
             [
                 *s.group.values(),
@@ -239,7 +242,8 @@ def conversations_stats(
                 None if s.latency_p95 is None else round(s.latency_p95, 1),
                 s.prompt_tokens,
                 s.completion_tokens,
-                f"{s.cost:.4f}" + ("*" if s.unpriced_models else ""),
+                s.total_tokens,
+                f"{s.cost:.4f}" + ("*" if s.unpriced_models or s.unsplit_tokens else ""),
             ]
             for s in result
         ],
@@ -247,6 +251,13 @@ def conversations_stats(
     unpriced = sorted({m for s in result for m in s.unpriced_models})
     if unpriced:
         typer.echo(f"* no price for: {', '.join(unpriced)} (pass --prices FILE)", err=True)
+    unsplit = sum(s.unsplit_tokens for s in result)
+    if unsplit:
+        typer.echo(
+            f"* {unsplit:,} tokens were logged as a total only, without a prompt/completion split: they are not "
+            "in cost_usd (log tokens_used={'prompt': ..., 'completion': ...} to price them)",
+            err=True,
+        )
 
 
 @conversations_app.command("export")

@@ -113,6 +113,8 @@ class GroupStats:
     latency_p95: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    total_tokens: int = 0  # every token, with those logged only as a total
+    unsplit_tokens: int = 0  # logged only as a total: no prompt/completion split, so not in ``cost``
     cost: float = 0.0
     unpriced_models: list[str] = field(default_factory=list)
     first_at: int | None = None
@@ -154,8 +156,11 @@ class GroupStats:
         first_at: int,
         last_at: int,
         prices: Mapping[str, tuple[float, float]],
+        total_tokens: int = 0,
+        unsplit_tokens: int = 0,
     ) -> None:
-        """Fold in the sums of the group's conversations with one model."""
+        """Fold in the sums of the group's conversations with one model (``total_tokens``:
+        all their tokens; ``unsplit_tokens``: those logged only as a total, which cannot be priced)."""
         self.count += count
         self.thumbs_up += ups
         self.thumbs_down += downs
@@ -165,6 +170,8 @@ class GroupStats:
         self.latency_count += latency_count
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
+        self.total_tokens += total_tokens or prompt_tokens + completion_tokens + unsplit_tokens
+        self.unsplit_tokens += unsplit_tokens
         self.first_at = first_at if self.first_at is None else min(self.first_at, first_at)
         self.last_at = last_at if self.last_at is None else max(self.last_at, last_at)
         if prompt_tokens or completion_tokens:
@@ -188,6 +195,8 @@ class GroupStats:
             "latency_p95_ms": self.latency_p95,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "unsplit_tokens": self.unsplit_tokens,
             "cost_usd": self.cost,
             "cost_per_conversation_usd": self.cost_per_conversation,
             "unpriced_models": sorted(set(self.unpriced_models)),

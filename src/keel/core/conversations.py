@@ -9,7 +9,7 @@ reference's ``ConversationLogger``::
         "model": "gpt-4",
         "prompt_version": "support-bot@1.3.0",
         "user_feedback": {"thumb": "up", "score": 4, "comment": "helpful"},   # or "up" / True
-        "tokens_used": {"prompt": 812, "completion": 64},                       # OpenAI/Anthropic names too
+        "tokens_used": {"prompt": 812, "completion": 64},   # OpenAI/Anthropic names too, or a total: 876
         "latency_ms": 1240,
         "timestamp": datetime.now(),             # datetime, epoch s or ms, ISO text; default now
         "metadata": {"user_id": "u1", "environment": "prod", "variant": "B"},
@@ -54,6 +54,7 @@ __all__ = [
     "parse_time",
     "thumb_name",
     "to_row",
+    "total_tokens",
 ]
 
 MAX_ID_LENGTH = 200
@@ -70,7 +71,9 @@ RECORD_KEYS = (
     "run_id",
 )
 _KEYS = frozenset(RECORD_KEYS)
-_HINT = "see keel.conversations.log: messages is a list of {'role', 'content'} dicts"
+_MESSAGES_HINT = "pass messages=[{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]"
+_TOKENS_HINT = "pass tokens_used=876 (the total) or tokens_used={'prompt': 812, 'completion': 64}"
+_FEEDBACK_HINT = "pass user_feedback='up' (or 'down') or user_feedback={'thumb': 'up', 'score': 4, 'comment': '...'}"
 
 #: Filter prefixes for conversation queries (``feedback.thumb = 'down'``, ``metadata.user_id = 'u1'``).
 FILTER_PREFIXES: Mapping[str, str] = {
@@ -89,9 +92,11 @@ _TOKEN_NAMES = (
     ("input_tokens", "output_tokens"),
     ("input", "output"),
 )
+_TOTAL_NAMES = ("total", "total_tokens")
 
 
-def _bad(message: str, hint: str = _HINT) -> InvalidInput:
+def _bad(message: str, hint: str) -> InvalidInput:
+    """A refused record: ``message`` and ``hint`` both name the field that is wrong."""
     return InvalidInput(f"invalid conversation record: {message}", hint)
 
 
@@ -116,13 +121,14 @@ def _number(value: Any, what: str, minimum: float | None = 0.0) -> float:
         raise _bad(f"{what} must be a number, not {type(value).__name__}", f"pass {what} as a number")
     number = float(value)
     if not math.isfinite(number) or (minimum is not None and number < minimum):
-        raise _bad(f"{what} must be a finite number >= {minimum:g}, not {value!r}", f"fix {what}")
+        wanted = "a finite number" if minimum is None else f"a finite number >= {minimum:g}"
+        raise _bad(f"{what} must be {wanted}, not {_shown(value)}", f"pass {what} as {wanted}")
     return number
 
 
-def _count(value: Any, what: str) -> int:
+def _count(value: Any, what: str, example: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _bad(f"{what} must be a whole number >= 0, not {value!r}", "token counts are integers")
+        raise _bad(f"{what} must be a whole number >= 0, not {_shown(value)}", f"token counts are integers: {example}")
     return int(value)
 
 
@@ -138,7 +144,10 @@ def parse_thumb(value: Any) -> int | None:
         found = _THUMBS.get(value.strip().lower())
         if found is not None:
             return found
-    raise _bad(f"thumb must be 'up' or 'down' (or True/False), not {value!r}", "user_feedback={'thumb': 'up'}")
+    raise _bad(
+        f"user_feedback's thumb must be 'up' or 'down' (or True/False), not {_shown(value)}",
+        "pass user_feedback='up' or user_feedback={'thumb': 'down'}",
+    )
 
 
 def thumb_name(value: int | None) -> str | None:
@@ -153,10 +162,13 @@ def normalize_feedback(value: Any) -> tuple[int | None, float | None, str | None
     if isinstance(value, str | bool | int) and not isinstance(value, Mapping):
         return parse_thumb(value), None, None
     if not isinstance(value, Mapping):
-        raise _bad(f"user_feedback must be a dict or 'up'/'down', not {type(value).__name__}")
+        raise _bad(f"user_feedback must be a dict or 'up'/'down', not {type(value).__name__}", _FEEDBACK_HINT)
     unknown = set(value) - {"thumb", "score", "comment"}
     if unknown:
-        raise _bad(f"unknown user_feedback key(s) {sorted(map(str, unknown))}", "use thumb, score and comment")
+        raise _bad(
+            f"unknown user_feedback key(s) {sorted(map(str, unknown))}",
+            "user_feedback takes thumb, score and comment: user_feedback={'thumb': 'up', 'score': 4}",
+        )
     score = value.get("score")
     comment = value.get("comment")
     return (
@@ -166,35 +178,80 @@ def normalize_feedback(value: Any) -> tuple[int | None, float | None, str | None
     )
 
 
-def _tokens(value: Any) -> tuple[int | None, int | None]:
+def _tokens(value: Any) -> tuple[int | None, int | None, int | None]:
+    """``tokens_used`` -> ``(prompt, completion, total)``.
+
+    A whole number is the total (the split unknown); a dict gives prompt/completion
+    counts under any of the :data:`_TOKEN_NAMES` pairs and/or a total (``total``,
+    ``total_tokens``). Without a total given, it is the sum of the counts given.
+    """
     if value is None:
-        return None, None
+        return None, None, None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None, None, _count(value, "tokens_used", "tokens_used=876")
     if type(value) is not dict and not isinstance(value, Mapping):
-        raise _bad(f"tokens_used must be a dict like {{'prompt': 812, 'completion': 64}}, not {value!r}")
+        raise _bad(
+            f"tokens_used must be a whole number (the total) or a dict like {{'prompt': 812, 'completion': 64}}, "
+            f"not {_shown(value)}",
+            _TOKENS_HINT,
+        )
+    prompt = completion = None
     for prompt_key, completion_key in _TOKEN_NAMES:
         if prompt_key in value or completion_key in value:
-            prompt, completion = value.get(prompt_key), value.get(completion_key)
-            return (
-                None if prompt is None else _count(prompt, f"tokens_used.{prompt_key}"),
-                None if completion is None else _count(completion, f"tokens_used.{completion_key}"),
+            example = f"tokens_used={{'{prompt_key}': 812, '{completion_key}': 64}}"
+            raw_prompt, raw_completion = value.get(prompt_key), value.get(completion_key)
+            prompt = None if raw_prompt is None else _count(raw_prompt, f"tokens_used.{prompt_key}", example)
+            completion = (
+                None if raw_completion is None else _count(raw_completion, f"tokens_used.{completion_key}", example)
             )
-    if value:
-        raise _bad(f"tokens_used has no prompt/completion counts: {sorted(map(str, value))}")
-    return None, None
+            break
+    total_key = next((k for k in _TOTAL_NAMES if value.get(k) is not None), None)
+    total = None if total_key is None else _count(value[total_key], f"tokens_used.{total_key}", "tokens_used=876")
+    parts = None if prompt is None and completion is None else (prompt or 0) + (completion or 0)
+    if total is None:
+        if parts is None and value:
+            raise _bad(f"tokens_used has no token counts: {sorted(map(str, value))}"[:300], _TOKENS_HINT)
+        return prompt, completion, parts
+    if parts is not None and total < parts:
+        raise _bad(
+            f"tokens_used.{total_key} ({total}) is less than its prompt and completion counts ({parts})",
+            f"pass tokens_used.{total_key} >= {parts}, or leave it out: the total is then their sum",
+        )
+    return prompt, completion, total
+
+
+def total_tokens(prompt: int | None, completion: int | None, total: int | None) -> int | None:
+    """A record's total: as stored, else the sum of its counts (records stored before totals were)."""
+    if total is not None:
+        return total
+    if prompt is None and completion is None:
+        return None
+    return (prompt or 0) + (completion or 0)
 
 
 def _messages(value: Any) -> list[Any]:
     if type(value) is not list and (isinstance(value, str | bytes) or not isinstance(value, Sequence)):
-        raise _bad(f"messages must be a list of {{'role', 'content'}} dicts, not {type(value).__name__}")
+        raise _bad(
+            f"messages must be a list of {{'role', 'content'}} dicts, not {type(value).__name__}", _MESSAGES_HINT
+        )
     for i, message in enumerate(value):
         if type(message) is not dict and not isinstance(message, Mapping):
-            raise _bad(f"messages[{i}] must be a dict with 'role' and 'content', not {type(message).__name__}")
+            raise _bad(
+                f"messages[{i}] must be a dict with 'role' and 'content', not {type(message).__name__}",
+                f"write messages[{i}] as {{'role': 'user', 'content': 'Hi'}}",
+            )
         role = message.get("role")
         if not isinstance(role, str) or not role:
-            raise _bad(f"messages[{i}] has no 'role' (a string such as 'user' or 'assistant')")
+            raise _bad(
+                f"messages[{i}] has no 'role' (a string such as 'user' or 'assistant')",
+                f"give messages[{i}] a role: {{'role': 'user', 'content': ...}}",
+            )
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
-            raise _bad(f"messages[{i}].content must be a string, a list of parts or None, not {type(content).__name__}")
+            raise _bad(
+                f"messages[{i}].content must be a string, a list of parts or None, not {type(content).__name__}",
+                f"make messages[{i}].content text: {{'role': {role!r}, 'content': 'Hi'}}"[:300],
+            )
     return list(value)
 
 
@@ -234,7 +291,7 @@ def parse_time(value: Any, now_ms: int | None = None) -> int:
         return parse_time(_dt.datetime(value.year, value.month, value.day))
     if isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value) or value < 0:
-            raise _bad(f"invalid time {value!r}", "pass a datetime or epoch seconds")
+            raise InvalidInput(f"invalid time {value!r}", "give a datetime or epoch seconds")
         return _bounded(value if value >= 1e11 else value * 1000, value)
     if isinstance(value, str):
         text = value.strip()
@@ -261,11 +318,14 @@ def normalize_record(raw: Mapping[str, Any], now_ms: int | None = None) -> dict[
 
     The canonical form has every key of :data:`RECORD_KEYS`: ``user_feedback``
     as ``{"thumb": 1|-1|None, "score", "comment"}``, ``tokens_used`` as
-    ``{"prompt", "completion"}``, ``timestamp`` in epoch ms, a generated
+    ``{"prompt", "completion", "total"}``, ``timestamp`` in epoch ms, a generated
     ``conversation_id`` when none was given. Raises InvalidInput naming the bad field.
     """
     if type(raw) is not dict and not isinstance(raw, Mapping):
-        raise _bad(f"a record is a dict, not {type(raw).__name__}", "log({'conversation_id': ..., 'messages': [...]})")
+        raise _bad(
+            f"a record is a dict, not {type(raw).__name__}",
+            "keel.conversations.log({'conversation_id': 'c-1', 'messages': [{'role': 'user', 'content': 'Hi'}]})",
+        )
     if not _KEYS.issuperset(raw):
         unknown = sorted(str(k) for k in raw if k not in _KEYS)
         raise _bad(f"unknown key(s) {unknown}", f"a record has {', '.join(RECORD_KEYS)}; put the rest in metadata")
@@ -277,10 +337,10 @@ def normalize_record(raw: Mapping[str, Any], now_ms: int | None = None) -> dict[
     else:
         cid = check_text(cid, "conversation_id")
         if not cid:
-            raise _bad("conversation_id is empty", "give each conversation an id (or leave it out for a new one)")
+            raise _bad("conversation_id is empty", "pass conversation_id='c-1' (or leave it out for a new id)")
     messages = raw.get("messages")
     if messages is None:
-        raise _bad("it has no messages", "pass messages=[{'role': 'user', 'content': ...}, ...]")
+        raise _bad("it has no messages", _MESSAGES_HINT)
     model = raw.get("model")
     prompt_version = raw.get("prompt_version")
     run_id = raw.get("run_id")
@@ -292,20 +352,20 @@ def normalize_record(raw: Mapping[str, Any], now_ms: int | None = None) -> dict[
     elif not all(isinstance(k, str) for k in metadata):
         raise _bad("metadata keys must be strings", "metadata={'user_id': 'u1'}")
     thumb, score, comment = normalize_feedback(raw.get("user_feedback"))
-    prompt_tokens, completion_tokens = _tokens(raw.get("tokens_used"))
+    prompt_tokens, completion_tokens, all_tokens = _tokens(raw.get("tokens_used"))
     latency = raw.get("latency_ms")
     stamp = raw.get("timestamp")
     try:
         at = (now_ms if now_ms is not None else time.time_ns() // 1_000_000) if stamp is None else parse_time(stamp)
     except InvalidInput as exc:
-        raise _bad(f"timestamp {stamp!r} is not a time", str(exc.hint)) from None
+        raise _bad(f"timestamp {_shown(stamp)} is not a time", f"pass timestamp=datetime.now(): {exc.hint}") from None
     return {
         "conversation_id": cid,
         "messages": _messages(messages),
         "model": None if model is None else check_text(model, "model"),
         "prompt_version": None if prompt_version is None else check_text(str(prompt_version), "prompt_version"),
         "user_feedback": {"thumb": thumb, "score": score, "comment": comment},
-        "tokens_used": {"prompt": prompt_tokens, "completion": completion_tokens},
+        "tokens_used": {"prompt": prompt_tokens, "completion": completion_tokens, "total": all_tokens},
         "latency_ms": None if latency is None else _number(latency, "latency_ms"),
         "timestamp": at,
         "metadata": dict(metadata),
@@ -341,13 +401,15 @@ def to_row(record: Mapping[str, Any], created_at: int) -> tuple[Any, ...]:
     """
     feedback = record["user_feedback"]
     tokens = record["tokens_used"]
-    try:
-        messages = dumps(record["messages"])
-        metadata = dumps(record["metadata"])
-    except (TypeError, ValueError) as exc:
-        raise _bad(
-            f"messages or metadata cannot be stored as JSON: {exc}", "log plain strings, numbers, lists, dicts"
-        ) from None
+    encoded = []
+    for key in ("messages", "metadata"):
+        try:
+            encoded.append(dumps(record[key]))
+        except (TypeError, ValueError) as exc:
+            raise _bad(
+                f"{key} cannot be stored as JSON: {exc}", f"put only strings, numbers, lists and dicts in {key}"
+            ) from None
+    messages, metadata = encoded
     return (
         record["conversation_id"],
         record["timestamp"],
@@ -363,6 +425,7 @@ def to_row(record: Mapping[str, Any], created_at: int) -> tuple[Any, ...]:
         tokens["completion"],
         record["latency_ms"],
         created_at,
+        total_tokens(tokens["prompt"], tokens["completion"], tokens.get("total")),
     )
 
 
@@ -422,6 +485,7 @@ class Conversation:
     completion_tokens: int | None
     latency_ms: float | None
     created_at: int
+    total_tokens: int | None = None  # given, or the sum of the counts
 
     @property
     def user_feedback(self) -> dict[str, Any]:
@@ -430,8 +494,8 @@ class Conversation:
 
     @property
     def tokens_used(self) -> dict[str, int | None]:
-        """``{"prompt", "completion"}``."""
-        return {"prompt": self.prompt_tokens, "completion": self.completion_tokens}
+        """``{"prompt", "completion", "total"}`` (a total logged alone has no split: None, None, N)."""
+        return {"prompt": self.prompt_tokens, "completion": self.completion_tokens, "total": self.total_tokens}
 
     @property
     def output(self) -> Any:

@@ -20,7 +20,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from keel.core.conversations import Conversation, ConversationBatch, FeedbackEvent, parse_thumb, parse_time, thumb_name
+from keel.core.conversations import (
+    Conversation,
+    ConversationBatch,
+    FeedbackEvent,
+    parse_thumb,
+    parse_time,
+    thumb_name,
+    total_tokens,
+)
 from keel.core.filters import And, Comparison, Field, Node, Not, Or
 from keel.errors import InvalidInput
 from keel.meta.delivered import claim_batch
@@ -30,14 +38,18 @@ __all__ = ["ATTRIBUTES", "GROUPS", "Query", "RawConversations"]
 
 _COLUMNS = (
     "conversation_id, timestamp, model, prompt_version, run_id, messages, metadata, thumb, score, comment, "
-    "prompt_tokens, completion_tokens, latency_ms, created_at"
+    "prompt_tokens, completion_tokens, latency_ms, created_at, total_tokens"
 )
+_WIDTH = 15  # values per row (keel.core.conversations.to_row)
+_MARKS = ", ".join(["?"] * _WIDTH)
+# A record's total: stored (0017), else the sum of its counts (records stored before).
+_TOTAL = "COALESCE(total_tokens, COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0))"
 _SELECT = (
     "SELECT id, conversation_id, timestamp, model, prompt_version, run_id, messages, metadata, thumb, score, "
-    "comment, feedback_at, prompt_tokens, completion_tokens, latency_ms, created_at FROM conversations"
+    "comment, feedback_at, prompt_tokens, completion_tokens, latency_ms, created_at, total_tokens FROM conversations"
 )
 _SQL = {
-    "insert": f"INSERT INTO conversations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "insert": f"INSERT INTO conversations ({_COLUMNS}) VALUES ({_MARKS})",
     "latest_pk": "SELECT MAX(id) FROM conversations WHERE conversation_id = ?",
     "apply": (
         "UPDATE conversations SET thumb = COALESCE(?, thumb), score = COALESCE(?, score), "
@@ -66,7 +78,7 @@ _SQL = {
     "records": _SELECT + " WHERE conversation_id = ? ORDER BY id",
 }
 _IN_CHUNK = 500
-_ROWS_PER_INSERT = 500  # x 14 columns = 7,000 bound variables (SQLite allows 32,766 since 3.32)
+_ROWS_PER_INSERT = 500  # x 15 columns = 7,500 bound variables (SQLite allows 32,766 since 3.32)
 
 #: Filterable record attributes -> (column, kind): kind is text, number or time.
 ATTRIBUTES: dict[str, tuple[str, str]] = {
@@ -87,7 +99,7 @@ _FEEDBACK = {"thumb": ("thumb", "thumb"), "score": ("score", "number"), "comment
 _TOKENS = {
     "prompt": ("prompt_tokens", "number"),
     "completion": ("completion_tokens", "number"),
-    "total": ("(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0))", "number"),
+    "total": (_TOTAL, "number"),
 }
 #: ``stats --by`` groups other than ``metadata.<key>``.
 GROUPS = {
@@ -237,6 +249,7 @@ def _row(row: Sequence[Any]) -> Conversation:
         None if row[13] is None else int(row[13]),
         row[14],
         int(row[15]),
+        total_tokens(row[12], row[13], None if row[16] is None else int(row[16])),
     )
 
 
@@ -252,11 +265,11 @@ class RawConversations:
             import sqlite3
 
             if sqlite3.sqlite_version_info < (3, 32):  # at most 999 bound variables before 3.32
-                self._rows_per_insert = 999 // 14
+                self._rows_per_insert = 999 // _WIDTH
 
     def _multi_insert(self) -> str:
         if self._multi is None:
-            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * self._rows_per_insert)
+            values = ", ".join([f"({_MARKS})"] * self._rows_per_insert)
             self._multi = f"INSERT INTO conversations ({_COLUMNS}) VALUES {values}"
         return self._multi
 
@@ -397,7 +410,7 @@ class RawConversations:
 
     def aggregate(self, query: Query, groups: Sequence[str]) -> list[tuple[Any, ...]]:
         """Per (group..., model): count, ups, downs, score sum/count, latency sum/count,
-        prompt/completion tokens, first/last time."""
+        prompt/completion tokens, first/last time, all tokens, tokens logged only as a total."""
         params: list[Any] = []
         exprs = [self.group_expression(g, params) for g in groups]
         cols = ", ".join(f"{e} AS g{i}" for i, e in enumerate(exprs))
@@ -406,7 +419,8 @@ class RawConversations:
             f"SELECT {cols}, model, COUNT(*), "
             "SUM(CASE WHEN thumb = 1 THEN 1 ELSE 0 END), SUM(CASE WHEN thumb = -1 THEN 1 ELSE 0 END), "
             "SUM(score), COUNT(score), SUM(latency_ms), COUNT(latency_ms), "
-            "SUM(prompt_tokens), SUM(completion_tokens), MIN(timestamp), MAX(timestamp) "
+            "SUM(prompt_tokens), SUM(completion_tokens), MIN(timestamp), MAX(timestamp), "
+            f"SUM({_TOTAL}), SUM(CASE WHEN prompt_tokens IS NULL AND completion_tokens IS NULL THEN total_tokens END) "
             f"FROM conversations{query.where()} GROUP BY {', '.join(str(i + 1) for i in range(n + 1))}"
         )
         with self.db.raw_read() as cur:

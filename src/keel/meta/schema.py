@@ -449,6 +449,7 @@ conversations = Table(
     Column("completion_tokens", BigInteger),
     Column("latency_ms", Float),
     Column("created_at", BigInteger, nullable=False),
+    Column("total_tokens", BigInteger),  # given as a total, else prompt + completion (0017)
     Index("ix_conversations_cid", "conversation_id", "id"),
     Index("ix_conversations_time", "timestamp"),
     Index("ix_conversations_prompt_time", "prompt_version", "timestamp"),

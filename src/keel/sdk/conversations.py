@@ -10,7 +10,7 @@ Logging from inside an app::
                      {"role": "assistant", "content": "It ships tomorrow."}],
         "model": "gpt-4o",
         "prompt_version": "support-bot@1.3.0",
-        "tokens_used": {"prompt": 812, "completion": 64},
+        "tokens_used": {"prompt": 812, "completion": 64},     # or the total alone: 876
         "latency_ms": 1240,
         "metadata": {"user_id": "u1", "environment": "prod", "variant": "B"},
     })
@@ -157,7 +157,8 @@ def log(conversation: Mapping[str, Any] | None = None, /, *, strict: bool = Fals
     same fields as keyword arguments: ``conversation_id`` (generated when
     absent), ``messages``, ``model``, ``prompt_version``, ``user_feedback``
     (``{"thumb": "up"|"down", "score", "comment"}``), ``tokens_used``
-    (``{"prompt", "completion"}``), ``latency_ms``, ``timestamp`` (default now),
+    (``{"prompt": 812, "completion": 64}``, the OpenAI/Anthropic usage names, or a
+    whole number: the total, when the split is unknown), ``latency_ms``, ``timestamp`` (default now),
     ``metadata`` (any JSON dict), ``run_id`` (default: the active run).
 
     Never raises unless ``strict``: a bad record is logged as a warning,
@@ -166,7 +167,7 @@ def log(conversation: Mapping[str, Any] | None = None, /, *, strict: bool = Fals
     try:
         record = _record(conversation, fields)
         if record is None:
-            raise InvalidInput("no conversation given", "log({'messages': [...], ...})")
+            raise InvalidInput("no conversation given", "keel.conversations.log({'messages': [...], ...})")
         session = _session()
         service = session.conversations
         redactor = _current_redactor(service)

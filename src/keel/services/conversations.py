@@ -70,6 +70,7 @@ __all__ = [
 
 Redactor = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 _PERCENTILES = (50, 95)
+_OLD_ROW_WIDTH = 14  # a stored row before total_tokens (keel.core.conversations.to_row)
 
 
 def load_redactor(spec: Any) -> Redactor | None:
@@ -191,6 +192,10 @@ class ConversationService:
     def write_batch(self, batch: ConversationBatch, batch_id: str | None = None) -> None:
         """Durably write a batch of records and feedback (one transaction); ``batch_id`` (made
         by the SDK) makes it idempotent (see :mod:`keel.meta.delivered`)."""
+        if batch.conversations and len(batch.conversations[0]) == _OLD_ROW_WIDTH:
+            # Rows spooled (or sent) by a keel from before totals were stored: no total, so
+            # readers use prompt + completion, as they did.
+            batch = ConversationBatch([(*row, None) for row in batch.conversations], batch.feedback)
         self.raw.write_batch(batch, check_batch_id(batch_id))
 
     def maintain(self) -> None:
@@ -277,7 +282,8 @@ class ConversationService:
             stats = found.get(key)
             if stats is None:
                 stats = found[key] = GroupStats(dict(zip(groups, key, strict=True)))
-            model, count, ups, downs, s_sum, s_count, l_sum, l_count, p_tok, c_tok, first, last = row[n:]
+            model, count, ups, downs, s_sum, s_count, l_sum, l_count = row[n : n + 8]
+            p_tok, c_tok, first, last, total, unsplit = row[n + 8 :]
             stats.add(
                 model,
                 int(count),
@@ -292,6 +298,8 @@ class ConversationService:
                 int(first),
                 int(last),
                 table,
+                int(total or 0),
+                int(unsplit or 0),
             )
         ranks: dict[tuple[Any, ...], tuple[int, dict[int, float]]] = {}
         for row in self.raw.latency_ranks(query, groups, _PERCENTILES):
