@@ -335,3 +335,18 @@ def test_the_openai_adapter_talks_to_any_compatible_server(tmp_path: Path, embed
         assert [v.version for v in kb.log()] == ["v1"]
     finally:
         sessions.reset()
+
+
+def test_openai_model_names_need_no_prefix(tmp_path: Path, embeddings_server: str) -> None:
+    """The reference's ``embedding_model: text-embedding-3-small`` embeds with OpenAI's API."""
+    from keel.sdk.workspace import init_workspace
+
+    init_workspace(tmp_path)
+    try:
+        kb = kbs.create("ref", embedding_model="text-embedding-3-small", base_url=embeddings_server, api_key="sk-test")
+        kb.add_documents(_docs(3))
+        assert kb.commit("v1").embedding_model == "text-embedding-3-small"
+        assert _EmbeddingsHandler.requests[0]["model"] == "text-embedding-3-small"
+        assert kb.search("how do refunds work?", top_k=1)[0].metadata["topic"] == "refunds"
+    finally:
+        sessions.reset()

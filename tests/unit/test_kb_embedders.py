@@ -93,6 +93,39 @@ def test_embedding_model_names_resolve_to_adapters_without_loading_them():
             resolve_embedder(bad)
 
 
+@pytest.mark.parametrize("name", ["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"])
+def test_openai_model_names_imply_the_openai_prefix(name):
+    """The reference's ``"embedding_model": "text-embedding-3-small"`` is OpenAI's model: it gets
+    the OpenAI adapter (same id, so the same stored vectors, as ``openai:NAME``), not a hint to
+    install sentence-transformers."""
+    from keel.services.embedders import EndpointPolicy, OpenAIEmbedder, SentenceTransformerEmbedder, resolve_embedder
+
+    plain = resolve_embedder(name, base_url="http://127.0.0.1:1/v1")
+    assert isinstance(plain, OpenAIEmbedder) and plain.model_name == name and plain.id == f"openai:{name}"
+    assert plain.id == resolve_embedder(f"openai:{name}", base_url="http://127.0.0.1:1/v1").id
+    # a keel server treats it as an openai: model too (dimensions allowed, its own endpoint)
+    assert EndpointPolicy.server(environ={}).options(name, {"dimensions": 256}) == {"dimensions": 256}
+    # a local model of that name stays reachable
+    assert isinstance(resolve_embedder(f"sentence-transformers:{name}"), SentenceTransformerEmbedder)
+
+
+def test_an_unknown_openai_style_name_says_how_to_name_openai_models(monkeypatch):
+    import sys
+
+    from keel.services.embedders import SentenceTransformerEmbedder
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # not installed: import fails
+    with pytest.raises(InvalidInput) as caught:
+        SentenceTransformerEmbedder("text-embedding-4-tiny").embed(["a"])
+    assert caught.value.message == "embedding model 'text-embedding-4-tiny' needs sentence-transformers"
+    assert caught.value.hint.startswith(
+        "for OpenAI's model write embedding_model='openai:text-embedding-4-tiny'; for a local"
+    )
+    with pytest.raises(InvalidInput) as caught:
+        SentenceTransformerEmbedder("all-MiniLM-L6-v2").embed(["a"])
+    assert caught.value.hint == "install it: pip install 'keel[embeddings]' (or use embedding_model='hashing-384')"
+
+
 def test_the_sentence_transformers_adapter_calls_the_library_as_documented(monkeypatch):
     """sentence-transformers (and torch) are not installed for tests: a stand-in module with the
     library's documented API checks the adapter's calls; the real model is exercised by users only."""

