@@ -97,6 +97,41 @@ def test_aliases_history_rollback_and_as_of(ws):
     assert keel.prompts.history("chat", "production")[-1].new is None
 
 
+def test_get_takes_a_version_or_alias_in_second_place_and_a_time_as_at(ws):
+    """``keel.prompts.get("calc", "1.2.0")`` is a version, as in ``load``; a time there still
+    means ``at`` (its former second parameter)."""
+    _register(changelog="v1")
+    _register("Be terse: {{ question }}", changelog="v2")
+    keel.prompts.set_alias("chat", "production", "1.0.0")
+    time.sleep(0.02)
+    between = int(time.time() * 1000)
+    time.sleep(0.02)
+    keel.prompts.set_alias("chat", "production", "1.0.1")
+
+    assert keel.prompts.get("chat", "1.0.0").changelog == "v1"
+    assert keel.prompts.get("chat", version="1.0.1").changelog == "v2"
+    assert keel.prompts.get("chat", "production", ttl=0).version == "1.0.1"
+    assert keel.prompts.get("chat", alias="production").version == "1.0.1"
+    assert keel.prompts.get("chat@1.0.0", "1.0.0").version == "1.0.0"  # the same, twice
+    # the time as the second argument, as before, and as at=
+    assert keel.prompts.get("chat@production", between).version == "1.0.0"
+    assert keel.prompts.get("chat@production", at=between).version == "1.0.0"
+    assert keel.prompts.get("chat", alias="production", at=between).version == "1.0.0"
+
+    with pytest.raises(keel.InvalidInput) as caught:
+        keel.prompts.get("chat@production", "1.0.0")
+    assert caught.value.message == "'chat@production' already names 'production', and version='1.0.0' names another"
+    assert caught.value.hint == 'give it once: keel.prompts.get("chat", version="1.0.0")'
+    with pytest.raises(keel.InvalidInput) as caught:
+        keel.prompts.get("chat", at=between)
+    assert caught.value.hint == 'name the alias: keel.prompts.get("chat@production", at=...)'
+    with pytest.raises(keel.InvalidInput) as caught:
+        keel.prompts.resolve("chat", "latest", at=between)
+    assert caught.value.hint == "name the alias: keel.prompts.resolve('chat', 'production', at=...)"
+    with pytest.raises(keel.NotFound, match="no version 9.9.9"):
+        keel.prompts.get("chat", "9.9.9")
+
+
 def test_alias_errors(ws):
     _register()
     with pytest.raises(keel.NotFound, match="no version 9.9.9"):

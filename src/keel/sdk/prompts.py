@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from keel.core.entities import EntityRef
 from keel.core.prompt_content import PromptContent, PromptDiff
 from keel.core.templates import render_template
-from keel.errors import NotFound, StoreError
+from keel.errors import InvalidInput, NotFound, StoreError
 from keel.sdk import live
 from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
@@ -369,19 +369,50 @@ def register(
     return Prompt(found)
 
 
-def get(ref: str, at: int | float | datetime | None = None, ttl: float | None = None) -> PromptVersion:
+def get(
+    ref: str,
+    version: str | int | float | datetime | None = None,
+    ttl: float | None = None,
+    *,
+    alias: str | None = None,
+    at: int | float | datetime | None = None,
+) -> PromptVersion:
     """The registered version ``NAME``, ``NAME@VERSION`` or ``NAME@ALIAS`` (changelog, author,
-    aliases), from the cache like :func:`load`; ``ttl=0`` reads the store now. With ``at``:
-    what an alias pointed at, at that time (read from the store)."""
+    aliases), from the cache like :func:`load`; ``ttl=0`` reads the store now.
+
+    ``version`` and ``alias`` select as in :func:`load`: ``get("calc", "1.2.0")`` is
+    ``get("calc@1.2.0")``, ``get("calc", alias="production")`` is ``get("calc@production")``.
+    With ``at`` (a datetime or epoch milliseconds): what an alias pointed at, at that time
+    (read from the store). A time given in second place means ``at``, as it did when ``at``
+    was the second parameter.
+    """
+    if version is not None and not isinstance(version, str):
+        if at is not None:
+            raise InvalidInput(
+                f"two times given for {ref!r}: {version!r} and at={at!r}", f'keel.prompts.get("{ref}", at=...)'
+            )
+        version, at = None, version  # the former positional ``at``
+    name, selector = parse_prompt_ref(ref)
+    for given, what in ((version, "version"), (alias, "alias")):
+        if given is not None and selector is not None and given != selector:
+            raise InvalidInput(
+                f"{ref!r} already names {selector!r}, and {what}={given!r} names another",
+                f'give it once: keel.prompts.get("{name}", {what}="{given}")',
+            )
     if at is None:
         if ttl is None or ttl > 0:
-            entry = _served.get((ref, None, None))
+            entry = _served.get((ref, version, alias))
             if entry is not None:
                 return entry.prompt.info  # type: ignore[return-value]  # entries hold registered versions
-        found = _load(ref, None, None, None, ttl).info
+        found = _load(ref, version, alias, None, ttl).info
         assert found is not None  # no fallback was given
         return found
-    name, selector = parse_prompt_ref(ref)
+    selector = version or alias or selector
+    if selector is None or selector == "latest":
+        raise InvalidInput(
+            f"at= asks what an alias of {name!r} pointed at, and {ref!r} names no alias",
+            f'name the alias: keel.prompts.get("{name}@production", at=...)',
+        )
     return get_session().prompts.get(name, selector, at)
 
 

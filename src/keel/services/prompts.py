@@ -225,7 +225,10 @@ class PromptService:
     def _resolve(self, conn: Any, name: str, selector: str | None, at: int | float | datetime | None = None) -> str:
         if selector is None or selector == "latest":
             if at is not None:
-                raise InvalidInput("'at' needs an alias", "resolve(name, 'production', at=...)")
+                raise InvalidInput(
+                    f"at= asks what an alias of {name!r} pointed at, and no alias was given",
+                    f"name the alias: keel.prompts.resolve({name!r}, 'production', at=...)",
+                )
             latest = PromptStore.latest(conn, name)
             if latest is None:
                 raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
