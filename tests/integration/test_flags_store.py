@@ -107,6 +107,44 @@ def test_evaluation_never_raises(ws, caplog):
     assert "ZeroDivisionError" in caplog.text
 
 
+def test_flags_without_a_user_id(ws, caplog):
+    """The reference's ``flags.is_enabled("enable_reranker")``: a flag fully on needs no user id;
+    a partial rollout without one serves the default and warns once per flag, naming the argument."""
+    flags.set("enable_reranker", rollout=100)
+    flags.set("use_new_prompt_v2", rollout=50)
+    flags.set("reranker", variants={"off": None, "cohere": "rerank-v3"}, default="off", distribution={"cohere": 100})
+    flags.set("tone", variants={"plain": 1, "warm": 2}, default="plain", distribution={"plain": 50, "warm": 50})
+    client = flags.client(refresh_seconds=0)
+    flags._unit_warned.clear()
+
+    def unit_warnings():  # (other tests' clients may log about their stores meanwhile)
+        return [r.getMessage() for r in caplog.records if "gave no" in r.getMessage()]
+
+    with caplog.at_level(logging.WARNING, logger="keel"):
+        assert client.is_enabled("enable_reranker") is True
+        assert client.payload("reranker") == "rerank-v3"
+        assert unit_warnings() == []
+        assert client.is_enabled("use_new_prompt_v2") is False
+        assert client.is_enabled("use_new_prompt_v2") is False
+        assert client.variant("tone") == "plain"
+        assert client.variant("tone") == "plain"
+    assert unit_warnings() == [
+        "keel flags: flag 'use_new_prompt_v2' serves by user_id (a partial rollout) and this call gave no user_id, "
+        "so it serves its default False; pass the unit: flags.is_enabled('use_new_prompt_v2', user_id=...) "
+        "(this warning is shown once per flag)",
+        "keel flags: flag 'tone' serves by user_id (a partial rollout) and this call gave no user_id, "
+        "so it serves its default 'plain'; pass the unit: flags.variant('tone', user_id=...) "
+        "(this warning is shown once per flag)",
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="keel"):
+        assert sum(client.is_enabled("use_new_prompt_v2", user_id=f"u{i}") for i in range(200)) > 0
+        flags.rollout("use_new_prompt_v2", 100)
+        client.refresh()
+        assert client.is_enabled("use_new_prompt_v2") is True
+    assert unit_warnings() == []
+
+
 def test_exposures_on_the_active_run_and_conversations(ws):
     flags.set("f", rollout=100)
     client = flags.client(refresh_seconds=0, log_exposures=True)

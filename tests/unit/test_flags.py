@@ -37,12 +37,47 @@ def test_boolean_defaults_and_kill_switch():
     assert parse_flag("f", True).variants[parse_flag("f", True).default] is True
 
 
-def test_missing_unit_serves_the_default():
-    compiled = compile_flag(parse_flag("f", {"rollout": 100}))
+def test_a_partial_rollout_without_a_unit_serves_the_default_and_says_so():
+    missing = []
+    compiled = compile_flag(parse_flag("f", {"rollout": 50}), missing_unit=missing.append)
     assert compiled.enabled({}) is False
     assert compiled.enabled({"user_id": None}) is False
-    assert compiled.explain({})[1] == "no user_id in the context"
-    assert compiled.enabled({"user_id": 7}) is True
+    assert compiled.pick({}) == "false"
+    assert [flag.key for flag in missing] == ["f", "f", "f"]  # once per call: the caller rate-limits
+    assert compiled.explain({}) == ("false", "no user_id in the context")
+    assert sum(compiled.enabled({"user_id": u}) for u in USERS) > 0 and len(missing) == 3
+    dist = parse_flag("r", {"variants": {"off": None, "a": 1}, "default": "off", "distribution": {"off": 50, "a": 50}})
+    assert compile_flag(dist, missing_unit=missing.append).pick({}) == "off" and missing[-1].key == "r"
+    ruled = parse_flag("g", {"unit": "session", "rules": [{"if": {"plan": "pro"}, "rollout": 50}]})
+    compiled = compile_flag(ruled, missing_unit=missing.append)
+    assert compiled.enabled({"plan": "pro"}) is False and missing[-1].key == "g"
+    assert compiled.explain({"plan": "pro"}) == ("false", "no session in the context (rule 1)")
+
+
+@pytest.mark.parametrize(
+    ("spec", "variant"),
+    [
+        ({"rollout": 100}, "true"),
+        ({"rollout": 0, "default": True}, "false"),
+        (
+            {"variants": {"off": None, "cohere": "rerank-v3"}, "default": "off", "distribution": {"cohere": 100}},
+            "cohere",
+        ),
+        ({"variants": {"a": 1, "b": 2}, "default": "a", "distribution": {"a": 0, "b": 1}}, "b"),
+        ({"rules": [{"if": {"plan": "pro"}, "rollout": 100}]}, "true"),
+    ],
+)
+def test_a_flag_fully_on_or_off_needs_no_unit(spec, variant):
+    """The reference calls ``flags.is_enabled("enable_reranker")`` with no user: a 100% (or 0%)
+    rollout is its value for everyone, and nothing is missing."""
+    missing = []
+    compiled = compile_flag(parse_flag("f", spec), missing_unit=missing.append)
+    ctx = {"plan": "pro"}
+    assert compiled.pick(ctx) == variant
+    assert compiled.enabled(ctx) is (variant not in ("false", compiled.flag.default))
+    assert compiled.explain(ctx)[0] == variant and "no user_id" not in compiled.explain(ctx)[1]
+    assert compiled.pick({"plan": "pro", "user_id": "u1"}) == variant
+    assert missing == []
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,10 @@ falls in bucket ``crc32(key + "." + salt + "." + unit) mod 10000``. A
 percentage rollout serves the first ``pct x 100`` buckets, so growing a
 rollout from 10% to 25% only adds users: nobody who had the feature loses it.
 A distribution gives each variant a contiguous range of buckets, in order.
+A split that serves everyone the same (a 0% or 100% rollout, a distribution
+with one variant at 100%) needs no unit; a partial one without a unit in the
+context serves the flag's default and calls ``missing_unit`` (see
+:func:`compile_flag`), so the caller can say so.
 
 **Speed.** :func:`compile_flag` precomputes everything (the CRC of the key and
 salt prefix, thresholds, compiled regexes, parsed versions) into closures; the
@@ -50,6 +54,7 @@ __all__ = [
     "CompiledFlag",
     "Condition",
     "Flag",
+    "MissingUnit",
     "Rule",
     "bucket",
     "compile_flag",
@@ -630,10 +635,32 @@ def _all(matchers: list[Callable[[Mapping[str, Any]], bool]]) -> Callable[[Mappi
 
 
 Picker = Callable[[Mapping[str, Any]], str]
+#: Called with the flag when a partial split meets a context without the flag's unit.
+MissingUnit = Callable[[Flag], None]
 
 
-def _split(flag: Flag, ranges: list[tuple[int, str]], rest: str) -> Picker:
-    """Serve by bucket: ``ranges`` are (exclusive upper bucket, variant), ascending."""
+def _ignore(flag: Flag) -> None:
+    return None
+
+
+def _served(ranges: list[tuple[int, str]], rest: str) -> set[str]:
+    """The variants a split serves to some bucket (``ranges`` as in :func:`_split`)."""
+    names, lower = set(), 0
+    for upper, name in ranges:
+        if upper > lower:
+            names.add(name)
+            lower = upper
+    if lower < BUCKETS:
+        names.add(rest)
+    return names
+
+
+def _split(flag: Flag, ranges: list[tuple[int, str]], rest: str, missing_unit: MissingUnit = _ignore) -> Picker:
+    """Serve by bucket: ``ranges`` are (exclusive upper bucket, variant), ascending. A split
+    that serves every bucket the same variant is that variant: it needs no unit."""
+    served = _served(ranges, rest)
+    if len(served) == 1:
+        return _constant(served.pop())
     unit, prefix, crc = flag.unit, _crc32(f"{flag.key}.{flag.salt}.".encode()), _crc32
     default = flag.default
     if len(ranges) == 1:
@@ -642,6 +669,7 @@ def _split(flag: Flag, ranges: list[tuple[int, str]], rest: str) -> Picker:
         def one(ctx: Mapping[str, Any]) -> str:
             u = ctx.get(unit)
             if u is None:
+                missing_unit(flag)
                 return default
             return name if crc(str(u).encode(), prefix) % BUCKETS < upper else rest
 
@@ -650,6 +678,7 @@ def _split(flag: Flag, ranges: list[tuple[int, str]], rest: str) -> Picker:
     def many(ctx: Mapping[str, Any]) -> str:
         u = ctx.get(unit)
         if u is None:
+            missing_unit(flag)
             return default
         b = crc(str(u).encode(), prefix) % BUCKETS
         for upper, name in ranges:
@@ -668,13 +697,25 @@ def _ranges(distribution: tuple[tuple[str, float], ...]) -> list[tuple[int, str]
     return out
 
 
-def _action(flag: Flag, serve: str | None, rollout: float | None, dist: Any) -> Picker:
+def _bucket_ranges(rollout: float | None, dist: Any) -> tuple[list[tuple[int, str]], str]:
+    """A rollout or a distribution as ``(ranges, rest)`` for :func:`_split`."""
+    if rollout is not None:
+        return [(round(rollout * BUCKETS / 100), "true")], "false"
+    ranges = _ranges(dist)
+    return ranges, ranges[-1][1]
+
+
+def _needs_unit(serve: str | None, rollout: float | None, dist: Any) -> bool:
+    """True if an action serves by bucket, and not the same variant to every bucket."""
+    return serve is None and len(_served(*_bucket_ranges(rollout, dist))) > 1
+
+
+def _action(
+    flag: Flag, serve: str | None, rollout: float | None, dist: Any, missing_unit: MissingUnit = _ignore
+) -> Picker:
     if serve is not None:
         return lambda ctx: serve
-    if rollout is not None:
-        return _split(flag, [(round(rollout * BUCKETS / 100), "true")], "false")
-    ranges = _ranges(dist)
-    return _split(flag, ranges, ranges[-1][1])
+    return _split(flag, *_bucket_ranges(rollout, dist), missing_unit)
 
 
 def _constant(name: str) -> Picker:
@@ -694,17 +735,26 @@ class CompiledFlag:
     version: str = ""
 
 
-def compile_flag(flag: Flag, version: str = "") -> CompiledFlag:
-    """Precompute everything an evaluation needs (see the module docstring)."""
+def compile_flag(flag: Flag, version: str = "", missing_unit: MissingUnit | None = None) -> CompiledFlag:
+    """Precompute everything an evaluation needs (see the module docstring).
+
+    ``missing_unit(flag)`` is called (by ``pick``/``enabled``, not ``explain``) each time a
+    partial rollout or distribution meets a context without the flag's unit; the default
+    is served then.
+    """
+    missing = missing_unit or _ignore
     default = flag.default
     on = frozenset({"true"} if flag.is_boolean else set(flag.variants) - {default})
     rules = [
-        (_all([_matcher(c) for c in r.conditions]), _action(flag, r.serve, r.rollout, r.distribution))
+        (_all([_matcher(c) for c in r.conditions]), _action(flag, r.serve, r.rollout, r.distribution, missing))
         for r in flag.rules
     ]
+    rule_needs_unit = [_needs_unit(r.serve, r.rollout, r.distribution) for r in flag.rules]
+    fall_needs_unit = False
     if flag.rollout is not None or flag.distribution is not None:
-        fall: Picker = _action(flag, None, flag.rollout, flag.distribution)
+        fall: Picker = _action(flag, None, flag.rollout, flag.distribution, missing)
         fall_reason = "rollout" if flag.rollout is not None else "distribution"
+        fall_needs_unit = _needs_unit(None, flag.rollout, flag.distribution)
     else:
         fall, fall_reason = (lambda ctx: default), "default"
 
@@ -723,7 +773,7 @@ def compile_flag(flag: Flag, version: str = "") -> CompiledFlag:
 
         pick = pick_rules
 
-    if flag.is_boolean and flag.enabled and not rules and flag.rollout is not None:
+    if flag.is_boolean and flag.enabled and not rules and flag.rollout is not None and fall_needs_unit:
         # the hot case, inlined: bucket < threshold
         unit, prefix, crc = flag.unit, _crc32(f"{flag.key}.{flag.salt}.".encode()), _crc32
         upper, off = round(flag.rollout * BUCKETS / 100), default == "true"
@@ -731,6 +781,7 @@ def compile_flag(flag: Flag, version: str = "") -> CompiledFlag:
         def enabled(ctx: Mapping[str, Any]) -> bool:
             u = ctx.get(unit)
             if u is None:
+                missing(flag)
                 return off
             return crc(str(u).encode(), prefix) % BUCKETS < upper
 
@@ -748,10 +799,13 @@ def compile_flag(flag: Flag, version: str = "") -> CompiledFlag:
     def explain(ctx: Mapping[str, Any]) -> tuple[str, str]:
         if not flag.enabled:
             return default, "killed"
+        no_unit = ctx.get(flag.unit) is None
         for i, (match, act) in enumerate(rules):
             if match(ctx):
+                if rule_needs_unit[i] and no_unit:
+                    return default, f"no {flag.unit} in the context (rule {i + 1})"
                 return act(ctx), f"rule {i + 1}"
-        if fall_reason != "default" and ctx.get(flag.unit) is None:
+        if fall_needs_unit and no_unit:
             return default, f"no {flag.unit} in the context"
         return fall(ctx), fall_reason
 

@@ -34,6 +34,12 @@ per outage) and the refresher retries.
 the ``default`` you pass and logs why (``logging`` logger ``keel``, at most once
 a minute per flag and kind of problem).
 
+**Units.** A flag fully on or off (a 0% or 100% rollout, one variant at 100%)
+needs no unit: ``flags.is_enabled("enable_reranker")`` is its value. A partial
+rollout or distribution buckets by the flag's unit (``user_id`` unless the flag
+says otherwise): called without it, it serves the flag's ``default`` and warns
+once per flag per process, naming the argument to pass.
+
 **Exposures.** With ``log_exposures=True``, evaluating a flag inside an active
 run records ``flag:<key>@<flag-set version>`` as the run's input (once per run)
 and the param ``flags.<key>`` (the version). For conversations,
@@ -93,6 +99,25 @@ def _warn(key: str, kind: str, message: str, *args: Any) -> None:
         _warned.clear()
     _warned[(key, kind)] = now
     log.warning("keel flags: " + message, *args)
+
+
+_unit_warned: builtins.set[str] = builtins.set()  # flags already warned about a missing unit
+
+
+def _missing_unit(flag: Flag) -> None:
+    """A partial split met a context without the flag's unit: say so, once per flag per process."""
+    if flag.key in _unit_warned:
+        return
+    if len(_unit_warned) > 10_000:
+        _unit_warned.clear()
+    _unit_warned.add(flag.key)
+    served = (flag.default == "true") if flag.is_boolean else flag.default
+    call = "is_enabled" if flag.is_boolean else "variant"
+    log.warning(
+        "keel flags: flag %r serves by %s (a partial rollout) and this call gave no %s, so it serves its "
+        "default %r; pass the unit: flags.%s(%r, %s=...) (this warning is shown once per flag)",
+        flag.key, flag.unit, flag.unit, served, call, flag.key, flag.unit,
+    )  # fmt: skip
 
 
 def _service() -> FlagService:
@@ -175,7 +200,7 @@ class FlagClient:
             return None
 
     def _install(self, flagset: FlagSet) -> None:
-        compiled = {key: compile_flag(flag, flagset.version) for key, flag in flagset.flags.items()}
+        compiled = {key: compile_flag(flag, flagset.version, _missing_unit) for key, flag in flagset.flags.items()}
         with self._lock:
             # Three whole-dict swaps: a concurrent evaluation sees the old or the new set.
             self._compiled = compiled
