@@ -140,4 +140,7 @@ def test_show_without_env_names_the_option(folder):
     environ = {k: v for k, v in os.environ.items() if k != "KEEL_ENV"}
     out = subprocess.run([str(KEEL), "config", "show"], cwd=folder, capture_output=True, text=True, env=environ)
     assert out.returncode == 2
-    assert out.stderr.strip() == "error: which environment? (pass --env production (or -e NAME), or set KEEL_ENV)"
+    assert out.stderr.strip() == (
+        "error: which environment? (run keel config show --env production "
+        "(environments in config/: production, staging), or set KEEL_ENV)"
+    )

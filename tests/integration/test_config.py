@@ -114,6 +114,21 @@ def test_recording_failure_never_breaks_the_app(cfgdir, monkeypatch, caplog):
     assert cfg.llm.model == "gpt-4" and "store down" in caplog.text
 
 
+def test_no_environment_names_the_argument_and_the_environments(cfgdir, monkeypatch):
+    monkeypatch.delenv("KEEL_ENV", raising=False)
+    with pytest.raises(InvalidInput) as caught:
+        keel_config.load()
+    assert caught.value.message == "which environment?"
+    assert caught.value.hint == (
+        "keel.config.load(env='production') (environments in config/: production, staging), or set KEEL_ENV"
+    )
+    with pytest.raises(InvalidInput) as caught:
+        keel_config.load(directory=cfgdir / "missing")
+    assert caught.value.hint == "keel.config.load(env='production'), or set KEEL_ENV"
+    monkeypatch.setenv("KEEL_ENV", "staging")
+    assert keel_config.load().env == "staging"
+
+
 def test_history_needs_a_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(NoWorkspace):

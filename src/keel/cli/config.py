@@ -49,7 +49,12 @@ def config_show(
     from keel.errors import InvalidInput
 
     if not env and not os.environ.get("KEEL_ENV"):
-        raise InvalidInput("which environment?", "pass --env production (or -e NAME), or set KEEL_ENV")
+        envs = _api().available_envs(directory)
+        where = f" (environments in {directory}/: {', '.join(envs)})" if envs else ""
+        command = "keel config show" + ("" if directory == "config" else f" --dir {directory}")
+        raise InvalidInput(
+            "which environment?", f"run {command} --env {envs[0] if envs else 'production'}{where}, or set KEEL_ENV"
+        )
     cfg = _api().load(env, directory, sets or (), schema, attach=False)
     if explain:
         rows = cfg.explain()

@@ -145,10 +145,15 @@ class Config(ConfigView):
         return f"Config(env={self.env!r}, hash={self.snapshot_hash[:12]!r}, {self.to_dict()!r})"
 
 
-def _env(env: str | None) -> str:
+def _env(env: str | None, directory: str | os.PathLike[str] = "config") -> str:
     chosen = env or os.environ.get("KEEL_ENV")
     if not chosen:
-        raise InvalidInput("which environment?", "pass env='production' or set KEEL_ENV")
+        envs = available_envs(directory)
+        where = f" (environments in {os.fspath(directory)}/: {', '.join(envs)})" if envs else ""
+        raise InvalidInput(
+            "which environment?",
+            f"keel.config.load(env={envs[0] if envs else 'production'!r}){where}, or set KEEL_ENV",
+        )
     return chosen
 
 
@@ -166,7 +171,7 @@ def load(
     ``env`` defaults to ``$KEEL_ENV``. Inside an active run (and ``attach``), the config is
     recorded as the run's input.
     """
-    cfg = Config(_load(_env(env), directory, overrides, schema))
+    cfg = Config(_load(_env(env, directory), directory, overrides, schema))
     if attach:
         fluent = sys.modules.get("keel.sdk.fluent")  # not imported: no run can be active
         run = fluent.active_run() if fluent is not None else None
