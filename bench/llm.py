@@ -123,14 +123,16 @@ def main() -> None:
             client.chat.completions.create(model="gpt-4", messages=_messages(i), temperature=0)  # type: ignore[attr-defined]
         return n / (time.perf_counter() - t0)
 
-    offline = llm.wrap(openai.OpenAI(base_url=base_url, api_key="standin", max_retries=0), mode="replay")
-    cold = replay_pass(offline)
-    warm = replay_pass(offline)
-    scoped_client = llm.wrap(
-        openai.OpenAI(base_url=base_url, api_key="standin", max_retries=0), mode="replay", replay_from=run.id
-    )
-    scoped_cold = replay_pass(scoped_client)
-    scoped_warm = replay_pass(scoped_client)
+    def offline(scope: str | None = None) -> object:
+        # A new client for each pass: a client's second identical call replays the request's
+        # second recording; the in-process cache is the store's, so a new client finds it warm.
+        client = openai.OpenAI(base_url=base_url, api_key="standin", max_retries=0)
+        return llm.wrap(client, mode="replay", replay_from=scope)
+
+    cold = replay_pass(offline())
+    warm = replay_pass(offline())
+    scoped_cold = replay_pass(offline(run.id))
+    scoped_warm = replay_pass(offline(run.id))
 
     print()
     python = sys.version.split()[0]

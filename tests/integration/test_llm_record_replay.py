@@ -148,12 +148,16 @@ def test_auto_mode_replays_what_is_recorded_and_records_the_rest(ws: Path, serve
     client = llm.wrap(_client(server), mode="auto")
     first = client.chat.completions.create(model="gpt-4", messages=QUESTION, temperature=0)
     assert server.requests_served == 1 and not llm.last_call().replayed  # type: ignore[union-attr]
-    second = client.chat.completions.create(model="gpt-4", messages=QUESTION, temperature=0, user="someone-else")
-    assert server.requests_served == 1 and second == first and llm.last_call().replayed  # type: ignore[union-attr]
-    client.chat.completions.create(model="gpt-4", messages=QUESTION, temperature=0.5)
-    assert server.requests_served == 2
+    # the same request again through this client is its second call, not recorded yet: live
+    client.chat.completions.create(model="gpt-4", messages=QUESTION, temperature=0)
+    assert server.requests_served == 2 and not llm.last_call().replayed  # type: ignore[union-attr]
+    again = llm.wrap(_client(server), mode="auto")  # its first call replays the first recording
+    second = again.chat.completions.create(model="gpt-4", messages=QUESTION, temperature=0, user="someone-else")
+    assert server.requests_served == 2 and second == first and llm.last_call().replayed  # type: ignore[union-attr]
+    again.chat.completions.create(model="gpt-4", messages=QUESTION, temperature=0.5)
+    assert server.requests_served == 3
     llm.flush()
-    assert len(llm.calls()) == 2
+    assert len(llm.calls()) == 3
 
 
 def test_mode_from_the_environment(ws: Path, server: StandInServer, monkeypatch: pytest.MonkeyPatch) -> None:

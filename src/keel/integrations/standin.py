@@ -37,6 +37,12 @@ Every response carries the header ``x-keel-standin: 1``, the field
 prefix), or the environment variable ``KEEL_STANDIN_LATENCY`` (``0.2`` or
 ``gpt-4=0.8,gpt-3.5-turbo=0.3``); each request waits 75-125% of it.
 
+**Samples** for tests of repeated calls: a chat request to a model named
+``counter`` (or ``counter-*``) is answered ``sample-1`` the first time this
+server gets it, ``sample-2`` the second time, and so on (counted per request:
+model, messages, sampling arguments), as a sampling model answers the same
+question differently; its ``id`` differs each time too.
+
 **Faults** for tests: the model name ``error-500`` (any status code) answers
 with that HTTP error, ``slow-2.5`` waits 2.5 s first; the request header
 ``x-keel-standin-fault: 500`` or ``slow:2.5`` does the same for any model.
@@ -196,13 +202,16 @@ def _error(status: int, message: str, code: str) -> _Reply:
 
 
 # -- chat completions ---------------------------------------------------------------
-def _chat(request: dict[str, Any]) -> _Reply:
+def _chat(request: dict[str, Any], repeat: int = 0) -> _Reply:
+    """A chat completion; ``repeat`` (a ``counter`` model's) is how many times this request came."""
     if not request.get("messages"):
         return _error(400, "messages is required (stand-in server)", "missing_messages")
     model = str(request.get("model", ""))
     key = {k: request.get(k) for k in _SAMPLING}
-    digest = hash_bytes(canonical_json(key))
+    digest = hash_bytes(canonical_json({**key, "repeat": repeat} if repeat else key))
     answers = chat_answers(request)
+    if repeat:
+        answers = [f"sample-{repeat}" + (f".{i}" if i else "") for i in range(len(answers))]
     prompt_tokens = sum(_count(_text(m.get("content"))) for m in request["messages"] if isinstance(m, Mapping))
     completion_tokens = sum(_count(a) for a in answers)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -462,6 +471,9 @@ class _Handler(BaseHTTPRequestHandler):
         if status is not None:
             self._send(_error(status, f"stand-in server: injected HTTP {status}", f"standin_{status}"))
             return
+        if handler is _chat and model.startswith("counter"):
+            self._send(_chat(request, self.server.repeat(request)))
+            return
         self._send(handler(request))
 
     def _send(self, reply: _Reply) -> None:
@@ -492,6 +504,7 @@ class _Server(ThreadingHTTPServer):
     latency: float | dict[str, float] = 0.0
     served = 0
     _count_lock: threading.Lock
+    _repeats: dict[str, int]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
@@ -503,6 +516,13 @@ class _Server(ThreadingHTTPServer):
     def count(self) -> None:
         with self._count_lock:
             self.served += 1
+
+    def repeat(self, request: Mapping[str, Any]) -> int:
+        """How many times this request (model, messages, sampling arguments) came, this one included."""
+        key = hash_bytes(canonical_json({k: request.get(k) for k in _SAMPLING}))
+        with self._count_lock:
+            self._repeats[key] = n = self._repeats.get(key, 0) + 1
+        return n
 
     def latency_for(self, model: str, request: Mapping[str, Any]) -> float:
         base = self.latency if isinstance(self.latency, float) else _prefixed(model, self.latency, 0.0)
@@ -555,6 +575,7 @@ class StandInServer:
             return self.base_url
         server = _Server((self.host, self.port), _Handler)
         server._count_lock = threading.Lock()
+        server._repeats = {}
         server.latency = self.latency
         self.port = server.server_address[1]
         self._server = server
@@ -568,6 +589,7 @@ class StandInServer:
         """Serve on the calling thread until interrupted (the CLI's foreground mode)."""
         server = _Server((self.host, self.port), _Handler)
         server._count_lock = threading.Lock()
+        server._repeats = {}
         server.latency = self.latency
         self.port = server.server_address[1]
         self._server = server

@@ -4,6 +4,10 @@ Straight through the driver (:meth:`Database.raw_write` / :meth:`Database.raw_re
 recording inserts a whole batch with one ``executemany`` and replay preloads a
 run's or a cassette's index with one query. The requests and responses
 themselves are in pack objects in the object store (``oid``, entry ``part``).
+
+``occurrence`` (migration 0019) numbers identical requests: the n-th call (from 0) with this
+request hash in its run (or its sequence / recording session: see :mod:`keel.sdk.llm`). It is
+NULL for calls recorded before it existed; those replay in the order they were stored.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ __all__ = ["CallRow", "RawLlmCalls"]
 
 _COLUMNS = (
     "id, request_hash, endpoint, model, oid, part, run_id, cassette, created_at, latency_ms, input_tokens, "
-    "output_tokens, cost, system_fingerprint, streamed, context"
+    "output_tokens, cost, system_fingerprint, streamed, context, occurrence"
 )
 _INSERT = (
     "INSERT INTO llm_calls (request_hash, endpoint, model, oid, part, run_id, cassette, created_at, latency_ms, "
-    "input_tokens, output_tokens, cost, system_fingerprint, streamed, context) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "input_tokens, output_tokens, cost, system_fingerprint, streamed, context, occurrence) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -49,11 +53,18 @@ class CallRow:
     system_fingerprint: str | None
     streamed: bool
     context: dict[str, Any] = field(default_factory=dict)
+    occurrence: int | None = None  # the n-th call of this request in its run (None: recorded before 0019)
 
     @property
     def source(self) -> str:
         """Where the recording came from: its run id, or the imported cassette's name."""
         return self.run_id or self.cassette
+
+    @property
+    def replay_order(self) -> tuple[int, int]:
+        """Sort key of identical requests on replay: by occurrence, then as stored (old
+        recordings, with no occurrence, in the order they were stored)."""
+        return (-1 if self.occurrence is None else self.occurrence, self.id)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -73,13 +84,14 @@ class CallRow:
             "system_fingerprint": self.system_fingerprint,
             "streamed": self.streamed,
             "context": self.context,
+            "occurrence": self.occurrence,
         }
 
 
 def _row(r: Sequence[Any]) -> CallRow:
     return CallRow(
         int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7], int(r[8]), r[9], r[10], r[11], r[12], r[13],
-        bool(r[14]), json.loads(r[15]) if r[15] else {},
+        bool(r[14]), json.loads(r[15]) if r[15] else {}, None if r[16] is None else int(r[16]),
     )  # fmt: skip
 
 
@@ -92,7 +104,8 @@ class RawLlmCalls:
 
     def insert(self, rows: Sequence[tuple[Any, ...]], batch_id: str | None = None) -> None:
         """Insert rows ``(request_hash, endpoint, model, oid, part, run_id, cassette, created_at,
-        latency_ms, input_tokens, output_tokens, cost, system_fingerprint, streamed, context_json)``
+        latency_ms, input_tokens, output_tokens, cost, system_fingerprint, streamed, context_json,
+        occurrence)``
         in one transaction (none when ``batch_id`` names a batch already written: see
         :mod:`keel.meta.delivered`)."""
         if not rows:
@@ -116,6 +129,16 @@ class RawLlmCalls:
         """The newest recording of a request."""
         rows = self._select("request_hash = ?", [request_hash], limit=1)
         return rows[0] if rows else None
+
+    def of_request(self, request_hash: str, run_id: str | None, cassette: str, limit: int | None) -> list[CallRow]:
+        """The recordings of one request in one run (``run_id``), one imported cassette
+        (``cassette``) or (neither) outside any run, newest first."""
+        if run_id is not None:
+            return self._select("request_hash = ? AND run_id = ?", [request_hash, run_id], "id DESC", limit)
+        if cassette:
+            return self._select("request_hash = ? AND cassette = ?", [request_hash, cassette], "id DESC", limit)
+        where = "request_hash = ? AND run_id IS NULL AND cassette = ''"
+        return self._select(where, [request_hash], "id DESC", limit)
 
     def of_run(self, run_id: str, limit: int | None = None) -> list[CallRow]:
         """A run's recorded calls, oldest first."""

@@ -511,6 +511,7 @@ llm_calls = Table(
     Column("system_fingerprint", String(200)),
     Column("streamed", Boolean, nullable=False, server_default="0"),
     Column("context", Text, nullable=False, server_default="{}"),
+    Column("occurrence", Integer),  # the n-th identical request of its run; NULL before 0019
     Index("ix_llm_calls_hash", "request_hash", "id"),
     Index("ix_llm_calls_model", "endpoint", "model", "id"),
     Index(

@@ -378,13 +378,19 @@ def _run_samples(
                 progress(done, len(rows))
         return sample
 
+    def sequenced(index: int) -> _Sample:
+        # Each sample numbers its LLM calls on its own: samples asking the same thing replay
+        # their own recordings, whatever order the threads made the calls in.
+        with llm.sequence(f"sample:{_sample_id(rows[index], index)}"[:200]):
+            return one(index)
+
     if concurrency == 1 or len(rows) == 1:
-        return [one(i) for i in range(len(rows))]
+        return [sequenced(i) for i in range(len(rows))]
     # Worker threads start with an empty context: each sample runs in a copy of this one, so its
     # LLM calls are attributed to the eval run and a judge finds the evaluation's client.
     context = contextvars.copy_context()
     with ThreadPoolExecutor(max_workers=min(concurrency, len(rows)), thread_name_prefix="keel-eval") as pool:
-        return list(pool.map(lambda index: context.copy().run(one, index), range(len(rows))))
+        return list(pool.map(lambda index: context.copy().run(sequenced, index), range(len(rows))))
 
 
 def _store_score(sample: _Sample, name: str, value: Any) -> None:

@@ -37,13 +37,36 @@ run are recorded (``prompt`` when there is one, ``prompts`` when several).
 the recording or raises :class:`~keel.errors.ReplayMiss`, naming the request
 hash and the closest recorded request; ``auto`` replays what is recorded and
 calls and records the rest; ``off`` passes through. Replay looks in the
-whole store (the newest recording of the request hash) or, with
-``replay_from=RUN_OR_CASSETTE``, only in one run's recordings or one imported
-cassette (preloaded in one query). Replayed responses are the ``openai``
-types the live call returns (``ChatCompletion``, ``Response``,
-``CreateEmbeddingResponse``; ``stream=True`` yields ``ChatCompletionChunk``
-objects / response events). The request hash and the fields it leaves out
-are documented in :mod:`keel.core.llm`.
+whole store (the newest run, imported cassette or recording session that
+recorded the request hash) or, with ``replay_from=RUN_OR_CASSETTE``, only in
+one run's recordings or one imported cassette (preloaded in one query).
+Replayed responses are the ``openai`` types the live call returns
+(``ChatCompletion``, ``Response``, ``CreateEmbeddingResponse``;
+``stream=True`` yields ``ChatCompletionChunk`` objects / response events).
+The request hash and the fields it leaves out are documented in
+:mod:`keel.core.llm`.
+
+**Repeated requests replay call by call.** Each call gets its *occurrence*:
+the n-th time (from 0) its request hash was made in the active run (outside
+a run: through this wrapped client or ``@record`` function), taken when the
+call is made, under a lock, so concurrent calls get their own numbers. It is
+recorded with the call. On replay the n-th identical call returns the n-th
+recording in recorded order (by occurrence, not by arrival): three sampled
+answers for a self-consistency vote come back as ``sample-1``, ``sample-2``,
+``sample-3``. A call past the recordings raises ReplayMiss ("request H was
+recorded 3 times in run R; this is call 4"), unless
+``wrap(..., replay_repeats="cycle")``, which starts again from the first
+recording (as VCR.py's ``allow_playback_repeats`` replays repeats). Threads
+that make identical calls in no fixed order can each number theirs on their
+own with :func:`sequence` (``keel.evaluate`` does, one sequence per sample).
+Calls recorded before keel numbered them replay in the order they were stored.
+
+**Readable when the run ends.** Leaving a run's ``with`` block (or
+``run.finish()``) waits until its recorded calls are in the store, as it waits
+for the run's own rows (at most ``KEEL_FLUSH_TIMEOUT``; past it they wait in the
+spool): another process can replay the run as soon as it has ended. Replay in the
+process that recorded writes its pending recordings of a request before it
+looks the request up. Logging a call never waits.
 
 **Lineage.** A run that records calls gets the output ``cassette:<run_id>``;
 a run that replays gets the input it replayed from (``cassette:<run_id>`` or
@@ -53,17 +76,19 @@ a run that replays gets the input it replayed from (``cassette:<run_id>`` or
 appends to a queue that a background thread writes in batches (objects, then
 one transaction of index rows). Any failure to record is logged (logger
 ``keel``) and counted in :func:`stats`; the response is returned unchanged.
-Calls are durable after :func:`flush`, at interpreter exit, and when the
-store is reset. A stream is recorded once it has been read to the end.
+Calls are durable after :func:`flush`, at the end of their run, at interpreter
+exit, and when the store is reset. A stream is recorded once it has been read
+to the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +97,7 @@ from keel.core.llm import request_hash
 from keel.errors import InvalidInput, ReplayMiss
 from keel.sdk.llm_recorder import (
     MODES,
+    REPEATS,
     CallInfo,
     Proxy,
     Recorder,
@@ -81,11 +107,13 @@ from keel.sdk.llm_recorder import (
     prices_table,
     states,
 )
+from keel.sdk.llm_recorder import sequence as _sequence
 from keel.sdk.session import Session, get_session
 from keel.services.llm import CallRow, Cassette, Closest, StoredCall
 
 __all__ = [
     "MODES",
+    "REPEATS",
     "CallInfo",
     "CallRow",
     "Cassette",
@@ -104,6 +132,7 @@ __all__ = [
     "prices",
     "record",
     "request_hash",
+    "sequence",
     "set_prices",
     "stats",
     "wrap",
@@ -186,6 +215,7 @@ def wrap(
     rag_index_version: str | None = None,
     api_version: str | None = None,
     replay_from: str | None = None,
+    replay_repeats: str = "strict",
 ) -> Any:
     """An ``openai.OpenAI`` / ``AsyncOpenAI`` (or compatible) client that records its calls.
 
@@ -198,6 +228,8 @@ def wrap(
         rag_index_version: the knowledge-base / index version every call is grounded on.
         api_version: the provider API version (default: the client's, e.g. Azure's).
         replay_from: replay only from this run's recordings or this imported cassette.
+        replay_repeats: a call past the recordings of its request: ``strict`` (default)
+            raises ReplayMiss, ``cycle`` replays them again from the first.
 
     Returns:
         A proxy with the client's whole interface; see the module docstring.
@@ -209,7 +241,7 @@ def wrap(
     base_url = getattr(client, "base_url", None)
     recorder = Recorder(
         mode, prices, metadata, prompt, rag_index_version, api_version, replay_from,
-        str(base_url) if base_url is not None else None,
+        str(base_url) if base_url is not None else None, replay_repeats,
     )  # fmt: skip
     return Proxy(client, recorder, (), is_async_client(client))
 
@@ -222,6 +254,7 @@ def record(
     prices: Mapping[str, tuple[float, float]] | None = None,
     metadata: Mapping[str, Any] | None = None,
     replay_from: str | None = None,
+    replay_repeats: str = "strict",
 ) -> Any:
     """Decorator: record (and replay) calls of any function, sync or async, like :func:`wrap`.
 
@@ -237,7 +270,7 @@ def record(
     """
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        recorder = Recorder(mode, prices, metadata, None, None, None, replay_from)
+        recorder = Recorder(mode, prices, metadata, None, None, None, replay_from, None, replay_repeats)
         endpoint = f"fn:{name or func.__qualname__}"
         signature = inspect.signature(func)
 
@@ -268,6 +301,34 @@ def record(
         return recorded
 
     return decorate(fn) if fn is not None else decorate
+
+
+@contextlib.contextmanager
+def sequence(key: str) -> Iterator[None]:
+    """Number the calls made in this block (this thread / asyncio task) on their own.
+
+    Inside ``with keel.llm.sequence(key)``, the n-th identical request counts
+    within ``key`` (in the run) instead of the whole run, and on replay it gets
+    the n-th recording made in a sequence of the same key. Use it when threads
+    or tasks make identical calls in no fixed order: each unit of work (a sample,
+    a conversation) gets back its own answers, whatever order they run in::
+
+        def answer(question_id, messages):
+            with keel.llm.sequence(question_id):
+                return [client.chat.completions.create(model="gpt-4o", messages=messages,
+                                                       temperature=0.9) for _ in range(3)]
+
+    Recordings made without sequences replay to every sequence (each counting from
+    its first call); a call outside any sequence replays all recordings of its request
+    in order. Keys are recorded with the calls (context ``sequence``).
+    """
+    if not isinstance(key, str) or not key or len(key) > 500:
+        raise InvalidInput(f"invalid sequence key {key!r:.80}", "give a non-empty string of at most 500 characters")
+    token = _sequence.set(key)
+    try:
+        yield
+    finally:
+        _sequence.reset(token)
 
 
 # -- reading recordings back ---------------------------------------------------------------------

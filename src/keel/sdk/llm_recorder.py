@@ -1,9 +1,12 @@
 """The machinery behind :mod:`keel.sdk.llm`: the client proxy, the recorder, replay state, streams.
 
 Hot path of a recorded call: snapshot the request (:func:`keel.core.llm.normalize`),
-hash it, find the active run, call, append a :class:`~keel.services.llm.PendingCall`
-to the store's background writer. Replay: hash, look up the per-store LRU
-(:class:`_State`), build the openai type from the recorded data.
+hash it, find the active run, take the call's occurrence (the n-th call of this request
+in its run, or through this wrapped client outside a run; per :data:`sequence` when one
+is set), call, append a :class:`~keel.services.llm.PendingCall` to the store's
+background writer. Replay: hash, take the occurrence the same way, find the recordings
+of the request (the replay scope's, or the newest run's that has it: :class:`_State`),
+pick the n-th in recorded order, build the openai type from the recorded data.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextvars
 import functools
 import logging
 import os
+import secrets
 import sys
 import threading
 import time
@@ -28,12 +32,28 @@ from keel.sdk.fluent import active_run
 from keel.sdk.session import Session, get_session
 from keel.services.llm import CASSETTE_KIND, CallRow, Closest, PendingCall, StoredCall, cassette_entity
 
-__all__ = ["MODES", "CallInfo", "Proxy", "Recorder", "counters", "current", "is_async_client", "prices_table", "states"]
+__all__ = [
+    "MODES",
+    "REPEATS",
+    "CallInfo",
+    "Proxy",
+    "Recorder",
+    "counters",
+    "current",
+    "is_async_client",
+    "prices_table",
+    "sequence",
+    "states",
+]
 
 log = logging.getLogger("keel")
 
 MODES = ("record", "replay", "auto", "off")
+#: What replay does with a call past the recordings of its request: ``strict`` raises
+#: ReplayMiss, ``cycle`` starts again from the first recording.
+REPEATS = ("strict", "cycle")
 CACHE_SIZE = 50_000  # parsed recordings kept per store for replay
+SOURCES_SIZE = 10_000  # requests whose recordings an unscoped replay keeps per store
 
 _INTERCEPT = {
     ("chat", "completions", "create"): "chat.completions",
@@ -47,6 +67,13 @@ _CONTEXT_KEYS = ("prompt", "rag_index_version", "api_version")
 prices_table: dict[str, tuple[float, float]] = dict(DEFAULT_PRICES)
 #: The last call of this thread / task (``keel.llm.last_call``).
 current: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar("keel_llm_last_call", default=None)
+#: The sequence calls of this thread / task are numbered in (``keel.llm.sequence``), or None.
+sequence: contextvars.ContextVar[str | None] = contextvars.ContextVar("keel_llm_sequence", default=None)
+
+# How many times each request was made, per run (dropped with the run object) or, outside a
+# run, per wrapped client (Recorder._counts): ``(sequence, request hash) -> calls so far``.
+_run_counts: weakref.WeakKeyDictionary[Any, dict[tuple[str | None, str], int]] = weakref.WeakKeyDictionary()
+_counts_lock = threading.Lock()
 
 
 class _Counters:
@@ -71,7 +98,18 @@ counters = _Counters()
 class CallInfo:
     """The last call made through keel in this thread or task (see :func:`last_call`)."""
 
-    __slots__ = ("endpoint", "latency_ms", "model", "replayed", "request_hash", "run_id", "source", "_row", "_usage")
+    __slots__ = (
+        "endpoint",
+        "latency_ms",
+        "model",
+        "occurrence",
+        "replayed",
+        "request_hash",
+        "run_id",
+        "source",
+        "_row",
+        "_usage",
+    )
 
     def __init__(
         self,
@@ -84,8 +122,10 @@ class CallInfo:
         source: str = "",
         row: CallRow | None = None,
         usage: Any = None,
+        occurrence: int | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.occurrence = occurrence  # the n-th call of this request (from 0) in its run / sequence
         self.request_hash = request_hash
         self.model = model
         self.latency_ms = latency_ms
@@ -112,7 +152,7 @@ class CallInfo:
 
     def __repr__(self) -> str:
         how = f"replayed from {self.source[:12]}" if self.replayed else f"live {self.latency_ms or 0:.1f} ms"
-        return f"<CallInfo {self.endpoint} {self.model} {self.request_hash[:12]} {how}>"
+        return f"<CallInfo {self.endpoint} {self.model} {self.request_hash[:12]} #{self.occurrence} {how}>"
 
 
 # -- per-store replay state ---------------------------------------------------------
@@ -229,38 +269,63 @@ class _Entry:
 
 
 class _State:
-    """Replay cache and bookkeeping of one store (one :class:`Session`)."""
+    """Replay caches and bookkeeping of one store (one :class:`Session`).
+
+    ``scopes`` holds the recordings of each replay scope (``replay_from``) by request hash,
+    ``sources`` those an unscoped replay uses (the newest run's that has the request), both in
+    replay order; ``cache`` the parsed recordings by row id. A request this process recorded
+    (``queued``) is flushed to the store before it is looked up, and what is cached about it
+    is read again.
+    """
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.cache: OrderedDict[tuple[str | None, str], _Entry] = OrderedDict()
-        self.scopes: dict[str, dict[str, CallRow]] = {}
+        self.cache: OrderedDict[int, _Entry] = OrderedDict()
+        self.scopes: dict[str, dict[str, list[CallRow]]] = {}
+        self.sources: OrderedDict[str, list[CallRow]] = OrderedDict()
         self.queued: set[str] = set()
         self.outputs: set[str] = set()
         self.lock = threading.Lock()
 
-    def lookup(self, digest: str, scope: str | None) -> _Entry | None:
-        key = (scope, digest)
-        entry = self.cache.get(key)
-        if entry is not None:
-            return entry
+    def recordings(self, digest: str, scope: str | None) -> list[CallRow]:
+        """The recordings of a request that replay goes through, in replay order: the scope's,
+        or (no scope) those of the newest run, cassette or recording session that has it."""
+        if digest in self.queued:  # recorded by this process, maybe not written yet
+            self.session.llm_writer.flush()
+            with self.lock:
+                self.queued.clear()
+                self.scopes.clear()
+                self.sources.clear()
         service = self.session.llm
         if scope is not None:
-            rows = self.scopes.get(scope)
-            if rows is None:
-                rows = {row.request_hash: row for row in service.scope_rows(scope)}  # later rows win
-                self.scopes[scope] = rows
-            row = rows.get(digest)
-        else:
-            if digest in self.queued:  # recorded by this process, maybe not written yet
-                self.session.llm_writer.flush()
-                self.queued.clear()
-            row = service.latest(digest)
-        if row is None:
-            return None
-        entry = _Entry(service.read(row))
+            by_hash = self.scopes.get(scope)
+            if by_hash is None:
+                by_hash = {}
+                for row in service.scope_rows(scope):
+                    by_hash.setdefault(row.request_hash, []).append(row)
+                for rows in by_hash.values():
+                    rows.sort(key=_replay_order)
+                with self.lock:
+                    self.scopes[scope] = by_hash
+            return by_hash.get(digest, [])
+        found = self.sources.get(digest)
+        if found is None:
+            found = service.replay_rows(digest)
+            if found:  # a miss is asked again next time: it may be recorded meanwhile
+                with self.lock:
+                    self.sources[digest] = found
+                    if len(self.sources) > SOURCES_SIZE:
+                        self.sources.popitem(last=False)
+        return found
+
+    def entry(self, row: CallRow) -> _Entry:
+        """A recording, parsed (kept in an LRU)."""
+        entry = self.cache.get(row.id)
+        if entry is not None:
+            return entry
+        entry = _Entry(self.session.llm.read(row))
         with self.lock:
-            self.cache[key] = entry
+            self.cache[row.id] = entry
             if len(self.cache) > CACHE_SIZE:
                 self.cache.popitem(last=False)
         return entry
@@ -270,7 +335,7 @@ class _State:
         closest: Closest | None = None
         try:
             service = self.session.llm
-            rows = list(self.scopes.get(scope, {}).values()) if scope else None
+            rows = [row for rows in self.scopes.get(scope, {}).values() for row in rows] if scope else None
             closest = service.closest(endpoint, request, rows)
         except Exception as exc:  # noqa: BLE001 - the miss is the error to report
             log.warning("keel: could not look for the closest recorded request: %s", exc)
@@ -285,6 +350,32 @@ class _State:
             )
         hint = "record it first (mode='record' or 'auto'), or make the request match the recording"
         return ReplayMiss(message, hint, digest, closest)
+
+
+def _replay_order(row: CallRow) -> tuple[int, int]:
+    return row.replay_order
+
+
+def _candidates(rows: list[CallRow], key: str | None) -> list[CallRow]:
+    """The recordings a call in sequence ``key`` replays from: those of its sequence, or all of
+    them when the call has none or when none was recorded in a sequence."""
+    if key is None:
+        return rows
+    keyed = [row for row in rows if row.context.get("sequence") == key]
+    if keyed or any("sequence" in row.context for row in rows):
+        return keyed
+    return rows
+
+
+def _where(row: CallRow, key: str | None) -> str:
+    """Where a request's recordings are, for a message."""
+    if row.run_id:
+        where = f"run {row.run_id}"
+    elif row.cassette:
+        where = f"cassette {row.cassette}"
+    else:
+        where = f"the calls recorded outside a run by one client (recording {row.context.get('recording', '-')})"
+    return f"{where}, sequence {key!r}" if key is not None else where
 
 
 states: weakref.WeakKeyDictionary[Session, _State] = weakref.WeakKeyDictionary()
@@ -303,11 +394,23 @@ def _state(session: Session) -> _State:
 
 # -- the recorder behind a wrapped client or function ------------------------------------
 class _Prepared:
-    """One call on its way: hash, run, store; the request snapshot once it goes live."""
+    """One call on its way: hash, occurrence, run, store; the request snapshot once it goes live."""
 
-    __slots__ = ("context", "digest", "endpoint", "kwargs", "request", "run", "state")
+    __slots__ = (
+        "context", "digest", "endpoint", "exhausted", "kwargs", "occurrence", "request", "run", "sequence", "state",
+    )  # fmt: skip
 
-    def __init__(self, endpoint: str, kwargs: Mapping[str, Any], digest: str, run: Any, state: _State, context: Any):
+    def __init__(
+        self,
+        endpoint: str,
+        kwargs: Mapping[str, Any],
+        digest: str,
+        run: Any,
+        state: _State,
+        context: Any,
+        occurrence: int,
+        sequence: str | None,
+    ):
         self.endpoint = endpoint
         self.kwargs = kwargs
         self.request: dict[str, Any] | None = None
@@ -315,6 +418,10 @@ class _Prepared:
         self.run = run
         self.state = state
         self.context = context
+        self.occurrence = occurrence
+        self.sequence = sequence
+        # (recordings, where) when the request is recorded fewer times than this call's number
+        self.exhausted: tuple[int, str] | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """The request as data (taken before a live call: the caller may change its lists after)."""
@@ -343,13 +450,22 @@ class Recorder:
         api_version: str | None,
         replay_from: str | None,
         base_url: str | None = None,
+        replay_repeats: str = "strict",
     ) -> None:
         mode = mode or os.environ.get("KEEL_LLM_MODE") or "record"
         if mode not in MODES:
             raise InvalidInput(f"invalid LLM recording mode {mode!r}", f"use one of {', '.join(MODES)}")
+        if replay_repeats not in REPEATS:
+            raise InvalidInput(
+                f"invalid replay_repeats {replay_repeats!r}", f"use one of {', '.join(REPEATS)} (default strict)"
+            )
         self.mode = mode
         self.prices = prices
         self.replay_from = replay_from
+        self.replay_repeats = replay_repeats
+        # Outside a run, this client's calls are numbered on their own, as one recording session.
+        self.recording = secrets.token_hex(8)
+        self._counts: dict[tuple[str | None, str], int] = {}
         context: dict[str, Any] = {}
         if metadata:
             context["metadata"] = dict(metadata)
@@ -373,14 +489,46 @@ class Recorder:
             session: Session | None = run._session if run is not None else self._session
             if session is None:
                 session = self._session = get_session()
-            context = self._context(extra, prompt, run)
-            return _Prepared(endpoint, kwargs, digest, run, _state(session), context)
+            key = sequence.get()
+            occurrence = self._occurrence(run, key, digest)
+            context = self._context(extra, prompt, run, key)
+            return _Prepared(endpoint, kwargs, digest, run, _state(session), context, occurrence, key)
         except Exception as exc:  # noqa: BLE001 - never break the call
             counters.failed("prepare an LLM call's recording", exc)
             return None
 
-    def _context(self, extra: Any, prompt: Any, run: Any) -> dict[str, Any]:
+    def _counts_of(self, run: Any) -> dict[tuple[str | None, str], int]:
+        if run is None:
+            return self._counts
+        counts = _run_counts.get(run)
+        if counts is None:
+            counts = _run_counts[run] = {}
+        return counts
+
+    def _occurrence(self, run: Any, key: str | None, digest: str) -> int:
+        """The n-th time (from 0) this request is made in the run (else through this client)
+        and sequence: taken at call time, under a lock, so concurrent calls get their own."""
+        with _counts_lock:
+            counts = self._counts_of(run)
+            n = counts.get((key, digest), 0)
+            counts[(key, digest)] = n + 1
+        return n
+
+    def _uncount(self, prep: _Prepared) -> None:
+        """A call that replay could not answer was not made: its number goes back (unless a
+        later identical call took the next one already), so asking again gets the same one."""
+        with _counts_lock:
+            counts = self._counts_of(prep.run)
+            key = (prep.sequence, prep.digest)
+            if counts.get(key) == prep.occurrence + 1:
+                counts[key] = prep.occurrence
+
+    def _context(self, extra: Any, prompt: Any, run: Any, key: str | None) -> dict[str, Any]:
         context = dict(self.context)
+        if key is not None:
+            context["sequence"] = key
+        if run is None:
+            context["recording"] = self.recording
         if extra:
             if not isinstance(extra, Mapping):
                 raise InvalidInput("extra_keel takes a dict", "e.g. extra_keel={'rag_index_version': '20240301'}")
@@ -415,9 +563,20 @@ class Recorder:
 
     # -- replay ----------------------------------------------------------------------
     def lookup(self, prep: _Prepared) -> _Entry | None:
-        """The recording to replay, or None. In auto mode a store failure means "call live"."""
+        """The recording to replay: the call's occurrence-th recording of its request (its
+        sequence's), in recorded order; or None. In auto mode a store failure means "call live"."""
         try:
-            return prep.state.lookup(prep.digest, self.replay_from)
+            rows = prep.state.recordings(prep.digest, self.replay_from)
+            if not rows:
+                return None
+            found = _candidates(rows, prep.sequence)
+            n = prep.occurrence
+            if n >= len(found):
+                if not found or self.replay_repeats != "cycle":
+                    prep.exhausted = (len(found), _where(rows[0], prep.sequence))
+                    return None
+                n %= len(found)
+            return prep.state.entry(found[n])
         except Exception as exc:
             if self.mode == "replay":
                 raise
@@ -428,7 +587,9 @@ class Recorder:
         with counters.lock:
             counters.replayed += 1
         row = entry.row
-        current.set(CallInfo(prep.endpoint, prep.digest, row.model, row.latency_ms, True, None, row.source, row))
+        info = CallInfo(prep.endpoint, prep.digest, row.model, row.latency_ms, True, None, row.source, row)
+        info.occurrence = prep.occurrence
+        current.set(info)
         if prep.run is not None:
             try:
                 prep.run.use(entry.entity, "replay")
@@ -438,6 +599,17 @@ class Recorder:
     def missed(self, prep: _Prepared) -> ReplayMiss:
         with counters.lock:
             counters.misses += 1
+        self._uncount(prep)
+        if prep.exhausted is not None:
+            recorded, where = prep.exhausted
+            times = "once" if recorded == 1 else f"{recorded} times"
+            return ReplayMiss(
+                f"request {prep.digest} ({prep.endpoint}) was recorded {times} in {where}; "
+                f"this is call {prep.occurrence + 1}",
+                "record the extra calls (mode='record' or 'auto'), or replay the recordings again from the "
+                "first with keel.llm.wrap(client, mode='replay', replay_repeats='cycle')",
+                prep.digest,
+            )
         return prep.state.miss(prep.endpoint, prep.snapshot(), prep.digest, self.replay_from)
 
     # -- after a live call ---------------------------------------------------------------
@@ -470,6 +642,7 @@ class Recorder:
                 _type_path(chunks[0]) if chunks else None,
                 prep.digest,
                 self.prices if self.prices is not None else prices_table,
+                prep.occurrence,
             )
             state = prep.state
             state.session.llm_writer.add("c", call)  # type: ignore[arg-type]
@@ -480,7 +653,10 @@ class Recorder:
                 counters.live += 1
             usage = getattr(response, "usage", None) if chunks is None else _stream_usage(chunks)
             model = str(prep.snapshot().get("model") or "")
-            current.set(CallInfo(prep.endpoint, prep.digest, model, latency_ms, False, run_id, usage=usage))
+            current.set(
+                CallInfo(prep.endpoint, prep.digest, model, latency_ms, False, run_id, usage=usage,
+                         occurrence=prep.occurrence)
+            )  # fmt: skip
             if run is not None and run_id not in state.outputs:
                 state.outputs.add(run_id)  # type: ignore[arg-type]
                 run.log_output(EntityRef(CASSETTE_KIND, run_id or ""), "llm_calls")

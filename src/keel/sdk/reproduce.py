@@ -7,7 +7,11 @@ checks the code commit; then it re-executes the evaluation as a new run
 tagged ``keel.reproduces=<run>``:
 
 - by default in *replay* mode from the original run's recordings (no network):
-  any difference means keel, the prompt, the data or a scorer changed;
+  any difference means keel, the prompt, the data or a scorer changed. Replay is
+  exact call by call: samples that send the same request (a dataset with repeated
+  questions at a temperature above 0) each get back the answer recorded for them,
+  since :func:`keel.evaluate` numbers each sample's calls in its own sequence
+  (:func:`keel.llm.sequence`), whatever order its threads ran in;
 - with ``live=True`` against the provider, to detect drift in the model.
 
 The report is ``identical`` or the exact samples and metrics that differ.
@@ -182,7 +186,8 @@ def _metric_differences(
     old: dict[str, float], new: dict[str, float], scores: set[str], live: bool
 ) -> tuple[list[str], list[str]]:
     """``(differences, notes)``: quality metrics must match; operational ones (latency, cost,
-    tokens) are only noted, since a request asked twice may replay another recording's latency."""
+    tokens) are only noted: they differ live, and on replay of a run recorded before keel
+    numbered repeated calls (its repeated requests replay one recording's latency)."""
     differences, notes = [], []
     for key, value in old.items():
         if key not in new or _same(value, new[key]):

@@ -314,6 +314,9 @@ class Run:
             self.status = status
         if error is not None:
             error = clip_text(str(error), MAX_ERROR_LENGTH)
+        recordings = self._session._llm_writer
+        if wait and recordings is not None:  # its recorded LLM calls are readable once it has ended
+            recordings.flush()
         self._writer.add("e", (self.id, status, now_ms(), error))
         if wait and not self._writer.flush():
             self._warn_spooled("ended")

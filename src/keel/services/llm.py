@@ -15,8 +15,10 @@ A recording is two things:
 
 - a **row** in ``llm_calls``: request hash -> (pack oid, entry ``part``), with the model,
   latency, tokens, cost, ``system_fingerprint``, the run it was made in (or
-  the imported cassette's name) and its context (prompt version,
-  ``rag_index_version``, ``api_version``, user metadata).
+  the imported cassette's name), its ``occurrence`` (the n-th call of that
+  request in the run, from 0) and its context (prompt version,
+  ``rag_index_version``, ``api_version``, user metadata; ``sequence`` and, for a
+  call outside a run, ``recording``: see :mod:`keel.sdk.llm`).
 
 A **cassette** is a set of recordings: those of one run (lineage entity
 ``cassette:<run_id>``) or an imported file (``cassette:<name>@<version>``,
@@ -81,6 +83,7 @@ _PACK_CACHE = 64  # parsed packs kept in memory
 CASSETTE_KIND = "cassette"
 _CLOSEST_CANDIDATES = 200
 _KNOWN_OIDS = 100_000  # object ids known to be stored: skip the existence check
+_UNSCOPED_ROWS = 10_000  # recordings of one request outside runs read to find its newest session's
 
 
 @dataclass
@@ -99,6 +102,7 @@ class PendingCall:
     chunk_type: str | None = None
     request_hash: str | None = None
     prices: Mapping[str, tuple[float, float]] | None = None
+    occurrence: int | None = None  # the n-th call of this request in its run (see keel.sdk.llm)
 
 
 @dataclass
@@ -197,6 +201,15 @@ def _imported_hash(endpoint: str, request: Mapping[str, Any], recorded: Any) -> 
     return digest
 
 
+def _occurrence(value: Any, source: Path, number: int) -> int | None:
+    """An imported call's occurrence: a count, or None (a file exported before it was recorded)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise InvalidInput(f"{source} line {number}: invalid occurrence {value!r}", "re-export it")
+    return value
+
+
 @service("llm")
 class LlmService:
     """Recordings of one store: write, look up, list, export and import."""
@@ -271,6 +284,7 @@ class LlmService:
                     str(fingerprint)[:200] if fingerprint else None,
                     call.chunks is not None,
                     json.dumps(redact_mapping(normalize(call.context)), sort_keys=True),
+                    call.occurrence,
                 ]
             )
             contents.append(content)
@@ -319,6 +333,22 @@ class LlmService:
     def latest(self, request_hash: str) -> CallRow | None:
         """The newest recording of a request hash, anywhere in the store."""
         return self.repo.latest(request_hash)
+
+    @operation("reader")
+    def replay_rows(self, request_hash: str) -> list[CallRow]:
+        """The recordings an unscoped replay of a request goes through, in replay order
+        (:attr:`CallRow.replay_order`): those of the newest run, imported cassette or recording
+        session (calls made outside a run by one wrapped client) that recorded it."""
+        newest = self.repo.latest(request_hash)
+        if newest is None:
+            return []
+        if newest.run_id is not None or newest.cassette:
+            rows = self.repo.of_request(request_hash, newest.run_id, newest.cassette, None)
+        else:
+            session = newest.context.get("recording")
+            rows = self.repo.of_request(request_hash, None, "", _UNSCOPED_ROWS)
+            rows = [row for row in rows if row.context.get("recording") == session]
+        return sorted(rows, key=lambda row: row.replay_order)
 
     @operation("reader")
     def resolve_scope(self, scope: str) -> tuple[str, str]:
@@ -493,6 +523,7 @@ class LlmService:
                     item.get("system_fingerprint"),
                     bool(item.get("streamed")),
                     json.dumps(redact_mapping(context), sort_keys=True),
+                    _occurrence(item.get("occurrence"), source, number),
                 ]
             )
             contents.append(content)
