@@ -34,14 +34,15 @@ def test_mlflow_style_with_block(ws):
 
 
 def test_wandb_style_numbers_are_metrics_others_params(ws):
-    keel.init(project="llm-prompt-optimization", config={"rag": {"top_k": 5}})
+    # config= is W&B's place for hyperparameters: params (numbers too), flattened like log_params
+    keel.init(project="llm-prompt-optimization", config={"temperature": 0.7, "rag": {"top_k": 5}})
     keel.log({"prompt_version": "v1.3", "eval_accuracy": 0.85, "avg_latency_ms": 1200})
     keel.log({"eval_accuracy": 0.87})
     run = keel.active_run()
     keel.finish()
     assert keel.active_run() is None
     record = keel.Client().get_run(run.id)
-    assert record.params == {"prompt_version": "v1.3", "rag.top_k": 5}
+    assert record.params == {"prompt_version": "v1.3", "rag.top_k": 5, "temperature": 0.7}
     assert record.metrics == {"avg_latency_ms": 1200.0, "eval_accuracy": 0.87}
     history = keel.Client().metric_history(run.id, "eval_accuracy")
     assert [(m.step, m.value) for m in history] == [(0, 0.85), (1, 0.87)]

@@ -104,7 +104,15 @@ def init(
     config: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
 ) -> Run:
-    """W&B style: start the active run; ``config`` is logged as params."""
+    """W&B style: start the active run; ``config`` (its hyperparameters) is logged as
+    params, nested dicts flattened with dots (``{"rag": {"top_k": 5}}`` -> ``rag.top_k``).
+
+    Example::
+
+        keel.init(project="chat", config={"model": "gpt-4o", "temperature": 0.7})
+        keel.log({"accuracy": 0.91})  # numbers logged with keel.log are metrics
+        keel.finish()
+    """
     run = start_run(project=project, name=name, tags=tags)
     if config:
         run.log_params(config)
@@ -185,12 +193,14 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 
 
 def log_artifact(path: str | os.PathLike[str], artifact_path: str | None = None) -> str:
-    """Store a file or directory as an artifact of the active run."""
+    """Store a file, or a folder under its own name (``model/...``), on the active run; see
+    :meth:`keel.Run.log_artifact`."""
     return _run().log_artifact(path, artifact_path)
 
 
 def log_artifacts(directory: str | os.PathLike[str], artifact_path: str | None = None) -> None:
-    """Store every file of a directory as artifacts of the active run."""
+    """Store the files of a directory at the artifact root (or ``artifact_path``) of the
+    active run; see :meth:`keel.Run.log_artifacts`."""
     _run().log_artifacts(directory, artifact_path)
 
 

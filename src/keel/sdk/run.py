@@ -156,9 +156,30 @@ class Run:
 
     # -- content ---------------------------------------------------------------
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> str:
-        """Store a file (or a directory tree) as output of this run; returns its oid
-        (the first file's for a directory). Identical content is stored once."""
-        items = self._session.service.collect_artifacts(path, artifact_path)
+        """Store a file, or a folder under its own name, as output of this run; returns the
+        oid of the file (of a folder's first file). Identical content is stored once.
+
+        ``log_artifact("model")`` stores ``model/...`` (as ``cp -r`` and MLflow do), so
+        ``runs:/<run id>/model`` names it; ``artifact_path="checkpoints"`` stores
+        ``checkpoints/model/...``. A file lands as ``<artifact_path>/<its name>``. Links
+        inside a folder are followed only within it (see ``keel.log_artifacts``).
+        """
+        return self._log_items(self._session.service.collect_artifacts(path, artifact_path, named=True))
+
+    def log_artifacts(self, directory: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Store every file under ``directory``, its paths kept relative to it, at the
+        artifact root or under ``artifact_path`` (MLflow's ``log_artifacts``).
+
+        A symbolic link inside ``directory`` is stored as what it points to when that is
+        inside ``directory``; a link out of it (or dangling, or looping) raises
+        InvalidInput naming it, and nothing is stored.
+        """
+        if not Path(directory).is_dir():
+            raise InvalidInput(f"{directory} is not a directory", "use log_artifact for a single file")
+        self._log_items(self._session.service.collect_artifacts(directory, artifact_path))
+
+    def _log_items(self, items: list[tuple[str, str, int]]) -> str:
+        """Queue the rows (and output edges) of stored artifacts; the first one's oid."""
         now = now_ms()
         rows = [(self.id, target, oid, size, "file", now) for target, oid, size in items]
         for row in rows:  # all checked before any is queued
@@ -167,12 +188,6 @@ class Run:
             self._writer.add("a", row)
             self._writer.add("l", (self.id, "output", "artifact", row[2], "", row[1][:MAX_LINEAGE_ROLE_LENGTH], now))
         return items[0][1] if items else ""
-
-    def log_artifacts(self, directory: str | os.PathLike[str], artifact_path: str | None = None) -> None:
-        """Store every file under ``directory`` (paths kept relative to it)."""
-        if not Path(directory).is_dir():
-            raise InvalidInput(f"{directory} is not a directory", "use log_artifact for a single file")
-        self.log_artifact(directory, artifact_path)
 
     def _log_bytes(self, path: str, data: bytes, kind: str) -> str:
         oid = self._session.service.store_bytes(data)

@@ -172,9 +172,7 @@ def authorize_batch(tracking: TrackingService, caller: Principal, batch: Any, ro
     for run_id, project in named.items():
         require(caller, project, role)
         if run_id in stored and stored[run_id] != project:
-            raise Conflict(
-                f"run id {run_id!r} is already used by another run", "start runs with new ids (keel does)"
-            )
+            raise Conflict(f"run id {run_id!r} is already used by another run", "start runs with new ids (keel does)")
     for parent in parents:
         if parent not in named:
             if parent not in stored or caller.rank(stored[parent]) == 0:
@@ -397,9 +395,28 @@ class TrackingService:
         return self.objects.put_bytes(data)
 
     def collect_artifacts(
-        self, path: str | os.PathLike[str], artifact_path: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        artifact_path: str | None = None,
+        named: bool = False,
+        links_out: bool = False,
     ) -> list[tuple[str, str, int]]:
-        """Store a file or a directory tree; ``[(artifact_path, oid, size)]``."""
+        """Store a file or a folder tree; ``[(artifact_path, oid, size)]``, in path order.
+
+        A file is stored as ``<artifact_path>/<its name>``. A folder's files are stored
+        under ``artifact_path`` (the root without it), with their paths relative to the
+        folder, as MLflow's ``log_artifacts`` does; with ``named`` the folder keeps its own
+        name, ``<artifact_path>/<folder name>/...`` (``cp -r``, MLflow's ``log_artifact``).
+
+        Symbolic links inside a folder are followed only within it: a link to a file or
+        folder inside is stored as what it points to, under the link's path; a link that
+        points outside the folder, dangles, or loops back to a folder above it refuses
+        the whole call with InvalidInput, before anything is stored (so logging a folder
+        never uploads files from elsewhere on the disk). ``links_out`` is for a folder
+        another tool made with links out of it on purpose (W&B's ``files/`` links to what
+        ``wandb.save`` named): its links are followed wherever they point, and dangling
+        ones skipped. Other special files (sockets, FIFOs) are skipped.
+        """
         source = Path(path)
         if source.is_file():
             target = check_artifact_path(f"{artifact_path}/{source.name}" if artifact_path else source.name)
@@ -407,10 +424,16 @@ class TrackingService:
             return [(target, oid, size)]
         if not source.is_dir():
             raise NotFound(f"no file or directory at {source}", "check the path")
+        prefix = artifact_path or ""
+        if named:
+            name = Path(os.path.abspath(source)).name
+            prefix = f"{prefix}/{name}" if prefix else name
+        files = [
+            (check_artifact_path(f"{prefix}/{relative}" if prefix else relative), file)
+            for relative, file in _folder_files(source, links_out)
+        ]
         out = []
-        for file in sorted(p for p in source.rglob("*") if p.is_file()):
-            relative = file.relative_to(source).as_posix()
-            target = check_artifact_path(f"{artifact_path}/{relative}" if artifact_path else relative)
+        for target, file in files:
             oid, size = self.objects.put_file(file)
             out.append((target, oid, size))
         return out
@@ -478,6 +501,64 @@ class TrackingService:
     def produced_by(self, entity: str | EntityRef) -> list[str]:
         """Ids of runs that produced ``entity`` as an output."""
         return self.repo.runs_with_entity(EntityRef.parse(entity), "output")
+
+
+def _folder_files(folder: str | os.PathLike[str], links_out: bool = False) -> list[tuple[str, Path]]:
+    """Every file under ``folder``: ``(path relative to it, the file to read)``, sorted by path.
+
+    Symbolic links are followed only inside ``folder`` unless ``links_out`` (see
+    :meth:`TrackingService.collect_artifacts`); a link out of it, a dangling link or a
+    link to a folder above it raises InvalidInput naming the link.
+    """
+    root = Path(folder).resolve()
+    found: list[tuple[tuple[str, ...], Path]] = []
+
+    def walk(directory: Path, parts: tuple[str, ...], above: tuple[Path, ...]) -> None:
+        with os.scandir(directory) as entries:
+            listed = sorted(entries, key=lambda entry: entry.name)
+        for entry in listed:
+            here, path = (*parts, entry.name), Path(entry.path)
+            if entry.is_symlink():
+                real = _link_target(path, root, above, links_out)
+                if real is None:
+                    continue
+                if real.is_dir():
+                    walk(path, here, (*above, real))
+                elif real.is_file():
+                    found.append((here, real))
+            elif entry.is_dir(follow_symlinks=False):
+                walk(path, here, (*above, path.resolve()))
+            elif entry.is_file(follow_symlinks=False):
+                found.append((here, path))
+
+    walk(root, (), (root,))
+    found.sort()
+    return [("/".join(parts), file) for parts, file in found]
+
+
+def _link_target(link: Path, root: Path, above: tuple[Path, ...], links_out: bool) -> Path | None:
+    """Where ``link`` (inside the folder ``root``) points, if it may be followed; None to skip
+    it (dangling, with ``links_out``); else InvalidInput."""
+    target = Path(os.path.realpath(link))
+    if not target.exists():
+        if links_out:
+            return None
+        raise InvalidInput(
+            f"{link} is a symbolic link to {target}, which does not exist",
+            f"remove the link or restore its target, then log {root} again",
+        )
+    if not links_out and not target.is_relative_to(root):
+        raise InvalidInput(
+            f"{link} is a symbolic link to {target}, outside the folder being logged ({root}); "
+            "keel does not follow links out of a logged folder",
+            f"copy {target} into {root}, or log it on its own: log_artifact({str(target)!r})",
+        )
+    if target in above:
+        raise InvalidInput(
+            f"{link} is a symbolic link to {target}, a folder that contains it (a loop)",
+            f"remove the link, then log {root} again",
+        )
+    return target
 
 
 def table_path(name: str) -> str:

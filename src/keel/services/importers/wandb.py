@@ -178,7 +178,8 @@ class WandbImporter:
                 tags[f"summary.{key}"] = json.dumps(value) if isinstance(value, bool) else value
         batch.tags = [(run_id, k, v) for k, v in sorted(tags.items()) if v]
         files = folder / "files"
-        artifacts = self.tracking.collect_artifacts(files) if files.is_dir() else []
+        # wandb.save() leaves links there to the files it named, wherever they are: follow them.
+        artifacts = self.tracking.collect_artifacts(files, links_out=True) if files.is_dir() else []
         batch.artifacts = [(run_id, p, oid, size, "file", end) for p, oid, size in artifacts]
         for key, media in sorted(tables.items()):
             table = self._table(files / media, key, run.run_id)
