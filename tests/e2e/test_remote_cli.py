@@ -252,6 +252,13 @@ def test_a_reader_is_refused_writes_with_one_line(remote: Remote) -> None:
     assert "mine" not in [p["name"] for p in remote.api("/projects")]
 
 
+def test_remote_runs_list_hints_name_the_command_to_type(remote: Remote) -> None:
+    """Issue 17: a project the caller cannot see points at `keel projects list`, not at a REST route."""
+    for user in ("root", "rita"):
+        error = remote.keel("runs", "list", "--project", "no-such-project", user=user, code=3)
+        assert error == "error: no project 'no-such-project' (list the projects you can see: keel projects list)\n"
+
+
 def test_login_logout_round_trip(remote: Remote) -> None:
     env = remote.env()
     del env["KEEL_TOKEN"]

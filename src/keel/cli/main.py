@@ -284,6 +284,129 @@ def _run_columns(runs: list[Any]) -> tuple[list[str], list[str]]:
     return metrics, params
 
 
+# The table's own columns, by the names --columns takes (id, name, status, start by default).
+RUN_COLUMNS = ("id", "name", "status", "start", "project", "end", "duration")
+_WHOLE = frozenset({"id", "status", "start", "end", "duration"})  # never cut
+DEFAULT_METRICS = 6  # metric columns shown by default (fewer when the terminal is narrow)
+# What keel.evaluate logs beside its scores, most telling first: shown after the scores
+# and any other metric, before the scores' confidence bounds (<score>_ci_low/_ci_high).
+_EVAL_SUMMARY = (
+    "cost_per_query", "latency_p50_ms", "scorer_errors", "failed_samples", "latency_p95_ms",
+    "cost_total", "prompt_tokens", "completion_tokens", "samples",
+)  # fmt: skip
+
+
+def _ranked_metrics(keys: set[str]) -> list[str]:
+    """Metric names, most relevant first: evaluation scores (those with confidence bounds),
+    other metrics, evaluation bookkeeping, then the bounds."""
+    bounds = {k for k in keys if k.endswith(("_ci_low", "_ci_high")) and k.rpartition("_ci_")[0] in keys}
+    scores = sorted({k.rpartition("_ci_")[0] for k in bounds})
+    summary = [k for k in _EVAL_SUMMARY if k in keys]
+    rest = sorted(keys - bounds - set(scores) - set(summary))
+    return scores + rest + summary + sorted(bounds)
+
+
+def _short_time(ms: int | None, now_ms: int) -> str:
+    """``Dec 07 14:03`` (UTC) within half a year of ``now_ms``, else ``2025-12-07``, as ``ls -l``."""
+    if ms is None:
+        return ""
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return when.strftime("%b %d %H:%M" if abs(now_ms - ms) < 182 * 86_400_000 else "%Y-%m-%d")
+
+
+def _short_duration(seconds: float | None) -> str:
+    """``0.4s``, ``42s``, ``3m05s``, ``2h10m``, ``3d04h``; empty while the run is running."""
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    for unit, size, small, small_size in (("d", 86_400, "h", 3_600), ("h", 3_600, "m", 60), ("m", 60, "s", 1)):
+        if whole >= size:
+            return f"{whole // size}{unit}{whole % size // small_size:02d}{small}"
+    return f"{whole}s"
+
+
+def _run_cell(column: tuple[str, str], run: Any, now_ms: int) -> Any:
+    kind, key = column
+    if kind == "metrics":
+        return run.metrics.get(key)
+    if kind == "params":
+        return run.params.get(key)
+    if kind == "tags":
+        return run.tags.get(key)
+    if key in ("start", "end"):
+        return _short_time(run.start_time if key == "start" else run.end_time, now_ms)
+    if key == "duration":
+        return _short_duration(run.duration_s)
+    return run.run_id[:8] if key == "id" else getattr(run, key)
+
+
+def _pick_run_columns(spec: str, runs: list[Any]) -> list[tuple[str, str]]:
+    """``--columns a,b,c`` -> (kind, key) pairs: a built-in column, else a metric, a param or a
+    tag of these runs; ``metrics.x``, ``params.x`` and ``tags.x`` name one kind explicitly."""
+    from keel.errors import InvalidInput
+
+    have = {kind: {k for r in runs for k in getattr(r, kind)} for kind in ("metrics", "params", "tags")}
+    chosen: list[tuple[str, str]] = []
+    for name in (part.strip() for part in spec.split(",")):
+        if not name:
+            continue
+        kind, dot, key = name.partition(".")
+        if dot and kind in have and key:
+            chosen.append((kind, key))
+        elif name in RUN_COLUMNS:
+            chosen.append(("run", name))
+        elif found := next((kind for kind in ("metrics", "params", "tags") if name in have[kind]), None):
+            chosen.append((found, name))
+        elif not runs:  # nothing to check it against, and nothing to show
+            chosen.append(("metrics", name))
+        else:
+            import difflib
+
+            known = [*RUN_COLUMNS, *_ranked_metrics(have["metrics"]), *sorted(have["params"])]
+            close = difflib.get_close_matches(name, known, n=1)
+            raise InvalidInput(
+                f"no column {name!r}: it is not a built-in column and no listed run has such a metric or param",
+                (f"did you mean --columns ...,{close[0]}? " if close else "")
+                + f"columns: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''}",
+            )
+    if not chosen:
+        raise InvalidInput("--columns names no column", "e.g. --columns id,name,status,start")
+    return chosen
+
+
+def _default_run_columns(runs: list[Any]) -> list[tuple[str, str]]:
+    """id, the project when several are listed, name, status, start, and the most relevant metrics."""
+    builtins = ["id", *(["project"] if len({r.project for r in runs}) > 1 else []), "name", "status", "start"]
+    metrics = _ranked_metrics({k for r in runs for k in r.metrics})[:DEFAULT_METRICS]
+    return [("run", b) for b in builtins] + [("metrics", m) for m in metrics]
+
+
+def _headers(columns: list[tuple[str, str]]) -> list[str]:
+    """A column's name as --columns takes it, with its kind when the bare name is ambiguous."""
+    bare = [key for _kind, key in columns]
+    return [key if bare.count(key) == 1 else f"{kind}.{key}" for kind, key in columns]
+
+
+def _hidden_note(dropped: list[tuple[str, str]], chosen: list[tuple[str, str]], runs: list[Any]) -> str | None:
+    """One line naming the metric and param columns not shown (those that did not fit
+    first), and the --columns that shows them; None when every one is shown."""
+    metrics = _ranked_metrics({k for r in runs for k in r.metrics})
+    params = sorted({k for r in runs for k in r.params})
+    every = [("metrics", m) for m in metrics] + [("params", p) for p in params]
+    hidden = dropped + [c for c in every if c not in chosen and c not in dropped]
+    if not hidden:
+        return None
+    plain = set(RUN_COLUMNS) | (set(metrics) & set(params))
+    names = [f"{kind}.{key}" if key in plain else key for kind, key in hidden]
+    listed = ", ".join(names[:4]) + (f", +{len(names) - 4} more" if len(names) > 4 else "")
+    example = ",".join(["id", "name", *names[:2]])
+    return f"({len(names)} columns hidden: {listed}; show them with --columns, e.g. --columns {example})"
+
+
 @runs_app.command("list")
 def runs_list(
     project: Annotated[list[str] | None, typer.Option("--project", "-p", help="Project(s) to list.")] = None,
@@ -291,34 +414,52 @@ def runs_list(
     sort: Annotated[list[str] | None, typer.Option("--sort", "-s", help='e.g. "metrics.cost asc"')] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many runs.")] = 50,
     deleted: Annotated[bool, typer.Option("--deleted", help="List deleted runs instead.")] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            "-c",
+            help="Table columns, comma-separated: id, name, status, start, project, end, duration, and "
+            "metric or param names (metrics.X / params.X / tags.X pick a kind). --json is always complete.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List runs, newest first (or in --sort order)."""
-    from keel.cli.render import print_json, table
+    """List runs, newest first (or in --sort order).
+
+    The table shows id, name, status, start (UTC) and the most telling metrics, and fits
+    the terminal (COLUMNS overrides its width): names are shortened, then metric columns
+    dropped, and stderr says which columns are hidden. Piped, the table is printed whole.
+    """
+    import time
+
+    from keel.cli.render import output_width, print_json, table
 
     runs = _client().search_runs(project or None, filter_, sort or None, limit, only_deleted=deleted)
     if as_json:
         print_json({"runs": [r.to_dict() for r in runs], "next_page_token": runs.next_page_token})
         return
-    metrics, params = _run_columns(runs)
-    metrics, params = metrics[:6], params[:3]
-    from keel.core.entities import format_time
-
-    table(
-        ["run", "project", "name", "status", "started", *metrics, *(f"p:{p}" for p in params)],
-        [
-            [
-                r.run_id[:8],
-                r.project,
-                r.name,
-                r.status,
-                format_time(r.start_time),
-                *(r.metrics.get(m) for m in metrics),
-                *(r.params.get(p) for p in params),
-            ]
-            for r in runs
-        ],
+    records = list(runs)
+    chosen = _pick_run_columns(columns, records) if columns else _default_run_columns(records)
+    headers = _headers(chosen)
+    now_ms = int(time.time() * 1000)
+    dropped = table(
+        headers,
+        [[_run_cell(c, r, now_ms) for c in chosen] for r in records],
+        keep=[i for i, (kind, key) in enumerate(chosen) if kind == "run" and key in _WHOLE],
+        optional=[i for i, (kind, _key) in enumerate(chosen) if kind != "run"],
+        right=[i for i, (kind, _key) in enumerate(chosen) if kind == "metrics"],
     )
+    if columns is None and records:
+        note = _hidden_note([chosen[headers.index(h)] for h in dropped], chosen, records)
+        if note:
+            typer.echo(note, err=True)
+    elif dropped:
+        typer.echo(
+            f"({len(dropped)} columns did not fit in {output_width()} columns: {', '.join(dropped)}; "
+            "widen the terminal or list fewer with --columns)",
+            err=True,
+        )
     if runs.next_page_token:
         typer.echo(f"(more runs: raise --limit; showing {len(runs)})", err=True)
 

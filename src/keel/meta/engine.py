@@ -63,6 +63,7 @@ __all__ = [
     "classify_error",
     "database_error",
     "open_database",
+    "open_empty_database",
 ]
 
 T = TypeVar("T")
@@ -111,9 +112,12 @@ class Database:
     exit, rolled back on error) and ``with db.read() as conn:`` for reads.
     ``db.sql(text)`` converts ``?`` placeholders to the driver's paramstyle for
     the few hot paths that go straight to the driver's ``executemany``.
+
+    A database may be *created on first write* (:meth:`create_on_first_write`): until
+    then an empty database answers the reads, and nothing exists on disk.
     """
 
-    def __init__(self, engine: Any, url: str) -> None:
+    def __init__(self, engine: Any, url: str, anchor: Any = None) -> None:
         self.engine = engine
         self.url = url
         self.dialect: str = engine.dialect.name
@@ -123,6 +127,49 @@ class Database:
         self._writer_conn: Any = None
         self._writer_used = 0.0
         self._writer_lock = threading.Lock()
+        self._anchor = anchor  # keeps an in-memory database alive (open_empty_database)
+        self._create: Callable[[], None] | None = None  # see create_on_first_write
+        self._create_lock = threading.Lock()
+
+    def create_on_first_write(self, url: str, create: Callable[[], None]) -> None:
+        """Make this (empty, in-memory) database stand for the SQLite database ``url`` that
+        does not exist yet: reads keep seeing the empty one, and the first write (or
+        :meth:`create_now`) calls ``create()``, which must make ``url`` (with its schema),
+        then everything goes to ``url``. Messages name ``url`` from now on.
+
+        A ``create()`` that raises leaves the database pending (the next write tries again).
+        Until then a write costs one attribute test more, afterwards nothing.
+        """
+        self.url = url
+        self._create = create
+
+    @property
+    def pending(self) -> bool:
+        """True while the database waits for its first write to be created (see :meth:`create_on_first_write`)."""
+        return self._create is not None
+
+    def create_now(self) -> None:
+        """Create a pending database now (e.g. before a write that goes elsewhere, like the
+        object store of the same workspace); a no-op once it exists."""
+        if self._create is None:
+            return
+        with self._create_lock:
+            create = self._create
+            if create is None:  # another thread created it meanwhile
+                return
+            create()
+            from sqlalchemy.engine import make_url
+
+            previous, anchor = self.engine, self._anchor
+            self.engine = _sqlite_engine(make_url(self.url))
+            with self._writer_lock:
+                self._writer_conn = None  # never opened on the empty database (it takes no writes)
+            self._anchor = None
+            self._create = None
+        previous.dispose()  # reads still running there finish on their own connections
+        if anchor is not None:
+            with contextlib.suppress(Exception):
+                anchor.close()
 
     def sql(self, text: str) -> str:
         """Rewrite ``?`` placeholders for this driver (psycopg uses ``%s``)."""
@@ -143,6 +190,8 @@ class Database:
         serialization failure or deadlock raises :class:`~keel.errors.Unavailable`;
         other driver errors pass as SQLAlchemy raised them (see the module doc).
         """
+        if self._create is not None:
+            self.create_now()
         with self._translated(), self._transaction(write=True) as conn:
             yield conn
 
@@ -160,6 +209,8 @@ class Database:
         connection when ``write`` is False. ``fn`` must have no effects outside the
         transaction that a second run would repeat. What is left raises as :meth:`write` does.
         """
+        if write and self._create is not None:
+            self.create_now()
         attempt = 1
         while True:
             try:
@@ -223,6 +274,8 @@ class Database:
         :meth:`sql` placeholders. Driver errors become keel's (:func:`database_error`:
         ``Unavailable``, ``Conflict`` or a ``StoreError`` naming the masked URL).
         """
+        if self._create is not None:
+            self.create_now()
         with self._writer_lock:
             conn = self._writer_connection()
             try:
@@ -361,6 +414,10 @@ class Database:
                     self._writer_conn.close()
                 self._writer_conn = None
         self.engine.dispose()
+        if self._anchor is not None:
+            with contextlib.suppress(Exception):
+                self._anchor.close()
+            self._anchor = None
 
 
 def _readable(conn: Any) -> bool:
@@ -539,7 +596,7 @@ def database_error(exc: BaseException, url: str = "", *, other: bool = True) -> 
     return None
 
 
-def _sqlite_engine(url: Any) -> Any:
+def _sqlite_engine(url: Any, **options: Any) -> Any:
     from sqlalchemy import create_engine, event
 
     database = url.database
@@ -550,7 +607,9 @@ def _sqlite_engine(url: Any) -> Any:
                 f"cannot open the SQLite database {database}: folder {parent} does not exist",
                 "create the folder or run 'keel init'",
             )
-    engine = create_engine(url, hide_parameters=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    if "creator" not in options:
+        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    engine = create_engine(url, hide_parameters=True, **options)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -578,6 +637,33 @@ def _sqlite_engine(url: Any) -> Any:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def open_empty_database(copy_of: Database | None = None) -> Database:
+    """A new SQLite database in memory, shared by every thread of this process until it is
+    closed; nothing touches the disk. Empty (no schema yet), or a copy of ``copy_of``, another
+    database made here (copying a migrated one costs a millisecond; migrating, a few hundred).
+    The stand-in of a database created on first write (:meth:`Database.create_on_first_write`)."""
+    import sqlite3
+    import uuid
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import QueuePool
+
+    # A named in-memory database in shared-cache mode: each pooled connection (one per
+    # thread that reads at once) sees the same tables; the anchor keeps it alive.
+    name = f"file:keel-empty-{uuid.uuid4().hex}?mode=memory&cache=shared"
+
+    def connect() -> Any:
+        return sqlite3.connect(name, uri=True, check_same_thread=False, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+
+    anchor = connect()
+    if copy_of is not None:
+        if copy_of._anchor is None:
+            raise InvalidInput("only a database made by open_empty_database can be copied", "pass one")
+        copy_of._anchor.backup(anchor)
+    engine = _sqlite_engine(make_url("sqlite://"), creator=connect, poolclass=QueuePool)
+    return Database(engine, "sqlite://", anchor)
 
 
 def open_database(url: str) -> Database:

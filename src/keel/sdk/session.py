@@ -42,7 +42,7 @@ from keel.sdk import signals
 from keel.sdk.run import Run
 from keel.sdk.writer import BatchWriter, Loss, flush_timeout, split_by_run
 from keel.services.tracking import TrackingService
-from keel.services.workspace import init_workspace, open_store, resolve_store_urls, workspace_server
+from keel.services.workspace import open_pending_store, open_store, resolve_store_urls, workspace_server
 
 if TYPE_CHECKING:
     from keel.services.abtests import ABService
@@ -452,8 +452,13 @@ def _plain_calls(batch: Any) -> Any:
 def get_session(database: str | None = None, objects: str | None = None, create: bool = True) -> Session:
     """The session for the store this process uses (see ``keel.services.workspace``).
 
-    With ``create`` and no workspace anywhere, one is created in the current
-    directory, so a script logs with zero set-up (like MLflow's ``mlruns/``).
+    With ``create`` and no workspace anywhere, the session works against a workspace
+    in the current directory that its first write creates (like MLflow's ``mlruns/``):
+    read-only calls see an empty store and create nothing; the first logged row,
+    registered version or stored object creates ``.keel/`` and says where, once
+    (one ``keel: created workspace at ...`` warning on the ``keel`` logger, which
+    prints on stderr unless logging is configured otherwise). Without ``create`` no
+    workspace raises NoWorkspace.
     Where the store is, is looked up once per (folder, arguments, ``KEEL_*``
     variables): finding ``.keel/`` walks up the folders and reads its config.
     """
@@ -464,15 +469,15 @@ def get_session(database: str | None = None, objects: str | None = None, create:
     uri = database if database is not None else os.environ.get("KEEL_URI")
     if uri and uri.lower().startswith(("http://", "https://")):
         return _remote_session(uri, lookup)
+    pending = None
     try:
         db_url, obj_url, root = resolve_store_urls(database, objects)
     except NoWorkspace:
         if not create:
             raise
-        init_workspace(os.getcwd())
-        log.info("keel: created a workspace in %s/.keel", os.getcwd())
-        db_url, obj_url, root = resolve_store_urls(database, objects)
-    if root is not None and not uri:
+        pending = open_pending_store(os.getcwd(), on_created=_report_created)
+        db_url, obj_url, root = pending.db.url, pending.objects.url, pending.root
+    if pending is None and root is not None and not uri:
         server = workspace_server(root)  # set by 'keel init --store http://...'
         if server is not None:
             return _remote_session(server, lookup)
@@ -480,13 +485,18 @@ def get_session(database: str | None = None, objects: str | None = None, create:
     with _LOCK:
         session = _SESSIONS.get(key)
         if session is None:
-            store = open_store(db_url, obj_url)
+            store = pending or open_store(db_url, obj_url)
             store.root = root
             session = Session(TrackingService(store))
             _SESSIONS[key] = session
             _install_exit_hooks()
         _BY_LOOKUP[lookup] = session
         return session
+
+
+def _report_created(keel_dir: Path) -> None:
+    """Say where the first write created a workspace (once per workspace: it is created once)."""
+    log.warning("keel: created workspace at %s", keel_dir)
 
 
 def _remote_session(url: str, lookup: tuple[str | None, ...]) -> Session:
