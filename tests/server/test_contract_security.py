@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from keel.core.batch import WriteBatch
 from keel.core.entities import now_ms
+from keel.core.traces import SpanBatch
 from keel.sdk.remote import wire_codec
 from keel.server import create_app
 from keel.services.auth import AuthStore
@@ -109,6 +110,9 @@ def _sample(hint: Any, name: str, site: Site, run_id: str) -> Any:
             return set()
         if origin is WriteBatch:
             return WriteBatch(tags=[(run_id, "k", "v")])
+        if origin is SpanBatch:
+            span = {"trace_id": "1" * 32, "span_id": "2" * 16, "name": "s", "start_ns": 1, "end_ns": 2}
+            return SpanBatch(spans=[("alpha", span)])
         if dataclasses.is_dataclass(origin) and isinstance(origin, type):
             hints = typing.get_type_hints(origin)
             required = {

@@ -134,6 +134,13 @@ class ServerContext:
 
         return ABService(self.store, self.prompts, self.models)
 
+    @cached_property
+    def traces(self) -> Any:
+        """Traces and spans (the SDK's delivery path, OTLP and MLflow tracing)."""
+        from keel.services.traces import TraceService
+
+        return TraceService(self.store)
+
 
 async def server_context(request: Request) -> ServerContext:
     """FastAPI dependency: the process's :class:`ServerContext` (async: a plain attribute read

@@ -67,6 +67,8 @@ def check_batch_projects(services: Any, caller: Any, arguments: dict[str, Any]) 
     if not isinstance(batch, SpanBatch):
         raise InvalidInput("traces.write_batch takes a SpanBatch", "send the batch the SDK builds")
     names = {project for project, _ in batch.spans} | {project for project, _ in batch.scores}
+    if not names:  # an empty batch still records its id: only for a writer
+        names = {"default"}
     for name in sorted(names, key=str):
         if not isinstance(name, str):
             raise InvalidInput("a span batch names projects by text", "send the batch the SDK builds")
