@@ -21,10 +21,12 @@ def backup_command(
 ) -> None:
     """Back up this workspace (SQLite + local objects) while it is in use: a consistent
     database snapshot (SQLite's online backup API), its objects, config and a manifest."""
+    from keel.cli.progress import progress_bar
     from keel.cli.render import print_json
     from keel.sdk.backup import backup
 
-    report = backup(dest, link=not copy)
+    with progress_bar("backup", enabled=not as_json) as progress:
+        report = backup(dest, link=not copy, progress=progress)
     if as_json:
         print_json({"dest": str(report.dest), **report.manifest})
         return
@@ -51,10 +53,12 @@ def restore_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Make a workspace from a backup, then check it as 'keel verify' does (exit 5 if anything is wrong)."""
+    from keel.cli.progress import progress_bar
     from keel.cli.render import print_json
     from keel.sdk.backup import restore
 
-    report = restore(src, into, link=link)
+    with progress_bar("restore", enabled=not as_json) as progress:
+        report = restore(src, into, link=link, progress=progress)
     if as_json:
         print_json({"workspace": str(report.root), "objects": report.objects, "verify": report.verify.to_dict()})
     else:

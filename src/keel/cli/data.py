@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,24 +39,11 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-@contextlib.contextmanager
-def _progress(label: str) -> Iterator[Any]:
-    """A progress bar on a terminal's stderr; nothing when piped."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+def _progress(label: str, unit: str, as_json: bool) -> Any:
+    """The progress bar of a command (on a terminal's stderr only; never with --json)."""
+    from keel.cli.progress import progress_bar
 
-    with Progress(
-        f"[bold]{label}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=Console(stderr=True)
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None)
-
-        yield update
+    return progress_bar(label, unit, enabled=not as_json)
 
 
 def _print_json(value: Any) -> None:
@@ -75,7 +59,8 @@ def data_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Track files or folders: store their bytes, write PATH.keel and a .gitignore entry."""
-    results = _api().add(paths, link=link)
+    with _progress("data add", "bytes", as_json) as progress:
+        results = _api().add(paths, link=link, progress=progress)
     if as_json:
         _print_json([r.to_dict() for r in results])
         return
@@ -154,7 +139,8 @@ def data_checkout(
     as_json: JsonOpt = False,
 ) -> None:
     """Make the workspace's data match the pointer files (e.g. after git checkout)."""
-    result = _api().checkout(paths, force=force, link=link)
+    with _progress("data checkout", "files", as_json) as progress:
+        result = _api().checkout(paths, force=force, link=link, progress=progress)
     if as_json:
         _print_json(result.to_dict())
         return
@@ -179,7 +165,7 @@ def _transfer_line(verb: str, r: Any) -> str:
 @data_app.command("push")
 def data_push(paths: PathsArg = None, remote: RemoteOpt = None, jobs: JobsOpt = None, as_json: JsonOpt = False) -> None:
     """Upload tracked data the remote does not have yet."""
-    with _progress("push") as progress:
+    with _progress("data push", "bytes", as_json) as progress:
         result = _api().push(paths, remote=remote, jobs=jobs, progress=progress)
     if as_json:
         _print_json(result.to_dict())
@@ -202,7 +188,7 @@ def data_fetch(
     paths: PathsArg = None, remote: RemoteOpt = None, jobs: JobsOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Download tracked data into the cache (the workspace is not changed)."""
-    with _progress("fetch") as progress:
+    with _progress("data fetch", "bytes", as_json) as progress:
         result = _api().fetch(paths, remote=remote, jobs=jobs, progress=progress)
     if as_json:
         _print_json(result.to_dict())
@@ -220,7 +206,7 @@ def data_pull(
     as_json: JsonOpt = False,
 ) -> None:
     """Fetch, then check out: bring the data of the pointer files into the workspace."""
-    with _progress("pull") as progress:
+    with _progress("data pull", "bytes", as_json) as progress:
         fetched, result = _api().pull(paths, remote=remote, force=force, jobs=jobs, progress=progress)
     if as_json:
         _print_json({"fetch": fetched.to_dict(), "checkout": result.to_dict()})

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,25 +17,11 @@ import_app = typer.Typer(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 
 
-@contextlib.contextmanager
-def _progress(label: str) -> Iterator[Any]:
-    """A progress bar on a terminal's stderr; nothing when piped."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _progress(label: str, unit: str, as_json: bool) -> Any:
+    """The progress bar of an import (on a terminal's stderr only; never with --json)."""
+    from keel.cli.progress import progress_bar
 
-    with Progress(
-        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True,
-    ) as bar:  # fmt: skip
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None)
-
-        yield update
+    return progress_bar(label, unit, enabled=not as_json)
 
 
 def _report(summary: Any, as_json: bool) -> None:
@@ -68,7 +51,7 @@ def import_mlflow(
 ) -> None:
     """Experiments, runs (params, metric histories, tags, artifacts, nesting), registered
     models with stages and aliases, and prompts."""
-    with _progress("mlflow") as progress:
+    with _progress("import mlflow", "items", as_json) as progress:
         summary = _api().mlflow(source, progress=progress)
     _report(summary, as_json)
 
@@ -79,7 +62,7 @@ def import_wandb(
     as_json: JsonOpt = False,
 ) -> None:
     """Runs written by wandb offline: config, history, summary, tables and files."""
-    with _progress("wandb") as progress:
+    with _progress("import wandb", "runs", as_json) as progress:
         summary = _api().wandb(source, progress=progress)
     _report(summary, as_json)
 
@@ -95,7 +78,7 @@ def import_dvc(
 ) -> None:
     """DVC-tracked data and its git history into keel data: objects, dataset versions and
     PATH.keel pointer files (commit them; older commits check out through their .dvc files)."""
-    with _progress("dvc") as progress:
+    with _progress("import dvc", "versions", as_json) as progress:
         summary = _api().dvc(repo, rev or None, progress=progress)
     _report(summary, as_json)
     if not as_json and summary.imported.get("pointer file"):

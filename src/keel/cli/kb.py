@@ -152,13 +152,15 @@ def kb_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Stage documents for the next commit (empty and non-UTF-8 files are skipped and listed)."""
+    from keel.cli.progress import progress_bar
     from keel.cli.render import print_json
 
     kb = _api().get(name)
     files = [p for p in paths if not p.is_dir()]
-    reports = [kb.add_directory(p, pattern=glob) for p in paths if p.is_dir()]
-    if files:
-        reports.append(kb.add_documents(files))
+    with progress_bar("kb add", enabled=not as_json) as progress:
+        reports = [kb.add_directory(p, pattern=glob, progress=progress) for p in paths if p.is_dir()]
+        if files:
+            reports.append(kb.add_documents(files, progress=progress))
     if as_json:
         print_json([r.to_dict() for r in reports])
         return
@@ -210,9 +212,12 @@ def kb_commit(
     as_json: JsonOpt = False,
 ) -> None:
     """Make the next version from the staged documents (embeds only chunks not embedded before)."""
+    from keel.cli.progress import progress_bar
     from keel.cli.render import print_json
 
-    version = _api().get(name).commit(message, reembed=reembed, author=author)
+    kb = _api().get(name)
+    with progress_bar("kb commit", enabled=not as_json) as progress:
+        version = kb.commit(message, reembed=reembed, author=author, progress=progress)
     if as_json:
         print_json(version.to_dict())
         return

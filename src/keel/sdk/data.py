@@ -101,12 +101,17 @@ def _server_session(folder: Path) -> Any:
     return get_session(create=False)
 
 
-def add(paths: Sequence[str | os.PathLike[str]] | str, link: str | None = None, root: Root = None) -> list[AddResult]:
+def add(
+    paths: Sequence[str | os.PathLike[str]] | str,
+    link: str | None = None,
+    root: Root = None,
+    progress: Progress | None = None,
+) -> list[AddResult]:
     """Track files or folders: store their content, write ``PATH.keel`` and ``.gitignore``
     entries, register the versions (in the workspace, and on its keel server if it has one).
-    Unchanged files are not re-read (stat cache)."""
+    Unchanged files are not re-read (stat cache). ``progress(done, total)``: bytes hashed."""
     with _repo(root) as repo:
-        results = repo.add([paths] if isinstance(paths, str | os.PathLike) else paths, link)
+        results = repo.add([paths] if isinstance(paths, str | os.PathLike) else paths, link, progress)
         server = _server_session(repo.root)
         if server is not None and results:
             from keel.services.data_git import head_commit
@@ -133,13 +138,19 @@ def diff(rev_a: str | None = None, rev_b: str | None = None, root: Root = None) 
         return _maint.diff(repo, rev_a, rev_b)
 
 
-def checkout(paths: Paths = None, force: bool = False, link: str | None = None, root: Root = None) -> CheckoutResult:
+def checkout(
+    paths: Paths = None,
+    force: bool = False,
+    link: str | None = None,
+    root: Root = None,
+    progress: Progress | None = None,
+) -> CheckoutResult:
     """Make the workspace's data match the pointer files. Refuses to overwrite changes
-    that are not in the cache unless ``force``."""
+    that are not in the cache unless ``force``. ``progress(done, total)``: files written."""
     from keel.services import data_checkout as _checkout
 
     with _repo(root) as repo:
-        return _checkout.checkout(repo, paths, force, link)
+        return _checkout.checkout(repo, paths, force, link, progress)
 
 
 def unprotect(paths: Sequence[str | os.PathLike[str]], root: Root = None) -> list[str]:
@@ -186,13 +197,14 @@ def pull(
     progress: Progress | None = None,
     root: Root = None,
 ) -> tuple[TransferResult, CheckoutResult]:
-    """:func:`fetch`, then :func:`checkout`."""
+    """:func:`fetch`, then :func:`checkout` (``progress``: bytes fetched, then files written)."""
+    from keel.core.progress import step
     from keel.services import data_checkout as _checkout
     from keel.services import data_remote as _remote
 
     with _repo(root) as repo:
-        fetched = _remote.fetch(repo, remote, paths, jobs, progress)
-        return fetched, _checkout.checkout(repo, paths, force)
+        fetched = _remote.fetch(repo, remote, paths, jobs, step(progress, "fetch", "bytes"))
+        return fetched, _checkout.checkout(repo, paths, force, None, step(progress, "checkout", "files"))
 
 
 def gc(all_commits: bool = False, dry_run: bool = False, root: Root = None) -> GcResult:

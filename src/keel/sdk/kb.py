@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from keel.core.embedders import Embedder, HashingEmbedder
+from keel.core.progress import Progress, reporting
 from keel.errors import InvalidInput
 from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
@@ -157,20 +158,29 @@ class KnowledgeBase:
         return KnowledgeBaseVersion(self, info)
 
     # -- staging ------------------------------------------------------------------------
-    def add_documents(self, documents: Any, max_document_bytes: int | None = None) -> AddReport:
+    def add_documents(
+        self, documents: Any, max_document_bytes: int | None = None, progress: Progress | None = None
+    ) -> AddReport:
         """Stage documents: text-file paths, or ``{"text", "metadata", "source"}`` dicts.
 
         Empty and non-UTF-8 documents are skipped, logged and listed in the report
         (``report.skipped``); one over the size limit raises InvalidInput and stages nothing.
+        ``progress(done, total)``: documents read, then stored (a local workspace only).
         """
-        return _service().add_documents(self.name, documents, _base(), max_document_bytes)
+        with reporting(progress):
+            return _service().add_documents(self.name, documents, _base(), max_document_bytes)
 
     def add_directory(
-        self, path: str | os.PathLike[str], pattern: str = "**/*", max_document_bytes: int | None = None
+        self,
+        path: str | os.PathLike[str],
+        pattern: str = "**/*",
+        max_document_bytes: int | None = None,
+        progress: Progress | None = None,
     ) -> AddReport:
         """Stage every file under ``path``; if ``keel data`` tracks it, the next version records
-        the data version (``data_sources``: path and hash)."""
-        return _service().add_directory(self.name, path, _base(), pattern, max_document_bytes)
+        the data version (``data_sources``: path and hash). ``progress``: as :meth:`add_documents`."""
+        with reporting(progress):
+            return _service().add_directory(self.name, path, _base(), pattern, max_document_bytes)
 
     def remove_documents(self, ids: Sequence[str] | str) -> list[str]:
         """Stage removals, by source or document id (or an id prefix of 8+ digits)."""
@@ -188,14 +198,23 @@ class KnowledgeBase:
         return self
 
     # -- versions -------------------------------------------------------------------------
-    def commit(self, message: str = "", reembed: bool = False, author: str | None = None) -> KnowledgeBaseVersion:
+    def commit(
+        self,
+        message: str = "",
+        reembed: bool = False,
+        author: str | None = None,
+        progress: Progress | None = None,
+    ) -> KnowledgeBaseVersion:
         """Make the next version (``v1``, ``v2``...) from the newest one plus the staged changes.
 
         Only chunks without a stored embedding are embedded (``.embedded_chunks``;
         ``.reused_chunks`` were found). After an embedder or chunker change this raises
         Conflict saying how many chunks would be re-embedded, unless ``reembed=True``.
+        ``progress(done, total)`` is told of the documents chunked, then of the chunks
+        embedded (:mod:`keel.core.progress`; a local workspace only: a server says nothing).
         """
-        found: KBVersion = _service().commit(self.name, message, reembed, author, self._embedder, **self._options)
+        with reporting(progress):
+            found: KBVersion = _service().commit(self.name, message, reembed, author, self._embedder, **self._options)
         run = _run()
         if run is not None and found.created:
             run.log_output(found.entity)

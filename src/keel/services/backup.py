@@ -35,11 +35,13 @@ import json
 import os
 import shutil
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from keel._version import __version__
+from keel.core.progress import Progress, meter, step
 from keel.core.urls import mask_url
 from keel.errors import AlreadyExists, InvalidInput, NotFound, StoreError
 from keel.fileio import atomic_write_text
@@ -163,11 +165,18 @@ def _table_counts(database: Path) -> dict[str, int]:
         conn.close()
 
 
-def _copy_objects(source: LocalObjectStore, target: Path, link: bool) -> dict[str, int]:
-    """Link (or copy) every object file of ``source`` into ``target``'s fan-out folders."""
+def _copy_objects(
+    source: LocalObjectStore, target: Path, link: bool, progress: Progress | None = None
+) -> dict[str, int]:
+    """Link (or copy) every object file of ``source`` into ``target``'s fan-out folders
+    (``progress``: objects done)."""
     counts = {"count": 0, "bytes": 0, "linked": 0, "copied": 0}
     made: set[str] = set()
-    for oid in source.iter_oids():
+    # Listed first only for a progress total (a store can hold millions of objects).
+    oids: Iterable[str] = source.iter_oids() if progress is None else list(source.iter_oids())
+    counter = meter(progress, len(oids) if isinstance(oids, list) else 0)
+    for oid in oids:
+        counter.add(1)  # (an object looked at: linked, copied, or gone meanwhile)
         src = source.path(oid)
         fan = oid[:2]
         if fan not in made:
@@ -199,13 +208,17 @@ def _copy_objects(source: LocalObjectStore, target: Path, link: bool) -> dict[st
         counts["count"] += 1
         counts["bytes"] += size
         counts["linked" if linked else "copied"] += 1
+    counter.close()
     return counts
 
 
-def backup_store(store: Store, dest: str | os.PathLike[str], *, link: bool = True) -> BackupReport:
+def backup_store(
+    store: Store, dest: str | os.PathLike[str], *, link: bool = True, progress: Progress | None = None
+) -> BackupReport:
     """Back up a SQLite workspace with local objects into the new folder ``dest`` (see the
     module doc): a consistent database snapshot, then its objects (hard links when ``link``
-    and the file system allows, else copies), its config and a ``manifest.json``."""
+    and the file system allows, else copies), its config and a ``manifest.json``.
+    ``progress``: the snapshot, then the objects done (:mod:`keel.core.progress`)."""
     what = "keel backup"
     database = _sqlite_file(store, what)
     objects = _objects_folder(store, what)
@@ -215,9 +228,10 @@ def backup_store(store: Store, dest: str | os.PathLike[str], *, link: bool = Tru
     staging = _staging(dest)
     try:
         taken = datetime.datetime.now(datetime.UTC)
+        step(progress, "database")
         _snapshot(database, staging / DATABASE)
         tables = _table_counts(staging / DATABASE)
-        counts = _copy_objects(objects, staging / OBJECTS, link)
+        counts = _copy_objects(objects, staging / OBJECTS, link, step(progress, "objects", "objects"))
         (staging / OBJECTS).mkdir(exist_ok=True)
         if store.root is not None and (store.root / DIRNAME / CONFIG).is_file():
             shutil.copy2(store.root / DIRNAME / CONFIG, staging / CONFIG)
@@ -276,7 +290,12 @@ objects = 'objects'
 
 
 def restore_backup(
-    src: str | os.PathLike[str], into: str | os.PathLike[str], *, link: bool = False, verify: bool = True
+    src: str | os.PathLike[str],
+    into: str | os.PathLike[str],
+    *,
+    link: bool = False,
+    verify: bool = True,
+    progress: Progress | None = None,
 ) -> RestoreReport:
     """Make the workspace ``into/.keel/`` from the backup folder ``src`` and check it.
 
@@ -285,6 +304,7 @@ def restore_backup(
     possible), the backup's config is kept when its store is the default ``keel.db`` and
     ``objects`` (else a default config is written), the schema is migrated if the backup is
     older than this keel, and ``keel verify`` runs on the result (``verify=False`` skips it).
+    ``progress``: the database copy, the objects done, then the verification.
     """
     source = Path(src).expanduser().absolute()
     manifest = read_manifest(source)
@@ -299,12 +319,16 @@ def restore_backup(
     if not database.is_file():
         raise NotFound(f"the backup {source} has no database file {database.name}", "is the backup complete?")
     tmp = keel_dir / f".{DATABASE}.restore-{os.getpid()}"
+    step(progress, "database")
     try:
         _snapshot(database, tmp)
         os.rename(tmp, keel_dir / DATABASE)
     finally:
         tmp.unlink(missing_ok=True)
-    counts = _copy_objects(LocalObjectStore(source / manifest["objects"]["folder"]), keel_dir / OBJECTS, link)
+    counts = _copy_objects(
+        LocalObjectStore(source / manifest["objects"]["folder"]), keel_dir / OBJECTS, link,
+        step(progress, "objects", "objects"),
+    )  # fmt: skip
     (keel_dir / OBJECTS).mkdir(exist_ok=True)
     text = _DEFAULT_CONFIG
     config = source / CONFIG
@@ -322,6 +346,7 @@ def restore_backup(
             "# keel's store: share it through a remote, not git. config.toml belongs in git.\n"
             "keel.db*\n*.migrate-lock\nobjects/\ntmp/\n",
         )
+    step(progress, "verify")
     store = open_store(start=root, cached=False)  # migrates a backup of an older keel
     try:
         report = verify_store(store) if verify else VerifyReport()

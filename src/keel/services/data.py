@@ -25,8 +25,9 @@ import os
 import posixpath
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from keel.core.data_tree import (
     parse_tree,
 )
 from keel.core.hashing import is_oid
+from keel.core.progress import Meter, Progress, meter
 from keel.errors import Conflict, IntegrityError, InvalidInput, KeelError, NotFound
 from keel.fileio import atomic_write_bytes
 from keel.objects.local import LocalObjectStore
@@ -55,11 +57,52 @@ from keel.services.workspace_config import read_workspace_config
 
 __all__ = ["AddResult", "DataRepo", "Tracked", "add", "open_repo"]
 
+_COUNT_EVERY = 1 << 20  # bytes of small files read between two progress counts
 _TREE_CACHE_VERSION = 2  # of the parsed trees kept in .keel/data/trees/ (2: paths checked when parsed)
 _SYMLINK_HINT = (
     "keel does not follow or store symlinks: replace the link with a copy of its target, "
     "or track the target where it lives"
 )
+
+
+class _CopiedAndHashed:
+    """Counts the bytes of a large file both hashed and copied into the cache: the copy
+    runs beside the hash and often ends seconds later (the disk writes slower than it
+    reads), so the progress is whichever of the two is behind."""
+
+    def __init__(self, counted: Callable[[int], None], tmp: str) -> None:
+        self.counted = counted
+        self.tmp = tmp
+        self.done_hashing = 0
+        self.reported = 0
+
+    def hashed(self, n: int) -> None:
+        self.done_hashing += n
+        self.report()
+
+    def report(self) -> None:
+        try:
+            copied = os.stat(self.tmp).st_size
+        except OSError:
+            copied = 0
+        upto = min(self.done_hashing, copied)
+        if upto > self.reported:
+            self.counted(upto - self.reported)
+            self.reported = upto
+
+
+def _wait_for_copy(copying: Future[None], both: _CopiedAndHashed | None) -> None:
+    """Wait for the copy of :meth:`DataRepo._store_copy`, counting its bytes as they land."""
+    if both is None:
+        copying.result()
+        return
+    while True:
+        try:
+            copying.result(timeout=0.1)
+            break
+        except FuturesTimeout:
+            both.report()
+    both.report()
 
 
 @dataclass(frozen=True)
@@ -576,9 +619,15 @@ class DataRepo:
         return out
 
     # -- add ----------------------------------------------------------------------------------
-    def add(self, paths: Sequence[str | os.PathLike[str]], link: str | None = None) -> list[AddResult]:
+    def add(
+        self, paths: Sequence[str | os.PathLike[str]], link: str | None = None, progress: Progress | None = None
+    ) -> list[AddResult]:
         """Track ``paths`` (files or folders): store their content, write ``PATH.keel``
-        and ``.gitignore`` entries, register the versions. See the module docstring."""
+        and ``.gitignore`` entries, register the versions. See the module docstring.
+
+        ``progress(done, total)`` counts the bytes read and hashed (files the stat
+        cache vouches for are not read, so they are not counted); the total grows as
+        each path is looked at."""
         if not paths:
             raise InvalidInput("nothing to add", "give one or more files or folders: keel data add PATH...")
         mode = check_link_mode(link or self.config.link)
@@ -587,12 +636,14 @@ class DataRepo:
             rel = check_rel_path(self.rel(path))
             targets.append((rel, self._check_addable(path, rel)))
         results = []
+        counter = meter(progress)
         with self.locked():
             for rel, st in targets:
                 if os.path.isdir(self.abs(rel)):
-                    results.append(self._add_dir(rel, mode))
+                    results.append(self._add_dir(rel, mode, counter))
                 else:
-                    results.append(self._add_file(rel, st, mode))
+                    results.append(self._add_file(rel, st, mode, counter))
+        counter.close()
         from keel.services.data_git import head_commit
         from keel.services.data_versions import register_versions
 
@@ -628,16 +679,17 @@ class DataRepo:
         files_.ensure_gitignored(Path(folder), name)
         return changed
 
-    def store_large(self, f: FileStat, mode: str) -> tuple[str, bool]:
+    def store_large(self, f: FileStat, mode: str, counted: Callable[[int], None] | None = None) -> tuple[str, bool]:
         """Hash a large file and put it in the cache as a loose object; ``(oid, stored)``.
 
         With a link mode the cache object shares the file's data (a hard link makes both
         read-only, so an in-place edit cannot corrupt the cache); else it is copied.
+        ``counted(n)`` is told of the bytes hashed, 16 MiB at a time.
         """
         mode = files_.effective_mode(mode, self.cache.root / "tmp")
         if mode == "copy":
-            return self._store_copy(f)
-        oid, st = files_.hash_large(f.path, f.rel, f)
+            return self._store_copy(f, counted)
+        oid, st = files_.hash_large(f.path, f.rel, f, counted)
         if self.has(oid):
             return oid, False
         tmp = files_.tmp_name(self.cache.root / "tmp")
@@ -659,7 +711,7 @@ class DataRepo:
                 os.unlink(tmp)
         return oid, True
 
-    def _store_copy(self, f: FileStat) -> tuple[str, bool]:
+    def _store_copy(self, f: FileStat, counted: Callable[[int], None] | None = None) -> tuple[str, bool]:
         """Copy a large file into the cache. The kernel copies while this thread hashes the
         source (one read of it, both at once); the file's inode, size and mtime must be the
         same before and after both, else nothing is stored. A file modified within the racy
@@ -667,16 +719,17 @@ class DataRepo:
         tmp = files_.tmp_name(self.cache.root / "tmp")
         try:
             if f.mtime + RACY_NS < time.time_ns():
+                both = None if counted is None else _CopiedAndHashed(counted, tmp)
                 with ThreadPoolExecutor(1) as pool:
                     copying = pool.submit(files_.copy_file, f.path, tmp)
                     try:
-                        oid, _ = files_.hash_large(f.path, f.rel, f)
+                        oid, _ = files_.hash_large(f.path, f.rel, f, None if both is None else both.hashed)
                     finally:
-                        copying.result()
+                        _wait_for_copy(copying, both)
                 copied = os.stat(tmp).st_size
             else:
                 files_.copy_file(f.path, tmp)
-                oid, st = files_.hash_large(tmp, f.rel)  # the hash of what was stored
+                oid, st = files_.hash_large(tmp, f.rel, None, counted)  # the hash of what was stored
                 copied = st.st_size
             after = os.stat(f.path)
             if (after.st_ino, after.st_size, after.st_mtime_ns) != (f.ino, f.size, f.mtime) or copied != f.size:
@@ -699,7 +752,7 @@ class DataRepo:
         st = os.stat(final)
         self.state.set_checked([(oid, st.st_ino, st.st_size, st.st_mtime_ns)])
 
-    def _add_file(self, rel: str, st: os.stat_result, mode: str) -> AddResult:
+    def _add_file(self, rel: str, st: os.stat_result, mode: str, counter: Meter) -> AddResult:
         f = FileStat(rel, self.abs(rel), st.st_ino, st.st_size, st.st_mtime_ns)
         row = self.state.stats_under(rel).get(rel)
         hashed = stored = False
@@ -711,8 +764,11 @@ class DataRepo:
             if not self.has(oid):
                 self.put_object(data)
                 stored = True
+            counter.grow(f.size)
+            counter.add(f.size)
         else:
-            oid, stored = self.store_large(f, mode)
+            counter.grow(f.size)
+            oid, stored = self.store_large(f, mode, counter.add)
             hashed = True
         if not self.has(oid):  # the stat cache knew it, but the cache lost it: store it again
             if f.size < PACK_MAX_FILE:
@@ -732,7 +788,7 @@ class DataRepo:
         changed = self._finish_add(rel, pointer)
         return AddResult(rel, rel + POINTER_SUFFIX, "file", oid, f.size, 1, changed, int(hashed), int(stored))
 
-    def _add_dir(self, rel: str, mode: str) -> AddResult:
+    def _add_dir(self, rel: str, mode: str, counter: Meter) -> AddResult:
         found, other = files_.walk(self.abs(rel), rel)
         if other:
             shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
@@ -792,26 +848,33 @@ class DataRepo:
                     item.pack = ""
                     small_todo.append(item)
         small_todo.sort(key=lambda i: i.f.rel)
+        counter.grow(sum(i.f.size for i in small_todo) + sum(i.f.size for i in large_todo))
 
         fresh: list[tuple[str, int, int, int, str]] = []
         stored = 0
         try:
             writer = _PackWriter(self, dict(old_locations))
             try:
-                read_small, b3, add_packed = files_.read_small, blake3.blake3, writer.add
+                read_small, b3, add_packed, count = files_.read_small, blake3.blake3, writer.add, counter.add
+                pending = 0  # bytes read since the last count: counted a MiB at a time
                 for item in small_todo:
                     f = item.f
                     data = read_small(f)
                     item.oid = oid = b3(data).hexdigest()
                     fresh.append((f.rel, f.ino, f.size, f.mtime, oid))
                     add_packed(item, data)
+                    pending += f.size
+                    if pending >= _COUNT_EVERY:
+                        count(pending)
+                        pending = 0
+                count(pending)
                 writer.flush()
             finally:
                 writer.close()
             stored += len(writer.new_packs)
             loose: list[str] = []
             for item in large_todo:
-                item.oid, was_stored = self.store_large(item.f, mode)
+                item.oid, was_stored = self.store_large(item.f, mode, counter.add)
                 after = os.stat(item.f.path)
                 fresh.append((item.f.rel, after.st_ino, after.st_size, after.st_mtime_ns, item.oid))
                 loose.append(item.oid)
@@ -913,10 +976,12 @@ def open_repo(start: str | os.PathLike[str] | None = None) -> DataRepo:
     return DataRepo(find_root(start))
 
 
-def add(paths: Sequence[str | os.PathLike[str]], link: str | None = None) -> list[AddResult]:
+def add(
+    paths: Sequence[str | os.PathLike[str]], link: str | None = None, progress: Progress | None = None
+) -> list[AddResult]:
     """Track ``paths`` in the workspace of the current folder (see :meth:`DataRepo.add`)."""
     with open_repo() as repo:
-        return repo.add(paths, link)
+        return repo.add(paths, link, progress)
 
 
 def conflict(paths: Sequence[str], what: str, hint: str) -> Conflict:

@@ -43,6 +43,7 @@ from typing import Any
 import blake3
 
 from keel.core.data_tree import TreeEntry
+from keel.core.progress import Meter, Progress, meter
 from keel.errors import IntegrityError, InvalidInput, NotFound
 from keel.services import data_files as files_
 from keel.services.data import DataRepo, Tracked, conflict, trusted
@@ -93,8 +94,11 @@ def checkout(
     paths: Sequence[str | os.PathLike[str]] | None = None,
     force: bool = False,
     link: str | None = None,
+    progress: Progress | None = None,
 ) -> CheckoutResult:
-    """Make the workspace match the pointer files of ``paths`` (default: all)."""
+    """Make the workspace match the pointer files of ``paths`` (default: all).
+
+    ``progress(done, total)`` counts the files written, once the plan is made."""
     mode = files_.effective_mode(check_link_mode(link or repo.config.link), repo.tmp)
     result = CheckoutResult()
     with repo.locked():
@@ -108,13 +112,15 @@ def checkout(
         conflicts = [c for p in plans for c in p.conflicts]
         if conflicts and not force:
             raise conflict(conflicts, "checkout would overwrite changes that are not in the cache", _FORCE_HINT)
+        counter = meter(progress, sum(len(p.write) for p in plans))
         for plan in plans:
             if plan.known:
                 repo.state.save_stats(plan.known)
             result.unchanged += plan.unchanged
             if plan.write or plan.remove or plan.remove_dir:
-                _apply(repo, plan, mode, result)
+                _apply(repo, plan, mode, result, counter)
                 result.paths.append(plan.tracked.data_path)
+        counter.close()
     if result.missing:
         raise NotFound(
             f"not in the cache, so not checked out: {', '.join(result.missing)}",
@@ -192,7 +198,7 @@ def _plan(repo: DataRepo, tracked: Tracked, destination: Destination) -> _Plan:
     return plan
 
 
-def _apply(repo: DataRepo, plan: _Plan, mode: str, result: CheckoutResult) -> None:
+def _apply(repo: DataRepo, plan: _Plan, mode: str, result: CheckoutResult, counter: Meter) -> None:
     rel = plan.tracked.data_path
     try:
         if plan.remove_dir:
@@ -217,14 +223,17 @@ def _apply(repo: DataRepo, plan: _Plan, mode: str, result: CheckoutResult) -> No
         start = time.time_ns()
         for e in loose:
             recorded.append(_write_loose(repo, e, mode, result))
+            counter.add(1)
         if packed:
             jobs = list(packed.items())
             if len(jobs) == 1:
                 recorded += _write_pack(repo, *jobs[0])
+                counter.add(len(jobs[0][1]))
             else:
                 with ThreadPoolExecutor(min(4, len(jobs))) as pool:
                     for rows in pool.map(lambda job: _write_pack(repo, *job), jobs):
                         recorded += rows
+                        counter.add(len(rows))  # counted here, on one thread, a pack at a time
             result.modes["copy"] = result.modes.get("copy", 0) + sum(len(v) for v in packed.values())
         repo.state.save_stats(recorded, start)
         if plan.remove:

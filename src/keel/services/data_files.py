@@ -18,6 +18,7 @@ import os
 import shutil
 import stat
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -116,9 +117,15 @@ def read_small(f: FileStat) -> bytes:
     return data
 
 
-def hash_large(path: str, rel: str, before: os.stat_result | FileStat | None = None) -> tuple[str, os.stat_result]:
+def hash_large(
+    path: str,
+    rel: str,
+    before: os.stat_result | FileStat | None = None,
+    counted: Callable[[int], None] | None = None,
+) -> tuple[str, os.stat_result]:
     """Hash a (large) file in 16 MiB steps with BLAKE3's threads (they run without the GIL);
-    Conflict if the file changed meanwhile. Returns ``(oid, stat)``.
+    Conflict if the file changed meanwhile. Returns ``(oid, stat)``. ``counted(n)`` is told
+    of every step's bytes (a progress meter's ``add``).
 
     Reads go into one reused buffer, not a memory map: mapped pages would count in
     the process's resident memory (a 1 GiB file would make a 1 GiB process)."""
@@ -136,6 +143,8 @@ def hash_large(path: str, rel: str, before: os.stat_result | FileStat | None = N
         with os.fdopen(fd, "rb", buffering=0, closefd=False) as fh:
             while n := fh.readinto(buffer):
                 hasher.update(view[:n])
+                if counted is not None:
+                    counted(n)
         st1 = os.fstat(fd)
     except OSError as exc:
         raise os_error(exc, f"cannot read {rel}") from exc

@@ -243,7 +243,7 @@ def push(
         result.present = len(present)
         missing_data = [o for o in data if o not in present]
         missing_trees = [o for o in trees if o not in present and o not in data]
-        total = sum(_size(repo, o) for o in missing_data + missing_trees)
+        total = sum(_size(repo, o) for o in missing_data)  # what progress counts (trees go after, uncounted)
         n = _jobs(store, jobs)
 
         def upload(oid: str) -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +47,8 @@ from keel.core.kb_manifest import (
     parse_document,
 )
 from keel.core.names import check_name
+from keel.core.progress import Progress, meter, step
+from keel.core.progress import current as current_progress
 from keel.errors import AlreadyExists, Conflict, InvalidInput, NotFound, StoreError
 from keel.fileio import atomic_write
 from keel.meta.kb import KBRow, KBVersionRow, RawKB, StagedRow
@@ -421,11 +423,13 @@ class KBService:
             return
         self._prepare_text(prepared, text, {}, source, limit, kb)
 
-    def _prepare(self, items: Any, base: Path, limit: int, kb: str) -> _Prepared:
+    def _prepare(self, items: Any, base: Path, limit: int, kb: str, progress: Progress | None = None) -> _Prepared:
         if isinstance(items, str | os.PathLike | Mapping):
             items = [items]
         prepared = _Prepared()
+        counter = meter(progress, len(items) if isinstance(items, Sized) else 0)
         for item in items:
+            counter.add(1)
             if isinstance(item, Mapping):
                 unknown = set(item) - {"text", "metadata", "source"}
                 if unknown or "text" not in item:
@@ -442,23 +446,29 @@ class KBService:
                 raise InvalidInput(
                     f"cannot add a {type(item).__name__} as a document", "give file paths or {'text': ...} dicts"
                 )
+        counter.close()
         keys = [key for key, _ in prepared.docs]
         if len(set(keys)) != len(keys):
             dupes = sorted({k for k in keys if keys.count(k) > 1})
             raise InvalidInput(f"two documents share the source {dupes[0]!r}", "give each document its own source")
         return prepared
 
-    def _put_all(self, blobs: Sequence[bytes]) -> list[str]:
-        """Store blobs (in parallel: S3 round trips dominate otherwise); return their oids."""
+    def _put_all(self, blobs: Sequence[bytes], progress: Progress | None = None) -> list[str]:
+        """Store blobs (in parallel: S3 round trips dominate otherwise); return their oids.
+        ``progress`` counts the blobs stored (those already there are not)."""
         oids = [hash_bytes(b) for b in blobs]
         have = self.objects.exists_many(set(oids))
         missing = {oid: blob for oid, blob in zip(oids, blobs, strict=True) if oid not in have}
+        counter = meter(progress, len(missing))
         if len(missing) > 1 and self._remote:
             with ThreadPoolExecutor(_IO_THREADS) as pool:
-                list(pool.map(self.objects.put_bytes, missing.values()))
+                for _ in pool.map(self.objects.put_bytes, missing.values()):
+                    counter.add(1)
         else:
             for blob in missing.values():
                 self.objects.put_bytes(blob)
+                counter.add(1)
+        counter.close()
         return oids
 
     def _working(
@@ -485,12 +495,15 @@ class KBService:
         A file's source is its path relative to ``base`` (default: the current
         folder). Empty and non-UTF-8 documents are skipped and listed in the
         report; one over the size limit raises InvalidInput and stages nothing.
+        Progress (:func:`keel.core.progress.reporting`, in-process only): documents
+        read, then documents stored.
         """
+        progress = current_progress()
         with self.db.raw_read() as cur:
             kb = self._kb_or_raise(cur, name)
         limit = _check_limit(max_document_bytes) if max_document_bytes is not None else kb.max_document_bytes
-        prepared = self._prepare(items, Path(base or os.getcwd()), limit, name)
-        oids = self._put_all([data for _, data in prepared.docs])
+        prepared = self._prepare(items, Path(base or os.getcwd()), limit, name, step(progress, "reading", "documents"))
+        oids = self._put_all([data for _, data in prepared.docs], step(progress, "storing", "documents"))
         report = AddReport(skipped=prepared.skipped, data_source=dict(data_source) if data_source else None)
         for skipped in prepared.skipped:
             log.warning("keel: knowledge base %s: skipped %s (%s)", name, skipped.source, skipped.reason)
@@ -612,8 +625,12 @@ class KBService:
         With nothing staged and the same config, returns the newest version
         (``created=False``). Raises Conflict if an embedder or chunker change means
         re-embedding, unless ``reembed=True``; nothing is written then.
+
+        Progress (:func:`keel.core.progress.reporting`, in-process only): documents
+        chunked, then chunks embedded, then the writing of the version.
         """
         actor = audit_who(author)
+        progress = current_progress()
         with self.db.raw_read() as cur:
             kb = self._kb_or_raise(cur, name)
             head, head_manifest, head_docs, staged = self._working(cur, kb)
@@ -638,7 +655,9 @@ class KBService:
                 f"knowledge base {name!r} would have no documents", f"add some first: keel kb add {name} PATH"
             )
 
-        table, entries = self._chunk_all(head, chunking, docs, kb.metadata_fields)
+        table, entries = self._chunk_all(
+            head, chunking, docs, kb.metadata_fields, step(progress, "chunking", "documents")
+        )
 
         # Embeddings: look up the stored ones, embed the rest.
         unique = list(dict.fromkeys(row[2] for row in table.rows))
@@ -653,7 +672,10 @@ class KBService:
                 "commit with reembed=True (CLI: keel kb commit --reembed) to do it",
             )
         texts = {row[2]: row[3] for row in table.rows}
-        new_vectors = self._embed(model, [texts[c] for c in missing], kb.dimension)
+        new_vectors = self._embed(
+            model, [texts[c] for c in missing], kb.dimension, step(progress, "embedding", "chunks")
+        )
+        step(progress, "writing")
         new_rows = {c: i for i, c in enumerate(missing)}
         vectors = self._gather(stored, [row[2] for row in table.rows], new_rows, new_vectors, kb.dimension)
         dimension = int(vectors.shape[1])
@@ -695,7 +717,12 @@ class KBService:
         return _version(row)
 
     def _chunk_all(
-        self, head: KBVersionRow | None, chunking: ChunkConfig, docs: Mapping[str, str], fields: tuple[str, ...]
+        self,
+        head: KBVersionRow | None,
+        chunking: ChunkConfig,
+        docs: Mapping[str, str],
+        fields: tuple[str, ...],
+        progress: Progress | None = None,
     ) -> tuple[ChunkTable, list[DocumentEntry]]:
         """The chunk table and manifest entries of ``{key: document id}``, sorted by key.
 
@@ -711,6 +738,7 @@ class KBService:
             for row in head_table.rows:
                 head_chunks.setdefault(head_table.documents[row[0]][1], (row[0], []))[1].append(row)
         keys = sorted(docs)
+        counter = meter(progress, len(keys))
         fresh = list(dict.fromkeys(docs[k] for k in keys if docs[k] not in head_chunks))
         loaded = dict(zip(fresh, self._get_all(fresh), strict=True))
         table = ChunkTable([], [], fields)
@@ -730,6 +758,8 @@ class KBService:
             table.documents.append([key, oid, source, metadata])
             table.rows.extend([index, pos, cid, text] for pos, (cid, text) in enumerate(pieces))
             entries.append(DocumentEntry(key, oid, source, tuple(cid for cid, _ in pieces)))
+            counter.add(1)
+        counter.close()
         return table, entries
 
     def _get_all(self, oids: Sequence[str]) -> list[bytes]:
@@ -738,13 +768,18 @@ class KBService:
                 return list(pool.map(self.objects.get_bytes, oids))
         return [self.objects.get_bytes(oid) for oid in oids]
 
-    def _embed(self, model: Embedder, texts: Sequence[str], dimension: int | None) -> Any:
+    def _embed(
+        self, model: Embedder, texts: Sequence[str], dimension: int | None, progress: Progress | None = None
+    ) -> Any:
         parts = []
+        counter = meter(progress, len(texts))
         for start in range(0, len(texts), _EMBED_BATCH):
             batch = texts[start : start + _EMBED_BATCH]
             vectors = check_vectors(model.embed(batch), len(batch), dimension, model.id)
             dimension = int(vectors.shape[1])
             parts.append(vectors)
+            counter.add(len(batch))
+        counter.close()
         if not parts:
             return np.zeros((0, dimension or 0), dtype=np.float32)
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
