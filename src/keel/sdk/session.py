@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from keel.services.llm import LlmService
     from keel.services.models import ModelService
     from keel.services.prompts import PromptService
+    from keel.services.traces import TraceService
 
 __all__ = ["Session", "get_session", "shutdown"]
 
@@ -67,10 +68,10 @@ _LOCK = threading.Lock()
 _uncaught: list[BaseException] = []
 terminating = signals.terminating  # signals that are ending this process
 #: Estimated memory of one queued row, per stream (the writers refine it as they spool).
-_ROW_BYTES = {"runs": 160, "conversations": 2_000, "llm": 8_000, "exposures": 400}
+_ROW_BYTES = {"runs": 160, "conversations": 2_000, "llm": 8_000, "exposures": 400, "traces": 1_000}
 #: Rows per batch at most, per stream: each is encoded and written on its own, so no single
 #: JSON encode or decode holds the interpreter (and the app's threads) for long.
-_CHUNK_ROWS = {"runs": 50_000, "conversations": 1_000, "llm": 50, "exposures": 5_000}
+_CHUNK_ROWS = {"runs": 50_000, "conversations": 1_000, "llm": 50, "exposures": 5_000, "traces": 2_000}
 
 
 class Session:
@@ -91,6 +92,8 @@ class Session:
         self._llm: LlmService | None = None
         self._llm_writer: BatchWriter | None = None
         self._exposure_writer: BatchWriter | None = None
+        self._traces: TraceService | None = None
+        self._trace_writer: BatchWriter | None = None
         self.live: dict[str, Run] = {}
         self._lock = threading.Lock()
         self.spool_dir, self.destination = self._spool_location()
@@ -149,7 +152,9 @@ class Session:
             return self.llm_writer
         if stream == "exposures":
             return self.exposure_writer
-        raise InvalidInput(f"unknown stream {stream!r}", "one of runs, conversations, llm, exposures")
+        if stream == "traces":
+            return self.trace_writer
+        raise InvalidInput(f"unknown stream {stream!r}", "one of runs, conversations, llm, exposures, traces")
 
     def _service(self, cls: type[S], build: Callable[[], S]) -> S:
         """``cls`` for this store: its remote proxy against a keel server, else ``build()``."""
@@ -300,6 +305,34 @@ class Session:
         return writer
 
     @property
+    def traces(self) -> TraceService:
+        """The store's trace service (created on first use)."""
+        if self._traces is None:
+            from keel.services.traces import TraceService
+
+            self._traces = self._service(TraceService, lambda: TraceService(self.service.store))
+        return self._traces
+
+    @property
+    def trace_writer(self) -> BatchWriter:
+        """The background writer of finished spans and trace scores (created on first use)."""
+        writer = self._trace_writer
+        if writer is None:
+            with self._lock:
+                if self._trace_writer is None:
+                    from keel.core.traces import SpanBatch
+
+                    self._trace_writer = BatchWriter(
+                        self.traces.write_batch,
+                        wake_at=5_000,
+                        new_batch=SpanBatch,
+                        kinds={"s": "spans", "f": "scores"},
+                        **self._stream("traces"),
+                    )
+                writer = self._trace_writer
+        return writer
+
+    @property
     def exposure_writer(self) -> BatchWriter:
         """The background writer of A/B exposures and outcomes (created on first use)."""
         writer = self._exposure_writer
@@ -362,7 +395,7 @@ class Session:
 
     def writers(self) -> list[BatchWriter]:
         """Every background writer this session has started (runs, conversations, calls, exposures...)."""
-        found = [self.writer, self._conversation_writer, self._llm_writer, self._exposure_writer]
+        found = [self.writer, self._conversation_writer, self._llm_writer, self._exposure_writer, self._trace_writer]
         return [w for w in found if w is not None]
 
     def take_losses(self) -> dict[str | None, Loss]:
