@@ -814,10 +814,12 @@ spans = Table(
     Column("events", Text),
     Column("flags", Integer, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
-    UniqueConstraint("project_id", "trace_id", "span_id", name="pk_spans"),
+    # start_ns is part of the key: PostgreSQL partitions spans by it (keel.meta.trace_partitions)
+    UniqueConstraint("project_id", "trace_id", "span_id", "start_ns", name="pk_spans"),
     Index("ix_spans_start", "project_id", "start_ns"),
     Index("ix_spans_model", "project_id", "model", "start_ns"),
     Index("ix_spans_prompt", "project_id", "prompt", "start_ns"),
+    postgresql_partition_by="RANGE (start_ns)",
 )
 
 trace_links = Table(

@@ -34,6 +34,7 @@ from keel.core.traces import ScoreRow, SpanRow, links_of
 from keel.errors import InvalidInput
 from keel.meta.delivered import claim_batch
 from keel.meta.engine import Database
+from keel.meta.trace_partitions import TracePartitions
 
 __all__ = [
     "FILTER_PREFIXES",
@@ -370,6 +371,7 @@ class RawTraces:
         self._project_ids: dict[str, int] = {}
         self._upsert = db.sql(_upsert_sql(db.is_sqlite))
         self._multi: str | None = None
+        self.partitions = TracePartitions(db)
 
     # -- projects ---------------------------------------------------------------------
     def _project_id(self, cur: Any, name: str, create: bool) -> int | None:
@@ -413,6 +415,8 @@ class RawTraces:
         Nothing is written when ``batch_id`` names a batch written before (``(0, 0)``)."""
         now = now_ms()
         stored = duplicates = 0
+        if spans and not self.db.is_sqlite:
+            self.partitions.ensure({row.start_ns for _, row in spans})  # its own short transactions
         with self.db.raw_write() as cur:
             if not claim_batch(self.db, cur, batch_id):
                 return 0, 0

@@ -385,6 +385,16 @@ class TraceService:
             {"project": p, "trace_id": t, "start_ns": s} for p, t, s in self.raw.used_by(kind, name, version, limit)
         ]
 
+    @operation("admin")
+    def prune(self, older_than: str) -> dict[str, int]:
+        """Apply a retention cutoff: spans that started before it and traces whose last span
+        ended before it are removed (PostgreSQL drops whole monthly partitions). ``older_than``:
+        a duration (``30d``, ``12w``) or a time (``2026-01-01``)."""
+        if not isinstance(older_than, str) or not older_than.strip():
+            raise InvalidInput(f"invalid retention {older_than!r}", "e.g. older_than='30d' or '2026-01-01'")
+        cutoff_ms = parse_time(older_than)
+        return self.raw.partitions.prune(cutoff_ms * 1_000_000).to_dict()
+
     # -- export -------------------------------------------------------------------------
     @operation("reader", project_scope())
     def examples(

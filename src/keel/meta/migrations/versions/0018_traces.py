@@ -1,5 +1,6 @@
 """Traces: one summary row per trace, its spans, the versions they used and their scores
-(see keel.meta.traces and docs/traces.md).
+(see keel.meta.traces and docs/traces.md). On PostgreSQL spans are partitioned by start time
+(monthly partitions, see keel.meta.trace_partitions), so retention drops whole partitions.
 
 Revision ID: 0018
 Revises: 0017
@@ -73,8 +74,13 @@ def upgrade() -> None:
         sa.Column("events", sa.Text),
         sa.Column("flags", sa.Integer, nullable=False, server_default="0"),
         sa.Column("created_at", sa.BigInteger, nullable=False),
-        sa.UniqueConstraint("project_id", "trace_id", "span_id", name="pk_spans"),
+        sa.UniqueConstraint("project_id", "trace_id", "span_id", "start_ns", name="pk_spans"),
+        postgresql_partition_by="RANGE (start_ns)",
     )
+    if op.get_bind().dialect.name == "postgresql":
+        # monthly partitions are added as spans arrive (keel.meta.trace_partitions); this one
+        # holds what falls outside them (far past or future times)
+        op.execute("CREATE TABLE spans_default PARTITION OF spans DEFAULT")
     op.create_index("ix_spans_start", "spans", ["project_id", "start_ns"])
     op.create_index("ix_spans_model", "spans", ["project_id", "model", "start_ns"])
     op.create_index("ix_spans_prompt", "spans", ["project_id", "prompt", "start_ns"])
