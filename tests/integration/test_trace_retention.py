@@ -79,3 +79,21 @@ def test_prune_needs_a_cutoff(service: TraceService) -> None:
         service.prune("")
     with pytest.raises(InvalidInput):
         service.prune("soon")
+
+
+def test_server_sweep_applies_trace_retention(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from keel.cli.main import main
+
+    url = f"sqlite:///{tmp_path / 'server.db'}"
+    store = open_store(url, str(tmp_path / "objects"), cached=False)
+    try:
+        TraceService(store).ingest([span("1" * 32, "a" * 16, NOW - 60 * DAY), span("2" * 32, "b" * 16, NOW)], "app")
+    finally:
+        store.close()
+    args = ["server", "sweep", "--store", url, "--objects", str(tmp_path / "objects"), "--tmp-dir", str(tmp_path)]
+    assert main([*args, "--traces-older-than", "30d", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["traces_pruned"] == {"partitions": 0, "spans": 1, "traces": 1}
+    assert main([*args, "--traces-older-than", "whenever"]) != 0
+    assert "invalid time" in capsys.readouterr().err

@@ -391,17 +391,33 @@ def sweep(
         float | None,
         typer.Option("--upload-age", help="Seconds since an unfinished multipart upload started (default 86400)."),
     ] = None,
+    traces_older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--traces-older-than",
+            envvar="KEEL_TRACE_RETENTION",
+            show_envvar=True,
+            help="Trace retention: remove spans older than this (30d, 12w, a date); PostgreSQL drops whole months.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove what killed server processes left: stale spool files, and abandoned multipart
-    uploads in the bucket (a local store: stale temporary files). The server also does this at start."""
+    uploads in the bucket (a local store: stale temporary files). The server also does this at start.
+    With --traces-older-than (or KEEL_TRACE_RETENTION) it also applies trace retention."""
     from keel.cli.render import print_json
-    from keel.sdk.admin import sweep_leftovers
+    from keel.sdk.admin import prune_traces, sweep_leftovers
 
     report = sweep_leftovers(store, objects, tmp_dir=tmp_dir, tmp_age=tmp_age, upload_age=upload_age)
+    pruned = prune_traces(store, objects, traces_older_than) if traces_older_than else None
     if as_json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), **({"traces_pruned": pruned} if pruned is not None else {})})
         return
+    if pruned is not None:
+        typer.echo(
+            f"traces older than {traces_older_than} removed: {pruned['traces']:,} traces, {pruned['spans']:,} spans"
+            + (f", {pruned['partitions']} monthly partitions" if pruned["partitions"] else "")
+        )
     typer.echo(f"spool files removed: {report.spool_files} ({report.spool_bytes:,} bytes)")
     if report.store_files:
         typer.echo(f"store temporary files removed: {report.store_files} ({report.store_bytes:,} bytes)")

@@ -150,3 +150,17 @@ def sweep_leftovers(
         return sweep(opened.objects, tmp_dir, spool_age=tmp_age, upload_age=upload_age)
     finally:
         opened.close()
+
+
+def prune_traces(store: str | None, objects: str | None, older_than: str) -> dict[str, int]:
+    """Apply trace retention on a server's store (:meth:`keel.services.traces.TraceService.prune`):
+    spans older than ``older_than`` (``30d``, a date) go; PostgreSQL drops whole months."""
+    from keel.services.traces import TraceService
+
+    if not store:
+        raise InvalidInput("no server store given", "pass --store URL (the server's database) or set KEEL_SERVER_STORE")
+    opened = open_store(store, objects, cached=False)
+    try:
+        return TraceService(opened).prune(older_than)
+    finally:
+        opened.close()
