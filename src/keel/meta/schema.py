@@ -687,6 +687,35 @@ mlflow_prompt_versions = Table(
     Column("updated_at", BigInteger, nullable=False),
 )
 
+# Files MLflow's artifact proxy stores at a path that is not a keel run's (MLflow serves any
+# relative path under its artifact root), by content hash.
+mlflow_artifacts = Table(
+    "mlflow_artifacts",
+    metadata,
+    Column("path", String(1000), primary_key=True),
+    Column("oid", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_mlflow_artifacts_oid", "oid"),
+    sqlite_with_rowid=False,
+)
+
+# The MLflow fields of a run's dataset input (the input itself is the lineage edge
+# dataset:<name>@<digest>): MLflow's source, schema, profile and input tags (a JSON list).
+mlflow_dataset_inputs = Table(
+    "mlflow_dataset_inputs",
+    metadata,
+    Column("run_pk", _Id, _run_fk(), primary_key=True),
+    Column("name", String(500), primary_key=True),
+    Column("digest", String(100), primary_key=True),
+    Column("source_type", Text, nullable=False, server_default=""),
+    Column("source", Text, nullable=False, server_default=""),
+    Column("schema", Text),
+    Column("profile", Text),
+    Column("tags", Text, nullable=False, server_default="[]"),
+    Column("created_at", BigInteger, nullable=False),
+)
+
 # Web UI browser sessions: only the SHA-256 of the session id (the HttpOnly cookie)
 # is stored. ``ui_login_attempts`` holds recent sign-in attempts, so every server
 # process applies the same rate limit per user name and per client address.

@@ -40,7 +40,7 @@ from keel.errors import AlreadyExists, InvalidInput, NotFound
 from keel.meta.delivered import claim_batch
 from keel.meta.digests import RunDigests
 from keel.meta.engine import Database
-from keel.meta.schema import artifacts, latest_metrics, lineage, params, projects, runs
+from keel.meta.schema import artifacts, latest_metrics, lineage, mlflow_artifacts, params, projects, runs
 from keel.meta.search import RECORD_COLUMNS, compile_search
 
 __all__ = ["TrackingStore"]
@@ -760,9 +760,12 @@ class TrackingStore:
             return list(conn.execute(query).scalars())
 
     def referenced_oids(self) -> set[str]:
-        """Every object id the metadata points at (for verify and gc)."""
+        """Every object id the metadata points at (for verify and gc): run artifacts, and the
+        files MLflow's artifact proxy keeps outside runs."""
         with self.db.read() as conn:
-            return set(conn.execute(select(artifacts.c.oid).distinct()).scalars())
+            found = set(conn.execute(select(artifacts.c.oid).distinct()).scalars())
+            found.update(conn.execute(select(mlflow_artifacts.c.oid).distinct()).scalars())
+            return found
 
     def artifact_runs(self, oid: str) -> list[tuple[str, str]]:
         """``(run_id, path)`` of every artifact stored as ``oid``."""
