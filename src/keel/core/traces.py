@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from keel.core.checks import INT64_MAX, short
+from keel.core.trace_payloads import Payloads, payloads_of
 from keel.errors import InvalidInput
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "SPAN_STATUSES",
     "TRUNCATED",
     "IngestResult",
+    "Payloads",
     "SCORE_SOURCES",
     "Score",
     "ScoreRow",
@@ -74,6 +76,7 @@ __all__ = [
     "normalize_score",
     "normalize_span",
     "payload_from_attributes",
+    "payloads_of",
     "span_fields",
 ]
 
@@ -139,8 +142,6 @@ _COST_KEYS = ("keel.cost", "gen_ai.usage.cost", "llm.cost.total")
 _RUN_KEYS = ("keel.run_id", "mlflow.sourceRun")
 _CONVERSATION_KEYS = ("keel.conversation_id", "gen_ai.conversation.id", "session.id", "mlflow.trace.session")
 _USER_KEYS = ("keel.user_id", "user.id", "enduser.id", "mlflow.trace.user")
-_INPUT_KEYS = ("input.value", "mlflow.spanInputs", "gen_ai.input.messages", "gen_ai.prompt")
-_OUTPUT_KEYS = ("output.value", "mlflow.spanOutputs", "gen_ai.output.messages", "gen_ai.completion")
 
 _OPENINFERENCE_KINDS = {
     "LLM": "llm",
@@ -714,8 +715,8 @@ def normalize_span(raw: Mapping[str, Any]) -> SpanRow:
     inputs, cut_in = _payload(raw.get("inputs"))
     outputs, cut_out = _payload(raw.get("outputs"))
     events, cut_events = _events(raw.get("events"))
-    if cut or cut_in or cut_out or cut_events:
-        flags |= TRUNCATED
+    if cut or cut_in or cut_out or cut_events or attributes.get("keel.truncated") is True:
+        flags |= TRUNCATED  # keel.truncated: the source cut something before sending (see keel.integrations.otlp)
     return SpanRow(
         trace_id,
         span_id,
@@ -743,11 +744,7 @@ def normalize_span(raw: Mapping[str, Any]) -> SpanRow:
 
 
 def payload_from_attributes(attributes: Mapping[str, Any], which: str) -> Any:
-    """Inputs (``which="inputs"``) or outputs a span's attributes carry (OpenInference, MLflow, GenAI)."""
-    value = _first(attributes, _INPUT_KEYS if which == "inputs" else _OUTPUT_KEYS)
-    if isinstance(value, str) and value[:1] in '[{"' and len(value) <= MAX_PAYLOAD_BYTES:
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
+    """Inputs (``which="inputs"``) or outputs a span's attributes carry (OpenInference, MLflow, GenAI);
+    see :func:`payloads_of`, which also reads them from events."""
+    found = payloads_of(attributes)
+    return found.inputs if which == "inputs" else found.outputs

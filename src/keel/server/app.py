@@ -30,7 +30,19 @@ from keel.server.context import DEFAULT_MAX_UPLOAD, ServerContext
 from keel.server.errors import KeelJSONResponse, install_error_handlers
 from keel.server.middleware import DEFAULT_MAX_JSON, BodyLimit, ServerTiming
 from keel.server.observability import install_observability
-from keel.server.routers import artifacts, auth, changes, health, models, objects, projects, prompts, rpc, runs
+from keel.server.routers import (
+    artifacts,
+    auth,
+    changes,
+    health,
+    models,
+    objects,
+    otlp,
+    projects,
+    prompts,
+    rpc,
+    runs,
+)
 from keel.server.ui import mount_ui
 from keel.services.leftovers import ENV_SPOOL_AGE, SPOOL_AGE_S, age_from_env, sweep_spool
 from keel.services.workspace import open_store
@@ -99,6 +111,7 @@ def create_app(
     # Routes are matched in order, one by one: the MLflow API (a few catch-alls under its own
     # prefixes) and the hot logging routes go first, the ~100 service-API routes and the UI last.
     app.include_router(mlflow_api.router)  # MLflow's REST API: /api/2.0/mlflow/...
+    app.include_router(otlp.router)  # OpenTelemetry's OTLP/HTTP traces: POST /v1/traces
     for module in (runs, artifacts, objects, auth, projects, prompts, models, rpc):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router, prefix=API_PREFIX)  # /health (database and objects answer), /live
