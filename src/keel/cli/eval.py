@@ -1,4 +1,4 @@
-"""``keel eval run eval.yaml`` and ``keel reproduce RUN``.
+"""``keel eval run eval.yaml``, ``keel reproduce RUN`` and ``keel reproduce --trace ID``.
 
 The eval spec format is :data:`SPEC_HELP` (shown by ``keel eval run --help``
 and documented in docs/evaluation.md). Every prompt x model x parameter
@@ -271,15 +271,37 @@ def _report_failed_scorers(results: list[Any], allowed: bool) -> None:
 
 
 def reproduce_command(
-    run: Annotated[str, typer.Argument(help="The evaluation run (id or prefix).")],
+    run: Annotated[str | None, typer.Argument(help="The evaluation run (id or prefix).")] = None,
     live: Annotated[bool, typer.Option("--live", help="Call the provider again (detect drift).")] = False,
     base_url: Annotated[str | None, typer.Option("--base-url", help="Server for --live.")] = None,
+    trace: Annotated[
+        str | None,
+        typer.Option("--trace", help="Replay a recorded trace's LLM calls offline instead (trace id or prefix)."),
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", "-p", help="The trace's project (with --trace; default: 'default').")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Re-create a run's inputs and re-execute its evaluation (replayed, or --live); report differences."""
+    """Re-create a run's inputs and re-execute its evaluation (replayed, or --live); report differences.
+
+    With --trace ID: replay the LLM calls a trace made (recorded in its run by keel.llm.wrap)
+    offline, call by call, and report whether each returned its recording (exit 1 if not).
+    """
     import keel
     from keel.cli.render import print_json
 
+    if trace is not None:
+        if run is not None or live:
+            raise InvalidInput(
+                "--trace replays a trace offline: give no RUN and no --live", "keel reproduce --trace ID"
+            )
+        _reproduce_trace(trace, project, as_json)
+        return
+    if run is None:
+        raise InvalidInput("give the evaluation run to reproduce, or --trace ID", "keel reproduce RUN")
+    if project is not None:
+        raise InvalidInput("--project goes with --trace", "keel reproduce --trace ID --project P")
     report = keel.reproduce(run, live=live, base_url=base_url)
     if as_json:
         print_json(report.to_dict())
@@ -290,6 +312,38 @@ def reproduce_command(
             typer.echo(f"identical: run {report.new_run_id[:8]} reproduces {report.run_id[:8]}")
         else:
             typer.echo(f"differs: run {report.new_run_id[:8]} vs {report.run_id[:8]}:")
+            for line in report.differences:
+                typer.echo(f"  {line}")
+    if not report.identical:
+        raise typer.Exit(1)
+
+
+def _reproduce_trace(trace: str, project: str | None, as_json: bool) -> None:
+    """``keel reproduce --trace ID``: the calls, one line each, then identical / differs (exit 1)."""
+    from keel.cli.render import print_json
+    from keel.sdk.reproduce_trace import reproduce_trace
+
+    report = reproduce_trace(trace, project)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        typer.echo(
+            f"replayed {len(report.calls)} LLM call{'s' if len(report.calls) != 1 else ''} of trace "
+            f"{report.trace_id[:8]} offline, from the recordings of run {report.run_id[:8]}:"
+        )
+        for n, call in enumerate(report.calls, 1):
+            occurrence = "" if call.occurrence is None else f" #{call.occurrence}"
+            status = "ok" if call.identical else "DIFFERS"
+            typer.echo(
+                f"  {n:>3}  {status:<7} {call.endpoint}  {call.model or '-'}  {call.request_hash[:12]}{occurrence}  "
+                f"{call.answer!r}"
+            )
+        for note in report.notes:
+            typer.echo(f"note: {note}")
+        if report.identical:
+            typer.echo(f"identical: every LLM call of trace {report.trace_id[:8]} replayed its recording")
+        else:
+            typer.echo(f"differs: trace {report.trace_id[:8]}:")
             for line in report.differences:
                 typer.echo(f"  {line}")
     if not report.identical:

@@ -109,6 +109,12 @@ def _add_conversations() -> None:
     _app.add_typer(conversations_app, name="conversations")
 
 
+def _add_traces() -> None:
+    from keel.cli.traces import traces_app
+
+    _app.add_typer(traces_app, name="traces")
+
+
 def _add_import() -> None:
     from keel.cli.imports import import_app
 
@@ -158,6 +164,7 @@ _GROUPS = {
     "llm": _add_llm,
     "kb": _add_kb,
     "conversations": _add_conversations,
+    "traces": _add_traces,
     "ui": _add_ui,
     "import": _add_import,
     "login": _add_login,

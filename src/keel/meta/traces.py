@@ -610,8 +610,11 @@ class RawTraces:
             )
             return [tuple(r) for r in cur.fetchall()]  # type: ignore[misc]
 
-    def used_by(self, kind: str, entity_id: str, version: str | None, limit: int) -> list[tuple[str, str, int]]:
-        """``(project, trace_id, start_ns)`` of traces whose spans used a version (any version: None)."""
+    def used_by(
+        self, kind: str, entity_id: str, version: str | None, limit: int, projects: Sequence[str] | None = None
+    ) -> list[tuple[str, str, int]]:
+        """``(project, trace_id, start_ns)`` of traces whose spans used a version (any version: None),
+        in the named ``projects`` only (None: every project)."""
         sql = (
             "SELECT p.name, t.trace_id, t.start_ns FROM trace_links l "
             "JOIN traces t ON t.project_id = l.project_id AND t.trace_id = l.trace_id "
@@ -621,11 +624,31 @@ class RawTraces:
         if version is not None:
             sql += " AND l.version = ?"
             params.append(version)
+        if projects is not None:
+            if not projects:
+                return []
+            sql += f" AND p.name IN ({', '.join('?' for _ in projects)})"
+            params += list(projects)
         sql += " ORDER BY t.start_ns DESC LIMIT ?"
         params.append(int(limit))
         with self.db.raw_read() as cur:
             cur.execute(self.db.sql(sql), params)
             return [(r[0], r[1], int(r[2])) for r in cur.fetchall()]
+
+    def conversation_feedback(self, conversation_id: str, limit: int = 1000) -> list[tuple[Any, ...]]:
+        """Feedback on a conversation (the newest ``limit``, oldest first): ``(thumb, score, comment, at)``
+        (thumb 1/-1, at in epoch ms) of each ``keel.conversations.feedback`` event, and of the
+        feedback logged with a record (``user_feedback``) that no later event changed."""
+        sql = (
+            "SELECT thumb, score, comment, at, id, 1 FROM conversation_feedback WHERE conversation_id = ? "
+            "UNION ALL SELECT thumb, score, comment, timestamp, id, 0 FROM conversations "
+            "WHERE conversation_id = ? AND feedback_at IS NULL "
+            "AND (thumb IS NOT NULL OR score IS NOT NULL OR comment IS NOT NULL) "
+            "ORDER BY 4 DESC, 6 DESC, 5 DESC LIMIT ?"
+        )
+        with self.db.raw_read() as cur:
+            cur.execute(self.db.sql(sql), (conversation_id, conversation_id, int(limit)))
+            return [(r[0], r[1], r[2], int(r[3])) for r in reversed(cur.fetchall())]
 
     def group_expression(self, by: str) -> tuple[str, bool]:
         """The SQL of a ``stats`` group and whether it is span-level."""

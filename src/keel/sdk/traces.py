@@ -382,7 +382,9 @@ def _session() -> Any:
     from keel.sdk.session import get_session
 
     session = _cached[0]
-    if session is not None and not session.trace_writer._closed:
+    # Its writer, if it started one (the property would start one on a session that was reset).
+    writer = None if session is None else session._trace_writer
+    if writer is not None and not writer._closed:
         return session
     session = get_session()
     _cached[0] = session

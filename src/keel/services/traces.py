@@ -22,9 +22,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from keel.core.auth import RANK, REGISTRIES
 from keel.core.batch import check_batch_id
 from keel.core.conversation_stats import percentile_from_ranks
-from keel.core.conversations import parse_time
+from keel.core.conversations import parse_time, thumb_name
 from keel.core.entities import format_time, project_not_found
 from keel.core.filters import parse_filter, parse_order_by
 from keel.core.limits import MAX_PAGE_SIZE, MAX_SORT_KEYS
@@ -47,11 +48,11 @@ from keel.core.traces import (
 )
 from keel.errors import InvalidInput, KeelError, NotFound
 from keel.meta.traces import FILTER_PREFIXES, RawTraces, TraceQuery
-from keel.services.contract import READABLE, operation, project_scope, service
+from keel.services.contract import READABLE, operation, project_scope, projects_scope, service
 from keel.services.conversations import write_examples
 from keel.services.workspace import Store
 
-__all__ = ["INLINE_PAYLOAD_BYTES", "TraceService", "check_batch_projects"]
+__all__ = ["INLINE_PAYLOAD_BYTES", "TraceService", "check_batch_projects", "hide_conversation_feedback"]
 
 #: Inputs or outputs larger than this (as JSON) are stored in the object store.
 INLINE_PAYLOAD_BYTES = 16 * 1024
@@ -96,6 +97,16 @@ def _without_secrets(raw: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def hide_conversation_feedback(services: Any, caller: Any, detail: TraceDetail) -> TraceDetail:
+    """The contract's filter of :meth:`TraceService.get`: conversation feedback is shown to
+    callers who may read conversations (the reader role on the registries, as
+    ``keel.conversations`` requires); others get the trace without it."""
+    if caller.rank(REGISTRIES) >= RANK["reader"] or not any(s.source == "conversation" for s in detail.scores):
+        return detail
+    kept = [s for s in detail.scores if s.source != "conversation"]
+    return TraceDetail(detail.trace, detail.spans, kept, detail.links)
 
 
 @service("traces")
@@ -276,9 +287,26 @@ class TraceService:
             raise InvalidInput(f"trace id prefix {trace_id!r} is ambiguous", "give more characters")
         raise NotFound(f"no trace {trace_id!r} in project {_project(project)!r}", "list traces with 'keel traces list'")
 
-    @operation("reader", project_scope())
+    @operation("reader", project_scope(), filter=hide_conversation_feedback)
     def get(self, trace_id: str, project: str | None = None) -> TraceDetail:
-        """A trace with its spans, scores and the versions it used (NotFound if unknown)."""
+        """A trace with its spans, scores and the versions it used (NotFound if unknown).
+
+        The feedback given on the trace's conversation (``keel.conversations.feedback``, or
+        logged with its records) is among the scores, with source ``conversation``: read from
+        the conversation when the trace is read, so feedback given after the trace shows too.
+        """
+        detail = self._detail(trace_id, project)
+        conversation = detail.trace.conversation_id
+        if not conversation:
+            return detail
+        given = _conversation_scores(self.raw.conversation_feedback(conversation))
+        if not given:
+            return detail
+        scores = sorted([*detail.scores, *given], key=lambda s: s.created_at)
+        return TraceDetail(detail.trace, detail.spans, scores, detail.links)
+
+    def _detail(self, trace_id: str, project: str | None = None) -> TraceDetail:
+        """A trace as stored: its spans, its own scores and links."""
         name = _project(project)
         full = self.resolve(trace_id, name)
         pid = self._project_id(name)
@@ -320,7 +348,7 @@ class TraceService:
         """A span's inputs or outputs, loaded from the object store when it was stored there."""
         if which not in ("inputs", "outputs"):
             raise InvalidInput(f"which must be 'inputs' or 'outputs', not {which!r}", "")
-        detail = self.get(trace_id, project)
+        detail = self._detail(trace_id, project)
         for span in detail.spans:
             if span.span_id == span_id:
                 value = getattr(span, which)
@@ -376,13 +404,28 @@ class TraceService:
                 stats.latency_p95_ms = percentile_from_ranks(count, 95, values)
         return sorted(found.values(), key=lambda s: (-s.count, [str(v) for v in s.group.values()]))
 
-    @operation("reader", READABLE)
-    def used_by(self, kind: str, name: str, version: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Traces whose spans used a version (``prompt``, ``chat``, ``1.3.0``), newest first."""
+    @operation("reader", projects_scope())
+    def used_by(
+        self,
+        kind: str,
+        name: str,
+        version: str | None = None,
+        limit: int = 100,
+        projects: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Traces whose spans used a version (``prompt``, ``chat``, ``1.3.0``; any version: None),
+        newest first: ``{"project", "trace_id", "start_ns"}``.
+
+        ``projects`` narrows the search; on a server, none means every project the caller
+        may read (the contract's ``projects_scope`` fills them in), so traces of other
+        projects are never returned.
+        """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidInput(f"invalid limit {limit!r}", f"give a whole number in 1..{MAX_PAGE_SIZE:,}")
+        names = None if projects is None else [_project(p) for p in projects]
         return [
-            {"project": p, "trace_id": t, "start_ns": s} for p, t, s in self.raw.used_by(kind, name, version, limit)
+            {"project": p, "trace_id": t, "start_ns": s}
+            for p, t, s in self.raw.used_by(kind, name, version, limit, names)
         ]
 
     @operation("admin")
@@ -429,7 +472,7 @@ class TraceService:
                 return
             offset += len(page)
             for trace in page:
-                detail = self.get(trace.trace_id, name)
+                detail = self._detail(trace.trace_id, name)  # its own scores (not its conversation's)
                 chosen = next(
                     (s for s in detail.spans if (s.name == span if span else s.span_id == trace.root_span_id)),
                     None,
@@ -472,6 +515,23 @@ class TraceService:
         if not target.parent.is_dir():
             raise NotFound(f"folder {target.parent} does not exist", "create it first")
         return write_examples(target, self.iter_examples(project, filter, span, since, until, limit))
+
+
+def _conversation_scores(rows: Sequence[tuple[Any, ...]]) -> list[Score]:
+    """Conversation feedback ``(thumb, score, comment, at)`` as trace scores (source
+    ``conversation``): a thumb is ``thumb`` (1 up, 0 down, labelled), a score ``score``, a
+    comment alone ``comment``; the comment goes with the first of them."""
+    out: list[Score] = []
+    for thumb, value, comment, at in rows:
+        if thumb is not None:
+            out.append(Score("thumb", 1.0 if thumb > 0 else 0.0, thumb_name(thumb), comment, "conversation", None, at))
+            comment = None
+        if value is not None:
+            out.append(Score("score", float(value), None, comment, "conversation", None, at))
+            comment = None
+        if comment is not None:
+            out.append(Score("comment", None, None, comment, "conversation", None, at))
+    return out
 
 
 def _group_value(group: str, value: Any) -> Any:
