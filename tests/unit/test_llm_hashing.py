@@ -44,7 +44,7 @@ def test_volatile_fields_are_excluded(field):
 def test_the_documented_volatile_list():
     assert VOLATILE_FIELDS == {
         "stream", "stream_options", "user", "timeout", "extra_headers", "extra_query", "metadata", "store",
-        "service_tier", "safety_identifier", "prompt_cache_key",
+        "service_tier", "safety_identifier", "prompt_cache_key", "user_profile_id", "workspace_id",
     }  # fmt: skip
 
 

@@ -4,8 +4,9 @@
 
     request_hash(endpoint, request) = blake3(canonical_json({"endpoint": endpoint, "request": R}))
 
-where ``endpoint`` is ``chat.completions``, ``responses``, ``embeddings`` (or
-``fn:<name>`` for ``@keel.llm.record``) and ``R`` is the request's keyword
+where ``endpoint`` is ``chat.completions``, ``responses``, ``embeddings`` (OpenAI),
+``messages`` (Anthropic's ``messages.create`` / ``messages.stream``) or
+``fn:<name>`` for ``@keel.llm.record``, and ``R`` is the request's keyword
 arguments as JSON (pydantic objects dumped, tuples as lists, keys sorted) with
 
 - top-level arguments whose value is ``None`` or the openai "not given"
@@ -15,16 +16,28 @@ arguments as JSON (pydantic objects dumped, tuples as lists, keys sorted) with
   or attributed, not what the model is asked::
 
       stream, stream_options, user, timeout, extra_headers, extra_query,
-      metadata, store, service_tier, safety_identifier, prompt_cache_key
+      metadata, store, service_tier, safety_identifier, prompt_cache_key,
+      user_profile_id, workspace_id        (Anthropic: sent as headers)
 
 Everything else counts (``model``, ``messages``, ``input``, ``instructions``,
 ``temperature``, ``top_p``, ``seed``, ``max_tokens``, ``tools``,
-``tool_choice``, ``response_format``, ``n``, ``extra_body``, ...). A
+``tool_choice``, ``response_format``, ``n``, ``extra_body``; Anthropic's
+``system``, ``stop_sequences``, ``top_k``, ``thinking``, ...). A
 streamed and a non-streamed call with the same arguments therefore share a
 hash: either recording replays both ways.
 
 **Prices** are US dollars per million tokens, ``(input, output)``, looked up
 by the longest model-name prefix (``gpt-4o-mini-2024-07-18`` -> ``gpt-4o-mini``).
+**Tokens** are read from the response's ``usage``: OpenAI's ``prompt_tokens`` /
+``completion_tokens`` or ``input_tokens`` / ``output_tokens``; for Anthropic the
+input also counts the prompt-cache tokens (``cache_creation_input_tokens``,
+``cache_read_input_tokens``, which its ``input_tokens`` leaves out), priced as input.
+
+**Streams** are stored as their chunks plus the response they add up to
+(:func:`assemble_chat_stream`, :func:`assemble_messages_stream`); a recording
+that was not streamed replays as a stream of synthesized events
+(:func:`messages_stream_events` for Anthropic). The assemblers read plain data
+and the clients' response objects alike.
 """
 
 from __future__ import annotations
@@ -43,10 +56,12 @@ __all__ = [
     "ENDPOINTS",
     "VOLATILE_FIELDS",
     "assemble_chat_stream",
+    "assemble_messages_stream",
     "call_cost",
     "encode_normalized",
     "find_price",
     "hash_request",
+    "messages_stream_events",
     "normalize",
     "request_diff",
     "request_hash",
@@ -54,7 +69,7 @@ __all__ = [
     "usage_tokens",
 ]
 
-ENDPOINTS = ("chat.completions", "responses", "embeddings")
+ENDPOINTS = ("chat.completions", "responses", "embeddings", "messages")
 
 #: Request arguments left out of the request hash (see the module docstring).
 VOLATILE_FIELDS = frozenset(
@@ -70,6 +85,8 @@ VOLATILE_FIELDS = frozenset(
         "service_tier",
         "safety_identifier",
         "prompt_cache_key",
+        "user_profile_id",
+        "workspace_id",
     }
 )
 
@@ -98,6 +115,21 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "claude-3-7-sonnet": (3.0, 15.0),
     "claude-3-haiku": (0.25, 1.25),
     "claude-3-5-haiku": (0.8, 4.0),
+    "claude-opus-4": (15.0, 75.0),
+    "claude-opus-4-1": (15.0, 75.0),
+    "claude-opus-4-5": (5.0, 25.0),
+    "claude-opus-4-6": (5.0, 25.0),
+    "claude-opus-4-7": (5.0, 25.0),
+    "claude-opus-4-8": (5.0, 25.0),
+    "claude-opus-5": (5.0, 25.0),
+    "claude-opus-5-5": (4.0, 20.0),
+    "claude-sonnet-4": (3.0, 15.0),
+    "claude-sonnet-4-5": (3.0, 15.0),
+    "claude-sonnet-4-6": (3.0, 15.0),
+    "claude-sonnet-5": (2.0, 10.0),
+    "claude-sonnet-5-5": (2.0, 10.0),
+    "claude-haiku-4-5": (1.0, 5.0),
+    "claude-fable-5-1": (10.0, 50.0),
 }
 
 _SENTINELS = ("NotGiven", "Omit")
@@ -230,7 +262,8 @@ def call_cost(
 
 
 def usage_tokens(response: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    """``(input_tokens, output_tokens)`` of a dumped response (chat, responses or embeddings)."""
+    """``(input_tokens, output_tokens)`` of a dumped response (chat, responses, embeddings or
+    Anthropic messages: its prompt-cache reads and writes count as input)."""
     usage = response.get("usage") if isinstance(response, Mapping) else None
     if not isinstance(usage, Mapping):
         return None, None
@@ -238,52 +271,161 @@ def usage_tokens(response: Mapping[str, Any]) -> tuple[int | None, int | None]:
     out = usage.get("completion_tokens", usage.get("output_tokens"))
     if out is None and inp is not None and "total_tokens" in usage:
         out = max(0, int(usage["total_tokens"]) - int(inp))  # embeddings: no output tokens
+    for cached in ("cache_creation_input_tokens", "cache_read_input_tokens"):  # Anthropic
+        if usage.get(cached):
+            inp = int(inp or 0) + int(usage[cached])
     return (int(inp) if inp is not None else None, int(out) if out is not None else None)
 
 
 # -- streams --------------------------------------------------------------------
-def assemble_chat_stream(chunks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The ``ChatCompletion`` (as data) that a list of dumped ``ChatCompletionChunk`` adds up to."""
+def _get(item: Any, key: str, default: Any = None) -> Any:
+    """A field of dumped data (a mapping) or of a client's response object (an attribute)."""
+    if isinstance(item, Mapping):
+        return item.get(key, default)
+    return getattr(item, key, default)
+
+
+def assemble_chat_stream(chunks: Iterable[Any]) -> dict[str, Any]:
+    """The ``ChatCompletion`` (as data) that a list of ``ChatCompletionChunk`` (dumped, or the
+    client's objects) adds up to."""
     out: dict[str, Any] = {"object": "chat.completion", "choices": []}
     choices: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
         for key in ("id", "created", "model", "system_fingerprint", "service_tier"):
-            if chunk.get(key) is not None and key not in out:
-                out[key] = chunk[key]
-        if chunk.get("usage"):
-            out["usage"] = chunk["usage"]
-        for delta_choice in chunk.get("choices") or ():
-            index = int(delta_choice.get("index", 0))
+            value = _get(chunk, key)
+            if value is not None and key not in out:
+                out[key] = value
+        usage = _get(chunk, "usage")
+        if usage:
+            out["usage"] = usage if isinstance(usage, Mapping) else normalize(usage)
+        for delta_choice in _get(chunk, "choices") or ():
+            index = int(_get(delta_choice, "index", 0) or 0)
             choice = choices.setdefault(
                 index, {"index": index, "message": {"role": "assistant", "content": None}, "finish_reason": None}
             )
-            delta = delta_choice.get("delta") or {}
+            delta = _get(delta_choice, "delta") or {}
             message = choice["message"]
-            if delta.get("role"):
-                message["role"] = delta["role"]
+            if _get(delta, "role"):
+                message["role"] = _get(delta, "role")
             for field in ("content", "refusal"):
-                if delta.get(field) is not None:
-                    message[field] = (message.get(field) or "") + delta[field]
-            for call in delta.get("tool_calls") or ():
+                piece = _get(delta, field)
+                if piece is not None:
+                    message[field] = (message.get(field) or "") + piece
+            for call in _get(delta, "tool_calls") or ():
                 calls = message.setdefault("tool_calls", [])
-                position = int(call.get("index", len(calls)))
+                position = _get(call, "index")
+                position = len(calls) if position is None else int(position)
                 while len(calls) <= position:
                     calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
                 target = calls[position]
-                if call.get("id"):
-                    target["id"] = call["id"]
-                if call.get("type"):
-                    target["type"] = call["type"]
-                function = call.get("function") or {}
-                target["function"]["name"] += function.get("name") or ""
-                target["function"]["arguments"] += function.get("arguments") or ""
-            if delta_choice.get("finish_reason") is not None:
-                choice["finish_reason"] = delta_choice["finish_reason"]
-            logprobs = delta_choice.get("logprobs")
-            if logprobs and logprobs.get("content"):
-                choice.setdefault("logprobs", {"content": []})["content"].extend(logprobs["content"])
+                if _get(call, "id"):
+                    target["id"] = _get(call, "id")
+                if _get(call, "type"):
+                    target["type"] = _get(call, "type")
+                function = _get(call, "function") or {}
+                target["function"]["name"] += _get(function, "name") or ""
+                target["function"]["arguments"] += _get(function, "arguments") or ""
+            finish = _get(delta_choice, "finish_reason")
+            if finish is not None:
+                choice["finish_reason"] = finish
+            logprobs = _get(delta_choice, "logprobs")
+            content = _get(logprobs, "content") if logprobs else None
+            if content:
+                choice.setdefault("logprobs", {"content": []})["content"].extend(normalize(list(content)))
     out["choices"] = [choices[i] for i in sorted(choices)]
     return out
+
+
+def assemble_messages_stream(events: Iterable[Any]) -> dict[str, Any]:
+    """The Anthropic ``Message`` (as data) that its stream events add up to (dumped, or the
+    client's objects): ``message_start``, ``content_block_start`` / ``_delta`` / ``_stop``,
+    ``message_delta`` (stop reason, usage), ``message_stop``."""
+    out: dict[str, Any] = {"type": "message", "role": "assistant", "content": []}
+    blocks: dict[int, dict[str, Any]] = {}
+    partial_json: dict[int, str] = {}
+    for event in events:
+        kind = _get(event, "type")
+        if kind == "message_start":
+            message = normalize(_get(event, "message") or {})
+            if isinstance(message, dict):
+                out.update({k: v for k, v in message.items() if k != "content"})
+        elif kind == "content_block_start":
+            block = normalize(_get(event, "content_block") or {})
+            blocks[int(_get(event, "index", 0) or 0)] = dict(block) if isinstance(block, Mapping) else {}
+        elif kind == "content_block_delta":
+            index = int(_get(event, "index", 0) or 0)
+            block = blocks.setdefault(index, {"type": "text", "text": ""})
+            delta = _get(event, "delta") or {}
+            dtype = _get(delta, "type")
+            if dtype == "text_delta":
+                block["text"] = (block.get("text") or "") + (_get(delta, "text") or "")
+            elif dtype == "input_json_delta":
+                partial_json[index] = partial_json.get(index, "") + (_get(delta, "partial_json") or "")
+            elif dtype == "thinking_delta":
+                block["thinking"] = (block.get("thinking") or "") + (_get(delta, "thinking") or "")
+            elif dtype == "signature_delta":
+                block["signature"] = _get(delta, "signature")
+            elif dtype == "citations_delta":
+                block.setdefault("citations", []).append(normalize(_get(delta, "citation")))
+        elif kind == "content_block_stop":
+            index = int(_get(event, "index", 0) or 0)
+            if index in partial_json and index in blocks:
+                text = partial_json.pop(index)
+                try:
+                    blocks[index]["input"] = json.loads(text) if text else {}
+                except ValueError:
+                    blocks[index]["input"] = text
+        elif kind == "message_delta":
+            delta = _get(event, "delta") or {}
+            for key in ("stop_reason", "stop_sequence"):
+                value = _get(delta, key)
+                if value is not None or key not in out:
+                    out[key] = value
+            usage = normalize(_get(event, "usage") or {})
+            if isinstance(usage, Mapping):
+                merged = dict(out.get("usage") or {})
+                merged.update({k: v for k, v in usage.items() if v is not None})
+                out["usage"] = merged
+    out["content"] = [blocks[i] for i in sorted(blocks)]
+    return out
+
+
+def messages_stream_events(response: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The stream events (as data) of an Anthropic ``Message``: how a recording that was not
+    streamed replays as a stream (the client's stream helpers accumulate them back into it)."""
+    usage = dict(response.get("usage") or {})
+    head = {k: response.get(k) for k in ("id", "type", "role", "model")}
+    head.update(content=[], stop_reason=None, stop_sequence=None, usage={**usage, "output_tokens": 0})
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": head}]
+    for index, block in enumerate(response.get("content") or ()):
+        if not isinstance(block, Mapping):
+            continue
+        kind = block.get("type")
+        deltas: list[dict[str, Any]] = []
+        start = dict(block)
+        if kind == "text":
+            start["text"] = ""
+            start.pop("citations", None)
+            deltas.append({"type": "text_delta", "text": block.get("text") or ""})
+        elif kind in ("tool_use", "server_tool_use"):
+            start["input"] = {}
+            deltas.append({"type": "input_json_delta", "partial_json": json.dumps(block.get("input") or {})})
+        elif kind == "thinking":
+            start.update(thinking="", signature="")
+            deltas.append({"type": "thinking_delta", "thinking": block.get("thinking") or ""})
+            deltas.append({"type": "signature_delta", "signature": block.get("signature") or ""})
+        events.append({"type": "content_block_start", "index": index, "content_block": start})
+        events.extend({"type": "content_block_delta", "index": index, "delta": d} for d in deltas)
+        events.append({"type": "content_block_stop", "index": index})
+    events.append(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": response.get("stop_reason"), "stop_sequence": response.get("stop_sequence")},
+            "usage": {"output_tokens": usage.get("output_tokens") or 0},
+        }
+    )
+    events.append({"type": "message_stop"})
+    return events
 
 
 # -- finding the closest recorded request -------------------------------------------

@@ -11,13 +11,22 @@ listens on 127.0.0.1 only and serves what the ``openai`` client calls:
 - ``POST /v1/responses`` (also streamed: created, text deltas, completed),
 - ``POST /v1/embeddings`` (hashed bag-of-words vectors: texts sharing words are
   similar; ``dimensions`` and ``encoding_format: base64`` honoured),
-- ``GET /v1/models``.
+- ``GET /v1/models``,
+
+and what the ``anthropic`` client calls (``Anthropic(base_url=server.anthropic_base_url)``):
+
+- ``POST /v1/messages`` (Anthropic's Messages API: ``system``, ``messages`` with text
+  or content blocks, ``max_tokens`` cutting the answer with ``stop_reason:
+  max_tokens``, a forced ``tool_use`` block when ``tool_choice`` is ``any`` or names a
+  tool; ``stream: true`` as Anthropic's server-sent events ``message_start``,
+  ``content_block_start``, ``ping``, ``content_block_delta``, ``content_block_stop``,
+  ``message_delta``, ``message_stop``; errors in Anthropic's ``{"type": "error"}`` shape).
 
 **Deterministic**: the same request gets the same response, ``id`` and
 ``created`` included (both derived from a hash of the model, messages,
 temperature, seed and the other sampling arguments). Usage counts words.
-Every response carries the header ``x-keel-standin: 1``, the field
-``"keel_standin": true`` and the ``system_fingerprint`` ``fp_keel_standin``.
+Every response carries the header ``x-keel-standin: 1``; OpenAI-shaped ones also
+the field ``"keel_standin": true`` and the ``system_fingerprint`` ``fp_keel_standin``.
 
 **Useful answers** for demos:
 
@@ -37,7 +46,7 @@ Every response carries the header ``x-keel-standin: 1``, the field
 prefix), or the environment variable ``KEEL_STANDIN_LATENCY`` (``0.2`` or
 ``gpt-4=0.8,gpt-3.5-turbo=0.3``); each request waits 75-125% of it.
 
-**Samples** for tests of repeated calls: a chat request to a model named
+**Samples** for tests of repeated calls: a chat (or messages) request to a model named
 ``counter`` (or ``counter-*``) is answered ``sample-1`` the first time this
 server gets it, ``sample-2`` the second time, and so on (counted per request:
 model, messages, sampling arguments), as a sampling model answers the same
@@ -188,9 +197,11 @@ def _words(text: str) -> list[str]:
 
 
 class _Reply:
-    """What to send: a JSON body, or server-sent events."""
+    """What to send: a JSON body, or server-sent events (``data`` text, or ``(event, data)``)."""
 
-    def __init__(self, status: int = 200, body: Any = None, events: Iterator[str] | None = None) -> None:
+    def __init__(
+        self, status: int = 200, body: Any = None, events: Iterator[str | tuple[str, str]] | None = None
+    ) -> None:
         self.status = status
         self.body = body
         self.events = events
@@ -392,7 +403,98 @@ def _embeddings(request: dict[str, Any]) -> _Reply:
     return _Reply(body=body)
 
 
-_ROUTES = {"chat/completions": _chat, "responses": _responses, "embeddings": _embeddings}
+# -- Anthropic messages -------------------------------------------------------------------
+def _anthropic_error(status: int, message: str) -> _Reply:
+    kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+            429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")  # fmt: skip
+    return _Reply(status, {"type": "error", "error": {"type": kind, "message": message}})
+
+
+def _anthropic_tool(request: Mapping[str, Any]) -> str | None:
+    tools = request.get("tools") or []
+    choice = request.get("tool_choice")
+    if not tools or not isinstance(choice, Mapping) or choice.get("type") not in ("any", "tool"):
+        return None
+    if choice.get("type") == "tool":
+        return str(choice.get("name") or "")
+    first = tools[0] if isinstance(tools[0], Mapping) else {}
+    return str(first.get("name") or "tool")
+
+
+def _messages(request: dict[str, Any], repeat: int = 0) -> _Reply:
+    """An Anthropic ``Message``; ``repeat`` (a ``counter`` model's) is how many times this request came."""
+    raw = request.get("messages")
+    if not isinstance(raw, list) or not raw:
+        return _anthropic_error(400, "messages: field required (stand-in server)")
+    if not isinstance(request.get("max_tokens"), int) or isinstance(request.get("max_tokens"), bool):
+        return _anthropic_error(400, "max_tokens: field required (stand-in server)")
+    messages: list[dict[str, Any]] = []
+    if request.get("system"):
+        messages.append({"role": "system", "content": _text(request["system"])})
+    for item in raw:
+        if isinstance(item, Mapping) and item.get("role"):
+            messages.append({"role": item["role"], "content": _text(item.get("content"))})
+    model = str(request.get("model", ""))
+    chat = {**request, "messages": messages, "n": 1, "response_format": None}
+    key = {k: chat.get(k) for k in _SAMPLING}
+    digest = hash_bytes(canonical_json(["messages", {**key, "repeat": repeat} if repeat else key]))
+    answer = f"sample-{repeat}" if repeat else chat_answers(chat)[0]
+    stop_reason = "end_turn"
+    pieces = _words(answer)
+    if len(pieces) > request["max_tokens"]:
+        answer, stop_reason = "".join(pieces[: request["max_tokens"]]).rstrip(), "max_tokens"
+    input_tokens = sum(_count(m["content"]) for m in messages)
+    tool = _anthropic_tool(request)
+    block: dict[str, Any] = {"type": "text", "text": answer}
+    if tool is not None:
+        block = {"type": "tool_use", "id": f"toolu_standin_{digest[:20]}", "name": tool, "input": {"input": answer}}
+        stop_reason = "tool_use"
+    output_tokens = _count(answer)
+    message = {
+        "id": f"msg_standin_{digest[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [block],
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }
+    if not request.get("stream"):
+        return _Reply(body=message)
+
+    def events() -> Iterator[tuple[str, str]]:
+        start = {**message, "content": [], "stop_reason": None,
+                 "usage": {"input_tokens": input_tokens, "output_tokens": 1}}  # fmt: skip
+        yield "message_start", json.dumps({"type": "message_start", "message": start})
+        opened = {**block, "input": {}} if tool is not None else {"type": "text", "text": ""}
+        yield "content_block_start", json.dumps({"type": "content_block_start", "index": 0, "content_block": opened})
+        yield "ping", json.dumps({"type": "ping"})
+        if tool is not None:
+            text = json.dumps(block["input"])
+            parts = [text[i : i + 8] for i in range(0, len(text), 8)]
+            deltas = [{"type": "input_json_delta", "partial_json": p} for p in parts]
+        else:
+            deltas = [{"type": "text_delta", "text": p} for p in _words(answer)]
+        for delta in deltas:
+            yield "content_block_delta", json.dumps({"type": "content_block_delta", "index": 0, "delta": delta})
+        yield "content_block_stop", json.dumps({"type": "content_block_stop", "index": 0})
+        yield (
+            "message_delta",
+            json.dumps(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "usage": {"output_tokens": output_tokens},
+                }
+            ),
+        )
+        yield "message_stop", json.dumps({"type": "message_stop"})
+
+    return _Reply(events=events())
+
+
+_ROUTES = {"chat/completions": _chat, "responses": _responses, "embeddings": _embeddings, "messages": _messages}
 
 
 def _parse_latency(spec: str | None) -> float | dict[str, float]:
@@ -435,7 +537,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self) -> str:
         path = self.path.split("?", 1)[0].strip("/")
-        return path[len("v1/") :] if path.startswith("v1/") else path
+        while path.startswith("v1/"):  # also /v1/v1/messages: an Anthropic client given base_url
+            path = path[len("v1/") :]
+        return path
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         route = self._route()
@@ -469,10 +573,14 @@ class _Handler(BaseHTTPRequestHandler):
         if wait:
             time.sleep(wait)
         if status is not None:
-            self._send(_error(status, f"stand-in server: injected HTTP {status}", f"standin_{status}"))
+            message = f"stand-in server: injected HTTP {status}"
+            if handler is _messages:
+                self._send(_anthropic_error(status, message))
+            else:
+                self._send(_error(status, message, f"standin_{status}"))
             return
-        if handler is _chat and model.startswith("counter"):
-            self._send(_chat(request, self.server.repeat(request)))
+        if handler in (_chat, _messages) and model.startswith("counter"):
+            self._send(handler(request, self.server.repeat(request)))
             return
         self._send(handler(request))
 
@@ -491,7 +599,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
         for event in reply.events:
-            self._chunk(f"data: {event}\n\n".encode())
+            if isinstance(event, tuple):  # Anthropic names each event
+                self._chunk(f"event: {event[0]}\ndata: {event[1]}\n\n".encode())
+            else:
+                self._chunk(f"data: {event}\n\n".encode())
         self._chunk(b"")
 
     def _chunk(self, data: bytes) -> None:
@@ -519,7 +630,7 @@ class _Server(ThreadingHTTPServer):
 
     def repeat(self, request: Mapping[str, Any]) -> int:
         """How many times this request (model, messages, sampling arguments) came, this one included."""
-        key = hash_bytes(canonical_json({k: request.get(k) for k in _SAMPLING}))
+        key = hash_bytes(canonical_json({k: request.get(k) for k in (*_SAMPLING, "system")}))
         with self._count_lock:
             self._repeats[key] = n = self._repeats.get(key, 0) + 1
         return n
@@ -565,8 +676,14 @@ class StandInServer:
         return f"http://{self.host}:{self.port}/v1"
 
     @property
+    def anthropic_base_url(self) -> str:
+        """``http://127.0.0.1:PORT``: the ``base_url`` of an ``anthropic.Anthropic`` client
+        (it adds ``/v1/messages`` itself)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
     def requests_served(self) -> int:
-        """How many model requests (chat, responses, embeddings) were answered."""
+        """How many model requests (chat, responses, embeddings, messages) were answered."""
         return self._served_before + (self._server.served if self._server is not None else 0)
 
     def start(self) -> str:

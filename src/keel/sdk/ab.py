@@ -62,6 +62,7 @@ from keel.errors import InvalidInput
 from keel.sdk import live
 from keel.sdk.fluent import active_run
 from keel.sdk.session import _SESSIONS, get_session
+from keel.sdk.traces import note
 from keel.sdk.writer import BatchWriter
 from keel.services.abtests import ABBatch, ABService
 
@@ -282,6 +283,7 @@ def assign(experiment: str, unit: Any = None, /, **context: Any) -> Assignment |
             if hit is not None:
                 seen[key] = hit  # seen again: back to the current generation
         if hit is not None and compiled.sticky:
+            note("ab", experiment, hit.variant)  # inside a trace: the current span's arm
             return hit
         name = compiled.assign(key, context)
         if name is None:
@@ -297,6 +299,7 @@ def assign(experiment: str, unit: Any = None, /, **context: Any) -> Assignment |
                 "x",
                 (experiment, key, name, compiled.resolved_json[name], None if run is None else run.id, now_ms()),
             )
+        note("ab", experiment, name)
         return assigned
     except Exception as exc:
         _warn(experiment, "error", "assign(%r) failed: %s", experiment, exc)

@@ -172,6 +172,9 @@ def load(
     recorded as the run's input.
     """
     cfg = Config(_load(_env(env, directory), directory, overrides, schema))
+    traces = sys.modules.get("keel.sdk.traces")  # not imported: no span can be active
+    if traces is not None:
+        traces.note("config", cfg.entity.id, cfg.entity.version)  # the current span loaded it
     if attach:
         fluent = sys.modules.get("keel.sdk.fluent")  # not imported: no run can be active
         run = fluent.active_run() if fluent is not None else None

@@ -64,6 +64,7 @@ from keel.errors import StoreError
 from keel.sdk import live
 from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
+from keel.sdk.traces import current_span, note
 from keel.services.flags import FlagChange, FlagHistoryEntry, FlagService, FlagSet
 
 __all__ = [
@@ -232,11 +233,23 @@ class FlagClient:
             return self._failed(key, default, context)
         except Exception:
             return self._failed(key, default, context)
+        if current_span() is not None:  # inside a trace: the current span records the variant
+            self._note(key, result, context)
         if self.log_exposures:
             run = active_run()  # this thread's / asyncio task's run
             if run is not None:
                 self._expose(key, run)
         return result
+
+    def _note(self, key: str, enabled: bool, context: Mapping[str, Any]) -> None:
+        compiled = self._compiled.get(key)
+        if compiled is not None and not compiled.flag.is_boolean:
+            try:
+                note("flag", key, self._picks[key](context))  # the variant, not just "not the default"
+                return
+            except Exception:  # noqa: BLE001, S110 - noted as on/off instead
+                pass
+        note("flag", key, "true" if enabled else "false")
 
     def variant(self, key: str, default: str | None = None, **context: Any) -> str | None:
         """The variant name served to this context (``"true"``/``"false"`` for booleans)."""
@@ -250,6 +263,7 @@ class FlagClient:
             return self._failed(key, default, context)
         except Exception:
             return self._failed(key, default, context)
+        note("flag", key, name)  # inside a trace: the current span records the variant
         if self.log_exposures:
             run = active_run()  # this thread's / asyncio task's run
             if run is not None:

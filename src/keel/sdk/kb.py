@@ -33,6 +33,7 @@ from keel.core.progress import Progress, reporting
 from keel.errors import InvalidInput
 from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
+from keel.sdk.traces import note
 from keel.services.embedders import register_embedder
 from keel.services.kb import (
     DEFAULT_MAX_DOCUMENT_BYTES,
@@ -235,6 +236,7 @@ class KnowledgeBase:
     def search(self, query: str, top_k: int = 5, version: str | int | None = None) -> list[SearchHit]:
         """Search a version (default: the newest); see :meth:`KnowledgeBaseVersion.search`."""
         found, hits = _service().search(self.name, query, top_k, version, self._embedder, **self._options)
+        note("kb", found.entity.id, found.entity.version)  # inside a trace: the current span searched it
         run = _run()
         if run is not None:
             run.use(found.entity)

@@ -95,15 +95,14 @@ from typing import TYPE_CHECKING, Any
 
 from keel.core.llm import request_hash
 from keel.errors import InvalidInput, ReplayMiss
+from keel.sdk.llm_proxy import Proxy, is_async_client
 from keel.sdk.llm_recorder import (
     MODES,
     REPEATS,
     CallInfo,
-    Proxy,
     Recorder,
     counters,
     current,
-    is_async_client,
     prices_table,
     states,
 )
@@ -216,8 +215,10 @@ def wrap(
     api_version: str | None = None,
     replay_from: str | None = None,
     replay_repeats: str = "strict",
+    trace: bool = True,
 ) -> Any:
-    """An ``openai.OpenAI`` / ``AsyncOpenAI`` (or compatible) client that records its calls.
+    """An ``openai.OpenAI`` / ``AsyncOpenAI`` (or compatible) or ``anthropic.Anthropic`` /
+    ``AsyncAnthropic`` client that records its calls and adds a span per call to the trace.
 
     Args:
         client: the client to wrap; it is used as is (any ``base_url``).
@@ -230,6 +231,8 @@ def wrap(
         replay_from: replay only from this run's recordings or this imported cassette.
         replay_repeats: a call past the recordings of its request: ``strict`` (default)
             raises ReplayMiss, ``cycle`` replays them again from the first.
+        trace: add an LLM span per call to the current trace (a call outside any trace
+            is a trace of its own); False: no spans.
 
     Returns:
         A proxy with the client's whole interface; see the module docstring.
@@ -241,7 +244,7 @@ def wrap(
     base_url = getattr(client, "base_url", None)
     recorder = Recorder(
         mode, prices, metadata, prompt, rag_index_version, api_version, replay_from,
-        str(base_url) if base_url is not None else None, replay_repeats,
+        str(base_url) if base_url is not None else None, replay_repeats, trace,
     )  # fmt: skip
     return Proxy(client, recorder, (), is_async_client(client))
 
@@ -255,8 +258,10 @@ def record(
     metadata: Mapping[str, Any] | None = None,
     replay_from: str | None = None,
     replay_repeats: str = "strict",
+    trace: bool = True,
 ) -> Any:
-    """Decorator: record (and replay) calls of any function, sync or async, like :func:`wrap`.
+    """Decorator: record (and replay) calls of any function, sync or async, like :func:`wrap`
+    (with a span per call named after the function: do not also decorate it with ``@keel.trace``).
 
     The request is the function's bound arguments (endpoint ``fn:<name>``,
     default its qualified name); the response its return value (JSON data or
@@ -270,7 +275,7 @@ def record(
     """
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        recorder = Recorder(mode, prices, metadata, None, None, None, replay_from, None, replay_repeats)
+        recorder = Recorder(mode, prices, metadata, None, None, None, replay_from, None, replay_repeats, trace)
         endpoint = f"fn:{name or func.__qualname__}"
         signature = inspect.signature(func)
 

@@ -1,4 +1,6 @@
-"""The machinery behind :mod:`keel.sdk.llm`: the client proxy, the recorder, replay state, streams.
+"""The machinery behind :mod:`keel.sdk.llm`: the recorder and replay state (the client proxy
+is :mod:`keel.sdk.llm_proxy`, the streams :mod:`keel.sdk.llm_streams`, the spans
+:mod:`keel.sdk.llm_spans`).
 
 Hot path of a recorded call: snapshot the request (:func:`keel.core.llm.normalize`),
 hash it, find the active run, take the call's occurrence (the n-th call of this request
@@ -6,7 +8,8 @@ in its run, or through this wrapped client outside a run; per :data:`sequence` w
 is set), call, append a :class:`~keel.services.llm.PendingCall` to the store's
 background writer. Replay: hash, take the occurrence the same way, find the recordings
 of the request (the replay scope's, or the newest run's that has it: :class:`_State`),
-pick the n-th in recorded order, build the openai type from the recorded data.
+pick the n-th in recorded order, build the client's type (openai's or anthropic's) from
+the recorded data. Each call also gets a span in the current trace (:mod:`keel.sdk.llm_spans`).
 """
 
 from __future__ import annotations
@@ -25,10 +28,19 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from keel.core.entities import EntityRef, now_ms
-from keel.core.llm import DEFAULT_PRICES, call_cost, normalize, request_hash, usage_tokens
+from keel.core.llm import (
+    DEFAULT_PRICES,
+    call_cost,
+    messages_stream_events,
+    normalize,
+    request_hash,
+    usage_tokens,
+)
 from keel.core.redaction import redact_mapping
 from keel.errors import InvalidInput, ReplayMiss
+from keel.sdk import llm_spans as spans
 from keel.sdk.fluent import active_run
+from keel.sdk.llm_streams import AsyncRecordingStream, AsyncReplayStream, RecordingStream, ReplayStream
 from keel.sdk.session import Session, get_session
 from keel.services.llm import CASSETTE_KIND, CallRow, Closest, PendingCall, StoredCall, cassette_entity
 
@@ -36,11 +48,9 @@ __all__ = [
     "MODES",
     "REPEATS",
     "CallInfo",
-    "Proxy",
     "Recorder",
     "counters",
     "current",
-    "is_async_client",
     "prices_table",
     "sequence",
     "states",
@@ -55,12 +65,6 @@ REPEATS = ("strict", "cycle")
 CACHE_SIZE = 50_000  # parsed recordings kept per store for replay
 SOURCES_SIZE = 10_000  # requests whose recordings an unscoped replay keeps per store
 
-_INTERCEPT = {
-    ("chat", "completions", "create"): "chat.completions",
-    ("responses", "create"): "responses",
-    ("embeddings", "create"): "embeddings",
-}
-_PREFIXES = {path[:i] for path in _INTERCEPT for i in range(1, len(path))}
 _CONTEXT_KEYS = ("prompt", "rag_index_version", "api_version")
 
 #: The process-wide price table (``keel.llm.set_prices`` changes it).
@@ -169,9 +173,13 @@ def _type_of(path: str | None) -> Any:
 
 
 @functools.cache
-def _openai_types(endpoint: str) -> tuple[Any, Any]:
-    """``(response type, chunk type)`` of an openai endpoint, or ``(None, None)``."""
+def _client_types(endpoint: str) -> tuple[Any, Any]:
+    """``(response type, chunk type)`` of an openai or anthropic endpoint, or ``(None, None)``."""
     try:
+        if endpoint == "messages":
+            from anthropic.types import Message, RawMessageStreamEvent
+
+            return Message, RawMessageStreamEvent
         if endpoint == "chat.completions":
             from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -184,7 +192,7 @@ def _openai_types(endpoint: str) -> tuple[Any, Any]:
             from openai.types import CreateEmbeddingResponse
 
             return CreateEmbeddingResponse, None
-    except ImportError:  # pragma: no cover - openai not installed: replay returns data
+    except ImportError:  # pragma: no cover - the client is not installed: replay returns data
         pass
     return None, None
 
@@ -197,12 +205,12 @@ def _validator(kind: Any) -> Callable[[Any], Any] | None:
     return validate if callable(validate) else None
 
 
-def _build(kind: Any, data: Any) -> Any:
+def _build(kind: Any, data: Any, endpoint: str = "") -> Any:
     """An object of ``kind`` from recorded data, equal to what the live client returned.
 
-    Validation (pydantic-core) is ~50x faster than the openai client's own
-    ``construct_type``; data a lenient server sent that does not validate is
-    built the client's way instead.
+    Validation (pydantic-core) is ~50x faster than the client's own
+    ``construct_type``; data a lenient server sent that does not validate, and
+    unions of event types, are built the client's way instead.
     """
     if kind is None or data is None:
         return data
@@ -213,10 +221,12 @@ def _build(kind: Any, data: Any) -> Any:
         except Exception:  # noqa: BLE001, S110 - fall back to the client's lenient construction
             pass
     try:
-        from openai._models import construct_type
-
-        return construct_type(type_=kind, value=data)
-    except ImportError:  # pragma: no cover - openai not installed
+        if endpoint == "messages":
+            from anthropic._models import construct_type as construct
+        else:
+            from openai._models import construct_type as construct
+        return construct(type_=kind, value=data)
+    except ImportError:  # pragma: no cover - the client is not installed
         return data
 
 
@@ -226,6 +236,8 @@ def _synth_chunks(endpoint: str, response: Any) -> list[Any]:
         return []
     if endpoint == "responses":
         return [{"type": "response.completed", "sequence_number": 0, "response": response}]
+    if endpoint == "messages":
+        return messages_stream_events(response)
     head = {k: response.get(k) for k in ("id", "created", "model", "system_fingerprint")}
     head["object"] = "chat.completion.chunk"
     chunks = []
@@ -255,17 +267,17 @@ class _Entry:
         self.response = content.get("response")
         self.chunks = content.get("chunks")
         self.entity = cassette_entity(stored.row)
-        response_type, chunk_type = _openai_types(self.endpoint)
+        response_type, chunk_type = _client_types(self.endpoint)
         self.response_type = response_type or _type_of(content.get("response_type"))
         self.chunk_type = chunk_type or _type_of(content.get("chunk_type"))
 
     def build(self) -> Any:
-        return _build(self.response_type, self.response)
+        return _build(self.response_type, self.response, self.endpoint)
 
     def build_chunks(self) -> Iterator[Any]:
         chunks = self.chunks if self.chunks is not None else _synth_chunks(self.endpoint, self.response)
-        kind = self.chunk_type
-        return (_build(kind, chunk) for chunk in chunks)
+        kind, endpoint = self.chunk_type, self.endpoint
+        return (_build(kind, chunk, endpoint) for chunk in chunks)
 
 
 class _State:
@@ -451,6 +463,7 @@ class Recorder:
         replay_from: str | None,
         base_url: str | None = None,
         replay_repeats: str = "strict",
+        trace: bool = True,
     ) -> None:
         mode = mode or os.environ.get("KEEL_LLM_MODE") or "record"
         if mode not in MODES:
@@ -461,6 +474,8 @@ class Recorder:
             )
         self.mode = mode
         self.prices = prices
+        self.trace = bool(trace)  # a span per call (keel.sdk.llm_spans)
+        self.server = spans.server_of(base_url)
         self.replay_from = replay_from
         self.replay_repeats = replay_repeats
         # Outside a run, this client's calls are numbered on their own, as one recording session.
@@ -651,7 +666,7 @@ class Recorder:
                 state.queued.clear()
             with counters.lock:
                 counters.live += 1
-            usage = getattr(response, "usage", None) if chunks is None else _stream_usage(chunks)
+            usage = getattr(response, "usage", None) if chunks is None else _stream_usage(prep.endpoint, chunks)
             model = str(prep.snapshot().get("model") or "")
             current.set(
                 CallInfo(prep.endpoint, prep.digest, model, latency_ms, False, run_id, usage=usage,
@@ -663,62 +678,128 @@ class Recorder:
         except Exception as exc:  # noqa: BLE001 - never break the call
             counters.failed("record an LLM call", exc)
 
+    def queue_stream(self, prep: _Prepared, chunks: list[Any], latency_ms: float, first_ms: float | None) -> None:
+        """Hand a live stream read to the end to the background writer (never raises)."""
+        self.queue(prep, None, latency_ms, chunks, _stream_response_type(prep.endpoint), first_ms)
+
     # -- the two call paths ------------------------------------------------------------------
+    def _start_span(self, endpoint: str, request: Mapping[str, Any], extra: Any, prompt: Any) -> Any:
+        """The call's span (None when this client does not trace)."""
+        if not self.trace:
+            return None
+        if prompt is None and isinstance(extra, Mapping) and extra.get("prompt") is not None:
+            prompt = extra["prompt"]
+        ref = _prompt_ref(prompt) if prompt is not None else self.context.get("prompt")
+        return spans.start(endpoint, request, self.server, ref)
+
+    def _lookup(self, prep: _Prepared, span: Any) -> _Entry | None:
+        try:
+            return self.lookup(prep)  # raises only in replay mode (the store failed)
+        except BaseException as exc:
+            spans.prepared(span, prep, "replay")
+            spans.fail(span, exc)
+            raise
+
+    def _prices(self) -> Mapping[str, tuple[float, float]]:
+        return self.prices if self.prices is not None else prices_table
+
+    def _replay(self, prep: _Prepared, entry: _Entry, stream: bool, span: Any, is_async: bool) -> Any:
+        self.replayed(prep, entry)
+        spans.finish_replay(span, prep.endpoint, entry.row, entry.response, end=not stream)
+        if stream:
+            return (AsyncReplayStream if is_async else ReplayStream)(entry.build_chunks(), span)
+        return entry.build()
+
+    def _missed(self, prep: _Prepared | None, endpoint: str, span: Any) -> ReplayMiss:
+        error = (
+            self.missed(prep)
+            if prep is not None
+            else ReplayMiss(f"cannot replay this {endpoint} request: {counters.last_error}")
+        )
+        spans.fail(span, error)
+        return error
+
+    def _returned(
+        self, prep: _Prepared | None, endpoint: str, request: Mapping[str, Any], response: Any,
+        started: float, stream: bool, span: Any, is_async: bool,
+    ) -> Any:  # fmt: skip
+        """A live call's response: recorded (a stream once read to the end), its span ended."""
+        latency = (time.perf_counter() - started) * 1000
+        if stream and hasattr(response, "__aiter__" if is_async else "__iter__"):
+            if prep is None and span is None:
+                return response
+            kind = AsyncRecordingStream if is_async else RecordingStream
+            return kind(response, self, prep, started, span, endpoint, request.get("model"))
+        if prep is not None:
+            self.queue(prep, response, latency)
+        spans.finish(span, endpoint, response, request.get("model"), self._prices())
+        return response
+
     def invoke(
         self, endpoint: str, call: Callable[[], Any], request: Mapping[str, Any], stream: bool, extra: Any, prompt: Any
     ) -> Any:
         if self.mode == "off":
-            return call()
-        prep = self.prepare(endpoint, request, extra, prompt)
-        if prep is None:
-            if self.mode == "replay":
-                raise ReplayMiss(f"cannot replay this {endpoint} request: {counters.last_error}")
-            return call()
-        if self.mode != "record":
-            entry = self.lookup(prep)
-            if entry is not None:
-                self.replayed(prep, entry)
-                return _ReplayStream(entry.build_chunks()) if stream else entry.build()
-            if self.mode == "replay":
-                raise self.missed(prep)
-        prep = self.snapshot(prep)
+            span = self._start_span(endpoint, request, extra, prompt)
+            if span is None:
+                return call()
+            prep = None
+        else:
+            prep = self.prepare(endpoint, request, extra, prompt)
+            span = self._start_span(endpoint, request, extra, prompt)
+            if prep is None and self.mode == "replay":
+                spans.prepared(span, None, "replay")
+                raise self._missed(None, endpoint, span)
+            if prep is not None and self.mode != "record":
+                entry = self._lookup(prep, span)
+                if entry is not None:
+                    spans.prepared(span, prep, "replay")
+                    return self._replay(prep, entry, stream, span, False)
+                if self.mode == "replay":
+                    spans.prepared(span, prep, "replay")
+                    raise self._missed(prep, endpoint, span)
+            if prep is not None:
+                prep = self.snapshot(prep)
+        spans.prepared(span, prep, "record" if prep is not None else "live")
         started = time.perf_counter()
-        response = call()
-        latency = (time.perf_counter() - started) * 1000
-        if prep is None:
-            return response
-        if stream and hasattr(response, "__iter__"):
-            return _RecordingStream(response, self, prep, started)
-        self.queue(prep, response, latency)
-        return response
+        try:
+            response = call()
+        except BaseException as exc:
+            spans.fail(span, exc)
+            raise
+        return self._returned(prep, endpoint, request, response, started, stream, span, False)
 
     async def ainvoke(
         self, endpoint: str, call: Callable[[], Any], request: Mapping[str, Any], stream: bool, extra: Any, prompt: Any
     ) -> Any:
         if self.mode == "off":
-            return await call()
-        prep = self.prepare(endpoint, request, extra, prompt)
-        if prep is None:
-            if self.mode == "replay":
-                raise ReplayMiss(f"cannot replay this {endpoint} request: {counters.last_error}")
-            return await call()
-        if self.mode != "record":
-            entry = self.lookup(prep)
-            if entry is not None:
-                self.replayed(prep, entry)
-                return _AsyncReplayStream(entry.build_chunks()) if stream else entry.build()
-            if self.mode == "replay":
-                raise self.missed(prep)
-        prep = self.snapshot(prep)
+            span = self._start_span(endpoint, request, extra, prompt)
+            if span is None:
+                return await call()
+            prep = None
+        else:
+            prep = self.prepare(endpoint, request, extra, prompt)
+            span = self._start_span(endpoint, request, extra, prompt)
+            if prep is None and self.mode == "replay":
+                spans.prepared(span, None, "replay")
+                raise self._missed(None, endpoint, span)
+            if prep is not None and self.mode != "record":
+                entry = self._lookup(prep, span)
+                if entry is not None:
+                    spans.prepared(span, prep, "replay")
+                    return self._replay(prep, entry, stream, span, True)
+                if self.mode == "replay":
+                    spans.prepared(span, prep, "replay")
+                    raise self._missed(prep, endpoint, span)
+            if prep is not None:
+                prep = self.snapshot(prep)
+        spans.prepared(span, prep, "record" if prep is not None else "live")
         started = time.perf_counter()
-        response = await call()
-        latency = (time.perf_counter() - started) * 1000
-        if prep is None:
-            return response
-        if stream and hasattr(response, "__aiter__"):
-            return _AsyncRecordingStream(response, self, prep, started)
-        self.queue(prep, response, latency)
-        return response
+        try:
+            response = await call()
+        except BaseException as exc:
+            spans.fail(span, exc)
+            raise
+        return self._returned(prep, endpoint, request, response, started, stream, span, True)
 
 
 def _prompt_ref(prompt: Any) -> str:
@@ -726,7 +807,17 @@ def _prompt_ref(prompt: Any) -> str:
     return str(ref) if ref is not None else str(prompt)
 
 
-def _stream_usage(chunks: list[Any]) -> Any:
+def _stream_usage(endpoint: str, chunks: list[Any]) -> Any:
+    usage: Any
+    if endpoint == "messages":  # Anthropic: input tokens come first, output tokens last
+        usage = {}
+        for chunk in chunks:
+            if getattr(chunk, "type", None) == "message_start":
+                usage.update(normalize(getattr(getattr(chunk, "message", None), "usage", None)) or {})
+            elif getattr(chunk, "type", None) == "message_delta":
+                found = normalize(getattr(chunk, "usage", None)) or {}
+                usage.update({k: v for k, v in found.items() if v is not None})
+        return usage or None
     for chunk in reversed(chunks):
         usage = getattr(chunk, "usage", None)
         if usage is None:
@@ -737,250 +828,5 @@ def _stream_usage(chunks: list[Any]) -> Any:
 
 
 def _stream_response_type(endpoint: str) -> str | None:
-    response_type, _ = _openai_types(endpoint)
+    response_type, _ = _client_types(endpoint)
     return f"{response_type.__module__}:{response_type.__qualname__}" if response_type is not None else None
-
-
-# -- streams ------------------------------------------------------------------------------
-class _StreamRecord:
-    """What a recording stream remembers: its chunks and when they came."""
-
-    def __init__(self, stream: Any, recorder: Recorder, prep: _Prepared, started: float) -> None:
-        self._stream = stream
-        self._recorder = recorder
-        self._prep = prep
-        self._started = started
-        self._first: float | None = None
-        self._chunks: list[Any] = []
-        self._done = False
-
-    def _keep(self, chunk: Any) -> None:
-        if self._first is None:
-            self._first = time.perf_counter()
-        self._chunks.append(chunk)
-
-    def _finish(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        now = time.perf_counter()
-        first = (self._first - self._started) * 1000 if self._first is not None else None
-        endpoint = self._prep.endpoint
-        self._recorder.queue(
-            self._prep, None, (now - self._started) * 1000, self._chunks, _stream_response_type(endpoint), first
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-class _RecordingStream(_StreamRecord):
-    """The caller's stream, unchanged, remembering its chunks; recorded once read to the end."""
-
-    def __init__(self, stream: Any, recorder: Recorder, prep: _Prepared, started: float) -> None:
-        super().__init__(stream, recorder, prep, started)
-        self._iterator = iter(stream)
-
-    def __iter__(self) -> _RecordingStream:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            chunk = next(self._iterator)
-        except StopIteration:
-            self._finish()
-            raise
-        self._keep(chunk)
-        return chunk
-
-    def close(self) -> None:
-        """Close the underlying stream (an unfinished stream is not recorded)."""
-        self._stream.close()
-
-    def __enter__(self) -> _RecordingStream:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-class _AsyncRecordingStream(_StreamRecord):
-    """The async flavour of :class:`_RecordingStream`."""
-
-    def __init__(self, stream: Any, recorder: Recorder, prep: _Prepared, started: float) -> None:
-        super().__init__(stream, recorder, prep, started)
-        self._iterator = stream.__aiter__()
-
-    def __aiter__(self) -> _AsyncRecordingStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            chunk = await self._iterator.__anext__()
-        except StopAsyncIteration:
-            self._finish()
-            raise
-        self._keep(chunk)
-        return chunk
-
-    async def close(self) -> None:
-        """Close the underlying stream (an unfinished stream is not recorded)."""
-        await self._stream.close()
-
-    async def __aenter__(self) -> _AsyncRecordingStream:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
-
-class _ReplayStream:
-    """A replayed stream: the recorded chunks, as the types the live stream yields."""
-
-    response = None
-
-    def __init__(self, chunks: Iterator[Any]) -> None:
-        self._chunks = chunks
-
-    def __iter__(self) -> _ReplayStream:
-        return self
-
-    def __next__(self) -> Any:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-    def __enter__(self) -> _ReplayStream:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-class _AsyncReplayStream:
-    """A replayed stream for async clients."""
-
-    response = None
-
-    def __init__(self, chunks: Iterator[Any]) -> None:
-        self._chunks = chunks
-
-    def __aiter__(self) -> _AsyncReplayStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return next(self._chunks)
-        except StopIteration:
-            raise StopAsyncIteration from None
-
-    async def close(self) -> None:
-        """Nothing to release."""
-
-    async def __aenter__(self) -> _AsyncReplayStream:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
-
-# -- the wrapped client ---------------------------------------------------------------------------
-def _intercept(recorder: Recorder, endpoint: str, method: Any, is_async: bool) -> Any:
-    if is_async:
-
-        async def acreate(*args: Any, **kwargs: Any) -> Any:
-            if args:  # the openai methods are keyword-only: leave anything else alone
-                return await method(*args, **kwargs)
-            extra = kwargs.pop("extra_keel", None)
-            prompt = kwargs.pop("keel_prompt", None)
-            return await recorder.ainvoke(
-                endpoint, lambda: method(**kwargs), kwargs, bool(kwargs.get("stream")), extra, prompt
-            )
-
-        return functools.wraps(method)(acreate)
-
-    def create(*args: Any, **kwargs: Any) -> Any:
-        if args:
-            return method(*args, **kwargs)
-        extra = kwargs.pop("extra_keel", None)
-        prompt = kwargs.pop("keel_prompt", None)
-        return recorder.invoke(endpoint, lambda: method(**kwargs), kwargs, bool(kwargs.get("stream")), extra, prompt)
-
-    return functools.wraps(method)(create)
-
-
-class Proxy:
-    """Passes every attribute through to the wrapped object; intercepts the recorded methods."""
-
-    __slots__ = ("_keel_async", "_keel_children", "_keel_path", "_keel_recorder", "_keel_target")
-
-    def __init__(self, target: Any, recorder: Recorder, path: tuple[str, ...], is_async: bool) -> None:
-        object.__setattr__(self, "_keel_target", target)
-        object.__setattr__(self, "_keel_recorder", recorder)
-        object.__setattr__(self, "_keel_path", path)
-        object.__setattr__(self, "_keel_async", is_async)
-        object.__setattr__(self, "_keel_children", {})
-
-    def __getattr__(self, name: str) -> Any:
-        children = self._keel_children
-        found = children.get(name)
-        if found is not None:
-            return found
-        value = getattr(self._keel_target, name)
-        path = (*self._keel_path, name)
-        endpoint = _INTERCEPT.get(path)
-        if endpoint is not None:
-            found = _intercept(self._keel_recorder, endpoint, value, self._keel_async)
-        elif path in _PREFIXES:
-            found = Proxy(value, self._keel_recorder, path, self._keel_async)
-        elif not self._keel_path and name in ("with_options", "copy"):
-            found = _client_factory(value, self._keel_recorder, self._keel_async)
-        else:
-            return value
-        children[name] = found
-        return found
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._keel_target, name, value)
-
-    def __dir__(self) -> list[str]:
-        return dir(self._keel_target)
-
-    def __repr__(self) -> str:
-        return f"<keel.llm {self._keel_recorder.mode} {self._keel_target!r}>"
-
-    def __enter__(self) -> Any:
-        self._keel_target.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> Any:
-        return self._keel_target.__exit__(*exc)
-
-    async def __aenter__(self) -> Any:
-        await self._keel_target.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc: Any) -> Any:
-        return await self._keel_target.__aexit__(*exc)
-
-
-def _client_factory(factory: Any, recorder: Recorder, is_async: bool) -> Any:
-    @functools.wraps(factory)
-    def make(*args: Any, **kwargs: Any) -> Any:
-        return Proxy(factory(*args, **kwargs), recorder, (), is_async)
-
-    return make
-
-
-def is_async_client(client: Any) -> bool:
-    try:
-        import openai
-
-        if isinstance(client, openai.AsyncOpenAI):
-            return True
-        if isinstance(client, openai.OpenAI):
-            return False
-    except ImportError:  # pragma: no cover
-        pass
-    return type(client).__name__.startswith("Async")

@@ -27,6 +27,7 @@ from typing import Any
 from keel.errors import InvalidInput, NotFound
 from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
+from keel.sdk.traces import note
 from keel.services.models import (
     STAGES,
     ModelComparison,
@@ -162,6 +163,7 @@ def get(
     ``at`` (datetime or epoch ms) asks about an earlier moment."""
     name, version, stage, alias = _split(name, version, stage, alias)
     found: ModelVersion = get_session().models.get(name, version, stage, alias, at)
+    note("model", found.entity.id, found.entity.version)  # inside a trace: the current span loaded it
     run = active_run()
     if run is not None:
         run.use(found.entity)

@@ -50,6 +50,7 @@ from keel.errors import InvalidInput, NotFound, StoreError
 from keel.sdk import live
 from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
+from keel.sdk.traces import note
 from keel.services.prompt_files import PromptFilesRejected
 from keel.services.prompts import PromptVersion, RefMove, is_version, parse_prompt_ref
 
@@ -126,7 +127,10 @@ class Prompt:
         return self._version
 
     def render(self, /, **variables: Any) -> Any:
-        """The prompt with ``variables`` filled in: a str, or a list of chat messages."""
+        """The prompt with ``variables`` filled in: a str, or a list of chat messages.
+
+        Inside a trace, the current span records the version rendered (``keel.prompt``)."""
+        note("prompt", self.name, self.version)
         return render_template(self.content.template, variables)
 
 
@@ -243,6 +247,7 @@ def _drop(key: tuple[int, str, str | None], entry: _Entry) -> None:
 
 
 def _record_use(prompt: Prompt) -> None:
+    note("prompt", prompt.name, prompt.version)  # inside a trace: the current span used it
     run = active_run()  # this thread's / asyncio task's run
     if run is not None:
         run.use(prompt._entity, "prompt")
@@ -403,9 +408,12 @@ def get(
         if ttl is None or ttl > 0:
             entry = _served.get((ref, version, alias))
             if entry is not None:
-                return entry.prompt.info  # type: ignore[return-value]  # entries hold registered versions
+                info = entry.prompt.info
+                note("prompt", entry.prompt.name, entry.prompt.version)
+                return info  # type: ignore[return-value]  # entries hold registered versions
         found = _load(ref, version, alias, None, ttl).info
         assert found is not None  # no fallback was given
+        note("prompt", found.name, found.version)
         return found
     selector = version or alias or selector
     if selector is None or selector == "latest":

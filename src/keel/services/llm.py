@@ -45,6 +45,7 @@ from keel.core.hashing import hash_bytes
 from keel.core.llm import (
     DEFAULT_PRICES,
     assemble_chat_stream,
+    assemble_messages_stream,
     call_cost,
     encode_normalized,
     hash_request,
@@ -179,6 +180,8 @@ def cassette_entity(row: CallRow) -> EntityRef:
 def _assembled(call: PendingCall, chunks: list[Any]) -> Any:
     if call.endpoint == "chat.completions":
         return assemble_chat_stream(chunks)
+    if call.endpoint == "messages":  # Anthropic
+        return assemble_messages_stream(chunks)
     for chunk in reversed(chunks):  # responses: the final event carries the whole response
         if isinstance(chunk, Mapping) and isinstance(chunk.get("response"), Mapping):
             return chunk["response"]
