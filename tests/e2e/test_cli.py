@@ -1,57 +1,88 @@
-"""The ``keel`` command as a user runs it: real processes, real workspace."""
+"""The ``keel`` command as a user runs it, on a real workspace.
+
+The commands run in-process through the script's entry point (``tests/cli_inprocess.py``);
+what only a real process shows (start-up time, the exit code reaching the shell) runs the
+installed ``keel`` script. Read-only tests share one workspace; tests that change it get
+their own.
+"""
 
 import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from cli_inprocess import keel as run_keel
+from cli_inprocess import keel_env
+
 KEEL = Path(sys.executable).with_name("keel")
 
 
 def keel(*args, cwd, check=True):
-    out = subprocess.run([str(KEEL), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    out = run_keel(*args, cwd=cwd)
     if check and out.returncode != 0:
         raise AssertionError(f"keel {' '.join(args)} failed ({out.returncode}): {out.stderr}")
     return out
 
 
+def keel_process(*args, cwd):
+    """The installed ``keel`` script in a subprocess."""
+    return subprocess.run([str(KEEL), *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=keel_env())
+
+
+def _make_project(folder: Path) -> tuple[Path, list[str]]:
+    """``keel init``, then three runs logged through the Python API; their ids."""
+    import keel as sdk
+    from keel.sdk import session
+
+    assert keel("init", cwd=folder).stdout.startswith("Initialized keel workspace")
+    (folder / "eval.json").write_text('{"ok": true}')
+    ids = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.delenv("KEEL_URI", raising=False)
+        patch.delenv("KEEL_OBJECTS", raising=False)
+        try:
+            runs = [("gpt-4", 0.85, 0.03), ("gpt-4o", 0.9, 0.01), ("llama-3", 0.7, 0.001)]
+            for i, (model, acc, cost) in enumerate(runs):
+                with sdk.start_run(project="cli", name=f"run-{i}", tags={"team": "search"}) as run:
+                    sdk.log_params({"model": model, "temperature": 0.7})
+                    sdk.log_metrics({"accuracy": acc, "cost_per_query": cost})
+                    sdk.log_artifact("eval.json", artifact_path="eval")
+                    ids.append(run.id)
+        finally:
+            session.reset()
+    return folder, ids
+
+
+@pytest.fixture(scope="module")
+def shared_project(tmp_path_factory):
+    """A workspace with three runs, for tests that only read it."""
+    return _make_project(tmp_path_factory.mktemp("cli"))
+
+
 @pytest.fixture
 def project(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("KEEL_URI", "KEEL_OBJECTS")}
-    assert keel("init", cwd=tmp_path).stdout.startswith("Initialized keel workspace")
-    (tmp_path / "eval.json").write_text('{"ok": true}')
-    code = """
-        import keel
-        for i, (model, acc, cost) in enumerate([("gpt-4", 0.85, 0.03), ("gpt-4o", 0.9, 0.01), ("llama-3", 0.7, 0.001)]):
-            with keel.start_run(project="cli", name=f"run-{i}", tags={"team": "search"}) as run:
-                keel.log_params({"model": model, "temperature": 0.7})
-                keel.log_metrics({"accuracy": acc, "cost_per_query": cost})
-                keel.log_artifact("eval.json", artifact_path="eval")
-                print(run.id)
-    """
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
-    )
-    return tmp_path, out.stdout.split()
+    """A workspace with three runs of this test's own, for tests that change it."""
+    return _make_project(tmp_path)
 
 
 def test_help_is_fast_and_lists_commands(tmp_path):
     start = time.perf_counter()
-    out = keel("--help", cwd=tmp_path)
+    out = keel_process("--help", cwd=tmp_path)
     elapsed = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr
     assert elapsed < 1.0, f"keel --help took {elapsed:.2f}s"
     for command in ("init", "runs", "artifacts", "verify"):
         assert command in out.stdout
     assert keel("--version", cwd=tmp_path).stdout.startswith("keel ")
 
 
-def test_runs_list_filter_sort_json(project):
-    folder, ids = project
+def test_runs_list_filter_sort_json(shared_project):
+    folder, ids = shared_project
     out = keel(
         "runs",
         "list",
@@ -70,8 +101,8 @@ def test_runs_list_filter_sort_json(project):
     assert "run-2" in table and ids[2][:8] in table
 
 
-def test_runs_show_and_compare(project):
-    folder, ids = project
+def test_runs_show_and_compare(shared_project):
+    folder, ids = shared_project
     shown = keel("runs", "show", ids[0][:6], cwd=folder).stdout
     assert ids[0] in shown and "gpt-4" in shown and "eval/eval.json" in shown
     doc = json.loads(keel("runs", "show", ids[0], "--json", cwd=folder).stdout)
@@ -99,8 +130,8 @@ def test_delete_restore(project):
     assert len(json.loads(keel("runs", "list", "--json", cwd=folder).stdout)["runs"]) == 3
 
 
-def test_artifacts_list_get_and_lineage(project):
-    folder, ids = project
+def test_artifacts_list_get_and_lineage(shared_project):
+    folder, ids = shared_project
     listed = json.loads(keel("artifacts", "list", ids[1], "--json", cwd=folder).stdout)
     assert [a["path"] for a in listed] == ["eval/eval.json"]
     keel("artifacts", "get", ids[1], "eval/eval.json", "--dest", "out", cwd=folder)
@@ -132,8 +163,8 @@ def test_verify_reports_corruption_with_exit_code(project):
         (("init",), 4, "already"),
     ],
 )
-def test_errors_are_one_line_without_traceback(project, args, code, needle):
-    folder, _ids = project
+def test_errors_are_one_line_without_traceback(shared_project, args, code, needle):
+    folder, _ids = shared_project
     out = keel(*args, cwd=folder, check=False)
     assert out.returncode == code
     assert needle in out.stderr
@@ -142,7 +173,7 @@ def test_errors_are_one_line_without_traceback(project, args, code, needle):
 
 
 def test_no_workspace_is_a_clear_error(tmp_path):
-    out = keel("runs", "list", cwd=tmp_path, check=False)
+    out = keel_process("runs", "list", cwd=tmp_path)  # the exit code reaches the shell
     assert out.returncode == 2 and "keel init" in out.stderr and "Traceback" not in out.stderr
 
 

@@ -1,15 +1,13 @@
-"""``keel models ...`` as a user runs it."""
+"""``keel models ...`` as a user runs it (the CLI in-process: see ``tests/cli_inprocess.py``)."""
 
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-KEEL = Path(sys.executable).with_name("keel")
+from cli_inprocess import keel as run_keel
 
 CARD = """\
 model:
@@ -24,8 +22,7 @@ deployment: {stage: production, serving_framework: vllm, gpu: A100-40GB, replica
 
 
 def keel(*args, cwd, check=True):
-    env = {k: v for k, v in os.environ.items() if k not in ("KEEL_URI", "KEEL_OBJECTS")}
-    out = subprocess.run([str(KEEL), *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
+    out = run_keel(*args, cwd=cwd)
     if check and out.returncode != 0:
         raise AssertionError(f"keel {' '.join(args)} failed ({out.returncode}): {out.stderr}")
     return out
@@ -51,6 +48,15 @@ def folder(tmp_path):
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout.strip()
     return tmp_path, run_id
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """One workspace for the refusals below: none of them changes it."""
+    folder = tmp_path_factory.mktemp("models-refusals")
+    keel("init", cwd=folder)
+    (folder / "bad.yaml").write_text("training:\n  epochs: many\n")
+    return folder
 
 
 def test_register_stage_alias_history_card_compare(folder):
@@ -128,10 +134,8 @@ def test_register_stage_alias_history_card_compare(folder):
         (["models", "show", "chat", "--at", "yesterday", "--stage", "Production"], "invalid time"),
     ],
 )
-def test_bad_input_is_one_line_and_a_nonzero_exit(folder, args, message):
-    cwd, _run_id = folder
-    (cwd / "bad.yaml").write_text("training:\n  epochs: many\n")
-    out = keel(*args, cwd=cwd, check=False)
+def test_bad_input_is_one_line_and_a_nonzero_exit(workspace, args, message):
+    out = keel(*args, cwd=workspace, check=False)
     assert out.returncode != 0
     assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "Traceback" not in out.stderr
