@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from keel.core.checks import INT64_MAX, short
+from keel.core.checks import INT64_MAX, is_unicode, short
 from keel.core.trace_payloads import Payloads, payloads_of
 from keel.errors import InvalidInput
 
@@ -58,6 +58,8 @@ __all__ = [
     "SPAN_STATUSES",
     "TRUNCATED",
     "IngestResult",
+    "MAX_BATCH_SPANS",
+    "RawSpans",
     "Payloads",
     "SCORE_SOURCES",
     "Score",
@@ -224,6 +226,53 @@ class SpanBatch:
 
     def __len__(self) -> int:
         return len(self.spans) + len(self.scores)
+
+    def validate(self) -> None:
+        """The batch's shape (the service contract trusts this instead of walking every value):
+        at most :data:`MAX_BATCH_SPANS` items, each a ``(project name, dict)`` pair. What is in
+        each dict is checked span by span when it is stored (:func:`normalize_span`), so one bad
+        span is refused alone."""
+        _check_pairs(self.spans, "spans")
+        _check_pairs(self.scores, "scores")
+
+
+#: Spans (or scores) one write takes at most.
+MAX_BATCH_SPANS = 100_000
+
+
+def _check_pairs(items: Any, what: str) -> None:
+    if not isinstance(items, list):
+        raise InvalidInput(f"a span batch's {what} must be a list, not {short(items)}", "send the batch the SDK builds")
+    if len(items) > MAX_BATCH_SPANS:
+        raise InvalidInput(f"{len(items):,} {what} in one batch (at most {MAX_BATCH_SPANS:,})", "send smaller batches")
+    for i, item in enumerate(items):
+        if (
+            not isinstance(item, tuple | list)
+            or len(item) != 2
+            or not isinstance(item[0], str)
+            or not 0 < len(item[0]) <= 200
+            or not isinstance(item[1], Mapping)
+        ):
+            raise InvalidInput(f"{what}[{i}] must be a (project name, object) pair", "send the batch the SDK builds")
+
+
+@dataclass
+class RawSpans:
+    """Raw spans of one project, as the OTLP and MLflow endpoints hand them to the store;
+    checked like :class:`SpanBatch` (shape here, content span by span when stored)."""
+
+    spans: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def validate(self) -> None:
+        """At most :data:`MAX_BATCH_SPANS` objects."""
+        if not isinstance(self.spans, list) or len(self.spans) > MAX_BATCH_SPANS:
+            raise InvalidInput(f"at most {MAX_BATCH_SPANS:,} spans in a list per call", "send smaller batches")
+        for i, raw in enumerate(self.spans):
+            if not isinstance(raw, Mapping):
+                raise InvalidInput(f"spans[{i}] must be an object, not {short(raw)}", "see docs/traces.md")
 
 
 #: ``(trace_id, span_id | None, key, value | None, label | None, comment | None, source, at_ms)``
@@ -453,11 +502,19 @@ def is_span_id(value: Any) -> bool:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON; NaN and infinities become null, unknown objects their ``repr``."""
+    """Compact JSON every database can store: NaN and infinities become null, unknown objects
+    their ``repr``, lone surrogates ``\\u`` escapes; nesting past Python's limits its ``short``."""
     try:
-        return _ENCODER.encode(value)
+        text = _ENCODER.encode(value)
     except ValueError:  # NaN / inf somewhere
-        return _ENCODER.encode(_finite(value))
+        text = _ENCODER.encode(_finite(value))
+    except RecursionError:
+        text = _ENCODER.encode(short(value))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escape it (valid JSON, valid UTF-8)
+        text = json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=True)
+    return text
 
 
 def _finite(value: Any, depth: int = 0) -> Any:
@@ -479,8 +536,10 @@ def _text(value: Any, what: str, limit: int) -> str | None:
         value = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
         if value is None:
             return None
-    value = value.replace("\x00", "")
-    return value[:limit] if value else None
+    value = value.replace("\x00", "")[:limit]
+    if value and not is_unicode(value):
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value or None
 
 
 def _count(value: Any) -> int | None:
@@ -695,7 +754,7 @@ def normalize_span(raw: Mapping[str, Any]) -> SpanRow:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise _bad("name", f"must be non-empty text, not {short(name)}")
-    name = name.replace("\x00", "")[:MAX_NAME_LENGTH]
+    name = _text(name, "name", MAX_NAME_LENGTH) or "span"
     start_ns = _time(raw.get("start_ns"), "start_ns")
     end = raw.get("end_ns")
     end_ns = start_ns if end is None else _time(end, "end_ns")

@@ -55,7 +55,7 @@ keel.core.prompt_content: PromptContent PromptDiff
 keel.core.scorers: ScorerErrors
 keel.core.stats: TestResult
 keel.core.table: Table
-keel.core.traces: IngestResult Score Span SpanBatch Trace TraceDetail TraceStats
+keel.core.traces: IngestResult RawSpans Score Span SpanBatch Trace TraceDetail TraceStats
 """
 
 

@@ -33,6 +33,7 @@ from keel.core.names import check_name
 from keel.core.redaction import redact_mapping
 from keel.core.traces import (
     IngestResult,
+    RawSpans,
     Score,
     ScoreRow,
     Span,
@@ -163,10 +164,12 @@ class TraceService:
         return self._write(batch.spans, batch.scores, check_batch_id(batch_id))
 
     @operation("writer", project_scope())
-    def ingest(self, spans: list[dict[str, Any]], project: str | None = None) -> IngestResult:
-        """Store raw spans of one project (the OTLP and MLflow endpoints)."""
+    def ingest(self, spans: RawSpans | list[dict[str, Any]], project: str | None = None) -> IngestResult:
+        """Store raw spans of one project (the OTLP and MLflow endpoints). A :class:`RawSpans`
+        is checked by its shape (each span when stored); a plain list value by value."""
         name = _project(project)
-        return self._write([(name, raw) for raw in spans], (), None)
+        items = spans.spans if isinstance(spans, RawSpans) else spans
+        return self._write([(name, raw) for raw in items], (), None)
 
     @operation("writer", project_scope())
     def feedback(

@@ -30,6 +30,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
+from keel.core.traces import RawSpans
 from keel.errors import KeelError, NotFound, Unauthenticated
 from keel.integrations.otlp import (
     JSON,
@@ -106,7 +107,7 @@ def _export(context: ServerContext, state: Any, headers: Headers, body: bytes, m
         duplicates = rejected = 0
         reasons: list[str] = []
         for batch in spans.batches() if len(spans) else iter([[]]):
-            result = invoke(_INGEST, context, caller, [batch], {"project": project})
+            result = invoke(_INGEST, context, caller, [RawSpans(list(batch))], {"project": project})
             duplicates += result.duplicates
             rejected += result.rejected
             reasons.extend(result.errors[: _MAX_MESSAGES - len(reasons)])
