@@ -8,6 +8,8 @@ integer vs semver prompt versions) and what is not supported: ``docs/mlflow.md``
 - :mod:`.dispatch`: ``/api/2.0/mlflow/...`` (and ``/ajax-api/...``): auth, arguments,
   MLflow's error shape, "not supported by keel" for unmapped endpoints;
 - :mod:`.tracking`, :mod:`.registry`: the handlers;
+- :mod:`.traces`: MLflow tracing (``/api/3.0/mlflow/traces/...`` and a trace's
+  ``traces.json`` upload) over keel's traces, shapes in :mod:`.trace_format`;
 - :mod:`.artifacts`: ``/api/2.0/mlflow-artifacts/...``, streamed.
 """
 
@@ -19,9 +21,11 @@ from keel.server.mlflow import registry, tracking  # noqa: F401 - importing regi
 from keel.server.mlflow.artifacts import router as artifacts_router
 from keel.server.mlflow.dispatch import HANDLERS
 from keel.server.mlflow.dispatch import router as api_router
+from keel.server.mlflow.traces import router as traces_router
 
 __all__ = ["HANDLERS", "router"]
 
 router = APIRouter(include_in_schema=False)
+router.include_router(traces_router)  # first: its paths are more specific than the two below
 router.include_router(artifacts_router)
 router.include_router(api_router)

@@ -15,14 +15,15 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from keel.errors import InvalidInput, KeelError, Unauthenticated
-from keel.integrations.mlflow_rest.errors import NOT_SUPPORTED, error_body, error_of
+from keel.integrations.mlflow_rest.errors import NOT_SUPPORTED, error_body, error_of, unsupported_message
+from keel.integrations.mlflow_rest.validation import check_request, schema_of
 from keel.server.auth import require
 from keel.server.context import ServerContext
 from keel.server.errors import KeelJSONResponse
@@ -31,13 +32,24 @@ from keel.services.auth import REGISTRIES, Principal
 from keel.services.mlflow_registry import MlflowRegistry
 from keel.services.mlflow_tracking import MlflowTracking
 
-__all__ = ["Call", "HANDLERS", "authenticate", "endpoint", "mlflow_error", "router", "services"]
+__all__ = [
+    "Call",
+    "HANDLERS",
+    "MLFLOW_SERVER_VERSION",
+    "answer",
+    "authenticate",
+    "endpoint",
+    "mlflow_error",
+    "router",
+    "services",
+]
 
 log = logging.getLogger("keel.server.mlflow")
 
 router = APIRouter(include_in_schema=False)
 
-Handler = Callable[["Call"], dict[str, Any]]
+#: A handler answers a JSON object, or a response of its own (NOT_IMPLEMENTED for a known call).
+Handler = Callable[["Call"], "dict[str, Any] | Response"]
 #: (HTTP method, path after ``/api/2.0/mlflow/``) -> handler.
 HANDLERS: dict[tuple[str, str], Handler] = {}
 _services_lock = threading.Lock()
@@ -103,14 +115,27 @@ class Call:
         require(self.caller, REGISTRIES, role)
 
 
-def endpoint(method: str, path: str) -> Callable[[Handler], Handler]:
+H = TypeVar("H", bound=Handler)
+
+
+def endpoint(method: str, path: str) -> Callable[[H], H]:
     """Register ``handler`` for ``METHOD /api/2.0/mlflow/<path>``."""
 
-    def register(handler: Handler) -> Handler:
-        HANDLERS[(method, path)] = handler
+    def register(handler: H) -> H:
+        HANDLERS[(method, path)] = _checked(method, path, handler) if schema_of(method, path) else handler
         return handler
 
     return register
+
+
+def _checked(method: str, path: str, handler: Handler) -> Handler:
+    """``handler`` after MLflow's own checks of the request (:mod:`keel.integrations.mlflow_rest.validation`)."""
+
+    def checked(call: Call) -> dict[str, Any] | Response:
+        check_request(method, path, call.args)
+        return handler(call)
+
+    return checked
 
 
 def mlflow_error(status: int, code: str, message: str) -> Response:
@@ -163,20 +188,21 @@ def error_response(exc: Exception) -> Response:
 
 
 def _answer(path: str, request: Request, body: bytes) -> Response:
-    """Authenticate, parse and answer one call (in a worker thread: one hop per request)."""
+    """Answer one ``/api/2.0/mlflow/<path>`` call (in a worker thread: one hop per request)."""
+    label = f"{request.method} /api/2.0/mlflow/{path}"
+    return _run(HANDLERS.get((request.method, path.strip("/"))), label, request, body, {})
+
+
+def _run(handler: Handler | None, label: str, request: Request, body: bytes, path: dict[str, str]) -> Response:
+    """Authenticate, parse and answer one call; ``path`` holds the arguments in the URL's path."""
     context: ServerContext = request.app.state.keel
     try:
         caller = authenticate(context, request)
-        handler = HANDLERS.get((request.method, path.strip("/")))
         if handler is None:
-            return mlflow_error(
-                501,
-                NOT_SUPPORTED,
-                f"{request.method} /api/2.0/mlflow/{path} is not supported by keel "
-                "(see docs/mlflow.md for what the keel server maps)",
-            )
-        call = Call(context, caller, _arguments(request, body), services(context, request.app.state))
-        return KeelJSONResponse(handler(call))
+            return mlflow_error(501, NOT_SUPPORTED, unsupported_message(request.method, request.url.path))
+        call = Call(context, caller, {**_arguments(request, body), **path}, services(context, request.app.state))
+        result = handler(call)
+        return result if isinstance(result, Response) else KeelJSONResponse(result)
     except KeelError as exc:
         return error_response(exc)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
@@ -185,6 +211,14 @@ def _answer(path: str, request: Request, body: bytes) -> Response:
         return mlflow_error(400, "INVALID_PARAMETER_VALUE", f"malformed request: {exc!r}")
     except Exception as exc:  # noqa: BLE001 - every failure answers in MLflow's shape
         return error_response(exc)
+
+
+async def answer(request: Request, handler: Handler | None, **path: str) -> Response:
+    """Answer a call to a route of its own (MLflow's paths with an id in them, ``/api/3.0/...``)
+    as every ``/api/2.0/mlflow/...`` call is: auth, arguments (query, JSON body, ``path``),
+    MLflow's error shape; ``None`` answers NOT_IMPLEMENTED."""
+    body = b"" if request.method == "GET" else await request.body()
+    return await run_in_threadpool(_run, handler, f"{request.method} {request.url.path}", request, body, path)
 
 
 async def _dispatch(path: str, request: Request) -> Response:
@@ -208,11 +242,25 @@ SERVER_INFO: dict[str, Any] = {
 }
 
 
+#: What ``GET /version`` answers: the MLflow server keel's trace endpoints behave as. The
+#: client sends a finished trace as its info then its spans (``traces.json``), in one task,
+#: to a server older than 3.4; to 3.4 and later it also sends each span over OTLP
+#: (``/v1/traces``) in tasks of their own that race the trace info, so a trace's tags and
+#: metadata could arrive after its spans were stored. keel keeps the ordered path.
+MLFLOW_SERVER_VERSION = "3.3.0"
+
+
 @router.get("/api/3.0/mlflow/server-info")
 @router.get("/ajax-api/3.0/mlflow/server-info")
 def server_info() -> Response:
     """MLflow's capability probe (unauthenticated, as MLflow's own)."""
     return KeelJSONResponse(SERVER_INFO)
+
+
+@router.get("/version")
+def server_version() -> Response:
+    """MLflow's version probe (unauthenticated, as MLflow's own): see :data:`MLFLOW_SERVER_VERSION`."""
+    return Response(MLFLOW_SERVER_VERSION, media_type="text/plain")
 
 
 @router.api_route("/api/2.0/mlflow/{path:path}", methods=_METHODS)
@@ -225,3 +273,11 @@ async def mlflow_api(path: str, request: Request) -> Response:
 async def mlflow_ajax_api(path: str, request: Request) -> Response:
     """The same API under the prefix MLflow's web UI uses."""
     return await _dispatch(path, request)
+
+
+@router.api_route("/api/3.0/mlflow/{path:path}", methods=_METHODS)
+@router.api_route("/ajax-api/3.0/mlflow/{path:path}", methods=_METHODS)
+async def mlflow_api_v3(path: str, request: Request) -> Response:
+    """MLflow's 3.0 endpoints keel does not map (its trace endpoints have routes of their own:
+    :mod:`keel.server.mlflow.traces`): NOT_IMPLEMENTED, in MLflow's shape."""
+    return await answer(request, None)
