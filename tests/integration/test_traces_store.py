@@ -175,3 +175,10 @@ def test_used_by_finds_traces(service: TraceService) -> None:
     found = service.used_by("prompt", "chat", "1.3.0")
     assert [(f["project"], f["trace_id"]) for f in found] == [("app", T1)]
     assert service.used_by("prompt", "chat", "9.9.9") == []
+
+
+def test_cost_comes_from_the_price_table_when_not_given(service: TraceService) -> None:
+    attrs = {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100}
+    service.ingest([span(T1, "a" * 16, attributes=attrs), span(T2, "b" * 16, attributes={**attrs, "keel.cost": 9.5})])
+    assert service.get(T1).spans[0].cost > 0  # priced by keel's table
+    assert service.get(T2).spans[0].cost == 9.5  # as given

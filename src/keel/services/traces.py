@@ -29,6 +29,8 @@ from keel.core.conversations import parse_time, thumb_name
 from keel.core.entities import format_time, project_not_found
 from keel.core.filters import parse_filter, parse_order_by
 from keel.core.limits import MAX_PAGE_SIZE, MAX_SORT_KEYS
+from keel.core.llm import DEFAULT_PRICES as LLM_PRICES
+from keel.core.llm import call_cost
 from keel.core.names import check_name
 from keel.core.redaction import redact_mapping
 from keel.core.traces import (
@@ -128,7 +130,10 @@ class TraceService:
                 name = checked.get(project) if isinstance(project, str) else None
                 if name is None:
                     name = checked[project] = _project(project)
-                rows.append((name, self._offload(normalize_span(_without_secrets(raw)))))
+                row = normalize_span(_without_secrets(raw))
+                if row.cost is None and row.model and (row.input_tokens or row.output_tokens):
+                    row = row._replace(cost=call_cost(row.model, row.input_tokens, row.output_tokens, LLM_PRICES))
+                rows.append((name, self._offload(row)))
             except KeelError as exc:
                 errors.append(exc.message)
         return rows, errors
