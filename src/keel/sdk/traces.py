@@ -693,7 +693,13 @@ def flush(timeout: float | None = None) -> bool:
 
 
 def _service() -> Any:
-    return _session().traces
+    """The trace service, after this process's own finished spans are stored (read your writes:
+    a query right after a traced call sees it; bounded by ``KEEL_FLUSH_TIMEOUT``)."""
+    session = _session()
+    writer = session._trace_writer
+    if writer is not None and writer.pending:
+        writer.flush()
+    return session.traces
 
 
 def search(
