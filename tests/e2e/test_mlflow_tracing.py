@@ -216,6 +216,17 @@ def test_an_llm_span_keeps_its_model_and_tokens(stored: TraceService) -> None:
     assert not any(k.startswith("keel.") for k in back.attributes)  # keel's copies are not shown to MLflow
 
 
+def test_large_payloads_are_kept_whole(stored: TraceService) -> None:
+    page = "lorem ipsum " * 100_000  # 1.2 MB: over keel's inline size (object store) and 1 MiB
+    with mlflow.start_span("read-page", span_type=SpanType.RETRIEVER) as span:
+        span.set_inputs({"url": "https://example.com/long"})
+        span.set_outputs({"text": page})
+    kept = stored.get(span.trace_id[3:], "default").spans[0]
+    assert kept.outputs["$object"] and not kept.truncated  # in the object store, not cut
+    [back] = mlflow.get_trace(span.trace_id).data.spans
+    assert back.outputs == {"text": page} and back.inputs == {"url": "https://example.com/long"}
+
+
 def test_a_trace_inside_a_run_is_linked_to_it(stored: TraceService) -> None:
     with mlflow.start_run() as run:
         with mlflow.start_span("in-run"):
@@ -445,6 +456,13 @@ def test_malformed_trace_payloads_answer_invalid_parameter_value(keel: Keel, sto
         detail = stored.get(trace_hex, "default")
         assert sorted(s.name for s in detail.spans) == ["child", "root"] and detail.trace.tags["k"] == "v"
         assert detail.spans[0].inputs == {"q": 1}
+        again = ok(_start(client, f"tr-{trace_hex}"))["trace"]["trace_info"]  # a retried start: stored already
+        assert (
+            again["tags"]["mlflow.trace.spansLocation"] == "TRACKING_STORE"
+            and "mlflow.artifactLocation" not in again["tags"]
+        )
+        ok(client.put(upload, json={"spans": [root, child]}))  # a retried upload stores nothing twice
+        assert stored.get(trace_hex, "default").trace.span_count == 2
         # a location that was not answered by StartTraceV3
         forged = upload.replace(location.rsplit("/", 2)[1], "0" * 64)
         assert "not started" in _error(client.put(forged, json={"spans": [root]}), 404, "RESOURCE_DOES_NOT_EXIST")

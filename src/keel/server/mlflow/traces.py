@@ -34,7 +34,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from keel.core.limits import MAX_PAGE_SIZE
-from keel.core.traces import IngestResult, Span, Trace, TraceDetail
+from keel.core.traces import IngestResult, RawSpans, Span, Trace, TraceDetail
 from keel.errors import InvalidInput, NotFound, TooLarge
 from keel.integrations.mlflow_rest.errors import NOT_SUPPORTED
 from keel.integrations.mlflow_rest.paging import _offset as page_offset
@@ -202,7 +202,7 @@ def store_trace_data(call: Call, experiment_id: str, trace_id: str, kept: str, b
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInput(f"the trace data is not JSON: {exc}"[:300], "upload what the MLflow client writes") from None
-    result: IngestResult = _invoke(call, "ingest", raw_spans(data, info), project)
+    result: IngestResult = _invoke(call, "ingest", RawSpans(raw_spans(data, info)), project)
     if result.rejected:
         raise InvalidInput(
             f"{result.rejected} span(s) of trace {trace_id} refused ({result.stored} stored): "
