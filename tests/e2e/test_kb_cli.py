@@ -1,19 +1,15 @@
-"""``keel kb ...`` as a user runs it: two versions, their diff, search, export, bad input."""
+"""``keel kb ...`` as a user runs it: two versions, their diff, search, export, bad input
+(the CLI in-process: see ``tests/cli_inprocess.py``)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-KEEL = Path(sys.executable).with_name("keel")
+from cli_inprocess import keel as run_keel
 
 
 def keel(*args, cwd, check=True):
-    env = {k: v for k, v in os.environ.items() if k not in ("KEEL_URI", "KEEL_OBJECTS")}
-    out = subprocess.run([str(KEEL), *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
+    out = run_keel(*args, cwd=cwd)
     if check and out.returncode != 0:
         raise AssertionError(f"keel {' '.join(args)} failed ({out.returncode}): {out.stderr}")
     return out

@@ -1,19 +1,17 @@
 """``--expect``: alias and stage moves from the command line that refuse to clobber a move
-made meanwhile (exit 4, naming where the ref points)."""
+made meanwhile (exit 4, naming where the ref points). The CLI runs in-process (see
+``tests/cli_inprocess.py``)."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-KEEL = Path(sys.executable).with_name("keel")
+from cli_inprocess import Result
+from cli_inprocess import keel as run_keel
 
 
-def keel(*args: str, cwd: Path, code: int = 0) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("KEEL_URI", "KEEL_OBJECTS")}
-    out = subprocess.run([str(KEEL), *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
+def keel(*args: str, cwd: Path, code: int = 0) -> Result:
+    out = run_keel(*args, cwd=cwd)
     assert out.returncode == code, f"keel {' '.join(args)}: exit {out.returncode}: {out.stdout}{out.stderr}"
     return out
 
