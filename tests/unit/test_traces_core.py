@@ -164,3 +164,19 @@ def test_only_keel_errors_escape(candidate):
         except KeelError:
             continue
         json.loads(row.attributes)  # whatever is accepted is stored as valid JSON
+
+
+def test_mlflow_llm_attributes_as_autolog_sets_them():
+    fields = span_fields(
+        {
+            "mlflow.llm.model": "gpt-4o-mini",
+            "mlflow.chat.tokenUsage": {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7},
+            "mlflow.llm.cost": '{"input_cost": 0.1, "output_cost": 0.2, "total_cost": 0.3}',
+        }
+    )
+    assert (fields["model"], fields["input_tokens"], fields["output_tokens"], fields["cost"]) == (
+        "gpt-4o-mini",
+        3,
+        4,
+        0.3,
+    )

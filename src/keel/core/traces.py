@@ -127,7 +127,7 @@ LINK_ATTRIBUTES = {
 }
 _LINK_PREFIXES = {"keel.flag.": "flag", "keel.ab.": "experiment"}
 
-_MODEL_KEYS = ("keel.model", "gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
+_MODEL_KEYS = ("keel.model", "gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "mlflow.llm.model")
 _INPUT_TOKEN_KEYS = (
     "gen_ai.usage.input_tokens",
     "gen_ai.usage.prompt_tokens",
@@ -140,7 +140,7 @@ _OUTPUT_TOKEN_KEYS = (
     "llm.token_count.completion",
     "keel.output_tokens",
 )
-_COST_KEYS = ("keel.cost", "gen_ai.usage.cost", "llm.cost.total")
+_COST_KEYS = ("keel.cost", "gen_ai.usage.cost", "llm.cost.total", "mlflow.llm.cost")
 _RUN_KEYS = ("keel.run_id", "mlflow.sourceRun")
 _CONVERSATION_KEYS = ("keel.conversation_id", "gen_ai.conversation.id", "session.id", "mlflow.trace.session")
 _USER_KEYS = ("keel.user_id", "user.id", "enduser.id", "mlflow.trace.user")
@@ -597,7 +597,7 @@ def infer_kind(attributes: Mapping[str, Any]) -> str:
 def span_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """The named fields keel reads from a span's attributes (None where absent)."""
     tokens = attributes.get("mlflow.chat.tokenUsage")
-    usage: Mapping[str, Any] = {}
+    usage: Mapping[str, Any] = tokens if isinstance(tokens, Mapping) else {}
     if isinstance(tokens, str):
         try:
             parsed = json.loads(tokens) if len(tokens) < 10_000 else None
@@ -609,12 +609,24 @@ def span_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
         "model": _text(model.strip('"') if isinstance(model, str) else model, "model", MAX_TEXT_FIELD),
         "input_tokens": _count(_first(attributes, _INPUT_TOKEN_KEYS) or usage.get("input_tokens")),
         "output_tokens": _count(_first(attributes, _OUTPUT_TOKEN_KEYS) or usage.get("output_tokens")),
-        "cost": _money(_first(attributes, _COST_KEYS)),
+        "cost": _money(_cost(_first(attributes, _COST_KEYS))),
         "prompt": _text(attributes.get("keel.prompt"), "prompt", MAX_TEXT_FIELD),
         "run_id": _text(_unquote(_first(attributes, _RUN_KEYS)), "run", MAX_TEXT_FIELD),
         "conversation_id": _text(_unquote(_first(attributes, _CONVERSATION_KEYS)), "conversation", MAX_TEXT_FIELD),
         "user_id": _text(_unquote(_first(attributes, _USER_KEYS)), "user", MAX_TEXT_FIELD),
     }
+
+
+def _cost(value: Any) -> Any:
+    # MLflow's mlflow.llm.cost is {"input_cost", "output_cost", "total_cost"} (or its JSON text)
+    if isinstance(value, str) and value[:1] == "{" and len(value) < 10_000:
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if isinstance(value, Mapping):
+        return value.get("total_cost")
+    return value
 
 
 def _unquote(value: Any) -> Any:
