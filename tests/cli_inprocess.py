@@ -15,6 +15,10 @@ keel); most CLI tests make dozens of calls, so they call the script's own entry 
   the process's exit would: rows are flushed and stores closed;
 - an exception that escapes ``main`` is exit 1 with its traceback on stderr.
 
+:func:`python_in` does the same for a script's worth of Python API calls (``python -c``
+in a folder): the folder is current, the environment is the script's, and the sessions
+are finished afterwards.
+
 ``tests/e2e/test_cli.py`` keeps the real ``keel`` script in a subprocess for what only
 a process shows (start-up time, the exit code reaching the shell).
 """
@@ -31,7 +35,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Result", "keel", "keel_env"]
+__all__ = ["Result", "keel", "keel_env", "python_in"]
 
 
 @dataclass
@@ -107,3 +111,22 @@ def keel(*args: str | os.PathLike[str], cwd: str | os.PathLike[str], env: Mappin
             err.write(traceback.format_exc())
             code = 1
     return Result(argv, code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def python_in(folder: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Use the Python API as a script run in ``folder`` would: ``folder`` is current,
+    ``os.environ`` is ``env`` (default: :func:`keel_env`), and every session is finished
+    (rows flushed, stores closed) on the way out, as at the script's exit."""
+    from keel.sdk import session
+
+    before = Path.cwd()
+    with _environment(keel_env() if env is None else env):
+        os.chdir(folder)
+        try:
+            yield
+        finally:
+            try:
+                session.reset()
+            finally:
+                os.chdir(before)

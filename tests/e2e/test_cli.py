@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cli_inprocess import keel as run_keel
-from cli_inprocess import keel_env
+from cli_inprocess import keel_env, python_in
 
 KEEL = Path(sys.executable).with_name("keel")
 
@@ -36,25 +36,18 @@ def keel_process(*args, cwd):
 def _make_project(folder: Path) -> tuple[Path, list[str]]:
     """``keel init``, then three runs logged through the Python API; their ids."""
     import keel as sdk
-    from keel.sdk import session
 
     assert keel("init", cwd=folder).stdout.startswith("Initialized keel workspace")
     (folder / "eval.json").write_text('{"ok": true}')
     ids = []
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.delenv("KEEL_URI", raising=False)
-        patch.delenv("KEEL_OBJECTS", raising=False)
-        try:
-            runs = [("gpt-4", 0.85, 0.03), ("gpt-4o", 0.9, 0.01), ("llama-3", 0.7, 0.001)]
-            for i, (model, acc, cost) in enumerate(runs):
-                with sdk.start_run(project="cli", name=f"run-{i}", tags={"team": "search"}) as run:
-                    sdk.log_params({"model": model, "temperature": 0.7})
-                    sdk.log_metrics({"accuracy": acc, "cost_per_query": cost})
-                    sdk.log_artifact("eval.json", artifact_path="eval")
-                    ids.append(run.id)
-        finally:
-            session.reset()
+    with python_in(folder):
+        runs = [("gpt-4", 0.85, 0.03), ("gpt-4o", 0.9, 0.01), ("llama-3", 0.7, 0.001)]
+        for i, (model, acc, cost) in enumerate(runs):
+            with sdk.start_run(project="cli", name=f"run-{i}", tags={"team": "search"}) as run:
+                sdk.log_params({"model": model, "temperature": 0.7})
+                sdk.log_metrics({"accuracy": acc, "cost_per_query": cost})
+                sdk.log_artifact("eval.json", artifact_path="eval")
+                ids.append(run.id)
     return folder, ids
 
 

@@ -1,43 +1,47 @@
-"""``keel verify`` as a user runs it on a workspace whose ``keel.db`` was changed behind keel's back."""
+"""``keel verify`` as a user runs it on a workspace whose ``keel.db`` was changed behind keel's back.
+
+The workspace is made once per module and copied for each test (each damages its copy);
+the CLI runs in-process (see ``tests/cli_inprocess.py``).
+"""
 
 import json
-import os
+import shutil
 import sqlite3
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-KEEL = Path(sys.executable).with_name("keel")
+from cli_inprocess import keel, python_in
 
 
-def keel(*args, cwd):
-    return subprocess.run([str(KEEL), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A workspace with three finished runs (metric histories, an artifact) and a prompt."""
+    import keel as sdk
+
+    folder = tmp_path_factory.mktemp("verify-template")
+    assert keel("init", cwd=folder).returncode == 0
+    (folder / "eval.json").write_text('{"ok": true}')
+    ids = []
+    with python_in(folder):
+        for i in range(3):
+            with sdk.start_run(project="cli", name=f"run-{i}") as run:
+                sdk.log_params({"model": f"m{i}", "temperature": 0.7})
+                for step in range(20):
+                    sdk.log_metric("loss", 1 / (step + 1), step=step)
+                sdk.log_artifact("eval.json")
+                ids.append(run.id)
+        sdk.prompts.register("chat", "Hello {{ name }}", changelog="first")
+    return folder, ids
 
 
 @pytest.fixture
-def workspace(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("KEEL_URI", "KEEL_OBJECTS")}
-    assert keel("init", cwd=tmp_path).returncode == 0
-    (tmp_path / "eval.json").write_text('{"ok": true}')
-    code = """
-        import keel
-        for i in range(3):
-            with keel.start_run(project="cli", name=f"run-{i}") as run:
-                keel.log_params({"model": f"m{i}", "temperature": 0.7})
-                for step in range(20):
-                    keel.log_metric("loss", 1 / (step + 1), step=step)
-                keel.log_artifact("eval.json")
-                print(run.id)
-        keel.prompts.register("chat", "Hello {{ name }}", changelog="first")
-    """
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    return tmp_path, out.stdout.split()
+def workspace(template, tmp_path):
+    """This test's own copy of the template workspace."""
+    folder, ids = template
+    copy = tmp_path / "ws"
+    shutil.copytree(folder, copy)
+    return copy, ids
 
 
 def _db(folder: Path) -> sqlite3.Connection:
