@@ -1,7 +1,7 @@
-"""``keel config ...`` as a user runs it."""
+"""``keel config ...`` as a user runs it (the CLI in-process: see ``tests/cli_inprocess.py``;
+the hostile files run the ``keel`` script, whose memory is measured)."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cli_inprocess import keel as run_keel
+from cli_inprocess import keel_env, python_in
+
 KEEL = Path(sys.executable).with_name("keel")
 SEED = Path(__file__).parents[1] / "fixtures" / "config" / "production.yaml"
 
 
 def keel(*args, cwd, check=True, env=None):
-    environ = {k: v for k, v in os.environ.items() if k not in ("KEEL_URI", "KEEL_OBJECTS")}
-    environ.update(env or {})
-    out = subprocess.run([str(KEEL), *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=environ)
+    out = run_keel(*args, cwd=cwd, env=keel_env(**(env or {})))
     if check and out.returncode != 0:
         raise AssertionError(f"keel {' '.join(args)} failed ({out.returncode}): {out.stderr}")
     return out
@@ -57,10 +58,8 @@ def test_bad_input_is_one_error_line(folder):
     assert out.returncode == 3 and "available environments: production, staging" in out.stderr
     out = keel("config", "show", "--env", "production", cwd=folder, check=False, env={"OPENAI_API_KEY": ""})
     assert out.returncode == 0  # set but empty is a value
-    environ = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    out = subprocess.run(
-        [str(KEEL), "config", "show", "--env", "production"], cwd=folder, capture_output=True, text=True, env=environ
-    )
+    environ = {k: v for k, v in keel_env().items() if k != "OPENAI_API_KEY"}
+    out = run_keel("config", "show", "--env", "production", cwd=folder, env=environ)
     assert out.returncode == 2 and "OPENAI_API_KEY" in out.stderr and "config/base.yaml:2" in out.stderr
     assert "Traceback" not in out.stderr
     (folder / "config" / "bad.yaml").write_text("llm: [1\n")
@@ -77,20 +76,13 @@ def test_diff_and_history(folder):
     assert "are the same" in keel("config", "diff", "production", "production", cwd=folder, env=env).stdout
 
     keel("init", cwd=folder)
-    script = (
-        "import keel\nfrom keel.sdk import config\n"
-        "with keel.start_run(project='chat') as run:\n"
-        "    cfg = config.load(env='production')\n"
-        "print(run.id, cfg.snapshot_hash)\n"
-    )
-    run_id, digest = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, **env},
-    ).stdout.split()
+    import keel as sdk
+    from keel.sdk import config
+
+    with python_in(folder, env=keel_env(**env)):
+        with sdk.start_run(project="chat") as run:
+            digest = config.load(env="production").snapshot_hash
+        run_id = run.id
     history = json.loads(keel("config", "history", "--json", cwd=folder).stdout)
     assert history == [
         {
@@ -129,7 +121,9 @@ def test_hostile_config_files_are_one_error_line(folder, text, message):
     (folder / "config" / "base.yaml").unlink()
     (folder / "config" / "hostile.yaml").write_text(text)
     started = time.perf_counter()
-    out = keel("config", "show", "--env", "hostile", cwd=folder, check=False)
+    out = subprocess.run(
+        [str(KEEL), "config", "show", "--env", "hostile"], cwd=folder, capture_output=True, text=True, env=keel_env()
+    )
     assert time.perf_counter() - started < 30
     assert out.returncode == 2 and out.stdout == "" and "pwned" not in out.stderr
     assert out.stderr.startswith("error: " + message) and out.stderr.count("\n") == 1, out.stderr
@@ -137,8 +131,8 @@ def test_hostile_config_files_are_one_error_line(folder, text, message):
 
 
 def test_show_without_env_names_the_option(folder):
-    environ = {k: v for k, v in os.environ.items() if k != "KEEL_ENV"}
-    out = subprocess.run([str(KEEL), "config", "show"], cwd=folder, capture_output=True, text=True, env=environ)
+    environ = {k: v for k, v in keel_env().items() if k != "KEEL_ENV"}
+    out = run_keel("config", "show", cwd=folder, env=environ)
     assert out.returncode == 2
     assert out.stderr.strip() == (
         "error: which environment? (run keel config show --env production "
