@@ -1,7 +1,9 @@
-"""``keel llm ...`` as a user runs it: the stand-in server, listing, showing, sharing cassettes."""
+"""``keel llm ...`` as a user runs it: the stand-in server, listing, showing, sharing cassettes.
+
+The ``keel llm`` commands run in-process (see ``tests/cli_inprocess.py``); the stand-in server
+and the recording/replaying scripts are processes of their own."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -9,6 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from cli_inprocess import keel as run_keel
+from cli_inprocess import keel_env
 
 KEEL = Path(sys.executable).with_name("keel")
 
@@ -35,8 +40,8 @@ print(r.choices[0].message.content, type(r).__name__)
 
 
 def keel(*args, cwd, check=True):
-    env = {k: v for k, v in os.environ.items() if k not in ("KEEL_URI", "KEEL_OBJECTS", "KEEL_LLM_MODE")}
-    out = subprocess.run([str(KEEL), *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
+    env = {k: v for k, v in keel_env().items() if k != "KEEL_LLM_MODE"}
+    out = run_keel(*args, cwd=cwd, env=env)
     if check and out.returncode != 0:
         raise AssertionError(f"keel {' '.join(args)} failed ({out.returncode}): {out.stderr}")
     return out
