@@ -168,6 +168,13 @@ def test_replay_emits_spans_with_the_recorded_occurrences(local: Path, server: S
             for _ in range(2)
         ]
 
+    # a replay outside any trace adds no trace (replayed tests would copy their recordings)
+    replayed_alone = offline.chat.completions.create(model="counter", messages=vote, temperature=0.9)
+    assert replayed_alone.choices[0].message.content == "sample-1"
+    assert traces.counters()["spans"] == 0
+    offline = llm.wrap(openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="unused", max_retries=0),
+                       mode="replay", replay_from=run.id)  # fmt: skip
+
     assert ask_twice() == ["sample-1", "sample-2"] == [r.choices[0].message.content for r in recorded]
     spans = _llm_spans(_trace("vote"))
     assert [s.attributes["keel.llm.occurrence"] for s in spans] == [0, 1]

@@ -1,9 +1,11 @@
 """The span each call of a wrapped LLM client adds to the current trace (see :mod:`keel.sdk.llm`).
 
-A call inside a span (``@keel.trace``, ``keel.span``) is its child; a call outside any
-trace is a trace of its own, one span long, as LangSmith's ``wrap_openai`` and Langfuse's
-OpenAI integration do. The span is named ``"{operation} {model}"`` (``chat gpt-4o``),
-kind ``llm`` (``embedding`` for embeddings), and carries:
+A call inside a span (``@keel.trace``, ``keel.span``) is its child; a live or recorded
+call outside any trace is a trace of its own, one span long, as LangSmith's ``wrap_openai``
+and Langfuse's OpenAI integration do. A *replayed* call outside any trace adds no trace
+(replayed tests and evaluations would otherwise copy their recordings into the trace store);
+inside a trace it is a span like any other, marked ``replay``. The span is named
+``"{operation} {model}"`` (``chat gpt-4o``), kind ``llm`` (``embedding`` for embeddings), and carries:
 
 - the OpenTelemetry GenAI attributes: ``gen_ai.operation.name``, ``gen_ai.provider.name``
   (and the older ``gen_ai.system``), ``gen_ai.request.model``, the request parameters
@@ -195,6 +197,11 @@ def prepared(span: ActiveSpan | None, prep: Any, mode: str) -> None:
     if span is None:
         return
     try:
+        if mode == "replay" and span.parent_id is None:
+            # a replay outside any trace adds no trace: replayed tests and evaluations would
+            # otherwise fill the trace store with copies of the recorded calls
+            traces.discard(span)
+            return
         attributes = span.attributes
         attributes["keel.llm.mode"] = mode
         if prep is None:

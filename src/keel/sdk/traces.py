@@ -236,6 +236,16 @@ class _TraceState:
         self.buffer: list[dict[str, Any]] = []
 
 
+#: The state of spans that are not recorded at all (:func:`discard`).
+_DISCARDED = _TraceState("", False)
+
+
+def discard(span: ActiveSpan) -> None:
+    """Record nothing of ``span`` when it ends (keel's own use: a replayed LLM call outside any
+    trace). Its children, if any were started, are discarded with it."""
+    span._state = _DISCARDED
+
+
 class ActiveSpan:
     """A span being recorded: set its attributes, inputs, outputs and status while it runs."""
 
@@ -313,6 +323,8 @@ class ActiveSpan:
 
     def _finish(self) -> None:
         state = self._state
+        if state is _DISCARDED:
+            return
         if self.status == "unset":
             self.status = "ok"
         raw: dict[str, Any] = {
