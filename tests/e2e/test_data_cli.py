@@ -1,15 +1,16 @@
-"""``keel data`` and ``keel remote`` as a user runs them: real processes, real git, real remotes."""
+"""``keel data`` and ``keel remote`` as a user runs them: real git, real remotes (the CLI in-process:
+see ``tests/cli_inprocess.py``)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-KEEL = Path(sys.executable).with_name("keel")
+from cli_inprocess import Result
+from cli_inprocess import keel as run_keel
 
 
 def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -20,8 +21,11 @@ def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     return out
 
 
-def keel(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(str(KEEL), *args, cwd=cwd, check=check)
+def keel(*args: str, cwd: Path, check: bool = True) -> Result:
+    out = run_keel(*args, cwd=cwd)
+    if check and out.returncode != 0:
+        raise AssertionError(f"keel {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
 
 
 def git(*args: str, cwd: Path) -> str:

@@ -1,4 +1,5 @@
-"""Paths from content stay inside (issue 16), as a user meets them: real git, real processes.
+"""Paths from content stay inside (issue 16), as a user meets them: real git, the CLI in-process
+(``tests/cli_inprocess.py``).
 
 - a teammate pushes a tree whose entry is ``../../victim.txt`` to a folder remote; a fresh
   clone's ``keel data pull`` is refused with one line and nothing outside the clone is written;
@@ -11,14 +12,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import blake3
 
+from cli_inprocess import Result
+from cli_inprocess import keel as run_keel
 from keel.objects.local import LocalObjectStore
 
-KEEL = Path(sys.executable).with_name("keel")
 PRECIOUS = "precious, never to be replaced"
 
 
@@ -30,15 +31,18 @@ def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     return out
 
 
-def keel(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(str(KEEL), *args, cwd=cwd, check=check)
+def keel(*args: str, cwd: Path, check: bool = True) -> Result:
+    out = run_keel(*args, cwd=cwd)
+    if check and out.returncode != 0:
+        raise AssertionError(f"keel {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
 
 
 def git(*args: str, cwd: Path) -> str:
     return run("git", *args, cwd=cwd).stdout
 
 
-def one_line_error(out: subprocess.CompletedProcess[str], *words: str) -> None:
+def one_line_error(out: Result, *words: str) -> None:
     assert out.returncode != 0, out.stdout
     assert "Traceback" not in out.stderr and out.stderr.startswith("error: "), out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
