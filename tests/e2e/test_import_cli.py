@@ -1,5 +1,6 @@
-"""``keel import mlflow|wandb|dvc`` as a user runs them: real processes, sources written by
-the real mlflow and wandb packages and by dvc (the fixture repository)."""
+"""``keel import mlflow|wandb|dvc`` as a user runs them: sources written by the real mlflow
+and wandb packages (in processes of their own) and by dvc (the fixture repository); the keel
+CLI runs in-process (see ``tests/cli_inprocess.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import sys
 import tarfile
 from pathlib import Path
 
-KEEL = Path(sys.executable).with_name("keel")
+from cli_inprocess import Result
+from cli_inprocess import keel as run_keel
+
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "dvc_repo.tar.gz"
 
 _MLFLOW_WRITER = r"""
@@ -48,8 +51,11 @@ def run(
     return out
 
 
-def keel(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(str(KEEL), *args, cwd=cwd, check=check)
+def keel(*args: str, cwd: Path, check: bool = True) -> Result:
+    out = run_keel(*args, cwd=cwd)
+    if check and out.returncode != 0:
+        raise AssertionError(f"keel {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
 
 
 def test_import_mlflow_and_wandb(tmp_path: Path) -> None:
