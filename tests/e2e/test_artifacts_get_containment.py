@@ -1,21 +1,15 @@
 """``keel artifacts get RUN --dest dl/sub`` as a reader runs it, on a run holding an artifact row
-from before write-time validation (``../../x``): refused with one line, nothing written anywhere."""
+from before write-time validation (``../../x``): refused with one line, nothing written anywhere.
+The CLI runs in-process (see ``tests/cli_inprocess.py``)."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import select
 
+from cli_inprocess import keel
 from keel.meta import schema
 from keel.services.tracking import TrackingService
 from keel.services.workspace import open_store
-
-KEEL = Path(sys.executable).with_name("keel")
-
-
-def keel(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(KEEL), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
 def test_artifacts_get_refuses_a_stored_path_outside_dest(tmp_path: Path) -> None:
