@@ -3,7 +3,8 @@
 One uvicorn server (SQLite file + local objects) is shared by the module; a
 script logs through the Python API, then every CLI group reads and changes the
 same data, which the server's REST API shows too. One test repeats the basics
-on PostgreSQL + S3.
+on PostgreSQL + S3. The scripts run as processes of their own; the CLI runs in-process
+(see ``tests/cli_inprocess.py``), with the environment a user's shell would give it.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ import httpx
 import pytest
 from test_server_api import Server, start_server
 
+from cli_inprocess import keel as run_keel
 from keel.integrations.standin import StandInServer
 from keel.services.auth import AuthStore
 from keel.services.workspace import open_store
-
-KEEL = Path(sys.executable).with_name("keel")
 
 SCRIPT = """\
 import keel
@@ -76,9 +76,7 @@ class Remote:
         return env
 
     def keel(self, *args: str, user: str = "root", code: int = 0, env: dict[str, str] | None = None) -> str:
-        out = subprocess.run(
-            [str(KEEL), *args], cwd=self.folder, capture_output=True, text=True, timeout=60, env=env or self.env(user)
-        )
+        out = run_keel(*args, cwd=self.folder, env=env or self.env(user))
         assert out.returncode == code, f"keel {' '.join(args)} -> {out.returncode}: {out.stdout}{out.stderr}"
         return out.stdout if code == 0 else out.stderr
 
@@ -221,8 +219,7 @@ def test_dataset_versions_and_their_use_are_recorded_on_the_server(remote: Remot
     assert version["path"] == "eval.jsonl" and version["kind"] == "file"
     assert version["oid"][:12] in remote.keel("data", "log", "eval.jsonl")
     script = (
-        "import keel\nwith keel.start_run(project='demo') as run:\n"
-        "    run.use_dataset('eval.jsonl')\nprint(run.id)\n"
+        "import keel\nwith keel.start_run(project='demo') as run:\n    run.use_dataset('eval.jsonl')\nprint(run.id)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=remote.folder, capture_output=True, text=True, timeout=60, env=remote.env()
@@ -235,11 +232,9 @@ def test_dataset_versions_and_their_use_are_recorded_on_the_server(remote: Remot
 def test_a_workspace_initialized_with_a_server_url_works_against_it(remote: Remote, tmp_path: Path) -> None:
     env = remote.env()
     del env["KEEL_URI"]
-    out = subprocess.run(
-        [str(KEEL), "init", "--store", remote.server.url], cwd=tmp_path, capture_output=True, text=True, env=env
-    )
+    out = run_keel("init", "--store", remote.server.url, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
-    out = subprocess.run([str(KEEL), "runs", "list"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    out = run_keel("runs", "list", cwd=tmp_path, env=env)
     assert out.returncode == 0 and remote.run_id[:8] in out.stdout, out.stderr
 
 
