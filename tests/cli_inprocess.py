@@ -8,7 +8,7 @@ keel); most CLI tests make dozens of calls, so they call the script's own entry 
 - the current folder is ``cwd`` and ``os.environ`` is ``env`` (by default this
   process's environment without ``KEEL_URI``/``KEEL_OBJECTS``) for the call only;
 - ``sys.argv`` is the script's; stdout and stderr are captured (not terminals, as
-  when piped); stdin is empty;
+  when piped); stdin holds ``input`` (empty by default);
 - warnings on loggers reach stderr as Python's last-resort handler prints them in a
   process that configured no logging (pytest's own log capture would take them);
 - every session is finished and forgotten after the call (``session.reset``), as
@@ -78,8 +78,14 @@ def _environment(env: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def keel(*args: str | os.PathLike[str], cwd: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Result:
-    """``keel ARGS`` run in ``cwd`` with ``env``, in this process."""
+def keel(
+    *args: str | os.PathLike[str],
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str = "",
+) -> Result:
+    """``keel ARGS`` run in ``cwd`` (default: the current folder) with ``env``, reading
+    ``input`` on stdin, in this process."""
     from keel.cli.main import main
     from keel.sdk import session
 
@@ -90,11 +96,11 @@ def keel(*args: str | os.PathLike[str], cwd: str | os.PathLike[str], env: Mappin
     root = logging.getLogger()
     before = Path.cwd()
     with _environment(keel_env() if env is None else env), contextlib.ExitStack() as stack:
-        os.chdir(cwd)
+        os.chdir(before if cwd is None else cwd)
         stack.callback(os.chdir, before)
         stack.enter_context(contextlib.redirect_stdout(out))
         stack.enter_context(contextlib.redirect_stderr(err))
-        saved_stdin, sys.stdin = sys.stdin, io.StringIO("")
+        saved_stdin, sys.stdin = sys.stdin, io.StringIO(input)
         stack.callback(setattr, sys, "stdin", saved_stdin)
         saved_argv, sys.argv = sys.argv, [str(Path(sys.executable).with_name("keel")), *argv]
         stack.callback(setattr, sys, "argv", saved_argv)  # usage lines name 'keel'; runs record this argv

@@ -1,6 +1,7 @@
 """``keel server ...`` and ``keel ui`` as a user and a supervisor run them.
 
-The admin commands run against a real SQLite file; ``keel server start`` and
+The admin commands run against a real SQLite file, in-process through the ``keel``
+script's entry point (``tests/cli_inprocess.py``); ``keel server start`` and
 ``keel ui`` run as real processes, and a signal to *their* pid must stop the
 server and free its port (they exec the server, they do not start a child).
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cli_inprocess import keel as run_keel
 from keel.services.auth import AuthStore
 from keel.services.workspace import open_store
 from servers import free_port
@@ -32,9 +34,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="uses ps and POS
 
 def keel(*args: str, code: int = 0, cwd: Path | None = None, stdin: str | None = None) -> str:
     """Run ``keel ARGS``; its stdout (its stderr when it is expected to fail)."""
-    out = subprocess.run(
-        [str(KEEL), *args], capture_output=True, text=True, timeout=60, cwd=cwd, input=stdin, env=_env()
-    )
+    out = run_keel(*args, cwd=cwd, input=stdin or "", env=_env())
     assert out.returncode == code, out.stdout + out.stderr
     return out.stdout if code == 0 else out.stderr
 
@@ -112,8 +112,7 @@ def test_users_tokens_and_grants_on_a_sqlite_store(store: str, tmp_path: Path) -
 def test_store_comes_from_the_environment_or_the_error_says_how(store: str) -> None:
     error = keel("server", "user", "list", code=2)
     assert error.count("\n") == 1 and "KEEL_SERVER_STORE" in error
-    out = subprocess.run([str(KEEL), "server", "admin", "create", "root"], capture_output=True, text=True,
-                         env={**_env(), "KEEL_SERVER_STORE": store}, timeout=60)  # fmt: skip
+    out = run_keel("server", "admin", "create", "root", env={**_env(), "KEEL_SERVER_STORE": store})
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1].startswith("keel_"), out.stderr
 
 
