@@ -68,6 +68,7 @@ bench: $(VENV)/.installed-dev $(BENCH_MLFLOW)/.installed $(BENCH_DVC)/.installed
 	$(PY) bench/flags.py
 	$(PY) bench/server.py --mlflow-python $(BENCH_MLFLOW)/bin/python
 	$(PY) bench/mlflow_compat.py --mlflow-python $(BENCH_MLFLOW)/bin/python
+	$(PY) bench/traces.py --mlflow-python $(BENCH_MLFLOW)/bin/python
 
 clean:
 	rm -rf $(VENV) $(BENCH_MLFLOW) $(BENCH_DVC) .test-servers .test-artifacts

@@ -297,10 +297,22 @@ def _lower(text: str) -> str:
 
 class _Scanner:
     """Finds the secrets in a string and masks them with ``mask`` (``***`` or ``[API_KEY]``).
-    Stateless: one instance serves every thread."""
+    One instance serves every thread; its only state is a bounded memo of short clean strings."""
 
     def __init__(self, mask: str) -> None:
         self.mask = mask
+        self._clean: dict[str, bool] = {}
+
+    def scan_short(self, text: str) -> str:
+        """:meth:`scan` for the keys and short values of mappings, which repeat (span attributes,
+        metadata): a short string found clean is remembered as clean (a bounded memo; strings
+        that held a secret are never kept)."""
+        if text in self._clean:
+            return text
+        found = self.scan(text)
+        if found is text and len(text) <= _MEMO_LENGTH and len(self._clean) < _MEMO_SIZE:
+            self._clean[text] = True
+        return found
 
     def scan(self, text: str, nesting: int = 0) -> str:
         if len(text) < MIN_LENGTH:
@@ -588,6 +600,8 @@ def _secret_param(name: str) -> bool:
     return low in _QUERY_NAMES or is_secret_key(low)
 
 
+_MEMO_LENGTH = 128  # characters of a string the scanners remember as clean
+_MEMO_SIZE = 20_000  # strings remembered per scanner
 _SCANNERS = {REDACTED: _Scanner(REDACTED), "[API_KEY]": _Scanner("[API_KEY]")}
 _DEFAULT = _SCANNERS[REDACTED]
 
@@ -627,7 +641,9 @@ class _Walk:
         if kind is str:
             if len(value) < MIN_LENGTH:
                 return value
-            return self.scanner.scan(value) if self.budget >= 0 else self.scanner.mask
+            if self.budget < 0:
+                return self.scanner.mask
+            return self.scanner.scan_short(value) if len(value) <= _MEMO_LENGTH else self.scanner.scan(value)
         if kind is int or kind is float or kind is bool or value is None:
             return value
         if depth >= MAX_DEPTH or self.budget < 0:
@@ -636,7 +652,7 @@ class _Walk:
             out = {}
             for key, item in value.items():
                 if type(key) is str and len(key) >= MIN_LENGTH:
-                    key = self.scanner.scan(key)
+                    key = self.scanner.scan_short(key)
                 out[key] = self.masked(item, depth + 1) if self.secret_key(key) else self.value(item, depth + 1)
             return out
         if kind is list or kind is tuple or isinstance(value, list | tuple):

@@ -49,6 +49,7 @@ from keel.errors import InvalidInput
 __all__ = [
     "CLOCK_SKEW",
     "LINK_ATTRIBUTES",
+    "LINK_PREFIXES",
     "MAX_ATTRIBUTES_BYTES",
     "MAX_EVENTS",
     "MAX_NAME_LENGTH",
@@ -125,7 +126,8 @@ LINK_ATTRIBUTES = {
     "keel.kb": "kb",
     "keel.config": "config",
 }
-_LINK_PREFIXES = {"keel.flag.": "flag", "keel.ab.": "experiment"}
+#: Attribute prefixes that name a version keel manages: ``keel.flag.<key>``, ``keel.ab.<experiment>``.
+LINK_PREFIXES = {"keel.flag.": "flag", "keel.ab.": "experiment"}
 
 _MODEL_KEYS = ("keel.model", "gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "mlflow.llm.model")
 _INPUT_TOKEN_KEYS = (
@@ -183,6 +185,17 @@ _GENAI_OPERATIONS = {
 
 _HINT = "fix the span in the application (see docs/traces.md, 'The span record')"
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=repr)
+# The C encoder _ENCODER.encode builds on each call, called directly: the same text, without the
+# Python layers around it (a span encodes its attributes and payloads: this is on the write path).
+_C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE_TEXT: Any = json.encoder.encode_basestring  # ensure_ascii=False's string encoder
+
+
+def _encode(value: Any) -> str:
+    """``_ENCODER.encode(value)``."""
+    if _C_ENCODER is None or type(value) is str:
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODER({}, repr, _ENCODE_TEXT, None, ":", ",", False, False, False)(value, 0))
 
 
 class SpanRow(NamedTuple):
@@ -505,11 +518,13 @@ def dumps(value: Any) -> str:
     """Compact JSON every database can store: NaN and infinities become null, unknown objects
     their ``repr``, lone surrogates ``\\u`` escapes; nesting past Python's limits its ``short``."""
     try:
-        text = _ENCODER.encode(value)
+        text = _encode(value)
     except ValueError:  # NaN / inf somewhere
         text = _ENCODER.encode(_finite(value))
     except RecursionError:
         text = _ENCODER.encode(short(value))
+    if text.isascii():  # nearly always: nothing to check
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: escape it (valid JSON, valid UTF-8)
@@ -594,9 +609,41 @@ def infer_kind(attributes: Mapping[str, Any]) -> str:
     return "other"
 
 
+_FIELDS = ("model", "input_tokens", "output_tokens", "cost", "prompt", "run_id", "conversation_id", "user_id")
+#: Attribute key -> (field, rank): a field takes the value of its best-ranked key that is set.
+_FIELD_KEYS: dict[str, tuple[str, int]] = {
+    key: (name, rank)
+    for name, keys in (
+        ("model", _MODEL_KEYS),
+        ("input_tokens", _INPUT_TOKEN_KEYS),
+        ("output_tokens", _OUTPUT_TOKEN_KEYS),
+        ("cost", _COST_KEYS),
+        ("prompt", ("keel.prompt",)),
+        ("run_id", _RUN_KEYS),
+        ("conversation_id", _CONVERSATION_KEYS),
+        ("user_id", _USER_KEYS),
+        ("usage", ("mlflow.chat.tokenUsage",)),
+    )
+    for rank, key in enumerate(keys)
+}
+
+
 def span_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """The named fields keel reads from a span's attributes (None where absent)."""
-    tokens = attributes.get("mlflow.chat.tokenUsage")
+    # One pass over the attributes (a span has a handful; the conventions name ~30 keys).
+    found: dict[str, tuple[int, Any]] = {}
+    for key, value in attributes.items():
+        slot = _FIELD_KEYS.get(key)
+        if slot is None or value is None or value == "":
+            continue
+        name, rank = slot
+        have = found.get(name)
+        if have is None or rank < have[0]:
+            found[name] = (rank, value)
+    if not found:
+        return dict.fromkeys(_FIELDS)
+    first = {name: value for name, (_rank, value) in found.items()}
+    tokens = first.get("usage")
     usage: Mapping[str, Any] = tokens if isinstance(tokens, Mapping) else {}
     if isinstance(tokens, str):
         try:
@@ -604,16 +651,16 @@ def span_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
         except ValueError:
             parsed = None
         usage = parsed if isinstance(parsed, Mapping) else {}
-    model = _first(attributes, _MODEL_KEYS)
+    model = first.get("model")
     return {
         "model": _text(model.strip('"') if isinstance(model, str) else model, "model", MAX_TEXT_FIELD),
-        "input_tokens": _count(_first(attributes, _INPUT_TOKEN_KEYS) or usage.get("input_tokens")),
-        "output_tokens": _count(_first(attributes, _OUTPUT_TOKEN_KEYS) or usage.get("output_tokens")),
-        "cost": _money(_cost(_first(attributes, _COST_KEYS))),
-        "prompt": _text(attributes.get("keel.prompt"), "prompt", MAX_TEXT_FIELD),
-        "run_id": _text(_unquote(_first(attributes, _RUN_KEYS)), "run", MAX_TEXT_FIELD),
-        "conversation_id": _text(_unquote(_first(attributes, _CONVERSATION_KEYS)), "conversation", MAX_TEXT_FIELD),
-        "user_id": _text(_unquote(_first(attributes, _USER_KEYS)), "user", MAX_TEXT_FIELD),
+        "input_tokens": _count(first.get("input_tokens") or usage.get("input_tokens")),
+        "output_tokens": _count(first.get("output_tokens") or usage.get("output_tokens")),
+        "cost": _money(_cost(first.get("cost"))),
+        "prompt": _text(first.get("prompt"), "prompt", MAX_TEXT_FIELD),
+        "run_id": _text(_unquote(first.get("run_id")), "run", MAX_TEXT_FIELD),
+        "conversation_id": _text(_unquote(first.get("conversation_id")), "conversation", MAX_TEXT_FIELD),
+        "user_id": _text(_unquote(first.get("user_id")), "user", MAX_TEXT_FIELD),
     }
 
 
@@ -654,7 +701,7 @@ def links_of(attributes: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 name, _, version = text.rpartition("@") if "@" in text else (text, "", "")
                 out.append((kind, name or text, version))
             continue
-        for prefix, kind in _LINK_PREFIXES.items():
+        for prefix, kind in LINK_PREFIXES.items():
             if key.startswith(prefix) and len(key) > len(prefix):
                 text = _text(value, key, MAX_TEXT_FIELD)
                 if text is not None:
@@ -680,6 +727,12 @@ def _attributes(raw: Any) -> tuple[dict[str, Any], bool]:
         return {}, False
     if not isinstance(raw, Mapping):
         raise _bad("attributes", f"must be an object, not {short(raw)}")
+    if type(raw) is dict:
+        for key in raw:
+            if type(key) is not str or not key or len(key) > MAX_NAME_LENGTH or "\x00" in key:
+                break
+        else:  # the usual case: nothing to clean (the dict is only read from here on)
+            return raw, False
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or not key:
@@ -689,6 +742,8 @@ def _attributes(raw: Any) -> tuple[dict[str, Any], bool]:
 
 
 def _clip_attributes(attributes: dict[str, Any]) -> tuple[str, bool]:
+    if not attributes:
+        return "{}", False
     text = dumps(attributes)
     if len(text) <= MAX_ATTRIBUTES_BYTES:
         return text, False

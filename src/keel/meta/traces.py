@@ -30,7 +30,7 @@ from typing import Any
 from keel.core.conversations import parse_time
 from keel.core.entities import now_ms
 from keel.core.filters import And, Comparison, Node, Not, Or, OrderBy
-from keel.core.traces import ScoreRow, SpanRow, links_of
+from keel.core.traces import LINK_ATTRIBUTES, LINK_PREFIXES, ScoreRow, SpanRow, links_of
 from keel.errors import InvalidInput
 from keel.meta.delivered import claim_batch
 from keel.meta.engine import Database
@@ -287,6 +287,8 @@ def _tags(row: SpanRow) -> dict[str, Any]:
 
 def _summary(rows: list[SpanRow], now: int) -> tuple[Any, ...]:
     """The summary row of a trace's new spans (see the module docstring, step 4)."""
+    if len(rows) == 1:  # the usual case of a batch of small traces: the same values, computed directly
+        return _summary_of_one(rows[0], now)
     rows = sorted(rows, key=lambda r: r.start_ns)
     root = next((r for r in rows if r.parent_id is None), None)
     start = rows[0].start_ns
@@ -322,6 +324,41 @@ def _summary(rows: list[SpanRow], now: int) -> tuple[Any, ...]:
         now,
         now,
     )
+
+
+def _summary_of_one(r: SpanRow, now: int) -> tuple[Any, ...]:
+    errors = 1 if r.status == "error" else 0
+    tags = _tags(r)
+    return (
+        r.trace_id,
+        r.name,
+        r.span_id if r.parent_id is None else None,
+        r.start_ns,
+        r.end_ns,
+        (r.end_ns - r.start_ns) / 1e6,
+        "error" if errors else "ok",
+        1,
+        errors,
+        r.input_tokens,
+        r.output_tokens,
+        r.cost,
+        r.model or None,
+        r.prompt or None,
+        r.run_id or None,
+        r.conversation_id or None,
+        r.user_id or None,
+        json.dumps(tags, separators=(",", ":"), ensure_ascii=False, default=str) if tags else "{}",
+        now,
+        now,
+    )
+
+
+#: A span's attributes (JSON text) name a version only if they hold one of these.
+_LINK_MARKS = (*(f'"{key}"' for key in LINK_ATTRIBUTES), *(f'"{prefix}' for prefix in LINK_PREFIXES))
+
+
+def _names_versions(attributes: str) -> bool:
+    return "keel." in attributes and any(mark in attributes for mark in _LINK_MARKS)
 
 
 def _upsert_sql(sqlite: bool) -> str:
@@ -506,7 +543,7 @@ class RawTraces:
         links = {
             (pid, row.trace_id, kind, entity[:250], version[:200])
             for row in rows
-            if "keel." in row.attributes
+            if _names_versions(row.attributes)
             for kind, entity, version in links_of(json.loads(row.attributes))
         }
         if links:

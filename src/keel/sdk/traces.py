@@ -187,7 +187,19 @@ def _count(key: str, n: int = 1) -> None:
 # -- payloads ---------------------------------------------------------------------------------
 def _jsonable(value: Any, depth: int = 0) -> Any:
     """A JSON value for ``value`` (bounded in depth and width); objects become their ``repr``."""
-    if value is None or isinstance(value, bool | int | str):
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict and depth < _MAX_DEPTH and len(value) <= _MAX_ITEMS:
+        # the common case (a dict of plain values) without the generic checks below
+        out = {}
+        for key, item in value.items():
+            of = type(item)
+            out[key if type(key) is str else str(key)] = (
+                item if of is str or of is int or of is bool or item is None else _jsonable(item, depth + 1)
+            )
+        return out
+    if isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
         return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
@@ -209,17 +221,49 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     return text if len(text) <= 1000 else text[:1000] + "..."
 
 
+def _fits(data: Any, limit: int) -> bool:
+    """True when ``data`` (a value :func:`_jsonable` returned) is surely at most ``limit``
+    characters as JSON: an upper bound (every character escaped), so most payloads need no
+    encoding here; False means "maybe larger" (the caller encodes to know)."""
+    left = limit
+    stack = [data]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str:
+            left -= 6 * len(item) + 3  # each character escaped at worst, quotes, a separator
+        elif kind is dict:
+            left -= 2
+            for key, value in item.items():
+                left -= 6 * len(key) + 4
+                push(value)
+        elif kind is list:
+            left -= 2
+            extend(item)
+        elif kind is int:
+            left -= item.bit_length() // 3 + 3  # decimal digits, a sign, a separator
+        else:  # float (24 characters at most), bool, None
+            left -= 26
+        if left < 0:
+            return False
+    return True
+
+
 def _payload(value: Any) -> Any:
     if value is None:
         return None
     data = _jsonable(value)
+    limit = _settings.max_payload_bytes
     if isinstance(data, str | int | float | bool):
-        if isinstance(data, str) and len(data) > _settings.max_payload_bytes:
-            return {"keel.truncated": True, "size": len(data), "head": data[: _settings.max_payload_bytes]}
+        if isinstance(data, str) and len(data) > limit:
+            return {"keel.truncated": True, "size": len(data), "head": data[:limit]}
+        return data
+    if _fits(data, limit):
         return data
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
-    if len(text) > _settings.max_payload_bytes:
-        return {"keel.truncated": True, "size": len(text), "head": text[: _settings.max_payload_bytes]}
+    if len(text) > limit:
+        return {"keel.truncated": True, "size": len(text), "head": text[:limit]}
     return data
 
 
@@ -434,13 +478,17 @@ def _new_span(
         )
     else:
         sampled = _settings.sample >= 1.0 or _rand.random() < _settings.sample
-        state = _TraceState(_project_for(project), sampled)
-        active = ActiveSpan(
-            name, kind, f"{_rand.getrandbits(128) or 1:032x}", f"{_rand.getrandbits(64) or 1:016x}", None, state
-        )
-        from keel.sdk import fluent
-
         run = fluent.active_run()
+        if project is None:
+            project = str(run.project) if run is not None else _settings.project
+        active = ActiveSpan(
+            name,
+            kind,
+            f"{_rand.getrandbits(128) or 1:032x}",
+            f"{_rand.getrandbits(64) or 1:016x}",
+            None,
+            _TraceState(project, sampled),
+        )
         if run is not None:
             active.attributes["keel.run_id"] = run.id
     if attributes:
@@ -500,12 +548,13 @@ def span(
 
 
 def _inputs(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    found = dict(zip(names, args, strict=False))
+    found = dict(zip(names, args))  # noqa: B905 - fewer arguments than names is the usual case
     if len(args) > len(names):
         found["*args"] = list(args[len(names) :])
     if kwargs:
         found.update(kwargs)
-    found.pop("self", None)
+    if "self" in found:
+        del found["self"]
     return found
 
 

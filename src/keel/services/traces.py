@@ -30,7 +30,7 @@ from keel.core.entities import format_time, project_not_found
 from keel.core.filters import parse_filter, parse_order_by
 from keel.core.limits import MAX_PAGE_SIZE, MAX_SORT_KEYS
 from keel.core.llm import DEFAULT_PRICES as LLM_PRICES
-from keel.core.llm import call_cost
+from keel.core.llm import call_cost, find_price
 from keel.core.names import check_name
 from keel.core.redaction import redact_mapping
 from keel.core.traces import (
@@ -93,9 +93,24 @@ def _without_secrets(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     out = dict(raw)
     for key in ("attributes", "inputs", "outputs", "events"):
         value = out.get(key)
-        if value is not None and not isinstance(value, int | float | bool):
+        if value is not None and not (type(value) is dict and not value) and not isinstance(value, int | float | bool):
             out[key] = redact_mapping(value)
     return out
+
+
+_PRICES: dict[str, dict[str, tuple[float, float]]] = {}  # model -> {model: its price} (LLM_PRICES is fixed)
+
+
+def _cost(model: str, input_tokens: int | None, output_tokens: int | None) -> float | None:
+    """:func:`keel.core.llm.call_cost` with each model's price looked up in the table once
+    (the lookup tries every listed prefix)."""
+    prices = _PRICES.get(model)
+    if prices is None:
+        price = find_price(model, LLM_PRICES)
+        prices = {} if price is None else {model: price}
+        if len(_PRICES) < 10_000:
+            _PRICES[model] = prices
+    return call_cost(model, input_tokens, output_tokens, prices) if prices else None
 
 
 def _load(text: str | None) -> Any:
@@ -132,7 +147,7 @@ class TraceService:
                     name = checked[project] = _project(project)
                 row = normalize_span(_without_secrets(raw))
                 if row.cost is None and row.model and (row.input_tokens or row.output_tokens):
-                    row = row._replace(cost=call_cost(row.model, row.input_tokens, row.output_tokens, LLM_PRICES))
+                    row = row._replace(cost=_cost(row.model, row.input_tokens, row.output_tokens))
                 rows.append((name, self._offload(row)))
             except KeelError as exc:
                 errors.append(exc.message)
