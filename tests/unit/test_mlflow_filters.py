@@ -7,7 +7,7 @@ import pytest
 from keel.core.filters import And, Comparison, Field, OrderBy
 from keel.errors import FilterSyntaxError, InvalidInput
 from keel.integrations.mlflow_rest.entities import parse_artifact_path
-from keel.integrations.mlflow_rest.filters import order_rows, row_filter, run_filter, run_order_by
+from keel.integrations.mlflow_rest.filters import order_rows, registry_filter, row_filter, run_filter, run_order_by
 from keel.integrations.mlflow_rest.paging import page_of
 
 
@@ -70,11 +70,23 @@ ROWS = [
 ]
 
 
-def test_registry_filters_treat_an_absent_tag_as_different() -> None:
-    keep = row_filter("name LIKE '%r%' AND tag.`mlflow.prompt.is_prompt` != 'true'", ["name"])
+def test_registry_filters_leave_prompts_out_unless_asked_for_as_mlflow_does() -> None:
+    keep = registry_filter("name LIKE '%r%' AND tag.`mlflow.prompt.is_prompt` != 'true'", ["name"])
     assert [r["name"] for r in ROWS if keep(r)] == ["ranker"]
-    prompts = row_filter("tags.`mlflow.prompt.is_prompt` = 'true'", ["name"])
+    prompts = registry_filter("tags.`mlflow.prompt.is_prompt` = 'true'", ["name"])
     assert [r["name"] for r in ROWS if prompts(r)] == ["greet"]
+    not_false = registry_filter("tags.`mlflow.prompt.is_prompt` != 'false'", ["name"])
+    assert [r["name"] for r in ROWS if not_false(r)] == ["greet"]
+    assert [r["name"] for r in ROWS if registry_filter(None, ["name"])(r)] == ["ranker", "chat"]
+    with pytest.raises(InvalidInput, match="invalid attribute 'owner'"):
+        registry_filter("owner = 'me'", ["name"])
+
+
+def test_a_tag_comparison_holds_only_where_the_tag_exists() -> None:
+    """MLflow joins on the tag: ``tags.k != 'v'`` leaves out rows without ``k`` (issue 19 item 8)."""
+    differ = row_filter("tags.team != 'ml'", ["name"])
+    assert [r["name"] for r in ROWS if differ(r)] == ["ranker"]
+    assert [r["name"] for r in ROWS if registry_filter("tags.team != 'ml'", ["name"])(r)] == ["ranker"]
     assert all(row_filter(None, ["name"])(r) for r in ROWS)
     with pytest.raises(InvalidInput, match="invalid attribute 'owner'"):
         row_filter("owner = 'me'", ["name"])

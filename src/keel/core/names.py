@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from keel.errors import InvalidInput
 
-__all__ = ["MAX_KEY_LENGTH", "check_artifact_path", "check_key", "check_name"]
+__all__ = ["MAX_KEY_LENGTH", "check_artifact_path", "check_key", "check_name", "mlflow_key_problem", "mlflow_keys"]
 
 MAX_KEY_LENGTH = 250
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/ ]{0,199}$")
@@ -43,6 +47,8 @@ def check_key(key: object, what: str = "key") -> str:
         or ".." in key
         or key.endswith((".", "/"))
     ):
+        if _MLFLOW_KEYS.get() and isinstance(key, str) and mlflow_key_problem(key) is None:
+            return key  # not cached: keel's own API keeps keel's rules
         raise InvalidInput(
             f"invalid {what} {key!r}",
             f"a {what} is 1-{MAX_KEY_LENGTH} characters of letters, digits, "
@@ -51,6 +57,39 @@ def check_key(key: object, what: str = "key") -> str:
     if len(_GOOD_KEYS) < _GOOD_KEYS_MAX:
         _GOOD_KEYS.add(key)
     return key
+
+
+# MLflow's rules for param, metric and tag names (mlflow.utils.validation): word characters
+# (any script), '/', '.', '-', ' ' and ':', and a name that reads as the same file path
+# once normalised ('a//b', 'a/./b', '/a', '..a' and '.' are refused; '-x', '.x', 'a..b' are not).
+_MLFLOW_KEY = re.compile(r"[/\w.\- :]*")
+_MLFLOW_KEYS: ContextVar[bool] = ContextVar("keel_mlflow_keys", default=False)
+
+
+def mlflow_key_problem(key: str) -> str | None:
+    """What MLflow's rules find wrong with ``key`` as a param, metric or tag name, in the order
+    MLflow checks: ``"characters"``, ``"path"`` (it would read as another file path),
+    ``"length"``; None if MLflow accepts it."""
+    if not _MLFLOW_KEY.fullmatch(key):
+        return "characters"
+    normal = posixpath.normpath(key)
+    if normal != key or normal == "." or normal.startswith(("..", "/")):
+        return "path"
+    return "length" if len(key) > MAX_KEY_LENGTH else None
+
+
+@contextmanager
+def mlflow_keys() -> Iterator[None]:
+    """Within the block, :func:`check_key` also accepts what MLflow's rules accept.
+
+    The MLflow REST API applies MLflow's rules (``-inf_metric`` is a valid MLflow metric name),
+    keel's own API keeps keel's; the store takes both. Per task (a ContextVar), never global.
+    """
+    token = _MLFLOW_KEYS.set(True)
+    try:
+        yield
+    finally:
+        _MLFLOW_KEYS.reset(token)
 
 
 def check_artifact_path(path: object) -> str:

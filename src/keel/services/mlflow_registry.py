@@ -22,6 +22,7 @@ Every function answers MLflow's JSON shapes (see
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,20 +31,27 @@ from sqlalchemy import delete, insert, select, update
 from keel.core.entities import now_ms
 from keel.errors import AlreadyExists, InvalidInput, NotFound
 from keel.integrations.mlflow_rest.entities import model_version_json, registered_model_json
-from keel.integrations.mlflow_rest.filters import order_rows, row_filter
+from keel.integrations.mlflow_rest.filters import IS_PROMPT_TAG, order_rows, registry_filter
 from keel.integrations.mlflow_rest.paging import page_of
+from keel.integrations.mlflow_rest.validation import check_model_version_source, invalid_source, source_within
 from keel.meta.schema import mlflow_prompt_versions, mlflow_prompts
 from keel.services.models import ModelService, normalize_stage
 from keel.services.prompts import PromptService, PromptVersion
 
 __all__ = ["IS_PROMPT", "MlflowRegistry", "run_source"]
 
-IS_PROMPT = "mlflow.prompt.is_prompt"
+IS_PROMPT = IS_PROMPT_TAG
 _TEXT = "mlflow.prompt.text"
 _TYPE = "_mlflow_prompt_type"
 _RESPONSE_FORMAT = "_mlflow_prompt_response_format"
 _MODEL_CONFIG = "_mlflow_prompt_model_config"
 _MODEL_ATTRIBUTES = ("name", "creation_timestamp", "last_updated_timestamp", "timestamp")
+#: MLflow's alias that always names the highest version (it cannot be set).
+LATEST = "latest"
+_ALIAS = re.compile(r"[\w\-]*")
+_VERSION_ALIAS = re.compile(r"[vV]\d+")
+#: ``model_versions.run_id`` holds 32 characters (as MLflow's own column does).
+_MAX_RUN_ID = 32
 _VERSION_ATTRIBUTES = (
     "name",
     "version",
@@ -437,7 +445,7 @@ class MlflowRegistry:
         self, filter_string: str | None, max_results: Any, order_by: Sequence[str] | None, page_token: str | None
     ) -> tuple[list[dict[str, Any]], str]:
         """Models and prompts matching an MLflow filter (``name LIKE 'x%'``, ``tags.k = 'v'``)."""
-        keep = row_filter(filter_string, _MODEL_ATTRIBUTES)
+        keep = registry_filter(filter_string, _MODEL_ATTRIBUTES)
         rows = [row for row in self._all_rows() if keep(row)]
         ordered = order_rows(rows, order_by, _MODEL_ATTRIBUTES, ["name"])
         page, token = page_of(ordered, max_results or 100, page_token, limit=1000)
@@ -445,9 +453,26 @@ class MlflowRegistry:
 
     # -- versions ------------------------------------------------------------------------------
     def create_model_version(
-        self, name: str, source: Any, run_id: str | None, tag_items: Any, description: str | None, who: str
+        self,
+        name: str,
+        source: Any,
+        run_id: str | None,
+        tag_items: Any,
+        description: str | None,
+        who: str,
+        run_root: str | None = None,
+        link: bool = False,
     ) -> dict[str, Any]:
-        """Register the next version of a model (keel's ``register``) or of a prompt."""
+        """Register the next version of a model (keel's ``register``) or of a prompt.
+
+        MLflow's rules for the source and ``run_id`` apply
+        (:func:`~keel.integrations.mlflow_rest.validation.check_model_version_source`): any
+        ``run_id`` is taken as given (MLflow registers runs of other stores), except that a
+        ``runs:/`` source must name it and an artifact URI this server serves must lie under
+        its run's artifacts. ``run_root`` is the artifact URI of the keel run ``run_id`` names
+        (None: no such run the caller can read); ``link`` records the version as that run's
+        output (the caller may write the run's project), otherwise the id is only recorded.
+        """
         tags = _tag_dict(tag_items)
         if tags.get(IS_PROMPT) == "true" or (not self._is_model(name) and self.is_prompt(name)):
             if not self.is_prompt(name):
@@ -455,8 +480,32 @@ class MlflowRegistry:
             return self._create_prompt_version(name, tags, description or "", who)
         if not isinstance(source, str) or not source:
             raise InvalidInput("a model version needs a source", "register runs:/<run_id>/<path>")
+        run_id = run_id or ""
+        left = check_model_version_source(source, run_id)
+        if left == "local":
+            if run_id and run_root is None:
+                raise invalid_source(source)
+            raise InvalidInput(
+                f"Invalid model version source: '{source}'. To use a local path as a model version source, the "
+                "run_id request parameter has to be specified and the local path has to be contained within the "
+                "artifact directory of the run specified by the run_id.",
+                "log the files as run artifacts and register runs:/<run_id>/<path>",
+            )
+        if left == "proxied" and (not run_id or run_root is None or not source_within(source, run_root)):
+            raise invalid_source(source)
+        if len(run_id) > _MAX_RUN_ID:
+            raise InvalidInput(
+                f"run_id {run_id[:80]!r} is longer than {_MAX_RUN_ID} characters", "MLflow run ids are 32 characters"
+            )
         version = self.models.register(
-            name, run_source(source), run_id=run_id or None, description=description or "", tags=tags, author=who
+            name,
+            run_source(source),
+            run_id=run_id or None,
+            description=description or "",
+            tags=tags,
+            author=who,
+            external_run=not link,
+            check_artifact=False,
         )
         return model_version_json(version.to_dict())
 
@@ -533,7 +582,7 @@ class MlflowRegistry:
         self, filter_string: str | None, max_results: Any, order_by: Sequence[str] | None, page_token: str | None
     ) -> tuple[list[dict[str, Any]], str]:
         """Versions matching an MLflow filter (``name = 'm'``, ``run_id = '...'``, ``tags.k = 'v'``)."""
-        keep = row_filter(filter_string, _VERSION_ATTRIBUTES)
+        keep = registry_filter(filter_string, _VERSION_ATTRIBUTES)
         rows = [row for row in self._version_rows() if keep(row)]
         ordered = order_rows(rows, order_by, _VERSION_ATTRIBUTES, ["name", "version_number DESC"])
         page, token = page_of(ordered, max_results or 10_000, page_token, limit=200_000)
@@ -560,7 +609,18 @@ class MlflowRegistry:
 
     # -- aliases ------------------------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, version: Any, who: str) -> None:
-        """Point an alias at a version of a model or prompt (logged in keel's reflog)."""
+        """Point an alias at a version of a model or prompt (logged in keel's reflog).
+
+        MLflow's alias rules: letters, digits, ``_`` and ``-``; ``latest`` and ``v<number>``
+        are reserved (``latest`` always names the highest version)."""
+        if not _ALIAS.fullmatch(alias) or not alias:
+            raise InvalidInput(
+                f"Invalid alias name: '{alias}'. Names may only contain alphanumerics, underscores (_), and dashes (-)."
+            )
+        if alias.lower() == LATEST:
+            raise InvalidInput("'latest' alias name (case insensitive) is reserved.")
+        if _VERSION_ALIAS.fullmatch(alias):
+            raise InvalidInput(f"Version alias name '{alias}' is reserved.")
         if not self._is_model(name) and self.is_prompt(name):
             self.prompts.set_alias(name, alias, self._keel_version_of(name, version), reason="through MLflow", who=who)
         else:
@@ -574,11 +634,31 @@ class MlflowRegistry:
             self.models.delete_alias(name, alias, reason="through MLflow", who=who)
 
     def get_by_alias(self, name: str, alias: str) -> dict[str, Any]:
-        """The version an alias points at."""
+        """The version an alias points at; ``latest`` (any case) is the highest version, as
+        MLflow resolves it (``load_prompt("name")`` and ``prompts:/name@latest`` ask for it)."""
+        missing = InvalidInput(
+            f"Registered model alias {alias} not found.", f"see its aliases: get_registered_model({name!r})"
+        )
         if not self._is_model(name) and self.is_prompt(name):
             rows, versions = self._sync(name)
+            if alias.lower() == LATEST:
+                if not rows:
+                    raise NotFound(f"Latest version not found for model {name}.", "register a version first")
+                return self._prompt_version(name, rows[-1]["version"])
             number = self._prompt_aliases(rows, versions).get(alias)
             if number is None:
-                raise NotFound(f"prompt {name!r} has no alias {alias!r}", f"see its aliases: keel prompts show {name}")
+                raise missing
             return self._prompt_version(name, number)
-        return model_version_json(self.models.get(name, alias=alias).to_dict())
+        if alias.lower() == LATEST:
+            if not self._is_model(name):
+                raise self._not_found(name)
+            registered = self.models.versions(name)
+            if not registered:
+                raise NotFound(f"Latest version not found for model {name}.", "register a version first")
+            return model_version_json(max(registered, key=lambda v: int(v.version)).to_dict())
+        try:
+            return model_version_json(self.models.get(name, alias=alias).to_dict())
+        except NotFound:
+            if not self._is_model(name):
+                raise self._not_found(name) from None
+            raise missing from None

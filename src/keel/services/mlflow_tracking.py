@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, insert, select, update
 
-from keel.core.batch import WriteBatch
+from keel.core.batch import MAX_ENTITY_ID_LENGTH, WriteBatch
 from keel.core.entities import RunRecord, new_run_id, now_ms
-from keel.core.filters import check_query
-from keel.core.names import check_key, check_name
+from keel.core.filters import Field, OrderBy, check_query
+from keel.core.limits import MAX_SORT_KEYS
+from keel.core.names import check_name, mlflow_keys
 from keel.core.values import decode_param, encode_param, metric_value
 from keel.errors import AlreadyExists, InvalidInput, NotFound
 from keel.integrations.mlflow_rest.entities import (
@@ -40,7 +42,8 @@ from keel.integrations.mlflow_rest.entities import (
 )
 from keel.integrations.mlflow_rest.filters import KEEL_STATUS, order_rows, row_filter, run_filter, run_order_by
 from keel.integrations.mlflow_rest.paging import page_of, page_size
-from keel.meta.schema import mlflow_experiments, projects, runs, tags
+from keel.integrations.mlflow_rest.validation import check_key_name, invalid_value
+from keel.meta.schema import lineage, mlflow_dataset_inputs, mlflow_experiments, projects, runs, tags
 from keel.services.tracking import DEFAULT_PROJECT, MAX_PAGE, TrackingService, random_run_name
 
 __all__ = ["MlflowTracking", "view_flags"]
@@ -48,6 +51,11 @@ __all__ = ["MlflowTracking", "view_flags"]
 _EXPERIMENT_ATTRIBUTES = ("name", "experiment_id", "creation_time", "last_update_time", "lifecycle_stage")
 _RUN_NAME_TAG = "mlflow.runName"
 _PARENT_TAG = "mlflow.parentRunId"
+# MLflow's batch limits and dataset field sizes (mlflow.utils.validation).
+_MAX_BATCH = {"metrics": 1000, "params": 100, "tags": 100}
+_MAX_BATCH_ENTITIES = 1000
+_DATASET_LIMITS = {"name": 500, "digest": 36, "source": 65535, "schema": 1048575, "profile": 16777215}
+_INPUT_TAG_LIMITS = {"key": 255, "value": 500}
 
 
 def view_flags(view_type: Any) -> tuple[bool, bool]:
@@ -73,15 +81,9 @@ class MlflowTracking:
         self.tracking = tracking
         self.db = tracking.store.db
         self._lock = threading.Lock()
-        self._names: dict[int, str] = {}  # project id -> name; projects are never renamed
+        self._default_seen = False  # project 'default' exists (it is never renamed, nor named so by a rename)
 
-    # -- ids ----------------------------------------------------------------------------
-    def _project_names(self, refresh: bool = False) -> dict[int, str]:
-        with self._lock:
-            if refresh or not self._names:
-                with self.db.read() as conn:
-                    self._names = {int(pk): name for pk, name in conn.execute(select(projects.c.id, projects.c.name))}
-            return self._names
+    # -- ids: read each time, never cached (another process may rename a project: keel.meta.projects) --
 
     def experiment_id(self, project: str) -> str:
         """The MLflow experiment id of keel project ``project``."""
@@ -97,20 +99,25 @@ class MlflowTracking:
             return DEFAULT_PROJECT
         if not text.isdigit():
             raise InvalidInput(f"invalid experiment id {experiment_id!r}", "experiment ids are numbers: 0, 1, 2")
-        pk = int(text)
-        name = self._project_names().get(pk) or self._project_names(refresh=True).get(pk)
+        name = self.tracking.repo.project_name(int(text))
         if name is None:
             raise NotFound(f"no experiment with id {text}", "list them: mlflow.search_experiments()")
         return name
 
     def _ensure_default(self) -> None:
-        if DEFAULT_PROJECT in self._project_names().values():
+        if self._default_seen:
             return
-        try:
-            self.tracking.create_project(DEFAULT_PROJECT)
-        except AlreadyExists:
-            pass
-        self._project_names(refresh=True)
+        with self._lock:
+            if self._default_seen:
+                return
+            try:
+                self.tracking.repo.project_ids([DEFAULT_PROJECT])
+            except NotFound:
+                try:
+                    self.tracking.create_project(DEFAULT_PROJECT)
+                except AlreadyExists:
+                    pass
+            self._default_seen = True
 
     # -- experiments -------------------------------------------------------------------
     def _experiments(self) -> list[dict[str, Any]]:
@@ -178,6 +185,8 @@ class MlflowTracking:
         if not isinstance(name, str) or not name:
             raise InvalidInput("an experiment needs a name", "mlflow.create_experiment('my-experiment')")
         project = DEFAULT_PROJECT if name == DEFAULT_EXPERIMENT_NAME else check_name(name, "experiment name")
+        for key in tags:
+            check_key_name(key, "tag", "key")
         created = self.tracking.create_project(project)
         now = now_ms()
         with self.db.write() as conn:
@@ -186,7 +195,6 @@ class MlflowTracking:
                     project_id=created.id, lifecycle_stage="active", tags=json.dumps(dict(tags)), updated_at=now
                 )
             )
-        self._project_names(refresh=True)
         return self.experiment_id(project)
 
     def _update_experiment(
@@ -200,7 +208,7 @@ class MlflowTracking:
                     raise NotFound(f"experiment {experiment_id} has no tag {key!r}", "see its tags")
                 del merged[key]
             else:
-                merged[check_key(key, "tag key")] = str(value)
+                merged[check_key_name(key, "tag", "key")] = str(value)
         values = {
             "lifecycle_stage": stage or row["lifecycle_stage"],
             "tags": json.dumps(merged),
@@ -270,10 +278,11 @@ class MlflowTracking:
         start = int(start_time) if start_time else now_ms()
         batch = WriteBatch(
             new_runs=[(run_id, project, name, start, parent, "{}")],
-            tags=[(run_id, check_key(k, "tag key"), str(v)) for k, v in plain.items()],
+            tags=[(run_id, check_key_name(k, "tag", "key"), str(v)) for k, v in plain.items()],
             lineage=[(run_id, "input", "run", parent, "", "parent", start)] if parent else [],
         )
-        self.tracking.write_batch(batch)
+        with mlflow_keys():  # MLflow's key rules on the MLflow API
+            self.tracking.write_batch(batch)
         record = RunRecord(run_id, project, name, "running", start, parent_id=parent, tags=plain)
         return run_json(record, self.experiment_id(project))
 
@@ -284,10 +293,20 @@ class MlflowTracking:
         return self.tracking.get_run(run_id)
 
     def run_json(self, record: RunRecord) -> dict[str, Any]:
-        """MLflow's ``Run`` with each metric's latest step and timestamp."""
+        """MLflow's ``Run`` with each metric's latest step and timestamp, and its dataset inputs."""
         summaries = self.tracking.repo.metric_summaries(record.run_id)
         metrics = [(s.key, s.latest, s.step, s.timestamp) for s in summaries]
-        return run_json(record, self.experiment_id(record.project), metrics)
+        return self._with_inputs(
+            [run_json(record, self.experiment_id(record.project), metrics)], self.dataset_inputs([record.run_id])
+        )[0]
+
+    @staticmethod
+    def _with_inputs(found: list[dict[str, Any]], inputs: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        for run in found:
+            listed = inputs.get(run["info"]["run_id"])
+            if listed:
+                run["inputs"] = {"dataset_inputs": listed}
+        return found
 
     def run_info(self, record: RunRecord) -> dict[str, Any]:
         """MLflow's ``RunInfo`` of a run."""
@@ -326,34 +345,74 @@ class MlflowTracking:
         metrics: Iterable[Mapping[str, Any]],
         params: Iterable[Mapping[str, Any]],
         tag_items: Iterable[Mapping[str, Any]],
+        single: bool = False,
     ) -> None:
-        """MLflow's ``log-batch`` as one keel write batch (one transaction).
-
-        A param logged again with another value is refused, as MLflow refuses it.
+        """MLflow's ``log-batch`` (and, ``single``, ``log-metric``/``log-parameter``/``set-tag``)
+        as one keel write batch (one transaction), by MLflow's rules: its names for keys
+        (``-inf_metric`` is a metric name), its batch limits, a timestamp required and not
+        negative. A param logged again with another value is refused, as MLflow refuses it.
         """
+        metrics, params, tag_items = list(metrics), list(params), list(tag_items)
+        for kind, items in (("metrics", metrics), ("params", params), ("tags", tag_items)):
+            if len(items) > _MAX_BATCH[kind]:
+                raise InvalidInput(_too_many(kind, _MAX_BATCH[kind], len(items)))
+        total = len(metrics) + len(params) + len(tag_items)
+        if total > _MAX_BATCH_ENTITIES:
+            raise InvalidInput(_too_many("metrics, params, and tags", _MAX_BATCH_ENTITIES, total))
         batch = WriteBatch()
         now = now_ms()
-        keys: set[str] = set()
-        for m in metrics:
-            key = m.get("key")
-            if key not in keys:
-                key = check_key(key, "metric key")
-                keys.add(key)
-            key = str(key)
-            value = m.get("value")
-            if isinstance(value, str):  # proto JSON spells non-finite numbers as text
-                value = float(value)
+        names: dict[Any, str] = {}  # the same few keys come in every row: checked once each
+        for index, m in enumerate(metrics):
+            path = "" if single else f"metrics[{index}]"
+            raw_key = m.get("key")
+            key = names.get(raw_key) if isinstance(raw_key, str) else None
+            if key is None:
+                key = names[raw_key] = check_key_name(raw_key, "metric", _at(path, "name"))
+            value = _double(m.get("value"))
+            stamp = _long(m.get("timestamp"), now)
             if value is None:
-                raise InvalidInput(f"metric {key!r} has no value", "send key, value, timestamp and step")
-            batch.metrics.append(
-                (run_id, key, metric_value(key, value), int(m.get("step") or 0), int(m.get("timestamp") or now))
+                raise InvalidInput(
+                    invalid_value(
+                        _at(path, "value"),
+                        m.get("value"),
+                        f"(timestamp={stamp}). Please specify value as a valid double (64-bit floating point)",
+                    )
+                )
+            if stamp is None or stamp < 0:
+                raise InvalidInput(
+                    invalid_value(
+                        _at(path, "timestamp"),
+                        m.get("timestamp"),
+                        f"metric '{key}' (value={value}). Timestamp must be a nonnegative long (64-bit integer) ",
+                    )
+                )
+            step = _long(m.get("step"), 0)
+            if step is None:
+                raise InvalidInput(
+                    invalid_value(
+                        _at(path, "step"),
+                        m.get("step"),
+                        f"metric '{key}' (value={value}). Step must be a valid long (64-bit integer).",
+                    )
+                )
+            batch.metrics.append((run_id, key, metric_value(key, value), step, stamp))
+        param_list = []
+        for index, p in enumerate(params):
+            key = check_key_name(p.get("key"), "param", "key" if single else f"params[{index}].key")
+            param_list.append((key, p.get("value")))
+        keys = [key for key, _value in param_list]
+        if len(set(keys)) != len(keys):
+            repeated = sorted({key for key in keys if keys.count(key) > 1})
+            raise InvalidInput(
+                f"Duplicate parameter keys have been submitted: {repeated}. Please ensure the request contains "
+                "only one param value per param key."
             )
-        param_list = [(check_key(p.get("key"), "param key"), p.get("value")) for p in params]
         if param_list:
             stored = self.tracking.repo.params_of(run_id)
             for key, value in param_list:
                 text_value = "" if value is None else str(value)
-                vtype, text = encode_param(key, text_value)
+                with mlflow_keys():  # encode_param checks the key by the rules of the API in use
+                    vtype, text = encode_param(key, text_value)
                 old = stored.get(key)
                 if old is not None and old != (vtype, text) and str(decode_param(*old)) != text_value:
                     raise InvalidInput(
@@ -362,13 +421,15 @@ class MlflowTracking:
                         "params are fixed once logged: log a new key",
                     )
                 batch.params.append((run_id, key, vtype, text, False))
-        for t in tag_items:
-            key, value = t.get("key"), "" if t.get("value") is None else str(t.get("value"))
+        for index, t in enumerate(tag_items):
+            key = check_key_name(t.get("key"), "tag", "key" if single else f"tags[{index}].key")
+            text = "" if t.get("value") is None else str(t.get("value"))
             if key == _RUN_NAME_TAG:
-                self.rename_run(run_id, value)
+                self.rename_run(run_id, text)
             else:
-                batch.tags.append((run_id, check_key(key, "tag key"), value))
-        self.tracking.write_batch(batch)
+                batch.tags.append((run_id, key, text))
+        with mlflow_keys():  # MLflow's key rules on the MLflow API
+            self.tracking.write_batch(batch)
 
     def delete_tag(self, run_id: str, key: str) -> None:
         """Remove one tag of a run (and from the run's summary, in the same transaction)."""
@@ -379,7 +440,9 @@ class MlflowTracking:
                 raise NotFound(f"no run with id {run_id!r}", "check the run id")
             removed = conn.execute(delete(tags).where(tags.c.run_pk == row.id, tags.c.key == key)).rowcount
             if not removed:
-                raise NotFound(f"run {run_id} has no tag {key!r}", "see its tags: mlflow.get_run(run_id)")
+                raise NotFound(
+                    f"No tag with name: {key} in run with id {run_id}", "see its tags: MlflowClient().get_run(run_id)"
+                )
             doc = json.loads(row.summary or "{}")
             doc.get("tags", {}).pop(key, None)
             conn.execute(
@@ -390,24 +453,128 @@ class MlflowTracking:
             self.tracking.repo.reseal(conn, row.id)  # a finished run's digest follows its tags
 
     def log_inputs(self, run_id: str, datasets: Iterable[Mapping[str, Any]]) -> None:
-        """MLflow dataset inputs as lineage edges ``dataset:<name>@<digest>`` of the run."""
+        """MLflow dataset inputs: a lineage edge ``dataset:<name>@<digest>`` of the run, and
+        MLflow's fields (source, schema, profile, input tags) for ``runs/get``. As in MLflow,
+        a dataset already logged in the experiment keeps its first source, schema and
+        profile, and an input the run already has keeps its first tags."""
         now = now_ms()
-        edges = []
+        chosen: dict[tuple[str, str], dict[str, Any]] = {}
         for item in datasets:
-            dataset = item.get("dataset") or {}
-            name = dataset.get("name")
-            if not name:
-                raise InvalidInput("a dataset input needs a name", "log_input(dataset) with a named dataset")
-            edges.append((run_id, "input", "dataset", str(name), str(dataset.get("digest") or ""), "mlflow", now))
+            if not isinstance(item, Mapping):
+                raise InvalidInput("a dataset input must be an object", 'send {"dataset": {...}, "tags": [...]}')
+            found = _dataset_input(item)
+            chosen.setdefault((found["name"], found["digest"]), found)
+        if not chosen:
+            return
+        d = mlflow_dataset_inputs
+        with self.db.read() as conn:
+            pk, project_id = conn.execute(select(runs.c.id, runs.c.project_id).where(runs.c.run_id == run_id)).one()
+            names = [name for name, _digest in chosen]
+            known = conn.execute(
+                select(d.c.name, d.c.digest, d.c.source_type, d.c.source, d.c.schema, d.c.profile)
+                .join(runs, runs.c.id == d.c.run_pk)
+                .where(runs.c.project_id == project_id, d.c.name.in_(names))
+                .order_by(d.c.created_at)
+            ).all()
+            present = {(r.name, r.digest) for r in conn.execute(select(d.c.name, d.c.digest).where(d.c.run_pk == pk))}
+            logged = set(
+                conn.execute(
+                    select(lineage.c.entity_id, lineage.c.entity_version).where(
+                        lineage.c.run_pk == pk, lineage.c.direction == "input", lineage.c.entity_kind == "dataset"
+                    )
+                ).all()
+            )
+        first: dict[tuple[str, str], Any] = {}
+        for row in known:
+            first.setdefault((row.name, row.digest), row)
+        rows, edges = [], []
+        for key, found in chosen.items():
+            if key in logged:
+                continue
+            edges.append((run_id, "input", "dataset", key[0], key[1], "mlflow", now))
+            if key in present:  # written by an attempt whose lineage write failed
+                continue
+            same = first.get(key)
+            if same is not None:  # the experiment's dataset of that name and digest, as first logged
+                found.update(source_type=same.source_type, source=same.source, schema=same.schema, profile=same.profile)
+            rows.append({**found, "run_pk": pk, "tags": json.dumps(found["tags"]), "created_at": now})
+        if rows:  # first: the lineage edge makes the input visible, with these fields
+            with self.db.write() as conn:
+                conn.execute(insert(d), rows)
         if edges:
             self.tracking.write_batch(WriteBatch(lineage=edges))
 
-    def metric_history(self, run_id: str, key: str) -> list[dict[str, Any]]:
-        """Every value of one metric, in MLflow's ``Metric`` shape."""
-        return [
-            {"key": key, "value": m.value, "step": m.step, "timestamp": m.timestamp}
-            for m in self.tracking.repo.metric_history(run_id, key)
-        ]
+    def dataset_inputs(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """MLflow's ``dataset_inputs`` of each run: those logged through MLflow with their
+        fields, and the datasets keel logged (``source_type`` ``keel``, the source their
+        lineage reference)."""
+        if not run_ids:
+            return {}
+        out: dict[str, list[dict[str, Any]]] = {}
+        d = mlflow_dataset_inputs
+        query = (
+            select(
+                runs.c.run_id,
+                lineage.c.entity_id,
+                lineage.c.entity_version,
+                d.c.source_type,
+                d.c.source,
+                d.c.schema,
+                d.c.profile,
+                d.c.tags,
+            )  # fmt: skip
+            .select_from(
+                lineage.join(runs, runs.c.id == lineage.c.run_pk).outerjoin(
+                    d,
+                    and_(
+                        d.c.run_pk == lineage.c.run_pk,
+                        d.c.name == lineage.c.entity_id,
+                        d.c.digest == lineage.c.entity_version,
+                    ),
+                )
+            )
+            .where(
+                runs.c.run_id.in_(list(run_ids)),
+                lineage.c.direction == "input",
+                lineage.c.entity_kind == "dataset",
+            )
+            .order_by(lineage.c.created_at, lineage.c.id)
+        )
+        with self.db.read() as conn:
+            found = conn.execute(query).all()
+        for run_id, name, digest, source_type, source, schema, profile, tag_text in found:
+            dataset: dict[str, Any] = {"name": name, "digest": digest}
+            if source_type is None:  # logged by keel: no MLflow fields
+                dataset.update(source_type="keel", source=f"dataset:{name}@{digest}" if digest else f"dataset:{name}")
+                item: dict[str, Any] = {"dataset": dataset}
+            else:
+                dataset.update(source_type=source_type, source=source)
+                dataset.update({k: v for k, v in (("schema", schema), ("profile", profile)) if v})
+                input_tags = json.loads(tag_text or "[]")
+                item = {"tags": input_tags, "dataset": dataset} if input_tags else {"dataset": dataset}
+            out.setdefault(run_id, []).append(item)
+        return out
+
+    def metric_history(
+        self, run_id: str, key: str, max_results: Any = None, page_token: Any = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """A page of one metric's values in MLflow's ``Metric`` shape and order (timestamp,
+        step, value), and the next page's token (``""`` on the last page); every value when
+        ``max_results`` is not given, as MLflow answers."""
+        if max_results is not None and max_results != "":
+            size = _long(max_results, None)
+            if size is None or size <= 0:
+                raise InvalidInput(
+                    f"Invalid value {max_results} for parameter 'max_results' supplied. It must be a positive integer."
+                )
+        else:
+            size = None
+        points = self.tracking.repo.metric_history(run_id, key)
+        points.sort(key=lambda m: (m.timestamp, m.step, math.isnan(m.value), 0.0 if math.isnan(m.value) else m.value))
+        rows = [{"key": key, "value": m.value, "step": m.step, "timestamp": m.timestamp} for m in points]
+        if size is None:
+            return rows, ""
+        return page_of(rows, size, page_token or None, limit=max(size, 1))
 
     def search_runs(
         self,
@@ -427,10 +594,113 @@ class MlflowTracking:
         if page_token is not None and not isinstance(page_token, str):
             raise InvalidInput(f"invalid page_token {page_token!r}", "pass the next_page_token of a previous page")
         node = run_filter(filter_string)
-        order = run_order_by(order_by)
+        order = _mlflow_order(run_order_by(order_by))
         check_query(node, order)
         records, token = self.tracking.search_parsed(
             list(project_names), node, order, limit, page_token or None, include_deleted, only_deleted
         )
         ids = {name: self.experiment_id(name) for name in {r.project for r in records}}
-        return [run_json(r, ids[r.project]) for r in records], token
+        found = [run_json(r, ids[r.project]) for r in records]
+        return self._with_inputs(found, self.dataset_inputs([r.run_id for r in records])), token
+
+
+_START_TIME = Field("attributes", "start_time")
+
+
+def _mlflow_order(order: list[OrderBy]) -> list[OrderBy]:
+    """MLflow's order of runs: the clauses given, then the newest start first (unless ordered
+    by start time already), then the run id, so runs that started together page alike."""
+    tail = [] if any(c.field == _START_TIME for c in order) else [OrderBy(_START_TIME, False)]
+    tail.append(OrderBy(Field("attributes", "run_id"), True))
+    return order + tail[: max(MAX_SORT_KEYS - len(order), 0)]
+
+
+def _at(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _too_many(kind: str, limit: int, count: int) -> str:
+    return (
+        f"A batch logging request can contain at most {limit} {kind}. Got {count} {kind}. Please split up "
+        f"{kind} across multiple requests and try again."
+    )
+
+
+def _double(value: Any) -> float | None:
+    """A metric value as MLflow's JSON parse reads a double (numbers, their text, true/false)."""
+    if isinstance(value, bool | int | float):
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _long(value: Any, default: int | None) -> int | None:
+    """A 64-bit integer as MLflow's JSON parse reads one (numbers, whole floats, their text);
+    ``default`` when absent, None when not an integer."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and " " not in value:
+        try:
+            number = int(value)
+        except ValueError:
+            try:
+                as_float = float(value)
+            except ValueError:
+                return None
+            if not as_float.is_integer():
+                return None
+            number = int(as_float)
+    else:
+        return None
+    return number if -(2**63) <= number < 2**63 else None
+
+
+def _dataset_input(item: Mapping[str, Any]) -> dict[str, Any]:
+    """One MLflow ``DatasetInput`` checked by MLflow's rules, as a row's fields."""
+    dataset = item.get("dataset")
+    if not isinstance(dataset, Mapping):
+        raise InvalidInput("Dataset cannot be None", 'send {"dataset": {"name", "digest", "source_type", "source"}}')
+    fields: dict[str, Any] = {}
+    for name in ("name", "digest", "source_type", "source", "schema", "profile"):
+        value = dataset.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(invalid_value(f"dataset.{name}", value), "dataset fields are text")
+        fields[name] = value
+    for name in ("name", "digest", "source_type", "source"):
+        fields[name] = fields[name] or ""
+    if not fields["name"]:
+        raise InvalidInput("Dataset name cannot be None", "name the dataset")
+    for name, limit in _DATASET_LIMITS.items():
+        if fields[name] is not None and len(fields[name]) > limit:
+            raise InvalidInput(f"'{name}' exceeds the maximum length of {limit} characters")
+    if len(fields["name"]) > MAX_ENTITY_ID_LENGTH:
+        raise InvalidInput(
+            f"dataset name {fields['name'][:80]!r}... is longer than {MAX_ENTITY_ID_LENGTH} characters",
+            f"keel's lineage names a dataset in at most {MAX_ENTITY_ID_LENGTH} characters",
+        )
+    input_tags = []
+    for tag in item.get("tags") or []:
+        if not isinstance(tag, Mapping) or tag.get("key") is None:
+            raise InvalidInput("InputTag key cannot be None", 'send [{"key": ..., "value": ...}]')
+        if tag.get("value") is None:
+            raise InvalidInput("InputTag value cannot be None", 'send [{"key": ..., "value": ...}]')
+        key, value = str(tag["key"]), str(tag["value"])
+        for what, text in (("key", key), ("value", value)):
+            if len(text) > _INPUT_TAG_LIMITS[what]:
+                raise InvalidInput(f"'{what}' exceeds the maximum length of {_INPUT_TAG_LIMITS[what]} characters")
+        input_tags.append({"key": key, "value": value})
+    fields["tags"] = input_tags
+    return fields

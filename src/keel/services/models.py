@@ -409,6 +409,8 @@ class ModelService:
         description: str = "",
         tags: Mapping[str, Any] | None = None,
         author: str | None = None,
+        external_run: bool = False,
+        check_artifact: bool = True,
     ) -> ModelVersion:
         """Register the next version of ``name`` (created if new) from ``source``.
 
@@ -416,6 +418,11 @@ class ModelService:
         links an external source to the run that produced it. The run records
         the version as its output. Everything happens in one transaction: a
         failed registration leaves nothing behind.
+
+        MLflow's registry (:mod:`keel.services.mlflow_registry`) records run ids of other
+        stores: ``external_run`` keeps ``run_id`` and the source as given, unresolved and
+        unlinked; ``check_artifact=False`` links a run whose ``runs:/`` artifact is not
+        logged (yet), as MLflow does.
         """
         check_model_name(name)
         card_data, card_text = card_from(card)
@@ -424,7 +431,9 @@ class ModelService:
             source, copied_run = self._copy_source(source)
             run_id = run_id or copied_run
         source_run, artifact_path = parse_source(source)
-        if source_run is not None:
+        if external_run:
+            source_run = None
+        elif source_run is not None:
             source_run = self._full_run_id(source_run)
             if run_id is not None and self._full_run_id(run_id) != source_run:
                 raise InvalidInput(
@@ -438,11 +447,11 @@ class ModelService:
         with self.db.raw_write() as cur:
             self.raw.lock(cur, name)  # first: a new name is created once, numbers never collide
             run_pk = None
-            if run_id is not None:
+            if run_id is not None and not external_run:
                 run_pk = self.raw.run_pk(cur, run_id)
                 if run_pk is None:
                     raise NotFound(f"no run {run_id!r}", "check the run id with 'keel runs list'")
-                if source_run is not None and not self.raw.has_artifact(cur, run_pk, artifact_path):
+                if check_artifact and source_run is not None and not self.raw.has_artifact(cur, run_pk, artifact_path):
                     what = f"artifact {artifact_path!r}" if artifact_path else "artifacts"
                     raise NotFound(
                         f"run {run_id} has no {what}",

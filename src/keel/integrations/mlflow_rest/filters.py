@@ -15,7 +15,9 @@ AST rewritten where the two differ:
   is an InvalidInput naming the field.
 
 The registries (registered models, model versions, prompts) and experiments
-are small, so their filters are evaluated over plain rows (:func:`row_filter`).
+are small, so their filters are evaluated over plain rows (:func:`row_filter`,
+:func:`registry_filter`), with MLflow's meaning: a tag comparison (``!=`` too) holds
+only where the tag exists.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from keel.core.filters import And, Comparison, Field, Node, Not, Or, OrderBy, ev
 from keel.errors import InvalidInput
 
 __all__ = [
+    "IS_PROMPT_TAG",
     "MLFLOW_STATUS",
     "KEEL_STATUS",
     "order_rows",
+    "registry_filter",
     "row_filter",
     "run_filter",
     "run_order_by",
@@ -75,6 +79,8 @@ _RUN_PREFIXES: Mapping[str, str] = {
     "attr": "attributes",
     "run": "attributes",
 }
+#: The tag that makes a registered model (and its versions) an MLflow prompt.
+IS_PROMPT_TAG = "mlflow.prompt.is_prompt"
 _REGISTRY_PREFIXES: Mapping[str, str] = {
     "tags": "tags",
     "tag": "tags",
@@ -145,30 +151,26 @@ def run_order_by(clauses: Sequence[str] | None) -> list[OrderBy]:
     return [OrderBy(_run_field(clause.field), clause.ascending) for clause in parsed]
 
 
-def row_filter(text: str | None, attributes: Sequence[str]) -> Callable[[Mapping[str, Any]], bool]:
-    """A predicate over registry/experiment rows (dicts with a ``tags`` dict) for an MLflow filter.
-
-    ``attributes`` are the names the filter may use bare (``name``, ``run_id``...).
-    """
-    if _empty(text):
-        return lambda _row: True
-    node = parse_filter(text, _REGISTRY_PREFIXES, "attributes")  # type: ignore[arg-type]
-    allowed = set(attributes)
-
-    def check(node: Node) -> None:
-        if isinstance(node, And | Or):
-            for item in node.items:
-                check(item)
-        elif isinstance(node, Not):
-            check(node.item)
-        elif node.field.kind in (None, "attributes") and node.field.key not in allowed:
+def _check_attributes(node: Node, allowed: set[str]) -> None:
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, And | Or):
+            stack.extend(item.items)
+        elif isinstance(item, Not):
+            stack.append(item.item)
+        elif item.field.kind in (None, "attributes") and item.field.key not in allowed:
             raise InvalidInput(
-                f"invalid attribute {node.field.key!r} in the filter",
+                f"invalid attribute {item.field.key!r} in the filter",
                 f"filter on tags.<key> or one of: {', '.join(sorted(allowed))}",
             )
 
-    check(node)
-    node = _absent_tags_differ(node)
+
+def _predicate(node: Node | None) -> Callable[[Mapping[str, Any]], bool]:
+    """``node`` over a plain row: a tag comparison is false where the row has no such tag
+    (MLflow's stores join on the tag, so ``tags.k != 'v'`` needs ``k``)."""
+    if node is None:
+        return lambda _row: True
 
     def lookup(row: Mapping[str, Any]) -> Callable[[Field], Any]:
         def get(field: Field) -> Any:
@@ -181,18 +183,43 @@ def row_filter(text: str | None, attributes: Sequence[str]) -> Callable[[Mapping
     return lambda row: evaluate(node, lookup(row))
 
 
-def _absent_tags_differ(node: Node) -> Node:
-    """MLflow's registry reads ``tags.k != 'v'`` as true where the tag is absent
-    (its client excludes prompts with ``tag.`mlflow.prompt.is_prompt` != 'true'``)."""
-    if isinstance(node, And):
-        return And(tuple(_absent_tags_differ(item) for item in node.items))
-    if isinstance(node, Or):
-        return Or(tuple(_absent_tags_differ(item) for item in node.items))
-    if isinstance(node, Not):
-        return Not(_absent_tags_differ(node.item))
-    if node.field.kind == "tags" and node.op in ("!=", "not in", "not like", "not ilike"):
-        return Or((Comparison(node.field, "is null", None), node))
+def _parse_rows(text: str, attributes: Sequence[str]) -> Node:
+    node = parse_filter(text, _REGISTRY_PREFIXES, "attributes")  # type: ignore[arg-type]
+    _check_attributes(node, set(attributes))
     return node
+
+
+def row_filter(text: str | None, attributes: Sequence[str]) -> Callable[[Mapping[str, Any]], bool]:
+    """A predicate over experiment rows (dicts with a ``tags`` dict) for an MLflow filter.
+
+    ``attributes`` are the names the filter may use bare (``name``, ``creation_time``...).
+    """
+    return _predicate(None if _empty(text) else _parse_rows(text, attributes))  # type: ignore[arg-type]
+
+
+def _is_prompt_clause(node: Node) -> bool:
+    return isinstance(node, Comparison) and node.field.kind == "tags" and node.field.key == IS_PROMPT_TAG
+
+
+def registry_filter(text: str | None, attributes: Sequence[str]) -> Callable[[Mapping[str, Any]], bool]:
+    """A predicate over registered-model or model-version rows for an MLflow filter, with
+    MLflow's rule for prompts (a prompt is tagged ``mlflow.prompt.is_prompt = 'true'``): rows
+    are models unless the filter asks for prompts (``tags.`mlflow.prompt.is_prompt` = 'true'``
+    or ``!= 'false'``); otherwise comparisons on that tag are dropped and prompts left out."""
+    node = None if _empty(text) else _parse_rows(text, attributes)  # type: ignore[arg-type]
+    clauses = list(node.items) if isinstance(node, And) else [] if node is None else [node]
+    prompts = False
+    for clause in clauses:
+        if isinstance(clause, Comparison) and _is_prompt_clause(clause):
+            value = str(clause.value).lower()
+            prompts = (clause.op == "=" and value == "true") or (clause.op == "!=" and value == "false")
+            break
+    if not prompts:
+        clauses = [clause for clause in clauses if not _is_prompt_clause(clause)]
+    rest = _predicate(And(tuple(clauses)) if len(clauses) > 1 else clauses[0] if clauses else None)
+    if prompts:
+        return rest
+    return lambda row: row.get("tags", {}).get(IS_PROMPT_TAG) != "true" and rest(row)
 
 
 def order_rows(

@@ -10,7 +10,9 @@ integer vs semver prompt versions) and what is not supported: ``docs/mlflow.md``
 - :mod:`.tracking`, :mod:`.registry`: the handlers;
 - :mod:`.traces`: MLflow tracing (``/api/3.0/mlflow/traces/...`` and a trace's
   ``traces.json`` upload) over keel's traces, shapes in :mod:`.trace_format`;
-- :mod:`.artifacts`: ``/api/2.0/mlflow-artifacts/...``, streamed.
+- :mod:`.artifacts`: ``/api/2.0/mlflow-artifacts/...``, streamed;
+- :mod:`.unsupported`: MLflow's other paths (``/graphql``, ``/get-artifact``, the rest of
+  ``/ajax-api``): NOT_IMPLEMENTED in MLflow's shape, naming the feature.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from keel.server.mlflow.artifacts import router as artifacts_router
 from keel.server.mlflow.dispatch import HANDLERS
 from keel.server.mlflow.dispatch import router as api_router
 from keel.server.mlflow.traces import router as traces_router
+from keel.server.mlflow.unsupported import router as unsupported_router
 
 __all__ = ["HANDLERS", "router"]
 
@@ -29,3 +32,4 @@ router = APIRouter(include_in_schema=False)
 router.include_router(traces_router)  # first: its paths are more specific than the two below
 router.include_router(artifacts_router)
 router.include_router(api_router)
+router.include_router(unsupported_router)  # last: every real route wins

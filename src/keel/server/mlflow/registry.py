@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from keel.errors import InvalidInput
+from keel.core.batch import is_run_id
+from keel.errors import InvalidInput, NotFound
+from keel.integrations.mlflow_rest.entities import artifact_uri
 from keel.server.mlflow.dispatch import Call, endpoint
-from keel.services.contract import authorize_run
+from keel.services.auth import RANK
+from keel.services.contract import authorized_run
 
 __all__: list[str] = []
 
@@ -122,12 +125,29 @@ def get_by_alias(call: Call) -> dict[str, Any]:
 # -- model versions --------------------------------------------------------------------------------------
 @endpoint("POST", "model-versions/create")
 def create_model_version(call: Call) -> dict[str, Any]:
+    """MLflow takes any ``run_id`` (a run of another store too); a keel run the caller may read
+    is checked as the source's run, and linked (its lineage records the version) when the
+    caller may also write its project, as keel's own ``register`` requires."""
     call.registry("writer")
-    run_id = call.get("run_id")
-    if run_id:
-        authorize_run(call.mlflow.tracking, call.caller, str(run_id), "reader")
+    run_id = call.get("run_id") or ""
+    run_root, link = None, False
+    if isinstance(run_id, str) and is_run_id(run_id):
+        try:
+            record = authorized_run(call.mlflow.tracking, call.caller, run_id, "reader")
+        except NotFound:
+            record = None
+        if record is not None:
+            run_root = artifact_uri(call.mlflow.tracking.experiment_id(record.project), record.run_id)
+            link = call.caller.rank(record.project) >= RANK["writer"]
     version = call.mlflow.registry.create_model_version(
-        call.text("name"), call.get("source"), run_id, call.get("tags"), call.get("description"), call.who
+        call.text("name"),
+        call.get("source"),
+        run_id,
+        call.get("tags"),
+        call.get("description"),
+        call.who,
+        run_root=run_root,
+        link=link,
     )
     return {"model_version": version}
 

@@ -7,10 +7,13 @@ and calls :class:`~keel.services.mlflow_tracking.MlflowTracking`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from keel.core.batch import is_run_id
 from keel.core.entities import RunRecord
 from keel.errors import InvalidInput, NotFound
+from keel.integrations.mlflow_rest.validation import invalid_value
 from keel.server.auth import require
 from keel.server.mlflow.artifacts import children
 from keel.server.mlflow.dispatch import Call, endpoint
@@ -20,12 +23,34 @@ from keel.services.contract import authorized_run
 __all__: list[str] = []
 
 
-def _run(call: Call, role: str) -> RunRecord:
+# MLflow's form of a run id, checked first by log-batch and log-inputs (others answer "not found").
+_RUN_ID = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")
+
+
+def _run(call: Call, role: str, *, active: bool = False, checked_id: bool = False) -> RunRecord:
+    """The run a call names, as MLflow finds it: by its exact id (no prefixes), a run keel does
+    not have (or the caller may not see) is "Run with id=... not found"; ``active``: a deleted
+    run refuses the call, as MLflow refuses writes to it; ``checked_id``: a malformed id is an
+    invalid value first (MLflow's log-batch and log-inputs)."""
     run_id = call.args.get("run_id") or call.args.get("run_uuid")
     if not run_id or not isinstance(run_id, str):
         raise InvalidInput("Missing value for required parameter 'run_id'", "pass the run's id")
-    # The keel contract's check: the run's stored project, and a hidden run answers as a missing one.
-    return authorized_run(call.mlflow.tracking, call.caller, run_id, role)
+    if checked_id and not _RUN_ID.fullmatch(run_id):
+        raise InvalidInput(invalid_value("run_id", run_id), "pass the run's id")
+    missing = NotFound(f"Run with id={run_id[:100]} not found", "list runs: mlflow.search_runs()")
+    if not is_run_id(run_id):
+        raise missing
+    try:
+        # The keel contract's check: the run's stored project, and a hidden run answers as a missing one.
+        record = authorized_run(call.mlflow.tracking, call.caller, run_id, role)
+    except NotFound:
+        raise missing from None
+    if active and record.deleted:
+        raise InvalidInput(
+            f"The run {run_id} must be in the 'active' state. Current state is deleted.",
+            "restore it first: MlflowClient().restore_run(run_id)",
+        )
+    return record
 
 
 def _visible(call: Call, project: str, role: str, missing: NotFound) -> None:
@@ -74,6 +99,7 @@ def get_experiment_by_name(call: Call) -> dict[str, Any]:
     return {"experiment": experiment}
 
 
+@endpoint("GET", "experiments/search")
 @endpoint("POST", "experiments/search")
 def search_experiments(call: Call) -> dict[str, Any]:
     experiments, token = call.mlflow.tracking.search_experiments(
@@ -158,7 +184,7 @@ def get_run(call: Call) -> dict[str, Any]:
 
 @endpoint("POST", "runs/update")
 def update_run(call: Call) -> dict[str, Any]:
-    record = _run(call, "writer")
+    record = _run(call, "writer", active=True)
     updated = call.mlflow.tracking.update_run(record, call.get("status"), call.get("end_time"), call.get("run_name"))
     return {"run_info": call.mlflow.tracking.run_info(updated)}
 
@@ -177,35 +203,37 @@ def restore_run(call: Call) -> dict[str, Any]:
 
 @endpoint("POST", "runs/log-metric")
 def log_metric(call: Call) -> dict[str, Any]:
-    record = _run(call, "writer")
-    metric = {k: call.get(k) for k in ("key", "value", "timestamp", "step")}
-    call.mlflow.tracking.log_batch(record.run_id, [metric], [], [])
+    record = _run(call, "writer", active=True)
+    metric = {k: call.args.get(k) for k in ("key", "value", "timestamp", "step")}
+    call.mlflow.tracking.log_batch(record.run_id, [metric], [], [], single=True)
     return {}
 
 
 @endpoint("POST", "runs/log-parameter")
 def log_param(call: Call) -> dict[str, Any]:
-    record = _run(call, "writer")
-    call.mlflow.tracking.log_batch(record.run_id, [], [{"key": call.text("key"), "value": call.get("value")}], [])
+    record = _run(call, "writer", active=True)
+    param = {"key": call.args.get("key"), "value": call.get("value")}
+    call.mlflow.tracking.log_batch(record.run_id, [], [param], [], single=True)
     return {}
 
 
 @endpoint("POST", "runs/set-tag")
 def set_tag(call: Call) -> dict[str, Any]:
-    record = _run(call, "writer")
-    call.mlflow.tracking.log_batch(record.run_id, [], [], [{"key": call.text("key"), "value": call.get("value")}])
+    record = _run(call, "writer", active=True)
+    tag = {"key": call.args.get("key"), "value": call.get("value")}
+    call.mlflow.tracking.log_batch(record.run_id, [], [], [tag], single=True)
     return {}
 
 
 @endpoint("POST", "runs/delete-tag")
 def delete_tag(call: Call) -> dict[str, Any]:
-    call.mlflow.tracking.delete_tag(_run(call, "writer").run_id, call.text("key"))
+    call.mlflow.tracking.delete_tag(_run(call, "writer", active=True).run_id, call.text("key"))
     return {}
 
 
 @endpoint("POST", "runs/log-batch")
 def log_batch(call: Call) -> dict[str, Any]:
-    record = _run(call, "writer")
+    record = _run(call, "writer", active=True, checked_id=True)
     call.mlflow.tracking.log_batch(
         record.run_id, _list(call.get("metrics")), _list(call.get("params")), _list(call.get("tags"))
     )
@@ -214,15 +242,20 @@ def log_batch(call: Call) -> dict[str, Any]:
 
 @endpoint("POST", "runs/log-inputs")
 def log_inputs(call: Call) -> dict[str, Any]:
-    record = _run(call, "writer")
+    record = _run(call, "writer", active=True, checked_id=True)
     call.mlflow.tracking.log_inputs(record.run_id, _list(call.get("datasets")))
     return {}
 
 
 @endpoint("GET", "metrics/get-history")
 def metric_history(call: Call) -> dict[str, Any]:
+    """A metric's values in MLflow's order; a page of ``max_results`` with ``next_page_token``
+    when the client asks for pages (its ``get_metric_history`` does, 25,000 at a time)."""
     record = _run(call, "reader")
-    return {"metrics": call.mlflow.tracking.metric_history(record.run_id, call.text("metric_key"))}
+    metrics, token = call.mlflow.tracking.metric_history(
+        record.run_id, call.text("metric_key"), call.get("max_results"), call.get("page_token")
+    )
+    return {"metrics": metrics, "next_page_token": token} if token else {"metrics": metrics}
 
 
 @endpoint("POST", "runs/search")
