@@ -176,7 +176,6 @@ class TrackingStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._pks: dict[str, int] = {}  # run_id -> runs.id; immutable, so safe to cache
-        self._project_ids: dict[str, int] = {}  # projects are never renamed
         self._compiled: dict[tuple[Any, ...], tuple[str, Any]] = {}  # see _search_rows
         self._lock = threading.Lock()
         self.digests = RunDigests(db)
@@ -229,14 +228,18 @@ class TrackingStore:
         return [(Project(r.name, r.id, r.created_at, r.description), int(r.n)) for r in rows]
 
     def project_ids(self, names: Iterable[str]) -> list[int]:
-        """Ids of the named projects; raise NotFound for an unknown one."""
+        """Ids of the named projects; raise NotFound for an unknown one.
+
+        Read each time, never cached: a project may be renamed (:mod:`keel.meta.projects`)
+        by another process, which must never find the old name still pointing at it."""
         names = list(names)
-        unknown = [n for n in names if n not in self._project_ids]
-        if unknown:  # projects are never renamed or re-numbered: cache what is found
-            with self.db.read() as conn:
-                rows = conn.execute(select(projects.c.name, projects.c.id).where(projects.c.name.in_(unknown))).all()
-            self._project_ids.update({name: int(pk) for name, pk in rows})
-        found = self._project_ids
+        if not names:
+            return []
+        unique = sorted(set(names))
+        marks = ", ".join("?" * len(unique))
+        with self.db.raw_read() as cur:  # the driver directly: ~0.2 ms less than a Core statement
+            cur.execute(self.db.sql(f"SELECT name, id FROM projects WHERE name IN ({marks})"), tuple(unique))  # noqa: S608 - placeholders
+            found = {name: int(pk) for name, pk in cur.fetchall()}
         missing = [n for n in names if n not in found]
         if missing:
             raise project_not_found(missing[0])
@@ -318,10 +321,17 @@ class TrackingStore:
             self._pks[run_id] = int(cur.fetchone()[0])
         return fresh
 
+    def project_name(self, project_id: int) -> str | None:
+        """The name of the project with id ``project_id``, or None (read each time: see :meth:`project_ids`)."""
+        if not 0 < project_id < 1 << 63:
+            return None
+        with self.db.raw_read() as cur:
+            cur.execute(self.db.sql("SELECT name FROM projects WHERE id = ?"), (project_id,))
+            row = cur.fetchone()
+        return None if row is None else str(row[0])
+
     def _project_id(self, cur: Any, name: str) -> int:
-        found = self._project_ids.get(name)
-        if found is not None:
-            return found
+        """The id of project ``name``, created if new (not cached: see :meth:`project_ids`)."""
         select_sql = self.db.sql("SELECT id FROM projects WHERE name = ?")
         cur.execute(select_sql, (name,))
         row = cur.fetchone()
@@ -335,7 +345,6 @@ class TrackingStore:
             )
             cur.execute(select_sql, (name,))
             row = cur.fetchone()
-        self._project_ids[name] = int(row[0])
         return int(row[0])
 
     def resolve_run_id(self, prefix: str, within: Sequence[str] | None = None) -> str:
