@@ -109,7 +109,9 @@ def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Remote]:
         yield found
     finally:
         sessions.reset()
-        found.server.stop()
+        # A graceful stop would wait for the long polls still in flight (up to 5 s): nothing
+        # here is about the server's own stop, so it is killed.
+        found.server.stop(kill=True)
 
 
 def _setup() -> None:

@@ -54,10 +54,15 @@ class Server:
         self.clients.append(httpx.Client(base_url=self.url + API, headers=headers, timeout=30))
         return self.clients[-1]
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
+        """Stop the server: SIGTERM (uvicorn's graceful stop, which lets requests in flight
+        finish: a change-feed long poll for up to 5 s), or SIGKILL with ``kill``."""
         for client in self.clients:
             client.close()
-        self.process.terminate()
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
