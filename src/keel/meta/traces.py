@@ -405,16 +405,13 @@ class RawTraces:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._project_ids: dict[str, int] = {}
         self._upsert = db.sql(_upsert_sql(db.is_sqlite))
         self._multi: str | None = None
         self.partitions = TracePartitions(db)
 
     # -- projects ---------------------------------------------------------------------
     def _project_id(self, cur: Any, name: str, create: bool) -> int | None:
-        found = self._project_ids.get(name)
-        if found is not None:
-            return found
+        # Not cached: a project may be renamed by another process (keel.meta.projects).
         cur.execute(self.db.sql("SELECT id FROM projects WHERE name = ?"), (name,))
         row = cur.fetchone()
         if row is None:
@@ -429,14 +426,10 @@ class RawTraces:
             )
             cur.execute(self.db.sql("SELECT id FROM projects WHERE name = ?"), (name,))
             row = cur.fetchone()
-        self._project_ids[name] = int(row[0])
         return int(row[0])
 
     def project_id(self, name: str) -> int | None:
         """The id of project ``name``, or None when it does not exist."""
-        found = self._project_ids.get(name)
-        if found is not None:
-            return found
         with self.db.raw_read() as cur:
             return self._project_id(cur, name, create=False)
 
