@@ -66,7 +66,7 @@ from server import Server, keel_env, keel_token, mlflow_env, start_keel, start_m
 
 RESULT = "@@RESULT "
 #: Bump when the generated search data changes: a cached database of another version is rebuilt.
-DATA_VERSION = "traces-1"
+DATA_VERSION = "traces-2"
 PROJECT = "bench"
 LOAD_PROJECT = "load"
 BASE_NS = 1_764_547_200_000_000_000  # 2025-12-01T00:00:00Z: the generated traces end here
@@ -521,7 +521,11 @@ def open_search_store(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any
                            cached=False)  # fmt: skip
         where = args.database.split("@")[-1]
     else:
-        folder = Path(args.cache or tempfile.gettempdir()) / "keel-bench-traces" / project
+        cache = Path(args.cache or tempfile.gettempdir()) / "keel-bench-traces"
+        for stale in cache.glob(f"{PROJECT}-*"):  # data of other versions is never read again
+            if stale.is_dir() and not stale.name.startswith(f"{PROJECT}-{DATA_VERSION}-"):
+                shutil.rmtree(stale, ignore_errors=True)
+        folder = cache / project
         folder.mkdir(parents=True, exist_ok=True)
         store = open_store(f"sqlite:///{folder / 'keel.db'}", str(folder / "objects"), cached=False)
         where = str(folder / "keel.db")

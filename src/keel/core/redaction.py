@@ -650,10 +650,30 @@ class _Walk:
             return self.scanner.mask
         if kind is dict or isinstance(value, Mapping):
             out = {}
+            clean = self.scanner._clean
             for key, item in value.items():
-                if type(key) is str and len(key) >= MIN_LENGTH:
+                if type(key) is str and len(key) >= MIN_LENGTH and key not in clean:
                     key = self.scanner.scan_short(key)
-                out[key] = self.masked(item, depth + 1) if self.secret_key(key) else self.value(item, depth + 1)
+                secret = _answers.get(key)  # is_secret_key's memo, read here: this runs per key
+                if secret is None or (not secret and self.extra):
+                    secret = self.secret_key(key)
+                if secret:
+                    out[key] = self.masked(item, depth + 1)
+                    continue
+                # the leaves of a flat mapping (span attributes, metadata) without a call each:
+                # what value() returns for them
+                of = type(item)
+                if (
+                    (of is str and (len(item) < MIN_LENGTH or (item in clean and self.budget > 0)))
+                    or of is int
+                    or of is float
+                    or of is bool
+                    or item is None
+                ):
+                    self.budget -= 1
+                    out[key] = item
+                else:
+                    out[key] = self.value(item, depth + 1)
             return out
         if kind is list or kind is tuple or isinstance(value, list | tuple):
             return [self.value(item, depth + 1) for item in value]

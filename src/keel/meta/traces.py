@@ -181,9 +181,30 @@ class TraceQuery:
         return [self.project_id, *self.params]
 
 
+#: Span columns with an index of their own (``ix_spans_model``, ``ix_spans_prompt``).
+_INDEXED_SPAN_COLUMNS = {"s.model": "model", "s.prompt": "prompt"}
+#: A span condition matching fewer spans than this is searched from the span index (see ``_Compiler``).
+SPARSE_SPANS = 20_000
+#: SQLite: the spans a store holds before the trace tables get planner statistics (``RawTraces._statistics``).
+ANALYZE_FROM = 10_000
+
+
 class _Compiler:
-    def __init__(self, sqlite: bool) -> None:
+    """Compiles a filter to SQL over ``traces t``.
+
+    A span condition (true when any span of the trace matches) is ``EXISTS`` over the trace's
+    spans: with the newest-first order that finds a common model's traces at once, but a rare
+    one only after probing every trace of the project. So on SQLite, whose planner cannot know,
+    ``model``/``prompt`` ``=``/``in`` conditions that match fewer than :data:`SPARSE_SPANS` spans
+    (``sparse`` counts them in the index, bounded) are written as ``t.trace_id IN (...)`` over
+    that index instead: the matching traces are looked up, then sorted. PostgreSQL's planner
+    chooses between the two itself (it keeps per-value statistics).
+    """
+
+    def __init__(self, sqlite: bool, project_id: int = 0, sparse: Any = None) -> None:
         self.sqlite = sqlite
+        self.project_id = project_id
+        self.sparse = sparse  # (column, values) -> True when few spans match
         self.params: list[Any] = []
 
     def condition(self, node: Node) -> str:
@@ -211,6 +232,13 @@ class _Compiler:
             found = _SPAN_FIELDS.get(key)
             if found is None:
                 raise InvalidInput(f"unknown span field {key!r}", _hint())
+            column = _INDEXED_SPAN_COLUMNS.get(found[0])
+            if column is not None and self.sparse is not None and cmp.op in ("=", "in"):
+                values = [self.value(found[1], v, key) for v in (cmp.value if cmp.op == "in" else [cmp.value])]
+                if self.sparse(column, values):
+                    self.params.append(self.project_id)
+                    inner = self.simple(found[0], found[1], cmp)
+                    return f"t.trace_id IN (SELECT s.trace_id FROM spans s WHERE s.project_id = ? AND {inner})"
             inner = self.simple(found[0], found[1], cmp)
             return (
                 "EXISTS (SELECT 1 FROM spans s WHERE s.project_id = t.project_id AND s.trace_id = t.trace_id "
@@ -408,6 +436,7 @@ class RawTraces:
         self._upsert = db.sql(_upsert_sql(db.is_sqlite))
         self._multi: str | None = None
         self.partitions = TracePartitions(db)
+        self._analyze_after: int | None = None  # SQLite: spans to write before the next ANALYZE
 
     # -- projects ---------------------------------------------------------------------
     def _project_id(self, cur: Any, name: str, create: bool) -> int | None:
@@ -475,7 +504,35 @@ class RawTraces:
                     ),
                     values,
                 )
+            if self.db.is_sqlite and stored:
+                self._statistics(cur, stored)
         return stored, duplicates
+
+    def _statistics(self, cur: Any, stored: int) -> None:
+        """Keep SQLite's planner statistics of the trace tables current: a bounded ``ANALYZE``
+        once the spans table holds :data:`ANALYZE_FROM` rows without statistics, then each time
+        this process has written as many spans again as it held (a few ms: 1,000 rows read per
+        index). Without them SQLite orders every filtered search by the project's time index
+        (a scan of the project) rather than using the index of the filtered column."""
+        if self._analyze_after is None:  # the first write of this process: how big, analyzed when?
+            cur.execute("SELECT MAX(rowid) FROM spans")
+            rows = int(cur.fetchone()[0] or 0)
+            cur.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")
+            analyzed = 0
+            if cur.fetchone()[0]:
+                cur.execute("SELECT stat FROM sqlite_stat1 WHERE tbl = 'spans' AND idx IS NOT NULL LIMIT 1")
+                found = cur.fetchone()
+                analyzed = int(str(found[0]).split()[0]) if found else 0
+            self._analyze_after = max(ANALYZE_FROM, analyzed) - max(0, rows - analyzed)
+        self._analyze_after -= stored
+        if self._analyze_after > 0:
+            return
+        cur.execute("PRAGMA analysis_limit=1000")
+        cur.execute("ANALYZE traces")
+        cur.execute("ANALYZE spans")
+        cur.execute("PRAGMA analysis_limit=0")
+        cur.execute("SELECT MAX(rowid) FROM spans")
+        self._analyze_after = max(ANALYZE_FROM, int(cur.fetchone()[0] or 0))
 
     def _new_spans(self, cur: Any, pid: int, found: dict[tuple[str, str], SpanRow]) -> list[SpanRow]:
         """The spans of ``found`` not stored yet (only traces already known can hold any)."""
@@ -551,7 +608,13 @@ class RawTraces:
     # -- reading ----------------------------------------------------------------------
     def compile(self, project_id: int, node: Node | None, since_ms: int | None, until_ms: int | None) -> TraceQuery:
         """The WHERE clause of a parsed filter and a time range (``until`` exclusive) in one project."""
-        compiler = _Compiler(self.db.is_sqlite)
+        sparse = None
+        if self.db.is_sqlite:
+
+            def sparse(column: str, values: list[Any]) -> bool:
+                return self._matching_spans(project_id, column, values, SPARSE_SPANS) < SPARSE_SPANS
+
+        compiler = _Compiler(self.db.is_sqlite, project_id, sparse)
         parts = []
         if since_ms is not None:
             parts.append("t.start_ns >= ?")
@@ -562,6 +625,15 @@ class RawTraces:
         if node is not None:
             parts.append(compiler.condition(node))
         return TraceQuery(project_id, " AND ".join(parts), compiler.params)
+
+    def _matching_spans(self, project_id: int, column: str, values: list[Any], limit: int) -> int:
+        """How many spans of the project have ``column`` in ``values``, counted up to ``limit``
+        (an index-only count)."""
+        marks = ", ".join("?" for _ in values)
+        sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM spans WHERE project_id = ? AND {column} IN ({marks}) LIMIT ?) q"
+        with self.db.raw_read() as cur:
+            cur.execute(self.db.sql(sql), [project_id, *values, limit])
+            return int(cur.fetchone()[0])
 
     def order_sql(self, order_by: Sequence[OrderBy]) -> str:
         """`` ORDER BY ...`` for parsed sort keys (default: newest first), with the trace id last."""
@@ -598,11 +670,12 @@ class RawTraces:
             summary = cur.fetchone()
             if summary is None:
                 return None, []
-            cur.execute(
-                self.db.sql(f"{_SPAN_SELECT} WHERE project_id = ? AND trace_id = ? ORDER BY start_ns, span_id"),
-                (project_id, trace_id),
-            )
-            return tuple(summary), [tuple(r) for r in cur.fetchall()]
+            # sorted here: an ORDER BY lets SQLite's planner pick the project's time index over the
+            # trace's own (a scan of the project instead of a lookup of its spans)
+            cur.execute(self.db.sql(f"{_SPAN_SELECT} WHERE project_id = ? AND trace_id = ?"), (project_id, trace_id))
+            spans = [tuple(r) for r in cur.fetchall()]
+            spans.sort(key=lambda r: (r[7], r[1]))  # start_ns, span_id
+            return tuple(summary), spans
 
     def trace_ids(self, project_id: int, prefix: str, limit: int = 2) -> list[str]:
         """Trace ids of the project starting with ``prefix`` (to resolve a short id)."""
@@ -688,6 +761,18 @@ class RawTraces:
             return GROUPS[by], False
         raise InvalidInput(f"cannot group traces by {by!r}", f"group by {', '.join(sorted({*GROUPS, *SPAN_GROUPS}))}")
 
+    def _span_source(self, query: TraceQuery, exprs: Sequence[tuple[str, bool]]) -> str:
+        """``FROM`` and ``WHERE`` of span-level stats: the spans with their group fields set, of
+        the traces the query matches (its parameters: :meth:`TraceQuery.all_params`)."""
+        not_null = " AND ".join(f"{expr} IS NOT NULL" for expr, span in exprs if span)
+        if not query.sql and all(span for _, span in exprs):
+            # every trace of the project: its spans alone (no join; their index serves the groups)
+            return f"spans s WHERE s.project_id = ? AND {not_null}"
+        # On SQLite the traces come first (CROSS JOIN fixes the order): a time range or a filter
+        # keeps few of them, while its planner prefers walking the group's span index over all.
+        join = "traces t CROSS JOIN spans s" if self.db.is_sqlite else "traces t JOIN spans s"
+        return f"{join} ON t.project_id = s.project_id AND t.trace_id = s.trace_id{query.where()} AND {not_null}"
+
     def aggregate(self, query: TraceQuery, groups: Sequence[str]) -> list[tuple[Any, ...]]:
         """Per group: count, errors, latency sum, input/output tokens, cost, first/last start (ns).
 
@@ -699,11 +784,7 @@ class RawTraces:
         cols = ", ".join(f"{expr} AS g{i}" for i, (expr, _) in enumerate(exprs))
         keys = ", ".join(str(i + 1) for i in range(len(exprs)))
         if spans:
-            not_null = " AND ".join(f"{expr} IS NOT NULL" for expr, span in exprs if span)
-            source = (
-                "spans s JOIN traces t ON t.project_id = s.project_id AND t.trace_id = s.trace_id"
-                f"{query.where()} AND {not_null}"
-            )
+            source = self._span_source(query, exprs)
             measures = (
                 "COUNT(*), SUM(CASE WHEN s.status = 'error' THEN 1 ELSE 0 END), SUM(s.duration_ms), "
                 "SUM(s.input_tokens), SUM(s.output_tokens), SUM(s.cost), MIN(s.start_ns), MAX(s.start_ns)"
@@ -726,11 +807,7 @@ class RawTraces:
         cols = ", ".join(f"{expr} AS g{i}" for i, (expr, _) in enumerate(exprs))
         names = ", ".join(f"g{i}" for i in range(len(exprs)))
         if spans:
-            not_null = " AND ".join(f"{expr} IS NOT NULL" for expr, span in exprs if span)
-            inner = (
-                f"SELECT {cols}, s.duration_ms AS latency FROM spans s JOIN traces t ON t.project_id = s.project_id "
-                f"AND t.trace_id = s.trace_id{query.where()} AND {not_null}"
-            )
+            inner = f"SELECT {cols}, s.duration_ms AS latency FROM {self._span_source(query, exprs)}"
         else:
             inner = f"SELECT {cols}, t.duration_ms AS latency FROM traces t{query.where()}"
         wanted = []
