@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import openai
 import pytest
 
 import keel
+from cli_inprocess import keel as run_keel
+from cli_inprocess import keel_env, python_in
 from keel.integrations.standin import StandInServer
 
-KEEL = Path(sys.executable).with_name("keel")
 CALC = [{"role": "system", "content": "Answer with the number only."}, {"role": "user", "content": "{{ question }}"}]
 STEP = [
     {"role": "system", "content": "Think step by step. Answer with the number only."},
@@ -217,14 +214,12 @@ def test_a_scorer_failing_on_most_samples_is_failed_and_stays_in_the_comparison(
 
 
 def test_cli_eval_run_and_reproduce(server, dataset, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("KEEL_URI", "KEEL_OBJECTS", "OPENAI_API_KEY")}
-    subprocess.run([str(KEEL), "init"], cwd=tmp_path, env=env, check=True, capture_output=True)
-    script = (
-        "import keel, json\n"
-        f"keel.prompts.register('calc', template={CALC!r}, changelog='first')\n"
-        f"keel.prompts.register('calc', template={STEP!r}, changelog='step by step')\n"
-    )
-    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, capture_output=True)
+    """``keel eval run`` and ``keel reproduce`` (in-process: see ``tests/cli_inprocess.py``)."""
+    env = {k: v for k, v in keel_env().items() if k != "OPENAI_API_KEY"}
+    assert run_keel("init", cwd=tmp_path, env=env).returncode == 0
+    with python_in(tmp_path, env=env):
+        keel.prompts.register("calc", template=CALC, changelog="first")
+        keel.prompts.register("calc", template=STEP, changelog="step by step")
     (tmp_path / "eval.yaml").write_text(
         f"project: calc\ndata: {dataset}\nprompts: [calc@1.0.0, calc@1.0.1]\n"
         "models: [{name: gpt-4, temperature: 0.2}, gpt-3.5-turbo]\n"
@@ -232,7 +227,7 @@ def test_cli_eval_run_and_reproduce(server, dataset, tmp_path):
     )
 
     def cli(*args, check=True):
-        out = subprocess.run([str(KEEL), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        out = run_keel(*args, cwd=tmp_path, env=env)
         if check and out.returncode != 0:
             raise AssertionError(out.stderr)
         return out
