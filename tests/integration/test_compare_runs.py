@@ -2,15 +2,12 @@
 
 import json
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 import keel
-
-KEEL = Path(sys.executable).with_name("keel")
+from cli_inprocess import keel as run_keel
+from cli_inprocess import python_in
 
 
 def _eval_run(name, p, cost, latency, seed):
@@ -55,25 +52,22 @@ def test_compare_bad_input(ws):
 
 
 def test_cli_compare_with_baseline(tmp_path):
-    subprocess.run([str(KEEL), "init"], cwd=tmp_path, check=True, capture_output=True)
-    script = (
-        "import random, keel\n"
-        "ids = []\n"
-        "for name, p, cost in (('base', 0.6, 0.002), ('gpt4', 0.95, 0.03)):\n"
-        "    rng = random.Random(name)\n"
-        "    with keel.start_run(project='cmp', name=name) as run:\n"
-        "        rows = [{'sample_id': f'q{i}', 'score.accuracy': float(rng.random() < p)} for i in range(100)]\n"
-        "        run.log_table('samples', rows=rows)\n"
-        "        keel.log_metrics({'accuracy': sum(r['score.accuracy'] for r in rows) / 100, 'cost_per_query': cost,\n"
-        "                          'latency_p50_ms': 500})\n"
-        "    ids.append(run.id)\n"
-        "print(' '.join(ids))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True)
-    base, gpt4 = out.stdout.split()
+    """``keel runs compare`` (the CLI in-process: see ``tests/cli_inprocess.py``)."""
+    assert run_keel("init", cwd=tmp_path).returncode == 0
+    ids = []
+    with python_in(tmp_path):
+        for name, p, cost in (("base", 0.6, 0.002), ("gpt4", 0.95, 0.03)):
+            rng = random.Random(name)
+            with keel.start_run(project="cmp", name=name) as run:
+                rows = [{"sample_id": f"q{i}", "score.accuracy": float(rng.random() < p)} for i in range(100)]
+                run.log_table("samples", rows=rows)
+                keel.log_metrics({"accuracy": sum(r["score.accuracy"] for r in rows) / 100, "cost_per_query": cost,
+                                  "latency_p50_ms": 500})  # fmt: skip
+            ids.append(run.id)
+    base, gpt4 = ids
 
     def keel_cli(*args):
-        return subprocess.run([str(KEEL), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        return run_keel(*args, cwd=tmp_path)
 
     shown = keel_cli("runs", "compare", gpt4[:8], "--baseline", base[:8])
     assert shown.returncode == 0, shown.stderr
