@@ -12,9 +12,7 @@ store, in what the CLI prints (``keel config show``, ``runs show``, ``llm calls`
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import keel
+from cli_inprocess import keel as run_keel
 from keel.core.batch import WriteBatch
 from keel.integrations.standin import StandInServer
 from keel.sdk import llm
@@ -33,8 +32,6 @@ from keel.sdk.workspace import init_workspace
 from keel.server import create_app
 from keel.services import context as run_context
 from keel.services.auth import AuthStore
-
-KEEL = Path(sys.executable).with_name("keel")
 
 PG_PASSWORD = "Pg-Tr0ub4dor-and-3"
 BEARER = "9f8e7d6c5b4a39281726354453627181aa"
@@ -176,8 +173,7 @@ def _objects(folder: Path) -> list[Path]:
 
 
 def _cli(folder: Path, *args: str) -> str:
-    environ = {k: v for k, v in os.environ.items() if k not in ("KEEL_URI", "KEEL_OBJECTS")}
-    out = subprocess.run([str(KEEL), *args], cwd=folder, capture_output=True, text=True, timeout=120, env=environ)
+    out = run_keel(*args, cwd=folder)  # in-process, as the keel script (see tests/cli_inprocess.py)
     assert out.returncode == 0, f"keel {' '.join(args)}: {out.stderr}"
     return out.stdout + out.stderr
 
