@@ -24,8 +24,9 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from botocore.exceptions import ClientError
-from test_server_api import bootstrap
+from test_remote_cli import _users
 
+from cli_inprocess import keel
 from keel.errors import KeelError
 from keel.objects.s3 import S3ObjectStore
 from keel.services.leftovers import new_spool_file, spool_dir, sweep_spool
@@ -73,7 +74,7 @@ def site(s3_server: S3Server, tmp_path: Path) -> Iterator[dict[str, Any]]:
     bucket = s3_server.create_bucket()
     objects = f"s3://{bucket}/keel?{urlencode({'endpoint_url': s3_server.endpoint_url})}"
     store = f"sqlite:///{tmp_path / 'keel.db'}"
-    token = bootstrap(store, objects=objects)
+    token = _users(store, objects, {})["root"]  # in-process: `keel server admin create` is tested elsewhere
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     yield {"store": store, "objects": objects, "bucket": bucket, "token": token, "tmp": tmp, "s3": s3_server}
@@ -226,13 +227,10 @@ def test_keel_server_sweep_removes_only_what_is_abandoned(site: dict[str, Any], 
     for key in ("keel/ab/cdef", "other/ab/cdef"):
         s3.client.create_multipart_upload(Bucket=bucket, Key=key)
 
-    result = subprocess.run(
-        [sys.executable, "-m", "keel", "server", "sweep", "--store", site["store"], "--objects", site["objects"]]
-        + ["--tmp-dir", str(tmp), "--upload-age", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = keel(
+        "server", "sweep", "--store", site["store"], "--objects", site["objects"], "--tmp-dir", str(tmp),
+        "--upload-age", "0",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "spool files removed: 1" in result.stdout and "multipart uploads aborted: 1" in result.stdout
     assert not files["deadold"].exists()
