@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from keel.core.batch import MAX_ENTITY_ID_LENGTH, WriteBatch
 from keel.core.entities import RunRecord, new_run_id, now_ms
@@ -511,37 +511,18 @@ class MlflowTracking:
         if not run_ids:
             return {}
         out: dict[str, list[dict[str, Any]]] = {}
-        d = mlflow_dataset_inputs
-        query = (
-            select(
-                runs.c.run_id,
-                lineage.c.entity_id,
-                lineage.c.entity_version,
-                d.c.source_type,
-                d.c.source,
-                d.c.schema,
-                d.c.profile,
-                d.c.tags,
-            )  # fmt: skip
-            .select_from(
-                lineage.join(runs, runs.c.id == lineage.c.run_pk).outerjoin(
-                    d,
-                    and_(
-                        d.c.run_pk == lineage.c.run_pk,
-                        d.c.name == lineage.c.entity_id,
-                        d.c.digest == lineage.c.entity_version,
-                    ),
-                )
-            )
-            .where(
-                runs.c.run_id.in_(list(run_ids)),
-                lineage.c.direction == "input",
-                lineage.c.entity_kind == "dataset",
-            )
-            .order_by(lineage.c.created_at, lineage.c.id)
+        # one indexed read, as plain SQL: runs/get pays it on every call
+        query = self.db.sql(
+            'SELECT r.run_id, l.entity_id, l.entity_version, d.source_type, d.source, d."schema", d.profile, d.tags '
+            "FROM lineage l JOIN runs r ON r.id = l.run_pk "
+            "LEFT JOIN mlflow_dataset_inputs d "
+            "ON d.run_pk = l.run_pk AND d.name = l.entity_id AND d.digest = l.entity_version "
+            f"WHERE r.run_id IN ({', '.join('?' * len(run_ids))}) AND l.direction = 'input' "
+            "AND l.entity_kind = 'dataset' ORDER BY l.created_at, l.id"
         )
-        with self.db.read() as conn:
-            found = conn.execute(query).all()
+        with self.db.raw_read() as cur:
+            cur.execute(query, tuple(run_ids))
+            found = cur.fetchall()
         for run_id, name, digest, source_type, source, schema, profile, tag_text in found:
             dataset: dict[str, Any] = {"name": name, "digest": digest}
             if source_type is None:  # logged by keel: no MLflow fields
