@@ -29,7 +29,6 @@ from requests.structures import CaseInsensitiveDict
 from keel.core.traces import CLOCK_SKEW, TRUNCATED
 from keel.integrations.otlp import MAX_BODY_BYTES
 from keel.server import create_app
-from keel.server.ui import UISettings
 from keel.services.auth import AuthStore
 from keel.services.mlflow_tracking import MlflowTracking
 from keel.transport.asgi import ASGIAppTransport
@@ -261,18 +260,15 @@ def test_tokens_and_roles_apply_as_to_every_api_call(site: Site) -> None:
         site.trace("5" * 32, "alpha")  # nothing was written by the refused calls
 
 
-def test_keel_ui_serves_the_route_with_the_same_tokens(tmp_path: Path) -> None:
-    app = create_app(f"sqlite:///{tmp_path / 'keel.db'}", str(tmp_path / "objects"))
-    app.state.keel_ui = UISettings(local=True)  # what 'keel ui' serves
-    auth = AuthStore(app.state.keel.store.db)
-    auth.create_user("me", is_admin=True)
-    token, _ = auth.create_token("me", "otel")
+def test_keel_ui_takes_spans_without_a_token_but_only_under_a_loopback_name(tmp_path: Path) -> None:
+    app = create_app(f"sqlite:///{tmp_path / 'keel.db'}", str(tmp_path / "objects"), local=True)  # 'keel ui'
     body = _request(_span("3000000000000002", trace_id="6" * 32))
+    json_body = {"content-type": "application/json"}
     with ASGIAppTransport(app) as transport:
         client = httpx.Client(transport=transport, base_url="http://127.0.0.1:8765")
-        assert client.post("/v1/traces", content=body, headers={"content-type": "application/json"}).status_code == 401
-        headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
-        assert client.post("/v1/traces", content=body, headers=headers).status_code == 200
+        rebound = client.post("/v1/traces", content=body, headers={**json_body, "host": "attacker.example"})
+        assert rebound.status_code == 403  # DNS rebinding: another site's name pointed at 127.0.0.1
+        assert client.post("/v1/traces", content=body, headers=json_body).status_code == 200
         client.close()
     assert app.state.keel.traces.get("6" * 32).trace.span_count == 1
 

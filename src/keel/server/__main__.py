@@ -4,7 +4,7 @@
 
     python -m keel.server [start] --store URL [--objects URL] [--host 127.0.0.1] [--port 8080] [--workers N]
                           [--embedder-url URL ...] [--log-format text|json] [--metrics-port PORT]
-    python -m keel.server ui [--port 8765] [--no-browser]      # keel ui: this workspace on 127.0.0.1, no sign-in
+    python -m keel.server ui [--host 127.0.0.1] [--port 8765] [--no-browser]   # keel ui: no sign-in, no token
     python -m keel.server admin|user|token|grant|revoke|grants|audit|sweep ...   # the same as keel server admin|...
 
 ``keel server start`` and ``keel ui`` exec this module, so the server runs in the
@@ -84,8 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command")
 
-    ui = sub.add_parser("ui", help="serve this workspace's web UI on 127.0.0.1, no sign-in (keel ui)")
-    ui.add_argument("--port", dest="ui_port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
+    ui = sub.add_parser(
+        "ui", help="serve this workspace's web UI and MLflow API on 127.0.0.1, no sign-in, no token (keel ui)"
+    )
+    ui.add_argument(
+        "--host", dest="ui_host", default="127.0.0.1", help="a loopback address to listen on (default 127.0.0.1)"
+    )
+    ui.add_argument("--port", dest="ui_port", type=int, default=8765, help="port (default 8765)")
     ui.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     ui.add_argument("--store", dest="ui_store", default=None, help="database URL (default: the nearest .keel/)")
     ui.add_argument("--objects", dest="ui_objects", default=None, help="object store URL")
@@ -175,24 +180,27 @@ def _open_browser_when_up(server: object, url: str) -> None:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    """``keel ui``: serve the local workspace on 127.0.0.1 with no sign-in (the local user is a site admin)."""
+    """``keel ui``: serve the local workspace on 127.0.0.1 with no sign-in, and the MLflow API and
+    OTLP route with no token (the local user is a site admin): on a loopback address only."""
     import threading
 
     import uvicorn
 
     from keel.core.urls import mask_url
     from keel.server.app import create_app
-    from keel.server.ui import UISettings
+    from keel.server.auth import check_local_bind
     from keel.services.workspace import resolve_store_urls
 
+    host = args.ui_host.strip("[]")
     database, objects, root = resolve_store_urls(args.ui_store, args.ui_objects)
-    app = create_app(database, objects)
-    app.state.keel_ui = UISettings(local=True)
-    url = f"http://127.0.0.1:{args.ui_port}/ui/"
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.ui_port, log_level=args.ui_log_level))
+    check_local_bind(host, mask_url(database))  # no sign-in, no token: never on an address others reach
+    app = create_app(database, objects, local=True)
+    base = f"http://{f'[{host}]' if ':' in host else host}:{args.ui_port}"
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=args.ui_port, log_level=args.ui_log_level))
     if not args.no_browser:
-        threading.Thread(target=_open_browser_when_up, args=(server, url), daemon=True).start()
-    print(f"keel ui: {root or mask_url(database)} at {url} (Ctrl-C to stop)", flush=True)
+        threading.Thread(target=_open_browser_when_up, args=(server, f"{base}/ui/"), daemon=True).start()
+    where = root or mask_url(database)
+    print(f"keel ui: {where} at {base}/ui/ (MLflow: MLFLOW_TRACKING_URI={base}; Ctrl-C to stop)", flush=True)
     server.run()
     return 0
 

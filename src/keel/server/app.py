@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from keel._version import __version__
 from keel.errors import InvalidInput
 from keel.server import mlflow as mlflow_api
+from keel.server.auth import LocalOnly, local_principal
 from keel.server.context import DEFAULT_MAX_UPLOAD, ServerContext
 from keel.server.errors import KeelJSONResponse, install_error_handlers
 from keel.server.middleware import DEFAULT_MAX_JSON, BodyLimit, ServerTiming
@@ -43,7 +44,7 @@ from keel.server.routers import (
     rpc,
     runs,
 )
-from keel.server.ui import mount_ui
+from keel.server.ui import UISettings, mount_ui
 from keel.services.leftovers import ENV_SPOOL_AGE, SPOOL_AGE_S, age_from_env, sweep_spool
 from keel.services.workspace import open_store
 
@@ -64,6 +65,7 @@ def create_app(
     tmp_dir: str | os.PathLike[str] | None = None,
     max_upload: int = DEFAULT_MAX_UPLOAD,
     max_json: int = DEFAULT_MAX_JSON,
+    local: bool = False,
 ) -> FastAPI:
     """The FastAPI app serving the store at ``store_url`` / ``objects_url``.
 
@@ -76,6 +78,10 @@ def create_app(
             start and now and then (:mod:`keel.services.leftovers`).
         max_upload: the largest artifact upload accepted, in bytes (larger: 413).
         max_json: the largest JSON or form request body accepted, in bytes (larger: 413).
+        local: serve as ``keel ui`` does, for one person on their machine: the web UI with no
+            sign-in, the MLflow API and ``/v1/traces`` with no token, as the local user (a site
+            admin); every request must come from and name a loopback host and not from another
+            site's page (:class:`keel.server.auth.LocalOnly`). Listen on a loopback address only.
     """
     if store_url.startswith(("http://", "https://")):
         raise InvalidInput("the server needs a database URL, not another server", "pass --store sqlite:///... ")
@@ -108,6 +114,9 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_json=max_json)
     app.add_middleware(ServerTiming)
+    if local:  # keel ui: the local user needs no token, so nobody else may get in (keel.server.auth)
+        app.state.keel_local = local_principal()
+        app.add_middleware(LocalOnly)
     # Routes are matched in order, one by one: the MLflow API (a few catch-alls under its own
     # prefixes) and the hot logging routes go first, the ~100 service-API routes and the UI last.
     app.include_router(mlflow_api.router)  # MLflow's REST API: /api/2.0/mlflow/...
@@ -117,7 +126,7 @@ def create_app(
     app.include_router(health.router, prefix=API_PREFIX)  # /health (database and objects answer), /live
     app.include_router(changes.router, prefix=API_PREFIX)  # /changes: the change feed sdk caches follow
 
-    mount_ui(app)
+    mount_ui(app, UISettings(local=True) if local else None)
     install_observability(app)  # last: request ids, access log, metrics, the report of every 5xx
     return app
 

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from keel.errors import InvalidInput, KeelError, Unauthenticated
 from keel.integrations.mlflow_rest.errors import NOT_SUPPORTED, error_body, error_of, unsupported_message
 from keel.integrations.mlflow_rest.validation import check_request, schema_of
-from keel.server.auth import require
+from keel.server.auth import local_caller, require
 from keel.server.context import ServerContext
 from keel.server.errors import KeelJSONResponse
 from keel.server.request_context import current_request_id, report_failure
@@ -145,7 +145,11 @@ def mlflow_error(status: int, code: str, message: str) -> Response:
 
 def authenticate(context: ServerContext, request: Request) -> Principal:
     """The caller of an MLflow request: ``Authorization: Bearer <keel API token>``
-    (what the MLflow client sends for ``MLFLOW_TRACKING_TOKEN``)."""
+    (what the MLflow client sends for ``MLFLOW_TRACKING_TOKEN``); under ``keel ui``, the
+    local user, with no token (:func:`keel.server.auth.local_caller`)."""
+    local = local_caller(request.app.state)
+    if local is not None:
+        return local
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthenticated(

@@ -8,7 +8,8 @@ Point an OpenTelemetry SDK's OTLP HTTP exporter at the server::
 - **Who.** ``Authorization: Bearer <keel API token>``, as every API call: the spans are
   written through the declared ``traces.ingest`` operation (:func:`keel.services.contract.invoke`),
   so a reader cannot write (403) and a project the caller cannot see answers as one that does
-  not exist (404).
+  not exist (404). Under ``keel ui`` no token is needed: the local user sends them
+  (:func:`keel.server.auth.local_caller`).
 - **Where.** The project is the ``x-keel-project`` header; else the project of MLflow's
   experiment in ``x-mlflow-experiment-id`` (what MLflow's OTLP clients send; an experiment
   the caller cannot see is an unknown one); else ``default``.
@@ -41,7 +42,7 @@ from keel.integrations.otlp import (
     media_of,
     status_body,
 )
-from keel.server.auth import require
+from keel.server.auth import local_caller, require
 from keel.server.context import ServerContext
 from keel.server.mlflow.dispatch import services as mlflow_services
 from keel.server.request_context import current_request_id, report_failure
@@ -100,7 +101,7 @@ def _too_large() -> str:
 def _export(context: ServerContext, state: Any, headers: Headers, body: bytes, media: str) -> Response:
     """Authenticate, choose the project, decode and store (in a worker thread: one hop per request)."""
     try:
-        caller = _authenticate(context, headers)
+        caller = local_caller(state) or _authenticate(context, headers)  # keel ui: no token
         project = _project(context, state, caller, headers)
         require(caller, project or "default", "writer")  # before the body is parsed; invoke checks again
         spans = decode(body, headers.get("content-type"), headers.get("content-encoding"))

@@ -27,10 +27,9 @@ from urllib.parse import parse_qs, urlsplit
 from fastapi import Depends, Request
 
 from keel.errors import Forbidden, InvalidInput, RateLimited, TooLarge, Unauthenticated
-from keel.server.auth import Context, require
+from keel.server.auth import Context, local_principal, loopback_host, require
 from keel.server.context import ServerContext
-from keel.services.audit import current_user
-from keel.services.auth import RANK, LoginLimits, Principal, TokenInfo, User
+from keel.services.auth import RANK, LoginLimits, Principal
 
 __all__ = [
     "CSRF_FIELD",
@@ -61,7 +60,6 @@ CSRF_HEADER = "x-csrf-token"
 ENV_SECURE_COOKIES = "KEEL_UI_SECURE_COOKIES"
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 MAX_FORM = 1 << 20  # bytes in one submitted form
-_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -194,15 +192,9 @@ async def _check_csrf(request: Request, expected: str) -> None:
 
 
 def _check_local_host(request: Request) -> None:
-    host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
-    if host not in _LOCAL_HOSTS:
-        raise Forbidden(f"keel ui answers only on 127.0.0.1, not {host!r}", "open http://127.0.0.1:PORT/")
-
-
-def local_principal() -> Principal:
-    """The principal of ``keel ui``: the operating-system user, as a site admin."""
-    name = current_user() or "local"
-    return Principal(User(0, name, True, False, 0), TokenInfo("local", name, "keel ui", 0, None, None), {})
+    host = request.headers.get("host", "")
+    if not loopback_host(host):
+        raise Forbidden(f"keel ui answers only on 127.0.0.1, not {host[:100]!r}", "open http://127.0.0.1:PORT/")
 
 
 async def viewer(request: Request, context: Context) -> UIUser:
