@@ -31,7 +31,7 @@ _app = typer.Typer(
 )
 runs_app = typer.Typer(help="List, show, compare, delete and restore runs.", no_args_is_help=True)
 artifacts_app = typer.Typer(help="List and download run artifacts.", no_args_is_help=True)
-projects_app = typer.Typer(help="List and create projects.", no_args_is_help=True)
+projects_app = typer.Typer(help="List, create and rename projects.", no_args_is_help=True)
 _app.add_typer(runs_app, name="runs")
 _app.add_typer(artifacts_app, name="artifacts")
 _app.add_typer(projects_app, name="projects")
@@ -699,6 +699,16 @@ def projects_create(
     """Create a project (runs also create theirs on first use)."""
     project = _client().create_project(name, description)
     typer.echo(f"created project {project.name}")
+
+
+@projects_app.command("rename")
+def projects_rename(
+    name: Annotated[str, typer.Argument(help="The project's name now.")],
+    new_name: Annotated[str, typer.Argument(help="Its new name.")],
+) -> None:
+    """Rename a project: its runs follow; the audit log keeps the old name (keel server audit)."""
+    project = _client().rename_project(name, new_name)
+    typer.echo(f"renamed project {name} to {project.name}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,6 +105,11 @@ class Client:
         """Projects with their run counts."""
         return self._flushed().list_projects()
 
+    def rename_project(self, name: str, new_name: str) -> Project:
+        """Rename a project: its runs and traces follow, the roles granted on it move, the
+        audit log keeps the old name (``keel server audit``)."""
+        return self._flushed().rename_project(name, new_name)
+
     # -- metrics ------------------------------------------------------------------
     def metric_history(self, run_id: str, key: str) -> list[Metric]:
         """Every value of a metric."""

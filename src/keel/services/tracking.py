@@ -33,6 +33,8 @@ from keel.core.limits import MAX_PAGE_OFFSET, MAX_PAGE_TOKEN_LENGTH
 from keel.core.names import check_artifact_path, check_key, check_name
 from keel.core.table import Table
 from keel.errors import Conflict, InvalidInput, NotFound
+from keel.meta.projects import rename_project
+from keel.services.audit import who as audit_who
 from keel.services.auth import require
 from keel.services.context import context_json
 from keel.services.contract import (
@@ -202,6 +204,29 @@ class TrackingService:
     def create_project(self, name: str, description: str = "") -> Project:
         """Create a project (raises AlreadyExists)."""
         return self.repo.create_project(check_name(name, "project name"), description)
+
+    @operation("admin", project_scope("name"))
+    def rename_project(self, name: str, new_name: str, who: str | None = None) -> Project:
+        """Rename project ``name`` to ``new_name`` (MLflow: ``rename_experiment``).
+
+        Runs, traces and the MLflow experiment refer to a project by its id, so they follow
+        (the experiment id stays); the roles granted on ``name`` move to ``new_name``; the
+        audit log keeps the old name (``keel server audit``: ``project.rename``, who and when).
+        ``default`` keeps its name, and no project takes it: it is MLflow's experiment ``0``.
+
+        Raises:
+            NotFound: no project ``name`` (or one the caller may not see).
+            AlreadyExists: a project ``new_name`` exists.
+            Conflict: roles are granted on ``new_name`` already (revoke them first).
+        """
+        name = check_name(name, "project name")
+        new_name = check_name(new_name, "project name")
+        if DEFAULT_PROJECT in (name, new_name) and name != new_name:
+            raise InvalidInput(
+                f"project {DEFAULT_PROJECT!r} keeps its name: it is MLflow's experiment 0",
+                "rename other projects; create a new project for a new name",
+            )
+        return rename_project(self.store.db, name, new_name, audit_who(who))
 
     @operation("reader", READABLE, filter=readable_projects)
     def list_projects(self) -> list[tuple[Project, int]]:

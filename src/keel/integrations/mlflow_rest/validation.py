@@ -465,6 +465,12 @@ def invalid_value(path: str, value: Any, message: str | None = None) -> str:
     return f"Invalid value {shown} for parameter '{path}' supplied."
 
 
+def _query_value(value: Any, repeated: bool) -> Any:
+    if repeated:
+        return value if isinstance(value, list) else [value]
+    return value[0] if isinstance(value, list) and value else value
+
+
 def check_request(method: str, path: str, args: Mapping[str, Any]) -> None:
     """Refuse a request to ``METHOD /api/2.0/mlflow/<path>`` as MLflow 3.17's server does
     (INVALID_PARAMETER_VALUE with MLflow's message); nothing for an endpoint without a schema.
@@ -478,8 +484,8 @@ def check_request(method: str, path: str, args: Mapping[str, Any]) -> None:
     message_name, schema = found
     fields = _MESSAGES[message_name]
     body: dict[str, Any] = dict(args)
-    if method == "GET":  # MLflow reads only the message's fields, a repeated one always as a list
-        body = {k: ([v] if fields[k][1] and not isinstance(v, list) else v) for k, v in body.items() if k in fields}
+    if method == "GET":  # MLflow reads only the message's fields: a repeated one as a list, others' first value
+        body = {k: _query_value(v, fields[k][1]) for k, v in body.items() if k in fields}
     parsed: bool | None = None  # whether protobuf would parse the body: worked out only when it matters
     for name, checks in schema.items():
         if name not in body and _required not in checks:

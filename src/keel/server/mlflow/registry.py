@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.responses import Response
+
 from keel.core.batch import is_run_id
-from keel.errors import InvalidInput, NotFound
+from keel.errors import NotFound
 from keel.integrations.mlflow_rest.entities import artifact_uri
-from keel.server.mlflow.dispatch import Call, endpoint
+from keel.integrations.mlflow_rest.errors import NOT_SUPPORTED
+from keel.server.mlflow.dispatch import Call, endpoint, mlflow_error
 from keel.services.auth import RANK
 from keel.services.contract import authorized_run
 
@@ -51,12 +54,19 @@ def update_registered_model(call: Call) -> dict[str, Any]:
 
 
 @endpoint("POST", "registered-models/rename")
-def rename_registered_model(call: Call) -> dict[str, Any]:
+def rename_registered_model(call: Call) -> Response:
+    """Refused (NOT_IMPLEMENTED): a model's name is part of what keel keeps immutable and sealed,
+    the lineage edges ``model:NAME@VERSION`` of the runs that produced or used its versions (in
+    their digests), each version's digest and the reflog chain of its stages and aliases."""
     call.registry("writer")
-    raise InvalidInput(
-        f"renaming registered model {call.text('name')!r} is not supported by keel: model names are part of "
-        "every version's reference (model:NAME@VERSION) in keel's lineage",
-        "register the versions under the new name instead",
+    name = call.text("name")
+    return mlflow_error(
+        501,
+        NOT_SUPPORTED,
+        f"renaming registered model {name[:200]!r} is not supported by keel: a model's name is part of its "
+        "versions' sealed history (model:NAME@VERSION in the lineage of the runs that made or used them, "
+        "and the reflog of its stages and aliases); create the versions under the new name instead: "
+        "MlflowClient().create_model_version(new_name, source=version.source, run_id=version.run_id)",
     )
 
 

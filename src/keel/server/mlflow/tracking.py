@@ -12,13 +12,14 @@ from typing import Any
 
 from keel.core.batch import is_run_id
 from keel.core.entities import RunRecord
-from keel.errors import InvalidInput, NotFound
+from keel.errors import Conflict, InvalidInput, NotFound
+from keel.integrations.mlflow_rest.entities import DEFAULT_EXPERIMENT_NAME
 from keel.integrations.mlflow_rest.validation import invalid_value
 from keel.server.auth import require
 from keel.server.mlflow.artifacts import children
 from keel.server.mlflow.dispatch import Call, endpoint
 from keel.services.auth import WORKSPACE
-from keel.services.contract import authorized_run
+from keel.services.contract import authorized_run, find, invoke
 
 __all__: list[str] = []
 
@@ -126,14 +127,17 @@ def _experiment_project(call: Call, role: str) -> str:
 
 @endpoint("POST", "experiments/update")
 def update_experiment(call: Call) -> dict[str, Any]:
+    """``rename_experiment``: the experiment's project is renamed (``tracking.rename_project``, as
+    ``keel projects rename``): the experiment id and its runs stay, the audit log keeps the old name."""
     project = _experiment_project(call, "admin")
     new_name = call.get("new_name")
-    current = call.mlflow.tracking.get_experiment(call.text("experiment_id"))["name"]
-    if new_name and new_name != current:
-        raise InvalidInput(
-            f"renaming experiment {current!r} is not supported by keel: keel projects keep their name",
-            f"create a new experiment, or keep using {project!r}",
-        )
+    experiment = call.mlflow.tracking.get_experiment(call.text("experiment_id"))
+    if new_name and new_name != experiment["name"]:
+        if experiment["lifecycle_stage"] != "active":
+            raise Conflict("Cannot rename a non-active experiment.", "restore it first: client.restore_experiment(id)")
+        if new_name == DEFAULT_EXPERIMENT_NAME:
+            raise InvalidInput(f"{DEFAULT_EXPERIMENT_NAME!r} is experiment 0's name", "choose another name")
+        invoke(find("tracking", "rename_project"), call.context, call.caller, [project, new_name], {})
     return {}
 
 
