@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cli_inprocess import keel, keel_env
 from servers import free_port
 
 API = "/api/v1"
@@ -27,14 +28,11 @@ MAX_UPLOAD = 16 << 20
 
 
 def server_cli(store: str, *args: str, objects: str | None = None) -> str:
-    """Run ``python -m keel.server ARGS --store STORE``; its stdout."""
+    """``keel server ARGS --store STORE`` (in-process: see ``tests/cli_inprocess.py``; the
+    ``keel server start`` and ``python -m keel.server`` processes are tested in
+    ``test_server_cli.py``); its stdout."""
     extra = ["--objects", objects] if objects else []
-    out = subprocess.run(
-        [sys.executable, "-m", "keel.server", *args, "--store", store, *extra],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = keel("server", *args, "--store", store, *extra, env=keel_env())
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -95,7 +93,7 @@ def start_server(store: str, folder: Path, objects: str | None = None, *extra: s
 
 
 def bootstrap(store: str, name: str = "root", objects: str | None = None) -> str:
-    """The first admin's token, as printed once by ``admin create``."""
+    """The first admin's token, as printed once by ``keel server admin create``."""
     out = server_cli(store, "admin", "create", name, objects=objects)
     token = out.strip().splitlines()[-1]
     assert token.startswith("keel_")
