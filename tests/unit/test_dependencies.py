@@ -22,6 +22,8 @@ DISTRIBUTIONS = {
     "pydantic_core": "pydantic",
     "prometheus_client": "prometheus-client",
     "re2": "google-re2",
+    "google": "protobuf",  # google.protobuf (OTLP bodies)
+    "opentelemetry": "opentelemetry-proto",  # opentelemetry.proto: OTLP messages
 }
 
 
