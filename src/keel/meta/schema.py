@@ -716,6 +716,64 @@ mlflow_dataset_inputs = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
+# MLflow 3's logged models (``m-<32 hex>``) of an experiment's project: params and tags are
+# JSON objects; the files are ``mlflow_artifacts`` rows under ``<experiment>/models/<id>/artifacts/``;
+# the metrics logged for a model (from a run) have rows of their own.
+mlflow_logged_models = Table(
+    "mlflow_logged_models",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("model_id", String(36), nullable=False),
+    Column("project_id", _Id, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("model_type", String(500), nullable=False, server_default=""),
+    Column("source_run_id", String(32)),
+    Column("status", Integer, nullable=False),
+    Column("status_message", Text),
+    Column("lifecycle_stage", String(32), nullable=False, server_default="active"),
+    Column("params", Text, nullable=False, server_default="{}"),
+    Column("tags", Text, nullable=False, server_default="{}"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("model_id", name="uq_mlflow_logged_models_model_id"),
+    Index("ix_mlflow_logged_models_project_name", "project_id", "name"),
+)
+
+mlflow_logged_model_metrics = Table(
+    "mlflow_logged_model_metrics",
+    metadata,
+    Column("model_pk", _Id, ForeignKey("mlflow_logged_models.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(500), primary_key=True),
+    Column("timestamp", BigInteger, primary_key=True, autoincrement=False),
+    Column("step", BigInteger, primary_key=True, autoincrement=False),
+    Column("run_id", String(32), primary_key=True),
+    Column("value", Float),
+    Column("dataset_name", String(500)),
+    Column("dataset_digest", String(36)),
+)
+
+# MLflow 3's evaluation datasets (``d-<32 hex>``): each is the keel data path ``path``, and its
+# records are the dataset version ``oid`` (a JSON Lines object; None before the first records).
+mlflow_datasets = Table(
+    "mlflow_datasets",
+    metadata,
+    Column("dataset_id", String(36), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("path", String(1000), nullable=False),
+    Column("oid", String(64)),
+    Column("digest", String(64), nullable=False),
+    Column("tags", Text, nullable=False, server_default="{}"),
+    Column("experiment_ids", Text, nullable=False, server_default="[]"),
+    Column("schema", Text),
+    Column("profile", Text),
+    Column("created_by", String(255)),
+    Column("last_updated_by", String(255)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("path", name="uq_mlflow_datasets_path"),
+    Index("ix_mlflow_datasets_created_at", "created_at"),
+)
+
 # Web UI browser sessions: only the SHA-256 of the session id (the HttpOnly cookie)
 # is stored. ``ui_login_attempts`` holds recent sign-in attempts, so every server
 # process applies the same rate limit per user name and per client address.

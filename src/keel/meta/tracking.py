@@ -40,7 +40,16 @@ from keel.errors import AlreadyExists, InvalidInput, NotFound
 from keel.meta.delivered import claim_batch
 from keel.meta.digests import RunDigests
 from keel.meta.engine import Database
-from keel.meta.schema import artifacts, latest_metrics, lineage, mlflow_artifacts, params, projects, runs
+from keel.meta.schema import (
+    artifacts,
+    dataset_versions,
+    latest_metrics,
+    lineage,
+    mlflow_artifacts,
+    params,
+    projects,
+    runs,
+)
 from keel.meta.search import RECORD_COLUMNS, compile_search
 
 __all__ = ["TrackingStore"]
@@ -769,11 +778,14 @@ class TrackingStore:
             return list(conn.execute(query).scalars())
 
     def referenced_oids(self) -> set[str]:
-        """Every object id the metadata points at (for verify and gc): run artifacts, and the
-        files MLflow's artifact proxy keeps outside runs."""
+        """Every object id the metadata points at (for verify and gc): run artifacts, the
+        files MLflow's artifact proxy keeps outside runs, and every version of MLflow's
+        evaluation datasets (their records exist only in the store, under ``mlflow/datasets/``)."""
         with self.db.read() as conn:
             found = set(conn.execute(select(artifacts.c.oid).distinct()).scalars())
             found.update(conn.execute(select(mlflow_artifacts.c.oid).distinct()).scalars())
+            mlflow_datasets = dataset_versions.c.path.like("mlflow/datasets/%")
+            found.update(conn.execute(select(dataset_versions.c.oid).where(mlflow_datasets).distinct()).scalars())
             return found
 
     def artifact_runs(self, oid: str) -> list[tuple[str, str]]:

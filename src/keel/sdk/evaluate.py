@@ -91,7 +91,11 @@ class EvalResult:
 # -- datasets ------------------------------------------------------------------------
 def load_dataset(data: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows and a description (``path``, ``hash``, ``rows``) of a dataset: a ``.jsonl``
-    / ``.json`` file (one object per line / a list of objects) or a list of dicts."""
+    / ``.json`` file (one object per line / a list of objects), a registered ``keel data``
+    version ``"dataset:PATH@VERSION"`` (its oid or a prefix; without ``@``, the newest) read
+    from the store (one made from an MLflow evaluation dataset, say), or a list of dicts."""
+    if isinstance(data, str) and data.startswith(_VERSION_PREFIX):
+        return _load_version(data)
     if isinstance(data, str | os.PathLike):
         path = Path(data)
         if not path.is_file():
@@ -108,6 +112,22 @@ def load_dataset(data: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         digest = hash_bytes(canonical_json(rows))
         return rows, {"path": None, "hash": digest, "rows": len(rows)}
     raise InvalidInput(f"cannot read a dataset from {type(data).__name__}", "give a .jsonl path or a list of dicts")
+
+
+_VERSION_PREFIX = "dataset:"
+
+
+def _load_version(ref: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A registered dataset version's rows; its description names the exact version
+    (``dataset:PATH@OID``), which the run records as its input."""
+    from keel.sdk.session import get_session
+
+    path, _, version = ref[len(_VERSION_PREFIX) :].partition("@")
+    if not path:
+        raise InvalidInput(f"invalid dataset reference {ref!r}", "write dataset:PATH@VERSION")
+    oid, raw = get_session().datasets.content(path, version or None)
+    rows = _parse_rows(raw, Path(path))
+    return rows, {"path": f"{_VERSION_PREFIX}{path}@{oid}", "hash": oid, "rows": len(rows)}
 
 
 def _parse_rows(raw: bytes, path: Path) -> list[dict[str, Any]]:
@@ -284,6 +304,10 @@ def _record_inputs(run: Any, dataset: Mapping[str, Any], model_name: str) -> Non
     from keel.core.entities import EntityRef
 
     path = dataset["path"]
+    if isinstance(path, str) and path.startswith(_VERSION_PREFIX):  # a registered version, as read
+        run.log_input(EntityRef.parse(path), role="eval")
+        run.log_input(EntityRef("llm", model_name, ""), role="model")
+        return
     use_dataset = getattr(run, "use_dataset", None)
     recorded = False
     if path is not None and use_dataset is not None:

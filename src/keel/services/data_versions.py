@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.core.entities import now_ms
+from keel.errors import InvalidInput, NotFound, TooLarge
 from keel.services.contract import (
     operation,
     service,
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DatasetVersion", "DatasetVersionService", "open_meta", "protected_oids", "register_versions", "versions_of"]
 
+#: Largest version :meth:`DatasetVersionService.content` reads (bytes).
+MAX_CONTENT_BYTES = 64 << 20
 _OID_RE = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 
 
@@ -230,3 +233,31 @@ class DatasetVersionService:
     def versions(self, path: str | None = None) -> list[DatasetVersion]:
         """Versions of ``path`` (every path if None), newest first, with the runs that used each."""
         return versions_of(self.store, path)
+
+    @operation("reader")
+    def content(self, path: str, version: str | None = None) -> tuple[str, bytes]:
+        """``(oid, bytes)`` of a registered single-file version of ``path`` kept in this store's
+        objects: ``version`` is its oid or a unique prefix of it (an MLflow dataset's digest is
+        one), None the newest. What ``keel.evaluate(data="dataset:PATH@VERSION")`` reads."""
+        found = versions_of(self.store, path)
+        if version:
+            found = [v for v in found if v.oid.startswith(version.lower())]
+        if not found:
+            what = f"version {version!r} of {path!r}" if version else f"a version of {path!r}"
+            raise NotFound(f"no registered {what}", f"list them: keel data log {path}")
+        if len({v.oid for v in found}) > 1 and version:
+            raise InvalidInput(f"{version!r} names several versions of {path!r}", "give more of the oid")
+        chosen = found[0]
+        if chosen.kind != "file":
+            raise InvalidInput(f"{path}@{chosen.oid[:12]} is a folder", "read one file's version")
+        if chosen.size > MAX_CONTENT_BYTES:
+            raise TooLarge(
+                f"{path}@{chosen.oid[:12]} is {chosen.size:,} bytes, over {MAX_CONTENT_BYTES:,}",
+                "check the version out with keel data checkout and read the file",
+            )
+        try:
+            return chosen.oid, self.store.objects.get_bytes(chosen.oid)
+        except NotFound:
+            raise NotFound(
+                f"the data of {path}@{chosen.oid[:12]} is not in this store", "push it there first: keel data push"
+            ) from None

@@ -7,7 +7,8 @@
   must exist; the run is recorded as the producer and the version as the
   run's output) or any external URI (a path, ``s3://...``, ``hf://org/model``).
   ``models:/NAME/VERSION`` (or ``models:/NAME@ALIAS``) copies another
-  version's source and run.
+  version's source and run; an MLflow logged model's ``models:/m-<32 hex>`` is
+  kept as the source (see :mod:`keel.services.mlflow_models`).
 - Stages ``None``, ``Staging``, ``Production``, ``Archived`` (several versions
   may share a stage unless promoted with ``archive_existing``) and free-form
   aliases (``champion``). Every stage change and alias move is in the reflog,
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,6 +61,10 @@ __all__ = [
 STAGES = ("None", "Staging", "Production", "Archived")
 _STAGE_BY_LOWER = {s.lower(): s for s in STAGES}
 _PROMOTIONS = ("Staging", "Production")
+
+
+#: An MLflow logged model's URI: a source as it is (the model is no registered version to copy).
+_LOGGED_MODEL = re.compile(r"models:/m-[0-9a-f]{32}/?")
 
 
 def normalize_stage(stage: str) -> str:
@@ -427,7 +433,7 @@ class ModelService:
         check_model_name(name)
         card_data, card_text = card_from(card)
         plain_tags = _plain_tags(tags)
-        if source.startswith("models:/") if isinstance(source, str) else False:
+        if isinstance(source, str) and source.startswith("models:/") and not _LOGGED_MODEL.fullmatch(source):
             source, copied_run = self._copy_source(source)
             run_id = run_id or copied_run
         source_run, artifact_path = parse_source(source)

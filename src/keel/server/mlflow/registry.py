@@ -13,9 +13,11 @@ from keel.core.batch import is_run_id
 from keel.errors import NotFound
 from keel.integrations.mlflow_rest.entities import artifact_uri
 from keel.integrations.mlflow_rest.errors import NOT_SUPPORTED
+from keel.server.mlflow import logged_models
 from keel.server.mlflow.dispatch import Call, endpoint, mlflow_error
 from keel.services.auth import RANK
 from keel.services.contract import authorized_run
+from keel.services.mlflow_registry import IS_PROMPT
 
 __all__: list[str] = []
 
@@ -137,8 +139,13 @@ def get_by_alias(call: Call) -> dict[str, Any]:
 def create_model_version(call: Call) -> dict[str, Any]:
     """MLflow takes any ``run_id`` (a run of another store too); a keel run the caller may read
     is checked as the source's run, and linked (its lineage records the version) when the
-    caller may also write its project, as keel's own ``register`` requires."""
+    caller may also write its project, as keel's own ``register`` requires. A logged model's
+    version (``model_id``) is :func:`keel.server.mlflow.logged_models.create_model_version`'s."""
     call.registry("writer")
+    tags = call.get("tags")
+    prompt = isinstance(tags, list) and {"key": IS_PROMPT, "value": "true"} in tags
+    if call.get("model_id") and not prompt:
+        return logged_models.create_model_version(call)
     run_id = call.get("run_id") or ""
     run_root, link = None, False
     if isinstance(run_id, str) and is_run_id(run_id):
@@ -225,4 +232,4 @@ def delete_model_version_tag(call: Call) -> dict[str, Any]:
 def get_download_uri(call: Call) -> dict[str, Any]:
     call.registry("reader")
     version = call.mlflow.registry.get_model_version(call.text("name"), call.text("version"))
-    return {"artifact_uri": version["source"]}
+    return {"artifact_uri": logged_models.download_uri(call, version["source"])}

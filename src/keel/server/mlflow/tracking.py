@@ -20,6 +20,7 @@ from keel.server.mlflow.artifacts import children
 from keel.server.mlflow.dispatch import Call, endpoint
 from keel.services.auth import WORKSPACE
 from keel.services.contract import authorized_run, find, invoke
+from keel.services.mlflow_models import MlflowLoggedModels
 
 __all__: list[str] = []
 
@@ -183,7 +184,8 @@ def create_run(call: Call) -> dict[str, Any]:
 
 @endpoint("GET", "runs/get")
 def get_run(call: Call) -> dict[str, Any]:
-    return {"run": call.mlflow.tracking.run_json(_run(call, "reader"))}
+    run = call.mlflow.tracking.run_json(_run(call, "reader"))
+    return {"run": MlflowLoggedModels(call.mlflow.tracking).with_outputs([run])[0]}
 
 
 @endpoint("POST", "runs/update")
@@ -209,7 +211,11 @@ def restore_run(call: Call) -> dict[str, Any]:
 def log_metric(call: Call) -> dict[str, Any]:
     record = _run(call, "writer", active=True)
     metric = {k: call.args.get(k) for k in ("key", "value", "timestamp", "step")}
-    call.mlflow.tracking.log_batch(record.run_id, [metric], [], [], single=True)
+    logged = {**metric, **{k: call.get(k) for k in ("model_id", "dataset_name", "dataset_digest")}}
+    models = MlflowLoggedModels(call.mlflow.tracking)
+    if models.new_run_metrics(call.caller, record.run_id, [logged]):
+        call.mlflow.tracking.log_batch(record.run_id, [metric], [], [], single=True)
+    models.log_metrics(record.run_id, [logged])  # a metric of a logged model too (model_id)
     return {}
 
 
@@ -238,9 +244,10 @@ def delete_tag(call: Call) -> dict[str, Any]:
 @endpoint("POST", "runs/log-batch")
 def log_batch(call: Call) -> dict[str, Any]:
     record = _run(call, "writer", active=True, checked_id=True)
-    call.mlflow.tracking.log_batch(
-        record.run_id, _list(call.get("metrics")), _list(call.get("params")), _list(call.get("tags"))
-    )
+    metrics, models = _list(call.get("metrics")), MlflowLoggedModels(call.mlflow.tracking)
+    fresh = models.new_run_metrics(call.caller, record.run_id, metrics)
+    call.mlflow.tracking.log_batch(record.run_id, fresh, _list(call.get("params")), _list(call.get("tags")))
+    models.log_metrics(record.run_id, metrics)  # metrics of logged models too (model_id)
     return {}
 
 
@@ -280,10 +287,11 @@ def search_runs(call: Call) -> dict[str, Any]:
         _list(call.get("order_by")),
         call.get("page_token"),
     )
+    runs = MlflowLoggedModels(call.mlflow.tracking).with_outputs(runs)
     return {"runs": runs, "next_page_token": token} if token else {"runs": runs}
 
 
-# -- artifacts (listing through the tracking API) and logged models ------------------------------------
+# -- artifacts (listing through the tracking API; logged models are in .logged_models) -----------------------
 @endpoint("GET", "artifacts/list")
 def list_artifacts(call: Call) -> dict[str, Any]:
     record = _run(call, "reader")
@@ -292,13 +300,3 @@ def list_artifacts(call: Call) -> dict[str, Any]:
     root = f"mlflow-artifacts:/{experiment}/{record.run_id}/artifacts"
     files = children(call.context, record.run_id, path, relative_to_root=True)
     return {"root_uri": root, "files": files}
-
-
-@endpoint("POST", "logged-models/search")
-def search_logged_models(call: Call) -> dict[str, Any]:
-    """keel has no logged models: the search answers none, so MLflow's register_model
-    falls back to its own clear error when a run has no model files."""
-    for experiment_id in _list(call.get("experiment_ids")):
-        experiment_id = str(experiment_id)
-        _visible(call, call.mlflow.tracking.project(experiment_id), "reader", _no_experiment(experiment_id))
-    return {"models": []}
