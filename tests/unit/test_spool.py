@@ -271,7 +271,7 @@ def test_the_store_is_never_written_by_the_logging_thread() -> None:
 
     def store(batch: WriteBatch, batch_id: str | None = None) -> None:
         seen.add(threading.current_thread().name)
-        time.sleep(0.2)  # a slow store
+        time.sleep(0.02)  # a slow store: writing from the logging thread (10 rows a wake) would take 40 s
 
     writer = BatchWriter(store, interval=0.01, wake_at=10)
     started = time.perf_counter()
