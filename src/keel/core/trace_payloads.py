@@ -128,6 +128,13 @@ def _json_value(value: Any) -> Any:
         parsed = json.loads(value)
     except (ValueError, RecursionError):
         return value
+    if (
+        len(value) <= MAX_PAYLOAD_NODES  # a value or a key takes at least a character of the text
+        and value.count("[") + value.count("{") <= MAX_PAYLOAD_DEPTH  # no deeper than its brackets
+        and "\\u" not in value  # no escape that could spell a lone surrogate
+        and _unicode(value)
+    ):
+        return parsed  # within the bounds by its text alone (the usual message list): no walk
     return parsed if _bounded(parsed) else value
 
 

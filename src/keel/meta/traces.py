@@ -53,6 +53,7 @@ _SPAN_COLUMNS = (
 _SPAN_WIDTH = 25
 _ROWS_PER_INSERT = 32_000 // _SPAN_WIDTH
 _IN_CHUNK = 500
+_LOOKUP_TRACES = 50  # known traces of a batch whose new span ids are looked up one trace at a time
 _TRACE_COLUMNS = (
     "trace_id, name, root_span_id, start_ns, end_ns, duration_ms, status, span_count, error_count, "
     "input_tokens, output_tokens, cost, model, prompt, run_id, conversation_id, user_id, tags, created_at, updated_at"
@@ -524,7 +525,8 @@ class RawTraces:
                 found = cur.fetchone()
                 analyzed = int(str(found[0]).split()[0]) if found else 0
             self._analyze_after = max(ANALYZE_FROM, analyzed) - max(0, rows - analyzed)
-        self._analyze_after -= stored
+        else:
+            self._analyze_after -= stored
         if self._analyze_after > 0:
             return
         cur.execute("PRAGMA analysis_limit=1000")
@@ -547,6 +549,27 @@ class RawTraces:
             )
             known += [r[0] for r in cur.fetchall()]
         stored: set[tuple[str, str]] = set()
+        if not known:
+            return list(found.values())
+        if len(known) <= _LOOKUP_TRACES:
+            # A few known traces (a long trace arriving batch after batch): look up this batch's
+            # span ids in each, not every span the trace already has (quadratic over its batches).
+            wanted: dict[str, list[str]] = {trace_id: [] for trace_id in known}
+            for trace_id, span_id in found:
+                if trace_id in wanted:
+                    wanted[trace_id].append(span_id)
+            for trace_id, span_ids in wanted.items():
+                for start in range(0, len(span_ids), _IN_CHUNK):
+                    chunk = span_ids[start : start + _IN_CHUNK]
+                    marks = ", ".join("?" for _ in chunk)
+                    cur.execute(
+                        self.db.sql(
+                            f"SELECT span_id FROM spans WHERE project_id = ? AND trace_id = ? AND span_id IN ({marks})"
+                        ),
+                        [pid, trace_id, *chunk],
+                    )
+                    stored.update((trace_id, r[0]) for r in cur.fetchall())
+            return [row for key, row in found.items() if key not in stored]
         for start in range(0, len(known), _IN_CHUNK):
             chunk = known[start : start + _IN_CHUNK]
             marks = ", ".join("?" for _ in chunk)
