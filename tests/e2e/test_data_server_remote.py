@@ -1,5 +1,6 @@
 """A keel server as a data remote: real uvicorn processes (SQLite + local objects, and
-PostgreSQL + S3), the real ``git`` and ``keel`` CLI, ``keel remote add origin http://...``.
+PostgreSQL + S3), the real ``git``, the ``keel`` CLI (in-process: see ``tests/cli_inprocess.py``),
+``keel remote add origin http://...``.
 
 On S3 the pull must read the bytes from presigned URLs: the server's access log has
 to show the 307 redirects.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from test_server_api import Server, start_server
 
+from cli_inprocess import keel as run_keel
 from keel.core.hashing import hash_bytes
 from keel.errors import Forbidden, InvalidInput, Unauthenticated
 from keel.objects import open_object_store
@@ -27,8 +28,6 @@ from keel.services.data import DataRepo
 from keel.services.data_remote import push
 from keel.services.workspace import open_store
 from keel.transport import HttpClient
-
-KEEL = Path(sys.executable).with_name("keel")
 
 
 @dataclass
@@ -79,14 +78,24 @@ def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Remote]:
     yield from _remote(tmp_path, request.getfixturevalue("pg_url"), request.getfixturevalue("s3_url"))
 
 
-def run(*args: str, cwd: Path, token: str | None = None, config: Path | None = None) -> str:
+def _env(token: str | None, config: Path | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("KEEL_URI", "KEEL_OBJECTS", "KEEL_TOKEN")}
     if token:
         env["KEEL_TOKEN"] = token
     if config:
         env["KEEL_CONFIG_DIR"] = str(config)
-    out = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
+    return env
+
+
+def run(*args: str, cwd: Path) -> str:
+    out = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=120, env=_env(None, None))
     assert out.returncode == 0, f"{' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def keel(*args: str, cwd: Path, token: str | None = None, config: Path | None = None) -> str:
+    out = run_keel(*args, cwd=cwd, env=_env(token, config))
+    assert out.returncode == 0, f"keel {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
     return out.stdout
 
 
@@ -101,22 +110,22 @@ def test_push_to_a_keel_server_then_pull_in_a_fresh_clone(tmp_path: Path, remote
     run("git", "init", "-q", "-b", "main", cwd=repo)
     run("git", "config", "user.email", "me@example.com", cwd=repo)
     run("git", "config", "user.name", "Me", cwd=repo)
-    run(str(KEEL), "init", cwd=repo)
+    keel("init", cwd=repo)
     data = repo / "data"
     (data / "kb" / "faq").mkdir(parents=True)
     (data / "train.jsonl").write_text("".join(f'{{"q": "question {i}"}}\n' for i in range(100)))
     for i in range(20):
         (data / "kb" / "faq" / f"doc{i:02d}.md").write_text(f"# FAQ {i}\n" + "answer " * i)
     (data / "kb" / "manual.pdf").write_bytes(os.urandom(2_500_000))  # several chunks on the wire
-    run(str(KEEL), "data", "add", "data/train.jsonl", "data/kb/", cwd=repo)
-    run(str(KEEL), "remote", "add", "-d", "origin", remote.url + "/", cwd=repo)
-    listing = run(str(KEEL), "remote", "list", cwd=repo)
+    keel("data", "add", "data/train.jsonl", "data/kb/", cwd=repo)
+    keel("remote", "add", "-d", "origin", remote.url + "/", cwd=repo)
+    listing = keel("remote", "list", cwd=repo)
     assert re.search(rf"^\* origin\s+{re.escape(remote.url)}$", listing, re.M), listing  # no trailing slash
     run("sh", "-c", "git add .keel data/*.keel data/.gitignore && git commit -q -m 'data v1'", cwd=repo)
 
-    pushed = run(str(KEEL), "data", "push", cwd=repo, token=remote.root, config=config)
+    pushed = keel("data", "push", cwd=repo, token=remote.root, config=config)
     assert re.search(r"pushed [1-9]\d* object\(s\)", pushed), pushed
-    assert "pushed 0 object(s)" in run(str(KEEL), "data", "push", cwd=repo, token=remote.root, config=config)
+    assert "pushed 0 object(s)" in keel("data", "push", cwd=repo, token=remote.root, config=config)
 
     # Every object, packs and tree manifests included, is in the server's store like any other.
     repo_objects = DataRepo(repo)
@@ -130,7 +139,7 @@ def test_push_to_a_keel_server_then_pull_in_a_fresh_clone(tmp_path: Path, remote
     before = remote.redirects()
     clone = tmp_path / "clone"
     run("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path)
-    fetched = run(str(KEEL), "data", "pull", cwd=clone, token=remote.reader, config=config)  # a reader may pull
+    fetched = keel("data", "pull", cwd=clone, token=remote.reader, config=config)  # a reader may pull
     assert re.search(r"fetched [1-9]\d* object\(s\)", fetched), fetched
     assert tree_bytes(clone / "data") == tree_bytes(data)
     if remote.objects:  # S3: the bytes came straight from the bucket
@@ -142,12 +151,12 @@ def test_push_to_a_keel_server_then_pull_in_a_fresh_clone(tmp_path: Path, remote
 def test_an_interrupted_push_completes_on_rerun(tmp_path: Path, sqlite_remote: Remote) -> None:
     repo = tmp_path / "project"
     repo.mkdir()
-    run(str(KEEL), "init", cwd=repo)
+    keel("init", cwd=repo)
     (repo / "files").mkdir()
     for i in range(6):
         (repo / "files" / f"f{i}.bin").write_bytes(os.urandom(50_000 + i))
-    run(str(KEEL), "data", "add", *(f"files/f{i}.bin" for i in range(6)), cwd=repo)
-    run(str(KEEL), "remote", "add", "-d", "origin", sqlite_remote.url, cwd=repo)
+    keel("data", "add", *(f"files/f{i}.bin" for i in range(6)), cwd=repo)
+    keel("remote", "add", "-d", "origin", sqlite_remote.url, cwd=repo)
     os.environ["KEEL_TOKEN"] = sqlite_remote.root
     try:
         calls = 0
@@ -162,9 +171,9 @@ def test_an_interrupted_push_completes_on_rerun(tmp_path: Path, sqlite_remote: R
             push(DataRepo(repo), jobs=1, progress=stop_after_two)
     finally:
         del os.environ["KEEL_TOKEN"]
-    pushed = run(str(KEEL), "data", "push", cwd=repo, token=sqlite_remote.root, config=tmp_path)
+    pushed = keel("data", "push", cwd=repo, token=sqlite_remote.root, config=tmp_path)
     assert "pushed 4 object(s)" in pushed, pushed
-    assert "pushed 0 object(s)" in run(str(KEEL), "data", "push", cwd=repo, token=sqlite_remote.root, config=tmp_path)
+    assert "pushed 0 object(s)" in keel("data", "push", cwd=repo, token=sqlite_remote.root, config=tmp_path)
 
 
 def test_the_object_store_over_http(tmp_path: Path, sqlite_remote: Remote) -> None:
