@@ -1,6 +1,7 @@
 """``keel backup DEST`` / ``keel restore SRC`` on a SQLite workspace (issue 26), with real processes.
 
-The backup is taken by the ``keel`` command while another process keeps logging to the same
+The backup is taken by the ``keel`` command (run in-process: see ``tests/cli_inprocess.py``)
+while another process keeps logging to the same
 workspace (metrics in one transaction per step, a new artifact every few steps). The backup
 must be a consistent snapshot (every step it holds has all its metrics; every object its
 rows name is in it), the writer must not notice, and a workspace restored from it must pass
@@ -19,13 +20,13 @@ from pathlib import Path
 import pytest
 
 from backup_helpers import check_restored, seed
+from cli_inprocess import Result, keel
 from keel._version import __version__
 from keel.errors import AlreadyExists, InvalidInput
 from keel.services.backup import backup_store, restore_backup
 from keel.services.tracking import TrackingService
 from keel.services.workspace import init_workspace, open_store
 
-KEEL = [sys.executable, "-m", "keel"]
 METRICS = 5  # metrics the writer logs per step, in one transaction
 
 WRITER = """
@@ -61,8 +62,8 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
 
 
-def _keel(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*KEEL, *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120)
+def _keel(cwd: Path, *args: str) -> Result:
+    return keel(*args, cwd=cwd, env=_env())
 
 
 def _progress(path: Path) -> tuple[str, int]:
@@ -146,14 +147,10 @@ def test_backup_while_a_writer_logs_then_restore_and_verify(tmp_path: Path) -> N
         store.close()
 
     # The backup folder opens as it is, too: KEEL_URI at its database.
-    listed = subprocess.run(
-        [*KEEL, "runs", "list", "--project", "backup", "--json"],
-        cwd=tmp_path,
+    listed = keel(
+        "runs", "list", "--project", "backup", "--json", cwd=tmp_path,
         env={**_env(), "KEEL_URI": f"sqlite:///{dest / 'keel.db'}"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     assert {run["run_id"] for run in json.loads(listed.stdout)["runs"]} == set(seeded.runs)
 
@@ -185,14 +182,10 @@ def test_backup_copies_on_request_and_refuses_what_it_cannot_do(tmp_path: Path, 
         store.close()
 
     # PostgreSQL is backed up with pg_dump (docs/operations.md), not with keel backup.
-    result = subprocess.run(
-        [*KEEL, "backup", str(tmp_path / "pg")],
-        cwd=tmp_path,
+    result = keel(
+        "backup", str(tmp_path / "pg"), cwd=tmp_path,
         env={**_env(), "KEEL_URI": pg_url, "KEEL_OBJECTS": str(tmp_path / "objects")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    )  # fmt: skip
     assert result.returncode != 0
     assert "pg_dump" in result.stderr and "operations.md" in result.stderr
     assert not (tmp_path / "pg").exists()
