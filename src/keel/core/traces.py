@@ -99,6 +99,7 @@ SPAN_KINDS = (
     "other",
 )
 SPAN_STATUSES = ("ok", "error", "unset")
+_KINDS = frozenset(SPAN_KINDS)
 
 MAX_NAME_LENGTH = 250
 MAX_STATUS_MESSAGE = 4_000
@@ -630,6 +631,16 @@ _FIELD_KEYS: dict[str, tuple[str, int]] = {
 
 def span_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """The named fields keel reads from a span's attributes (None where absent)."""
+    return dict(zip(_FIELDS, _field_values(attributes), strict=True))
+
+
+_NO_FIELDS = (None,) * len(_FIELDS)
+
+
+def _field_values(attributes: Mapping[str, Any]) -> tuple[Any, ...]:
+    """:func:`span_fields` as a tuple in :data:`_FIELDS` order."""
+    if not attributes:
+        return _NO_FIELDS
     # One pass over the attributes (a span has a handful; the conventions name ~30 keys).
     found: dict[str, tuple[int, Any]] = {}
     for key, value in attributes.items():
@@ -641,7 +652,7 @@ def span_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
         if have is None or rank < have[0]:
             found[name] = (rank, value)
     if not found:
-        return dict.fromkeys(_FIELDS)
+        return _NO_FIELDS
     first = {name: value for name, (_rank, value) in found.items()}
     tokens = first.get("usage")
     usage: Mapping[str, Any] = tokens if isinstance(tokens, Mapping) else {}
@@ -652,16 +663,16 @@ def span_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
             parsed = None
         usage = parsed if isinstance(parsed, Mapping) else {}
     model = first.get("model")
-    return {
-        "model": _text(model.strip('"') if isinstance(model, str) else model, "model", MAX_TEXT_FIELD),
-        "input_tokens": _count(first.get("input_tokens") or usage.get("input_tokens")),
-        "output_tokens": _count(first.get("output_tokens") or usage.get("output_tokens")),
-        "cost": _money(_cost(first.get("cost"))),
-        "prompt": _text(first.get("prompt"), "prompt", MAX_TEXT_FIELD),
-        "run_id": _text(_unquote(first.get("run_id")), "run", MAX_TEXT_FIELD),
-        "conversation_id": _text(_unquote(first.get("conversation_id")), "conversation", MAX_TEXT_FIELD),
-        "user_id": _text(_unquote(first.get("user_id")), "user", MAX_TEXT_FIELD),
-    }
+    return (
+        _text(model.strip('"') if isinstance(model, str) else model, "model", MAX_TEXT_FIELD),
+        _count(first.get("input_tokens") or usage.get("input_tokens")),
+        _count(first.get("output_tokens") or usage.get("output_tokens")),
+        _money(_cost(first.get("cost"))),
+        _text(first.get("prompt"), "prompt", MAX_TEXT_FIELD),
+        _text(_unquote(first.get("run_id")), "run", MAX_TEXT_FIELD),
+        _text(_unquote(first.get("conversation_id")), "conversation", MAX_TEXT_FIELD),
+        _text(_unquote(first.get("user_id")), "user", MAX_TEXT_FIELD),
+    )
 
 
 def _cost(value: Any) -> Any:
@@ -805,42 +816,48 @@ def normalize_span(raw: Mapping[str, Any]) -> SpanRow:
     """
     if not isinstance(raw, Mapping):
         raise _bad("", f"must be an object, not {short(raw)}")
-    trace_id = raw.get("trace_id")
+    get = raw.get
+    trace_id = get("trace_id")
     if not is_trace_id(trace_id):
         raise _bad("trace_id", f"must be 32 hex digits, not all zero: {short(trace_id)}")
-    span_id = raw.get("span_id")
+    span_id = get("span_id")
     if not is_span_id(span_id):
         raise _bad("span_id", f"must be 16 hex digits, not all zero: {short(span_id)}")
-    parent_id = raw.get("parent_id") or None
+    parent_id = get("parent_id") or None
     if parent_id is not None and not is_span_id(parent_id):
         raise _bad("parent_id", f"must be 16 hex digits or empty: {short(parent_id)}")
     trace_id, span_id = str(trace_id).lower(), str(span_id).lower()
     parent_id = parent_id.lower() if parent_id else None
     if parent_id == span_id:
         parent_id = None
-    name = raw.get("name")
+    name = get("name")
     if not isinstance(name, str) or not name.strip():
         raise _bad("name", f"must be non-empty text, not {short(name)}")
     name = _text(name, "name", MAX_NAME_LENGTH) or "span"
-    start_ns = _time(raw.get("start_ns"), "start_ns")
-    end = raw.get("end_ns")
-    end_ns = start_ns if end is None else _time(end, "end_ns")
+    start_ns = get("start_ns")
+    if type(start_ns) is not int or not 0 <= start_ns <= INT64_MAX:
+        start_ns = _time(start_ns, "start_ns")
+    end_ns = get("end_ns")
+    if end_ns is None:
+        end_ns = start_ns
+    elif type(end_ns) is not int or not 0 <= end_ns <= INT64_MAX:
+        end_ns = _time(end_ns, "end_ns")
     flags = 0
     if end_ns < start_ns:
         end_ns, flags = start_ns, flags | CLOCK_SKEW
-    status = raw.get("status") or "unset"
+    status = get("status") or "unset"
     if status not in SPAN_STATUSES:
         raise _bad("status", f"must be one of {', '.join(SPAN_STATUSES)}, not {short(status)}")
-    message = _text(raw.get("status_message"), "status_message", MAX_STATUS_MESSAGE)
-    attributes, _ = _attributes(raw.get("attributes"))
-    kind = raw.get("kind") or infer_kind(attributes)
-    if kind not in SPAN_KINDS:
+    message = _text(get("status_message"), "status_message", MAX_STATUS_MESSAGE)
+    attributes, _ = _attributes(get("attributes"))
+    kind = get("kind") or infer_kind(attributes)
+    if type(kind) is not str or kind not in _KINDS:
         raise _bad("kind", f"must be one of {', '.join(SPAN_KINDS)}, not {short(kind)}")
-    fields = span_fields(attributes)
+    model, input_tokens, output_tokens, cost, prompt, run_id, conversation_id, user_id = _field_values(attributes)
     attributes_text, cut = _clip_attributes(attributes)
-    inputs, cut_in = _payload(raw.get("inputs"))
-    outputs, cut_out = _payload(raw.get("outputs"))
-    events, cut_events = _events(raw.get("events"))
+    inputs, cut_in = _payload(get("inputs"))
+    outputs, cut_out = _payload(get("outputs"))
+    events, cut_events = _events(get("events"))
     if cut or cut_in or cut_out or cut_events or attributes.get("keel.truncated") is True:
         flags |= TRUNCATED  # keel.truncated: the source cut something before sending (see keel.integrations.otlp)
     return SpanRow(
@@ -853,14 +870,14 @@ def normalize_span(raw: Mapping[str, Any]) -> SpanRow:
         message,
         start_ns,
         end_ns,
-        fields["model"],
-        fields["input_tokens"],
-        fields["output_tokens"],
-        fields["cost"],
-        fields["prompt"],
-        fields["run_id"],
-        fields["conversation_id"],
-        fields["user_id"],
+        model,
+        input_tokens,
+        output_tokens,
+        cost,
+        prompt,
+        run_id,
+        conversation_id,
+        user_id,
         attributes_text,
         inputs,
         outputs,
