@@ -9,7 +9,10 @@ Three parts (issue 18, "Performance"):
    (20,000) untraced, then decorated with ``@keel.trace`` (and ``@mlflow.trace`` in MLflow's
    venv), in a fresh process per tool and shape: every call a root span (a trace of its own),
    or every call a child of one enclosing span. The overhead is (traced - untraced) / calls, in
-   the calling thread, while the tool's background exporter runs as it would in an app. Then
+   the calling thread, while the tool's background exporter runs as it would in an app (in
+   keel's case the writer thread stores the spans in SQLite meanwhile, in the same process,
+   and takes its share of the GIL); the calling thread's own CPU time per span
+   (``time.thread_time``) is printed below it. Then
    the time until every span is stored (keel: ``keel.traces.flush()`` into the workspace's
    SQLite store; MLflow: ``mlflow.flush_trace_async_logging()`` into a SQLite tracking store),
    as a separate figure, and the spans found stored afterwards. MLflow gets ``--mlflow-spans``
@@ -20,8 +23,9 @@ Three parts (issue 18, "Performance"):
    with OpenTelemetry GenAI attributes and messages, like an instrumented agent) posted by
    ``--clients`` threads (8), each on its own keep-alive connection, to ``POST /v1/traces`` of a
    keel server (uvicorn, ``python -m keel.server``) and of ``mlflow server`` (its SQLite store),
-   with the same worker count (``--workers``, repeatable), for at most ``--otlp-spans`` spans per
-   client or ``--duration`` seconds. Spans are counted in each store after the server stops.
+   with the same worker count (``--workers``, repeatable: 1 and 2; MLflow's own default is 4),
+   for at most ``--otlp-spans`` spans per client or ``--duration`` seconds. Spans are counted in
+   each store after the server stops.
    The same bodies decoded and written in this process (``keel.integrations.otlp.decode`` +
    ``TraceService.ingest``, one thread, no HTTP) show keel's server-side cost per span.
 3. **Search, stats and the trace page over ``--search-spans`` spans** (1,000,000: 100,000
@@ -115,13 +119,18 @@ def count():
 
 before = count()
 
+cpu = [0.0]
+
 def loop(fn):
+    c0 = time.thread_time()
     t0 = time.perf_counter()
     for i in range(n):
         fn(i)
+    cpu[0] = time.thread_time() - c0
     return time.perf_counter() - t0
 
 untraced = min(loop(noop) for _ in range(3))
+untraced_cpu = cpu[0]
 t0 = time.perf_counter()
 if shape == "root":
     calls = loop(traced)
@@ -132,6 +141,7 @@ t1 = time.perf_counter()
 delivered = traces.flush(600)
 t2 = time.perf_counter()
 print("@@RESULT " + json.dumps({"calls": n, "untraced": untraced, "traced": calls, "flush": t2 - t1,
+      "cpu": cpu[0] - untraced_cpu,
       "total": t2 - t0, "stored": count() - before, "sent": n + (shape != "root"), "delivered": delivered,
       "counters": traces.counters()}))
 """
@@ -159,13 +169,18 @@ def count():
 
 before = count()
 
+cpu = [0.0]
+
 def loop(fn):
+    c0 = time.thread_time()
     t0 = time.perf_counter()
     for i in range(n):
         fn(i)
+    cpu[0] = time.thread_time() - c0
     return time.perf_counter() - t0
 
 untraced = min(loop(noop) for _ in range(3))
+untraced_cpu = cpu[0]
 t0 = time.perf_counter()
 if shape == "root":
     calls = loop(traced)
@@ -176,6 +191,7 @@ t1 = time.perf_counter()
 mlflow.flush_trace_async_logging()
 t2 = time.perf_counter()
 print("@@RESULT " + json.dumps({"calls": n, "untraced": untraced, "traced": calls, "flush": t2 - t1,
+      "cpu": cpu[0] - untraced_cpu,
       "total": t2 - t0, "stored": count() - before, "sent": n + (shape != "root"), "delivered": True}))
 """
 
@@ -705,9 +721,13 @@ def report(args: argparse.Namespace, sdk: dict[str, Any], otlp: dict[str, Any], 
     def overhead(r: dict[str, Any]) -> float:
         return (r["traced"] - r["untraced"]) / r["calls"] * 1e6
 
+    def cpu(r: dict[str, Any]) -> float:
+        return r["cpu"] / r["calls"] * 1e6
+
     for shape, what in (("root", "each call a trace"), ("child", "children of one span")):
         k, m = sdk.get("keel", {}).get(shape), sdk.get("mlflow", {}).get(shape)
         add(f"SDK overhead per span, {what} (us in the app)", med(m, overhead), med(k, overhead), "us", "sdk")
+        add(f"  of which CPU of the calling thread ({what})", med(m, cpu), med(k, cpu), "us", None)
         add(f"  spans stored / s, first call to flushed ({what})", med(m, lambda r: r["stored"] / r["total"]),
             med(k, lambda r: r["stored"] / r["total"]), "/s", None)  # fmt: skip
         add(f"  flush after the calls ({what})", med(m, lambda r: r["flush"]), med(k, lambda r: r["flush"]), "s", None)
@@ -817,7 +837,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mlflow-spans", type=int, default=0, help="MLflow SDK calls per shape (2,000; quick 300)")
     parser.add_argument("--rounds", type=int, default=1, help="SDK rounds in fresh processes (medians)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent OTLP clients (8)")
-    parser.add_argument("--workers", type=int, action="append", help="server worker processes; repeatable (1)")
+    parser.add_argument("--workers", type=int, action="append", help="server worker processes; repeatable (1, 2)")
     parser.add_argument("--traces-per-request", type=int, default=10, help="50-span traces per OTLP request (10)")
     parser.add_argument("--otlp-spans", type=int, default=0, help="most spans each client sends (50,000; quick 5,000)")
     parser.add_argument("--duration", type=float, default=0, help="most seconds per OTLP load (20; quick 5)")
@@ -836,7 +856,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.skip_mlflow:
         args.mlflow_python = ""
-    args.workers = args.workers or [1]
+    args.workers = args.workers or [1, 2]
     args.spans = args.spans or (5_000 if args.quick else 20_000)
     args.mlflow_spans = args.mlflow_spans or (300 if args.quick else 2_000)
     args.otlp_spans = args.otlp_spans or (5_000 if args.quick else 50_000)

@@ -93,8 +93,9 @@ def _without_secrets(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     out = dict(raw)
     for key in ("attributes", "inputs", "outputs", "events"):
         value = out.get(key)
-        if value is not None and not (type(value) is dict and not value) and not isinstance(value, int | float | bool):
-            out[key] = redact_mapping(value)
+        if value is not None and not ((type(value) is dict or type(value) is list) and not value):
+            if not isinstance(value, int | float | bool):
+                out[key] = redact_mapping(value)
     return out
 
 
