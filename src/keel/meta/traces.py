@@ -437,7 +437,9 @@ class RawTraces:
         self._upsert = db.sql(_upsert_sql(db.is_sqlite))
         self._multi: str | None = None
         self.partitions = TracePartitions(db)
-        self._analyze_after: int | None = None  # SQLite: spans to write before the next ANALYZE
+        self._analyze_after: int | None = None  # spans to write before the next ANALYZE
+        self._written = 0  # PostgreSQL: spans this process wrote, and had written at its last ANALYZE
+        self._analyzed_at = 0
 
     # -- projects ---------------------------------------------------------------------
     def _project_id(self, cur: Any, name: str, create: bool) -> int | None:
@@ -505,16 +507,26 @@ class RawTraces:
                     ),
                     values,
                 )
-            if self.db.is_sqlite and stored:
+            if stored:
                 self._statistics(cur, stored)
         return stored, duplicates
 
     def _statistics(self, cur: Any, stored: int) -> None:
-        """Keep SQLite's planner statistics of the trace tables current: a bounded ``ANALYZE``
-        once the spans table holds :data:`ANALYZE_FROM` rows without statistics, then each time
-        this process has written as many spans again as it held (a few ms: 1,000 rows read per
-        index). Without them SQLite orders every filtered search by the project's time index
-        (a scan of the project) rather than using the index of the filtered column."""
+        """Keep the planner statistics of the trace tables current: ``ANALYZE`` them once the
+        spans table holds :data:`ANALYZE_FROM` rows without statistics, then each time as many
+        spans again were written. Without them SQLite orders every filtered search by the
+        project's time index (a scan of the project) rather than using the index of the filtered
+        column, and PostgreSQL, whose autovacuum never analyzes a partitioned table itself
+        (``spans``), misjudges which spans a condition keeps. On SQLite the analysis reads 1,000
+        rows per index (a few ms); PostgreSQL samples 30,000 rows."""
+        if not self.db.is_sqlite:  # by this process's writes (a server's workers each count theirs)
+            self._written += stored
+            if self._written < max(ANALYZE_FROM, 2 * self._analyzed_at):
+                return
+            cur.execute("ANALYZE traces")
+            cur.execute("ANALYZE spans")
+            self._analyzed_at = self._written
+            return
         if self._analyze_after is None:  # the first write of this process: how big, analyzed when?
             cur.execute("SELECT MAX(rowid) FROM spans")
             rows = int(cur.fetchone()[0] or 0)
