@@ -7,6 +7,10 @@
   S3-protocol server (see ``servers.py``) the first time a test needs one,
   and stop them when the session ends.
 - ``pg_url`` / ``s3_url`` give one test a fresh database / bucket.
+- ``ws`` gives one test a whole keel store, copied from one made once per session:
+  a ``.keel/`` folder that ``init_workspace`` made (byte for byte what it makes
+  each time), or a PostgreSQL database migrated once (keel's migrations still run
+  on every empty ``pg_url`` / ``database_url`` database).
 - ``database_url`` and ``object_store`` are parametrized over every backend,
   so one test body checks them all. The PostgreSQL and S3 cases carry the
   ``postgres`` / ``s3`` markers: ``pytest -m "not postgres and not s3"`` runs
@@ -15,6 +19,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -116,18 +121,29 @@ def object_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Obj
 
 
 # -- a whole keel store for the SDK (sessions reset after each test) -----------
+@pytest.fixture(scope="session")
+def workspace_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``.keel/`` folder made by ``init_workspace`` once per session (it holds no
+    id of its own: every workspace it makes is the same bytes), for ``ws`` to copy."""
+    from keel.sdk.workspace import init_workspace
+
+    return init_workspace(tmp_path_factory.mktemp("workspace-template")) / ".keel"
+
+
 @pytest.fixture(params=["sqlite-local", pytest.param("postgres-s3", marks=[pytest.mark.postgres, pytest.mark.s3])])
 def ws(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The current folder, set up so ``keel.*`` logs to a store: a ``.keel/``
     workspace (SQLite + local objects), then PostgreSQL + S3 through
     ``KEEL_URI``/``KEEL_OBJECTS``, as a team deployment would."""
     from keel.sdk import session as sessions
-    from keel.sdk.workspace import init_workspace
 
     if request.param == "sqlite-local":
-        init_workspace(tmp_path)
+        shutil.copytree(request.getfixturevalue("workspace_template"), tmp_path / ".keel")  # = init_workspace
     else:
-        monkeypatch.setenv("KEEL_URI", request.getfixturevalue("pg_url"))
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        name, url = server.create_database(migrated=True)  # as keel's first open leaves it
+        request.addfinalizer(lambda: server.drop_database(name))
+        monkeypatch.setenv("KEEL_URI", url)
         monkeypatch.setenv("KEEL_OBJECTS", request.getfixturevalue("s3_url"))
     yield tmp_path
     sessions.reset()

@@ -84,6 +84,7 @@ class PostgresServer:
         self.url = ""
         self._as_user: str | None = None
         self._names = itertools.count(1)
+        self._template: str | None = None  # a database migrated to keel's schema, copied by create_database
 
     # -- lifecycle --------------------------------------------------------
     def start(self) -> PostgresServer:
@@ -185,12 +186,37 @@ class PostgresServer:
         ) as conn:
             yield conn
 
-    def create_database(self) -> tuple[str, str]:
-        """Create an empty database; return ``(name, SQLAlchemy URL)``."""
+    def create_database(self, migrated: bool = False) -> tuple[str, str]:
+        """Create an empty database; return ``(name, SQLAlchemy URL)``.
+
+        ``migrated``: with keel's schema and no rows of anyone's, as keel's first open of
+        an empty database leaves it, copied from a template migrated once per server
+        (``CREATE DATABASE ... TEMPLATE``: a few times faster than migrating each one).
+        """
+        if migrated and self._template is None:
+            self._template = self._migrated_template()
         name = f"keel_test_{next(self._names)}"
+        template = f' TEMPLATE "{self._template}"' if migrated else ""
+        with self._admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"{template}')
+        return name, self._url(name)
+
+    def _url(self, name: str) -> str:
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{name}"
+
+    def _migrated_template(self) -> str:
+        from keel.meta.engine import open_database
+        from keel.meta.migrate import ensure_schema
+
+        name = "keel_template"
         with self._admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
-        return name, f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{name}"
+        database = open_database(self._url(name))
+        try:
+            ensure_schema(database)
+        finally:
+            database.close()  # a template must have no connections when it is copied
+        return name
 
     def drop_database(self, name: str) -> None:
         """Drop a database, disconnecting whoever still uses it."""
