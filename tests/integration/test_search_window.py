@@ -9,6 +9,7 @@ without the order metric, offsets past the window.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,9 +23,8 @@ from keel.meta.migrate import ensure_schema
 from keel.meta.tracking import TrackingStore
 
 
-@pytest.fixture
-def store(database_url: str) -> TrackingStore:
-    db = open_database(database_url)
+def _seeded(url: str) -> Iterator[TrackingStore]:
+    db = open_database(url)
     ensure_schema(db)
     store = TrackingStore(db)
     rng = random.Random(7)
@@ -42,6 +42,18 @@ def store(database_url: str) -> TrackingStore:
     db.close()
 
 
+@pytest.fixture(scope="module")
+def shared_store(module_database_url: str) -> Iterator[TrackingStore]:
+    """80 runs (ties, runs without the order metric), for the searches that only read them."""
+    yield from _seeded(module_database_url)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[TrackingStore]:
+    """The same 80 runs, for a test that adds to them."""
+    yield from _seeded(database_url)
+
+
 def _page(store: TrackingStore, filter_text: str, order: str, limit: int, offset: int) -> tuple[list[str], bool]:
     node = parse_filter(filter_text) if filter_text else None
     records, more = store.search(None, node, parse_order_by([order]), limit, offset)
@@ -51,11 +63,11 @@ def _page(store: TrackingStore, filter_text: str, order: str, limit: int, offset
 @pytest.mark.parametrize("order", ["metrics.order asc", "metrics.order desc"])
 @pytest.mark.parametrize("filter_text", ["", "metrics.filter > 0.2", "metrics.filter > 0.95", "params.i >= 70"])
 @pytest.mark.parametrize(("limit", "offset"), [(3, 0), (5, 4), (10, 60), (100, 0)])
-def test_windowed_search_equals_the_full_query(store, monkeypatch, order, filter_text, limit, offset):
-    expected = _page(store, filter_text, order, limit, offset)  # window larger than the data: full query
+def test_windowed_search_equals_the_full_query(shared_store, monkeypatch, order, filter_text, limit, offset):
+    expected = _page(shared_store, filter_text, order, limit, offset)  # window larger than the data: full query
     monkeypatch.setattr(tracking_module, "_SEARCH_WINDOW", 2)
     monkeypatch.setattr(tracking_module, "_WINDOW_FACTOR", 1)
-    assert _page(store, filter_text, order, limit, offset) == expected
+    assert _page(shared_store, filter_text, order, limit, offset) == expected
 
 
 def test_compiled_statements_are_reused_only_for_the_same_query(store):
