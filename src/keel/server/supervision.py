@@ -20,6 +20,7 @@ process and N worker processes. Here:
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -55,7 +56,11 @@ def worker_app() -> Any:
     from keel.server.app import app_from_env
 
     watch_parent()
-    return app_from_env()
+    app = app_from_env()
+    # What importing and building the app made lives as long as the worker: the garbage
+    # collector need not scan it in every full collection (~10% of an OTLP request's CPU).
+    gc.freeze()
+    return app
 
 
 def watch_parent(interval: float = WATCH_INTERVAL_SECONDS, grace: float = ORPHAN_GRACE_SECONDS) -> bool:
