@@ -61,8 +61,7 @@ def test_a_variable_named_self():
     # the sdk's Prompt.render takes any variable name, self included, and answers like the core
     from keel.sdk.prompts import Prompt
 
-    prompt = Prompt.__new__(Prompt)
-    prompt.content = PromptContent("Hi {{ name }}", model="m")  # type: ignore[misc]
+    prompt = Prompt(None, "greet", PromptContent("Hi {{ name }}", model="m"))
     assert prompt.render(name="Ada") == "Hi Ada"
     with pytest.raises(InvalidInput, match="unknown variable 'self'"):
         prompt.render(name="Ada", self="x")

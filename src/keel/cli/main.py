@@ -715,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``keel`` command; returns the exit code."""
     try:
         _register_for(sys.argv[1:] if argv is None else list(argv))
-        result = _app(args=argv, standalone_mode=False)
+        result = _app(args=argv, prog_name="keel", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except KeelError as exc:
         typer.echo(f"error: {exc}", err=True)
