@@ -11,6 +11,7 @@
   a ``.keel/`` folder that ``init_workspace`` made (byte for byte what it makes
   each time), or a PostgreSQL database migrated once (keel's migrations still run
   on every empty ``pg_url`` / ``database_url`` database).
+- ``migrated_database_url`` is such a database with keel's schema already in it.
 - ``database_url`` and ``object_store`` are parametrized over every backend,
   so one test body checks them all. The PostgreSQL and S3 cases carry the
   ``postgres`` / ``s3`` markers: ``pytest -m "not postgres and not s3"`` runs
@@ -102,6 +103,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Like ``database_url``, shared by one module's tests (read-only tests of the same data)."""
     return _new_database(request, tmp_path_factory.mktemp("db"))
+
+
+@pytest.fixture(params=_DATABASES)
+def migrated_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Like ``database_url``, with keel's schema and no rows, as keel's first open of an empty
+    database leaves it: copied from one migrated once per session (for tests of what keel does
+    with a store, not of how it creates one)."""
+    if request.param == "sqlite":
+        shutil.copyfile(request.getfixturevalue("workspace_template") / "keel.db", tmp_path / "keel.db")
+        return f"sqlite:///{tmp_path / 'keel.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name, url = server.create_database(migrated=True)
+    request.addfinalizer(lambda: server.drop_database(name))
+    return url
 
 
 @pytest.fixture(

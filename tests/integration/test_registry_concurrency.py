@@ -187,10 +187,9 @@ def assert_chain(moves: Sequence[Any], current: str | None, start: str | None = 
 
 
 @pytest.fixture
-def store_urls(database_url: str, tmp_path: Path) -> tuple[str, str]:
-    objects = str(tmp_path / "objects")
-    open_store(database_url, objects, cached=False).db.close()  # migrated once, before the processes start
-    return database_url, objects
+def store_urls(migrated_database_url: str, tmp_path: Path) -> tuple[str, str]:
+    """A migrated store (before the processes start): its database URL and objects folder."""
+    return migrated_database_url, str(tmp_path / "objects")
 
 
 def test_concurrent_prompt_registrations_get_unique_gap_free_versions(

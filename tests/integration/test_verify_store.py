@@ -31,8 +31,8 @@ SHORT = "(SELECT id FROM runs WHERE name = 'short')"
 
 
 @pytest.fixture
-def store(database_url: str, tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(database_url, str(tmp_path / "objects"), cached=False)
+def store(migrated_database_url: str, tmp_path: Path) -> Iterator[Store]:
+    opened = open_store(migrated_database_url, str(tmp_path / "objects"), cached=False)
     yield opened
     opened.close()
 
@@ -297,7 +297,7 @@ def _sqlite_file(store: Store) -> Path:
     return path
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("migrated_database_url", ["sqlite"], indirect=True)
 def test_a_flipped_byte_in_the_file_is_found_by_the_digests(store: Store, tmp_path: Path) -> None:
     ids = _populate(store)
     path = _sqlite_file(store)
@@ -317,7 +317,7 @@ def test_a_flipped_byte_in_the_file_is_found_by_the_digests(store: Store, tmp_pa
     assert _problems(report) == [f"run {ids['short'][:8]} (project p): metrics changed since it finished"]
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("migrated_database_url", ["sqlite"], indirect=True)
 def test_a_damaged_page_fails_the_integrity_check(store: Store, tmp_path: Path) -> None:
     _populate(store)
     root = _sql(store, "SELECT rootpage FROM sqlite_master WHERE name = 'ix_params_key_value'").scalar()
@@ -338,7 +338,7 @@ def test_a_damaged_page_fails_the_integrity_check(store: Store, tmp_path: Path) 
     assert quick.integrity_check == "quick_check" and quick.integrity
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("migrated_database_url", ["sqlite"], indirect=True)
 def test_unreadable_rows_are_pinned_on_their_runs(store: Store, tmp_path: Path) -> None:
     """A damaged page of a table verify reads: each run whose rows are on it is reported,
     and the rest of the store is still checked."""
@@ -392,7 +392,9 @@ def _tag_and_move(database: str, objects: str, run_id: str, worker: int, barrier
         out.put((worker, f"{type(exc).__name__}: {exc}"))
 
 
-def test_concurrent_writers_keep_digests_and_chains_whole(store: Store, database_url: str, tmp_path: Path) -> None:
+def test_concurrent_writers_keep_digests_and_chains_whole(
+    store: Store, migrated_database_url: str, tmp_path: Path
+) -> None:
     """Processes re-sealing one finished run and extending one alias's chain at once:
     each write reads what the previous one committed, so verify finds nothing."""
     import multiprocessing
@@ -400,7 +402,7 @@ def test_concurrent_writers_keep_digests_and_chains_whole(store: Store, database
     ids = _populate(store)
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(4), ctx.Queue()
-    args = (database_url, str(tmp_path / "objects"), ids["short"])
+    args = (migrated_database_url, str(tmp_path / "objects"), ids["short"])
     procs = [ctx.Process(target=_tag_and_move, args=(*args, w, barrier, out)) for w in range(4)]
     for p in procs:
         p.start()
