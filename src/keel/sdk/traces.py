@@ -93,6 +93,8 @@ _lock = threading.Lock()
 _MAX_ITEMS = 1000  # list items / dict keys kept per level of a payload
 _MAX_DEPTH = 16
 _MAX_GENERATOR_ITEMS = 100
+_FLAT_ITEMS = 64  # arguments of a call read in one pass (see _flat)
+_LOW_BITS = (1 << 64) | 1  # the lowest bit of both ids drawn at once: neither is all zero
 
 
 class _Settings:
@@ -250,11 +252,41 @@ def _fits(data: Any, limit: int) -> bool:
     return True
 
 
+def _flat(value: dict[Any, Any], limit: int) -> dict[str, Any] | None:
+    """The copy :func:`_jsonable` makes of a dict of text keys and plain values (text, int,
+    bool, None: a function's arguments, most often) when :func:`_fits` would pass it, in one
+    pass; None for any other dict (the general path decides)."""
+    left = limit - 2
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if type(key) is not str:
+            return None
+        of = type(item)
+        if of is str:
+            left -= 6 * len(item) + 3
+        elif of is int:
+            left -= item.bit_length() // 3 + 3
+        elif of is bool or item is None:
+            left -= 26
+        else:
+            return None
+        left -= 6 * len(key) + 4
+        out[key] = item
+    return out if left >= 0 else None
+
+
 def _payload(value: Any) -> Any:
     if value is None:
         return None
-    data = _jsonable(value)
     limit = _settings.max_payload_bytes
+    kind = type(value)
+    if kind is int or kind is bool:
+        return value
+    if kind is dict and len(value) <= _FLAT_ITEMS:
+        flat = _flat(value, limit)
+        if flat is not None:
+            return flat
+    data = _jsonable(value)
     if isinstance(data, str | int | float | bool):
         if isinstance(data, str) and len(data) > limit:
             return {"keel.truncated": True, "size": len(data), "head": data[:limit]}
@@ -481,14 +513,8 @@ def _new_span(
         run = fluent.active_run()
         if project is None:
             project = str(run.project) if run is not None else _settings.project
-        active = ActiveSpan(
-            name,
-            kind,
-            f"{_rand.getrandbits(128) or 1:032x}",
-            f"{_rand.getrandbits(64) or 1:016x}",
-            None,
-            _TraceState(project, sampled),
-        )
+        ids = f"{_rand.getrandbits(192) | _LOW_BITS:048x}"  # the trace id, then the span id (neither zero)
+        active = ActiveSpan(name, kind, ids[:32], ids[32:], None, _TraceState(project, sampled))
         if run is not None:
             active.attributes["keel.run_id"] = run.id
     if attributes:
