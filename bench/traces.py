@@ -23,9 +23,9 @@ Three parts (issue 18, "Performance"):
    with OpenTelemetry GenAI attributes and messages, like an instrumented agent) posted by
    ``--clients`` threads (8), each on its own keep-alive connection, to ``POST /v1/traces`` of a
    keel server (uvicorn, ``python -m keel.server``) and of ``mlflow server`` (its SQLite store),
-   with the same worker count (``--workers``, repeatable: 1 and 2; MLflow's own default is 4),
-   for at most ``--otlp-spans`` spans per client or ``--duration`` seconds. Spans are counted in
-   each store after the server stops.
+   with the same worker count (``--workers``, repeatable: 1 and 2), and MLflow once more as it
+   starts by default (4 workers) against keel's default (1), for at most ``--otlp-spans`` spans
+   per client or ``--duration`` seconds. Spans are counted in each store after the server stops.
    The same bodies decoded and written in this process (``keel.integrations.otlp.decode`` +
    ``TraceService.ingest``, one thread, no HTTP) show keel's server-side cost per span.
 3. **Search, stats and the trace page over ``--search-spans`` spans** (1,000,000: 100,000
@@ -72,6 +72,7 @@ RESULT = "@@RESULT "
 #: Bump when the generated search data changes: a cached database of another version is rebuilt.
 DATA_VERSION = "traces-2"
 PROJECT = "bench"
+MLFLOW_DEFAULT_WORKERS = 4  # `mlflow server --workers` (keel's server starts 1)
 LOAD_PROJECT = "load"
 BASE_NS = 1_764_547_200_000_000_000  # 2025-12-01T00:00:00Z: the generated traces end here
 DAY_NS = 86_400 * 10**9
@@ -742,6 +743,10 @@ def report(args: argparse.Namespace, sdk: dict[str, Any], otlp: dict[str, Any], 
         add(f"OTLP /v1/traces spans stored/s ({what})", rate(m), rate(k), "/s", "ingest")
         add(f"  request p95 ({what})", None if m is None else m.get("p95"), None if k is None else k.get("p95"),
             "ms", None)  # fmt: skip
+    m, k = otlp.get(("mlflow", MLFLOW_DEFAULT_WORKERS)), otlp.get(("keel", 1))
+    if m and k and MLFLOW_DEFAULT_WORKERS not in args.workers:
+        add(f"OTLP spans stored/s, each server as started by default (MLflow {MLFLOW_DEFAULT_WORKERS} workers,"
+            " keel 1)", m.get("rate"), k.get("rate"), "/s", "ingest")  # fmt: skip
     if inproc:
         add("OTLP decode + TraceService.ingest in process, 1 thread (spans/s)", None, inproc["rate"], "/s", None)
     for s in search.get("searches", []):
@@ -888,6 +893,10 @@ def main() -> int:
             for workers in args.workers:
                 for tool in tools:
                     otlp[(tool, workers)] = measure_otlp(tool, args, tmp, workers, bodies)
+            if args.mlflow_python and MLFLOW_DEFAULT_WORKERS not in args.workers:  # as `mlflow server` starts
+                otlp[("mlflow", MLFLOW_DEFAULT_WORKERS)] = measure_otlp(
+                    "mlflow", args, tmp, MLFLOW_DEFAULT_WORKERS, bodies
+                )
         if "search" in parts:
             search = measure_search(args, tmp)
     finally:
