@@ -735,31 +735,43 @@ class Recorder:
         spans.finish(span, endpoint, response, request.get("model"), self._prices())
         return response
 
+    def _before(
+        self, endpoint: str, request: Mapping[str, Any], stream: bool, extra: Any, prompt: Any, is_async: bool
+    ) -> tuple[Any, Any, Any]:
+        """Everything before a call is made, for :meth:`invoke` and :meth:`ainvoke` alike:
+        ``(prep, span, answer)`` where ``answer`` is a replayed response, or :data:`_CALL`
+        when the call must be made (``span`` None and ``prep`` None in off mode: untraced)."""
+        if self.mode == "off":
+            span = self._start_span(endpoint, request, extra, prompt)
+            if span is not None:
+                spans.prepared(span, None, "live")
+            return None, span, _CALL
+        prep = self.prepare(endpoint, request, extra, prompt)
+        span = self._start_span(endpoint, request, extra, prompt)
+        if prep is None and self.mode == "replay":
+            spans.prepared(span, None, "replay")
+            raise self._missed(None, endpoint, span)
+        if prep is not None and self.mode != "record":
+            entry = self._lookup(prep, span)
+            if entry is not None:
+                spans.prepared(span, prep, "replay")
+                return prep, span, self._replay(prep, entry, stream, span, is_async)
+            if self.mode == "replay":
+                spans.prepared(span, prep, "replay")
+                raise self._missed(prep, endpoint, span)
+        if prep is not None:
+            prep = self.snapshot(prep)
+        spans.prepared(span, prep, "record" if prep is not None else "live")
+        return prep, span, _CALL
+
     def invoke(
         self, endpoint: str, call: Callable[[], Any], request: Mapping[str, Any], stream: bool, extra: Any, prompt: Any
     ) -> Any:
-        if self.mode == "off":
-            span = self._start_span(endpoint, request, extra, prompt)
-            if span is None:
-                return call()
-            prep = None
-        else:
-            prep = self.prepare(endpoint, request, extra, prompt)
-            span = self._start_span(endpoint, request, extra, prompt)
-            if prep is None and self.mode == "replay":
-                spans.prepared(span, None, "replay")
-                raise self._missed(None, endpoint, span)
-            if prep is not None and self.mode != "record":
-                entry = self._lookup(prep, span)
-                if entry is not None:
-                    spans.prepared(span, prep, "replay")
-                    return self._replay(prep, entry, stream, span, False)
-                if self.mode == "replay":
-                    spans.prepared(span, prep, "replay")
-                    raise self._missed(prep, endpoint, span)
-            if prep is not None:
-                prep = self.snapshot(prep)
-        spans.prepared(span, prep, "record" if prep is not None else "live")
+        prep, span, answer = self._before(endpoint, request, stream, extra, prompt, False)
+        if answer is not _CALL:
+            return answer
+        if prep is None and span is None:
+            return call()
         started = time.perf_counter()
         try:
             response = call()
@@ -771,28 +783,11 @@ class Recorder:
     async def ainvoke(
         self, endpoint: str, call: Callable[[], Any], request: Mapping[str, Any], stream: bool, extra: Any, prompt: Any
     ) -> Any:
-        if self.mode == "off":
-            span = self._start_span(endpoint, request, extra, prompt)
-            if span is None:
-                return await call()
-            prep = None
-        else:
-            prep = self.prepare(endpoint, request, extra, prompt)
-            span = self._start_span(endpoint, request, extra, prompt)
-            if prep is None and self.mode == "replay":
-                spans.prepared(span, None, "replay")
-                raise self._missed(None, endpoint, span)
-            if prep is not None and self.mode != "record":
-                entry = self._lookup(prep, span)
-                if entry is not None:
-                    spans.prepared(span, prep, "replay")
-                    return self._replay(prep, entry, stream, span, True)
-                if self.mode == "replay":
-                    spans.prepared(span, prep, "replay")
-                    raise self._missed(prep, endpoint, span)
-            if prep is not None:
-                prep = self.snapshot(prep)
-        spans.prepared(span, prep, "record" if prep is not None else "live")
+        prep, span, answer = self._before(endpoint, request, stream, extra, prompt, True)
+        if answer is not _CALL:
+            return answer
+        if prep is None and span is None:
+            return await call()
         started = time.perf_counter()
         try:
             response = await call()
@@ -800,6 +795,10 @@ class Recorder:
             spans.fail(span, exc)
             raise
         return self._returned(prep, endpoint, request, response, started, stream, span, True)
+
+
+#: :meth:`Recorder._before`'s answer when the call must be made (None can be a response).
+_CALL: Any = object()
 
 
 def _prompt_ref(prompt: Any) -> str:
