@@ -180,8 +180,8 @@ def eval_run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import keel
-    from keel.cli.main import _print_statistics
     from keel.cli.render import print_json
+    from keel.cli.runs import _print_statistics
 
     spec = load_spec(spec_file)
     scorers = build_scorers(spec["scorers"])

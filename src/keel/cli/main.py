@@ -1,214 +1,215 @@
 """``keel NOUN VERB``: parse arguments, call the SDK, render.
 
-Heavy modules (the SDK, SQLAlchemy, rich tables) load inside commands, so
-``keel --help`` answers quickly. A :class:`~keel.errors.KeelError` becomes
-one ``error: ...`` line on stderr and the error's exit code; never a traceback.
+The command line starts like a native tool: this module knows every command's name
+and the first paragraph of its help (:data:`COMMANDS`), and imports the module that
+defines a command only when that command runs or its ``--help`` is asked for. So
+``keel --help`` imports no command module, and ``keel data status`` builds the
+parser of ``keel data`` alone. Heavy modules (the SDK, the database layer, rich
+tables) load inside the commands that use them. A :class:`~keel.errors.KeelError`
+becomes one ``error: ...`` line on stderr and the error's exit code; never a
+traceback.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Iterator, MutableMapping
+from typing import Annotated, Any
 
 import typer
+from typer import _click  # the click that typer vendors (typer is pinned to 0.28)
+from typer._click.utils import make_default_short_help
+from typer.core import TyperGroup
 
 from keel._version import __version__
 from keel.errors import KeelError
 
-if TYPE_CHECKING:
-    from keel.sdk.client import Client
+__all__ = ["COMMANDS", "app", "main"]
 
-__all__ = ["app", "main"]  # noqa: F822 - app is served by __getattr__ with every group registered
+# Every top-level command, in the order ``keel --help`` lists them:
+# name -> (module, attribute: a typer.Typer group or a command function, the first
+# paragraph of its help as ``keel --help`` shortens it). tests/unit/test_cli_lazy.py
+# checks the help against the loaded command, so the two cannot drift apart.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "init": ("keel.cli.workspace", "init_cmd", "Create a .keel/ workspace (config, SQLite database, object store)."),
+    "info": ("keel.cli.workspace", "info_cmd", "Show which store this folder uses."),
+    "verify": (
+        "keel.cli.workspace",
+        "verify_cmd",
+        "Check everything keel stores: objects against their hashes, the database file, and the digest "
+        "of every finished run, prompt and model version and reflog entry (exit 5 if anything is wrong).",
+    ),
+    "reproduce": (
+        "keel.cli.eval",
+        "reproduce_command",
+        "Re-create a run's inputs and re-execute its evaluation (replayed, or --live); report differences.",
+    ),
+    "ui": (
+        "keel.cli.ui",
+        "ui_command",
+        "Browse this workspace in a web UI, and serve MLflow clients, on 127.0.0.1 (one user, no sign-in, no token).",
+    ),
+    "login": (
+        "keel.cli.login",
+        "login_command",
+        "Check an API token against a keel server and remember it for that server.",
+    ),
+    "logout": ("keel.cli.login", "logout_command", "Forget the stored token of a keel server."),
+    "backup": (
+        "keel.cli.backup",
+        "backup_command",
+        "Back up this workspace (SQLite + local objects) while it is in use: a consistent database "
+        "snapshot (SQLite's online backup API), its objects, config and a manifest.",
+    ),
+    "restore": (
+        "keel.cli.backup",
+        "restore_command",
+        "Make a workspace from a backup, then check it as 'keel verify' does (exit 5 if anything is wrong).",
+    ),
+    "sync": (
+        "keel.cli.sync",
+        "sync_command",
+        "Deliver logged records that wait in the spool (left by processes that ended before the store "
+        "or server took them) to the current store; exit 1 if some could not be delivered.",
+    ),
+    "runs": ("keel.cli.runs", "runs_app", "List, show, compare, delete and restore runs."),
+    "artifacts": ("keel.cli.runs", "artifacts_app", "List and download run artifacts."),
+    "projects": ("keel.cli.runs", "projects_app", "List, create and rename projects."),
+    "prompts": ("keel.cli.prompts", "prompts_app", "Versioned prompts: register, load, alias, diff, sync with files."),
+    "data": (
+        "keel.cli.data",
+        "data_app",
+        "Version data next to code: pointer files in git, bytes in keel's store and remotes.",
+    ),
+    "remote": ("keel.cli.data", "remote_app", "Remotes that data is pushed to and pulled from (folders or S3)."),
+    "models": (
+        "keel.cli.models",
+        "models_app",
+        "Registered models: versions, stages, aliases, model cards, history.",
+    ),
+    "eval": ("keel.cli.eval", "eval_app", "Evaluate prompt x model grids on a dataset."),
+    "server": (
+        "keel.cli.server",
+        "server_app",
+        "Run the team server (REST API, web UI with sign-in, MLflow API) and administer its users, "
+        "tokens and role grants. See docs/server.md.",
+    ),
+    "flags": ("keel.cli.flags", "flags_app", "Feature flags: list, show, set, roll out, kill, history, evaluate."),
+    "ab": ("keel.cli.flags", "ab_app", "A/B tests: create, start, stop, status, analyze."),
+    "config": (
+        "keel.cli.config",
+        "config_app",
+        "Environment configuration: show (with where each value came from), diff, history.",
+    ),
+    "llm": (
+        "keel.cli.llm",
+        "llm_app",
+        "Recorded LLM calls (list, show, export, import cassettes) and the stand-in model server.",
+    ),
+    "kb": (
+        "keel.cli.kb",
+        "kb_app",
+        "Knowledge bases: stage documents, commit versions, diff, search and export them.",
+    ),
+    "conversations": (
+        "keel.cli.conversations",
+        "conversations_app",
+        "Logged conversations: list, show, record feedback, stats per prompt version, export as an eval dataset.",
+    ),
+    "traces": (
+        "keel.cli.traces",
+        "traces_app",
+        "Traces of your LLM app (trees of spans): list, show one, stats per model / prompt / day, export.",
+    ),
+    "import": (
+        "keel.cli.imports",
+        "import_app",
+        "Import runs, models, prompts and data from MLflow, W&B or DVC (idempotent, resumable).",
+    ),
+}
 
-_app = typer.Typer(
+
+def load_command(name: str) -> _click.Command:
+    """The click command of ``keel NAME``, built from the module that defines it, as
+    ``Typer.add_typer`` / ``Typer.command`` on the root would have built it."""
+    module, attribute, _help = COMMANDS[name]
+    target = getattr(importlib.import_module(module), attribute)
+    holder = typer.Typer()
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name)
+        return typer.main.get_group_from_info(
+            holder.registered_groups[0],
+            pretty_exceptions_short=app.pretty_exceptions_short,
+            rich_markup_mode=app.rich_markup_mode,
+            suggest_commands=app.suggest_commands,
+        )
+    holder.command(name)(target)
+    return typer.main.get_command_from_info(
+        holder.registered_commands[0],
+        pretty_exceptions_short=app.pretty_exceptions_short,
+        rich_markup_mode=app.rich_markup_mode,
+    )
+
+
+class _Commands(MutableMapping[str, _click.Command]):
+    """The root's sub-commands: every name of :data:`COMMANDS`, each built on first access."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, _click.Command] = {}
+
+    def __getitem__(self, name: str) -> _click.Command:
+        if name not in self._built:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            self._built[name] = load_command(name)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: _click.Command) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:  # pragma: no cover - click never removes commands
+        raise TypeError("keel's commands are fixed")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in COMMANDS
+
+
+class LazyGroup(TyperGroup):
+    """The ``keel`` group: lists every command from :data:`COMMANDS` without importing it,
+    and builds a command only when it is looked up to run (or to print its own help)."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = _Commands()
+
+    def list_commands(self, ctx: _click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def format_commands(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
+        # As TyperGroup lists them (click's get_short_help_str of each), from the help each
+        # command will have, without building it.
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [(name, make_default_short_help(help_, limit).strip()) for name, (_, _, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+app = typer.Typer(  # the complete CLI, also for tests and documentation tools
     name="keel",
+    cls=LazyGroup,
     help="Experiment management and version control for LLM applications.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-runs_app = typer.Typer(help="List, show, compare, delete and restore runs.", no_args_is_help=True)
-artifacts_app = typer.Typer(help="List and download run artifacts.", no_args_is_help=True)
-projects_app = typer.Typer(help="List, create and rename projects.", no_args_is_help=True)
-_app.add_typer(runs_app, name="runs")
-_app.add_typer(artifacts_app, name="artifacts")
-_app.add_typer(projects_app, name="projects")
-
-
-def _add_prompts() -> None:
-    from keel.cli.prompts import prompts_app
-
-    _app.add_typer(prompts_app, name="prompts")
-
-
-
-def _add_data() -> None:
-    from keel.cli.data import data_app, remote_app
-
-    _app.add_typer(data_app, name="data")
-    _app.add_typer(remote_app, name="remote")
-
-
-
-def _add_models() -> None:
-    from keel.cli.models import models_app
-
-    _app.add_typer(models_app, name="models")
-
-
-
-def _add_eval() -> None:
-    from keel.cli.eval import eval_app, reproduce_command
-
-    _app.add_typer(eval_app, name="eval")
-    _app.command("reproduce")(reproduce_command)
-
-
-
-def _add_server() -> None:
-    from keel.cli.server import server_app
-
-    _app.add_typer(server_app, name="server")
-
-
-
-def _add_flags() -> None:
-    from keel.cli.flags import ab_app, flags_app
-
-    _app.add_typer(flags_app, name="flags")
-    _app.add_typer(ab_app, name="ab")
-
-
-
-def _add_config() -> None:
-    from keel.cli.config import config_app
-
-    _app.add_typer(config_app, name="config")
-
-
-
-def _add_llm() -> None:
-    from keel.cli.llm import llm_app
-
-    _app.add_typer(llm_app, name="llm")
-
-
-
-def _add_kb() -> None:
-    from keel.cli.kb import kb_app
-
-    _app.add_typer(kb_app, name="kb")
-
-
-
-def _add_conversations() -> None:
-    from keel.cli.conversations import conversations_app
-
-    _app.add_typer(conversations_app, name="conversations")
-
-
-def _add_traces() -> None:
-    from keel.cli.traces import traces_app
-
-    _app.add_typer(traces_app, name="traces")
-
-
-def _add_import() -> None:
-    from keel.cli.imports import import_app
-
-    _app.add_typer(import_app, name="import")
-
-
-def _add_ui() -> None:
-    from keel.cli.ui import ui_command
-
-    _app.command("ui")(ui_command)
-
-
-def _add_backup() -> None:
-    from keel.cli.backup import backup_command, restore_command
-
-    _app.command("backup")(backup_command)
-    _app.command("restore")(restore_command)
-
-
-def _add_sync() -> None:
-    from keel.cli.sync import sync_command
-
-    _app.command("sync")(sync_command)
-
-
-def _add_login() -> None:
-    from keel.cli.login import login_command, logout_command
-
-    _app.command("login")(login_command)
-    _app.command("logout")(logout_command)
-
-
-# Sub-command groups register on demand: building typer's command tree for every group
-# costs ~90 ms, so `keel data status` registers only `data`. `keel --help`, an unknown
-# command, and `from keel.cli.main import app` (tests, docs) register them all.
-_GROUPS = {
-    "prompts": _add_prompts,
-    "data": _add_data,
-    "remote": _add_data,
-    "models": _add_models,
-    "eval": _add_eval,
-    "reproduce": _add_eval,
-    "server": _add_server,
-    "flags": _add_flags,
-    "ab": _add_flags,
-    "config": _add_config,
-    "llm": _add_llm,
-    "kb": _add_kb,
-    "conversations": _add_conversations,
-    "traces": _add_traces,
-    "ui": _add_ui,
-    "import": _add_import,
-    "login": _add_login,
-    "backup": _add_backup,
-    "restore": _add_backup,
-    "logout": _add_login,
-    "sync": _add_sync,
-}
-_CORE = {"init", "info", "verify", "runs", "artifacts", "projects"}
-_registered: set[Any] = set()
-
-
-def _register(hook: Any) -> None:
-    if hook not in _registered:
-        _registered.add(hook)
-        hook()
-
-
-def _register_for(argv: list[str]) -> None:
-    """Register the groups ``argv`` needs (all of them when it names no known command)."""
-    first = next((a for a in argv if not a.startswith("-")), None)
-    if first in _CORE or (first is None and argv and "--help" not in argv):
-        return  # a core command, or --version
-    if first in _GROUPS:
-        _register(_GROUPS[first])
-        return
-    for hook in _GROUPS.values():
-        _register(hook)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "app":  # the complete CLI, for tests and documentation tools
-        for hook in _GROUPS.values():
-            _register(hook)
-        return _app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _client() -> Client:
-    from keel.sdk.client import Client
-
-    return Client(create=False)
 
 
 def _version(value: bool) -> None:
@@ -217,7 +218,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@_app.callback()
+@app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -226,496 +227,16 @@ def _root(
     """Experiment management and version control for LLM applications."""
 
 
-@_app.command("init")
-def init_cmd(
-    path: Annotated[Path, typer.Argument(help="Folder to make a workspace (default: here).")] = Path("."),
-    store: Annotated[str | None, typer.Option("--store", help="Database URL (default: .keel/keel.db).")] = None,
-    objects: Annotated[str | None, typer.Option("--objects", help="Object store URL or path.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Rewrite an existing workspace config.")] = False,
-) -> None:
-    """Create a .keel/ workspace (config, SQLite database, object store)."""
-    from keel.sdk.workspace import init_workspace
-
-    root = init_workspace(path, store, objects, force)
-    typer.echo(f"Initialized keel workspace in {root / '.keel'}")
-
-
-@_app.command("info")
-def info_cmd(as_json: JsonOpt = False) -> None:
-    """Show which store this folder uses."""
-    from keel.cli.render import print_json
-
-    described = _client().describe()
-    if as_json:
-        print_json(described)
-    else:
-        for key, value in described.items():
-            typer.echo(f"{key:10} {value}")
-
-
-@_app.command("verify")
-def verify_cmd(
-    quick: Annotated[
-        bool, typer.Option("--quick", help="SQLite's quick_check instead of integrity_check (skips index checks).")
-    ] = False,
-    seal: Annotated[
-        bool,
-        typer.Option(
-            "--seal", help="Give finished records that have no digest yet (written before keel had them) one."
-        ),
-    ] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Check everything keel stores: objects against their hashes, the database file, and
-    the digest of every finished run, prompt and model version and reflog entry (exit 5 if
-    anything is wrong)."""
-    from keel.cli.render import print_json
-    from keel.cli.verify_report import verify_lines, verify_progress
-
-    report = _client().verify(quick=quick, seal=seal, progress=None if as_json else verify_progress())
-    if as_json:
-        print_json(report.to_dict())
-    else:
-        for line in verify_lines(report):
-            typer.echo(line)
-    if not report.ok:
-        raise typer.Exit(5)
-
-
-# -- runs ----------------------------------------------------------------------
-
-
-def _run_columns(runs: list[Any]) -> tuple[list[str], list[str]]:
-    metrics = sorted({k for r in runs for k in r.metrics})
-    params = sorted({k for r in runs for k in r.params})
-    return metrics, params
-
-
-# The table's own columns, by the names --columns takes (id, name, status, start by default).
-RUN_COLUMNS = ("id", "name", "status", "start", "project", "end", "duration")
-_WHOLE = frozenset({"id", "status", "start", "end", "duration"})  # never cut
-DEFAULT_METRICS = 6  # metric columns shown by default (fewer when the terminal is narrow)
-# What keel.evaluate logs beside its scores, most telling first: shown after the scores
-# and any other metric, before the scores' confidence bounds (<score>_ci_low/_ci_high).
-_EVAL_SUMMARY = (
-    "cost_per_query", "latency_p50_ms", "scorer_errors", "failed_samples", "latency_p95_ms",
-    "cost_total", "prompt_tokens", "completion_tokens", "samples",
-)  # fmt: skip
-
-
-def _ranked_metrics(keys: set[str]) -> list[str]:
-    """Metric names, most relevant first: evaluation scores (those with confidence bounds),
-    other metrics, evaluation bookkeeping, then the bounds."""
-    bounds = {k for k in keys if k.endswith(("_ci_low", "_ci_high")) and k.rpartition("_ci_")[0] in keys}
-    scores = sorted({k.rpartition("_ci_")[0] for k in bounds})
-    summary = [k for k in _EVAL_SUMMARY if k in keys]
-    rest = sorted(keys - bounds - set(scores) - set(summary))
-    return scores + rest + summary + sorted(bounds)
-
-
-def _short_time(ms: int | None, now_ms: int) -> str:
-    """``Dec 07 14:03`` (UTC) within half a year of ``now_ms``, else ``2025-12-07``, as ``ls -l``."""
-    if ms is None:
-        return ""
-    from datetime import UTC, datetime
-
-    when = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return when.strftime("%b %d %H:%M" if abs(now_ms - ms) < 182 * 86_400_000 else "%Y-%m-%d")
-
-
-def _short_duration(seconds: float | None) -> str:
-    """``0.4s``, ``42s``, ``3m05s``, ``2h10m``, ``3d04h``; empty while the run is running."""
-    if seconds is None:
-        return ""
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = int(seconds)
-    for unit, size, small, small_size in (("d", 86_400, "h", 3_600), ("h", 3_600, "m", 60), ("m", 60, "s", 1)):
-        if whole >= size:
-            return f"{whole // size}{unit}{whole % size // small_size:02d}{small}"
-    return f"{whole}s"
-
-
-def _run_cell(column: tuple[str, str], run: Any, now_ms: int) -> Any:
-    kind, key = column
-    if kind == "metrics":
-        return run.metrics.get(key)
-    if kind == "params":
-        return run.params.get(key)
-    if kind == "tags":
-        return run.tags.get(key)
-    if key in ("start", "end"):
-        return _short_time(run.start_time if key == "start" else run.end_time, now_ms)
-    if key == "duration":
-        return _short_duration(run.duration_s)
-    return run.run_id[:8] if key == "id" else getattr(run, key)
-
-
-def _pick_run_columns(spec: str, runs: list[Any]) -> list[tuple[str, str]]:
-    """``--columns a,b,c`` -> (kind, key) pairs: a built-in column, else a metric, a param or a
-    tag of these runs; ``metrics.x``, ``params.x`` and ``tags.x`` name one kind explicitly."""
-    from keel.errors import InvalidInput
-
-    have = {kind: {k for r in runs for k in getattr(r, kind)} for kind in ("metrics", "params", "tags")}
-    chosen: list[tuple[str, str]] = []
-    for name in (part.strip() for part in spec.split(",")):
-        if not name:
-            continue
-        kind, dot, key = name.partition(".")
-        if dot and kind in have and key:
-            chosen.append((kind, key))
-        elif name in RUN_COLUMNS:
-            chosen.append(("run", name))
-        elif found := next((kind for kind in ("metrics", "params", "tags") if name in have[kind]), None):
-            chosen.append((found, name))
-        elif not runs:  # nothing to check it against, and nothing to show
-            chosen.append(("metrics", name))
-        else:
-            import difflib
-
-            known = [*RUN_COLUMNS, *_ranked_metrics(have["metrics"]), *sorted(have["params"])]
-            close = difflib.get_close_matches(name, known, n=1)
-            raise InvalidInput(
-                f"no column {name!r}: it is not a built-in column and no listed run has such a metric or param",
-                (f"did you mean --columns ...,{close[0]}? " if close else "")
-                + f"columns: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''}",
-            )
-    if not chosen:
-        raise InvalidInput("--columns names no column", "e.g. --columns id,name,status,start")
-    return chosen
-
-
-def _default_run_columns(runs: list[Any]) -> list[tuple[str, str]]:
-    """id, the project when several are listed, name, status, start, and the most relevant metrics."""
-    builtins = ["id", *(["project"] if len({r.project for r in runs}) > 1 else []), "name", "status", "start"]
-    metrics = _ranked_metrics({k for r in runs for k in r.metrics})[:DEFAULT_METRICS]
-    return [("run", b) for b in builtins] + [("metrics", m) for m in metrics]
-
-
-def _headers(columns: list[tuple[str, str]]) -> list[str]:
-    """A column's name as --columns takes it, with its kind when the bare name is ambiguous."""
-    bare = [key for _kind, key in columns]
-    return [key if bare.count(key) == 1 else f"{kind}.{key}" for kind, key in columns]
-
-
-def _hidden_note(dropped: list[tuple[str, str]], chosen: list[tuple[str, str]], runs: list[Any]) -> str | None:
-    """One line naming the metric and param columns not shown (those that did not fit
-    first), and the --columns that shows them; None when every one is shown."""
-    metrics = _ranked_metrics({k for r in runs for k in r.metrics})
-    params = sorted({k for r in runs for k in r.params})
-    every = [("metrics", m) for m in metrics] + [("params", p) for p in params]
-    hidden = dropped + [c for c in every if c not in chosen and c not in dropped]
-    if not hidden:
-        return None
-    plain = set(RUN_COLUMNS) | (set(metrics) & set(params))
-    names = [f"{kind}.{key}" if key in plain else key for kind, key in hidden]
-    listed = ", ".join(names[:4]) + (f", +{len(names) - 4} more" if len(names) > 4 else "")
-    example = ",".join(["id", "name", *names[:2]])
-    return f"({len(names)} columns hidden: {listed}; show them with --columns, e.g. --columns {example})"
-
-
-@runs_app.command("list")
-def runs_list(
-    project: Annotated[list[str] | None, typer.Option("--project", "-p", help="Project(s) to list.")] = None,
-    filter_: Annotated[str | None, typer.Option("--filter", "-f", help='e.g. "metrics.accuracy > 0.8"')] = None,
-    sort: Annotated[list[str] | None, typer.Option("--sort", "-s", help='e.g. "metrics.cost asc"')] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many runs.")] = 50,
-    deleted: Annotated[bool, typer.Option("--deleted", help="List deleted runs instead.")] = False,
-    columns: Annotated[
-        str | None,
-        typer.Option(
-            "--columns",
-            "-c",
-            help="Table columns, comma-separated: id, name, status, start, project, end, duration, and "
-            "metric or param names (metrics.X / params.X / tags.X pick a kind). --json is always complete.",
-        ),
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """List runs, newest first (or in --sort order).
-
-    The table shows id, name, status, start (UTC) and the most telling metrics, and fits
-    the terminal (COLUMNS overrides its width): names are shortened, then metric columns
-    dropped, and stderr says which columns are hidden. Piped, the table is printed whole.
-    """
-    import time
-
-    from keel.cli.render import output_width, print_json, table
-
-    runs = _client().search_runs(project or None, filter_, sort or None, limit, only_deleted=deleted)
-    if as_json:
-        print_json({"runs": [r.to_dict() for r in runs], "next_page_token": runs.next_page_token})
-        return
-    records = list(runs)
-    chosen = _pick_run_columns(columns, records) if columns else _default_run_columns(records)
-    headers = _headers(chosen)
-    now_ms = int(time.time() * 1000)
-    dropped = table(
-        headers,
-        [[_run_cell(c, r, now_ms) for c in chosen] for r in records],
-        keep=[i for i, (kind, key) in enumerate(chosen) if kind == "run" and key in _WHOLE],
-        optional=[i for i, (kind, _key) in enumerate(chosen) if kind != "run"],
-        right=[i for i, (kind, _key) in enumerate(chosen) if kind == "metrics"],
-    )
-    if columns is None and records:
-        note = _hidden_note([chosen[headers.index(h)] for h in dropped], chosen, records)
-        if note:
-            typer.echo(note, err=True)
-    elif dropped:
-        typer.echo(
-            f"({len(dropped)} columns did not fit in {output_width()} columns: {', '.join(dropped)}; "
-            "widen the terminal or list fewer with --columns)",
-            err=True,
-        )
-    if runs.next_page_token:
-        typer.echo(f"(more runs: raise --limit; showing {len(runs)})", err=True)
-
-
-@runs_app.command("show")
-def runs_show(run: Annotated[str, typer.Argument(help="Run id or unique prefix.")], as_json: JsonOpt = False) -> None:
-    """Show one run: status, context, params, metrics (latest/min/max), tags, artifacts."""
-    from keel.cli.render import console, print_json, table
-    from keel.core.entities import format_time
-
-    client = _client()
-    record = client.get_run(run)
-    summaries = client.metric_summaries(record.run_id)
-    artifacts = client.list_artifacts(record.run_id)
-    if as_json:
-        doc = record.to_dict()
-        doc["metric_summaries"] = [s.__dict__ for s in summaries]
-        doc["artifacts"] = [a.__dict__ for a in artifacts]
-        print_json(doc)
-        return
-    out = console()
-    out.print(f"[bold]run[/bold]      {record.run_id}")
-    out.print(f"name     {record.name}   project {record.project}   status {record.status}")
-    out.print(f"started  {format_time(record.start_time)}   ended {format_time(record.end_time) or '-'}")
-    if record.parent_id:
-        out.print(f"parent   {record.parent_id}")
-    if record.error:
-        out.print(f"[red]error    {record.error}[/red]")
-    git = record.context.get("git") or {}
-    if git:
-        out.print(f"git      {git.get('commit', '')[:12]}{' (dirty)' if git.get('dirty') else ''}")
-    out.print(f"host     {record.context.get('hostname', '')}   python {record.context.get('python', '')}")
-    if record.params:
-        table(["param", "value"], [[k, v] for k, v in record.params.items()])
-    if summaries:
-        table(
-            ["metric", "latest", "step", "min", "max", "count"],
-            [[s.key, s.latest, s.step, s.min, s.max, s.count] for s in summaries],
-        )
-    if record.tags:
-        table(["tag", "value"], [[k, v] for k, v in record.tags.items()])
-    if artifacts:
-        table(["artifact", "size", "kind", "oid"], [[a.path, a.size, a.kind, a.oid[:12]] for a in artifacts])
-
-
-@runs_app.command("compare")
-def runs_compare(
-    runs: Annotated[list[str], typer.Argument(help="Two or more run ids or prefixes.")],
-    baseline: Annotated[
-        str | None, typer.Option("--baseline", "-b", help="Compare against this run, with statistics.")
-    ] = None,
-    metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metrics to test (repeatable).")] = None,
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print the statistics as Markdown.")] = False,
-    chart: Annotated[Path | None, typer.Option("--chart", help="Draw the trade-off to a .png or .svg.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Params and metrics side by side; with --baseline (or for evaluation runs) each metric's
-    95% CI, delta vs the baseline, significance, the Pareto front and a verdict."""
-    from keel.cli.render import print_json, table
-    from keel.errors import InvalidInput
-
-    if len(runs) < 2 and baseline is None:
-        raise InvalidInput("compare needs at least two runs", "keel runs compare RUN RUN [RUN...]")
-    client = _client()
-    records = list({r.run_id: r for r in client.get_runs(runs if baseline is None else [baseline, *runs])}.values())
-    if len(records) < 2:
-        raise InvalidInput("compare needs at least two different runs", "keel runs compare RUN RUN [RUN...]")
-    stats = _statistics(records, baseline, metric, chart)
-    if markdown:
-        if stats is None:
-            raise InvalidInput("these runs have no per-sample scores to test", "add --baseline RUN")
-        typer.echo(stats.to_markdown(), nl=False)
-        return
-    metrics, params = _run_columns(records)
-    rows: list[list[Any]] = []
-    kinds: list[str] = []
-    for kind, keys, getter in (("param", params, "params"), ("metric", metrics, "metrics")):
-        for key in keys:
-            rows.append([f"{kind}s.{key}", *(getattr(r, getter).get(key) for r in records)])
-            kinds.append(kind)
-    if as_json:
-        out: dict[str, Any] = {
-            "runs": [r.run_id for r in records],
-            "rows": [{"key": row[0], "values": row[1:], "differs": _differs(row[1:])} for row in rows],
-        }
-        if stats is not None:
-            out["statistics"] = stats.to_dict()
-        print_json(out)
-        return
-    differing = {i for i, row in enumerate(rows) if _differs(row[1:])}
-    table(["", *(f"{r.run_id[:8]} {r.name}" for r in records)], rows, highlight_rows=differing)
-    typer.echo(f"{len(differing)} of {len(rows)} values differ")
-    if stats is not None:
-        _print_statistics(stats)
-    if chart is not None:
-        typer.echo(f"wrote {chart}")
-
-
-def _statistics(records: list[Any], baseline: str | None, metric: list[str] | None, chart: Path | None) -> Any:
-    """The statistical comparison, when asked for or when the runs are evaluations."""
-    import keel
-
-    evaluations = all(any(a.path == "tables/samples.json" for a in _client().list_artifacts(r.run_id, "tables"))
-                      for r in records)  # fmt: skip
-    if baseline is None and not metric and chart is None and not evaluations:
-        return None
-    return keel.compare([r.run_id for r in records], baseline=records[0].run_id, metrics=metric or None, chart=chart)
-
-
-def _print_statistics(stats: Any) -> None:
-    from keel.cli.render import console, table
-
-    head = [f"{a.label}{' (baseline)' if a.key == stats.baseline else ''}" for a in stats.arms]
-    rows = [[m, *(stats.cell(stats.result(a.key, m)) for a in stats.arms)] for m in stats.metrics]
-    table(["metric", *head], rows, title="mean [95% CI]  delta vs baseline  (* significant, Holm-corrected)")
-    out = console()
-    for note in stats.power_notes():
-        out.print(note, highlight=False, markup=False)
-    if stats.pareto:
-        out.print("Pareto front: " + ", ".join(stats.label(k) for k in stats.pareto), highlight=False, markup=False)
-    for line in stats.verdict:
-        out.print(line, highlight=False, markup=False)
-
-
-def _differs(values: list[Any]) -> bool:
-    from keel.cli.render import fmt
-
-    return len({fmt(v) for v in values}) > 1
-
-
-@runs_app.command("delete")
-def runs_delete(runs: Annotated[list[str], typer.Argument(help="Run ids or prefixes.")]) -> None:
-    """Delete runs (soft: 'keel runs restore' brings them back)."""
-    client = _client()
-    for run in runs:
-        typer.echo(f"deleted {client.delete_run(run)}")
-
-
-@runs_app.command("restore")
-def runs_restore(runs: Annotated[list[str], typer.Argument(help="Run ids or prefixes.")]) -> None:
-    """Restore deleted runs."""
-    client = _client()
-    for run in runs:
-        typer.echo(f"restored {client.restore_run(run)}")
-
-
-@runs_app.command("lineage")
-def runs_lineage(run: Annotated[str, typer.Argument(help="Run id or prefix.")], as_json: JsonOpt = False) -> None:
-    """What a run used (inputs) and produced (outputs), and its child runs."""
-    from keel.cli.render import print_json, table
-
-    client = _client()
-    full = client.get_run(run).run_id
-    edges = client.lineage(full)
-    children = client.children(full)
-    if as_json:
-        print_json(
-            {
-                "run_id": full,
-                "inputs": [{"entity": str(e.entity), "role": e.role} for e in edges if e.direction == "input"],
-                "outputs": [{"entity": str(e.entity), "role": e.role} for e in edges if e.direction == "output"],
-                "children": children,
-            }
-        )
-        return
-    rows = [[e.direction, e.entity.kind, e.entity.id, e.entity.version, e.role] for e in edges]
-    rows += [["child", "run", child, "", ""] for child in children]
-    if not rows:
-        typer.echo(f"run {full[:8]} has no recorded inputs or outputs")
-        return
-    table(["direction", "kind", "id", "version", "role"], rows)
-
-
-# -- artifacts ----------------------------------------------------------------
-
-
-@artifacts_app.command("list")
-def artifacts_list(
-    run: Annotated[str, typer.Argument(help="Run id or prefix.")],
-    path: Annotated[str, typer.Argument(help="Folder path inside the run.")] = "",
-    as_json: JsonOpt = False,
-) -> None:
-    """List a run's artifacts."""
-    from keel.cli.render import print_json, table
-
-    items = _client().list_artifacts(run, path)
-    if as_json:
-        print_json([item.__dict__ for item in items])
-        return
-    table(["path", "size", "kind", "oid"], [[a.path, a.size, a.kind, a.oid[:12]] for a in items])
-
-
-@artifacts_app.command("get")
-def artifacts_get(
-    run: Annotated[str, typer.Argument(help="Run id or prefix.")],
-    path: Annotated[str, typer.Argument(help="File or folder path inside the run (default: all).")] = "",
-    dest: Annotated[Path, typer.Option("--dest", "-o", help="Folder to write into.")] = Path("."),
-) -> None:
-    """Download artifacts (hash-verified) into --dest."""
-    for written in _client().download_artifacts(run, path, dest):
-        typer.echo(str(written))
-
-
-# -- projects -------------------------------------------------------------------
-
-
-@projects_app.command("list")
-def projects_list(as_json: JsonOpt = False) -> None:
-    """List projects and their run counts."""
-    from keel.cli.render import print_json, table
-    from keel.core.entities import format_time
-
-    projects = _client().list_projects()
-    if as_json:
-        print_json(
-            [{"name": p.name, "runs": n, "created_at": p.created_at, "description": p.description} for p, n in projects]
-        )
-        return
-    table(
-        ["project", "runs", "created", "description"],
-        [[p.name, n, format_time(p.created_at), p.description] for p, n in projects],
-    )
-
-
-@projects_app.command("create")
-def projects_create(
-    name: Annotated[str, typer.Argument(help="Project name.")],
-    description: Annotated[str, typer.Option("--description", "-d")] = "",
-) -> None:
-    """Create a project (runs also create theirs on first use)."""
-    project = _client().create_project(name, description)
-    typer.echo(f"created project {project.name}")
-
-
-@projects_app.command("rename")
-def projects_rename(
-    name: Annotated[str, typer.Argument(help="The project's name now.")],
-    new_name: Annotated[str, typer.Argument(help="Its new name.")],
-) -> None:
-    """Rename a project: its runs follow; the audit log keeps the old name (keel server audit)."""
-    project = _client().rename_project(name, new_name)
-    typer.echo(f"renamed project {name} to {project.name}")
+_root_group: _click.Command | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``keel`` command; returns the exit code."""
+    global _root_group
     try:
-        _register_for(sys.argv[1:] if argv is None else list(argv))
-        result = _app(args=argv, prog_name="keel", standalone_mode=False)
+        if _root_group is None:  # built once per process (tests call main many times)
+            _root_group = typer.main.get_command(app)
+        result = _root_group.main(args=argv, prog_name="keel", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except KeelError as exc:
         typer.echo(f"error: {exc}", err=True)
