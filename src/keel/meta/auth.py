@@ -11,7 +11,6 @@ import secrets
 from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from keel.core.auth import (
     MAX_PASSWORD,
@@ -30,6 +29,7 @@ from keel.core.auth import (
 from keel.core.entities import now_ms
 from keel.core.names import check_name
 from keel.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
+from keel.meta.dbapi import ConstraintViolation as SAIntegrityError
 from keel.meta.engine import Database
 from keel.meta.schema import auth_audit, auth_grants, auth_tokens, auth_users, ui_login_attempts, ui_sessions
 

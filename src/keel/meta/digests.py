@@ -307,9 +307,7 @@ class Checker:
     @property
     def name(self) -> str:
         """The database in words: the SQLite file's name, or the PostgreSQL database's."""
-        url = self.db.engine.url
-        database = str(url.database or "")
-        return database.rsplit("/", 1)[-1] if self.db.is_sqlite else f"{url.host or ''}/{database}"
+        return self.db.name
 
     def _count(self, table: str) -> int:
         """How many rows ``table`` has (for progress; 0 if it cannot be counted: the check says why)."""

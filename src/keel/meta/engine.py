@@ -1,4 +1,4 @@
-"""Database URL -> a configured SQLAlchemy engine, and transaction helpers.
+"""Database URL -> a :class:`Database` on the DBAPI driver, and transaction helpers.
 
 SQLite (the embedded default) runs in WAL mode with ``synchronous=NORMAL``
 and checkpoints in the background (:meth:`Database.checkpoint`):
@@ -9,7 +9,10 @@ processes share one file, and write transactions start with
 ``BEGIN IMMEDIATE`` so two writers queue on the lock instead of failing with
 "database is locked" when a read transaction tries to upgrade.
 
-PostgreSQL uses psycopg 3 with a pre-ping pool.
+PostgreSQL uses psycopg 3 with a small pool (:class:`keel.meta.dbapi.Pool`) that checks
+connections which sat idle before handing them out. SQLAlchemy is not used here at run time
+(see :mod:`keel.meta.dbapi` for the data-access design); :attr:`Database.engine` makes one
+for Alembic's migrations only.
 
 **Driver errors become keel's errors here** (:func:`database_error`), and no
 message carries the URL's password (:func:`keel.core.urls.mask_url`):
@@ -33,8 +36,8 @@ transactions on a lost connection too. A write whose connection broke is never
 retried (its commit may have happened).
 
 :meth:`Database.read` and :meth:`Database.write` raise ``Unavailable`` for the first
-two kinds and let constraint violations and other errors through as SQLAlchemy's
-(callers catch ``sqlalchemy.exc.IntegrityError`` to handle a race themselves); the
+two kinds, constraint violations as :class:`~keel.meta.dbapi.ConstraintViolation` (callers
+catch it to handle a race themselves), and let other errors through as the driver's; the
 server renders what escapes with :func:`database_error`.
 """
 
@@ -52,9 +55,20 @@ from typing import Any, TypeVar
 
 from keel.core.urls import mask_url, mask_urls_in
 from keel.errors import Conflict, InvalidInput, KeelError, StoreError, Unavailable
+from keel.meta.dbapi import (
+    Connection,
+    ConstraintViolation,
+    Dialect,
+    LegacyCompiler,
+    Pool,
+    PoolTimeout,
+    parse_url,
+    placeholders_for,
+)
 
 __all__ = [
     "CONFLICT",
+    "ConstraintViolation",
     "OTHER",
     "RETRY_ATTEMPTS",
     "TRANSIENT",
@@ -62,6 +76,7 @@ __all__ = [
     "Database",
     "classify_error",
     "database_error",
+    "driver_errors",
     "open_database",
     "open_empty_database",
 ]
@@ -106,30 +121,80 @@ WAL_CHECKPOINT_BYTES = 32 << 20  # the background checkpoint runs once the WAL i
 
 
 class Database:
-    """An engine plus keel's conventions for reading and writing.
+    """A database (SQLite file, in-memory SQLite or PostgreSQL) plus keel's conventions for
+    reading and writing it, on the DBAPI drivers themselves (:mod:`keel.meta.dbapi`).
 
-    Use ``with db.write() as conn:`` for a write transaction (committed on
-    exit, rolled back on error) and ``with db.read() as conn:`` for reads.
-    ``db.sql(text)`` converts ``?`` placeholders to the driver's paramstyle for
-    the few hot paths that go straight to the driver's ``executemany``.
+    Use ``with db.write() as conn:`` for a write transaction (committed on exit, rolled back
+    on error) and ``with db.read() as conn:`` for reads; ``conn.execute(sql, params)`` runs
+    SQL text with ``?`` placeholders. ``db.sql(text)`` converts ``?`` placeholders to the
+    driver's paramstyle for the hot paths that use a DBAPI cursor directly.
 
     A database may be *created on first write* (:meth:`create_on_first_write`): until
     then an empty database answers the reads, and nothing exists on disk.
     """
 
-    def __init__(self, engine: Any, url: str, anchor: Any = None) -> None:
-        self.engine = engine
+    def __init__(self, url: str, dialect: str, connect: Callable[[], Any], anchor: Any = None) -> None:
         self.url = url
-        self.dialect: str = engine.dialect.name
-        self.is_sqlite = self.dialect == "sqlite"
-        self._paramstyle = engine.dialect.paramstyle
-        self._dbapi_error: type[BaseException] = engine.dialect.loaded_dbapi.Error
+        self.dialect: str = dialect
+        self.is_sqlite = dialect == "sqlite"
+        self._dialect = Dialect(dialect, "qmark" if self.is_sqlite else "format")
+        self._paramstyle = self._dialect.paramstyle
+        self._connect = connect
+        self._pool = self._new_pool(connect)
+        self._legacy = LegacyCompiler(dialect)
+        self._engine: Any = None  # SQLAlchemy's, made only for migrations (see :attr:`engine`)
+        if self.is_sqlite:
+            import sqlite3
+
+            self._dbapi_error: type[BaseException] = sqlite3.Error
+            self._integrity: type[BaseException] = sqlite3.IntegrityError
+        else:
+            import psycopg
+
+            self._dbapi_error = psycopg.Error
+            self._integrity = psycopg.IntegrityError
         self._writer_conn: Any = None
         self._writer_used = 0.0
         self._writer_lock = threading.Lock()
         self._anchor = anchor  # keeps an in-memory database alive (open_empty_database)
         self._create: Callable[[], None] | None = None  # see create_on_first_write
         self._create_lock = threading.Lock()
+
+    def _new_pool(self, connect: Callable[[], Any]) -> Pool:
+        if self.is_sqlite:
+            return Pool(connect, size=5, overflow=10)
+        return Pool(connect, size=5, overflow=10, alive=_pg_alive)
+
+    @property
+    def database(self) -> str | None:
+        """The SQLite database's file (None in memory or on PostgreSQL)."""
+        if not self.is_sqlite or self._anchor is not None:
+            return None
+        path = _sqlite_path(self.url)
+        return None if path in ("", ":memory:") else path
+
+    @property
+    def name(self) -> str:
+        """The database in words: the SQLite file's name, or the PostgreSQL server's host and database."""
+        if self.is_sqlite:
+            return (self.database or ":memory:").rsplit("/", 1)[-1]
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        return f"{parts.hostname or ''}/{parts.path.lstrip('/')}"
+
+    @property
+    def pool(self) -> Pool:
+        """The connection pool (its ``size``, ``overflow`` and ``checked_out`` feed the server's gauges)."""
+        return self._pool
+
+    @property
+    def engine(self) -> Any:
+        """A SQLAlchemy engine on this database, for schema migrations (Alembic) and tests only;
+        made (and SQLAlchemy imported) on first use."""
+        if self._engine is None:
+            self._engine = _sqlalchemy_engine(self)
+        return self._engine
 
     def create_on_first_write(self, url: str, create: Callable[[], None]) -> None:
         """Make this (empty, in-memory) database stand for the SQLite database ``url`` that
@@ -158,24 +223,24 @@ class Database:
             if create is None:  # another thread created it meanwhile
                 return
             create()
-            from sqlalchemy.engine import make_url
-
-            previous, anchor = self.engine, self._anchor
-            self.engine = _sqlite_engine(make_url(self.url))
+            previous, anchor, engine = self._pool, self._anchor, self._engine
+            self._connect = _sqlite_connector(_sqlite_path(self.url))
+            self._pool = self._new_pool(self._connect)
+            self._engine = None
             with self._writer_lock:
                 self._writer_conn = None  # never opened on the empty database (it takes no writes)
             self._anchor = None
             self._create = None
         previous.dispose()  # reads still running there finish on their own connections
+        if engine is not None:
+            engine.dispose()
         if anchor is not None:
             with contextlib.suppress(Exception):
                 anchor.close()
 
     def sql(self, text: str) -> str:
         """Rewrite ``?`` placeholders for this driver (psycopg uses ``%s``)."""
-        if self._paramstyle in ("format", "pyformat"):
-            return text.replace("%", "%%").replace("?", "%s")
-        return text
+        return placeholders_for(self._paramstyle, text)
 
     @property
     def display_url(self) -> str:
@@ -183,12 +248,13 @@ class Database:
         return mask_url(self.url)
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Any]:
+    def write(self) -> Iterator[Connection]:
         """A connection inside a write transaction.
 
         An unreachable database (after :data:`RETRY_ATTEMPTS` tries to connect) or a
         serialization failure or deadlock raises :class:`~keel.errors.Unavailable`;
-        other driver errors pass as SQLAlchemy raised them (see the module doc).
+        a constraint violation raises :class:`~keel.meta.dbapi.ConstraintViolation`; other
+        driver errors pass as the driver raised them (see the module doc).
         """
         if self._create is not None:
             self.create_now()
@@ -196,7 +262,7 @@ class Database:
             yield conn
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[Any]:
+    def read(self) -> Iterator[Connection]:
         """A connection inside a read transaction (a consistent snapshot); errors as :meth:`write`."""
         with self._translated(), self._transaction(write=False) as conn:
             yield conn
@@ -226,31 +292,49 @@ class Database:
             _backoff(attempt)
             attempt += 1
 
-    @contextlib.contextmanager
-    def _transaction(self, write: bool) -> Iterator[Any]:
-        """A connection in a transaction; connecting and beginning are retried (nothing ran yet)."""
+    def _checkout(self) -> tuple[Any, int, Pool]:
+        """A pooled connection (its generation and pool); connecting is retried (nothing ran yet)."""
         attempts = 1 if self.is_sqlite else RETRY_ATTEMPTS  # SQLite's busy timeout has waited already
         attempt = 1
         while True:
-            conn = None
+            pool = self._pool
             try:
-                conn = self.engine.connect()
-                if write:
-                    conn = conn.execution_options(keel_write=True)
-                transaction = conn.begin()
-                break
+                conn, generation = pool.get()
+                return conn, generation, pool
             except Exception as exc:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
                 if attempt >= attempts or classify_error(exc) not in (UNAVAILABLE, TRANSIENT):
                     with contextlib.suppress(Exception):
                         setattr(exc, _NOT_BEGUN, True)
                     raise
             _backoff(attempt)
             attempt += 1
-        with conn, transaction:
-            yield conn
+
+    @contextlib.contextmanager
+    def _transaction(self, write: bool) -> Iterator[Connection]:
+        """A connection in a transaction, given back to the pool at the end."""
+        raw, generation, pool = self._checkout()
+        broken = False
+        try:
+            if self.is_sqlite:
+                try:
+                    raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                except Exception as exc:
+                    with contextlib.suppress(Exception):
+                        setattr(exc, _NOT_BEGUN, True)
+                    raise
+            yield Connection(raw, self._dialect, self._integrity, self._legacy)
+            raw.commit()
+        except BaseException as exc:
+            try:
+                raw.rollback()
+            except Exception:  # noqa: BLE001 - the connection is gone: do not reuse it
+                broken = True
+            cause = exc.orig if isinstance(exc, ConstraintViolation) else exc
+            if classify_error(cause) == UNAVAILABLE:
+                broken = True
+            raise
+        finally:
+            pool.put(raw, generation, broken=broken)
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
@@ -269,10 +353,10 @@ class Database:
     def raw_write(self) -> Iterator[Any]:
         """A DBAPI cursor inside a write transaction, for the hot write paths.
 
-        Uses one long-lived connection per process (no pool checkout, no ORM
-        or Core overhead per call), serialised by a lock; the SQL must use
-        :meth:`sql` placeholders. Driver errors become keel's (:func:`database_error`:
-        ``Unavailable``, ``Conflict`` or a ``StoreError`` naming the masked URL).
+        Uses one long-lived connection per process (no pool checkout, no wrapping per
+        call), serialised by a lock; the SQL must use :meth:`sql` placeholders. Driver
+        errors become keel's (:func:`database_error`: ``Unavailable``, ``Conflict`` or a
+        ``StoreError`` naming the masked URL).
         """
         if self._create is not None:
             self.create_now()
@@ -297,7 +381,7 @@ class Database:
                     # The connection may be broken (server gone): start afresh next time.
                     self._writer_conn = None
                     with contextlib.suppress(Exception):
-                        conn.invalidate()
+                        conn.close()
                 if isinstance(exc, self._dbapi_error):
                     raise _keel_error(exc, self.url) from exc
                 raise
@@ -307,22 +391,16 @@ class Database:
 
         On PostgreSQL it is pinged first when it sat idle a while, or when the server sent
         something while it was idle (a restart's "terminating connection" notice, or the
-        end of the stream): the pool's pre-ping does not cover a connection held outside it."""
+        end of the stream)."""
         conn = self._writer_conn
         if (
             conn is not None
             and not self.is_sqlite
-            and (time.monotonic() - self._writer_used > WRITER_PING_IDLE_S or _readable(conn))
+            and not _pg_alive(conn, time.monotonic() - self._writer_used, WRITER_PING_IDLE_S)
         ):
-            try:
-                cur = conn.cursor()
-                cur.execute("SELECT 1")
-                cur.close()
-                conn.rollback()
-            except Exception:
-                with contextlib.suppress(Exception):
-                    conn.invalidate()
-                self._writer_conn = conn = None
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._writer_conn = conn = None
         if conn is None:
             conn = self._raw_connection()
             self._writer_conn = conn
@@ -330,12 +408,12 @@ class Database:
         return conn
 
     def _raw_connection(self) -> Any:
-        """A pooled DBAPI connection, retried like :meth:`_transaction`; errors translated."""
+        """A new DBAPI connection, retried like :meth:`_checkout`; errors translated."""
         attempts = 1 if self.is_sqlite else RETRY_ATTEMPTS
         attempt = 1
         while True:
             try:
-                return self.engine.raw_connection()
+                return self._connect()
             except Exception as exc:
                 if attempt >= attempts or classify_error(exc) not in (UNAVAILABLE, TRANSIENT):
                     raise _keel_error(exc, self.url) from exc
@@ -345,7 +423,11 @@ class Database:
     @contextlib.contextmanager
     def raw_read(self) -> Iterator[Any]:
         """A DBAPI cursor inside a read transaction, for bulk reads."""
-        conn = self._raw_connection()
+        try:
+            conn, generation, pool = self._checkout()
+        except Exception as exc:
+            raise _keel_error(exc, self.url) from exc
+        broken = False
         try:
             cur = conn.cursor()
             if self.is_sqlite:
@@ -353,36 +435,49 @@ class Database:
             yield cur
             cur.close()
         except self._dbapi_error as exc:
-            with contextlib.suppress(Exception):
-                if classify_error(exc) == UNAVAILABLE:
-                    conn.invalidate()
+            broken = classify_error(exc) == UNAVAILABLE
             raise _keel_error(exc, self.url) from exc
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 conn.rollback()
-            conn.close()
+            except Exception:  # noqa: BLE001 - gone: do not reuse it
+                broken = True
+            pool.put(conn, generation, broken=broken)
 
     def ping(self, timeout: float = 2.0) -> None:
         """Raise :class:`~keel.errors.Unavailable` unless the database answers a trivial
         query now: one try, no retries (the server's health check). On PostgreSQL the
         query may take at most ``timeout`` seconds (opening a connection is bounded by
         :data:`PG_CONNECT_TIMEOUT_S`; callers bound the whole call)."""
+        pool = self._pool
         try:
-            with self.engine.connect() as conn:
-                if not self.is_sqlite:
-                    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
-                conn.exec_driver_sql("SELECT 1")
-                conn.rollback()
+            conn, generation = pool.get()
         except Exception as exc:
-            found = database_error(exc, self.url)
-            if isinstance(found, Unavailable):
-                raise found from exc
-            raise Unavailable(
-                f"the database does not answer: {_first_line(_driver_error(exc))}",
-                "check the database server",
-                dependency="database",
-                retry_after=UNAVAILABLE_RETRY_AFTER_S,
-            ) from exc
+            raise self._unavailable(exc) from exc
+        broken = True
+        try:
+            cur = conn.cursor()
+            if not self.is_sqlite:
+                cur.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
+            cur.execute("SELECT 1")
+            cur.fetchall()
+            conn.rollback()
+            broken = False
+        except Exception as exc:
+            raise self._unavailable(exc) from exc
+        finally:
+            pool.put(conn, generation, broken=broken)
+
+    def _unavailable(self, exc: BaseException) -> Unavailable:
+        found = database_error(exc, self.url)
+        if isinstance(found, Unavailable):
+            return found
+        return Unavailable(
+            f"the database does not answer: {_first_line(_driver_error(exc))}",
+            "check the database server",
+            dependency="database",
+            retry_after=UNAVAILABLE_RETRY_AFTER_S,
+        )
 
     def checkpoint(self, min_bytes: int = WAL_CHECKPOINT_BYTES) -> None:
         """Copy the SQLite write-ahead log into the database file once it holds
@@ -390,21 +485,30 @@ class Database:
         thread, rarely: a checkpoint fsyncs, and the first commit after the log
         restarts fsyncs its header, so each one costs a commit ~50 ms. A no-op
         on PostgreSQL."""
-        if not self.is_sqlite:
-            return
-        database = self.engine.url.database
+        database = self.database
         try:
             if not database or os.path.getsize(f"{database}-wal") < min_bytes:
                 return
         except OSError:
             return
-        conn = self.engine.raw_connection()
         try:
-            conn.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            conn = self._connect()
+        except Exception:  # noqa: BLE001 - cannot open now: the next one will do it
+            return
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except self._dbapi_error:
             pass  # busy: the next one will do it
         finally:
             conn.close()
+
+    def dispose(self, *, close: bool = True) -> None:
+        """Drop the pooled connections (closed, or with ``close=False`` just forgotten: what a
+        child process does after ``fork``, since connections are never shared across processes);
+        those in use are closed when given back."""
+        self._pool.dispose(close=close)
+        with self._writer_lock:
+            self._writer_conn = None
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -413,18 +517,38 @@ class Database:
                 with contextlib.suppress(Exception):
                     self._writer_conn.close()
                 self._writer_conn = None
-        self.engine.dispose()
+        self._pool.dispose()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
         if self._anchor is not None:
             with contextlib.suppress(Exception):
                 self._anchor.close()
             self._anchor = None
 
 
+def _pg_alive(conn: Any, idle_s: float, ping_after_s: float = 1.0) -> bool:
+    """Whether a PostgreSQL connection that sat idle ``idle_s`` is still usable: pinged when it
+    idled long, or when its socket has something to read (the server spoke or hung up)."""
+    if getattr(conn, "closed", False):
+        return False
+    if idle_s < ping_after_s and not _readable(conn):
+        return True
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT 1")
+        cur.close()
+        conn.rollback()
+    except Exception:  # noqa: BLE001 - gone
+        return False
+    return True
+
+
 def _readable(conn: Any) -> bool:
     """Whether an idle connection's socket has something to read: the server spoke (or hung up)
     although no query is in flight."""
     try:
-        fileno = conn.dbapi_connection.fileno()
+        fileno = conn.fileno()
         readable, _, _ = select.select([fileno], [], [], 0)
     except Exception:  # noqa: BLE001 - closed, or no socket to look at: ping to be sure
         return True
@@ -443,6 +567,21 @@ def _driver_error(exc: BaseException) -> BaseException:
     return orig if isinstance(orig, BaseException) else exc
 
 
+def driver_errors() -> tuple[type[Exception], ...]:
+    """The exception types the database layer lets escape: the drivers' own (psycopg's when it
+    is installed), :class:`~keel.meta.dbapi.ConstraintViolation` and :class:`~keel.meta.dbapi.PoolTimeout`."""
+    import sqlite3
+
+    found: list[type[Exception]] = [sqlite3.Error, ConstraintViolation, PoolTimeout]
+    try:
+        import psycopg
+    except ImportError:
+        pass
+    else:
+        found.append(psycopg.Error)
+    return tuple(found)
+
+
 def classify_error(exc: BaseException | None) -> str:
     """What a database error means: :data:`UNAVAILABLE`, :data:`TRANSIENT`, :data:`CONFLICT` or :data:`OTHER`.
 
@@ -452,12 +591,15 @@ def classify_error(exc: BaseException | None) -> str:
         return OTHER
     if isinstance(exc, Unavailable):
         return UNAVAILABLE
-    from sqlalchemy import exc as sa_exc
+    if isinstance(exc, PoolTimeout):  # no pooled connection free in time: overloaded
+        return UNAVAILABLE
+    if type(exc).__module__.startswith("sqlalchemy"):  # raised through Alembic (migrations)
+        from sqlalchemy import exc as sa_exc
 
-    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection free in time: overloaded
-        return UNAVAILABLE
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return UNAVAILABLE
+        if isinstance(exc, sa_exc.TimeoutError):
+            return UNAVAILABLE
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return UNAVAILABLE
     orig = _driver_error(exc)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if isinstance(sqlstate, str) and sqlstate:
@@ -504,9 +646,7 @@ _OUTAGE_REASONS = {
 def _outage_reason(exc: BaseException) -> str:
     """Why the database is away, in words that name no host, port or user (clients see them;
     the driver's own message stays in the server log, on the exception's cause)."""
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-    if isinstance(exc, PoolTimeout):
+    if isinstance(exc, PoolTimeout) or type(exc).__name__ == "TimeoutError" and "sqlalchemy" in type(exc).__module__:
         return "no free connection in time: the server is overloaded"
     orig = _driver_error(exc)
     state = _sqlstate(orig)
@@ -596,10 +736,39 @@ def database_error(exc: BaseException, url: str = "", *, other: bool = True) -> 
     return None
 
 
-def _sqlite_engine(url: Any, **options: Any) -> Any:
-    from sqlalchemy import create_engine, event
+def _sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///path`` URL (``""`` for ``sqlite://``, in memory)."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    rest = rest.split("?", 1)[0]
+    return rest[1:] if rest.startswith("/") else rest
 
-    database = url.database
+
+def _prepare_sqlite(conn: Any) -> Any:
+    """keel's settings on a new SQLite connection; returns it."""
+    # Transactions are begun explicitly (BEGIN, or BEGIN IMMEDIATE for writes), not by pysqlite.
+    conn.isolation_level = None
+    cur = conn.cursor()
+    # New databases only (a no-op once the file has tables). Small pages: a
+    # commit writes every page it touched to the WAL, and a run's commit
+    # touches ~25 index pages; at 1 KiB instead of 4 KiB runs log ~30% faster,
+    # with no loss for bulk metrics or search (measured with bench/tracking.py).
+    cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA case_sensitive_like=ON")
+    # Checkpoints (which fsync) run in the background via Database.checkpoint();
+    # this bound only matters for a process that never gets to run one.
+    cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+    cur.close()
+    return conn
+
+
+def _sqlite_connector(database: str) -> Callable[[], Any]:
+    """Opens keel-configured connections to the SQLite file ``database``."""
+    import sqlite3
+
     if database and database != ":memory:":
         parent = Path(database).expanduser().resolve().parent
         if not parent.is_dir():
@@ -607,36 +776,47 @@ def _sqlite_engine(url: Any, **options: Any) -> Any:
                 f"cannot open the SQLite database {database}: folder {parent} does not exist",
                 "create the folder or run 'keel init'",
             )
-    if "creator" not in options:
-        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-    engine = create_engine(url, hide_parameters=True, **options)
 
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy's begin event (below) control transactions, not pysqlite.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        # New databases only (a no-op once the file has tables). Small pages: a
-        # commit writes every page it touched to the WAL, and a run's commit
-        # touches ~25 index pages; at 1 KiB instead of 4 KiB runs log ~30% faster,
-        # with no loss for bulk metrics or search (measured with bench/tracking.py).
-        cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA case_sensitive_like=ON")
-        # Checkpoints (which fsync) run in the background via Database.checkpoint();
-        # this bound only matters for a process that never gets to run one.
-        cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-        cur.close()
+    def connect() -> Any:
+        conn = sqlite3.connect(
+            database or ":memory:",
+            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+            check_same_thread=False,
+            isolation_level=None,
+        )
+        return _prepare_sqlite(conn)
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        write = conn.get_execution_options().get("keel_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    return connect
 
-    return engine
+
+def _pg_connector(conninfo: str) -> Callable[[], Any]:
+    """Opens PostgreSQL connections (psycopg 3) to ``conninfo`` (a ``postgresql://`` URI)."""
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise StoreError("PostgreSQL support needs psycopg 3", "install it: pip install 'keel[postgres]'") from exc
+
+    def connect() -> Any:
+        return psycopg.connect(conninfo, connect_timeout=PG_CONNECT_TIMEOUT_S)
+
+    return connect
+
+
+def _sqlalchemy_engine(db: Database) -> Any:
+    """A SQLAlchemy engine on ``db``'s database (for Alembic): connections made by ``db``'s own
+    connector, so they carry keel's settings; one transaction per ``begin``."""
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import NullPool
+
+    if db.is_sqlite:
+        engine = create_engine("sqlite://", creator=db._connect, poolclass=NullPool)  # noqa: SLF001
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine("postgresql+psycopg://", creator=db._connect, poolclass=NullPool)  # noqa: SLF001
 
 
 def open_empty_database(copy_of: Database | None = None) -> Database:
@@ -647,61 +827,47 @@ def open_empty_database(copy_of: Database | None = None) -> Database:
     import sqlite3
     import uuid
 
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.pool import QueuePool
-
     # A named in-memory database in shared-cache mode: each pooled connection (one per
     # thread that reads at once) sees the same tables; the anchor keeps it alive.
     name = f"file:keel-empty-{uuid.uuid4().hex}?mode=memory&cache=shared"
 
     def connect() -> Any:
-        return sqlite3.connect(name, uri=True, check_same_thread=False, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        conn = sqlite3.connect(
+            name, uri=True, check_same_thread=False, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None
+        )
+        return _prepare_sqlite(conn)
 
     anchor = connect()
     if copy_of is not None:
         if copy_of._anchor is None:
             raise InvalidInput("only a database made by open_empty_database can be copied", "pass one")
         copy_of._anchor.backup(anchor)
-    engine = _sqlite_engine(make_url("sqlite://"), creator=connect, poolclass=QueuePool)
-    return Database(engine, "sqlite://", anchor)
+    return Database("sqlite://", "sqlite", connect, anchor)
 
 
 def open_database(url: str) -> Database:
     """Open (but do not migrate) the database at ``url``.
 
-    Accepts SQLAlchemy URLs (``sqlite:///path``, ``postgresql+psycopg://...``,
-    ``postgresql://`` is taken as psycopg 3) or a bare file path for SQLite.
+    Accepts ``sqlite:///path``, ``postgresql+psycopg://...`` (``postgresql://`` is taken as
+    psycopg 3) or a bare file path for SQLite. Nothing connects until the first use.
     """
-    from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
     if "://" not in url:
         url = "sqlite:///" + os.path.abspath(url)
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
+    parsed = parse_url(url)
+    if parsed is None:
         raise InvalidInput(
             f"invalid database URL {mask_url(url)!r}", "use sqlite:///path or postgresql+psycopg://..."
-        ) from None
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return Database(_sqlite_engine(parsed), url)
-    if backend == "postgresql":
-        if parsed.drivername == "postgresql":
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        try:
-            engine = create_engine(
-                parsed,
-                hide_parameters=True,  # errors and logs never carry bound values (token hashes, user rows)
-                pool_pre_ping=True,
-                pool_size=5,
-                max_overflow=10,
-                connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
-            )
-        except (NoSuchModuleError, ImportError) as exc:
-            raise StoreError("PostgreSQL support needs psycopg 3", "install it: pip install 'keel[postgres]'") from exc
-        return Database(engine, url)
+        )
+    backend, driver, rest = parsed
+    if backend == "sqlite" and driver in ("", "pysqlite"):
+        return Database(url, "sqlite", _sqlite_connector(_sqlite_path(url)))
+    if backend in ("postgresql", "postgres") and driver in ("", "psycopg"):
+        return Database(url, "postgresql", _pg_connector("postgresql://" + rest))
+    if backend in ("postgresql", "postgres"):
+        raise StoreError(
+            f"PostgreSQL driver {driver!r} is not supported in {mask_url(url)!r}",
+            "use postgresql+psycopg://... (psycopg 3: pip install 'keel[postgres]')",
+        )
     raise InvalidInput(
         f"unsupported database {backend!r} in {mask_url(url)!r}",
         "keel stores metadata in SQLite (sqlite:///path) or PostgreSQL (postgresql+psycopg://...)",

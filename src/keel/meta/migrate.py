@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from keel.core.urls import mask_urls_in
-from keel.errors import SchemaTooNew, StoreError, Unavailable
+from keel.errors import KeelError, SchemaTooNew, StoreError, Unavailable
 from keel.meta.engine import Database, database_error
 
 __all__ = ["HEAD", "KNOWN_REVISIONS", "current_revision", "ensure_schema"]
@@ -36,19 +36,18 @@ HEAD: str = KNOWN_REVISIONS[-1]
 
 def current_revision(db: Database) -> str | None:
     """The schema revision stored in ``db`` (None for an empty database)."""
-    from sqlalchemy import inspect, text
-
     with db.read() as conn:
-        if not inspect(conn).has_table("alembic_version"):
+        if not conn.has_table("alembic_version"):
             return None
-        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        found = conn.execute("SELECT version_num FROM alembic_version").scalar()
+        return None if found is None else str(found)
 
 
 @contextlib.contextmanager
 def _migration_lock(db: Database) -> Iterator[None]:
     if db.is_sqlite:
-        database = db.engine.url.database
-        if not database or database == ":memory:":
+        database = db.database
+        if not database:
             yield
             return
         with open(f"{database}.migrate-lock", "a+") as fh:
@@ -58,16 +57,17 @@ def _migration_lock(db: Database) -> Iterator[None]:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
     else:
-        from sqlalchemy import text
-
-        with db.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
+        conn = db._raw_connection()  # noqa: SLF001 - a session of its own, held for the lock
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_PG_LOCK_KEY,))
             conn.commit()
             try:
                 yield
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_PG_LOCK_KEY,))
                 conn.commit()
+        finally:
+            conn.close()
 
 
 def _check_known(revision: str | None, url: str) -> None:
@@ -81,8 +81,6 @@ def _check_known(revision: str | None, url: str) -> None:
 
 def ensure_schema(db: Database) -> None:
     """Migrate ``db`` to :data:`HEAD` if needed; raise SchemaTooNew if it is ahead."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
         revision = current_revision(db)
         _check_known(revision, db.display_url)
@@ -93,7 +91,14 @@ def ensure_schema(db: Database) -> None:
             _check_known(revision, db.display_url)
             if revision != HEAD:
                 _upgrade(db)
-    except SQLAlchemyError as exc:
+    except KeelError:
+        raise
+    except Exception as exc:
+        orig = getattr(exc, "orig", exc)
+        if not type(exc).__module__.startswith(("sqlalchemy", "alembic")) and not type(orig).__module__.startswith(
+            ("sqlite3", "psycopg")
+        ):
+            raise
         found = database_error(exc, db.url, other=False)
         if isinstance(found, Unavailable):
             raise found from exc
@@ -112,7 +117,11 @@ def _upgrade(db: Database) -> None:
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.set_main_option("path_separator", "os")
     config.set_main_option("version_locations", str(_MIGRATIONS / "versions"))
-    with db.engine.connect() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
-        conn.commit()
+    engine = db.engine
+    try:
+        with engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            conn.commit()
+    finally:
+        engine.dispose()

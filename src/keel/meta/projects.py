@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from keel.core.entities import Project, now_ms, project_not_found
 from keel.errors import AlreadyExists, Conflict
+from keel.meta.dbapi import ConstraintViolation as SAIntegrityError
 from keel.meta.engine import Database
 from keel.meta.schema import auth_audit, auth_grants, projects
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from keel.core.digests import prompt_version_digest
 from keel.core.entities import now_ms
@@ -72,7 +72,9 @@ class PromptStore:
         """The id of prompt ``name`` (created if asked), or None."""
         found = conn.execute(select(prompts.c.id).where(prompts.c.name == name)).scalar()
         if found is None and create:
-            found = conn.execute(insert(prompts).values(name=name, created_at=now_ms())).inserted_primary_key[0]
+            found = conn.execute(
+                "INSERT INTO prompts (name, created_at) VALUES (?, ?) RETURNING id", (name, now_ms())
+            ).scalar_one()
         return None if found is None else int(found)
 
     @staticmethod

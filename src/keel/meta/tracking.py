@@ -15,8 +15,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy import func, select, update
 
 from keel.core.batch import WriteBatch
 from keel.core.digests import RunContent
@@ -37,6 +36,7 @@ from keel.core.filters import Node, OrderBy
 from keel.core.series import Chunk, group_metrics, pack_floats, pack_ints, unpack_floats, unpack_ints
 from keel.core.values import decode_param
 from keel.errors import AlreadyExists, InvalidInput, NotFound
+from keel.meta.dbapi import ConstraintViolation
 from keel.meta.delivered import claim_batch
 from keel.meta.digests import RunDigests
 from keel.meta.engine import Database
@@ -206,24 +206,29 @@ class TrackingStore:
     # -- projects ---------------------------------------------------------
     def ensure_project(self, conn: Any, name: str) -> int:
         """The id of project ``name``, creating it if needed (inside ``conn``'s transaction)."""
-        found = conn.execute(select(projects.c.id).where(projects.c.name == name)).scalar()
+        found = conn.execute("SELECT id FROM projects WHERE name = ?", (name,)).scalar()
         if found is not None:
             return int(found)
         try:
-            with conn.begin_nested():
-                result = conn.execute(insert(projects).values(name=name, created_at=now_ms()))
-            return int(result.inserted_primary_key[0])
-        except SAIntegrityError:  # created concurrently by another process
-            return int(conn.execute(select(projects.c.id).where(projects.c.name == name)).scalar_one())
+            with conn.savepoint():
+                created = conn.execute(
+                    "INSERT INTO projects (name, created_at) VALUES (?, ?) RETURNING id", (name, now_ms())
+                ).scalar_one()
+            return int(created)
+        except ConstraintViolation:  # created concurrently by another process
+            return int(conn.execute("SELECT id FROM projects WHERE name = ?", (name,)).scalar_one())
 
     def create_project(self, name: str, description: str = "") -> Project:
         """Create a project; raise AlreadyExists if the name is taken."""
         with self.db.write() as conn:
-            if conn.execute(select(projects.c.id).where(projects.c.name == name)).scalar() is not None:
+            if conn.execute("SELECT id FROM projects WHERE name = ?", (name,)).scalar() is not None:
                 raise AlreadyExists(f"project {name!r} exists already", "use it, or choose another name")
             now = now_ms()
-            result = conn.execute(insert(projects).values(name=name, description=description, created_at=now))
-            return Project(name, int(result.inserted_primary_key[0]), now, description)
+            created = conn.execute(
+                "INSERT INTO projects (name, description, created_at) VALUES (?, ?, ?) RETURNING id",
+                (name, description, now),
+            ).scalar_one()
+            return Project(name, int(created), now, description)
 
     def list_projects(self) -> list[tuple[Project, int]]:
         """Every project with its number of (not deleted) runs, by name."""

@@ -185,7 +185,7 @@ class _LocalSource:
 
     def after_fork(self) -> None:
         """In a forked child: a new connection pool (the parent's connections stay the parent's)."""
-        self.store.db.engine.dispose(close=False)
+        self.store.db.dispose(close=False)
 
 
 class _RemoteSource:

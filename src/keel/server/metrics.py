@@ -98,17 +98,13 @@ def observe_request(route: str, method: str, status: int, seconds: float, receiv
         sent_bytes.inc(sent)
 
 
-def observe_pool(engine: Any) -> None:
-    """Record the connection pool of ``engine`` (a SQLAlchemy engine) in this process's gauges."""
-    pool = getattr(engine, "pool", None)
-    size = getattr(pool, "size", None)
-    checked_out = getattr(pool, "checkedout", None)
-    if not callable(size) or not callable(checked_out):
-        return  # a pool without counts (a single connection)
-    capacity = int(size())
-    POOL_SIZE.set(capacity)
-    POOL_MAX.set(capacity + max(int(getattr(pool, "_max_overflow", 0)), 0))
-    POOL_CHECKED_OUT.set(int(checked_out()))
+def observe_pool(pool: Any) -> None:
+    """Record a database's connection pool (:class:`keel.meta.dbapi.Pool`) in this process's gauges."""
+    if pool is None:
+        return
+    POOL_SIZE.set(int(pool.size))
+    POOL_MAX.set(int(pool.size) + max(int(pool.overflow), 0))
+    POOL_CHECKED_OUT.set(int(pool.checked_out))
 
 
 def count_ingest(batch: Any) -> None:

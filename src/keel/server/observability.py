@@ -103,9 +103,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class RequestObserver:
     """The outermost middleware: request id, access log, metrics, and the last-resort 500."""
 
-    def __init__(self, app: ASGIApp, engine: Any = None) -> None:
+    def __init__(self, app: ASGIApp, pool: Any = None) -> None:
         self.app = app
-        self.engine = engine
+        self.pool = pool
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -165,8 +165,8 @@ class RequestObserver:
         self, scope: Scope, info: RequestInfo, route: str, status: int, seconds: float, received: int, sent: int
     ) -> None:
         metrics.observe_request(route, info.method, status, seconds, received, sent)
-        if self.engine is not None:
-            metrics.observe_pool(self.engine)
+        if self.pool is not None:
+            metrics.observe_pool(self.pool)
         if not access_log.isEnabledFor(logging.INFO):
             return
         client = scope.get("client")
@@ -222,12 +222,12 @@ def install_observability(app: FastAPI) -> None:
     for key, handler in list(app.exception_handlers.items()):
         app.exception_handlers[key] = _reporting(handler)
     context = getattr(app.state, "keel", None)
-    engine = context.store.db.engine if context is not None else None
-    app.add_middleware(RequestObserver, engine=engine)
+    pool = context.store.db.pool if context is not None else None
+    app.add_middleware(RequestObserver, pool=pool)
 
     @app.get(METRICS_PATH, include_in_schema=False)
     def prometheus_metrics(caller: Caller) -> Response:
         require_site_admin(caller)
-        if engine is not None:
-            metrics.observe_pool(engine)
+        if pool is not None:
+            metrics.observe_pool(pool)
         return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)

@@ -94,8 +94,8 @@ def _sqlite_file(store: Store, what: str) -> Path:
             f"{what} works on a SQLite workspace; this store's database is {mask_url(store.db.url)}",
             "back up PostgreSQL with pg_dump and the bucket with a copy or versioning: see docs/operations.md",
         )
-    database = store.db.engine.url.database
-    if not database or database == ":memory:":
+    database = store.db.database
+    if not database:
         raise InvalidInput(f"{what} needs a database file, not an in-memory one", "use a workspace")
     return Path(database)
 

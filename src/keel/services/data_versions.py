@@ -134,8 +134,8 @@ def register_versions(root: Path, rows: list[Row]) -> None:
 def register_with(store: Store, rows: list[Row]) -> None:
     """Record dataset versions through SQLAlchemy (any backend)."""
     from sqlalchemy import and_, insert, select
-    from sqlalchemy.exc import IntegrityError
 
+    from keel.meta.dbapi import ConstraintViolation as IntegrityError
     from keel.meta.schema import dataset_versions as t
 
     now = now_ms()
@@ -184,7 +184,7 @@ def protected_oids(store: Store) -> tuple[set[str], set[str]]:
     source names, and recorded configuration snapshots. ``data versions``:
     oids (files or trees) of datasets some run used.
     """
-    from sqlalchemy import inspect, select
+    from sqlalchemy import select
 
     from keel.meta.schema import lineage
 
@@ -195,12 +195,12 @@ def protected_oids(store: Store) -> tuple[set[str], set[str]]:
                 select(lineage.c.entity_version).where(lineage.c.entity_kind == "dataset").distinct()
             ).scalars()
         )
-        if inspect(conn).has_table("model_versions"):
+        if conn.has_table("model_versions"):
             from keel.meta.schema import model_versions
 
             for (source,) in conn.execute(select(model_versions.c.source)).all():
                 objects.update(_OID_RE.findall(source or ""))
-        if inspect(conn).has_table("config_snapshots"):
+        if conn.has_table("config_snapshots"):
             from keel.meta.schema import config_snapshots
 
             objects.update(conn.execute(select(config_snapshots.c.hash)).scalars())

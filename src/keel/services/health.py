@@ -16,18 +16,16 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exc as sa_exc
-
 from keel.core.urls import mask_urls_in
 from keel.errors import KeelError, Unavailable
-from keel.meta.engine import database_error
+from keel.meta.engine import database_error, driver_errors
 
 __all__ = ["DEPENDENCIES", "DRIVER_ERRORS", "Health", "check_health", "known_error"]
 
 DEPENDENCIES = ("database", "objects")
-# The exception types of the database layer that may escape a service (SQLAlchemy wraps the
-# driver's); known_error() says what each stands for.
-DRIVER_ERRORS: tuple[type[Exception], ...] = (sa_exc.DBAPIError, sa_exc.TimeoutError)
+# The exception types of the database layer that may escape a service (the drivers' own, a
+# constraint violation, a pool timeout); known_error() says what each stands for.
+DRIVER_ERRORS: tuple[type[Exception], ...] = driver_errors()
 DEFAULT_TIMEOUT_S = 2.0
 
 log = logging.getLogger("keel.server")

@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from keel.core.batch import WriteBatch
 from keel.core.entities import now_ms
 from keel.core.filters import And, Comparison, Field, Node, evaluate, parse_filter
 from keel.errors import InvalidInput, NotFound
 from keel.integrations.mlflow_rest.paging import page_of, page_size
+from keel.meta.dbapi import ConstraintViolation as IntegrityError
 from keel.meta.schema import lineage, mlflow_logged_model_metrics, mlflow_logged_models, projects, runs
 from keel.services.auth import Principal, require
 from keel.services.mlflow_tracking import MlflowTracking

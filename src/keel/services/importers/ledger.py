@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, insert, select
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from keel.core.entities import now_ms
+from keel.meta.dbapi import ConstraintViolation as SAIntegrityError
 from keel.meta.schema import import_ledger as t
 from keel.services.workspace import Store
 
