@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from keel.core.batch import WriteBatch
 from keel.core.entities import new_run_id, now_ms
@@ -37,10 +36,10 @@ def store(migrated_database_url: str, tmp_path: Path) -> Iterator[Store]:
     opened.close()
 
 
-def _sql(store: Store, statement: str, **params: Any) -> Any:
-    """Run SQL behind keel's back (its own connection and transaction)."""
-    with store.db.engine.begin() as conn:
-        return conn.execute(text(statement), params)
+def _sql(store: Store, statement: str, *params: Any) -> list[Any]:
+    """Run SQL behind keel's back (its own transaction, none of keel's checks); the rows it returns."""
+    with store.db.write() as conn:
+        return conn.execute(statement, params).all()
 
 
 def _params(run_id: str, values: dict[str, Any], overwrite: bool = False) -> list[tuple[str, str, str, str, bool]]:
@@ -143,12 +142,12 @@ def test_the_digest_written_with_a_batch_is_the_one_its_rows_give(store: Store) 
     """The shortcut (a run created and finished by one batch is digested from the batch)
     and the read-back path agree, value by value (NaN, -0.0, inf, ints, overwrites)."""
     ids = _populate(store)
-    stored = dict(_sql(store, "SELECT run_id, digest FROM runs WHERE digest IS NOT NULL").all())
+    stored = dict(_sql(store, "SELECT run_id, digest FROM runs WHERE digest IS NOT NULL"))
     tracking = store.tracking
     with store.db.write() as conn:
         for run_id in stored:
             tracking.reseal(conn, tracking._pk_map(conn, [run_id])[run_id])
-    resealed = dict(_sql(store, "SELECT run_id, digest FROM runs WHERE digest IS NOT NULL").all())
+    resealed = dict(_sql(store, "SELECT run_id, digest FROM runs WHERE digest IS NOT NULL"))
 
     assert resealed == stored
     assert ids["short"] in stored and ids["running"] not in stored
@@ -156,10 +155,10 @@ def test_the_digest_written_with_a_batch_is_the_one_its_rows_give(store: Store) 
 
 def test_a_changed_metric_series_is_reported_with_its_run(store: Store) -> None:
     ids = _populate(store)
-    row = _sql(store, "SELECT id, vals FROM metric_chunks WHERE key = 'loss' ORDER BY id LIMIT 1").first()
+    row = _sql(store, "SELECT id, vals FROM metric_chunks WHERE key = 'loss' ORDER BY id LIMIT 1")[0]
     vals = bytearray(row.vals)
     vals[13] ^= 0x01  # one bit of one value
-    _sql(store, "UPDATE metric_chunks SET vals = :v WHERE id = :id", v=bytes(vals), id=row.id)
+    _sql(store, "UPDATE metric_chunks SET vals = ? WHERE id = ?", bytes(vals), row.id)
 
     report = _verify(store)
 
@@ -217,8 +216,8 @@ def test_a_changed_model_version_is_reported_but_not_its_mutable_fields(store: S
 
 def test_a_removed_reflog_entry_is_reported(store: Store) -> None:
     _populate(store)
-    second = _sql(store, "SELECT id FROM reflog WHERE ref = 'production' ORDER BY id").scalars().all()[1]
-    _sql(store, "DELETE FROM reflog WHERE id = :id", id=second)
+    second = _sql(store, "SELECT id FROM reflog WHERE ref = 'production' ORDER BY id")[1].id
+    _sql(store, "DELETE FROM reflog WHERE id = ?", second)
 
     problems = _problems(_verify(store))
 
@@ -227,8 +226,8 @@ def test_a_removed_reflog_entry_is_reported(store: Store) -> None:
 
 def test_a_removed_last_reflog_entry_or_a_moved_ref_is_reported(store: Store) -> None:
     _populate(store)
-    last = _sql(store, "SELECT max(id) FROM reflog WHERE ref = 'production'").scalar()
-    _sql(store, "DELETE FROM reflog WHERE id = :id", id=last)
+    last = _sql(store, "SELECT max(id) AS id FROM reflog WHERE ref = 'production'")[0].id
+    _sql(store, "DELETE FROM reflog WHERE id = ?", last)
     _sql(store, "UPDATE refs SET target = '1.0.0' WHERE ref = 'staging'")
     _sql(store, "INSERT INTO refs (kind, name, ref, target, updated_at) VALUES ('prompt', 'chat', 'qa', '1.0.0', 0)")
 
@@ -289,7 +288,7 @@ def test_a_damaged_record_is_never_sealed(store: Store) -> None:
 
 # -- the SQLite file itself --------------------------------------------------------------
 def _sqlite_file(store: Store) -> Path:
-    path = Path(str(store.db.engine.url.database))
+    path = Path(str(store.db.database))
     store.db.close()  # every connection closed; then the log is copied into the file
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -320,7 +319,7 @@ def test_a_flipped_byte_in_the_file_is_found_by_the_digests(store: Store, tmp_pa
 @pytest.mark.parametrize("migrated_database_url", ["sqlite"], indirect=True)
 def test_a_damaged_page_fails_the_integrity_check(store: Store, tmp_path: Path) -> None:
     _populate(store)
-    root = _sql(store, "SELECT rootpage FROM sqlite_master WHERE name = 'ix_params_key_value'").scalar()
+    root = _sql(store, "SELECT rootpage FROM sqlite_master WHERE name = 'ix_params_key_value'")[0].rootpage
     path = _sqlite_file(store)
     page_size = 1024
     with open(path, "r+b") as fh:
@@ -343,7 +342,7 @@ def test_unreadable_rows_are_pinned_on_their_runs(store: Store, tmp_path: Path) 
     """A damaged page of a table verify reads: each run whose rows are on it is reported,
     and the rest of the store is still checked."""
     ids = _populate(store)
-    root = _sql(store, "SELECT rootpage FROM sqlite_master WHERE name = 'tags'").scalar()
+    root = _sql(store, "SELECT rootpage FROM sqlite_master WHERE name = 'tags'")[0].rootpage
     path = _sqlite_file(store)
     with open(path, "r+b") as fh:
         fh.seek((root - 1) * 1024)

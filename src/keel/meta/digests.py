@@ -26,6 +26,7 @@ from keel.core.digests import (
     reflog_digest,
 )
 from keel.errors import KeelError
+from keel.meta.dbapi import Connection
 from keel.meta.engine import Database
 
 __all__ = [
@@ -74,9 +75,7 @@ _SEAL_MISSING_RUN = "UPDATE runs SET digest = ? WHERE id = ? AND digest IS NULL"
 # The newest entry of a ref: (at, id) is the reflog's order (a move is dated no earlier than the one
 # before it, under the entity's lock, see keel.meta.refs), so the (kind, name, ref, at) index answers
 # this without sorting the ref's whole history on every move.
-_PREVIOUS = (
-    "SELECT digest FROM reflog WHERE kind = ? AND name = ? AND ref = ? ORDER BY at DESC, id DESC LIMIT 1"
-)
+_PREVIOUS = "SELECT digest FROM reflog WHERE kind = ? AND name = ? AND ref = ? ORDER BY at DESC, id DESC LIMIT 1"
 
 _SECTION_WORDS = {
     "run": "its status, times, context or error",
@@ -99,30 +98,26 @@ def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[An
         yield items[start : start + size]
 
 
-def _execute(cur: Any, sql: str, args: Sequence[Any]) -> Iterable[Any]:
-    """Run a query on a DBAPI cursor or a SQLAlchemy connection; iterate its rows."""
-    if hasattr(cur, "exec_driver_sql"):
-        return cur.exec_driver_sql(sql, tuple(args))  # type: ignore[no-any-return]
+def _cursor(cur: Connection | Any) -> Any:
+    """The DBAPI cursor to run on: ``cur`` itself, or a new cursor in the transaction of a
+    keel :class:`~keel.meta.dbapi.Connection` (callers hold one or the other)."""
+    return cur.cursor() if isinstance(cur, Connection) else cur
+
+
+def _execute(cur: Any, sql: str, args: Sequence[Any]) -> Any:
+    """Run a query (placeholders already the driver's) on a DBAPI cursor; iterate its rows."""
     cur.execute(sql, tuple(args))
-    return cur  # type: ignore[no-any-return]
-
-
-def _execute_many(cur: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    if not rows:
-        return
-    if hasattr(cur, "exec_driver_sql"):
-        cur.exec_driver_sql(sql, rows)
-    else:
-        cur.executemany(sql, rows)
+    return cur
 
 
 def chain_previous(cur: Any, db: Database, kind: str, name: str, ref: str) -> str | None:
     """The digest of the latest reflog entry of a ref (to chain the next one to), or None.
 
     Called inside the transaction that appends the entry, after the ref's row was
-    written: on PostgreSQL that row lock orders concurrent moves of one ref.
+    written: on PostgreSQL that row lock orders concurrent moves of one ref. ``cur``: a
+    DBAPI cursor or a keel connection.
     """
-    for (digest,) in _execute(cur, db.sql(_PREVIOUS), (kind, name, ref)):
+    for (digest,) in _execute(_cursor(cur), db.sql(_PREVIOUS), (kind, name, ref)):
         return None if digest is None else str(digest)
     return None
 
@@ -171,10 +166,11 @@ class RunDigests:
     def contents(self, cur: Any, pks: Iterable[int], stream: Stream | None = None) -> dict[int, RunContent]:
         """The stored content of each run in ``pks`` (runs that do not exist are absent).
 
-        ``cur`` is a DBAPI cursor or a SQLAlchemy connection. Metric arrays are hashed
+        ``cur`` is a DBAPI cursor or a keel connection. Metric arrays are hashed
         as they are read; ``stream`` (see :meth:`Checker.stream`) fetches them a few
         hundred rows at a time, so a window of long runs is never held in memory.
         """
+        cur = _cursor(cur)
         found: dict[int, RunContent] = {}
         # A run that vanished meanwhile has no content; its rows are skipped.
         other = RunContent()
@@ -206,7 +202,8 @@ class RunDigests:
         return found
 
     def finished(self, cur: Any, pks: Iterable[int]) -> list[int]:
-        """Which of ``pks`` are runs that are not running."""
+        """Which of ``pks`` are runs that are not running (``cur``: a DBAPI cursor or a keel connection)."""
+        cur = _cursor(cur)
         out: list[int] = []
         for part in _chunks(sorted(set(pks))):
             out.extend(int(pk) for (pk,) in self._query(cur, "finished", part))
@@ -219,7 +216,8 @@ class RunDigests:
         On PostgreSQL the runs' rows are locked first, so two transactions sealing one run
         (two writers tagging it at once) take turns, and the later one reads what the
         earlier committed (READ COMMITTED) instead of overwriting its digest with an older
-        view. SQLite has one writer at a time already."""
+        view. SQLite has one writer at a time already. ``cur``: a DBAPI cursor or a keel connection."""
+        cur = _cursor(cur)
         pks = sorted(set(pks))
         if not self.db.is_sqlite:
             for part in _chunks(pks):
@@ -230,7 +228,8 @@ class RunDigests:
         ]
         if only_missing:
             rows = [row for row in rows if row[0] is not None]
-        _execute_many(cur, self._seal_missing if only_missing else self._seal, rows)
+        if rows:
+            cur.executemany(self._seal_missing if only_missing else self._seal, rows)
         return len(rows)
 
 
@@ -637,7 +636,8 @@ class Checker:
                 filled += stored is None
                 updates.append((digest, int(pk)))
             previous = digest
-        _execute_many(cur, self.db.sql("UPDATE reflog SET digest = ? WHERE id = ?"), updates)
+        if updates:
+            cur.executemany(self.db.sql("UPDATE reflog SET digest = ? WHERE id = ?"), updates)
         return filled
 
 
