@@ -39,6 +39,7 @@ __all__ = [
     "PoolTimeout",
     "Result",
     "parse_url",
+    "like_prefix",
     "placeholders_for",
 ]
 
@@ -317,6 +318,12 @@ class Connection:
             cur.close()
             raise ConstraintViolation(exc) from exc
         return Result(cur)
+
+
+def like_prefix(text: str) -> str:
+    """A LIKE pattern matching what starts with ``text`` (its ``%``, ``_`` and ``\\`` escaped:
+    use it with ``LIKE ? ESCAPE '\\'``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 class LegacyCompiler:

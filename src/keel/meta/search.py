@@ -1,4 +1,4 @@
-"""Compile a parsed run filter (``keel.core.filters``) into SQL.
+"""Compile a parsed run filter (``keel.core.filters``) into SQL text with ``?`` placeholders.
 
 User text never reaches SQL: it is parsed into an AST first, and every value
 becomes a bound parameter. Positive comparisons at the top level of an
@@ -18,78 +18,84 @@ never sees a comparison of the wrong type.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
-
-from sqlalchemy import Float, and_, case, cast, exists, false, literal, not_, null, or_, select, true
-from sqlalchemy.sql import ColumnElement, Select
 
 from keel.core.filters import And, Comparison, Field, Node, Not, Or, OrderBy, check_query
 from keel.errors import InvalidInput
-from keel.meta.schema import latest_metrics, params, projects, runs, tags
 
-__all__ = ["ATTRIBUTES", "RECORD_COLUMNS", "compile_search"]
+__all__ = ["ATTRIBUTES", "RECORD_COLUMNS", "SearchSQL", "compile_search"]
 
-ATTRIBUTES: dict[str, Any] = {
-    "status": runs.c.status,
-    "name": runs.c.name,
-    "run_name": runs.c.name,
-    "run_id": runs.c.run_id,
-    "id": runs.c.run_id,
-    "start_time": runs.c.start_time,
-    "end_time": runs.c.end_time,
-    "parent_id": runs.c.parent_id,
-    "parent": runs.c.parent_id,
-    "project": projects.c.name,
-    "error": runs.c.error,
+ATTRIBUTES: dict[str, str] = {
+    "status": "runs.status",
+    "name": "runs.name",
+    "run_name": "runs.name",
+    "run_id": "runs.run_id",
+    "id": "runs.run_id",
+    "start_time": "runs.start_time",
+    "end_time": "runs.end_time",
+    "parent_id": "runs.parent_id",
+    "parent": "runs.parent_id",
+    "project": "projects.name",
+    "error": "runs.error",
 }
 
 #: Attributes holding times (epoch milliseconds): compared with numbers only.
 _TIME_ATTRIBUTES = frozenset(("start_time", "end_time"))
 
-_TABLES = {"metrics": latest_metrics, "params": params, "tags": tags}
+_TABLES = {"metrics": "latest_metrics", "params": "params", "tags": "tags"}
 
-# What a run record is built from (see TrackingStore._record).
+#: What a run record is built from (see TrackingStore._record), in this order.
 RECORD_COLUMNS = (
-    runs.c.id,
-    runs.c.run_id,
-    projects.c.name,
-    runs.c.name,
-    runs.c.status,
-    runs.c.start_time,
-    runs.c.end_time,
-    runs.c.parent_id,
-    runs.c.deleted,
-    runs.c.error,
-    runs.c.context,
-    runs.c.summary,
+    "runs.id, runs.run_id, projects.name, runs.name, runs.status, runs.start_time, runs.end_time, "
+    "runs.parent_id, runs.deleted, runs.error, runs.context, runs.summary"
 )
+_FROM = "runs JOIN projects ON projects.id = runs.project_id"
+
+_COMPARE = {"=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
 
-def _apply(column: Any, op: str, value: Any) -> ColumnElement[bool]:
-    if op == "=":
-        return column == value
-    if op == "!=":
-        return column != value
-    if op == "<":
-        return column < value
-    if op == "<=":
-        return column <= value
-    if op == ">":
-        return column > value
-    if op == ">=":
-        return column >= value
+@dataclass(frozen=True)
+class SearchSQL:
+    """A run search as SQL text with ``?`` placeholders and its arguments, in order."""
+
+    sql: str
+    args: tuple[Any, ...]
+
+    def page(self, limit: int, offset: int = 0) -> tuple[str, tuple[Any, ...]]:
+        """The statement for ``limit`` rows from ``offset``."""
+        return f"{self.sql} LIMIT ? OFFSET ?", (*self.args, limit, offset)
+
+
+class _Args(list):  # type: ignore[type-arg]
+    """The arguments of the statement being built: ``add`` returns the placeholder."""
+
+    def add(self, value: Any) -> str:
+        self.append(value)
+        return "?"
+
+    def marks(self, values: tuple[Any, ...]) -> str:
+        self.extend(values)
+        return ", ".join("?" * len(values))
+
+
+def _apply(column: str, op: str, value: Any, args: _Args) -> str:
+    if op in _COMPARE:
+        return f"{column} {_COMPARE[op]} {args.add(value)}"
     if op == "like":
-        return column.like(value)
+        return f"{column} LIKE {args.add(value)}"
     if op == "not like":
-        return not_(column.like(value))
+        return f"NOT ({column} LIKE {args.add(value)})"
     if op == "ilike":
-        return column.ilike(value)
+        return f"lower({column}) LIKE lower({args.add(value)})"
     if op == "not ilike":
-        return not_(column.ilike(value))
-    if op == "in":
-        return column.in_(list(value))
-    if op == "not in":
-        return column.not_in(list(value))
+        return f"NOT (lower({column}) LIKE lower({args.add(value)}))"
+    if op in ("in", "not in"):
+        values = tuple(value)
+        if not values:  # nothing is in an empty list
+            return "1 = 0" if op == "in" else "1 = 1"
+        word = "IN" if op == "in" else "NOT IN"
+        return f"{column} {word} ({args.marks(values)})"
     raise InvalidInput(f"unsupported operator {op!r}")  # pragma: no cover - parser guards
 
 
@@ -97,22 +103,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _numeric_param(table: Any) -> Any:
+def _numeric_param(table: str, args: _Args) -> str:
     """A param's value as a number, or NULL if it is not one.
 
     Floats are stored as JSON text; the non-finite ones are spelled out because
     CAST reads them as 0.0 (SQLite) or orders 'NaN' above every number (PostgreSQL).
     """
-    return case(
-        (table.c.value == "NaN", null()),
-        (table.c.value == "Infinity", literal(math.inf, Float)),
-        (table.c.value == "-Infinity", literal(-math.inf, Float)),
-        (table.c.vtype.in_(("int", "float")), cast(table.c.value, Float)),
-        else_=null(),
+    return (
+        f"CASE WHEN {table}.value = 'NaN' THEN NULL"
+        f" WHEN {table}.value = 'Infinity' THEN {args.add(math.inf)}"
+        f" WHEN {table}.value = '-Infinity' THEN {args.add(-math.inf)}"
+        f" WHEN {table}.vtype IN ('int', 'float') THEN CAST({table}.value AS FLOAT)"
+        " ELSE NULL END"
     )
 
 
-def _value_condition(table: Any, cmp: Comparison) -> ColumnElement[bool]:
+def _value_condition(table: str, cmp: Comparison, args: _Args) -> str:
     """The condition on one metric/param/tag row for ``cmp`` (key already matched)."""
     kind, op, value = cmp.field.kind, cmp.op, cmp.value
     values = value if isinstance(value, tuple) else (value,)
@@ -124,17 +130,17 @@ def _value_condition(table: Any, cmp: Comparison) -> ColumnElement[bool]:
             )
         if op.endswith("like"):
             raise InvalidInput(f"'{op}' does not apply to the metric {cmp.field.key!r}", "use =, <, > ...")
-        return _apply(table.c.value, op, value)
+        return _apply(f"{table}.value", op, value, args)
     if kind == "params" and all(_is_number(v) for v in values) and not op.endswith("like"):
-        return _apply(_numeric_param(table), op, value)
+        return _apply(f"({_numeric_param(table, args)})", op, value, args)
     if kind == "params" and all(isinstance(v, bool) for v in values):
         text = tuple("true" if v else "false" for v in values)
-        return _apply(table.c.value, op, text if isinstance(value, tuple) else text[0])
+        return _apply(f"{table}.value", op, text if isinstance(value, tuple) else text[0], args)
     text_value = tuple(str(v) for v in values) if isinstance(value, tuple) else str(value)
-    return _apply(table.c.value, op, text_value)
+    return _apply(f"{table}.value", op, text_value, args)
 
 
-def _attribute_condition(cmp: Comparison) -> ColumnElement[bool]:
+def _attribute_condition(cmp: Comparison, args: _Args) -> str:
     column = ATTRIBUTES.get(cmp.field.key)
     if column is None:
         raise InvalidInput(
@@ -142,9 +148,9 @@ def _attribute_condition(cmp: Comparison) -> ColumnElement[bool]:
             f"use metrics.<key>, params.<key>, tags.<key> or one of: {', '.join(sorted(ATTRIBUTES))}",
         )
     if cmp.op == "is null":
-        return column.is_(None)
+        return f"{column} IS NULL"
     if cmp.op == "is not null":
-        return column.is_not(None)
+        return f"{column} IS NOT NULL"
     key, value = cmp.field.key, cmp.value
     values = value if isinstance(value, tuple) else (value,)
     if any(isinstance(v, bool) for v in values):
@@ -155,69 +161,73 @@ def _attribute_condition(cmp: Comparison) -> ColumnElement[bool]:
                 f"{key} is compared with {value!r}",
                 f"{key} compares with a number of milliseconds since the epoch, e.g. {key} > 1700000000000",
             )
-        return _apply(column, cmp.op, value)
+        return _apply(column, cmp.op, value, args)
     # Text attributes compare as text (a number becomes its text: name = 5 is name = '5').
     text = tuple(str(v) for v in values)
     if key == "status":
         text = tuple(v.lower() for v in text)
-    return _apply(column, cmp.op, text if isinstance(value, tuple) else text[0])
+    return _apply(column, cmp.op, text if isinstance(value, tuple) else text[0], args)
 
 
 class _Compiler:
-    def __init__(self) -> None:
-        self.joins: list[tuple[Any, ColumnElement[bool], bool]] = []
-        self.joined: dict[tuple[str, str], Any] = {}
+    """Builds the WHERE clause; positive top-level comparisons become joins (``join_sql``)."""
 
-    def join_for(self, kind: str, key: str, outer: bool = False) -> Any:
+    def __init__(self, args: _Args) -> None:
+        self.args = args  # of the WHERE clause
+        self.join_args = _Args()  # of the JOIN clauses, which come first in the statement
+        self.joins: list[str] = []
+        self.joined: dict[tuple[str, str], str] = {}
+
+    def join_for(self, kind: str, key: str, outer: bool = False) -> str:
         """An alias of the metric/param/tag table joined on (run, key)."""
         found = self.joined.get((kind, key))
         if found is not None:
             return found
-        alias = _TABLES[kind].alias(f"j{len(self.joins)}")
-        self.joins.append((alias, and_(alias.c.run_pk == runs.c.id, alias.c.key == key), outer))
+        alias = f"j{len(self.joins)}"
+        word = "LEFT OUTER JOIN" if outer else "JOIN"
+        on = f"{alias}.run_pk = runs.id AND {alias}.key = {self.join_args.add(key)}"
+        self.joins.append(f" {word} {_TABLES[kind]} AS {alias} ON {on}")
         self.joined[(kind, key)] = alias
         return alias
 
-    def condition(self, node: Node, top: bool) -> ColumnElement[bool]:
+    def condition(self, node: Node, top: bool) -> str:
         if isinstance(node, And):
-            return and_(*(self.condition(item, top) for item in node.items))
+            return "(" + " AND ".join(self.condition(item, top) for item in node.items) + ")"
         if isinstance(node, Or):
-            return or_(*(self.condition(item, False) for item in node.items))
+            return "(" + " OR ".join(self.condition(item, False) for item in node.items) + ")"
         if isinstance(node, Not):
-            return not_(self.condition(node.item, False))
+            return f"NOT ({self.condition(node.item, False)})"
         return self.comparison(node, top)
 
-    def comparison(self, cmp: Comparison, top: bool) -> ColumnElement[bool]:
+    def comparison(self, cmp: Comparison, top: bool) -> str:
         kind = cmp.field.kind
         if kind in (None, "attributes"):
-            return _attribute_condition(cmp)
+            return _attribute_condition(cmp, self.args)
         table = _TABLES[kind]
         if cmp.op == "is null":
-            return not_(self._exists(table, cmp.field.key, true()))
+            return f"NOT ({self._exists(table, cmp.field.key, None)})"
         if cmp.op == "is not null":
-            return self._exists(table, cmp.field.key, true())
+            return self._exists(table, cmp.field.key, None)
         if top and cmp.op not in ("!=", "not in", "not like", "not ilike"):
             alias = self.join_for(kind, cmp.field.key)
-            return _value_condition(alias, cmp)
-        return self._exists(table, cmp.field.key, _value_condition(table, cmp))
+            return _value_condition(alias, cmp, self.args)
+        return self._exists(table, cmp.field.key, cmp)
 
-    @staticmethod
-    def _exists(table: Any, key: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
-        return exists().where(table.c.run_pk == runs.c.id, table.c.key == key, condition)
+    def _exists(self, table: str, key: str, cmp: Comparison | None) -> str:
+        where = f"{table}.run_pk = runs.id AND {table}.key = {self.args.add(key)}"
+        if cmp is not None:
+            where += f" AND {_value_condition(table, cmp, self.args)}"
+        return f"EXISTS (SELECT 1 FROM {table} WHERE {where})"
 
 
-def _window_condition(column: Any, key: str, ascending: bool, window: int) -> ColumnElement[bool]:
-    lm = latest_metrics
-    ordered = lm.c.value.asc() if ascending else lm.c.value.desc()
+def _window_condition(column: str, key: str, ascending: bool, window: int, args: _Args) -> str:
+    direction, compare = ("ASC", "<=") if ascending else ("DESC", ">=")
     edge = (
-        select(lm.c.value)
-        .where(lm.c.key == key, lm.c.value.is_not(None))
-        .order_by(ordered)
-        .limit(1)
-        .offset(window - 1)
-        .scalar_subquery()
+        f"(SELECT latest_metrics.value FROM latest_metrics WHERE latest_metrics.key = {args.add(key)}"
+        f" AND latest_metrics.value IS NOT NULL ORDER BY latest_metrics.value {direction}"
+        f" LIMIT 1 OFFSET {args.add(window - 1)})"
     )
-    return column <= edge if ascending else column >= edge
+    return f"{column} {compare} {edge}"
 
 
 def compile_search(
@@ -227,11 +237,11 @@ def compile_search(
     include_deleted: bool = False,
     only_deleted: bool = False,
     window: int | None = None,
-) -> Select[Any]:
+) -> SearchSQL:
     """A SELECT of the matching runs (the columns of :data:`RECORD_COLUMNS`), in order.
 
     Raises InvalidInput when the query is out of keel's bounds (see
-    :func:`keel.core.filters.check_query`), before anything is compiled.
+    :func:`keel.core.filters.check_query`), before any SQL is built.
 
     ``window`` (when the first order clause is a metric) keeps only runs whose
     value of that metric is among the ``window`` best of all runs, ties
@@ -240,20 +250,23 @@ def compile_search(
     runs the query again without it.
     """
     check_query(node, order_by)
-    compiler = _Compiler()
-    conditions: list[ColumnElement[bool]] = []
+    args = _Args()
+    compiler = _Compiler(args)
+    conditions: list[str] = []
     if project_ids is not None:
-        conditions.append(runs.c.project_id.in_(project_ids) if project_ids else false())
+        conditions.append(f"runs.project_id IN ({args.marks(tuple(project_ids))})" if project_ids else "1 = 0")
     if only_deleted:
-        conditions.append(runs.c.deleted == true())
+        conditions.append(f"runs.deleted = {args.add(True)}")
     elif not include_deleted:
-        conditions.append(runs.c.deleted == false())
+        conditions.append(f"runs.deleted = {args.add(False)}")
     if node is not None:
         conditions.append(compiler.condition(node, top=True))
 
-    order_columns: list[Any] = []
+    order_args = _Args()
+    order_columns: list[str] = []
     for clause in order_by:
         field: Field = clause.field
+        direction = "ASC" if clause.ascending else "DESC"
         if field.kind in (None, "attributes"):
             column = ATTRIBUTES.get(field.key)
             if column is None:
@@ -263,17 +276,14 @@ def compile_search(
                 )
         else:
             alias = compiler.join_for(field.kind, field.key, outer=True)
-            column = alias.c.value
+            column = f"{alias}.value"
             if window and not order_columns and field.kind == "metrics":
-                conditions.append(_window_condition(column, field.key, clause.ascending, window))
+                conditions.append(_window_condition(column, field.key, clause.ascending, window, args))
             if field.kind == "params":  # numbers in numeric order first, then text
-                numeric = _numeric_param(alias)
-                order_columns.append((numeric.asc() if clause.ascending else numeric.desc()).nulls_last())
-        ordered = column.asc() if clause.ascending else column.desc()
-        order_columns.append(ordered.nulls_last())
-    order_columns += [runs.c.start_time.desc(), runs.c.id.desc()]
+                order_columns.append(f"{_numeric_param(alias, order_args)} {direction} NULLS LAST")
+        order_columns.append(f"{column} {direction} NULLS LAST")
+    order_columns += ["runs.start_time DESC", "runs.id DESC"]
 
-    source: Any = runs.join(projects, projects.c.id == runs.c.project_id)
-    for alias, on, outer in compiler.joins:
-        source = source.join(alias, on, isouter=outer)
-    return select(*RECORD_COLUMNS).select_from(source).where(*conditions).order_by(*order_columns)
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    sql = f"SELECT {RECORD_COLUMNS} FROM {_FROM}{''.join(compiler.joins)}{where} ORDER BY {', '.join(order_columns)}"
+    return SearchSQL(sql, (*compiler.join_args, *args, *order_args))

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
-
-from sqlalchemy import func, select, update
 
 from keel.core.batch import WriteBatch
 from keel.core.digests import RunContent
@@ -36,20 +33,10 @@ from keel.core.filters import Node, OrderBy
 from keel.core.series import Chunk, group_metrics, pack_floats, pack_ints, unpack_floats, unpack_ints
 from keel.core.values import decode_param
 from keel.errors import AlreadyExists, InvalidInput, NotFound
-from keel.meta.dbapi import ConstraintViolation
+from keel.meta.dbapi import Connection, ConstraintViolation, like_prefix
 from keel.meta.delivered import claim_batch
 from keel.meta.digests import RunDigests
 from keel.meta.engine import Database
-from keel.meta.schema import (
-    artifacts,
-    dataset_versions,
-    latest_metrics,
-    lineage,
-    mlflow_artifacts,
-    params,
-    projects,
-    runs,
-)
 from keel.meta.search import RECORD_COLUMNS, compile_search
 
 __all__ = ["TrackingStore"]
@@ -57,7 +44,6 @@ __all__ = ["TrackingStore"]
 _IN_CHUNK = 500  # ids per IN (...) list
 _SEARCH_WINDOW = 5_000  # see compile_search(window=...): at least this many runs,
 _WINDOW_FACTOR = 10  # and this many times the rows the page needs
-_COMPILED_CACHE = 256  # compiled search statements kept
 
 _NEWER = (
     "excluded.step > latest_metrics.step OR (excluded.step = latest_metrics.step "
@@ -185,8 +171,6 @@ class TrackingStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._pks: dict[str, int] = {}  # run_id -> runs.id; immutable, so safe to cache
-        self._compiled: dict[tuple[Any, ...], tuple[str, Any]] = {}  # see _search_rows
-        self._lock = threading.Lock()
         self.digests = RunDigests(db)
         self._sql = {
             name: db.sql(text)
@@ -232,13 +216,13 @@ class TrackingStore:
 
     def list_projects(self) -> list[tuple[Project, int]]:
         """Every project with its number of (not deleted) runs, by name."""
-        count = (
-            select(func.count(runs.c.id))
-            .where(runs.c.project_id == projects.c.id, runs.c.deleted.is_(False))
-            .scalar_subquery()
-        )
         with self.db.read() as conn:
-            rows = conn.execute(select(projects, count.label("n")).order_by(projects.c.name)).all()
+            rows = conn.execute(
+                "SELECT projects.id, projects.name, projects.description, projects.created_at,"
+                " (SELECT COUNT(runs.id) FROM runs WHERE runs.project_id = projects.id AND runs.deleted = ?) AS n"
+                " FROM projects ORDER BY projects.name",
+                (False,),
+            ).all()
         return [(Project(r.name, r.id, r.created_at, r.description), int(r.n)) for r in rows]
 
     def project_ids(self, names: Iterable[str]) -> list[int]:
@@ -376,11 +360,16 @@ class TrackingStore:
             )
         if text in self._pks:  # a full id seen before; callers check who may see its project
             return text
-        query = select(runs.c.run_id).where(runs.c.run_id.like(text + "%"))
+        sql, args = "SELECT runs.run_id FROM runs", [text + "%"]  # hex digits only: nothing to escape
         if within is not None:
-            query = query.join(projects, projects.c.id == runs.c.project_id).where(projects.c.name.in_(list(within)))
+            names = list(within)
+            sql += " JOIN projects ON projects.id = runs.project_id"
+            where = f" AND projects.name IN ({', '.join('?' * len(names))})" if names else " AND 1 = 0"
+            args += names
+        else:
+            where = ""
         with self.db.read() as conn:
-            found = conn.execute(query.limit(2)).scalars().all()
+            found = conn.execute(f"{sql} WHERE runs.run_id LIKE ?{where} LIMIT 2", tuple(args)).scalars()  # noqa: S608
         if not found:
             raise run_not_found(prefix)
         if len(found) > 1:
@@ -390,17 +379,15 @@ class TrackingStore:
     def _pk_map(self, cur: Any, run_ids: Iterable[str]) -> dict[str, int]:
         """``run_id -> runs.id`` for ``run_ids`` (cached); raise NotFound for unknown ids.
 
-        ``cur`` is a DBAPI cursor or a SQLAlchemy connection.
+        ``cur`` is a DBAPI cursor or a :class:`~keel.meta.dbapi.Connection`.
         """
         wanted = [r for r in set(run_ids) if r not in self._pks]
+        if isinstance(cur, Connection):
+            cur = cur.cursor()
         for chunk in _chunks(wanted):
             marks = ", ".join("?" * len(chunk))
-            query = self.db.sql(f"SELECT run_id, id FROM runs WHERE run_id IN ({marks})")
-            if hasattr(cur, "exec_driver_sql"):
-                rows = cur.exec_driver_sql(query, tuple(chunk)).all()
-            else:
-                cur.execute(query, tuple(chunk))
-                rows = cur.fetchall()
+            cur.execute(self.db.sql(f"SELECT run_id, id FROM runs WHERE run_id IN ({marks})"), tuple(chunk))  # noqa: S608
+            rows = cur.fetchall()
             for run_id, pk in rows:
                 self._pks[run_id] = int(pk)
         missing = [r for r in wanted if r not in self._pks]
@@ -541,7 +528,7 @@ class TrackingStore:
     def set_deleted(self, run_id: str, deleted: bool) -> None:
         """Soft-delete or restore a run (its children are untouched)."""
         with self.db.write() as conn:
-            result = conn.execute(update(runs).where(runs.c.run_id == run_id).values(deleted=deleted))
+            result = conn.execute("UPDATE runs SET deleted = ? WHERE run_id = ?", (deleted, run_id))
             if result.rowcount == 0:
                 raise NotFound(f"no run with id {run_id!r}", "list runs with 'keel runs list'")
 
@@ -550,9 +537,8 @@ class TrackingStore:
         digest; a run that is not running gets one of its rows, in the same transaction."""
         with self.db.write() as conn:
             conn.execute(
-                update(runs)
-                .where(runs.c.run_id == run_id)
-                .values(status=status, end_time=end_time, error=error, digest=None)
+                "UPDATE runs SET status = ?, end_time = ?, error = ?, digest = NULL WHERE run_id = ?",
+                (status, end_time, error, run_id),
             )
             if status != "running":
                 self.digests.seal(conn, [self._pk_map(conn, [run_id])[run_id]])
@@ -597,12 +583,12 @@ class TrackingStore:
         found: dict[int, RunRecord] = {}
         with self.db.read() as conn:
             for chunk in _chunks(list(pks)):
-                query = (
-                    select(*RECORD_COLUMNS)
-                    .select_from(runs.join(projects, projects.c.id == runs.c.project_id))
-                    .where(runs.c.id.in_(chunk))
-                )
-                rows = conn.execute(query).all()
+                marks = ", ".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT {RECORD_COLUMNS} FROM runs JOIN projects ON projects.id = runs.project_id"  # noqa: S608
+                    f" WHERE runs.id IN ({marks})",
+                    tuple(chunk),
+                ).all()
                 for row, record in zip(rows, self._records_from_rows(rows), strict=True):
                     found[row[0]] = record
         return [found[pk] for pk in pks if pk in found]
@@ -651,33 +637,12 @@ class TrackingStore:
             return int(cur.fetchone()[0] or 0)
 
     def _search_rows(self, query: tuple[Any, ...], limit: int, offset: int) -> list[Any]:
-        """Run ``compile_search(*query)`` for one page, straight through the driver.
-
-        The compiled SQL and its arguments are kept in a small LRU keyed by the
-        parsed query (every value in it is part of the key): compiling costs
-        ~1.5 ms, and the same search is repeated by pagination and refreshes.
-        Results are never cached.
-        """
-        project_ids, node, order_by, include_deleted, only_deleted, window = query
-        # repr, not the objects: 1 == 1.0 == True as dict keys, but they compile differently.
-        key = (repr(project_ids), repr(node), repr(order_by), include_deleted, only_deleted, window, limit, offset)
-        prepared = self._compiled.get(key)
-        if prepared is None:
-            stmt = compile_search(project_ids, node, order_by, include_deleted, only_deleted, window)
-            compiled = (
-                stmt.limit(limit + 1)
-                .offset(offset)
-                .compile(dialect=self.db.engine.dialect, compile_kwargs={"render_postcompile": True})
-            )
-            params = compiled.construct_params()
-            args = tuple(params[name] for name in compiled.positiontup or ()) if compiled.positional else params
-            prepared = (compiled.string, args)
-            with self._lock:
-                if len(self._compiled) >= _COMPILED_CACHE:
-                    self._compiled.pop(next(iter(self._compiled)))
-                self._compiled[key] = prepared
-        with self.db.raw_read() as cur:  # the driver directly: no per-row Core overhead
-            cur.execute(*prepared)
+        """Run ``compile_search(*query)`` for one page (``limit + 1`` rows, to tell whether
+        more follow), straight through the driver. Building the SQL costs microseconds;
+        PostgreSQL's driver prepares a statement it sees repeatedly."""
+        sql, args = compile_search(*query).page(limit + 1, offset)
+        with self.db.raw_read() as cur:  # the driver directly: no wrapping per row
+            cur.execute(self.db.sql(sql), args)
             return list(cur.fetchall())
 
     def children(self, run_id: str) -> list[str]:
@@ -685,7 +650,7 @@ class TrackingStore:
         with self.db.read() as conn:
             return list(
                 conn.execute(
-                    select(runs.c.run_id).where(runs.c.parent_id == run_id).order_by(runs.c.start_time, runs.c.id)
+                    "SELECT run_id FROM runs WHERE parent_id = ? ORDER BY start_time, id", (run_id,)
                 ).scalars()
             )
 
@@ -693,7 +658,7 @@ class TrackingStore:
         """``key -> (vtype, text)`` of a run's params (to resume it)."""
         with self.db.read() as conn:
             pk = self._pk_map(conn, [run_id])[run_id]
-            rows = conn.execute(select(params.c.key, params.c.vtype, params.c.value).where(params.c.run_pk == pk))
+            rows = conn.execute("SELECT key, vtype, value FROM params WHERE run_pk = ?", (pk,))
             return {k: (t, v) for k, t, v in rows}
 
     # -- metrics ----------------------------------------------------------
@@ -718,10 +683,13 @@ class TrackingStore:
 
     def metric_summaries(self, run_id: str) -> list[MetricSummary]:
         """Latest, min, max and count of each metric of a run."""
-        lm = latest_metrics
         with self.db.read() as conn:
             pk = self._pk_map(conn, [run_id])[run_id]
-            rows = conn.execute(select(lm).where(lm.c.run_pk == pk).order_by(lm.c.key)).all()
+            rows = conn.execute(
+                "SELECT key, value, is_nan, step, timestamp, min_value, max_value, count"
+                " FROM latest_metrics WHERE run_pk = ? ORDER BY key",
+                (pk,),
+            ).all()
 
         def num(value: Any) -> float:
             return float("nan") if value is None else float(value)
@@ -744,20 +712,23 @@ class TrackingStore:
         """A run's artifacts under ``prefix`` (a folder path or a file path)."""
         with self.db.read() as conn:
             pk = self._pk_map(conn, [run_id])[run_id]
-            query = select(artifacts).where(artifacts.c.run_pk == pk).order_by(artifacts.c.path)
+            sql = "SELECT path, oid, size, kind FROM artifacts WHERE run_pk = ?"
+            args: list[Any] = [pk]
             if prefix:
-                query = query.where(
-                    (artifacts.c.path == prefix)
-                    | artifacts.c.path.startswith(prefix.rstrip("/") + "/", autoescape=True)
-                )
-            rows = conn.execute(query).all()
+                sql += " AND (path = ? OR path LIKE ? ESCAPE '\\')"
+                args += [prefix, like_prefix(prefix.rstrip("/") + "/")]
+            rows = conn.execute(sql + " ORDER BY path", tuple(args)).all()
         return [Artifact(r.path, r.oid, int(r.size), r.kind) for r in rows]
 
     def edges(self, run_id: str) -> list[LineageEdge]:
         """A run's lineage: what it used (inputs) and made (outputs)."""
         with self.db.read() as conn:
             pk = self._pk_map(conn, [run_id])[run_id]
-            rows = conn.execute(select(lineage).where(lineage.c.run_pk == pk).order_by(lineage.c.id)).all()
+            rows = conn.execute(
+                "SELECT direction, entity_kind, entity_id, entity_version, role, created_at"
+                " FROM lineage WHERE run_pk = ? ORDER BY id",
+                (pk,),
+            ).all()
         return [
             LineageEdge(
                 run_id, r.direction, EntityRef(r.entity_kind, r.entity_id, r.entity_version), r.role, r.created_at
@@ -767,38 +738,35 @@ class TrackingStore:
 
     def runs_with_entity(self, entity: EntityRef, direction: str) -> list[str]:
         """Ids of runs that have ``entity`` as an input or output (any version if none given)."""
-        query = (
-            select(runs.c.run_id)
-            .join(lineage, lineage.c.run_pk == runs.c.id)
-            .where(
-                lineage.c.direction == direction,
-                lineage.c.entity_kind == entity.kind,
-                lineage.c.entity_id == entity.id,
-            )
-            .distinct()
+        sql = (
+            "SELECT DISTINCT runs.run_id FROM runs JOIN lineage ON lineage.run_pk = runs.id"
+            " WHERE lineage.direction = ? AND lineage.entity_kind = ? AND lineage.entity_id = ?"
         )
+        args: tuple[Any, ...] = (direction, entity.kind, entity.id)
         if entity.version:
-            query = query.where(lineage.c.entity_version == entity.version)
+            sql += " AND lineage.entity_version = ?"
+            args += (entity.version,)
         with self.db.read() as conn:
-            return list(conn.execute(query).scalars())
+            return [str(r) for r in conn.execute(sql, args).scalars()]
 
     def referenced_oids(self) -> set[str]:
         """Every object id the metadata points at (for verify and gc): run artifacts, the
         files MLflow's artifact proxy keeps outside runs, and every version of MLflow's
         evaluation datasets (their records exist only in the store, under ``mlflow/datasets/``)."""
         with self.db.read() as conn:
-            found = set(conn.execute(select(artifacts.c.oid).distinct()).scalars())
-            found.update(conn.execute(select(mlflow_artifacts.c.oid).distinct()).scalars())
-            mlflow_datasets = dataset_versions.c.path.like("mlflow/datasets/%")
-            found.update(conn.execute(select(dataset_versions.c.oid).where(mlflow_datasets).distinct()).scalars())
+            found = set(conn.execute("SELECT DISTINCT oid FROM artifacts").scalars())
+            found.update(conn.execute("SELECT DISTINCT oid FROM mlflow_artifacts").scalars())
+            found.update(
+                conn.execute("SELECT DISTINCT oid FROM dataset_versions WHERE path LIKE 'mlflow/datasets/%'").scalars()
+            )
             return found
 
     def artifact_runs(self, oid: str) -> list[tuple[str, str]]:
         """``(run_id, path)`` of every artifact stored as ``oid``."""
         with self.db.read() as conn:
             rows = conn.execute(
-                select(runs.c.run_id, artifacts.c.path)
-                .join(runs, runs.c.id == artifacts.c.run_pk)
-                .where(artifacts.c.oid == oid)
+                "SELECT runs.run_id, artifacts.path FROM artifacts JOIN runs ON runs.id = artifacts.run_pk"
+                " WHERE artifacts.oid = ?",
+                (oid,),
             ).all()
         return [(r, p) for r, p in rows]
