@@ -7,12 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
-
 from keel.core.entities import now_ms
 from keel.meta.delivered import claim_batch
 from keel.meta.engine import Database
-from keel.meta.schema import ab_experiments, ab_exposures, ab_outcomes, conversations
 
 __all__ = ["ExperimentRow", "ABStore"]
 
@@ -49,6 +46,20 @@ _INSERT_EXPOSURE = (
     "ON CONFLICT (experiment, unit) DO NOTHING"
 )
 _INSERT_OUTCOME = "INSERT INTO ab_outcomes (experiment, unit, metric, value, at) VALUES (?, ?, ?, ?, ?)"
+_EXPERIMENT = (
+    "SELECT name, definition, status, resolved, author, created_at, started_at, stopped_at FROM ab_experiments"
+)
+_SQL_GET = _EXPERIMENT + " WHERE name = ?"
+_SQL_ALL = _EXPERIMENT + " ORDER BY name"
+_SQL_CREATE = (
+    "INSERT INTO ab_experiments (name, definition, status, resolved, author, created_at) "
+    "VALUES (?, ?, 'draft', '{}', ?, ?)"
+)
+_STATUS_COLUMNS = ("started_at", "stopped_at", "resolved")  # what set_status may set besides the status
+_SQL_ASSIGNMENTS = "SELECT unit, variant FROM ab_exposures WHERE experiment = ?"
+_SQL_EXPOSURE = "SELECT variant, resolved, at FROM ab_exposures WHERE experiment = ? AND unit = ?"
+_SQL_OUTCOMES = "SELECT unit, metric, value FROM ab_outcomes WHERE experiment = ?"
+_SQL_FEEDBACK = "SELECT metadata, thumb, score FROM conversations WHERE (thumb IS NOT NULL OR score IS NOT NULL)"
 
 
 class ABStore:
@@ -59,38 +70,37 @@ class ABStore:
         self.insert_exposure = db.sql(_INSERT_EXPOSURE)
         self.insert_outcome = db.sql(_INSERT_OUTCOME)
 
-    # -- experiments (Core, inside the caller's transaction) ---------------------------
+    # -- experiments (inside the caller's transaction) ---------------------------------
     @staticmethod
     def get(conn: Any, name: str) -> ExperimentRow | None:
         """One experiment, or None."""
-        row = conn.execute(select(ab_experiments).where(ab_experiments.c.name == name)).first()
+        row = conn.execute(_SQL_GET, (name,)).first()
         return None if row is None else _exp(row)
 
     @staticmethod
     def all(conn: Any) -> list[ExperimentRow]:
         """Every experiment, by name."""
-        return [_exp(r) for r in conn.execute(select(ab_experiments).order_by(ab_experiments.c.name))]
+        return [_exp(r) for r in conn.execute(_SQL_ALL).all()]
 
     @staticmethod
     def create(conn: Any, name: str, definition: dict[str, Any], author: str) -> None:
         """Insert a draft experiment."""
-        conn.execute(
-            insert(ab_experiments).values(
-                name=name,
-                definition=json.dumps(definition),
-                status="draft",
-                resolved="{}",
-                author=author,
-                created_at=now_ms(),
-            )  # fmt: skip
-        )
+        conn.execute(_SQL_CREATE, (name, json.dumps(definition), author, now_ms()))
 
     @staticmethod
     def set_status(conn: Any, name: str, status: str, **values: Any) -> None:
         """Move the lifecycle (and set started_at / stopped_at / resolved)."""
+        unknown = set(values) - set(_STATUS_COLUMNS)
+        if unknown:
+            raise TypeError(f"set_status cannot set {', '.join(sorted(unknown))}")
         if "resolved" in values:
             values["resolved"] = json.dumps(values["resolved"])
-        conn.execute(update(ab_experiments).where(ab_experiments.c.name == name).values(status=status, **values))
+        columns = [c for c in _STATUS_COLUMNS if c in values]  # only known names reach the SQL
+        assignments = "".join(f", {c} = ?" for c in columns)
+        conn.execute(
+            f"UPDATE ab_experiments SET status = ?{assignments} WHERE name = ?",  # noqa: S608
+            (status, *(values[c] for c in columns), name),
+        )
 
     # -- exposures and outcomes (raw, batched) ------------------------------------------
     def write(
@@ -109,39 +119,25 @@ class ABStore:
     @staticmethod
     def assignments(conn: Any, name: str) -> dict[str, str]:
         """``{unit: variant}`` of every exposed unit."""
-        rows = conn.execute(
-            select(ab_exposures.c.unit, ab_exposures.c.variant).where(ab_exposures.c.experiment == name)
-        )
-        return {u: v for u, v in rows}
+        return {u: v for u, v in conn.execute(_SQL_ASSIGNMENTS, (name,)).all()}
 
     @staticmethod
     def exposure(conn: Any, name: str, unit: str) -> tuple[str, dict[str, Any], int] | None:
         """One unit's exposure: ``(variant, resolved, at)``, or None."""
-        row = conn.execute(
-            select(ab_exposures.c.variant, ab_exposures.c.resolved, ab_exposures.c.at).where(
-                ab_exposures.c.experiment == name, ab_exposures.c.unit == unit
-            )
-        ).first()
+        row = conn.execute(_SQL_EXPOSURE, (name, unit)).first()
         return None if row is None else (row[0], json.loads(row[1]), int(row[2]))
 
     @staticmethod
     def outcomes(conn: Any, name: str) -> list[tuple[str, str, float]]:
         """``(unit, metric, value)`` logged for an experiment."""
-        rows = conn.execute(
-            select(ab_outcomes.c.unit, ab_outcomes.c.metric, ab_outcomes.c.value).where(
-                ab_outcomes.c.experiment == name
-            )
-        )
-        return [(u, m, float(v)) for u, m, v in rows]
+        return [(u, m, float(v)) for u, m, v in conn.execute(_SQL_OUTCOMES, (name,)).all()]
 
     @staticmethod
     def feedback(conn: Any, since: int | None, until: int | None) -> list[tuple[str, int | None, float | None]]:
         """``(metadata JSON, thumb, score)`` of conversation records with feedback in a time window."""
-        query = select(conversations.c.metadata, conversations.c.thumb, conversations.c.score).where(
-            (conversations.c.thumb.is_not(None)) | (conversations.c.score.is_not(None))
-        )
+        sql, args = _SQL_FEEDBACK, []
         if since is not None:
-            query = query.where(conversations.c.timestamp >= since)
+            sql, args = sql + " AND timestamp >= ?", [*args, since]
         if until is not None:
-            query = query.where(conversations.c.timestamp <= until)
-        return [(m, t, s) for m, t, s in conn.execute(query)]
+            sql, args = sql + " AND timestamp <= ?", [*args, until]
+        return [(m, t, s) for m, t, s in conn.execute(sql, tuple(args)).all()]

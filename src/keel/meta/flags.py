@@ -11,10 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select
-
 from keel.core.entities import now_ms
-from keel.meta.schema import flag_sets
 
 __all__ = ["FlagSetRow", "FlagStore"]
 
@@ -35,42 +32,46 @@ def _row(row: Any) -> FlagSetRow:
     return FlagSetRow(row.env, int(row.version), row.flags, row.author, row.reason, int(row.created_at))
 
 
+_COLUMNS = "env, version, flags, author, reason, created_at"
+_SQL_LATEST_VERSION = "SELECT MAX(version) AS version FROM flag_sets WHERE env = ?"
+_SQL_NEWEST = f"SELECT {_COLUMNS} FROM flag_sets WHERE env = ? ORDER BY version DESC LIMIT 1"  # noqa: S608
+_SQL_VERSION = f"SELECT {_COLUMNS} FROM flag_sets WHERE env = ? AND version = ?"  # noqa: S608
+_SQL_VERSIONS = f"SELECT {_COLUMNS} FROM flag_sets WHERE env = ? ORDER BY version"  # noqa: S608
+_SQL_INSERT = f"INSERT INTO flag_sets ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
+_SQL_ENVS = "SELECT DISTINCT env FROM flag_sets ORDER BY env"
+
+
 class FlagStore:
     """Statements over ``flag_sets`` (take the caller's connection)."""
 
     @staticmethod
     def latest_version(conn: Any, env: str) -> int:
         """The newest version of an environment's flag set (0: none yet)."""
-        found = conn.execute(select(func.max(flag_sets.c.version)).where(flag_sets.c.env == env)).scalar()
+        found = conn.execute(_SQL_LATEST_VERSION, (env,)).scalar()
         return 0 if found is None else int(found)
 
     @staticmethod
     def get(conn: Any, env: str, version: int | None = None) -> FlagSetRow | None:
         """One version (default: the newest), or None."""
-        query = select(flag_sets).where(flag_sets.c.env == env)
         if version is None:
-            query = query.order_by(flag_sets.c.version.desc()).limit(1)
+            row = conn.execute(_SQL_NEWEST, (env,)).first()
         else:
-            query = query.where(flag_sets.c.version == version)
-        row = conn.execute(query).first()
+            row = conn.execute(_SQL_VERSION, (env, version)).first()
         return None if row is None else _row(row)
 
     @staticmethod
     def insert(conn: Any, env: str, version: int, flags: str, author: str, reason: str) -> FlagSetRow:
         """Store a new version (the unique (env, version) key rejects a concurrent duplicate)."""
         at = now_ms()
-        conn.execute(
-            insert(flag_sets).values(env=env, version=version, flags=flags, author=author, reason=reason, created_at=at)
-        )
+        conn.execute(_SQL_INSERT, (env, version, flags, author, reason, at))
         return FlagSetRow(env, version, flags, author, reason, at)
 
     @staticmethod
     def versions(conn: Any, env: str) -> list[FlagSetRow]:
         """Every version of an environment's flag set, oldest first."""
-        rows = conn.execute(select(flag_sets).where(flag_sets.c.env == env).order_by(flag_sets.c.version))
-        return [_row(r) for r in rows]
+        return [_row(r) for r in conn.execute(_SQL_VERSIONS, (env,)).all()]
 
     @staticmethod
     def envs(conn: Any) -> list[str]:
         """Environments with a stored flag set."""
-        return [r[0] for r in conn.execute(select(flag_sets.c.env).distinct().order_by(flag_sets.c.env))]
+        return [str(env) for env in conn.execute(_SQL_ENVS).scalars()]

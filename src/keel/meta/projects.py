@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import func, insert, select, update
-
 from keel.core.entities import Project, now_ms, project_not_found
 from keel.errors import AlreadyExists, Conflict
 from keel.meta.dbapi import ConstraintViolation as SAIntegrityError
 from keel.meta.engine import Database
-from keel.meta.schema import auth_audit, auth_grants, projects
 
 __all__ = ["RENAME_ACTION", "rename_project"]
 
 #: The audit log's action for a rename (its detail: ``{"old": ..., "new": ..., "project_id": ...}``).
 RENAME_ACTION = "project.rename"
+
+_SQL_PROJECT = "SELECT id, name, description, created_at FROM projects WHERE name = ?"
+_SQL_PROJECT_ID = "SELECT id FROM projects WHERE name = ?"
+_SQL_GRANTS_ON = "SELECT COUNT(*) AS n FROM auth_grants WHERE project = ?"
+_SQL_RENAME = "UPDATE projects SET name = ? WHERE id = ?"
+_SQL_MOVE_GRANTS = "UPDATE auth_grants SET project = ? WHERE project = ?"
+_SQL_AUDIT = "INSERT INTO auth_audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)"
 
 
 def rename_project(db: Database, name: str, new_name: str, who: str = "") -> Project:
@@ -43,16 +47,14 @@ def rename_project(db: Database, name: str, new_name: str, who: str = "") -> Pro
     taken = AlreadyExists(f"project {new_name!r} exists already", "choose another name, or use that project")
     try:
         with db.write() as conn:
-            row = conn.execute(select(projects).where(projects.c.name == name)).first()
+            row = conn.execute(_SQL_PROJECT, (name,)).first()
             if row is None:
                 raise project_not_found(name)
             if new_name == name:  # nothing to do, nothing to record
                 return Project(name, int(row.id), int(row.created_at), row.description)
-            if conn.execute(select(projects.c.id).where(projects.c.name == new_name)).scalar() is not None:
+            if conn.execute(_SQL_PROJECT_ID, (new_name,)).scalar() is not None:
                 raise taken
-            waiting = conn.execute(
-                select(func.count()).select_from(auth_grants).where(auth_grants.c.project == new_name)
-            ).scalar_one()
+            waiting = conn.execute(_SQL_GRANTS_ON, (new_name,)).scalar_one()
             if waiting:
                 raise Conflict(
                     f"{waiting} role(s) are granted on the name {new_name!r} already: renaming project {name!r} "
@@ -60,20 +62,10 @@ def rename_project(db: Database, name: str, new_name: str, who: str = "") -> Pro
                     f"see them with 'keel server grants --project {new_name}' and revoke them first, "
                     "or choose another name",
                 )
-            conn.execute(update(projects).where(projects.c.id == row.id).values(name=new_name))
-            moved = conn.execute(
-                update(auth_grants).where(auth_grants.c.project == name).values(project=new_name)
-            ).rowcount
+            conn.execute(_SQL_RENAME, (new_name, row.id))
+            moved = conn.execute(_SQL_MOVE_GRANTS, (new_name, name)).rowcount
             detail = {"old": name, "new": new_name, "project_id": int(row.id), "grants_moved": int(moved or 0)}
-            conn.execute(
-                insert(auth_audit).values(
-                    at=now_ms(),
-                    actor=who,
-                    action=RENAME_ACTION,
-                    target=new_name,
-                    detail=json.dumps(detail, sort_keys=True),
-                )
-            )
+            conn.execute(_SQL_AUDIT, (now_ms(), who, RENAME_ACTION, new_name, json.dumps(detail, sort_keys=True)))
     except SAIntegrityError:  # the name was taken meanwhile by another process
         raise taken from None
     return Project(new_name, int(row.id), int(row.created_at), row.description)

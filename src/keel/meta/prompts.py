@@ -12,14 +12,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-
 from keel.core.digests import prompt_version_digest
 from keel.core.entities import now_ms
 from keel.errors import NotFound
 from keel.meta.engine import Database
 from keel.meta.refs import EntityLock
-from keel.meta.schema import prompt_versions, prompts
 
 __all__ = ["PromptStore", "RawPrompts", "VersionRow"]
 
@@ -40,63 +37,10 @@ class VersionRow:
     created_at: int
 
 
-_COLUMNS = (
-    prompts.c.name,
-    prompt_versions.c.version,
-    prompt_versions.c.content,
-    prompt_versions.c.content_hash,
-    prompt_versions.c.variables,
-    prompt_versions.c.changelog,
-    prompt_versions.c.author,
-    prompt_versions.c.created_at,
-)
-_SEMVER_DESC = (prompt_versions.c.major.desc(), prompt_versions.c.minor.desc(), prompt_versions.c.patch.desc())
-
-
 def _row(row: Any) -> VersionRow:
     return VersionRow(
         row[0], row[1], json.loads(row[2]), row[3], tuple(json.loads(row[4])), row[5], row[6], int(row[7])
     )
-
-
-def _joined() -> Any:
-    return select(*_COLUMNS).select_from(prompt_versions.join(prompts, prompts.c.id == prompt_versions.c.prompt_id))
-
-
-class PromptStore:
-    """Queries over ``prompts`` and ``prompt_versions`` inside a SQLAlchemy transaction
-    (as-of reads, alias moves, listings); the hot paths are :class:`RawPrompts`."""
-
-    @staticmethod
-    def prompt_id(conn: Any, name: str, create: bool = False) -> int | None:
-        """The id of prompt ``name`` (created if asked), or None."""
-        found = conn.execute(select(prompts.c.id).where(prompts.c.name == name)).scalar()
-        if found is None and create:
-            found = conn.execute(
-                "INSERT INTO prompts (name, created_at) VALUES (?, ?) RETURNING id", (name, now_ms())
-            ).scalar_one()
-        return None if found is None else int(found)
-
-    @staticmethod
-    def latest(conn: Any, name: str) -> VersionRow | None:
-        """The highest version of a prompt, or None."""
-        row = conn.execute(_joined().where(prompts.c.name == name).order_by(*_SEMVER_DESC).limit(1)).first()
-        return None if row is None else _row(row)
-
-    @staticmethod
-    def get(conn: Any, name: str, version: str) -> VersionRow:
-        """One version; raise NotFound naming what exists."""
-        row = conn.execute(_joined().where(prompts.c.name == name, prompt_versions.c.version == version)).first()
-        if row is None:
-            if PromptStore.prompt_id(conn, name) is None:
-                raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
-            raise NotFound(f"prompt {name!r} has no version {version}", f"list them with 'keel prompts log {name}'")
-        return _row(row)
-
-    @staticmethod
-    def names(conn: Any) -> list[tuple[str, str]]:
-        """``(name, description)`` of every prompt, by name."""
-        return [(n, d) for n, d in conn.execute(select(prompts.c.name, prompts.c.description).order_by(prompts.c.name))]
 
 
 _SELECT = (
@@ -110,6 +54,7 @@ _ALL = _SELECT + "WHERE p.name = ? ORDER BY v.major DESC, v.minor DESC, v.patch 
 _ALIASES = "SELECT ref, target FROM refs WHERE kind = 'prompt' AND name = ?"
 _ALIAS = "SELECT target FROM refs WHERE kind = 'prompt' AND name = ? AND ref = ?"
 _PROMPT_ID = "SELECT id FROM prompts WHERE name = ?"
+_NAMES = "SELECT name, description FROM prompts ORDER BY name"
 _NEW_PROMPT = "INSERT INTO prompts (name, description, created_at) VALUES (?, '', ?) ON CONFLICT (name) DO NOTHING"
 _NEW_VERSION = (
     "INSERT INTO prompt_versions (prompt_id, version, major, minor, patch, content, content_hash, variables, "
@@ -117,12 +62,49 @@ _NEW_VERSION = (
 )
 
 
+class PromptStore:
+    """Queries over ``prompts`` and ``prompt_versions`` inside the caller's transaction
+    (as-of reads, alias moves, listings); the hot paths are :class:`RawPrompts`."""
+
+    @staticmethod
+    def prompt_id(conn: Any, name: str, create: bool = False) -> int | None:
+        """The id of prompt ``name`` (created if asked), or None."""
+        found = conn.execute(_PROMPT_ID, (name,)).scalar()
+        if found is None and create:
+            found = conn.execute(
+                "INSERT INTO prompts (name, created_at) VALUES (?, ?) RETURNING id", (name, now_ms())
+            ).scalar_one()
+        return None if found is None else int(found)
+
+    @staticmethod
+    def latest(conn: Any, name: str) -> VersionRow | None:
+        """The highest version of a prompt, or None."""
+        row = conn.execute(_LATEST, (name,)).first()
+        return None if row is None else _row(row)
+
+    @staticmethod
+    def get(conn: Any, name: str, version: str) -> VersionRow:
+        """One version; raise NotFound naming what exists."""
+        row = conn.execute(_BY_VERSION, (name, version)).first()
+        if row is None:
+            if PromptStore.prompt_id(conn, name) is None:
+                raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
+            raise NotFound(f"prompt {name!r} has no version {version}", f"list them with 'keel prompts log {name}'")
+        return _row(row)
+
+    @staticmethod
+    def names(conn: Any) -> list[tuple[str, str]]:
+        """``(name, description)`` of every prompt, by name."""
+        return [(n, d) for n, d in conn.execute(_NAMES).all()]
+
+
 class RawPrompts:
     """The registry's hot paths (load, register) straight through the driver.
 
-    SQLAlchemy Core costs ~0.1 ms per statement here, more than the queries
-    themselves; these take a DBAPI cursor from :meth:`Database.raw_read` /
-    :meth:`Database.raw_write`. The SQL is portable (``?`` rewritten per driver).
+    A :class:`keel.meta.dbapi.Connection` adds a little per statement, which matters
+    here next to the queries themselves; these take a DBAPI cursor from
+    :meth:`Database.raw_read` / :meth:`Database.raw_write`. The SQL is portable
+    (``?`` rewritten per driver).
     """
 
     def __init__(self, db: Database) -> None:

@@ -46,13 +46,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text, update
-
 from keel.core.digests import reflog_digest
 from keel.core.entities import now_ms
 from keel.errors import Conflict, NotFound
 from keel.meta.engine import Database
-from keel.meta.schema import reflog, refs
 
 __all__ = ["ABSENT", "EntityLock", "RefMove", "Refs", "check_expected", "lock_key"]
 
@@ -124,6 +121,29 @@ def _move(row: Any) -> RefMove:
     return RefMove(row.kind, row.name, row.ref, row.old_target, row.new_target, int(row.at), row.who, row.reason)
 
 
+_SQL_CURRENT = "SELECT target FROM refs WHERE kind = ? AND name = ? AND ref = ?"
+_SQL_LOCKED_CURRENT = "SELECT target, updated_at FROM refs WHERE kind = ? AND name = ? AND ref = ?"
+_SQL_INSERT = "INSERT INTO refs (kind, name, ref, target, updated_at) VALUES (?, ?, ?, ?, ?)"
+_SQL_MOVE = "UPDATE refs SET target = ?, updated_at = ? WHERE kind = ? AND name = ? AND ref = ?"
+_SQL_DELETE = "DELETE FROM refs WHERE kind = ? AND name = ? AND ref = ?"
+# the reflog's order; the index (kind, name, ref, at) answers it
+_SQL_PREVIOUS_DIGEST = (
+    "SELECT digest FROM reflog WHERE kind = ? AND name = ? AND ref = ? ORDER BY at DESC, id DESC LIMIT 1"
+)
+_SQL_LOG = (
+    "INSERT INTO reflog (kind, name, ref, old_target, new_target, at, who, reason, digest) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_ALL_FOR = "SELECT ref, target FROM refs WHERE kind = ? AND name = ? ORDER BY ref"
+_MOVES = "SELECT kind, name, ref, old_target, new_target, at, who, reason FROM reflog WHERE kind = ? AND name = ?"
+_SQL_HISTORY = _MOVES + " ORDER BY at, id"
+_SQL_REF_HISTORY = _MOVES + " AND ref = ? ORDER BY at, id"
+_SQL_AT = (
+    "SELECT new_target FROM reflog WHERE kind = ? AND name = ? AND ref = ? AND at <= ? "
+    "ORDER BY at DESC, id DESC LIMIT 1"
+)
+
+
 class Refs:
     """Reads and moves refs; moves take the caller's connection (one transaction)."""
 
@@ -134,23 +154,19 @@ class Refs:
         transaction ends, its advisory lock (a no-op on SQLite: see the module doc).
         Call it before reading anything the change depends on; taking it again is free."""
         if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": lock_key(kind, name)})
+            conn.execute(_PG_LOCK, (lock_key(kind, name),))
 
     @staticmethod
     def current(conn: Any, kind: str, name: str, ref: str) -> str | None:
         """The target of a ref now, or None."""
-        found = conn.execute(
-            select(refs.c.target).where(refs.c.kind == kind, refs.c.name == name, refs.c.ref == ref)
-        ).scalar()
+        found = conn.execute(_SQL_CURRENT, (kind, name, ref)).scalar()
         return None if found is None else str(found)
 
     @staticmethod
     def _locked_current(conn: Any, kind: str, name: str, ref: str) -> tuple[str | None, int]:
         """Take the entity's lock; then the ref's target (or None) and when it last moved (0)."""
         Refs.lock(conn, kind, name)
-        row = conn.execute(
-            select(refs.c.target, refs.c.updated_at).where(refs.c.kind == kind, refs.c.name == name, refs.c.ref == ref)
-        ).first()
+        row = conn.execute(_SQL_LOCKED_CURRENT, (kind, name, ref)).first()
         return (None, 0) if row is None else (str(row[0]), int(row[1]))
 
     @classmethod
@@ -171,13 +187,9 @@ class Refs:
         check_expected(f"{ref!r} of {kind} {name!r}", old, expected)
         at = max(now_ms(), moved_at)
         if old is None:
-            conn.execute(insert(refs).values(kind=kind, name=name, ref=ref, target=target, updated_at=at))
+            conn.execute(_SQL_INSERT, (kind, name, ref, target, at))
         else:
-            conn.execute(
-                update(refs)
-                .where(refs.c.kind == kind, refs.c.name == name, refs.c.ref == ref)
-                .values(target=target, updated_at=at)
-            )
+            conn.execute(_SQL_MOVE, (target, at, kind, name, ref))
         move = RefMove(kind, name, ref, old, target, at, who, reason)
         cls._log(conn, move)
         return move
@@ -199,7 +211,7 @@ class Refs:
         if old is None:
             raise NotFound(f"{kind} {name!r} has no alias {ref!r}", f"list aliases with 'keel {kind}s show {name}'")
         check_expected(f"{ref!r} of {kind} {name!r}", old, expected)
-        conn.execute(delete(refs).where(refs.c.kind == kind, refs.c.name == name, refs.c.ref == ref))
+        conn.execute(_SQL_DELETE, (kind, name, ref))
         move = RefMove(kind, name, ref, old, None, max(now_ms(), moved_at), who, reason)
         cls._log(conn, move)
         return move
@@ -209,53 +221,29 @@ class Refs:
         # Each entry's digest covers the ref's previous entry's (keel.core.digests), so
         # 'keel verify' finds a changed, removed or reordered entry. Read after the ref's
         # lock and row write: two moves of one ref take turns, and chain in that order.
-        previous = conn.execute(
-            select(reflog.c.digest)
-            .where(reflog.c.kind == move.kind, reflog.c.name == move.name, reflog.c.ref == move.ref)
-            .order_by(reflog.c.at.desc(), reflog.c.id.desc())  # the reflog's order; the index answers it
-            .limit(1)
-        ).scalar()
+        previous = conn.execute(_SQL_PREVIOUS_DIGEST, (move.kind, move.name, move.ref)).scalar()
         fields = (move.kind, move.name, move.ref, move.old, move.new, move.at, move.who, move.reason)
-        conn.execute(
-            insert(reflog).values(
-                kind=move.kind,
-                name=move.name,
-                ref=move.ref,
-                old_target=move.old,
-                new_target=move.new,
-                at=move.at,
-                who=move.who,
-                reason=move.reason,
-                digest=reflog_digest(previous, *fields),
-            )
-        )
+        conn.execute(_SQL_LOG, (*fields, reflog_digest(previous, *fields)))
 
     # -- queries ----------------------------------------------------------------------
     @staticmethod
     def all_for(conn: Any, kind: str, name: str) -> dict[str, str]:
         """Every ref of one entity: ``{ref: target}``."""
-        rows = conn.execute(
-            select(refs.c.ref, refs.c.target).where(refs.c.kind == kind, refs.c.name == name).order_by(refs.c.ref)
-        ).all()
-        return {r: t for r, t in rows}
+        return {r: t for r, t in conn.execute(_SQL_ALL_FOR, (kind, name)).all()}
 
     @staticmethod
     def history(conn: Any, kind: str, name: str, ref: str | None = None) -> list[RefMove]:
         """The reflog of one entity (or one of its refs), oldest first."""
-        query = select(reflog).where(reflog.c.kind == kind, reflog.c.name == name)
-        if ref is not None:
-            query = query.where(reflog.c.ref == ref)
-        return [_move(row) for row in conn.execute(query.order_by(reflog.c.at, reflog.c.id))]
+        if ref is None:
+            rows = conn.execute(_SQL_HISTORY, (kind, name)).all()
+        else:
+            rows = conn.execute(_SQL_REF_HISTORY, (kind, name, ref)).all()
+        return [_move(row) for row in rows]
 
     @staticmethod
     def at(conn: Any, kind: str, name: str, ref: str, when: int) -> str | None:
         """Where ``ref`` pointed at time ``when`` (ms since the epoch), or None."""
-        row = conn.execute(
-            select(reflog.c.new_target)
-            .where(reflog.c.kind == kind, reflog.c.name == name, reflog.c.ref == ref, reflog.c.at <= when)
-            .order_by(reflog.c.at.desc(), reflog.c.id.desc())
-            .limit(1)
-        ).first()
+        row = conn.execute(_SQL_AT, (kind, name, ref, when)).first()
         return None if row is None else row[0]
 
     @staticmethod
