@@ -51,8 +51,10 @@ def test_root_help_is_what_typer_prints_with_every_command_built(monkeypatch):
     lazy = typer.main.get_command(cli_main.app)
     assert list(built.commands) == list(lazy.commands) == list(cli_main.COMMANDS)  # type: ignore[attr-defined]
     assert _help(lazy, ["--help"]) == _help(built, ["--help"])
-    for name in ("runs", "data", "init"):
-        assert _help(lazy, [name, "--help"]) == _help(built, [name, "--help"])
+    for name in cli_main.COMMANDS:  # each group's sub-commands are built on first lookup too
+        assert _help(lazy, [name, "--help"]) == _help(built, [name, "--help"]), name
+    for path in (["prompts", "alias", "--help"], ["server", "token", "create", "--help"], ["data", "add", "--help"]):
+        assert _help(lazy, path) == _help(built, path)
 
 
 def test_a_mistyped_command_is_answered_as_before(tmp_path):

@@ -87,7 +87,7 @@ def test_a_symlink_planted_at_the_temporary_name_is_never_followed(tmp_path: Pat
     victim.write_text("precious")
     target = tmp_path / "out.txt"
     tokens = iter(["aaaaaaaaaaaa", "bbbbbbbbbbbb"])
-    monkeypatch.setattr(fileio.secrets, "token_hex", lambda n: next(tokens))
+    monkeypatch.setattr(fileio, "_token_hex", lambda n: next(tokens))
     planted = target.with_name(f".out.txt.{os.getpid()}.aaaaaaaaaaaa{TEMP_SUFFIX}")
     planted.symlink_to(victim)
     atomic_write_text(target, "mine")

@@ -335,3 +335,20 @@ def test_diff_to_dict_is_json():
     assert data["required_bump"] == "minor"
     assert data["template_diff"] == ""
     assert set(data) == {field.name for field in dataclasses.fields(PromptDiff)}
+
+
+def test_stored_content_is_rebuilt_without_compiling_its_template():
+    """The registry reads versions back with from_stored: the same content, every shape
+    check, but a syntax error (impossible in a registered version) is not looked for."""
+    for template in ("Hi {{ name }}", CHAT):
+        doc = PromptContent.create(template, model="gpt-4o", parameters={"t": 0.1}, few_shot=[{"q": 1}]).to_dict()
+        stored = PromptContent.from_stored(doc)
+        assert stored == PromptContent.from_dict(doc) and stored.content_hash() == PromptContent.from_dict(doc).content_hash()
+        assert isinstance(stored.parameters, type(PromptContent.from_dict(doc).parameters))
+    assert PromptContent.from_stored({"template": "{{ oops"}).template == "{{ oops"
+    with pytest.raises(InvalidInput):
+        PromptContent.from_dict({"template": "{{ oops"})
+    with pytest.raises(InvalidInput, match="has no 'content'"):
+        PromptContent.from_stored({"template": [{"role": "user"}]})
+    with pytest.raises(InvalidInput, match="unknown prompt content key"):
+        PromptContent.from_stored({"template": "x", "extra": 1})

@@ -12,15 +12,18 @@ traceback.
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Annotated, Any
 
 import typer
 from typer import _click  # the click that typer vendors (typer is pinned to 0.28)
 from typer._click.utils import make_default_short_help
 from typer.core import TyperGroup
+from typer.models import TyperInfo
 
 from keel._version import __version__
 from keel.errors import KeelError
@@ -131,19 +134,15 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def load_command(name: str) -> _click.Command:
-    """The click command of ``keel NAME``, built from the module that defines it, as
-    ``Typer.add_typer`` / ``Typer.command`` on the root would have built it."""
+    """The click command of ``keel NAME``, from the module that defines it, as
+    ``Typer.add_typer`` / ``Typer.command`` on the root would have built it (a group's
+    own sub-commands are built when first looked up, see :func:`_group`)."""
     module, attribute, _help = COMMANDS[name]
     target = getattr(importlib.import_module(module), attribute)
     holder = typer.Typer()
     if isinstance(target, typer.Typer):
         holder.add_typer(target, name=name)
-        return typer.main.get_group_from_info(
-            holder.registered_groups[0],
-            pretty_exceptions_short=app.pretty_exceptions_short,
-            rich_markup_mode=app.rich_markup_mode,
-            suggest_commands=app.suggest_commands,
-        )
+        return _group(holder.registered_groups[0])
     holder.command(name)(target)
     return typer.main.get_command_from_info(
         holder.registered_commands[0],
@@ -152,33 +151,73 @@ def load_command(name: str) -> _click.Command:
     )
 
 
-class _Commands(MutableMapping[str, _click.Command]):
-    """The root's sub-commands: every name of :data:`COMMANDS`, each built on first access."""
+def _group(info: TyperInfo) -> _click.Command:
+    """What ``typer.main.get_group_from_info`` builds, but each sub-command is converted
+    (its signature read, its parameters made) on first lookup: ``keel data status`` builds
+    one command of ``keel data``, not twelve. Listing them (``--help``) builds them all."""
+    sub = info.typer_instance
+    assert sub is not None
+    builders: dict[str, Callable[[], _click.Command]] = {}
+    for command in sub.registered_commands:
+        assert command.callback is not None
+        builders[command.name or typer.main.get_command_name(command.callback.__name__)] = functools.partial(
+            typer.main.get_command_from_info,
+            command,
+            pretty_exceptions_short=app.pretty_exceptions_short,
+            rich_markup_mode=app.rich_markup_mode,
+        )
+    for sub_group in sub.registered_groups:
+        sub_name = typer.main.solve_typer_info_defaults(sub_group).name
+        if not sub_name:  # pragma: no cover - its commands would merge into this group: build as typer does
+            return typer.main.get_group_from_info(
+                info,
+                pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=app.rich_markup_mode,
+                suggest_commands=app.suggest_commands,
+            )
+        builders[sub_name] = functools.partial(_group, sub_group)
+    shell = copy.copy(sub)  # the group itself (name, help, callback, options), without its commands
+    shell.registered_commands, shell.registered_groups = [], []
+    shell_info = copy.copy(info)
+    shell_info.typer_instance = shell
+    group = typer.main.get_group_from_info(
+        shell_info,
+        pretty_exceptions_short=app.pretty_exceptions_short,
+        rich_markup_mode=app.rich_markup_mode,
+        suggest_commands=app.suggest_commands,
+    )
+    group.commands = LazyCommands(builders)
+    return group
 
-    def __init__(self) -> None:
+
+class LazyCommands(MutableMapping[str, _click.Command]):
+    """A group's sub-commands by name, in order, each built by its builder on first access."""
+
+    def __init__(self, builders: dict[str, Callable[[], _click.Command]]) -> None:
+        self._builders = builders
         self._built: dict[str, _click.Command] = {}
 
     def __getitem__(self, name: str) -> _click.Command:
         if name not in self._built:
-            if name not in COMMANDS:
-                raise KeyError(name)
-            self._built[name] = load_command(name)
+            self._built[name] = self._builders[name]()  # KeyError for an unknown name, as a dict
         return self._built[name]
 
     def __setitem__(self, name: str, command: _click.Command) -> None:
+        self._builders.setdefault(name, lambda: command)
         self._built[name] = command
 
-    def __delitem__(self, name: str) -> None:  # pragma: no cover - click never removes commands
-        raise TypeError("keel's commands are fixed")
+    def __delitem__(self, name: str) -> None:
+        del self._builders[name]
+        self._built.pop(name, None)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(COMMANDS)
+        return iter(self._builders)
 
     def __len__(self) -> int:
-        return len(COMMANDS)
+        return len(self._builders)
 
     def __contains__(self, name: object) -> bool:
-        return name in COMMANDS
+        return name in self._builders
 
 
 class LazyGroup(TyperGroup):
@@ -187,7 +226,7 @@ class LazyGroup(TyperGroup):
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
-        self.commands = _Commands()
+        self.commands = LazyCommands({name: functools.partial(load_command, name) for name in COMMANDS})
 
     def list_commands(self, ctx: _click.Context) -> list[str]:
         return list(COMMANDS)

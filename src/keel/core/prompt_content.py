@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from keel.core.hashing import canonical_json, hash_bytes
-from keel.core.templates import normalize_template, template_variables
+from keel.core.template_shape import normalize_template
 from keel.errors import InvalidInput
 
 __all__ = ["BUMP_RULE", "PromptContent", "PromptDiff", "diff_prompts", "required_bump"]
@@ -133,8 +133,16 @@ class PromptContent:
     response_schema: Any = None
 
     def __post_init__(self) -> None:
+        self._settle(compile_template=True)
+
+    def _settle(self, compile_template: bool) -> None:
+        """Check the parts and store them immutably; ``compile_template``: also compile the
+        template (Jinja2), so that syntax errors surface at registration, not at render."""
         shaped = normalize_template(self.template)
-        template_variables(shaped)  # syntax errors surface at registration, not at render
+        if compile_template:
+            from keel.core.templates import template_variables
+
+            template_variables(shaped)
         if not isinstance(self.model, str):
             raise InvalidInput(f"model must be a string, not a {type(self.model).__name__}", "e.g. model='gpt-4o'")
         if not isinstance(self.parameters, Mapping):
@@ -176,6 +184,8 @@ class PromptContent:
     @property
     def variables(self) -> tuple[str, ...]:
         """The sorted names of the template's variables."""
+        from keel.core.templates import template_variables
+
         return template_variables(self.template)
 
     def to_dict(self) -> dict[str, Any]:
@@ -195,6 +205,21 @@ class PromptContent:
         Raises:
             InvalidInput: ``data`` is not a dict, lacks ``template`` or has unknown keys.
         """
+        return cls._from_dict(data, compile_template=True)
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> PromptContent:
+        """:meth:`from_dict` for content read back from the registry, whose template was
+        compiled when the version was registered: every check but compiling it again, so
+        listing versions (``keel prompts show``) does not load Jinja2; rendering does.
+
+        Raises:
+            InvalidInput: as :meth:`from_dict`, except for template syntax.
+        """
+        return cls._from_dict(data, compile_template=False)
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any], compile_template: bool) -> PromptContent:
         if not isinstance(data, Mapping):
             raise InvalidInput(f"prompt content must be a dict, not a {type(data).__name__}", f"keys: {_FIELDS}")
         unknown = sorted(str(key) for key in data if key not in _FIELDS)
@@ -202,13 +227,20 @@ class PromptContent:
             raise InvalidInput(f"unknown prompt content key(s) {unknown}", f"the keys are {', '.join(_FIELDS)}")
         if "template" not in data:
             raise InvalidInput("prompt content has no 'template'", "give a text or a list of chat messages")
-        return cls(
-            data["template"],
-            model=data.get("model", ""),
-            parameters=data.get("parameters", {}),
-            few_shot=data.get("few_shot"),
-            response_schema=data.get("response_schema"),
-        )
+        parts = {
+            "template": data["template"],
+            "model": data.get("model", ""),
+            "parameters": data.get("parameters", {}),
+            "few_shot": data.get("few_shot"),
+            "response_schema": data.get("response_schema"),
+        }
+        if compile_template:
+            return cls(**parts)
+        content = cls.__new__(cls)
+        for key, value in parts.items():
+            object.__setattr__(content, key, value)
+        content._settle(compile_template=False)
+        return content
 
     @functools.cached_property
     def _canonical(self) -> bytes:

@@ -45,13 +45,11 @@ from typing import TYPE_CHECKING, Any
 
 from keel.core.entities import EntityRef
 from keel.core.prompt_content import PromptContent, PromptDiff
-from keel.core.templates import render_template
-from keel.errors import InvalidInput, NotFound, StoreError
+from keel.errors import InvalidInput, NotFound, PromptFilesRejected, StoreError
 from keel.sdk import live
 from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
 from keel.sdk.traces import note
-from keel.services.prompt_files import PromptFilesRejected
 from keel.services.prompts import PromptVersion, RefMove, is_version, parse_prompt_ref
 
 if TYPE_CHECKING:
@@ -130,6 +128,8 @@ class Prompt:
         """The prompt with ``variables`` filled in: a str, or a list of chat messages.
 
         Inside a trace, the current span records the version rendered (``keel.prompt``)."""
+        from keel.core.templates import render_template  # Jinja2: loaded by the first render
+
         note("prompt", self.name, self.version)
         return render_template(self.content.template, variables)
 

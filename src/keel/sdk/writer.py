@@ -55,7 +55,6 @@ import inspect
 import logging
 import os
 import random
-import secrets
 import threading
 import time
 from collections import deque
@@ -265,7 +264,7 @@ class BatchWriter:
         self.row_bytes = row_bytes
         self.chunk_rows = max(1, chunk_rows)
         self._attempt_since = 0.0
-        self._prefix = f"{stream[:1] or 'x'}{secrets.token_hex(8)}"
+        self._prefix = f"{stream[:1] or 'x'}{os.urandom(8).hex()}"
         # the queue: rows appended by callers, then batches (entries) in memory
         self.metrics: deque[tuple[str, str, float, int, int]] = deque()
         self._ops: deque[tuple[str, Any]] = deque()

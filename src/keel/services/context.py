@@ -10,10 +10,8 @@ import functools
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
-from importlib import metadata
 from typing import Any
 
 from keel._version import __version__
@@ -59,6 +57,9 @@ def git_state(cwd: str) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _static_context() -> dict[str, Any]:
+    import socket
+    from importlib import metadata  # ~10 ms: only when a run starts, not for every command
+
     packages = {}
     for name in TRACKED_PACKAGES:
         try:

@@ -120,7 +120,7 @@ class PromptService:
         return PromptVersion(
             row.name,
             row.version,
-            PromptContent.from_dict(row.content),
+            PromptContent.from_stored(row.content),
             row.content_hash,
             row.changelog,
             row.author,
