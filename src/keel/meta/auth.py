@@ -10,8 +10,6 @@ import json
 import secrets
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, insert, select, update
-
 from keel.core.auth import (
     MAX_PASSWORD,
     MIN_PASSWORD,
@@ -31,9 +29,54 @@ from keel.core.names import check_name
 from keel.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from keel.meta.dbapi import ConstraintViolation as SAIntegrityError
 from keel.meta.engine import Database
-from keel.meta.schema import auth_audit, auth_grants, auth_tokens, auth_users, ui_login_attempts, ui_sessions
 
 __all__ = ["AuthStore"]
+
+_USER = "SELECT id, name, is_admin, disabled, created_at, password_hash FROM auth_users"
+_TOKEN = (
+    "SELECT t.id, t.user_id, t.name, t.created_at, t.expires_at, t.revoked_at, u.name AS user_name "
+    "FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id"
+)
+_SQL = {
+    "audit": "INSERT INTO auth_audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+    "audit_log": "SELECT at, actor, action, target, detail FROM auth_audit ORDER BY id DESC LIMIT ?",
+    "new_user": "INSERT INTO auth_users (name, is_admin, created_at) VALUES (?, ?, ?)",
+    "user": _USER + " WHERE name = ?",
+    "users": _USER + " ORDER BY name",
+    "set_disabled": "UPDATE auth_users SET disabled = ? WHERE id = ?",
+    "new_token": (
+        "INSERT INTO auth_tokens (id, user_id, token_hash, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+    ),
+    "tokens": _TOKEN + " ORDER BY t.created_at DESC",
+    "user_tokens": _TOKEN + " WHERE u.name = ? ORDER BY t.created_at DESC",
+    "token": _TOKEN + " WHERE t.id = ?",
+    "revoke_token": "UPDATE auth_tokens SET revoked_at = ? WHERE id = ?",
+    "grants_of": "SELECT project, role FROM auth_grants WHERE user_id = ?",
+    "drop_grant": "DELETE FROM auth_grants WHERE user_id = ? AND project = ?",
+    "new_grant": "INSERT INTO auth_grants (user_id, project, role, granted_by, created_at) VALUES (?, ?, ?, ?, ?)",
+    "set_password": "UPDATE auth_users SET password_hash = ? WHERE id = ?",
+    "drop_sessions": "DELETE FROM ui_sessions WHERE user_id = ?",
+    "drop_expired_sessions": "DELETE FROM ui_sessions WHERE user_id = ? AND expires_at <= ?",
+    "new_session": (
+        "INSERT INTO ui_sessions (session_hash, user_id, method, created_at, expires_at) VALUES (?, ?, ?, ?, ?)"
+    ),
+    "session": (
+        "SELECT s.session_hash, s.user_id, s.method, s.created_at, s.expires_at, u.name, u.is_admin, u.disabled, "
+        "u.created_at AS user_created_at FROM ui_sessions s JOIN auth_users u ON u.id = s.user_id "
+        "WHERE s.session_hash = ?"
+    ),
+    "end_session": "DELETE FROM ui_sessions WHERE session_hash = ?",
+    "drop_stale_logins": "DELETE FROM ui_login_attempts WHERE user_name = ? AND at < ?",
+    "new_login": "INSERT INTO ui_login_attempts (at, user_name, address, ok) VALUES (?, ?, ?, ?)",
+    "last_ok": "SELECT MAX(at) AS at FROM ui_login_attempts WHERE user_name = ? AND ok = ?",
+    # the limit-th newest failure: once it leaves the window, fewer than `limit` remain
+    "nth_user_failure": (
+        "SELECT at FROM ui_login_attempts WHERE user_name = ? AND at > ? AND ok = ? ORDER BY at DESC LIMIT 1 OFFSET ?"
+    ),
+    "nth_address_failure": (
+        "SELECT at FROM ui_login_attempts WHERE address = ? AND at > ? AND ok = ? ORDER BY at DESC LIMIT 1 OFFSET ?"
+    ),
+}
 
 
 def _user(row: Any) -> User:
@@ -74,16 +117,12 @@ class AuthStore:
     # -- audit --------------------------------------------------------------------------
     @staticmethod
     def _audit(conn: Any, actor: str, action: str, target: str, **detail: Any) -> None:
-        conn.execute(
-            insert(auth_audit).values(
-                at=now_ms(), actor=actor, action=action, target=target, detail=json.dumps(detail, sort_keys=True)
-            )
-        )
+        conn.execute(_SQL["audit"], (now_ms(), actor, action, target, json.dumps(detail, sort_keys=True)))
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest admin actions, newest first."""
         with self.db.read() as conn:
-            rows = conn.execute(select(auth_audit).order_by(auth_audit.c.id.desc()).limit(limit)).all()
+            rows = conn.execute(_SQL["audit_log"], (limit,)).all()
         return [
             {"at": r.at, "actor": r.actor, "action": r.action, "target": r.target, "detail": json.loads(r.detail)}
             for r in rows
@@ -95,7 +134,7 @@ class AuthStore:
         check_name(name, "user name")
         try:
             with self.db.write() as conn:
-                conn.execute(insert(auth_users).values(name=name, is_admin=is_admin, created_at=now_ms()))
+                conn.execute(_SQL["new_user"], (name, bool(is_admin), now_ms()))
                 self._audit(conn, actor, "user.create", name, is_admin=is_admin)
         except SAIntegrityError:
             raise AlreadyExists(f"user {name!r} exists already", "pick another name") from None
@@ -104,7 +143,7 @@ class AuthStore:
     def get_user(self, name: str) -> User:
         """A user by name (raises NotFound)."""
         with self.db.read() as conn:
-            row = conn.execute(select(auth_users).where(auth_users.c.name == name)).first()
+            row = conn.execute(_SQL["user"], (name,)).first()
         if row is None:
             raise NotFound(f"no user {name!r}", "create it: keel server user create NAME")
         return _user(row)
@@ -112,13 +151,13 @@ class AuthStore:
     def list_users(self) -> list[User]:
         """Every user, by name."""
         with self.db.read() as conn:
-            return [_user(r) for r in conn.execute(select(auth_users).order_by(auth_users.c.name))]
+            return [_user(r) for r in conn.execute(_SQL["users"]).all()]
 
     def set_disabled(self, name: str, disabled: bool, actor: str) -> User:
         """Disable (every token stops working) or re-enable a user."""
         user = self.get_user(name)
         with self.db.write() as conn:
-            conn.execute(update(auth_users).where(auth_users.c.id == user.id).values(disabled=disabled))
+            conn.execute(_SQL["set_disabled"], (bool(disabled), user.id))
             self._audit(conn, actor, "user.disable" if disabled else "user.enable", name)
         return self.get_user(name)
 
@@ -134,33 +173,23 @@ class AuthStore:
         token_id = secrets.token_hex(8)
         created = now_ms()
         with self.db.write() as conn:
-            conn.execute(
-                insert(auth_tokens).values(
-                    id=token_id,
-                    user_id=owner.id,
-                    token_hash=hash_token(secret),
-                    name=str(name),
-                    created_at=created,
-                    expires_at=expires_at,
-                )
-            )
+            conn.execute(_SQL["new_token"], (token_id, owner.id, hash_token(secret), str(name), created, expires_at))
             self._audit(conn, actor, "token.create", user, token_id=token_id, name=name, expires_at=expires_at)
         return secret, TokenInfo(token_id, user, str(name), created, expires_at, None)
 
     def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
         """Tokens (of one user, or all), newest first, without secrets."""
-        query = select(auth_tokens, auth_users.c.name.label("user_name")).join(auth_users)
-        if user is not None:
-            query = query.where(auth_users.c.name == user)
         with self.db.read() as conn:
-            rows = conn.execute(query.order_by(auth_tokens.c.created_at.desc())).all()
+            if user is None:
+                rows = conn.execute(_SQL["tokens"]).all()
+            else:
+                rows = conn.execute(_SQL["user_tokens"], (user,)).all()
         return [_token(r, r.user_name) for r in rows]
 
     def get_token(self, token_id: str) -> TokenInfo:
         """One token's metadata by id (raises NotFound)."""
-        query = select(auth_tokens, auth_users.c.name.label("user_name")).join(auth_users)
         with self.db.read() as conn:
-            row = conn.execute(query.where(auth_tokens.c.id == token_id)).first()
+            row = conn.execute(_SQL["token"], (token_id,)).first()
         if row is None:
             raise NotFound(f"no token {token_id!r}", "list tokens to find its id")
         return _token(row, row.user_name)
@@ -170,7 +199,7 @@ class AuthStore:
         info = self.get_token(token_id)
         if info.revoked_at is None:
             with self.db.write() as conn:
-                conn.execute(update(auth_tokens).where(auth_tokens.c.id == token_id).values(revoked_at=now_ms()))
+                conn.execute(_SQL["revoke_token"], (now_ms(), token_id))
                 self._audit(conn, actor, "token.revoke", info.user, token_id=token_id)
         return self.get_token(token_id)
 
@@ -204,8 +233,7 @@ class AuthStore:
     # -- grants -------------------------------------------------------------------------------
     @staticmethod
     def _grants(conn: Any, user_id: int) -> dict[str, str]:
-        rows = conn.execute(select(auth_grants.c.project, auth_grants.c.role).where(auth_grants.c.user_id == user_id))
-        return {r.project: r.role for r in rows}
+        return {project: role for project, role in conn.execute(_SQL["grants_of"], (user_id,)).all()}
 
     def grant(self, user: str, project: str, role: str, actor: str) -> None:
         """Give ``user`` ``role`` on ``project`` (or ``*``), replacing any earlier role there."""
@@ -214,33 +242,29 @@ class AuthStore:
         check_role(role)
         with self.db.write() as conn:
             old = self._grants(conn, owner.id).get(project)
-            key = (auth_grants.c.user_id == owner.id) & (auth_grants.c.project == project)
-            conn.execute(delete(auth_grants).where(key))
-            conn.execute(
-                insert(auth_grants).values(
-                    user_id=owner.id, project=project, role=role, granted_by=actor, created_at=now_ms()
-                )
-            )
+            conn.execute(_SQL["drop_grant"], (owner.id, project))
+            conn.execute(_SQL["new_grant"], (owner.id, project, role, actor, now_ms()))
             self._audit(conn, actor, "grant.set", user, project=project, role=role, old=old)
 
     def revoke_grant(self, user: str, project: str, actor: str) -> None:
         """Remove ``user``'s role on ``project`` (raises NotFound if there is none)."""
         owner = self.get_user(user)
         with self.db.write() as conn:
-            key = (auth_grants.c.user_id == owner.id) & (auth_grants.c.project == project)
-            if conn.execute(delete(auth_grants).where(key)).rowcount == 0:
+            if conn.execute(_SQL["drop_grant"], (owner.id, project)).rowcount == 0:
                 raise NotFound(f"user {user!r} has no role on {project!r}", "list grants to see who has what")
             self._audit(conn, actor, "grant.revoke", user, project=project)
 
     def grants(self, user: str | None = None, project: str | None = None) -> list[dict[str, Any]]:
         """Grants, filtered by user and/or project."""
-        query = select(auth_grants, auth_users.c.name.label("user_name")).join(auth_users)
-        if user is not None:
-            query = query.where(auth_users.c.name == user)
-        if project is not None:
-            query = query.where(auth_grants.c.project == project)
+        where = [(c, v) for c, v in (("u.name = ?", user), ("g.project = ?", project)) if v is not None]
+        sql = (
+            "SELECT u.name AS user_name, g.project, g.role, g.granted_by, g.created_at "
+            "FROM auth_grants g JOIN auth_users u ON u.id = g.user_id"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(c for c, _ in where)
         with self.db.read() as conn:
-            rows = conn.execute(query.order_by(auth_users.c.name, auth_grants.c.project)).all()
+            rows = conn.execute(sql + " ORDER BY u.name, g.project", tuple(v for _, v in where)).all()
         return [
             {"user": r.user_name, "project": r.project, "role": r.role, "granted_by": r.granted_by, "at": r.created_at}
             for r in rows
@@ -256,15 +280,15 @@ class AuthStore:
         user = self.get_user(name)
         stored = hash_password(password)
         with self.db.write() as conn:
-            conn.execute(update(auth_users).where(auth_users.c.id == user.id).values(password_hash=stored))
-            conn.execute(delete(ui_sessions).where(ui_sessions.c.user_id == user.id))
+            conn.execute(_SQL["set_password"], (stored, user.id))
+            conn.execute(_SQL["drop_sessions"], (user.id,))
             self._audit(conn, actor, "user.password", name)
 
     def check_password(self, name: str, password: str) -> User:
         """The enabled user ``name`` if ``password`` is theirs; else raise Unauthenticated (one message for
         every reason, so a failed sign-in does not reveal which user names exist)."""
         with self.db.read() as conn:
-            row = conn.execute(select(auth_users).where(auth_users.c.name == name)).first()
+            row = conn.execute(_SQL["user"], (name,)).first()
         ok = verify_password(password, None if row is None else row.password_hash)
         if row is None or not ok or row.disabled:
             raise Unauthenticated("wrong user name or password", "check them, or sign in with an API token")
@@ -277,31 +301,15 @@ class AuthStore:
         secret = secrets.token_urlsafe(32)
         now = now_ms()
         with self.db.write() as conn:
-            conn.execute(
-                delete(ui_sessions).where((ui_sessions.c.user_id == owner.id) & (ui_sessions.c.expires_at <= now))
-            )
-            conn.execute(
-                insert(ui_sessions).values(
-                    session_hash=hash_token(secret),
-                    user_id=owner.id,
-                    method=method,
-                    created_at=now,
-                    expires_at=now + ttl_s * 1000,
-                )
-            )
+            conn.execute(_SQL["drop_expired_sessions"], (owner.id, now))
+            conn.execute(_SQL["new_session"], (hash_token(secret), owner.id, method, now, now + ttl_s * 1000))
         return secret
 
     def session_principal(self, secret: str) -> Principal:
         """The principal a browser session stands for; raise Unauthenticated if it is unknown,
         expired, or its user is disabled. Its ``token`` describes the session (id ``session``)."""
-        query = (
-            select(ui_sessions, auth_users.c.name, auth_users.c.is_admin, auth_users.c.disabled,
-                   auth_users.c.created_at.label("user_created_at"))
-            .join(auth_users)
-            .where(ui_sessions.c.session_hash == hash_token(secret))
-        )  # fmt: skip
         with self.db.read() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_SQL["session"], (hash_token(secret),)).first()
             grants = {} if row is None else self._grants(conn, row.user_id)
         hint = "sign in again"
         if row is None or row.expires_at <= now_ms():
@@ -315,42 +323,29 @@ class AuthStore:
     def end_session(self, secret: str) -> None:
         """Sign a browser session out (idempotent)."""
         with self.db.write() as conn:
-            conn.execute(delete(ui_sessions).where(ui_sessions.c.session_hash == hash_token(secret)))
+            conn.execute(_SQL["end_session"], (hash_token(secret),))
 
     def record_login(self, user_name: str, address: str, ok: bool) -> None:
         """Remember one sign-in attempt (attempts older than a day are dropped)."""
         now = now_ms()
         with self.db.write() as conn:
-            stale = (ui_login_attempts.c.user_name == user_name) & (ui_login_attempts.c.at < now - 86_400_000)
-            conn.execute(delete(ui_login_attempts).where(stale))
-            conn.execute(
-                insert(ui_login_attempts).values(at=now, user_name=user_name[:200], address=address[:100], ok=ok)
-            )
+            conn.execute(_SQL["drop_stale_logins"], (user_name, now - 86_400_000))
+            conn.execute(_SQL["new_login"], (now, user_name[:200], address[:100], bool(ok)))
 
     def login_retry_after(self, user_name: str, address: str, limits: LoginLimits) -> int:
         """0 if a sign-in attempt for ``user_name`` from ``address`` may proceed, else the seconds
         to wait. A successful sign-in clears the user's count (not the address's)."""
         now = now_ms()
         window = limits.window_s * 1000
-        attempts = ui_login_attempts.c
         with self.db.read() as conn:
-            last_ok = conn.execute(
-                select(func.max(attempts.at)).where((attempts.user_name == user_name) & attempts.ok)
-            ).scalar()
+            last_ok = conn.execute(_SQL["last_ok"], (user_name, True)).scalar()
             since = max(now - window, int(last_ok or 0))
             waits = []
-            for where, limit in (
-                ((attempts.user_name == user_name) & (attempts.at > since), limits.per_user),
-                ((attempts.address == address) & (attempts.at > now - window), limits.per_address),
+            for key, who, after, limit in (
+                ("nth_user_failure", user_name, since, limits.per_user),
+                ("nth_address_failure", address, now - window, limits.per_address),
             ):
-                # the limit-th newest failure: once it leaves the window, fewer than `limit` remain
-                nth = conn.execute(
-                    select(attempts.at)
-                    .where(where & ~attempts.ok)
-                    .order_by(attempts.at.desc())
-                    .offset(limit - 1)
-                    .limit(1)
-                ).scalar()
+                nth = conn.execute(_SQL[key], (who, after, False, limit - 1)).scalar()
                 if nth is not None:
                     waits.append(int(nth) + window - now)
         return max([0, *((w + 999) // 1000 for w in waits)])
