@@ -12,6 +12,15 @@ user pays it), in its own git repository per tool, on the same bytes:
   unchanged, ``add`` after changing one file, ``status``, ``checkout`` after
   ``rm -r``, ``push`` to a local-folder remote.
 
+Steps run one after the other as a user types them: the data is written, then
+added at once (no pause: a file written less than a second before ``add`` is in
+the racy window of a coarse-timestamp file system); every cache (keel's stat
+cache and parsed trees, DVC's state database, the page cache) is as the previous
+step left it. For keel each step is also run in process (``keel.sdk.data``
+imported first, only the call timed) in a repository of its own that went through
+the same steps: the table shows ``CLI (in-process)``, the difference being the
+start-up of the ``keel`` command.
+
 DVC runs with its defaults (cache type ``reflink,copy``: copies on ext4).
 keel runs with its defaults too (``link = auto``: a reflink where the file
 system has them, else a hard link, but a copy when running as root, because
@@ -26,10 +35,9 @@ are compiled once before the timings (``compileall``, into the git-ignored
 
 Peak memory is the largest resident set of any measured command of the tool
 (``wait4`` rusage of the child; the bench's own process stays small, since Linux
-carries the parent's peak into a child). Data files are created before the timings
-and their mtimes are left as they are; the bench waits 1.5 s after creating
-them so they are older than keel's racy-timestamp window (a stat cache entry
-is only trusted for files not modified in the second before it was recorded).
+carries the parent's peak into a child). The 1 GiB file and the 20,000 small files
+are generated once per run into a temporary folder (removed at the end, also when
+the bench fails) and copied into each tool's repository just before its ``add``.
 """
 
 from __future__ import annotations
@@ -72,18 +80,25 @@ WORKLOADS = {
 
 
 class Tool:
-    """How one tool's commands are spelled."""
+    """How one tool's commands are spelled. ``inproc``: the python that runs keel's steps in
+    process (``bench/data.py --inproc STEP``, which prints the call's own seconds)."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], link: str | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], link: str | None = None, inproc: str | None = None
+    ) -> None:
         self.name = name
         self.argv = argv
         self.env = env
         self.link = link
+        self.inproc = inproc
 
     def cmd(self, step: str, target: str, remote: str = "") -> list[list[str]]:
         """The command(s) of ``step``: the last one is timed, the others are set-up."""
         keel = self.name.startswith("keel")
         link = ["--link", self.link] if keel and self.link else []
+        if self.inproc:
+            setup = [self.argv + ["remote", "add", "-d", "bench", remote]] if step == "push" else []
+            return [*setup, [self.inproc, __file__, "--inproc", step, target, self.link or ""]]
         if step == "add":
             return [self.argv + (["data", "add", *link, target] if keel else ["add", "-q", target])]
         if step == "status":
@@ -146,7 +161,9 @@ def scenario(tool: Tool, tmp: Path, sizes: dict[str, int], seeds: dict[str, Path
         nonlocal peak
         for argv in argvs[:-1]:
             subprocess.run(argv, cwd=cwd, env=env, check=True, capture_output=True)
-        seconds, rss, _ = run_timed(argvs[-1], cwd, env)
+        seconds, rss, output = run_timed(argvs[-1], cwd, env)
+        if tool.inproc:  # the call's own time, printed by the child
+            seconds = float(output.strip().splitlines()[-1].split()[-1])
         results[key] = seconds
         peak = max(peak, rss)
         print(f"  .. {tool.name:<13} {key:<15} {seconds:7.3f} s  {rss:6.0f} MB", file=sys.stderr)
@@ -155,7 +172,6 @@ def scenario(tool: Tool, tmp: Path, sizes: dict[str, int], seeds: dict[str, Path
     repo = tmp / f"{tool.name}-big"
     new_repo(repo, tool, env)
     shutil.copyfile(seeds["big"], repo / "big.bin")
-    time.sleep(1.5)
     timed("big_add", tool.cmd("add", "big.bin"), repo)
     timed("big_readd", tool.cmd("add", "big.bin"), repo)
     (repo / "big.bin").unlink()
@@ -168,7 +184,6 @@ def scenario(tool: Tool, tmp: Path, sizes: dict[str, int], seeds: dict[str, Path
     repo = tmp / f"{tool.name}-small"
     new_repo(repo, tool, env)
     shutil.copytree(seeds["small"], repo / "small")
-    time.sleep(1.5)
     timed("small_add", tool.cmd("add", "small"), repo)
     timed("small_readd", tool.cmd("add", "small"), repo)
     victim = repo / "small" / "d07" / "f00007.txt"
@@ -210,7 +225,10 @@ def main() -> int:
     parser.add_argument("--tmpdir", help="where the repositories go (default: the system temp dir)")
     parser.add_argument("--no-hardlink-rows", action="store_true", help="skip keel --link hardlink (as root)")
     parser.add_argument("--make-seeds", nargs=3, metavar=("DIR", "BIG", "SMALL"), help=argparse.SUPPRESS)
+    parser.add_argument("--inproc", nargs=3, metavar=("STEP", "TARGET", "LINK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.inproc:
+        return inproc_step(*args.inproc)
     if args.make_seeds:  # in a child process: this one must stay small (see below)
         folder, big_size, small_count = args.make_seeds
         make_big(Path(folder) / "seed-big.bin", int(big_size))
@@ -226,6 +244,7 @@ def main() -> int:
     keel_cmd = [str(Path(keel_python).with_name("keel"))]
     _keel_bytecode(keel_python)
     tools.append(Tool("keel", keel_cmd, {}))
+    tools.append(Tool("keel-inproc", keel_cmd, {}, inproc=keel_python))
     if os.geteuid() == 0 and not args.no_hardlink_rows:
         tools.append(Tool("keel-hardlink", keel_cmd, {}, link="hardlink"))
 
@@ -259,13 +278,14 @@ def main() -> int:
                 continue
             dvc = median_of(raw.get(key, {}).get("dvc"), "seconds")
             keel = median_of(raw.get(key, {}).get(variant), "seconds")
+            inproc = median_of(raw.get(key, {}).get("keel-inproc"), "seconds") if variant == "keel" else None
             ratio = dvc / keel if dvc and keel else None
             suffix = " [keel --link hardlink]" if variant == "keel-hardlink" else ""
             rows.append(
                 {
                     "workload": label.format(big=big, small=f"{sizes['small']:,}") + suffix,
                     "mlflow_text": fmt_s(dvc),
-                    "keel_text": fmt_s(keel),
+                    "keel_text": fmt_s(keel) + (f" ({fmt_s(inproc)})" if inproc is not None else ""),
                     "speedup": ratio,
                     "target": f">= {target}x faster",
                     "met": None if ratio is None else ratio >= target,
@@ -304,9 +324,29 @@ def main() -> int:
         )
     # The shared printer names its peer MLflow; here the peer is DVC.
     print(buffer.getvalue().replace("MLflow", "DVC").replace("mlflow", "dvc   "))
-    print("speed-up = DVC seconds / keel seconds (memory: DVC MB / keel MB)")
+    print("keel: the `keel` command as a fresh process (in brackets: the same step in process, start-up excluded)")
+    print("speed-up = DVC seconds / keel CLI seconds (memory: DVC MB / keel MB)")
     worst = min((r["speedup"] for r in rows if r["speedup"]), default=None)
     print(f"lowest speed-up: {fmt_ratio(worst)}")
+    return 0
+
+
+def inproc_step(step: str, target: str, link: str) -> int:
+    """Run one step through ``keel.sdk.data`` in this process; print the call's seconds."""
+    from keel.sdk import data
+
+    t0 = time.perf_counter()
+    if step == "add":
+        data.add([target], link=link or None)
+    elif step == "status":
+        data.status()
+    elif step == "checkout":
+        data.checkout(link=link or None)
+    elif step == "push":
+        data.push()
+    else:
+        raise ValueError(step)
+    print(f"seconds {time.perf_counter() - t0:.6f}")
     return 0
 
 
