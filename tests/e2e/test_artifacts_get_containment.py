@@ -4,10 +4,7 @@ The CLI runs in-process (see ``tests/cli_inprocess.py``)."""
 
 from pathlib import Path
 
-from sqlalchemy import select
-
 from cli_inprocess import keel
-from keel.meta import schema
 from keel.services.tracking import TrackingService
 from keel.services.workspace import open_store
 
@@ -22,10 +19,11 @@ def test_artifacts_get_refuses_a_stored_path_outside_dest(tmp_path: Path) -> Non
         run_id = tracking.start_run("p", "old").run_id
         oid = tracking.store_bytes(b"pwned")
         with store.db.write() as conn:  # rows as an unvalidated write_batch could store them
-            pk = conn.execute(select(schema.runs.c.id).where(schema.runs.c.run_id == run_id)).scalar()
+            pk = conn.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).scalar()
             for path in ("ok.txt", "../../x.txt"):
                 conn.execute(
-                    schema.artifacts.insert().values(run_pk=pk, path=path, oid=oid, size=5, kind="file", created_at=1)
+                    "INSERT INTO artifacts (run_pk, path, oid, size, kind, created_at) VALUES (?, ?, ?, 5, 'file', 1)",
+                    (pk, path, oid),
                 )
     finally:
         store.close()

@@ -212,7 +212,7 @@ def test_keel_info_masks_the_database_password(site: Site) -> None:
 
 def test_driver_errors_become_keel_errors_without_the_url(site: Site, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG")
-    from sqlalchemy import exc as sa_exc
+    from keel.meta.dbapi import ConstraintViolation
 
     store = open_store(site.store, site.objects, cached=False)
     try:
@@ -220,9 +220,9 @@ def test_driver_errors_become_keel_errors_without_the_url(site: Site, caplog: py
         insert = "INSERT INTO projects (name, description, created_at) VALUES ('dup', '', 0)"
         with store.db.write() as conn:
             conn.exec_driver_sql(insert)
-        # A unique-key violation through the pooled connections: SQLAlchemy's error, which the
-        # server answers as a Conflict (409) with neither the URL nor the row.
-        with pytest.raises(sa_exc.IntegrityError) as raised, store.db.write() as conn:
+        # A unique-key violation through the pooled connections: keel's ConstraintViolation, which
+        # the server answers as a Conflict (409) with neither the URL nor the row.
+        with pytest.raises(ConstraintViolation) as raised, store.db.write() as conn:
             conn.exec_driver_sql(insert)
         conflict = known_error(raised.value)
         assert isinstance(conflict, Conflict) and "projects_name" in conflict.message

@@ -354,10 +354,9 @@ def test_a_batch_retried_after_its_first_attempt_committed_is_stored_once(ws: Pa
     outcome = ABBatch(outcomes=[("exp", "u1", "thumbs_up", 1.0, 1)], exposures=[("exp", "u1", "a", "{}", None, 1)])
     for _ in range(2):
         ab.write_batch(outcome, batch_id="test-ab-1")
-    from sqlalchemy import text
 
     with session.service.store.db.read() as conn:
-        rows = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in ("ab_outcomes", "ab_exposures")]
+        rows = [conn.execute(f"SELECT count(*) FROM {t}").scalar() for t in ("ab_outcomes", "ab_exposures")]
     assert rows == [1, 1]  # outcomes have no natural key: the batch id alone keeps the retry out
     with pytest.raises(InvalidInput, match="batch id"):
         session.service.write_batch(batch, batch_id="bad id with spaces")

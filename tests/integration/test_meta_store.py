@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from keel.core.batch import WriteBatch
 from keel.core.entities import new_run_id
@@ -115,7 +114,7 @@ def test_migrations_reproduce_the_declared_schema(db: Database) -> None:
 
 def test_a_schema_from_a_newer_keel_is_refused_with_a_clear_message(database_url: str, db: Database) -> None:
     with db.write() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
     newer = open_database(database_url)
     try:
         with pytest.raises(SchemaTooNew) as caught:
