@@ -4,23 +4,23 @@ Every ``keel data add`` registers ``(path, oid, kind, size, files, git commit,
 time)``; a run that used the data records ``dataset:<path>@<oid>`` as an input.
 
 For the embedded SQLite store (a workspace's ``.keel/keel.db``) registration
-goes straight through the stdlib driver when the schema is current: one
-insert, no SQLAlchemy import (~0.3 s of a command that otherwise takes
-a few tenths). Any other store (PostgreSQL via ``KEEL_URI``, or a database
-that needs migrating) takes the ordinary path through :func:`open_store`.
+opens only that database when its schema is current (one insert, no store:
+:func:`keel.meta.datasets.register_in_sqlite_file`). Any other store (PostgreSQL
+via ``KEEL_URI``, or a database that needs migrating) takes the ordinary path
+through :func:`open_store`. The SQL is in :mod:`keel.meta.datasets`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.core.entities import now_ms
 from keel.errors import InvalidInput, NotFound, TooLarge
+from keel.meta import datasets as dataset_rows
 from keel.services.contract import (
     operation,
     service,
@@ -91,88 +91,29 @@ def _embedded_sqlite(root: Path) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def _register_fast(path: str, rows: list[Row]) -> bool:
-    from keel.meta.migrate import HEAD
-
-    try:
-        conn = sqlite3.connect(path, timeout=60, isolation_level=None)
-    except sqlite3.Error:
-        return False
-    try:
-        conn.execute("PRAGMA busy_timeout=60000")
-        try:
-            (revision,) = conn.execute("SELECT version_num FROM alembic_version").fetchone() or (None,)
-        except sqlite3.Error:
-            return False
-        if revision != HEAD:
-            return False  # the ordinary path migrates it
-        now = now_ms()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            "INSERT OR IGNORE INTO dataset_versions (path, oid, kind, size, files, git_commit, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(*row, now) for row in rows],
-        )
-        conn.execute("COMMIT")
-        return True
-    except sqlite3.Error:
-        return False
-    finally:
-        conn.close()
-
-
 def register_versions(root: Path, rows: list[Row]) -> None:
     """Record dataset versions (existing ``(path, oid)`` pairs are left as they are)."""
     if not rows:
         return
     fast = _embedded_sqlite(root)
-    if fast and _register_fast(fast, rows):
+    if fast and dataset_rows.register_in_sqlite_file(fast, rows, now_ms()):
         return
     register_with(open_meta(root), rows)
 
 
 def register_with(store: Store, rows: list[Row]) -> None:
-    """Record dataset versions through SQLAlchemy (any backend)."""
-    from sqlalchemy import and_, insert, select
-
-    from keel.meta.dbapi import ConstraintViolation as IntegrityError
-    from keel.meta.schema import dataset_versions as t
-
-    now = now_ms()
-    for path, oid, kind, size, files, commit in rows:
-        try:
-            with store.db.write() as conn:
-                exists = conn.execute(select(t.c.id).where(and_(t.c.path == path, t.c.oid == oid))).first()
-                if exists is None:
-                    conn.execute(
-                        insert(t).values(
-                            path=path, oid=oid, kind=kind, size=size, files=files, git_commit=commit, created_at=now
-                        )
-                    )
-        except IntegrityError:
-            pass  # registered meanwhile by another process
+    """Record dataset versions in ``store`` (any backend)."""
+    if rows:
+        with store.db.write() as conn:
+            dataset_rows.register(conn, rows, now_ms())
 
 
 def versions_of(store: Store, path: str | None) -> list[DatasetVersion]:
     """Versions of ``path`` (every path if None), newest first, each with the runs that used it."""
-    from sqlalchemy import select
-
-    from keel.meta.schema import dataset_versions as t
-    from keel.meta.schema import lineage, runs
-
     with store.db.read() as conn:
-        query = select(t.c.path, t.c.oid, t.c.kind, t.c.size, t.c.files, t.c.git_commit, t.c.created_at)
-        if path is not None:
-            query = query.where(t.c.path == path)
-        rows = conn.execute(query.order_by(t.c.created_at.desc(), t.c.id.desc())).all()
-        edges = select(lineage.c.entity_id, lineage.c.entity_version, runs.c.run_id).join(
-            runs, runs.c.id == lineage.c.run_pk
-        )
-        edges = edges.where(lineage.c.entity_kind == "dataset", lineage.c.direction == "input")
-        if path is not None:
-            edges = edges.where(lineage.c.entity_id == path)
+        rows = dataset_rows.versions(conn, path)
         used: dict[tuple[str, str], list[str]] = {}
-        for entity, version, run_id in conn.execute(edges.order_by(lineage.c.created_at)).all():
+        for entity, version, run_id in dataset_rows.runs_of_versions(conn, path):
             used.setdefault((entity, version), []).append(run_id)
     return [DatasetVersion(p, o, k, s, f, c, at, runs=used.get((p, o), [])) for p, o, k, s, f, c, at in rows]
 
@@ -184,37 +125,19 @@ def protected_oids(store: Store) -> tuple[set[str], set[str]]:
     source names, and recorded configuration snapshots. ``data versions``:
     oids (files or trees) of datasets some run used.
     """
-    from sqlalchemy import select
-
-    from keel.meta.schema import lineage
-
     objects = set(store.tracking.referenced_oids())
     with store.db.read() as conn:
-        versions = set(
-            conn.execute(
-                select(lineage.c.entity_version).where(lineage.c.entity_kind == "dataset").distinct()
-            ).scalars()
-        )
-        if conn.has_table("model_versions"):
-            from keel.meta.schema import model_versions
-
-            for (source,) in conn.execute(select(model_versions.c.source)).all():
-                objects.update(_OID_RE.findall(source or ""))
-        if conn.has_table("config_snapshots"):
-            from keel.meta.schema import config_snapshots
-
-            objects.update(conn.execute(select(config_snapshots.c.hash)).scalars())
-    return objects, {v for v in versions if v}
+        versions = dataset_rows.used_versions(conn)
+        for source in dataset_rows.model_version_sources(conn):
+            objects.update(_OID_RE.findall(source))
+        objects.update(dataset_rows.config_snapshot_hashes(conn))
+    return objects, versions
 
 
 def all_version_oids(store: Store) -> set[str]:
     """Every registered dataset version's oid."""
-    from sqlalchemy import select
-
-    from keel.meta.schema import dataset_versions as t
-
     with store.db.read() as conn:
-        return set(conn.execute(select(t.c.oid).distinct()).scalars())
+        return dataset_rows.version_oids(conn)
 
 
 @service("datasets")
