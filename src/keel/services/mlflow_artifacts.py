@@ -16,11 +16,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select
-
 from keel.core.entities import now_ms
 from keel.errors import InvalidInput
-from keel.meta.schema import mlflow_artifacts
+from keel.meta.mlflow_artifacts import MlflowArtifactRows
 
 __all__ = ["MAX_PATH_LENGTH", "MlflowArtifacts", "ProxiedFile", "mime_type"]
 
@@ -56,18 +54,12 @@ class ProxiedFile:
     size: int
 
 
-def _under(folder: str) -> Any:
-    """The rows whose path may lie under ``folder/`` (LIKE narrows; callers check the exact
-    prefix, since SQLite's LIKE ignores case)."""
-    pattern = folder.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
-    return mlflow_artifacts.c.path.like(pattern, escape="\\")
-
-
 class MlflowArtifacts:
     """The ``mlflow_artifacts`` rows of one store."""
 
     def __init__(self, db: Any) -> None:
         self.db = db
+        self.rows = MlflowArtifactRows(db)
 
     @staticmethod
     def check_path(path: str) -> str:
@@ -81,33 +73,22 @@ class MlflowArtifacts:
     def put(self, path: str, oid: str, size: int) -> None:
         """Keep object ``oid`` at ``path`` (replacing what the path held)."""
         self.check_path(path)
-        with self.db.write() as conn:
-            conn.execute(delete(mlflow_artifacts).where(mlflow_artifacts.c.path == path))
-            conn.execute(insert(mlflow_artifacts).values(path=path, oid=oid, size=size, created_at=now_ms()))
+        self.rows.put(path, oid, size, now_ms())
 
     def get(self, path: str) -> ProxiedFile | None:
         """The file at ``path``, or None."""
-        with self.db.read() as conn:
-            row = conn.execute(
-                select(mlflow_artifacts.c.oid, mlflow_artifacts.c.size).where(mlflow_artifacts.c.path == path)
-            ).first()
-        return None if row is None else ProxiedFile(path, row.oid, int(row.size))
+        found = self.rows.get(path)
+        return None if found is None else ProxiedFile(path, *found)
 
     def is_folder(self, path: str) -> bool:
         """True if some file lies under ``path/``."""
-        with self.db.read() as conn:
-            found = conn.execute(select(mlflow_artifacts.c.path).where(_under(path))).scalars()
-            return any(item.startswith(path + "/") for item in found)
+        return any(item.startswith(path + "/") for item, _size in self.rows.files(path))
 
     def children(self, folder: str) -> list[dict[str, Any]]:
         """What lies directly in ``folder`` ("" = the root), as MLflow lists it: names relative
         to ``folder``, folders first met as ``is_dir``, files with their size (an empty file
         has none, as MLflow's JSON leaves a zero out)."""
-        query = select(mlflow_artifacts.c.path, mlflow_artifacts.c.size)
-        if folder:
-            query = query.where(_under(folder))
-        with self.db.read() as conn:
-            rows = conn.execute(query).all()
+        rows = self.rows.files(folder)
         seen: dict[str, dict[str, Any]] = {}
         skip = len(folder) + 1 if folder else 0
         for path, size in rows:

@@ -32,14 +32,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-
 from keel.core.entities import now_ms
 from keel.core.names import check_artifact_path
 from keel.errors import AlreadyExists, InvalidInput, NotFound, TooLarge
 from keel.integrations.mlflow_rest.filters import order_rows, row_filter
 from keel.integrations.mlflow_rest.paging import page_of, page_size
-from keel.meta.schema import mlflow_datasets
+from keel.meta import mlflow_datasets as dataset_rows
 from keel.services.data_versions import register_with
 from keel.services.workspace import Store
 
@@ -144,10 +142,9 @@ class MlflowDatasets:
         if not isinstance(dataset_id, str):
             raise _not_found(str(dataset_id))
         with self.db.read() as conn:
-            found = conn.execute(select(mlflow_datasets).where(mlflow_datasets.c.dataset_id == dataset_id)).first()
-        if found is None:
+            row = dataset_rows.row(conn, dataset_id)
+        if row is None:
             raise _not_found(dataset_id)
-        row = dict(found._mapping)
         row["tags"] = json.loads(row["tags"] or "{}")
         row["experiment_ids"] = json.loads(row["experiment_ids"] or "[]")
         return row
@@ -205,46 +202,44 @@ class MlflowDatasets:
             "updated_at": now,
         }
         with self.db.write() as conn:
-            taken = conn.execute(select(mlflow_datasets.c.dataset_id).where(mlflow_datasets.c.path == path)).first()
+            taken = dataset_rows.id_of_path(conn, path)
             if taken is not None:
                 raise AlreadyExists(
-                    f"an evaluation dataset named {name[:200]!r} exists already ({taken.dataset_id}): keel keeps "
+                    f"an evaluation dataset named {name[:200]!r} exists already ({taken}): keel keeps "
                     f"a dataset's versions under one data path ({path})",
-                    f"add records to it (dataset_id={taken.dataset_id}) or choose another name",
+                    f"add records to it (dataset_id={taken}) or choose another name",
                 )
-            conn.execute(insert(mlflow_datasets).values(**row))
+            dataset_rows.insert(conn, {**row, "schema": None, "profile": None})
         return self.row(row["dataset_id"])
 
     def delete(self, dataset_id: str) -> None:
         """Forget the dataset (MLflow's delete; an unknown id is no error). Its keel versions stay."""
         with self.db.write() as conn:
-            conn.execute(delete(mlflow_datasets).where(mlflow_datasets.c.dataset_id == dataset_id))
+            dataset_rows.delete(conn, dataset_id)
 
     def set_tags(self, dataset_id: str, tags: Any, remove: str | None = None) -> None:
         """Merge tags into the dataset's (or remove the tag ``remove``; missing ones are no error)."""
         values = _tags(tags)
-        t = mlflow_datasets
         with self.db.write() as conn:
-            found = conn.execute(select(t.c.tags).where(t.c.dataset_id == dataset_id)).first()
+            found = dataset_rows.tags(conn, dataset_id)
             if found is None:
                 if remove is not None:
                     return  # MLflow: deleting a tag of an unknown dataset is a no-op
                 raise _not_found(dataset_id)
-            merged = {**json.loads(found.tags or "{}"), **values}
+            merged = {**json.loads(found[0] or "{}"), **values}
             if remove is not None:
                 merged.pop(remove, None)
-            conn.execute(update(t).where(t.c.dataset_id == dataset_id).values(tags=json.dumps(merged)))
+            dataset_rows.set_tags(conn, dataset_id, json.dumps(merged))
 
     def set_experiments(self, dataset_id: str, add: Sequence[str] = (), remove: Sequence[str] = ()) -> dict[str, Any]:
         """Associate the dataset with more experiments, or fewer."""
-        t = mlflow_datasets
         with self.db.write() as conn:
-            found = conn.execute(select(t.c.experiment_ids).where(t.c.dataset_id == dataset_id)).first()
+            found = dataset_rows.experiments(conn, dataset_id)
             if found is None:
                 raise _not_found(dataset_id)
-            listed = [e for e in json.loads(found.experiment_ids or "[]") if e not in set(remove)]
+            listed = [e for e in json.loads(found[0] or "[]") if e not in set(remove)]
             listed += [e for e in add if e not in listed]
-            conn.execute(update(t).where(t.c.dataset_id == dataset_id).values(experiment_ids=json.dumps(listed)))
+            dataset_rows.set_experiments(conn, dataset_id, json.dumps(listed))
         return self.row(dataset_id)
 
     def search(
@@ -260,11 +255,10 @@ class MlflowDatasets:
         keep = row_filter(filter_string if isinstance(filter_string, str) else None, _ATTRIBUTES)
         size = page_size(max_results if max_results not in (None, "", 0) else None, 1000, _MAX_SEARCH_PAGE)
         with self.db.read() as conn:
-            found = conn.execute(select(mlflow_datasets)).all()
+            found = dataset_rows.all_rows(conn)
         rows = []
         wanted = set(experiment_ids or ())
-        for item in found:
-            row = dict(item._mapping)
+        for row in found:
             row["tags"] = json.loads(row["tags"] or "{}")
             row["experiment_ids"] = json.loads(row["experiment_ids"] or "[]")
             if wanted and not wanted.intersection(row["experiment_ids"]):
@@ -354,7 +348,6 @@ class MlflowDatasets:
             )
         oid = self.store.objects.put_bytes(data)
         register_with(self.store, [(row["path"], oid, "file", len(data), 1, "")])
-        t = mlflow_datasets
         values: dict[str, Any] = {
             "oid": oid,
             "digest": oid[:8],
@@ -364,10 +357,8 @@ class MlflowDatasets:
         }
         if schema is not None:
             values["schema"] = json.dumps(schema)
-        same = t.c.oid.is_(None) if row["oid"] is None else t.c.oid == row["oid"]
         with self.db.write() as conn:
-            changed = conn.execute(update(t).where(t.c.dataset_id == row["dataset_id"], same).values(**values))
-        return bool(changed.rowcount)
+            return dataset_rows.set_records(conn, row["dataset_id"], row["oid"], values)
 
 
 def _tags(tags: Any) -> dict[str, str]:

@@ -28,15 +28,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
-
 from keel.core.batch import WriteBatch
 from keel.core.entities import now_ms
 from keel.core.filters import And, Comparison, Field, Node, evaluate, parse_filter
 from keel.errors import InvalidInput, NotFound
 from keel.integrations.mlflow_rest.paging import page_of, page_size
-from keel.meta.dbapi import ConstraintViolation as IntegrityError
-from keel.meta.schema import lineage, mlflow_logged_model_metrics, mlflow_logged_models, projects, runs
+from keel.meta.logged_models import LoggedModelRows
 from keel.services.auth import Principal, require
 from keel.services.mlflow_tracking import MlflowTracking
 from keel.services.tracking import random_run_name
@@ -170,12 +167,9 @@ class MlflowLoggedModels:
     def __init__(self, tracking: MlflowTracking) -> None:
         self.tracking = tracking
         self.db = tracking.db
+        self.rows = LoggedModelRows(self.db)
 
     # -- rows ------------------------------------------------------------------------------
-    def _query(self) -> Any:
-        t = mlflow_logged_models
-        return select(t, projects.c.name.label("project")).join(projects, projects.c.id == t.c.project_id)
-
     def _row(self, found: Any) -> ModelRow:
         return ModelRow(
             pk=int(found.id),
@@ -199,8 +193,7 @@ class MlflowLoggedModels:
         ``allow_deleted``)."""
         if not is_logged_model_id(model_id):
             raise _not_found(str(model_id))
-        with self.db.read() as conn:
-            found = conn.execute(self._query().where(mlflow_logged_models.c.model_id == model_id)).first()
+        found = self.rows.model(model_id)
         if found is None:
             raise _not_found(model_id)
         row = self._row(found)
@@ -211,14 +204,7 @@ class MlflowLoggedModels:
     def _metrics(self, pks: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
         if not pks:
             return {}
-        m = mlflow_logged_model_metrics
-        with self.db.read() as conn:
-            found = conn.execute(
-                select(m, mlflow_logged_models.c.model_id)
-                .join(mlflow_logged_models, mlflow_logged_models.c.id == m.c.model_pk)
-                .where(m.c.model_pk.in_(list(pks)))
-                .order_by(m.c.key, m.c.timestamp, m.c.step)
-            ).all()
+        found = self.rows.metrics(pks)
         out: dict[int, list[dict[str, Any]]] = {}
         for r in found:
             metric: dict[str, Any] = {
@@ -297,42 +283,33 @@ class MlflowLoggedModels:
         model_id = f"m-{uuid.uuid4().hex}"
         now = now_ms()
         project_id = self.tracking.tracking.repo.project_ids([project])[0]
-        with self.db.write() as conn:
-            conn.execute(
-                insert(mlflow_logged_models).values(
-                    model_id=model_id,
-                    project_id=project_id,
-                    name=name,
-                    model_type=model_type or "",
-                    source_run_id=source_run_id or None,
-                    status=_PENDING,
-                    lifecycle_stage="active",
-                    params=json.dumps(param_values),
-                    tags=json.dumps(tag_values),
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+        self.rows.create(
+            {
+                "model_id": model_id,
+                "project_id": project_id,
+                "name": name,
+                "model_type": model_type or "",
+                "source_run_id": source_run_id or None,
+                "status": _PENDING,
+                "lifecycle_stage": "active",
+                "params": json.dumps(param_values),
+                "tags": json.dumps(tag_values),
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
         if link and source_run_id:
             self.record_outputs(source_run_id, [(model_id, None)])
         return self.row(model_id)
 
-    def _update(self, row: ModelRow, **values: Any) -> None:
-        with self.db.write() as conn:
-            conn.execute(
-                update(mlflow_logged_models)
-                .where(mlflow_logged_models.c.id == row.pk)
-                .values(updated_at=now_ms(), **values)
-            )
-
     def finalize(self, row: ModelRow, status: Any) -> ModelRow:
         """Set the model's status (READY or UPLOAD_FAILED, as ``log_model`` does at its end)."""
-        self._update(row, status=_status(status))
+        self.rows.set_status(row.pk, _status(status), now_ms())
         return self.row(row.model_id)
 
     def delete(self, row: ModelRow) -> None:
         """Mark the model deleted (MLflow's soft delete: its id stays taken, its files stay)."""
-        self._update(row, lifecycle_stage="deleted")
+        self.rows.set_lifecycle_stage(row.pk, "deleted", now_ms())
 
     def set_tags(self, row: ModelRow, tags: Any) -> None:
         """Set tags (a repeated key keeps its last value)."""
@@ -342,17 +319,7 @@ class MlflowLoggedModels:
 
     def _merge(self, row: ModelRow, column: str, values: Mapping[str, str | None]) -> None:
         """Merge ``values`` into the JSON column, re-read inside the transaction (no update lost)."""
-        t = mlflow_logged_models
-        with self.db.write() as conn:
-            current = json.loads(conn.execute(select(t.c[column]).where(t.c.id == row.pk)).scalar_one() or "{}")
-            for key, value in values.items():
-                if value is None:
-                    current.pop(key, None)
-                else:
-                    current[key] = value
-            conn.execute(
-                update(t).where(t.c.id == row.pk).values({column: json.dumps(current), "updated_at": now_ms()})
-            )
+        self.rows.merge(row.pk, column, values, now_ms())
 
     def delete_tag(self, row: ModelRow, key: str) -> None:
         """Remove one tag (RESOURCE_DOES_NOT_EXIST when the model has none of that key)."""
@@ -408,21 +375,9 @@ class MlflowLoggedModels:
         """MLflow's ``model_outputs`` of each run (``{model_id, step}``, from ``log_outputs``)."""
         if not run_ids:
             return {}
-        query = (
-            select(runs.c.run_id, lineage.c.entity_id, lineage.c.role)
-            .join(runs, runs.c.id == lineage.c.run_pk)
-            .where(
-                runs.c.run_id.in_(list(run_ids)),
-                lineage.c.direction == "output",
-                lineage.c.entity_kind == LOGGED_MODEL_KIND,
-                lineage.c.role.like("step %"),
-            )
-            .order_by(lineage.c.id)
-        )
         out: dict[str, list[dict[str, Any]]] = {}
-        with self.db.read() as conn:
-            for run_id, model_id, role in conn.execute(query).all():
-                out.setdefault(run_id, []).append({"model_id": model_id, "step": int(role.split(" ", 1)[1])})
+        for run_id, model_id, role in self.rows.outputs(run_ids, LOGGED_MODEL_KIND):
+            out.setdefault(run_id, []).append({"model_id": model_id, "step": int(role.split(" ", 1)[1])})
         return out
 
     def with_outputs(self, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -490,23 +445,7 @@ class MlflowLoggedModels:
                 "dataset_name": metric.get("dataset_name") or None,
                 "dataset_digest": metric.get("dataset_digest") or None,
             }
-        m = mlflow_logged_model_metrics
-        for row in rows.values():
-            try:
-                with self.db.write() as conn:
-                    exists = conn.execute(
-                        select(m.c.model_pk).where(
-                            m.c.model_pk == row["model_pk"],
-                            m.c.key == row["key"],
-                            m.c.timestamp == row["timestamp"],
-                            m.c.step == row["step"],
-                            m.c.run_id == run_id,
-                        )
-                    ).first()
-                    if exists is None:
-                        conn.execute(insert(m).values(**row))
-            except IntegrityError:
-                continue  # written meanwhile by a concurrent request
+        self.rows.add_metrics(list(rows.values()))
 
     # -- search --------------------------------------------------------------------------------
     def search(
@@ -528,11 +467,7 @@ class MlflowLoggedModels:
         names = list(dict.fromkeys(experiments.values()))
         if not names:
             return [], ""
-        with self.db.read() as conn:
-            found = conn.execute(
-                self._query().where(projects.c.name.in_(names), mlflow_logged_models.c.lifecycle_stage != "deleted")
-            ).all()
-        rows = [self._row(r) for r in found]
+        rows = [self._row(r) for r in self.rows.active_models(names)]
         metrics = self._metrics([r.pk for r in rows])
         items = []
         for row in rows:

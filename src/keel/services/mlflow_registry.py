@@ -26,15 +26,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-
 from keel.core.entities import now_ms
 from keel.errors import AlreadyExists, InvalidInput, NotFound
 from keel.integrations.mlflow_rest.entities import model_version_json, registered_model_json
 from keel.integrations.mlflow_rest.filters import IS_PROMPT_TAG, order_rows, registry_filter
 from keel.integrations.mlflow_rest.paging import page_of
 from keel.integrations.mlflow_rest.validation import check_model_version_source, invalid_source, source_within
-from keel.meta.schema import mlflow_prompt_versions, mlflow_prompts
+from keel.meta.mlflow_prompts import MlflowPromptRows
 from keel.services.models import ModelService, normalize_stage
 from keel.services.prompts import PromptService, PromptVersion
 
@@ -97,12 +95,12 @@ class MlflowRegistry:
         self.models = models
         self.prompts = prompts
         self.db = models.db
+        self.rows = MlflowPromptRows(self.db)
 
     # -- routing ------------------------------------------------------------------------
     def _prompt_row(self, name: str) -> dict[str, Any] | None:
-        with self.db.read() as conn:
-            row = conn.execute(select(mlflow_prompts).where(mlflow_prompts.c.name == name)).first()
-        return None if row is None else {**row._mapping, "tags": json.loads(row.tags or "{}")}
+        row = self.rows.prompt(name)
+        return None if row is None else {**row, "tags": json.loads(row["tags"] or "{}")}
 
     def _keel_prompt_versions(self, name: str) -> list[PromptVersion]:
         try:
@@ -131,35 +129,16 @@ class MlflowRegistry:
         """The MLflow versions of a prompt (oldest first), numbering keel versions MLflow
         has not seen yet; and the keel versions by semver."""
         keel_versions = {v.version: v for v in self._keel_prompt_versions(name)}
-        query = (
-            select(mlflow_prompt_versions)
-            .where(mlflow_prompt_versions.c.name == name)
-            .order_by(mlflow_prompt_versions.c.version)
-        )
-        with self.db.read() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(query)]
+        rows = self.rows.versions(name)
         seen = {r["keel_version"] for r in rows}
         if seen.issuperset(keel_versions):
             return self._decoded(rows), keel_versions
-        with self.db.write() as conn:  # number what keel registered since MLflow last looked
-            rows = [dict(r._mapping) for r in conn.execute(query)]
-            seen = {r["keel_version"] for r in rows}
-            number = max((r["version"] for r in rows), default=0)
-            for version in sorted(keel_versions.values(), key=lambda v: v.created_at):
-                if version.version in seen:
-                    continue
-                number += 1
-                row = {
-                    "name": name,
-                    "version": number,
-                    "keel_version": version.version,
-                    "description": version.changelog,
-                    "tags": "{}",
-                    "created_at": version.created_at,
-                    "updated_at": version.created_at,
-                }
-                conn.execute(insert(mlflow_prompt_versions).values(**row))
-                rows.append(row)
+        # number what keel registered since MLflow last looked
+        ordered = sorted(keel_versions.values(), key=lambda v: v.created_at)
+        rows = self.rows.number_versions(
+            name,
+            [{"keel_version": v.version, "description": v.changelog, "created_at": v.created_at} for v in ordered],
+        )
         return self._decoded(rows), keel_versions
 
     @staticmethod
@@ -269,13 +248,7 @@ class MlflowRegistry:
             "created_at": now,
             "updated_at": now,
         }
-        with self.db.write() as conn:
-            conn.execute(insert(mlflow_prompt_versions).values(**row))
-            exists = conn.execute(select(mlflow_prompts.c.name).where(mlflow_prompts.c.name == name)).first()
-            if exists is None:
-                conn.execute(
-                    insert(mlflow_prompts).values(name=name, description="", tags="{}", created_at=now, updated_at=now)
-                )
+        self.rows.add_version(row)
         return self._prompt_version_json({**row, "tags": tags}, version, {})
 
     def _prompt_version(self, name: str, number: Any) -> dict[str, Any]:
@@ -302,11 +275,7 @@ class MlflowRegistry:
         values = {"tags": json.dumps(merged), "updated_at": now}
         if description is not None:
             values["description"] = description
-        with self.db.write() as conn:
-            if meta is None:
-                conn.execute(insert(mlflow_prompts).values(name=name, created_at=now, **{"description": "", **values}))
-            else:
-                conn.execute(update(mlflow_prompts).where(mlflow_prompts.c.name == name).values(**values))
+        self.rows.set_prompt(name, values, exists=meta is not None)
 
     def _set_prompt_version_meta(
         self, name: str, number: Any, description: str | None = None, tags: Mapping[str, str | None] | None = None
@@ -324,12 +293,7 @@ class MlflowRegistry:
         values: dict[str, Any] = {"tags": json.dumps(merged), "updated_at": now_ms()}
         if description is not None:
             values["description"] = description
-        with self.db.write() as conn:
-            conn.execute(
-                update(mlflow_prompt_versions)
-                .where(mlflow_prompt_versions.c.name == name, mlflow_prompt_versions.c.version == found[0]["version"])
-                .values(**values)
-            )
+        self.rows.set_version(name, found[0]["version"], values)
 
     def _keel_version_of(self, name: str, number: Any) -> str:
         rows, _versions = self._sync(name)
@@ -351,13 +315,7 @@ class MlflowRegistry:
         if self.is_prompt(name) or self._is_model(name):
             raise AlreadyExists(f"Registered Model (name={name}) already exists", "register a new version of it")
         if tags.get(IS_PROMPT) == "true":
-            now = now_ms()
-            with self.db.write() as conn:
-                conn.execute(
-                    insert(mlflow_prompts).values(
-                        name=name, description=description or "", tags=json.dumps(tags), created_at=now, updated_at=now
-                    )
-                )
+            self.rows.create_prompt(name, description or "", json.dumps(tags), now_ms())
             return self._prompt_model_json(name)
         self.models.create_model(name, description or "", tags)
         return self._model_json(name)
@@ -393,9 +351,7 @@ class MlflowRegistry:
             )
         if self._prompt_row(name) is None:
             raise self._not_found(name)
-        with self.db.write() as conn:
-            conn.execute(delete(mlflow_prompt_versions).where(mlflow_prompt_versions.c.name == name))
-            conn.execute(delete(mlflow_prompts).where(mlflow_prompts.c.name == name))
+        self.rows.delete_prompt(name)
 
     def set_registered_model_tag(self, name: str, key: str, value: str | None) -> None:
         """Set (``value``) or delete (``None``) a tag of a model or prompt."""
@@ -423,12 +379,11 @@ class MlflowRegistry:
                 }
             )
         names = {name for name, _latest in self.prompts.list_prompts()}
-        with self.db.read() as conn:
-            metas = {r.name: r for r in conn.execute(select(mlflow_prompts))}
+        metas = {r["name"]: r for r in self.rows.prompts()}
         for name in sorted(names | set(metas)):
             meta = metas.get(name)
-            tags = {IS_PROMPT: "true", **(json.loads(meta.tags or "{}") if meta else {})}
-            created = meta.created_at if meta else 0
+            tags = {IS_PROMPT: "true", **(json.loads(meta["tags"] or "{}") if meta else {})}
+            created = meta["created_at"] if meta else 0
             rows.append(
                 {
                     "name": name,

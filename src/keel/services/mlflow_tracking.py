@@ -25,8 +25,6 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-
 from keel.core.batch import MAX_ENTITY_ID_LENGTH, WriteBatch
 from keel.core.entities import RunRecord, new_run_id, now_ms
 from keel.core.filters import Field, OrderBy, check_query
@@ -43,7 +41,7 @@ from keel.integrations.mlflow_rest.entities import (
 from keel.integrations.mlflow_rest.filters import KEEL_STATUS, order_rows, row_filter, run_filter, run_order_by
 from keel.integrations.mlflow_rest.paging import page_of, page_size
 from keel.integrations.mlflow_rest.validation import check_key_name, invalid_value
-from keel.meta.schema import lineage, mlflow_dataset_inputs, mlflow_experiments, projects, runs, tags
+from keel.meta import mlflow as mlflow_rows
 from keel.services.tracking import DEFAULT_PROJECT, MAX_PAGE, TrackingService, random_run_name
 
 __all__ = ["MlflowTracking", "view_flags"]
@@ -123,16 +121,8 @@ class MlflowTracking:
     def _experiments(self) -> list[dict[str, Any]]:
         """Every project as an MLflow experiment row (plain values, for filtering)."""
         self._ensure_default()
-        query = select(
-            projects.c.id,
-            projects.c.name,
-            projects.c.created_at,
-            mlflow_experiments.c.lifecycle_stage,
-            mlflow_experiments.c.tags,
-            mlflow_experiments.c.updated_at,
-        ).select_from(projects.outerjoin(mlflow_experiments, mlflow_experiments.c.project_id == projects.c.id))
         with self.db.read() as conn:
-            rows = conn.execute(query).all()
+            rows = mlflow_rows.experiments(conn)
         out = []
         for pk, name, created, stage, tag_text, updated in rows:
             default = name == DEFAULT_PROJECT
@@ -190,11 +180,7 @@ class MlflowTracking:
         created = self.tracking.create_project(project)
         now = now_ms()
         with self.db.write() as conn:
-            conn.execute(
-                insert(mlflow_experiments).values(
-                    project_id=created.id, lifecycle_stage="active", tags=json.dumps(dict(tags)), updated_at=now
-                )
-            )
+            mlflow_rows.add_experiment(conn, created.id, json.dumps(dict(tags)), now)
         return self.experiment_id(project)
 
     def _update_experiment(
@@ -209,17 +195,8 @@ class MlflowTracking:
                 del merged[key]
             else:
                 merged[check_key_name(key, "tag", "key")] = str(value)
-        values = {
-            "lifecycle_stage": stage or row["lifecycle_stage"],
-            "tags": json.dumps(merged),
-            "updated_at": now_ms(),
-        }
         with self.db.write() as conn:
-            changed = conn.execute(
-                update(mlflow_experiments).where(mlflow_experiments.c.project_id == row["pk"]).values(**values)
-            ).rowcount
-            if not changed:
-                conn.execute(insert(mlflow_experiments).values(project_id=row["pk"], **values))
+            mlflow_rows.set_experiment(conn, row["pk"], stage or row["lifecycle_stage"], json.dumps(merged), now_ms())
 
     def set_experiment_lifecycle(self, experiment_id: Any, stage: str) -> None:
         """Delete (``deleted``) or restore (``active``) an experiment; its runs are untouched."""
@@ -337,7 +314,7 @@ class MlflowTracking:
         """Give a run a new name (MLflow lets a run's name change; keel keeps one name per run)."""
         check_name(name, "run name")
         with self.db.write() as conn:
-            conn.execute(update(runs).where(runs.c.run_id == run_id).values(name=name))
+            mlflow_rows.rename_run(conn, run_id, name)
 
     def log_batch(
         self,
@@ -433,24 +410,19 @@ class MlflowTracking:
 
     def delete_tag(self, run_id: str, key: str) -> None:
         """Remove one tag of a run (and from the run's summary, in the same transaction)."""
-        pk_query = select(runs.c.id, runs.c.summary).where(runs.c.run_id == run_id)
         with self.db.write() as conn:
-            row = conn.execute(pk_query).first()
-            if row is None:
+            found = mlflow_rows.run_summary(conn, run_id)
+            if found is None:
                 raise NotFound(f"no run with id {run_id!r}", "check the run id")
-            removed = conn.execute(delete(tags).where(tags.c.run_pk == row.id, tags.c.key == key)).rowcount
-            if not removed:
+            pk, summary = found
+            if not mlflow_rows.delete_run_tag(conn, pk, key):
                 raise NotFound(
                     f"No tag with name: {key} in run with id {run_id}", "see its tags: MlflowClient().get_run(run_id)"
                 )
-            doc = json.loads(row.summary or "{}")
+            doc = json.loads(summary or "{}")
             doc.get("tags", {}).pop(key, None)
-            conn.execute(
-                update(runs)
-                .where(runs.c.id == row.id)
-                .values(summary=json.dumps(doc, separators=(",", ":"), sort_keys=True))
-            )
-            self.tracking.repo.reseal(conn, row.id)  # a finished run's digest follows its tags
+            mlflow_rows.set_run_summary(conn, pk, json.dumps(doc, separators=(",", ":"), sort_keys=True))
+            self.tracking.repo.reseal(conn, pk)  # a finished run's digest follows its tags
 
     def log_inputs(self, run_id: str, datasets: Iterable[Mapping[str, Any]]) -> None:
         """MLflow dataset inputs: a lineage edge ``dataset:<name>@<digest>`` of the run, and
@@ -466,24 +438,8 @@ class MlflowTracking:
             chosen.setdefault((found["name"], found["digest"]), found)
         if not chosen:
             return
-        d = mlflow_dataset_inputs
         with self.db.read() as conn:
-            pk, project_id = conn.execute(select(runs.c.id, runs.c.project_id).where(runs.c.run_id == run_id)).one()
-            names = [name for name, _digest in chosen]
-            known = conn.execute(
-                select(d.c.name, d.c.digest, d.c.source_type, d.c.source, d.c.schema, d.c.profile)
-                .join(runs, runs.c.id == d.c.run_pk)
-                .where(runs.c.project_id == project_id, d.c.name.in_(names))
-                .order_by(d.c.created_at)
-            ).all()
-            present = {(r.name, r.digest) for r in conn.execute(select(d.c.name, d.c.digest).where(d.c.run_pk == pk))}
-            logged = set(
-                conn.execute(
-                    select(lineage.c.entity_id, lineage.c.entity_version).where(
-                        lineage.c.run_pk == pk, lineage.c.direction == "input", lineage.c.entity_kind == "dataset"
-                    )
-                ).all()
-            )
+            pk, known, present, logged = mlflow_rows.dataset_input_state(conn, run_id, [n for n, _d in chosen])
         first: dict[tuple[str, str], Any] = {}
         for row in known:
             first.setdefault((row.name, row.digest), row)
@@ -500,7 +456,7 @@ class MlflowTracking:
             rows.append({**found, "run_pk": pk, "tags": json.dumps(found["tags"]), "created_at": now})
         if rows:  # first: the lineage edge makes the input visible, with these fields
             with self.db.write() as conn:
-                conn.execute(insert(d), rows)
+                mlflow_rows.add_dataset_inputs(conn, rows)
         if edges:
             self.tracking.write_batch(WriteBatch(lineage=edges))
 
@@ -511,18 +467,7 @@ class MlflowTracking:
         if not run_ids:
             return {}
         out: dict[str, list[dict[str, Any]]] = {}
-        # one indexed read, as plain SQL: runs/get pays it on every call
-        query = self.db.sql(
-            'SELECT r.run_id, l.entity_id, l.entity_version, d.source_type, d.source, d."schema", d.profile, d.tags '
-            "FROM lineage l JOIN runs r ON r.id = l.run_pk "
-            "LEFT JOIN mlflow_dataset_inputs d "
-            "ON d.run_pk = l.run_pk AND d.name = l.entity_id AND d.digest = l.entity_version "
-            f"WHERE r.run_id IN ({', '.join('?' * len(run_ids))}) AND l.direction = 'input' "
-            "AND l.entity_kind = 'dataset' ORDER BY l.created_at, l.id"
-        )
-        with self.db.raw_read() as cur:
-            cur.execute(query, tuple(run_ids))
-            found = cur.fetchall()
+        found = mlflow_rows.dataset_inputs(self.db, run_ids)
         for run_id, name, digest, source_type, source, schema, profile, tag_text in found:
             dataset: dict[str, Any] = {"name": name, "digest": digest}
             if source_type is None:  # logged by keel: no MLflow fields
