@@ -111,9 +111,10 @@ class Client:
         return self._flushed().rename_project(name, new_name)
 
     # -- metrics ------------------------------------------------------------------
-    def metric_history(self, run_id: str, key: str) -> list[Metric]:
-        """Every value of a metric."""
-        return self._flushed().metric_history(run_id, key)
+    def metric_history(self, run_id: str, key: str, max_points: int | None = None) -> list[Metric]:
+        """Every value of a metric; with ``max_points``, at most that many for a chart (the first
+        and last point, and each bucket's lowest and highest value: spikes stay visible)."""
+        return self._flushed().metric_history(run_id, key, max_points)
 
     def metric_summaries(self, run_id: str) -> list[MetricSummary]:
         """Latest/min/max/count per metric."""

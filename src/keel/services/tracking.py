@@ -16,6 +16,7 @@ from typing import Any
 
 from keel.core.auth import Principal
 from keel.core.batch import MAX_ARTIFACT_PATH_LENGTH, WriteBatch, check_batch_id
+from keel.core.downsample import MIN_POINTS, bucket_extremes
 from keel.core.entities import (
     Artifact,
     EntityRef,
@@ -398,9 +399,22 @@ class TrackingService:
 
     # -- metrics --------------------------------------------------------------
     @operation("reader", run_scope())
-    def metric_history(self, run_id: str, key: str) -> list[Metric]:
-        """All values of a metric, by step."""
-        return self.repo.metric_history(self.resolve_run_id(run_id), key)
+    def metric_history(self, run_id: str, key: str, max_points: int | None = None) -> list[Metric]:
+        """All values of a metric, by step; with ``max_points``, at most that many, for a chart:
+        the first and the last point and each bucket's lowest and highest value, so spikes
+        and dips stay visible (:func:`keel.core.downsample.bucket_extremes`)."""
+        if max_points is not None and (
+            isinstance(max_points, bool) or not isinstance(max_points, int) or not MIN_POINTS <= max_points <= MAX_PAGE
+        ):
+            raise InvalidInput(
+                f"invalid max_points {max_points!r}",
+                f"use max_points={MIN_POINTS}..{MAX_PAGE} (e.g. 600 for a chart), or leave it out for every point",
+            )
+        full = self.resolve_run_id(run_id)
+        if max_points is None:
+            return self.repo.metric_history(full, key)
+        steps, stamps, values = self.repo.metric_series(full, key)
+        return [Metric(key, values[i], steps[i], stamps[i]) for i in bucket_extremes(values, max_points)]
 
     @operation("reader", run_scope())
     def metric_summaries(self, run_id: str) -> list[MetricSummary]:

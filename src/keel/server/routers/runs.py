@@ -204,9 +204,12 @@ def metric_summaries(run_id: str, caller: Caller, context: Context) -> list[dict
 
 
 @router.get("/runs/{run_id}/metric-history", summary="Every value of one metric, by step")
-def metric_history(run_id: str, key: str, caller: Caller, context: Context) -> dict[str, Any]:
+def metric_history(
+    run_id: str, key: str, caller: Caller, context: Context, max_points: int | None = None
+) -> dict[str, Any]:
+    """``max_points``: at most that many points, for a chart (each bucket's lowest and highest value)."""
     full = run_for(context, caller, run_id, "reader").run_id
-    history = context.tracking.metric_history(full, key)
+    history = context.tracking.metric_history(full, key, max_points)
     return {
         "run_id": full,
         "key": key,

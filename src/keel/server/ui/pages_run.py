@@ -26,7 +26,7 @@ from keel.errors import KeelError, NotFound
 from keel.server.auth import Context
 from keel.server.context import ServerContext
 from keel.server.transfer import stream_object
-from keel.server.ui.charts import Series, line_chart
+from keel.server.ui.charts import MAX_POINTS, Series, line_chart
 from keel.server.ui.render import render, url
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Viewer
@@ -62,7 +62,7 @@ def _metric_charts(context: ServerContext, record: RunRecord) -> tuple[list[Metr
     charts: list[Markup] = []
     for summary in summaries:
         if summary.count > 1 and len(charts) < MAX_CHARTS:
-            history = context.tracking.metric_history(record.run_id, summary.key)
+            history = context.tracking.metric_history(record.run_id, summary.key, MAX_POINTS)
             series = Series(summary.key, [m.step for m in history], [m.value for m in history])
             charts.append(line_chart([series], title=summary.key, y_label=summary.key))
     return summaries, charts

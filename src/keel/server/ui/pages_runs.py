@@ -28,7 +28,7 @@ from keel.core.entities import project_not_found
 from keel.errors import InvalidInput, KeelError, NotFound
 from keel.server.auth import Context
 from keel.server.context import ServerContext
-from keel.server.ui.charts import Bar, Point, Series, bar_chart, line_chart, scatter_chart
+from keel.server.ui.charts import MAX_POINTS, Bar, Point, Series, bar_chart, line_chart, scatter_chart
 from keel.server.ui.render import add_nav, link_entities, quote_path, render, url
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.runs_table import SORTABLE_ATTRIBUTES, available_columns, choose_columns, sort_clause
@@ -136,7 +136,7 @@ def _history_charts(context: ServerContext, comparison: Comparison) -> list[Mark
     for metric in comparison.metrics:
         series = []
         for arm in comparison.arms:
-            history = context.tracking.metric_history(arm.key, metric)
+            history = context.tracking.metric_history(arm.key, metric, MAX_POINTS)
             series.append(Series(arm.label, [m.step for m in history], [m.value for m in history]))
         if any(len(s.xs) > 1 for s in series):
             charts.append(line_chart(series, title=metric, y_label=metric))
