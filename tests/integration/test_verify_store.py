@@ -153,6 +153,25 @@ def test_the_digest_written_with_a_batch_is_the_one_its_rows_give(store: Store) 
     assert ids["short"] in stored and ids["running"] not in stored
 
 
+def test_writes_through_a_connection_reseal_a_finished_run(store: Store) -> None:
+    """keel writes that change a finished run inside a connection's transaction (a run set
+    finished directly, a tag removed through the MLflow API) store the digest its rows give."""
+    from keel.services.mlflow_tracking import MlflowTracking
+
+    ids = _populate(store)
+    tracking = TrackingService(store)
+    store.tracking.set_status(ids["running"], "finished", now_ms())
+    before = dict(_sql(store, "SELECT run_id, digest FROM runs"))
+    MlflowTracking(tracking).delete_tag(ids["short"], "team")
+    after = dict(_sql(store, "SELECT run_id, digest FROM runs"))
+
+    assert before[ids["running"]] is not None
+    assert after[ids["short"]] != before[ids["short"]]
+    report = _verify(store)
+    assert report.ok, _problems(report)
+    assert report.records["runs"].checked == 5
+
+
 def test_a_changed_metric_series_is_reported_with_its_run(store: Store) -> None:
     ids = _populate(store)
     row = _sql(store, "SELECT id, vals FROM metric_chunks WHERE key = 'loss' ORDER BY id LIMIT 1")[0]
