@@ -19,19 +19,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, insert, select
-
 from keel.core.entities import now_ms
-from keel.meta.dbapi import ConstraintViolation as SAIntegrityError
-from keel.meta.schema import import_ledger as t
+from keel.meta.imports import ImportLedgerRows
 from keel.services.workspace import Store
 
 __all__ = ["ImportSummary", "Ledger", "Progress"]
 
 #: Called as ``progress(done, total)`` while an import runs.
 Progress = Callable[[int, int], None]
-
-_IN_CHUNK = 500
 
 
 @dataclass
@@ -75,35 +70,17 @@ class Ledger:
     def __init__(self, store: Store, source: str) -> None:
         self.db = store.db
         self.source = source
+        self.rows = ImportLedgerRows(store.db, source)
 
     def known(self, kind: str, source_ids: Iterable[str]) -> dict[str, str]:
         """``{source_id: keel_id}`` of the given items already imported."""
-        ids = list(dict.fromkeys(source_ids))
-        found: dict[str, str] = {}
-        with self.db.read() as conn:
-            for start in range(0, len(ids), _IN_CHUNK):
-                part = ids[start : start + _IN_CHUNK]
-                rows = conn.execute(
-                    select(t.c.source_id, t.c.keel_id).where(
-                        and_(t.c.source == self.source, t.c.kind == kind, t.c.source_id.in_(part))
-                    )
-                )
-                found.update({s: k for s, k in rows})
-        return found
+        return self.rows.known(kind, list(dict.fromkeys(source_ids)))
 
     def details(self, kind: str, source_ids: Iterable[str] | None = None) -> dict[str, tuple[str, dict[str, Any]]]:
         """``{source_id: (keel_id, detail)}`` of imported items of ``kind`` (all, or those given)."""
-        query = select(t.c.source_id, t.c.keel_id, t.c.detail).where(and_(t.c.source == self.source, t.c.kind == kind))
+        ids = None if source_ids is None else list(dict.fromkeys(source_ids))
         out: dict[str, tuple[str, dict[str, Any]]] = {}
-        with self.db.read() as conn:
-            if source_ids is None:
-                rows = list(conn.execute(query))
-            else:
-                ids = list(dict.fromkeys(source_ids))
-                rows = []
-                for start in range(0, len(ids), _IN_CHUNK):
-                    rows += list(conn.execute(query.where(t.c.source_id.in_(ids[start : start + _IN_CHUNK]))))
-        for source_id, keel_id, detail in rows:
+        for source_id, keel_id, detail in self.rows.details(kind, ids):
             out[source_id] = (keel_id, json.loads(detail or "{}"))
         return out
 
@@ -127,26 +104,7 @@ class Ledger:
         fresh = [r for r in rows if r[0] not in listed]
         if not fresh:
             return
-        now = now_ms()
         values = [
-            {
-                "source": self.source,
-                "kind": kind,
-                "source_id": source_id,
-                "keel_id": keel_id,
-                "location": location,
-                "detail": json.dumps(dict(detail), sort_keys=True),
-                "imported_at": now,
-            }
-            for source_id, keel_id, detail in fresh
+            (source_id, keel_id, json.dumps(dict(detail), sort_keys=True)) for source_id, keel_id, detail in fresh
         ]
-        try:
-            with self.db.write() as conn:
-                conn.execute(insert(t), values)
-        except SAIntegrityError:  # another import of the same source got there first
-            for value in values:
-                try:
-                    with self.db.write() as conn:
-                        conn.execute(insert(t).values(**value))
-                except SAIntegrityError:
-                    continue
+        self.rows.add(kind, values, location, now_ms())
