@@ -56,7 +56,7 @@ def test_a_tree_parsed_by_an_older_keel_is_checked_again(repo: Path):
     data.add(["data/kb"])
     with open_repo(repo) as opened:
         pointer = opened.read_pointer("data/kb.keel")
-        cache = Path(opened._tree_cache_path(pointer.oid))
+        cache = Path(opened.trees.path(pointer.oid))
         st = os.stat(opened.cache.path(pointer.oid))
         evil = (1, pointer.oid, (st.st_ino, st.st_size, st.st_mtime_ns), ["../../x"], ["0" * 64], [1], [""], [0])
         cache.write_bytes(marshal.dumps(evil))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -12,9 +13,34 @@ from keel.core.hashing import hash_bytes, is_oid, new_hasher
 from keel.errors import IntegrityError, InvalidInput, NotFound
 from keel.fileio import atomic_write
 
-__all__ = ["CHUNK", "ObjectStore", "check_oid"]
+__all__ = ["CHUNK", "Capabilities", "ObjectStore", "check_oid"]
 
 CHUNK = 1 << 20  # bytes read per step when streaming a file
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store can do beyond the common interface, so callers ask instead of
+    checking its class.
+
+    Attributes:
+        local_path: objects are files on this machine: :meth:`ObjectStore.path` names
+            them (read, link or copy them in place) and :meth:`ObjectStore.sweep_tmp`
+            removes what killed writers left.
+        link_in: a file on this machine (in :meth:`ObjectStore.tmp_folder`) can become an
+            object by renaming it in (:meth:`ObjectStore.commit_file`): no copy.
+        multipart_put: large files go up in parts; a killed upload leaves parts behind
+            that :meth:`ObjectStore.abort_stale_uploads` removes.
+        presign: :meth:`ObjectStore.presigned_url` hands out a short-lived URL that reads
+            an object straight from the store.
+        transfer_jobs: parallel transfers that suit it (a disk wants few, S3 many).
+    """
+
+    local_path: bool = False
+    link_in: bool = False
+    multipart_put: bool = False
+    presign: bool = False
+    transfer_jobs: int = 4
 
 
 def check_oid(oid: str) -> str:
@@ -33,6 +59,7 @@ class ObjectStore(abc.ABC):
     """
 
     url: str = ""
+    capabilities: Capabilities = Capabilities()
 
     # -- primitives ------------------------------------------------------
     @abc.abstractmethod
@@ -123,6 +150,47 @@ class ObjectStore(abc.ABC):
 
     def _copy_to(self, oid: str, out: BinaryIO) -> None:
         out.write(self.get_bytes(oid))
+
+    def open_stream(self, oid: str, size: int = CHUNK) -> tuple[int | None, Iterator[bytes]]:
+        """``(stored size or None, chunks)`` of ``oid``, unverified (the reader hashes them);
+        NotFound at once if it is absent. Stores that can stream override this; the
+        default reads the whole object."""
+        data = self.get_bytes(oid, verify=False)
+        return len(data), iter((data,))
+
+    # -- what some stores can do (see Capabilities) ------------------------------------
+    def _cannot(self, what: str) -> InvalidInput:
+        return InvalidInput(
+            f"the object store {self.url or type(self).__name__} cannot {what}",
+            "use a local folder as the object store for this",
+        )
+
+    def path(self, oid: str) -> Path:
+        """The local file holding ``oid`` (``capabilities.local_path``)."""
+        raise self._cannot("name a local file for an object")
+
+    def tmp_folder(self) -> Path:
+        """Where files to :meth:`commit_file` are written (``capabilities.link_in``)."""
+        raise self._cannot("take files in by renaming them")
+
+    def commit_file(self, tmp: str | os.PathLike[str], oid: str) -> Path:
+        """Make ``tmp`` (a file in :meth:`tmp_folder` whose content hashes to ``oid``) the
+        object ``oid``, read-only, by renaming it in (``capabilities.link_in``); its path."""
+        raise self._cannot("take files in by renaming them")
+
+    def presigned_url(self, oid: str, expires_in: int = 300, filename: str | None = None) -> str:
+        """A short-lived URL reading ``oid`` straight from the store (``capabilities.presign``)."""
+        raise self._cannot("presign URLs")
+
+    def abort_stale_uploads(self, older_than: float) -> list[str]:
+        """Abort multipart uploads older than ``older_than`` seconds (``capabilities.multipart_put``);
+        the keys aborted. Stores without them have none."""
+        return []
+
+    def sweep_tmp(self, older_than: float) -> tuple[int, int]:
+        """Remove temporary files older than ``older_than`` seconds left by killed writers
+        (``capabilities.local_path``); ``(files, bytes)``. Other stores keep none."""
+        return 0, 0
 
     def exists_many(self, oids: Iterable[str]) -> set[str]:
         """The subset of ``oids`` that is stored."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from keel.core.hashing import hash_bytes, is_oid, new_hasher
 from keel.errors import NotFound, StoreError
-from keel.objects.base import CHUNK, ObjectStore, check_oid
+from keel.objects.base import CHUNK, Capabilities, ObjectStore, check_oid
 from keel.transport.credentials import token_for
 
 if TYPE_CHECKING:  # httpx is loaded when a store is opened, not when this module is imported
@@ -55,6 +55,7 @@ class HttpObjectStore(ObjectStore):
     """
 
     BATCH = 1000  # oids per existence check
+    capabilities = Capabilities(transfer_jobs=8)  # a keel server: one connection per thread
 
     def __init__(
         self,

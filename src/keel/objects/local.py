@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from keel.core.hashing import is_oid, new_hasher
 from keel.errors import NotFound, StoreError, Unavailable
-from keel.objects.base import CHUNK, ObjectStore, check_oid
+from keel.objects.base import CHUNK, Capabilities, ObjectStore, check_oid
 
 __all__ = ["LocalObjectStore"]
 
@@ -28,6 +28,8 @@ _READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 
 class LocalObjectStore(ObjectStore):
     """Objects as read-only files under ``root/ab/cdef...``."""
+
+    capabilities = Capabilities(local_path=True, link_in=True, transfer_jobs=4)
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -66,6 +68,13 @@ class LocalObjectStore(ObjectStore):
         final.parent.mkdir(exist_ok=True)
         os.chmod(tmp, _READ_ONLY)
         os.replace(tmp, final)
+
+    def tmp_folder(self) -> Path:
+        return self.root / "tmp"
+
+    def commit_file(self, tmp: str | os.PathLike[str], oid: str) -> Path:
+        self._commit_tmp(os.fspath(tmp), check_oid(oid))
+        return self.path(oid)
 
     def _write(self, oid: str, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")

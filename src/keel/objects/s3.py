@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 
 from keel.core.urls import mask_url, mask_urls_in
 from keel.errors import InvalidInput, KeelError, NotFound, StoreError, Unavailable
-from keel.objects.base import CHUNK, ObjectStore, check_oid
+from keel.objects.base import CHUNK, Capabilities, ObjectStore, check_oid
 
 __all__ = ["S3ObjectStore"]
 
@@ -149,6 +149,8 @@ def _retries() -> dict[str, Any]:
 
 class S3ObjectStore(ObjectStore):
     """Objects under ``s3://bucket/prefix/ab/cdef...``."""
+
+    capabilities = Capabilities(multipart_put=True, presign=True, transfer_jobs=16)
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
         try:

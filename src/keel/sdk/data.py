@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.services import data as _data
+from keel.services.importers import dvc_hook as _dvc_hook  # noqa: F401 - registers DVC history with data
 
 if TYPE_CHECKING:
     from keel.services.data import AddResult
@@ -92,9 +93,10 @@ def _server_session(folder: Path) -> Any:
     """The session of the keel server this workspace works against (``KEEL_URI=http...`` or
     ``keel init --store http://...``), else None: dataset versions are registered there too."""
     from keel.sdk.remote import is_server_url
-    from keel.services.workspace import workspace_server
+    from keel.services.workspace_config import read_workspace_config
 
-    if not (is_server_url(os.environ.get("KEEL_URI")) or workspace_server(folder)):
+    # (not keel.services.workspace.workspace_server: importing that module loads the database layer)
+    if not (is_server_url(os.environ.get("KEEL_URI")) or read_workspace_config(folder).store.server):
         return None
     from keel.sdk.session import get_session
 

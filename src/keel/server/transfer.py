@@ -26,7 +26,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import Request
@@ -94,13 +93,7 @@ async def spooled_body(
 def open_object(objects: ObjectStore, oid: str) -> tuple[int | None, Iterator[bytes]]:
     """``(stored size or None, chunks)`` of ``oid``, unverified, straight from the store;
     NotFound now if it is absent. Stores without a streaming read (memory) give one chunk."""
-    check_oid(oid)
-    opener: Any = getattr(objects, "open_stream", None)
-    if opener is not None:
-        length, chunks = opener(oid, CHUNK)
-        return length, chunks
-    data = objects.get_bytes(oid, verify=False)
-    return len(data), iter((data,))
+    return objects.open_stream(check_oid(oid), CHUNK)
 
 
 class DownloadAborted(Exception):  # noqa: N818 - it says what happened

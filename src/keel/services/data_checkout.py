@@ -6,9 +6,14 @@ files the version does not have are removed, and nothing else is touched.
 
 Safety: a workspace file about to be replaced or removed whose content is not
 in the cache (a change never added) stops the checkout before anything is
-changed, naming the files, unless ``force``. Every file is written to a
-temporary name and renamed into place, so an interrupted checkout leaves each
-file either old or new, never half-written.
+changed, naming the files, unless ``force``. A file that replaces another is
+written to a temporary name and renamed into place, so an interrupted checkout
+leaves it either old or new, never half-written. A file where nothing is (the
+usual case after ``rm -r`` or a fresh clone) is created in place, one directory
+operation instead of two; the paths about to be created are listed first in
+``.keel/data/checkout.journal`` (removed when the checkout ends), so a checkout
+after an interrupted one overwrites what it may have left half-written instead
+of taking it for a change of the user's.
 
 How files are materialised (``link``: ``auto`` | ``reflink`` | ``hardlink`` | ``copy``):
 
@@ -16,7 +21,9 @@ How files are materialised (``link``: ``auto`` | ``reflink`` | ``hardlink`` | ``
   supports it, else a hard link to the cache object (read-only: an in-place
   edit would corrupt the cache; ``keel data unprotect PATH`` makes a writable
   copy), else a copy (``copy_file_range``);
-- packed small files: written from the pack, each checked against its hash.
+- packed small files: written from the pack (memory-mapped: no read call and no
+  copy per file), each checked against its hash, by two threads (file creation
+  is kernel work, done without the GIL).
 
 A cache object found corrupt is fetched again from the default remote when
 there is one, else the checkout stops with an IntegrityError naming the path.
@@ -45,6 +52,7 @@ import blake3
 from keel.core.data_tree import TreeEntry
 from keel.core.progress import Meter, Progress, meter
 from keel.errors import IntegrityError, InvalidInput, NotFound
+from keel.objects.packs import mapped
 from keel.services import data_files as files_
 from keel.services.data import DataRepo, Tracked, conflict, trusted
 from keel.services.data_config import check_link_mode
@@ -87,6 +95,7 @@ class _Plan:
     unchanged: int = 0
     conflicts: list[str] = field(default_factory=list)
     known: list[tuple[str, int, int, int, str]] = field(default_factory=list)  # stat rows learned
+    existing: set[str] = field(default_factory=set)  # workspace paths of the files found there
 
 
 def checkout(
@@ -102,17 +111,22 @@ def checkout(
     mode = files_.effective_mode(check_link_mode(link or repo.config.link), repo.tmp)
     result = CheckoutResult()
     with repo.locked():
+        journal = repo.data_dir / _JOURNAL
+        interrupted = _read_journal(journal)
         plans: list[_Plan] = []
         destination = Destination(repo.root, "data path")
         for tracked in repo.select(paths):
             try:
-                plans.append(_plan(repo, tracked, destination))
+                plans.append(_plan(repo, tracked, destination, interrupted))
             except NotFound:
                 result.missing.append(tracked.data_path)
         conflicts = [c for p in plans for c in p.conflicts]
         if conflicts and not force:
             raise conflict(conflicts, "checkout would overwrite changes that are not in the cache", _FORCE_HINT)
         counter = meter(progress, sum(len(p.write) for p in plans))
+        created = sorted(interrupted | {e.path for p in plans for e in p.write if e.path not in p.existing})
+        if created:
+            _write_journal(journal, created)
         for plan in plans:
             if plan.known:
                 repo.state.save_stats(plan.known)
@@ -121,6 +135,9 @@ def checkout(
                 _apply(repo, plan, mode, result, counter)
                 result.paths.append(plan.tracked.data_path)
         counter.close()
+        if created or interrupted:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(journal)
     if result.missing:
         raise NotFound(
             f"not in the cache, so not checked out: {', '.join(result.missing)}",
@@ -129,7 +146,29 @@ def checkout(
     return result
 
 
-def _plan(repo: DataRepo, tracked: Tracked, destination: Destination) -> _Plan:
+_JOURNAL = "checkout.journal"  # in .keel/data/: the paths a running checkout creates in place
+
+
+def _read_journal(path: Any) -> set[str]:
+    """The paths an interrupted checkout was creating (empty if the last one ended)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return {line for line in fh.read().split("\n") if line}
+    except (FileNotFoundError, UnicodeDecodeError):
+        return set()
+    except OSError as exc:
+        raise os_error(exc, f"cannot read {path}") from exc
+
+
+def _write_journal(path: Any, paths: list[str]) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(paths) + "\n")
+    except OSError as exc:
+        raise os_error(exc, f"cannot write {path}") from exc
+
+
+def _plan(repo: DataRepo, tracked: Tracked, destination: Destination, interrupted: set[str] | None = None) -> _Plan:
     plan = _Plan(tracked)
     pointer = tracked.pointer
     rel = tracked.data_path
@@ -163,6 +202,7 @@ def _plan(repo: DataRepo, tracked: Tracked, destination: Destination) -> _Plan:
             found = [FileStat(rel, absolute, st.st_ino, st.st_size, st.st_mtime_ns)]
     cached = repo.state.stats_under(rel) if found else {}  # (nothing there: nothing to look up)
     present = {f.rel: f for f in found}
+    plan.existing = set(present)
     unknown: list[FileStat] = []  # files whose content must be hashed to decide
     current: dict[str, str] = {}
     for f in found:
@@ -194,7 +234,9 @@ def _plan(repo: DataRepo, tracked: Tracked, destination: Destination) -> _Plan:
         plan.remove.append(present[path].path)
     if replaced:
         safe = repo.content_known({current[p] for p in replaced})
-        plan.conflicts += sorted(p for p in replaced if current[p] not in safe)
+        # A file an interrupted checkout was creating may be half-written: it is not the user's.
+        left = interrupted or set()
+        plan.conflicts += sorted(p for p in replaced if current[p] not in safe and p not in left)
     return plan
 
 
@@ -225,15 +267,22 @@ def _apply(repo: DataRepo, plan: _Plan, mode: str, result: CheckoutResult, count
             recorded.append(_write_loose(repo, e, mode, result))
             counter.add(1)
         if packed:
-            jobs = list(packed.items())
+            existing = plan.existing
+            # Each pack's files in slices, the slices shared by _WRITERS threads: balanced however
+            # many packs there are (a pack holds up to ~32 MiB: thousands of small files).
+            jobs = []
+            for pack, entries in packed.items():
+                entries.sort(key=lambda x: x.offset)
+                step = max(256, -(-len(entries) // (2 * _WRITERS)))
+                jobs += [(pack, entries[i : i + step]) for i in range(0, len(entries), step)]
             if len(jobs) == 1:
-                recorded += _write_pack(repo, *jobs[0])
+                recorded += _write_pack(repo, jobs[0][0], jobs[0][1], existing)
                 counter.add(len(jobs[0][1]))
             else:
-                with ThreadPoolExecutor(min(4, len(jobs))) as pool:
-                    for rows in pool.map(lambda job: _write_pack(repo, *job), jobs):
+                with ThreadPoolExecutor(min(_WRITERS, len(jobs))) as pool:
+                    for rows in pool.map(lambda job: _write_pack(repo, job[0], job[1], existing), jobs):
                         recorded += rows
-                        counter.add(len(rows))  # counted here, on one thread, a pack at a time
+                        counter.add(len(rows))  # counted here, on one thread, a slice at a time
             result.modes["copy"] = result.modes.get("copy", 0) + sum(len(v) for v in packed.values())
         repo.state.save_stats(recorded, start)
         if plan.remove:
@@ -297,45 +346,71 @@ def _write_loose(repo: DataRepo, e: TreeEntry, mode: str, result: CheckoutResult
     return (e.path, st.st_ino, st.st_size, st.st_mtime_ns, e.oid)
 
 
-def _write_pack(repo: DataRepo, pack: str, entries: list[TreeEntry]) -> list[tuple[str, int, int, int, str]]:
+_WRITERS = 2  # threads writing small files: their time is the kernel's (creating inodes), not the GIL's
+
+
+def _write_pack(
+    repo: DataRepo, pack: str, entries: list[TreeEntry], existing: set[str]
+) -> list[tuple[str, int, int, int, str]]:
     try:
-        return _extract(repo, pack, entries)
+        return _extract(repo, pack, entries, existing)
     except IntegrityError:
         if not repo.refetch([pack], quiet=True):
             raise
-        return _extract(repo, pack, entries)
+        return _extract(repo, pack, entries, existing)
 
 
-def _extract(repo: DataRepo, pack: str, entries: list[TreeEntry]) -> list[tuple[str, int, int, int, str]]:
+def _corrupt_in_pack(e: TreeEntry, pack: str) -> IntegrityError:
+    return IntegrityError(
+        f"the cached content of {e.path} is corrupt (pack {pack[:12]})",
+        "restore it from a remote ('keel data pull'); 'keel data verify' lists corrupt objects",
+    )
+
+
+def _extract(
+    repo: DataRepo, pack: str, entries: list[TreeEntry], existing: set[str]
+) -> list[tuple[str, int, int, int, str]]:
+    """Write ``entries`` (files of ``pack``) into the workspace, each checked against its hash:
+    created in place where nothing is (``existing``: the paths where a file is), else written
+    to a temporary file renamed over the old one."""
     rows = []
-    tmpdir = str(repo.tmp)
     root = str(repo.root)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    try:
-        src = os.open(repo.cache.path(pack), os.O_RDONLY)
-    except FileNotFoundError:
+    prefix = f"{repo.tmp}/{os.getpid()}-{pack[:16]}-{entries[0].offset if entries else 0}-"
+    path = repo.cache.path(pack)
+    if not path.exists():
         repo.refetch([pack])
-        src = os.open(repo.cache.path(pack), os.O_RDONLY)
-    prefix = f"{tmpdir}/{os.getpid()}-{pack[:16]}-"
-    try:
-        for i, e in enumerate(sorted(entries, key=lambda x: x.offset)):
-            data = os.pread(src, e.size, e.offset)
-            if len(data) != e.size or blake3.blake3(data).hexdigest() != e.oid:
-                raise IntegrityError(
-                    f"the cached content of {e.path} is corrupt (pack {pack[:12]})",
-                    "restore it from a remote ('keel data pull'); 'keel data verify' lists corrupt objects",
-                )
-            tmp = f"{prefix}{i}"
-            fd = os.open(tmp, flags, 0o644)
+    with mapped(path) as view:
+        length = len(view)
+        b3, write, fstat, close, rename = blake3.blake3, os.write, os.fstat, os.close, os.rename
+        for i, e in enumerate(entries):
+            if e.offset + e.size > length:
+                raise _corrupt_in_pack(e, pack)
+            data = view[e.offset : e.offset + e.size]
             try:
-                os.write(fd, data)
-                st = os.fstat(fd)
+                if b3(data).hexdigest() != e.oid:
+                    raise _corrupt_in_pack(e, pack)
+                target = f"{root}/{e.path}"
+                tmp = None
+                try:
+                    fd = os.open(target, flags, 0o644) if e.path not in existing else -1
+                except FileExistsError:  # something appeared there since the plan: replace it
+                    fd = -1
+                if fd < 0:
+                    tmp = f"{prefix}{i}"
+                    fd = os.open(tmp, flags, 0o644)
+                try:
+                    done = write(fd, data) if e.size else 0
+                    while done < e.size:  # a short write: finish it
+                        done += write(fd, data[done:])
+                    st = fstat(fd)
+                finally:
+                    close(fd)
             finally:
-                os.close(fd)
-            os.rename(tmp, f"{root}/{e.path}")
+                data.release()  # (the map closes only when no slice of it is left)
+            if tmp is not None:
+                rename(tmp, target)
             rows.append((e.path, st.st_ino, st.st_size, st.st_mtime_ns, e.oid))
-    finally:
-        os.close(src)
     return rows
 
 

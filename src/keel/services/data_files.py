@@ -1,9 +1,10 @@
 """File-system primitives of data versioning: walking, hashing, linking, atomic writes.
 
-Small files are read whole in one ``os.read`` and hashed on the calling
-thread (measured: for 1-8 KiB files a thread pool is slower, the GIL
-hand-offs cost more than the reads); large files are read in 16 MiB steps and
-hashed by BLAKE3's own threads, which run without the GIL.
+Small files are read whole in one ``os.read`` each and hashed, by
+:data:`HASH_THREADS` threads taking batches of files in turn
+(:func:`read_and_hash`): the reads, and BLAKE3 on inputs of a few KiB, run
+without the GIL, so the threads overlap them while one of them runs Python;
+large files are read in 16 MiB steps and hashed by BLAKE3's own threads.
 
 Symlinks are never followed or stored (see docs/data.md): :func:`walk`
 reports them, and the caller refuses them with a clear error.
@@ -18,7 +19,10 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,6 +39,7 @@ __all__ = [
     "hash_large",
     "link_into",
     "os_error",
+    "read_and_hash",
     "read_small",
     "walk",
     "write_text_atomic",
@@ -115,6 +120,44 @@ def read_small(f: FileStat) -> bytes:
     if st.st_size != len(data) or st.st_mtime_ns != f.mtime or st.st_ino != f.ino:
         raise changed_while_hashing(f.rel)
     return data
+
+
+HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
+_BATCH = 128  # files a hashing thread takes at a time
+_AHEAD = 8  # batches read ahead of the caller (bounds the memory held: ~8 x 128 small files)
+
+
+def _read_batch(batch: Sequence[FileStat]) -> list[tuple[bytes, str]]:
+    out = []
+    b3 = blake3.blake3
+    for f in batch:
+        data = read_small(f)
+        out.append((data, b3(data).hexdigest()))
+    return out
+
+
+def read_and_hash(files: Sequence[FileStat], threads: int = HASH_THREADS) -> Iterator[tuple[bytes, str]]:
+    """``(content, oid)`` of each small file of ``files``, in order: read and hashed by
+    ``threads`` threads a batch at a time, a few batches ahead of the caller. Conflict if a
+    file is not the one :func:`walk` saw (as :func:`read_small`)."""
+    if threads <= 1 or len(files) <= _BATCH:
+        yield from _read_batch(files)
+        return
+    batches = (files[i : i + _BATCH] for i in range(0, len(files), _BATCH))
+    with ThreadPoolExecutor(threads) as pool:
+        running: deque[Future[list[tuple[bytes, str]]]] = deque(
+            pool.submit(_read_batch, b) for b in islice(batches, _AHEAD)
+        )
+        try:
+            while running:
+                done = running.popleft().result()
+                following = next(batches, None)
+                if following is not None:
+                    running.append(pool.submit(_read_batch, following))
+                yield from done
+        finally:
+            for future in running:
+                future.cancel()
 
 
 def hash_large(

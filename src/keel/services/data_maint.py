@@ -28,6 +28,7 @@ from keel.errors import KeelError, NotFound
 from keel.services import data_files as files_
 from keel.services.data import DataRepo, Tracked
 from keel.services.data_files import FileStat
+from keel.services.data_history import sources_for
 
 __all__ = ["DataChange", "GcResult", "PathStatus", "VerifyProblem", "diff", "gc", "status", "verify"]
 
@@ -208,10 +209,8 @@ def gc(repo: DataRepo, all_commits: bool = False, dry_run: bool = False) -> GcRe
         pointers = list(_workspace_pointers(repo).values())
         if all_commits:
             pointers += [p for _, p in _parse_all(all_commit_pointers(repo.root))]
-            if (repo.root / ".dvc").is_dir():  # commits from before 'keel import dvc' name data in .dvc files
-                from keel.services.importers.dvc_files import dvc_history_pointers
-
-                pointers += dvc_history_pointers(repo)
+            for source in sources_for(repo.root):  # commits from before an import name data in another tool's files
+                pointers += source.history_pointers(repo)
         for pointer in pointers:
             if not _reach(repo, pointer.oid, pointer.kind, keep):
                 result.unknown_versions += 1
@@ -270,9 +269,16 @@ class VerifyProblem:
 def _slice_ok(repo: DataRepo, pack: str, offset: int, size: int, oid: str) -> bool:
     import blake3
 
-    with open(repo.cache.path(pack), "rb") as fh:
-        fh.seek(offset)
-        return blake3.blake3(fh.read(size)).hexdigest() == oid
+    from keel.objects.packs import mapped
+
+    with mapped(repo.cache.path(pack)) as view:
+        if offset + size > len(view):
+            return False
+        data = view[offset : offset + size]
+        try:
+            return blake3.blake3(data).hexdigest() == oid
+        finally:
+            data.release()
 
 
 def verify(repo: DataRepo, workspace: bool = False, repair: bool = True) -> tuple[int, list[VerifyProblem]]:

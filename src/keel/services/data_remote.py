@@ -36,8 +36,6 @@ from typing import Any
 
 from keel.errors import IntegrityError, InvalidInput, KeelError, NotFound, StoreError, Unavailable
 from keel.objects import ObjectStore, open_object_store
-from keel.objects.http import HttpObjectStore
-from keel.objects.local import LocalObjectStore
 from keel.services import data_files as files_
 from keel.services.data import DataRepo, Tracked
 from keel.services.data_config import DataConfig, check_remote_name, read_config, write_config
@@ -203,11 +201,7 @@ def _parallel(fn: Callable[[str], int], oids: list[str], jobs: int, total: int, 
 
 
 def _jobs(remote: ObjectStore, jobs: int | None) -> int:
-    if jobs:
-        return jobs
-    if isinstance(remote, LocalObjectStore):
-        return 4
-    return 8 if isinstance(remote, HttpObjectStore) else 16  # a keel server: one connection per thread
+    return jobs or remote.capabilities.transfer_jobs
 
 
 # -- push ------------------------------------------------------------------------------------
@@ -260,17 +254,13 @@ def push(
 
 def _upload(repo: DataRepo, store: ObjectStore, oid: str) -> int:
     source = repo.cache.path(oid)
-    if isinstance(store, LocalObjectStore):
-        tmp = files_.tmp_name(store.root / "tmp")
+    if store.capabilities.link_in:  # a folder: the kernel copies (copy_file_range), no hashing on the way
+        tmp = files_.tmp_name(store.tmp_folder())
         try:
             files_.copy_file(str(source), tmp)
-            os.chmod(tmp, files_.READ_ONLY)
-            final = store.path(oid)
-            final.parent.mkdir(exist_ok=True)
-            os.replace(tmp, final)
-            return os.stat(final).st_size
+            return os.stat(store.commit_file(tmp, oid)).st_size
         except OSError as exc:
-            raise os_error(exc, f"cannot copy object {oid[:12]} to {store.root}") from exc
+            raise os_error(exc, f"cannot copy object {oid[:12]} to {store.url}") from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

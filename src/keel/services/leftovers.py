@@ -176,11 +176,8 @@ def sweep_spool(folder: str | os.PathLike[str], older_than: float = SPOOL_AGE_S)
 def sweep_store(objects: ObjectStore, older_than: float = UPLOAD_AGE_S) -> SweepReport:
     """Abort the store's abandoned multipart uploads (S3) or remove its stale temporary
     files (a local folder), older than ``older_than`` seconds. Other stores keep nothing."""
-    from keel.objects.local import LocalObjectStore
-    from keel.objects.s3 import S3ObjectStore
-
     report = SweepReport()
-    if isinstance(objects, S3ObjectStore):
+    if objects.capabilities.multipart_put:
         report.uploads = objects.abort_stale_uploads(older_than)
         if report.uploads:
             log.warning(
@@ -189,14 +186,14 @@ def sweep_store(objects: ObjectStore, older_than: float = UPLOAD_AGE_S) -> Sweep
                 objects.url,
                 ", ".join(report.uploads[:10]) + (" ..." if len(report.uploads) > 10 else ""),
             )
-    elif isinstance(objects, LocalObjectStore):
+    elif objects.capabilities.local_path:
         report.store_files, report.store_bytes = objects.sweep_tmp(older_than)
         if report.store_files:
             log.warning(
                 "removed %d leftover temporary file(s), %d bytes, from %s",
                 report.store_files,
                 report.store_bytes,
-                objects.root / "tmp",
+                objects.tmp_folder(),
             )
     return report
 

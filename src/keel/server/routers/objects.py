@@ -79,9 +79,7 @@ def presigned_download(objects: ObjectStore, oid: str, filename: str | None = No
     """A short-lived URL that downloads ``oid`` straight from S3, or None when the
     store is not S3. For any route that hands out stored content (e.g. artifacts),
     after its own authorization check; raises NotFound if the object is absent."""
-    from keel.objects.s3 import S3ObjectStore
-
-    if not isinstance(objects, S3ObjectStore):
+    if not objects.capabilities.presign:
         return None
     if not objects.exists(oid):
         raise NotFound(f"object {oid} is not stored", "check the id, or push the object")

@@ -10,6 +10,20 @@ what is there and finishes what an interrupted run left undone.
 - :mod:`.dvc`: a DVC repository's ``.dvc`` files, cache and git history.
 """
 
-from keel.services.importers.ledger import ImportSummary, Ledger, Progress
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keel.services.importers.ledger import ImportSummary, Ledger, Progress
 
 __all__ = ["ImportSummary", "Ledger", "Progress"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded when first asked for: the ledger imports the database layer, and importing a
+    # light module of this package (the DVC importer's history hook) must not.
+    if name in __all__:
+        return getattr(importlib.import_module("keel.services.importers.ledger"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

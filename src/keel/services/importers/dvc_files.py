@@ -12,7 +12,8 @@ cache folder is ``.dvc/cache`` unless ``[cache] dir`` in ``.dvc/config`` (or
 ``config.local``) says otherwise.
 
 Also here: what ``keel data`` needs at a commit that only has ``.dvc`` files
-(:func:`dvc_tracked`), resolved through the import ledger.
+(:func:`dvc_tracked`, :func:`dvc_history_pointers`), resolved through the import
+ledger; :mod:`.dvc_hook` registers them as a history source of data versioning.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from keel.core.yaml_safe import load_yaml
 from keel.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
-    from keel.services.data import DataRepo, Tracked
+    from keel.services.data_workspace import Tracked, Workspace
     from keel.services.workspace import Store
 
 __all__ = [
@@ -251,12 +252,12 @@ def _worktree_files(root: Path) -> list[str]:
     return sorted(found)
 
 
-def dvc_tracked(repo: DataRepo, exclude: set[str]) -> list[Tracked]:
+def dvc_tracked(repo: Workspace, exclude: set[str]) -> list[Tracked]:
     """The data that the working tree's DVC files track and no ``.keel`` pointer does
     (``exclude``: data paths with a pointer), as keel pointers resolved through the
     import ledger: what lets ``keel data checkout`` restore a commit made before the
     switch to keel. Empty when nothing was imported from DVC into this workspace."""
-    from keel.services.data import Tracked
+    from keel.services.data_workspace import Tracked
     from keel.services.importers.ledger import Ledger
 
     outs = [o for o in worktree_outs(repo.root) if o.path not in exclude]
@@ -282,7 +283,7 @@ def dvc_tracked(repo: DataRepo, exclude: set[str]) -> list[Tracked]:
     return tracked
 
 
-def dvc_history_pointers(repo: DataRepo) -> list[Pointer]:
+def dvc_history_pointers(repo: Workspace) -> list[Pointer]:
     """Keel pointers for every imported DVC version any commit's DVC files name (what
     ``keel data gc --all-commits`` keeps for them)."""
     from keel.services.importers.ledger import Ledger
