@@ -7,10 +7,11 @@ is ever found corrupt. Tables:
 
 - ``stat``: workspace path -> (inode, size, mtime_ns, oid, recorded_ns). A file
   whose inode, size and mtime are unchanged since it was hashed is not read
-  again. Timestamps have a coarse granularity, so an entry is trusted only
-  when the file's mtime is older than when the entry was recorded by more than
-  :data:`RACY_NS` (git's "racily clean" rule); a racy entry is re-hashed once
-  and then recorded again.
+  again. Timestamps have a granularity, so an entry is trusted only when the
+  file's mtime is older than when the entry was recorded by more than the file
+  system's timestamp step (git's "racily clean" rule:
+  :func:`keel.services.data_cache.racy_ns`, :data:`RACY_NS` for whole-second
+  timestamps); a racy entry is re-hashed once and then recorded again.
 - ``loc``: file oid -> (pack oid, offset, size) for packed small files, so the
   same content added again (in any directory) reuses the pack.
 - ``objects``: every object the data layer wrote or fetched into the cache,
