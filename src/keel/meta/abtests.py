@@ -135,9 +135,6 @@ class ABStore:
     @staticmethod
     def feedback(conn: Any, since: int | None, until: int | None) -> list[tuple[str, int | None, float | None]]:
         """``(metadata JSON, thumb, score)`` of conversation records with feedback in a time window."""
-        sql, args = _SQL_FEEDBACK, []
-        if since is not None:
-            sql, args = sql + " AND timestamp >= ?", [*args, since]
-        if until is not None:
-            sql, args = sql + " AND timestamp <= ?", [*args, until]
-        return [(m, t, s) for m, t, s in conn.execute(sql, tuple(args)).all()]
+        bounds = [(c, v) for c, v in ((" AND timestamp >= ?", since), (" AND timestamp <= ?", until)) if v is not None]
+        sql = _SQL_FEEDBACK + "".join(c for c, _ in bounds)
+        return [(m, t, s) for m, t, s in conn.execute(sql, tuple(v for _, v in bounds)).all()]

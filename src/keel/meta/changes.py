@@ -116,8 +116,9 @@ def _postgres_statements() -> list[str]:
 
 
 def create_triggers(conn: Any) -> None:
-    """Install (or re-install) every counting trigger through a SQLAlchemy connection; seeds
-    a row per known kind. Idempotent."""
+    """Install (or re-install) every counting trigger through a connection with
+    ``exec_driver_sql`` (a migration's SQLAlchemy connection, or a
+    :class:`keel.meta.dbapi.Connection`); seeds a row per known kind. Idempotent."""
     sqlite = conn.dialect.name == "sqlite"
     rows = ", ".join(f"('{kind}', 0)" for kind in KINDS)
     if sqlite:

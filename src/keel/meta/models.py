@@ -3,8 +3,8 @@
 Every statement here goes straight through the driver (a DBAPI cursor from
 :meth:`Database.raw_write` / :meth:`Database.raw_read`): registering,
 moving a stage or an alias and resolving one are each a handful of indexed
-statements, and SQLAlchemy Core's per-statement cost would be most of the
-time. The SQL is portable (``?`` is rewritten per driver).
+statements, so even a thin wrapper's per-statement cost would show. The SQL
+is portable (``?`` is rewritten per driver).
 
 Every change of a model's versions, stages or aliases holds the model's lock
 (:meth:`RawModels.lock`, see :mod:`keel.meta.refs`) from the start of its
