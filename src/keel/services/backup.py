@@ -34,7 +34,6 @@ import errno
 import json
 import os
 import shutil
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from keel.core.progress import Progress, meter, step
 from keel.core.urls import mask_url
 from keel.errors import AlreadyExists, InvalidInput, NotFound, StoreError
 from keel.fileio import atomic_write_text
+from keel.meta.sqlite_files import copy_database, table_row_counts
 from keel.objects.local import LocalObjectStore
 from keel.services.verify import VerifyReport, verify_store
 from keel.services.workspace import Store, open_store
@@ -134,35 +134,7 @@ def _snapshot(source: Path, target: Path) -> None:
     step (one read transaction: a consistent snapshot while writers go on)."""
     if not source.is_file():
         raise NotFound(f"no database file at {source}", "check the path")
-    try:
-        src = sqlite3.connect(source, timeout=60)  # read only by what it does (ro cannot open a WAL file cold)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open {source}: {exc}", "check the file and its permissions") from None
-    try:
-        dst = sqlite3.connect(target)
-        try:
-            src.backup(dst)  # pages=-1: everything in one step
-            dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file; keel sets WAL when it opens it
-        finally:
-            dst.close()
-    except sqlite3.Error as exc:
-        raise StoreError(f"the backup of {source} failed: {exc}", "check the disk space of the destination") from None
-    finally:
-        src.close()
-
-
-def _table_counts(database: Path) -> dict[str, int]:
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        names = [
-            row[0]
-            for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-            )
-        ]
-        return {name: int(conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]) for name in names}
-    finally:
-        conn.close()
+    copy_database(source, target)
 
 
 def _copy_objects(
@@ -230,7 +202,7 @@ def backup_store(
         taken = datetime.datetime.now(datetime.UTC)
         step(progress, "database")
         _snapshot(database, staging / DATABASE)
-        tables = _table_counts(staging / DATABASE)
+        tables = table_row_counts(staging / DATABASE)
         counts = _copy_objects(objects, staging / OBJECTS, link, step(progress, "objects", "objects"))
         (staging / OBJECTS).mkdir(exist_ok=True)
         if store.root is not None and (store.root / DIRNAME / CONFIG).is_file():

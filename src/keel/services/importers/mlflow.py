@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import re
-import sqlite3
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from keel.core.batch import WriteBatch
 from keel.core.entities import now_ms
 from keel.core.hashing import canonical_json
 from keel.errors import InvalidInput, KeelError, NotFound, StoreError
+from keel.meta.sqlite_files import NotADatabase, table_names
 from keel.services.importers.ledger import ImportSummary, Ledger, Progress
 from keel.services.importers.naming import derived_run_id, safe_name
 from keel.services.models import ModelService
@@ -104,12 +104,8 @@ def check_source(uri: str) -> _Source:
         if not path.is_file():
             raise InvalidInput(f"no MLflow database at {path}", "give sqlite:///path/to/mlflow.db of an existing file")
         try:
-            conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
-            try:
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
+            tables = table_names(path)
+        except NotADatabase as exc:
             raise InvalidInput(f"{path} is not a SQLite database ({exc})", "give MLflow's tracking database") from None
         if not {"experiments", "runs"} <= tables:
             raise InvalidInput(
