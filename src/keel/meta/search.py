@@ -40,6 +40,9 @@ ATTRIBUTES: dict[str, str] = {
     "error": "runs.error",
 }
 
+#: Attribute columns that are never NULL.
+_NOT_NULL = frozenset(("runs.status", "runs.name", "runs.run_id", "runs.start_time", "projects.name"))
+
 #: Attributes holding times (epoch milliseconds): compared with numbers only.
 _TIME_ATTRIBUTES = frozenset(("start_time", "end_time"))
 
@@ -220,14 +223,14 @@ class _Compiler:
         return f"EXISTS (SELECT 1 FROM {table} WHERE {where})"
 
 
-def _window_condition(column: str, key: str, ascending: bool, window: int, args: _Args) -> str:
-    direction, compare = ("ASC", "<=") if ascending else ("DESC", ">=")
-    edge = (
-        f"(SELECT latest_metrics.value FROM latest_metrics WHERE latest_metrics.key = {args.add(key)}"
-        f" AND latest_metrics.value IS NOT NULL ORDER BY latest_metrics.value {direction}"
-        f" LIMIT 1 OFFSET {args.add(window - 1)})"
-    )
-    return f"{column} {compare} {edge}"
+def _window_condition(column: str, ascending: bool, edge: float) -> str:
+    """``column`` within the window's edge, the edge written as a literal: with a parameter or a
+    subquery the planner cannot tell that only a few thousand rows pass, and on 1M runs it
+    drives the query from the filter instead (1.5 s instead of ~20 ms). The edge is a finite
+    float from the database, written by ``repr`` (exact, never text from a user)."""
+    if not math.isfinite(edge):
+        raise ValueError(f"the window's edge must be finite, not {edge!r}")
+    return f"{column} {'<=' if ascending else '>='} {float(edge)!r}"
 
 
 def compile_search(
@@ -236,16 +239,17 @@ def compile_search(
     order_by: list[OrderBy],
     include_deleted: bool = False,
     only_deleted: bool = False,
-    window: int | None = None,
+    window_edge: float | None = None,
 ) -> SearchSQL:
     """A SELECT of the matching runs (the columns of :data:`RECORD_COLUMNS`), in order.
 
     Raises InvalidInput when the query is out of keel's bounds (see
     :func:`keel.core.filters.check_query`), before any SQL is built.
 
-    ``window`` (when the first order clause is a metric) keeps only runs whose
-    value of that metric is among the ``window`` best of all runs, ties
-    included. A top-k query then reads a few thousand index entries instead
+    ``window_edge`` (when the first order clause is a metric) keeps only runs whose
+    value of that metric is this edge or better: the caller reads the value a few
+    thousand places from the best first (``TrackingStore._window_edge``), so ties
+    are included. A top-k query then reads a few thousand index entries instead
     of every match; if the window holds fewer results than wanted, the caller
     runs the query again without it.
     """
@@ -277,11 +281,13 @@ def compile_search(
         else:
             alias = compiler.join_for(field.kind, field.key, outer=True)
             column = f"{alias}.value"
-            if window and not order_columns and field.kind == "metrics":
-                conditions.append(_window_condition(column, field.key, clause.ascending, window, args))
+            if window_edge is not None and not order_columns and field.kind == "metrics":
+                conditions.append(_window_condition(column, clause.ascending, window_edge))
             if field.kind == "params":  # numbers in numeric order first, then text
                 order_columns.append(f"{_numeric_param(alias, order_args)} {direction} NULLS LAST")
-        order_columns.append(f"{column} {direction} NULLS LAST")
+        # NULLS LAST only where there can be NULLs: PostgreSQL walks an index backwards for a
+        # plain DESC (the newest runs of a project: ix_runs_project_start), never for DESC NULLS LAST.
+        order_columns.append(f"{column} {direction}" if column in _NOT_NULL else f"{column} {direction} NULLS LAST")
     order_columns += ["runs.start_time DESC", "runs.id DESC"]
 
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
