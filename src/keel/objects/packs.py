@@ -9,8 +9,9 @@ module writes packs into a store that takes files in
 files (``capabilities.local_path``):
 
 - :class:`PackWriter` collects files' bytes, skips content already stored (a
-  ``locate`` callback answers where), names each pack by its hash and writes it
-  with ``writev`` on one background thread while the next files are read;
+  ``locate`` callback answers where), joins the rest into 4 MiB pieces, names
+  the pack by their hash (BLAKE3's threads) and writes it on one background
+  thread while the next files are read;
 - :func:`write_parts` stores the concatenation of byte strings as one object;
 - :func:`mapped` maps a pack file into memory: a file's bytes are a slice of
   it, hashed and written out without a read call or a copy.
@@ -34,6 +35,7 @@ from keel.objects.base import ObjectStore
 __all__ = ["PackWriter", "Slot", "mapped", "write_parts"]
 
 _IOV_MAX = 1024  # buffers per writev
+_PIECE = 4 << 20  # bytes of a pack hashed and written in one call
 
 
 class Slot(Protocol):
@@ -119,12 +121,13 @@ class PackWriter:
         """Write what is pending as one pack (content stored elsewhere meanwhile is reused)."""
         if not self.pending:
             return
-        found = self.locate({item.oid for item, _ in self.pending})
+        pending, self.pending, self.pending_bytes = self.pending, [], 0
+        found = self.locate({item.oid for item, _ in pending})
         parts: list[bytes] = []
         offset = 0
         mine: dict[str, tuple[int, int]] = {}  # oid -> (offset, size) in the new pack
         packed: list[Slot] = []
-        for item, data in self.pending:
+        for item, data in pending:
             oid = item.oid
             where = found.get(oid)
             if where is not None:
@@ -139,9 +142,10 @@ class PackWriter:
             item.offset = offset
             parts.append(data)
             offset += len(data)
+        pending.clear()  # (the parts hold the bytes now: joining lets go of them one by one)
         if parts:
-            # Hashed and written part by part: no second 32 MiB copy of the pack in memory.
-            hasher = blake3.blake3()
+            parts = _joined(parts)
+            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
             for part in parts:
                 hasher.update(part)
             pack = hasher.hexdigest()
@@ -157,8 +161,6 @@ class PackWriter:
                 self._pool = ThreadPoolExecutor(1)
             self._writing = self._pool.submit(self.write, pack, parts)
         self.known.update(found)
-        self.pending = []
-        self.pending_bytes = 0
 
     def _wait(self) -> None:
         if self._writing is not None:
@@ -173,6 +175,22 @@ class PackWriter:
             if self._pool is not None:
                 self._pool.shutdown()
                 self._pool = None
+
+
+def _joined(parts: list[bytes]) -> list[bytes]:
+    """``parts`` joined into pieces of about :data:`_PIECE` bytes: a few calls to hash and
+    write instead of one per small file, each piece large enough for BLAKE3's threads. The
+    parts are let go of as they are joined (no second copy of the whole pack in memory)."""
+    pieces: list[bytes] = []
+    start = size = 0
+    for i, part in enumerate(parts):
+        size += len(part)
+        if size >= _PIECE or i == len(parts) - 1:
+            pieces.append(b"".join(parts[start : i + 1]))
+            for j in range(start, i + 1):
+                parts[j] = b""
+            start, size = i + 1, 0
+    return pieces
 
 
 @contextlib.contextmanager
