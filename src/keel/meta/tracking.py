@@ -228,6 +228,20 @@ class TrackingStore:
             ).all()
         return [(Project(r.name, r.id, r.created_at, r.description), int(r.n)) for r in rows]
 
+    def run_count(self, project: str) -> int | None:
+        """The number of (not deleted) runs of one project, None if there is no such project:
+        one index range (ix_runs_project_live), not a count of every project's runs."""
+        with self.db.raw_read() as cur:
+            cur.execute(
+                self.db.sql(
+                    "SELECT COUNT(runs.project_id), MIN(projects.id) FROM projects"
+                    " LEFT JOIN runs ON runs.project_id = projects.id AND runs.deleted = ? WHERE projects.name = ?"
+                ),
+                (False, project),
+            )
+            count, found = cur.fetchone()
+        return None if found is None else int(count)
+
     def project_ids(self, names: Iterable[str]) -> list[int]:
         """Ids of the named projects; raise NotFound for an unknown one.
 
