@@ -16,9 +16,7 @@ keel's data-access design, in one place (docs/data-access.md tells the story):
 - :class:`Pool` keeps idle connections for reuse (bounded, with a checkout timeout and a
   liveness check of connections that sat idle), in place of SQLAlchemy's pool.
 
-Statements built with SQLAlchemy Core are still accepted by :meth:`Connection.execute`
-(compiled for the driver on the way, importing SQLAlchemy then): the bridge that lets the
-remaining Core statements move to SQL text one module at a time.
+There is no second path: :meth:`Connection.execute` takes SQL text only.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 __all__ = [
@@ -90,14 +88,13 @@ def row_class(names: tuple[str, ...]) -> type:
 class Result:
     """The outcome of one statement: rows (read lazily from the cursor) and ``rowcount``."""
 
-    __slots__ = ("_convert", "_cursor", "_make", "lastrowid", "rowcount")
+    __slots__ = ("_cursor", "_make", "lastrowid", "rowcount")
 
-    def __init__(self, cursor: Any, convert: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None) -> None:
+    def __init__(self, cursor: Any) -> None:
         description = cursor.description
         self.rowcount: int = cursor.rowcount
         self.lastrowid: Any = getattr(cursor, "lastrowid", None)
         self._cursor = cursor if description is not None else None
-        self._convert = convert
         if description is not None:
             self._make: Callable[[Any], Any] = row_class(tuple(d[0] for d in description))._make  # type: ignore[attr-defined]
         else:
@@ -109,18 +106,12 @@ class Result:
     def _rows(self) -> list[tuple[Any, ...]]:
         if self._cursor is None:
             return []
-        rows = self._cursor.fetchall()
-        if self._convert is not None:
-            rows = [self._convert(r) for r in rows]
-        return rows
+        return self._cursor.fetchall()  # type: ignore[no-any-return]
 
     def _row(self) -> tuple[Any, ...] | None:
         if self._cursor is None:
             return None
-        row = self._cursor.fetchone()
-        if row is not None and self._convert is not None:
-            row = self._convert(row)
-        return row  # type: ignore[no-any-return]
+        return self._cursor.fetchone()  # type: ignore[no-any-return]
 
     def all(self) -> list[Any]:
         make = self._make
@@ -152,8 +143,7 @@ class Result:
             raise NoResult("several rows where at most one was expected")
         if not rows:
             return None
-        row = rows[0] if self._convert is None else self._convert(rows[0])
-        return self._make(row)
+        return self._make(rows[0])
 
     def scalar(self) -> Any:
         """The first column of the first row, or None."""
@@ -235,38 +225,29 @@ class Dialect:
 class Connection:
     """A DBAPI connection inside a transaction opened by :class:`keel.meta.engine.Database`."""
 
-    __slots__ = ("_integrity", "_legacy", "connection", "dialect")
+    __slots__ = ("_integrity", "connection", "dialect")
 
-    def __init__(self, connection: Any, dialect: Dialect, integrity: type[BaseException], legacy: Any) -> None:
+    def __init__(self, connection: Any, dialect: Dialect, integrity: type[BaseException]) -> None:
         self.connection = connection  # the DBAPI connection
         self.dialect = dialect
         self._integrity = integrity
-        self._legacy = legacy  # compiles a SQLAlchemy Core statement (see the module doc)
 
     def cursor(self) -> Any:
         """A DBAPI cursor in this transaction (placeholders as the driver wants them: see
         :func:`placeholders_for`)."""
         return self.connection.cursor()
 
-    def execute(self, statement: Any, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Result:
-        """Run one statement: SQL text with ``?`` placeholders and a sequence of values (or a
-        SQLAlchemy Core statement and its parameters)."""
-        if isinstance(statement, str):
-            sql, args, convert = placeholders_for(self.dialect.paramstyle, statement), params or (), None
-            if isinstance(params, list) and params and isinstance(params[0], (tuple, list)):
-                return self.executemany(statement, params)
-        else:
-            if isinstance(params, list):  # Core statement, several parameter sets: executemany
-                sql, many = self._legacy.compile_many(statement, params)
-                return self._run_many(sql, many)
-            sql, args, convert = self._legacy.compile(statement, params)
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        """Run one statement: SQL text with ``?`` placeholders and a sequence of values."""
+        if not isinstance(sql, str):
+            raise TypeError(f"keel runs SQL text, not {type(sql).__name__}: write the statement as a string")
         cur = self.connection.cursor()
         try:
-            cur.execute(sql, args)
+            cur.execute(placeholders_for(self.dialect.paramstyle, sql), params)
         except self._integrity as exc:
             cur.close()
             raise ConstraintViolation(exc) from exc
-        return Result(cur, convert)
+        return Result(cur)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Result:
         """Run SQL text once per parameter row."""
@@ -324,67 +305,6 @@ def like_prefix(text: str) -> str:
     """A LIKE pattern matching what starts with ``text`` (its ``%``, ``_`` and ``\\`` escaped:
     use it with ``LIKE ? ESCAPE '\\'``)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-class LegacyCompiler:
-    """Compiles SQLAlchemy Core statements for one driver (imports SQLAlchemy on first use)."""
-
-    def __init__(self, dialect_name: str) -> None:
-        self._name = dialect_name
-        self._dialect: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def dialect(self) -> Any:
-        if self._dialect is None:
-            with self._lock:
-                if self._dialect is None:
-                    if self._name == "sqlite":
-                        from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
-
-                        self._dialect = SQLiteDialect_pysqlite()
-                    else:
-                        from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-
-                        self._dialect = PGDialect_psycopg()
-        return self._dialect
-
-    def _compiled(self, statement: Any, keys: list[str] | None = None) -> Any:
-        return statement.compile(dialect=self.dialect, column_keys=keys, compile_kwargs={"render_postcompile": True})
-
-    def _args(self, compiled: Any, params: Mapping[str, Any] | None) -> Any:
-        values = compiled.construct_params(params)
-        processors = compiled._bind_processors  # noqa: SLF001 - the types' own conversions
-        if processors:
-            values = {k: (processors[k](v) if k in processors else v) for k, v in values.items()}
-        if compiled.positional:
-            return tuple(values[name] for name in compiled.positiontup)
-        return values
-
-    def compile(self, statement: Any, params: Mapping[str, Any] | None) -> tuple[str, Any, Any]:
-        compiled = self._compiled(statement, list(params) if params else None)
-        return compiled.string, self._args(compiled, params), _converter(compiled, self.dialect)
-
-    def compile_many(self, statement: Any, rows: list[Mapping[str, Any]]) -> tuple[str, list[Any]]:
-        compiled = self._compiled(statement, list(rows[0]))
-        return compiled.string, [self._args(compiled, row) for row in rows]
-
-
-def _converter(compiled: Any, dialect: Any) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
-    """Booleans as bool (SQLite stores 0/1); every other type comes from the driver as keel wants it."""
-    if dialect.name != "sqlite":
-        return None
-    from sqlalchemy import Boolean
-
-    columns = getattr(compiled, "_result_columns", None) or []
-    flags = tuple(isinstance(column[3], Boolean) for column in columns)
-    if not any(flags):
-        return None
-
-    def convert(row: tuple[Any, ...]) -> tuple[Any, ...]:
-        return tuple(bool(v) if f and v is not None else v for f, v in zip(flags, row, strict=False))
-
-    return convert
 
 
 # -- connections -------------------------------------------------------------------------------

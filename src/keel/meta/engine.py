@@ -59,7 +59,6 @@ from keel.meta.dbapi import (
     Connection,
     ConstraintViolation,
     Dialect,
-    LegacyCompiler,
     Pool,
     PoolTimeout,
     parse_url,
@@ -141,7 +140,6 @@ class Database:
         self._paramstyle = self._dialect.paramstyle
         self._connect = connect
         self._pool = self._new_pool(connect)
-        self._legacy = LegacyCompiler(dialect)
         self._engine: Any = None  # SQLAlchemy's, made only for migrations (see :attr:`engine`)
         if self.is_sqlite:
             import sqlite3
@@ -322,7 +320,7 @@ class Database:
                     with contextlib.suppress(Exception):
                         setattr(exc, _NOT_BEGUN, True)
                     raise
-            yield Connection(raw, self._dialect, self._integrity, self._legacy)
+            yield Connection(raw, self._dialect, self._integrity)
             raw.commit()
         except BaseException as exc:
             try:
