@@ -146,8 +146,9 @@ class StateRows:
     def stats_under(self, rel: str) -> dict[str, StatRow]:
         """Cached rows of ``rel`` itself and every path below it."""
         low, high = _prefix_range(rel)
-        with self.db.read() as conn:
-            rows = conn.execute(_SQL_STATS_UNDER, (rel, low, high)).all()
+        with self.db.raw_read() as cur:  # (a DBAPI cursor: plain tuples, for 20,000 rows)
+            cur.execute(_SQL_STATS_UNDER, (rel, low, high))
+            rows = cur.fetchall()
         return {r[0]: (r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
     def save_stats(self, rows: Iterable[tuple[str, int, int, int, str]], recorded: int | None = None) -> None:
@@ -166,12 +167,12 @@ class StateRows:
         """``{oid: (pack, offset)}`` for the given oids that sit in a known pack."""
         wanted = list(oids)
         found: dict[str, tuple[str, int]] = {}
-        with self.db.read() as conn:
+        with self.db.raw_read() as cur:
             for i in range(0, len(wanted), _BATCH):
                 chunk = wanted[i : i + _BATCH]
                 marks = ",".join("?" * len(chunk))
-                sql = f"SELECT oid, pack, off FROM loc WHERE oid IN ({marks})"  # noqa: S608 - only placeholders
-                for oid, pack, off in conn.execute(sql, tuple(chunk)):
+                cur.execute(f"SELECT oid, pack, off FROM loc WHERE oid IN ({marks})", chunk)  # noqa: S608 - placeholders
+                for oid, pack, off in cur.fetchall():
                     found[oid] = (pack, off)
         return found
 
@@ -189,8 +190,9 @@ class StateRows:
 
     def owned_objects(self) -> dict[str, str]:
         """``{oid: kind}`` of every object the data layer wrote."""
-        with self.db.read() as conn:
-            return {oid: kind for oid, kind in conn.execute(_SQL_OBJECTS)}
+        with self.db.raw_read() as cur:
+            cur.execute(_SQL_OBJECTS)
+            return dict(cur.fetchall())
 
     def forget_objects(self, oids: Sequence[str]) -> None:
         """Drop deleted objects from every table."""
@@ -208,8 +210,9 @@ class StateRows:
     # -- cache objects known good --------------------------------------------------------
     def checked(self, oid: str) -> tuple[int, int, int] | None:
         """``(ino, size, mtime_ns)`` of cache object ``oid`` when last known good."""
-        with self.db.read() as conn:
-            row = conn.execute(_SQL_CHECKED, (oid,)).first()
+        with self.db.raw_read() as cur:
+            cur.execute(_SQL_CHECKED, (oid,))
+            row = cur.fetchone()
         return (row[0], row[1], row[2]) if row else None
 
     def set_checked(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
