@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keel.cli.render import abbreviate, fit, output_width, table
 
@@ -162,3 +164,57 @@ def test_a_long_title_is_printed_whole_above_a_narrow_table(monkeypatch, capsys)
     title = "mean [95% CI]  delta vs baseline  (* significant, Holm-corrected)"
     out, _ = _render(monkeypatch, capsys, 100, ["metric", "a"], [["acc", 0.5]], title=title)
     assert _lines(out)[0].strip() == title
+
+
+# -- piped tables are drawn without rich: the same characters -----------------------------
+_ASCII = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    headers=st.lists(st.text(alphabet="abcdefgh_.", min_size=1, max_size=24), min_size=1, max_size=7, unique=True),
+    data=st.data(),
+)
+def test_piped_tables_are_what_rich_prints(monkeypatch, headers, data):
+    """plain_table (no rich import: ~30 ms of start-up) writes what rich_table writes when
+    rich emits no escape codes, whatever the widths, cuts, drops, alignment and title."""
+    import contextlib
+    import io
+
+    from keel.cli import render
+
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(name, raising=False)
+    rows = data.draw(st.lists(st.lists(_ASCII, min_size=len(headers), max_size=len(headers)), max_size=4))
+    columns = data.draw(st.none() | st.integers(min_value=10, max_value=120))
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", str(columns))
+    title = data.draw(st.none() | _ASCII.filter(bool) | st.text(alphabet="xy ", min_size=60, max_size=90))
+    right = data.draw(st.sets(st.integers(min_value=0, max_value=len(headers) - 1)))
+    optional = data.draw(st.permutations(range(1, len(headers))))[: data.draw(st.integers(0, len(headers)))]
+    layout = fit(headers, rows, render.output_width(), {0}, optional)
+    plain = render.plain_table(layout, rows, title, right, render.output_width() or render.PIPED_TEXT_WIDTH)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        render.rich_table(layout, rows, title, None, right)
+    width = render.output_width() or render.PIPED_TEXT_WIDTH
+    fits = title is None or len(title) <= max(width, layout.total)  # else rich wraps it at the console's width
+    if title is None or (title == title.strip() and "  " not in title and fits):
+        assert plain == out.getvalue()
+    else:  # rich wraps such a title as words: rich draws the table
+        assert plain is None
+
+
+def test_anything_but_printable_ascii_is_left_to_rich(monkeypatch, capsys):
+    from keel.cli import render
+
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS"):
+        monkeypatch.delenv(name, raising=False)
+    for rows in ([["Zoë", "1"]], [["tab\there", "2"]], [["two\nlines", "3"]], [["宽字符", "4"]]):
+        layout = fit(["name", "value"], rows, None, {0})
+        assert render.plain_table(layout, rows, None, (), 200) is None  # rich measures, expands, splits them
+        table(["name", "value"], rows)
+        drawn = capsys.readouterr().out
+        render.rich_table(layout, rows, None, None, ())
+        assert drawn == capsys.readouterr().out

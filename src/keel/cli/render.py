@@ -12,7 +12,20 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Layout", "abbreviate", "console", "fit", "fmt", "key_values", "output_width", "print_json", "table"]
+__all__ = [
+    "Layout",
+    "abbreviate",
+    "cell_len",
+    "console",
+    "fit",
+    "fmt",
+    "key_values",
+    "output_width",
+    "plain_table",
+    "print_json",
+    "rich_table",
+    "table",
+]
 
 _console: Any = None
 PIPED_TEXT_WIDTH = 200  # where piped text (not tables: they are printed whole) wraps
@@ -88,6 +101,16 @@ def output_width() -> int | None:
     return None
 
 
+def cell_len(text: str) -> int:
+    """How many terminal cells ``text`` takes (rich's measure); printable ASCII without
+    importing rich: one cell a character."""
+    if _PLAIN.fullmatch(text):
+        return len(text)
+    from rich.cells import cell_len as measure
+
+    return measure(text)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where a table's columns go: which are shown (indices), their headers and widths,
@@ -111,6 +134,7 @@ HARD_CELL = 10  # ... and to this after: statuses and short names survive whole
 _ELLIPSIS = "…"
 _SEPARATORS = "_.-/: "
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?$")
+_PLAIN = re.compile(r"[ -~]*")  # printable ASCII: one cell each, nothing rich would change
 
 
 def fit(
@@ -140,8 +164,6 @@ def fit(
         >>> layout.headers
         ('name', 'exact…ci_low', 'exac…ci_high')
     """
-    from rich.cells import cell_len
-
     values = [max((cell_len(row[i]) for row in cells), default=0) for i in range(len(headers))]
     natural = [max(cell_len(h), v) for h, v in zip(headers, values, strict=True)]
 
@@ -228,8 +250,6 @@ def _readable_as(short: str, name: str, names: Sequence[str]) -> list[str]:
 
 
 def _head(text: str, cells: int) -> str:
-    from rich.cells import cell_len
-
     out = ""
     for char in text:
         if cell_len(out + char) > cells:
@@ -244,16 +264,12 @@ def _tail(text: str, cells: int) -> str:
 
 def _cut(name: str, width: int, keep_end: int) -> str:
     """``name``'s start and its last ``keep_end`` characters around an ellipsis, ``width`` cells."""
-    from rich.cells import cell_len
-
     end = _tail(name, min(keep_end, max(0, width - 1)))
     return _head(name, width - 1 - cell_len(end)) + _ELLIPSIS + end
 
 
 def _shorten(name: str, width: int) -> str:
     """``name`` in ``width`` cells, on its own (see :func:`abbreviate`)."""
-    from rich.cells import cell_len
-
     if cell_len(name) <= width:
         return name
     if width <= 1:
@@ -305,14 +321,30 @@ def table(
     ``optional`` the columns that may be dropped to fit, most relevant first; ``right`` the
     right-aligned ones (numbers). Returns the headers of the columns dropped to fit.
     """
-    from rich.table import Table
-    from rich.text import Text
-
     headers = list(columns)
     cells = [[fmt(v) for v in row] for row in rows]
     kept = set(range(1) if keep is None else keep)
     kept.update(i for i in range(len(headers)) if _times(cells, i))
     layout = fit(headers, cells, output_width(), kept, optional)
+    plain = None if _styled() else plain_table(layout, cells, title, right, output_width() or PIPED_TEXT_WIDTH)
+    if plain is None:
+        rich_table(layout, cells, title, highlight_rows, right)
+    else:
+        sys.stdout.write(plain)
+    return [headers[i] for i in layout.hidden]
+
+
+def rich_table(
+    layout: Layout,
+    cells: Sequence[Sequence[str]],
+    title: str | None,
+    highlight_rows: set[int] | None,
+    right: Collection[int],
+) -> None:
+    """Print a laid-out table with rich (bold headers, highlighted rows) on the shared console."""
+    from rich.table import Table
+    from rich.text import Text
+
     out = Table(show_edge=False, header_style="bold", pad_edge=False)
     for i, header, width in zip(layout.shown, layout.headers, layout.widths, strict=True):
         out.add_column(
@@ -334,7 +366,67 @@ def table(
         shared.print(out)
     finally:
         shared.width = saved
-    return [headers[i] for i in layout.hidden]
+
+
+def _styled() -> bool:
+    """Whether rich would write escape codes (bold headers) to stdout: its own test
+    (``Console.is_terminal``): ``TTY_COMPATIBLE``, then ``FORCE_COLOR``, then a terminal."""
+    compatible = os.environ.get("TTY_COMPATIBLE", "")
+    if compatible in ("0", "1"):
+        return compatible == "1"
+    force = os.environ.get("FORCE_COLOR")
+    if force is not None:
+        return force != ""
+    try:
+        return sys.stdout.isatty()
+    except ValueError:
+        return False
+
+
+def plain_table(
+    layout: Layout, cells: Sequence[Sequence[str]], title: str | None, right: Collection[int], width: int
+) -> str | None:
+    """The text rich prints for :func:`table` when it writes no escape codes (piped output),
+    without importing rich (~30 ms of a command's start-up); None when a header, cell or the
+    title holds anything but printable ASCII (rich measures, strips and splits those itself).
+
+    As rich draws it: ``┃`` between headers, ``━``/``╇`` under them, ``│`` between cells, one
+    space of padding inside the separators and none at the table's edges; a value wider than
+    its column cut to ``width - 1`` characters and ``…``; the title centred over the table
+    (printed on its own, as long as it is, when it is wider than the table).
+    """
+    texts = [*layout.headers, *(row[i] for row in cells for i in layout.shown), title or ""]
+    if not layout.shown or not all(_PLAIN.fullmatch(t.replace(_ELLIPSIS, "")) for t in texts):
+        return None
+    if title and (title != title.strip() or "  " in title):  # rich wraps a title as words
+        return None
+    last = len(layout.shown) - 1
+
+    def line(values: Sequence[str], bar: str) -> str:
+        parts = []
+        for n, (i, value, w) in enumerate(zip(layout.shown, values, layout.widths, strict=True)):
+            if i in right:  # rich strips a right-justified value's end before cutting it
+                value = value.rstrip()
+            if len(value) > w:
+                value = value[: max(0, w - 1)] + _ELLIPSIS if w > 0 else ""
+            value = value.rjust(w) if i in right else value.ljust(w)
+            parts.append(("" if n == 0 else " ") + value + ("" if n == last else " "))
+        return bar.join(parts)
+
+    out = []
+    if title:
+        if len(title) > layout.total:
+            if len(title) > width:  # rich would wrap it at the console's width
+                return None
+            out.append(title)
+        else:
+            left = (layout.total - len(title)) // 2
+            out.append(" " * left + title + " " * (layout.total - len(title) - left))
+    out.append(line(layout.headers, "┃"))
+    rule = ["━" * (w + (n > 0) + (n < last)) for n, w in enumerate(layout.widths)]
+    out.append("╇".join(rule))
+    out.extend(line([row[i] for i in layout.shown], "│") for row in cells)
+    return "\n".join(out) + "\n"
 
 
 def _times(cells: Sequence[Sequence[str]], column: int) -> bool:

@@ -14,9 +14,6 @@ point makes are in :mod:`keel.services.auth` and :mod:`keel.services.contract`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +48,8 @@ TOKEN_PREFIX = "keel_"
 
 def hash_token(secret: str) -> str:
     """The stored form of a token: SHA-256, hex."""
+    import hashlib  # here, as below: every local command imports this module, few hash
+
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -62,6 +61,9 @@ MAX_PASSWORD = 1024
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
     """The stored form of a password: ``scrypt$N$r$p$salt$hash`` (hex), with a fresh random salt."""
+    import hashlib
+    import secrets
+
     salt = salt if salt is not None else secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
@@ -73,6 +75,9 @@ def verify_password(password: str, stored: str | None) -> bool:
     With no stored hash a dummy hash is computed anyway, so the time taken does not
     tell whether the user exists or has a password.
     """
+    import hashlib
+    import hmac
+
     if not stored:
         hash_password(password, b"\0" * 16)
         return False
