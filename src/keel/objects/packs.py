@@ -9,8 +9,8 @@ module writes packs into a store that takes files in
 files (``capabilities.local_path``):
 
 - :class:`PackWriter` collects files' bytes, skips content already stored (a
-  ``locate`` callback answers where), joins the rest into 4 MiB pieces, names
-  the pack by their hash (BLAKE3's threads) and writes it on one background
+  ``locate`` callback answers where), names the pack by its hash (4 MiB at a
+  time, by BLAKE3's threads) and writes it with ``writev`` on one background
   thread while the next files are read;
 - :func:`write_parts` stores the concatenation of byte strings as one object;
 - :func:`mapped` maps a pack file into memory: a file's bytes are a slice of
@@ -35,7 +35,7 @@ from keel.objects.base import ObjectStore
 __all__ = ["PackWriter", "Slot", "mapped", "write_parts"]
 
 _IOV_MAX = 1024  # buffers per writev
-_PIECE = 4 << 20  # bytes of a pack hashed and written in one call
+_PIECE = 4 << 20  # bytes of a pack hashed in one call
 
 
 class Slot(Protocol):
@@ -142,13 +142,8 @@ class PackWriter:
             item.offset = offset
             parts.append(data)
             offset += len(data)
-        pending.clear()  # (the parts hold the bytes now: joining lets go of them one by one)
         if parts:
-            parts = _joined(parts)
-            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-            for part in parts:
-                hasher.update(part)
-            pack = hasher.hexdigest()
+            pack = _hash_of(parts)
             self.new_packs.append(pack)
             for item in packed:
                 item.pack = pack
@@ -177,20 +172,26 @@ class PackWriter:
                 self._pool = None
 
 
-def _joined(parts: list[bytes]) -> list[bytes]:
-    """``parts`` joined into pieces of about :data:`_PIECE` bytes: a few calls to hash and
-    write instead of one per small file, each piece large enough for BLAKE3's threads. The
-    parts are let go of as they are joined (no second copy of the whole pack in memory)."""
-    pieces: list[bytes] = []
-    start = size = 0
-    for i, part in enumerate(parts):
-        size += len(part)
-        if size >= _PIECE or i == len(parts) - 1:
-            pieces.append(b"".join(parts[start : i + 1]))
-            for j in range(start, i + 1):
-                parts[j] = b""
-            start, size = i + 1, 0
-    return pieces
+def _hash_of(parts: list[bytes]) -> str:
+    """The BLAKE3 hex digest of the concatenation of ``parts``: copied into one reused buffer of
+    :data:`_PIECE` bytes that is hashed whenever it is full (by BLAKE3's threads), instead of
+    one call per small file, and no second copy of the whole pack in memory."""
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    buffer = memoryview(bytearray(_PIECE))
+    filled = 0
+    for part in parts:
+        size = len(part)
+        if filled + size > _PIECE:
+            hasher.update(buffer[:filled])
+            filled = 0
+        if size > _PIECE:
+            hasher.update(part)
+            continue
+        buffer[filled : filled + size] = part
+        filled += size
+    if filled:
+        hasher.update(buffer[:filled])
+    return hasher.hexdigest()
 
 
 @contextlib.contextmanager

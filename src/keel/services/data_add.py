@@ -35,6 +35,7 @@ from keel.services import data_files as files_
 from keel.services.data_cache import trusted
 from keel.services.data_config import check_link_mode
 from keel.services.data_files import FileStat, os_error
+from keel.services.data_state import StatRow
 
 if TYPE_CHECKING:
     from keel.services.data import DataRepo
@@ -192,13 +193,19 @@ def _add_dir(repo: DataRepo, rel: str, mode: str, counter: Meter) -> AddResult:
                 f"{rel}/ contains tracked data ({name})",
                 f"remove the pointer files inside it first (or track {name[: -len(POINTER_SUFFIX)]} alone)",
             )
-    # The rule every tree is read back with (keel.core.data_tree.parse_tree), checked here
-    # so a folder keel tracks can always be checked out again.
-    check_tree_paths([f.rel[start:] for f in found], f"{rel}/")
-
     cached = repo.state.stats_under(rel)
     now = time.time_ns()
     old_tree = _old_tree(repo, rel)
+    if old_tree is not None and _unchanged(found, cached, old_tree[1], start) and _stored(repo, old_tree[1]):
+        # Every file is where the version in the pointer has it, as the stat cache vouches:
+        # that version, without building or checking a tree (its paths were checked when stored).
+        size = sum(f.size for f in found)
+        pointer = Pointer("dir", posixpath.basename(rel), old_tree[0], size, len(found))
+        changed = _finish_add(repo, rel, pointer)
+        return AddResult(rel, rel + POINTER_SUFFIX, "dir", old_tree[0], size, len(found), changed, 0, 0)
+    # The rule every tree is read back with (keel.core.data_tree.parse_tree), checked here
+    # so a folder keel tracks can always be checked out again.
+    check_tree_paths([f.rel[start:] for f in found], f"{rel}/")
     old_locations = {e.oid: (e.pack, e.offset) for e in old_tree[1].entries if e.pack} if old_tree else {}
     items = [_Located(f) for f in found]
     small_todo: list[_Located] = []
@@ -297,6 +304,24 @@ def _add_dir(repo: DataRepo, rel: str, mode: str, counter: Meter) -> AddResult:
     pointer = Pointer("dir", posixpath.basename(rel), tree_oid, size, len(items))
     changed = _finish_add(repo, rel, pointer)
     return AddResult(rel, rel + POINTER_SUFFIX, "dir", tree_oid, size, len(items), changed, len(fresh), stored)
+
+
+def _unchanged(found: list[FileStat], cached: dict[str, StatRow], tree: Tree, start: int) -> bool:
+    """True if ``found`` (sorted) are exactly ``tree``'s files, each vouched for by the stat cache."""
+    entries = tree.entries
+    if len(found) != len(entries) or len(cached) != len(found):
+        return False
+    get = cached.get
+    for f, e in zip(found, entries, strict=True):
+        row = get(f.rel)
+        if row is None or row[3] != e.oid or f.rel[start:] != e.path or not trusted(row, f):
+            return False
+    return True
+
+
+def _stored(repo: DataRepo, tree: Tree) -> bool:
+    """True if the cache holds every object ``tree`` needs (a few packs, and its large files)."""
+    return all(repo.has(o) for o in tree.objects())
 
 
 def _old_tree(repo: DataRepo, rel: str) -> tuple[str, Tree] | None:

@@ -141,7 +141,10 @@ def read_and_hash(files: Sequence[FileStat], threads: int = HASH_THREADS) -> Ite
     ``threads`` threads a batch at a time, a few batches ahead of the caller. Conflict if a
     file is not the one :func:`walk` saw (as :func:`read_small`)."""
     if threads <= 1 or len(files) <= _BATCH:
-        yield from _read_batch(files)
+        b3 = blake3.blake3
+        for f in files:
+            data = read_small(f)
+            yield data, b3(data).hexdigest()
         return
     batches = (files[i : i + _BATCH] for i in range(0, len(files), _BATCH))
     with ThreadPoolExecutor(threads) as pool:
