@@ -336,7 +336,7 @@ def _row(figure: str, value: str, target: str, met: bool | None) -> str:
 
 
 def report(results: dict[str, Any], args: argparse.Namespace, info: dict[str, Any]) -> None:
-    machine = f"{os.cpu_count()} cores"
+    machine = f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end (other work on the machine)"
     lines = [
         f"keel scale bench: PostgreSQL 15, {human(info['runs'])} runs, "
         f"{human(points_total(info['runs'], info['long_runs'], info['long_points']))} metric points "
