@@ -640,7 +640,7 @@ class TrackingStore:
         Ordered by a metric over many runs, the best few by that metric usually hold the
         page: the query is first run on a window of them (``compile_search(window_edge=)``).
         A window that holds too few matches tells how selective the filter is; the next one is
-        sized to hold about twice the rows the page needs. A window that holds none, or one
+        sized to hold about 1.5 times the rows the page needs. A window that holds none, or one
         that would span every run, gives way to the full query.
         """
         rows: list[Any] = []
@@ -658,7 +658,7 @@ class TrackingStore:
                 found = offset + len(rows)  # every match in the window, when it did not fill the page
                 if len(rows) > limit or found == 0:
                     break
-                window = window * need * 2 // found
+                window = window * need * 3 // (2 * found)
         if len(rows) <= limit:  # the window did not settle it (or there was none)
             rows = self._search_rows((project_ids, node, order_by, include_deleted, only_deleted, None), limit, offset)
         return self._records_from_rows(rows[:limit]), len(rows) > limit
