@@ -102,13 +102,14 @@ def prompts_list(as_json: JsonOpt = False) -> None:
 
 def _metrics_of_users(name: str, version: str) -> tuple[int, dict[str, float]]:
     """How many runs used ``name@version`` and the mean of each of their metrics."""
-    import keel
+    from keel.sdk.client import Client
 
-    users = keel.lineage.used_by(f"prompt:{name}@{version}")
+    client = Client(create=False)
+    users = client.used_by(f"prompt:{name}@{version}")  # runs only: keel.lineage.used_by also reads traces
     if not users:
         return 0, {}
     totals: dict[str, list[float]] = {}
-    for record in keel.Client(create=False).get_runs(users):
+    for record in client.get_runs(users):
         for key, value in record.metrics.items():
             totals.setdefault(key, []).append(value)
     return len(users), {k: sum(v) / len(v) for k, v in totals.items()}
