@@ -104,4 +104,4 @@ def test_data_status_imports_the_data_path_only(workspace):
 def test_prompts_show_does_not_compile_templates(workspace):
     modules = loaded(workspace, "prompts", "show", "chat")
     assert present(modules, command_modules(but={"keel.cli.prompts"})) == []
-    assert present(modules, NEVER | {"keel.core.templates", "keel.services.prompt_files", "keel.services.traces"}) == []
+    assert present(modules, NEVER | {"keel.core.templates", "keel.services.prompt_files", "keel.sdk.traces"}) == []

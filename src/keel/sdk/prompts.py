@@ -35,6 +35,7 @@ version read keeps being served, and the background refresh retries.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import weakref
@@ -49,7 +50,6 @@ from keel.errors import InvalidInput, NotFound, PromptFilesRejected, StoreError
 from keel.sdk import live
 from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
-from keel.sdk.traces import note
 from keel.services.prompts import PromptVersion, RefMove, is_version, parse_prompt_ref
 
 if TYPE_CHECKING:
@@ -74,6 +74,15 @@ __all__ = [
     "sync",
     "versions",
 ]
+
+
+def _note(kind: str, name: str, version: Any) -> None:
+    """:func:`keel.sdk.traces.note`, without importing the tracing API for code that never
+    traces (``keel prompts show``): no span can be open before that module is loaded."""
+    traces = sys.modules.get("keel.sdk.traces")
+    if traces is not None:
+        traces.note(kind, name, version)
+
 
 FALLBACK_VERSION = "fallback"
 
@@ -130,7 +139,7 @@ class Prompt:
         Inside a trace, the current span records the version rendered (``keel.prompt``)."""
         from keel.core.templates import render_template  # Jinja2: loaded by the first render
 
-        note("prompt", self.name, self.version)
+        _note("prompt", self.name, self.version)
         return render_template(self.content.template, variables)
 
 
@@ -247,7 +256,7 @@ def _drop(key: tuple[int, str, str | None], entry: _Entry) -> None:
 
 
 def _record_use(prompt: Prompt) -> None:
-    note("prompt", prompt.name, prompt.version)  # inside a trace: the current span used it
+    _note("prompt", prompt.name, prompt.version)  # inside a trace: the current span used it
     run = active_run()  # this thread's / asyncio task's run
     if run is not None:
         run.use(prompt._entity, "prompt")
@@ -409,11 +418,11 @@ def get(
             entry = _served.get((ref, version, alias))
             if entry is not None:
                 info = entry.prompt.info
-                note("prompt", entry.prompt.name, entry.prompt.version)
+                _note("prompt", entry.prompt.name, entry.prompt.version)
                 return info  # type: ignore[return-value]  # entries hold registered versions
         found = _load(ref, version, alias, None, ttl).info
         assert found is not None  # no fallback was given
-        note("prompt", found.name, found.version)
+        _note("prompt", found.name, found.version)
         return found
     selector = version or alias or selector
     if selector is None or selector == "latest":
