@@ -43,7 +43,6 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import struct
 import threading
 import time
@@ -321,7 +320,7 @@ class StreamSpool:
         return current
 
     def _new_segment(self) -> _OwnSegment:
-        name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.seg"
+        name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}.seg"
         final = self.folder / name
         hidden = self.folder / f".{name}.tmp"
         fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
