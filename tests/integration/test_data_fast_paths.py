@@ -112,10 +112,16 @@ def test_a_checkout_after_an_interrupted_one_overwrites_what_it_left_half_writte
     # Without the journal the half file is a change the cache does not have: refused.
     with pytest.raises(Conflict, match="f0001.txt"):
         data.checkout()
-    (repo / ".keel" / "data" / "checkout.journal").write_text("data/set/d1/f0001.txt\n")
+    journal = repo / ".keel" / "data" / "checkout.journal"
+    journal.write_text("data/set/d1/f0001.txt\ndata/other/x.bin\n")
     assert data.checkout().written == 30
     assert half.read_bytes() == good
-    assert not (repo / ".keel" / "data" / "checkout.journal").exists()
+    # What this checkout did not look at (another tracked path) stays listed for the next one.
+    assert journal.read_text() == "data/other/x.bin\n"
+    write(repo / "data" / "other" / "x.bin", "x")
+    data.add(["data/other"])
+    data.checkout()
+    assert not journal.exists()
 
 
 def test_checkout_replaces_a_changed_file_and_leaves_the_others_alone(repo: Path) -> None:

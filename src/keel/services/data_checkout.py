@@ -136,8 +136,14 @@ def checkout(
                 result.paths.append(plan.tracked.data_path)
         counter.close()
         if created or interrupted:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(journal)
+            # What this checkout did not look at stays listed (an interrupted checkout of other paths).
+            roots = [p.tracked.data_path for p in plans]
+            left = sorted(x for x in interrupted if not any(x == r or x.startswith(r + "/") for r in roots))
+            if left:
+                _write_journal(journal, left)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(journal)
     if result.missing:
         raise NotFound(
             f"not in the cache, so not checked out: {', '.join(result.missing)}",
