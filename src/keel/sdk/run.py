@@ -249,6 +249,7 @@ class Run:
         """
         from keel.services.data import open_repo
         from keel.services.data_maint import status
+        from keel.services.importers import dvc_hook  # noqa: F401 - data tracked by pre-import DVC files
 
         with open_repo() as repo:
             (tracked,) = repo.select([path])
