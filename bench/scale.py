@@ -222,7 +222,7 @@ def measure_pages(pg: KeptPostgres, url: str, objects: str, args: argparse.Names
     order = quote("metrics.acc desc")
     history = f"/api/v1/runs/{a}/metric-history?key={LONG_KEY}"
     pages = {
-        "UI runs table (250k runs, newest first)": "/ui/projects/vision/runs",
+        f"UI runs table ({human(args.runs // 4)} runs, newest first)": "/ui/projects/vision/runs",
         "UI runs table, filter + metric sort": f"/ui/projects/vision/runs?filter={flt}&sort=metrics.acc&desc=1",
         "UI runs table, 500 rows": "/ui/projects/vision/runs?size=500",
         "UI run page (100k-point chart)": f"/ui/runs/{a}",
