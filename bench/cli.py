@@ -4,7 +4,9 @@
     .venv/bin/python bench/cli.py --repeats 31     # more repeats on a busy machine
 
 Every figure is one command run as a user types it: a fresh process of the installed
-script (``keel``, ``mlflow``, ``dvc``), start-up included, output piped. Each command
+script (``keel``, ``mlflow``, ``dvc``), start-up included, output piped (and, for
+``runs list`` and ``prompts show``, also on a pseudo-terminal of 120 columns, where the
+table has bold headers and is drawn by rich). Each command
 runs twice as a warm-up (page cache, SQLite files), then ``--repeats`` times; the
 commands take turns (one run of each per round), so a busy moment of the machine
 falls on all of them alike. The table shows the median and the 90th percentile of
@@ -32,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import pty
 import shutil
 import statistics
 import subprocess
@@ -51,7 +54,14 @@ N_FILES = 5
 PROMPT = "bench-chat"
 
 # Issue 20's targets (median, ms) for the keel side.
-TARGETS = {"help": 100.0, "runs_list": 150.0, "data_status": 100.0, "prompts_show": 150.0}
+TARGETS = {
+    "help": 100.0,
+    "runs_list": 150.0,
+    "runs_list_tty": 150.0,
+    "data_status": 100.0,
+    "prompts_show": 150.0,
+    "prompts_show_tty": 150.0,
+}
 
 KEEL_SETUP = """
 import sys
@@ -134,8 +144,11 @@ def setup_mlflow(root: Path, python: str, env: dict[str, str]) -> str:
 class Command:
     """One command line, where and how it runs, and its timings (ms)."""
 
-    def __init__(self, key: str, label: str, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, key: str, label: str, argv: list[str], cwd: Path, env: dict[str, str], terminal: bool = False
+    ) -> None:
         self.key, self.label, self.argv, self.cwd, self.env = key, label, argv, cwd, env
+        self.terminal = terminal  # stdout and stderr a pseudo-terminal, 120 columns (else pipes)
         self.wall: list[float] = []
         self.cpu: list[float] = []
 
@@ -150,11 +163,30 @@ class Command:
 def run_with_usage(command: Command) -> tuple[float, float]:
     """Wall and CPU (user + system) milliseconds of one run of ``command``."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        command.argv, cwd=command.cwd, env=command.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    assert proc.stdout is not None
-    output = proc.stdout.read()
+    if command.terminal:
+        master, slave = pty.openpty()
+        env = {**command.env, "COLUMNS": "120"}
+        proc = subprocess.Popen(
+            command.argv, cwd=command.cwd, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave
+        )
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 1 << 16)
+            except OSError:  # EIO: the command closed the terminal (it ended)
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(master)
+        output = b"".join(chunks)
+    else:
+        proc = subprocess.Popen(
+            command.argv, cwd=command.cwd, env=command.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        assert proc.stdout is not None
+        output = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = (time.perf_counter() - t0) * 1000
     code = os.waitstatus_to_exitcode(status)
@@ -209,11 +241,20 @@ def main() -> int:
             Command("help", "keel --help", [keel, "--help"], keel_repo, keel_env),
             Command("version", "keel --version", [keel, "--version"], keel_repo, keel_env),
             Command("runs_list", f"keel runs list ({N_RUNS} runs)", [keel, "runs", "list"], keel_repo, keel_env),
+            Command("runs_list_tty", "  on a terminal", [keel, "runs", "list"], keel_repo, keel_env, terminal=True),
             Command(
                 "data_status", f"keel data status ({N_FILES} files)", [keel, "data", "status"], keel_repo, keel_env
             ),
             Command(
                 "prompts_show", f"keel prompts show {PROMPT}", [keel, "prompts", "show", PROMPT], keel_repo, keel_env
+            ),
+            Command(
+                "prompts_show_tty",
+                "  on a terminal",
+                [keel, "prompts", "show", PROMPT],
+                keel_repo,
+                keel_env,
+                terminal=True,
             ),
         ]
         peers: dict[str, list[Command]] = {}
@@ -263,10 +304,14 @@ def main() -> int:
     total = time.perf_counter() - started
 
     print()
-    for text in machine_lines({}, tmp):
+    for text in machine_lines({}, tmp)[:2]:  # the machine and the temp folder (tools: the next line)
         print(text)
     shown = [f"keel {versions['keel']} (python {platform.python_version()})"]
-    shown += [versions[name] or "" for name in ("mlflow", "dvc") if versions[name]]
+    shown += [
+        f"{label} {versions[name].split()[-1]}"
+        for name, label in (("mlflow", "MLflow"), ("dvc", "DVC"))
+        if versions[name]
+    ]
     print(f"{'; '.join(shown)}; {args.repeats} timed runs per command after 2 warm-ups; total {total:.0f} s")
     print()
     headers = ["command", "median", "p90", "cpu", "peer", "median", "p90", "cpu", "peer/keel", "target", "keel meets?"]
