@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from keel.core.batch import WriteBatch
 from keel.core.downsample import bucket_extremes
 from keel.errors import InvalidInput
+from keel.sdk.remote import wire_codec
 from keel.server import create_app
 from keel.services.auth import AuthStore
 from keel.services.tracking import TrackingService
@@ -88,3 +89,9 @@ def test_max_points_over_rest(migrated_database_url: str, tmp_path: Path) -> Non
         assert len(client.get(path, params={"key": "loss"}).json()["steps"]) == POINTS
         refused = client.get(path, params={"key": "loss", "max_points": 1})
         assert refused.status_code == 400 and "max_points" in refused.json()["error"]["message"]
+        # the service RPC (what keel's remote client sends) takes it too, with the same answer
+        codec = wire_codec()
+        call = {"args": codec.encode([run_id, "loss"]), "kwargs": codec.encode({"max_points": 60})}
+        answer = client.post("/api/v1/svc/tracking/metric_history", json=call)
+        assert answer.status_code == 200, answer.text
+        assert [m.step for m in codec.decode(answer.json()["result"])] == body["steps"]
