@@ -48,7 +48,7 @@ LONG_KEY = "train_loss"
 # for a 2-core, 23 GB machine (shared_buffers and cache sized for the working set).
 SETTINGS = (
     "-c shared_buffers=2GB -c effective_cache_size=8GB -c work_mem=16MB -c maintenance_work_mem=1GB "
-    "-c max_wal_size=8GB -c checkpoint_timeout=30min -c max_connections=200 "
+    "-c max_wal_size=2GB -c checkpoint_timeout=30min -c max_connections=200 "
     "-c random_page_cost=1.1 -c jit=off"
 )
 

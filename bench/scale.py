@@ -35,6 +35,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -315,6 +316,7 @@ def measure(pg: KeptPostgres, args: argparse.Namespace, info: dict[str, Any]) ->
     if "ingest" in parts:
         print("measuring ingest ...", file=sys.stderr, flush=True)
         results["ingest"] = measure_ingest(pg, url, objects, args, folder)
+    shutil.rmtree(folder, ignore_errors=True)  # the servers' logs (kept when a part failed: it raised)
     with pg.connect(DATABASE) as conn:
         rows = conn.execute(
             "SELECT relname, pg_total_relation_size(oid) FROM pg_class WHERE relkind = 'r' AND relnamespace = "
