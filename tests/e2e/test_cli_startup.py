@@ -86,11 +86,8 @@ def test_runs_list_imports_runs_and_what_it_shows(workspace):
     assert present(modules, NEVER | {"keel.sdk.prompts", "keel.sdk.data", "keel.sdk.traces"}) == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="keel.meta still imports SQLAlchemy on the read path until the thin DBAPI layer lands (issue 20 part 1)",
-)
 def test_runs_list_and_prompts_show_do_not_import_sqlalchemy(workspace):
+    """The read path runs on the DBAPI drivers; SQLAlchemy is for Alembic's migrations only."""
     assert present(loaded(workspace, "runs", "list"), {"sqlalchemy"}) == []
     assert present(loaded(workspace, "prompts", "show", "chat"), {"sqlalchemy"}) == []
 

@@ -175,15 +175,17 @@ _ASCII = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), ma
     headers=st.lists(st.text(alphabet="abcdefgh_.", min_size=1, max_size=24), min_size=1, max_size=7, unique=True),
     data=st.data(),
 )
-def test_piped_tables_are_what_rich_prints(monkeypatch, headers, data):
-    """plain_table (no rich import: ~30 ms of start-up) writes what rich_table writes when
-    rich emits no escape codes, whatever the widths, cuts, drops, alignment and title."""
-    import contextlib
+def test_tables_are_what_rich_prints(monkeypatch, headers, data):
+    """plain_table (no rich import: ~30 ms of start-up) writes what rich_table writes, piped
+    (no escape codes) and on a terminal (bold headers, bold yellow highlighted rows, italic
+    long titles), whatever the widths, cuts, drops, alignment and title."""
     import io
+
+    from rich.console import Console
 
     from keel.cli import render
 
-    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "NO_COLOR"):
         monkeypatch.delenv(name, raising=False)
     rows = data.draw(st.lists(st.lists(_ASCII, min_size=len(headers), max_size=len(headers)), max_size=4))
     columns = data.draw(st.none() | st.integers(min_value=10, max_value=120))
@@ -194,11 +196,15 @@ def test_piped_tables_are_what_rich_prints(monkeypatch, headers, data):
     title = data.draw(st.none() | _ASCII.filter(bool) | st.text(alphabet="xy ", min_size=60, max_size=90))
     right = data.draw(st.sets(st.integers(min_value=0, max_value=len(headers) - 1)))
     optional = data.draw(st.permutations(range(1, len(headers))))[: data.draw(st.integers(0, len(headers)))]
+    highlight = data.draw(st.sets(st.integers(min_value=0, max_value=3)))
+    terminal = data.draw(st.sampled_from([None, "standard", "256", "truecolor"]))
     layout = fit(headers, rows, render.output_width(), {0}, optional)
-    plain = render.plain_table(layout, rows, title, right, render.output_width() or render.PIPED_TEXT_WIDTH)
-    with contextlib.redirect_stdout(io.StringIO()) as out:
-        render.rich_table(layout, rows, title, None, right)
     width = render.output_width() or render.PIPED_TEXT_WIDTH
+    plain = render.plain_table(layout, rows, title, right, width, highlight, ansi=terminal is not None)
+    out = io.StringIO()
+    kind: dict = {"force_terminal": True, "color_system": terminal} if terminal else {}
+    monkeypatch.setattr(render, "_console", Console(file=out, highlight=False, soft_wrap=False, **kind))
+    render.rich_table(layout, rows, title, highlight, right)
     fits = title is None or len(title) <= max(width, layout.total)  # else rich wraps it at the console's width
     if title is None or (title == title.strip() and "  " not in title and fits):
         assert plain == out.getvalue()

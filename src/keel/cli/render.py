@@ -326,7 +326,11 @@ def table(
     kept = set(range(1) if keep is None else keep)
     kept.update(i for i in range(len(headers)) if _times(cells, i))
     layout = fit(headers, cells, output_width(), kept, optional)
-    plain = None if _styled() else plain_table(layout, cells, title, right, output_width() or PIPED_TEXT_WIDTH)
+    codes = _escape_codes()
+    plain = None
+    if codes is not None:
+        width = output_width() or PIPED_TEXT_WIDTH
+        plain = plain_table(layout, cells, title, right, width, highlight_rows or (), ansi=codes)
     if plain is None:
         rich_table(layout, cells, title, highlight_rows, right)
     else:
@@ -368,32 +372,51 @@ def rich_table(
         shared.width = saved
 
 
-def _styled() -> bool:
-    """Whether rich would write escape codes (bold headers) to stdout: its own test
-    (``Console.is_terminal``): ``TTY_COMPATIBLE``, then ``FORCE_COLOR``, then a terminal."""
+def _escape_codes() -> bool | None:
+    """Whether rich would write escape codes to stdout: False (piped), True (a terminal that
+    takes them), None when it is rich's to decide (``NO_COLOR``, a dumb terminal, Windows).
+
+    rich's own tests: ``Console.is_terminal`` (``TTY_COMPATIBLE``, then ``FORCE_COLOR``, then
+    whether stdout is a terminal) and ``_detect_color_system`` (no codes for ``TERM=dumb``)."""
     compatible = os.environ.get("TTY_COMPATIBLE", "")
-    if compatible in ("0", "1"):
-        return compatible == "1"
     force = os.environ.get("FORCE_COLOR")
-    if force is not None:
-        return force != ""
-    try:
-        return sys.stdout.isatty()
-    except ValueError:
+    if compatible in ("0", "1"):
+        terminal = compatible == "1"
+    elif force is not None:
+        terminal = force != ""
+    else:
+        try:
+            terminal = sys.stdout.isatty()
+        except ValueError:
+            terminal = False
+    if not terminal:
         return False
+    if "NO_COLOR" in os.environ or sys.platform == "win32":
+        return None
+    if os.environ.get("TERM", "").lower() in ("dumb", "unknown"):
+        return None
+    return True
 
 
 def plain_table(
-    layout: Layout, cells: Sequence[Sequence[str]], title: str | None, right: Collection[int], width: int
+    layout: Layout,
+    cells: Sequence[Sequence[str]],
+    title: str | None,
+    right: Collection[int],
+    width: int,
+    highlight_rows: Collection[int] = (),
+    ansi: bool = False,
 ) -> str | None:
-    """The text rich prints for :func:`table` when it writes no escape codes (piped output),
-    without importing rich (~30 ms of a command's start-up); None when a header, cell or the
-    title holds anything but printable ASCII (rich measures, strips and splits those itself).
+    """The text rich prints for :func:`table`, without importing rich (~30 ms of a command's
+    start-up); None when a header, cell or the title holds anything but printable ASCII
+    (rich measures, strips and splits those itself).
 
     As rich draws it: ``┃`` between headers, ``━``/``╇`` under them, ``│`` between cells, one
     space of padding inside the separators and none at the table's edges; a value wider than
     its column cut to ``width - 1`` characters and ``…``; the title centred over the table
-    (printed on its own, as long as it is, when it is wider than the table).
+    (printed on its own, as long as it is, when it is wider than the table). ``ansi``: with
+    the escape codes rich writes to a terminal (bold headers, bold yellow ``highlight_rows``,
+    an italic title above the table), each cell and padding coded on its own, as rich does.
     """
     texts = [*layout.headers, *(row[i] for row in cells for i in layout.shown), title or ""]
     if not layout.shown or not all(_PLAIN.fullmatch(t.replace(_ELLIPSIS, "")) for t in texts):
@@ -402,7 +425,10 @@ def plain_table(
         return None
     last = len(layout.shown) - 1
 
-    def line(values: Sequence[str], bar: str) -> str:
+    def coded(text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if code and ansi else text
+
+    def line(values: Sequence[str], bar: str, code: str) -> str:
         parts = []
         for n, (i, value, w) in enumerate(zip(layout.shown, values, layout.widths, strict=True)):
             if i in right:  # rich strips a right-justified value's end before cutting it
@@ -410,7 +436,8 @@ def plain_table(
             if len(value) > w:
                 value = value[: max(0, w - 1)] + _ELLIPSIS if w > 0 else ""
             value = value.rjust(w) if i in right else value.ljust(w)
-            parts.append(("" if n == 0 else " ") + value + ("" if n == last else " "))
+            pad = coded(" ", code)
+            parts.append(("" if n == 0 else pad) + coded(value, code) + ("" if n == last else pad))
         return bar.join(parts)
 
     out = []
@@ -418,14 +445,16 @@ def plain_table(
         if len(title) > layout.total:
             if len(title) > width:  # rich would wrap it at the console's width
                 return None
-            out.append(title)
+            out.append(coded(title, "3"))
         else:
             left = (layout.total - len(title)) // 2
             out.append(" " * left + title + " " * (layout.total - len(title) - left))
-    out.append(line(layout.headers, "┃"))
+    out.append(line(layout.headers, "┃", "1"))
     rule = ["━" * (w + (n > 0) + (n < last)) for n, w in enumerate(layout.widths)]
     out.append("╇".join(rule))
-    out.extend(line([row[i] for i in layout.shown], "│") for row in cells)
+    out.extend(
+        line([row[i] for i in layout.shown], "│", "1;33" if n in highlight_rows else "") for n, row in enumerate(cells)
+    )
     return "\n".join(out) + "\n"
 
 
