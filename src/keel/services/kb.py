@@ -229,7 +229,7 @@ class KBService:
         self.objects = store.objects
         self.raw = RawKB(store.db)
         # Object round trips to a remote store (S3) are worth a thread pool; local files are not.
-        self._remote = not callable(getattr(store.objects, "path", None))
+        self._remote = not store.objects.capabilities.local_path
 
     # -- knowledge bases --------------------------------------------------------------------
     def _kb_or_raise(self, cur: Any, name: str) -> KBRow:

@@ -239,12 +239,11 @@ def _cache_file(objects: ObjectStore, oid: str, root: Path | None) -> Path:
     path = cache_dir(root) / f"{oid}.npy"
     if path.is_file():
         return path
-    local = getattr(objects, "path", None)
-    if callable(local):  # a local store: link the (verified) object instead of copying it
+    if objects.capabilities.local_path:  # a local store: link the (verified) object instead of copying it
         objects.verify(oid)
         tmp = temp_path(path)
         try:
-            os.link(local(oid), tmp)
+            os.link(objects.path(oid), tmp)
             os.replace(tmp, path)
             return path
         except OSError:
