@@ -1,6 +1,6 @@
 """The data path's fast paths keep their promises: what the stat cache vouches for is
 neither read nor looked up, checkout creates files in place and recovers from an
-interrupted run, small files are hashed in order by several threads, and history
+interrupted run, small files are hashed in order, and history
 sources are used only where they apply."""
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def test_checkout_replaces_a_changed_file_and_leaves_the_others_alone(repo: Path
     assert os.listdir(repo / ".keel" / "data" / "tmp") == []
 
 
-def test_small_files_are_hashed_in_order_by_several_threads(tmp_path: Path) -> None:
+def test_small_files_are_read_and_hashed_in_order(tmp_path: Path) -> None:
     files = []
     for i in range(1000):
         path = tmp_path / f"f{i:04d}"
@@ -151,11 +151,10 @@ def test_small_files_are_hashed_in_order_by_several_threads(tmp_path: Path) -> N
     import blake3
 
     expected = [(Path(f.path).read_bytes(), blake3.blake3(Path(f.path).read_bytes()).hexdigest()) for f in files]
-    assert list(files_.read_and_hash(files, threads=3)) == expected
-    assert list(files_.read_and_hash(files, threads=1)) == expected
+    assert list(files_.read_and_hash(files)) == expected
     Path(files[700].path).write_bytes(b"grown since the walk" * 10)
     with pytest.raises(Conflict, match="f0700 changed while it was being hashed"):
-        list(files_.read_and_hash(files, threads=3))
+        list(files_.read_and_hash(files))
 
 
 def test_history_sources_are_loaded_only_where_their_marker_is(repo: Path) -> None:

@@ -4,9 +4,11 @@ A folder is walked once; each file the stat cache vouches for
 (:func:`~keel.services.data_cache.trusted`: same inode, size and mtime, recorded
 after its last change) keeps its oid and its place in a pack without being
 read, and nothing about it is looked up in the object store: its pack is the
-previous version's. The other files are read and hashed, small ones by a few
-threads at once (reads and BLAKE3 run without the GIL), in path order, and
-packed (:class:`~keel.objects.packs.PackWriter`); large ones become loose
+previous version's; when every file is as that version has it, the version is
+the answer without building a tree. The other files are read and hashed, small
+ones in path order and packed (:class:`~keel.objects.packs.PackWriter`, which
+writes each pack on a background thread while the next files are read; see
+:mod:`~keel.services.data_files` for why hashing stays on one thread); large ones become loose
 objects, hashed while the kernel copies them (or linked, see ``link``). The
 tree is stored, the pointer file ``PATH.keel`` written, ``PATH`` added to the
 ``.gitignore`` beside it, and the version registered in the metadata store.
