@@ -937,3 +937,75 @@ trace_scores = Table(
     Column("created_at", BigInteger, nullable=False),
     Index("ix_trace_scores_trace", "project_id", "trace_id", "id"),
 )
+
+# -- events and webhooks (0023) ----------------------------------------------------------
+# the outbox (keel.meta.events) and webhooks (keel.meta.hooks): see migration 0023
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),
+    Column("project", String(200)),
+    Column("subject", Text, nullable=False),
+    Column("data", Text),
+    Column("created_at", BigInteger, nullable=False),
+    Column("dispatched", Integer, nullable=False, server_default="0"),
+    Index("ix_events_pending", "dispatched", "id"),
+    Index("ix_events_project", "project", "id"),
+)
+
+hook_subscriptions = Table(
+    "hook_subscriptions",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("project", String(200)),
+    Column("events", Text, nullable=False),
+    Column("subject_kind", String(32)),
+    Column("subject_name", String(500)),
+    Column("url", Text, nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("active", Integer, nullable=False, server_default="1"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(255), nullable=False, server_default=""),
+    Index("ix_hook_subscriptions_project", "project"),
+)
+
+hook_deliveries = Table(
+    "hook_deliveries",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("subscription_id", _Id, ForeignKey("hook_subscriptions.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", _Id, ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_at", BigInteger, nullable=False),
+    Column("lease_until", BigInteger, nullable=False, server_default="0"),
+    Column("leased_by", String(64)),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("duration_ms", Float),
+    Column("created_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger),
+    UniqueConstraint("subscription_id", "event_id", name="uq_hook_deliveries_subscription_event"),
+    Index("ix_hook_deliveries_due", "status", "next_at"),
+    Index("ix_hook_deliveries_subscription", "subscription_id", "id"),
+)
+
+hook_attempts = Table(
+    "hook_attempts",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("delivery_id", _Id, ForeignKey("hook_deliveries.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("duration_ms", Float, nullable=False),
+    Column("response", Text),
+    Column("worker", String(64), nullable=False, server_default=""),
+    Index("ix_hook_attempts_delivery", "delivery_id", "attempt"),
+)
+
+__all__ += ["events", "hook_attempts", "hook_deliveries", "hook_subscriptions"]
