@@ -1009,3 +1009,53 @@ hook_attempts = Table(
 )
 
 __all__ += ["events", "hook_attempts", "hook_deliveries", "hook_subscriptions"]
+
+# -- protected refs and change requests (0024) ---------------------------------------------------
+protected_refs = Table(
+    "protected_refs",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("ref", String(255), nullable=False),
+    Column("approvals", Integer, nullable=False),
+    Column("self_approval", Integer, nullable=False, server_default="0"),
+    Column("created_by", String(255), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("kind", "name", "ref", name="uq_protected_refs_kind_name_ref"),
+)
+
+change_requests = Table(
+    "change_requests",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("ref", String(255), nullable=False),
+    Column("from_target", Text),
+    Column("to_target", Text, nullable=False),
+    Column("requester", String(255), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("evidence", Text, nullable=False, server_default="{}"),
+    Column("required", Integer, nullable=False),
+    Column("self_approval", Integer, nullable=False, server_default="0"),
+    Column("status", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_change_requests_status", "status", "id"),
+    Index("ix_change_requests_subject", "kind", "name", "ref"),
+)
+
+change_reviews = Table(
+    "change_reviews",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("request_id", _Id, ForeignKey("change_requests.id", ondelete="CASCADE"), nullable=False),
+    Column("reviewer", String(255), nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("comment", Text, nullable=False, server_default=""),
+    Column("at", BigInteger, nullable=False),
+    UniqueConstraint("request_id", "reviewer", name="uq_change_reviews_request_reviewer"),
+)
+
+__all__ += ["change_requests", "change_reviews", "protected_refs"]
