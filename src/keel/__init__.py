@@ -79,6 +79,7 @@ __all__ = [
     "finish",
     "flags",
     "flush",
+    "gate",
     "import_from",
     "init",
     "kb",
@@ -120,6 +121,7 @@ _LAZY = {
     "register_model": "keel.sdk.models",
     "compare": "keel.sdk.compare",
     "evaluate": "keel.sdk.evaluate",
+    "gate": "keel.sdk.gate",
     "reproduce": "keel.sdk.reproduce",
     "span": "keel.sdk.traces",
     "trace": "keel.sdk.traces",
@@ -228,6 +230,7 @@ if TYPE_CHECKING:  # pragma: no cover
         set_tags,
         start_run,
     )
+    from keel.sdk.gate import gate
     from keel.sdk.models import register_model
     from keel.sdk.reproduce import reproduce
     from keel.sdk.results import RunList

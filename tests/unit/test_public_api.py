@@ -42,6 +42,7 @@ EXPECTED = {
     "finish",
     "flags",
     "flush",
+    "gate",
     "import_from",
     "init",
     "kb",

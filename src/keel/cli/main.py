@@ -92,6 +92,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Registered models: versions, stages, aliases, model cards, history.",
     ),
     "eval": ("keel.cli.eval", "eval_app", "Evaluate prompt x model grids on a dataset."),
+    "gate": (
+        "keel.cli.gate",
+        "gate_command",
+        "Fail (exit 1) when an evaluation is significantly worse than what an alias points at; print Markdown.",
+    ),
     "server": (
         "keel.cli.server",
         "server_app",
