@@ -26,7 +26,9 @@ from keel.core.digests import model_version_digest, reflog_digest
 from keel.core.entities import now_ms
 from keel.meta.digests import chain_previous
 from keel.meta.engine import Database
-from keel.meta.refs import EntityLock, RefMove, check_expected
+from keel.meta.events import record_event
+from keel.meta.protection import guard
+from keel.meta.refs import EntityLock, RefMove, check_expected, move_data, move_subject
 
 __all__ = ["KIND", "ModelRow", "RawModels", "VersionRow", "stage_ref"]
 
@@ -157,6 +159,11 @@ def _version(row: Any) -> VersionRow:
     )
 
 
+def _fetch(cur: Any, sql: str, args: Any) -> list[Any]:
+    cur.execute(sql, tuple(args))
+    return list(cur.fetchall())
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=True)
 
@@ -234,6 +241,7 @@ class RawModels:
             self.sql["new_version"],
             (model_id, version, source, run_id, description, _json(tags), card_json, card_text, author, at, at, digest),
         )
+        record_event(cur, "version.created", project=None, subject={"kind": KIND, "name": name, "version": version})
         return version, at
 
     def _one(self, cur: Any, key: str, args: tuple[Any, ...]) -> VersionRow | None:
@@ -348,11 +356,15 @@ class RawModels:
     def log(
         self, cur: Any, name: str, ref: str, old: str | None, new: str | None, who: str, reason: str, at: int
     ) -> RefMove:
-        """Append one reflog entry (chained to the ref's previous one: see :mod:`keel.meta.refs`)."""
+        """Append one reflog entry (chained to the ref's previous one: see :mod:`keel.meta.refs`),
+        once :func:`keel.meta.protection.guard` let the move pass."""
+        guard(lambda sql, args: _fetch(cur, self.db.sql(sql), args), KIND, name, ref, old, new)
         previous = chain_previous(cur, self.db, KIND, name, ref)
         digest = reflog_digest(previous, KIND, name, ref, old, new, at, who, reason)
         cur.execute(self.sql["log"], (name, ref, old, new, at, who, reason, digest))
-        return RefMove(KIND, name, ref, old, new, at, who, reason)
+        move = RefMove(KIND, name, ref, old, new, at, who, reason)
+        record_event(cur, "alias.moved", project=None, subject=move_subject(move), data=move_data(move))
+        return move
 
     # -- runs -----------------------------------------------------------------------------
     def run_pk(self, cur: Any, run_id: str) -> int | None:

@@ -50,6 +50,8 @@ from keel.core.digests import reflog_digest
 from keel.core.entities import now_ms
 from keel.errors import Conflict, NotFound
 from keel.meta.engine import Database
+from keel.meta.events import record_event
+from keel.meta.protection import guard
 
 __all__ = ["ABSENT", "EntityLock", "RefMove", "Refs", "check_expected", "lock_key"]
 
@@ -115,6 +117,16 @@ class RefMove:
             "who": self.who,
             "reason": self.reason,
         }
+
+
+def move_subject(move: RefMove) -> dict[str, Any]:
+    """The ``alias.moved`` event's subject: which ref of which entity."""
+    return {"kind": move.kind, "name": move.name, "ref": move.ref}
+
+
+def move_data(move: RefMove) -> dict[str, Any]:
+    """The ``alias.moved`` event's data: from what to what, who and why."""
+    return {"old": move.old, "new": move.new, "who": move.who, "reason": move.reason}
 
 
 def _move(row: Any) -> RefMove:
@@ -221,9 +233,11 @@ class Refs:
         # Each entry's digest covers the ref's previous entry's (keel.core.digests), so
         # 'keel verify' finds a changed, removed or reordered entry. Read after the ref's
         # lock and row write: two moves of one ref take turns, and chain in that order.
+        guard(lambda sql, args: conn.execute(sql, args).all(), move.kind, move.name, move.ref, move.old, move.new)
         previous = conn.execute(_SQL_PREVIOUS_DIGEST, (move.kind, move.name, move.ref)).scalar()
         fields = (move.kind, move.name, move.ref, move.old, move.new, move.at, move.who, move.reason)
         conn.execute(_SQL_LOG, (*fields, reflog_digest(previous, *fields)))
+        record_event(conn, "alias.moved", project=None, subject=move_subject(move), data=move_data(move))
 
     # -- queries ----------------------------------------------------------------------
     @staticmethod

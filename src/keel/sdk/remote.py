@@ -55,6 +55,7 @@ def is_server_url(uri: str | None) -> bool:
 _SERVICE_TYPES = """
 keel.meta.llm: CallRow
 keel.meta.refs: RefMove
+keel.meta.reviews: ChangeRequestRow ReviewRow RuleRow
 keel.services.abtests: ABBatch
 keel.services.config: ConfigSnapshot LoadedConfig
 keel.services.conversations: ConversationDetail

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from keel.services.llm import LlmService
     from keel.services.models import ModelService
     from keel.services.prompts import PromptService
+    from keel.services.reviews import ReviewService
     from keel.services.traces import TraceService
 
 __all__ = ["Session", "get_session", "shutdown"]
@@ -83,6 +84,7 @@ class Session:
         self._config: ConfigService | None = None
         self._flags: FlagService | None = None
         self._abtests: ABService | None = None
+        self._reviews: ReviewService | None = None
         self._datasets: DatasetVersionService | None = None
         self._prompts: PromptService | None = None
         self._models: ModelService | None = None
@@ -235,6 +237,17 @@ class Session:
 
             self._abtests = self._service(ABService, lambda: ABService(self.service.store, self.prompts, self.models))
         return self._abtests
+
+    @property
+    def reviews(self) -> ReviewService:
+        """Protected refs and change requests (created on first use)."""
+        if self._reviews is None:
+            from keel.services.reviews import ReviewService
+
+            self._reviews = self._service(
+                ReviewService, lambda: ReviewService(self.service.store, self.service, self.abtests)
+            )
+        return self._reviews
 
     @property
     def root(self) -> Any:

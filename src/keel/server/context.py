@@ -135,6 +135,13 @@ class ServerContext:
         return ABService(self.store, self.prompts, self.models)
 
     @cached_property
+    def reviews(self) -> Any:
+        """Protected refs and change requests."""
+        from keel.services.reviews import ReviewService
+
+        return ReviewService(self.store, self.tracking, self.abtests)
+
+    @cached_property
     def traces(self) -> Any:
         """Traces and spans (the SDK's delivery path, OTLP and MLflow tracing)."""
         from keel.services.traces import TraceService

@@ -94,6 +94,7 @@ SERVICES: dict[str, str] = {
     "abtests": "keel.services.abtests:ABService",
     "datasets": "keel.services.data_versions:DatasetVersionService",
     "traces": "keel.services.traces:TraceService",
+    "reviews": "keel.services.reviews:ReviewService",
 }
 
 # Arguments that name the person acting: on a server always the authenticated caller.
