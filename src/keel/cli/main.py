@@ -104,6 +104,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "tokens and role grants. See docs/server.md.",
     ),
     "flags": ("keel.cli.flags", "flags_app", "Feature flags: list, show, set, roll out, kill, history, evaluate."),
+    "hooks": ("keel.cli.hooks", "hooks_app", "Webhooks: subscribe URLs to events, test them, see deliveries."),
     "ab": ("keel.cli.flags", "ab_app", "A/B tests: create, start, stop, status, analyze."),
     "config": (
         "keel.cli.config",

@@ -17,6 +17,7 @@ from typing import Any
 
 from keel.core.entities import now_ms
 from keel.meta.engine import Database
+from keel.meta.events import record_event
 from keel.meta.refs import EntityLock
 
 __all__ = ["KBRow", "KBVersionRow", "RawKB", "StagedRow"]
@@ -233,6 +234,9 @@ class RawKB:
                 row.reused_chunks,
             ),
         )  # fmt: skip
+        record_event(
+            cur, "version.created", project=None, subject={"kind": "kb", "name": row.name, "version": row.version}
+        )
 
     # -- the staging area -------------------------------------------------------------
     def staged(self, cur: Any, kb_id: int) -> list[StagedRow]:

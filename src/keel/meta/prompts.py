@@ -16,6 +16,7 @@ from keel.core.digests import prompt_version_digest
 from keel.core.entities import now_ms
 from keel.errors import NotFound
 from keel.meta.engine import Database
+from keel.meta.events import record_event
 from keel.meta.refs import EntityLock
 
 __all__ = ["PromptStore", "RawPrompts", "VersionRow"]
@@ -204,4 +205,5 @@ class RawPrompts:
                 prompt_version_digest(name, *stored),
             ),
         )
+        record_event(cur, "version.created", project=None, subject={"kind": KIND, "name": name, "version": version})
         return created

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import math
 import os
 import re
@@ -289,8 +290,19 @@ def evaluate(
         run.log_metrics(metrics)
         run.log_text(SPEC_TEXT, json.dumps(spec, indent=2, sort_keys=True))
         llm.flush()
+    announce_finished(run, metrics)  # the eval.finished webhook event
     errors = count_scorer_errors(table, names)
     return EvalResult(run.id, run.name, metrics, table, failed, scorer_errors, spec, errors)
+
+
+def announce_finished(run: Any, metrics: Mapping[str, float]) -> None:
+    """Record the ``eval.finished`` event (webhooks); a failure is logged, never raised."""
+    try:
+        from keel.sdk.hooks import service
+
+        service().eval_finished(run.project, run.id, run.name, dict(metrics))
+    except Exception as exc:  # noqa: BLE001 - the evaluation is done and recorded: only the event is lost
+        logging.getLogger("keel").warning("keel: could not record eval.finished for run %s: %s", run.id, exc)
 
 
 def default_run_name(prompt: Any, model_name: str, details: Mapping[str, Any] | None = None) -> str:

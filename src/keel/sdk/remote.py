@@ -61,6 +61,8 @@ keel.services.config: ConfigSnapshot LoadedConfig
 keel.services.conversations: ConversationDetail
 keel.services.data_versions: DatasetVersion
 keel.services.flags: FlagChange FlagHistoryEntry FlagSet
+keel.services.hooks: Delivery DeliveryAttempt Subscription
+keel.services.hooks_delivery: QueueRun
 keel.services.kb_index: SearchHit
 keel.services.kb_results: AddReport KBDiff KBInfo KBStatus KBVersion SkippedDocument
 keel.services.llm: CallBatch Cassette Closest PendingCall StoredCall

@@ -29,6 +29,7 @@ from keel.server import mlflow as mlflow_api
 from keel.server.auth import LocalOnly, local_principal
 from keel.server.context import DEFAULT_MAX_UPLOAD, ServerContext
 from keel.server.errors import KeelJSONResponse, install_error_handlers
+from keel.server.hooks_worker import start_worker as start_hooks_worker
 from keel.server.middleware import DEFAULT_MAX_JSON, BodyLimit, ServerTiming
 from keel.server.observability import install_observability
 from keel.server.routers import (
@@ -94,10 +95,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(_sweep_spool(context.spool_dir, spool_age))
+        hooks = start_hooks_worker(store.db)  # delivers webhooks from the queue (docs/hooks.md)
         try:
             yield
         finally:
             sweeper.cancel()
+            if hooks is not None:
+                await run_in_threadpool(hooks.stop)
             store.close()
 
     app = FastAPI(

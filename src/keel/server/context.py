@@ -142,6 +142,13 @@ class ServerContext:
         return ReviewService(self.store, self.tracking, self.abtests)
 
     @cached_property
+    def hooks(self) -> Any:
+        """Webhook subscriptions and deliveries."""
+        from keel.services.hooks import HookService
+
+        return HookService(self.store)
+
+    @cached_property
     def traces(self) -> Any:
         """Traces and spans (the SDK's delivery path, OTLP and MLflow tracing)."""
         from keel.services.traces import TraceService

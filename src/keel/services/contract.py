@@ -94,6 +94,7 @@ SERVICES: dict[str, str] = {
     "abtests": "keel.services.abtests:ABService",
     "datasets": "keel.services.data_versions:DatasetVersionService",
     "traces": "keel.services.traces:TraceService",
+    "hooks": "keel.services.hooks:HookService",
     "reviews": "keel.services.reviews:ReviewService",
 }
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from keel.core.flags import Flag, parse_flag, parse_flags, parse_flags_yaml, parse_percent, prompt_references
 from keel.errors import InvalidInput, NotFound
+from keel.meta.events import record_event
 from keel.meta.flags import FlagStore
 from keel.meta.refs import RefMove, Refs
 from keel.services.audit import who as audit_who
@@ -284,6 +285,9 @@ class FlagService:
             new = version + 1
             FlagStore.insert(conn, env, new, json.dumps({"flags": flags}, sort_keys=True), author, reason)
             move = Refs.set(conn, KIND, key, env, str(new), author, reason)
+            if not flag.enabled and (stored is None or stored.enabled):
+                subject = {"kind": "flag", "name": key, "env": env}
+                record_event(conn, "flag.killed", project=None, subject=subject, data={"who": author, "reason": reason})
         return FlagChange(flag, new, move)
 
     def _check_prompts(self, flag: Flag) -> None:
