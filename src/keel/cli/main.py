@@ -105,6 +105,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "flags": ("keel.cli.flags", "flags_app", "Feature flags: list, show, set, roll out, kill, history, evaluate."),
     "hooks": ("keel.cli.hooks", "hooks_app", "Webhooks: subscribe URLs to events, test them, see deliveries."),
+    "review": (
+        "keel.cli.review",
+        "review_app",
+        "Protected aliases and change requests: protect, request, list, show, approve, reject, break-glass.",
+    ),
     "ab": ("keel.cli.flags", "ab_app", "A/B tests: create, start, stop, status, analyze."),
     "config": (
         "keel.cli.config",
