@@ -10,6 +10,7 @@ same) must pass it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -110,3 +111,34 @@ def test_an_a_a_pair_passes_the_gate(tmp_path, standin):
     report = (repo / "gate.md").read_text()
     assert report.startswith("### :white_check_mark: keel gate passed on `exact_match`")
     assert "prompt:calc@1.0.0 (calc@production)" in report
+
+
+def test_a_prompt_version_is_evaluated_like_the_baseline_then_reused(tmp_path, workspace_template, standin):
+    import shutil
+
+    import openai
+
+    import keel
+    from cli_inprocess import keel as run_keel
+    from keel.sdk import session as sessions
+
+    shutil.copytree(workspace_template, tmp_path / ".keel")
+    rows = [{"id": f"q{i}", "question": f"{i} + {2 * i}", "answer": str(3 * i)} for i in range(1, 41)]
+    keel.prompts.register("calc", BASE_PROMPT, version="1.0.0", changelog="First")
+    keel.prompts.register("calc", WORSE_PROMPT, version="1.0.1", changelog="Reworded")
+    keel.prompts.set_alias("calc", "production", "1.0.0")
+    client = openai.OpenAI(base_url=standin.base_url, api_key="none")
+    baseline = keel.evaluate(rows, "calc@production", "gpt-4", client, [keel.scorers.exact_match("answer")])
+    sessions.reset()
+
+    first = run_keel("gate", "calc@1.0.1", "--baseline", "production", "--json", cwd=tmp_path)
+    assert first.returncode == 1, first.stderr
+    out = json.loads(first.stdout)
+    assert out["baseline"]["run_id"] == baseline.run_id and out["test"]["shared_samples"] == 40
+    assert out["notes"][0].startswith("the candidate prompt:calc@1.0.1 was evaluated now")
+    again = run_keel("gate", "calc@1.0.1", "--baseline", "production", "--json", cwd=tmp_path)
+    assert again.returncode == 1
+    assert json.loads(again.stdout)["candidate"]["run_id"] == out["candidate"]["run_id"]  # reused, not re-run
+    assert not json.loads(again.stdout)["notes"]
+    unknown = run_keel("gate", "calc@9.9.9", cwd=tmp_path)
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1

@@ -76,6 +76,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Deliver logged records that wait in the spool (left by processes that ended before the store "
         "or server took them) to the current store; exit 1 if some could not be delivered.",
     ),
+    "gate": (
+        "keel.cli.gate",
+        "gate_command",
+        "Fail (exit 1) when an evaluation is significantly worse than what an alias points at; print Markdown.",
+    ),
     "runs": ("keel.cli.runs", "runs_app", "List, show, compare, delete and restore runs."),
     "artifacts": ("keel.cli.runs", "artifacts_app", "List and download run artifacts."),
     "projects": ("keel.cli.runs", "projects_app", "List, create and rename projects."),
@@ -92,11 +97,6 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Registered models: versions, stages, aliases, model cards, history.",
     ),
     "eval": ("keel.cli.eval", "eval_app", "Evaluate prompt x model grids on a dataset."),
-    "gate": (
-        "keel.cli.gate",
-        "gate_command",
-        "Fail (exit 1) when an evaluation is significantly worse than what an alias points at; print Markdown.",
-    ),
     "server": (
         "keel.cli.server",
         "server_app",

@@ -17,13 +17,14 @@ the baseline is found and when the gate fails.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
 from keel.core.entities import EntityRef, RunRecord
 from keel.errors import InvalidInput, NotFound
 from keel.sdk.session import Session, get_session
-from keel.services.gate import GateResult, find_baseline, gate_runs, run_prompt
+from keel.services.gate import GateResult, find_baseline, gate_runs, record_regression, require_metric, run_prompt
 
 __all__ = ["GateResult", "gate"]
 
@@ -67,14 +68,16 @@ def gate(
         raise InvalidInput(
             f"no run {text!r} to gate", "give an evaluation run id (keel runs list) or a prompt: NAME@VERSION"
         ) from None
+    require_metric(tracking, record, metric)
     chosen, target, note = find_baseline(
         tracking, session.prompts, session.models, baseline, metric, run_prompt(tracking, record),
         _dataset(record), exclude=(record.run_id,),
     )  # fmt: skip
-    return gate_runs(
+    result = gate_runs(
         tracking, record.run_id, chosen, metric, baseline_ref=baseline, baseline_target=target,
         baseline_note=note, max_drop=max_drop, alpha=alpha,
     )  # fmt: skip
+    return _announce(session, record.project, result)
 
 
 def _gate_prompt(
@@ -83,7 +86,7 @@ def _gate_prompt(
 ) -> GateResult:  # fmt: skip
     tracking = session.service
     name, _, selector = ref.removeprefix("prompt:").rpartition("@")
-    entity = EntityRef("prompt", name, session.prompts.resolve(name, selector))
+    entity = EntityRef("prompt", name, session.prompts.get(name, selector).version)
     chosen, target, note = find_baseline(tracking, session.prompts, session.models, baseline, metric, entity)
     run = _existing_evaluation(tracking, entity, chosen, metric)
     notes: tuple[str, ...] = ()
@@ -98,6 +101,16 @@ def _gate_prompt(
         from dataclasses import replace
 
         result = replace(result, notes=notes + result.notes)
+    return _announce(session, tracking.get_run(run).project, result)
+
+
+def _announce(session: Session, project: str, result: GateResult) -> GateResult:
+    """Record ``regression.detected`` when the gate failed (a failure to record is logged, never raised)."""
+    if result.regression and session.remote is None:
+        try:
+            record_regression(session.service.store.db, project, result)
+        except Exception as exc:  # noqa: BLE001 - the verdict stands; only the webhook event is lost
+            logging.getLogger("keel").warning("keel: could not record regression.detected: %s", exc)
     return result
 
 

@@ -27,9 +27,10 @@ from keel.core import stats
 from keel.core.comparison import SAMPLES_TABLE, Arm, lower_is_better
 from keel.core.entities import EntityRef, RunRecord
 from keel.errors import InvalidInput, NotFound
+from keel.meta.events import record_event
 from keel.services.tracking import TrackingService
 
-__all__ = ["GateResult", "find_baseline", "gate_runs", "run_prompt"]
+__all__ = ["GateResult", "find_baseline", "gate_runs", "record_regression", "require_metric", "run_prompt"]
 
 #: How many changed samples the Markdown report lists (the JSON has them all).
 SHOWN_SAMPLES = 10
@@ -327,6 +328,12 @@ def _scores(arm: Arm, record: RunRecord, metric: str) -> dict[str, float]:
     )
 
 
+def require_metric(tracking: TrackingService, record: RunRecord, metric: str) -> None:
+    """Raise :class:`InvalidInput` (naming the metrics it has) unless ``record`` scored ``metric``."""
+    if metric not in record.metrics:
+        _scores(_arm(tracking, record), record, metric)
+
+
 def gate_runs(
     tracking: TrackingService,
     candidate: str,
@@ -413,3 +420,20 @@ def _other_metrics(
     keys = [k for k in base if k in cand and k != metric and "_ci_" not in k and not k.startswith(metric + "_ci")]
     keys.sort(key=lambda k: (k not in _OTHER, _OTHER.index(k) if k in _OTHER else 0, k))
     return tuple((k, float(base[k]), float(cand[k])) for k in keys)
+
+
+def record_regression(db: Any, project: str | None, result: GateResult) -> None:
+    """Record ``regression.detected`` (webhooks) for a failed gate, in one write transaction:
+    subject the candidate run, data the metric, the baseline and the test."""
+    subject = {"kind": "run", "run_id": result.candidate, "name": result.candidate_name}
+    data = {
+        "metric": result.metric,
+        "baseline": {"run_id": result.baseline, "ref": result.baseline_ref, "target": result.baseline_target},
+        "delta": _finite(result.test.delta),
+        "p_value": _finite(result.test.p_value),
+        "max_drop": result.max_drop,
+        "alpha": result.alpha,
+        "reason": result.reason(),
+    }
+    with db.write() as conn:
+        record_event(conn, "regression.detected", project=project, subject=subject, data=data)
