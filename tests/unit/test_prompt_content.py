@@ -343,7 +343,8 @@ def test_stored_content_is_rebuilt_without_compiling_its_template():
     for template in ("Hi {{ name }}", CHAT):
         doc = PromptContent.create(template, model="gpt-4o", parameters={"t": 0.1}, few_shot=[{"q": 1}]).to_dict()
         stored = PromptContent.from_stored(doc)
-        assert stored == PromptContent.from_dict(doc) and stored.content_hash() == PromptContent.from_dict(doc).content_hash()
+        rebuilt = PromptContent.from_dict(doc)
+        assert stored == rebuilt and stored.content_hash() == rebuilt.content_hash()
         assert isinstance(stored.parameters, type(PromptContent.from_dict(doc).parameters))
     assert PromptContent.from_stored({"template": "{{ oops"}).template == "{{ oops"
     with pytest.raises(InvalidInput):
