@@ -85,6 +85,8 @@ def _run_workflow(tmp_path: Path, repo: Path, base: str, standin: StandInServer)
         "RUNNER_TEMP": str(tmp_path / "runner"),
         "BASE": base,
         "HOME": str(tmp_path),
+        "KEEL_URI": "",  # GitHub's value of an unset repository variable: no team store
+        "KEEL_TOKEN": "",
     }
     for step in _steps():
         script = step["run"]
