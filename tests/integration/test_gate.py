@@ -182,3 +182,18 @@ def test_cli_exit_codes_markdown_json_and_output_file(calc):
     assert out["passed"] is True and out["candidate"]["run_id"] == same
     assert out["test"] == {**out["test"], "method": "mcnemar", "paired": True, "shared_samples": 50, "p_value": 1.0}
     assert out["baseline"]["ref"] == "production" and out["baseline"]["target"] == "prompt:calc@1.0.0"
+
+
+def test_a_candidate_whose_scorer_failed_is_bad_input(calc):
+    _eval_run("1.0.0", [1.0] * 10)
+    with keel.start_run(project="gate", name="judge-broke", tags={"keel.eval": "1"}) as run:
+        run.log_input(EntityRef("prompt", "calc", "1.0.1"))
+        rows = [{"sample_id": f"q{i}", "output": "x", "score.exact_match": 1.0 if i < 3 else None,
+                 "scorer_errors": None if i < 3 else json.dumps({"exact_match": "ValueError: no answer field"})}
+                for i in range(10)]  # fmt: skip
+        run.log_table("samples", rows=rows)
+        run.log_metric("exact_match", 1.0)
+    keel.flush()
+    out = run_keel("gate", run.id, cwd=calc)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "scorer 'exact_match' failed on 7 of 10 samples: ValueError: no answer field" in out.stderr
