@@ -101,6 +101,7 @@ __all__ = [
     "prompts",
     "register_model",
     "reproduce",
+    "reviews",
     "scorers",
     "search_runs",
     "set_tag",
@@ -138,6 +139,7 @@ _MODULES = (
     "llm",
     "models",
     "prompts",
+    "reviews",
     "scorers",
     "traces",
 )
@@ -201,6 +203,7 @@ if TYPE_CHECKING:  # pragma: no cover
         llm,
         models,
         prompts,
+        reviews,
         scorers,
         traces,
     )

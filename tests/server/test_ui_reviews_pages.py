@@ -128,3 +128,15 @@ def test_rest_through_the_service_contract(tmp_path):
         status, done = call(client, "walt", "approve", cr.id, comment="ok")
         assert status == 200 and done.status == "applied" and done.reviews[0].reviewer == "walt"
         assert app.state.keel.prompts.get(PROMPT, "production").version == "2.0.0"
+
+        # MLflow's REST API moves the same refs: refused too while protected.
+        call(client, "root", "protect", "model", MODEL, "champion")
+        call(client, "root", "protect", "model", MODEL, "stage:Production")
+        root = {"Authorization": f"Bearer {tokens['root']}"}
+        for path, body in (
+            ("registered-models/alias", {"name": MODEL, "alias": "champion", "version": "2"}),
+            ("model-versions/transition-stage", {"name": MODEL, "version": "2", "stage": "Production"}),
+        ):
+            response = client.post(f"/api/2.0/mlflow/{path}", json=body, headers=root)
+            assert response.status_code >= 400 and "is protected" in response.text, path
+        assert app.state.keel.models.get(MODEL, stage="Production").version != 2

@@ -64,6 +64,7 @@ EXPECTED = {
     "prompts",
     "register_model",
     "reproduce",
+    "reviews",
     "scorers",
     "search_runs",
     "set_tag",
