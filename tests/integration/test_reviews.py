@@ -238,3 +238,24 @@ def test_protect_rules_are_logged_and_removable(ws):
         ("approvals=2 self=no", "approvals=3 self=yes"),
         ("approvals=3 self=yes", None),
     ]
+
+
+def test_knowledge_base_aliases_through_reviews(ws):
+    kb = keel.kb.create("faq")
+    kb.add_documents([{"text": "Refunds take 5 days."}])
+    kb.commit("first")
+    kb.add_documents([{"text": "Shipping is free over 50 EUR."}])
+    kb.commit("second")
+    reviews.protect("kb", "faq", "production", who="admin")
+    with pytest.raises(NotFound, match="no version 3"):
+        reviews.request("kb", "faq", "production", "3", reason="x", who="alice")
+    cr = reviews.request("kb", "faq", "production", "2", reason="shipping answers", who="alice")
+    assert cr.from_target is None
+    assert reviews.approve(cr.id, who="bob").status == "applied"
+    with get_session().service.store.db.read() as conn:
+        from keel.meta.refs import Refs
+
+        assert Refs.current(conn, "kb", "faq", "production") == "2"
+    second = reviews.request("kb", "faq", "production", "1", reason="back", who="alice")
+    removed = reviews.changes(second.id)["diff"]["documents"]["removed"]
+    assert len(removed) == 1  # going back to version 1 drops the shipping document

@@ -82,6 +82,15 @@ def protected_names(kind: str, ref: str, old: str | None, new: str | None) -> li
     return [ref]
 
 
+def _target_hint(kind: str, ref: str, new: str | None) -> str:
+    """What to type as the change request's target for this move."""
+    if kind == "model" and ref.startswith("stage:"):
+        return ref[6:]  # the version moving into or out of the stage
+    if kind == "flag":
+        return "'DEFINITION_JSON'"  # the flag's new definition, e.g. '{"rollout": 50}'
+    return "VERSION" if new is None else new
+
+
 def guard(fetch: Fetch, kind: str, name: str, ref: str, old: str | None, new: str | None) -> None:
     """Raise Conflict if this move touches a protected ref the task holds no permit for.
     Called by the reflog writers inside the move's transaction (see the module doc)."""
@@ -98,9 +107,9 @@ def guard(fetch: Fetch, kind: str, name: str, ref: str, old: str | None, new: st
             continue
         if any(p.kind == kind and p.name == name and p.ref == protected for p in permits):
             continue
-        target = ref[6:] if kind == "model" and ref.startswith("stage:") else "unset" if new is None else new
+        target = _target_hint(kind, ref, new)
         raise Conflict(
-            f"{protected!r} of {kind} {name!r} is protected: moving it to {target} needs an approved change request",
+            f"{protected!r} of {kind} {name!r} is protected: it moves only through an approved change request",
             f"ask for a review: keel review request {kind} {name} {protected} {target} --reason TEXT"
             f" (an admin may force it: keel review break-glass {kind} {name} {protected} {target} --reason TEXT)",
         )
