@@ -171,6 +171,7 @@ _SQL_FINISH = (
     "UPDATE hook_deliveries SET status = ?, attempts = ?, next_at = ?, lease_until = 0, leased_by = NULL, "
     "status_code = ?, error = ?, duration_ms = ?, finished_at = ? WHERE id = ? AND leased_by = ? AND attempts = ?"
 )
+_SQL_RELEASE = "UPDATE hook_deliveries SET lease_until = 0, leased_by = NULL WHERE id = ? AND leased_by = ?"
 _SQL_ATTEMPT = (
     "INSERT INTO hook_attempts (delivery_id, attempt, at, status_code, error, duration_ms, response, worker) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -395,6 +396,11 @@ class HookStore:
         if attempts:
             conn.executemany(_SQL_ATTEMPT, attempts)
         return moved
+
+    @staticmethod
+    def release(conn: Any, worker: str, ids: Sequence[int]) -> None:
+        """Give back leases ``worker`` holds on ``ids`` without an attempt (due again now)."""
+        conn.executemany(_SQL_RELEASE, [(int(i), worker) for i in ids])
 
     # -- reading ------------------------------------------------------------------------
     @staticmethod

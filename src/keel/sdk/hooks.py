@@ -62,7 +62,7 @@ def add(
     """Subscribe ``url`` to ``events`` (default: all) in ``scope`` (a project, ``@registries``
     or ``*``), optionally only about registry ``kind`` and entity ``name``. The result's
     ``secret`` is shown this once."""
-    return service().add(url, events, scope, kind, name, description)
+    return service().add(url, scope, events, kind, name, description)
 
 
 def list_subscriptions() -> list[Subscription]:

@@ -256,14 +256,15 @@ class HookService:
     def add(
         self,
         url: str,
+        scope: str,
         events: list[str] | None = None,
-        scope: str = ALL_SCOPES,
         kind: str | None = None,
         name: str | None = None,
         description: str = "",
         who: str | None = None,
     ) -> Subscription:
-        """Subscribe ``url`` to ``events`` (default: every kind) in ``scope``; optionally only
+        """Subscribe ``url`` to ``events`` (default: every kind) in ``scope`` (a project,
+        ``@registries`` or ``*``: named always, as the role is checked on it); optionally only
         those about registry ``kind`` (prompt, model, dataset, kb, flag) and entity ``name``.
         The URL is checked now (and at every delivery); the result carries the secret, once."""
         scope = _check_scope(scope)

@@ -27,6 +27,7 @@ and how long it took.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -70,6 +71,8 @@ HEADER_EVENT = "X-Keel-Event"
 HEADER_DELIVERY = "X-Keel-Delivery"
 HEADER_TIMESTAMP = "X-Keel-Timestamp"
 HEADER_SIGNATURE = "X-Keel-Signature"
+# a kept connection the receiver closed meanwhile: try once more on a new one
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 _RESPONSE_KEPT = 1000  # characters of a receiver's answer kept with the attempt
 _RESPONSE_READ = 64 << 10  # bytes read of an answer at most (more: the connection is dropped)
 
@@ -132,11 +135,20 @@ class HookSettings:
         )
 
     @property
+    def attempt_s(self) -> float:
+        """The longest one attempt may take, all told (connect, send, answer): a watchdog
+        closes the connection then, however slowly the receiver drips its answer."""
+        return self.connect_timeout + self.read_timeout
+
+    @property
     def lease_ms(self) -> int:
-        """The lease of one round: covers every request of the round timing out, plus a margin."""
+        """How long a worker holds what it claimed: by default, long enough for one round in
+        which every request times out; ``KEEL_HOOKS_LEASE`` sets it (at least one attempt's
+        bound plus a second). A worker starts an attempt only while at least one attempt's
+        bound of its lease is left, so a live worker's delivery is never taken over mid-send."""
         rounds = -(-self.batch // self.concurrency)
-        needed = rounds * (self.connect_timeout + self.read_timeout) + 5.0
-        return int(max(self.lease or needed, 1.0) * 1000)
+        needed = rounds * self.attempt_s + 5.0
+        return int(max(self.lease or needed, self.attempt_s + 1.0) * 1000)
 
     def retry_at(self, attempt: int, now: int) -> int:
         """When attempt ``attempt + 1`` is due, after attempt ``attempt`` failed at ``now`` (ms)."""
@@ -253,17 +265,64 @@ class _PinnedHTTPS(_PinnedHTTP):
         self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
 
 
+class _Watchdog:
+    """Closes connections whose attempt ran past its deadline (one thread for all senders)."""
+
+    def __init__(self) -> None:
+        self._watched: dict[int, tuple[float, http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def watch(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+        with self._lock:
+            self._watched[id(conn)] = (time.monotonic() + seconds, conn)
+            if self._thread is None:
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._run, name="keel-hooks-watchdog", daemon=True)
+                self._thread.start()
+
+    def done(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._watched.pop(id(conn), None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            now = time.monotonic()
+            with self._lock:
+                late = [c for deadline, c in self._watched.values() if deadline <= now]
+                for conn in late:
+                    self._watched.pop(id(conn), None)
+            for conn in late:
+                sock = conn.sock
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(1)
+
+
 class _Sender:
     """Sends one delivery at a time per thread, keeping a connection per target and address."""
 
     def __init__(self, settings: HookSettings) -> None:
         self.settings = settings
         self._local = threading.local()
+        self._every: list[dict[tuple[str, str, int, str], _PinnedHTTP]] = []  # each thread's kept connections
+        self._lock = threading.Lock()
+        self.watchdog = _Watchdog()
 
     def _connections(self) -> dict[tuple[str, str, int, str], _PinnedHTTP]:
         found: dict[tuple[str, str, int, str], _PinnedHTTP] | None = getattr(self._local, "connections", None)
         if found is None:
             found = self._local.connections = {}
+            with self._lock:
+                self._every.append(found)
         return found
 
     def send(self, claimed: Claimed) -> tuple[int | None, str | None, str | None, float]:
@@ -294,15 +353,22 @@ class _Sender:
             if conn is None:
                 kind = _PinnedHTTPS if scheme == "https" else _PinnedHTTP
                 conn = kind(host, port, address, self.settings.connect_timeout, self.settings.read_timeout)
+            left = self.settings.attempt_s - (time.perf_counter() - started)
+            self.watchdog.watch(conn, max(left, 0.1))
             try:
                 conn.request("POST", target, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read(_RESPONSE_READ + 1)
             except (OSError, http.client.HTTPException) as exc:
+                self.watchdog.done(conn)
                 conn.close()
-                if reused and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
+                failure: BaseException = exc
+                if time.perf_counter() - started >= self.settings.attempt_s:
+                    failure = TimeoutError()  # the watchdog ended it
+                elif reused and isinstance(exc, _STALE):
                     continue
-                return None, _describe(exc, self.settings), None, (time.perf_counter() - started) * 1000
+                return None, _describe(failure, self.settings), None, (time.perf_counter() - started) * 1000
+            self.watchdog.done(conn)
             if len(data) > _RESPONSE_READ or response.will_close:
                 conn.close()
             else:
@@ -313,15 +379,19 @@ class _Sender:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
-        """Close this thread's kept connections."""
-        for conn in self._connections().values():
-            conn.close()
-        self._connections().clear()
+        """Close every thread's kept connections (call once the sending threads are done)."""
+        self.watchdog.close()
+        with self._lock:
+            every, self._every = self._every, []
+        for connections in every:
+            for conn in list(connections.values()):
+                conn.close()
+            connections.clear()
 
 
 def _describe(exc: BaseException, settings: HookSettings) -> str:
     if isinstance(exc, TimeoutError | socket.timeout):
-        return f"timed out (connect {settings.connect_timeout:g} s, read {settings.read_timeout:g} s)"
+        return f"timed out (connect {settings.connect_timeout:g} s, answer {settings.read_timeout:g} s)"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     return f"{type(exc).__name__}: {exc}"[:500]
@@ -398,24 +468,52 @@ class Dispatcher:
             claimed = HookStore.claim(conn, self.worker, settings.batch, settings.lease_ms, now_ms(), only)
         if not claimed:
             return QueueRun(events, queued)
-        if len(claimed) == 1 or settings.concurrency == 1:
-            results = [self._sender.send(c) for c in claimed]
-        else:
-            results = list(self._executor().map(self._sender.send, claimed))
-        outcomes = []
-        now = now_ms()
+        lease_end = time.monotonic() + settings.lease_ms / 1000
+        skipped: list[int] = []
+        pending: list[Outcome] = []  # outcomes not yet recorded
         counts = {"delivered": 0, "pending": 0, "failed": 0}
-        for c, (code, error, text, ms) in zip(claimed, results, strict=True):
+        lock = threading.Lock()
+
+        def record(force: bool) -> None:
+            # Outcomes are written every `concurrency` attempts, not once per round: a worker
+            # killed mid-round re-sends (after its lease) only what it had not recorded yet.
+            with lock:
+                if not pending or (not force and len(pending) < settings.concurrency):
+                    return
+                batch = pending[:]
+                pending.clear()
+            with self.db.write() as conn:
+                HookStore.finish(conn, self.worker, batch)
+
+        def attempt(c: Claimed) -> None:
+            # Start only while a whole attempt fits in the lease: past it, another worker may
+            # take the delivery, and it must not be sent twice.
+            if time.monotonic() + settings.attempt_s > lease_end:
+                with lock:
+                    skipped.append(c.id)
+                return
+            code, error, text, ms = self._sender.send(c)
+            now = now_ms()
             if error is None:
                 status, next_at = "delivered", now
             elif c.attempt >= settings.max_attempts:
                 status, next_at = "failed", now
             else:
                 status, next_at = "pending", settings.retry_at(c.attempt, now)
-            counts[status] += 1
-            outcomes.append(Outcome(c.id, c.attempt, status, next_at, code, error, round(ms, 3), text))
-        with self.db.write() as conn:
-            HookStore.finish(conn, self.worker, outcomes)
+            with lock:
+                counts[status] += 1
+                pending.append(Outcome(c.id, c.attempt, status, next_at, code, error, round(ms, 3), text))
+            record(force=False)
+
+        if len(claimed) == 1 or settings.concurrency == 1:
+            for c in claimed:
+                attempt(c)
+        else:
+            list(self._executor().map(attempt, claimed))
+        record(force=True)
+        if skipped:
+            with self.db.write() as conn:
+                HookStore.release(conn, self.worker, skipped)
         return QueueRun(events, queued, counts["delivered"], counts["pending"], counts["failed"])
 
     def drain(self, *, stop: Callable[[], bool] | None = None) -> QueueRun:
