@@ -58,6 +58,7 @@ class Receiver:
         self.delay_s = 0.0  # every answer waits this long (a slow receiver)
         self.redirect_to = ""
         self.received: list[Delivery] = []
+        self.raw: list[bytes] = []  # the bodies as they came, byte for byte
         self.lock = threading.Lock()
         receiver = self
 
@@ -70,6 +71,7 @@ class Receiver:
                     action = receiver.plan.pop(0) if receiver.plan else 200
                     verified = verify(receiver.secret, self.headers, body)
                     receiver.received.append(Delivery(dict(self.headers), json.loads(body), verified, time.time()))
+                    receiver.raw.append(body)
                 if receiver.delay_s:
                     time.sleep(receiver.delay_s)
                 if action == "hang":

@@ -313,3 +313,21 @@ def test_two_dispatchers_on_one_database_send_each_delivery_once(migrated_databa
                 assert HookStore.counts(conn) == {"delivered": 100}
     finally:
         store.close()
+
+
+def test_the_receiver_check_in_docs_hooks_md_verifies_a_real_delivery(store: Store, receiver: Receiver) -> None:
+    import re
+
+    text = (Path(__file__).parents[2] / "docs" / "hooks.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "def verify" in b]
+    namespace: dict[str, object] = {}
+    exec(compile(block, "docs/hooks.md", "exec"), namespace)  # noqa: S102 - the documented snippet itself
+    documented = namespace["verify"]
+    sub = _subscribe(_hooks(store), receiver)
+    _hooks(store).test(sub)
+    (got,) = receiver.wait_for(1)
+    raw = receiver.raw[0]
+
+    assert documented(receiver.secret, got.headers, raw) is True  # type: ignore[operator]
+    assert documented(receiver.secret, got.headers, raw + b" ") is False  # type: ignore[operator]
+    assert documented("whsec_wrong", got.headers, raw) is False  # type: ignore[operator]

@@ -98,3 +98,38 @@ def test_the_server_worker_delivers_an_event_a_request_recorded(api: Api) -> Non
         status, attempts = api.call("alpha_reader", "attempts", deliveries[0].id)
         assert status == 200 and [a.status_code for a in attempts] == [200]
         assert api.call("alpha_writer", "eval_finished", "beta", "r" * 32, "x", {})[0] == 404
+
+
+def test_the_webhooks_page_shows_readable_subscriptions_and_their_deliveries(tmp_path: Path) -> None:
+    from keel.services.hooks import HookService
+    from keel.services.hooks_delivery import HookSettings
+
+    app = create_app(f"sqlite:///{tmp_path / 'keel.db'}", str(tmp_path / "objects"))
+    store = app.state.keel.store
+    auth = AuthStore(store.db)
+    auth.create_user("rita")
+    auth.set_password("rita", "webhooks page passphrase", "test")
+    auth.grant("rita", "alpha", "reader", "test")
+    hooks = HookService(store, HookSettings(allow_private=True, max_attempts=1, connect_timeout=1, read_timeout=1))
+    with Receiver() as receiver:
+        seen = hooks.add(receiver.url, "alpha", ["eval.finished"], description="<script>alert(1)</script>")
+        hidden = hooks.add("http://127.0.0.1:9/beta-only", "beta")
+        receiver.plan = [500]
+        failed = hooks.test(seen.id)
+        other = hooks.test(hidden.id)  # nothing listens on port 9: connection refused
+    with TestClient(app) as client:
+        client.get("/ui/login")
+        login = {"user": "rita", "password": "webhooks page passphrase", "login_token": client.cookies["keel_login"]}
+        assert client.post("/ui/login", data=login, follow_redirects=False).status_code == 303
+
+        page = client.get("/ui/hooks")
+        assert page.status_code == 200
+        assert receiver.url in page.text and "beta-only" not in page.text
+        assert "<script>alert(1)" not in page.text and "&lt;script&gt;" in page.text
+        assert "HTTP 500 Internal Server Error" in page.text and "failed" in page.text
+        assert "connection refused" not in page.text  # the beta delivery is not shown
+
+        detail = client.get(f"/ui/hooks/deliveries/{failed.id}")
+        assert detail.status_code == 200 and "not now" in detail.text and "hook.test" in detail.text
+        assert client.get(f"/ui/hooks/deliveries/{other.id}").status_code == 404
+        assert client.get("/ui/hooks/deliveries/9999").status_code == 404
