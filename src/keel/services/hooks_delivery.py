@@ -28,6 +28,7 @@ and how long it took.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import http.client
@@ -255,14 +256,18 @@ class _PinnedHTTP(http.client.HTTPConnection):
         self.sock.settimeout(self.read_timeout)
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The TLS settings of https deliveries (the system's CAs; loaded on first use)."""
+    return ssl.create_default_context()
+
+
 class _PinnedHTTPS(_PinnedHTTP):
     """:class:`_PinnedHTTP` over TLS, the certificate checked against the host name."""
 
-    _context = ssl.create_default_context()
-
     def connect(self) -> None:
         super().connect()
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
+        self.sock = _tls_context().wrap_socket(self.sock, server_hostname=self.host)
 
 
 class _Watchdog:
@@ -446,6 +451,8 @@ class Dispatcher:
 
     def has_work(self) -> bool:
         """Whether an event waits for fan-out or a delivery is due (one cheap read)."""
+        if self.db.pending:  # a workspace whose database is not created yet holds no event
+            return False
         with self.db.read() as conn:
             return HookStore.has_work(conn, now_ms())
 
@@ -462,6 +469,8 @@ class Dispatcher:
     def work(self, *, only: Sequence[int] | None = None) -> QueueRun:
         """One round: fan out waiting events, claim a batch of due deliveries, send them
         (concurrently), record every attempt. ``only``: just these delivery ids."""
+        if self.db.pending:  # not created yet (a fresh workspace): nothing was ever queued
+            return QueueRun()
         events, queued = self.fan_out() if only is None else (0, 0)
         settings = self.settings
         with self.db.write() as conn:
@@ -537,6 +546,8 @@ class Dispatcher:
 
 def wait_seconds(db: Database, settings: HookSettings) -> float:
     """How long an idle worker may sleep: until the next retry is due, at most ``poll``."""
+    if db.pending:
+        return settings.poll
     with db.read() as conn:
         due = HookStore.next_due(conn)
     if due is None:
