@@ -331,3 +331,19 @@ def test_the_receiver_check_in_docs_hooks_md_verifies_a_real_delivery(store: Sto
     assert documented(receiver.secret, got.headers, raw) is True  # type: ignore[operator]
     assert documented(receiver.secret, got.headers, raw + b" ") is False  # type: ignore[operator]
     assert documented("whsec_wrong", got.headers, raw) is False  # type: ignore[operator]
+
+
+def test_a_new_dataset_version_is_an_event_and_a_known_one_is_not(store: Store) -> None:
+    from keel.services.data_versions import DatasetVersionService
+
+    datasets = DatasetVersionService(store)
+    row = ("data/train.csv", "a" * 64, "file", 10, 1, "")
+    datasets.register([row, ("data/eval.csv", "b" * 64, "file", 5, 1, "")])
+    datasets.register([row])  # registered already: no new version, no event
+
+    with store.db.read() as conn:
+        events = HookStore.recent_events(conn)
+    assert [(e.kind, e.subject) for e in reversed(events)] == [
+        ("version.created", {"kind": "dataset", "name": "data/train.csv", "version": "a" * 64}),
+        ("version.created", {"kind": "dataset", "name": "data/eval.csv", "version": "b" * 64}),
+    ]

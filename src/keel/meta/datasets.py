@@ -14,6 +14,7 @@ from typing import Any
 from keel.errors import KeelError
 from keel.meta.dbapi import Connection
 from keel.meta.engine import open_database
+from keel.meta.events import record_event
 from keel.meta.migrate import HEAD, current_revision
 
 __all__ = [
@@ -50,8 +51,12 @@ _SQL_OIDS = "SELECT DISTINCT oid FROM dataset_versions"
 
 
 def register(conn: Connection, rows: Sequence[Row], now: int) -> None:
-    """Record versions registered at ``now``; a ``(path, oid)`` registered already is left as it is."""
-    conn.executemany(_SQL_REGISTER, [(*row, now) for row in rows])
+    """Record versions registered at ``now``; a ``(path, oid)`` registered already is left as it
+    is. Each new one is a ``version.created`` event (webhooks)."""
+    for row in rows:
+        if conn.execute(_SQL_REGISTER, (*row, now)).rowcount:
+            subject = {"kind": "dataset", "name": row[0], "version": row[1]}
+            record_event(conn, "version.created", project=None, subject=subject)
 
 
 def register_in_sqlite_file(database: str, rows: Sequence[Row], now: int) -> bool:
