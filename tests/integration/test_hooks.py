@@ -347,3 +347,25 @@ def test_a_new_dataset_version_is_an_event_and_a_known_one_is_not(store: Store) 
         ("version.created", {"kind": "dataset", "name": "data/train.csv", "version": "a" * 64}),
         ("version.created", {"kind": "dataset", "name": "data/eval.csv", "version": "b" * 64}),
     ]
+
+
+@pytest.mark.parametrize("ws", ["sqlite-local"], indirect=True)
+def test_an_evaluation_run_records_eval_finished_with_its_metrics(ws: Path) -> None:
+    import openai
+
+    import keel
+    from keel.integrations.standin import StandInServer
+    from keel.sdk import hooks
+    from keel.sdk.session import get_session
+
+    keel.prompts.register("calc", template=[{"role": "user", "content": "{{ question }}"}], changelog="first")
+    rows = [{"id": f"q{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(5)]
+    with StandInServer() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="standin", max_retries=0)
+        result = keel.evaluate(rows, "calc@1.0.0", "gpt-4", client, [keel.scorers.exact_match("answer")], project="qa")
+
+    with get_session().service.store.db.read() as conn:
+        (event,) = [e for e in HookStore.recent_events(conn) if e.kind == "eval.finished"]
+    assert event.project == "qa" and event.subject == {"kind": "run", "run_id": result.run_id, "name": result.name}
+    assert event.data == {"metrics": {k: float(v) for k, v in result.metrics.items()}}
+    assert hooks.deliver().events >= 1  # fanned out (no subscription wants it: nothing sent)
