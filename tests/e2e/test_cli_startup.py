@@ -99,6 +99,8 @@ def test_data_status_imports_the_data_path_only(workspace):
 
 
 def test_prompts_show_does_not_compile_templates(workspace):
+    """The registry's versions are read as stored: no Jinja2, no YAML, no prompt cache, no tracing."""
     modules = loaded(workspace, "prompts", "show", "chat")
     assert present(modules, command_modules(but={"keel.cli.prompts"})) == []
-    assert present(modules, NEVER | {"keel.core.templates", "keel.services.prompt_files", "keel.sdk.traces"}) == []
+    unneeded = {"keel.core.templates", "keel.services.prompt_files", "keel.sdk.prompts", "keel.sdk.traces"}
+    assert present(modules, NEVER | unneeded) == []

@@ -35,8 +35,9 @@ def _api() -> Any:
     return prompts
 
 
-def _aliases() -> Any:
-    """The prompt registry of this store (local or a server), whose alias moves take ``expected``."""
+def _registry() -> Any:
+    """The prompt registry of this store (local or a server): what :mod:`keel.sdk.prompts`
+    calls, without its loading cache and trace notes; its alias moves take ``expected``."""
     from keel.sdk.session import get_session
 
     return get_session().prompts
@@ -121,7 +122,7 @@ def prompts_show(name: Annotated[str, typer.Argument(help="Prompt name.")], as_j
     from keel.cli.render import print_json, table
     from keel.core.entities import format_time
 
-    versions = _api().versions(name)
+    versions = _registry().versions(name)
     used = {v.version: _metrics_of_users(name, v.version) for v in versions}
     if as_json:
         print_json(
@@ -288,7 +289,7 @@ def prompts_rollback(
     expect: ExpectOpt = None,
 ) -> None:
     """Move an alias back to the version it pointed at before."""
-    move = _aliases().rollback(name, alias, reason, expected=_expected(expect))
+    move = _registry().rollback(name, alias, reason, expected=_expected(expect))
     typer.echo(f"{name}@{alias}: {move.old} -> {move.new}")
 
 
@@ -301,7 +302,7 @@ def alias_set(
     expect: ExpectOpt = None,
 ) -> None:
     """Point an alias at a version (recorded with who, when and why)."""
-    move = _aliases().set_alias(name, alias, version, reason, expected=_expected(expect))
+    move = _registry().set_alias(name, alias, version, reason, expected=_expected(expect))
     typer.echo(f"{name}@{alias}: {move.old or '(unset)'} -> {move.new}")
 
 
@@ -313,7 +314,7 @@ def alias_rm(
     expect: ExpectOpt = None,
 ) -> None:
     """Remove an alias (recorded)."""
-    move = _aliases().delete_alias(name, alias, reason, expected=_expected(expect))
+    move = _registry().delete_alias(name, alias, reason, expected=_expected(expect))
     typer.echo(f"{name}@{alias}: {move.old} -> (removed)")
 
 
