@@ -3,17 +3,20 @@ contract (the sdk's view of a team server), over the real ASGI app in process.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 import keel
+from keel.errors import Forbidden, InvalidInput
 from keel.objects.http import HttpObjectStore
 from keel.sdk import session as sessions
 from keel.sdk.remote import RemoteStore, remote
 from keel.server import create_app
 from keel.services.auth import AuthStore
-from keel.services.gate import find_baseline, gate_runs, require_metric, run_prompt
+from keel.services.gate import find_baseline, gate_runs, regression_data, require_metric, run_prompt
+from keel.services.hooks import HookService
 from keel.services.models import ModelService
 from keel.services.prompts import PromptService
 from keel.services.tracking import TrackingService
@@ -66,5 +69,18 @@ def test_the_gate_runs_through_a_keel_server(tmp_path: Path, monkeypatch: pytest
         result = gate_runs(
             tracking, cand, chosen, "exact_match", baseline_ref="production", baseline_target=target, baseline_note=note
         )
+        # the regression reaches the server's webhooks as an event: writers of the project only
+        hooks = remote(HookService, store)
+        with pytest.raises(Forbidden):
+            hooks.regression_detected("gate", cand, result.candidate_name, regression_data(result))
+        auth.grant("rita", "gate", "writer", "rita")
+        hooks.regression_detected("gate", cand, result.candidate_name, regression_data(result))
+        with pytest.raises(InvalidInput):
+            hooks.regression_detected("gate", cand, "x", {"delta": "x" * 20_000})
     assert result.regression and result.test.method == "mcnemar" and result.shared == 50
     assert result.test.delta == pytest.approx(-0.5)
+    with app.state.keel.store.db.read() as conn:
+        events = conn.execute("SELECT project, subject, data FROM events WHERE kind = 'regression.detected'").all()
+    assert len(events) == 1 and events[0].project == "gate"
+    assert json.loads(events[0].subject)["run_id"] == cand
+    assert json.loads(events[0].data)["metric"] == "exact_match"

@@ -24,7 +24,7 @@ from typing import Any
 from keel.core.entities import EntityRef, RunRecord
 from keel.errors import InvalidInput, NotFound
 from keel.sdk.session import Session, get_session
-from keel.services.gate import GateResult, find_baseline, gate_runs, record_regression, require_metric, run_prompt
+from keel.services.gate import GateResult, find_baseline, gate_runs, regression_data, require_metric, run_prompt
 
 __all__ = ["GateResult", "gate"]
 
@@ -106,9 +106,11 @@ def _gate_prompt(
 
 def _announce(session: Session, project: str, result: GateResult) -> GateResult:
     """Record ``regression.detected`` when the gate failed (a failure to record is logged, never raised)."""
-    if result.regression and session.remote is None:
+    if result.regression:
         try:
-            record_regression(session.service.store.db, project, result)
+            from keel.sdk.hooks import service
+
+            service().regression_detected(project, result.candidate, result.candidate_name, regression_data(result))
         except Exception as exc:  # noqa: BLE001 - the verdict stands; only the webhook event is lost
             logging.getLogger("keel").warning("keel: could not record regression.detected: %s", exc)
     return result

@@ -27,10 +27,9 @@ from keel.core import stats
 from keel.core.comparison import SAMPLES_TABLE, Arm, lower_is_better
 from keel.core.entities import EntityRef, RunRecord
 from keel.errors import InvalidInput, NotFound
-from keel.meta.events import record_event
 from keel.services.tracking import TrackingService
 
-__all__ = ["GateResult", "find_baseline", "gate_runs", "record_regression", "require_metric", "run_prompt"]
+__all__ = ["GateResult", "find_baseline", "gate_runs", "regression_data", "require_metric", "run_prompt"]
 
 #: How many changed samples the Markdown report lists (the JSON has them all).
 SHOWN_SAMPLES = 10
@@ -422,11 +421,9 @@ def _other_metrics(
     return tuple((k, float(base[k]), float(cand[k])) for k in keys)
 
 
-def record_regression(db: Any, project: str | None, result: GateResult) -> None:
-    """Record ``regression.detected`` (webhooks) for a failed gate, in one write transaction:
-    subject the candidate run, data the metric, the baseline and the test."""
-    subject = {"kind": "run", "run_id": result.candidate, "name": result.candidate_name}
-    data = {
+def regression_data(result: GateResult) -> dict[str, Any]:
+    """What a ``regression.detected`` event says about a failed gate: the metric, the baseline, the test."""
+    return {
         "metric": result.metric,
         "baseline": {"run_id": result.baseline, "ref": result.baseline_ref, "target": result.baseline_target},
         "delta": _finite(result.test.delta),
@@ -435,5 +432,3 @@ def record_regression(db: Any, project: str | None, result: GateResult) -> None:
         "alpha": result.alpha,
         "reason": result.reason(),
     }
-    with db.write() as conn:
-        record_event(conn, "regression.detected", project=project, subject=subject, data=data)

@@ -18,6 +18,7 @@ on its scope (``*``: on every project); listing and reading deliveries the reade
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 from collections.abc import Sequence
@@ -399,6 +400,24 @@ class HookService:
         subject = {"kind": "run", "run_id": run_id, "name": name}
         with self.db.write() as conn:
             record_event(conn, "eval.finished", project=project, subject=subject, data={"metrics": values})
+
+    @operation("writer", project_scope("project"))
+    def regression_detected(self, project: str, run_id: str, name: str, data: dict[str, Any]) -> None:
+        """Record ``regression.detected`` for an evaluation run of ``project`` that a gate
+        (``keel gate``) found to regress: subject the run, data the metric, baseline and test."""
+        if not isinstance(run_id, str) or not run_id or len(run_id) > 64:
+            raise InvalidInput("run_id must be a run's id", "pass the candidate run's id")
+        if not isinstance(data, dict):
+            raise InvalidInput("data must be an object", "pass the gate's metric, baseline and test")
+        try:
+            text = json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError):
+            raise InvalidInput("data must be plain JSON (finite numbers)", "pass the gate's summary") from None
+        if len(text) > 16_384:
+            raise InvalidInput(f"data is {len(text)} characters, at most 16384", "send a shorter summary")
+        subject = {"kind": "run", "run_id": run_id, "name": str(name)[:250]}
+        with self.db.write() as conn:
+            record_event(conn, "regression.detected", project=project, subject=subject, data=data)
 
     # -- for authorization -----------------------------------------------------------------
     def scope_of(self, subscription_id: Any) -> str | None:
