@@ -27,15 +27,18 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from keel.core.data_tree import Tree
 from keel.core.progress import Progress
-from keel.services.data_add import AddResult, add_paths, store_tree
 from keel.services.data_cache import DataCache, trusted
 from keel.services.data_config import DataConfig, find_root
 from keel.services.data_files import FileStat
 from keel.services.data_workspace import Tracked, Workspace, conflict
 from keel.services.workspace_config import read_workspace_config
+
+if TYPE_CHECKING:
+    from keel.services.data_add import AddResult
 
 __all__ = ["AddResult", "DataRepo", "Tracked", "add", "conflict", "open_repo", "trusted"]
 
@@ -81,11 +84,15 @@ class DataRepo(Workspace, DataCache):
         self, paths: Sequence[str | os.PathLike[str]], link: str | None = None, progress: Progress | None = None
     ) -> list[AddResult]:
         """Track ``paths`` (files or folders): see :func:`keel.services.data_add.add_paths`."""
+        from keel.services.data_add import add_paths  # status, checkout and push never load the add pipeline
+
         return add_paths(self, paths, link, progress)
 
     def store_tree(self, files: Sequence[FileStat], mode: str = "copy") -> tuple[str, Tree, int]:
         """Store files from outside the workspace as one folder version: see
         :func:`keel.services.data_add.store_tree`."""
+        from keel.services.data_add import store_tree
+
         return store_tree(self, files, mode)
 
 
@@ -100,3 +107,12 @@ def add(
     """Track ``paths`` in the workspace of the current folder (see :meth:`DataRepo.add`)."""
     with open_repo() as repo:
         return repo.add(paths, link, progress)
+
+
+def __getattr__(name: str) -> Any:
+    """``AddResult`` from :mod:`.data_add`, loaded when asked for (status never needs it)."""
+    if name == "AddResult":
+        from keel.services.data_add import AddResult
+
+        return AddResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

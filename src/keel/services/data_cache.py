@@ -23,9 +23,8 @@ import os
 import stat
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import blake3
 
@@ -33,11 +32,13 @@ from keel.core.data_tree import PACK_MAX_FILE, Tree, parse_tree
 from keel.core.hashing import is_oid
 from keel.errors import IntegrityError, NotFound
 from keel.objects.local import LocalObjectStore
-from keel.objects.packs import write_parts
 from keel.objects.trees import TreeCache
 from keel.services import data_files as files_
 from keel.services.data_files import FileStat, os_error
 from keel.services.data_state import RACY_NS, DataState, StatRow
+
+if TYPE_CHECKING:  # the add and checkout paths load these; status does not
+    from concurrent.futures import Future
 
 __all__ = ["FINE_RACY_NS", "DataCache", "racy_ns", "trusted"]
 
@@ -82,6 +83,8 @@ class _CopiedAndHashed:
 
 def _wait_for_copy(copying: Future[None], both: _CopiedAndHashed | None) -> None:
     """Wait for the copy of :meth:`DataRepo._store_copy`, counting its bytes as they land."""
+    import concurrent.futures
+
     if both is None:
         copying.result()
         return
@@ -89,7 +92,7 @@ def _wait_for_copy(copying: Future[None], both: _CopiedAndHashed | None) -> None
         try:
             copying.result(timeout=0.1)
             break
-        except FuturesTimeout:
+        except concurrent.futures.TimeoutError:
             both.report()
     both.report()
 
@@ -123,6 +126,8 @@ class DataCache:
         """Store the concatenation of ``parts``, whose hash is ``oid``, in the cache (temp
         file, read-only, rename) unless it is there."""
         try:
+            from keel.objects.packs import write_parts
+
             write_parts(self.cache, oid, parts)
         except OSError as exc:
             raise os_error(exc, "cannot write to the object cache") from exc
@@ -268,11 +273,13 @@ class DataCache:
         source (one read of it, both at once); the file's inode, size and mtime must be the
         same before and after both, else nothing is stored. A file modified within the racy
         window (its mtime could hide a change) is copied first and the copy hashed."""
+        import concurrent.futures  # the large-file path only: status and checkout never load it
+
         tmp = files_.tmp_name(self.cache.tmp_folder())
         try:
             if f.mtime + racy_ns(f.mtime) < time.time_ns():
                 both = None if counted is None else _CopiedAndHashed(counted, tmp)
-                with ThreadPoolExecutor(1) as pool:
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
                     copying = pool.submit(files_.copy_file, f.path, tmp)
                     try:
                         oid, _ = files_.hash_large(f.path, f.rel, f, None if both is None else both.hashed)
