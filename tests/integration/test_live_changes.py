@@ -343,6 +343,8 @@ def test_an_unreachable_store_is_logged_once_and_changes_arrive_when_it_is_back(
         assert keel.prompts.load("chat@production").version == "1.0.0"  # stale, served
         monkeypatch.setattr(changes_module, "counters", real)
         lag = _until(lambda: keel.prompts.load("chat@production").version == "1.0.1", DEADLINE + live.MAX_BACKOFF)
+        # the watcher refreshes the caches first, then says so: wait for its line too
+        _until(lambda: any("answers again" in r.getMessage() for r in caplog.records))
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "change counters" in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert any("answers again" in r.getMessage() for r in caplog.records)
