@@ -392,21 +392,15 @@ class HookService:
     def eval_finished(self, project: str, run_id: str, name: str, metrics: dict[str, float]) -> None:
         """Record ``eval.finished`` for an evaluation run of ``project`` (what
         :func:`keel.evaluate` calls when its run ends): subject the run, data its metrics."""
-        if not isinstance(run_id, str) or not run_id or len(run_id) > 64:
-            raise InvalidInput("run_id must be a run's id", "pass the evaluation run's id")
         values = {
             str(k): (float(v) if isinstance(v, int | float) and math.isfinite(v) else None) for k, v in metrics.items()
         }
-        subject = {"kind": "run", "run_id": run_id, "name": name}
-        with self.db.write() as conn:
-            record_event(conn, "eval.finished", project=project, subject=subject, data={"metrics": values})
+        self._run_event("eval.finished", project, run_id, name, {"metrics": values})
 
     @operation("writer", project_scope("project"))
     def regression_detected(self, project: str, run_id: str, name: str, data: dict[str, Any]) -> None:
         """Record ``regression.detected`` for an evaluation run of ``project`` that a gate
         (``keel gate``) found to regress: subject the run, data the metric, baseline and test."""
-        if not isinstance(run_id, str) or not run_id or len(run_id) > 64:
-            raise InvalidInput("run_id must be a run's id", "pass the candidate run's id")
         if not isinstance(data, dict):
             raise InvalidInput("data must be an object", "pass the gate's metric, baseline and test")
         try:
@@ -415,9 +409,15 @@ class HookService:
             raise InvalidInput("data must be plain JSON (finite numbers)", "pass the gate's summary") from None
         if len(text) > 16_384:
             raise InvalidInput(f"data is {len(text)} characters, at most 16384", "send a shorter summary")
+        self._run_event("regression.detected", project, run_id, name, data)
+
+    def _run_event(self, kind: str, project: str, run_id: str, name: str, data: dict[str, Any]) -> None:
+        """Record event ``kind`` whose subject is run ``run_id`` of ``project``, in one write transaction."""
+        if not isinstance(run_id, str) or not run_id or len(run_id) > 64:
+            raise InvalidInput("run_id must be a run's id", "pass the evaluation run's id")
         subject = {"kind": "run", "run_id": run_id, "name": str(name)[:250]}
         with self.db.write() as conn:
-            record_event(conn, "regression.detected", project=project, subject=subject, data=data)
+            record_event(conn, kind, project=project, subject=subject, data=data)
 
     # -- for authorization -----------------------------------------------------------------
     def scope_of(self, subscription_id: Any) -> str | None:
