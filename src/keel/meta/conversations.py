@@ -133,13 +133,19 @@ class Query:
 
 
 class _Compiler:
-    def __init__(self, sqlite: bool) -> None:
+    """Filter -> SQL over a table whose JSON column ``document`` holds the metadata under the
+    path ``root`` (conversations: the ``metadata`` column itself; recorded LLM calls, which
+    reuse this compiler in :mod:`keel.meta.llm`: ``context`` under ``metadata``)."""
+
+    def __init__(self, sqlite: bool, document: str = "metadata", root: tuple[str, ...] = ()) -> None:
         self.sqlite = sqlite
+        self.document = document  # a column name keel chooses, never user text
+        self.root = root
         self.params: list[Any] = []
 
     # -- metadata values ---------------------------------------------------------
     def _path(self, key: str) -> Any:
-        parts = key.split(".")
+        parts = [*self.root, *key.split(".")]
         if self.sqlite:
             if any('"' in p for p in parts):
                 raise InvalidInput(f"invalid metadata key {key!r}", "metadata keys used in filters cannot contain '\"'")
@@ -148,26 +154,26 @@ class _Compiler:
 
     def meta_text(self, key: str) -> str:
         """The metadata value as text (JSON true/false as 'true'/'false'), NULL if absent."""
-        path = self._path(key)
+        path, doc = self._path(key), self.document
         if self.sqlite:
             self.params += [path, path]
             return (
-                "(CASE json_type(metadata, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
-                "ELSE CAST(json_extract(metadata, ?) AS TEXT) END)"
+                f"(CASE json_type({doc}, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+                f"ELSE CAST(json_extract({doc}, ?) AS TEXT) END)"
             )
         self.params.append(path)
-        return "(CAST(metadata AS jsonb) #>> CAST(? AS text[]))"
+        return f"(CAST({doc} AS jsonb) #>> CAST(? AS text[]))"
 
     def meta_number(self, key: str) -> str:
         """The metadata value if it is a JSON number, else NULL."""
-        path = self._path(key)
+        path, doc = self._path(key), self.document
         if self.sqlite:
             self.params += [path, path]
-            return "(CASE WHEN json_type(metadata, ?) IN ('integer', 'real') THEN json_extract(metadata, ?) END)"
+            return f"(CASE WHEN json_type({doc}, ?) IN ('integer', 'real') THEN json_extract({doc}, ?) END)"
         self.params += [path, path]
         return (
-            "(CASE WHEN jsonb_typeof(CAST(metadata AS jsonb) #> CAST(? AS text[])) = 'number' "
-            "THEN CAST(CAST(metadata AS jsonb) #>> CAST(? AS text[]) AS double precision) END)"
+            f"(CASE WHEN jsonb_typeof(CAST({doc} AS jsonb) #> CAST(? AS text[])) = 'number' "
+            f"THEN CAST(CAST({doc} AS jsonb) #>> CAST(? AS text[]) AS double precision) END)"
         )
 
     # -- conditions ----------------------------------------------------------------
