@@ -6,9 +6,11 @@ Pure: no I/O.
   ``session``, ...), variants (each maps to a prompt version, a model version
   and/or config overrides) with allocation weights summing to 1, optional
   targeting conditions (the flag operators), a primary metric and guardrails.
-- :func:`compile_assigner` makes the hot path: a unit falls in bucket
-  ``crc32(name + "." + salt + "." + unit) mod 10000`` and each variant owns a
-  contiguous range of buckets, so assignment is deterministic and sticky.
+- :func:`compile_assigner` makes the hot path: a unit falls in one of 10,000
+  buckets by the experiment's recorded scheme (:mod:`keel.core.bucketing`:
+  BLAKE2b-64 of name, salt and unit for new experiments; ``crc32`` for ones
+  stored before the scheme was recorded) and each variant owns a contiguous
+  range of buckets, so assignment is deterministic and sticky.
 - :func:`analyze` turns exposures (unit -> variant) and outcomes (unit, metric,
   value) into per-variant sample sizes, means/rates with intervals, differences
   vs the control (first variant) with intervals and p-values (two-proportion z
@@ -21,13 +23,13 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel.core.flags import BUCKETS, Condition, _all, _condition, _matcher, parse_weights
+from keel.core.bucketing import BUCKETS, LEGACY, bucketer, check_scheme
+from keel.core.flags import Condition, _all, _condition, _matcher, parse_weights
 from keel.core.stats import (
     bootstrap_ci,
     holm,
@@ -114,6 +116,7 @@ class Experiment:
     created_at: int = 0
     author: str = ""
     resolved: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> resolved versions
+    bucketing: str = LEGACY  # the allocation scheme (keel.core.bucketing); recorded in the definition
 
     @property
     def control(self) -> str:
@@ -139,6 +142,7 @@ class Experiment:
             "guardrails": [g.to_dict() for g in self.guardrails],
             "targeting": {c.attribute: c.to_data() for c in self.targeting},
             "salt": self.salt,
+            "bucketing": self.bucketing,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,8 +165,12 @@ def _check_name(name: Any) -> str:
     return name
 
 
-def parse_experiment(spec: Mapping[str, Any]) -> Experiment:
-    """An experiment from its dict form; every mistake is an InvalidInput naming it."""
+def parse_experiment(spec: Mapping[str, Any], default_bucketing: str = LEGACY) -> Experiment:
+    """An experiment from its dict form; every mistake is an InvalidInput naming it.
+
+    ``default_bucketing`` is the scheme when the spec names none: a stored definition
+    without one was bucketed by ``crc32`` (the default); a new experiment is created with
+    :data:`keel.core.bucketing.DEFAULT`."""
     name = _check_name(spec.get("name"))
     where = f"experiment {name!r}"
     raw = spec.get("variants")
@@ -239,13 +247,13 @@ def parse_experiment(spec: Mapping[str, Any]) -> Experiment:
         guardrails=tuple(guardrails),
         targeting=tuple(_condition(str(a), s, where) for a, s in targeting.items()),
         salt=str(spec.get("salt") or ""),
+        bucketing=check_scheme(spec.get("bucketing") or default_bucketing, f"{where}: bucketing"),
     )
 
 
 def compile_assigner(exp: Experiment) -> Callable[[Any, Mapping[str, Any] | None], str | None]:
     """``assign(unit_id, context) -> variant name`` (None when targeting excludes the unit)."""
-    prefix = zlib.crc32(f"{exp.name}.{exp.salt}.".encode())
-    crc = zlib.crc32
+    bucket_of = bucketer(exp.bucketing, exp.name, exp.salt)
     ranges: list[tuple[int, str]] = []
     total = 0.0
     for v in exp.variants:
@@ -257,14 +265,14 @@ def compile_assigner(exp: Experiment) -> Callable[[Any, Mapping[str, Any] | None
         upper, first = ranges[0]
 
         def two(unit: Any, ctx: Mapping[str, Any] | None = None) -> str | None:
-            return first if crc(str(unit).encode(), prefix) % BUCKETS < upper else last
+            return first if bucket_of(unit) < upper else last
 
         return two
 
     def assign(unit: Any, ctx: Mapping[str, Any] | None = None) -> str | None:
         if target is not None and not target(ctx or {}):
             return None
-        b = crc(str(unit).encode(), prefix) % BUCKETS
+        b = bucket_of(unit)
         for upper, name in ranges:
             if b < upper:
                 return name

@@ -26,6 +26,7 @@ from typing import Any
 
 from keel.core.abtests import Analysis, Experiment, analyze, compile_assigner, parse_experiment
 from keel.core.batch import check_batch_id
+from keel.core.bucketing import DEFAULT
 from keel.core.entities import now_ms
 from keel.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from keel.meta.abtests import ABStore, ExperimentRow
@@ -107,7 +108,7 @@ class ABService:
         """Store a draft experiment (AlreadyExists if the name is taken)."""
         if not isinstance(spec, Mapping):
             raise InvalidInput("an experiment is a mapping (name, variants, ...)", "see docs/flags.md")
-        exp = parse_experiment(spec)
+        exp = parse_experiment(spec, default_bucketing=DEFAULT)  # new: the well-mixed scheme
         self.resolve(exp)  # every reference must exist now
         author = audit_who(who)
         with self.db.write() as conn:
