@@ -47,6 +47,7 @@ keel.core.config: Layer Origin Resolved
 keel.core.conversation_stats: GroupStats
 keel.core.conversations: Conversation ConversationBatch FeedbackEvent
 keel.core.entities: Artifact EntityRef LineageEdge Metric MetricSummary Project RunRecord
+keel.core.erasure: ErasureEntry ErasureReport
 keel.core.flags: Condition Flag Rule
 keel.core.kb_chunking: ChunkConfig
 keel.core.kb_manifest: ConfigChange DocumentEntry KBManifest ManifestDiff

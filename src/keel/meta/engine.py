@@ -117,6 +117,8 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 SQLITE_PAGE_SIZE = 1024
 WAL_AUTOCHECKPOINT_PAGES = 100_000  # ~100 MB of WAL: the safety net, normally never reached
 WAL_CHECKPOINT_BYTES = 32 << 20  # the background checkpoint runs once the WAL is this large
+SCRUB_ATTEMPTS = 6  # tries of the truncating checkpoint after an erasure (Database.scrub)
+SCRUB_BUSY_TIMEOUT_MS = 500  # how long each try waits for readers and writers to let go
 
 
 class Database:
@@ -500,6 +502,50 @@ class Database:
         finally:
             conn.close()
 
+    def scrub(self, attempts: int = SCRUB_ATTEMPTS) -> None:
+        """Make deleted content unreadable from the files, after an erasure committed.
+
+        SQLite: every connection runs with ``secure_delete`` (freed pages and cells are
+        zeroed, see :func:`_prepare_sqlite`), but the write-ahead log still holds the pages as
+        they were before the erasure, until a checkpoint copies the log into the database and
+        it is truncated. ``wal_checkpoint(TRUNCATE)`` does both; it cannot finish while another
+        connection reads an older snapshot (or writes), so it is retried ``attempts`` times with
+        a short busy timeout each, then :class:`~keel.errors.Unavailable` says so (the erasure
+        itself is committed: running it again matches nothing and scrubs again).
+
+        PostgreSQL: a no-op. Deleted tuples stay in the table's pages until VACUUM reclaims
+        them and new rows overwrite them, and in the WAL segments until they are recycled:
+        docs/erasure.md says what that does and does not guarantee. In memory: nothing on disk.
+        """
+        if not self.is_sqlite or not self.database:
+            return
+        import sqlite3
+
+        conn = self._raw_connection()
+        try:
+            conn.execute(f"PRAGMA busy_timeout={SCRUB_BUSY_TIMEOUT_MS}")
+            for attempt in range(1, attempts + 1):
+                try:
+                    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                except sqlite3.OperationalError as exc:  # locked past the busy timeout
+                    if classify_error(exc) != UNAVAILABLE:
+                        raise _keel_error(exc, self.url) from exc
+                    busy = 1
+                if not busy:
+                    return
+                if attempt < attempts:
+                    _backoff(attempt)
+        finally:
+            conn.close()
+        raise Unavailable(
+            "the erased records are deleted, but the database's write-ahead log could not be emptied: "
+            "another process kept reading or writing the database",
+            "run the same erasure again in a moment (it matches nothing now and empties the log), "
+            "or stop the processes that hold the database open",
+            dependency="database",
+            retry_after=UNAVAILABLE_RETRY_AFTER_S,
+        )
+
     def dispose(self, *, close: bool = True) -> None:
         """Drop the pooled connections (closed, or with ``close=False`` just forgotten: what a
         child process does after ``fork``, since connections are never shared across processes);
@@ -756,6 +802,13 @@ def _prepare_sqlite(conn: Any) -> Any:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA case_sensitive_like=ON")
+    # Freed space is zeroed, so deleted content (an erasure, an updated row's old copy, the
+    # cells a page split moved) never lingers in free pages or in the free space of a page.
+    # On every connection, not only erasing ones: a copy left behind by an earlier update or
+    # page split (written without it) could not be found and zeroed by the erasure later.
+    # Inserts, upserts and updates cost the same (measured: bench/erase.py's notes in
+    # docs/erasure.md); only deletes write the zeroed pages (~30% slower).
+    cur.execute("PRAGMA secure_delete=ON")
     # Checkpoints (which fsync) run in the background via Database.checkpoint();
     # this bound only matters for a process that never gets to run one.
     cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")

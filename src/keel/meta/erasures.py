@@ -1,0 +1,95 @@
+"""The erasure audit: one ``erasures`` row per erasure, never the erased content.
+
+Every erasure (a person's request, retention, a purge of deleted runs) records who did it,
+when, which kind of records, the project (``""`` for workspace-wide kinds such as
+conversations), the filter text as given (``""`` when ids were given: then only how many),
+the counts and why. The ids themselves are not kept: an audit row that listed erased
+conversation ids would keep exactly what the erasure was asked to remove (ids can carry a
+user's identity). :func:`record` runs inside the erasing transaction, so an erasure and its
+audit row commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from keel.core.entities import now_ms
+from keel.core.erasure import ErasureEntry
+from keel.meta.dbapi import Connection
+
+__all__ = ["FILTER_MAX", "listing", "record", "update_objects"]
+
+#: A filter longer than this is stored cut (with a marker): the audit row stays small.
+FILTER_MAX = 2000
+
+_INSERT = (
+    "INSERT INTO erasures (at, actor, kind, scope, filter, ids, matched, deleted, objects_removed, "
+    "bytes_freed, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+_COLUMNS = "id, at, actor, kind, scope, filter, ids, matched, deleted, objects_removed, bytes_freed, reason"
+
+
+def record(
+    conn: Connection,
+    *,
+    kind: str,
+    actor: str = "",
+    scope: str = "",
+    filter: str = "",
+    ids: int = 0,
+    matched: int = 0,
+    deleted: int = 0,
+    objects_removed: int = 0,
+    bytes_freed: int = 0,
+    reason: str = "request",
+    at: int | None = None,
+) -> int:
+    """Append an audit row in ``conn``'s transaction; returns its id."""
+    text = filter if len(filter) <= FILTER_MAX else filter[:FILTER_MAX] + " ...(cut)"
+    row = conn.execute(
+        _INSERT,
+        (
+            now_ms() if at is None else int(at),
+            actor,
+            kind,
+            scope,
+            text,
+            int(ids),
+            int(matched),
+            int(deleted),
+            int(objects_removed),
+            int(bytes_freed),
+            reason,
+        ),
+    ).scalar_one()
+    return int(row)
+
+
+def update_objects(conn: Connection, audit_id: int, objects_removed: int, bytes_freed: int) -> None:
+    """Add the objects an erasure removed after its rows were committed (they go once no
+    committed row references them) to its audit row."""
+    conn.execute(
+        "UPDATE erasures SET objects_removed = objects_removed + ?, bytes_freed = bytes_freed + ? WHERE id = ?",
+        (int(objects_removed), int(bytes_freed), int(audit_id)),
+    )
+
+
+def listing(
+    conn: Connection, limit: int = 100, *, kind: str | None = None, scope: str | None = None
+) -> list[ErasureEntry]:
+    """The newest audit rows first (of one kind and/or project when given)."""
+    where, params = [], []  # type: ignore[var-annotated]
+    if kind is not None:
+        where.append("kind = ?")
+        params.append(kind)
+    if scope is not None:
+        where.append("scope = ?")
+        params.append(scope)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM erasures{clause} ORDER BY id DESC LIMIT ?", (*params, int(limit))
+    ).all()
+    return [
+        ErasureEntry(
+            int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], int(r[6]), int(r[7]), int(r[8]), int(r[9]), int(r[10]), r[11]
+        )
+        for r in rows
+    ]
