@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from keel.errors import InvalidInput
+
 __all__ = [
     "TestResult",
     "Values",
@@ -42,6 +44,7 @@ __all__ = [
     "srm_test",
     "paired_test",
     "percentile",
+    "student_t_ppf",
     "student_t_sf",
     "two_proportion_z",
     "unpaired_test",
@@ -78,6 +81,39 @@ class TestResult:
             "ci": [self.ci_low, self.ci_high],
             "mde": self.mde,
         }
+
+
+# -- input checks: a statistic of bad input is a plausible wrong number, so refuse it ----------
+def _check_finite(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidInput(f"{name} must be a number, not {value!r}", f"pass a finite number as {name}")
+    if not math.isfinite(value):
+        raise InvalidInput(f"{name} is {value}", f"pass a finite number as {name}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    _check_finite(name, value)
+    if value <= 0:
+        raise InvalidInput(f"{name} must be > 0, not {value:g}", f"pass the smallest change worth detecting as {name}")
+
+
+def _check_probability(name: str, value: float, open_interval: bool = False) -> None:
+    _check_finite(name, value)
+    if open_interval and not 0 < value < 1:
+        raise InvalidInput(f"{name} must be between 0 and 1 (exclusive), not {value:g}", f"e.g. {name}=0.05")
+    if not 0 <= value <= 1:
+        raise InvalidInput(f"{name} must be between 0 and 1, not {value:g}", f"pass a proportion as {name}")
+
+
+def _check_count(name: str, value: int) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        and not (isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer())
+    ):
+        raise InvalidInput(f"{name} must be a whole number, not {value!r}", f"pass a count as {name}")
+    if value < 0:
+        raise InvalidInput(f"{name} must be >= 0, not {value}", f"pass a count as {name}")
 
 
 def _array(values: Values) -> np.ndarray:
@@ -227,9 +263,33 @@ def welch(x: Values, y: Values) -> float:
 
 
 def student_t_sf(t: float, df: float) -> float:
-    """P(T > t) for Student's t with ``df`` degrees of freedom (t >= 0)."""
+    """P(T > t) for Student's t with ``df`` degrees of freedom."""
     x = df / (df + t * t)
-    return 0.5 * _betainc(df / 2, 0.5, x)
+    tail = 0.5 * _betainc(df / 2, 0.5, x)
+    return tail if t >= 0 else 1.0 - tail
+
+
+def student_t_ppf(q: float, df: float) -> float:
+    """The ``q`` quantile of Student's t with ``df`` degrees of freedom (bisection on the tail)."""
+    _check_probability("q", q, open_interval=True)
+    _check_positive("df", df)
+    if q == 0.5:
+        return 0.0
+    upper = q > 0.5
+    tail = 1 - q if upper else q
+    low, high = 0.0, 1.0
+    while student_t_sf(high, df) > tail:
+        high *= 2
+    for _ in range(200):
+        mid = (low + high) / 2
+        if student_t_sf(mid, df) > tail:
+            low = mid
+        else:
+            high = mid
+        if high - low <= 1e-13 * max(1.0, high):
+            break
+    t = (low + high) / 2
+    return t if upper else -t
 
 
 def _betainc(a: float, b: float, x: float) -> float:
@@ -394,21 +454,58 @@ def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, 
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def sample_size_proportions(p: float, mde: float, alpha: float = 0.05, power: float = 0.8) -> int:
-    """Units per variant to detect an absolute change ``mde`` from base rate ``p`` (two-sided)."""
-    if mde == 0 or not (0 <= p <= 1) or not math.isfinite(mde):
-        return 0 if mde == 0 else -1
-    q = min(1.0, max(0.0, p + mde))
-    z = _NORMAL.inv_cdf(1 - alpha / 2) + _NORMAL.inv_cdf(power)
+def _planning_alpha(alpha: float, power: float, comparisons: int) -> float:
+    _check_probability("alpha", alpha, open_interval=True)
+    _check_probability("power", power, open_interval=True)
+    if isinstance(comparisons, bool) or not isinstance(comparisons, int) or comparisons < 1:
+        raise InvalidInput(
+            f"comparisons must be a whole number >= 1, not {comparisons!r}", "count the tests the analysis corrects for"
+        )
+    return alpha / comparisons  # Bonferroni: Holm's first (strictest) step, so the plan holds under Holm too
+
+
+def sample_size_proportions(p: float, mde: float, alpha: float = 0.05, power: float = 0.8, comparisons: int = 1) -> int:
+    """Units per variant to detect an absolute change ``mde`` from base rate ``p`` (two-sided).
+
+    ``comparisons`` is the number of tests the analysis corrects for (treatments against
+    control, metrics): the plan uses ``alpha / comparisons`` so the corrected analysis still
+    has ``power`` at that size. The target rate ``p + mde`` must lie in [0, 1]."""
+    _check_probability("p", p)
+    _check_positive("mde", mde)
+    level = _planning_alpha(alpha, power, comparisons)
+    q = p + mde
+    if q > 1:
+        raise InvalidInput(
+            f"a change of {mde:g} from rate {p:g} targets a rate of {q:g}, above 1",
+            f"pass an mde of at most {1 - p:g}",
+        )
+    z = _NORMAL.inv_cdf(1 - level / 2) + _NORMAL.inv_cdf(power)
     variance = p * (1 - p) + q * (1 - q)
-    if variance == 0:
-        variance = 2 * 0.25
-    return math.ceil(z * z * variance / (mde * mde))
+    return max(2, math.ceil(z * z * variance / (mde * mde)))
 
 
-def sample_size_means(sd: float, mde: float, alpha: float = 0.05, power: float = 0.8) -> int:
-    """Units per variant to detect a change ``mde`` in a mean with per-unit standard deviation ``sd``."""
-    if mde == 0 or not math.isfinite(sd) or not math.isfinite(mde):
-        return -1
-    z = _NORMAL.inv_cdf(1 - alpha / 2) + _NORMAL.inv_cdf(power)
-    return math.ceil(2 * z * z * sd * sd / (mde * mde))
+def sample_size_means(sd: float, mde: float, alpha: float = 0.05, power: float = 0.8, comparisons: int = 1) -> int:
+    """Units per variant for Welch's / Student's two-sample t-test to detect a change ``mde``
+    in a mean whose per-unit standard deviation is ``sd``.
+
+    t-based: the normal-approximation size is raised until the t test at ``2n - 2`` degrees
+    of freedom reaches the power (central-t approximation of the noncentral t, Chow, Shao &
+    Wang 2008, section 3.2); ``comparisons`` as in :func:`sample_size_proportions`."""
+    _check_finite("sd", sd)
+    if sd < 0:
+        raise InvalidInput(f"sd must be >= 0, not {sd:g}", "pass the per-unit standard deviation")
+    _check_positive("mde", mde)
+    level = _planning_alpha(alpha, power, comparisons)
+    if sd == 0:
+        return 2
+    effect = mde / sd
+
+    def power_at(n: int) -> float:  # P(T_{2n-2} > t_crit - d * sqrt(n / 2)), the central-t approximation
+        df = 2 * n - 2
+        return student_t_sf(student_t_ppf(1 - level / 2, df) - effect * math.sqrt(n / 2), df)
+
+    z = _NORMAL.inv_cdf(1 - level / 2) + _NORMAL.inv_cdf(power)
+    n = max(2, math.ceil(2 * (z / effect) ** 2))  # the normal-approximation size: never too many
+    while power_at(n) < power:
+        n += 1
+    return n
