@@ -1107,3 +1107,26 @@ maintenance_leases = Table(
 )
 
 __all__ += ["maintenance_leases", "retention_policies"]
+
+# -- the erasure audit (0025) ---------------------------------------------------------------------
+# One row per erasure: who, when, what kind, the filter or the number of ids, the counts, why.
+# Never the erased content nor the erased ids (see keel.meta.erasures).
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(255), nullable=False, server_default=""),
+    Column("kind", String(32), nullable=False),
+    Column("scope", String(200), nullable=False, server_default=""),
+    Column("filter", Text, nullable=False, server_default=""),
+    Column("ids", Integer, nullable=False, server_default="0"),
+    Column("matched", BigInteger, nullable=False, server_default="0"),
+    Column("deleted", BigInteger, nullable=False, server_default="0"),
+    Column("objects_removed", BigInteger, nullable=False, server_default="0"),
+    Column("bytes_freed", BigInteger, nullable=False, server_default="0"),
+    Column("reason", String(16), nullable=False, server_default="request"),
+    Index("ix_erasures_at", "at"),
+)
+
+__all__ += ["erasures"]
