@@ -3,7 +3,8 @@
 Everything else refers to a project by its id, so a project's name can change while its
 runs, traces, MLflow experiment (the experiment id *is* the project id) and their digests
 stay as they are (a run's digest does not cover its project). What names a project by
-its *name* moves in the same transaction: the roles granted on it (``auth_grants``). The
+its *name* moves in the same transaction: the roles granted on it (``auth_grants``) and its
+retention policies (``retention_policies``). The
 rename is recorded in the audit log (``auth_audit``, action ``project.rename``: who, when,
 the old and the new name), which ``keel server audit`` shows.
 
@@ -31,6 +32,7 @@ _SQL_PROJECT_ID = "SELECT id FROM projects WHERE name = ?"
 _SQL_GRANTS_ON = "SELECT COUNT(*) AS n FROM auth_grants WHERE project = ?"
 _SQL_RENAME = "UPDATE projects SET name = ? WHERE id = ?"
 _SQL_MOVE_GRANTS = "UPDATE auth_grants SET project = ? WHERE project = ?"
+_SQL_MOVE_RETENTION = "UPDATE retention_policies SET project = ? WHERE project = ?"  # keel.meta.retention
 _SQL_AUDIT = "INSERT INTO auth_audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)"
 
 
@@ -64,6 +66,7 @@ def rename_project(db: Database, name: str, new_name: str, who: str = "") -> Pro
                 )
             conn.execute(_SQL_RENAME, (new_name, row.id))
             moved = conn.execute(_SQL_MOVE_GRANTS, (new_name, name)).rowcount
+            conn.execute(_SQL_MOVE_RETENTION, (new_name, name))  # its trace retention follows it
             detail = {"old": name, "new": new_name, "project_id": int(row.id), "grants_moved": int(moved or 0)}
             conn.execute(_SQL_AUDIT, (now_ms(), who, RENAME_ACTION, new_name, json.dumps(detail, sort_keys=True)))
     except SAIntegrityError:  # the name was taken meanwhile by another process

@@ -120,6 +120,7 @@ runs = Table(
     Column("context", Text, nullable=False, server_default="{}"),
     Column("summary", Text, nullable=False, server_default="{}"),
     Column("digest", String(200)),  # set when the run finishes: see keel.core.digests
+    Column("deleted_at", BigInteger),  # when it was soft-deleted (0026): purge --older-than counts from it
     Index("ix_runs_project_start", "project_id", "start_time"),
     Index("ix_runs_project_live", "project_id", "deleted", "start_time"),  # counts read the index alone (0022)
     Index(
@@ -1082,3 +1083,27 @@ erasures = Table(
 )
 
 __all__ += ["erasures"]
+
+# -- retention and purge (0026) -------------------------------------------------------------------
+# How long records of a kind are kept, per scope (a project for traces, "@registries" for the
+# workspace-wide conversations and recorded LLM calls); a named lease so one server process at a
+# time applies retention (see keel.meta.retention).
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    Column("project", String(200), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("max_age_ms", BigInteger, nullable=False),
+    Column("updated_by", String(255), nullable=False, server_default=""),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+maintenance_leases = Table(
+    "maintenance_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False, server_default=""),
+    Column("until_ms", BigInteger, nullable=False),
+)
+
+__all__ += ["maintenance_leases", "retention_policies"]
