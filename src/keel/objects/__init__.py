@@ -18,11 +18,11 @@ one object, written and read in place) and :mod:`.trees` (parsed tree
 manifests kept beside a local store).
 """
 
-from keel.objects.base import Capabilities, ObjectStore
+from keel.objects.base import Capabilities, ObjectInfo, ObjectStore
 from keel.objects.local import LocalObjectStore
 from keel.objects.memory import MemoryObjectStore
 from keel.objects.url import open_object_store
 
-__all__ = ["Capabilities", "LocalObjectStore", "MemoryObjectStore", "ObjectStore", "open_object_store"]
+__all__ = ["Capabilities", "LocalObjectStore", "MemoryObjectStore", "ObjectInfo", "ObjectStore", "open_object_store"]
 
 # S3ObjectStore is imported lazily by open_object_store: boto3 is an extra.

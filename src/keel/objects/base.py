@@ -13,7 +13,7 @@ from keel.core.hashing import hash_bytes, is_oid, new_hasher
 from keel.errors import IntegrityError, InvalidInput, NotFound
 from keel.fileio import atomic_write
 
-__all__ = ["CHUNK", "Capabilities", "ObjectStore", "check_oid"]
+__all__ = ["CHUNK", "Capabilities", "ObjectInfo", "ObjectStore", "check_oid"]
 
 CHUNK = 1 << 20  # bytes read per step when streaming a file
 
@@ -41,6 +41,22 @@ class Capabilities:
     multipart_put: bool = False
     presign: bool = False
     transfer_jobs: int = 4
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object as a listing sees it: what garbage collection needs to decide.
+
+    Attributes:
+        oid: its id.
+        size: its stored size in bytes.
+        mtime: when it was last written or freshened (:meth:`ObjectStore.freshen`), in
+            seconds since the epoch: an object younger than gc's grace period is kept.
+    """
+
+    oid: str
+    size: int
+    mtime: float
 
 
 def check_oid(oid: str) -> str:
@@ -82,11 +98,50 @@ class ObjectStore(abc.ABC):
     def describe(self, oid: str) -> str:
         """Where ``oid`` lives, for messages (a path or URL)."""
 
+    # -- listing, freshening and deleting (garbage collection, erasure) --------------
+    def iter_objects(self) -> Iterator[ObjectInfo]:
+        """Every stored object with its size and mtime (any order; never temporary files)."""
+        raise self._cannot("list its objects with their sizes and times")
+
+    def delete_many(self, oids: Iterable[str]) -> int:
+        """Remove those of ``oids`` that are stored; the bytes freed. Absent ones are
+        skipped (idempotent). Only callers that know nothing references them may call it
+        (erasure, purge, gc): objects are shared by content."""
+        raise self._cannot("delete objects")
+
+    def freshen(self, oid: str) -> None:
+        """Make the stored object ``oid`` young (its mtime now), so gc's grace period
+        protects it: called when a put finds the object already stored, since the writer
+        is about to record a reference to it that a running gc has not seen. An absent
+        object is not an error (the caller stores it)."""
+        raise self._cannot("freshen objects")
+
+    def freshened(self, oid: str) -> bool:
+        """True if ``oid`` is stored and now young (:meth:`freshen`); False if the caller
+        must store it. What every put path asks instead of :meth:`exists`: an object a
+        concurrent gc removes between the two steps is reported absent, never present."""
+        if not self.exists(oid):
+            return False
+        self.freshen(oid)
+        return self.exists(oid)
+
+    def prune(self, infos: Iterable[ObjectInfo], fresh_after: float) -> list[ObjectInfo]:
+        """Delete the listed objects unless they were written or freshened after
+        ``fresh_after`` (seconds since the epoch) since they were listed; those deleted.
+
+        gc's last step: a writer that stored or freshened one of them meanwhile wins.
+        This default deletes them all (stores whose objects have no time of their own);
+        stores with one re-check it as close to the delete as they can."""
+        chosen = list(infos)
+        self.delete_many(info.oid for info in chosen)
+        return chosen
+
     # -- shared behaviour ---------------------------------------------------
     def put_bytes(self, data: bytes) -> str:
-        """Store ``data``; return its oid. Identical content is stored once."""
+        """Store ``data``; return its oid. Identical content is stored once (and an object
+        found stored is freshened, see :meth:`freshen`)."""
         oid = hash_bytes(data)
-        if not self.exists(oid):
+        if not self.freshened(oid):
             self._write(oid, data)
         return oid
 
@@ -99,7 +154,7 @@ class ObjectStore(abc.ABC):
                 hasher.update(chunk)
                 size += len(chunk)
         oid = hasher.hexdigest()
-        if not self.exists(oid):
+        if not self.freshened(oid):
             self._write_file(oid, Path(path))
         return oid, size
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from keel.core.hashing import hash_bytes, is_oid, new_hasher
 from keel.errors import NotFound, StoreError
-from keel.objects.base import CHUNK, Capabilities, ObjectStore, check_oid
+from keel.objects.base import CHUNK, Capabilities, ObjectInfo, ObjectStore, check_oid
 from keel.transport.credentials import token_for
 
 if TYPE_CHECKING:  # httpx is loaded when a store is opened, not when this module is imported
@@ -196,6 +196,28 @@ class HttpObjectStore(ObjectStore):
             after = page.get("next") if isinstance(page, dict) else None
             if not after or not oids:
                 return
+
+    # -- gc runs next to the server's store, not through it ----------------------------------
+    def _gc_elsewhere(self, what: str) -> StoreError:
+        return StoreError(
+            f"the objects of the keel server {self.url} cannot {what} from a client",
+            "garbage collection runs on the server's side: run 'keel gc' where the server's store is"
+            " configured (its KEEL_URI), as a site admin",
+        )
+
+    def iter_objects(self) -> Iterator[ObjectInfo]:
+        raise self._gc_elsewhere("be listed with their sizes and times")
+
+    def delete_many(self, oids: Iterable[str]) -> int:
+        raise self._gc_elsewhere("be deleted")
+
+    def freshen(self, oid: str) -> None:
+        """Nothing to do from here: the server freshens an object when a PUT finds it stored
+        (its store's put path), and an object found by ``missing`` is kept by the server's gc
+        because what was pushed to it is recorded there (docs/gc.md)."""
+
+    def freshened(self, oid: str) -> bool:
+        return self.exists(oid)
 
     def close(self) -> None:
         self.transport.close()

@@ -13,17 +13,18 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from keel.core.hashing import is_oid, new_hasher
 from keel.errors import NotFound, StoreError, Unavailable
-from keel.objects.base import CHUNK, Capabilities, ObjectStore, check_oid
+from keel.objects.base import CHUNK, Capabilities, ObjectInfo, ObjectStore, check_oid
 
 __all__ = ["LocalObjectStore"]
 
 _READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+_TRASH = "gc-"  # tmp/gc-<pid>-<oid>: an object being deleted by gc (see LocalObjectStore.prune)
 
 
 class LocalObjectStore(ObjectStore):
@@ -98,7 +99,7 @@ class LocalObjectStore(ObjectStore):
                     dst.write(chunk)
                     size += len(chunk)
             oid = hasher.hexdigest()
-            if not self.exists(oid):
+            if not self.freshened(oid):
                 self._commit_tmp(tmp, oid)
             return oid, size
         finally:
@@ -149,6 +150,9 @@ class LocalObjectStore(ObjectStore):
         except FileNotFoundError:
             return 0, 0
         for entry in entries:
+            if entry.name.startswith(_TRASH):  # an object a killed gc was deleting: put back, never lost
+                self.restore_pruned()
+                continue
             try:
                 info = entry.stat(follow_symlinks=False)
                 if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < older_than:
@@ -167,9 +171,125 @@ class LocalObjectStore(ObjectStore):
             for name in sorted(os.listdir(self.root / fan)):
                 yield fan + name
 
+    # -- listing, freshening and deleting ----------------------------------------------------
+    def iter_objects(self) -> Iterator[ObjectInfo]:
+        """Every object file with its size and mtime (one ``stat`` each, from ``scandir``);
+        names that are not object ids (a stray file) are skipped, never reported."""
+        for fan in sorted(os.listdir(self.root)):
+            if len(fan) != 2 or fan == "tmp":
+                continue
+            try:
+                entries = list(os.scandir(self.root / fan))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                oid = fan + entry.name
+                if not is_oid(oid):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # deleted since the folder was read
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    yield ObjectInfo(oid, info.st_size, info.st_mtime)
+
+    def freshen(self, oid: str) -> None:
+        self.freshened(oid)
+
+    def freshened(self, oid: str) -> bool:
+        """One ``utime``: it both checks that the object is there and makes it young. Its
+        owner may set the time of a read-only file; an object written by another OS user
+        (a shared folder) that cannot be touched is reported stored, not fresh."""
+        if not is_oid(oid):
+            return False
+        try:
+            os.utime(self.root / oid[:2] / oid[2:])
+        except FileNotFoundError:
+            return False
+        except PermissionError:
+            return self.exists(oid)
+        return True
+
+    def delete_many(self, oids: Iterable[str]) -> int:
+        """Unlink the files of ``oids`` (read-only files go: unlinking needs the folder's
+        write permission, not the file's); the bytes freed. Absent ones are skipped."""
+        freed = 0
+        for oid in oids:
+            path = self.path(check_oid(oid))
+            try:
+                size = os.lstat(path).st_size
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            freed += size
+        return freed
+
+    def restore_pruned(self) -> int:
+        """Put back the objects a gc killed mid-delete left in ``tmp/`` (renamed there, not yet
+        unlinked: one of them may have been freshened by a writer a moment before); how many.
+        Those of a live process (this one included) are left to it. An unreferenced one comes
+        back and goes at the next gc."""
+        restored = 0
+        try:
+            names = [n for n in os.listdir(self.root / "tmp") if n.startswith(_TRASH)]
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            pid, _, oid = name[len(_TRASH) :].partition("-")
+            if not (pid.isdigit() and is_oid(oid)) or int(pid) == os.getpid() or _alive(int(pid)):
+                continue
+            final = self.path(oid)
+            try:
+                final.parent.mkdir(exist_ok=True)
+                os.rename(self.root / "tmp" / name, final)
+            except FileNotFoundError:
+                continue
+            restored += 1
+        return restored
+
+    def prune(self, infos: Iterable[ObjectInfo], fresh_after: float) -> list[ObjectInfo]:
+        """Delete the listed objects not written or freshened after ``fresh_after``, with no
+        window for a writer to lose: each file is first renamed into ``tmp/``, then its time
+        is read again; a writer that freshened it before the rename made it young (it is
+        renamed back), one that comes after finds it absent and stores it again."""
+        removed: list[ObjectInfo] = []
+        trash_prefix = str(self.root / "tmp" / f"{_TRASH}{os.getpid()}-")
+        for info in infos:
+            path = self.path(check_oid(info.oid))
+            try:
+                if os.lstat(path).st_mtime > fresh_after:
+                    continue
+                trash = trash_prefix + info.oid
+                os.rename(path, trash)
+            except FileNotFoundError:
+                continue
+            try:
+                now = os.lstat(trash)
+                if now.st_mtime > fresh_after:  # freshened between the check and the rename
+                    os.rename(trash, path)  # (a copy stored meanwhile has the same bytes)
+                    continue
+                os.unlink(trash)
+            except BaseException:
+                if os.path.exists(trash):
+                    os.rename(trash, path)
+                raise
+            removed.append(ObjectInfo(info.oid, now.st_size, now.st_mtime))
+        return removed
+
     def destroy(self) -> None:
         """Remove the whole store (tests only)."""
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
                 os.chmod(os.path.join(dirpath, name), stat.S_IWUSR | stat.S_IRUSR)
         shutil.rmtree(self.root)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

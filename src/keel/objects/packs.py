@@ -51,8 +51,9 @@ Locate = Callable[[set[str]], dict[str, tuple[str, int]]]  # oids -> {oid: (pack
 
 def write_parts(store: ObjectStore, oid: str, parts: Sequence[bytes]) -> None:
     """Store the concatenation of ``parts`` (whose hash is ``oid``) as object ``oid``
-    unless it is there: a temporary file in the store, written with ``writev``, renamed in."""
-    if store.exists(oid):
+    unless it is there (then it is freshened, so a running gc keeps it): a temporary file in
+    the store, written with ``writev``, renamed in."""
+    if store.freshened(oid):
         return
     tmp = str(store.tmp_folder() / uuid.uuid4().hex)
     try:

@@ -32,12 +32,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from keel.core.hashing import is_oid
 from keel.core.urls import mask_url, mask_urls_in
 from keel.errors import InvalidInput, KeelError, NotFound, StoreError, Unavailable
-from keel.objects.base import CHUNK, Capabilities, ObjectStore, check_oid
+from keel.objects.base import CHUNK, Capabilities, ObjectInfo, ObjectStore, check_oid
 
 __all__ = ["S3ObjectStore"]
 
+DELETE_BATCH = 1000  # keys per DeleteObjects request (S3's limit)
 RETRY_AFTER_S = 2  # Retry-After of an object-store outage
 CONNECT_TIMEOUT_S = 10  # botocore's 60 s per attempt makes a silent network look like a hang
 MAX_RETRIES = 5  # after the first attempt, unless AWS_MAX_ATTEMPTS (which counts that one) is set
@@ -514,6 +516,122 @@ class S3ObjectStore(ObjectStore):
         except Exception as exc:
             self._raise("listing", exc)
             raise
+
+    # -- listing, freshening and deleting ----------------------------------------------------
+    def _listing(self, prefix: str) -> Iterator[ObjectInfo]:
+        """The objects whose keys start with ``prefix`` (under the store's), with the size and
+        LastModified of each, a page of 1,000 per request."""
+        start = f"{self.prefix}/" if self.prefix else ""
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = self._call("listing", paginator.paginate, Bucket=self.bucket, Prefix=start + prefix)
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    fan, _, name = item["Key"][len(start) :].partition("/")
+                    if len(fan) == 2 and name and is_oid(fan + name):
+                        yield ObjectInfo(fan + name, int(item.get("Size", 0)), item["LastModified"].timestamp())
+        except Exception as exc:
+            self._raise("listing", exc)
+            raise
+
+    def iter_objects(self) -> Iterator[ObjectInfo]:
+        return self._listing("")
+
+    def freshened(self, oid: str) -> bool:
+        """One request: the object copied onto itself (new metadata, so S3 accepts it), which
+        sets its LastModified to now; NotFound means it is absent. (Objects over 5 GB cannot
+        be copied in one request: those are found by a HEAD and reported stored, not fresh.)"""
+        if not is_oid(oid):
+            return False
+        key = self.key(oid)
+        try:
+            self._client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": key},
+                MetadataDirective="REPLACE",
+                Metadata={"keel-freshened": "1"},
+            )
+        except Exception as exc:
+            error = self._error("freshening", exc, key)
+            if isinstance(error, NotFound):
+                return False
+            if _status(exc) == 400:  # too large to copy in one request
+                return self.exists(oid)
+            if error is not None:
+                raise error from (exc if isinstance(error, Unavailable) else None)
+            raise
+        return True
+
+    def freshen(self, oid: str) -> None:
+        self.freshened(oid)
+
+    def _size(self, oid: str) -> int | None:
+        """The stored size of ``oid`` (a HEAD), None if absent."""
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self.key(oid))
+        except Exception as exc:
+            error = self._error("lookup", exc, self.key(oid))
+            if isinstance(error, NotFound):
+                return None
+            if error is not None:
+                raise error from (exc if isinstance(error, Unavailable) else None)
+            raise
+        return int(head.get("ContentLength", 0))
+
+    def _delete_keys(self, oids: list[str]) -> None:
+        """DeleteObjects, :data:`DELETE_BATCH` keys per request; a key the server could not
+        delete is a StoreError (absent keys count as deleted: S3 answers them so)."""
+        for i in range(0, len(oids), DELETE_BATCH):
+            batch = oids[i : i + DELETE_BATCH]
+            reply = self._call(
+                "deleting objects",
+                self._client.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": self.key(oid)} for oid in batch], "Quiet": True},
+            )
+            errors = [e for e in reply.get("Errors", []) if e.get("Code") not in _NOT_FOUND_CODES]
+            if errors:
+                first = errors[0]
+                raise StoreError(
+                    self._failed(
+                        "deleting objects",
+                        f"{len(errors)} key(s) not deleted, e.g. {first.get('Key')}: {first.get('Code')}",
+                    ),
+                    "check that the credentials may delete objects in the bucket (s3:DeleteObject), then retry",
+                )
+
+    def delete_many(self, oids: Iterable[str]) -> int:
+        """Delete ``oids`` in DeleteObjects batches of 1,000; the bytes freed (each size is
+        read with a HEAD first, in parallel: this is for the few objects an erasure orphans;
+        gc deletes what it listed through :meth:`prune`, which knows the sizes)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        wanted = list(dict.fromkeys(check_oid(oid) for oid in oids))
+        if not wanted:
+            return 0
+        with ThreadPoolExecutor(min(16, len(wanted))) as pool:
+            sizes = dict(zip(wanted, pool.map(self._size, wanted), strict=True))
+        present = [oid for oid in wanted if sizes[oid] is not None]
+        self._delete_keys(present)
+        return sum(sizes[oid] or 0 for oid in present)
+
+    def prune(self, infos: Iterable[ObjectInfo], fresh_after: float) -> list[ObjectInfo]:
+        """Delete the listed objects not written or freshened after ``fresh_after``. Their
+        fan-out folder (``ab/``) is listed again just before its objects are deleted, so a
+        writer that freshened one since gc's listing keeps it; S3 has no conditional
+        delete, so a freshen in the moment between that listing and the delete request is
+        the one window left (docs/gc.md)."""
+        by_fan: dict[str, list[str]] = {}
+        for info in infos:
+            by_fan.setdefault(info.oid[:2], []).append(check_oid(info.oid))
+        removed: list[ObjectInfo] = []
+        for fan in sorted(by_fan):
+            now = {info.oid: info for info in self._listing(fan + "/")}
+            stale = [now[oid] for oid in by_fan[fan] if oid in now and now[oid].mtime <= fresh_after]
+            self._delete_keys([info.oid for info in stale])
+            removed += stale
+        return removed
 
     def close(self) -> None:
         self._client.close()

@@ -36,7 +36,7 @@ from keel.meta import Database, open_database
 from keel.meta.engine import open_empty_database
 from keel.meta.migrate import ensure_schema
 from keel.meta.tracking import TrackingStore
-from keel.objects import ObjectStore, open_object_store
+from keel.objects import ObjectInfo, ObjectStore, open_object_store
 from keel.objects.base import check_oid
 from keel.services.workspace_config import CONFIG, DIRNAME, read_workspace_config
 
@@ -364,6 +364,27 @@ class _ObjectsCreatedOnWrite(ObjectStore):
     def iter_oids(self) -> Iterator[str]:
         store = self._opened()
         return store.iter_oids() if store is not None else iter(())
+
+    def iter_objects(self) -> Iterator[ObjectInfo]:
+        store = self._opened()
+        return store.iter_objects() if store is not None else iter(())
+
+    def freshen(self, oid: str) -> None:
+        store = self._opened()
+        if store is not None:
+            store.freshen(oid)
+
+    def freshened(self, oid: str) -> bool:
+        store = self._opened()
+        return store is not None and store.freshened(oid)
+
+    def delete_many(self, oids: Iterable[str]) -> int:
+        store = self._opened()
+        return store.delete_many(oids) if store is not None else 0
+
+    def prune(self, infos: Iterable[ObjectInfo], fresh_after: float) -> list[ObjectInfo]:
+        store = self._opened()
+        return store.prune(infos, fresh_after) if store is not None else []
 
     def describe(self, oid: str) -> str:
         store = self._opened()
