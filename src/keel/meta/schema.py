@@ -488,6 +488,13 @@ conversation_feedback = Table(
         sqlite_where=text("record_pk IS NULL"),
         postgresql_where=text("record_pk IS NULL"),
     ),
+    # 0025: deleting a record looks its feedback up by record_pk (the foreign key's cascade)
+    Index(
+        "ix_conversation_feedback_record",
+        "record_pk",
+        sqlite_where=text("record_pk IS NOT NULL"),
+        postgresql_where=text("record_pk IS NOT NULL"),
+    ),
 )
 
 # -- recorded LLM calls -------------------------------------------------------------------
