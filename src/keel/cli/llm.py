@@ -11,7 +11,7 @@ import typer
 __all__ = ["llm_app"]
 
 llm_app = typer.Typer(
-    help="Recorded LLM calls (list, show, export, import cassettes) and the stand-in model server.",
+    help="Recorded LLM calls (list, show, export, import cassettes, delete) and the stand-in model server.",
     no_args_is_help=True,
 )
 
@@ -153,3 +153,78 @@ def llm_import(
         typer.echo(f"imported {cassette.calls} calls as cassette {cassette.name}@{cassette.version}")
     else:
         typer.echo(f"cassette {cassette.name}@{cassette.version} is imported already ({cassette.calls} calls)")
+
+
+@llm_app.command("delete")
+def llm_delete(
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Ids of recorded calls ('keel llm calls --json', field id).")
+    ] = None,
+    run: Annotated[str | None, typer.Option("--run", "-r", help="Calls recorded in this run (id or prefix).")] = None,
+    where: Annotated[
+        str | None,
+        typer.Option("--filter", "-f", help="A filter, e.g. \"metadata.user_id = 'u-42'\" or \"model = 'gpt-4'\"."),
+    ] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Recorded at or after: ISO time, epoch or 30d.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Recorded before: ISO time, epoch or 30d.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Allow erasing every recorded call.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count and list what would go; erase nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase recorded calls for good (by ids, run, filter, time): rows, requests and responses; an audit entry stays."""
+    import sys
+
+    from keel.errors import InvalidInput
+
+    api = _api()
+
+    def erase(dry: bool) -> Any:
+        return api.delete_calls(ids or None, where, since, until, run, all=everything, dry_run=dry)
+
+    plan = erase(True)
+    if dry_run:
+        _print_erasure(plan, as_json)
+        return
+    if plan.matched == 0:
+        if as_json:
+            _print_erasure(plan, as_json)
+        else:
+            typer.echo("no recorded LLM call matches: nothing erased")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput(
+                f"{plan.matched:,} recorded LLM calls match; erasing them needs a confirmation, "
+                "and there is no terminal to ask on",
+                "add --yes to erase without asking (or --dry-run to see what matches)",
+            )
+        _print_derived(plan)
+        if not typer.confirm(f"Erase {plan.matched:,} recorded LLM calls for good?", default=False):
+            typer.echo("nothing erased")
+            raise typer.Exit(1)
+    _print_erasure(erase(False), as_json)
+
+
+def _print_erasure(report: Any, as_json: bool) -> None:
+    if as_json:
+        from keel.cli.render import print_json
+
+        print_json(report.to_dict())
+        return
+    if report.dry_run:
+        typer.echo(f"{report.matched:,} recorded LLM calls match (dry run: nothing erased)")
+    else:
+        typer.echo(
+            f"erased {report.deleted:,} recorded LLM calls ({report.objects_removed:,} pack objects removed, "
+            f"{report.bytes_freed:,} bytes freed; audit entry {report.audit_id})"
+        )
+    _print_derived(report)
+
+
+def _print_derived(report: Any) -> None:
+    if report.derived:
+        typer.echo("made from them (not changed; decide what to do with them):")
+        for item in report.derived:
+            version = f"@{item['version']}" if item.get("version") else ""
+            typer.echo(f"  {item['kind']} {item['id']}{version}: {item['why']}")

@@ -17,10 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from keel.core.filters import Comparison, Field, Node
+from keel.errors import InvalidInput
+from keel.meta import erasures
+from keel.meta.conversations import Query
+from keel.meta.conversations import _Compiler as _JsonCompiler
 from keel.meta.delivered import claim_batch
 from keel.meta.engine import Database
 
-__all__ = ["CallRow", "RawLlmCalls"]
+__all__ = ["ATTRIBUTES", "FILTER_PREFIXES", "CallRow", "Changed", "ErasePlan", "Query", "RawLlmCalls"]
 
 _COLUMNS = (
     "id, request_hash, endpoint, model, oid, part, run_id, cassette, created_at, latency_ms, input_tokens, "
@@ -31,6 +36,76 @@ _INSERT = (
     "input_tokens, output_tokens, cost, system_fingerprint, streamed, context, occurrence) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+#: Filterable fields of a recorded call -> (column, kind): kind is text, number or time.
+ATTRIBUTES: dict[str, tuple[str, str]] = {
+    "id": ("id", "number"),
+    "request_hash": ("request_hash", "text"),
+    "hash": ("request_hash", "text"),
+    "endpoint": ("endpoint", "text"),
+    "model": ("model", "text"),
+    "run_id": ("run_id", "text"),
+    "run": ("run_id", "text"),
+    "cassette": ("cassette", "text"),
+    "created_at": ("created_at", "time"),
+    "time": ("created_at", "time"),
+    "timestamp": ("created_at", "time"),
+    "latency_ms": ("latency_ms", "number"),
+    "latency": ("latency_ms", "number"),
+    "input_tokens": ("input_tokens", "number"),
+    "output_tokens": ("output_tokens", "number"),
+    "cost": ("cost", "number"),
+    "system_fingerprint": ("system_fingerprint", "text"),
+    "occurrence": ("occurrence", "number"),
+}
+#: ``metadata.<key>``: what the wrapper's ``metadata=`` / ``extra_keel`` recorded (context
+#: ``metadata``); ``context.<key>``: any other context key (``prompt``, ``rag_index_version``,
+#: ``sequence``, ``source_run`` of an imported call, ...).
+FILTER_PREFIXES: dict[str, str] = {"metadata": "metadata", "meta": "metadata", "context": "context"}
+_IN_CHUNK = 500  # ids or oids per IN (...) list
+
+
+class _CallCompiler(_JsonCompiler):
+    """The conversations' filter compiler (:mod:`keel.meta.conversations`) over ``llm_calls``:
+    the same JSON operators on ``context`` (metadata under its ``metadata`` key)."""
+
+    def __init__(self, sqlite: bool) -> None:
+        super().__init__(sqlite, document="context")
+
+    def column(self, field: Field, value: Any) -> tuple[str, str]:
+        if field.kind == "metadata":  # metadata.user_id -> context $.metadata.user_id
+            return super().column(Field("metadata", "metadata." + field.key), value)
+        if field.kind == "context":  # context.prompt -> context $.prompt
+            return super().column(Field("metadata", field.key), value)
+        found = ATTRIBUTES.get(field.key)
+        if found is None:
+            raise InvalidInput(
+                f"unknown recorded call field {field.key!r}",
+                f"filter on {', '.join(sorted(ATTRIBUTES))}, metadata.<key> or context.<key>",
+            )
+        return found
+
+
+class Changed(Exception):
+    """The rows of a pack being rewritten changed since the erasure read them (a concurrent
+    erasure): the transaction rolled back; plan again."""
+
+
+@dataclass
+class ErasePlan:
+    """One erasure, decided before its transaction: the rows to delete, the rows to move to
+    rewritten packs (``id -> (new oid, new part)``) and, to detect a concurrent change, every
+    row the affected packs held when it was read (``id -> (oid, part)``)."""
+
+    erase: list[int]
+    moves: dict[int, tuple[str, int]]
+    expected: dict[int, tuple[str, int]]
+
+    @property
+    def packs(self) -> list[str]:
+        """The pack objects the erasure rewrites (or drops): the old ones."""
+        return sorted({oid for oid, _ in self.expected.values()})
 
 
 @dataclass(frozen=True)
@@ -67,8 +142,9 @@ class CallRow:
         return (-1 if self.occurrence is None else self.occurrence, self.id)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
+        """JSON-ready fields (``id`` is this store's: what ``keel llm delete`` takes)."""
         return {
+            "id": self.id,
             "request_hash": self.request_hash,
             "endpoint": self.endpoint,
             "model": self.model,
@@ -167,3 +243,131 @@ class RawLlmCalls:
         with self.db.raw_read() as cur:
             cur.execute("SELECT cassette, COUNT(*) FROM llm_calls WHERE cassette <> '' GROUP BY cassette ORDER BY 1")
             return [(r[0], int(r[1])) for r in cur.fetchall()]
+
+    # -- erasure -----------------------------------------------------------------------------
+    def compile(
+        self, node: Node | None, since: int | None = None, until: int | None = None, run_id: str | None = None
+    ) -> Query:
+        """The WHERE clause of a parsed filter (:data:`ATTRIBUTES`, ``metadata.<key>``,
+        ``context.<key>``), a time range on ``created_at`` (``until`` exclusive) and a run."""
+        compiler = _CallCompiler(self.db.is_sqlite)
+        parts = []
+        if run_id is not None:
+            parts.append("run_id = ?")
+            compiler.params.append(run_id)
+        if since is not None:
+            parts.append("created_at >= ?")
+            compiler.params.append(int(since))
+        if until is not None:
+            parts.append("created_at < ?")
+            compiler.params.append(int(until))
+        if node is not None:
+            parts.append(compiler.condition(node))
+        return Query(" AND ".join(parts), compiler.params)
+
+    def _chunked(self, cur: Any, sql: str, params: Sequence[Any], column: str, values: Sequence[Any]) -> list[Any]:
+        """Rows of ``sql`` (its WHERE ends where ``column IN (...)`` is added) for ``values``
+        taken :data:`_IN_CHUNK` at a time."""
+        out: list[Any] = []
+        for start in range(0, len(values), _IN_CHUNK):
+            chunk = list(values[start : start + _IN_CHUNK])
+            marks = ", ".join("?" for _ in chunk)
+            cur.execute(self.db.sql(f"{sql} {column} IN ({marks})"), [*params, *chunk])
+            out += cur.fetchall()
+        return out
+
+    def total(self) -> int:
+        """How many calls are recorded."""
+        with self.db.raw_read() as cur:
+            cur.execute("SELECT COUNT(*) FROM llm_calls")
+            return int(cur.fetchone()[0])
+
+    def has_run(self, run_id: str) -> bool:
+        """True if run ``run_id`` (a full id) recorded a call."""
+        with self.db.raw_read() as cur:
+            cur.execute(self.db.sql("SELECT 1 FROM llm_calls WHERE run_id = ? LIMIT 1"), [run_id])
+            return cur.fetchone() is not None
+
+    def present_ids(self, ids: Sequence[int]) -> set[int]:
+        """Those of ``ids`` that are recorded calls."""
+        with self.db.raw_read() as cur:
+            return {int(r[0]) for r in self._chunked(cur, "SELECT id FROM llm_calls WHERE", [], "id", ids)}
+
+    def matching(self, query: Query, ids: Sequence[int] | None = None) -> list[tuple[int, str, int, str | None, str]]:
+        """``(id, oid, part, run_id, cassette)`` of the calls ``query`` matches (only among
+        ``ids`` if given)."""
+        sql = "SELECT id, oid, part, run_id, cassette FROM llm_calls"
+        with self.db.raw_read() as cur:
+            if ids is None:
+                cur.execute(self.db.sql(sql + query.where()), list(query.params))
+                rows = cur.fetchall()
+            else:
+                where = f" WHERE {query.sql} AND" if query.sql else " WHERE"
+                rows = self._chunked(cur, sql + where, query.params, "id", ids)
+        return [(int(r[0]), r[1], int(r[2]), r[3], r[4]) for r in rows]
+
+    def copies(self, runs: Sequence[str]) -> list[tuple[int, str, str, str]]:
+        """``(id, cassette, cassette version, source run)`` of imported calls that came from an
+        export of one of ``runs`` (context ``source_run``)."""
+        out: list[tuple[int, str, str, str]] = []
+        for start in range(0, len(runs), _IN_CHUNK):
+            chunk = tuple(runs[start : start + _IN_CHUNK])
+            compiler = _CallCompiler(self.db.is_sqlite)
+            # Built in the statement's order: the compiler appends each part's parameters.
+            version = compiler.meta_text("cassette_version")
+            source = compiler.meta_text("source_run")
+            where = compiler.condition(Comparison(Field("context", "source_run"), "in", chunk))
+            sql = f"SELECT id, cassette, {version}, {source} FROM llm_calls WHERE cassette <> '' AND {where}"
+            with self.db.raw_read() as cur:
+                cur.execute(self.db.sql(sql), compiler.params)
+                out += [(int(r[0]), r[1], r[2] or "", r[3] or "") for r in cur.fetchall()]
+        return out
+
+    def of_packs(self, oids: Sequence[str]) -> list[tuple[int, str, int]]:
+        """``(id, oid, part)`` of every call stored in the packs ``oids``."""
+        with self.db.raw_read() as cur:
+            rows = self._chunked(cur, "SELECT id, oid, part FROM llm_calls WHERE", [], "oid", oids)
+        return [(int(r[0]), r[1], int(r[2])) for r in rows]
+
+    def referenced(self, oids: Sequence[str]) -> set[str]:
+        """Those of ``oids`` that a recorded call still points at."""
+        with self.db.raw_read() as cur:
+            rows = self._chunked(cur, "SELECT DISTINCT oid FROM llm_calls WHERE", [], "oid", oids)
+        return {r[0] for r in rows}
+
+    def erase(self, plan: ErasePlan, audit: dict[str, Any]) -> int:
+        """Delete the plan's rows and repoint the moved ones, with the ``erasures`` audit row
+        (``audit``: :func:`keel.meta.erasures.record`'s keywords), in one transaction; the
+        audit row's id.
+
+        First the rows of the affected packs are read again (locked on PostgreSQL; SQLite's
+        write transaction holds the database): if any changed since the plan was made (a
+        concurrent erasure moved or deleted one), nothing is written and :class:`Changed` is
+        raised. New calls never land in an old pack (every pack written is new content), so a
+        concurrent recording is never in the way and never lost.
+        """
+        lock = "" if self.db.is_sqlite else " FOR UPDATE"
+        packs = plan.packs
+        with self.db.write() as conn:
+            found: dict[int, tuple[str, int]] = {}
+            for start in range(0, len(packs), _IN_CHUNK):
+                chunk = packs[start : start + _IN_CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                rows = conn.execute(f"SELECT id, oid, part FROM llm_calls WHERE oid IN ({marks}){lock}", chunk).all()
+                found.update((int(r[0]), (r[1], int(r[2]))) for r in rows)
+            if found != plan.expected:
+                raise Changed
+            for start in range(0, len(plan.erase), _IN_CHUNK):
+                ids = plan.erase[start : start + _IN_CHUNK]
+                conn.execute(f"DELETE FROM llm_calls WHERE id IN ({', '.join('?' for _ in ids)})", ids)
+            if plan.moves:
+                conn.executemany(
+                    "UPDATE llm_calls SET oid = ?, part = ? WHERE id = ?",
+                    [(oid, part, row_id) for row_id, (oid, part) in plan.moves.items()],
+                )
+            return erasures.record(conn, **audit)
+
+    def audit_objects(self, audit_id: int, objects_removed: int, bytes_freed: int) -> None:
+        """Add the pack objects an erasure removed (after its commit) to its audit row."""
+        with self.db.write() as conn:
+            erasures.update_objects(conn, audit_id, objects_removed, bytes_freed)

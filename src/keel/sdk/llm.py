@@ -93,6 +93,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from keel.core.erasure import ErasureReport
 from keel.core.llm import request_hash
 from keel.errors import InvalidInput, ReplayMiss
 from keel.sdk.llm_proxy import Proxy, is_async_client
@@ -123,6 +124,7 @@ __all__ = [
     "StoredCall",
     "calls",
     "cassettes",
+    "delete_calls",
     "export_cassette",
     "flush",
     "get_call",
@@ -377,6 +379,51 @@ def import_cassette(path: str | os.PathLike[str], name: str | None = None) -> Ca
 def cassettes() -> list[tuple[str, int]]:
     """Imported cassettes and their call counts."""
     return _session().llm.cassettes()
+
+
+def delete_calls(
+    ids: list[int] | None = None,
+    filter: str | None = None,  # noqa: A002 - the filter language's word, as in keel.conversations.delete
+    since: Any = None,
+    until: Any = None,
+    run_id: str | None = None,
+    *,
+    all: bool = False,  # noqa: A002 - as in keel.conversations.delete
+    dry_run: bool = False,
+    reason: str = "request",
+) -> ErasureReport:
+    """Erase recorded calls for good: their rows, requests and responses (see
+    :meth:`keel.services.llm.LlmService.delete_calls`). Example, everything one end user sent::
+
+        report = keel.llm.delete_calls(filter="metadata.user_id = 'u-42'")
+        report.deleted, report.derived   # how many; runs that replayed them, cassettes copied from them
+
+    Select by ``ids`` (``keel llm calls --json``), ``run_id``, ``filter`` (``endpoint``,
+    ``model``, ``request_hash``, ``run_id``, ``cassette``, ``created_at``, ``metadata.<key>``,
+    ``context.<key>``, ...) and ``since``/``until`` (datetimes, epoch, ISO text or ``"30d"``),
+    combined with AND; ``all=True`` to erase every call. ``dry_run`` only counts. This
+    process's queued recordings are written first, so they are erased too if they match;
+    replay afterwards no longer finds the erased calls (strict replay raises ReplayMiss).
+    """
+    session = _session()
+    report = session.llm.delete_calls(
+        ids, filter, since, until, run_id, all=all, dry_run=dry_run, reason=reason
+    )  # fmt: skip
+    if not dry_run:
+        _forget_replays(session)
+    return report
+
+
+def _forget_replays(session: Session) -> None:
+    """Drop what this process's replay caches hold of a store (rows and parsed recordings):
+    read again, the erased calls are gone and the moved ones are in their new packs."""
+    state = states.get(session)
+    if state is None:
+        return
+    with state.lock:
+        state.scopes.clear()
+        state.sources.clear()
+        state.cache.clear()
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -20,6 +20,14 @@ A recording is two things:
   ``rag_index_version``, ``api_version``, user metadata; ``sequence`` and, for a
   call outside a run, ``recording``: see :mod:`keel.sdk.llm`).
 
+**Erasure** (:meth:`LlmService.delete_calls`) removes recorded calls for good: their rows,
+and their requests and responses from the object store. A pack that held an erased call is
+written again without it (a new object: every pack written carries its batch id or a random
+nonce, so no other writer's pack ever has the same content), the calls it still holds are
+moved to the new pack in the transaction that deletes the erased rows, and the old pack is
+deleted at once. A crash leaves at worst an unreferenced new pack for ``keel gc``, never a
+row pointing at a missing object.
+
 A **cassette** is a set of recordings: those of one run (lineage entity
 ``cassette:<run_id>``) or an imported file (``cassette:<name>@<version>``,
 the version being the file's content hash). The file format (JSONL) is a
@@ -30,17 +38,23 @@ fields plus ``request``, ``response``, ``response_type`` and, for streams,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from keel.core.batch import check_batch_id
+from keel.core.conversations import parse_time
 from keel.core.entities import EntityRef, now_ms
+from keel.core.erasure import REASONS, ErasureReport
+from keel.core.filters import parse_filter
 from keel.core.hashing import hash_bytes
 from keel.core.llm import (
     DEFAULT_PRICES,
@@ -56,9 +70,10 @@ from keel.core.llm import (
 )
 from keel.core.names import check_name
 from keel.core.redaction import REDACTED, redact_mapping
-from keel.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound, StoreError
+from keel.errors import AlreadyExists, Conflict, IntegrityError, InvalidInput, NotFound, StoreError
 from keel.fileio import atomic_write
-from keel.meta.llm import CallRow, RawLlmCalls
+from keel.meta.llm import FILTER_PREFIXES, CallRow, Changed, ErasePlan, Query, RawLlmCalls
+from keel.services.audit import who as audit_who
 from keel.services.contract import (
     operation,
     service,
@@ -85,6 +100,8 @@ CASSETTE_KIND = "cassette"
 _CLOSEST_CANDIDATES = 200
 _KNOWN_OIDS = 100_000  # object ids known to be stored: skip the existence check
 _UNSCOPED_ROWS = 10_000  # recordings of one request outside runs read to find its newest session's
+_ERASE_ATTEMPTS = 5  # plans made again when a concurrent erasure changed the same packs
+_ERASE_JOBS = 16  # pack reads and writes in flight at once during an erasure (S3: round trips)
 
 
 @dataclass
@@ -136,8 +153,8 @@ class StoredCall:
     def to_dict(self) -> dict[str, Any]:
         """The row's fields plus the content (the JSONL cassette line)."""
         out = self.row.to_dict()
-        out.pop("oid", None)
-        out.pop("part", None)
+        for local in ("id", "oid", "part"):  # where this store keeps it: not part of a cassette line
+            out.pop(local, None)
         for key in ("request", "response", "response_type", "chunks", "chunk_type"):
             if self.content.get(key) is not None:
                 out[key] = self.content[key]
@@ -293,15 +310,19 @@ class LlmService:
             contents.append(content)
         if not contents:
             return []
-        oid = self._put_pack(contents)
+        oid = self._put_pack(contents, batch_id)
         for row in rows:
             row[3] = oid
         self.repo.insert([tuple(row) for row in rows], batch_id)
         return [row[0] for row in rows]
 
-    def _put_pack(self, contents: list[dict[str, Any]]) -> str:
+    def _put_pack(self, contents: list[dict[str, Any]], batch_id: str | None = None) -> str:
+        """Store a pack; its oid. The pack carries the batch id (a retried batch makes the same
+        object) or a random nonce, so it is never the content of another pack: an erasure that
+        deletes an old pack can never delete what a concurrent writer was about to point at."""
         # Every part is normalized data (see content_of and import_): the fast encoder gives canonical JSON.
-        oid = self._put(encode_normalized({"format": FORMAT, "calls": contents}))
+        batch = batch_id or "n:" + secrets.token_hex(16)
+        oid = self._put(encode_normalized({"format": FORMAT, "batch": batch, "calls": contents}))
         self._remember(oid, contents)
         return oid
 
@@ -542,3 +563,199 @@ class LlmService:
     def cassettes(self) -> list[tuple[str, int]]:
         """Imported cassettes with their call counts."""
         return self.repo.cassettes()
+
+    # -- erasure -------------------------------------------------------------------------------
+    @operation("writer")
+    def delete_calls(
+        self,
+        ids: list[int] | None = None,
+        filter: str | None = None,  # noqa: A002 - the word the other erasures use
+        since: Any = None,
+        until: Any = None,
+        run_id: str | None = None,
+        *,
+        all: bool = False,  # noqa: A002 - the word the other erasures use
+        dry_run: bool = False,
+        who: str = "",
+        reason: str = "request",
+    ) -> ErasureReport:
+        """Erase recorded calls: by ``ids`` (``llm_calls`` ids, as ``keel llm calls --json``
+        lists them), by ``run_id`` (a run id or prefix), by ``filter`` (the filter language
+        over ``endpoint``, ``model``, ``request_hash``, ``run_id``, ``cassette``, ``created_at``,
+        tokens, ``cost``, ``metadata.<key>`` and ``context.<key>``) and by a time range
+        ``since``/``until`` on when they were recorded (``until`` exclusive); what is given is
+        combined with AND. ``all=True`` is required when nothing selects (every call) or the
+        selection matches every recorded call.
+
+        The rows go, and so do their requests and responses: each pack that held one is
+        written again without them, the calls it still holds move to the new pack in the
+        transaction that deletes the erased rows and writes the ``erasures`` audit row, and the
+        old pack objects are deleted at once (then the database is scrubbed:
+        :meth:`~keel.meta.engine.Database.scrub`). ``derived`` lists what lineage says was made
+        from the erased calls: runs that replayed them and cassettes imported from an erased
+        run's export (kept as they are: read the report). Cassette files exported to disk are
+        outside the store. ``dry_run`` counts and lists, and changes nothing.
+        """
+        if reason not in REASONS:
+            raise InvalidInput(f"invalid erasure reason {reason!r}", f"use one of {', '.join(REASONS)}")
+        if ids is not None and any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+            raise InvalidInput("recorded call ids are integers", "take them from 'keel llm calls --json' (field id)")
+        node = parse_filter(filter, FILTER_PREFIXES, "attributes") if filter else None
+        run = self._erased_run(run_id) if run_id is not None else None
+        query = self.repo.compile(
+            node,
+            None if since is None else parse_time(since),
+            None if until is None else parse_time(until),
+            run,
+        )
+        if ids is None and not query.sql and not all:
+            raise InvalidInput(
+                "nothing selects which recorded LLM calls to erase: that would erase every one",
+                "give ids, a run, a filter or a time range, or all=True (keel llm delete --all) to erase them all",
+            )
+        wanted = sorted(set(ids)) if ids is not None else None
+        if wanted:
+            missing = sorted(set(wanted) - self.repo.present_ids(wanted))
+            if missing:
+                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+                raise NotFound(
+                    f"no recorded LLM call with id {missing[0]}{more}: nothing was erased",
+                    "list the ids with 'keel llm calls --json' (field id)",
+                )
+        rows = self.repo.matching(query, wanted) if wanted is None or wanted else []
+        if rows and not all and len(rows) >= self.repo.total():
+            raise InvalidInput(
+                f"the selection matches every recorded LLM call ({len(rows):,}): nothing was erased",
+                "narrow it, or pass all=True (keel llm delete --all) to erase them all",
+            )
+        derived = self._derived(rows)
+        report = ErasureReport("llm_calls", len(rows), 0, dry_run=dry_run, derived=derived)
+        if dry_run:
+            return report
+        audit = {
+            "kind": "llm_calls",
+            "actor": audit_who(who),
+            "filter": self._described(filter, run, since, until),
+            "ids": len(wanted or ()),
+            "reason": reason,
+        }
+        for attempt in range(1, _ERASE_ATTEMPTS + 1):
+            try:
+                erased = self._erase_once(query, wanted, audit)
+                break
+            except Changed:  # a concurrent erasure moved or removed calls of the same packs
+                if attempt == _ERASE_ATTEMPTS:
+                    raise Conflict(
+                        "recorded LLM calls kept changing under this erasure (other erasures ran at the same time)",
+                        "run it again",
+                    ) from None
+        report.matched, report.deleted, report.objects_removed, report.bytes_freed, report.audit_id = erased
+        self.store.db.scrub()
+        return report
+
+    def _erased_run(self, run_id: str) -> str:
+        """The run whose calls to erase: a run id as recorded (even of a purged run), else a
+        run id or unique prefix of a stored run."""
+        if self.repo.has_run(run_id):
+            return run_id
+        return self.tracking.resolve_run_id(run_id)
+
+    @staticmethod
+    def _described(filter: str | None, run: str | None, since: Any, until: Any) -> str:  # noqa: A002
+        """The selection as the audit row keeps it (never the ids, never content)."""
+        parts = [filter] if filter else []
+        if run:
+            parts.append(f"run_id = '{run}'")
+        if since is not None:
+            parts.append(f"since {since}")
+        if until is not None:
+            parts.append(f"until {until}")
+        return " AND ".join(parts)
+
+    def _derived(self, rows: list[tuple[int, str, int, str | None, str]]) -> list[dict[str, str]]:
+        """What lineage links to the calls ``rows`` (:meth:`RawLlmCalls.matching`): runs that
+        replayed the cassette they belong to (``cassette:<run_id>`` or
+        ``cassette:<name>@<version>``), and imported cassettes made from an export of a run
+        whose calls are erased, which hold copies the selection leaves."""
+        runs = sorted({run for _, _, _, run, _ in rows if run})
+        names = sorted({cassette for _, _, _, run, cassette in rows if not run and cassette})
+        found: dict[tuple[str, str, str], dict[str, str]] = {}
+
+        def add(kind: str, name: str, version: str, why: str) -> None:
+            found.setdefault((kind, name, version), {"kind": kind, "id": name, "version": version, "why": why})
+
+        for run in runs:
+            for user in self.tracking.repo.runs_with_entity(EntityRef(CASSETTE_KIND, run), "input"):
+                add("run", user, "", f"replayed recorded LLM calls of run {run}")
+        for name in names:
+            first = self.repo.of_cassette(name, limit=1)
+            version = str(first[0].context.get("cassette_version", "")) if first else ""
+            for user in self.tracking.repo.runs_with_entity(EntityRef(CASSETTE_KIND, name, version), "input"):
+                add("run", user, "", f"replayed imported cassette {name}@{version}")
+        if runs:
+            erased = {row[0] for row in rows}
+            for row_id, name, version, source in self.repo.copies(runs):
+                if row_id not in erased:
+                    add(
+                        "cassette", name, version, f"imported from an export of run {source}: holds copies of its calls"
+                    )
+        return [found[key] for key in sorted(found)]
+
+    def _erase_once(self, query: Query, ids: list[int] | None, audit: dict[str, Any]) -> tuple[int, int, int, int, int]:
+        """One attempt: plan, write the new packs, commit, delete the old packs;
+        ``(matched, deleted, objects removed, bytes freed, audit id)``."""
+        rows = self.repo.matching(query, ids) if ids is None or ids else []
+        erase = {row[0] for row in rows}
+        packs = sorted({row[1] for row in rows})
+        held = self.repo.of_packs(packs)
+        kept: dict[str, list[tuple[int, int]]] = {}
+        for row_id, oid, part in held:
+            if row_id not in erase:
+                kept.setdefault(oid, []).append((part, row_id))
+        moves: dict[int, tuple[str, int]] = {}
+        written: list[str] = []
+        try:
+            jobs = max(1, min(_ERASE_JOBS, len(kept)))
+            with ThreadPoolExecutor(jobs, thread_name_prefix="keel-erase") as pool:
+                rewritten = pool.map(lambda item: self._rewrite(item[0], item[1], written), list(kept.items()))
+                for oid, new in rewritten:
+                    for part, (_, row_id) in enumerate(sorted(kept[oid])):
+                        moves[row_id] = (new, part)
+            plan = ErasePlan(sorted(erase), moves, {row_id: (oid, part) for row_id, oid, part in held})
+            audit_id = self.repo.erase(plan, {**audit, "matched": len(rows), "deleted": len(erase)})
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error to report is the first one
+                self._drop_packs(written)  # nothing points at them: the transaction did not commit
+            raise
+        removed, freed = self._drop_packs(packs)
+        if removed:
+            self.repo.audit_objects(audit_id, removed, freed)
+        return len(rows), len(erase), removed, freed, audit_id
+
+    def _rewrite(self, oid: str, kept: list[tuple[int, int]], written: list[str]) -> tuple[str, str]:
+        """Pack ``oid`` written again with only the entries ``kept`` (``(part, row id)``), the
+        new oid appended to ``written``; ``(old oid, new oid)``."""
+        contents = self.pack(oid)
+        entries = []
+        for part, _ in sorted(kept):
+            if not 0 <= part < len(contents):
+                raise IntegrityError(f"pack {oid} has no entry {part}", "check the store with 'keel verify'")
+            entries.append(contents[part])
+        new = self._put_pack(entries)
+        written.append(new)
+        return oid, new
+
+    def _drop_packs(self, oids: list[str]) -> tuple[int, int]:
+        """Delete those of the pack objects ``oids`` that no recorded call points at (forgotten
+        by this process's caches too); ``(objects, bytes freed)``."""
+        if not oids:
+            return 0, 0
+        unreferenced = sorted(set(oids) - self.repo.referenced(oids))
+        with self._known_lock:
+            for oid in unreferenced:
+                self._packs.pop(oid, None)
+                self._known.pop(oid, None)
+        if not unreferenced:
+            return 0, 0
+        freed = self.objects.delete_many(unreferenced)
+        return len(unreferenced), freed
