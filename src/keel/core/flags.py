@@ -21,8 +21,14 @@ with OP one of :data:`OPERATORS`. Context values from a command line are text,
 so equality also matches on the text form (``42 == "42"``).
 
 **Sticky bucketing.** A unit (the ``unit`` attribute, ``user_id`` by default)
-falls in bucket ``crc32(key + "." + salt + "." + unit) mod 10000``. A
-percentage rollout serves the first ``pct x 100`` buckets, so growing a
+falls in one of 10,000 buckets by the flag's allocation scheme
+(:mod:`keel.core.bucketing`): ``bucketing: blake2b`` (BLAKE2b-64 of key, salt
+and unit: independent across flags; what the store gives every new flag) or
+``bucketing: crc32`` (``crc32(key + "." + salt + "." + unit) mod 10000``, how
+keel bucketed before; a definition that names no scheme, in a file or in the
+store, means ``crc32``, so no running flag changes its assignments; a
+``flags.yaml`` may name a default for its flags with a top-level
+``bucketing:``). A percentage rollout serves the first ``pct x 100`` buckets, so growing a
 rollout from 10% to 25% only adds users: nobody who had the feature loses it.
 A distribution gives each variant a contiguous range of buckets, in order.
 A split that serves everyone the same (a 0% or 100% rollout, a distribution
@@ -30,10 +36,11 @@ with one variant at 100%) needs no unit; a partial one without a unit in the
 context serves the flag's default and calls ``missing_unit`` (see
 :func:`compile_flag`), so the caller can say so.
 
-**Speed.** :func:`compile_flag` precomputes everything (the CRC of the key and
-salt prefix, thresholds, compiled regexes, parsed versions) into closures; the
-common case (a boolean with a rollout and no rules) is one ``dict.get``, one
-``crc32`` of the unit and a comparison.
+**Speed.** :func:`compile_flag` precomputes everything (the hash state of the
+key and salt prefix, thresholds, compiled regexes, parsed versions) into
+closures; the common case (a boolean with a rollout and no rules) is one
+``dict.get``, one hash of the unit (a copy of the prefix's BLAKE2b state, or
+one ``crc32``) and a comparison.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from keel.core.bucketing import BUCKETS, DEFAULT, LEGACY, blake2b_state, bucketer, check_scheme
 from keel.core.semver import SemVer
 from keel.errors import InvalidInput
 
@@ -61,6 +69,7 @@ __all__ = [
     "compile_regex",
     "dump_flag",
     "dump_flags",
+    "inherit_bucketing",
     "parse_flag",
     "parse_flags",
     "parse_flags_yaml",
@@ -69,7 +78,6 @@ __all__ = [
     "prompt_references",
 ]
 
-BUCKETS = 10_000
 OPERATORS = (
     "eq",
     "ne",
@@ -92,9 +100,11 @@ _MISSING = object()
 _crc32 = zlib.crc32
 
 
-def bucket(key: str, salt: str, unit: Any) -> int:
-    """The unit's bucket in ``[0, 10000)`` for one flag (stable across processes and versions)."""
-    return _crc32(str(unit).encode(), _crc32(f"{key}.{salt}.".encode())) % BUCKETS
+def bucket(key: str, salt: str, unit: Any, scheme: str = LEGACY) -> int:
+    """The unit's bucket in ``[0, 10000)`` for one flag (stable across processes and versions);
+    ``scheme`` is the flag's :attr:`Flag.scheme` (``crc32``, the default here, is how keel
+    bucketed before schemes were recorded)."""
+    return bucketer(scheme, key, salt)(unit)
 
 
 def parse_percent(value: Any, what: str = "rollout") -> float:
@@ -181,11 +191,18 @@ class Flag:
     salt: str = ""
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    bucketing: str | None = None  # the allocation scheme as written; None: not stated (crc32)
 
     @property
     def is_boolean(self) -> bool:
         """True for an on/off flag."""
         return self.kind == "boolean"
+
+    @property
+    def scheme(self) -> str:
+        """The allocation scheme units are bucketed by (:mod:`keel.core.bucketing`): the one
+        stated, else ``crc32``, the scheme of every definition from before schemes were recorded."""
+        return self.bucketing or LEGACY
 
     def to_data(self) -> dict[str, Any]:
         """The YAML/JSON form (what :func:`parse_flag` reads back)."""
@@ -208,6 +225,8 @@ class Flag:
             out["salt"] = self.salt
         if self.tags:
             out["tags"] = dict(self.tags)
+        if self.bucketing is not None:
+            out["bucketing"] = self.bucketing
         return out
 
 
@@ -325,8 +344,11 @@ def _yaml_bool(name: str) -> Any:
     return {"true": True, "false": False, "True": True, "False": False}.get(name, name)
 
 
-def parse_flag(key: str, spec: Any, where: str = "") -> Flag:
-    """One flag from its YAML/JSON form; errors name ``where`` (e.g. ``flags.yaml:12``)."""
+def parse_flag(key: str, spec: Any, where: str = "", bucketing: str | None = None) -> Flag:
+    """One flag from its YAML/JSON form; errors name ``where`` (e.g. ``flags.yaml:12``).
+
+    ``bucketing`` is the scheme when the spec names none (a ``flags.yaml``'s top-level
+    ``bucketing:``); None leaves it unstated, which evaluates as ``crc32``."""
     where = f"{where}: flag {key!r}" if where else f"flag {key!r}"
     if not isinstance(key, str) or not _FLAG_KEY.match(key):
         raise InvalidInput(f"invalid flag key {key!r}", "letters, digits, '_', '-', '.'; up to 200 characters")
@@ -339,7 +361,7 @@ def parse_flag(key: str, spec: Any, where: str = "") -> Flag:
             f"{where}: a flag is a mapping (variants, default, rollout, rules, ...)", "see docs/flags.md"
         )
     known = {"description", "variants", "default", "enabled", "rollout", "distribution", "rules", "unit", "salt",
-             "tags", "kind", "type"}  # fmt: skip
+             "tags", "kind", "type", "bucketing"}  # fmt: skip
     unknown = set(spec) - known
     if unknown:
         raise InvalidInput(f"{where}: unknown field(s) {sorted(unknown)}", f"fields: {', '.join(sorted(known))}")
@@ -400,7 +422,23 @@ def parse_flag(key: str, spec: Any, where: str = "") -> Flag:
         salt=str(spec.get("salt") or ""),
         description=str(spec.get("description") or ""),
         tags={str(k): str(v) for k, v in tags.items()},
+        bucketing=_scheme(spec.get("bucketing", bucketing), where),
     )
+
+
+def _scheme(value: Any, where: str) -> str | None:
+    return None if value is None else check_scheme(value, f"{where}: bucketing")
+
+
+def inherit_bucketing(definition: Mapping[str, Any], previous: Flag | None) -> dict[str, Any]:
+    """``definition`` with its allocation scheme stated, for the store to record: the one it
+    names; else the previous definition's (a change never moves a running flag's units;
+    a previous one without a scheme was bucketed by ``crc32``); else, for a flag new to
+    the store, :data:`keel.core.bucketing.DEFAULT`."""
+    out = dict(definition)
+    if out.get("bucketing") is None:
+        out["bucketing"] = previous.scheme if previous is not None else DEFAULT
+    return out
 
 
 def _rule(raw: Any, variants: Mapping[str, Any], kind: str, where: str) -> Rule:
@@ -428,12 +466,22 @@ def _rule(raw: Any, variants: Mapping[str, Any], kind: str, where: str) -> Rule:
 
 
 def parse_flags(doc: Any, source: str = "", lines: Mapping[str, int] | None = None) -> dict[str, Flag]:
-    """A flag set from ``{flags: {key: spec}}`` (or ``{key: spec}``)."""
+    """A flag set from ``{flags: {key: spec}}`` (or ``{key: spec}``).
+
+    Beside ``flags``, a top-level ``bucketing: blake2b`` is the scheme of every flag that
+    names none (without it, such flags are bucketed by ``crc32``, as before schemes existed).
+    """
     if doc is None:
         return {}
     if not isinstance(doc, Mapping):
         raise InvalidInput(f"{source or 'flags'}: expected a mapping of flags", "write flags: {my_flag: {rollout: 10}}")
-    body = doc.get("flags", doc) if set(doc) <= {"flags", "version"} else doc
+    wrapped = (
+        "flags" in doc
+        and set(doc) <= {"flags", "version", "bucketing"}
+        and not isinstance(doc.get("bucketing"), Mapping)  # else a flag named "bucketing"
+    )
+    body = doc.get("flags") if wrapped else doc
+    default_scheme = _scheme(doc.get("bucketing"), source or "flags") if wrapped else None
     if body is None:
         return {}
     if not isinstance(body, Mapping):
@@ -442,7 +490,7 @@ def parse_flags(doc: Any, source: str = "", lines: Mapping[str, int] | None = No
     for key, spec in body.items():
         line = (lines or {}).get(str(key))
         where = f"{source}:{line}" if source and line else source
-        out[str(key)] = parse_flag(str(key), spec, where)
+        out[str(key)] = parse_flag(str(key), spec, where, default_scheme)
     return out
 
 
@@ -661,7 +709,7 @@ def _split(flag: Flag, ranges: list[tuple[int, str]], rest: str, missing_unit: M
     served = _served(ranges, rest)
     if len(served) == 1:
         return _constant(served.pop())
-    unit, prefix, crc = flag.unit, _crc32(f"{flag.key}.{flag.salt}.".encode()), _crc32
+    unit, bucket_of = flag.unit, bucketer(flag.scheme, flag.key, flag.salt)
     default = flag.default
     if len(ranges) == 1:
         upper, name = ranges[0]
@@ -671,7 +719,7 @@ def _split(flag: Flag, ranges: list[tuple[int, str]], rest: str, missing_unit: M
             if u is None:
                 missing_unit(flag)
                 return default
-            return name if crc(str(u).encode(), prefix) % BUCKETS < upper else rest
+            return name if bucket_of(u) < upper else rest
 
         return one
 
@@ -680,7 +728,7 @@ def _split(flag: Flag, ranges: list[tuple[int, str]], rest: str, missing_unit: M
         if u is None:
             missing_unit(flag)
             return default
-        b = crc(str(u).encode(), prefix) % BUCKETS
+        b = bucket_of(u)
         for upper, name in ranges:
             if b < upper:
                 return name
@@ -773,10 +821,25 @@ def compile_flag(flag: Flag, version: str = "", missing_unit: MissingUnit | None
 
         pick = pick_rules
 
-    if flag.is_boolean and flag.enabled and not rules and flag.rollout is not None and fall_needs_unit:
-        # the hot case, inlined: bucket < threshold
+    hot = flag.is_boolean and flag.enabled and not rules and flag.rollout is not None and fall_needs_unit
+    if hot and flag.scheme == DEFAULT:
+        # the hot case, inlined: bucket < threshold (a copy of the prefix's hash state per unit)
+        unit, seed, from_bytes = flag.unit, blake2b_state(flag.key, flag.salt), int.from_bytes
+        upper, off = round((flag.rollout or 0) * BUCKETS / 100), default == "true"
+
+        def enabled(ctx: Mapping[str, Any]) -> bool:
+            u = ctx.get(unit)
+            if u is None:
+                missing(flag)
+                return off
+            h = seed.copy()
+            h.update(str(u).encode())
+            return from_bytes(h.digest(), "big") % BUCKETS < upper
+
+    elif hot:
+        # the same for crc32 (flags stored before schemes were recorded)
         unit, prefix, crc = flag.unit, _crc32(f"{flag.key}.{flag.salt}.".encode()), _crc32
-        upper, off = round(flag.rollout * BUCKETS / 100), default == "true"
+        upper, off = round((flag.rollout or 0) * BUCKETS / 100), default == "true"
 
         def enabled(ctx: Mapping[str, Any]) -> bool:
             u = ctx.get(unit)
