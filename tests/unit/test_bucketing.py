@@ -1,39 +1,17 @@
 """Allocation schemes: definitions from before keep their crc32 buckets exactly, new ones
 use BLAKE2b-64, every evaluator (flag hot path, rules, distributions, experiments) agrees
-with a reference computed here from hashlib/zlib, and the scheme is recorded."""
+with a reference computed from hashlib/zlib (tests/bucketing_reference.py), and the
+scheme is recorded."""
 
-import hashlib
-import random
 import time
-import uuid
-import zlib
 
 import pytest
 
+from bucketing_reference import UNITS, blake2b_reference, crc32_reference
 from keel.core.abtests import Experiment, compile_assigner, parse_experiment
 from keel.core.bucketing import BUCKETS, DEFAULT, LEGACY, SCHEMES, bucket, bucketer, check_scheme
 from keel.core.flags import compile_flag, inherit_bucketing, parse_flag, parse_flags, parse_flags_yaml
 from keel.errors import InvalidInput
-
-_rng = random.Random(2027)
-UNITS: list[object] = (
-    list(range(1, 1001))  # integer ids (str(42) == "42" is what is hashed)
-    + [str(uuid.UUID(int=_rng.getrandbits(128), version=4)) for _ in range(1000)]
-    + [f"user{_rng.randrange(10**6)}@example{_rng.randrange(9)}.com" for _ in range(1000)]
-)
-
-
-def crc32_reference(name: str, salt: str, unit: object) -> int:
-    """How keel bucketed before schemes were recorded (the formula its docs gave)."""
-    return zlib.crc32(f"{name}.{salt}.{unit}".encode()) % 10_000
-
-
-def blake2b_reference(name: str, salt: str, unit: object) -> int:
-    """The documented new scheme, written from its description."""
-    s = salt.encode()
-    data = name.encode() + b"\0" + str(len(s)).encode() + b"\0" + s + str(unit).encode()
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") % 10_000
-
 
 REFERENCE = {LEGACY: crc32_reference, DEFAULT: blake2b_reference}
 

@@ -121,10 +121,15 @@ def flags_set(
 
         flags = parse_flags_yaml(file.read_text(encoding="utf-8"), str(file))
         chosen = [key] if key else sorted(flags)
+        live = api.snapshot(env).flags
         for k in chosen:
             if k not in flags:
                 raise InvalidInput(f"{file} has no flag {k!r}", f"flags in it: {', '.join(sorted(flags))}")
-            change = api.set(k, flags[k].to_data(), env=env, reason=reason or f"from {file}", replace=True)
+            definition = flags[k].to_data()
+            if k not in live:  # evaluated from this file so far: by its scheme (none named: crc32)
+                definition["bucketing"] = flags[k].scheme
+            # (a flag the store or the workspace file has keeps its scheme unless the file names one)
+            change = api.set(k, definition, env=env, reason=reason or f"from {file}", replace=True)
             typer.echo(f"set {k} in {env}: version {change.version}")
         return
     if not key:

@@ -8,6 +8,11 @@
   version (``flag_sets``) and moves the ref ``flag:<key>`` / ``<env>`` to
   that version, which appends the reflog entry (who, when, why, from which
   version to which).
+- Every stored definition states its allocation scheme (``bucketing``, see
+  :mod:`keel.core.bucketing`): a change keeps the scheme of the definition it
+  changes (stored, or the file's; unstated there means ``crc32``), so no
+  running flag moves its units; a flag new to the store gets ``blake2b``;
+  naming a scheme in the change moves the flag to it (docs/flags.md).
 - Setting a flag whose variant payload references a prompt version
   (``chat@2.0.0``) checks that the version exists.
 - :meth:`FlagService.snapshot` is what clients poll: one indexed ``MAX``
@@ -27,7 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keel.core.flags import Flag, parse_flag, parse_flags, parse_flags_yaml, parse_percent, prompt_references
+from keel.core.flags import (
+    Flag,
+    inherit_bucketing,
+    parse_flag,
+    parse_flags,
+    parse_flags_yaml,
+    parse_percent,
+    prompt_references,
+)
 from keel.errors import InvalidInput, NotFound
 from keel.meta.events import record_event
 from keel.meta.flags import FlagStore
@@ -213,7 +226,8 @@ class FlagService:
         _check_env(env)
         if spec is not None and not isinstance(spec, Mapping):
             raise InvalidInput(f"flag {key!r}: the definition must be a mapping", "e.g. {rollout: 25}")
-        in_file = self.file_flags(path)[0].get(key) if merge else None
+        file_flag = self.file_flags(path)[0].get(key)
+        in_file = file_flag if merge else None
 
         def build(stored: Flag | None) -> Flag:
             """The new definition, from the one stored now (read under the lock) or the file's."""
@@ -227,7 +241,8 @@ class FlagService:
             if "variants" in fields and "default" not in fields and "default" in base:
                 if str(base["default"]) not in {str(k) for k in (base["variants"] or {})}:
                     base.pop("default")
-            flag = parse_flag(key, base)
+            # the scheme of the definition this one replaces (stored, else the file's): units stay put
+            flag = parse_flag(key, inherit_bucketing(base, stored if stored is not None else file_flag))
             self._check_prompts(flag)
             return flag
 

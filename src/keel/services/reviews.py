@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keel.core.auth import Principal
-from keel.core.flags import parse_flag
+from keel.core.flags import inherit_bucketing, parse_flag
 from keel.core.semver import SemVer
 from keel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from keel.meta.abtests import ABStore
@@ -429,7 +429,8 @@ class ReviewService:
         version = FlagStore.latest_version(conn, env)
         stored = FlagStore.get(conn, env, version) if version else None
         flags = json.loads(stored.flags).get("flags", {}) if stored else {}
-        flags[key] = json.loads(definition)
+        previous = parse_flag(key, flags[key]) if isinstance(flags.get(key), dict) else None
+        flags[key] = inherit_bucketing(json.loads(definition), previous)  # the running flag's units stay put
         FlagStore.insert(conn, env, version + 1, json.dumps({"flags": flags}, sort_keys=True), who, reason)
         Refs.set(conn, "flag", key, env, str(version + 1), who, reason, expected=expected or "")
 
