@@ -39,7 +39,7 @@ from typing import Any
 
 from keel.errors import InvalidInput
 
-__all__ = ["BUCKETS", "DEFAULT", "LEGACY", "SCHEMES", "bucket", "bucketer", "check_scheme"]
+__all__ = ["BUCKETS", "DEFAULT", "LEGACY", "SCHEMES", "blake2b_state", "bucket", "bucketer", "check_scheme"]
 
 #: Buckets per flag or experiment: a rollout's resolution is 0.01%.
 BUCKETS = 10_000
@@ -62,16 +62,18 @@ def check_scheme(value: Any, where: str = "bucketing") -> str:
     )
 
 
-def _prefix(name: str, salt: str) -> bytes:
+def blake2b_state(name: str, salt: str) -> Any:
+    """The BLAKE2b-64 state after the per-name prefix (``name NUL len(salt) NUL salt``): the
+    ``blake2b`` scheme copies it and feeds the unit (callers that inline the hot path use it)."""
     salt_bytes = salt.encode()
-    return name.encode() + b"\0" + str(len(salt_bytes)).encode() + b"\0" + salt_bytes
+    return hashlib.blake2b(name.encode() + b"\0" + str(len(salt_bytes)).encode() + b"\0" + salt_bytes, digest_size=8)
 
 
 def bucketer(scheme: str, name: str, salt: str = "") -> Bucketer:
     """``bucket_of(unit) -> int`` in ``[0, BUCKETS)`` for one flag or experiment, with the
     per-name work done once (see the module docstring for both schemes)."""
     if scheme == DEFAULT:
-        state = hashlib.blake2b(_prefix(name, salt), digest_size=8)
+        state = blake2b_state(name, salt)
         from_bytes = int.from_bytes
 
         def blake2b(unit: Any) -> int:
