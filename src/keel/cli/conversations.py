@@ -274,3 +274,25 @@ def conversations_export(
     """Write matching conversations as an eval dataset (JSONL); track it with 'keel data add'."""
     written = _api().export(to, filter_, since, until, limit, all_records)
     typer.echo(f"wrote {written} conversations to {to}")
+
+
+@conversations_app.command("delete")
+def conversations_delete(
+    ids: Annotated[list[str] | None, typer.Argument(help="Conversation ids (every record of each goes).")] = None,
+    filter_: FilterOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    everything: Annotated[bool, typer.Option("--all", help="Allow erasing every conversation.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count and list what would go; erase nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase conversations for good (by ids, or a filter and time range) with their feedback; an audit entry stays."""
+    from keel.cli.erasing import confirm_and_erase
+
+    api = _api()
+
+    def erase(dry: bool) -> Any:
+        return api.delete(ids or None, filter_, since, until, all=everything, dry_run=dry)
+
+    confirm_and_erase([erase(True)], lambda: [erase(False)], dry_run=dry_run, yes=yes, as_json=as_json)

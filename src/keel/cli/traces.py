@@ -360,3 +360,26 @@ def traces_export(
             + (f" --filter {json.dumps(filter_)}" if filter_ else "")
             + "'"
         )
+
+
+@traces_app.command("delete")
+def traces_delete(
+    ids: Annotated[list[str] | None, typer.Argument(help="Trace ids (or unique prefixes) of the project.")] = None,
+    filter_: FilterOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    project: ProjectOpt = None,
+    everything: Annotated[bool, typer.Option("--all", help="Allow erasing every trace of the project.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count and list what would go; erase nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase traces for good (by ids, or a filter and time range) with spans, scores, payloads; an audit entry stays."""
+    from keel.cli.erasing import confirm_and_erase
+
+    api = _api()
+
+    def erase(dry: bool) -> Any:
+        return api.delete(ids or None, filter_, since, until, project=project, all=everything, dry_run=dry)
+
+    confirm_and_erase([erase(True)], lambda: [erase(False)], dry_run=dry_run, yes=yes, as_json=as_json)

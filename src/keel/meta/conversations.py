@@ -16,7 +16,7 @@ record is written.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +31,10 @@ from keel.core.conversations import (
 )
 from keel.core.filters import And, Comparison, Field, Node, Not, Or
 from keel.errors import InvalidInput
+from keel.meta.dbapi import Connection
 from keel.meta.delivered import claim_batch
 from keel.meta.engine import Database
+from keel.meta.erasures import temp_table
 
 __all__ = ["ATTRIBUTES", "GROUPS", "Query", "RawConversations"]
 
@@ -459,3 +461,107 @@ class RawConversations:
         with self.db.raw_read() as cur:
             cur.execute(self.db.sql(f"SELECT COUNT(*) FROM conversations{query.where()}"), list(query.params))
             return int(cur.fetchone()[0])
+
+    # -- erasing ------------------------------------------------------------------------
+    def missing_ids(self, conversation_ids: Sequence[str]) -> list[str]:
+        """Those of ``conversation_ids`` with no stored record (in the given order)."""
+        found: set[str] = set()
+        listed = list(dict.fromkeys(conversation_ids))
+        with self.db.raw_read() as cur:
+            for start in range(0, len(listed), _IN_CHUNK):
+                chunk = listed[start : start + _IN_CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                cur.execute(
+                    self.db.sql(
+                        f"SELECT DISTINCT conversation_id FROM conversations WHERE conversation_id IN ({marks})"
+                    ),
+                    chunk,
+                )
+                found.update(r[0] for r in cur.fetchall())
+        return [cid for cid in listed if cid not in found]
+
+    def erasure_scope(self, query: Query) -> tuple[int, int, int | None]:
+        """``(matched, total, earliest created_at)``: how many records ``query`` matches, how many
+        the store holds, and when the oldest matching one was written (None: none matched)."""
+        with self.db.raw_read() as cur:
+            cur.execute(
+                self.db.sql(f"SELECT COUNT(*), MIN(created_at) FROM conversations{query.where()}"), list(query.params)
+            )
+            matched, earliest = cur.fetchone()
+            cur.execute("SELECT COUNT(*) FROM conversations")
+            total = int(cur.fetchone()[0])
+        return int(matched), total, None if earliest is None else int(earliest)
+
+    def matching_ids(self, query: Query) -> Iterator[str]:
+        """The distinct conversation ids of the records ``query`` matches, streamed."""
+        with self.db.raw_read() as cur:
+            cur.execute(self.db.sql(f"SELECT DISTINCT conversation_id FROM conversations{query.where()}"), query.params)
+            while True:
+                rows = cur.fetchmany(5000)
+                if not rows:
+                    return
+                for row in rows:
+                    yield row[0]
+
+    def ids_scope(self, conversation_ids: Sequence[str]) -> tuple[int, int | None]:
+        """``(records, earliest created_at)`` of the conversations ``conversation_ids``."""
+        matched, earliest = 0, None
+        with self.db.raw_read() as cur:
+            for start in range(0, len(conversation_ids), _IN_CHUNK):
+                chunk = list(conversation_ids[start : start + _IN_CHUNK])
+                marks = ", ".join("?" for _ in chunk)
+                cur.execute(
+                    self.db.sql(
+                        f"SELECT COUNT(*), MIN(created_at) FROM conversations WHERE conversation_id IN ({marks})"
+                    ),
+                    chunk,
+                )
+                count, first = cur.fetchone()
+                matched += int(count)
+                if first is not None:
+                    earliest = int(first) if earliest is None else min(earliest, int(first))
+        return matched, earliest
+
+    def erase(
+        self,
+        audit: Callable[[Connection, int], int],
+        *,
+        query: Query | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> tuple[int, int]:
+        """Delete the records ``query`` matches, or every record of the conversations ``ids``,
+        with their feedback, in one transaction; then ``audit(conn, deleted)`` (the audit row's
+        id) in the same one. ``(deleted, audit id)``.
+
+        All in SQL, whatever the number of records: the conversation ids concerned go to a
+        temporary table, the records are deleted by the compiled WHERE clause (or by the
+        table of ids); their feedback rows go with them (ON DELETE CASCADE on ``record_pk``,
+        indexed), and so does the feedback still waiting for a record (``record_pk`` NULL) of
+        a conversation left with no record. Feedback applied to a record that stays, stays.
+        """
+        temp = temp_table(self.db, "keel_erase_cids", "cid")
+        with self.db.write() as conn:
+            cur = conn.cursor()
+            cur.execute(temp.create)
+            if query is not None:
+                cur.execute(
+                    self.db.sql(
+                        f"INSERT INTO {temp.name} (cid) SELECT DISTINCT conversation_id FROM conversations"
+                        f"{query.where()}"
+                    ),
+                    list(query.params),
+                )
+                cur.execute(self.db.sql(f"DELETE FROM conversations{query.where()}"), list(query.params))
+            else:
+                cur.executemany(self.db.sql(f"INSERT INTO {temp.name} (cid) VALUES (?)"), [(i,) for i in ids or ()])
+                cur.execute(f"DELETE FROM conversations WHERE conversation_id IN (SELECT cid FROM {temp.name})")
+            deleted = int(cur.rowcount)
+            cur.execute(
+                f"DELETE FROM conversation_feedback WHERE record_pk IS NULL AND conversation_id IN "
+                f"(SELECT cid FROM {temp.name}) AND NOT EXISTS (SELECT 1 FROM conversations c "
+                "WHERE c.conversation_id = conversation_feedback.conversation_id)"
+            )
+            if temp.drop:
+                cur.execute(temp.drop)
+            audit_id = audit(conn, deleted)
+        return deleted, audit_id

@@ -11,11 +11,14 @@ audit row commit together or not at all.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from keel.core.entities import now_ms
 from keel.core.erasure import ErasureEntry
 from keel.meta.dbapi import Connection
+from keel.meta.engine import Database
 
-__all__ = ["FILTER_MAX", "listing", "record", "update_objects"]
+__all__ = ["FILTER_MAX", "TempTable", "listing", "record", "temp_table", "update_objects"]
 
 #: A filter longer than this is stored cut (with a marker): the audit row stays small.
 FILTER_MAX = 2000
@@ -93,3 +96,22 @@ def listing(
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class TempTable:
+    """A temporary table of one text column that lives for one write transaction."""
+
+    name: str
+    create: str
+    drop: str  # "" when the database drops it at commit itself
+
+
+def temp_table(db: Database, name: str, column: str) -> TempTable:
+    """A temporary table for one transaction: PostgreSQL drops it at commit; SQLite keeps temp
+    tables for the connection's life, so it is dropped before commit (and a rollback drops it too)."""
+    if db.is_sqlite:
+        return TempTable(
+            f"temp.{name}", f"CREATE TEMP TABLE {name} ({column} TEXT PRIMARY KEY)", f"DROP TABLE temp.{name}"
+        )
+    return TempTable(name, f"CREATE TEMP TABLE {name} ({column} TEXT PRIMARY KEY) ON COMMIT DROP", "")

@@ -23,7 +23,7 @@ never reaches SQL: every value and key is a bound parameter.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +32,10 @@ from keel.core.entities import now_ms
 from keel.core.filters import And, Comparison, Node, Not, Or, OrderBy
 from keel.core.traces import LINK_ATTRIBUTES, LINK_PREFIXES, ScoreRow, SpanRow, links_of
 from keel.errors import InvalidInput
+from keel.meta.dbapi import Connection
 from keel.meta.delivered import claim_batch
 from keel.meta.engine import Database
+from keel.meta.erasures import temp_table
 from keel.meta.trace_partitions import TracePartitions
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "TRACE_FIELDS",
     "RawTraces",
     "TraceQuery",
+    "payload_oids",
 ]
 
 _SPAN_COLUMNS = (
@@ -856,3 +859,105 @@ class RawTraces:
         with self.db.raw_read() as cur:
             cur.execute(self.db.sql(sql), query.all_params())
             return [tuple(r) for r in cur.fetchall()]
+
+    # -- erasing ------------------------------------------------------------------------
+    def erasure_scope(self, query: TraceQuery) -> tuple[int, int, int | None]:
+        """``(matched, total, earliest created_at)`` of ``query`` in its project (the total: the
+        project's traces; the earliest: when the oldest matching trace was first written)."""
+        with self.db.raw_read() as cur:
+            cur.execute(
+                self.db.sql(f"SELECT COUNT(*), MIN(t.created_at) FROM traces t{query.where()}"), query.all_params()
+            )
+            matched, earliest = cur.fetchone()
+            cur.execute(self.db.sql("SELECT COUNT(*) FROM traces WHERE project_id = ?"), (query.project_id,))
+            total = int(cur.fetchone()[0])
+        return int(matched), total, None if earliest is None else int(earliest)
+
+    def ids_query(self, project_id: int, trace_ids: Sequence[str]) -> TraceQuery:
+        """The query of the traces ``trace_ids`` of a project (full ids, resolved by the caller)."""
+        if not trace_ids:
+            return TraceQuery(project_id, "1 = 0", [])
+        return TraceQuery(project_id, f"t.trace_id IN ({', '.join('?' for _ in trace_ids)})", list(trace_ids))
+
+    def matching_ids(self, query: TraceQuery) -> Iterator[str]:
+        """The trace ids ``query`` matches, streamed."""
+        with self.db.raw_read() as cur:
+            cur.execute(self.db.sql(f"SELECT t.trace_id FROM traces t{query.where()}"), query.all_params())
+            while True:
+                rows = cur.fetchmany(5000)
+                if not rows:
+                    return
+                for row in rows:
+                    yield row[0]
+
+    def erase(self, query: TraceQuery, audit: Callable[[Connection, int], int]) -> tuple[int, set[str], int]:
+        """Delete the traces ``query`` matches with their spans, links and scores in one
+        transaction, then ``audit(conn, deleted)`` in it: ``(deleted, payload oids, audit id)``,
+        the oids of the offloaded span payloads (``{"$object": oid}``) the deleted spans held
+        (the caller deletes those no remaining record references, once this committed).
+
+        All in SQL: the matching trace ids go to a temporary table first (the filter may test
+        spans and scores, deleted next), then every table is deleted by a join on it.
+        """
+        temp = temp_table(self.db, "keel_erase_traces", "trace_id")
+        pid = query.project_id
+        oids: set[str] = set()
+        with self.db.write() as conn:
+            cur = conn.cursor()
+            cur.execute(temp.create)
+            cur.execute(
+                self.db.sql(f"INSERT INTO {temp.name} (trace_id) SELECT t.trace_id FROM traces t{query.where()}"),
+                query.all_params(),
+            )
+            mine = f"project_id = ? AND trace_id IN (SELECT trace_id FROM {temp.name})"
+            cur.execute(
+                self.db.sql(f"SELECT inputs, outputs FROM spans WHERE {mine} AND (inputs LIKE ? OR outputs LIKE ?)"),
+                (pid, _OBJECT_PAYLOAD, _OBJECT_PAYLOAD),
+            )
+            for row in cur.fetchall():
+                oids.update(payload_oids(row))
+            for table in ("spans", "trace_links", "trace_scores"):
+                cur.execute(self.db.sql(f"DELETE FROM {table} WHERE {mine}"), (pid,))
+            cur.execute(self.db.sql(f"DELETE FROM traces WHERE {mine}"), (pid,))
+            deleted = int(cur.rowcount)
+            if temp.drop:
+                cur.execute(temp.drop)
+            audit_id = audit(conn, deleted)
+        return deleted, oids, audit_id
+
+    def payloads_in_use(self, oids: Iterable[str]) -> set[str]:
+        """Those of ``oids`` that a stored span still holds as an offloaded payload."""
+        wanted = set(oids)
+        if not wanted:
+            return set()
+        found: set[str] = set()
+        with self.db.raw_read() as cur:
+            cur.execute(
+                self.db.sql("SELECT inputs, outputs FROM spans WHERE inputs LIKE ? OR outputs LIKE ?"),
+                (_OBJECT_PAYLOAD, _OBJECT_PAYLOAD),
+            )
+            while True:
+                rows = cur.fetchmany(2000)
+                if not rows:
+                    break
+                for row in rows:
+                    found.update(oid for oid in payload_oids(row) if oid in wanted)
+        return found
+
+
+#: What an offloaded payload's JSON starts with (``keel.services.traces``: ``{"$object": oid, "size": n}``).
+_OBJECT_PAYLOAD = '{"$object":%'
+
+
+def payload_oids(texts: Iterable[str | None]) -> list[str]:
+    """The object ids of the offloaded payloads among a span's ``inputs``/``outputs`` texts."""
+    out = []
+    for text in texts:
+        if text and text.startswith('{"$object":'):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(value, dict) and set(value) == {"$object", "size"} and isinstance(value["$object"], str):
+                out.append(value["$object"])
+    return out

@@ -27,6 +27,9 @@ run, records carry its run id.
 Reading: :func:`search`, :func:`get`, :func:`stats` (per prompt version,
 model or metadata key: count, thumbs-up rate, latency p50/p95, tokens, cost)
 and :func:`export` (an eval dataset in JSON Lines to track with ``keel data add``).
+
+Erasure: :func:`delete` removes conversations by id or by filter (a user's, ``until='90d'``),
+with their feedback; see docs/erasure.md.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any
 
 from keel.core.conversation_stats import DEFAULT_PRICES, GroupStats
 from keel.core.conversations import Conversation, FeedbackEvent, normalize_record
+from keel.core.erasure import ErasureReport
 from keel.core.redaction import redact_record, redact_text
 from keel.errors import InvalidInput
 from keel.sdk import fluent
@@ -53,6 +57,7 @@ __all__ = [
     "GroupStats",
     "count",
     "counters",
+    "delete",
     "export",
     "feedback",
     "flush",
@@ -336,3 +341,28 @@ def export(
     Track the file with ``keel data add dataset.jsonl``.
     """
     return int(_service().export(path, filter, since, until, limit, all_records))
+
+
+def delete(
+    ids: str | Sequence[str] | None = None,
+    filter: str | None = None,
+    since: Any = None,
+    until: Any = None,
+    *,
+    all: bool = False,  # noqa: A002 - the request's word (--all)
+    dry_run: bool = False,
+    reason: str = "request",
+) -> ErasureReport:
+    """Erase conversations for good: every record of the conversations ``ids``, or the
+    records a ``filter`` and time range match, with their feedback. What this process has
+    queued is written first, so nothing logged before the call escapes it.
+
+    ``keel.conversations.delete(filter="metadata.user_id = 'u-42'")`` erases one end user's
+    conversations. Refused with nothing deleted: an unknown id (:class:`~keel.errors.NotFound`),
+    a filter that matches every record unless ``all=True``. ``dry_run=True`` only counts and
+    lists the dataset versions made from the matching records (``derived``). One audit entry
+    stays (``keel erasures list``): who, when, the filter or the number of ids, the counts.
+    """
+    listed = [ids] if isinstance(ids, str) else (None if ids is None else list(ids))
+    report: ErasureReport = _service().delete(listed, filter, since, until, all=all, dry_run=dry_run, reason=reason)
+    return report

@@ -58,6 +58,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from keel.core.erasure import ErasureReport
 from keel.core.traces import SPAN_KINDS, IngestResult, Trace, TraceDetail, TraceStats
 from keel.errors import InvalidInput
 from keel.sdk import fluent
@@ -68,6 +69,7 @@ __all__ = [
     "counters",
     "current_span",
     "current_trace_id",
+    "delete",
     "export",
     "feedback",
     "flush",
@@ -831,6 +833,30 @@ def export(
     """Write matching traces as an evaluation dataset (JSON Lines: input, output, metadata of the
     root span, or of the span named ``span``); the line count. ``keel data add`` versions it."""
     return int(_service().export(path, _project_for(project), filter, span, since, until, limit))
+
+
+def delete(
+    ids: str | list[str] | None = None,
+    filter: str | None = None,
+    since: Any = None,
+    until: Any = None,
+    *,
+    project: str | None = None,
+    all: bool = False,  # noqa: A002 - the request's word (--all)
+    dry_run: bool = False,
+    reason: str = "request",
+) -> ErasureReport:
+    """Erase traces of a project for good: ``ids`` (full ids or unique prefixes), or those a
+    ``filter`` and time range match (``delete(filter="user_id = 'u-42'")``), with their spans,
+    scores, links and the span payloads stored as objects. This process's finished spans are
+    stored first. Refused with nothing deleted: an unknown id (NotFound), a filter that matches
+    every trace of the project unless ``all=True``. ``dry_run=True`` only counts and lists the
+    dataset versions made from them (``derived``). See docs/erasure.md."""
+    listed = [ids] if isinstance(ids, str) else (None if ids is None else list(ids))
+    report: ErasureReport = _service().delete(
+        _project_for(project), listed, filter, since, until, all=all, dry_run=dry_run, reason=reason
+    )
+    return report
 
 
 def ingest(spans: list[dict[str, Any]], project: str | None = None) -> IngestResult:

@@ -44,15 +44,25 @@ from keel.core.conversations import (
     to_row,
 )
 from keel.core.entities import format_time, now_ms
+from keel.core.erasure import ErasureReport
 from keel.core.filters import parse_filter
 from keel.core.limits import MAX_PAGE_SIZE, MAX_SORT_KEYS
 from keel.core.redaction import redact_record, redact_record_secrets, redact_value
 from keel.errors import InvalidInput, NotFound, StoreError
 from keel.fileio import atomic_write
+from keel.meta import erasures
 from keel.meta.conversations import Query, RawConversations
+from keel.services.audit import who as audit_who
 from keel.services.contract import (
     operation,
     service,
+)
+from keel.services.erasure import (
+    check_request,
+    derived_datasets,
+    describe_request,
+    refuse_everything,
+    unknown_ids,
 )
 from keel.services.workspace import Store
 from keel.services.workspace_config import ConversationSettings, read_workspace_config
@@ -313,6 +323,76 @@ class ConversationService:
                 stats.latency_p95 = percentile_from_ranks(count, 95, values)
         return sorted(found.values(), key=lambda s: (-s.count, [str(v) for v in s.group.values()]))
 
+    # -- erasure -----------------------------------------------------------------------
+    @operation("writer")
+    def delete(
+        self,
+        ids: list[str] | None = None,
+        filter: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        *,
+        all: bool = False,  # noqa: A002 - the request's word (--all)
+        dry_run: bool = False,
+        who: str = "",
+        reason: str = "request",
+    ) -> ErasureReport:
+        """Erase conversations: by ``ids`` (every record of those conversations), or the records
+        a ``filter`` and time range match (``"metadata.user_id = 'u-42'"``, ``until='30d'``).
+
+        Their feedback goes with them; one audit row stays (who, when, the filter or the
+        number of ids, the counts; never the content), and the database is scrubbed so the
+        erased text cannot be read back from its files (see docs/erasure.md). Counts are
+        records (a conversation logged in several turns holds several).
+
+        Refused, with nothing deleted: an unknown id (NotFound), a filter or time range that
+        matches every record unless ``all`` (no filter at all needs ``all`` too), ids mixed
+        with a filter. ``dry_run`` only counts and lists the dataset versions made from the
+        matching records (``derived``: not rewritten, versions are immutable).
+        """
+        listed = check_request("conversations", ids, filter, since, until, reason)
+        query: Query | None = None
+        if listed is not None:
+            missing = self.raw.missing_ids(listed)
+            if missing:
+                raise unknown_ids("conversations", missing)
+            matched, earliest = self.raw.ids_scope(listed)
+        else:
+            if filter is None and since is None and until is None and not all:
+                raise InvalidInput(
+                    "no conversations named: give ids, a filter or a time range; nothing was deleted",
+                    "pass all=True (--all) to erase every conversation",
+                )
+            query = self.query(filter, since, until)
+            matched, total, earliest = self.raw.erasure_scope(query)
+            refuse_everything("conversation", matched, total, all)
+        found = query
+        derived = derived_datasets(
+            self.store,
+            earliest,
+            lambda: self.raw.matching_ids(found) if found is not None else (listed or ()),
+            _example_conversation,
+        )
+        if dry_run:
+            return ErasureReport("conversations", matched, 0, dry_run=True, derived=derived)
+        text = describe_request(listed, filter, since, until)
+
+        def audit(conn: Any, deleted: int) -> int:
+            return erasures.record(
+                conn,
+                kind="conversations",
+                actor=audit_who(who),
+                filter=text,
+                ids=len(listed or ()),
+                matched=matched,
+                deleted=deleted,
+                reason=reason,
+            )
+
+        deleted, audit_id = self.raw.erase(audit, query=query, ids=listed)
+        self.store.db.scrub()
+        return ErasureReport("conversations", matched, deleted, derived=derived, audit_id=audit_id)
+
     def export(
         self,
         path: str | os.PathLike[str],
@@ -400,3 +480,8 @@ def _group_value(group: str, value: Any) -> Any:
     if group == "feedback.thumb":
         return None if value is None else ("up" if int(value) > 0 else "down")
     return value
+
+
+def _example_conversation(line: Any) -> Any:
+    """The conversation id an exported example carries (``keel conversations export``)."""
+    return line.get("conversation_id") if isinstance(line, dict) else None

@@ -27,6 +27,7 @@ from keel.core.batch import check_batch_id
 from keel.core.conversation_stats import percentile_from_ranks
 from keel.core.conversations import parse_time, thumb_name
 from keel.core.entities import format_time, project_not_found
+from keel.core.erasure import ErasureReport
 from keel.core.filters import parse_filter, parse_order_by
 from keel.core.limits import MAX_PAGE_SIZE, MAX_SORT_KEYS
 from keel.core.llm import DEFAULT_PRICES as LLM_PRICES
@@ -50,13 +51,18 @@ from keel.core.traces import (
     normalize_span,
 )
 from keel.errors import InvalidInput, KeelError, NotFound
+from keel.meta import erasures
 from keel.meta.traces import FILTER_PREFIXES, RawTraces, TraceQuery
+from keel.services.audit import who as audit_who
 from keel.services.contract import READABLE, operation, project_scope, projects_scope, service
 from keel.services.conversations import write_examples
+from keel.services.erasure import check_request, derived_datasets, describe_request, refuse_everything, remove_objects
 from keel.services.workspace import Store
 
 __all__ = ["INLINE_PAYLOAD_BYTES", "TraceService", "check_batch_projects", "hide_conversation_feedback"]
 
+#: At most this many trace ids in one erasure by ids (each is resolved; more: erase by a filter).
+MAX_TRACE_IDS = 10_000
 #: Inputs or outputs larger than this (as JSON) are stored in the object store.
 INLINE_PAYLOAD_BYTES = 16 * 1024
 _MAX_ERRORS = 5
@@ -469,6 +475,79 @@ class TraceService:
         cutoff_ms = parse_time(older_than)
         return self.raw.partitions.prune(cutoff_ms * 1_000_000).to_dict()
 
+    # -- erasure -------------------------------------------------------------------------
+    @operation("writer", project_scope())
+    def delete(
+        self,
+        project: str | None = None,
+        ids: list[str] | None = None,
+        filter: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        *,
+        all: bool = False,  # noqa: A002 - the request's word (--all)
+        dry_run: bool = False,
+        who: str = "",
+        reason: str = "request",
+    ) -> ErasureReport:
+        """Erase traces of one project: by ``ids`` (full ids or unique prefixes), or those a
+        ``filter`` and time range match (``"user_id = 'u-42'"``, ``conversation_id = 'c1'``,
+        ``until='30d'``: traces that started before).
+
+        Their spans, scores and version links go with them, and the span payloads stored
+        as objects (large inputs and outputs) that no remaining record references are
+        deleted from the object store at once. One audit row stays (who, when, the filter or
+        the number of ids, the counts; never the content) and the database is scrubbed (see
+        docs/erasure.md). Refused with nothing deleted: an unknown id (NotFound), a filter or
+        time range that matches every trace of the project unless ``all``, ids mixed with a
+        filter. ``dry_run`` only counts and lists the dataset versions made from the traces.
+        """
+        name = _project(project)
+        listed = check_request("traces", ids, filter, since, until, reason)
+        if listed is not None:
+            if len(listed) > MAX_TRACE_IDS:
+                raise InvalidInput(
+                    f"{len(listed):,} trace ids in one erasure", f"give at most {MAX_TRACE_IDS:,}, or erase by a filter"
+                )
+            full = [self.resolve(trace_id, name) for trace_id in listed]
+            pid = self._project_id(name)
+            query = self.raw.ids_query(pid, sorted(set(full)))
+        else:
+            if filter is None and since is None and until is None and not all:
+                raise InvalidInput(
+                    "no traces named: give ids, a filter or a time range; nothing was deleted",
+                    "pass all=True (--all) to erase every trace of the project",
+                )
+            query = self.query(name, filter, since, until)
+        matched, total, earliest = self.raw.erasure_scope(query)
+        if listed is None:
+            refuse_everything("trace", matched, total, all, f"project {name!r}")
+        derived = derived_datasets(self.store, earliest, lambda: self.raw.matching_ids(query), _example_trace)
+        if dry_run:
+            return ErasureReport("traces", matched, 0, dry_run=True, derived=derived)
+        text = describe_request(listed, filter, since, until)
+
+        def audit(conn: Any, deleted: int) -> int:
+            return erasures.record(
+                conn,
+                kind="traces",
+                actor=audit_who(who),
+                scope=name,
+                filter=text,
+                ids=len(listed or ()),
+                matched=matched,
+                deleted=deleted,
+                reason=reason,
+            )
+
+        deleted, oids, audit_id = self.raw.erase(query, audit)
+        removed, freed = remove_objects(self.store, oids, self.raw.payloads_in_use)
+        if removed:
+            with self.store.db.write() as conn:
+                erasures.update_objects(conn, audit_id, removed, freed)
+        self.store.db.scrub()
+        return ErasureReport("traces", matched, deleted, removed, freed, derived=derived, audit_id=audit_id)
+
     # -- export -------------------------------------------------------------------------
     @operation("reader", project_scope())
     def examples(
@@ -569,3 +648,9 @@ def _group_value(group: str, value: Any) -> Any:
     if group == "day" and value is not None:
         return format_time(int(value) * 86_400_000)[:10]
     return value
+
+
+def _example_trace(line: Any) -> Any:
+    """The trace id an exported example carries (``keel traces export``: ``metadata.trace_id``)."""
+    metadata = line.get("metadata") if isinstance(line, dict) else None
+    return metadata.get("trace_id") if isinstance(metadata, dict) else None
