@@ -119,3 +119,82 @@ def test_errors_are_one_line(tmp_path):
     out = keel("llm", "export", "--to", "x.jsonl", cwd=tmp_path, check=False)
     assert out.returncode == 3 and "no recorded LLM calls to export" in out.stderr
     assert keel("llm", "calls", "--json", cwd=tmp_path).stdout.strip() == "[]"
+
+
+def _write_calls(folder, users):
+    """Recorded calls of each user (metadata user_id) in one pack, through the Python API."""
+    from cli_inprocess import python_in
+    from keel.core.entities import now_ms
+    from keel.sdk import session
+    from keel.services.llm import PendingCall
+
+    calls = [
+        PendingCall(
+            "chat.completions",
+            {"model": "gpt-4", "messages": [{"role": "user", "content": f"{user} asks {i}"}]},
+            {"id": f"c{i}", "object": "chat.completion", "model": "gpt-4", "choices": []},
+            1.0,
+            now_ms(),
+            context={"metadata": {"user_id": user}},
+        )
+        for user, count in users.items()
+        for i in range(count)
+    ]
+    with python_in(folder):
+        session.get_session().llm.write(calls)
+
+
+def _users(folder):
+    listed = json.loads(keel("llm", "calls", "--json", cwd=folder).stdout)
+    return sorted(c["context"]["metadata"]["user_id"] for c in listed), [c["id"] for c in listed]
+
+
+def test_delete_counts_asks_and_erases(tmp_path):
+    keel("init", cwd=tmp_path)
+    _write_calls(tmp_path, {"u-42": 3, "u-7": 2})
+    users, ids = _users(tmp_path)
+    assert users == ["u-42"] * 3 + ["u-7"] * 2 and all(isinstance(i, int) for i in ids)
+    by_user = ["--filter", "metadata.user_id = 'u-42'"]
+
+    out = keel("llm", "delete", *by_user, "--dry-run", cwd=tmp_path)
+    assert out.stdout.strip() == "3 recorded LLM calls match (dry run: nothing erased)"
+    out = keel("llm", "delete", *by_user, cwd=tmp_path, check=False)  # stdin is not a terminal
+    assert out.returncode == 2 and out.stderr.startswith("error: 3 recorded LLM calls match; erasing them needs")
+    assert "--yes" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = keel("llm", "delete", cwd=tmp_path, check=False)
+    assert out.returncode == 2 and "nothing selects" in out.stderr and "--all" in out.stderr
+    out = keel("llm", "delete", "--filter", "model = 'gpt-4'", "--yes", cwd=tmp_path, check=False)
+    assert out.returncode == 2 and "matches every recorded LLM call (5)" in out.stderr
+    out = keel("llm", "delete", str(ids[0]), "424242", "--yes", cwd=tmp_path, check=False)
+    assert out.returncode == 3 and "no recorded LLM call with id 424242" in out.stderr
+    assert _users(tmp_path)[0] == users  # nothing erased by any refusal
+
+    out = keel("llm", "delete", *by_user, "--yes", cwd=tmp_path)
+    assert out.stdout.startswith("erased 3 recorded LLM calls (1 pack objects removed, ")
+    assert _users(tmp_path)[0] == ["u-7", "u-7"]
+    out = keel("llm", "delete", *by_user, "--yes", cwd=tmp_path)
+    assert out.stdout.strip() == "no recorded LLM call matches: nothing erased"
+    report = json.loads(keel("llm", "delete", str(_users(tmp_path)[1][0]), "--yes", "--json", cwd=tmp_path).stdout)
+    assert (report["kind"], report["matched"], report["deleted"], report["dry_run"]) == ("llm_calls", 1, 1, False)
+
+
+def test_delete_asks_on_a_terminal(tmp_path):
+    import os
+    import pty
+
+    keel("init", cwd=tmp_path)
+    _write_calls(tmp_path, {"u-42": 2, "u-7": 1})
+    for answer, erased in (("n", False), ("y", True)):
+        main, terminal = pty.openpty()
+        proc = subprocess.Popen(
+            [str(KEEL), "llm", "delete", "--filter", "metadata.user_id = 'u-42'"],
+            cwd=tmp_path, stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=keel_env(),
+        )  # fmt: skip
+        os.close(terminal)
+        os.write(main, f"{answer}\n".encode())
+        out, err = proc.communicate(timeout=60)
+        os.close(main)
+        assert "Erase 2 recorded LLM calls for good? [y/N]" in out, err
+        assert (proc.returncode == 0) is erased
+        assert ("erased 2 recorded LLM calls" in out) is erased and ("nothing erased" in out) is not erased
+        assert _users(tmp_path)[0] == (["u-7"] if erased else ["u-42", "u-42", "u-7"])

@@ -735,7 +735,12 @@ class LlmService:
     def _rewrite(self, oid: str, kept: list[tuple[int, int]], written: list[str]) -> tuple[str, str]:
         """Pack ``oid`` written again with only the entries ``kept`` (``(part, row id)``), the
         new oid appended to ``written``; ``(old oid, new oid)``."""
-        contents = self.pack(oid)
+        try:
+            contents = self.pack(oid)
+        except NotFound:
+            if oid not in self.repo.referenced([oid]):
+                raise Changed from None  # a concurrent erasure rewrote this pack and deleted it
+            raise
         entries = []
         for part, _ in sorted(kept):
             if not 0 <= part < len(contents):
