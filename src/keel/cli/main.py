@@ -81,7 +81,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "gate_command",
         "Fail (exit 1) when an evaluation is significantly worse than what an alias points at; print Markdown.",
     ),
-    "runs": ("keel.cli.runs", "runs_app", "List, show, compare, delete and restore runs."),
+    "runs": ("keel.cli.runs", "runs_app", "List, show, compare, delete, restore and purge runs."),
     "artifacts": ("keel.cli.runs", "artifacts_app", "List and download run artifacts."),
     "projects": ("keel.cli.runs", "projects_app", "List, create and rename projects."),
     "prompts": ("keel.cli.prompts", "prompts_app", "Versioned prompts: register, load, alias, diff, sync with files."),
@@ -105,6 +105,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "flags": ("keel.cli.flags", "flags_app", "Feature flags: list, show, set, roll out, kill, history, evaluate."),
     "hooks": ("keel.cli.hooks", "hooks_app", "Webhooks: subscribe URLs to events, test them, see deliveries."),
+    "retention": (
+        "keel.cli.retention",
+        "retention_app",
+        "Retention periods for conversations, recorded LLM calls and traces: show, set, unset, apply.",
+    ),
     "review": (
         "keel.cli.review",
         "review_app",

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 __all__ = ["artifacts_app", "projects_app", "runs_app"]
 
-runs_app = typer.Typer(help="List, show, compare, delete and restore runs.", no_args_is_help=True)
+runs_app = typer.Typer(help="List, show, compare, delete, restore and purge runs.", no_args_is_help=True)
 artifacts_app = typer.Typer(help="List and download run artifacts.", no_args_is_help=True)
 projects_app = typer.Typer(help="List, create and rename projects.", no_args_is_help=True)
 
@@ -341,11 +341,97 @@ def _differs(values: list[Any]) -> bool:
 
 
 @runs_app.command("delete")
-def runs_delete(runs: Annotated[list[str], typer.Argument(help="Run ids or prefixes.")]) -> None:
-    """Delete runs (soft: 'keel runs restore' brings them back)."""
+def runs_delete(
+    runs: Annotated[list[str], typer.Argument(help="Run ids or prefixes.")],
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Then remove them permanently (as 'keel runs purge'); asks first.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="With --purge: do not ask for confirmation.")] = False,
+) -> None:
+    """Delete runs (soft: 'keel runs restore' brings them back; --purge: gone for good)."""
     client = _client()
+    if purge:
+        from keel.errors import KeelError
+
+        records = [client.get_run(run) for run in runs]
+        _confirm_purge(len(records), yes)
+        deleted_now = [r.run_id for r in records if not r.deleted]
+        for run_id in deleted_now:
+            client.delete_run(run_id)
+        try:
+            _purge([r.run_id for r in records], None, None, dry_run=False, yes=True, as_json=False)
+        except KeelError:  # refused (e.g. a model version's run): leave the runs as they were
+            for run_id in deleted_now:
+                client.restore_run(run_id)
+            raise
+        return
     for run in runs:
         typer.echo(f"deleted {client.delete_run(run)}")
+
+
+@runs_app.command("purge")
+def runs_purge(
+    runs: Annotated[
+        list[str] | None, typer.Argument(help="Deleted run ids or prefixes (default: every deleted run).")
+    ] = None,
+    older_than: Annotated[
+        str | None, typer.Option("--older-than", help="Only runs deleted before this: 30d, 12w, a date.")
+    ] = None,
+    project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project's deleted runs.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; remove nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Permanently remove deleted runs: params, metrics, tags, artifacts, lineage, recorded calls.
+
+    Their artifacts' objects go too unless something else references them. A run that a
+    model version was registered from is refused. An audit entry stays ('keel erasures list')."""
+    _purge(runs or None, project, older_than, dry_run=dry_run, yes=yes, as_json=as_json)
+
+
+def _confirm_purge(count: int, yes: bool) -> None:
+    import sys
+
+    from keel.errors import InvalidInput
+
+    if yes or count == 0:
+        return
+    if not sys.stdin.isatty():
+        raise InvalidInput(
+            f"{count:,} runs would be purged; that needs a confirmation, and there is no terminal to ask on",
+            "add --yes to purge without asking (or --dry-run to count them)",
+        )
+    if not typer.confirm(f"Remove {count:,} runs permanently (params, metrics, artifacts, recordings)?", default=False):
+        typer.echo("nothing purged")
+        raise typer.Exit(1)
+
+
+def _purge(
+    runs: list[str] | None, project: str | None, older_than: str | None, *, dry_run: bool, yes: bool, as_json: bool
+) -> None:
+    from keel.sdk.retention import purge_runs
+
+    plan = purge_runs(runs, project=project, older_than=older_than, dry_run=True)
+    if not dry_run and plan.matched:
+        _confirm_purge(plan.matched, yes)
+        plan = purge_runs(runs, project=project, older_than=older_than)
+    if as_json:
+        from keel.cli.render import print_json
+
+        print_json(plan.to_dict())
+        return
+    if plan.dry_run:
+        typer.echo(f"{plan.matched:,} deleted runs match (dry run: nothing removed)")
+    elif plan.matched == 0:
+        typer.echo("no deleted run matches: nothing purged")
+    else:
+        typer.echo(
+            f"purged {plan.deleted:,} runs ({plan.objects_removed:,} objects removed, "
+            f"{plan.bytes_freed:,} bytes freed; audit entry {plan.audit_id})"
+        )
+    for item in plan.derived:
+        version = f"@{item['version']}" if item.get("version") else ""
+        typer.echo(f"  kept: {item['kind']} {item['id']}{version}: {item['why']}")
 
 
 @runs_app.command("restore")

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from keel.core.batch import WriteBatch
@@ -35,13 +36,14 @@ from keel.core.filters import Node, OrderBy
 from keel.core.series import Chunk, group_metrics, pack_floats, pack_ints, unpack_floats, unpack_ints
 from keel.core.values import decode_param
 from keel.errors import AlreadyExists, InvalidInput, NotFound
+from keel.meta import erasures
 from keel.meta.dbapi import Connection, ConstraintViolation, like_prefix
 from keel.meta.delivered import claim_batch
 from keel.meta.digests import RunDigests
 from keel.meta.engine import Database
 from keel.meta.search import RECORD_COLUMNS, compile_search
 
-__all__ = ["TrackingStore"]
+__all__ = ["PurgeCandidate", "PurgeResult", "TrackingStore"]
 
 _IN_CHUNK = 500  # ids per IN (...) list
 _SEARCH_WINDOW = 1_000  # see TrackingStore.search: a first window of at least this many runs,
@@ -94,6 +96,35 @@ _INSERT_EDGE = (
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 _END_RUN = "UPDATE runs SET status = ?, end_time = ?, error = ? WHERE id = ?"
+# Every table with rows of a run (by runs.id): a purge removes them with the run.
+_RUN_TABLES = ("params", "tags", "metric_chunks", "latest_metrics", "artifacts", "lineage", "mlflow_dataset_inputs")
+
+
+_PURGE_COLUMNS = (
+    "runs.id, runs.run_id, projects.name, runs.deleted, COALESCE(runs.deleted_at, runs.end_time, runs.start_time)"
+)
+
+
+@dataclass(frozen=True)
+class PurgeCandidate:
+    """A run a purge names or selects: ``since`` is when it was deleted (else when it ended or started)."""
+
+    pk: int
+    run_id: str
+    project: str
+    deleted: bool
+    since: int
+
+
+@dataclass
+class PurgeResult:
+    """What :meth:`TrackingStore.purge` removed: the runs, ``(oid, size, created_at)`` of their
+    artifact rows, ``(kind, id, version)`` of what their lineage says they made, the audit row."""
+
+    run_ids: list[str] = field(default_factory=list)
+    artifacts: list[tuple[str, int, int]] = field(default_factory=list)
+    outputs: list[tuple[str, str, str]] = field(default_factory=list)
+    audit_id: int | None = None
 
 
 # A chunk's packed arrays and step range: (steps, timestamps, values, min step, max step)
@@ -543,9 +574,13 @@ class TrackingStore:
         )
 
     def set_deleted(self, run_id: str, deleted: bool) -> None:
-        """Soft-delete or restore a run (its children are untouched)."""
+        """Soft-delete or restore a run (its children are untouched); when it was deleted is
+        kept (``deleted_at``) for ``keel runs purge --older-than``."""
         with self.db.write() as conn:
-            result = conn.execute("UPDATE runs SET deleted = ? WHERE run_id = ?", (deleted, run_id))
+            result = conn.execute(
+                "UPDATE runs SET deleted = ?, deleted_at = ? WHERE run_id = ?",
+                (deleted, now_ms() if deleted else None, run_id),
+            )
             if result.rowcount == 0:
                 raise NotFound(f"no run with id {run_id!r}", "list runs with 'keel runs list'")
 
@@ -819,3 +854,131 @@ class TrackingStore:
                 (oid,),
             ).all()
         return [(r, p) for r, p in rows]
+
+    # -- purging deleted runs (keel.services.tracking.TrackingService.purge_runs) ----------------
+    def purge_candidates(
+        self, run_ids: Sequence[str] | None, project_ids: Sequence[int] | None, before_ms: int | None
+    ) -> list[PurgeCandidate]:
+        """The runs a purge names (``run_ids``: every one, deleted or not, so the caller can
+        refuse) or selects (deleted runs of ``project_ids``, all projects when None, deleted
+        or ended before ``before_ms``), oldest first."""
+        base = f"SELECT {_PURGE_COLUMNS} FROM runs JOIN projects ON projects.id = runs.project_id"  # noqa: S608
+        found: list[Any] = []
+        with self.db.read() as conn:
+            if run_ids is not None:
+                for chunk in _chunks(list(run_ids)):
+                    marks = ", ".join("?" * len(chunk))
+                    found += conn.execute(f"{base} WHERE runs.run_id IN ({marks})", tuple(chunk)).all()
+            else:
+                where: list[str] = ["runs.deleted = ?"]
+                args: list[Any] = [True]
+                if project_ids is not None:
+                    where.append(f"runs.project_id IN ({', '.join('?' * len(project_ids)) or 'NULL'})")
+                    args += list(project_ids)
+                if before_ms is not None:
+                    where.append("COALESCE(runs.deleted_at, runs.end_time, runs.start_time) < ?")
+                    args.append(int(before_ms))
+                found = conn.execute(f"{base} WHERE {' AND '.join(where)} ORDER BY runs.id", tuple(args)).all()
+        out = [PurgeCandidate(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), int(r[4])) for r in found]
+        if before_ms is not None:
+            out = [c for c in out if c.since < before_ms]
+        return out
+
+    def versions_from_runs(self, run_ids: Sequence[str]) -> list[tuple[str, int, str]]:
+        """``(model, version, run_id)`` of every model version registered from one of ``run_ids``."""
+        out: list[tuple[str, int, str]] = []
+        with self.db.read() as conn:
+            for chunk in _chunks(list(run_ids)):
+                marks = ", ".join("?" * len(chunk))
+                out += [
+                    (str(name), int(version), str(run))
+                    for name, version, run in conn.execute(
+                        "SELECT registered_models.name, model_versions.version, model_versions.run_id"  # noqa: S608
+                        " FROM model_versions JOIN registered_models ON registered_models.id = model_versions.model_id"
+                        f" WHERE model_versions.run_id IN ({marks})"
+                        " ORDER BY registered_models.name, model_versions.version",
+                        tuple(chunk),
+                    ).all()
+                ]
+        return out
+
+    def runs_with_calls(self, run_ids: Sequence[str]) -> list[str]:
+        """Those of ``run_ids`` with recorded LLM calls."""
+        out: list[str] = []
+        with self.db.read() as conn:
+            for chunk in _chunks(list(run_ids)):
+                marks = ", ".join("?" * len(chunk))
+                out += [
+                    str(r)
+                    for r in conn.execute(
+                        f"SELECT DISTINCT run_id FROM llm_calls WHERE run_id IN ({marks})",  # noqa: S608
+                        tuple(chunk),
+                    ).scalars()
+                ]
+        return sorted(out)
+
+    def artifacts_of(self, pks: Sequence[int]) -> list[tuple[str, int, int]]:
+        """``(oid, size, created_at)`` of every artifact row of the runs ``pks``."""
+        out: list[tuple[str, int, int]] = []
+        with self.db.read() as conn:
+            for chunk in _chunks(list(pks)):
+                marks = ", ".join("?" * len(chunk))
+                out += [
+                    (str(o), int(s), int(c))
+                    for o, s, c in conn.execute(
+                        f"SELECT oid, size, created_at FROM artifacts WHERE run_pk IN ({marks})",  # noqa: S608
+                        tuple(chunk),
+                    ).all()
+                ]
+        return out
+
+    def purge(self, pks: Sequence[int], audit: dict[str, Any] | None = None) -> PurgeResult:
+        """Remove the runs ``pks`` that are still deleted, with every row of theirs, in one
+        transaction (with the audit row: ``audit`` holds :func:`keel.meta.erasures.record`'s
+        fields but the counts).
+
+        The runs are claimed first with an update that keeps them deleted (it takes their row
+        locks on PostgreSQL): a run restored meanwhile is left alone, and a restore that comes
+        after finds no run."""
+        result = PurgeResult()
+        with self.db.write() as conn:
+            claimed: list[int] = []
+            for chunk in _chunks(list(pks)):
+                marks = ", ".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"UPDATE runs SET deleted = ? WHERE id IN ({marks}) AND deleted = ? RETURNING id, run_id",  # noqa: S608
+                    (True, *chunk, True),
+                ).all()
+                claimed += [int(r[0]) for r in rows]
+                result.run_ids += [str(r[1]) for r in rows]
+            for chunk in _chunks(claimed):
+                marks = ", ".join("?" * len(chunk))
+                result.artifacts += [
+                    (str(o), int(s), int(c))
+                    for o, s, c in conn.execute(
+                        f"SELECT oid, size, created_at FROM artifacts WHERE run_pk IN ({marks})",  # noqa: S608
+                        tuple(chunk),
+                    ).all()
+                ]
+                result.outputs += [
+                    (str(k), str(i), str(v))
+                    for k, i, v in conn.execute(
+                        "SELECT DISTINCT entity_kind, entity_id, entity_version FROM lineage"  # noqa: S608
+                        f" WHERE direction = 'output' AND run_pk IN ({marks})",
+                        tuple(chunk),
+                    ).all()
+                ]
+                for table in _RUN_TABLES:
+                    conn.execute(f"DELETE FROM {table} WHERE run_pk IN ({marks})", tuple(chunk))  # noqa: S608
+                conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", tuple(chunk))  # noqa: S608
+            if audit is not None:
+                n = len(result.run_ids)
+                result.audit_id = erasures.record(conn, kind="runs", matched=n, deleted=n, **audit)
+        for run_id in result.run_ids:
+            self._pks.pop(run_id, None)
+        return result
+
+    def note_objects(self, audit_id: int, objects_removed: int, bytes_freed: int) -> None:
+        """Add the objects a purge removed after its rows were committed to its audit row."""
+        with self.db.write() as conn:
+            erasures.update_objects(conn, audit_id, objects_removed, bytes_freed)

@@ -47,6 +47,8 @@ from keel.server.routers import (
 )
 from keel.server.ui import UISettings, mount_ui
 from keel.services.leftovers import ENV_SPOOL_AGE, SPOOL_AGE_S, age_from_env, sweep_spool
+from keel.services.retention import ENV_INTERVAL as ENV_RETENTION_INTERVAL
+from keel.services.retention import ENV_LEASE as ENV_RETENTION_LEASE
 from keel.services.workspace import open_store
 
 __all__ = ["API_PREFIX", "ENV_OBJECTS", "ENV_STORE", "app_from_env", "create_app"]
@@ -90,16 +92,20 @@ def create_app(
     spool = Path(tmp_dir or tempfile.gettempdir())
     context = ServerContext(store, spool, max_upload)
     spool_age = age_from_env(ENV_SPOOL_AGE, SPOOL_AGE_S)
+    retention_every = age_from_env(ENV_RETENTION_INTERVAL, 3600.0)  # 0: this process never applies retention
+    retention_lease = age_from_env(ENV_RETENTION_LEASE, 600.0)
     context.spool_dir  # noqa: B018 - create (and check) the spool folder now, not at the first upload
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(_sweep_spool(context.spool_dir, spool_age))
+        expiry = asyncio.create_task(_apply_retention(context, retention_every, retention_lease))
         hooks = start_hooks_worker(store.db)  # delivers webhooks from the queue (docs/hooks.md)
         try:
             yield
         finally:
             sweeper.cancel()
+            expiry.cancel()
             if hooks is not None:
                 await run_in_threadpool(hooks.stop)
             store.close()
@@ -146,6 +152,30 @@ async def _sweep_spool(folder: Path, older_than: float) -> None:
         except OSError as exc:  # pragma: no cover - a vanished TMPDIR: try again later
             log.warning("sweeping the spool folder %s failed: %s", folder, exc)
         await asyncio.sleep(interval)
+
+
+async def _apply_retention(context: ServerContext, every: float, lease: float) -> None:
+    """Apply the retention policies every ``every`` seconds (``KEEL_RETENTION_INTERVAL``,
+    default hourly; 0: never in this process), in this process only while it holds the
+    ``retention`` lease (:func:`keel.services.retention.apply_with_lease`): with several
+    server processes on one database one applies it, and another takes over once a dead
+    holder's lease (``KEEL_RETENTION_LEASE`` seconds, default 600) has run out."""
+    if every <= 0:
+        return
+    from keel.services.retention import apply_with_lease, holder_id
+
+    holder = holder_id()
+    lease_ms = int(max(lease, every) * 1000)
+    while True:
+        await asyncio.sleep(every)
+        try:
+            reports = await run_in_threadpool(apply_with_lease, context.retention, holder, lease_ms)
+        except Exception as exc:  # noqa: BLE001 - the database away, a bug: log it, try at the next pass
+            log.warning("applying retention failed: %s", exc)
+            continue
+        for report in reports or ():
+            if report.deleted:
+                log.info("retention: %s: %d expired", report.kind, report.deleted)
 
 
 def app_from_env() -> FastAPI:

@@ -149,6 +149,13 @@ class ServerContext:
         return HookService(self.store)
 
     @cached_property
+    def retention(self) -> Any:
+        """Retention policies and applying them (keel.services.retention)."""
+        from keel.services.retention import RetentionService
+
+        return RetentionService(self.store, self.tracking)
+
+    @cached_property
     def traces(self) -> Any:
         """Traces and spans (the SDK's delivery path, OTLP and MLflow tracing)."""
         from keel.services.traces import TraceService

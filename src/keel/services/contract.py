@@ -96,6 +96,7 @@ SERVICES: dict[str, str] = {
     "traces": "keel.services.traces:TraceService",
     "hooks": "keel.services.hooks:HookService",
     "reviews": "keel.services.reviews:ReviewService",
+    "retention": "keel.services.retention:RetentionService",
 }
 
 # Arguments that name the person acting: on a server always the authenticated caller.

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from keel.core.auth import Principal
+from keel.core.auth import WORKSPACE, Principal
 from keel.core.batch import MAX_ARTIFACT_PATH_LENGTH, WriteBatch, check_batch_id
 from keel.core.downsample import MIN_POINTS, bucket_extremes
 from keel.core.entities import (
@@ -29,6 +29,7 @@ from keel.core.entities import (
     now_ms,
     run_not_found,
 )
+from keel.core.erasure import ErasureReport
 from keel.core.filters import Node, OrderBy, check_query, parse_filter, parse_order_by
 from keel.core.limits import MAX_PAGE_OFFSET, MAX_PAGE_TOKEN_LENGTH
 from keel.core.names import check_artifact_path, check_key, check_name
@@ -40,6 +41,7 @@ from keel.services.auth import require
 from keel.services.context import context_json
 from keel.services.contract import (
     READABLE,
+    authorize_run,
     batch_scope,
     operation,
     project_scope,
@@ -154,6 +156,22 @@ def readable_runs(services: Any, caller: Principal, result: list[str]) -> list[s
         return result
     allowed = set(readable)
     return [r.run_id for r in services.tracking.repo.get_runs(result) if r.project in allowed]
+
+
+def purge_scope(services: Any, caller: Principal, arguments: dict[str, Any]) -> None:
+    """Who may purge: the writer role on the stored project of every run named (a run the
+    caller cannot see is NotFound, as an unknown one), on ``project`` when given, and on every
+    project (``*``) for a purge of all projects."""
+    run_ids = arguments.get("run_ids")
+    if run_ids:
+        arguments["run_ids"] = [authorize_run(services, caller, run_id, "writer") for run_id in run_ids]
+    project = arguments.get("project")
+    if project is not None:
+        if not isinstance(project, str):
+            raise InvalidInput("project must be a project name", "pass a string")
+        require(caller, project, "writer")
+    elif not arguments.get("run_ids"):
+        require(caller, WORKSPACE, "writer")
 
 
 def authorize_batch(tracking: TrackingService, caller: Principal, batch: Any, role: str) -> None:
@@ -352,6 +370,110 @@ class TrackingService:
         full = self.resolve_run_id(run_id)
         self.repo.set_deleted(full, False)
         return full
+
+    @operation("writer", READABLE, check=purge_scope)
+    def purge_runs(
+        self,
+        project: str | None = None,
+        older_than: str | None = None,
+        run_ids: list[str] | None = None,
+        *,
+        dry_run: bool = False,
+        who: str = "",
+    ) -> ErasureReport:
+        """Permanently remove soft-deleted runs: the runs named by ``run_ids`` (each must be
+        deleted), or every deleted run (of ``project``; deleted before ``older_than``: ``30d``,
+        a date), with their params, metrics, tags, artifact rows and lineage, their recorded
+        LLM calls, and the artifacts' objects nothing else references.
+
+        Runs only: a deleted run's child runs are not purged with it (as ``mlflow gc``, only
+        the deleted runs go; a child keeps its ``parent_id``). A run that a model version was
+        registered from is refused, naming the version (the version points at its files).
+        Nothing is removed when any check fails. One ``erasures`` audit row (reason
+        ``purge``) counts the runs; each run's recorded calls are erased through
+        :meth:`keel.services.llm.LlmService.delete_calls` (their own audit rows).
+
+        Objects: an artifact's object goes once no remaining record references it
+        (:func:`keel.services.gc.referenced`), unless it was written or freshened after the
+        purged run logged it (another writer stored the same content since, and may be about to
+        reference it: it is left for ``keel gc``).
+        """
+        from keel.core.conversations import parse_time
+
+        ids = [self.resolve_run_id(r) for r in run_ids] if run_ids else None
+        name = check_name(project, "project name") if project else None
+        project_ids = self.repo.project_ids([name]) if name else None
+        before = parse_time(older_than) if older_than else None
+        chosen = self.repo.purge_candidates(ids, project_ids, before)
+        if ids is not None:
+            for candidate in chosen:
+                if not candidate.deleted:
+                    raise Conflict(
+                        f"run {candidate.run_id} is not deleted; only deleted runs are purged",
+                        f"delete it first ('keel runs delete {candidate.run_id}'), or in one step: "
+                        f"keel runs delete --purge {candidate.run_id}",
+                    )
+                if name is not None and candidate.project != name:
+                    raise InvalidInput(
+                        f"run {candidate.run_id} is not in project {name!r}", "leave out --project, or the run id"
+                    )
+        registered = self.repo.versions_from_runs([c.run_id for c in chosen])
+        if registered:
+            model, version, run = registered[0]
+            more = f" (and {len(registered) - 1} more)" if len(registered) > 1 else ""
+            raise Conflict(
+                f"run {run} is the source of model version {model} v{version}{more}: purging it would delete the "
+                "version's files",
+                f"keep the run (keel runs restore {run}), or delete the model version first; "
+                "purge other runs by id",
+            )
+        what = ", ".join(f for f in (name and f"project {name}", older_than and f"older than {older_than}") if f)
+        report = ErasureReport("runs", len(chosen), 0, dry_run=dry_run)
+        if dry_run or not chosen:
+            return report
+        actor = audit_who(who)
+        llm = None
+        for run_id in self.repo.runs_with_calls([c.run_id for c in chosen]):
+            if llm is None:
+                from keel.services.llm import LlmService
+
+                llm = LlmService(self.store, self)
+            llm.delete_calls(run_id=run_id, all=True, who=actor, reason="purge")  # all: they may be every call
+        audit = {"actor": actor, "scope": name or "", "filter": what, "ids": len(ids or ()), "reason": "purge"}
+        done = self.repo.purge([c.pk for c in chosen], audit)
+        report.deleted = len(done.run_ids)
+        report.audit_id = done.audit_id
+        report.derived = [
+            {"kind": kind, "id": entity, "version": version, "why": "made by a purged run (versions are immutable)"}
+            for kind, entity, version in done.outputs
+        ]
+        report.objects_removed, report.bytes_freed = self._drop_objects(done.artifacts)
+        if done.audit_id is not None and report.objects_removed:
+            self.repo.note_objects(done.audit_id, report.objects_removed, report.bytes_freed)
+        self.store.db.scrub()
+        return report
+
+    def _drop_objects(self, artifacts: list[tuple[str, int, int]]) -> tuple[int, int]:
+        """Delete the objects of purged artifact rows that nothing references any more;
+        ``(objects, bytes)`` removed. Each is checked against the time its purged row was
+        logged: one written or freshened since (another writer stored the same bytes) stays."""
+        from keel.objects.base import ObjectInfo
+        from keel.services.gc import referenced
+
+        logged: dict[str, tuple[int, int]] = {}
+        for oid, size, created_at in artifacts:
+            _size, last = logged.get(oid, (size, 0))
+            logged[oid] = (size, max(last, created_at))
+        if not logged:
+            return 0, 0
+        orphans = set(logged) - referenced(self.store, set(logged))
+        by_time: dict[int, list[ObjectInfo]] = {}
+        for oid in sorted(orphans):
+            size, last = logged[oid]
+            by_time.setdefault(last, []).append(ObjectInfo(oid, size, 0.0))
+        # a row's time is in whole milliseconds, cut down: its object may carry the same millisecond and more
+        removed = [info for last, infos in by_time.items() for info in self.objects.prune(infos, (last + 1) / 1000)]
+        return len(removed), sum(info.size for info in removed)
 
     @operation("reader", projects_scope("projects"))
     def search_runs(
