@@ -11,7 +11,8 @@ import typer
 __all__ = ["conversations_app"]
 
 conversations_app = typer.Typer(
-    help="Logged conversations: list, show, record feedback, stats per prompt version, export as an eval dataset.",
+    help="Logged conversations: list, show, record feedback, stats per prompt version, export as an eval dataset, "
+    "delete.",
     no_args_is_help=True,
 )
 

@@ -21,6 +21,11 @@ NAMES = {
 }
 
 
+def _pairs(items: Sequence[Any]) -> list[tuple[str, Any]]:
+    """``(project, report)`` for reports given alone or with their project (``keel erase``)."""
+    return [item if isinstance(item, tuple) else ("", item) for item in items]
+
+
 def confirm_and_erase(
     plans: Sequence[Any],
     erase: Callable[[], Sequence[Any]],
@@ -29,42 +34,53 @@ def confirm_and_erase(
     yes: bool,
     as_json: bool,
 ) -> None:
-    """Given the dry-run ``plans`` (ErasureReports), print them and stop (``--dry-run``), say
-    so when nothing matches, or ask (unless ``yes``) and then ``erase()`` and print what it did."""
+    """Given the dry-run ``plans`` (ErasureReports, or ``(project, report)``), print them and stop
+    (``--dry-run``), say so when nothing matches, or ask (unless ``yes``), then ``erase()`` and
+    print what it did."""
     from keel.errors import InvalidInput
 
-    matched = sum(p.matched for p in plans)
+    pairs = _pairs(plans)
+    matched = sum(report.matched for _, report in pairs)
     if dry_run or matched == 0:
-        print_reports(plans, as_json)
+        print_reports(pairs, as_json)
         return
     if not yes:
-        counts = ", ".join(f"{p.matched:,} {NAMES.get(p.kind, p.kind)}" for p in plans if p.matched)
+        counts = ", ".join(
+            f"{report.matched:,} {_name(report, project)}" for project, report in pairs if report.matched
+        )
         if not sys.stdin.isatty():
             raise InvalidInput(
                 f"{counts} match; erasing them needs a confirmation, and there is no terminal to ask on",
                 "add --yes to erase without asking (or --dry-run to see what matches)",
             )
-        for plan in plans:
-            print_derived(plan)
+        for _, report in pairs:
+            print_derived(report)
         if not typer.confirm(f"Erase {counts} for good?", default=False):
             typer.echo("nothing erased")
             raise typer.Exit(1)
-    print_reports(erase(), as_json)
+    print_reports(_pairs(erase()), as_json)
 
 
-def print_reports(reports: Sequence[Any], as_json: bool) -> None:
+def _name(report: Any, project: str = "") -> str:
+    return NAMES.get(report.kind, report.kind) + (f" in project {project}" if project else "")
+
+
+def print_reports(pairs: Sequence[tuple[str, Any]], as_json: bool) -> None:
     if as_json:
         from keel.cli.render import print_json
 
-        print_json([r.to_dict() for r in reports] if len(reports) != 1 else reports[0].to_dict())
+        if len(pairs) == 1:
+            print_json(pairs[0][1].to_dict())
+        else:
+            print_json([{**report.to_dict(), "project": project} for project, report in pairs])
         return
-    for report in reports:
-        print_report(report)
+    for project, report in pairs:
+        print_report(report, project)
 
 
-def print_report(report: Any) -> None:
+def print_report(report: Any, project: str = "") -> None:
     """One line per report, then the versions made from the erased records."""
-    name = NAMES.get(report.kind, report.kind)
+    name = _name(report, project)
     if report.dry_run:
         typer.echo(f"{report.matched:,} {name} match (dry run: nothing erased)")
     elif report.deleted == 0:

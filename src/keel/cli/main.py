@@ -81,6 +81,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "gate_command",
         "Fail (exit 1) when an evaluation is significantly worse than what an alias points at; print Markdown.",
     ),
+    "erase": (
+        "keel.cli.erasures",
+        "erase_command",
+        "Erase everything keel holds about one end user: conversations, traces (every project), recorded LLM calls.",
+    ),
     "runs": ("keel.cli.runs", "runs_app", "List, show, compare, delete, restore and purge runs."),
     "artifacts": ("keel.cli.runs", "artifacts_app", "List and download run artifacts."),
     "projects": ("keel.cli.runs", "projects_app", "List, create and rename projects."),
@@ -110,6 +115,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "retention_app",
         "Retention periods for conversations, recorded LLM calls and traces: show, set, unset, apply.",
     ),
+    "erasures": (
+        "keel.cli.erasures",
+        "erasures_app",
+        "The erasure audit: who erased which records, when, with which filter, how many.",
+    ),
     "review": (
         "keel.cli.review",
         "review_app",
@@ -134,12 +144,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "conversations": (
         "keel.cli.conversations",
         "conversations_app",
-        "Logged conversations: list, show, record feedback, stats per prompt version, export as an eval dataset.",
+        "Logged conversations: list, show, record feedback, stats per prompt version, export as an eval dataset, "
+        "delete.",
     ),
     "traces": (
         "keel.cli.traces",
         "traces_app",
-        "Traces of your LLM app (trees of spans): list, show one, stats per model / prompt / day, export.",
+        "Traces of your LLM app (trees of spans): list, show one, stats per model / prompt / day, export, delete.",
     ),
     "import": (
         "keel.cli.imports",

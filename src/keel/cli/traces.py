@@ -12,7 +12,7 @@ import typer
 __all__ = ["traces_app"]
 
 traces_app = typer.Typer(
-    help="Traces of your LLM app (trees of spans): list, show one, stats per model / prompt / day, export.",
+    help="Traces of your LLM app (trees of spans): list, show one, stats per model / prompt / day, export, delete.",
     no_args_is_help=True,
 )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KINDS", "REASONS", "ErasureEntry", "ErasureReport"]
+__all__ = ["KINDS", "REASONS", "ErasureEntry", "ErasureReport", "quoted", "user_filters"]
 
 #: The kinds of records an erasure removes.
 KINDS = ("conversations", "llm_calls", "traces", "runs")
@@ -86,3 +86,21 @@ class ErasureEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def quoted(text: str) -> str:
+    """``text`` as a string literal of keel's filter language (:mod:`keel.core.filters`):
+    single quotes, with backslashes and quotes escaped, so any user id stays one value."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def user_filters(user_id: str) -> dict[str, str]:
+    """The filter that selects one end user's records, per kind (``keel erase --user``):
+    conversations and recorded calls by ``metadata.user_id``, traces by their ``user_id``
+    (``keel.user_id``, ``user.id``, ``enduser.id`` attributes of a span)."""
+    literal = quoted(user_id)
+    return {
+        "conversations": f"metadata.user_id = {literal}",
+        "traces": f"user_id = {literal}",
+        "llm_calls": f"metadata.user_id = {literal}",
+    }

@@ -156,6 +156,13 @@ class ServerContext:
         return RetentionService(self.store, self.tracking)
 
     @cached_property
+    def erasures(self) -> Any:
+        """The erasure audit (keel.services.erasures)."""
+        from keel.services.erasures import ErasureService
+
+        return ErasureService(self.store)
+
+    @cached_property
     def traces(self) -> Any:
         """Traces and spans (the SDK's delivery path, OTLP and MLflow tracing)."""
         from keel.services.traces import TraceService
