@@ -70,6 +70,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "restore_command",
         "Make a workspace from a backup, then check it as 'keel verify' does (exit 5 if anything is wrong).",
     ),
+    "gc": (
+        "keel.cli.gc",
+        "gc_command",
+        "Remove objects that no live record references, from the local store or S3, safely while other "
+        "processes write (objects younger than --grace are kept); print what went and the space freed.",
+    ),
     "sync": (
         "keel.cli.sync",
         "sync_command",

@@ -1114,3 +1114,16 @@ maintenance_leases = Table(
 )
 
 __all__ += ["maintenance_leases", "retention_policies"]
+
+# -- object pins (0027) -----------------------------------------------------------------------------
+# Objects a keel server received through its objects API (a client's `keel data push`): the
+# versions naming them are in the client's database, so gc keeps them (keel.meta.references).
+object_pins = Table(
+    "object_pins",
+    metadata,
+    Column("oid", String(64), primary_key=True),
+    Column("reason", String(32), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+__all__ += ["object_pins"]

@@ -26,7 +26,7 @@ from keel.errors import InvalidInput
 from keel.services.auth import AuthStore
 from keel.services.workspace import open_store
 
-__all__ = ["ServerAdmin", "TokenInfo", "User", "cli_actor", "sweep_leftovers"]
+__all__ = ["ServerAdmin", "TokenInfo", "User", "cli_actor", "gc", "sweep_leftovers"]
 
 _DAY_MS = 86_400_000
 
@@ -162,5 +162,30 @@ def prune_traces(store: str | None, objects: str | None, older_than: str) -> dic
     opened = open_store(store, objects, cached=False)
     try:
         return TraceService(opened).prune(older_than)
+    finally:
+        opened.close()
+
+
+def gc(
+    store: str | None = None,
+    objects: str | None = None,
+    *,
+    grace: str | float = "1h",
+    dry_run: bool = False,
+    progress: Any = None,
+) -> Any:
+    """Remove the objects nothing references from a store (``keel gc``; see docs/gc.md): the
+    current workspace's (or ``KEEL_URI``'s), or the database URL ``store`` with its object
+    store ``objects`` (a team server's: gc runs next to its store, not through the server).
+    Objects younger than ``grace`` (``1h``, ``30m``, seconds) are kept. With ``dry_run``
+    nothing is removed. Returns a :class:`~keel.services.gc.GcReport`."""
+    from keel.services.gc import collect, parse_grace
+
+    grace_s = parse_grace(grace)
+    opened = open_store(store, objects, cached=False)
+    try:
+        # Retention goes here, before the collection (so what it expires is collected at once):
+        # keel.services.retention applies the store's retention policies locally.
+        return collect(opened, grace_s=grace_s, dry_run=dry_run, progress=progress)
     finally:
         opened.close()

@@ -17,6 +17,10 @@
 - ``HEAD /objects/{oid}``: 200 if stored, else 404.
 - ``GET /objects?after=&limit=``: list oids (site admins only).
 
+Pins: an object stored by a PUT, or found present by a writer's ``missing`` check (a push
+relies on it), is recorded in ``object_pins``: the versions naming it live in the pushing
+client's database, so without a pin this server's ``keel gc`` would see nothing reference it.
+
 Authorization: objects are shared, immutable, content-addressed blobs (a data
 file pushed from one project and an artifact of another may be the same object),
 so they are not owned by a project. Reading (GET, HEAD, missing) needs the reader
@@ -48,6 +52,7 @@ from keel.server.errors import KeelJSONResponse
 from keel.server.routers import Router
 from keel.server.transfer import spooled_body, stream_object
 from keel.services.auth import RANK, Principal
+from keel.services.gc import pin_pushed
 
 __all__ = ["MAX_BATCH", "PRESIGN_SECONDS", "presigned_download", "router", "wants_presigned"]
 
@@ -63,6 +68,10 @@ class MissingRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     oids: list[str]
+
+
+def _may_write(caller: Principal) -> bool:
+    return caller.user.is_admin or any(RANK.get(r, 0) >= RANK["writer"] for r in caller.grants.values())
 
 
 def require_any(caller: Principal, role: str) -> None:
@@ -101,6 +110,8 @@ def missing_objects(body: MissingRequest, caller: Caller, context: Context) -> d
         raise TooLarge(f"{len(body.oids)} oids in one check; at most {MAX_BATCH}", "split the batch")
     wanted = [check_oid(oid) for oid in body.oids]
     present = context.store.objects.exists_many(wanted)
+    if present and _may_write(caller):  # a push will rely on them: gc keeps them (docs/gc.md)
+        pin_pushed(context.store, sorted(present))
     return {"missing": [oid for oid in dict.fromkeys(wanted) if oid not in present]}
 
 
@@ -137,11 +148,13 @@ async def put_object(oid: str, request: Request, caller: Caller, context: Contex
         data = await request.body()
         _check_hash(oid, hash_bytes(data))
         await run_in_threadpool(context.store.objects.put_bytes, data)
+        await run_in_threadpool(pin_pushed, context.store, [oid])  # no row of this server names it
         return {"oid": oid, "size": len(data)}
     async with spooled_body(request, context, "object", hash_it=True) as body:
         _check_hash(oid, body.digest or "")
         stored, _ = await run_in_threadpool(context.store.objects.put_file, body.path)
     assert stored == oid  # hashed twice, from the same file
+    await run_in_threadpool(pin_pushed, context.store, [oid])
     return {"oid": oid, "size": body.size}
 
 
