@@ -92,11 +92,6 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "erase_command",
         "Erase everything keel holds about one end user: conversations, traces (every project), recorded LLM calls.",
     ),
-    "erase": (
-        "keel.cli.erasures",
-        "erase_command",
-        "Erase everything keel holds about one end user: conversations, traces (every project), recorded LLM calls.",
-    ),
     "runs": ("keel.cli.runs", "runs_app", "List, show, compare, delete, restore and purge runs."),
     "artifacts": ("keel.cli.runs", "artifacts_app", "List and download run artifacts."),
     "projects": ("keel.cli.runs", "projects_app", "List, create and rename projects."),
@@ -125,11 +120,6 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "keel.cli.retention",
         "retention_app",
         "Retention periods for conversations, recorded LLM calls and traces: show, set, unset, apply.",
-    ),
-    "erasures": (
-        "keel.cli.erasures",
-        "erasures_app",
-        "The erasure audit: who erased which records, when, with which filter, how many.",
     ),
     "erasures": (
         "keel.cli.erasures",
