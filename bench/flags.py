@@ -6,7 +6,10 @@ Figures (one process, one thread, a fresh workspace in a temporary folder;
 median of 3 passes over ``n`` distinct user ids, each id evaluated 5 times):
 
 - ``is_enabled (rollout)``: ``client.is_enabled("flag", user_id=uid)`` for a
-  boolean flag with a 25% rollout. Target >= 1,000,000 evaluations/s.
+  boolean flag with a 25% rollout. Target >= 1,000,000 evaluations/s. New flags
+  bucket by BLAKE2b-64 (``bucketing: blake2b``, see :mod:`keel.core.bucketing`);
+  ``is_enabled (rollout, crc32 flag)`` is the same flag on the crc32 scheme that
+  flags stored before schemes were recorded keep (the hash's cost, side by side).
 - ``is_enabled (rules + rollout)``: the same flag with two targeting rules
   (an ``in`` and a ``semver_gte``) in front of the rollout.
 - ``is_enabled (regex rule + rollout)``: a flag whose rule matches an ``email``
@@ -74,6 +77,7 @@ def main() -> None:
 
     init_workspace(folder)
     flags.set("new_prompt", rollout=25, reason="bench")
+    flags.set("new_prompt_crc32", rollout=25, bucketing="crc32", reason="bench: the scheme of flags from before")
     flags.set(
         "new_prompt_rules",
         {
@@ -103,6 +107,7 @@ def main() -> None:
 
     rows = [
         ("is_enabled (rollout)", _rate(lambda u: is_enabled("new_prompt", user_id=u), ids)),
+        ("is_enabled (rollout, crc32 flag)", _rate(lambda u: is_enabled("new_prompt_crc32", user_id=u), ids)),
         ("is_enabled (rules + rollout)", _rate(lambda u: is_enabled("new_prompt_rules", user_id=u), ids)),
         (
             "is_enabled (regex rule + rollout)",

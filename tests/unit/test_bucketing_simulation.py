@@ -5,10 +5,11 @@ For every pair of names and a 10% rollout (and a 50/50 split), the number of uni
 is compared with what independence gives for those two sets' sizes (hypergeometric: the
 overlap's mean n_i n_j / N and variance n_i n_j (N - n_i)(N - n_j) / (N^2 (N - 1))). Over
 the 499,500 pairs the z-scores of independent allocations are close to standard normal:
-sd 1, max |z| about 5.3 and about 32 pairs beyond 4 sd (measured for blake2b: sd
-0.9986-1.0014, max 4.7-5.4, 26-44 pairs). crc32, the scheme flags stored before
-schemes were recorded keep, fails the same check by far (sd 1.14-2.31, max 9.7-62,
-2,168-13,293 pairs beyond 4 sd): the last test shows the check can fail.
+sd 1, max |z| about 5.3 and about 32 pairs beyond 4 sd (measured for blake2b, over the
+three shapes and both thresholds: sd 0.9986-1.0014, max 4.7-5.1, 25-40 pairs). crc32, the
+scheme flags stored before schemes were recorded keep, fails the same check by far (sd
+1.105-2.31, max 7.5-62, 1,045-13,292 pairs beyond 4 sd): the last test shows the check
+can fail.
 
 Each test hashes 10 million units (about 4-5 s), then one matrix product per threshold.
 """
