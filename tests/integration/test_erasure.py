@@ -215,3 +215,26 @@ def test_scrub_waits_for_readers_then_says_so(tmp_path: Path) -> None:
     db.scrub()
     assert os.path.getsize(tmp_path / "keel.db-wal") == 0
     db.close()
+
+
+def test_a_payload_another_record_shares_is_kept(ws: Path) -> None:
+    now = time.time_ns()
+    shared = {"document": "the same long answer " * 2000}  # one object, by content, for both traces
+    spans = [
+        {
+            "trace_id": secrets.token_hex(16),
+            "span_id": secrets.token_hex(8),
+            "name": "answer",
+            "start_ns": now + i,
+            "end_ns": now + i + 1000,
+            "attributes": {"keel.user_id": user},
+            "inputs": shared,
+        }
+        for i, user in enumerate(("u-42", "u-7"))
+    ]
+    assert traces.ingest(spans).stored == 2
+    report = traces.delete(filter="user_id = 'u-42'")
+    assert (report.deleted, report.objects_removed, report.bytes_freed) == (1, 0, 0)
+    (left,) = traces.search()
+    payload = get_session(create=False).traces.payload(left.trace_id, spans[1]["span_id"], "inputs")
+    assert payload == shared

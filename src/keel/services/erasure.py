@@ -116,21 +116,20 @@ def remove_objects(store: Store, oids: Iterable[str], in_use: Callable[[set[str]
     """Delete those of ``oids`` that no remaining record references, at once (erased content
     must be gone when the erasure returns, not at the next gc): ``(objects removed, bytes)``.
 
-    ``in_use(oids)`` says which the erasing kind's own remaining records still hold; the
-    workspace-wide reference check of garbage collection (:func:`keel.services.gc.referenced`,
-    every other kind of record) is asked too when it is there: objects are shared by content.
+    ``in_use(oids)`` says which the erasing kind's own remaining records still hold (a cheap
+    first answer); then the workspace-wide reference check of garbage collection
+    (:func:`keel.services.gc.referenced`: every kind of record, and the trees and manifests
+    they reach) is asked about the rest: objects are shared by content, so a payload's bytes
+    may also be an artifact's or a dataset file's.
     """
     wanted = set(oids)
     if not wanted:
         return 0, 0
     wanted -= in_use(wanted)
     if wanted:
-        try:
-            from keel.services import gc
-        except ImportError:  # pragma: no cover - gc arrives with issue 23's other part
-            pass
-        else:
-            wanted -= gc.referenced(store, wanted)
+        from keel.services import gc
+
+        wanted -= gc.referenced(store, wanted)
     if not wanted:
         return 0, 0
     present = store.objects.exists_many(wanted)
