@@ -206,7 +206,9 @@ def test_a_scorer_failing_on_most_samples_is_failed_and_stays_in_the_comparison(
     assert comparison.verdict[0] == (
         f"{judged.summary()} in {runs[0].name}; it is left out of the comparison on faithfulness."
     )
-    assert any("is best on exact_match" in line for line in comparison.verdict)
+    # exact_match's direction comes from its scorer (recorded on the runs), and the verdict says so
+    declared = "higher is better (declared on the runs)"
+    assert any("on exact_match" in line and declared in line for line in comparison.verdict)
     data = comparison.to_dict()
     assert [(f["run"], f["name"], f["errors"]) for f in data["failed_scorers"]] == [
         (r.run_id, "faithfulness", 10) for r in runs
@@ -235,7 +237,7 @@ def test_cli_eval_run_and_reproduce(server, dataset, tmp_path):
     out = json.loads(cli("eval", "run", "eval.yaml", "--base-url", server.base_url, "--json").stdout)
     assert len(out["runs"]) == 4 and out["comparison"]["verdict"]
     text = cli("eval", "run", "eval.yaml", "--base-url", server.base_url).stdout
-    assert "is best on exact_match" in text
+    assert "on exact_match" in text and "higher is better (declared on the runs)" in text
     run_id = out["runs"][3]["run_id"]
     server.stop()
     assert cli("reproduce", run_id[:8]).stdout.startswith("identical: run ")

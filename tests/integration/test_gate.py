@@ -99,10 +99,10 @@ def test_runs_sharing_no_samples_use_the_unpaired_test_and_say_so(calc):
     _eval_run("1.0.0", [1.0] * 45 + [0.0] * 5, ids=[f"a{i}" for i in range(50)])
     cand = _eval_run("1.0.1", [1.0] * 20 + [0.0] * 30, ids=[f"b{i}" for i in range(50)])
     result = keel.gate(cand, metric="exact_match")
-    assert not result.paired and result.shared == 0 and result.test.method == "welch"
+    assert not result.paired and result.shared == 0 and result.test.method == "fisher exact"
     assert result.regression
     md = result.to_markdown()
-    assert "welch, unpaired" in md and "the runs share no samples, so the test is unpaired (Welch)" in md
+    assert "fisher exact, unpaired" in md and "the runs share no samples, so the test is unpaired (fisher exact)" in md
 
 
 def test_partly_shared_samples_are_compared_on_the_shared_ones(calc):
@@ -117,7 +117,7 @@ def test_lower_is_better_metrics_regress_upwards(calc):
     _eval_run("1.0.0", [0.1] * 40, metric="latency_error")
     cand = _eval_run("1.0.1", [0.1 + 0.01 * (i % 5 + 1) for i in range(40)], metric="latency_error")
     result = keel.gate(cand, metric="latency_error")
-    assert not result.higher_is_better and result.test.method == "paired permutation"
+    assert not result.higher_is_better and result.test.method == "paired t"
     assert result.regression and "latency_error rose by" in result.reason()
 
 

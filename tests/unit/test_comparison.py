@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from keel.core.comparison import Arm, compare_arms, lower_is_better
+from keel.core.comparison import Arm, compare_arms
+from keel.core.directions import default_direction
 from keel.core.scorers import ScorerErrors, count_scorer_errors
 
 
@@ -31,7 +32,7 @@ def test_paired_binary_scores_use_mcnemar_and_a_big_gap_is_significant():
 def test_runs_on_different_samples_are_compared_unpaired():
     a = _arm("a", 0.7, 0.01, ids=[f"a{i}" for i in range(100)])
     b = _arm("b", 0.7, 0.01, ids=[f"b{i}" for i in range(100)], seed=3)
-    assert compare_arms([a, b]).result("b", "accuracy").method == "welch"
+    assert compare_arms([a, b]).result("b", "accuracy").method == "fisher exact"  # 0/1 scores: exact test
 
 
 def test_holm_adjusts_across_metrics():
@@ -56,7 +57,9 @@ def test_pareto_front_and_verdict_name_the_best_and_the_best_value():
     ]
     c = compare_arms(arms)
     assert c.pareto == ("v13_gpt4", "v13_gpt35")
-    assert c.verdict[0].startswith("V13_GPT4 is best on accuracy (+") and "vs V13_GPT35, significant" in c.verdict[0]
+    # the baseline is best: the claim rests on the table's own (Holm-adjusted) tests against it
+    assert c.verdict[0].startswith("V13_GPT4 (baseline) is best on accuracy: every other run is significantly worse")
+    assert "closest, V13_GPT35: -" in c.verdict[0] and "higher is better (default for a known name)" in c.verdict[0]
     assert c.verdict[1].startswith("V13_GPT35 offers the best cost-performance (accuracy -")
     assert "at 4% of the cost of V13_GPT4" in c.verdict[1]
     md = c.to_markdown()
@@ -80,9 +83,12 @@ def test_bad_input():
         compare_arms([Arm("a", "a", {}), Arm("b", "b", {})], baseline="zzz")
 
 
-def test_lower_is_better_names():
-    assert lower_is_better("cost_per_query") and lower_is_better("latency_p95_ms")
-    assert not lower_is_better("accuracy") and not lower_is_better("faithfulness")
+def test_directions_of_known_names_only():
+    assert default_direction("cost_per_query") == default_direction("latency_p95_ms") == "lower"
+    assert default_direction("accuracy") == default_direction("exact_match") == "higher"
+    # substrings no longer decide: these were all taken as lower-is-better
+    for name in ("hallucination_free", "error_free_rate", "tokens_per_second", "glossary_accuracy", "faithfulness"):
+        assert default_direction(name) is None
 
 
 def _eval_rows(n, scores, errors):
@@ -114,7 +120,7 @@ def test_a_failed_scorer_stays_in_the_comparison_marked_failed():
     broken = Arm.from_table("broken", "BROKEN", {"cost_per_query": 0.01, "latency_p50_ms": 200},
                             _eval_rows(40, lambda i: {"acc": float(i % 3 != 0), "judge": None},
                                        lambda i: {"judge": "InvalidInput: judge 'judge' has no client"}))  # fmt: skip
-    c = compare_arms([good, broken])
+    c = compare_arms([good, broken], directions={"acc": "higher", "judge": "higher"})
     assert c.metrics == ("acc", "judge")  # not only the metric both runs scored
     result = c.result("broken", "judge")
     assert result.failed and result.errors == 40 and math.isnan(result.mean) and result.p_value is None
@@ -123,12 +129,12 @@ def test_a_failed_scorer_stays_in_the_comparison_marked_failed():
         "scorer 'judge' failed on 40 of 40 samples: InvalidInput: judge 'judge' has no client in BROKEN; "
         "it is left out of the comparison on judge."
     )
-    assert c.verdict[1].startswith("GOOD is best on acc")  # the quality metric is one that did not fail
+    assert "GOOD (baseline) on acc" in c.verdict[1]  # the quality metric is one that did not fail
     data = c.to_dict()
     assert data["failed_scorers"] == [{"run": "broken", "name": "judge", "errors": 40, "samples": 40,
                                        "first_error": "InvalidInput: judge 'judge' has no client"}]  # fmt: skip
     assert [r["failed"] for r in data["results"] if r["metric"] == "judge"] == [False, True]
     assert "FAILED (40 errors)" in c.to_markdown()
     # Ranked on the failed metric, the failed run is neither best nor on the Pareto front.
-    on_judge = compare_arms([good, broken], quality="judge")
+    on_judge = compare_arms([good, broken], quality="judge", directions={"judge": "higher"})
     assert on_judge.pareto == ("good",) and not any("is best" in line for line in on_judge.verdict)

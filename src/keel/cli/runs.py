@@ -264,10 +264,14 @@ def runs_compare(
     metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metrics to test (repeatable).")] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the statistics as Markdown.")] = False,
     chart: Annotated[Path | None, typer.Option("--chart", help="Draw the trade-off to a .png or .svg.")] = None,
+    direction: Annotated[
+        list[str] | None,
+        typer.Option("--direction", help="Declare which way is better: METRIC=higher or METRIC=lower (repeatable)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Params and metrics side by side; with --baseline (or for evaluation runs) each metric's
-    95% CI, delta vs the baseline, significance, the Pareto front and a verdict."""
+    95% CI, delta vs the baseline, significance (Holm-corrected), the Pareto front and a verdict."""
     from keel.cli.render import print_json, table
     from keel.errors import InvalidInput
 
@@ -277,7 +281,7 @@ def runs_compare(
     records = list({r.run_id: r for r in client.get_runs(runs if baseline is None else [baseline, *runs])}.values())
     if len(records) < 2:
         raise InvalidInput("compare needs at least two different runs", "keel runs compare RUN RUN [RUN...]")
-    stats = _statistics(records, baseline, metric, chart)
+    stats = _statistics(records, baseline, metric, chart, _directions(direction or []))
     if markdown:
         if stats is None:
             raise InvalidInput("these runs have no per-sample scores to test", "add --baseline RUN")
@@ -308,15 +312,36 @@ def runs_compare(
         typer.echo(f"wrote {chart}")
 
 
-def _statistics(records: list[Any], baseline: str | None, metric: list[str] | None, chart: Path | None) -> Any:
+def _directions(declared: list[str]) -> dict[str, str]:
+    """``--direction accuracy=higher`` as ``{"accuracy": "higher"}``."""
+    from keel.errors import InvalidInput
+
+    out = {}
+    for item in declared:
+        name, sep, way = item.partition("=")
+        if not sep or not name.strip():
+            raise InvalidInput(f"invalid --direction {item!r}", "use METRIC=higher or METRIC=lower")
+        out[name.strip()] = way.strip()
+    return out
+
+
+def _statistics(
+    records: list[Any], baseline: str | None, metric: list[str] | None, chart: Path | None, directions: dict[str, str]
+) -> Any:
     """The statistical comparison, when asked for or when the runs are evaluations."""
     import keel
 
     evaluations = all(any(a.path == "tables/samples.json" for a in _client().list_artifacts(r.run_id, "tables"))
                       for r in records)  # fmt: skip
-    if baseline is None and not metric and chart is None and not evaluations:
+    if baseline is None and not metric and chart is None and not evaluations and not directions:
         return None
-    return keel.compare([r.run_id for r in records], baseline=records[0].run_id, metrics=metric or None, chart=chart)
+    return keel.compare(
+        [r.run_id for r in records],
+        baseline=records[0].run_id,
+        metrics=metric or None,
+        chart=chart,
+        directions=directions or None,
+    )
 
 
 def _print_statistics(stats: Any) -> None:
@@ -324,8 +349,9 @@ def _print_statistics(stats: Any) -> None:
 
     head = [f"{a.label}{' (baseline)' if a.key == stats.baseline else ''}" for a in stats.arms]
     rows = [[m, *(stats.cell(stats.result(a.key, m)) for a in stats.arms)] for m in stats.metrics]
-    table(["metric", *head], rows, title="mean [95% CI]  delta vs baseline  (* significant, Holm-corrected)")
+    table(["metric", *head], rows, title=stats.legend())
     out = console()
+    out.print("Directions: " + "; ".join(stats.direction_notes()), highlight=False, markup=False)
     for note in stats.power_notes():
         out.print(note, highlight=False, markup=False)
     if stats.pareto:

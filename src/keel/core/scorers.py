@@ -4,7 +4,11 @@ A scorer is anything callable as ``scorer(output, sample) -> score`` where
 ``output`` is the model's text and ``sample`` the dataset row (a dict). A
 score is a number (bools count as 0/1); a scorer may also return a dict of
 named scores (``{"precision": .., "recall": ..}``). Its name is its
-``name`` attribute, else its function name.
+``name`` attribute, else its function name. A scorer declares which way is better
+with a ``direction`` attribute (``"higher"`` or ``"lower"``): :class:`Scorer` objects,
+and so every built-in, declare ``"higher"``; a plain function may set
+``fn.direction = "lower"``. ``keel.evaluate`` records the declaration on the run
+(``keel.direction.<name>`` tags) and comparisons read it (:mod:`keel.core.directions`).
 
 The built-ins here are pure and deterministic; the ones that need a model
 (LLM-as-judge, embedding similarity) are built in :mod:`keel.sdk.scorers`.
@@ -28,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from keel.core.directions import HIGHER, parse_direction
 from keel.errors import InvalidInput
 
 __all__ = [
@@ -41,6 +46,7 @@ __all__ = [
     "json_valid",
     "normalize_text",
     "regex",
+    "scorer_direction",
     "scorer_name",
     "token_f1",
 ]
@@ -54,6 +60,7 @@ class Scorer:
     fn: Callable[[str, Mapping[str, Any]], Any]
     field: str | None = None  # the sample field holding the reference, if any
     spec: Mapping[str, Any] | None = None  # how to build it again (``keel reproduce``); None: custom
+    direction: str = HIGHER  # which way is better: "higher" (every built-in) or "lower"
 
     def __call__(self, output: str, sample: Mapping[str, Any]) -> Any:
         return self.fn(output, sample)
@@ -65,6 +72,12 @@ def scorer_name(scorer: Any) -> str:
     if not isinstance(name, str) or not name or name == "<lambda>":
         raise InvalidInput(f"scorer {scorer!r} has no name", "use a def function or set a .name attribute")
     return name
+
+
+def scorer_direction(scorer: Any) -> str | None:
+    """The direction a scorer declares (``higher``/``lower``), or None when it declares none."""
+    declared = getattr(scorer, "direction", None)
+    return None if declared is None else parse_direction(declared, scorer_name(scorer))
 
 
 #: The samples-table column holding one sample's scorer errors: JSON ``{"scorer": "Type: message"}``.

@@ -46,6 +46,7 @@ keel.core.comparison: Arm MetricResult Comparison
 keel.core.config: Layer Origin Resolved
 keel.core.conversation_stats: GroupStats
 keel.core.conversations: Conversation ConversationBatch FeedbackEvent
+keel.core.directions: Direction
 keel.core.entities: Artifact EntityRef LineageEdge Metric MetricSummary Project RunRecord
 keel.core.erasure: ErasureEntry ErasureReport
 keel.core.flags: Condition Flag Rule

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keel.core.comparison import Comparison
@@ -20,21 +20,26 @@ def compare(
     quality: str | None = None,
     alpha: float = 0.05,
     chart: str | os.PathLike[str] | None = None,
+    directions: Mapping[str, str] | None = None,
 ) -> Comparison:
     """Compare runs (ids, prefixes, or Run/RunRecord objects) against ``baseline`` (default: the first).
 
     For evaluation runs (a ``samples`` table with ``score.<metric>`` columns) every metric gets
-    a 95% bootstrap interval and a paired test against the baseline (McNemar for 0/1 scores,
-    permutation otherwise; Welch when the runs scored different samples), Holm-corrected
-    across metrics. The result has the Pareto front over quality, ``cost_per_query`` and
-    ``latency_p50_ms``, a plain-language ``verdict``, ``to_markdown()`` and ``to_dict()``;
-    ``chart="tradeoff.png"`` (or .svg) also draws the trade-off (needs ``keel[charts]``).
+    a (1 - alpha) interval (Wilson for 0/1 scores, Student's t otherwise) and a test against the
+    baseline: paired when the runs scored the same samples (McNemar for 0/1 scores, the paired
+    t test otherwise), else Fisher's exact test (0/1) or Welch; Holm-corrected across every run
+    and metric. ``directions={"metric": "higher" | "lower"}`` declares which way is better
+    (runs may declare it with ``keel.direction.<metric>`` tags; cost, latency and duration
+    names default to lower); a metric of unknown direction gets no "best" claim. The result has
+    the Pareto front over quality, ``cost_per_query`` and ``latency_p50_ms``, a plain-language
+    ``verdict``, ``to_markdown()`` and ``to_dict()``; ``chart="tradeoff.png"`` (or .svg) also
+    draws the trade-off (needs ``keel[charts]``). Methods: docs/statistics.md.
     """
     session = get_session()
     session.writer.flush()
     ids = [_run_id(r) for r in runs]
     result = compare_runs(
-        session.service, ids, None if baseline is None else _run_id(baseline), metrics, quality, alpha
+        session.service, ids, None if baseline is None else _run_id(baseline), metrics, quality, alpha, directions
     )
     if chart is not None:
         save_chart(result, chart)

@@ -47,9 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from keel.core.comparison import SAMPLE_ID, SAMPLES_TABLE, SCORE_PREFIX
+from keel.core.directions import direction_tags
 from keel.core.hashing import canonical_json, hash_bytes
-from keel.core.scorers import SCORER_ERRORS, ScorerErrors, count_scorer_errors, scorer_name
-from keel.core.stats import bootstrap_ci, percentile
+from keel.core.scorers import SCORER_ERRORS, ScorerErrors, count_scorer_errors, scorer_direction, scorer_name
+from keel.core.stats import mean_ci, percentile
 from keel.core.table import Table
 from keel.errors import InvalidInput, KeelError, NotFound
 
@@ -270,7 +271,8 @@ def evaluate(
         "mode": mode or "record",
         **dict(params or {}),
     }
-    run_tags = {"keel.eval": "1", **dict(tags or {})}
+    declared = {n: d for n, s in zip(names, scorers, strict=True) if (d := scorer_direction(s)) is not None}
+    run_tags = {"keel.eval": "1", **direction_tags(declared), **dict(tags or {})}  # directions: issue 27
     if run_name is None:
         run_name = default_run_name(loaded, model_name)
     with start_run(project=project, name=run_name, tags=run_tags) as run:
@@ -471,7 +473,7 @@ def _metrics(results: Sequence[_Sample], table: Table) -> tuple[dict[str, float]
         values = [v for v in table.column(column) if isinstance(v, int | float)]
         if values:
             metrics[name] = sum(values) / len(values)
-            low, high = bootstrap_ci(values)
+            low, high = mean_ci([v for v in values if math.isfinite(v)])  # Wilson or t: nominal coverage
             metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = low, high
     answered = [s for s in results if s.output is not None]
     latencies = [s.latency_ms for s in answered if s.latency_ms is not None]

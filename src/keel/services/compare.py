@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from keel.core.comparison import SAMPLES_TABLE, Arm, Comparison, compare_arms
+from keel.core.directions import parse_direction
 from keel.errors import InvalidInput, NotFound
 from keel.services.tracking import TrackingService
 
@@ -27,8 +28,15 @@ def compare_runs(
     metrics: Sequence[str] | None = None,
     quality: str | None = None,
     alpha: float = 0.05,
+    directions: Mapping[str, str] | None = None,
 ) -> Comparison:
-    """Compare runs (ids or unique prefixes) against a baseline (default: the first)."""
+    """Compare runs (ids or unique prefixes) against a baseline (default: the first).
+
+    ``directions`` declares ``metric -> "higher" | "lower"``; runs may declare theirs with
+    ``keel.direction.<metric>`` tags (see :mod:`keel.core.directions`)."""
+    if not (isinstance(alpha, int | float) and 0 < alpha < 1):
+        raise InvalidInput(f"invalid alpha {alpha!r}", "a level between 0 and 1, e.g. alpha=0.05")
+    declared = {m: parse_direction(way, m) for m, way in (directions or {}).items()}
     if len(run_ids) < 2:
         raise InvalidInput("a comparison needs at least two runs", "keel runs compare RUN RUN [RUN...]")
     records = tracking.get_runs([tracking.resolve_run_id(r) for r in run_ids])
@@ -42,11 +50,11 @@ def compare_runs(
         except NotFound:
             rows = []
         label = record.name or record.run_id[:8]
-        arms.append(Arm.from_table(record.run_id, label, record.metrics, rows))
+        arms.append(Arm.from_table(record.run_id, label, record.metrics, rows, record.tags))
     missing = [m for m in metrics or () if not any(m in a.metrics or a.scores(m) or a.failure(m) for a in arms)]
     if missing:
         raise InvalidInput(f"no compared run has the metric {missing[0]!r}", "check the metric names")
-    return compare_arms(arms, baseline=base, metrics=metrics, quality=quality, alpha=alpha)
+    return compare_arms(arms, baseline=base, metrics=metrics, quality=quality, alpha=alpha, directions=declared)
 
 
 def save_chart(comparison: Comparison, path: str | os.PathLike[str]) -> Path:

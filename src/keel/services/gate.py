@@ -6,12 +6,14 @@ the alias resolves to a prompt (or model) version, and the evaluation runs that 
 that version as an input are its candidates; the latest finished one that scored the
 metric wins, preferring runs on the candidate's dataset. The comparison uses keel's
 statistics (:mod:`keel.core.stats`): a paired test on the samples both runs scored
-(McNemar for 0/1 scores, a sign-flip permutation test otherwise) or, when they share
-no sample, Welch's unpaired test, said so in the report.
+(McNemar for 0/1 scores, the paired t test otherwise) or, when they share no sample,
+an unpaired one (Fisher's exact test for 0/1 scores, Welch otherwise), said so in the report.
 
 The gate **fails** when the candidate is worse than the baseline by more than
-``max_drop`` (in the metric's own units; for cost- or latency-like metrics, where
-lower is better, "worse" means higher) *and* the difference is significant
+``max_drop`` (in the metric's own units; where lower is better, "worse" means higher:
+the direction is declared on the runs, ``keel.direction.<metric>`` tags, or a known
+name's default, :mod:`keel.core.directions`; undeclared, the gate takes higher is
+better and says so) *and* the difference is significant
 (p < ``alpha``). A small drop, or a large one the data cannot tell from noise,
 passes; the report says which.
 """
@@ -24,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.core import stats
-from keel.core.comparison import SAMPLES_TABLE, Arm, lower_is_better
+from keel.core.comparison import SAMPLES_TABLE, Arm
+from keel.core.directions import HIGHER, resolve_direction
 from keel.core.entities import EntityRef, RunRecord
 from keel.errors import InvalidInput, NotFound
 from keel.services.tracking import TrackingService
@@ -62,11 +65,12 @@ class GateResult:
     better: tuple[str, ...] = ()
     other_metrics: tuple[tuple[str, float, float], ...] = ()  # (metric, baseline, candidate) aggregates
     notes: tuple[str, ...] = field(default_factory=tuple)
+    direction: str = HIGHER  # "higher" or "lower" (keel.core.directions)
 
     @property
     def higher_is_better(self) -> bool:
-        """False for cost-, latency- or error-like metrics (see :func:`keel.core.comparison.lower_is_better`)."""
-        return not lower_is_better(self.metric)
+        """False when lower is better (declared on the runs, or a cost/latency/duration name)."""
+        return self.direction == HIGHER
 
     @property
     def drop(self) -> float:
@@ -148,7 +152,7 @@ class GateResult:
             "",
             f"{self.reason()}.",
             "",
-            "| | run | " + f"{self.metric} [95% CI] | n |",
+            "| | run | " + f"{self.metric} [{(1 - self.alpha) * 100:.3g}% CI] | n |",
             "|---|---|---|---|",
             f"| baseline ({_cell(self.baseline_ref)}) | `{self.baseline[:8]}` {_cell(self.baseline_name)} | "
             f"{_interval(self.baseline_mean, self.baseline_ci)} | {self.baseline_n} |",
@@ -362,16 +366,22 @@ def gate_runs(
     shared = [s for s in a if s in b]
     notes: list[str] = []
     if shared:
-        test = stats.paired_test([a[s] for s in shared], [b[s] for s in shared], alpha=alpha, seed=seed)
+        test = stats.paired_test([a[s] for s in shared], [b[s] for s in shared], alpha=alpha)
         if len(shared) < max(len(a), len(b)):
             notes.append(
                 f"the runs share {len(shared)} of their samples (baseline {len(a)}, candidate {len(b)}): "
                 "only the shared ones are compared"
             )
     else:
-        test = stats.unpaired_test(list(a.values()), list(b.values()), alpha=alpha, seed=seed)
-        notes.append("the runs share no samples, so the test is unpaired (Welch) and weaker than a paired one")
-    sign = 1.0 if not lower_is_better(metric) else -1.0
+        test = stats.unpaired_test(list(a.values()), list(b.values()), alpha=alpha)
+        notes.append(f"the runs share no samples, so the test is unpaired ({test.method}) and weaker than a paired one")
+    direction = resolve_direction(metric, None, [baseline.tags, record.tags])
+    if not direction.known:
+        notes.append(
+            f"the direction of {metric} is not declared: taken as higher is better "
+            f"(declare it with the run tag keel.direction.{metric}=lower if lower is better)"
+        )
+    sign = 1.0 if direction.way in (None, HIGHER) else -1.0
     worse = tuple(s for s in shared if (b[s] - a[s]) * sign < 0)
     better = tuple(s for s in shared if (b[s] - a[s]) * sign > 0)
     base_dataset, cand_dataset = baseline.params.get("dataset_hash"), record.params.get("dataset_hash")
@@ -392,15 +402,16 @@ def gate_runs(
         paired=bool(shared),
         shared=len(shared),
         baseline_mean=_mean(a),
-        baseline_ci=stats.bootstrap_ci(list(a.values()), seed=seed),
+        baseline_ci=stats.mean_ci(list(a.values()), 1 - alpha),
         baseline_n=len(a),
         candidate_mean=_mean(b),
-        candidate_ci=stats.bootstrap_ci(list(b.values()), seed=seed),
+        candidate_ci=stats.mean_ci(list(b.values()), 1 - alpha),
         candidate_n=len(b),
         worse=worse,
         better=better,
         other_metrics=_other_metrics(baseline.metrics, record.metrics, metric),
         notes=tuple(notes),
+        direction=direction.way or HIGHER,
     )
 
 
