@@ -446,7 +446,7 @@ def _purge(
 
         print_json(plan.to_dict())
         return
-    if plan.dry_run:
+    if dry_run:
         typer.echo(f"{plan.matched:,} deleted runs match (dry run: nothing removed)")
     elif plan.matched == 0:
         typer.echo("no deleted run matches: nothing purged")

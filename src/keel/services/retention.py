@@ -107,7 +107,7 @@ class RetentionService:
             scope = REGISTRIES_SCOPE
         else:
             scope = check_name(project or "default", "project name")
-            if max_age is not None:
+            if max_age is not None and scope != "default":  # default exists before its first run
                 self.store.tracking.project_ids([scope])  # NotFound for a project that does not exist
         if max_age is None:
             if not rows.remove_policy(self.store.db, scope, kind):

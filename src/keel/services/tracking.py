@@ -446,6 +446,7 @@ class TrackingService:
         report.derived = [
             {"kind": kind, "id": entity, "version": version, "why": "made by a purged run (versions are immutable)"}
             for kind, entity, version in done.outputs
+            if kind != "artifact"  # its own files (lineage edges of kind artifact): gone with it
         ]
         report.objects_removed, report.bytes_freed = self._drop_objects(done.artifacts)
         if done.audit_id is not None and report.objects_removed:
