@@ -12,8 +12,9 @@ NULL for calls recorded before it existed; those replay in the order they were s
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +64,19 @@ ATTRIBUTES: dict[str, tuple[str, str]] = {
 #: ``metadata``); ``context.<key>``: any other context key (``prompt``, ``rag_index_version``,
 #: ``sequence``, ``source_run`` of an imported call, ...).
 FILTER_PREFIXES: dict[str, str] = {"metadata": "metadata", "meta": "metadata", "context": "context"}
-_IN_CHUNK = 500  # ids or oids per IN (...) list
+# Ids or oids per ``IN (?, ...)`` list on SQLite (at most 32,766 bound variables since 3.32, 999
+# before): each list is one statement, and without an index on the column one scan of the
+# table, so they are long. PostgreSQL takes a whole list as one array (``= ANY(?)``).
+_SQLITE_IN = 30_000
+_SQLITE_IN_OLD = 900
+_PG_IN = 100_000
+
+
+@functools.cache
+def _sqlite_in() -> int:
+    import sqlite3  # here: the driver is loaded when a database is opened, not with this module
+
+    return _SQLITE_IN if sqlite3.sqlite_version_info >= (3, 32) else _SQLITE_IN_OLD
 
 
 class _CallCompiler(_JsonCompiler):
@@ -265,14 +278,22 @@ class RawLlmCalls:
             parts.append(compiler.condition(node))
         return Query(" AND ".join(parts), compiler.params)
 
+    def _in(self, column: str, values: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
+        """``(condition, params)`` pieces that together say ``column`` is one of ``values``."""
+        if not self.db.is_sqlite:
+            for start in range(0, len(values), _PG_IN):
+                yield f"{column} = ANY(?)", [list(values[start : start + _PG_IN])]
+            return
+        size = _sqlite_in()
+        for start in range(0, len(values), size):
+            chunk = list(values[start : start + size])
+            yield f"{column} IN ({', '.join('?' for _ in chunk)})", chunk
+
     def _chunked(self, cur: Any, sql: str, params: Sequence[Any], column: str, values: Sequence[Any]) -> list[Any]:
-        """Rows of ``sql`` (its WHERE ends where ``column IN (...)`` is added) for ``values``
-        taken :data:`_IN_CHUNK` at a time."""
+        """Rows of ``sql`` (its WHERE ends where ``column IN (...)`` is added) for ``values``."""
         out: list[Any] = []
-        for start in range(0, len(values), _IN_CHUNK):
-            chunk = list(values[start : start + _IN_CHUNK])
-            marks = ", ".join("?" for _ in chunk)
-            cur.execute(self.db.sql(f"{sql} {column} IN ({marks})"), [*params, *chunk])
+        for condition, chunk in self._in(column, values):
+            cur.execute(self.db.sql(f"{sql} {condition}"), [*params, *chunk])
             out += cur.fetchall()
         return out
 
@@ -310,8 +331,8 @@ class RawLlmCalls:
         """``(id, cassette, cassette version, source run)`` of imported calls that came from an
         export of one of ``runs`` (context ``source_run``)."""
         out: list[tuple[int, str, str, str]] = []
-        for start in range(0, len(runs), _IN_CHUNK):
-            chunk = tuple(runs[start : start + _IN_CHUNK])
+        for start in range(0, len(runs), _SQLITE_IN_OLD):
+            chunk = tuple(runs[start : start + _SQLITE_IN_OLD])
             compiler = _CallCompiler(self.db.is_sqlite)
             # Built in the statement's order: the compiler appends each part's parameters.
             version = compiler.meta_text("cassette_version")
@@ -340,31 +361,41 @@ class RawLlmCalls:
         (``audit``: :func:`keel.meta.erasures.record`'s keywords), in one transaction; the
         audit row's id.
 
-        First the rows of the affected packs are read again (locked on PostgreSQL; SQLite's
-        write transaction holds the database): if any changed since the plan was made (a
-        concurrent erasure moved or deleted one), nothing is written and :class:`Changed` is
-        raised. New calls never land in an old pack (every pack written is new content), so a
-        concurrent recording is never in the way and never lost.
+        Each delete and move names the pack the row was in when the plan was made: if a row
+        is no longer there (a concurrent erasure moved or deleted it: on PostgreSQL the second
+        transaction waits on the first's row locks, then finds the rows changed), fewer rows
+        change than planned, the transaction rolls back and :class:`Changed` is raised. No call
+        is ever added to an existing pack (every pack written is new content), so a concurrent
+        recording is never in the way and never lost.
         """
-        lock = "" if self.db.is_sqlite else " FOR UPDATE"
-        packs = plan.packs
+        erase = [(row_id, plan.expected[row_id][0]) for row_id in plan.erase]
+        moves = [(row_id, oid, part, plan.expected[row_id][0]) for row_id, (oid, part) in plan.moves.items()]
         with self.db.write() as conn:
-            found: dict[int, tuple[str, int]] = {}
-            for start in range(0, len(packs), _IN_CHUNK):
-                chunk = packs[start : start + _IN_CHUNK]
-                marks = ", ".join("?" for _ in chunk)
-                rows = conn.execute(f"SELECT id, oid, part FROM llm_calls WHERE oid IN ({marks}){lock}", chunk).all()
-                found.update((int(r[0]), (r[1], int(r[2]))) for r in rows)
-            if found != plan.expected:
+            if self.db.is_sqlite:  # primary-key lookups, in the driver's loop
+                deleted = conn.executemany("DELETE FROM llm_calls WHERE id = ? AND oid = ?", erase).rowcount
+                moved = conn.executemany(
+                    "UPDATE llm_calls SET oid = ?, part = ? WHERE id = ? AND oid = ?",
+                    [(oid, part, row_id, old) for row_id, oid, part, old in moves],
+                ).rowcount
+            else:  # one statement per _PG_IN rows, the values as arrays
+                deleted = moved = 0
+                for start in range(0, len(erase), _PG_IN):
+                    chunk = erase[start : start + _PG_IN]
+                    deleted += conn.execute(
+                        "DELETE FROM llm_calls AS c USING unnest(CAST(? AS bigint[]), CAST(? AS text[])) AS v(id, old) "
+                        "WHERE c.id = v.id AND c.oid = v.old",
+                        [[r[0] for r in chunk], [r[1] for r in chunk]],
+                    ).rowcount
+                for start in range(0, len(moves), _PG_IN):
+                    part = moves[start : start + _PG_IN]
+                    moved += conn.execute(
+                        "UPDATE llm_calls AS c SET oid = v.oid, part = v.part FROM unnest(CAST(? AS bigint[]), "
+                        "CAST(? AS text[]), CAST(? AS integer[]), CAST(? AS text[])) AS v(id, oid, part, old) "
+                        "WHERE c.id = v.id AND c.oid = v.old",
+                        [[m[0] for m in part], [m[1] for m in part], [m[2] for m in part], [m[3] for m in part]],
+                    ).rowcount
+            if deleted != len(erase) or moved != len(moves):
                 raise Changed
-            for start in range(0, len(plan.erase), _IN_CHUNK):
-                ids = plan.erase[start : start + _IN_CHUNK]
-                conn.execute(f"DELETE FROM llm_calls WHERE id IN ({', '.join('?' for _ in ids)})", ids)
-            if plan.moves:
-                conn.executemany(
-                    "UPDATE llm_calls SET oid = ?, part = ? WHERE id = ?",
-                    [(oid, part, row_id) for row_id, (oid, part) in plan.moves.items()],
-                )
             return erasures.record(conn, **audit)
 
     def audit_objects(self, audit_id: int, objects_removed: int, bytes_freed: int) -> None:
