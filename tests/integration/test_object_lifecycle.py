@@ -163,3 +163,16 @@ def _dead_pid() -> int:
 
 def test_object_info_is_a_value() -> None:
     assert ObjectInfo("a" * 64, 1, 2.0) == ObjectInfo("a" * 64, 1, 2.0)
+
+
+def test_freshen_many_answers_the_stored_subset_and_makes_old_ones_young(
+    object_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keel.objects import s3
+
+    monkeypatch.setattr(s3, "FRESH_ENOUGH_S", 0.0)  # else S3 copies only objects over ten minutes old
+    oids = _put(object_store, *[b"many %d" % i for i in range(9)])
+    cutoff = _age(object_store, oids)
+    absent = hash_bytes(b"not stored")
+    assert object_store.freshen_many([*oids, absent]) == set(oids)
+    assert all(_mtime(object_store, oid) > cutoff for oid in oids)

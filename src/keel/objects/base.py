@@ -43,7 +43,7 @@ class Capabilities:
     transfer_jobs: int = 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """One stored object as a listing sees it: what garbage collection needs to decide.
 
@@ -124,6 +124,12 @@ class ObjectStore(abc.ABC):
             return False
         self.freshen(oid)
         return self.exists(oid)
+
+    def freshen_many(self, oids: Iterable[str]) -> set[str]:
+        """The subset of ``oids`` that is stored, each now young enough for gc's grace period:
+        what a writer asks instead of :meth:`exists_many` before it skips storing objects it is
+        about to reference (a push, a KB add)."""
+        return {oid for oid in set(oids) if self.freshened(oid)}
 
     def prune(self, infos: Iterable[ObjectInfo], fresh_after: float) -> list[ObjectInfo]:
         """Delete the listed objects unless they were written or freshened after

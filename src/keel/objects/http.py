@@ -213,11 +213,14 @@ class HttpObjectStore(ObjectStore):
 
     def freshen(self, oid: str) -> None:
         """Nothing to do from here: the server freshens an object when a PUT finds it stored
-        (its store's put path), and an object found by ``missing`` is kept by the server's gc
-        because what was pushed to it is recorded there (docs/gc.md)."""
+        (its store's put path), and pins what a writer's ``missing`` check finds, so its gc
+        keeps objects a push relies on (docs/gc.md)."""
 
     def freshened(self, oid: str) -> bool:
         return self.exists(oid)
+
+    def freshen_many(self, oids: Iterable[str]) -> set[str]:
+        return self.exists_many(oids)  # the server pins what a writer's check finds (docs/gc.md)
 
     def close(self) -> None:
         self.transport.close()

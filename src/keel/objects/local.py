@@ -9,6 +9,7 @@ it is written; identical content is written once.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -24,6 +25,8 @@ from keel.objects.base import CHUNK, Capabilities, ObjectInfo, ObjectStore, chec
 __all__ = ["LocalObjectStore"]
 
 _READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+_NAME = re.compile(r"[0-9a-f]{62}").fullmatch  # an object file's name under its fan-out folder
+_OID = re.compile(r"[0-9a-f]{64}").fullmatch
 _TRASH = "gc-"  # tmp/gc-<pid>-<oid>: an object being deleted by gc (see LocalObjectStore.prune)
 
 
@@ -175,23 +178,23 @@ class LocalObjectStore(ObjectStore):
     def iter_objects(self) -> Iterator[ObjectInfo]:
         """Every object file with its size and mtime (one ``stat`` each, from ``scandir``);
         names that are not object ids (a stray file) are skipped, never reported."""
-        for fan in sorted(os.listdir(self.root)):
-            if len(fan) != 2 or fan == "tmp":
+        root = str(self.root)
+        for fan in sorted(os.listdir(root)):
+            if len(fan) != 2 or fan == "tmp" or _OID(fan * 32) is None:
                 continue
             try:
-                entries = list(os.scandir(self.root / fan))
+                entries = list(os.scandir(f"{root}/{fan}"))
             except (FileNotFoundError, NotADirectoryError):
                 continue
             for entry in entries:
-                oid = fan + entry.name
-                if not is_oid(oid):
+                if _NAME(entry.name) is None:
                     continue
                 try:
                     info = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:  # deleted since the folder was read
                     continue
                 if stat.S_ISREG(info.st_mode):
-                    yield ObjectInfo(oid, info.st_size, info.st_mtime)
+                    yield ObjectInfo(fan + entry.name, info.st_size, info.st_mtime)
 
     def freshen(self, oid: str) -> None:
         self.freshened(oid)
@@ -209,6 +212,9 @@ class LocalObjectStore(ObjectStore):
         except PermissionError:
             return self.exists(oid)
         return True
+
+    def freshen_many(self, oids: Iterable[str]) -> set[str]:
+        return {oid for oid in set(oids) if self.freshened(oid)}
 
     def delete_many(self, oids: Iterable[str]) -> int:
         """Unlink the files of ``oids`` (read-only files go: unlinking needs the folder's
@@ -253,13 +259,17 @@ class LocalObjectStore(ObjectStore):
         is read again; a writer that freshened it before the rename made it young (it is
         renamed back), one that comes after finds it absent and stores it again."""
         removed: list[ObjectInfo] = []
-        trash_prefix = str(self.root / "tmp" / f"{_TRASH}{os.getpid()}-")
+        root = str(self.root)
+        trash_prefix = f"{root}/tmp/{_TRASH}{os.getpid()}-"
         for info in infos:
-            path = self.path(check_oid(info.oid))
+            oid = info.oid
+            if _OID(oid) is None:
+                check_oid(oid)  # raises
+            path = f"{root}/{oid[:2]}/{oid[2:]}"
             try:
                 if os.lstat(path).st_mtime > fresh_after:
                     continue
-                trash = trash_prefix + info.oid
+                trash = trash_prefix + oid
                 os.rename(path, trash)
             except FileNotFoundError:
                 continue
@@ -273,7 +283,7 @@ class LocalObjectStore(ObjectStore):
                 if os.path.exists(trash):
                     os.rename(trash, path)
                 raise
-            removed.append(ObjectInfo(info.oid, now.st_size, now.st_mtime))
+            removed.append(ObjectInfo(oid, now.st_size, now.st_mtime))
         return removed
 
     def destroy(self) -> None:

@@ -39,6 +39,7 @@ from keel.objects.base import CHUNK, Capabilities, ObjectInfo, ObjectStore, chec
 
 __all__ = ["S3ObjectStore"]
 
+FRESH_ENOUGH_S = 600.0  # freshen_many copies only objects older than this (gc's grace is longer)
 DELETE_BATCH = 1000  # keys per DeleteObjects request (S3's limit)
 RETRY_AFTER_S = 2  # Retry-After of an object-store outage
 CONNECT_TIMEOUT_S = 10  # botocore's 60 s per attempt makes a silent network look like a hang
@@ -565,6 +566,24 @@ class S3ObjectStore(ObjectStore):
 
     def freshen(self, oid: str) -> None:
         self.freshened(oid)
+
+    def freshen_many(self, oids: Iterable[str]) -> set[str]:
+        """The stored subset of ``oids``: one listing (as :meth:`exists_many`), then a copy onto
+        itself of each one older than :data:`FRESH_ENOUGH_S` only (a younger one is inside any
+        grace period of ten minutes or more already), in parallel."""
+        import time
+        from concurrent.futures import ThreadPoolExecutor
+
+        wanted = set(oids)
+        if len(wanted) < 8:
+            return {oid for oid in wanted if self.freshened(oid)}
+        listed = {info.oid: info.mtime for info in self.iter_objects() if info.oid in wanted}
+        stale = [oid for oid, mtime in listed.items() if mtime < time.time() - FRESH_ENOUGH_S]
+        if not stale:
+            return set(listed)
+        with ThreadPoolExecutor(min(16, len(stale))) as pool:
+            gone = {oid for oid, there in zip(stale, pool.map(self.freshened, stale), strict=True) if not there}
+        return set(listed) - gone
 
     def _size(self, oid: str) -> int | None:
         """The stored size of ``oid`` (a HEAD), None if absent."""

@@ -233,7 +233,7 @@ def push(
             trees.update(dict.fromkeys(tree_oids))
         wanted = list(data) + [t for t in trees if t not in data]
         with _remote_errors(name, url):
-            present = store.exists_many(wanted)
+            present = store.freshen_many(wanted)  # the push relies on them: a gc there keeps them
         result.present = len(present)
         missing_data = [o for o in data if o not in present]
         missing_trees = [o for o in trees if o not in present and o not in data]

@@ -29,8 +29,8 @@ Stale temporary files go too (:func:`keel.services.leftovers.sweep_store`: a loc
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -318,8 +318,12 @@ def _forget_cached(store: Store, oids: list[str]) -> None:
         return
     from keel.objects.trees import TreeCache
 
-    with contextlib.suppress(OSError):
-        TreeCache(store.root / ".keel" / "data" / "trees").forget(oids)
+    cache = TreeCache(store.root / ".keel" / "data" / "trees")
+    try:
+        kept = set(os.listdir(cache.folder))
+    except OSError:
+        return
+    cache.forget([oid for oid in oids if oid in kept])
 
 
 # -- pins: what a keel server received through its objects API ------------------------------------

@@ -457,7 +457,7 @@ class KBService:
         """Store blobs (in parallel: S3 round trips dominate otherwise); return their oids.
         ``progress`` counts the blobs stored (those already there are not)."""
         oids = [hash_bytes(b) for b in blobs]
-        have = self.objects.exists_many(set(oids))
+        have = self.objects.freshen_many(set(oids))  # found stored: made young, so a running gc keeps them
         missing = {oid: blob for oid, blob in zip(oids, blobs, strict=True) if oid not in have}
         counter = meter(progress, len(missing))
         if len(missing) > 1 and self._remote:

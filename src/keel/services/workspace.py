@@ -378,6 +378,10 @@ class _ObjectsCreatedOnWrite(ObjectStore):
         store = self._opened()
         return store is not None and store.freshened(oid)
 
+    def freshen_many(self, oids: Iterable[str]) -> set[str]:
+        store = self._opened()
+        return store.freshen_many(oids) if store is not None else set()
+
     def delete_many(self, oids: Iterable[str]) -> int:
         store = self._opened()
         return store.delete_many(oids) if store is not None else 0
