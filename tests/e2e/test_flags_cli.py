@@ -106,3 +106,13 @@ def test_ab_commands(folder):
     assert "converted" in report["metrics"]
     text = keel("ab", "analyze", "exp", "--mde", "0.05", cwd=folder).stdout
     assert "sample ratio ok" in text and "Verdict: ship treatment" in text and "per variant" in text
+    assert report["design"]["type"] == "sequential" and "always valid" in text  # the default design, labelled
+    design = ["--design", "fixed:mde=0.05,baseline=0.3", "--guardrail", "latency:higher:50"]
+    made = keel("ab", "create", "planned", "-v", "a", "-v", "b", "--metric", "converted", *design, cwd=folder).stdout
+    assert "Design: fixed horizon" in made
+    planned = json.loads(keel("ab", "status", "planned", "--json", cwd=folder).stdout)
+    assert planned["design"]["type"] == "fixed" and planned["design"]["n"] > 1000
+    assert planned["guardrails"] == [{"metric": "latency", "worse": "higher", "margin": 50.0}]
+    assert "design: fixed, " in keel("ab", "status", "planned", cwd=folder).stdout
+    bad = keel("ab", "create", "bad", "--variant", "a", "--variant", "b", "--design", "fixed", cwd=folder, check=False)
+    assert bad.returncode == 2 and "needs its sample size" in bad.stderr

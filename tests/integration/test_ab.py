@@ -125,9 +125,61 @@ def test_outcomes_from_conversations_and_events_analyzed(prompts):
     assert primary["control"].n + primary["treatment"].n == 1200
     assert 0.28 < primary["control"].mean < 0.42 and 0.48 < primary["treatment"].mean < 0.62
     c = next(c for c in result.comparisons if c.metric == "thumbs_up")
-    assert c.test == "two-proportion z" and c.significant and c.diff > 0.1
+    # a new experiment is sequential unless it states another design: valid at every look
+    assert result.design.kind == "sequential" and result.verdict[0].startswith("Design: sequential")
+    assert c.test == "mSPRT (always valid)" and c.significant and c.diff > 0.1 and c.ci[0] > 0
     assert result.required_n > 0
     assert "score" in result.stats
     assert [b.metric for b in result.guardrail_breaches] == ["latency_ms"]
     assert any("GUARDRAIL BREACHED: latency_ms" in line for line in result.verdict)
     assert result.to_dict()["comparisons"]
+
+
+def _store_old_definition(name, definition):
+    """An experiment row as keel wrote it before designs were recorded (no design, no bucketing)."""
+    from keel.meta.abtests import ABStore
+
+    service = ab._service()
+    with service.db.write() as conn:
+        ABStore.create(conn, name, definition, "alice")
+
+
+def _feed(name, units, rates, seed):
+    rng = random.Random(seed)
+    for i in units:
+        a = ab.assign(name, user_id=f"{name}-{i}")
+        ab.log_outcome(name, f"{name}-{i}", "converted", float(rng.random() < rates[a.variant]))
+    ab.flush()
+
+
+def test_experiment_stored_before_designs_keeps_its_analysis_with_a_label(ws):
+    _store_old_definition(
+        "old",
+        {"name": "old", "hypothesis": "", "unit": "user_id", "primary_metric": "converted", "higher_is_better": True,
+         "variants": [{"name": "a", "weight": 0.5}, {"name": "b", "weight": 0.5}], "guardrails": [],
+         "targeting": {}, "salt": ""},
+    )  # fmt: skip
+    exp = ab.get("old")
+    assert exp.design.kind == "unstated" and exp.definition()["design"] == {"type": "unstated"}
+    ab.start("old")
+    _feed("old", range(600), {"a": 0.3, "b": 0.45}, 1)
+    result = ab.analyze("old")
+    assert result.verdict[0].startswith("Design: none stated")
+    assert result.comparisons[0].test == "two-proportion z"  # the analysis it always had
+    assert result.to_dict()["design"] == {"type": "unstated"}
+
+
+def test_fixed_horizon_through_the_store_reads_the_first_planned_units(ws):
+    ab.create("fixed", [{"name": "a"}, {"name": "b"}], primary_metric="converted", design={"type": "fixed", "n": 150})
+    assert ab.get("fixed").definition()["design"] == {"type": "fixed", "alpha": 0.05, "power": 0.8, "n": 150}
+    ab.start("fixed")
+    _feed("fixed", range(200), {"a": 0.3, "b": 0.3}, 2)
+    early = ab.analyze("fixed")
+    assert not early.decided and early.verdict[-1].startswith("Verdict: not decided yet")
+    _feed("fixed", range(200, 600), {"a": 0.3, "b": 0.3}, 3)
+    at_n = ab.analyze("fixed")
+    assert at_n.decided and [s.n for s in at_n.stats["converted"]] == [150, 150]
+    assert sum(at_n.exposures.values()) == 600  # SRM sees every unit; the verdict the first 150 a side
+    _feed("fixed", range(600, 900), {"a": 0.3, "b": 0.9}, 4)  # later units do not move a verdict already read
+    later = ab.analyze("fixed")
+    assert later.comparisons[0].p_value == at_n.comparisons[0].p_value and sum(later.exposures.values()) == 900

@@ -113,7 +113,7 @@ def _pages(site: Site) -> dict[str, list[str]]:
         "/ui/flags": [FLAG, "answer-tone", "25%", "multivariate"],
         f"/ui/flags/{FLAG}": ["ramp up", "enterprise first", "enterprise", "created"],
         "/ui/abtests": [EXPERIMENT, "running", "control 50%"],
-        f"/ui/abtests/{EXPERIMENT}": ["converted", "Sample ratio check", "two-proportion z", "ship short", "Welch t"],
+        f"/ui/abtests/{EXPERIMENT}": ["converted", "Sample ratio check", "mSPRT (always valid)", "ship short"],
     }
 
 

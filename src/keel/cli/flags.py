@@ -259,6 +259,14 @@ def ab_create(
         list[str] | None, typer.Option("--guardrail", "-g", help="METRIC[:higher|lower] = which way is worse.")
     ] = None,
     target: Annotated[list[str] | None, typer.Option("--target", help="Targeting attr=value (repeatable).")] = None,
+    design: Annotated[
+        str | None,
+        typer.Option(
+            "--design",
+            help="sequential[:mde=..,baseline=..|sd=..] (default; look any time) or "
+            "fixed:n=N | fixed:mde=..,baseline=..|sd=.. (verdict at the planned n); also alpha=, power=.",
+        ),
+    ] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="The definition as YAML.")] = None,
     reason: ReasonOpt = "",
 ) -> None:
@@ -285,10 +293,7 @@ def ab_create(
             spec["weights"] = dict(zip(names, (float(p) for p in parts), strict=True))
         except ValueError:
             raise InvalidInput(f"invalid weights {weights!r}", "e.g. --weights 0.5,0.5") from None
-    guardrails = []
-    for g in guardrail or []:
-        metric_name, _, worse = g.partition(":")
-        guardrails.append({"metric": metric_name, "worse": worse or "lower"})
+    guardrails = [_guardrail(g) for g in guardrail or []]
     api = _ab()
     exp = api.create(
         name,
@@ -301,10 +306,39 @@ def ab_create(
         guardrails=guardrails or spec.get("guardrails", []),
         targeting={**(spec.get("targeting") or {}), **{k: _scalar(v) for k, v in _pairs(target, "target").items()}},
         salt=spec.get("salt", ""),
+        design=_design(design) if design is not None else spec.get("design"),
         reason=reason,
     )
     split = ", ".join(f"{v.name} {v.weight:g}" for v in exp.variants)
     typer.echo(f"created experiment {exp.name} (draft): {split}; primary metric {exp.primary_metric}")
+    typer.echo(exp.design.label())
+
+
+def _guardrail(text: str) -> dict[str, Any]:
+    """``METRIC[:higher|lower[:MARGIN]]``."""
+    metric_name, _, rest = text.partition(":")
+    worse, _, margin = rest.partition(":")
+    out: dict[str, Any] = {"metric": metric_name, "worse": worse or "lower"}
+    if margin:
+        try:
+            out["margin"] = float(margin)
+        except ValueError:
+            raise InvalidInput(
+                f"invalid guardrail margin {margin!r} in {text!r}", "e.g. latency_ms:higher:50"
+            ) from None
+    return out
+
+
+def _design(text: str) -> dict[str, Any]:
+    """``sequential`` or ``fixed:n=5000`` or ``fixed:mde=0.03,baseline=0.3`` (numbers after '=')."""
+    kind, _, rest = text.partition(":")
+    out: dict[str, Any] = {"type": kind.strip()}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"invalid design field {item!r} in {text!r}", "write key=value, e.g. fixed:n=5000")
+        out[key.strip()] = _scalar(value)
+    return out
 
 
 @ab_app.command("start")
@@ -357,6 +391,9 @@ def ab_status(
         print_json(doc)
         return
     typer.echo(f"{doc['name']}: {doc['status']}   unit {doc['unit']}   primary metric {doc['primary_metric']}")
+    design = doc.get("design") or {"type": "unstated"}
+    planned = f", {design['n']} units per variant planned" if design.get("n") else ""
+    typer.echo(f"design: {design['type']}{planned}")
     if doc["hypothesis"]:
         typer.echo(f"hypothesis: {doc['hypothesis']}")
     table(
@@ -377,7 +414,7 @@ def ab_status(
 def ab_analyze(
     name: ExpArg,
     mde: Annotated[float | None, typer.Option("--mde", help="Minimum detectable effect (absolute).")] = None,
-    alpha: Annotated[float, typer.Option("--alpha", help="Significance level.")] = 0.05,
+    alpha: Annotated[float | None, typer.Option("--alpha", help="Significance level (default: the design's).")] = None,
     power: Annotated[float, typer.Option("--power", help="Power for the sample-size estimate.")] = 0.8,
     as_json: JsonOpt = False,
 ) -> None:
@@ -393,6 +430,7 @@ def ab_analyze(
     srm = "MISMATCH" if result.srm else "ok"
     out.print(f"{result.experiment}: exposures {exposures}; sample ratio {srm} (p = {result.srm_p:.3g})",
               highlight=False, markup=False)  # fmt: skip
+    sequential = result.design.kind == "sequential"
     comparisons = {(c.metric, c.variant): c for c in result.comparisons}
     for metric, rows in result.stats.items():
         binary = result.binary.get(metric, False)
@@ -408,11 +446,13 @@ def ab_analyze(
                     f"[{_num(s.ci[0], binary)}, {_num(s.ci[1], binary)}]",
                     "(control)" if c is None else _num(c.diff, binary, sign=True),
                     "" if c is None else f"[{_num(c.ci[0], binary, True)}, {_num(c.ci[1], binary, True)}]",
-                    "" if c is None else f"{c.p_adjusted:.3g}{' *' if c.significant else ''}",
+                    "" if c is None else _p_cell(c),
                 ]
             )
         primary = " (primary)" if metric == result.primary_metric else ""
-        table(["variant", "n", kind, "95% CI", "diff", "diff CI", "p"], body, title=f"{metric}{primary}")
+        diff_ci = "diff CS (always valid)" if sequential else f"diff {100 * (1 - result.alpha):.4g}% CI"
+        p_head = "p (always valid)" if sequential else "p"
+        table(["variant", "n", kind, "95% CI", "diff", diff_ci, p_head], body, title=f"{metric}{primary}")
     if result.required_n > 0:
         out.print(
             f"Sample size to detect {_num(result.mde, result.binary.get(result.primary_metric, False), True)} "
@@ -422,6 +462,11 @@ def ab_analyze(
         )
     for line in result.verdict:
         out.print(line, highlight=False, markup=False)
+
+
+def _p_cell(c: Any) -> str:
+    """The adjusted p, ``*`` when significant, ``(interim)`` before a fixed horizon is reached."""
+    return f"{c.p_adjusted:.3g}{' *' if c.significant else ''}{'' if c.decided else ' (interim)'}"
 
 
 def _num(x: float, binary: bool, sign: bool = False) -> str:

@@ -28,32 +28,41 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from keel.core.ab_design import Design, parse_design, plan_n
 from keel.core.bucketing import BUCKETS, LEGACY, bucketer, check_scheme
 from keel.core.flags import Condition, _all, _condition, _matcher, parse_weights
+from keel.core.sequential import (
+    DEFAULT_TAU_SD,
+    MIN_UNITS,
+    confidence_sequence,
+    msprt_p,
+    rate_variance,
+)
 from keel.core.stats import (
-    bootstrap_ci,
     holm,
-    sample_size_means,
-    sample_size_proportions,
     srm_test,
+    t_ci,
     two_proportion_z,
     welch_diff,
     wilson_ci,
 )
-from keel.errors import InvalidInput
+from keel.errors import InvalidInput, KeelError
 
 __all__ = [
     "CONVERSATION_METRICS",
     "SRM_ALPHA",
     "Analysis",
     "Comparison",
+    "Design",
     "Experiment",
     "Guardrail",
+    "GuardrailCheck",
     "Variant",
     "VariantStats",
     "analyze",
     "compile_assigner",
     "parse_experiment",
+    "srm_check",
 ]
 
 STATUSES = ("draft", "running", "stopped")
@@ -87,14 +96,23 @@ class Variant:
 
 @dataclass(frozen=True)
 class Guardrail:
-    """A metric that must not get significantly worse (``worse``: "lower" or "higher")."""
+    """A metric that must not get worse (``worse``: "lower" or "higher").
+
+    Without a ``margin`` the guardrail blocks a variant shown to be worse (a one-sided
+    test, corrected across every guardrail and treatment). With a ``margin`` (absolute,
+    in the metric's units) it is a non-inferiority check: the variant may ship only when
+    its harm is shown to be smaller than the margin."""
 
     metric: str
     worse: str = "lower"
+    margin: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {"metric": self.metric, "worse": self.worse}
+        out: dict[str, Any] = {"metric": self.metric, "worse": self.worse}
+        if self.margin is not None:
+            out["margin"] = self.margin
+        return out
 
 
 @dataclass(frozen=True)
@@ -117,6 +135,7 @@ class Experiment:
     author: str = ""
     resolved: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> resolved versions
     bucketing: str = LEGACY  # the allocation scheme (keel.core.bucketing); recorded in the definition
+    design: Design = field(default_factory=Design)  # how the verdict may be read (keel.core.ab_design)
 
     @property
     def control(self) -> str:
@@ -143,6 +162,7 @@ class Experiment:
             "targeting": {c.attribute: c.to_data() for c in self.targeting},
             "salt": self.salt,
             "bucketing": self.bucketing,
+            "design": self.design.to_dict(),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,8 +185,14 @@ def _check_name(name: Any) -> str:
     return name
 
 
-def parse_experiment(spec: Mapping[str, Any], default_bucketing: str = LEGACY) -> Experiment:
+def parse_experiment(
+    spec: Mapping[str, Any], default_bucketing: str = LEGACY, default_design: str = "unstated"
+) -> Experiment:
     """An experiment from its dict form; every mistake is an InvalidInput naming it.
+
+    ``default_design`` is the design when the spec states none: a stored definition
+    without one predates designs (``unstated``: analysed as it always was, labelled);
+    a new experiment is created ``sequential`` (:mod:`keel.core.ab_design`).
 
     ``default_bucketing`` is the scheme when the spec names none: a stored definition
     without one was bucketed by ``crc32`` (the default); a new experiment is created with
@@ -229,7 +255,19 @@ def parse_experiment(spec: Mapping[str, Any], default_bucketing: str = LEGACY) -
         worse = g.get("worse", "lower")
         if worse not in ("lower", "higher"):
             raise InvalidInput(f"{where}: guardrail {g['metric']!r}: worse must be 'lower' or 'higher'", "")
-        guardrails.append(Guardrail(g["metric"], worse))
+        margin = g.get("margin")
+        if margin is not None and (
+            isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < math.inf
+        ):
+            raise InvalidInput(
+                f"{where}: guardrail {g['metric']!r}: margin must be a number > 0, not {margin!r}",
+                "the largest harm you accept, in the metric's units (e.g. margin: 50 for latency_ms)",
+            )
+        unknown_keys = set(g) - {"metric", "worse", "margin"}
+        if unknown_keys:
+            raise InvalidInput(f"{where}: guardrail {g['metric']!r} has unknown field(s) {sorted(unknown_keys)}",
+                               "a guardrail has metric, worse, margin")  # fmt: skip
+        guardrails.append(Guardrail(g["metric"], worse, None if margin is None else float(margin)))
     targeting = spec.get("targeting") or {}
     if not isinstance(targeting, Mapping):
         raise InvalidInput(f"{where}: targeting must map attributes to conditions", "e.g. {country: {in: [US]}}")
@@ -237,17 +275,20 @@ def parse_experiment(spec: Mapping[str, Any], default_bucketing: str = LEGACY) -
     if not isinstance(unit, str) or not unit:
         raise InvalidInput(f"{where}: unit must be an attribute name", "user_id or session")
     metric = spec.get("primary_metric") or "thumbs_up"
+    higher_is_better = bool(spec.get("higher_is_better", True))
+    design = parse_design(spec.get("design"), where, len(variants) - 1, higher_is_better, default_design)
     return Experiment(
         name=name,
         variants=tuple(variants),
         hypothesis=str(spec.get("hypothesis") or ""),
         unit=unit,
         primary_metric=str(metric),
-        higher_is_better=bool(spec.get("higher_is_better", True)),
+        higher_is_better=higher_is_better,
         guardrails=tuple(guardrails),
         targeting=tuple(_condition(str(a), s, where) for a, s in targeting.items()),
         salt=str(spec.get("salt") or ""),
         bucketing=check_scheme(spec.get("bucketing") or default_bucketing, f"{where}: bucketing"),
+        design=design,
     )
 
 
@@ -299,7 +340,12 @@ class VariantStats:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A variant against the control on one metric."""
+    """A variant against the control on one metric.
+
+    ``ci`` is a confidence interval (fixed horizon) or a confidence sequence
+    (sequential); ``p_adjusted`` is Holm-adjusted across the treatments, and
+    ``significant`` uses it (so the table and the verdict agree). ``decided`` is
+    False on an interim look of a fixed-horizon design."""
 
     metric: str
     variant: str
@@ -309,6 +355,7 @@ class Comparison:
     p_adjusted: float
     test: str
     significant: bool
+    decided: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -321,6 +368,45 @@ class Comparison:
             "p_adjusted": self.p_adjusted,
             "test": self.test,
             "significant": self.significant,
+            "decided": self.decided,
+        }
+
+
+@dataclass(frozen=True)
+class GuardrailCheck:
+    """One guardrail on one treatment.
+
+    ``method``: "harm test" (one-sided, Holm across every guardrail and treatment),
+    "non-inferiority" (one-sided at alpha / treatments against the margin), or
+    "two-sided test, uncorrected" (experiments with no stated design). ``bound`` is
+    the confidence bound on the harmful side of the difference. ``status``: "ok",
+    "breached", "non-inferior", "not shown non-inferior", "not decided", "no data"."""
+
+    metric: str
+    variant: str
+    method: str
+    margin: float | None
+    diff: float
+    bound: float
+    p_adjusted: float
+    status: str
+
+    @property
+    def blocks(self) -> bool:
+        """True when this check keeps the variant from shipping."""
+        return self.status in ("breached", "not shown non-inferior")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "metric": self.metric,
+            "variant": self.variant,
+            "method": self.method,
+            "margin": self.margin,
+            "diff": self.diff,
+            "bound": self.bound,
+            "p_adjusted": self.p_adjusted,
+            "status": self.status,
         }
 
 
@@ -342,6 +428,9 @@ class Analysis:
     guardrail_breaches: list[Comparison]
     verdict: list[str]
     alpha: float
+    design: Design = field(default_factory=Design)
+    decided: bool = True
+    guardrail_checks: list[GuardrailCheck] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -349,6 +438,9 @@ class Analysis:
             "experiment": self.experiment,
             "control": self.control,
             "primary_metric": self.primary_metric,
+            "design": self.design.to_dict(),
+            "design_label": self.design.label(),
+            "decided": self.decided,
             "exposures": self.exposures,
             "srm": {"p_value": self.srm_p, "mismatch": self.srm},
             "metrics": {m: [s.to_dict() for s in rows] for m, rows in self.stats.items()},
@@ -357,6 +449,7 @@ class Analysis:
             "mde": self.mde,
             "required_n_per_variant": self.required_n,
             "guardrail_breaches": [c.to_dict() for c in self.guardrail_breaches],
+            "guardrails": [g.to_dict() for g in self.guardrail_checks],
             "verdict": self.verdict,
             "alpha": self.alpha,
         }
@@ -368,10 +461,25 @@ def _fmt(x: float, binary: bool) -> str:
     return f"{x * 100:+.2f} pp" if binary else f"{x:+.4g}"
 
 
-def per_unit(
+def srm_check(counts: Sequence[int], weights: Sequence[float]) -> tuple[float, bool]:
+    """``(p_value, mismatch)`` of the sample-ratio check.
+
+    A unit in a 0-weight arm is a mismatch by itself (p = 0): nothing should be
+    assigned there. The chi-square test runs over the arms with weight > 0 only, so
+    its degrees of freedom are (arms with weight) - 1."""
+    if any(c > 0 and w <= 0 for c, w in zip(counts, weights, strict=True)):
+        return 0.0, True
+    live = [(c, w) for c, w in zip(counts, weights, strict=True) if w > 0]
+    if len(live) < 2 or sum(c for c, _ in live) == 0:
+        return math.nan, False
+    _, p = srm_test([c for c, _ in live], [w for _, w in live])
+    return p, not math.isnan(p) and p < SRM_ALPHA
+
+
+def unit_values(
     assignments: Mapping[str, str], outcomes: Iterable[tuple[str, str, float]]
-) -> dict[str, dict[str, list[float]]]:
-    """``{metric: {variant: [per-unit mean]}}``: a unit's several values average to one."""
+) -> dict[str, dict[str, float]]:
+    """``{metric: {unit: value}}``: a unit's several values of a metric average to one."""
     sums: dict[str, dict[str, list[float]]] = defaultdict(dict)
     for unit, metric, value in outcomes:
         if unit not in assignments or value is None or not math.isfinite(value):
@@ -382,13 +490,121 @@ def per_unit(
         else:
             acc[0] += value
             acc[1] += 1
+    return {m: {u: total / count for u, (total, count) in units.items()} for m, units in sums.items()}
+
+
+def _by_variant(
+    assignments: Mapping[str, str], units: Mapping[str, Mapping[str, float]]
+) -> dict[str, dict[str, list[float]]]:
     out: dict[str, dict[str, list[float]]] = {}
-    for metric, units in sums.items():
+    for metric, values in units.items():
         by_variant: dict[str, list[float]] = defaultdict(list)
-        for unit, (total, count) in units.items():
-            by_variant[assignments[unit]].append(total / count)
+        for unit, value in values.items():
+            if unit in assignments:
+                by_variant[assignments[unit]].append(value)
         out[metric] = dict(by_variant)
     return out
+
+
+def per_unit(
+    assignments: Mapping[str, str], outcomes: Iterable[tuple[str, str, float]]
+) -> dict[str, dict[str, list[float]]]:
+    """``{metric: {variant: [per-unit mean]}}``: a unit's several values average to one."""
+    return _by_variant(assignments, unit_values(assignments, outcomes))
+
+
+def _horizon(
+    assignments: Mapping[str, str], primary: Mapping[str, float], variants: Sequence[str], n: int
+) -> tuple[dict[str, str], int]:
+    """The units of a fixed-horizon analysis: per variant, units in exposure order (the
+    order of ``assignments``) up to the one that brings its primary-metric count to ``n``.
+    Returns them and the smallest count reached."""
+    seen = dict.fromkeys(variants, 0)
+    kept: dict[str, str] = {}
+    for unit, variant in assignments.items():
+        if variant not in seen or seen[variant] >= n:
+            continue
+        kept[unit] = variant
+        if unit in primary:
+            seen[variant] += 1
+    return kept, min(seen.values(), default=0)
+
+
+@dataclass
+class _Raw:
+    """One treatment against the control on one metric, before any correction."""
+
+    variant: str
+    diff: float
+    p: float  # two-sided
+    test: str
+    ci: tuple[float, float]  # at the display level
+    bounds: Callable[[float], tuple[float, float]]  # two-sided interval at a given alpha
+
+
+def _fixed_raw(variant: str, control: Sequence[float], xs: Sequence[float], is_bin: bool, alpha: float) -> _Raw:
+    if is_bin:
+        xa, na, xb, nb = int(sum(control)), len(control), int(sum(xs)), len(xs)
+
+        def bounds(level: float) -> tuple[float, float]:
+            return two_proportion_z(xa, na, xb, nb, 1 - level)[1]
+
+        diff, ci, p = two_proportion_z(xa, na, xb, nb, 1 - alpha)
+        return _Raw(variant, diff, p, "two-proportion z", ci, bounds)
+
+    def welch_bounds(level: float) -> tuple[float, float]:
+        return welch_diff(control, xs, 1 - level)[1]
+
+    diff, ci, p = welch_diff(control, xs, 1 - alpha)
+    return _Raw(variant, diff, p, "Welch t", ci, welch_bounds)
+
+
+def _moments(xs: Sequence[float], is_bin: bool) -> tuple[int, float, float]:
+    """``(n, mean, variance of the mean)``; a rate's variance uses the add-one rate."""
+    n = len(xs)
+    if n == 0:
+        return 0, math.nan, math.nan
+    mean = sum(xs) / n
+    if is_bin:
+        return n, mean, float(rate_variance(sum(xs), n))
+    var = sum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else math.nan
+    return n, mean, var / n
+
+
+def _sequential_raw(
+    variant: str, control: Sequence[float], xs: Sequence[float], is_bin: bool, tau: float, alpha: float
+) -> _Raw:
+    na, ma, va = _moments(control, is_bin)
+    nb, mb, vb = _moments(xs, is_bin)
+    nan2 = (math.nan, math.nan)
+    if min(na, nb) < MIN_UNITS or not math.isfinite(va + vb) or not (math.isfinite(tau) and tau > 0):
+        diff = mb - ma if na and nb else math.nan
+        return _Raw(variant, diff, math.nan, "mSPRT (always valid)", nan2, lambda level: nan2)
+    diff, var, tau2 = mb - ma, va + vb, tau * tau
+    if var <= 0:  # identical constant values in both arms: no evidence of a difference
+        var = 1e-300
+
+    def bounds(level: float) -> tuple[float, float]:
+        low, high = confidence_sequence(diff, var, tau2, level)
+        return float(low), float(high)
+
+    return _Raw(variant, diff, float(msprt_p(diff, var, tau2)), "mSPRT (always valid)", bounds(alpha), bounds)
+
+
+def _tau(exp: Experiment, metric: str, rows: Sequence[VariantStats], is_bin: bool) -> float:
+    """The effect scale the mixture is tuned for: the design's mde (primary metric), a
+    guardrail's margin, else a tenth of the metric's pooled sd."""
+    if metric == exp.primary_metric and exp.design.mde is not None:
+        return exp.design.mde
+    margins = [g.margin for g in exp.guardrails if g.metric == metric and g.margin is not None]
+    if margins:
+        return min(margins)
+    if is_bin:
+        x = sum(r.mean * r.n for r in rows if r.n)
+        n = sum(r.n for r in rows)
+        p = (x + 1) / (n + 2)
+        return DEFAULT_TAU_SD * math.sqrt(p * (1 - p))
+    return DEFAULT_TAU_SD * _pooled_sd(rows)
 
 
 def analyze(
@@ -396,74 +612,177 @@ def analyze(
     assignments: Mapping[str, str],
     outcomes: Iterable[tuple[str, str, float]],
     mde: float | None = None,
-    alpha: float = 0.05,
+    alpha: float | None = None,
     power: float = 0.8,
 ) -> Analysis:
-    """The analysis of one experiment (see the module docstring).
+    """The analysis of one experiment under its design (see the module docstring).
 
-    ``assignments``: unit -> variant (each exposed unit once); ``outcomes``:
-    ``(unit, metric, value)``; a unit's several values of a metric are averaged.
-    ``mde``: the absolute minimum detectable effect on the primary metric
-    (default: 10% of the control's mean).
+    ``assignments``: unit -> variant (each exposed unit once), in exposure order
+    (a fixed-horizon design analyses the first planned units of each variant);
+    ``outcomes``: ``(unit, metric, value)``; a unit's several values of a metric are
+    averaged. ``mde``: the absolute minimum detectable effect on the primary metric
+    for the sample-size line (default: the design's, else 10% of the control's mean).
+    ``alpha``: default the design's (0.05 without one).
     """
+    design = exp.design
+    alpha = design.alpha if alpha is None else alpha
     names = [v.name for v in exp.variants]
-    counts = {n: 0 for n in names}
+    counts = dict.fromkeys(names, 0)
     for variant in assignments.values():
         if variant in counts:
             counts[variant] += 1
-    _, srm_p = srm_test([counts[n] for n in names], [v.weight for v in exp.variants])
-    srm = not math.isnan(srm_p) and srm_p < SRM_ALPHA
-    values = per_unit(assignments, outcomes)
+    srm_p, srm = srm_check([counts[n] for n in names], [v.weight for v in exp.variants])
+    units = unit_values(assignments, outcomes)
+    decided = True
+    if design.kind == "fixed" and design.n is not None:
+        live = [v.name for v in exp.variants if v.weight > 0]
+        assignments, reached = _horizon(assignments, units.get(exp.primary_metric, {}), live, design.n)
+        decided = reached >= design.n
+    values = _by_variant(assignments, units)
     metrics = [exp.primary_metric] + [g.metric for g in exp.guardrails if g.metric != exp.primary_metric]
     metrics += sorted(m for m in values if m not in metrics)
+    treatments = max(1, len(names) - 1)
+    level = alpha / treatments if design.kind == "sequential" else alpha  # a CS simultaneous over treatments
     stats: dict[str, list[VariantStats]] = {}
     binary: dict[str, bool] = {}
     comparisons: list[Comparison] = []
+    raws: dict[str, list[_Raw]] = {}
     for metric in metrics:
         data = values.get(metric, {})
         is_bin = bool(data) and all(x in (0.0, 1.0) for xs in data.values() for x in xs)
         binary[metric] = is_bin
-        rows = []
-        for n in names:
-            xs = data.get(n, [])
-            rows.append(_variant_stats(n, xs, is_bin))
+        rows = [_variant_stats(n, data.get(n, []), is_bin) for n in names]
         stats[metric] = rows
-        raw: list[tuple[str, float, tuple[float, float], float, str]] = []
         control = data.get(exp.control, [])
-        for n in names[1:]:
-            xs = data.get(n, [])
-            if is_bin:
-                diff, ci, p = two_proportion_z(int(sum(control)), len(control), int(sum(xs)), len(xs), 1 - alpha)
-                test = "two-proportion z"
-            else:
-                diff, ci, p = welch_diff(control, xs, 1 - alpha)
-                test = "Welch t"
-            raw.append((n, diff, ci, p, test))
-        adjusted = holm([r[3] for r in raw]) if len(raw) > 1 else [r[3] for r in raw]
-        for (n, diff, ci, p, test), p_adj in zip(raw, adjusted, strict=True):
-            comparisons.append(Comparison(metric, n, diff, ci, p, p_adj, test, not math.isnan(p_adj) and p_adj < alpha))
+        if design.kind == "sequential":
+            tau = _tau(exp, metric, rows, is_bin)
+            raw = [_sequential_raw(n, control, data.get(n, []), is_bin, tau, level) for n in names[1:]]
+        else:
+            raw = [_fixed_raw(n, control, data.get(n, []), is_bin, alpha) for n in names[1:]]
+        raws[metric] = raw
+        adjusted = holm([r.p for r in raw]) if len(raw) > 1 else [r.p for r in raw]
+        for r, p_adj in zip(raw, adjusted, strict=True):
+            significant = decided and not math.isnan(p_adj) and p_adj < alpha
+            comparisons.append(Comparison(metric, r.variant, r.diff, r.ci, r.p, p_adj, r.test, significant, decided))
     primary = stats[exp.primary_metric]
-    base = primary[0]
     is_bin = binary[exp.primary_metric]
+    mde, required = _plan(exp, primary, is_bin, mde, alpha, power, treatments)
+    if design.kind == "unstated":
+        checks = _unstated_guardrails(exp, comparisons)
+    else:
+        checks = _guardrails(exp, raws, alpha, treatments, decided)
+    breached = {(c.metric, c.variant) for c in checks if c.status == "breached"}
+    breaches = [c for c in comparisons if (c.metric, c.variant) in breached]
+    verdict = _verdict(exp, counts, srm, srm_p, primary, comparisons, is_bin, mde, required, checks, alpha, decided)
+    return Analysis(
+        exp.name, exp.control, exp.primary_metric, counts, srm_p, srm, stats, comparisons, binary,
+        mde, required, breaches, verdict, alpha, design, decided, checks,
+    )  # fmt: skip
+
+
+def _plan(
+    exp: Experiment,
+    primary: Sequence[VariantStats],
+    is_bin: bool,
+    mde: float | None,
+    alpha: float,
+    power: float,
+    treatments: int,
+) -> tuple[float, int]:
+    """``(mde, units per variant)``: the design's plan when it has one, else a plan from
+    the data so far (corrected for the number of treatments, for the design's test)."""
+    design = exp.design
+    if design.kind == "fixed" and design.n is not None:
+        return (design.mde if design.mde is not None else math.nan), design.n
+    if mde is None and design.mde is not None:
+        mde = design.mde
+        if design.n is not None:
+            return mde, design.n
+    base = primary[0]
     if mde is None:
         mde = abs(base.mean) * 0.1 if math.isfinite(base.mean) and base.mean != 0 else math.nan
     if not math.isfinite(mde) or mde <= 0:
-        required = -1
-    elif is_bin:
-        required = sample_size_proportions(base.mean, mde, alpha, power)
-    else:
-        pooled_sd = _pooled_sd(primary)
-        required = sample_size_means(pooled_sd, mde, alpha, power) if math.isfinite(pooled_sd) else -1
-    breaches = []
+        return mde, -1
+    kind = "sequential" if design.kind == "sequential" else "fixed"
+    try:
+        if is_bin:
+            return mde, plan_n(kind, mde, baseline=base.mean, sd=None, alpha=alpha, power=power,
+                               comparisons=treatments, higher_is_better=exp.higher_is_better)  # fmt: skip
+        sd = _pooled_sd(primary)
+        if not (math.isfinite(sd) and sd > 0):
+            return mde, -1
+        return mde, plan_n(kind, mde, baseline=None, sd=sd, alpha=alpha, power=power, comparisons=treatments)
+    except KeelError:  # an impossible target (a rate beyond 1): no plan rather than a wrong one
+        return mde, -1
+
+
+def _harm(g: Guardrail, diff: float) -> float:
+    """How much worse the variant is on the guardrail (positive = worse)."""
+    return -diff if g.worse == "lower" else diff
+
+
+def _guardrails(
+    exp: Experiment, raws: Mapping[str, list[_Raw]], alpha: float, treatments: int, decided: bool
+) -> list[GuardrailCheck]:
+    """Harm tests (one-sided, Holm over every guardrail x treatment) and non-inferiority
+    checks (one-sided at alpha / treatments against the margin: a variant ships only if
+    every one passes, an intersection-union test, so no correction across guardrails)."""
+    sequential = exp.design.kind == "sequential"
+    harm: list[tuple[Guardrail, _Raw, float]] = []
+    out: list[GuardrailCheck] = []
+    ni_level = alpha / treatments
+    for g in exp.guardrails:
+        for r in raws.get(g.metric, []):
+            if g.margin is None:
+                if math.isnan(r.p):
+                    one_sided = math.nan
+                elif sequential:  # always-valid two-sided p: valid (conservative) one-sided
+                    one_sided = r.p if _harm(g, r.diff) > 0 else 1.0
+                else:
+                    one_sided = r.p / 2 if _harm(g, r.diff) > 0 else 1 - r.p / 2
+                harm.append((g, r, one_sided))
+                continue
+            # sequential: the harm side of the (two-sided) confidence sequence; fixed: a
+            # two-sided interval at 2 * level has a one-sided bound at level
+            low, high = r.bounds(ni_level if sequential else 2 * ni_level)
+            bound = -low if g.worse == "lower" else high
+            if math.isnan(bound):
+                status = "not decided" if not decided else "not shown non-inferior"
+            elif not decided:
+                status = "not decided"
+            else:
+                status = "non-inferior" if bound < g.margin else "not shown non-inferior"
+            check = GuardrailCheck(g.metric, r.variant, "non-inferiority", g.margin, r.diff, bound, math.nan, status)
+            out.append(check)
+    adjusted = holm([p for _, _, p in harm]) if harm else []
+    for (g, r, _), p_adj in zip(harm, adjusted, strict=True):
+        low, high = r.ci
+        bound = -low if g.worse == "lower" else high
+        if math.isnan(p_adj):
+            status = "no data"
+        elif not decided:
+            status = "not decided"
+        else:
+            status = "breached" if p_adj < alpha else "ok"
+        out.append(GuardrailCheck(g.metric, r.variant, "harm test", None, r.diff, bound, p_adj, status))
+    return out
+
+
+def _unstated_guardrails(exp: Experiment, comparisons: Sequence[Comparison]) -> list[GuardrailCheck]:
+    """Experiments with no stated design keep their old rule: a guardrail is breached when
+    its two-sided test (Holm across treatments only) is significant in the worse direction."""
+    out = []
     for g in exp.guardrails:
         for c in comparisons:
-            if c.metric == g.metric and c.significant and ((c.diff < 0) == (g.worse == "lower")):
-                breaches.append(c)
-    verdict = _verdict(exp, counts, srm, srm_p, primary, comparisons, is_bin, mde, required, breaches, alpha)
-    return Analysis(
-        exp.name, exp.control, exp.primary_metric, counts, srm_p, srm, stats, comparisons, binary,
-        mde, required, breaches, verdict, alpha,
-    )  # fmt: skip
+            if c.metric != g.metric:
+                continue
+            worse = (c.diff < 0) == (g.worse == "lower")
+            low, high = c.ci
+            bound = -low if g.worse == "lower" else high
+            status = "no data" if math.isnan(c.p_adjusted) else ("breached" if c.significant and worse else "ok")
+            out.append(GuardrailCheck(g.metric, c.variant, "two-sided test, uncorrected", None, c.diff, bound,
+                                      c.p_adjusted, status))  # fmt: skip
+    return out
 
 
 def _variant_stats(name: str, xs: Sequence[float], is_bin: bool) -> VariantStats:
@@ -472,7 +791,9 @@ def _variant_stats(name: str, xs: Sequence[float], is_bin: bool) -> VariantStats
         return VariantStats(name, 0, math.nan, (math.nan, math.nan), math.nan)
     mean = sum(xs) / n
     sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else math.nan
-    ci = wilson_ci(int(sum(xs)), n) if is_bin else bootstrap_ci(xs, resamples=1000)
+    # Wilson for rates, Student's t for means: nominal coverage from n = 5 (a percentile
+    # bootstrap covered 0.83 at n = 5; see docs/statistics.md)
+    ci = wilson_ci(int(sum(xs)), n) if is_bin else t_ci(xs)
     return VariantStats(name, n, mean, ci, sd)
 
 
@@ -492,54 +813,91 @@ def _verdict(
     is_bin: bool,
     mde: float,
     required: int,
-    breaches: list[Comparison],
+    checks: list[GuardrailCheck],
     alpha: float,
+    decided: bool,
 ) -> list[str]:
-    out = []
+    design = exp.design
+    out = [design.label()]
     total = sum(counts.values())
     if total == 0:
-        return [f"No exposures yet: nobody has been assigned to {exp.name!r}."]
+        return [f"No exposures yet: nobody has been assigned to {exp.name!r}.", *out]
     if srm:
         out.append(
             f"Sample ratio mismatch (chi-square p = {srm_p:.2g}): the split {dict(counts)} does not match the "
-            "weights; assignment or logging is broken, so do not trust these results."
+            "weights (or a unit is in a 0-weight arm); assignment or logging is broken, so do not trust these results."
         )
     metric = exp.primary_metric
-    have = min((r.n for r in primary), default=0)
+    have = min((r.n for r, v in zip(primary, exp.variants, strict=True) if v.weight > 0), default=0)
+    treatments = max(1, len(exp.variants) - 1)
+    if design.kind == "sequential":
+        interval = f"{100 * (1 - alpha / treatments):.4g}% confidence sequence"
+        p_word = "always-valid p" + (" (Holm)" if treatments > 1 else "")
+    else:
+        interval = f"{100 * (1 - alpha):.4g}% CI"
+        p_word = "p" + (" (Holm)" if treatments > 1 else "")
+    if not decided:
+        out.append(
+            f"Not decided: {have} of {design.n} planned units per variant have {metric} so far. A fixed-horizon "
+            "verdict is read once, at the planned n; deciding on an interim look ships a no-better variant more "
+            "often than alpha."
+        )
     for c in (c for c in comparisons if c.metric == metric):
         if math.isnan(c.p_value):
-            out.append(f"{c.variant} vs {exp.control}: not enough {metric} data to compare yet.")
+            short = f" (the sequential test needs {MIN_UNITS} units per arm)" if design.kind == "sequential" else ""
+            out.append(f"{c.variant} vs {exp.control}: not enough {metric} data to compare yet{short}.")
             continue
         better = (c.diff > 0) == exp.higher_is_better
         ci = f"{_fmt(c.ci[0], is_bin)} to {_fmt(c.ci[1], is_bin)}"
-        if c.significant:
+        if not decided:
+            out.append(f"Interim, not a decision: {c.variant} vs {exp.control} on {metric}: {_fmt(c.diff, is_bin)} "
+                       f"({interval} {ci}).")  # fmt: skip
+        elif c.significant:
             word = "better" if better else "worse"
             out.append(
                 f"{c.variant} is {word} than {exp.control} on {metric}: {_fmt(c.diff, is_bin)} "
-                f"(95% CI {ci}, p = {c.p_adjusted:.3g}), significant at {alpha:g}."
+                f"({interval} {ci}, {p_word} = {c.p_adjusted:.3g}), significant at {alpha:g}."
             )
         else:
             need = f"; about {required} units per variant are needed to detect {_fmt(mde, is_bin).lstrip('+')}" \
                 if required > 0 else ""  # fmt: skip
             out.append(
                 f"No significant difference between {c.variant} and {exp.control} on {metric} yet: "
-                f"{_fmt(c.diff, is_bin)} (95% CI {ci}, p = {c.p_adjusted:.3g}); {have} units per variant so far{need}."
+                f"{_fmt(c.diff, is_bin)} ({interval} {ci}, {p_word} = {c.p_adjusted:.3g}); "
+                f"{have} units per variant so far{need}."
             )
-    for b in breaches:
-        out.append(
-            f"GUARDRAIL BREACHED: {b.metric} is significantly worse in {b.variant} "
-            f"({_fmt(b.diff, False)}, p = {b.p_adjusted:.3g})."
-        )
+    for b in checks:
+        if b.status == "breached":
+            out.append(
+                f"GUARDRAIL BREACHED: {b.metric} is significantly worse in {b.variant} "
+                f"({_fmt(b.diff, False)}, p = {b.p_adjusted:.3g}, {b.method})."
+            )
+        elif b.status == "not shown non-inferior":
+            out.append(
+                f"GUARDRAIL NOT SHOWN SAFE: {b.metric} in {b.variant} may be worse by up to {b.bound:.4g} "
+                f"(margin {b.margin:g}); it cannot ship until the harm is shown to be under the margin."
+            )
+    blocked = {b.variant for b in checks if b.blocks}
     winners = [
         c for c in comparisons if c.metric == metric and c.significant and ((c.diff > 0) == exp.higher_is_better)
     ]
-    if winners and not srm and not breaches:
-        best = max(winners, key=lambda c: c.diff if exp.higher_is_better else -c.diff)
+    if design.kind == "unstated":  # the old rule: any breach blocks every variant
+        blocked = {v.name for v in exp.variants} if blocked else set()
+    shippable = [c for c in winners if c.variant not in blocked]
+    if not decided:
+        out.append(f"Verdict: not decided yet ({have} of {design.n} planned units per variant).")
+    elif shippable and not srm:
+        best = max(shippable, key=lambda c: c.diff if exp.higher_is_better else -c.diff)
         out.append(f"Verdict: ship {best.variant}.")
-    elif breaches:
-        out.append("Verdict: do not ship: a guardrail is breached.")
+    elif any(b.status == "breached" for b in checks) or winners:
+        out.append("Verdict: do not ship: a guardrail is breached." if any(b.status == "breached" for b in checks)
+                   else "Verdict: do not ship: a guardrail is not shown safe.")  # fmt: skip
     elif srm:
         out.append("Verdict: fix the sample ratio mismatch before deciding.")
+    elif design.kind == "sequential":
+        out.append(
+            f"Verdict: keep {exp.control} (no variant is significantly better yet; looking again later is safe)."
+        )
     else:
         out.append(f"Verdict: keep {exp.control} (no variant is significantly better yet).")
     return out

@@ -40,7 +40,8 @@ _MAX_DEPTH = 64
 
 
 _CORE_TYPES = """
-keel.core.abtests: Analysis Comparison Experiment Guardrail Variant VariantStats
+keel.core.ab_design: Design
+keel.core.abtests: Analysis Comparison Experiment Guardrail GuardrailCheck Variant VariantStats
 keel.core.batch: WriteBatch
 keel.core.comparison: Arm MetricResult Comparison
 keel.core.config: Layer Origin Resolved

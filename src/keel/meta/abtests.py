@@ -57,6 +57,7 @@ _SQL_CREATE = (
 )
 _STATUS_COLUMNS = ("started_at", "stopped_at", "resolved")  # what set_status may set besides the status
 _SQL_ASSIGNMENTS = "SELECT unit, variant FROM ab_exposures WHERE experiment = ?"
+_SQL_ASSIGNMENTS_ORDERED = _SQL_ASSIGNMENTS + " ORDER BY at, id"
 _SQL_EXPOSURE = "SELECT variant, resolved, at FROM ab_exposures WHERE experiment = ? AND unit = ?"
 _SQL_OUTCOMES = "SELECT unit, metric, value FROM ab_outcomes WHERE experiment = ?"
 _SQL_FEEDBACK = "SELECT metadata, thumb, score FROM conversations WHERE (thumb IS NOT NULL OR score IS NOT NULL)"
@@ -120,6 +121,11 @@ class ABStore:
     def assignments(conn: Any, name: str) -> dict[str, str]:
         """``{unit: variant}`` of every exposed unit."""
         return {u: v for u, v in conn.execute(_SQL_ASSIGNMENTS, (name,)).all()}
+
+    @staticmethod
+    def assignments_in_order(conn: Any, name: str) -> dict[str, str]:
+        """``{unit: variant}`` in exposure order (a fixed-horizon analysis takes the first units)."""
+        return {u: v for u, v in conn.execute(_SQL_ASSIGNMENTS_ORDERED, (name,)).all()}
 
     @staticmethod
     def exposure(conn: Any, name: str, unit: str) -> tuple[str, dict[str, Any], int] | None:

@@ -350,10 +350,17 @@ def create(
     guardrails: Sequence[Any] = (),
     targeting: Mapping[str, Any] | None = None,
     salt: str = "",
+    design: str | Mapping[str, Any] | None = None,
     who: str | None = None,
     reason: str = "",
 ) -> Experiment:
-    """Create a draft experiment (see the module doc); weights must sum to 1."""
+    """Create a draft experiment (see the module doc); weights must sum to 1.
+
+    ``design``: ``"sequential"`` (the default: always-valid, look any time),
+    ``{"type": "fixed", "n": 5000}`` or ``{"type": "fixed", "mde": 0.03, "baseline": 0.30}``
+    (the verdict waits for the planned n); see docs/ab-statistics.md. A guardrail may
+    carry a ``margin`` (non-inferiority: ``{"metric": "latency_ms", "worse": "higher",
+    "margin": 50}``)."""
     spec: dict[str, Any] = {
         "name": name,
         "hypothesis": hypothesis,
@@ -367,6 +374,8 @@ def create(
     }
     if weights is not None:
         spec["weights"] = weights
+    if design is not None:
+        spec["design"] = design
     return _service().create(spec, who, reason)
 
 
@@ -409,9 +418,10 @@ def history(name: str) -> list[Any]:
     return _service().history(name)
 
 
-def analyze(name: str, mde: float | None = None, alpha: float = 0.05, power: float = 0.8) -> Analysis:
+def analyze(name: str, mde: float | None = None, alpha: float | None = None, power: float = 0.8) -> Analysis:
     """Per-variant n, means/rates with CIs, differences with CIs and p-values, SRM check,
-    required sample size for ``mde``, guardrails and a verdict (queued writes flushed first)."""
+    required sample size for ``mde``, guardrails and a verdict under the experiment's design
+    (``alpha``: the design's unless given; queued writes flushed first)."""
     flush()
     return _service().analyze(name, mde, alpha, power)
 

@@ -108,7 +108,9 @@ class ABService:
         """Store a draft experiment (AlreadyExists if the name is taken)."""
         if not isinstance(spec, Mapping):
             raise InvalidInput("an experiment is a mapping (name, variants, ...)", "see docs/flags.md")
-        exp = parse_experiment(spec, default_bucketing=DEFAULT)  # new: the well-mixed scheme
+        # a new experiment: the well-mixed bucketing, and (unless the spec states one) the design
+        # that stays valid however often it is looked at
+        exp = parse_experiment(spec, default_bucketing=DEFAULT, default_design="sequential")
         self.resolve(exp)  # every reference must exist now
         author = audit_who(who)
         with self.db.write() as conn:
@@ -257,9 +259,13 @@ class ABService:
 
     @operation("reader")
     def outcomes(self, exp: Experiment) -> tuple[dict[str, str], list[tuple[str, str, float]]]:
-        """Assignments and every outcome (logged ones plus conversation feedback)."""
+        """Assignments (in exposure order for a fixed-horizon design, whose analysis takes
+        the first planned units) and every outcome (logged ones plus conversation feedback)."""
         with self.db.read() as conn:
-            assignments = ABStore.assignments(conn, exp.name)
+            if exp.design.kind == "fixed":
+                assignments = ABStore.assignments_in_order(conn, exp.name)
+            else:
+                assignments = ABStore.assignments(conn, exp.name)
             outcomes = ABStore.outcomes(conn, exp.name)
             feedback = ABStore.feedback(conn, exp.started_at, exp.stopped_at)
         for metadata, thumb, score in feedback:
@@ -285,11 +291,12 @@ class ABService:
         return assignments, outcomes
 
     @operation("reader")
-    def analyze(self, name: str, mde: float | None = None, alpha: float = 0.05, power: float = 0.8) -> Analysis:
-        """The analysis of an experiment (see :func:`keel.core.abtests.analyze`)."""
+    def analyze(self, name: str, mde: float | None = None, alpha: float | None = None, power: float = 0.8) -> Analysis:
+        """The analysis of an experiment under its design (see :func:`keel.core.abtests.analyze`);
+        ``alpha`` defaults to the design's."""
         if mde is not None and (not isinstance(mde, (int, float)) or mde <= 0):
             raise InvalidInput(f"invalid minimum detectable effect {mde!r}", "give an absolute effect > 0, e.g. 0.02")
-        if not 0 < alpha < 1 or not 0 < power < 1:
+        if (alpha is not None and not 0 < alpha < 1) or not 0 < power < 1:
             raise InvalidInput("alpha and power must be between 0 and 1", "e.g. alpha=0.05, power=0.8")
         exp = self.get(name)
         assignments, outcomes = self.outcomes(exp)
