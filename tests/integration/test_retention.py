@@ -157,6 +157,8 @@ def test_a_pass_without_the_lease_applies_nothing(store: Store, service: Retenti
     assert apply_with_lease(service, "me", 60_000) is None
     assert counts(store)["conversations"] == 2
     rows.release_lease(store.db, "retention", "another process", 0)
+    assert service.run_pass(now_ms(), before_each=lambda: False) == []  # a holder that lost its lease stops
+    assert counts(store)["conversations"] == 2
     reports = apply_with_lease(service, "me", 60_000)
     assert reports is not None and [r.deleted for r in reports if r.kind == "conversations"] == [2]
 

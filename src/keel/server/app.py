@@ -166,8 +166,10 @@ async def _apply_retention(context: ServerContext, every: float, lease: float) -
 
     holder = holder_id()
     lease_ms = int(max(lease, every) * 1000)
+    wait = min(every, 30.0)  # the first pass soon after start: a server restarted often still applies it
     while True:
-        await asyncio.sleep(every)
+        await asyncio.sleep(wait)
+        wait = every
         try:
             reports = await run_in_threadpool(apply_with_lease, context.retention, holder, lease_ms)
         except Exception as exc:  # noqa: BLE001 - the database away, a bug: log it, try at the next pass

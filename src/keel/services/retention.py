@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from keel.core.auth import REGISTRIES, WORKSPACE, Principal
@@ -135,13 +136,23 @@ class RetentionService:
         content). ``dry_run`` counts and changes nothing."""
         if now is not None and (isinstance(now, bool) or not isinstance(now, int) or now <= 0):
             raise InvalidInput(f"invalid now {now!r}", "give epoch milliseconds, or leave it out")
-        clock = now if now is not None else now_ms()
-        reports = []
+        return self.run_pass(now if now is not None else now_ms(), dry_run)
+
+    def run_pass(
+        self, clock: int, dry_run: bool = False, before_each: Callable[[], bool] | None = None
+    ) -> list[ErasureReport]:
+        """:meth:`apply` at ``clock``; ``before_each()`` is asked before each step (the scheduled
+        pass extends its lease there): False stops the pass, with the reports of the steps done."""
+        reports: list[ErasureReport] = []
         for policy in rows.policies(self.store.db):
             cutoff = clock - policy.max_age_ms
             if cutoff <= 0:
                 continue
+            if before_each is not None and not before_each():
+                return reports
             reports.append(self._expire(policy, cutoff, dry_run))
+        if before_each is not None and not before_each():
+            return reports
         pruned = rows.prune_webhooks(self.store.db, clock - WEBHOOK_HORIZON_MS, dry_run)
         total = sum(pruned.values())
         if total:
@@ -197,10 +208,14 @@ def apply_with_lease(service: RetentionService, holder: str, lease_ms: int) -> l
     """One scheduled pass: take (or extend) the ``retention`` lease for ``lease_ms`` and apply;
     None when another process holds it (it applies retention; this one waits for the next pass).
 
-    The holder keeps the lease while it lives (it extends it each pass), so passes stay in one
-    process; one that dies is replaced once its lease has run out."""
-    now = now_ms()
-    if not rows.take_lease(service.store.db, LEASE, holder, now + lease_ms, now):
-        return None
-    return service.apply()
+    The holder keeps the lease while it lives (it extends it each pass, and before each policy
+    of a pass), so passes stay in one process; one that dies is replaced once its lease has run
+    out. A holder that finds its lease taken (it stalled past it) stops its pass there."""
 
+    def extend() -> bool:  # before each step: a pass longer than the lease never overlaps another's
+        now = now_ms()
+        return rows.take_lease(service.store.db, LEASE, holder, now + lease_ms, now)
+
+    if not extend():
+        return None
+    return service.run_pass(now_ms(), before_each=extend)
