@@ -92,6 +92,11 @@ def test_a_drop_within_the_allowance_or_not_significant_passes(calc):
     assert "is not significant at alpha=0.05" in result.reason() and "detects about" in result.reason()
     same = _eval_run("1.0.1", [1.0] * 90 + [0.0] * 10)
     assert keel.gate(same, metric="exact_match").reason().startswith("exact_match did not get worse")
+    # 5 samples: McNemar cannot reach p < 0.05 however bad; the gate says so instead of a detectable effect
+    five = _eval_run("1.0.2", [1.0] * 5, ids=[f"t{i}" for i in range(5)])
+    tiny = _eval_run("1.0.3", [0.0] * 5, ids=[f"t{i}" for i in range(5)])
+    reason = keel.gate(tiny, baseline=f"run:{five}", metric="exact_match").reason()
+    assert "cannot reach significance" in reason and "needs n >= 6" in reason and "detects about" not in reason
     assert _events(calc) == []  # a gate that passes records no event
 
 

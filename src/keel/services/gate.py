@@ -110,7 +110,7 @@ class GateResult:
             return f"the {word} of {self.drop:.3g} in {self.metric} is within the allowed {self.max_drop:g} ({p})"
         return (
             f"the {word} of {self.drop:.3g} in {self.metric} is not significant at alpha={self.alpha:g} ({p}); "
-            f"n={self.test.n} detects about {self.test.mde:.2g} or more"
+            + _power_text(self.test)
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -413,6 +413,19 @@ def gate_runs(
         notes=tuple(notes),
         direction=direction.way or HIGHER,
     )
+
+
+def _power_text(test: stats.TestResult) -> str:
+    """What this n can detect, or that it cannot reach significance at all (never a promise it cannot keep)."""
+    if test.needed_n is not None:
+        return (
+            f"n={test.n} cannot reach significance (smallest attainable p {test.min_p:.2g}); needs n >= {test.needed_n}"
+        )
+    if math.isnan(test.mde):
+        return f"n={test.n}, detectable difference unknown (the scores do not vary)"
+    if math.isinf(test.mde):
+        return f"at n={test.n} no difference is detectable with 80% power"
+    return f"n={test.n} detects about {test.mde:.2g} or more"
 
 
 def _mean(scores: Mapping[str, float]) -> float:
