@@ -116,3 +116,5 @@ def test_ab_commands(folder):
     assert "design: fixed, " in keel("ab", "status", "planned", cwd=folder).stdout
     bad = keel("ab", "create", "bad", "--variant", "a", "--variant", "b", "--design", "fixed", cwd=folder, check=False)
     assert bad.returncode == 2 and "needs its sample size" in bad.stderr
+    again = keel("ab", "design", "exp", "sequential", cwd=folder, check=False)  # already stated: no change
+    assert again.returncode == 4 and "only an experiment with no stated design" in again.stderr

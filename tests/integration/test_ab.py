@@ -167,6 +167,24 @@ def test_experiment_stored_before_designs_keeps_its_analysis_with_a_label(ws):
     assert result.verdict[0].startswith("Design: none stated")
     assert result.comparisons[0].test == "two-proportion z"  # the analysis it always had
     assert result.to_dict()["design"] == {"type": "unstated"}
+    # it can move to the sequential design while running (the always-valid test holds from its
+    # first unit); units keep their variants (the stored bucketing stays crc32)
+    before = {f"old-{i}": ab.assign("old", user_id=f"old-{i}").variant for i in range(50)}
+    moved = ab.set_design("old", "sequential", who="bob", reason="we look daily")
+    assert moved.design.kind == "sequential" and moved.status == "running" and moved.bucketing == "crc32"
+    ab.refresh()
+    assert {u: ab.assign("old", user_id=u).variant for u in before} == before
+    assert ab.analyze("old").comparisons[0].test == "mSPRT (always valid)"
+    service = ab._service()
+    with service.db.read() as conn:
+        from keel.meta.refs import Refs
+
+        moves = Refs.history(conn, "experiment", "old", "design")
+    assert [(m.new, m.who, m.reason) for m in moves] == [("sequential", "bob", "we look daily")]
+    with pytest.raises(Conflict, match="only an experiment with no stated design"):
+        ab.set_design("old", {"type": "fixed", "n": 100})  # a stated design does not change
+    with pytest.raises(NotFound):
+        ab.set_design("nope")
 
 
 def test_fixed_horizon_through_the_store_reads_the_first_planned_units(ws):

@@ -357,6 +357,19 @@ def ab_stop(name: ExpArg, reason: ReasonOpt = "") -> None:
     typer.echo(f"stopped {exp.name}")
 
 
+@ab_app.command("design")
+def ab_design(
+    name: ExpArg,
+    design: Annotated[
+        str, typer.Argument(help="sequential[:mde=..,baseline=..|sd=..] (the only design an old experiment can take).")
+    ] = "sequential",
+    reason: ReasonOpt = "",
+) -> None:
+    """Move an experiment created before designs existed to the sequential design (safe at any look)."""
+    exp = _ab().set_design(name, _design(design), reason=reason)
+    typer.echo(f"{exp.name}: {exp.design.label()}")
+
+
 @ab_app.command("status")
 def ab_status(
     name: Annotated[str | None, typer.Argument(help="Experiment (default: all).")] = None, as_json: JsonOpt = False

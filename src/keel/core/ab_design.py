@@ -20,7 +20,8 @@ so every experiment records one of three designs in its definition:
 ``unstated``
     Experiments stored before keel recorded designs. Their analysis is what it
     was (a fixed-horizon test at every look), labelled for what it is: valid for
-    one look at a sample size chosen in advance, not for repeated looks.
+    one look at a sample size chosen in advance, not for repeated looks. They may
+    move to ``sequential`` (``ABService.set_design``), the one change allowed.
 
 The plan's sample size includes the correction the analysis applies: with
 ``k`` treatments against one control, each is tested at ``alpha / k`` (Holm's
@@ -83,7 +84,7 @@ class Design:
             "Design: none stated (created before keel recorded designs): these p-values hold for one look at a "
             "sample size chosen in advance; looking daily and stopping at the first significant result ships a "
             "no-better variant more often than alpha (about 16% over 8 weeks at alpha 0.05). "
-            "For repeated looks, create the next experiment with design: sequential."
+            "For repeated looks: keel ab design NAME sequential."
         )
 
 

@@ -55,6 +55,7 @@ _SQL_CREATE = (
     "INSERT INTO ab_experiments (name, definition, status, resolved, author, created_at) "
     "VALUES (?, ?, 'draft', '{}', ?, ?)"
 )
+_SQL_SET_DEFINITION = "UPDATE ab_experiments SET definition = ? WHERE name = ?"
 _STATUS_COLUMNS = ("started_at", "stopped_at", "resolved")  # what set_status may set besides the status
 _SQL_ASSIGNMENTS = "SELECT unit, variant FROM ab_exposures WHERE experiment = ?"
 _SQL_ASSIGNMENTS_ORDERED = _SQL_ASSIGNMENTS + " ORDER BY at, id"
@@ -87,6 +88,11 @@ class ABStore:
     def create(conn: Any, name: str, definition: dict[str, Any], author: str) -> None:
         """Insert a draft experiment."""
         conn.execute(_SQL_CREATE, (name, json.dumps(definition), author, now_ms()))
+
+    @staticmethod
+    def set_definition(conn: Any, name: str, definition: dict[str, Any]) -> None:
+        """Replace the stored definition (the service allows it only for a design change)."""
+        conn.execute(_SQL_SET_DEFINITION, (json.dumps(definition), name))
 
     @staticmethod
     def set_status(conn: Any, name: str, status: str, **values: Any) -> None:

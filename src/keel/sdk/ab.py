@@ -78,6 +78,7 @@ __all__ = [
     "history",
     "list_experiments",
     "log_outcome",
+    "set_design",
     "start",
     "status",
     "stop",
@@ -393,6 +394,15 @@ def stop(name: str, *, who: str | None = None, reason: str = "") -> Experiment:
     state.writer.flush()
     state.refresh()  # this process stops assigning at once
     return exp
+
+
+def set_design(
+    name: str, design: str | Mapping[str, Any] = "sequential", *, who: str | None = None, reason: str = ""
+) -> Experiment:
+    """Move an experiment created before designs existed to the sequential design (safe at any
+    look from then on); any other change of design is a Conflict."""
+    value = design if isinstance(design, str) else dict(design)
+    return _service().set_design(name, value, who, reason)
 
 
 def get(name: str) -> Experiment:

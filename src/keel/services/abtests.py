@@ -171,6 +171,34 @@ class ABService:
             Refs.set(conn, KIND, name, "status", "stopped", author, reason)
         return self.get(name)
 
+    @operation("writer")
+    def set_design(
+        self, name: str, design: str | dict[str, Any], who: str | None = None, reason: str = ""
+    ) -> Experiment:
+        """Give an experiment stored before designs existed (``unstated``) the sequential design.
+
+        The always-valid test holds from its first unit whatever was looked at before, so an
+        old experiment, even a running one, can move to it; no other change of design is
+        allowed (a fixed horizon chosen after looking is no fixed horizon, and a stated design
+        is part of what was agreed): Conflict. The move is in the reflog (ref ``design``)."""
+        author = audit_who(who)
+        with self.db.write() as conn:
+            row = ABStore.get(conn, name)
+            if row is None:
+                raise NotFound(f"no experiment {name!r}", "list experiments with 'keel ab status'")
+            exp = _experiment(row)
+            definition = {**exp.definition(), "design": design}
+            new = parse_experiment(definition)  # checks the design
+            if exp.design.kind != "unstated" or new.design.kind != "sequential":
+                raise Conflict(
+                    f"experiment {name!r} has design {exp.design.kind!r}; only an experiment with no stated "
+                    f"design can move, and only to 'sequential' (not {new.design.kind!r})",
+                    "create a new experiment with the design you want",
+                )
+            ABStore.set_definition(conn, name, new.definition())
+            Refs.set(conn, KIND, name, "design", "sequential", author, reason or "design stated")
+        return self.get(name)
+
     @operation("reader")
     def history(self, name: str) -> list[RefMove]:
         """The experiment's status moves (reflog), oldest first."""
