@@ -57,6 +57,7 @@ from keel.services.workspace import Store
 __all__ = ["DEFAULT_PROJECT", "MAX_PAGE", "TrackingService", "random_run_name"]
 
 DEFAULT_PROJECT = "default"
+_PURGE_CALL_RUNS = 200  # runs whose recorded calls one erasure takes (a filter of ~7,400 characters)
 MAX_PAGE = 50_000
 
 _ADJECTIVES = (
@@ -390,8 +391,9 @@ class TrackingService:
         the deleted runs go; a child keeps its ``parent_id``). A run that a model version was
         registered from is refused, naming the version (the version points at its files).
         Nothing is removed when any check fails. One ``erasures`` audit row (reason
-        ``purge``) counts the runs; each run's recorded calls are erased through
-        :meth:`keel.services.llm.LlmService.delete_calls` (their own audit rows).
+        ``purge``) counts the runs; their recorded calls are erased first through
+        :meth:`keel.services.llm.LlmService.delete_calls`, 200 runs at a time (audit rows of
+        their own).
 
         Objects: an artifact's object goes once no remaining record references it
         (:func:`keel.services.gc.referenced`), unless it was written or freshened after the
@@ -432,13 +434,15 @@ class TrackingService:
         if dry_run or not chosen:
             return report
         actor = audit_who(who)
-        llm = None
-        for run_id in self.repo.runs_with_calls([c.run_id for c in chosen]):
-            if llm is None:
-                from keel.services.llm import LlmService
+        recorded = self.repo.runs_with_calls([c.run_id for c in chosen])
+        if recorded:
+            from keel.services.llm import LlmService
 
-                llm = LlmService(self.store, self)
-            llm.delete_calls(run_id=run_id, all=True, who=actor, reason="purge")  # all: they may be every call
+            llm = LlmService(self.store, self)
+            for start in range(0, len(recorded), _PURGE_CALL_RUNS):  # an erasure (and a scrub) per 200 runs
+                names = ", ".join(f"'{run_id}'" for run_id in recorded[start : start + _PURGE_CALL_RUNS])
+                # all=True: they may be every recorded call there is
+                llm.delete_calls(filter=f"run_id in ({names})", all=True, who=actor, reason="purge")
         audit = {"actor": actor, "scope": name or "", "filter": what, "ids": len(ids or ()), "reason": "purge"}
         done = self.repo.purge([c.pk for c in chosen], audit)
         report.deleted = len(done.run_ids)
