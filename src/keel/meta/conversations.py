@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from keel.core.conversations import (
     Conversation,
@@ -34,9 +34,11 @@ from keel.errors import InvalidInput
 from keel.meta.dbapi import Connection
 from keel.meta.delivered import claim_batch
 from keel.meta.engine import Database
-from keel.meta.erasures import temp_table
+from keel.meta.erasures import Found, erasing, temp_table
 
 __all__ = ["ATTRIBUTES", "GROUPS", "Query", "RawConversations"]
+
+T = TypeVar("T")
 
 _COLUMNS = (
     "conversation_id, timestamp, model, prompt_version, run_id, messages, metadata, thumb, score, comment, "
@@ -524,37 +526,62 @@ class RawConversations:
 
     def erase(
         self,
-        audit: Callable[[Connection, int], int],
+        decide: Callable[[Found], T],
+        audit: Callable[[Connection, int, int], int],
         *,
         query: Query | None = None,
         ids: Sequence[str] | None = None,
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, T]:
         """Delete the records ``query`` matches, or every record of the conversations ``ids``,
-        with their feedback, in one transaction; then ``audit(conn, deleted)`` (the audit row's
-        id) in the same one. ``(deleted, audit id)``.
+        with their feedback, in one transaction: ``(deleted, audit id, what decide returned)``.
 
-        All in SQL, whatever the number of records: the conversation ids concerned go to a
-        temporary table, the records are deleted by the compiled WHERE clause (or by the
-        table of ids); their feedback rows go with them (ON DELETE CASCADE on ``record_pk``,
-        indexed), and so does the feedback still waiting for a record (``record_pk`` NULL) of
-        a conversation left with no record. Feedback applied to a record that stays, stays.
+        The matching records are found in one pass (the filter is evaluated once: reading a
+        record's metadata walks past its messages) into a temporary table of their keys,
+        conversation ids and times; ``decide(found)`` then sees how many matched, how many the
+        store holds and their conversation ids, and may refuse (its exception rolls everything
+        back: nothing deleted). The records are deleted by key; their feedback rows go with
+        them (ON DELETE CASCADE on ``record_pk``, indexed), and so does the feedback still
+        waiting for a record (``record_pk`` NULL) of a conversation left with no record.
+        Feedback applied to a record that stays, stays. ``audit(conn, matched, deleted)``
+        writes the audit row in the same transaction.
         """
-        temp = temp_table(self.db, "keel_erase_cids", "cid")
-        with self.db.write() as conn:
+        temp = temp_table(self.db, "keel_erase_records", "pk BIGINT PRIMARY KEY, cid TEXT, created BIGINT")
+        with erasing(self.db) as conn:
             cur = conn.cursor()
             cur.execute(temp.create)
             if query is not None:
                 cur.execute(
                     self.db.sql(
-                        f"INSERT INTO {temp.name} (cid) SELECT DISTINCT conversation_id FROM conversations"
-                        f"{query.where()}"
+                        f"INSERT INTO {temp.name} (pk, cid, created) SELECT id, conversation_id, created_at "
+                        f"FROM conversations{query.where()}"
                     ),
                     list(query.params),
                 )
-                cur.execute(self.db.sql(f"DELETE FROM conversations{query.where()}"), list(query.params))
             else:
-                cur.executemany(self.db.sql(f"INSERT INTO {temp.name} (cid) VALUES (?)"), [(i,) for i in ids or ()])
-                cur.execute(f"DELETE FROM conversations WHERE conversation_id IN (SELECT cid FROM {temp.name})")
+                listed = list(ids or ())
+                for start in range(0, len(listed), _IN_CHUNK):
+                    chunk = listed[start : start + _IN_CHUNK]
+                    marks = ", ".join("?" for _ in chunk)
+                    cur.execute(
+                        self.db.sql(
+                            f"INSERT INTO {temp.name} (pk, cid, created) SELECT id, conversation_id, created_at "
+                            f"FROM conversations WHERE conversation_id IN ({marks})"
+                        ),
+                        chunk,
+                    )
+            cur.execute(f"SELECT COUNT(*), MIN(created) FROM {temp.name}")
+            matched, earliest = cur.fetchone()
+            cur.execute("SELECT COUNT(*) FROM conversations")
+            total = int(cur.fetchone()[0])
+
+            def found_ids() -> Iterator[str]:
+                reader = conn.cursor()
+                reader.execute(f"SELECT DISTINCT cid FROM {temp.name}")
+                for row in reader.fetchall():
+                    yield row[0]
+
+            decided = decide(Found(int(matched), total, None if earliest is None else int(earliest), found_ids))
+            cur.execute(f"DELETE FROM conversations WHERE id IN (SELECT pk FROM {temp.name})")
             deleted = int(cur.rowcount)
             cur.execute(
                 f"DELETE FROM conversation_feedback WHERE record_pk IS NULL AND conversation_id IN "
@@ -563,5 +590,5 @@ class RawConversations:
             )
             if temp.drop:
                 cur.execute(temp.drop)
-            audit_id = audit(conn, deleted)
-        return deleted, audit_id
+            audit_id = audit(conn, int(matched), deleted)
+        return deleted, audit_id, decided

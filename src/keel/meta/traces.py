@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from keel.core.conversations import parse_time
 from keel.core.entities import now_ms
@@ -35,7 +35,7 @@ from keel.errors import InvalidInput
 from keel.meta.dbapi import Connection
 from keel.meta.delivered import claim_batch
 from keel.meta.engine import Database
-from keel.meta.erasures import temp_table
+from keel.meta.erasures import Found, erasing, temp_table
 from keel.meta.trace_partitions import TracePartitions
 
 __all__ = [
@@ -47,6 +47,8 @@ __all__ = [
     "TraceQuery",
     "payload_oids",
 ]
+
+T = TypeVar("T")
 
 _SPAN_COLUMNS = (
     "project_id, trace_id, span_id, parent_id, name, kind, status, status_message, start_ns, end_ns, "
@@ -890,25 +892,45 @@ class RawTraces:
                 for row in rows:
                     yield row[0]
 
-    def erase(self, query: TraceQuery, audit: Callable[[Connection, int], int]) -> tuple[int, set[str], int]:
+    def erase(
+        self, query: TraceQuery, decide: Callable[[Found], T], audit: Callable[[Connection, int, int], int]
+    ) -> tuple[int, set[str], int, T]:
         """Delete the traces ``query`` matches with their spans, links and scores in one
-        transaction, then ``audit(conn, deleted)`` in it: ``(deleted, payload oids, audit id)``,
-        the oids of the offloaded span payloads (``{"$object": oid}``) the deleted spans held
-        (the caller deletes those no remaining record references, once this committed).
+        transaction: ``(deleted, payload oids, audit id, what decide returned)``; the oids are
+        those of the offloaded span payloads (``{"$object": oid}``) the deleted spans held (the
+        caller deletes those no remaining record references, once this committed).
 
         All in SQL: the matching trace ids go to a temporary table first (the filter may test
-        spans and scores, deleted next), then every table is deleted by a join on it.
+        spans and scores, deleted next), ``decide(found)`` sees how many matched and how many
+        the project holds and may refuse (its exception rolls everything back), then every
+        table is deleted by a join on it, and ``audit(conn, matched, deleted)`` writes the
+        audit row in the same transaction.
         """
-        temp = temp_table(self.db, "keel_erase_traces", "trace_id")
+        temp = temp_table(self.db, "keel_erase_traces", "trace_id VARCHAR(32) PRIMARY KEY, created BIGINT")
         pid = query.project_id
         oids: set[str] = set()
-        with self.db.write() as conn:
+        with erasing(self.db) as conn:
             cur = conn.cursor()
             cur.execute(temp.create)
             cur.execute(
-                self.db.sql(f"INSERT INTO {temp.name} (trace_id) SELECT t.trace_id FROM traces t{query.where()}"),
+                self.db.sql(
+                    f"INSERT INTO {temp.name} (trace_id, created) SELECT t.trace_id, t.created_at "
+                    f"FROM traces t{query.where()}"
+                ),
                 query.all_params(),
             )
+            cur.execute(f"SELECT COUNT(*), MIN(created) FROM {temp.name}")
+            matched, earliest = cur.fetchone()
+            cur.execute(self.db.sql("SELECT COUNT(*) FROM traces WHERE project_id = ?"), (pid,))
+            total = int(cur.fetchone()[0])
+
+            def found_ids() -> Iterator[str]:
+                reader = conn.cursor()
+                reader.execute(f"SELECT trace_id FROM {temp.name}")
+                for row in reader.fetchall():
+                    yield row[0]
+
+            decided = decide(Found(int(matched), total, None if earliest is None else int(earliest), found_ids))
             mine = f"project_id = ? AND trace_id IN (SELECT trace_id FROM {temp.name})"
             cur.execute(
                 self.db.sql(f"SELECT inputs, outputs FROM spans WHERE {mine} AND (inputs LIKE ? OR outputs LIKE ?)"),
@@ -922,8 +944,8 @@ class RawTraces:
             deleted = int(cur.rowcount)
             if temp.drop:
                 cur.execute(temp.drop)
-            audit_id = audit(conn, deleted)
-        return deleted, oids, audit_id
+            audit_id = audit(conn, int(matched), deleted)
+        return deleted, oids, audit_id, decided
 
     def payloads_in_use(self, oids: Iterable[str]) -> set[str]:
         """Those of ``oids`` that a stored span still holds as an offloaded payload."""

@@ -22,6 +22,7 @@ Workspace configuration (``.keel/config.toml``)::
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -52,6 +53,7 @@ from keel.errors import InvalidInput, NotFound, StoreError
 from keel.fileio import atomic_write
 from keel.meta import erasures
 from keel.meta.conversations import Query, RawConversations
+from keel.meta.erasures import Found
 from keel.services.audit import who as audit_who
 from keel.services.contract import (
     operation,
@@ -356,7 +358,6 @@ class ConversationService:
             missing = self.raw.missing_ids(listed)
             if missing:
                 raise unknown_ids("conversations", missing)
-            matched, earliest = self.raw.ids_scope(listed)
         else:
             if filter is None and since is None and until is None and not all:
                 raise InvalidInput(
@@ -364,20 +365,23 @@ class ConversationService:
                     "pass all=True (--all) to erase every conversation",
                 )
             query = self.query(filter, since, until)
-            matched, total, earliest = self.raw.erasure_scope(query)
-            refuse_everything("conversation", matched, total, all)
-        found = query
-        derived = derived_datasets(
-            self.store,
-            earliest,
-            lambda: self.raw.matching_ids(found) if found is not None else (listed or ()),
-            _example_conversation,
-        )
+
+        def decide(found: Found) -> list[dict[str, str]]:
+            if listed is None:
+                refuse_everything("conversation", found.matched, found.total, all)
+            return derived_datasets(self.store, found.earliest, found.ids, _example_conversation)
+
         if dry_run:
-            return ErasureReport("conversations", matched, 0, dry_run=True, derived=derived)
+            if query is None:
+                matched, earliest = self.raw.ids_scope(listed or ())
+                found = Found(matched, matched, earliest, lambda: iter(listed or ()))
+            else:
+                matched, total, earliest = self.raw.erasure_scope(query)
+                found = Found(matched, total, earliest, functools.partial(self.raw.matching_ids, query))
+            return ErasureReport("conversations", matched, 0, dry_run=True, derived=decide(found))
         text = describe_request(listed, filter, since, until)
 
-        def audit(conn: Any, deleted: int) -> int:
+        def audit(conn: Any, matched: int, deleted: int) -> int:
             return erasures.record(
                 conn,
                 kind="conversations",
@@ -389,9 +393,9 @@ class ConversationService:
                 reason=reason,
             )
 
-        deleted, audit_id = self.raw.erase(audit, query=query, ids=listed)
+        deleted, audit_id, derived = self.raw.erase(decide, audit, query=query, ids=listed)
         self.store.db.scrub()
-        return ErasureReport("conversations", matched, deleted, derived=derived, audit_id=audit_id)
+        return ErasureReport("conversations", deleted, deleted, derived=derived, audit_id=audit_id)
 
     def export(
         self,

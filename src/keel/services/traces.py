@@ -16,6 +16,7 @@ every project a batch writes to and on the project a read names.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -52,6 +53,7 @@ from keel.core.traces import (
 )
 from keel.errors import InvalidInput, KeelError, NotFound
 from keel.meta import erasures
+from keel.meta.erasures import Found
 from keel.meta.traces import FILTER_PREFIXES, RawTraces, TraceQuery
 from keel.services.audit import who as audit_who
 from keel.services.contract import READABLE, operation, project_scope, projects_scope, service
@@ -519,15 +521,19 @@ class TraceService:
                     "pass all=True (--all) to erase every trace of the project",
                 )
             query = self.query(name, filter, since, until)
-        matched, total, earliest = self.raw.erasure_scope(query)
-        if listed is None:
-            refuse_everything("trace", matched, total, all, f"project {name!r}")
-        derived = derived_datasets(self.store, earliest, lambda: self.raw.matching_ids(query), _example_trace)
+
+        def decide(found: Found) -> list[dict[str, str]]:
+            if listed is None:
+                refuse_everything("trace", found.matched, found.total, all, f"project {name!r}")
+            return derived_datasets(self.store, found.earliest, found.ids, _example_trace)
+
         if dry_run:
-            return ErasureReport("traces", matched, 0, dry_run=True, derived=derived)
+            matched, total, earliest = self.raw.erasure_scope(query)
+            found = Found(matched, total, earliest, functools.partial(self.raw.matching_ids, query))
+            return ErasureReport("traces", matched, 0, dry_run=True, derived=decide(found))
         text = describe_request(listed, filter, since, until)
 
-        def audit(conn: Any, deleted: int) -> int:
+        def audit(conn: Any, matched: int, deleted: int) -> int:
             return erasures.record(
                 conn,
                 kind="traces",
@@ -540,13 +546,13 @@ class TraceService:
                 reason=reason,
             )
 
-        deleted, oids, audit_id = self.raw.erase(query, audit)
+        deleted, oids, audit_id, derived = self.raw.erase(query, decide, audit)
         removed, freed = remove_objects(self.store, oids, self.raw.payloads_in_use)
         if removed:
             with self.store.db.write() as conn:
                 erasures.update_objects(conn, audit_id, removed, freed)
         self.store.db.scrub()
-        return ErasureReport("traces", matched, deleted, removed, freed, derived=derived, audit_id=audit_id)
+        return ErasureReport("traces", deleted, deleted, removed, freed, derived=derived, audit_id=audit_id)
 
     # -- export -------------------------------------------------------------------------
     @operation("reader", project_scope())
