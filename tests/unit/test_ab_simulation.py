@@ -5,7 +5,9 @@ per-arm sufficient statistics after each day, and the decision at each look is m
 by the functions the analysis uses (:mod:`keel.core.sequential`, :mod:`keel.core.stats`,
 Holm across treatments and across guardrails). ``test_vectorised_decisions_match_analyze``
 checks on a few replications that :func:`keel.core.abtests.analyze` gives the same
-p-values and decisions, so the figures here are the product's.
+p-values and decisions, and ``test_whole_report_verdicts_follow_the_simulated_decision_rule``
+that its whole verdict (winners, guardrail blocks, ship / do not ship / keep) follows the
+rule applied here, so the figures here are the product's.
 
 Checked (alpha = 0.05; 2,000 replications: a rate's sd is about 0.5 points):
 - false "ship" under daily looks for 56 days <= 0.055, for the sequential design with
@@ -245,3 +247,58 @@ def test_fixed_horizon_guardrails_that_do_not_move_rarely_block():
                 one_sided.append(p / 2 if diff > 0 else 1 - p / 2)  # worse = higher
         blocked += any(p < ALPHA for p in holm(one_sided))
     assert blocked / reps <= 0.055, blocked / reps
+
+
+def test_whole_report_verdicts_follow_the_simulated_decision_rule():
+    """The decision rule the simulations apply (Holm over treatments on the primary metric, a
+    variant blocked by a Holm-corrected one-sided harm test over every guardrail x treatment,
+    ship the best unblocked winner) is the one analyze() applies, on varied data."""
+    names = ["control", "b", "c"]
+    exp = parse_experiment(
+        {"name": "sim", "variants": [{"name": n} for n in names], "design": "sequential",
+         "guardrails": [{"metric": "latency", "worse": "higher"}, {"metric": "cost", "worse": "higher"}]}
+    )  # fmt: skip
+    rng = np.random.default_rng(12)
+    n = 300
+    outcomes_seen = {"ship": 0, "keep": 0, "blocked": 0}
+    for _ in range(40):
+        rates = [0.3, *rng.choice([0.3, 0.38, 0.42], size=2)]
+        harm = {g: [0.0, *rng.choice([0.0, 0.0, 40.0], size=2)] for g in ("latency", "cost")}
+        assignments, outcomes = {}, []
+        ones = np.zeros(3)
+        guard = {g: [[], [], []] for g in harm}
+        for i in range(3 * n):
+            arm, unit = i % 3, f"u{i}"
+            assignments[unit] = names[arm]
+            hit = float(rng.random() < rates[arm])
+            ones[arm] += hit
+            outcomes.append((unit, "thumbs_up", hit))
+            for g in harm:
+                value = float(rng.normal(800 + harm[g][arm], 100))
+                guard[g][arm].append(value)
+                outcomes.append((unit, g, value))
+        result = analyze(exp, assignments, outcomes)
+        # the simulation's rule, from sufficient statistics
+        pooled = (ones.sum() + 1) / (3 * n + 2)
+        p, diff = seq_binary_p(ones[None, :], np.full((1, 1), float(n)), 0.1 * math.sqrt(pooled * (1 - pooled)))
+        winners = holm_reject(p)[0] & (diff[0] > 0)
+        harm_p = []
+        for g in harm:
+            data = np.array(guard[g])
+            sums, squares = data.sum(axis=1)[None, :], (data**2).sum(axis=1)[None, :]
+            p_g, diff_g = seq_normal_p(sums, squares, np.full((1, 1), float(n)))
+            harm_p += list(np.where(diff_g[0] > 0, p_g[0], 1.0))
+        blocked = holm_reject(np.array(harm_p))
+        blocked = blocked[:2] | blocked[2:]  # per treatment, over both guardrails
+        ship = [k for k in range(2) if winners[k] and not blocked[k]]
+        if ship:
+            kind, expected = "ship", f"Verdict: ship {names[1 + max(ship, key=lambda k: diff[0][k])]}."
+        elif blocked.any():
+            kind, expected = "blocked", "Verdict: do not ship: a guardrail is breached."
+        else:
+            kind, expected = "keep", "Verdict: keep control (no variant is significantly better yet; looking again"
+        outcomes_seen[kind] += 1
+        assert result.verdict[-1].startswith(expected), (result.verdict[-1], expected)
+        breached = {(c.metric, c.variant) for c in result.guardrail_checks if c.status == "breached"}
+        assert {v for _, v in breached} == {names[1 + k] for k in range(2) if blocked[k]}
+    assert all(outcomes_seen.values()), outcomes_seen  # every kind of verdict was exercised
