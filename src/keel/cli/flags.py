@@ -467,12 +467,23 @@ def ab_analyze(
         p_head = "p (always valid)" if sequential else "p"
         table(["variant", "n", kind, "95% CI", "diff", diff_ci, p_head], body, title=f"{metric}{primary}")
     if result.required_n > 0:
-        out.print(
-            f"Sample size to detect {_num(result.mde, result.binary.get(result.primary_metric, False), True)} "
-            f"on {result.primary_metric} (alpha {result.alpha:g}, power {power:g}): {result.required_n} per variant",
-            highlight=False,
-            markup=False,
-        )
+        import math
+
+        design = result.design
+        effect = _num(result.mde, result.binary.get(result.primary_metric, False), True)
+        target = f" to detect {effect}" if math.isfinite(result.mde) else ""
+        if design.kind == "fixed":
+            line = f"Planned sample size (fixed horizon){target}: {result.required_n} per variant"
+        else:
+            test = " for the sequential test" if design.kind == "sequential" else ""
+            level = f"alpha {result.alpha:g}, power {design.power if design.n else power:g}"
+            line = f"Sample size{test}{target} on {result.primary_metric} ({level}): {result.required_n} per variant"
+        out.print(line, highlight=False, markup=False)
+    for metric in dict.fromkeys(g.metric for g in result.guardrail_checks):
+        checks = [g for g in result.guardrail_checks if g.metric == metric]
+        how = f"non-inferiority, margin {checks[0].margin:g}" if checks[0].margin is not None else checks[0].method
+        states = ", ".join(f"{g.variant} {g.status} (harm <= {g.bound:.4g})" for g in checks)
+        out.print(f"Guardrail {metric} ({how}): {states}", highlight=False, markup=False)
     for line in result.verdict:
         out.print(line, highlight=False, markup=False)
 
