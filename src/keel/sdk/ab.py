@@ -21,7 +21,11 @@
     print(keel.ab.analyze("prompt-v2").verdict)
     keel.ab.stop("prompt-v2")
 
-Assignment is deterministic (a CRC of experiment, salt and unit) and costs a
+The analysis follows the experiment's design (``design=``: sequential by default,
+valid however often it is looked at; or a fixed horizon; see docs/ab-statistics.md).
+
+Assignment is deterministic (a hash of experiment, salt and unit by the experiment's
+recorded scheme: BLAKE2b for new ones, crc32 for ones created before) and costs a
 few dict lookups; the first exposure of each unit is queued with the versions
 the variant resolved to and written in batches by a background thread
 (``keel.ab.flush()`` writes now; interpreter exit flushes).
