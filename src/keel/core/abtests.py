@@ -5,18 +5,28 @@ Pure: no I/O.
 - An :class:`Experiment` has a name, a hypothesis, a unit (``user_id``,
   ``session``, ...), variants (each maps to a prompt version, a model version
   and/or config overrides) with allocation weights summing to 1, optional
-  targeting conditions (the flag operators), a primary metric and guardrails.
+  targeting conditions (the flag operators), a primary metric, guardrails
+  (optionally with a non-inferiority margin) and a design
+  (:mod:`keel.core.ab_design`: sequential, fixed horizon, or unstated for
+  definitions stored before designs existed).
 - :func:`compile_assigner` makes the hot path: a unit falls in one of 10,000
   buckets by the experiment's recorded scheme (:mod:`keel.core.bucketing`:
   BLAKE2b-64 of name, salt and unit for new experiments; ``crc32`` for ones
   stored before the scheme was recorded) and each variant owns a contiguous
   range of buckets, so assignment is deterministic and sticky.
 - :func:`analyze` turns exposures (unit -> variant) and outcomes (unit, metric,
-  value) into per-variant sample sizes, means/rates with intervals, differences
-  vs the control (first variant) with intervals and p-values (two-proportion z
-  for 0/1 metrics, Welch otherwise), a sample-ratio-mismatch check (chi-square),
-  the sample size needed for a chosen minimum detectable effect, guardrail
-  breaches, and a plain-language verdict.
+  value) into per-variant sample sizes, means/rates with intervals (Wilson,
+  Student's t), differences vs the control (first variant) with intervals and
+  p-values under the design (sequential: always-valid mSPRT p-values and
+  confidence sequences, :mod:`keel.core.sequential`; fixed and unstated:
+  two-proportion z for 0/1 metrics, Welch otherwise, a fixed horizon reading only
+  its first planned units), Holm-adjusted across treatments; guardrail checks
+  (a one-sided harm test, Holm across guardrails x treatments, or
+  non-inferiority against a margin); a sample-ratio-mismatch check (chi-square
+  over the weighted arms; any unit in a 0-weight arm is a mismatch); the sample
+  size the design needs, corrected for the number of treatments; and a
+  plain-language verdict that starts with what the design makes it valid for.
+  See docs/ab-statistics.md.
 """
 
 from __future__ import annotations
