@@ -76,6 +76,14 @@ def test_cli_compare_with_baseline(tmp_path):
     assert data["statistics"]["results"][1]["significant"] is True
     md = keel_cli("runs", "compare", base, gpt4, "--markdown").stdout
     assert md.startswith("| metric | base (baseline) | gpt4 |")
+    assert "Directions: accuracy: higher is better (default for a known name)" in shown.stdout
+    assert "Holm-corrected over 1 test" in shown.stdout
+    # a declared direction wins over the default, and says where it came from
+    lower = keel_cli("runs", "compare", gpt4[:8], "--baseline", base[:8], "--direction", "accuracy=lower")
+    assert lower.returncode == 0, lower.stderr
+    assert "base (baseline) is best on accuracy" in lower.stdout and "(declared in the comparison)" in lower.stdout
+    bad = keel_cli("runs", "compare", gpt4[:8], "--baseline", base[:8], "--direction", "accuracy=up")
+    assert bad.returncode != 0 and "unknown direction 'up'" in bad.stderr
     chart = keel_cli("runs", "compare", base, gpt4, "--chart", "t.png")
     assert chart.returncode == 0 and (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
     bad = keel_cli("runs", "compare", base, gpt4, "--metric", "nope")
