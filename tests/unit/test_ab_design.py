@@ -273,3 +273,19 @@ def test_srm_counts_units_in_zero_weight_arms():
     assignments = {f"u{i}": ["control", "treatment"][i % 2] for i in range(100)} | {"stray": "off"}
     result = analyze(exp, assignments, [])
     assert result.srm and "0-weight arm" in " ".join(result.verdict)
+
+
+def test_analysis_travels_to_a_keel_servers_clients():
+    """The remote SDK gets the same Analysis: design, guardrail checks and all (keel.core.wire)."""
+    import json
+
+    from keel.core.wire import Codec, core_types
+
+    codec = Codec(core_types())
+    guard = [{"metric": "latency_ms", "worse": "higher", "margin": 30}, {"metric": "latency_ms", "worse": "higher"}]
+    exp = experiment({"type": "fixed", "n": 400}, guardrails=guard)
+    result = analyze(exp, *simulate([0.3, 0.4], 500, 13, guard=[800, 805]))
+    back = codec.decode(json.loads(json.dumps(codec.encode(result))))
+    assert back.design == exp.design and back.guardrail_checks == result.guardrail_checks
+    assert back.verdict == result.verdict and back.decided
+    assert codec.decode(json.loads(json.dumps(codec.encode(exp)))) == exp

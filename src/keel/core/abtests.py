@@ -672,8 +672,9 @@ def analyze(
         raws[metric] = raw
         adjusted = holm([r.p for r in raw]) if len(raw) > 1 else [r.p for r in raw]
         for r, p_adj in zip(raw, adjusted, strict=True):
-            significant = decided and not math.isnan(p_adj) and p_adj < alpha
-            comparisons.append(Comparison(metric, r.variant, r.diff, r.ci, r.p, p_adj, r.test, significant, decided))
+            significant = bool(decided and not math.isnan(p_adj) and p_adj < alpha)  # a bool, not numpy's
+            diff, p_raw, p_adj = float(r.diff), float(r.p), float(p_adj)
+            comparisons.append(Comparison(metric, r.variant, diff, r.ci, p_raw, p_adj, r.test, significant, decided))
     primary = stats[exp.primary_metric]
     is_bin = binary[exp.primary_metric]
     mde, required = _plan(exp, primary, is_bin, mde, alpha, power, treatments)
