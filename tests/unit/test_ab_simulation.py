@@ -186,15 +186,16 @@ def test_fixed_horizon_power_at_the_planned_n(treatments):
     assert 0.75 <= hits / reps <= 0.85, (n_plan, hits / reps)
 
 
-@pytest.mark.parametrize("treatments", [1, 3])
-def test_sequential_power_at_the_planned_n(treatments):
+@pytest.mark.parametrize(("treatments", "tau"), [(1, 0.03), (3, 0.03), (1, 0.1 * math.sqrt(0.21))])
+def test_sequential_power_at_the_planned_n(treatments, tau):
+    """Tuned for the design's mde (tau = mde), or the default tenth of an sd when it states none."""
     mde = 0.03
-    n_plan = plan_n("sequential", mde, baseline=0.3, sd=None, alpha=ALPHA, power=0.8, comparisons=treatments)
+    n_plan = plan_n("sequential", mde, baseline=0.3, sd=None, alpha=ALPHA, power=0.8, comparisons=treatments, tau=tau)
     rng = np.random.default_rng(30 + treatments)
     reps = 2000
     rates = [0.3] + [0.33] + [0.3] * (treatments - 1)
     successes = rng.binomial(n_plan, rates, size=(1, reps, treatments + 1))
-    p, diff = seq_binary_p(successes, np.full((1, 1, 1), n_plan), mde)
+    p, diff = seq_binary_p(successes, np.full((1, 1, 1), n_plan), tau)
     power = float((holm_reject(p)[..., 0] & (diff[..., 0] > 0)).mean())
     assert 0.75 <= power <= 0.85, (n_plan, power)
 

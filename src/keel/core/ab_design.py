@@ -110,10 +110,12 @@ def plan_n(
     power: float,
     comparisons: int,
     higher_is_better: bool = True,
+    tau: float | None = None,
 ) -> int:
     """Units per variant for a design: fixed (the planners of :mod:`keel.core.stats`) or
     sequential (:func:`keel.core.sequential.sequential_sample_size`), corrected for
-    ``comparisons`` treatments. A rate plans from ``baseline``; a mean from ``sd``."""
+    ``comparisons`` treatments. A rate plans from ``baseline``; a mean from ``sd``. ``tau``:
+    the effect scale the sequential test is tuned for (default ``mde``)."""
     if baseline is not None:
         # a lower-is-better rate falls by mde: the same plan as 1 - baseline rising by mde
         p = baseline if higher_is_better else 1 - baseline
@@ -121,12 +123,12 @@ def plan_n(
             return sample_size_proportions(p, mde, alpha, power, comparisons=comparisons)
         if p + mde > 1:
             raise InvalidInput(f"the target rate {p + mde:g} is above 1", "choose an mde the rate can move by")
-        return sequential_sample_size(rate_sd(p, mde), mde, alpha, power, comparisons)
+        return sequential_sample_size(rate_sd(p, mde), mde, alpha, power, comparisons, tau)
     if sd is None:
         raise InvalidInput("a plan needs the baseline rate or the sd", "give baseline (0/1 metric) or sd")
     if kind == "fixed":
         return sample_size_means(sd, mde, alpha, power, comparisons=comparisons)
-    return sequential_sample_size(sd, mde, alpha, power, comparisons)
+    return sequential_sample_size(sd, mde, alpha, power, comparisons, tau)
 
 
 def parse_design(spec: Any, where: str, treatments: int, higher_is_better: bool, default: str) -> Design:

@@ -715,14 +715,18 @@ def _plan(
     if not math.isfinite(mde) or mde <= 0:
         return mde, -1
     kind = "sequential" if design.kind == "sequential" else "fixed"
+    # the sequential plan is for the test that runs: tuned for the design's mde, else the default
+    tau = _tau(exp, exp.primary_metric, primary, is_bin) if kind == "sequential" else None
+    if tau is not None and not (math.isfinite(tau) and tau > 0):
+        return mde, -1
     try:
         if is_bin:
             return mde, plan_n(kind, mde, baseline=base.mean, sd=None, alpha=alpha, power=power,
-                               comparisons=treatments, higher_is_better=exp.higher_is_better)  # fmt: skip
+                               comparisons=treatments, higher_is_better=exp.higher_is_better, tau=tau)  # fmt: skip
         sd = _pooled_sd(primary)
         if not (math.isfinite(sd) and sd > 0):
             return mde, -1
-        return mde, plan_n(kind, mde, baseline=None, sd=sd, alpha=alpha, power=power, comparisons=treatments)
+        return mde, plan_n(kind, mde, baseline=None, sd=sd, alpha=alpha, power=power, comparisons=treatments, tau=tau)
     except KeelError:  # an impossible target (a rate beyond 1): no plan rather than a wrong one
         return mde, -1
 
