@@ -69,6 +69,7 @@ bench: $(VENV)/.installed-dev $(BENCH_MLFLOW)/.installed $(BENCH_DVC)/.installed
 	$(PY) bench/server.py --mlflow-python $(BENCH_MLFLOW)/bin/python
 	$(PY) bench/mlflow_compat.py --mlflow-python $(BENCH_MLFLOW)/bin/python
 	$(PY) bench/traces.py --mlflow-python $(BENCH_MLFLOW)/bin/python
+	$(PY) bench/gc.py
 	$(PY) bench/erase.py --mlflow-python $(BENCH_MLFLOW)/bin/python
 	$(PY) bench/cli.py --mlflow-python $(BENCH_MLFLOW)/bin/python --dvc-python $(BENCH_DVC)/bin/python
 

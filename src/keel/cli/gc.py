@@ -46,7 +46,7 @@ def gc_command(
         return
     verb = "would remove" if dry_run else "removed"
     typer.echo(
-        f"{report.listed:,} objects ({_size(report.listed_bytes)}): {report.referenced:,} referenced, "
+        f"{report.listed:,} objects: {report.referenced:,} referenced, "
         f"{report.kept_young:,} younger than the grace period, {verb} {report.removed:,} "
         f"({_size(report.bytes_freed)} {'to free' if dry_run else 'freed'})"
     )

@@ -196,6 +196,16 @@ class LocalObjectStore(ObjectStore):
                 if stat.S_ISREG(info.st_mode):
                     yield ObjectInfo(fan + entry.name, info.st_size, info.st_mtime)
 
+    def info(self, oid: str) -> ObjectInfo | None:
+        """The size and mtime of ``oid`` (one ``lstat``), None if it is absent."""
+        if _OID(oid) is None:
+            check_oid(oid)  # raises
+        try:
+            found = os.lstat(f"{self.root}/{oid[:2]}/{oid[2:]}")
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(oid, found.st_size, found.st_mtime)
+
     def freshen(self, oid: str) -> None:
         self.freshened(oid)
 

@@ -33,6 +33,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,12 +62,11 @@ class GcReport:
     """What a gc found and removed (with ``dry_run``: would remove)."""
 
     listed: int = 0  # objects in the store
-    listed_bytes: int = 0
     referenced: int = 0  # listed objects something references
     removed: int = 0
     bytes_freed: int = 0
     kept_young: int = 0  # unreferenced, but younger than the grace period
-    kept_fresh: int = 0  # unreferenced and old when listed, freshened or referenced before the delete
+    kept_fresh: int = 0  # unreferenced and old when listed, then referenced (or, S3, freshened) before the delete
     grace_s: float = GRACE_S
     dry_run: bool = False
     by_source: dict[str, int] = field(default_factory=dict)  # oids each source references
@@ -256,24 +256,40 @@ def collect(
     cutoff = (time.time() if now is None else now) - grace_s
     if not dry_run:
         _sweep_leftovers(objects, grace_s, report)
-    # 1. list first: anything written after this is not in the listing, so never a candidate
-    old: list[ObjectInfo] = []
-    for info in objects.iter_objects():
-        report.listed += 1
-        report.listed_bytes += info.size
-        if info.mtime <= cutoff:
-            old.append(info)
+    # 1. list first: anything written after this is not in the listing, so never a candidate.
+    # A local store lists names only: the time of an unreferenced object is read after the mark
+    # (reading it later is safer, a writer's freshen is seen), and referenced ones cost no stat.
+    local = objects.capabilities.local_path and callable(getattr(objects, "info", None))
+    infos: list[ObjectInfo] | None = None
+    if local:
+        names = list(objects.iter_oids())
+    else:
+        infos = list(objects.iter_objects())
+        names = [info.oid for info in infos]
+    report.listed = len(names)
     if progress:
         progress("listed", report.listed)
     # 2. mark
     marks = _mark(store, _Marks())
     report.by_source = dict(marks.by_source)
-    candidates = [info for info in old if info.oid not in marks.oids]
-    report.kept_young = report.listed - len(old)  # (young ones are never looked up)
-    report.referenced = len(old) - len(candidates)
-    del old
+    marked = marks.oids
+    if infos is None:
+        unreferenced = [ObjectInfo(oid, 0, 0.0) for oid in names if oid not in marked]
+    else:
+        unreferenced = [info for info in infos if info.oid not in marked]
+    del names, infos
+    report.referenced = report.listed - len(unreferenced)
     if progress:
-        progress("marked", len(marks.oids))
+        progress("marked", len(marked))
+    if local and dry_run:
+        read = (objects.info(info.oid) for info in unreferenced)  # type: ignore[attr-defined]
+        unreferenced = [info for info in read if info is not None]
+    if local and not dry_run:
+        candidates = unreferenced  # prune reads each one's time and keeps the young
+    else:
+        candidates = [info for info in unreferenced if info.mtime <= cutoff]
+        report.kept_young = len(unreferenced) - len(candidates)
+    del unreferenced
     if dry_run or not candidates:
         report.removed = len(candidates)
         report.bytes_freed = sum(info.size for info in candidates)
@@ -287,10 +303,15 @@ def collect(
         report.kept_fresh += len(late)
         candidates = [info for info in candidates if info.oid not in again]
     # 4. sweep, re-checking each object's time
-    for i in range(0, len(candidates), _BATCH):
-        batch = candidates[i : i + _BATCH]
-        removed = objects.prune(batch, cutoff)
-        report.kept_fresh += len(batch) - len(removed)
+    batches = [candidates[i : i + _BATCH] for i in range(0, len(candidates), _BATCH)]
+    jobs = max(1, min(objects.capabilities.transfer_jobs, len(batches)))
+    with ThreadPoolExecutor(jobs) as pool:  # deletes are system calls or requests: they overlap
+        pruned = list(pool.map(lambda batch: objects.prune(batch, cutoff), batches))
+    for batch, removed in zip(batches, pruned, strict=True):
+        if local:  # times are read here first: a young one was young when listed, or freshened since
+            report.kept_young += len(batch) - len(removed)
+        else:
+            report.kept_fresh += len(batch) - len(removed)
         report.removed += len(removed)
         report.bytes_freed += sum(info.size for info in removed)
         room = _LISTED - len(report.removed_oids)
