@@ -151,6 +151,9 @@ def test_the_lease_has_one_holder_at_a_time(store: Store) -> None:
 
 def test_a_pass_without_the_lease_applies_nothing(store: Store, service: RetentionService) -> None:
     seed(store, "b", old=2, new=0)
+    assert apply_with_lease(service, "me", 60_000) == []  # no policy, no old webhook row: nothing written
+    with store.db.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM maintenance_leases").scalar() == 0
     service.set(None, "conversations", "1d")
     now = now_ms()
     rows.take_lease(store.db, "retention", "another process", now + 60_000, now)

@@ -23,7 +23,16 @@ from typing import Any
 
 from keel.meta.engine import Database
 
-__all__ = ["Policy", "policies", "prune_webhooks", "release_lease", "remove_policy", "set_policy", "take_lease"]
+__all__ = [
+    "Policy",
+    "has_work",
+    "policies",
+    "prune_webhooks",
+    "release_lease",
+    "remove_policy",
+    "set_policy",
+    "take_lease",
+]
 
 _UPSERT = (
     "INSERT INTO retention_policies (project, kind, max_age_ms, updated_by, updated_at) VALUES (?, ?, ?, ?, ?) "
@@ -32,6 +41,11 @@ _UPSERT = (
 )
 _DELETE = "DELETE FROM retention_policies WHERE project = ? AND kind = ?"
 _SELECT = "SELECT project, kind, max_age_ms, updated_by, updated_at FROM retention_policies ORDER BY project, kind"
+_ANY_POLICY = "SELECT 1 FROM retention_policies LIMIT 1"
+_ANY_OLD_WEBHOOK = (
+    "SELECT 1 FROM events WHERE dispatched = 1 AND created_at < ? UNION ALL "
+    "SELECT 1 FROM hook_deliveries WHERE status = 'delivered' AND finished_at < ? LIMIT 1"
+)
 _LEASE_INSERT = "INSERT INTO maintenance_leases (name, holder, until_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"
 _LEASE_TAKE = "UPDATE maintenance_leases SET holder = ?, until_ms = ? WHERE name = ? AND (until_ms < ? OR holder = ?)"
 _LEASE_RELEASE = "UPDATE maintenance_leases SET until_ms = ? WHERE name = ? AND holder = ?"
@@ -85,6 +99,15 @@ def policies(db: Database) -> list[Policy]:
     with db.read() as conn:
         rows = conn.execute(_SELECT).all()
     return [Policy(str(r[0]), str(r[1]), int(r[2]), str(r[3]), int(r[4])) for r in rows]
+
+
+def has_work(db: Database, webhook_cutoff_ms: int) -> bool:
+    """Whether a retention pass has anything to look at: a policy, or a delivered webhook row or
+    dispatched event older than the cutoff (reads only: a server with neither writes nothing)."""
+    with db.read() as conn:
+        if conn.execute(_ANY_POLICY).scalar() is not None:
+            return True
+        return conn.execute(_ANY_OLD_WEBHOOK, (int(webhook_cutoff_ms), int(webhook_cutoff_ms))).scalar() is not None
 
 
 def take_lease(db: Database, name: str, holder: str, until_ms: int, now_ms: int) -> bool:

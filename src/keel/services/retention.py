@@ -212,6 +212,9 @@ def apply_with_lease(service: RetentionService, holder: str, lease_ms: int) -> l
     of a pass), so passes stay in one process; one that dies is replaced once its lease has run
     out. A holder that finds its lease taken (it stalled past it) stops its pass there."""
 
+    if not rows.has_work(service.store.db, now_ms() - WEBHOOK_HORIZON_MS):
+        return []  # nothing to apply: no lease taken, nothing written
+
     def extend() -> bool:  # before each step: a pass longer than the lease never overlaps another's
         now = now_ms()
         return rows.take_lease(service.store.db, LEASE, holder, now + lease_ms, now)
