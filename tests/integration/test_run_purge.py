@@ -28,6 +28,7 @@ from keel.services.contract import find, invoke
 from keel.services.llm import LlmService, PendingCall
 from keel.services.models import ModelService
 from keel.services.tracking import TrackingService
+from keel.services.verify import verify_store
 from keel.services.workspace import Store, open_store
 
 DAY_MS = 86_400_000
@@ -278,3 +279,5 @@ def test_a_purge_while_another_process_writes_runs_with_the_same_contents_loses_
         (call,) = llm.calls(run=run_id)
         assert llm.read(call).request["messages"][0]["content"].startswith("q ")
     assert all(rows_of(store, r)["runs"] == 0 for r in doomed)
+    report = verify_store(store)  # no record points at a missing object, every digest holds
+    assert report.ok, report
