@@ -227,7 +227,7 @@ class Comparison:
         """What the table shows, with the real confidence level and correction."""
         return (
             f"mean [{_level(self.confidence)} CI]  delta vs baseline  (* significant at alpha={self.alpha:g}, "
-            f"Holm-corrected over {self.tests} tests)"
+            f"Holm-corrected over {self.tests} test{'' if self.tests == 1 else 's'})"
         )
 
     def power_notes(self) -> list[str]:
@@ -462,7 +462,7 @@ def _significance(c: Comparison, r: MetricResult | None) -> str:
     if r is None or r.p_adjusted is None or math.isnan(r.p_adjusted):
         return "no per-sample scores, so significance is unknown"
     if r.significant:
-        return f"significant, Holm-adjusted p={r.p_adjusted:.3g} over {c.tests} tests"
+        return f"significant, Holm-adjusted p={r.p_adjusted:.3g} over {c.tests} test{'' if c.tests == 1 else 's'}"
     return "not significant: " + r.not_significant_text(c.alpha, c.tests)
 
 
@@ -506,9 +506,8 @@ def _verdict(c: Comparison, quality: str | None, cost: str | None) -> tuple[str,
                 f"{c.label(closest)}: {delta:+.3g}, {_significance(c, r)}); {how}."
             )
         else:
-            worse = "lower" if higher else "higher"
             lines.append(
-                f"No run beats {base} on {quality}; the closest, {c.label(closest)} ({delta:+.3g}, {worse}), is "
+                f"No run beats {base} on {quality}; the closest, {c.label(closest)} ({delta:+.3g}), is "
                 f"{_significance(c, r)}; {how}."
             )
     else:
