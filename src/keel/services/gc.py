@@ -2,8 +2,9 @@
 
 A mark-and-sweep that is safe while other processes write, as git's prune is:
 
-1. **List** every object with its size and mtime (:meth:`ObjectStore.iter_objects`)
-   *first*. An object younger than the grace period (``grace_s``, default an hour) is
+1. **List** every object *first* (S3: with its size and LastModified; a local store by
+   name, its times read after the mark for unreferenced objects only, which is later and so
+   safer). An object younger than the grace period (``grace_s``, default an hour) is
    kept whatever references it: it may be one a writer just stored, or found stored
    and freshened (every put path does that, :meth:`ObjectStore.freshened`), and is
    about to reference in a row gc has not seen.
