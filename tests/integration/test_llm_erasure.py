@@ -312,3 +312,17 @@ def test_erase_by_ids_run_and_time_and_what_lineage_links(ws: Path, server: Stan
     both = llm.delete_calls(filter=f"run_id = '{first.id}' or context.source_run = '{first.id}'", all=True)
     assert both.deleted == 6 and [d["kind"] for d in both.derived] == ["run"]
     assert llm.cassettes() == []
+
+
+def test_rows_read_before_an_erasure_still_read_or_say_erased(ws: Path) -> None:
+    """Another process's caches hold rows read before the erasure: a moved call is found in
+    its new pack, an erased one is reported erased (not a missing object)."""
+    service = sessions.get_session().llm
+    service.write(_pending("u-1", "ONE", 2) + _pending("u-2", "TWO", 2))
+    before = {r.context["metadata"]["user_id"]: r for r in llm.calls()}
+    llm.delete_calls(filter="metadata.user_id = 'u-2'")
+    service._packs.clear()  # as in a process that never read the packs
+    moved = service.read(before["u-1"])
+    assert moved.row.oid != before["u-1"].oid and moved.request["messages"][0]["content"].startswith("ONE ")
+    with pytest.raises(NotFound, match=f"recorded LLM call {before['u-2'].id} .* was erased"):
+        service.read(before["u-2"])

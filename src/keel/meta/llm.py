@@ -115,11 +115,6 @@ class ErasePlan:
     moves: dict[int, tuple[str, int]]
     expected: dict[int, tuple[str, int]]
 
-    @property
-    def packs(self) -> list[str]:
-        """The pack objects the erasure rewrites (or drops): the old ones."""
-        return sorted({oid for oid, _ in self.expected.values()})
-
 
 @dataclass(frozen=True)
 class CallRow:
@@ -213,6 +208,11 @@ class RawLlmCalls:
         with self.db.raw_read() as cur:
             cur.execute(self.db.sql(sql), list(params))
             return [_row(r) for r in cur.fetchall()]
+
+    def by_id(self, row_id: int) -> CallRow | None:
+        """One recorded call by its id (None if there is none)."""
+        rows = self._select("id = ?", [row_id], limit=1)
+        return rows[0] if rows else None
 
     def latest(self, request_hash: str) -> CallRow | None:
         """The newest recording of a request."""
@@ -370,7 +370,8 @@ class RawLlmCalls:
         """
         erase = [(row_id, plan.expected[row_id][0]) for row_id in plan.erase]
         moves = [(row_id, oid, part, plan.expected[row_id][0]) for row_id, (oid, part) in plan.moves.items()]
-        with self.db.write() as conn:
+
+        def run(conn: Any) -> int:
             if self.db.is_sqlite:  # primary-key lookups, in the driver's loop
                 deleted = conn.executemany("DELETE FROM llm_calls WHERE id = ? AND oid = ?", erase).rowcount
                 moved = conn.executemany(
@@ -378,6 +379,13 @@ class RawLlmCalls:
                     [(oid, part, row_id, old) for row_id, oid, part, old in moves],
                 ).rowcount
             else:  # one statement per _PG_IN rows, the values as arrays
+                # Lock every row the plan touches in id order first: two erasures of the same
+                # packs then queue on each other instead of deadlocking.
+                for condition, chunk in self._in("id", sorted(plan.expected)):
+                    conn.execute(
+                        f"SELECT COUNT(*) FROM (SELECT 1 FROM llm_calls WHERE {condition} ORDER BY id FOR UPDATE) s",
+                        chunk,
+                    )
                 deleted = moved = 0
                 for start in range(0, len(erase), _PG_IN):
                     chunk = erase[start : start + _PG_IN]
@@ -397,6 +405,8 @@ class RawLlmCalls:
             if deleted != len(erase) or moved != len(moves):
                 raise Changed
             return erasures.record(conn, **audit)
+
+        return self.db.transaction(run)  # a deadlock or serialization failure runs it again
 
     def audit_objects(self, audit_id: int, objects_removed: int, bytes_freed: int) -> None:
         """Add the pack objects an erasure removed (after its commit) to its audit row."""

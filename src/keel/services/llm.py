@@ -348,11 +348,31 @@ class LlmService:
         return contents
 
     def read(self, row: CallRow) -> StoredCall:
-        """A recording's content."""
-        contents = self.pack(row.oid)
+        """A recording's content.
+
+        A row read before an erasure may name a pack the erasure replaced (its call moved to
+        a new pack) or held an erased call: its pack is then gone, and the row is read again."""
+        try:
+            contents = self.pack(row.oid)
+        except NotFound:
+            fresh = self.call_row(row.id)
+            if fresh is None:
+                raise NotFound(
+                    f"recorded LLM call {row.id} (request {row.request_hash[:12]}) was erased",
+                    "record it again if you need it",
+                ) from None
+            if fresh.oid == row.oid:
+                raise
+            row = fresh
+            contents = self.pack(row.oid)
         if not 0 <= row.part < len(contents):
             raise IntegrityError(f"pack {row.oid} has no entry {row.part}", "check the llm_calls index")
         return StoredCall(row, contents[row.part])
+
+    @operation("reader")
+    def call_row(self, row_id: int) -> CallRow | None:
+        """A recorded call's row by its id, as stored now (None if there is none)."""
+        return self.repo.by_id(row_id)
 
     @operation("reader")
     def latest(self, request_hash: str) -> CallRow | None:
