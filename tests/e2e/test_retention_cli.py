@@ -73,6 +73,13 @@ def test_delete_with_purge_in_one_step(folder: Path) -> None:
     refused = keel("runs", "delete", "--purge", other, cwd=folder)  # no terminal, no --yes: nothing happens
     assert refused.returncode != 0 and "--yes" in refused.stderr
     assert other in _listed(folder)
+    with python_in(folder):
+        from keel.sdk import models
+
+        models.register("chat-model", f"runs:/{other}/notes.txt")
+    versioned = keel("runs", "delete", "--purge", other, "--yes", cwd=folder)  # refused: left as it was
+    assert versioned.returncode != 0 and "model version chat-model v1" in versioned.stderr
+    assert other in _listed(folder)  # not even soft-deleted
 
 
 def test_retention_set_show_unset_apply(folder: Path) -> None:
