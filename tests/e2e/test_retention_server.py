@@ -2,7 +2,8 @@
 PostgreSQL database, each with a retention pass every 0.2 s. Expired conversations, recorded
 LLM calls and traces go (also those written while the servers run), each exactly once: the
 ``retention`` audit rows add up to the expired count. Newer records, a project without a
-policy, runs (a deleted one too) and a model version are not touched."""
+policy, runs (a deleted one too) and a model version are not touched. When the process that holds
+the retention lease is killed, the other takes over once the lease has run out."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from retention_seed import APP, OTHER, Counts, counts, keepers, retention_audit,
 @pytest.fixture(autouse=True)
 def _fast_retention(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEL_RETENTION_INTERVAL", "0.2")
+    monkeypatch.setenv("KEEL_RETENTION_LEASE", "1")  # a killed holder's lease runs out after 1 s
     monkeypatch.setenv("KEEL_HOOKS_WORKER", "0")  # nothing to deliver here
 
 
@@ -32,6 +34,13 @@ def _wait(condition: Callable[[], bool], timeout: float = 60) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("not within the timeout")
+
+
+def _lease_holder(store: Store) -> int:
+    """The pid of the process holding the retention lease (holders are ``host:pid:random``)."""
+    with store.db.read() as conn:
+        holder = conn.execute("SELECT holder FROM maintenance_leases WHERE name = 'retention'").scalar()
+    return int(str(holder).split(":")[1])
 
 
 @pytest.mark.postgres
@@ -68,6 +77,16 @@ def test_two_servers_on_one_postgresql_expire_each_record_once(pg_url: str, tmp_
         with store.db.read() as conn:
             assert conn.execute("SELECT COUNT(*) FROM maintenance_leases").scalar() == 1
         assert store.tracking.get_run(kept["runs"][1]).deleted  # deleted runs are purged only on request
+
+        # kill -9 the process holding the lease: the other takes over once it has run out
+        holder = _lease_holder(store)
+        (victim,) = [s for s in servers if s.process.pid == holder]
+        victim.stop(kill=True)
+        later = seed(store, "after-kill", old=10, new=0)
+        _wait(lambda: retention_audit(store)["conversations"] == expired.conversations + later.conversations)
+        time.sleep(1.0)
+        assert retention_audit(store) == {k: v + 10 for k, v in vars(expired).items()}
+        assert _lease_holder(store) != holder
     finally:
         for server in servers:
             server.stop()
