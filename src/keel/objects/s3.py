@@ -559,9 +559,13 @@ class S3ObjectStore(ObjectStore):
                 return False
             if _status(exc) == 400:  # too large to copy in one request
                 return self.exists(oid)
-            if error is not None:
-                raise error from (exc if isinstance(error, Unavailable) else None)
-            raise
+            if error is None:
+                raise
+            if isinstance(error, Unavailable):
+                raise error from exc
+            # A missing bucket, a copy the credentials may not make...: the caller's upload
+            # either says what is wrong (as it did before freshening) or stores it anew.
+            return False
         return True
 
     def freshen(self, oid: str) -> None:
