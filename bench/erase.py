@@ -157,6 +157,7 @@ db = sqlite3.connect(path)
 infos = db.execute("SELECT * FROM trace_info").fetchall()
 columns = [d[1] for d in db.execute("PRAGMA table_info(trace_info)").fetchall()]
 at_id, at_time = columns.index("request_id"), columns.index("timestamp_ms")
+at_preview = columns.index("request_preview")
 tags = {}
 for table in ("trace_tags", "trace_request_metadata"):
     for key, value, rid in db.execute(f"SELECT key, value, request_id FROM {table}"):
@@ -168,6 +169,8 @@ while made < want:
     new = list(seed)
     new[at_id] = "tr-" + uuid.uuid4().hex
     new[at_time] = base + made
+    if made >= want // 2:  # the half that stays: without the marker, so what is left of it shows
+        new[at_preview] = "kept"
     rows.append(new)
     for key, value in tags.get(("trace_tags", seed[at_id]), []):
         tag_rows.append((key, value.replace(seed[at_id], new[at_id]) if value else value, new[at_id]))
@@ -185,7 +188,9 @@ t0 = time.perf_counter()
 deleted = client.delete_traces(experiment, max_timestamp_millis=base + half - 1)
 delete_s = time.perf_counter() - t0
 data = open(path, "rb").read()
-print("@@RESULT " + json.dumps({"made": made, "api_made": api_made, "api_s": api_s, "copy_s": copy_s,
+secure = sqlite3.connect(":memory:").execute("PRAGMA secure_delete").fetchone()[0]
+print("@@RESULT " + json.dumps({"secure_delete_default": secure, "made": made, "api_made": api_made,
+                                "api_s": api_s, "copy_s": copy_s,
                                 "deleted": deleted, "delete_s": delete_s, "version": mlflow.__version__,
                                 "marker_after": data.count(b"ERASEDMARKER")}))
 """
@@ -229,11 +234,12 @@ def main() -> None:
     )
     if args.skip_mlflow:
         return
-    if not Path(args.mlflow_python).exists():
+    mlflow_python = os.path.abspath(args.mlflow_python)  # the workers run in a temporary folder
+    if not Path(mlflow_python).exists():
         raise SystemExit(f"{args.mlflow_python} not found: make bench creates it (or pass --skip-mlflow)")
     with tempfile.TemporaryDirectory(prefix="mlflow-erase-") as folder:
         peer = _run(
-            args.mlflow_python,
+            mlflow_python,
             _MLFLOW,
             [str(2 * n), str(args.mlflow_seconds), str(args.mlflow_seeds)],
             Path(folder),
@@ -248,7 +254,9 @@ def main() -> None:
     rate = deleted / peer["delete_s"] if peer["delete_s"] else float("inf")
     print(
         f"MLflow: delete_traces(max_timestamp_millis) of {deleted:,} traces: {peer['delete_s']:.2f} s "
-        f"({rate:,.0f}/s); marker still in mlflow.db: {peer['marker_after']:,} times (no secure_delete)"
+        f"({rate:,.0f}/s); the deleted traces' marker still in mlflow.db: {peer['marker_after']:,} times "
+        f"(this SQLite build's secure_delete default: {peer['secure_delete_default']}; keel sets it on every "
+        "connection, MLflow leaves the build's default)"
     )
     keel_conv = n / keel["conversations_s"]
     keel_traces = n / keel["traces_s"]
