@@ -114,6 +114,8 @@ def test_ab_commands(folder):
     assert planned["design"]["type"] == "fixed" and planned["design"]["n"] > 1000
     assert planned["guardrails"] == [{"metric": "latency", "worse": "higher", "margin": 50.0}]
     assert "design: fixed, " in keel("ab", "status", "planned", cwd=folder).stdout
+    listing = keel("ab", "status", cwd=folder).stdout
+    assert "fixed" in listing and "sequential" in listing
     bad = keel("ab", "create", "bad", "--variant", "a", "--variant", "b", "--design", "fixed", cwd=folder, check=False)
     assert bad.returncode == 2 and "needs its sample size" in bad.stderr
     again = keel("ab", "design", "exp", "sequential", cwd=folder, check=False)  # already stated: no change

@@ -385,13 +385,14 @@ def ab_status(
             print_json([e.to_dict() for e in exps])
             return
         table(
-            ["experiment", "status", "variants", "metric", "started", "hypothesis"],
+            ["experiment", "status", "variants", "metric", "design", "started", "hypothesis"],
             [
                 [
                     e.name,
                     e.status,
                     ", ".join(f"{v.name} {v.weight:g}" for v in e.variants),
                     e.primary_metric,
+                    e.design.kind,
                     format_time(e.started_at) if e.started_at else "-",
                     e.hypothesis,
                 ]
