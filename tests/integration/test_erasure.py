@@ -177,6 +177,10 @@ def test_time_ranges_and_exported_dataset_versions(ws: Path, monkeypatch: pytest
     assert conversations.export(export, "metadata.user_id = 'u-42'") == 3
     monkeypatch.chdir(ws)
     (added,) = data.add(str(export))
+    import keel
+
+    with keel.start_run(name="eval") as run:
+        run.use_dataset(export)
     plan = conversations.delete(filter="metadata.user_id = 'u-42'", dry_run=True)
     assert plan.derived == [
         {
@@ -187,6 +191,7 @@ def test_time_ranges_and_exported_dataset_versions(ws: Path, monkeypatch: pytest
         }
     ]
     assert plan.derived[0]["why"].startswith("3 line(s) exported from erased records")
+    assert plan.derived[0]["why"].endswith(f"; used by run(s) {run.id[:8]}")  # lineage
     # the others' conversations are in no dataset; a range after every record matches nothing
     assert conversations.delete(filter="metadata.user_id = 'u-7'", dry_run=True).derived == []
     assert conversations.delete(since="2999-01-01").matched == 0

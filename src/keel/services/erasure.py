@@ -13,8 +13,9 @@ registers; nothing in the metadata links a dataset version to the records it was
 So :func:`derived_datasets` looks in the content: the dataset versions registered after the
 oldest erased record was written (an export cannot hold a record written after it), each a
 JSON Lines file of at most :data:`SCAN_BYTES`, are read and a line whose ``conversation_id``
-(conversations) or ``metadata.trace_id`` (traces) is an erased one marks the version. Folder
-datasets, larger files and knowledge-base versions are not searched (docs/erasure.md).
+(conversations) or ``metadata.trace_id`` (traces) is an erased one marks the version; the runs
+that used it (lineage) are named with it. Folder datasets, larger files and knowledge-base
+versions are not searched (docs/erasure.md).
 Versions are immutable: they are listed, never rewritten.
 """
 
@@ -173,12 +174,11 @@ def derived_datasets(
             if isinstance(value, str) and value in erased:
                 hits += 1
         if hits:
-            found.append(
-                {
-                    "kind": "dataset",
-                    "id": str(path),
-                    "version": str(oid),
-                    "why": f"{hits} line(s) exported from erased records (registered {format_time(int(created))})",
-                }
-            )
+            why = f"{hits} line(s) exported from erased records (registered {format_time(int(created))})"
+            with store.db.read() as conn:
+                runs = [r[2] for r in dataset_rows.runs_of_versions(conn, str(path)) if r[1] == oid]
+            if runs:
+                shown = ", ".join(run[:8] for run in runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+                why += f"; used by run(s) {shown}"
+            found.append({"kind": "dataset", "id": str(path), "version": str(oid), "why": why})
     return found
