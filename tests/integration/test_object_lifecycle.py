@@ -53,7 +53,12 @@ def test_delete_many_and_prune_go_in_batches(object_store: ObjectStore, monkeypa
     assert len(removed) == 4 and len(list(object_store.iter_objects())) == 1
 
 
-def test_a_put_that_finds_the_object_stored_freshens_it(object_store: ObjectStore, tmp_path: Path) -> None:
+def test_a_put_that_finds_the_object_stored_freshens_it(
+    object_store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keel.objects import s3
+
+    monkeypatch.setattr(s3, "FRESH_ENOUGH_S", 0.0)  # else S3 copies only objects over ten minutes old
     oid = object_store.put_bytes(b"content")
     cutoff = _age(object_store, [oid])
     object_store.put_bytes(b"content")
@@ -65,7 +70,12 @@ def test_a_put_that_finds_the_object_stored_freshens_it(object_store: ObjectStor
     assert object_store.get_bytes(oid) == b"content"
 
 
-def test_prune_deletes_only_objects_not_freshened_since_the_cutoff(object_store: ObjectStore) -> None:
+def test_prune_deletes_only_objects_not_freshened_since_the_cutoff(
+    object_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keel.objects import s3
+
+    monkeypatch.setattr(s3, "FRESH_ENOUGH_S", 0.0)
     stale, fresh, gone = _put(object_store, b"stale", b"fresh", b"gone meanwhile")
     cutoff = _age(object_store, [stale, fresh, gone])
     listed = list(object_store.iter_objects())

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,7 +40,7 @@ from keel.objects.base import CHUNK, Capabilities, ObjectInfo, ObjectStore, chec
 
 __all__ = ["S3ObjectStore"]
 
-FRESH_ENOUGH_S = 600.0  # freshen_many copies only objects older than this (gc's grace is longer)
+FRESH_ENOUGH_S = 600.0  # a freshen copies only objects older than this (gc's grace period is longer)
 DELETE_BATCH = 1000  # keys per DeleteObjects request (S3's limit)
 RETRY_AFTER_S = 2  # Retry-After of an object-store outage
 CONNECT_TIMEOUT_S = 10  # botocore's 60 s per attempt makes a silent network look like a hang
@@ -539,11 +540,20 @@ class S3ObjectStore(ObjectStore):
         return self._listing("")
 
     def freshened(self, oid: str) -> bool:
-        """One request: the object copied onto itself (new metadata, so S3 accepts it), which
-        sets its LastModified to now; NotFound means it is absent. (Objects over 5 GB cannot
-        be copied in one request: those are found by a HEAD and reported stored, not fresh.)"""
+        """A HEAD: absent is False; stored and younger than :data:`FRESH_ENOUGH_S` is True at
+        once (inside any grace period of ten minutes or more already); older, it is copied
+        onto itself (new metadata, so S3 accepts the copy), which sets its LastModified to now.
+        Objects over 5 GB cannot be copied in one request: those are reported stored, not
+        fresh. A copy refused for another reason (a missing bucket, a copy the credentials
+        may not make) answers False: the caller's upload reports it, or stores it anew."""
         if not is_oid(oid):
             return False
+        head = self._head(oid)
+        if head is None:
+            return False
+        modified = head.get("LastModified")
+        if modified is not None and modified.timestamp() >= time.time() - FRESH_ENOUGH_S:
+            return True
         key = self.key(oid)
         try:
             self._client.copy_object(
@@ -558,13 +568,11 @@ class S3ObjectStore(ObjectStore):
             if isinstance(error, NotFound):
                 return False
             if _status(exc) == 400:  # too large to copy in one request
-                return self.exists(oid)
+                return True
             if error is None:
                 raise
             if isinstance(error, Unavailable):
                 raise error from exc
-            # A missing bucket, a copy the credentials may not make...: the caller's upload
-            # either says what is wrong (as it did before freshening) or stores it anew.
             return False
         return True
 
@@ -575,7 +583,6 @@ class S3ObjectStore(ObjectStore):
         """The stored subset of ``oids``: one listing (as :meth:`exists_many`), then a copy onto
         itself of each one older than :data:`FRESH_ENOUGH_S` only (a younger one is inside any
         grace period of ten minutes or more already), in parallel."""
-        import time
         from concurrent.futures import ThreadPoolExecutor
 
         wanted = set(oids)
@@ -589,18 +596,25 @@ class S3ObjectStore(ObjectStore):
             gone = {oid for oid, there in zip(stale, pool.map(self.freshened, stale), strict=True) if not there}
         return set(listed) - gone
 
-    def _size(self, oid: str) -> int | None:
-        """The stored size of ``oid`` (a HEAD), None if absent."""
+    def _head(self, oid: str) -> dict[str, Any] | None:
+        """The HEAD answer of ``oid``, None if it is absent (as :meth:`exists` reads errors)."""
         try:
-            head = self._client.head_object(Bucket=self.bucket, Key=self.key(oid))
+            head: dict[str, Any] = self._client.head_object(Bucket=self.bucket, Key=self.key(oid))
         except Exception as exc:
             error = self._error("lookup", exc, self.key(oid))
             if isinstance(error, NotFound):
                 return None
+            if _status(exc) in (301, 400, 403):  # a HEAD's error has no body: a listing says why
+                self._list_one("lookup")
             if error is not None:
                 raise error from (exc if isinstance(error, Unavailable) else None)
             raise
-        return int(head.get("ContentLength", 0))
+        return head
+
+    def _size(self, oid: str) -> int | None:
+        """The stored size of ``oid`` (a HEAD), None if absent."""
+        head = self._head(oid)
+        return None if head is None else int(head.get("ContentLength", 0))
 
     def _delete_keys(self, oids: list[str]) -> None:
         """DeleteObjects, :data:`DELETE_BATCH` keys per request; a key the server could not
