@@ -733,6 +733,8 @@ class LlmService:
         erase = {row[0] for row in rows}
         packs = sorted({row[1] for row in rows})
         held = self.repo.of_packs(packs)
+        if not erase <= {row[0] for row in held}:
+            raise Changed  # a concurrent erasure moved or removed some since they were matched
         kept: dict[str, list[tuple[int, int]]] = {}
         for row_id, oid, part in held:
             if row_id not in erase:
