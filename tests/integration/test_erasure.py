@@ -92,9 +92,7 @@ def test_erasing_one_user_leaves_the_others_and_no_trace_in_the_files(ws: Path) 
     assert conversations.count("metadata.user_id = 'u-42'") == 0
     assert conversations.count() == 8
     detail = conversations.get("u-7-c0")
-    assert KEPT in detail.latest.messages[0]["content"] and [e.comment for e in detail.feedback] == [
-        f"{KEPT} feedback"
-    ]
+    assert KEPT in detail.latest.messages[0]["content"] and [e.comment for e in detail.feedback] == [f"{KEPT} feedback"]
     assert traces.search("user_id = 'u-42'") == []
     kept = traces.search("user_id = 'u-7'")
     assert len(kept) == 5
