@@ -216,6 +216,15 @@ def test_sdk_and_cli_entry_points(ws: Path) -> None:
     assert result.exit_code != 0 and "grace period" in str(result.exception)
 
 
+def test_gc_against_a_keel_server_says_where_to_run_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.errors import InvalidInput
+
+    monkeypatch.setenv("KEEL_URI", "http://127.0.0.1:9")
+    with pytest.raises(InvalidInput) as err:
+        admin.gc(dry_run=True)
+    assert "--store" in err.value.hint
+
+
 def test_pins_keep_objects_pushed_to_a_server(ws: Path) -> None:
     store = _store()
     pushed = store.objects.put_bytes(b"a data file a client pushed")

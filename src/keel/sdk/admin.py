@@ -179,9 +179,18 @@ def gc(
     store ``objects`` (a team server's: gc runs next to its store, not through the server).
     Objects younger than ``grace`` (``1h``, ``30m``, seconds) are kept. With ``dry_run``
     nothing is removed. Returns a :class:`~keel.services.gc.GcReport`."""
+    import os
+
     from keel.services.gc import collect, parse_grace
 
     grace_s = parse_grace(grace)
+    server = os.environ.get("KEEL_URI", "")
+    if store is None and server.lower().startswith(("http://", "https://")):
+        raise InvalidInput(
+            f"keel gc cannot collect the objects of the keel server {server} through it",
+            "run it where the server's store is reachable: keel gc --store DATABASE_URL --objects OBJECTS_URL"
+            " (unset KEEL_URI to collect this workspace's store instead)",
+        )
     opened = open_store(store, objects, cached=False)
     try:
         # Retention goes here, before the collection (so what it expires is collected at once):
