@@ -140,7 +140,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "llm": (
         "keel.cli.llm",
         "llm_app",
-        "Recorded LLM calls (list, show, export, import cassettes) and the stand-in model server.",
+        "Recorded LLM calls (list, show, export, import cassettes, delete) and the stand-in model server.",
     ),
     "kb": (
         "keel.cli.kb",
