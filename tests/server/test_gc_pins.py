@@ -35,12 +35,26 @@ def test_pushed_and_found_objects_are_pinned_and_survive_gc_an_orphan_does_not(t
             assert HttpObjectStore(URL, transport=client).exists_many([already]) == {already}
         assert gc.referenced(store, [already]) == set()  # a reader's check pins nothing
         with HttpClient(URL, writer, transport=transport) as client:
+            sdk = HttpObjectStore(URL, transport=client)  # the remote sdk's uploads: rows will name them
+            logged = sdk.put_bytes(b"an artifact the remote sdk uploaded")
+            assert sdk.freshen_many([already]) == {already}
+            assert gc.referenced(store, [logged, already]) == set()
             remote = HttpObjectStore(URL, transport=client)
+            remote.pin = True  # keel data push
             small = remote.put_bytes(b"a pushed data file")
             (tmp_path / "big").write_bytes(big)
             large, _ = remote.put_file(tmp_path / "big")
-            assert remote.exists_many([already, hash_bytes(b"absent")]) == {already}  # a push relies on it
+            assert remote.freshen_many([already, hash_bytes(b"absent")]) == {already}  # a push relies on it
     report = gc.collect(store, grace_s=0, now=time.time() + 3600)
-    assert report.removed_oids == [orphan]
+    assert sorted(report.removed_oids) == sorted([orphan, logged])  # no row names the sdk's upload
     assert {info.oid for info in store.objects.iter_objects()} == {already, small, large}
     assert gc.referenced(store, [small, large, already, orphan]) == {small, large, already}
+
+
+def test_a_data_remote_at_a_server_pushes_with_pins_and_other_remotes_are_plain(tmp_path: Path) -> None:
+    from keel.services import data_remote
+
+    remote = data_remote._open(None, "origin", "http://127.0.0.1:9")  # type: ignore[arg-type]
+    assert isinstance(remote, HttpObjectStore) and remote.pin is True
+    remote.close()
+    assert not hasattr(data_remote._open(None, "folder", str(tmp_path / "remote")), "pin")  # type: ignore[arg-type]

@@ -24,8 +24,8 @@ Sources (who writes them):
 - ``model_versions.source``: any object id a registered model version's source names;
 - ``spans.inputs`` / ``spans.outputs``: payloads over the inline size, stored as
   ``{"$object": oid, "size": n}``;
-- ``object_pins.oid``: objects a keel server received through its objects API (a client
-  pushing data there keeps the versions that name them in its own database).
+- ``object_pins.oid``: objects ``keel data push`` sent to (or found on) a keel server: the
+  versions that name them are in the pushing client's database.
 
 Functions take a connection of the caller's transaction (``db.read()``).
 """

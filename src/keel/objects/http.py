@@ -75,6 +75,9 @@ class HttpObjectStore(ObjectStore):
         self.presign = presign
         self.timeout = timeout
         self.presigned_downloads = 0
+        #: a data push: ask the server to pin what it stores or finds (its gc keeps them: the
+        #: versions naming them are in this client's database; docs/gc.md)
+        self.pin = False
         self._count_lock = threading.Lock()
 
     def _path(self, oid: str) -> str:
@@ -93,11 +96,15 @@ class HttpObjectStore(ObjectStore):
         return True
 
     def exists_many(self, oids: Iterable[str]) -> set[str]:
+        return self._present(oids, pin=False)
+
+    def _present(self, oids: Iterable[str], pin: bool) -> set[str]:
         wanted = sorted({oid for oid in oids if is_oid(oid)})
         present: set[str] = set()
         for start in range(0, len(wanted), self.BATCH):
             batch = wanted[start : start + self.BATCH]
-            reply = self.transport.call("POST", f"{API}/objects/missing", {"oids": batch}, idempotent=True)
+            body: dict[str, object] = {"oids": batch, "pin": True} if pin else {"oids": batch}
+            reply = self.transport.call("POST", f"{API}/objects/missing", body, idempotent=True)
             missing = set(reply.get("missing", ())) if isinstance(reply, dict) else set()
             present.update(oid for oid in batch if oid not in missing)
         return present
@@ -123,9 +130,12 @@ class HttpObjectStore(ObjectStore):
             self._write_file(oid, Path(path))
         return oid, size
 
+    def _put_path(self, oid: str) -> str:
+        return self._path(oid) + ("?pin=1" if self.pin else "")
+
     def _write(self, oid: str, data: bytes) -> None:
         headers = {"Content-Type": "application/octet-stream"}
-        self.transport.request("PUT", self._path(oid), body=data, headers=headers).close()
+        self.transport.request("PUT", self._put_path(oid), body=data, headers=headers).close()
 
     def _write_file(self, oid: str, path: Path) -> None:
         headers = {"Content-Type": "application/octet-stream"}
@@ -134,7 +144,7 @@ class HttpObjectStore(ObjectStore):
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror}", "check the file") from None
         with fh:
-            self.transport.request("PUT", self._path(oid), body=fh, headers=headers).close()
+            self.transport.request("PUT", self._put_path(oid), body=fh, headers=headers).close()
 
     def _open(self, oid: str) -> HttpResponse:
         """The reply carrying ``oid``'s bytes: from the server, or from S3 via a presigned URL."""
@@ -220,7 +230,7 @@ class HttpObjectStore(ObjectStore):
         return self.exists(oid)
 
     def freshen_many(self, oids: Iterable[str]) -> set[str]:
-        return self.exists_many(oids)  # the server pins what a writer's check finds (docs/gc.md)
+        return self._present(oids, pin=self.pin)  # a push: the server pins what it finds
 
     def close(self) -> None:
         self.transport.close()

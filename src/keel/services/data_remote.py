@@ -131,7 +131,13 @@ def _open(repo: DataRepo, name: str, url: str) -> ObjectStore:
                 "mount or create it, or fix the URL: keel remote add --force NAME URL",
             )
         url = str(path)
-    return open_object_store(url)
+    store = open_object_store(url)
+    if url.startswith(("http://", "https://")):
+        from keel.objects.http import HttpObjectStore
+
+        if isinstance(store, HttpObjectStore):
+            store.pin = True  # the server's gc keeps what this push sends or relies on (docs/gc.md)
+    return store
 
 
 @contextlib.contextmanager

@@ -17,9 +17,11 @@
 - ``HEAD /objects/{oid}``: 200 if stored, else 404.
 - ``GET /objects?after=&limit=``: list oids (site admins only).
 
-Pins: an object stored by a PUT, or found present by a writer's ``missing`` check (a push
-relies on it), is recorded in ``object_pins``: the versions naming it live in the pushing
-client's database, so without a pin this server's ``keel gc`` would see nothing reference it.
+Pins: an object a data push stores (``PUT ...?pin=1``) or finds present (``missing`` with
+``"pin": true``, by a writer) is recorded in ``object_pins``: the versions naming it live in
+the pushing client's database, so without a pin this server's ``keel gc`` would see nothing
+reference it. Other uploads (the remote sdk's artifacts, recordings...) are named by rows the
+client records here, so they stay collectable.
 
 Authorization: objects are shared, immutable, content-addressed blobs (a data
 file pushed from one project and an artifact of another may be the same object),
@@ -68,6 +70,7 @@ class MissingRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     oids: list[str]
+    pin: bool = False  # a data push asks: the present ones are pinned (docs/gc.md)
 
 
 def _may_write(caller: Principal) -> bool:
@@ -110,7 +113,7 @@ def missing_objects(body: MissingRequest, caller: Caller, context: Context) -> d
         raise TooLarge(f"{len(body.oids)} oids in one check; at most {MAX_BATCH}", "split the batch")
     wanted = [check_oid(oid) for oid in body.oids]
     present = context.store.objects.exists_many(wanted)
-    if present and _may_write(caller):  # a push will rely on them: gc keeps them (docs/gc.md)
+    if body.pin and present and _may_write(caller):  # a push will rely on them: gc keeps them (docs/gc.md)
         pin_pushed(context.store, sorted(present))
     return {"missing": [oid for oid in dict.fromkeys(wanted) if oid not in present]}
 
@@ -138,7 +141,7 @@ def head_object(oid: str, caller: Caller, context: Context) -> Response:
     summary="Upload one object (the request body, streamed, checked against its hash)",
     openapi_extra=_OCTETS,
 )
-async def put_object(oid: str, request: Request, caller: Caller, context: Context) -> dict[str, Any]:
+async def put_object(oid: str, request: Request, caller: Caller, context: Context, pin: bool = False) -> dict[str, Any]:
     check_oid(oid)
     require_any(caller, "writer")
     declared = request.headers.get("content-length")
@@ -148,13 +151,15 @@ async def put_object(oid: str, request: Request, caller: Caller, context: Contex
         data = await request.body()
         _check_hash(oid, hash_bytes(data))
         await run_in_threadpool(context.store.objects.put_bytes, data)
-        await run_in_threadpool(pin_pushed, context.store, [oid])  # no row of this server names it
+        if pin:  # a data push: no row of this server names it
+            await run_in_threadpool(pin_pushed, context.store, [oid])
         return {"oid": oid, "size": len(data)}
     async with spooled_body(request, context, "object", hash_it=True) as body:
         _check_hash(oid, body.digest or "")
         stored, _ = await run_in_threadpool(context.store.objects.put_file, body.path)
     assert stored == oid  # hashed twice, from the same file
-    await run_in_threadpool(pin_pushed, context.store, [oid])
+    if pin:
+        await run_in_threadpool(pin_pushed, context.store, [oid])
     return {"oid": oid, "size": body.size}
 
 
