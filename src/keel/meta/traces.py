@@ -947,25 +947,6 @@ class RawTraces:
             audit_id = audit(conn, int(matched), deleted)
         return deleted, oids, audit_id, decided
 
-    def payloads_in_use(self, oids: Iterable[str]) -> set[str]:
-        """Those of ``oids`` that a stored span still holds as an offloaded payload."""
-        wanted = set(oids)
-        if not wanted:
-            return set()
-        found: set[str] = set()
-        with self.db.raw_read() as cur:
-            cur.execute(
-                self.db.sql("SELECT inputs, outputs FROM spans WHERE inputs LIKE ? OR outputs LIKE ?"),
-                (_OBJECT_PAYLOAD, _OBJECT_PAYLOAD),
-            )
-            while True:
-                rows = cur.fetchmany(2000)
-                if not rows:
-                    break
-                for row in rows:
-                    found.update(oid for oid in payload_oids(row) if oid in wanted)
-        return found
-
 
 #: What an offloaded payload's JSON starts with (``keel.services.traces``: ``{"$object": oid, "size": n}``).
 _OBJECT_PAYLOAD = '{"$object":%'

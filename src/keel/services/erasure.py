@@ -113,23 +113,19 @@ def describe_request(ids: Sequence[str] | None, filter: str | None, since: Any, 
     return "; ".join(parts)
 
 
-def remove_objects(store: Store, oids: Iterable[str], in_use: Callable[[set[str]], set[str]]) -> tuple[int, int]:
+def remove_objects(store: Store, oids: Iterable[str]) -> tuple[int, int]:
     """Delete those of ``oids`` that no remaining record references, at once (erased content
     must be gone when the erasure returns, not at the next gc): ``(objects removed, bytes)``.
 
-    ``in_use(oids)`` says which the erasing kind's own remaining records still hold (a cheap
-    first answer); then the workspace-wide reference check of garbage collection
-    (:func:`keel.services.gc.referenced`: every kind of record, and the trees and manifests
-    they reach) is asked about the rest: objects are shared by content, so a payload's bytes
-    may also be an artifact's or a dataset file's.
+    The check is garbage collection's own (:func:`keel.services.gc.referenced`: every kind of
+    record, span payloads included, and the trees and manifests they reach): objects are
+    shared by content, so a payload's bytes may also be another span's, an artifact's or a
+    dataset file's.
     """
-    wanted = set(oids)
-    if not wanted:
-        return 0, 0
-    wanted -= in_use(wanted)
-    if wanted:
-        from keel.services import gc
+    from keel.services import gc
 
+    wanted = set(oids)
+    if wanted:
         wanted -= gc.referenced(store, wanted)
     if not wanted:
         return 0, 0

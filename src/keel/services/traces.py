@@ -547,7 +547,7 @@ class TraceService:
             )
 
         deleted, oids, audit_id, derived = self.raw.erase(query, decide, audit)
-        removed, freed = remove_objects(self.store, oids, self.raw.payloads_in_use)
+        removed, freed = remove_objects(self.store, oids)
         if removed:
             with self.store.db.write() as conn:
                 erasures.update_objects(conn, audit_id, removed, freed)
