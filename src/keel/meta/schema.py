@@ -531,6 +531,7 @@ llm_calls = Table(
         postgresql_where=text("run_id IS NOT NULL"),
     ),
     Index("ix_llm_calls_cassette", "cassette", "id"),
+    Index("ix_llm_calls_oid", "oid"),  # 0028: the calls of a pack (erasure, gc)
 )
 
 # -- configuration snapshots -------------------------------------------------------------
