@@ -326,3 +326,20 @@ def test_rows_read_before_an_erasure_still_read_or_say_erased(ws: Path) -> None:
     assert moved.row.oid != before["u-1"].oid and moved.request["messages"][0]["content"].startswith("ONE ")
     with pytest.raises(NotFound, match=f"recorded LLM call {before['u-2'].id} .* was erased"):
         service.read(before["u-2"])
+
+
+def test_packs_that_cannot_be_deleted_after_the_commit_are_named(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.errors import StoreError
+
+    service = sessions.get_session().llm
+    service.write(_pending("u-1", "ONE", 2) + _pending("u-2", "TWO", 2))
+
+    def refuse(oids: object) -> int:
+        raise OSError("the object store went away")
+
+    monkeypatch.setattr(service.objects, "delete_many", refuse)
+    with pytest.raises(StoreError, match="erased from the database, but the 1 pack objects") as failed:
+        llm.delete_calls(filter="metadata.user_id = 'u-2'")
+    assert "keel gc" in (failed.value.hint or "")
+    assert {r.context["metadata"]["user_id"] for r in llm.calls()} == {"u-1"}  # committed
+    assert [e.deleted for e in _audit()] == [2]

@@ -763,7 +763,16 @@ class LlmService:
             with contextlib.suppress(Exception):  # the error to report is the first one
                 self._drop_packs(written)  # nothing points at them: the transaction did not commit
             raise
-        removed, freed = self._drop_packs(packs)
+        try:
+            removed, freed = self._drop_packs(packs)
+        except Exception as exc:  # the rows are erased (committed): say what is left, and where
+            with contextlib.suppress(Exception):
+                self.store.db.scrub()
+            raise StoreError(
+                f"the {len(erase):,} recorded LLM calls are erased from the database, but the {len(packs):,} "
+                f"pack objects that held them could not all be deleted: {exc}",
+                "run 'keel gc' once the object store answers again: nothing references those packs any more",
+            ) from exc
         if removed:
             self.repo.audit_objects(audit_id, removed, freed)
         return len(rows), len(erase), removed, freed, audit_id
