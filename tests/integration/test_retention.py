@@ -205,3 +205,28 @@ def test_delivered_webhook_rows_are_pruned_after_30_days(store: Store, service: 
         assert sorted(r[0] for r in conn.execute("SELECT id FROM events").all()) == sorted([failed, fresh])
         assert conn.execute("SELECT COUNT(*) FROM hook_deliveries").scalar() == 2
         assert conn.execute("SELECT COUNT(*) FROM hook_attempts").scalar() == 2
+
+
+def test_keel_gc_applies_retention_first_and_collects_what_it_orphans(
+    database_url: str, store: Store, service: RetentionService, tmp_path: Path
+) -> None:
+    from keel.sdk.admin import gc
+
+    expired = seed(store, "g", old=5, new=3)
+    service.set(None, "conversations", "1d")
+    service.set(None, "llm_calls", "1d")
+    before = counts(store)
+
+    plan = gc(database_url, str(tmp_path / "objects"), grace=0, dry_run=True)
+    assert {r.kind: r.matched for r in plan.expired} == {"conversations": 5, "llm_calls": 5}
+    assert counts(store) == before and retention_audit(store) == {}
+    skipped = gc(database_url, str(tmp_path / "objects"), grace=0, retention=False)
+    assert skipped.expired == [] and counts(store) == before
+
+    report = gc(database_url, str(tmp_path / "objects"), grace=0)
+    assert {r.kind: r.deleted for r in report.expired} == {"conversations": 5, "llm_calls": 5}
+    assert report.to_dict()["expired"][0]["kind"] in {"conversations", "llm_calls"}
+    after = counts(store)
+    assert after["conversations"] == before["conversations"] - expired.conversations
+    assert after["llm_calls"] == before["llm_calls"] - expired.llm_calls
+    assert after["runs"] == before["runs"]

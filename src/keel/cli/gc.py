@@ -33,6 +33,10 @@ def gc_command(
     objects: Annotated[
         str | None, typer.Option("--objects", help="The object store URL that goes with --store.")
     ] = None,
+    retention: Annotated[
+        bool,
+        typer.Option("--retention/--no-retention", help="Apply the retention policies first (keel retention show)."),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Remove objects that no live record references, from the local store or S3, safely while
@@ -40,11 +44,14 @@ def gc_command(
     from keel.cli.render import print_json
     from keel.sdk.admin import gc
 
-    report = gc(store, objects, grace=grace, dry_run=dry_run)
+    report = gc(store, objects, grace=grace, dry_run=dry_run, retention=retention)
     if as_json:
         print_json(report.to_dict())
         return
     verb = "would remove" if dry_run else "removed"
+    for expired in report.expired:
+        count = expired.matched if dry_run else expired.deleted
+        typer.echo(f"retention: {'would expire' if dry_run else 'expired'} {count:,} {expired.kind.replace('_', ' ')}")
     typer.echo(
         f"{report.listed:,} objects: {report.referenced:,} referenced, "
         f"{report.kept_young:,} younger than the grace period, {verb} {report.removed:,} "

@@ -172,9 +172,11 @@ def gc(
     *,
     grace: str | float = "1h",
     dry_run: bool = False,
+    retention: bool = True,
     progress: Any = None,
 ) -> Any:
-    """Remove the objects nothing references from a store (``keel gc``; see docs/gc.md): the
+    """Apply the store's retention policies (``retention=False``: skip them), then remove the
+    objects nothing references from a store (``keel gc``; see docs/gc.md): the
     current workspace's (or ``KEEL_URI``'s), or the database URL ``store`` with its object
     store ``objects`` (a team server's: gc runs next to its store, not through the server).
     Objects younger than ``grace`` (``1h``, ``30m``, seconds) are kept. With ``dry_run``
@@ -193,8 +195,13 @@ def gc(
         )
     opened = open_store(store, objects, cached=False)
     try:
-        # Retention goes here, before the collection (so what it expires is collected at once):
-        # keel.services.retention applies the store's retention policies locally.
-        return collect(opened, grace_s=grace_s, dry_run=dry_run, progress=progress)
+        # The retention policies first (keel server applies them on a schedule; locally gc does),
+        # so what they expire and what it orphans goes in this same pass.
+        from keel.services.retention import apply_retention
+
+        expired = apply_retention(opened, dry_run=dry_run) if retention else []
+        report = collect(opened, grace_s=grace_s, dry_run=dry_run, progress=progress)
+        report.expired = [r for r in expired if r.matched]
+        return report
     finally:
         opened.close()

@@ -77,10 +77,15 @@ class GcReport:
     aborted_uploads: int = 0  # abandoned S3 multipart uploads aborted
     restored: int = 0  # objects a killed gc had set aside, put back
     seconds: float = 0.0
+    #: what the store's retention policies expired first (``keel gc`` applies them locally):
+    #: one :class:`~keel.core.erasure.ErasureReport` per policy that matched
+    expired: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (what ``keel gc --json`` prints)."""
-        return dict(self.__dict__)
+        found = dict(self.__dict__)
+        found["expired"] = [report.to_dict() for report in self.expired]
+        return found
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
