@@ -752,7 +752,11 @@ class LlmService:
         moves: dict[int, tuple[str, int]] = {}
         written: list[str] = []
         try:
-            jobs = max(1, min(self.objects.capabilities.transfer_jobs, len(groups)))
+            # Parsing and encoding packs holds the interpreter's lock: threads only help where
+            # reads and writes wait on the network (S3, a keel server). On a local disk one
+            # thread was faster (100,000 calls: 7.7 s against 10.6 s with four).
+            local = self.objects.capabilities.local_path
+            jobs = max(1, min(1 if local else self.objects.capabilities.transfer_jobs, len(groups)))
             with ThreadPoolExecutor(jobs, thread_name_prefix="keel-erase") as pool:
                 for new, order in pool.map(lambda group: self._rewrite(group, written), groups if kept else []):
                     for part, row_id in enumerate(order):
