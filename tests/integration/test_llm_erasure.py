@@ -343,3 +343,18 @@ def test_packs_that_cannot_be_deleted_after_the_commit_are_named(ws: Path, monke
     assert "keel gc" in (failed.value.hint or "")
     assert {r.context["metadata"]["user_id"] for r in llm.calls()} == {"u-1"}  # committed
     assert [e.deleted for e in _audit()] == [2]
+
+
+def test_identical_batches_never_share_a_pack(ws: Path) -> None:
+    """What makes recording during an erasure safe: a pack an erasure deletes can never be
+    the object a writer of the same calls was about to point at (every pack is new content)."""
+    service = sessions.get_session().llm
+    calls = _pending("u-1", "SAME", 3)
+    service.write(calls)
+    service.write(calls)
+    service.write(calls, batch_id="b-1")
+    service.write(calls, batch_id="b-1")  # a retried batch: written once, in the same pack
+    packs = [r.oid for r in llm.calls(limit=None)]
+    assert len(packs) == 9 and len(set(packs)) == 3
+    llm.delete_calls(ids=[r.id for r in llm.calls(limit=None)][:3])
+    assert len({r.oid for r in llm.calls(limit=None)}) == 2
