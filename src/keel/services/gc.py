@@ -311,6 +311,8 @@ def collect(
     # 4. sweep, re-checking each object's time
     batches = [candidates[i : i + _BATCH] for i in range(0, len(candidates), _BATCH)]
     jobs = max(1, min(objects.capabilities.transfer_jobs, len(batches)))
+    if local:  # system calls on one file system: more threads than CPUs only contend for its locks
+        jobs = min(jobs, os.cpu_count() or 1)
     with ThreadPoolExecutor(jobs) as pool:  # deletes are system calls or requests: they overlap
         pruned = list(pool.map(lambda batch: objects.prune(batch, cutoff), batches))
     for batch, removed in zip(batches, pruned, strict=True):
