@@ -460,6 +460,52 @@ def _purge(
         typer.echo(f"  kept: {item['kind']} {item['id']}{version}: {item['why']}")
 
 
+@runs_app.command("direction")
+def runs_direction(
+    metric: Annotated[str, typer.Argument(help="The metric (or score) name.")],
+    direction: Annotated[
+        str | None, typer.Argument(help="higher or lower: which way is better (omit with --unset).")
+    ] = None,
+    project: Annotated[str | None, typer.Option("--project", "-p", help="Project (default: default).")] = None,
+    unset: Annotated[bool, typer.Option("--unset", help="Remove the project's declaration.")] = False,
+) -> None:
+    """Declare which way is better for a metric of a project's runs (comparisons and the gate use it)."""
+    from keel.sdk import directions
+
+    if unset:
+        if direction is not None:
+            raise typer.BadParameter("give either a direction or --unset, not both")
+        directions.unset(metric, project)
+        typer.echo(f"{project or 'default'}: {metric} has no declared direction now")
+        return
+    if direction is None:
+        raise typer.BadParameter("give higher or lower (or --unset)")
+    done = directions.set(metric, direction, project)
+    typer.echo(f"{done['project']}: {done['direction']} is better for {done['metric']}")
+
+
+@runs_app.command("directions")
+def runs_directions(
+    project: Annotated[
+        list[str] | None, typer.Option("--project", "-p", help="Project (repeatable; default: default).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The metric directions the projects declare."""
+    from keel.cli.render import print_json, table
+    from keel.sdk import directions
+
+    found = directions.declared(project or None)
+    if as_json:
+        print_json(found)
+        return
+    rows = [[name, metric, way] for name, declared in sorted(found.items()) for metric, way in sorted(declared.items())]
+    if not rows:
+        typer.echo("no metric direction is declared (keel runs direction METRIC higher|lower)")
+        return
+    table(["project", "metric", "direction"], rows)
+
+
 @runs_app.command("restore")
 def runs_restore(runs: Annotated[list[str], typer.Argument(help="Run ids or prefixes.")]) -> None:
     """Restore deleted runs."""

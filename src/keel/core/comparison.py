@@ -324,10 +324,13 @@ def compare_arms(
     latency: str = "latency_p50_ms",
     alpha: float = 0.05,
     directions: Mapping[str, str] | None = None,
+    project_directions: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Comparison:
     """Compare arms against a baseline (default: the first arm). ``metrics`` default to
     the metrics every arm has per-sample scores for, else the aggregate metrics they share.
-    ``directions`` declares ``metric -> "higher" | "lower"`` (see :mod:`keel.core.directions`)."""
+    ``directions`` declares ``metric -> "higher" | "lower"``; ``project_directions`` holds the
+    declarations of the arms' projects (``{project: {metric: direction}}``; see
+    :mod:`keel.core.directions`)."""
     if len(arms) < 2:
         raise ValueError("a comparison needs at least two runs")
     if not 0 < alpha < 1:
@@ -338,7 +341,10 @@ def compare_arms(
         raise ValueError(f"baseline {base_key!r} is not one of the compared runs")
     chosen = list(metrics) if metrics else _default_metrics(arms)
     tags = [a.tags for a in arms]
-    resolved = {m: resolve_direction(m, directions, tags) for m in dict.fromkeys([*chosen, cost, latency])}
+    resolved = {
+        m: resolve_direction(m, directions, tags, project_directions)
+        for m in dict.fromkeys([*chosen, cost, latency])
+    }
     confidence = 1 - alpha
     family = sum(
         1
@@ -395,7 +401,7 @@ def compare_arms(
         next((m for m in chosen if not resolved[m].known and m not in failed), chosen[0] if chosen else None),
     )
     if quality_metric is not None and quality_metric not in resolved:
-        resolved[quality_metric] = resolve_direction(quality_metric, directions, tags)
+        resolved[quality_metric] = resolve_direction(quality_metric, directions, tags, project_directions)
     shown = {m: resolved[m] for m in dict.fromkeys([*chosen, *([quality_metric] if quality_metric else [])])}
     objectives: dict[str, str] = {}
     points: dict[str, dict[str, float]] = {}

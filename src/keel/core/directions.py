@@ -8,7 +8,9 @@ all came out lower-is-better. A direction now comes from, in order:
 2. a declaration on the run: the tag ``keel.direction.<metric>`` = ``higher`` or ``lower``
    (``keel.evaluate`` writes it for every scorer that declares a ``direction``; the built-in
    scorers declare ``higher``); every compared run that declares one must agree;
-3. a default for exact known names only (:func:`default_direction`): cost, latency and
+3. a declaration on the runs' project (``keel runs direction METRIC higher``, stored in
+   ``metric_directions``); projects of compared runs that declare opposite ones are refused;
+4. a default for exact known names only (:func:`default_direction`): cost, latency and
    duration metrics are lower-is-better (``cost_per_query``, ``latency_p50_ms``,
    ``duration_s``...), keel's built-in scorers and ``accuracy`` higher-is-better.
 
@@ -114,15 +116,33 @@ def _declared_on_runs(metric: str, run_tags: Iterable[Mapping[str, str]]) -> str
     return found.pop() if found else None
 
 
+def _declared_on_projects(metric: str, projects: Mapping[str, Mapping[str, str]]) -> str | None:
+    found = {parse_direction(declared[metric], metric) for declared in projects.values() if metric in declared}
+    if len(found) > 1:
+        names = sorted(name for name, declared in projects.items() if metric in declared)
+        raise InvalidInput(
+            f"the compared runs' projects ({', '.join(names)}) declare both directions for {metric!r}",
+            f"pass directions={{{metric!r}: 'higher'}} (or 'lower') to settle it",
+        )
+    return found.pop() if found else None
+
+
 def resolve_direction(
-    metric: str, explicit: Mapping[str, str] | None = None, run_tags: Iterable[Mapping[str, str]] = ()
+    metric: str,
+    explicit: Mapping[str, str] | None = None,
+    run_tags: Iterable[Mapping[str, str]] = (),
+    projects: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Direction:
-    """A metric's direction: explicit, else declared on the runs, else a known name's default."""
+    """A metric's direction: explicit, else declared on the runs, else on their projects
+    (``projects``: ``{project name: {metric: direction}}``), else a known name's default."""
     if explicit and metric in explicit:
         return Direction(metric, parse_direction(explicit[metric], metric), "declared in the comparison")
     declared = _declared_on_runs(metric, run_tags)
     if declared is not None:
         return Direction(metric, declared, "declared on the runs")
+    declared = _declared_on_projects(metric, projects or {})
+    if declared is not None:
+        return Direction(metric, declared, "declared on the project")
     default = default_direction(metric)
     if default is not None:
         return Direction(metric, default, "default for a known name")

@@ -1128,3 +1128,16 @@ object_pins = Table(
 )
 
 __all__ += ["object_pins"]
+
+# -- metric directions declared on a project (0029): see keel.meta.directions ------------------
+metric_directions = Table(
+    "metric_directions",
+    metadata,
+    Column("project_id", _Id, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("metric", String(250), primary_key=True),
+    Column("direction", String(8), nullable=False),
+    Column("updated_by", String(200), nullable=False, server_default=""),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+__all__ += ["metric_directions"]

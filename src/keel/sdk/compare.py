@@ -29,17 +29,27 @@ def compare(
     baseline: paired when the runs scored the same samples (McNemar for 0/1 scores, the paired
     t test otherwise), else Fisher's exact test (0/1) or Welch; Holm-corrected across every run
     and metric. ``directions={"metric": "higher" | "lower"}`` declares which way is better
-    (runs may declare it with ``keel.direction.<metric>`` tags; cost, latency and duration
-    names default to lower); a metric of unknown direction gets no "best" claim. The result has
-    the Pareto front over quality, ``cost_per_query`` and ``latency_p50_ms``, a plain-language
-    ``verdict``, ``to_markdown()`` and ``to_dict()``; ``chart="tradeoff.png"`` (or .svg) also
-    draws the trade-off (needs ``keel[charts]``). Methods: docs/statistics.md.
+    (runs may declare it with ``keel.direction.<metric>`` tags, projects with
+    ``keel.sdk.directions.set``; cost, latency and duration names default to lower); a metric
+    of unknown direction gets no "best" claim. The result has the Pareto front over quality,
+    ``cost_per_query`` and ``latency_p50_ms``, a plain-language ``verdict``, ``to_markdown()``
+    and ``to_dict()``; ``chart="tradeoff.png"`` (or .svg) also draws the trade-off (needs
+    ``keel[charts]``). Methods: docs/statistics.md.
     """
     session = get_session()
     session.writer.flush()
     ids = [_run_id(r) for r in runs]
+    from keel.sdk.directions import service as directions_service
+
     result = compare_runs(
-        session.service, ids, None if baseline is None else _run_id(baseline), metrics, quality, alpha, directions
+        session.service,
+        ids,
+        None if baseline is None else _run_id(baseline),
+        metrics,
+        quality,
+        alpha,
+        directions,
+        declared=directions_service(session),
     )
     if chart is not None:
         save_chart(result, chart)

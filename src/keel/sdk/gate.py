@@ -75,9 +75,15 @@ def gate(
     )  # fmt: skip
     result = gate_runs(
         tracking, record.run_id, chosen, metric, baseline_ref=baseline, baseline_target=target,
-        baseline_note=note, max_drop=max_drop, alpha=alpha,
+        baseline_note=note, max_drop=max_drop, alpha=alpha, declared=_directions(session),
     )  # fmt: skip
     return _announce(session, record.project, result)
+
+
+def _directions(session: Session) -> Any:
+    from keel.sdk.directions import service
+
+    return service(session)
 
 
 def _gate_prompt(
@@ -95,7 +101,7 @@ def _gate_prompt(
         notes = (f"the candidate {entity} was evaluated now, as the baseline run was (run `{run[:8]}`)",)
     result = gate_runs(
         tracking, run, chosen, metric, baseline_ref=baseline, baseline_target=target, baseline_note=note,
-        max_drop=max_drop, alpha=alpha,
+        max_drop=max_drop, alpha=alpha, declared=_directions(session),
     )  # fmt: skip
     if notes:
         from dataclasses import replace

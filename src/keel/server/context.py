@@ -156,6 +156,13 @@ class ServerContext:
         return RetentionService(self.store, self.tracking)
 
     @cached_property
+    def directions(self) -> Any:
+        """Metric directions declared on projects (keel.services.directions)."""
+        from keel.services.directions import DirectionService
+
+        return DirectionService(self.store)
+
+    @cached_property
     def erasures(self) -> Any:
         """The erasure audit (keel.services.erasures)."""
         from keel.services.erasures import ErasureService

@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from keel.core.comparison import SAMPLES_TABLE, Arm, Comparison, compare_arms
 from keel.core.directions import parse_direction
@@ -29,14 +30,17 @@ def compare_runs(
     quality: str | None = None,
     alpha: float = 0.05,
     directions: Mapping[str, str] | None = None,
+    declared: Any = None,
 ) -> Comparison:
     """Compare runs (ids or unique prefixes) against a baseline (default: the first).
 
     ``directions`` declares ``metric -> "higher" | "lower"``; runs may declare theirs with
-    ``keel.direction.<metric>`` tags (see :mod:`keel.core.directions`)."""
+    ``keel.direction.<metric>`` tags, projects with ``declared`` (a
+    :class:`~keel.services.directions.DirectionService`: its ``declared(projects)`` is asked for
+    the compared runs' projects); see :mod:`keel.core.directions`."""
     if not (isinstance(alpha, int | float) and 0 < alpha < 1):
         raise InvalidInput(f"invalid alpha {alpha!r}", "a level between 0 and 1, e.g. alpha=0.05")
-    declared = {m: parse_direction(way, m) for m, way in (directions or {}).items()}
+    explicit = {m: parse_direction(way, m) for m, way in (directions or {}).items()}
     if len(run_ids) < 2:
         raise InvalidInput("a comparison needs at least two runs", "keel runs compare RUN RUN [RUN...]")
     records = tracking.get_runs([tracking.resolve_run_id(r) for r in run_ids])
@@ -54,7 +58,16 @@ def compare_runs(
     missing = [m for m in metrics or () if not any(m in a.metrics or a.scores(m) or a.failure(m) for a in arms)]
     if missing:
         raise InvalidInput(f"no compared run has the metric {missing[0]!r}", "check the metric names")
-    return compare_arms(arms, baseline=base, metrics=metrics, quality=quality, alpha=alpha, directions=declared)
+    on_projects = declared.declared(sorted({r.project for r in records})) if declared is not None else None
+    return compare_arms(
+        arms,
+        baseline=base,
+        metrics=metrics,
+        quality=quality,
+        alpha=alpha,
+        directions=explicit,
+        project_directions=on_projects,
+    )
 
 
 def save_chart(comparison: Comparison, path: str | os.PathLike[str]) -> Path:

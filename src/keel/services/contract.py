@@ -96,6 +96,7 @@ SERVICES: dict[str, str] = {
     "traces": "keel.services.traces:TraceService",
     "hooks": "keel.services.hooks:HookService",
     "reviews": "keel.services.reviews:ReviewService",
+    "directions": "keel.services.directions:DirectionService",
     "erasures": "keel.services.erasures:ErasureService",
     "retention": "keel.services.retention:RetentionService",
 }

@@ -349,8 +349,11 @@ def gate_runs(
     max_drop: float = 0.0,
     alpha: float = 0.05,
     seed: int = 0,
+    declared: Any = None,
 ) -> GateResult:
-    """Gate run ``candidate`` (id or prefix) against the ``baseline`` run on ``metric``."""
+    """Gate run ``candidate`` (id or prefix) against the ``baseline`` run on ``metric``;
+    ``declared``: a :class:`~keel.services.directions.DirectionService` for the directions
+    the runs' projects declare."""
     if not math.isfinite(max_drop) or max_drop < 0:
         raise InvalidInput(f"invalid --max-drop {max_drop!r}", "a drop of 0 or more, e.g. --max-drop 0.02")
     if not 0 < alpha < 1:
@@ -375,11 +378,12 @@ def gate_runs(
     else:
         test = stats.unpaired_test(list(a.values()), list(b.values()), alpha=alpha)
         notes.append(f"the runs share no samples, so the test is unpaired ({test.method}) and weaker than a paired one")
-    direction = resolve_direction(metric, None, [baseline.tags, record.tags])
+    on_projects = declared.declared(sorted({baseline.project, record.project})) if declared is not None else None
+    direction = resolve_direction(metric, None, [baseline.tags, record.tags], on_projects)
     if not direction.known:
         notes.append(
             f"the direction of {metric} is not declared: taken as higher is better "
-            f"(declare it with the run tag keel.direction.{metric}=lower if lower is better)"
+            f"(declare it with: keel runs direction {metric} lower, or the run tag keel.direction.{metric}=lower)"
         )
     sign = 1.0 if direction.way in (None, HIGHER) else -1.0
     worse = tuple(s for s in shared if (b[s] - a[s]) * sign < 0)

@@ -56,7 +56,11 @@ def _evidence(context: Context, viewer: Viewer, run_ids: list[str]) -> tuple[lis
         except KeelError:  # hidden or deleted: left out, as a search would
             continue
     records = context.tracking.repo.get_runs(readable) if readable else []
-    comparison = compare_runs(context.tracking, [r.run_id for r in records]) if len(records) >= 2 else None
+    comparison = (
+        compare_runs(context.tracking, [r.run_id for r in records], declared=context.directions)
+        if len(records) >= 2
+        else None
+    )
     return records, comparison
 
 

@@ -198,7 +198,9 @@ def compare_page(
     records = context.tracking.repo.get_runs(full)
     if baseline and baseline not in {r.run_id for r in records}:
         baseline = None
-    comparison = compare_runs(context.tracking, [r.run_id for r in records], baseline, quality=quality or None)
+    comparison = compare_runs(
+        context.tracking, [r.run_id for r in records], baseline, quality=quality or None, declared=context.directions
+    )
     param_keys = sorted({k for r in records for k in r.params})
     differing = {k for k in param_keys if len({repr(r.params.get(k)) for r in records}) > 1}
     return render(
