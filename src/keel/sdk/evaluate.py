@@ -16,7 +16,7 @@ One run per call, holding:
   ``latency_ms``, ``cost``, ``prompt_tokens``, ``completion_tokens``,
   ``request_hash`` and one ``score.<scorer>`` column per score;
 - metrics: each score's mean with ``<name>_ci_low``/``<name>_ci_high``
-  (95% bootstrap), ``latency_p50_ms``, ``latency_p95_ms``, ``cost_total``,
+  (95%: Wilson for 0/1 scores, Student's t otherwise), ``latency_p50_ms``, ``latency_p95_ms``, ``cost_total``,
   ``cost_per_query``, token totals, ``samples``, ``failed_samples``,
   ``scorer_errors``;
 - lineage inputs: the prompt version, the dataset version, the model (a
