@@ -1,5 +1,5 @@
 """What the erasing commands share (``keel conversations delete``, ``keel traces delete``,
-``keel erase --user``): a dry run first, the count, a confirmation unless ``--yes`` (refused
+``keel llm delete``, ``keel erase --user``): a dry run first, the count, a confirmation unless ``--yes`` (refused
 without a terminal to ask on), then the erasure; and how a report is printed."""
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import typer
 
 __all__ = ["confirm_and_erase", "print_derived", "print_report", "print_reports"]
 
-#: How each kind is named in messages.
+#: How each kind is named in messages: (many, one).
 NAMES = {
-    "conversations": "conversation records",
-    "traces": "traces",
-    "llm_calls": "recorded LLM calls",
-    "runs": "runs",
+    "conversations": ("conversation records", "conversation record"),
+    "traces": ("traces", "trace"),
+    "llm_calls": ("recorded LLM calls", "recorded LLM call"),
+    "runs": ("runs", "run"),
 }
+#: What the objects an erasure removes are, where it is not just "objects".
+OBJECTS = {"llm_calls": "pack objects"}
 
 
 def _pairs(items: Sequence[Any]) -> list[tuple[str, Any]]:
@@ -41,6 +43,10 @@ def confirm_and_erase(
 
     pairs = _pairs(plans)
     matched = sum(report.matched for _, report in pairs)
+    if matched == 0 and not dry_run and len(pairs) == 1 and not as_json:
+        project, report = pairs[0]
+        typer.echo(f"no {_name(report, project, one=True)} matches: nothing erased")
+        return
     if dry_run or matched == 0:
         print_reports(pairs, as_json)
         return
@@ -61,8 +67,9 @@ def confirm_and_erase(
     print_reports(_pairs(erase()), as_json)
 
 
-def _name(report: Any, project: str = "") -> str:
-    return NAMES.get(report.kind, report.kind) + (f" in project {project}" if project else "")
+def _name(report: Any, project: str = "", *, one: bool = False) -> str:
+    many, single = NAMES.get(report.kind, (report.kind, report.kind))
+    return (single if one else many) + (f" in project {project}" if project else "")
 
 
 def print_reports(pairs: Sequence[tuple[str, Any]], as_json: bool) -> None:
@@ -84,14 +91,15 @@ def print_report(report: Any, project: str = "") -> None:
     if report.dry_run:
         typer.echo(f"{report.matched:,} {name} match (dry run: nothing erased)")
     elif report.deleted == 0:
-        typer.echo(f"no {name} match: nothing erased")
-    else:
-        objects = (
-            f", {report.objects_removed:,} objects removed ({report.bytes_freed:,} bytes)"
-            if report.objects_removed
-            else ""
+        typer.echo(f"no {_name(report, project, one=True)} matches: nothing erased")
+    elif report.objects_removed:
+        what = OBJECTS.get(report.kind, "objects")
+        typer.echo(
+            f"erased {report.deleted:,} {name} ({report.objects_removed:,} {what} removed, "
+            f"{report.bytes_freed:,} bytes freed; audit entry {report.audit_id})"
         )
-        typer.echo(f"erased {report.deleted:,} {name}{objects}; audit entry {report.audit_id}")
+    else:
+        typer.echo(f"erased {report.deleted:,} {name}; audit entry {report.audit_id}")
     print_derived(report)
 
 

@@ -173,58 +173,11 @@ def llm_delete(
     as_json: JsonOpt = False,
 ) -> None:
     """Erase recorded calls for good (by ids, run, filter, time): rows, requests and responses; an audit entry stays."""
-    import sys
-
-    from keel.errors import InvalidInput
+    from keel.cli.erasing import confirm_and_erase
 
     api = _api()
 
     def erase(dry: bool) -> Any:
         return api.delete_calls(ids or None, where, since, until, run, all=everything, dry_run=dry)
 
-    plan = erase(True)
-    if dry_run:
-        _print_erasure(plan, as_json)
-        return
-    if plan.matched == 0:
-        if as_json:
-            _print_erasure(plan, as_json)
-        else:
-            typer.echo("no recorded LLM call matches: nothing erased")
-        return
-    if not yes:
-        if not sys.stdin.isatty():
-            raise InvalidInput(
-                f"{plan.matched:,} recorded LLM calls match; erasing them needs a confirmation, "
-                "and there is no terminal to ask on",
-                "add --yes to erase without asking (or --dry-run to see what matches)",
-            )
-        _print_derived(plan)
-        if not typer.confirm(f"Erase {plan.matched:,} recorded LLM calls for good?", default=False):
-            typer.echo("nothing erased")
-            raise typer.Exit(1)
-    _print_erasure(erase(False), as_json)
-
-
-def _print_erasure(report: Any, as_json: bool) -> None:
-    if as_json:
-        from keel.cli.render import print_json
-
-        print_json(report.to_dict())
-        return
-    if report.dry_run:
-        typer.echo(f"{report.matched:,} recorded LLM calls match (dry run: nothing erased)")
-    else:
-        typer.echo(
-            f"erased {report.deleted:,} recorded LLM calls ({report.objects_removed:,} pack objects removed, "
-            f"{report.bytes_freed:,} bytes freed; audit entry {report.audit_id})"
-        )
-    _print_derived(report)
-
-
-def _print_derived(report: Any) -> None:
-    if report.derived:
-        typer.echo("made from them (not changed; decide what to do with them):")
-        for item in report.derived:
-            version = f"@{item['version']}" if item.get("version") else ""
-            typer.echo(f"  {item['kind']} {item['id']}{version}: {item['why']}")
+    confirm_and_erase([erase(True)], lambda: [erase(False)], dry_run=dry_run, yes=yes, as_json=as_json)
