@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Literal, TextIO, TypeVar, overload
 
-__all__ = ["TEMP_SUFFIX", "atomic_write", "atomic_write_bytes", "atomic_write_text", "temp_path"]
+__all__ = ["TEMP_SUFFIX", "atomic_write", "atomic_write_bytes", "atomic_write_text", "pid_alive", "temp_path"]
 
 T = TypeVar("T")
 
@@ -159,3 +159,18 @@ def atomic_write_text(
 ) -> None:
     """Replace ``target`` with ``text`` (encoded, no newline translation; see :func:`atomic_write`)."""
     atomic_write(target, lambda fh: fh.write(text), text=True, mode=mode, fsync=fsync, encoding=encoding)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: how a temporary or spool file named by its writer's pid
+    is known to be abandoned. Another user's process counts as running; 0 and negative
+    numbers (process groups to ``kill``) as not."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

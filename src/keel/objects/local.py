@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from keel.core.hashing import is_oid, new_hasher
 from keel.errors import NotFound, StoreError, Unavailable
+from keel.fileio import pid_alive
 from keel.objects.base import CHUNK, Capabilities, ObjectInfo, ObjectStore, check_oid
 
 __all__ = ["LocalObjectStore"]
@@ -253,7 +254,7 @@ class LocalObjectStore(ObjectStore):
             return 0
         for name in names:
             pid, _, oid = name[len(_TRASH) :].partition("-")
-            if not (pid.isdigit() and is_oid(oid)) or int(pid) == os.getpid() or _alive(int(pid)):
+            if not (pid.isdigit() and is_oid(oid)) or int(pid) == os.getpid() or pid_alive(int(pid)):
                 continue
             final = self.path(oid)
             try:
@@ -316,14 +317,3 @@ class LocalObjectStore(ObjectStore):
             for name in files:
                 os.chmod(os.path.join(dirpath, name), stat.S_IWUSR | stat.S_IRUSR)
         shutil.rmtree(self.root)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (another user's counts as running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

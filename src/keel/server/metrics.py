@@ -33,6 +33,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from keel.fileio import pid_alive
+
 __all__ = [
     "CONTENT_TYPE",
     "ENV_MULTIPROC_DIR",
@@ -142,18 +144,8 @@ def _forget_dead_workers(directory: str) -> None:
             if digits.isdigit():
                 pids.add(int(digits))
     for pid in pids:
-        if not _alive(pid):
+        if not pid_alive(pid):
             _multiprocess.mark_process_dead(pid, directory)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def registry() -> Any:

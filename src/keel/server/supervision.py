@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from keel.fileio import pid_alive
+
 __all__ = [
     "ENV_SUPERVISOR",
     "ORPHAN_GRACE_SECONDS",
@@ -115,18 +117,8 @@ def _remove_orphaned_dirs() -> None:
     with contextlib.suppress(OSError):
         for path in root.glob(f"{_METRICS_DIR_PREFIX}*"):
             pid = path.name[len(_METRICS_DIR_PREFIX) :].split("-", 1)[0]
-            if pid.isdigit() and not _running(int(pid)) and path.is_dir() and not path.is_symlink():
+            if pid.isdigit() and not pid_alive(int(pid)) and path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def serve_metrics(port: int) -> Any:

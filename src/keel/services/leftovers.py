@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keel.errors import InvalidInput, StoreError
+from keel.fileio import pid_alive
 from keel.objects import ObjectStore
 
 __all__ = [
@@ -128,18 +129,6 @@ def new_spool_file(folder: Path, kind: str) -> tuple[int, str]:
     return tempfile.mkstemp(dir=folder, prefix=f"{kind}-{os.getpid()}-", suffix=".part")
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
-
-
 def sweep_spool(folder: str | os.PathLike[str], older_than: float = SPOOL_AGE_S) -> tuple[int, int]:
     """Remove the spool files in ``folder`` untouched for ``older_than`` seconds whose
     process is gone; ``(files, bytes)`` removed. Files not named as spool files are left."""
@@ -162,7 +151,7 @@ def sweep_spool(folder: str | os.PathLike[str], older_than: float = SPOOL_AGE_S)
         if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < older_than:
             continue
         pid = int(match.group(1))
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
