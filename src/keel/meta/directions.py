@@ -15,19 +15,21 @@ _UPDATE = (
 )
 
 
-def declared(conn: Connection, project_ids: Iterable[int]) -> dict[int, dict[str, str]]:
-    """``{project id: {metric: direction}}`` for the given projects (those without any: absent)."""
-    ids = sorted(set(project_ids))
-    if not ids:
+def declared(conn: Connection, projects: Iterable[str]) -> dict[str, dict[str, str]]:
+    """``{project name: {metric: direction}}`` for the named projects (those declaring none,
+    or that do not exist: absent)."""
+    names = sorted(set(projects))
+    if not names:
         return {}
-    marks = ", ".join("?" * len(ids))
+    marks = ", ".join("?" * len(names))
     rows = conn.execute(
-        f"SELECT project_id, metric, direction FROM metric_directions WHERE project_id IN ({marks})",  # noqa: S608 - placeholders
-        tuple(ids),
+        "SELECT projects.name, metric_directions.metric, metric_directions.direction FROM metric_directions"
+        f" JOIN projects ON projects.id = metric_directions.project_id WHERE projects.name IN ({marks})",  # noqa: S608 - placeholders
+        tuple(names),
     ).all()
-    out: dict[int, dict[str, str]] = {}
-    for project_id, metric, direction in rows:
-        out.setdefault(int(project_id), {})[str(metric)] = str(direction)
+    out: dict[str, dict[str, str]] = {}
+    for name, metric, direction in rows:
+        out.setdefault(str(name), {})[str(metric)] = str(direction)
     return out
 
 

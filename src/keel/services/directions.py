@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from keel.core.directions import parse_direction
-from keel.core.entities import now_ms, project_not_found
+from keel.core.entities import now_ms
 from keel.core.names import check_key, check_name
-from keel.errors import InvalidInput, NotFound
+from keel.errors import InvalidInput
 from keel.meta import directions as rows
 from keel.services.contract import operation, project_scope, projects_scope, service
 from keel.services.workspace import Store
@@ -32,11 +32,8 @@ class DirectionService:
         self.store = store
 
     def _project_id(self, project: str | None) -> int:
-        name = check_name(project or _DEFAULT_PROJECT, "project")
-        try:
-            return self.store.tracking.project_ids([name])[0]
-        except NotFound:  # the one answer for hidden and absent
-            raise project_not_found(name) from None
+        """The id of ``project`` (NotFound, as for a hidden one, when it does not exist)."""
+        return self.store.tracking.project_ids([check_name(project or _DEFAULT_PROJECT, "project")])[0]
 
     @operation("writer", project_scope())
     def set(self, metric: str, direction: str, project: str | None = None, who: str = "") -> dict[str, str]:  # noqa: A003
@@ -64,12 +61,5 @@ class DirectionService:
     def declared(self, projects: str | Sequence[str] | None = None) -> dict[str, dict[str, str]]:
         """``{project: {metric: direction}}`` for the named projects (None: the default project)."""
         names = [projects] if isinstance(projects, str) else list(projects or [_DEFAULT_PROJECT])
-        known: dict[str, int] = {}
-        for name in dict.fromkeys(names):
-            try:
-                known[name] = self._project_id(name)
-            except NotFound:  # a project not created yet declares nothing
-                continue
         with self.store.db.read() as conn:
-            found = rows.declared(conn, known.values())
-        return {name: found[pk] for name, pk in known.items() if pk in found}
+            return rows.declared(conn, names)
