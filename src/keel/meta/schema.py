@@ -72,6 +72,7 @@ __all__ = [
     "llm_calls",
     "metadata",
     "metric_chunks",
+    "model_version_tombstones",
     "model_versions",
     "params",
     "projects",
@@ -212,6 +213,8 @@ lineage = Table(
     Column("entity_version", String(100), nullable=False, server_default=""),
     Column("role", String(100), nullable=False, server_default=""),
     Column("created_at", BigInteger, nullable=False),
+    # the alias the run resolved to reach this version ('production'); '' when named directly
+    Column("ref", String(100), nullable=False, server_default=""),
     UniqueConstraint(
         "run_pk",
         "direction",
@@ -327,6 +330,8 @@ model_versions = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Column("digest", String(64)),  # of what never changes: not stage, description, tags
+    # what a local-path or object-store source meant at registration: sha256:<hex>, etag:..., s3version:...
+    Column("source_digest", String(200)),
     UniqueConstraint("model_id", "version", name="uq_model_versions_version"),
     Index("ix_model_versions_stage", "model_id", "stage", "version"),
     Index(
@@ -335,6 +340,19 @@ model_versions = Table(
         sqlite_where=text("run_id IS NOT NULL"),
         postgresql_where=text("run_id IS NOT NULL"),
     ),
+)
+
+# A deleted model version's row (JSON), so "as of T" still answers with it, marked deleted.
+model_version_tombstones = Table(
+    "model_version_tombstones",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("model_name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("row", Text, nullable=False),
+    Column("deleted_at", BigInteger, nullable=False),
+    Column("deleted_by", String(200), nullable=False, server_default=""),
+    Index("ix_model_version_tombstones_version", "model_name", "version", "deleted_at"),
 )
 
 # -- data versioning ------------------------------------------------------------------
