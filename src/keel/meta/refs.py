@@ -94,7 +94,8 @@ def check_expected(what: str, actual: str | None, expected: str | None, hint: st
 
 @dataclass(frozen=True)
 class RefMove:
-    """One reflog entry: ``ref`` moved from ``old`` to ``new`` (None: unset/deleted)."""
+    """One reflog entry: ``ref`` moved from ``old`` to ``new`` (None: unset/deleted). ``id``:
+    the entry's number in the reflog (set when read back from it; None on a move just made)."""
 
     kind: str
     name: str
@@ -104,6 +105,7 @@ class RefMove:
     at: int
     who: str
     reason: str
+    id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -116,6 +118,7 @@ class RefMove:
             "at": self.at,
             "who": self.who,
             "reason": self.reason,
+            "id": self.id,
         }
 
 
@@ -130,7 +133,9 @@ def move_data(move: RefMove) -> dict[str, Any]:
 
 
 def _move(row: Any) -> RefMove:
-    return RefMove(row.kind, row.name, row.ref, row.old_target, row.new_target, int(row.at), row.who, row.reason)
+    return RefMove(
+        row.kind, row.name, row.ref, row.old_target, row.new_target, int(row.at), row.who, row.reason, int(row.id)
+    )
 
 
 _SQL_CURRENT = "SELECT target FROM refs WHERE kind = ? AND name = ? AND ref = ?"
@@ -147,7 +152,7 @@ _SQL_LOG = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SQL_ALL_FOR = "SELECT ref, target FROM refs WHERE kind = ? AND name = ? ORDER BY ref"
-_MOVES = "SELECT kind, name, ref, old_target, new_target, at, who, reason FROM reflog WHERE kind = ? AND name = ?"
+_MOVES = "SELECT id, kind, name, ref, old_target, new_target, at, who, reason FROM reflog WHERE kind = ? AND name = ?"
 _SQL_HISTORY = _MOVES + " ORDER BY at, id"
 _SQL_REF_HISTORY = _MOVES + " AND ref = ? ORDER BY at, id"
 _SQL_AT = (
