@@ -24,7 +24,7 @@ def _hooks() -> Any:
 def _when(ms: int | None) -> str:
     if not ms:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms // 1000))
 
 
 @hooks_app.command("list")

@@ -60,10 +60,11 @@ def project_not_found(project: object) -> NotFound:
 
 
 def format_time(ms: int | None) -> str:
-    """ISO-8601 UTC text for a millisecond timestamp ('' for None)."""
+    """A millisecond timestamp to the minute, in UTC and saying so (``2026-12-07 10:00Z``), for
+    tables; '' for None. Exact times (history, ``--at``) use :func:`keel.core.times.format_at`."""
     if ms is None:
         return ""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%d %H:%MZ")
 
 
 @dataclass(frozen=True)

@@ -136,10 +136,10 @@ def fmt_num(value: Any, digits: int = 4) -> str:
 
 
 def fmt_time(ms: int | None) -> str:
-    """Epoch milliseconds as ``2026-11-29 23:59:07`` (UTC); empty for None."""
+    """Epoch milliseconds as ``2026-11-29 23:59:07Z`` (UTC, and saying so); empty for None."""
     if ms is None:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms // 1000))
 
 
 def fmt_duration(seconds: float | None) -> str:
