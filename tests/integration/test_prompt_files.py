@@ -180,7 +180,10 @@ def test_no_config_and_inline_templates(tmp_path):
 # -- sync and check -------------------------------------------------------------------
 def test_the_reference_layout_syncs_once(prompts):
     service = get_session().prompts
-    assert check_prompt_dir(service, prompts) == []
+    # nothing registered yet: both are pending (the fix is a sync), none blocks it
+    pending = check_prompt_dir(service, prompts)
+    assert [(p.prompt, p.pending) for p in pending] == [("chat", True), ("classification", True)]
+    assert "not registered yet" in pending[0].message and "keel prompts sync" in pending[0].hint
     results = sync_prompt_dir(service, prompts, author="ada")
     assert [(r.name, r.version, r.created) for r in results] == [
         ("chat", "1.3.0", True),
@@ -221,7 +224,8 @@ def test_an_edit_without_a_bump_is_reported_at_the_version_line(prompts):
     assert "no entry for version 1.3.1" in problem.message and "## 1.3.1" in problem.hint
 
     _edit(prompts / "chat" / "CHANGELOG.md", "## 1.3\n", "## 1.3.1\n\nTerser.\n\n## 1.3\n")
-    assert check_prompt_dir(service, prompts) == []
+    [pending] = check_prompt_dir(service, prompts)  # nothing blocks the sync; it is what remains
+    assert pending.pending and "version 1.3.1 of the files is not registered yet" in pending.message
     [chat, classification] = sync_prompt_dir(service, prompts)
     assert (chat.version, chat.created, classification.created) == ("1.3.1", True, False)
     assert keel.prompts.get("chat").changelog == "Terser."
@@ -261,7 +265,7 @@ def test_a_bump_smaller_than_the_change_needs(prompts):
 def test_a_new_prompt_needs_a_changelog_entry(prompts):
     service = get_session().prompts
     (prompts / "classification" / "CHANGELOG.md").unlink()
-    [problem] = check_prompt_dir(service, prompts)
+    [problem] = [p for p in check_prompt_dir(service, prompts) if not p.pending]
     assert (problem.prompt, problem.file, problem.line) == (
         "classification",
         prompts / "classification" / "CHANGELOG.md",
@@ -269,7 +273,7 @@ def test_a_new_prompt_needs_a_changelog_entry(prompts):
     )
     assert "does not exist" in problem.message
     _write(prompts / "classification" / "CHANGELOG.md", "## 2.1\n\n")  # a heading without text is no entry
-    [problem] = check_prompt_dir(service, prompts)
+    [problem] = [p for p in check_prompt_dir(service, prompts) if not p.pending]
     assert "has no entry for version 2.1.0" in problem.message
 
 
@@ -404,9 +408,16 @@ def test_export_an_older_version(ws):
     assert "## [1.0.0] - " in changelog and "1.0.1" not in changelog
     [read] = read_prompt_dir(folder)
     assert (read.version, read.content_hash) == ("1.0.0", first.content_hash)
-    assert check_prompt_dir(service, folder) == []
-    assert [(r.version, r.created) for r in sync_prompt_dir(service, folder)] == [("1.0.0", False)]
-    assert _registry() == {"support": ["1.0.1", "1.0.0"]}
+    # The files now hold 1.0.0 while load("support") serves 1.0.1: they do not agree. Syncing
+    # them is a revert, and (as in git) a revert is a new version above the latest.
+    [pending] = check_prompt_dir(service, folder)
+    assert pending.pending and "the latest version is support@1.0.1" in pending.message
+    assert "support@1.0.2" in pending.hint
+    assert [(r.version, r.created) for r in sync_prompt_dir(service, folder)] == [("1.0.2", True)]
+    assert _registry() == {"support": ["1.0.2", "1.0.1", "1.0.0"]}
+    assert keel.prompts.get("support").content_hash == first.content_hash
+    assert check_prompt_dir(service, folder) == []  # the files say 1.0.0, whose content 1.0.2 serves
+    assert [(r.version, r.created) for r in sync_prompt_dir(service, folder)] == [("1.0.2", False)]
 
 
 def test_chat_templates_cannot_be_exported(ws):

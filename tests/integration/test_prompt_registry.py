@@ -122,12 +122,11 @@ def test_get_takes_a_version_or_alias_in_second_place_and_a_time_as_at(ws):
         keel.prompts.get("chat@production", "1.0.0")
     assert caught.value.message == "'chat@production' already names 'production', and version='1.0.0' names another"
     assert caught.value.hint == 'give it once: keel.prompts.get("chat", version="1.0.0")'
-    with pytest.raises(keel.InvalidInput) as caught:
-        keel.prompts.get("chat", at=between)
-    assert caught.value.hint == 'name the alias: keel.prompts.get("chat@production", at=...)'
-    with pytest.raises(keel.InvalidInput) as caught:
-        keel.prompts.resolve("chat", "latest", at=between)
-    assert caught.value.hint == "name the alias: keel.prompts.resolve('chat', 'production', at=...)"
+    # no alias + at: the latest version as of then (both were registered before ``between``)
+    assert keel.prompts.get("chat", at=between).version == "1.0.1"
+    assert keel.prompts.resolve("chat", "latest", at=between) == "1.0.1"
+    with pytest.raises(keel.NotFound, match="no version of 'chat' existed at 2001-09-09T01:46:40.000Z"):
+        keel.prompts.get("chat", at=1_000_000_000_000)
     with pytest.raises(keel.NotFound, match="no version 9.9.9"):
         keel.prompts.get("chat", "9.9.9")
 

@@ -29,6 +29,17 @@ ExpectOpt = Annotated[
 ]
 
 
+AtOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--at",
+        metavar="TIME",
+        help="As of this time: ISO 8601 with Z or an offset (2026-12-07T10:00:00.123Z, as keel prints "
+        "times), or epoch seconds/milliseconds with a unit (1733500000s, 1733500000000ms).",
+    ),
+]
+
+
 def _api() -> Any:
     from keel.sdk import prompts
 
@@ -78,7 +89,7 @@ def _read_json(path: Path | None) -> Any:
 def prompts_list(as_json: JsonOpt = False) -> None:
     """Every prompt with its latest version and aliases."""
     from keel.cli.render import print_json, table
-    from keel.core.entities import format_time
+    from keel.core.times import format_at
 
     rows = _api().list_prompts()
     if as_json:
@@ -93,7 +104,7 @@ def prompts_list(as_json: JsonOpt = False) -> None:
                 ", ".join(v.aliases),
                 v.content.model,
                 ", ".join(v.content.variables),
-                format_time(v.created_at),
+                format_at(v.created_at),
                 v.changelog.splitlines()[0] if v.changelog else "",
             ]
             for name, v in rows
@@ -117,12 +128,16 @@ def _metrics_of_users(name: str, version: str) -> tuple[int, dict[str, float]]:
 
 
 @prompts_app.command("show")
-def prompts_show(name: Annotated[str, typer.Argument(help="Prompt name.")], as_json: JsonOpt = False) -> None:
-    """Versions with their aliases, and the metrics of the runs that used each version."""
+def prompts_show(
+    name: Annotated[str, typer.Argument(help="Prompt name.")], at: AtOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Versions with their aliases, and the metrics of the runs that used each version;
+    with --at, the versions registered by then and the aliases as they were then."""
     from keel.cli.render import print_json, table
-    from keel.core.entities import format_time
+    from keel.core.times import format_at, parse_at
 
-    versions = _registry().versions(name)
+    when = None if at is None else parse_at(at)
+    versions = _api().versions(name, when)
     used = {v.version: _metrics_of_users(name, v.version) for v in versions}
     if as_json:
         print_json(
@@ -137,7 +152,7 @@ def prompts_show(name: Annotated[str, typer.Argument(help="Prompt name.")], as_j
                 v.version,
                 ", ".join(v.aliases),
                 v.content.model,
-                format_time(v.created_at),
+                format_at(v.created_at),
                 v.author,
                 used[v.version][0],
                 *(used[v.version][1].get(k) for k in metric_keys),
@@ -145,7 +160,7 @@ def prompts_show(name: Annotated[str, typer.Argument(help="Prompt name.")], as_j
             ]
             for v in versions
         ],
-        title=f"prompt {name}",
+        title=f"prompt {name}" if when is None else f"prompt {name} as of {format_at(when)}",
     )
 
 
@@ -153,7 +168,7 @@ def prompts_show(name: Annotated[str, typer.Argument(help="Prompt name.")], as_j
 def prompts_log(name: Annotated[str, typer.Argument(help="Prompt name.")], as_json: JsonOpt = False) -> None:
     """Every version with its full changelog entry, newest first."""
     from keel.cli.render import console, print_json
-    from keel.core.entities import format_time
+    from keel.core.times import format_at
 
     versions = _api().versions(name)
     if as_json:
@@ -162,7 +177,7 @@ def prompts_log(name: Annotated[str, typer.Argument(help="Prompt name.")], as_js
     out = console()
     for v in versions:
         aliases = f"  ({', '.join(v.aliases)})" if v.aliases else ""
-        out.print(f"[bold yellow]{v.name}@{v.version}[/bold yellow]{aliases}  {format_time(v.created_at)}  {v.author}")
+        out.print(f"[bold yellow]{v.name}@{v.version}[/bold yellow]{aliases}  {format_at(v.created_at)}  {v.author}")
         out.print(f"    {v.changelog}\n", highlight=False, markup=False)
 
 
@@ -264,12 +279,14 @@ def _versions_or_empty(name: str) -> list[Any]:
 def prompts_render(
     ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
     var: Annotated[list[str] | None, typer.Option("--var", "-v", help="Variable key=value (repeatable).")] = None,
+    at: AtOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Render a prompt with variables (a chat prompt prints its messages)."""
+    """Render a prompt with variables (a chat prompt prints its messages); with --at, the
+    version the alias (or latest) meant at that time."""
     from keel.cli.render import print_json
 
-    prompt = _api().load(ref, ttl=0)
+    prompt = _api().load(ref, ttl=0) if at is None else _api().Prompt(_api().get(ref, at=at))
     values = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in _pairs(var, "variable").items()}
     rendered = prompt.render(**values)
     if as_json:
@@ -281,29 +298,62 @@ def prompts_render(
             typer.echo(f"[{message['role']}]\n{message['content']}")
 
 
+StepsOpt = Annotated[
+    int,
+    typer.Option("--steps", "-n", min=1, help="Undo the alias's last N moves (default 1: the last move)."),
+]
+
+
+def _rollback(name: str, alias: str, steps: int, reason: str, expect: str | None) -> None:
+    move = _registry().rollback(name, alias, reason, expected=_expected(expect), steps=steps)
+    typer.echo(f"{name}@{move.ref}: {move.old} -> {move.new}")
+
+
 @prompts_app.command("rollback")
 def prompts_rollback(
     name: Annotated[str, typer.Argument(help="Prompt name.")],
     alias: Annotated[str, typer.Argument(help="Alias to move back.")],
+    steps: StepsOpt = 1,
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the audit trail).")] = "",
     expect: ExpectOpt = None,
 ) -> None:
-    """Move an alias back to the version it pointed at before."""
-    move = _registry().rollback(name, alias, reason, expected=_expected(expect))
-    typer.echo(f"{name}@{alias}: {move.old} -> {move.new}")
+    """Undo an alias's last move (or last N with --steps); the rollback is itself a move."""
+    _rollback(name, alias, steps, reason, expect)
+
+
+@alias_app.command("rollback")
+def alias_rollback(
+    name: Annotated[str, typer.Argument(help="Prompt name.")],
+    alias: Annotated[str, typer.Argument(help="Alias to move back.")],
+    steps: StepsOpt = 1,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the audit trail).")] = "",
+    expect: ExpectOpt = None,
+) -> None:
+    """Undo an alias's last move (or last N with --steps): it points where it pointed before
+    them. The rollback is itself a move, so two single rollbacks return to the start."""
+    _rollback(name, alias, steps, reason, expect)
 
 
 @alias_app.command("set")
 def alias_set(
     name: Annotated[str, typer.Argument(help="Prompt name.")],
     alias: Annotated[str, typer.Argument(help="Alias, e.g. production.")],
-    version: Annotated[str, typer.Argument(help="Version (or another alias) to point at.")],
+    version: Annotated[str | None, typer.Argument(help="Version (or another alias) to point at; or give --at.")] = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", metavar="TIME", help="Point it where it pointed at TIME (a time as keel prints it)."),
+    ] = None,
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the audit trail).")] = "",
     expect: ExpectOpt = None,
 ) -> None:
-    """Point an alias at a version (recorded with who, when and why)."""
-    move = _registry().set_alias(name, alias, version, reason, expected=_expected(expect))
-    typer.echo(f"{name}@{alias}: {move.old or '(unset)'} -> {move.new}")
+    """Point an alias at a version, or where it pointed at a time (recorded with who, when and why)."""
+    from keel.core.times import parse_at
+
+    if (version is None) == (at is None):
+        raise InvalidInput("give a VERSION or --at TIME (one of them)", f"keel prompts alias set {name} {alias} 1.3.0")
+    when = None if at is None else parse_at(at)
+    move = _registry().set_alias(name, alias, version, reason, expected=_expected(expect), at=when)
+    typer.echo(f"{name}@{move.ref}: {move.old or '(unset)'} -> {move.new}")
 
 
 @alias_app.command("rm")
@@ -324,23 +374,36 @@ def alias_history(
     alias: Annotated[str | None, typer.Argument(help="One alias (default: all).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every alias move: when, who, from, to, why."""
+    """Every alias move, oldest first: its reflog id, when (UTC), who, from, to, why. A time
+    shown here, given to --at, answers with the state right after that move."""
     from keel.cli.render import print_json, table
-    from keel.core.entities import format_time
+    from keel.core.times import format_at
 
     moves = _api().history(name, alias)
     if as_json:
         print_json([m.to_dict() for m in moves])
         return
     table(
-        ["when", "alias", "from", "to", "who", "reason"],
-        [[format_time(m.at), m.ref, m.old or "", m.new or "(removed)", m.who, m.reason] for m in moves],
+        ["id", "when", "alias", "from", "to", "who", "reason"],
+        [[m.id, format_at(m.at), m.ref, m.old or "", m.new or "(removed)", m.who, m.reason] for m in moves],
     )
 
 
 @prompts_app.command("check")
-def prompts_check(directory: DirOpt = Path("prompts"), as_json: JsonOpt = False) -> None:
-    """For CI: are the prompt files and the registry consistent? (exit 4 and one line per problem if not)"""
+def prompts_check(
+    directory: DirOpt = Path("prompts"),
+    pending_ok: Annotated[
+        bool,
+        typer.Option(
+            "--pending-ok",
+            help="Exit 0 when the only differences are versions 'keel prompts sync' would register "
+            "(a check before merging, when the sync runs after it).",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """For CI: do the prompt files and the registry agree, so load() serves what the files say?
+    (exit 4 and one line per difference if not; the fix of a pending one is 'keel prompts sync')"""
     from keel.cli.render import print_json
 
     problems = _api().check(directory)
@@ -351,7 +414,9 @@ def prompts_check(directory: DirOpt = Path("prompts"), as_json: JsonOpt = False)
             typer.echo(str(problem), err=True)
         if not problems:
             typer.echo(f"{directory}: prompt files and registry agree")
-    if problems:
+        elif all(p.pending for p in problems):
+            typer.echo(f"{directory}: {len(problems)} prompt(s) to register: run 'keel prompts sync'", err=True)
+    if problems and not (pending_ok and all(p.pending for p in problems)):
         raise typer.Exit(4)
 
 

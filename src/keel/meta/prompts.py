@@ -2,7 +2,9 @@
 
 A version row holds the content as canonical JSON plus its hash, so loading
 a version is one indexed query and registering identical content again
-finds the existing version by hash. Aliases live in the shared ``refs``
+finds the existing version by hash (a revert makes a new version with the
+content of an older one, so one hash may have several versions: the highest
+is found). Aliases live in the shared ``refs``
 table (kind ``prompt``); see :mod:`keel.meta.refs`.
 """
 
@@ -50,7 +52,10 @@ _SELECT = (
 )
 _BY_VERSION = _SELECT + "WHERE p.name = ? AND v.version = ?"
 _LATEST = _SELECT + "WHERE p.name = ? ORDER BY v.major DESC, v.minor DESC, v.patch DESC LIMIT 1"
-_BY_HASH = _SELECT + "WHERE p.name = ? AND v.content_hash = ? LIMIT 1"
+_LATEST_AT = (
+    _SELECT + "WHERE p.name = ? AND v.created_at <= ? ORDER BY v.major DESC, v.minor DESC, v.patch DESC LIMIT 1"
+)
+_BY_HASH = _SELECT + "WHERE p.name = ? AND v.content_hash = ? ORDER BY v.major DESC, v.minor DESC, v.patch DESC LIMIT 1"
 _ALL = _SELECT + "WHERE p.name = ? ORDER BY v.major DESC, v.minor DESC, v.patch DESC"
 _ALIASES = "SELECT ref, target FROM refs WHERE kind = 'prompt' AND name = ?"
 _ALIAS = "SELECT target FROM refs WHERE kind = 'prompt' AND name = ? AND ref = ?"
@@ -81,6 +86,13 @@ class PromptStore:
     def latest(conn: Any, name: str) -> VersionRow | None:
         """The highest version of a prompt, or None."""
         row = conn.execute(_LATEST, (name,)).first()
+        return None if row is None else _row(row)
+
+    @staticmethod
+    def latest_at(conn: Any, name: str, when: int) -> VersionRow | None:
+        """The highest version registered at or before ``when`` (ms), or None: what
+        ``latest`` meant at that time (versions are never deleted or renumbered)."""
+        row = conn.execute(_LATEST_AT, (name, when)).first()
         return None if row is None else _row(row)
 
     @staticmethod
@@ -143,7 +155,7 @@ class RawPrompts:
         return self._one(cur, "latest", (name,))
 
     def by_hash(self, cur: Any, name: str, content_hash: str) -> VersionRow | None:
-        """The version with this content, or None."""
+        """The highest version with this content, or None."""
         return self._one(cur, "hash", (name, content_hash))
 
     def versions(self, cur: Any, name: str) -> list[VersionRow]:

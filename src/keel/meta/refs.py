@@ -159,6 +159,13 @@ _SQL_AT = (
     "SELECT new_target FROM reflog WHERE kind = ? AND name = ? AND ref = ? AND at <= ? "
     "ORDER BY at DESC, id DESC LIMIT 1"
 )
+# every ref's last move at or before a time (its target then; NULL: it was deleted)
+_SQL_ALL_AT = (
+    "SELECT ref, new_target FROM (SELECT ref, new_target, ROW_NUMBER() OVER "
+    "(PARTITION BY ref ORDER BY at DESC, id DESC) AS n FROM reflog WHERE kind = ? AND name = ? AND at <= ?) "
+    "last_moves WHERE n = 1 AND new_target IS NOT NULL ORDER BY ref"
+)
+_SQL_EVER = "SELECT DISTINCT ref FROM reflog WHERE kind = ? AND name = ?"
 
 
 class Refs:
@@ -266,6 +273,34 @@ class Refs:
         return None if row is None else row[0]
 
     @staticmethod
+    def all_at(conn: Any, kind: str, name: str, when: int) -> dict[str, str]:
+        """Every ref of one entity as it was at time ``when`` (ms): ``{ref: target}``
+        (refs deleted by then, or created later, are absent)."""
+        return {r: t for r, t in conn.execute(_SQL_ALL_AT, (kind, name, when)).all()}
+
+    @staticmethod
+    def ever(conn: Any, kind: str, name: str) -> list[str]:
+        """Every ref name the entity's reflog has seen (deleted ones too), in their stored spelling."""
+        return sorted(str(r) for (r,) in conn.execute(_SQL_EVER, (kind, name)).all())
+
+    @staticmethod
+    def target_before(moves: Sequence[RefMove], steps: int = 1) -> str | None:
+        """Where a ref pointed before its ``steps``-th latest move, i.e. the target that undoing
+        its last ``steps`` moves gives back (git's ``ref@{N}``); None when the history has fewer
+        moves, or the ref was not set before that move.
+
+        ``moves`` is the ref's reflog, oldest first (:meth:`history`). A rollback is a move
+        too, so rolling back one step twice returns to where it started; ``steps=N`` reaches
+        further back::
+
+            moves 1.0.0 -> 1.0.1 -> 5.0.0 -> 1.0.0 -> 6.0.0
+            steps=1: 1.0.0   steps=2: 5.0.0   steps=3: 1.0.1   steps=4: 1.0.0   steps=5: None
+        """
+        if steps < 1 or steps > len(moves):
+            return None
+        return moves[-steps].old
+
+    @staticmethod
     def previous(moves: Sequence[RefMove]) -> str | None:
         """The target a ref had before its latest move (for rollback), or None."""
-        return moves[-1].old if moves else None
+        return Refs.target_before(moves, 1)

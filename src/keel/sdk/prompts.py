@@ -7,7 +7,14 @@
     p = keel.prompts.load("chat@production")       # or "chat@1.3.0", "chat", load("chat", alias=...)
     text = p.render(question="How do refunds work?")
     keel.prompts.set_alias("chat", "production", "1.3.0", reason="+5% accuracy in run 4f2a")
-    keel.prompts.rollback("chat", "production")
+    keel.prompts.rollback("chat", "production")            # undo its last move (steps=2: the last two)
+    keel.prompts.get("chat@production", at="2026-12-07T10:00:00Z")   # where it pointed then
+    keel.prompts.get("chat", at="2026-12-07T10:00:00Z")    # the latest version then
+
+Times (``at=``) are read by :func:`keel.core.times.parse_at`: a datetime (naive = this
+process's local time), ISO 8601 text with ``Z`` or an offset, epoch milliseconds, or text
+with a unit (``"1733500000s"``); a zoneless text or a number that looks like seconds is
+refused. The time is read here, in the caller's process, so a remote store sees the instant.
 
 Loading inside an active run records ``prompt:NAME@VERSION`` as a run input,
 so the runs that used a version are one lineage query away.
@@ -46,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel.core.entities import EntityRef
 from keel.core.prompt_content import PromptContent, PromptDiff
+from keel.core.times import AtLike, parse_at
 from keel.errors import InvalidInput, NotFound, PromptFilesRejected, StoreError
 from keel.sdk import live
 from keel.sdk.fluent import active_run
@@ -58,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Prompt",
     "PromptFilesRejected",
+    "aliases_at",
     "check",
     "clear_cache",
     "delete_alias",
@@ -389,16 +398,17 @@ def get(
     ttl: float | None = None,
     *,
     alias: str | None = None,
-    at: int | float | datetime | None = None,
+    at: AtLike | None = None,
 ) -> PromptVersion:
     """The registered version ``NAME``, ``NAME@VERSION`` or ``NAME@ALIAS`` (changelog, author,
     aliases), from the cache like :func:`load`; ``ttl=0`` reads the store now.
 
     ``version`` and ``alias`` select as in :func:`load`: ``get("calc", "1.2.0")`` is
     ``get("calc@1.2.0")``, ``get("calc", alias="production")`` is ``get("calc@production")``.
-    With ``at`` (a datetime or epoch milliseconds): what an alias pointed at, at that time
-    (read from the store). A time given in second place means ``at``, as it did when ``at``
-    was the second parameter.
+    With ``at`` (see the module doc for the forms a time takes): what an alias pointed at, or
+    (no alias) the latest version, at that time, with the aliases as of then (read from the
+    store). A time given in second place means ``at``, as it did when ``at`` was the second
+    parameter.
     """
     if version is not None and not isinstance(version, str):
         if at is not None:
@@ -424,23 +434,23 @@ def get(
         assert found is not None  # no fallback was given
         _note("prompt", found.name, found.version)
         return found
-    selector = version or alias or selector
-    if selector is None or selector == "latest":
-        raise InvalidInput(
-            f"at= asks what an alias of {name!r} pointed at, and {ref!r} names no alias",
-            f'name the alias: keel.prompts.get("{name}@production", at=...)',
-        )
-    return get_session().prompts.get(name, selector, at)
+    return get_session().prompts.get(name, version or alias or selector, parse_at(at))
 
 
-def resolve(name: str, alias: str = "latest", at: int | float | datetime | None = None) -> str:
-    """The version an alias points at now, or pointed at at time ``at``."""
-    return get_session().prompts.resolve(name, alias, at)
+def resolve(name: str, alias: str = "latest", at: AtLike | None = None) -> str:
+    """The version an alias (or ``latest``) points at now, or pointed at at time ``at``."""
+    return get_session().prompts.resolve(name, alias, None if at is None else parse_at(at))
 
 
-def versions(name: str) -> list[PromptVersion]:
-    """Every version of a prompt, newest first."""
-    return get_session().prompts.versions(name)
+def aliases_at(name: str, at: AtLike) -> dict[str, str]:
+    """Every alias of a prompt as it was at time ``at``: ``{alias: version}``."""
+    return get_session().prompts.aliases_at(name, parse_at(at))
+
+
+def versions(name: str, at: AtLike | None = None) -> list[PromptVersion]:
+    """Every version of a prompt, newest first; with ``at``, those registered by then, with
+    their aliases as of then."""
+    return get_session().prompts.versions(name, None if at is None else parse_at(at))
 
 
 def list_prompts() -> list[tuple[str, PromptVersion]]:
@@ -453,9 +463,19 @@ def diff(name: str, a: str, b: str) -> PromptDiff:
     return get_session().prompts.diff(name, a, b)
 
 
-def set_alias(name: str, alias: str, version: str, reason: str = "", who: str | None = None) -> RefMove:
-    """Point an alias at a version; the move is recorded with who and why."""
-    move = get_session().prompts.set_alias(name, alias, version, reason, who)
+def set_alias(
+    name: str,
+    alias: str,
+    version: str | None = None,
+    reason: str = "",
+    who: str | None = None,
+    *,
+    at: AtLike | None = None,
+) -> RefMove:
+    """Point an alias at a version, or (``at=``) where it pointed at that time; the move is
+    recorded with who and why. Another spelling of an existing alias moves that alias."""
+    when = None if at is None else parse_at(at)
+    move = get_session().prompts.set_alias(name, alias, version, reason, who, at=when)
     _forget(name)
     return move
 
@@ -467,9 +487,11 @@ def delete_alias(name: str, alias: str, reason: str = "", who: str | None = None
     return move
 
 
-def rollback(name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:
-    """Move an alias back to its previous target (recorded)."""
-    move = get_session().prompts.rollback(name, alias, reason, who)
+def rollback(name: str, alias: str, reason: str = "", who: str | None = None, *, steps: int = 1) -> RefMove:
+    """Undo the alias's last ``steps`` moves (recorded as a move of its own): it points where it
+    pointed before them. A rollback is a move too, so two single rollbacks return to the start;
+    ``steps=2`` goes two moves back. Conflict if the alias has moved fewer times."""
+    move = get_session().prompts.rollback(name, alias, reason, who, steps=steps)
     _forget(name)
     return move
 

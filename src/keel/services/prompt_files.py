@@ -26,8 +26,11 @@ to its ``system_prompt`` file.
 - :func:`read_prompt_dir` reads and checks the files; errors name the file and line.
 - :func:`check_prompt_dir` compares them with the registry: a changed prompt needs a
   version bump at least as large as :data:`~keel.core.prompt_content.BUMP_RULE`
-  requires, and a ``CHANGELOG.md`` entry for that version.
+  requires, and a ``CHANGELOG.md`` entry for that version; content not yet the
+  registry's latest is reported as *pending* (the fix: ``keel prompts sync``).
 - :func:`sync_prompt_dir` registers what is new: all of it, or nothing if any check fails.
+  Files reverted (in git) to an older version's content register it as a new version
+  above the latest, as git makes a revert a new commit.
 - :func:`export_prompt` writes a registered version as files; syncing them back is a no-op.
 
 Example::
@@ -135,6 +138,8 @@ class Problem:
         line: the line to fix (None when the whole file is meant, e.g. a missing entry).
         message: what is wrong.
         hint: what to do about it.
+        pending: True when ``keel prompts sync`` is the fix (the files hold content the registry's
+            latest version does not: a new version, or a revert); such a problem does not stop a sync.
     """
 
     prompt: str
@@ -142,6 +147,7 @@ class Problem:
     line: int | None
     message: str
     hint: str
+    pending: bool = False
 
     def __str__(self) -> str:
         return f"{_at(self.file, self.line)}: {self.prompt}: {self.message} ({self.hint})"
@@ -154,6 +160,7 @@ class Problem:
             "line": self.line,
             "message": self.message,
             "hint": self.hint,
+            "pending": self.pending,
         }
 
 
@@ -543,8 +550,18 @@ def _what_changed(old: PromptContent, new: PromptContent) -> str:
     return "; ".join(changes) or "the content changed"
 
 
-def _review(service: PromptService, prompt: FilePrompt) -> tuple[PromptVersion | None, list[Problem]]:
-    """The registered version holding the prompt's content (None: not registered), and any problems."""
+@dataclass(frozen=True)
+class _Review:
+    """What the registry holds for one prompt of the files, and what a sync would do."""
+
+    registered: PromptVersion | None  # the version that already agrees with the files
+    problems: list[Problem]  # blocking problems and pending notes alike
+    version: str | None = None  # the version a sync registers (None: the files' own)
+    changelog: str | None = None  # its changelog entry (None: the files' CHANGELOG.md entry)
+
+
+def _review(service: PromptService, prompt: FilePrompt) -> _Review:  # noqa: PLR0911 - one answer per case
+    """Compare one prompt of the files with the registry (see :func:`check_prompt_dir`)."""
     try:
         registered = service.versions(prompt.name)
     except NotFound:
@@ -552,34 +569,60 @@ def _review(service: PromptService, prompt: FilePrompt) -> tuple[PromptVersion |
     version = SemVer.parse(prompt.version)
     chosen = f'set version: "{{}}" in {_shown(prompt.config_path)}'
 
-    def problem(message: str, hint: str) -> Problem:
-        return Problem(prompt.name, prompt.config_path, prompt.version_line, message, hint)
+    def problem(message: str, hint: str, pending: bool = False) -> Problem:
+        return Problem(prompt.name, prompt.config_path, prompt.version_line, message, hint, pending)
 
-    same = next((known for known in registered if known.content_hash == prompt.content_hash), None)
-    if same is not None:
-        if same.version == prompt.version:
-            return same, []
-        if same is registered[0] and version > SemVer.parse(same.version):
-            return same, [
-                problem(
-                    f"version {prompt.version} was bumped without a content change: "
-                    f"the files are identical to {same.ref}",
-                    f"make the change this version is for, or {chosen.format(same.version)}",
-                )
-            ]
-        return same, [
-            problem(
-                f"the files are identical to the registered {same.ref}, but the version says {prompt.version}",
-                chosen.format(same.version),
+    latest = registered[0] if registered else None
+    if latest is not None and latest.content_hash == prompt.content_hash:
+        if latest.version == prompt.version:
+            return _Review(latest, [])
+        named = next((known for known in registered if known.version == prompt.version), None)
+        if named is not None and named.content_hash == prompt.content_hash:
+            # e.g. the files were reverted to 1.3 and a sync registered that content as 1.4.1
+            return _Review(latest, [])
+        if version > SemVer.parse(latest.version):
+            return _Review(
+                latest,
+                [
+                    problem(
+                        f"version {prompt.version} was bumped without a content change: "
+                        f"the files are identical to {latest.ref}",
+                        f"make the change this version is for, or {chosen.format(latest.version)}",
+                    )
+                ],
             )
-        ]
+        return _Review(
+            latest,
+            [
+                problem(
+                    f"the files are identical to the registered {latest.ref}, but the version says {prompt.version}",
+                    chosen.format(latest.version),
+                )
+            ],
+        )
+    older = next((known for known in registered if known.content_hash == prompt.content_hash), None)
     problems = []
-    if registered:
-        latest = registered[0]
+    if latest is not None:
         current = SemVer.parse(latest.version)
         needed = required_bump(latest.content, prompt.content) or "patch"
         minimum = current.bump(needed)
         why = _what_changed(latest.content, prompt.content)
+        if older is not None and version <= current:
+            # A revert (git revert / checkout of older files): as in git, a new version.
+            return _Review(
+                None,
+                [
+                    problem(
+                        f"the files hold the content of {older.ref}, but the latest version is {latest.ref} "
+                        f"(what load({prompt.name!r}) serves)",
+                        f"run 'keel prompts sync' to register it as {prompt.name}@{minimum} "
+                        "(a revert is a new version)",
+                        pending=True,
+                    )
+                ],
+                str(minimum),
+                f"Revert to {older.version} (the prompt files' content)",
+            )
         kind = version.kind_of_change(current)
         if kind is None:
             said = "is still" if version == current else "is not above it:"
@@ -609,16 +652,29 @@ def _review(service: PromptService, prompt: FilePrompt) -> tuple[PromptVersion |
                 f"add a '## {prompt.version}' heading to {_shown(prompt.changelog_path)}, then what changed and why",
             )
         )
-    return None, problems
+    if not problems:
+        serves = "nothing yet" if latest is None else latest.ref
+        problems.append(
+            problem(
+                f"version {prompt.version} of the files is not registered yet (load({prompt.name!r}) serves {serves})",
+                "run 'keel prompts sync' to register it",
+                pending=True,
+            )
+        )
+    return _Review(None, problems)
 
 
 def check_prompt_dir(service: PromptService, directory: str | os.PathLike[str]) -> list[Problem]:
-    """What stops the prompt files from being synced; an empty list means :func:`sync_prompt_dir` will work.
+    """Where the prompt files and the registry disagree; an empty list means they agree:
+    ``load(name)`` serves what the files say, under a version that holds that content.
 
     Each prompt is compared with the registry's versions of that name: changed content needs a
     version above the latest, bumped at least as much as the change requires
-    (:func:`~keel.core.prompt_content.required_bump`); an unchanged one must keep its registered
-    version; a version about to be registered needs a CHANGELOG.md entry. Registers nothing.
+    (:func:`~keel.core.prompt_content.required_bump`), and a CHANGELOG.md entry for it; an
+    unchanged one must keep its version. Those problems stop :func:`sync_prompt_dir`. Content a
+    sync would register (a new version, or a revert to an older version's content, which as in
+    git becomes a new version above the latest) is reported too, as a *pending* problem
+    (``problem.pending``) whose fix is ``keel prompts sync``. Registers nothing.
 
     Args:
         service: the prompt registry.
@@ -627,16 +683,19 @@ def check_prompt_dir(service: PromptService, directory: str | os.PathLike[str]) 
     Raises:
         NotFound, InvalidInput: the files cannot be read (see :func:`read_prompt_dir`).
     """
-    return [problem for prompt in read_prompt_dir(directory) for problem in _review(service, prompt)[1]]
+    return [problem for prompt in read_prompt_dir(directory) for problem in _review(service, prompt).problems]
 
 
 def sync_prompt_dir(
     service: PromptService, directory: str | os.PathLike[str], author: str | None = None
 ) -> list[SyncResult]:
-    """Register every prompt of the files whose content is not registered yet; all or nothing.
+    """Register every prompt of the files whose content is not the latest version's; all or nothing.
 
     Each new version gets the version number from prompt_config.yaml and the CHANGELOG.md entry
-    for it. Running it again registers nothing.
+    for it. Files reverted to an older version's content (their version not above the latest)
+    register that content as a new version above the latest, bumped by the usual rules (a patch
+    when nothing else differs), so ``load(name)`` serves what the files say. Running it again
+    registers nothing.
 
     Args:
         service: the prompt registry.
@@ -652,13 +711,13 @@ def sync_prompt_dir(
     """
     prompts = read_prompt_dir(directory)
     reviews = [_review(service, prompt) for prompt in prompts]
-    problems = [problem for _registered, found in reviews for problem in found]
+    problems = [problem for review in reviews for problem in review.problems if not problem.pending]
     if problems:
         raise PromptFilesRejected(problems)
     results = []
-    for prompt, (registered, _none) in zip(prompts, reviews, strict=True):
-        if registered is not None:
-            results.append(SyncResult(prompt.name, registered.version, False, registered))
+    for prompt, review in zip(prompts, reviews, strict=True):
+        if review.registered is not None:
+            results.append(SyncResult(prompt.name, review.registered.version, False, review.registered))
             continue
         content = prompt.content
         new, created = service.register(
@@ -668,8 +727,8 @@ def sync_prompt_dir(
             parameters=content.parameters,
             few_shot=content.few_shot,
             response_schema=content.response_schema,
-            changelog=prompt.changelog or "",
-            version=prompt.version,
+            changelog=review.changelog or prompt.changelog or "",
+            version=review.version or prompt.version,
             author=author,
         )
         results.append(SyncResult(prompt.name, new.version, created, new))

@@ -1,9 +1,27 @@
 """The prompt registry: register versions, aliases with audit and rollback, diffs.
 
 Rules (see :data:`keel.core.prompt_content.BUMP_RULE`): versions are
-semantic and must increase by at least the bump the change requires;
-identical content returns the existing version; every version carries a
-changelog entry; aliases are refs whose every move is in the reflog.
+semantic and must increase by at least the bump the change requires; every
+version carries a changelog entry; aliases are refs whose every move is in
+the reflog (names: :mod:`keel.core.refnames`, case-insensitive and
+case-preserving).
+
+Registering content that is already registered (docs/prompts.md):
+
+- no version given, content identical to the **latest** version: that version
+  is returned (``created=False``): registering is idempotent;
+- no version given, content identical to an **older** version: a revert, and
+  as in git a revert is a new version, bumped by the usual rules (a patch when
+  nothing else differs from the latest), its changelog ``Revert to X`` unless
+  one is given;
+- an explicit ``version`` that is already registered with this content: that
+  version is returned; an explicit new ``version`` is created even when its
+  content duplicates an existing version's (as MLflow does), and must be above
+  the latest like any other.
+
+"As of T" (``at=``, read by :func:`keel.core.times.parse_at`): an alias gives
+where it pointed at T (from the reflog); ``latest`` gives the highest version
+registered at or before T.
 """
 
 from __future__ import annotations
@@ -16,11 +34,12 @@ from typing import Any
 
 from keel.core.names import check_name
 from keel.core.prompt_content import BUMP_RULE, PromptContent, PromptDiff, diff_prompts, required_bump
+from keel.core.refnames import check_alias, match_alias
 from keel.core.semver import BUMPS, SemVer
+from keel.core.times import format_at, parse_at
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.meta.prompts import KIND, PromptStore, RawPrompts, VersionRow
 from keel.meta.refs import ABSENT, RefMove, Refs
-from keel.services.audit import to_ms
 from keel.services.audit import who as audit_who
 from keel.services.contract import (
     operation,
@@ -28,9 +47,12 @@ from keel.services.contract import (
 )
 from keel.services.workspace import Store
 
-__all__ = ["PromptService", "PromptVersion", "RefMove", "is_version", "parse_prompt_ref"]
+__all__ = ["PromptService", "PromptVersion", "RefMove", "check_alias", "is_version", "parse_prompt_ref"]
 
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$")
+#: ``at=`` as the operations take it: see :func:`keel.core.times.parse_at` (a date too, in process).
+At = int | float | str | datetime | None
+#: The most moves one rollback undoes (a bound on the argument, far above any real history).
+MAX_STEPS = 10_000
 _ORDER = {"patch": 0, "minor": 1, "major": 2}
 
 
@@ -75,23 +97,9 @@ def parse_prompt_ref(ref: str) -> tuple[str, str | None]:
     return name, (selector or None)
 
 
-def check_alias(alias: str) -> str:
-    """Validate an alias name (``latest`` is implicit and cannot be set)."""
-    if not isinstance(alias, str) or not _ALIAS.match(alias):
-        raise InvalidInput(f"invalid alias {alias!r}", "aliases start with a letter: production, staging, champion")
-    if alias == "latest":
-        raise InvalidInput("'latest' is implicit (the highest version) and cannot be set", "choose another alias")
-    if _looks_like_version(alias):
-        raise InvalidInput(f"alias {alias!r} looks like a version", "choose a name such as production")
-    return alias
-
-
 def is_version(text: str | None) -> bool:
     """True if a selector names a version (``1.3.0``, ``v1.3``) rather than an alias."""
     return bool(text) and bool(re.fullmatch(r"v?\d+(\.\d+){1,2}", text or ""))
-
-
-_looks_like_version = is_version
 
 
 def _expected_version(expected: str | None) -> str | None:
@@ -143,8 +151,11 @@ class PromptService:
         version: str | None = None,
         author: str | None = None,
     ) -> tuple[PromptVersion, bool]:
-        """Register a version; returns it and whether it was created (False: identical
-        content already registered, the existing version is returned)."""
+        """Register a version; returns it and whether it was created (False: the content is
+        the latest version's, or the explicit ``version`` is registered with it already).
+
+        Content identical to an older version is a revert: a new version (see the module doc).
+        """
         check_name(name, "prompt name")
         if bump is not None and bump not in BUMPS:
             raise InvalidInput(f"invalid bump {bump!r}", "use major, minor or patch")
@@ -164,15 +175,21 @@ class PromptService:
         entry = str(changelog).strip()
         with self.db.raw_write() as cur:
             self.raw.lock(cur, name)  # concurrent registrations of this name queue here
-            existing = self.raw.by_hash(cur, name, content_hash)
-            if existing is not None:
-                return self._version(existing, self.raw.aliases(cur, name)), False
-            if not entry:
-                raise InvalidInput(
-                    f"registering a new version of {name!r} needs a changelog entry",
-                    "say why it changed: changelog='Tighten refusal wording'",
-                )
             latest = self.raw.latest(cur, name)
+            if explicit is not None:
+                same = self.raw.version(cur, name, str(explicit))
+                if same is not None and same.content_hash == content_hash:
+                    return self._version(same, self.raw.aliases(cur, name)), False
+            elif latest is not None and latest.content_hash == content_hash:
+                return self._version(latest, self.raw.aliases(cur, name)), False
+            if not entry:
+                older = self.raw.by_hash(cur, name, content_hash) if latest is not None else None
+                if older is None:
+                    raise InvalidInput(
+                        f"registering a new version of {name!r} needs a changelog entry",
+                        "say why it changed: changelog='Tighten refusal wording'",
+                    )
+                entry = f"Revert to {older.version}"
             if latest is None:
                 new = explicit or SemVer(1, 0, 0)
             else:
@@ -217,44 +234,57 @@ class PromptService:
 
     # -- reading ----------------------------------------------------------------------
     @operation("reader")
-    def resolve(self, name: str, selector: str | None = None, at: int | float | datetime | None = None) -> str:
-        """The version a selector means: a version, an alias (optionally as of ``at``), or latest."""
+    def resolve(self, name: str, selector: str | None = None, at: At = None) -> str:
+        """The version a selector means: a version, an alias, or latest; with ``at``, what the
+        alias (or latest) meant at that time (:func:`keel.core.times.parse_at`)."""
+        when = None if at is None else parse_at(at)
         with self.db.read() as conn:
-            return self._resolve(conn, name, selector, at)
+            return self._resolve(conn, name, selector, when)
 
-    def _resolve(self, conn: Any, name: str, selector: str | None, at: int | float | datetime | None = None) -> str:
+    @staticmethod
+    def _no_prompt(conn: Any, name: str) -> None:
+        if PromptStore.prompt_id(conn, name) is None:
+            raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
+
+    def _resolve(self, conn: Any, name: str, selector: str | None, when: int | None = None) -> str:
         if selector is None or selector == "latest":
-            if at is not None:
-                raise InvalidInput(
-                    f"at= asks what an alias of {name!r} pointed at, and no alias was given",
-                    f"name the alias: keel.prompts.resolve({name!r}, 'production', at=...)",
-                )
-            latest = PromptStore.latest(conn, name)
+            latest = PromptStore.latest(conn, name) if when is None else PromptStore.latest_at(conn, name, when)
             if latest is None:
-                raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
+                self._no_prompt(conn, name)
+                raise NotFound(
+                    f"no version of {name!r} existed at {format_at(when)}",
+                    f"its first version is the oldest in 'keel prompts log {name}'; give a later time",
+                )
             return latest.version
-        if _looks_like_version(selector):
+        if is_version(selector):
             return str(SemVer.parse(selector))
-        if at is not None:
-            target = Refs.at(conn, KIND, name, selector, to_ms(at))
+        if when is not None:
+            spelled = match_alias(Refs.ever(conn, KIND, name), selector) or selector
+            target = Refs.at(conn, KIND, name, spelled, when)
             if target is None:
-                raise NotFound(f"alias {selector!r} of {name!r} pointed nowhere at that time", "check the time")
+                self._no_prompt(conn, name)
+                raise NotFound(
+                    f"alias {selector!r} of {name!r} pointed nowhere at {format_at(when)}",
+                    f"see when it moved: keel prompts alias history {name} {selector}",
+                )
             return target
-        target = Refs.current(conn, KIND, name, selector)
+        spelled = match_alias(Refs.all_for(conn, KIND, name), selector) or selector
+        target = Refs.current(conn, KIND, name, spelled)
         if target is None:
-            if PromptStore.prompt_id(conn, name) is None:
-                raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
+            self._no_prompt(conn, name)
             raise NotFound(f"prompt {name!r} has no alias {selector!r}", f"see its aliases: keel prompts show {name}")
         return target
 
     @operation("reader")
-    def get(self, name: str, selector: str | None = None, at: int | float | datetime | None = None) -> PromptVersion:
-        """Load one version by version, alias (optionally as of ``at``) or latest."""
+    def get(self, name: str, selector: str | None = None, at: At = None) -> PromptVersion:
+        """Load one version by version, alias or latest; with ``at``, the one the alias (or
+        latest) meant at that time, with its aliases as of then."""
         if at is None:
             return self._get_now(name, selector)
+        when = parse_at(at)
         with self.db.read() as conn:
-            version = self._resolve(conn, name, selector, at)
-            return self._version(PromptStore.get(conn, name, version), Refs.all_for(conn, KIND, name))
+            version = self._resolve(conn, name, selector, when)
+            return self._version(PromptStore.get(conn, name, version), Refs.all_at(conn, KIND, name, when))
 
     def _get_now(self, name: str, selector: str | None) -> PromptVersion:
         """:meth:`get` without ``at``: one short read transaction straight through the driver."""
@@ -265,6 +295,10 @@ class PromptService:
                 row = self.raw.version(cur, name, str(SemVer.parse(selector)))
             else:
                 target = self.raw.alias(cur, name, selector)
+                if target is None:  # another spelling of it? (aliases are case-insensitive)
+                    aliases = self.raw.aliases(cur, name)
+                    spelled = match_alias(aliases, selector)
+                    target = None if spelled is None else aliases[spelled]
                 if target is None:
                     if not self.raw.exists(cur, name):
                         raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
@@ -281,14 +315,33 @@ class PromptService:
             return self._version(row, self.raw.aliases(cur, name))
 
     @operation("reader")
-    def versions(self, name: str) -> list[PromptVersion]:
-        """Every version, newest first, with its aliases."""
+    def versions(self, name: str, at: At = None) -> list[PromptVersion]:
+        """Every version, newest first, with its aliases; with ``at``, the versions registered
+        by then, with their aliases as of then."""
+        when = None if at is None else parse_at(at)
         with self.db.raw_read() as cur:
             rows = self.raw.versions(cur, name)
             if not rows:
                 raise NotFound(f"no prompt named {name!r}", "list prompts with 'keel prompts list'")
-            aliases = self.raw.aliases(cur, name)
-        return [self._version(row, aliases) for row in rows]
+            if when is None:
+                return [self._version(row, self.raw.aliases(cur, name)) for row in rows]
+        with self.db.read() as conn:
+            aliases = Refs.all_at(conn, KIND, name, when)
+        kept = [self._version(row, aliases) for row in rows if row.created_at <= when]
+        if not kept:
+            raise NotFound(
+                f"no version of {name!r} existed at {format_at(when)}",
+                f"its first version was registered at {format_at(rows[-1].created_at)}",
+            )
+        return kept
+
+    @operation("reader")
+    def aliases_at(self, name: str, at: At) -> dict[str, str]:
+        """Every alias of a prompt as it was at time ``at``: ``{alias: version}`` (from the reflog)."""
+        when = parse_at(at)
+        with self.db.read() as conn:
+            self._no_prompt(conn, name)
+            return Refs.all_at(conn, KIND, name, when)
 
     @operation("reader")
     def list_prompts(self) -> list[tuple[str, PromptVersion]]:
@@ -308,28 +361,57 @@ class PromptService:
         return diff_prompts(old.content, new.content, old.ref, new.ref)
 
     # -- aliases ----------------------------------------------------------------------
+    @staticmethod
+    def _spelling(conn: Any, name: str, alias: str, ever: bool = False) -> str:
+        """The stored spelling of ``alias`` (aliases are case-insensitive, case-preserving):
+        among the current aliases, or (``ever``) every alias the reflog has seen."""
+        known = Refs.ever(conn, KIND, name) if ever else Refs.all_for(conn, KIND, name)
+        return match_alias(known, alias) or alias
+
     @operation("writer")
     def set_alias(
         self,
         name: str,
         alias: str,
-        version: str,
+        version: str | None = None,
         reason: str = "",
         who: str | None = None,
         expected: str | None = None,
+        at: At = None,
     ) -> RefMove:
-        """Point ``alias`` at an existing version (logged with who and why).
+        """Point ``alias`` at an existing version (logged with who and why); with ``at`` instead
+        of ``version``, where the alias pointed at that time (git's ``reset`` to ``ref@{time}``).
 
         ``expected``: the version the caller believes the alias points at now (``""``:
         not set yet); if it points elsewhere, Conflict naming where, and nothing moves.
+        Another spelling of an existing alias moves that alias (``Production`` moves ``production``).
         """
         check_alias(alias)
         wanted = _expected_version(expected)
+        if (version is None) == (at is None):
+            raise InvalidInput(
+                "give a version or at=, not both" if version is not None else "give a version or at=",
+                f"keel prompts alias set {name} {alias} 1.3.0, or --at 2026-12-07T10:00:00Z",
+            )
+        when = None if at is None else parse_at(at)
         with self.db.write() as conn:
-            # Versions are immutable: only the alias's own read must be locked, and Refs.set does that.
-            target = str(SemVer.parse(version)) if _looks_like_version(version) else self._resolve(conn, name, version)
+            Refs.lock(conn, KIND, name)  # the spelling read below is the one the move uses
+            spelled = self._spelling(conn, name, alias, ever=when is not None)
+            if when is not None:
+                target = Refs.at(conn, KIND, name, spelled, when)
+                if target is None:
+                    self._no_prompt(conn, name)
+                    raise Conflict(
+                        f"alias {alias!r} of {name!r} pointed nowhere at {format_at(when)}",
+                        f"see when it moved: keel prompts alias history {name} {alias}",
+                    )
+                reason = reason or f"set to where it pointed at {format_at(when)}"
+            else:
+                # Versions are immutable: only the alias's own read must be locked, and Refs.set does that.
+                assert version is not None
+                target = str(SemVer.parse(version)) if is_version(version) else self._resolve(conn, name, version)
             PromptStore.get(conn, name, target)  # must exist
-            return Refs.set(conn, KIND, name, alias, target, audit_who(who), reason, expected=wanted)
+            return Refs.set(conn, KIND, name, spelled, target, audit_who(who), reason, expected=wanted)
 
     @operation("writer")
     def delete_alias(
@@ -339,31 +421,56 @@ class PromptService:
         check_alias(alias)
         wanted = _expected_version(expected)
         with self.db.write() as conn:
-            return Refs.delete(conn, KIND, name, alias, audit_who(who), reason, expected=wanted)
+            Refs.lock(conn, KIND, name)
+            return Refs.delete(
+                conn, KIND, name, self._spelling(conn, name, alias), audit_who(who), reason, expected=wanted
+            )
 
     @operation("writer")
     def rollback(
-        self, name: str, alias: str, reason: str = "", who: str | None = None, expected: str | None = None
+        self,
+        name: str,
+        alias: str,
+        reason: str = "",
+        who: str | None = None,
+        expected: str | None = None,
+        steps: int = 1,
     ) -> RefMove:
-        """Move ``alias`` back to the target it had before its latest move; with ``expected``,
-        only if it still points at that version."""
+        """Undo the alias's last ``steps`` moves: point it where it pointed before its
+        ``steps``-th latest move (git's ``ref@{steps}``). The rollback is itself a move, so
+        rolling back one step twice returns to where it started; see
+        :meth:`keel.meta.refs.Refs.target_before`. With ``expected``, only if the alias still
+        points at that version. Conflict (nothing moves) when the history is shorter.
+        """
         check_alias(alias)
+        if not isinstance(reason, str):
+            raise InvalidInput(f"reason {reason!r} is not text", f"give the number of moves by name: steps={reason!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+            raise InvalidInput(f"steps {steps!r} is not a number of moves", f"give 1 to {MAX_STEPS}: steps=2")
         wanted = _expected_version(expected)
         with self.db.write() as conn:
             Refs.lock(conn, KIND, name)  # the history read below is the one the move extends
-            moves = Refs.history(conn, KIND, name, alias)
-            previous = Refs.previous(moves)
+            spelled = self._spelling(conn, name, alias)
+            moves = Refs.history(conn, KIND, name, spelled)
+            previous = Refs.target_before(moves, steps)
             if previous is None:
-                raise Conflict(
-                    f"alias {alias!r} of {name!r} has no earlier target to roll back to",
-                    f"see its history: keel prompts alias history {name} {alias}",
-                )
-            return Refs.set(
-                conn, KIND, name, alias, previous, audit_who(who), reason or f"rollback of {alias}", expected=wanted
-            )
+                history = f"see its history: keel prompts alias history {name} {alias}"
+                if steps > len(moves):
+                    message = (
+                        f"alias {alias!r} of {name!r} has moved {len(moves)} time(s), so {steps} moves cannot be undone"
+                    )
+                elif steps == 1:
+                    message = f"alias {alias!r} of {name!r} has no earlier target to roll back to"
+                else:
+                    message = f"alias {alias!r} of {name!r} was not set before its move {steps} back"
+                raise Conflict(message, f"{history}, then use fewer --steps or 'alias set --at TIME'")
+            default = f"rollback of {spelled}" if steps == 1 else f"rollback of {spelled} by {steps} moves"
+            return Refs.set(conn, KIND, name, spelled, previous, audit_who(who), reason or default, expected=wanted)
 
     @operation("reader")
     def history(self, name: str, alias: str | None = None) -> list[RefMove]:
-        """The reflog of a prompt's aliases (or one alias), oldest first."""
+        """The reflog of a prompt's aliases (or one alias, in any spelling), oldest first;
+        each move carries its reflog ``id``."""
         with self.db.read() as conn:
-            return Refs.history(conn, KIND, name, alias)
+            spelled = None if alias is None else self._spelling(conn, name, alias, ever=True)
+            return Refs.history(conn, KIND, name, spelled)

@@ -38,12 +38,13 @@ from typing import Any
 from keel.core.batch import WriteBatch
 from keel.core.entities import now_ms
 from keel.core.hashing import canonical_json
+from keel.core.refnames import check_alias
 from keel.errors import InvalidInput, KeelError, NotFound, StoreError
 from keel.meta.sqlite_files import NotADatabase, table_names
 from keel.services.importers.ledger import ImportSummary, Ledger, Progress
 from keel.services.importers.naming import derived_run_id, safe_name
 from keel.services.models import ModelService
-from keel.services.prompts import PromptService, check_alias
+from keel.services.prompts import PromptService
 from keel.services.tracking import TrackingService
 from keel.services.workspace import Store
 
