@@ -38,6 +38,14 @@ def config_show(
     sets: SetOpt = None,
     schema: Annotated[str | None, typer.Option("--schema", help="Validate against this JSON Schema file.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show the file:line each value came from.")] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Show the snapshot recorded for the environment in use at this time (2026-12-07T10:00:00.123Z "
+            "as 'keel config history' prints, an offset, or 1733500000s), not the files.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The resolved configuration of an environment, secrets as ***."""
@@ -48,6 +56,14 @@ def config_show(
     from keel.cli.render import print_json, table
     from keel.errors import InvalidInput
 
+    if at is not None:
+        if sets or schema or explain:
+            raise InvalidInput(
+                "--at shows a recorded snapshot: --set, --schema and --explain apply to the files",
+                "leave them out, or drop --at to resolve the files now",
+            )
+        _show_recorded(env or os.environ.get("KEEL_ENV"), at, as_json)
+        return
     if not env and not os.environ.get("KEEL_ENV"):
         envs = _api().available_envs(directory)
         where = f" (environments in {directory}/: {', '.join(envs)})" if envs else ""
@@ -68,6 +84,26 @@ def config_show(
         return
     typer.echo(f"# {cfg.env}: {' + '.join(cfg.sources)} (snapshot {cfg.snapshot_hash[:12]})")
     typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True, default_flow_style=False), nl=False)
+
+
+def _show_recorded(env: str | None, at: str, as_json: bool) -> None:
+    import yaml
+
+    from keel.cli.render import print_json
+    from keel.core.times import format_at, parse_at
+    from keel.errors import InvalidInput
+
+    if not env:
+        raise InvalidInput("which environment?", f"keel config show --env production --at {at}, or set KEEL_ENV")
+    snap, content = _api().snapshot(env=env, at=at)
+    if as_json:
+        print_json({**snap.to_dict(), "content": content})
+        return
+    typer.echo(
+        f"# {snap.env} at {format_at(parse_at(at))}: snapshot {snap.hash[:12]} recorded {format_at(snap.created_at)} "
+        f"from {' + '.join(snap.sources) or '-'}"
+    )
+    typer.echo(yaml.safe_dump(content, sort_keys=False, allow_unicode=True, default_flow_style=False), nl=False)
 
 
 @config_app.command("diff")
@@ -103,7 +139,7 @@ def config_history(
 ) -> None:
     """Recorded snapshots, newest first, with the runs that used them."""
     from keel.cli.render import print_json, table
-    from keel.core.entities import format_time
+    from keel.core.times import format_at
 
     snapshots = _api().history(env)
     if as_json:
@@ -115,7 +151,7 @@ def config_history(
             [
                 s.hash[:12],
                 s.env,
-                format_time(s.created_at),
+                format_at(s.created_at),
                 ", ".join(s.sources),
                 f"{len(s.runs)}: " + ", ".join(r[:8] for r in s.runs[:5]) + (" ..." if len(s.runs) > 5 else "")
                 if s.runs

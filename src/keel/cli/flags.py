@@ -19,6 +19,14 @@ EnvOpt = Annotated[str, typer.Option("--env", "-e", help="Environment.")]
 FlagArg = Annotated[str, typer.Argument(help="Flag key.")]
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the audit trail).")]
 ExpArg = Annotated[str, typer.Argument(help="Experiment name.")]
+AtOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--at",
+        help="The stored flags in force at this time: 2026-12-07T10:00:00.123Z (as 'keel flags history' "
+        "prints), an offset (+01:00), or 1733500000s / 1733500000000ms.",
+    ),
+]
 
 
 def _flags() -> Any:
@@ -65,17 +73,28 @@ def _describe(flag: Any) -> str:
     return ", ".join(parts)
 
 
+def _when(at: str | None) -> str:
+    """`` at <the time, as history prints it>``, or nothing without --at."""
+    if at is None:
+        return ""
+    from keel.core.times import format_at, parse_at
+
+    return f" at {format_at(parse_at(at))}"
+
+
 # -- flags ------------------------------------------------------------------------------
 @flags_app.command("list")
-def flags_list(env: EnvOpt = "production", as_json: JsonOpt = False) -> None:
+def flags_list(env: EnvOpt = "production", at: AtOpt = None, as_json: JsonOpt = False) -> None:
     """Every flag in force in an environment (flags.yaml overlaid by the store)."""
     from keel.cli.render import print_json, table
 
-    snap = _flags().snapshot(env)
+    snap = _flags().snapshot(env, at=at)
     if as_json:
         print_json(snap.to_dict())
         return
-    typer.echo(f"flags of {env} (version {snap.version})")
+    typer.echo(f"flags of {env}{_when(at)} (version {snap.version})")
+    if at is not None and "file" in snap.sources.values():
+        typer.echo("(the store's flags as they were then; flags.yaml as it is now: its past is in git)")
     table(
         ["flag", "kind", "state", "default", "source", "description"],
         [
@@ -86,17 +105,17 @@ def flags_list(env: EnvOpt = "production", as_json: JsonOpt = False) -> None:
 
 
 @flags_app.command("show")
-def flags_show(key: FlagArg, env: EnvOpt = "production", as_json: JsonOpt = False) -> None:
-    """One flag's definition in force."""
+def flags_show(key: FlagArg, env: EnvOpt = "production", at: AtOpt = None, as_json: JsonOpt = False) -> None:
+    """One flag's definition in force (now, or at --at)."""
     import yaml
 
     from keel.cli.render import print_json
 
-    flag = _flags().get(key, env)
+    flag = _flags().get(key, env, at=at)
     if as_json:
         print_json({"flag": key, "env": env, **flag.to_data()})
         return
-    typer.echo(f"{key} ({flag.kind}, {env}): {_describe(flag)}")
+    typer.echo(f"{key} ({flag.kind}, {env}{_when(at)}): {_describe(flag)}")
     typer.echo(yaml.safe_dump(flag.to_data(), sort_keys=False).rstrip())
 
 
@@ -183,8 +202,8 @@ def flags_kill(key: FlagArg, env: EnvOpt = "production", reason: ReasonOpt = "")
 def flags_history(key: FlagArg, env: EnvOpt = "production", as_json: JsonOpt = False) -> None:
     """Every change of a flag: when, who, why, and what it became."""
     from keel.cli.render import print_json, table
-    from keel.core.entities import format_time
     from keel.core.flags import parse_flag
+    from keel.core.times import format_at
 
     entries = _flags().history(key, env)
     if as_json:
@@ -196,7 +215,7 @@ def flags_history(key: FlagArg, env: EnvOpt = "production", as_json: JsonOpt = F
     rows = []
     for e in entries:
         state = "deleted" if e.definition is None else _describe(parse_flag(key, e.definition))
-        rows.append([format_time(e.move.at), e.move.who, e.move.old or "-", e.move.new or "-", state, e.move.reason])
+        rows.append([format_at(e.move.at), e.move.who, e.move.old or "-", e.move.new or "-", state, e.move.reason])
     table(["when", "who", "from", "to", "state", "why"], rows)
 
 

@@ -18,6 +18,14 @@ kb_app = typer.Typer(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 NameArg = Annotated[str, typer.Argument(help="Knowledge base name.")]
 RefArg = Annotated[str, typer.Argument(help="NAME@VERSION (e.g. support-docs@v2), or NAME for the newest.")]
+AtOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--at",
+        help="The version that was newest at this time: 2026-12-07T10:00:00.123Z (as 'keel kb log' prints), "
+        "an offset (+01:00), or 1733500000s / 1733500000000ms.",
+    ),
+]
 
 
 def _api() -> Any:
@@ -26,6 +34,16 @@ def _api() -> Any:
 
     get_session(create=False)  # a CLI command never creates a workspace by accident
     return kb
+
+
+def _at_ref(ref: str, at: str | None, command: str) -> tuple[str, str | None]:
+    """``(name, version)`` of REF; with --at, REF must be a bare NAME (the time picks the version)."""
+    name, version = _api().parse_ref(ref)
+    if at is not None and version is not None:
+        raise InvalidInput(
+            f"give {ref} or --at, not both", f"--at picks the version: keel kb {command} {name} ... --at {at}"
+        )
+    return name, version
 
 
 def _config_options(
@@ -234,7 +252,7 @@ def kb_commit(
 def kb_log(name: NameArg, as_json: JsonOpt = False) -> None:
     """Every version, newest first."""
     from keel.cli.render import print_json, table
-    from keel.core.entities import format_time
+    from keel.core.times import format_at
 
     versions = _api().get(name).log()
     if as_json:
@@ -246,7 +264,7 @@ def kb_log(name: NameArg, as_json: JsonOpt = False) -> None:
             [
                 v.version,
                 f"v{v.parent}" if v.parent else "",
-                format_time(v.created_at),
+                format_at(v.created_at),
                 v.author,
                 v.document_count,
                 v.chunk_count,
@@ -259,6 +277,32 @@ def kb_log(name: NameArg, as_json: JsonOpt = False) -> None:
         ],
         title=f"knowledge base {name}",
     )
+
+
+@kb_app.command("show")
+def kb_show(ref: RefArg, at: AtOpt = None, as_json: JsonOpt = False) -> None:
+    """One version: when and by whom it was committed, its documents, chunks and configuration."""
+    from keel.cli.render import print_json
+    from keel.core.times import format_at
+
+    name, version = _at_ref(ref, at, "show")
+    found = _api().get(name).version(version, at)
+    if as_json:
+        print_json(found.to_dict())
+        return
+    parent = f" (parent v{found.parent})" if found.parent else ""
+    typer.echo(f"{found.ref}{parent}: committed {format_at(found.created_at)} by {found.author}")
+    if found.message:
+        typer.echo(f"  message:    {found.message}")
+    typer.echo(
+        f"  contents:   {found.document_count} documents, {found.chunk_count} chunks "
+        f"({found.embedded_chunks} embedded, {found.reused_chunks} reused)"
+    )
+    typer.echo(f"  embedder:   {found.embedding_model} ({found.dimension} dimensions)")
+    typer.echo(f"  chunker:    {found.splitter}, size {found.chunk_size}, overlap {found.chunk_overlap}")
+    typer.echo(f"  manifest:   {found.manifest_hash}")
+    for data in found.data_sources:
+        typer.echo(f"  data:       {data['path']}@{data['oid'][:12]}")
 
 
 @kb_app.command("diff")
@@ -303,14 +347,15 @@ def kb_search(
     ref: RefArg,
     query: Annotated[str, typer.Argument(help="What to look for.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many hits.")] = 5,
+    at: AtOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Exact cosine top-k search of a version (the same query always returns the same hits)."""
     from keel.cli.render import print_json, table
 
     api = _api()
-    name, version = api.parse_ref(ref)
-    hits = api.get(name).search(query, top_k, version)
+    name, version = _at_ref(ref, at, "search")
+    hits = api.get(name).search(query, top_k, version, at)
     if as_json:
         print_json([h.to_dict() for h in hits])
         return
@@ -327,12 +372,13 @@ def kb_export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (default NAME-VERSION.FORMAT).")
     ] = None,
+    at: AtOpt = None,
 ) -> None:
     """Write a version's chunks with their embeddings (jsonl or parquet) for a vector database."""
     api = _api()
-    name, version = api.parse_ref(ref)
+    name, version = _at_ref(ref, at, "export")
     kb = api.get(name)
-    found = kb.version(version)
+    found = kb.version(version, at)
     path = output or Path(f"{name}-{found.version}.{format}")
     kb.export(path, version=found.number, format=format)
     typer.echo(f"exported {found.ref} ({found.chunk_count} chunks) to {path}")

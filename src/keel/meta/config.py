@@ -38,6 +38,23 @@ _SQL = {
     "env": (
         "SELECT hash, env, sources, created_at FROM config_snapshots WHERE env = ? ORDER BY created_at DESC, id DESC"
     ),
+    # the newest snapshot of an env recorded by a time: one probe of ix_config_snapshots_env
+    "as_of": (
+        "SELECT hash, env, sources, created_at FROM config_snapshots WHERE env = ? AND created_at <= ? "
+        "ORDER BY created_at DESC, id DESC LIMIT 1"
+    ),
+    "first": (
+        "SELECT hash, env, sources, created_at FROM config_snapshots WHERE env = ? ORDER BY created_at, id LIMIT 1"
+    ),
+    # the newest use of an env's snapshot by a run by a time (ix_lineage_entity narrows to the env)
+    "used_as_of": (
+        "SELECT entity_version, created_at FROM lineage WHERE entity_kind = 'config' AND direction = 'input' "
+        "AND entity_id = ? AND created_at <= ? ORDER BY created_at DESC, id DESC LIMIT 1"
+    ),
+    "by_env_prefix": (
+        "SELECT hash, env, sources, created_at FROM config_snapshots WHERE env = ? AND hash LIKE ? "
+        "ORDER BY created_at DESC"
+    ),
     "by_prefix": (
         "SELECT hash, env, sources, created_at FROM config_snapshots WHERE hash LIKE ? ORDER BY created_at DESC"
     ),
@@ -81,6 +98,32 @@ class RawConfig:
             else:
                 cur.execute(self.sql["env"], (env,))
             return [_row(r) for r in cur.fetchall()]
+
+    def as_of(self, env: str, at: int) -> SnapshotRow | None:
+        """The snapshot of ``env`` in use at ``at`` (epoch ms): of the snapshots recorded by then and
+        the ones runs used by then, the one recorded or used last (a snapshot is recorded once,
+        so a config changed and changed back is known to be back only from the runs that used it)."""
+        with self.db.raw_read() as cur:
+            cur.execute(self.sql["as_of"], (env, at))
+            found = cur.fetchone()
+            recorded = None if found is None else _row(found)
+            cur.execute(self.sql["used_as_of"], (env, at))
+            use = cur.fetchone()
+            if use is not None and (recorded is None or int(use[1]) > recorded.created_at):
+                if recorded is None or not recorded.hash.startswith(use[0]):
+                    prefix = str(use[0]).replace("%", "").replace("_", "")
+                    cur.execute(self.sql["by_env_prefix"], (env, prefix + "%"))
+                    rows = cur.fetchall()
+                    if len(rows) == 1:  # a hash12 naming two snapshots cannot be told apart: keep the recorded
+                        recorded = _row(rows[0])
+            return recorded
+
+    def first(self, env: str) -> SnapshotRow | None:
+        """The oldest snapshot of ``env``, or None."""
+        with self.db.raw_read() as cur:
+            cur.execute(self.sql["first"], (env,))
+            found = cur.fetchone()
+            return None if found is None else _row(found)
 
     def find(self, prefix: str) -> list[SnapshotRow]:
         """Snapshots whose hash starts with ``prefix``."""

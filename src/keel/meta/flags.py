@@ -36,6 +36,9 @@ _COLUMNS = "env, version, flags, author, reason, created_at"
 _SQL_LATEST_VERSION = "SELECT MAX(version) AS version FROM flag_sets WHERE env = ?"
 _SQL_NEWEST = f"SELECT {_COLUMNS} FROM flag_sets WHERE env = ? ORDER BY version DESC LIMIT 1"  # noqa: S608
 _SQL_VERSION = f"SELECT {_COLUMNS} FROM flag_sets WHERE env = ? AND version = ?"  # noqa: S608
+# versions are numbered in write order under the env's lock, so the set in force at a time is
+# the highest version created by then (walked down the (env, version) key)
+_SQL_AS_OF = f"SELECT {_COLUMNS} FROM flag_sets WHERE env = ? AND created_at <= ? ORDER BY version DESC LIMIT 1"  # noqa: S608
 _SQL_VERSIONS = f"SELECT {_COLUMNS} FROM flag_sets WHERE env = ? ORDER BY version"  # noqa: S608
 _SQL_INSERT = f"INSERT INTO flag_sets ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
 _SQL_ENVS = "SELECT DISTINCT env FROM flag_sets ORDER BY env"
@@ -57,6 +60,12 @@ class FlagStore:
             row = conn.execute(_SQL_NEWEST, (env,)).first()
         else:
             row = conn.execute(_SQL_VERSION, (env, version)).first()
+        return None if row is None else _row(row)
+
+    @staticmethod
+    def as_of(conn: Any, env: str, at: int) -> FlagSetRow | None:
+        """The version in force at ``at`` (epoch ms): the newest created at or before it, or None."""
+        row = conn.execute(_SQL_AS_OF, (env, at)).first()
         return None if row is None else _row(row)
 
     @staticmethod

@@ -110,6 +110,10 @@ _SQL = {
     ),
     "version": _V + "WHERE k.name = ? AND v.version = ?",
     "latest": _V + "WHERE k.name = ? ORDER BY v.version DESC LIMIT 1",
+    # versions are numbered in commit order under the KB's lock, so the newest committed by a
+    # time is the highest number committed by then (walked down the (kb_id, version) key)
+    "as_of": _V + "WHERE k.name = ? AND v.created_at <= ? ORDER BY v.version DESC LIMIT 1",
+    "first": _V + "WHERE k.name = ? ORDER BY v.version LIMIT 1",
     "versions": _V + "WHERE k.name = ? ORDER BY v.version DESC",
     "staged": "SELECT doc_key, action, document_oid, created_at FROM kb_staged WHERE kb_id = ? ORDER BY doc_key",
     "stage": (
@@ -207,6 +211,18 @@ class RawKB:
     def latest(self, cur: Any, name: str) -> KBVersionRow | None:
         """The newest version, or None."""
         cur.execute(self.sql["latest"], (name,))
+        row = cur.fetchone()
+        return None if row is None else _version(row)
+
+    def as_of(self, cur: Any, name: str, at: int) -> KBVersionRow | None:
+        """The newest version committed at or before ``at`` (epoch ms), or None."""
+        cur.execute(self.sql["as_of"], (name, at))
+        row = cur.fetchone()
+        return None if row is None else _version(row)
+
+    def first(self, cur: Any, name: str) -> KBVersionRow | None:
+        """The oldest version, or None."""
+        cur.execute(self.sql["first"], (name,))
         row = cur.fetchone()
         return None if row is None else _version(row)
 

@@ -9,6 +9,7 @@
     prompt = cfg.load_prompt()                         # prompt.name/version through the registry
     keel.config.diff("staging", "production")
     keel.config.history()                              # snapshots with the runs that used them
+    keel.config.snapshot(env="production", at="2026-12-07T10:00:00Z")   # what production was then
 
 Loading reads files only (no database), in about a millisecond. Inside an
 active run, :func:`load` records the snapshot (the resolved config with secrets
@@ -31,6 +32,7 @@ from typing import Any
 from keel.core.config import ConfigView
 from keel.core.entities import EntityRef
 from keel.core.model_card import CardChange
+from keel.core.times import AtLike, parse_at
 from keel.errors import InvalidInput
 from keel.sdk.session import Session
 from keel.services.config import ConfigService, ConfigSnapshot, LoadedConfig, available_envs, prompt_ref, source_of
@@ -202,8 +204,27 @@ def history(env: str | None = None) -> list[ConfigSnapshot]:
     return _service(session).history(env)
 
 
-def snapshot(ref: str) -> tuple[ConfigSnapshot, dict[str, Any]]:
-    """A recorded snapshot by hash (6+ hex digits, or ``config:<env>@<hash12>``) with its content."""
+def snapshot(
+    ref: str | None = None, *, env: str | None = None, at: AtLike | None = None
+) -> tuple[ConfigSnapshot, dict[str, Any]]:
+    """A recorded snapshot with its content (secrets as ``***``): by ``ref`` (6+ hex digits,
+    or ``config:<env>@<hash12>``), or the snapshot of ``env`` in use at time ``at`` (a
+    datetime, ``"2026-12-07T10:00:00Z"``, ``"1733500000s"``: :func:`keel.core.times.parse_at`;
+    the newest recorded by then, or one a run used again by then)."""
     from keel.sdk.session import get_session
 
-    return _service(get_session(create=False)).get(ref)
+    service = _service(get_session(create=False))
+    if at is None:
+        if ref is None or env is not None:
+            raise InvalidInput(
+                "give a snapshot id, or an environment and a time",
+                "keel.config.snapshot('1f2e3d4c5b6a') or keel.config.snapshot(env='production', at=...)",
+            )
+        return service.get(ref)
+    if ref is not None or env is None:
+        raise InvalidInput(
+            "at= asks which snapshot of an environment was in use then: give env=, not a snapshot id",
+            "keel.config.snapshot(env='production', at='2026-12-07T10:00:00Z')",
+        )
+    found = service.at(env, parse_at(at))  # read here: a naive datetime is this machine's local time
+    return service.get(found.hash)

@@ -12,6 +12,7 @@
     keel.flags.rollout("use_new_prompt_v2", "25%", reason="no regressions")
     keel.flags.kill("use_new_prompt_v2", reason="incident 42")
     keel.flags.history("use_new_prompt_v2")
+    keel.flags.get("use_new_prompt_v2", at="2026-12-07T10:00:00Z")   # as it was then
 
 The client holds the environment's flag set compiled in memory (``flags.yaml``
 overlaid by the store's flags); evaluating is a dict lookup and a CRC, never a
@@ -60,6 +61,7 @@ from typing import Any
 
 from keel.core.entities import EntityRef
 from keel.core.flags import CompiledFlag, Flag, compile_flag
+from keel.core.times import AtLike, parse_at
 from keel.errors import StoreError
 from keel.sdk import live
 from keel.sdk.fluent import active_run
@@ -406,20 +408,28 @@ def reset_clients() -> None:
 
 
 # -- management -------------------------------------------------------------------------
-def snapshot(env: str = "production", path: str | Path | None = None) -> FlagSet:
-    """The effective flag set of an environment (file flags overlaid by stored ones)."""
-    return _service().snapshot(env, path)
+def _ms(at: AtLike | None) -> int | None:
+    """``at`` as epoch ms, read here: a naive datetime is this machine's local time, even when
+    the store is a keel server in another zone."""
+    return None if at is None else parse_at(at)
 
 
-def list_flags(env: str = "production", path: str | Path | None = None) -> list[Flag]:
-    """Every flag in force in an environment, by key."""
-    flags = snapshot(env, path).flags
+def snapshot(env: str = "production", path: str | Path | None = None, at: AtLike | None = None) -> FlagSet:
+    """The effective flag set of an environment (file flags overlaid by stored ones); ``at``
+    (a datetime, ``"2026-12-07T10:00:00Z"``, ``"1733500000s"``: :func:`keel.core.times.parse_at`):
+    the stored set in force at that time, over ``flags.yaml`` as it is now."""
+    return _service().snapshot(env, path, at=_ms(at))
+
+
+def list_flags(env: str = "production", path: str | Path | None = None, at: AtLike | None = None) -> list[Flag]:
+    """Every flag in force in an environment (at time ``at``, as :func:`snapshot`), by key."""
+    flags = snapshot(env, path, at).flags
     return [flags[k] for k in sorted(flags)]
 
 
-def get(key: str, env: str = "production", path: str | Path | None = None) -> Flag:
-    """One flag's definition in force."""
-    return _service().get(key, env, path)
+def get(key: str, env: str = "production", path: str | Path | None = None, at: AtLike | None = None) -> Flag:
+    """One flag's definition in force (at time ``at``, as :func:`snapshot`)."""
+    return _service().get(key, env, path, at=_ms(at))
 
 
 def set(

@@ -9,6 +9,8 @@
     v2 = kb.commit("add refund policy")          # v2.embedded_chunks: only new chunks were embedded
     kb.diff("v1", "v2")                           # documents added/removed/modified, chunks, config
     hits = kb.version("v2").search("how do refunds work?", top_k=5)   # exact, deterministic
+    kb.version(at="2026-12-07T10:00:00Z")         # the version that was newest then
+    keel.kb.search("support-docs", "refunds?", at=datetime(2026, 12, 7, tzinfo=UTC))
 
 Inside an active run, searching a version records ``kb:NAME@vN`` as the run's
 input (so the run can replay its retrieval) and committing records the new
@@ -30,6 +32,7 @@ from typing import Any
 
 from keel.core.embedders import Embedder, HashingEmbedder
 from keel.core.progress import Progress, reporting
+from keel.core.times import AtLike, parse_at
 from keel.errors import InvalidInput
 from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
@@ -87,6 +90,12 @@ def _base() -> Path:
 
 def _run() -> Any:
     return active_run()
+
+
+def _ms(at: AtLike | None) -> int | None:
+    """``at`` as epoch ms, read here: a naive datetime means this machine's local time, even
+    when the store is a keel server in another zone."""
+    return None if at is None else parse_at(at)
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -221,9 +230,12 @@ class KnowledgeBase:
             run.log_output(found.entity)
         return self._wrap(found)
 
-    def version(self, version: str | int | None = None) -> KnowledgeBaseVersion:
-        """A version: ``"v2"``, ``2``, or the newest (``None``/``"latest"``)."""
-        return self._wrap(_service().version(self.name, version))
+    def version(self, version: str | int | None = None, at: AtLike | None = None) -> KnowledgeBaseVersion:
+        """A version: ``"v2"``, ``2``, or the newest (``None``/``"latest"``); with ``at``, the
+        newest version committed at or before that time (a datetime, ``"2026-12-07T10:00:00Z"``,
+        ``"1733500000s"``: :func:`keel.core.times.parse_at`). NotFound names the time when
+        no version existed yet."""
+        return self._wrap(_service().version(self.name, version, _ms(at)))
 
     def log(self) -> list[KnowledgeBaseVersion]:
         """Every version, newest first."""
@@ -233,9 +245,12 @@ class KnowledgeBase:
         """Documents added/removed/modified, chunks added/removed and config changes from ``a`` to ``b``."""
         return _service().diff(self.name, a, b)
 
-    def search(self, query: str, top_k: int = 5, version: str | int | None = None) -> list[SearchHit]:
-        """Search a version (default: the newest); see :meth:`KnowledgeBaseVersion.search`."""
-        found, hits = _service().search(self.name, query, top_k, version, self._embedder, **self._options)
+    def search(
+        self, query: str, top_k: int = 5, version: str | int | None = None, at: AtLike | None = None
+    ) -> list[SearchHit]:
+        """Search a version (default: the newest; with ``at``, the newest at that time, as
+        :meth:`version`); see :meth:`KnowledgeBaseVersion.search`."""
+        found, hits = _service().search(self.name, query, top_k, version, self._embedder, _ms(at), **self._options)
         note("kb", found.entity.id, found.entity.version)  # inside a trace: the current span searched it
         run = _run()
         if run is not None:
@@ -310,7 +325,8 @@ def list_kbs() -> list[KBInfo]:
     return _service().list_kbs()
 
 
-def search(ref: str, query: str, top_k: int = 5) -> list[SearchHit]:
-    """Search ``NAME@VERSION`` (or ``NAME``: the newest version)."""
+def search(ref: str, query: str, top_k: int = 5, at: AtLike | None = None) -> list[SearchHit]:
+    """Search ``NAME@VERSION`` (or ``NAME``: the newest version; with ``at``, the version that
+    was newest at that time)."""
     name, version = parse_ref(ref)
-    return get(name).search(query, top_k, version)
+    return get(name).search(query, top_k, version, at)

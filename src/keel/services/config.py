@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from keel.core.entities import EntityRef
 from keel.core.hashing import canonical_json, hash_bytes
 from keel.core.model_card import CardChange, card_changes
 from keel.core.redaction import redact_value
+from keel.core.times import format_at, parse_at
 from keel.errors import InvalidInput, NotFound
 from keel.services.contract import (
     operation,
@@ -379,6 +381,30 @@ class ConfigService:
             ConfigSnapshot(r.hash, r.env, r.sources, r.created_at, uses.get((r.env, r.hash[:12]), []))
             for r in self.raw.snapshots(env)
         ]
+
+    @operation("reader")
+    def at(self, env: str, at: int | float | str | datetime) -> ConfigSnapshot:
+        """The snapshot of ``env`` in use at time ``at`` (anything :func:`keel.core.times.parse_at`
+        reads): the newest recorded at or before it, or a later-recorded one's return as a run's
+        input by then (a snapshot is stored once, so changing a config back records nothing new).
+
+        Raises:
+            NotFound: nothing was recorded for ``env`` by then (the message names the time).
+        """
+        if not isinstance(env, str) or not _ENV.fullmatch(env):
+            raise InvalidInput(f"invalid environment name {env!r}", "use letters, digits, '-', '_' or '.': production")
+        ms = parse_at(at)
+        row = self.raw.as_of(env, ms)
+        if row is None:
+            first = self.raw.first(env)
+            hint = (
+                f"its first snapshot was recorded at {format_at(first.created_at)}: "
+                f"see 'keel config history --env {env}'"
+                if first is not None
+                else "a snapshot is recorded when a run loads the config (or cfg.save()): see 'keel config history'"
+            )
+            raise NotFound(f"no config snapshot of {env!r} was recorded by {format_at(ms)}", hint)
+        return ConfigSnapshot(row.hash, row.env, row.sources, row.created_at)
 
     @operation("reader")
     def get(self, ref: str) -> tuple[ConfigSnapshot, dict[str, Any]]:

@@ -29,6 +29,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from keel.core.flags import (
     parse_percent,
     prompt_references,
 )
+from keel.core.times import format_at, parse_at
 from keel.errors import InvalidInput, NotFound
 from keel.meta.events import record_event
 from keel.meta.flags import FlagStore
@@ -170,9 +172,27 @@ class FlagService:
             return FlagStore.latest_version(conn, env)
 
     @operation("reader")
-    def stored(self, env: str, version: int | None = None) -> tuple[int, dict[str, Flag]]:
+    def stored(
+        self, env: str, version: int | None = None, at: int | float | str | datetime | None = None
+    ) -> tuple[int, dict[str, Flag]]:
         """The stored flag set (default: newest) as ``(version, flags)``; the newest is cached, so
-        polling an unchanged set costs one indexed ``MAX`` query."""
+        polling an unchanged set costs one indexed ``MAX`` query.
+
+        ``at`` (anything :func:`keel.core.times.parse_at` reads): the set in force then, the
+        highest version created at or before it (``(0, {})``: nothing was stored yet).
+        """
+        if at is not None:
+            if version is not None:
+                raise InvalidInput(
+                    f"give a flag-set version of {env!r} or a time, not both",
+                    "a version is one fixed set; at= answers with the set in force at that time",
+                )
+            ms = parse_at(at)
+            with self.db.read() as conn:
+                row = FlagStore.as_of(conn, env, ms)
+            if row is None:
+                return 0, {}
+            return row.version, parse_flags(_load_json(row.flags), f"flag set {env}@{row.version}")
         with self.db.read() as conn:
             if version is None:
                 latest = FlagStore.latest_version(conn, env)
@@ -189,10 +209,19 @@ class FlagService:
             self._stored_cache[env] = found
         return found
 
-    def snapshot(self, env: str = "production", path: str | Path | None = None, use_file: bool = True) -> FlagSet:
-        """The effective flag set of ``env``: the file's flags overlaid by the store's."""
+    def snapshot(
+        self,
+        env: str = "production",
+        path: str | Path | None = None,
+        use_file: bool = True,
+        at: int | float | str | datetime | None = None,
+    ) -> FlagSet:
+        """The effective flag set of ``env``: the file's flags overlaid by the store's.
+
+        ``at``: the store's set as it was then (:meth:`stored`), over the file as it is now
+        (``flags.yaml`` is versioned by git: check out that commit for its past)."""
         _check_env(env)
-        version, stored = self.stored(env)
+        version, stored = self.stored(env, at=None if at is None else parse_at(at))
         file_flags, digest = self.file_flags(path) if use_file else ({}, "")
         flags = dict(file_flags)
         sources = dict.fromkeys(file_flags, "file")
@@ -201,11 +230,22 @@ class FlagService:
         label = f"{env}@{version}" + (f"+{digest}" if digest else "")
         return FlagSet(env, label, version, flags, sources)
 
-    def get(self, key: str, env: str = "production", path: str | Path | None = None) -> Flag:
-        """One flag's effective definition (NotFound if neither the store nor the file has it)."""
-        found = self.snapshot(env, path).flags.get(key)
+    def get(
+        self,
+        key: str,
+        env: str = "production",
+        path: str | Path | None = None,
+        at: int | float | str | datetime | None = None,
+    ) -> Flag:
+        """One flag's effective definition (NotFound if neither the store nor the file has it);
+        ``at``: as in force at that time (see :meth:`snapshot`)."""
+        ms = None if at is None else parse_at(at)
+        found = self.snapshot(env, path, at=ms).flags.get(key)
         if found is None:
-            raise NotFound(f"no flag {key!r} in {env!r}", "list flags with 'keel flags list'")
+            when = "" if ms is None else f" at {format_at(ms)}"
+            raise NotFound(
+                f"no flag {key!r} in {env!r}{when}", f"list flags with 'keel flags list{when.replace(' at', ' --at')}'"
+            )
         return found
 
     # -- changing ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import os
 from collections.abc import Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from keel.core.kb_manifest import (
 from keel.core.names import check_name
 from keel.core.progress import Progress, meter, step
 from keel.core.progress import current as current_progress
+from keel.core.times import format_at, parse_at
 from keel.errors import AlreadyExists, Conflict, InvalidInput, NotFound, StoreError
 from keel.fileio import atomic_write
 from keel.meta.kb import KBRow, KBVersionRow, RawKB, StagedRow
@@ -335,8 +337,15 @@ class KBService:
         return self.get(name)
 
     # -- versions -----------------------------------------------------------------------------
-    def _version_row(self, cur: Any, name: str, version: Any) -> KBVersionRow:
+    def _version_row(self, cur: Any, name: str, version: Any, at: Any = None) -> KBVersionRow:
         number = parse_version(version)
+        if at is not None:
+            if number is not None:
+                raise InvalidInput(
+                    f"give a version of {name!r} or a time, not both",
+                    f"ask for v{number}, or for the version that was newest at a time (at=, --at)",
+                )
+            return self._as_of_row(cur, name, parse_at(at))
         row = self.raw.latest(cur, name) if number is None else self.raw.version(cur, name, number)
         if row is None:
             self._kb_or_raise(cur, name)
@@ -347,11 +356,26 @@ class KBService:
             raise NotFound(f"knowledge base {name!r} has no version v{number}", f"list them with 'keel kb log {name}'")
         return row
 
+    def _as_of_row(self, cur: Any, name: str, at: int) -> KBVersionRow:
+        row = self.raw.as_of(cur, name, at)
+        if row is None:
+            self._kb_or_raise(cur, name)
+            first = self.raw.first(cur, name)
+            hint = (
+                f"its first version v{first.version} was committed at {format_at(first.created_at)}: "
+                f"see 'keel kb log {name}'"
+                if first is not None
+                else f"it has no versions yet: add documents and commit (keel kb commit {name})"
+            )
+            raise NotFound(f"no version of knowledge base {name!r} existed at {format_at(at)}", hint)
+        return row
+
     @operation("reader")
-    def version(self, name: str, version: Any = None) -> KBVersion:
-        """One version (``"v2"``, ``2``) or the newest (``None``/``"latest"``)."""
+    def version(self, name: str, version: Any = None, at: int | float | str | datetime | None = None) -> KBVersion:
+        """One version (``"v2"``, ``2``) or the newest (``None``/``"latest"``); with ``at`` (any
+        time :func:`keel.core.times.parse_at` reads), the newest version committed at or before it."""
         with self.db.raw_read() as cur:
-            return _version(self._version_row(cur, name, version))
+            return _version(self._version_row(cur, name, version, at))
 
     @operation("reader")
     def log(self, name: str) -> list[KBVersion]:
@@ -823,14 +847,17 @@ class KBService:
         top_k: int = 5,
         version: Any = None,
         embedder: Embedder | None = None,
+        at: int | float | str | datetime | None = None,
         **embedder_options: Any,
     ) -> tuple[KBVersion, list[SearchHit]]:
-        """Exact cosine top-k over a version's chunks (deterministic); returns the version searched and hits."""
+        """Exact cosine top-k over a version's chunks (deterministic); returns the version searched and hits.
+
+        ``at``: search the version that was newest at that time (see :meth:`version`)."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("the search query is empty", "search for some text, e.g. 'how do refunds work?'")
         k = check_top_k(top_k)
         with self.db.raw_read() as cur:
-            row = self._version_row(cur, name, version)
+            row = self._version_row(cur, name, version, at)
         found = _version(row)
         model = _embedder_for(row.embedding_model, embedder, embedder_options, self.endpoints)
         index = load_index(self.objects, row.index_oid, row.chunks_oid, self.store.root)

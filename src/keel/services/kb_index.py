@@ -10,8 +10,14 @@ Each version stores two derived objects beside its manifest:
 
 Searching loads the index memory-mapped (``np.load(mmap_mode="r")``) from a
 local cache file (``.keel/cache/kb/<oid>.npy`` in a workspace, else a temp
-folder; for a local object store the cache file is a hard link to the stored
-object, verified once), and keeps it per process. A query is one
+folder) and keeps it per process. The cache cannot change an answer: it is a
+*copy* of the stored object, never a hard link (editing a link would edit the
+object), written to a temporary file, checked against the object's hash while
+written, made read-only (``0o444``) and renamed into place. Each process hashes
+a cache file once before it first maps it, and every search compares the
+file's identity (inode, size, mtime, ctime) with the one it hashed: a file that
+changed is hashed again, and one that no longer matches its name (zeroed,
+edited, or a link left by an older keel) is rebuilt from the object. A query is one
 matrix-vector product, :func:`numpy.argpartition` for the top ``k``, and a
 sort of the candidates by ``(-score, chunk id, row)``: every candidate that
 ties with the ``k``-th score is considered, so the same query against the
@@ -33,8 +39,9 @@ from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
+from keel.core.hashing import new_hasher
 from keel.errors import IntegrityError, InvalidInput, StoreError
-from keel.fileio import temp_path
+from keel.fileio import atomic_write
 from keel.objects.base import ObjectStore
 
 __all__ = [
@@ -169,13 +176,14 @@ def cache_dir(root: Path | None) -> Path:
 class LoadedIndex:
     """A version's index matrix (memory-mapped) with its chunk ids, ready to search."""
 
-    def __init__(self, matrix: Any, table: ChunkTable) -> None:
+    def __init__(self, matrix: Any, table: ChunkTable, path: Path | None = None) -> None:
         if matrix.shape[0] != len(table.rows):
             raise IntegrityError(
                 f"the index has {matrix.shape[0]} rows but the chunk table {len(table.rows)}", "run 'keel verify'"
             )
         self.matrix = matrix
         self.table = table
+        self.path = path  # the cache file mapped (None: a matrix in memory)
         # rank[i]: where row i comes in (chunk id, row) order, the tie-break between equal scores
         ids = np.array([row[2] for row in table.rows], dtype="S64")
         self.rank = np.empty(len(ids), dtype=np.int64)
@@ -235,30 +243,104 @@ def load_chunks(objects: ObjectStore, oid: str) -> ChunkTable:
     return _remember(_TABLES, oid, ChunkTable.parse(objects.get_bytes(oid), f"chunk table {oid}"))  # type: ignore[no-any-return]
 
 
+#: cache file -> the identity (device, inode, size, mtime, ctime) it had when this process
+#: last found its content hashing to its name. ctime cannot be set back by a user, so an
+#: edit in place (even one that restores the mtime) changes the identity.
+_CHECKED: dict[str, tuple[int, int, int, int, int]] = {}
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _hash_file(path: Path) -> str:
+    hasher = new_hasher()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            hasher.update(block)
+    return str(hasher.hexdigest())
+
+
+def _current(path: Path, oid: str) -> bool:
+    """True if ``path`` is a private copy whose content hashes to ``oid`` (hashed only when its
+    identity differs from the last one this process checked)."""
+    key = str(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        return False  # a symlink, or a hard link (to the stored object, by an older keel): replaced
+    identity = _identity(st)
+    with _LOCK:
+        if _CHECKED.get(key) == identity:
+            return True
+    try:
+        good = _hash_file(path) == oid
+    except OSError:
+        return False
+    with _LOCK:
+        if good:
+            _CHECKED[key] = identity
+        else:
+            _CHECKED.pop(key, None)
+    return good
+
+
+def _write_copy(objects: ObjectStore, oid: str, path: Path) -> None:
+    """Copy the object to ``path``: a temporary file, hashed as written, made read-only, renamed in."""
+
+    def copy(out: BinaryIO) -> None:
+        hasher = new_hasher()
+        _size, chunks = objects.open_stream(oid)
+        for chunk in chunks:
+            hasher.update(chunk)
+            out.write(chunk)
+        if hasher.hexdigest() != oid:
+            raise IntegrityError(
+                f"stored index {oid} is corrupt: its content no longer matches its hash",
+                "restore it from a remote or a backup; 'keel verify' lists every corrupt object",
+            )
+
+    try:
+        atomic_write(path, copy, mode=0o444, fsync=False)
+        identity = _identity(os.lstat(path))
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write the index cache {path}: {exc.strerror or exc}", f"check the permissions of {path.parent}"
+        ) from exc
+    with _LOCK:
+        _CHECKED[str(path)] = identity
+
+
 def _cache_file(objects: ObjectStore, oid: str, root: Path | None) -> Path:
+    """The checked cache copy of the index object ``oid`` (rebuilt when absent or not its content)."""
     path = cache_dir(root) / f"{oid}.npy"
-    if path.is_file():
-        return path
-    if objects.capabilities.local_path:  # a local store: link the (verified) object instead of copying it
-        objects.verify(oid)
-        tmp = temp_path(path)
-        try:
-            os.link(objects.path(oid), tmp)
-            os.replace(tmp, path)
-            return path
-        except OSError:
-            tmp.unlink(missing_ok=True)
-    objects.get_file(oid, path)
+    if not _current(path, oid):
+        _write_copy(objects, oid, path)
     return path
 
 
+def _unchanged(path: Path) -> bool:
+    """True if ``path`` still has the identity this process checked (one ``lstat``)."""
+    try:
+        identity = _identity(os.lstat(path))
+    except OSError:
+        return False
+    with _LOCK:
+        return _CHECKED.get(str(path)) == identity
+
+
 def load_index(objects: ObjectStore, index_oid: str, chunks_oid: str, root: Path | None) -> LoadedIndex:
-    """A version's index, memory-mapped from the local cache (cached per process)."""
+    """A version's index, memory-mapped from the checked local cache copy (cached per process;
+    a cache file that changed since it was checked is checked again, or rebuilt, and re-mapped)."""
     key = f"{index_oid}:{chunks_oid}"
     with _LOCK:
         found = _LOADED.get(key)
-    if found is not None:
-        _LOADED.move_to_end(key)
+    if found is not None and found.path is not None and _unchanged(found.path):
+        with _LOCK:
+            if key in _LOADED:
+                _LOADED.move_to_end(key)
         return found
     table = load_chunks(objects, chunks_oid)
     path = _cache_file(objects, index_oid, root)
@@ -268,7 +350,7 @@ def load_index(objects: ObjectStore, index_oid: str, chunks_oid: str, root: Path
         raise IntegrityError(f"cached index {path} is unreadable", f"delete {path} and search again") from None
     if matrix.dtype != np.float32 or matrix.ndim != 2:
         raise IntegrityError(f"cached index {path} is not a float32 matrix", f"delete {path} and search again")
-    return _remember(_LOADED, key, LoadedIndex(matrix, table))  # type: ignore[no-any-return]
+    return _remember(_LOADED, key, LoadedIndex(matrix, table, path))  # type: ignore[no-any-return]
 
 
 def check_top_k(top_k: Any) -> int:
