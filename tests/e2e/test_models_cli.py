@@ -70,7 +70,7 @@ def test_register_stage_alias_history_card_compare(folder):
         "chat-assistant@1: None -> Production"
     )
     time.sleep(0.01)
-    between = str(int(time.time() * 1000))
+    between = f"{int(time.time() * 1000)}ms"  # bare digits are refused: seconds or milliseconds?
     time.sleep(0.01)
     keel("models", "stage", "chat-assistant", "2", "Production", "--archive-existing", "-r", "better", cwd=cwd)
     out = keel("models", "alias", "chat-assistant", "champion", "2", "--reason", "wins eval", cwd=cwd)
@@ -131,7 +131,9 @@ def test_register_stage_alias_history_card_compare(folder):
         (["models", "register", "chat", "--source", "hf://x", "--card", "bad.yaml"], "training.epochs must be"),
         (["models", "register", "chat", "--source", "hf://x", "--card", "none.yaml"], "no model card file"),
         (["models", "alias", "chat", "champion"], "give a version to point at, or --delete"),
-        (["models", "show", "chat", "--at", "yesterday", "--stage", "Production"], "invalid time"),
+        (["models", "show", "chat", "--at", "yesterday", "--stage", "Production"], "is not a time"),
+        (["models", "show", "chat", "--at", "1733500000000", "--stage", "Production"], "has no unit"),
+        (["models", "show", "chat", "--at", "2026-12-07T10:00:00", "--alias", "x"], "has no time zone"),
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(workspace, args, message):

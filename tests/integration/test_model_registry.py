@@ -166,10 +166,11 @@ def test_aliases_move_and_are_removed_with_audit(ws):
         keel.models.get("m", alias="challenger")
     with pytest.raises(keel.InvalidInput, match="invalid alias"):
         keel.models.set_alias("m", "1.0", 1)
-    # "production" (lower case) is an alias like any other; "Production" names the stage.
-    keel.models.set_alias("m", "production", 1)
+    # A stage name in any case is the stage: no alias may hide it (issue 28).
+    with pytest.raises(keel.InvalidInput, match="is the name of the stage Production"):
+        keel.models.set_alias("m", "production", 1)
     keel.models.transition_stage("m", 2, "Production")
-    assert keel.models.get("m@production").version == 1
+    assert keel.models.get("m@production").version == 2
     assert keel.models.get("m@Production").version == 2
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer import _click  # the click that typer vendors (as keel.cli.main uses it)
+from typer.core import TyperGroup
 
+from keel.core.times import format_at, parse_at
 from keel.errors import InvalidInput
 
 __all__ = ["models_app"]
@@ -16,6 +18,25 @@ __all__ = ["models_app"]
 models_app = typer.Typer(
     help="Registered models: versions, stages, aliases, model cards, history.", no_args_is_help=True
 )
+
+
+class _AliasGroup(TyperGroup):
+    """``keel models alias set|rollback|rm ...``; ``keel models alias NAME ALIAS VERSION``
+    (and ``... --delete``), the form from before the subcommands, still works: anything
+    that is not a subcommand's name runs the hidden ``point`` command."""
+
+    def resolve_command(self, ctx: _click.Context, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["point", *args]
+        return super().resolve_command(ctx, args)
+
+
+alias_app = typer.Typer(
+    cls=_AliasGroup,
+    help="Aliases (champion, ...): set, roll back (undo the last moves), remove.",
+    no_args_is_help=True,
+)
+models_app.add_typer(alias_app, name="alias")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 NameArg = Annotated[str, typer.Argument(help="Registered model name.")]
@@ -35,16 +56,33 @@ def _registry() -> Any:
     return get_session().models
 
 
-def parse_time(text: str | None) -> int | None:
-    """``2026-11-01T12:00``, ``2026-11-01`` (local time) or epoch milliseconds -> epoch ms."""
-    if text is None:
-        return None
-    if text.isdigit():
-        return int(text)
-    try:
-        return int(datetime.fromisoformat(text).timestamp() * 1000)
-    except ValueError:
-        raise InvalidInput(f"invalid time {text!r}", "write 2026-11-01T12:00:00 or epoch milliseconds") from None
+AtOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--at",
+        metavar="TIME",
+        help="As of a time with its zone: 2026-12-07T10:00:00Z (as 'keel models history' prints it), "
+        "2026-12-07T11:00:00+01:00, or epoch 1733500000s / 1733500000000ms.",
+    ),
+]
+ExpectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--expect",
+        metavar="VERSION",
+        help="Move only if the alias points at VERSION now ('unset': only if it does not exist); "
+        "otherwise refuse (exit 4) and say where it points.",
+    ),
+]
+
+
+def _when(text: str | None) -> int | None:
+    """``--at`` as epoch ms (:func:`keel.core.times.parse_at`: a zoneless time is refused)."""
+    return None if text is None else parse_at(text)
+
+
+def _expected(expect: str | None) -> str | None:
+    return None if expect is None else ("" if expect.strip().lower() in ("", "unset") else expect.strip())
 
 
 @models_app.command("list")
@@ -79,17 +117,20 @@ def models_show(
     version: Annotated[int | None, typer.Option("--version", "-v", help="One version.")] = None,
     stage: Annotated[str | None, typer.Option("--stage", help="The highest version in a stage.")] = None,
     alias: Annotated[str | None, typer.Option("--alias", help="The version an alias points at.")] = None,
-    at: Annotated[str | None, typer.Option("--at", help="As of a time (with --stage or --alias).")] = None,
+    at: AtOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """A model's versions; or, with --version/--stage/--alias, one version with its card and lineage."""
+    """A model's versions; or, with --version/--stage/--alias, one version with its card and lineage.
+    With --at, as they were then: stages and aliases of that time, deleted versions marked."""
     from keel.cli.render import print_json, table
     from keel.core.entities import format_time
 
     api = _api()
+    when = _when(at)
     if version is None and stage is None and alias is None:
-        if at is not None:
-            raise InvalidInput("--at needs --stage or --alias", f"keel models show {name} --stage Production --at ...")
+        if when is not None:
+            _show_versions_at(name, when, as_json)
+            return
         model = api.get_model(name)
         versions = api.versions(name)
         if as_json:
@@ -114,23 +155,50 @@ def models_show(
             title=f"model {name}",
         )
         return
-    mv = api.get(name, version=version, stage=stage, alias=alias, at=parse_time(at))
-    lineage = api.lineage(name, mv.version)
+    mv = api.get(name, version=version, stage=stage, alias=alias, at=when)
+    if mv.deleted:  # its lineage and card text went with it; the card's data is kept
+        from keel.core.model_card import dump_card
+
+        lineage, card_text = None, dump_card(mv.card) if mv.card else ""
+    else:
+        lineage, card_text = api.lineage(name, mv.version), api.card_text(name, mv.version)
     if as_json:
-        print_json({**mv.to_dict(), "lineage": lineage.to_dict()})
+        extra = {} if when is None else {"as_of": format_at(when)}
+        print_json({**mv.to_dict(), **extra, "lineage": None if lineage is None else lineage.to_dict()})
         return
-    _print_version(mv, lineage, api.card_text(name, mv.version))
+    _print_version(mv, lineage, card_text, when)
 
 
-def _print_version(mv: Any, lineage: Any, card_text: str) -> None:
+def _show_versions_at(name: str, when: int, as_json: bool) -> None:
+    from keel.cli.render import print_json, table
+
+    versions = _api().versions_at(name, when)
+    if as_json:
+        print_json({"name": name, "as_of": format_at(when), "versions": [v.to_dict() for v in versions]})
+        return
+    table(
+        ["version", "stage", "aliases", "source", "registered", "deleted"],
+        [
+            [v.version, v.stage, ", ".join(v.aliases), v.source, format_at(v.created_at), format_at(v.deleted_at)]
+            for v in versions
+        ],
+        title=f"model {name} as of {format_at(when)}",
+        keep={0, 4, 5},
+    )
+
+
+def _print_version(mv: Any, lineage: Any, card_text: str, when: int | None = None) -> None:
     from keel.cli.render import console, fmt
     from keel.core.entities import format_time
 
     out = console()
-    out.print(f"[bold yellow]{mv.ref}[/bold yellow]  stage {mv.stage}", highlight=False)
+    as_of = "" if when is None else f"  (as of {format_at(when)})"
+    gone = f"  DELETED at {format_at(mv.deleted_at)}" if mv.deleted else ""
+    out.print(f"[bold yellow]{mv.ref}[/bold yellow]  stage {mv.stage}{as_of}{gone}", highlight=False)
     rows = [
         ("aliases", ", ".join(mv.aliases)),
         ("source", mv.source),
+        ("pinned", mv.source_digest or ""),
         ("run", mv.run_id or ""),
         ("registered", f"{format_time(mv.created_at)} by {mv.author}"),
         ("description", mv.description),
@@ -139,7 +207,7 @@ def _print_version(mv: Any, lineage: Any, card_text: str) -> None:
     for key, value in rows:
         if value:
             out.print(f"  {key:<12} {value}", highlight=False, markup=False)
-    run = lineage.run
+    run = None if lineage is None else lineage.run
     if run is not None:
         if run.params:
             out.print(
@@ -149,7 +217,7 @@ def _print_version(mv: Any, lineage: Any, card_text: str) -> None:
             out.print(
                 "  metrics      " + ", ".join(f"{k}={fmt(v)}" for k, v in sorted(run.metrics.items())), markup=False
             )
-    if lineage.inputs:
+    if lineage is not None and lineage.inputs:
         out.print("  used         " + ", ".join(str(e.entity) for e in lineage.inputs), markup=False)
     if card_text:
         out.print("  card:", highlight=False)
@@ -212,33 +280,66 @@ def models_stage(
         typer.echo(f"archived: version {', '.join(archived)}")
 
 
-@models_app.command("alias")
+@alias_app.command("set")
+def alias_set(
+    name: NameArg,
+    alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
+    version: Annotated[int | None, typer.Argument(help="Version to point at (or --at).")] = None,
+    at: AtOpt = None,
+    reason: ReasonOpt = "",
+    expect: ExpectOpt = None,
+) -> None:
+    """Point an alias at a version, or with --at where it pointed at that time (recorded)."""
+    if (version is None) == (at is None):
+        raise InvalidInput(
+            "give a version to point at, or --at TIME, not both", f"keel models alias set {name} {alias} 3"
+        )
+    move = _registry().set_alias(name, alias, version, reason=reason, expected=_expected(expect), at=_when(at))
+    typer.echo(f"{name}@{move.ref}: {move.old or '(unset)'} -> {move.new}")
+
+
+@alias_app.command("rollback")
+def alias_rollback(
+    name: NameArg,
+    alias: Annotated[str, typer.Argument(help="Alias to move back.")],
+    steps: Annotated[int, typer.Option("--steps", "-n", min=1, help="How many of its last moves to undo.")] = 1,
+    reason: ReasonOpt = "",
+    expect: ExpectOpt = None,
+) -> None:
+    """Undo the alias's last move (git's reset ALIAS@{1}); --steps N undoes the last N.
+    A rollback is itself a move: rolling back twice returns where you started."""
+    move = _registry().rollback(name, alias, steps, reason=reason, expected=_expected(expect))
+    typer.echo(f"{name}@{move.ref}: {move.old or '(unset)'} -> {move.new}")
+
+
+@alias_app.command("rm")
+def alias_rm(
+    name: NameArg,
+    alias: Annotated[str, typer.Argument(help="Alias to remove.")],
+    reason: ReasonOpt = "",
+    expect: ExpectOpt = None,
+) -> None:
+    """Remove an alias (recorded)."""
+    move = _registry().delete_alias(name, alias, reason=reason, expected=_expected(expect))
+    typer.echo(f"{name}@{move.ref}: {move.old} -> (removed)")
+
+
+@alias_app.command("point", hidden=True)
 def models_alias(
     name: NameArg,
     alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
     version: Annotated[int | None, typer.Argument(help="Version to point at.")] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
     reason: ReasonOpt = "",
-    expect: Annotated[
-        str | None,
-        typer.Option(
-            "--expect",
-            metavar="VERSION",
-            help="Move only if the alias points at VERSION now ('unset': only if it does not exist); "
-            "otherwise refuse (exit 4) and say where it points.",
-        ),
-    ] = None,
+    expect: ExpectOpt = None,
 ) -> None:
-    """Point an alias at a version, or remove it with --delete (recorded)."""
+    """keel models alias NAME ALIAS VERSION / NAME ALIAS --delete: as 'set' and 'rm'."""
     if delete == (version is not None):
-        raise InvalidInput("give a version to point at, or --delete", f"keel models alias {name} {alias} 3")
-    expected = None if expect is None else ("" if expect.strip().lower() in ("", "unset") else expect.strip())
+        raise InvalidInput("give a version to point at, or --delete", f"keel models alias set {name} {alias} 3")
     if delete:
-        move = _registry().delete_alias(name, alias, reason=reason, expected=expected)
-        typer.echo(f"{name}@{alias}: {move.old} -> (removed)")
-        return
-    move = _registry().set_alias(name, alias, version, reason=reason, expected=expected)
-    typer.echo(f"{name}@{alias}: {move.old or '(unset)'} -> {move.new}")
+        alias_rm(name, alias, reason, expect)
+    else:
+        alias_set(name, alias, version, None, reason, expect)
 
 
 @models_app.command("delete")
@@ -260,9 +361,9 @@ def models_delete(
 
 @models_app.command("history")
 def models_history(name: NameArg, as_json: JsonOpt = False) -> None:
-    """Every stage change and alias move: when, who, what, from, to, why."""
+    """Every stage change and alias move: when (UTC, as --at reads it), its reflog id, who,
+    what, from, to, why."""
     from keel.cli.render import print_json, table
-    from keel.core.entities import format_time
 
     moves = _api().history(name)
     if as_json:
@@ -279,8 +380,8 @@ def models_history(name: NameArg, as_json: JsonOpt = False) -> None:
         else:
             what = f"alias {m.ref}"
             old, new = m.old or "(unset)", m.new or "(removed)"
-        rows.append([format_time(m.at), what, old, new, m.who, m.reason])
-    table(["when", "what", "from", "to", "who", "reason"], rows, title=f"model {name}")
+        rows.append([format_at(m.at), m.id, what, old, new, m.who, m.reason])
+    table(["when", "id", "what", "from", "to", "who", "reason"], rows, title=f"model {name}", keep={0, 1})
 
 
 @models_app.command("card")

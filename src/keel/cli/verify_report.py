@@ -36,7 +36,15 @@ def verify_lines(report: Any) -> list[str]:
         lines.append(
             f"damaged  ... and {report.damaged_total - len(report.damaged)} more (--json lists the first ones)"
         )
+    for d in getattr(report, "drift", []):
+        now = f"now {d.now}" if d.now else "now missing"
+        lines.append(f"drift    model {d.name}@{d.version}  source {d.source}: registered {d.recorded}, {now}")
     lines.append(f"{report.checked} objects checked: {len(report.corrupt)} corrupt, {len(report.missing)} missing")
+    if getattr(report, "sources_checked", 0):
+        lines.append(
+            f"model sources checked: {report.sources_checked}: {len(report.drift)} drifted"
+            + (" (the versions now name other bytes than they were registered with)" if report.drift else "")
+        )
     if not report.backend:
         return lines
     if report.integrity_check:

@@ -30,7 +30,7 @@ from keel.meta.events import record_event
 from keel.meta.protection import guard
 from keel.meta.refs import EntityLock, RefMove, check_expected, move_data, move_subject
 
-__all__ = ["KIND", "ModelRow", "RawModels", "VersionRow", "stage_ref"]
+__all__ = ["KIND", "ModelRow", "RawModels", "Tombstone", "VersionRow", "stage_ref"]
 
 KIND = "model"
 
@@ -69,11 +69,33 @@ class VersionRow:
     created_at: int
     updated_at: int
     id: int
+    source_digest: str | None = None
+
+    def to_json(self) -> str:
+        """The row as JSON, for a tombstone (:meth:`RawModels.bury`)."""
+        return _json({k: v for k, v in self.__dict__.items() if k != "id"})
+
+    @staticmethod
+    def from_json(text: str) -> VersionRow:
+        """A tombstone's row back (``id`` 0: the row is gone)."""
+        data = json.loads(text)
+        known = {k: v for k, v in data.items() if k in VersionRow.__dataclass_fields__}
+        return VersionRow(**{**known, "id": 0})
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """A deleted version: its row as it was, when it was deleted and by whom."""
+
+    row: VersionRow
+    deleted_at: int
+    deleted_by: str
 
 
 _V = (
     "SELECT m.name, v.version, v.source, v.run_id, v.stage, v.description, v.tags, v.card, v.card_text, "
-    "v.author, v.created_at, v.updated_at, v.id FROM model_versions v JOIN registered_models m ON m.id = v.model_id "
+    "v.author, v.created_at, v.updated_at, v.id, v.source_digest "
+    "FROM model_versions v JOIN registered_models m ON m.id = v.model_id "
 )
 _SQL = {
     "model": "SELECT id, name, description, tags, created_at, updated_at FROM registered_models WHERE name = ?",
@@ -89,7 +111,7 @@ _SQL = {
     ),
     "new_version": (
         "INSERT INTO model_versions (model_id, version, source, run_id, stage, description, tags, card, card_text, "
-        "author, created_at, updated_at, digest) VALUES (?, ?, ?, ?, 'None', ?, ?, ?, ?, ?, ?, ?, ?)"
+        "author, created_at, updated_at, digest, source_digest) VALUES (?, ?, ?, ?, 'None', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     "version": _V + "WHERE m.name = ? AND v.version = ?",
     "latest": _V + "WHERE m.name = ? ORDER BY v.version DESC LIMIT 1",
@@ -119,9 +141,22 @@ _SQL = {
         "ORDER BY at DESC, id DESC LIMIT 1"
     ),
     "history": (
-        "SELECT ref, old_target, new_target, at, who, reason FROM reflog WHERE kind = 'model' AND name = ? "
+        "SELECT ref, old_target, new_target, at, who, reason, id FROM reflog WHERE kind = 'model' AND name = ? "
         "ORDER BY at, id"
     ),
+    "moves_until": ("SELECT ref, new_target FROM reflog WHERE kind = 'model' AND name = ? AND at <= ? ORDER BY at, id"),
+    "ref_history": (
+        "SELECT ref, old_target, new_target, at, who, reason, id FROM reflog WHERE kind = 'model' AND name = ? "
+        "AND ref = ? ORDER BY at, id"
+    ),
+    "bury": (
+        "INSERT INTO model_version_tombstones (model_name, version, row, deleted_at, deleted_by) VALUES (?, ?, ?, ?, ?)"
+    ),
+    "tombstones_after": (
+        "SELECT version, row, deleted_at, deleted_by FROM model_version_tombstones WHERE model_name = ? "
+        "AND deleted_at > ? ORDER BY deleted_at, id"
+    ),
+    "pinned": _V + "WHERE v.source_digest IS NOT NULL ORDER BY m.name, v.version",
     "stage_moves": (
         "SELECT ref, new_target FROM reflog WHERE kind = 'model' AND name = ? AND ref LIKE 'stage:%' AND at <= ? "
         "ORDER BY at, id"
@@ -156,6 +191,7 @@ def _version(row: Any) -> VersionRow:
         int(row[10]),
         int(row[11]),
         int(row[12]),
+        row[13],
     )
 
 
@@ -218,6 +254,7 @@ class RawModels:
         card: dict[str, Any],
         card_text: str | None,
         author: str,
+        source_digest: str | None = None,
     ) -> tuple[int, int]:
         """Insert the next version of a model; returns ``(version, created_at)``.
 
@@ -239,7 +276,21 @@ class RawModels:
         digest = model_version_digest(name, version, source, run_id, card_json, card_text, author, at)
         cur.execute(
             self.sql["new_version"],
-            (model_id, version, source, run_id, description, _json(tags), card_json, card_text, author, at, at, digest),
+            (
+                model_id,
+                version,
+                source,
+                run_id,
+                description,
+                _json(tags),
+                card_json,
+                card_text,
+                author,
+                at,
+                at,
+                digest,
+                source_digest,
+            ),  # fmt: skip
         )
         record_event(cur, "version.created", project=None, subject={"kind": KIND, "name": name, "version": version})
         return version, at
@@ -318,10 +369,42 @@ class RawModels:
         row = cur.fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
-    def history(self, cur: Any, name: str) -> list[RefMove]:
-        """Every reflog entry of a model, oldest first."""
-        cur.execute(self.sql["history"], (name,))
-        return [RefMove(KIND, name, r, old, new, int(at), who, why) for r, old, new, at, who, why in cur.fetchall()]
+    def history(self, cur: Any, name: str, ref: str | None = None) -> list[RefMove]:
+        """Every reflog entry of a model (or of one of its refs), oldest first, each with its id."""
+        if ref is None:
+            cur.execute(self.sql["history"], (name,))
+        else:
+            cur.execute(self.sql["ref_history"], (name, ref))
+        return [
+            RefMove(KIND, name, r, old, new, int(at), who, why, int(i))
+            for r, old, new, at, who, why, i in cur.fetchall()
+        ]
+
+    def refs_at(self, cur: Any, name: str, when: int) -> dict[str, str | None]:
+        """``{ref: target}`` of every ref of a model as of ``when`` (its last move at or before it;
+        None: removed then). Aliases, ``stage:<n>``, ``version:<n>`` and ``model`` alike."""
+        cur.execute(self.sql["moves_until"], (name, when))
+        return dict(cur.fetchall())
+
+    # -- tombstones -----------------------------------------------------------------------
+    def bury(self, cur: Any, row: VersionRow, at: int, who: str) -> None:
+        """Keep a version's row (as it is now) before it is deleted, so "as of T" still finds it."""
+        cur.execute(self.sql["bury"], (row.name, row.version, row.to_json(), at, who))
+
+    def tombstones_after(self, cur: Any, name: str, when: int) -> dict[int, Tombstone]:
+        """``{version: tombstone}`` of the versions of ``name`` deleted after ``when``: for each
+        number the first deletion after it, the one of the version that was live at ``when``
+        (a name deleted and registered again may have several of one number)."""
+        cur.execute(self.sql["tombstones_after"], (name, when))
+        out: dict[int, Tombstone] = {}
+        for version, text, deleted_at, deleted_by in cur.fetchall():
+            out.setdefault(int(version), Tombstone(VersionRow.from_json(text), int(deleted_at), deleted_by or ""))
+        return out
+
+    def pinned(self, cur: Any) -> list[VersionRow]:
+        """Every live version that records its source's digest (for ``keel verify``)."""
+        cur.execute(self.sql["pinned"], ())
+        return [_version(row) for row in cur.fetchall()]
 
     def set_alias(
         self, cur: Any, name: str, alias: str, version: int, who: str, reason: str, expected: str | None = None

@@ -8,7 +8,8 @@ The MLflow calls users already write translate one to one::
     keel.models.transition_stage("chat-assistant", mv.version, "Production", archive_existing=True)
     keel.models.set_alias("chat-assistant", "champion", mv.version)
     keel.models.get("chat-assistant", stage="Production")   # or alias="champion", version=3
-    keel.models.get("chat-assistant", stage="Production", at=datetime(2026, 11, 1))
+    keel.models.get("chat-assistant", stage="Production", at="2026-11-01T00:00:00Z")
+    keel.models.rollback("chat-assistant", "champion")          # undo the alias's last move
     keel.models.compare("chat-assistant", 2, 3)
 
 Registering inside an active run links the version to that run (it is the
@@ -20,14 +21,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from keel.core.times import AtLike, parse_at
 from keel.errors import InvalidInput, NotFound
 from keel.sdk.fluent import active_run
 from keel.sdk.session import get_session
 from keel.sdk.traces import note
+from keel.services.model_sources import source_digest
 from keel.services.models import (
     STAGES,
     ModelComparison,
@@ -43,6 +45,7 @@ __all__ = [
     "ModelLineage",
     "ModelVersion",
     "RegisteredModel",
+    "aliases_at",
     "card",
     "card_text",
     "compare",
@@ -60,16 +63,24 @@ __all__ = [
     "load_card",
     "register",
     "register_model",
+    "rollback",
     "set_alias",
     "set_tags",
     "transition_stage",
     "update",
     "versions",
+    "versions_at",
     "versions_in_stage",
     "versions_of_run",
 ]
 
 _CARD_SUFFIXES = (".yaml", ".yml", ".json")
+_STAGES_LOWER = {s.lower() for s in STAGES}
+
+
+def _at(at: AtLike | None) -> int | None:
+    """``at`` as epoch ms, read here: a naive datetime means this process's local time."""
+    return None if at is None else parse_at(at)
 
 
 def load_card(card: Any) -> Any:
@@ -121,9 +132,14 @@ def register(
     (``s3://...``, ``hf://org/model``), or ``models:/NAME/VERSION`` to copy one.
     ``card``: a mapping, YAML text or a card file. Inside an active run the
     version is linked to that run unless ``run_id`` says otherwise.
+    A local file or folder source is pinned: its ``sha256:`` digest is recorded
+    (``source_digest``), and ``keel verify`` reports it when the bytes change.
     """
     run_id = _producing_run(source, run_id)
-    return get_session().models.register(name, source, run_id, load_card(card), description, tags, author)
+    digest = source_digest(source) if isinstance(source, str) else None
+    return get_session().models.register(
+        name, source, run_id, load_card(card), description, tags, author, source_digest=digest
+    )
 
 
 def register_model(
@@ -144,7 +160,7 @@ def _split(name: str, version: Any, stage: str | None, alias: str | None) -> tup
         base, _, selector = name.partition("@")
         if selector.isdigit():
             return base, int(selector), None, None
-        if selector in STAGES:  # "Production" is the stage; "production" may be an alias
+        if selector.lower() in _STAGES_LOWER:  # no alias may be named like a stage, in any case
             return base, None, selector, None
         return base, None, None, selector
     return name, version, stage, alias
@@ -155,14 +171,16 @@ def get(
     version: Any = None,
     stage: str | None = None,
     alias: str | None = None,
-    at: int | float | datetime | None = None,
+    at: AtLike | None = None,
 ) -> ModelVersion:
     """A version by number, stage (the highest in it), alias, or the latest; ``name`` may be
     ``"chat-assistant@3"``, ``"chat-assistant@champion"`` or ``"chat-assistant@Production"``
-    (a stage when spelled exactly as one; ``@production`` is an alias).
-    ``at`` (datetime or epoch ms) asks about an earlier moment."""
+    (stage names in any case are stages: no alias may be named like one).
+    ``at`` asks about an earlier moment (see :func:`keel.core.times.parse_at`: an aware
+    datetime, ISO text with a zone, epoch ms, ``"1733500000s"``); the answer carries its
+    stage and aliases as of then, and ``deleted=True`` if it has been deleted since."""
     name, version, stage, alias = _split(name, version, stage, alias)
-    found: ModelVersion = get_session().models.get(name, version, stage, alias, at)
+    found: ModelVersion = get_session().models.get(name, version, stage, alias, _at(at))
     note("model", found.entity.id, found.entity.version)  # inside a trace: the current span loaded it
     run = active_run()
     if run is not None:
@@ -180,9 +198,22 @@ def versions_of_run(run_id: str) -> list[ModelVersion]:
     return get_session().models.versions_of_run(run_id)
 
 
-def versions_in_stage(name: str, stage: str, at: int | float | datetime | None = None) -> list[int]:
+def versions_in_stage(name: str, stage: str, at: AtLike | None = None) -> list[int]:
     """The versions in a stage now (or at a moment), highest first."""
-    return get_session().models.versions_in_stage(name, stage, at)
+    return get_session().models.versions_in_stage(name, stage, _at(at))
+
+
+def versions_at(name: str, at: AtLike) -> list[ModelVersion]:
+    """The versions that existed at ``at``, newest first, with their stage and aliases as of
+    then (those deleted since are included, marked ``deleted``)."""
+    when = parse_at(at)
+    return get_session().models.versions_at(name, when)
+
+
+def aliases_at(name: str, at: AtLike) -> dict[str, int]:
+    """``{alias: version}`` as of ``at``."""
+    when = parse_at(at)
+    return get_session().models.aliases_at(name, when)
 
 
 def list_models() -> list[RegisteredModel]:
@@ -233,14 +264,26 @@ def transition_stage(
     who: str | None = None,
 ) -> ModelVersion:
     """Move a version to None/Staging/Production/Archived (logged with who and why)."""
-    return get_session().models.transition_stage(
-        name, version, stage, archive_existing, reason, who
-    )
+    return get_session().models.transition_stage(name, version, stage, archive_existing, reason, who)
 
 
-def set_alias(name: str, alias: str, version: Any, reason: str = "", who: str | None = None) -> RefMove:
-    """Point an alias (``champion``) at a version (logged)."""
-    return get_session().models.set_alias(name, alias, version, reason, who)
+def set_alias(
+    name: str,
+    alias: str,
+    version: Any = None,
+    reason: str = "",
+    who: str | None = None,
+    at: AtLike | None = None,
+) -> RefMove:
+    """Point an alias (``champion``) at a version (logged); or, with ``at`` instead of a
+    version, where it pointed at that time."""
+    return get_session().models.set_alias(name, alias, version, reason, who, at=_at(at))
+
+
+def rollback(name: str, alias: str, steps: int = 1, reason: str = "", who: str | None = None) -> RefMove:
+    """Undo an alias's last ``steps`` moves (git's ``reset ALIAS@{steps}``): it points where
+    it pointed before its ``steps``-th latest move. A rollback is itself a move."""
+    return get_session().models.rollback(name, alias, steps, reason, who)
 
 
 def delete_alias(name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:

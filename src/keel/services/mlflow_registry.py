@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from keel.core.entities import now_ms
+from keel.core.refnames import check_alias, match_alias
 from keel.errors import AlreadyExists, InvalidInput, NotFound
 from keel.integrations.mlflow_rest.entities import model_version_json, registered_model_json
 from keel.integrations.mlflow_rest.filters import IS_PROMPT_TAG, order_rows, registry_filter
@@ -567,7 +568,9 @@ class MlflowRegistry:
         """Point an alias at a version of a model or prompt (logged in keel's reflog).
 
         MLflow's alias rules: letters, digits, ``_`` and ``-``; ``latest`` and ``v<number>``
-        are reserved (``latest`` always names the highest version)."""
+        are reserved (``latest`` always names the highest version). Then keel's one rule
+        (:mod:`keel.core.refnames`): a model's alias may not be a stage name in any case, and
+        aliases are case-insensitive (``Champion`` moves an existing ``champion``; any case reads it)."""
         if not _ALIAS.fullmatch(alias) or not alias:
             raise InvalidInput(
                 f"Invalid alias name: '{alias}'. Names may only contain alphanumerics, underscores (_), and dashes (-)."
@@ -576,13 +579,15 @@ class MlflowRegistry:
             raise InvalidInput("'latest' alias name (case insensitive) is reserved.")
         if _VERSION_ALIAS.fullmatch(alias):
             raise InvalidInput(f"Version alias name '{alias}' is reserved.")
-        if not self._is_model(name) and self.is_prompt(name):
+        prompt = not self._is_model(name) and self.is_prompt(name)
+        check_alias(alias, stages=not prompt)  # keel's one rule: stage names are a model's stages
+        if prompt:
             self.prompts.set_alias(name, alias, self._keel_version_of(name, version), reason="through MLflow", who=who)
         else:
             self.models.set_alias(name, alias, version, reason="through MLflow", who=who)
 
     def delete_alias(self, name: str, alias: str, who: str) -> None:
-        """Remove an alias (logged)."""
+        """Remove an alias (logged), named in any case."""
         if not self._is_model(name) and self.is_prompt(name):
             self.prompts.delete_alias(name, alias, reason="through MLflow", who=who)
         else:
@@ -600,7 +605,9 @@ class MlflowRegistry:
                 if not rows:
                     raise NotFound(f"Latest version not found for model {name}.", "register a version first")
                 return self._prompt_version(name, rows[-1]["version"])
-            number = self._prompt_aliases(rows, versions).get(alias)
+            aliases = self._prompt_aliases(rows, versions)
+            spelled = match_alias(aliases, alias)  # aliases are case-insensitive in keel
+            number = None if spelled is None else aliases[spelled]
             if number is None:
                 raise missing
             return self._prompt_version(name, number)

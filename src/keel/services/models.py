@@ -14,6 +14,14 @@
   aliases (``champion``). Every stage change and alias move is in the reflog,
   so :meth:`ModelService.history` and "which version was in Production at
   time T" (``get(name, stage="Production", at=T)``) are queries.
+- "As of T" survives deletion: a deleted version's row is kept as a tombstone
+  (``model_version_tombstones``), so a time it was the answer still returns it,
+  marked ``deleted``. Every ``at`` goes through :func:`keel.core.times.parse_at`.
+- Alias names follow :mod:`keel.core.refnames` (stage names and ``latest``
+  refused in any case; case-insensitive, case-preserving); :meth:`ModelService.rollback`
+  undoes an alias's last moves as git's ``reset HEAD@{n}`` does.
+- A version registered from a local file or folder records its ``source_digest``
+  (:mod:`keel.services.model_sources`); ``keel verify`` reports drift.
 - A structured model card (:mod:`keel.core.model_card`) per version.
 """
 
@@ -23,24 +31,24 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from keel.core.auth import Principal
 from keel.core.entities import EntityRef, LineageEdge, RunRecord, now_ms
 from keel.core.model_card import CardChange, card_changes, check_card, dump_card, parse_card
 from keel.core.names import check_name
+from keel.core.refnames import check_alias, match_alias
+from keel.core.times import AtLike, format_at, parse_at
 from keel.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from keel.meta.models import KIND, ModelRow, RawModels, VersionRow, stage_ref
 from keel.meta.refs import ABSENT, RefMove, check_expected
-from keel.services.audit import to_ms
 from keel.services.audit import who as audit_who
 from keel.services.contract import (
     authorize_run,
     operation,
     service,
 )
-from keel.services.prompts import check_alias
+from keel.services.model_sources import check_digest, local_source
 from keel.services.tracking import TrackingService
 from keel.services.workspace import Store
 
@@ -130,6 +138,12 @@ class ModelVersion:
     author: str
     created_at: int
     updated_at: int
+    #: ``sha256:<hex>`` of a local file or folder source when it was registered (see ``keel verify``)
+    source_digest: str | None = None
+    #: the version has been deleted since (an "as of T" answer for a time it existed)
+    deleted: bool = False
+    #: when it was deleted (epoch ms), or None
+    deleted_at: int | None = None
 
     @property
     def ref(self) -> str:
@@ -156,6 +170,9 @@ class ModelVersion:
             "author": self.author,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "source_digest": self.source_digest,
+            "deleted": self.deleted,
+            "deleted_at": self.deleted_at,
         }
 
 
@@ -287,6 +304,17 @@ def linked_run(role: str) -> Callable[[Any, Principal, dict[str, Any]], None]:
     return check
 
 
+@dataclass(frozen=True)
+class _AsOf:
+    """A model at one moment: ``{alias: version}``, ``{version: stage}`` (versions never moved
+    are absent: stage None) and ``{version: (row, deleted_at or None)}`` of the versions that existed."""
+
+    when: int
+    aliases: dict[str, int]
+    stages: dict[int, str]
+    rows: dict[int, tuple[VersionRow, int | None]]
+
+
 @service("models")
 class ModelService:
     """Model registry use cases over one store."""
@@ -306,14 +334,16 @@ class ModelService:
 
     # -- conversions ----------------------------------------------------------------------
     @staticmethod
-    def _version(row: VersionRow, aliases: Mapping[str, int]) -> ModelVersion:
+    def _version(
+        row: VersionRow, aliases: Mapping[str, int], stage: str | None = None, deleted_at: int | None = None
+    ) -> ModelVersion:
         names = tuple(sorted(a for a, v in aliases.items() if v == row.version))
         return ModelVersion(
             row.name,
             row.version,
             row.source,
             row.run_id,
-            row.stage,
+            row.stage if stage is None else stage,
             names,
             row.description,
             row.tags,
@@ -321,7 +351,35 @@ class ModelService:
             row.author,
             row.created_at,
             row.updated_at,
+            row.source_digest,
+            deleted_at is not None,
+            deleted_at,
         )
+
+    def _as_of(self, cur: Any, name: str, when: int) -> _AsOf:
+        """The model as it was at ``when``: its aliases and stages (from the reflog) and the
+        versions that existed then (live rows, and tombstones of those deleted since)."""
+        refs = self.raw.refs_at(cur, name, when)
+        aliases = {
+            ref: int(target)
+            for ref, target in refs.items()
+            if target is not None and ":" not in ref and ref != "model" and target.isdigit()
+        }
+        stages = {int(ref[6:]): target for ref, target in refs.items() if ref.startswith("stage:") and target}
+        rows: dict[int, tuple[VersionRow, int | None]] = {}
+        for number, stone in self.raw.tombstones_after(cur, name, when).items():
+            if stone.row.created_at <= when:
+                rows[number] = (stone.row, stone.deleted_at)
+        for row in self.raw.versions(cur, name):
+            if row.created_at <= when:
+                rows[row.version] = (row, None)
+        if not rows and not refs:
+            self._model_or_raise(cur, name)
+        return _AsOf(when, aliases, stages, rows)
+
+    def _version_as_of(self, state: _AsOf, number: int) -> ModelVersion:
+        row, deleted_at = state.rows[number]
+        return self._version(row, state.aliases, state.stages.get(number, "None"), deleted_at)
 
     def _model_or_raise(self, cur: Any, name: str) -> ModelRow:
         model = self.raw.model(cur, name)
@@ -417,6 +475,7 @@ class ModelService:
         author: str | None = None,
         external_run: bool = False,
         check_artifact: bool = True,
+        source_digest: str | None = None,
     ) -> ModelVersion:
         """Register the next version of ``name`` (created if new) from ``source``.
 
@@ -429,13 +488,24 @@ class ModelService:
         stores: ``external_run`` keeps ``run_id`` and the source as given, unresolved and
         unlinked; ``check_artifact=False`` links a run whose ``runs:/`` artifact is not
         logged (yet), as MLflow does.
+
+        ``source_digest``: ``sha256:<hex>`` of a local file or folder source's bytes
+        (:mod:`keel.services.model_sources`; ``keel.models.register`` computes it where the
+        path is, which a server cannot); a ``models:/`` source copies the version's digest.
         """
         check_model_name(name)
         card_data, card_text = card_from(card)
         plain_tags = _plain_tags(tags)
+        pinned = check_digest(source_digest)
         if isinstance(source, str) and source.startswith("models:/") and not _LOGGED_MODEL.fullmatch(source):
-            source, copied_run = self._copy_source(source)
+            source, copied_run, copied_digest = self._copy_source(source)
             run_id = run_id or copied_run
+            pinned = pinned or copied_digest
+        if pinned is not None and local_source(source) is None:
+            raise InvalidInput(
+                f"a source digest pins a local file or folder, not {str(source)[:200]!r}",
+                "leave source_digest out for runs:/ and object-store sources",
+            )
         source_run, artifact_path = parse_source(source)
         if external_run:
             source_run = None
@@ -477,13 +547,14 @@ class ModelService:
                 card_data,
                 card_text,
                 author_name,
+                pinned,
             )
             if run_pk is not None:
                 self.raw.link_output(cur, run_pk, name, version)
                 self.store.tracking.reseal(cur, run_pk)  # a finished run's lineage changed
         return ModelVersion(
             name, version, source, run_id, "None", (), str(description or ""), plain_tags, card_data,
-            author_name, created, created,
+            author_name, created, created, pinned,
         )  # fmt: skip
 
     def _full_run_id(self, run_id: str) -> str:
@@ -492,7 +563,7 @@ class ModelService:
             return run_id
         return self.tracking.resolve_run_id(run_id)
 
-    def _copy_source(self, uri: str) -> tuple[str, str | None]:
+    def _copy_source(self, uri: str) -> tuple[str, str | None, str | None]:
         rest = uri[len("models:/") :].strip("/")
         if "@" in rest:
             name, _, alias = rest.partition("@")
@@ -505,7 +576,7 @@ class ModelService:
                 found = self.get(name, version=int(selector))
             else:
                 found = self.get(name, stage=selector)
-        return found.source, found.run_id
+        return found.source, found.run_id, found.source_digest
 
     @operation("reader")
     def get(
@@ -514,42 +585,43 @@ class ModelService:
         version: Any = None,
         stage: str | None = None,
         alias: str | None = None,
-        at: int | float | datetime | None = None,
+        at: AtLike | None = None,
     ) -> ModelVersion:
         """One version: by number, by stage (the highest in it), by alias, or the latest.
 
-        ``at`` (a datetime or epoch ms) answers for that moment: the version an
-        alias pointed at, or the highest version that was in a stage then.
+        ``at`` (any time :func:`keel.core.times.parse_at` reads: an aware datetime, ISO
+        text with a zone, epoch ms, ``"1733500000s"``) answers for that moment: the version
+        an alias pointed at, the highest version in a stage, or a version as it was then,
+        with its stage and aliases *as of then*. A version deleted since is still the
+        answer for a time it was the target, marked ``deleted`` (with ``deleted_at``).
+        Aliases are read in any case (``CHAMPION`` is ``champion``).
         """
         given = [x is not None for x in (version, stage, alias)]
         if sum(given) > 1:
             raise InvalidInput("give one of version=, stage= or alias=", "get(name, alias='champion')")
-        if at is not None and stage is None and alias is None:
-            raise InvalidInput("'at' needs a stage or an alias", "get(name, stage='Production', at=...)")
+        when = None if at is None else parse_at(at)
+        if when is not None and not any(given):
+            raise InvalidInput("'at' needs a stage or an alias (or a version)", "get(name, stage='Production', at=...)")
+        wanted = None if stage is None else normalize_stage(stage)
         with self.db.raw_read() as cur:
+            if when is not None:
+                return self._get_at(cur, name, version, wanted, alias, when)
             if version is not None:
                 row: VersionRow | None = self._version_or_raise(cur, name, version)
-            elif stage is not None:
-                wanted = normalize_stage(stage)
-                if at is None:
-                    row = self.raw.in_stage(cur, name, wanted)
-                else:
-                    row = self._in_stage_at(cur, name, wanted, to_ms(at))
+            elif wanted is not None:
+                row = self.raw.in_stage(cur, name, wanted)
                 if row is None:
                     self._model_or_raise(cur, name)
-                    when = "" if at is None else " at that time"
-                    raise NotFound(f"model {name!r} had no version in {wanted}{when}", f"see: keel models show {name}")
+                    raise NotFound(f"model {name!r} had no version in {wanted}", f"see: keel models show {name}")
             elif alias is not None:
-                if at is None:
-                    row = self.raw.by_alias(cur, name, alias)
-                else:
-                    target = self.raw.alias_at(cur, name, alias, to_ms(at))
-                    row = None if target is None else self.raw.version(cur, name, target)
+                row = self.raw.by_alias(cur, name, alias)
+                if row is None:
+                    spelled = match_alias(self.raw.aliases(cur, name), alias)
+                    row = None if spelled is None else self.raw.by_alias(cur, name, spelled)
                 if row is None:
                     self._model_or_raise(cur, name)
-                    when = "" if at is None else " at that time"
                     raise NotFound(
-                        f"model {name!r} has no alias {alias!r}{when}", f"see its aliases: keel models show {name}"
+                        f"model {name!r} has no alias {alias!r}", f"see its aliases: keel models show {name}"
                     )
             else:
                 row = self.raw.latest(cur, name)
@@ -559,21 +631,62 @@ class ModelService:
             assert row is not None
             return self._version(row, self.raw.aliases(cur, name))
 
-    def _in_stage_at(self, cur: Any, name: str, stage: str, when: int) -> VersionRow | None:
-        stages = self.raw.stages_at(cur, name, when)
-        matching = sorted((v for v, s in stages.items() if s == stage), reverse=True)
-        return self.raw.version(cur, name, matching[0]) if matching else None
+    def _get_at(
+        self, cur: Any, name: str, version: Any, stage: str | None, alias: str | None, when: int
+    ) -> ModelVersion:
+        state = self._as_of(cur, name, when)
+        then = f"at {format_at(when)}"
+        hint = f"see what moved when: keel models history {name}"
+        if version is not None:
+            number = _version_number(version)
+            if number not in state.rows:
+                raise NotFound(f"model {name!r} had no version {number} {then}", hint)
+            return self._version_as_of(state, number)
+        if stage is not None:
+            matching = [v for v in state.rows if state.stages.get(v, "None") == stage]
+            if not matching:
+                raise NotFound(f"model {name!r} had no version in {stage} at that time ({format_at(when)})", hint)
+            return self._version_as_of(state, max(matching))
+        assert alias is not None
+        spelled = match_alias(state.aliases, alias)
+        if spelled is None:
+            raise NotFound(f"model {name!r} had no alias {alias!r} at that time ({format_at(when)})", hint)
+        target = state.aliases[spelled]
+        if target not in state.rows:  # deleted before keel kept deleted versions (migration 0030)
+            raise NotFound(
+                f"alias {spelled!r} of model {name!r} pointed at version {target} {then}, "
+                "which was deleted before keel kept deleted versions",
+                hint,
+            )
+        return self._version_as_of(state, target)
 
     @operation("reader")
-    def versions_in_stage(self, name: str, stage: str, at: int | float | datetime | None = None) -> list[int]:
-        """Every version in a stage (now, or at a moment), highest first."""
+    def versions_in_stage(self, name: str, stage: str, at: AtLike | None = None) -> list[int]:
+        """Every version in a stage (now, or at a moment: deleted ones included), highest first."""
         wanted = normalize_stage(stage)
+        when = None if at is None else parse_at(at)
         with self.db.raw_read() as cur:
-            self._model_or_raise(cur, name)
-            if at is None:
+            if when is None:
+                self._model_or_raise(cur, name)
                 return [r.version for r in self.raw.versions(cur, name) if r.stage == wanted]
-            stages = self.raw.stages_at(cur, name, to_ms(at))
-            return sorted((v for v, s in stages.items() if s == wanted), reverse=True)
+            state = self._as_of(cur, name, when)
+            return sorted((v for v in state.rows if state.stages.get(v, "None") == wanted), reverse=True)
+
+    @operation("reader")
+    def aliases_at(self, name: str, at: AtLike) -> dict[str, int]:
+        """``{alias: version}`` as of ``at`` (versions deleted since included)."""
+        when = parse_at(at)
+        with self.db.raw_read() as cur:
+            return dict(sorted(self._as_of(cur, name, when).aliases.items()))
+
+    @operation("reader")
+    def versions_at(self, name: str, at: AtLike) -> list[ModelVersion]:
+        """The versions that existed at ``at``, newest first, each with its stage and aliases as
+        of then; those deleted since are included, marked ``deleted``."""
+        when = parse_at(at)
+        with self.db.raw_read() as cur:
+            state = self._as_of(cur, name, when)
+            return [self._version_as_of(state, number) for number in sorted(state.rows, reverse=True)]
 
     @operation("reader")
     def versions(self, name: str) -> list[ModelVersion]:
@@ -667,37 +780,118 @@ class ModelService:
         self,
         name: str,
         alias: str,
-        version: Any,
+        version: Any = None,
         reason: str = "",
         who: str | None = None,
         expected: int | str | None = None,
+        at: AtLike | None = None,
     ) -> RefMove:
         """Point an alias (``champion``) at a version; the move is logged with who and why.
+        ``at`` instead of ``version``: point it where it pointed at that time (git's
+        ``reset ALIAS@{T}``). Names follow :func:`keel.core.refnames.check_alias` with the
+        stage names reserved; an alias that exists in another case is the one moved.
         ``expected``: the version the caller believes the alias points at now (``""``: not
         set yet); if it points elsewhere, Conflict naming where, and nothing moves."""
-        check_alias(alias)
+        check_alias(alias, stages=True)
+        if (version is None) == (at is None):
+            raise InvalidInput(
+                "give the version to point at, or at= (where it pointed then), not both",
+                f"set_alias(name, {alias!r}, 3) or set_alias(name, {alias!r}, at='2026-12-07T10:00:00Z')",
+            )
+        when = None if at is None else parse_at(at)
         believed = _expected_version(expected)
         actor = audit_who(who)
         with self.db.raw_write() as cur:
             self.raw.lock(cur, name)  # the target read by set_alias is the one the move replaces
-            row = self._version_or_raise(cur, name, version)
-            return self.raw.set_alias(cur, name, alias, row.version, actor, reason, believed)
+            spelled = match_alias(self.raw.aliases(cur, name), alias) or alias
+            if when is not None:
+                state = self._as_of(cur, name, when)
+                then = match_alias(state.aliases, alias)
+                if then is None:
+                    raise NotFound(
+                        f"alias {alias!r} of model {name!r} pointed at nothing at {format_at(when)}",
+                        f"see its moves: keel models history {name}",
+                    )
+                version = state.aliases[then]
+                reason = reason or f"set to where it was at {format_at(when)}"
+            row = self._live_target(cur, name, spelled, version)
+            return self.raw.set_alias(cur, name, spelled, row.version, actor, reason, believed)
+
+    def _live_target(self, cur: Any, name: str, alias: str, version: Any) -> VersionRow:
+        """The version an alias is about to point at; a deleted one is refused, saying so."""
+        number = _version_number(version)
+        row = self.raw.version(cur, name, number)
+        if row is None:
+            self._model_or_raise(cur, name)
+            if number in self.raw.tombstones_after(cur, name, -1):
+                raise Conflict(
+                    f"alias {alias!r} of model {name!r} would point at version {number}, which was deleted",
+                    "point it at a live version (keel models show NAME lists them), or roll back further",
+                )
+            raise NotFound(f"model {name!r} has no version {number}", f"list them with 'keel models show {name}'")
+        return row
+
+    @operation("writer")
+    def rollback(
+        self,
+        name: str,
+        alias: str,
+        steps: int = 1,
+        reason: str = "",
+        who: str | None = None,
+        expected: int | str | None = None,
+    ) -> RefMove:
+        """Undo an alias's last ``steps`` moves, as git's ``reset ALIAS@{steps}``: point it at
+        the target it had before its ``steps``-th latest move. A rollback is a move too, so
+        two rollbacks of one step return where the first started; ``steps=2`` (or
+        :meth:`set_alias` with ``at=``) reaches further back. Conflict when the alias has
+        fewer moves, when it was unset before that move, or when that version was deleted."""
+        check_alias(alias, stages=True)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise InvalidInput(f"steps must be a whole number of moves, 1 or more, not {steps!r}", "steps=1")
+        believed = _expected_version(expected)
+        actor = audit_who(who)
+        with self.db.raw_write() as cur:
+            self.raw.lock(cur, name)  # the history read below is the one the move extends
+            history = self.raw.history(cur, name)
+            if not history:
+                self._model_or_raise(cur, name)
+            logged = {m.ref for m in history if ":" not in m.ref and m.ref != "model"}
+            spelled = match_alias(self.raw.aliases(cur, name), alias) or match_alias(logged, alias) or alias
+            moves = [m for m in history if m.ref == spelled]
+            if len(moves) < steps:
+                raise Conflict(
+                    f"alias {spelled!r} of model {name!r} has {len(moves)} move(s): cannot undo {steps}",
+                    f"see its moves: keel models history {name}",
+                )
+            undone = moves[-steps]
+            if undone.old is None or not undone.old.isdigit():
+                raise Conflict(
+                    f"alias {spelled!r} of model {name!r} was not set before the move {steps} back "
+                    f"(reflog entry {undone.id}, {format_at(undone.at)})",
+                    "roll back fewer steps, or set it: keel models alias set NAME ALIAS VERSION",
+                )
+            row = self._live_target(cur, name, spelled, undone.old)
+            why = reason or f"rollback of {spelled} by {steps} move(s)"
+            return self.raw.set_alias(cur, name, spelled, row.version, actor, why, believed)
 
     @operation("writer")
     def delete_alias(
         self, name: str, alias: str, reason: str = "", who: str | None = None, expected: int | str | None = None
     ) -> RefMove:
-        """Remove an alias (logged); with ``expected``, only if it points at that version."""
+        """Remove an alias (logged), named in any case; with ``expected``, only if it points at that version."""
         believed = _expected_version(expected)
         actor = audit_who(who)
         with self.db.raw_write() as cur:
             self.raw.lock(cur, name)
-            old = self.raw.alias(cur, name, alias)
-            if old is None:
+            current = self.raw.aliases(cur, name)
+            spelled = match_alias(current, alias) if isinstance(alias, str) else None
+            if spelled is None:
                 self._model_or_raise(cur, name)
                 raise NotFound(f"model {name!r} has no alias {alias!r}", f"see its aliases: keel models show {name}")
-            check_expected(f"alias {alias!r} of model {name!r}", str(old), believed)
-            return self.raw.drop_alias(cur, name, alias, old, actor, reason)
+            old = current[spelled]
+            check_expected(f"alias {spelled!r} of model {name!r}", str(old), believed)
+            return self.raw.drop_alias(cur, name, spelled, old, actor, reason)
 
     # -- deletion (audited) -------------------------------------------------------------
     @operation("writer")
@@ -715,9 +909,10 @@ class ModelService:
                 for alias, target in sorted(self.raw.aliases(cur, name).items())
                 if target == row.version
             ]
+            at = max(now_ms(), *(m.at for m in moves)) if moves else now_ms()
+            self.raw.bury(cur, row, at, actor)  # "as of T" still answers with it, marked deleted
             self.raw.drop_version(cur, row.id)
-            moves.append(self.raw.log(cur, name, f"version:{row.version}", str(row.version), None, actor, reason,
-                                      now_ms()))  # fmt: skip
+            moves.append(self.raw.log(cur, name, f"version:{row.version}", str(row.version), None, actor, reason, at))
         return moves
 
     @operation("writer")
@@ -733,10 +928,12 @@ class ModelService:
                 self.raw.drop_alias(cur, name, alias, target, actor, note)
                 for alias, target in sorted(self.raw.aliases(cur, name).items())
             ]
-            versions = [r.version for r in self.raw.versions(cur, name)]
+            rows = self.raw.versions(cur, name)
+            at = max(now_ms(), *(m.at for m in moves)) if moves else now_ms()
+            for row in rows:
+                self.raw.bury(cur, row, at, actor)
             self.raw.drop_model(cur, model.id)
-            at = now_ms()
-            for number in sorted(versions):
+            for number in sorted(r.version for r in rows):
                 moves.append(self.raw.log(cur, name, f"version:{number}", str(number), None, actor, note, at))
             moves.append(self.raw.log(cur, name, "model", name, None, actor, reason, at))
         return moves
@@ -744,7 +941,7 @@ class ModelService:
     @operation("reader")
     def history(self, name: str) -> list[RefMove]:
         """Every stage change (ref ``stage:<version>``), alias move and deletion of a model,
-        oldest first; still readable after the model itself was deleted."""
+        oldest first, each with its reflog ``id``; still readable after the model itself was deleted."""
         with self.db.raw_read() as cur:
             moves = self.raw.history(cur, name)
             if not moves:

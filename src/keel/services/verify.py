@@ -2,7 +2,10 @@
 object present, and the metadata database: SQLite's own integrity check, and the
 content digest of every immutable record (finished runs, prompt and model versions,
 reflog entries), recomputed from its rows and compared with the one stored when it
-was written (see :mod:`keel.core.digests`)."""
+was written (see :mod:`keel.core.digests`). Then the sources model versions pinned
+(:mod:`keel.services.model_sources`): a local file or folder whose bytes changed since
+it was registered, or that is gone, is listed as drift (the store itself is sound, so
+drift does not make the report fail)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from typing import Any
 
 from keel.errors import KeelError
 from keel.meta.digests import Checker, Damage, Progress, RecordCount
+from keel.meta.models import RawModels
+from keel.services.model_sources import SourceDrift, check_sources
 from keel.services.workspace import Store
 
 __all__ = ["VerifyReport", "verify_store"]
@@ -43,6 +48,10 @@ class VerifyReport:
     damaged: list[Damage] = field(default_factory=list)
     #: every damaged record, including those past the listed ones
     damaged_total: int = 0
+    #: model versions whose pinned local source changed or is gone (not a fault of the store)
+    drift: list[SourceDrift] = field(default_factory=list)
+    #: model versions whose pinned source was re-hashed
+    sources_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -70,6 +79,7 @@ class VerifyReport:
                 "damaged_total": self.damaged_total,
                 "not_covered": self.not_covered,
             },
+            "sources": {"checked": self.sources_checked, "drift": [d.to_dict() for d in self.drift]},
             "ok": self.ok,
         }
 
@@ -82,11 +92,14 @@ def verify_store(
     quick: bool = False,
     seal: bool = False,
     progress: Progress | None = None,
+    sources: bool = True,
 ) -> VerifyReport:
     """Check ``store``: re-hash every object and look for referenced objects that are gone;
     run SQLite's integrity check (``quick``: the faster ``quick_check``); recompute every
     record digest. With ``seal``, finished records that have no digest yet get one
-    (records whose digest does not match are never re-sealed)."""
+    (records whose digest does not match are never re-sealed). With ``sources``, re-hash
+    the local sources model versions pinned (relative paths from the workspace folder)
+    and list those that drifted."""
     report = VerifyReport()
     if objects:
         present = set()
@@ -115,4 +128,15 @@ def verify_store(
         report.records = checker.counts
         report.damaged.extend(checker.damaged)
         report.damaged_total += checker.damaged_total
+    if sources:
+        try:
+            with store.db.raw_read() as cur:
+                pinned = RawModels(store.db).pinned(cur)
+        except KeelError as exc:  # an unreadable table: the database checks say where
+            problem = f"cannot be read: {exc.message}"
+            report.damaged.append(Damage("database", "model_versions", "model versions", problem))
+            report.damaged_total += 1
+            pinned = []
+        report.sources_checked = len(pinned)
+        report.drift = check_sources(pinned, store.root)
     return report
