@@ -616,7 +616,8 @@ def _review(service: PromptService, prompt: FilePrompt) -> _Review:  # noqa: PLR
                         f"the files hold the content of {older.ref}, but the latest version is {latest.ref} "
                         f"(what load({prompt.name!r}) serves)",
                         f"run 'keel prompts sync' to register it as {prompt.name}@{minimum} "
-                        "(a revert is a new version)",
+                        "(a revert is a new version)"
+                        + ("" if older.version == prompt.version else f", then {chosen.format(minimum)}"),
                         pending=True,
                     )
                 ],
