@@ -173,6 +173,14 @@ def runs_list(
             "metric or param names (metrics.X / params.X / tags.X pick a kind). --json is always complete.",
         ),
     ] = None,
+    used: Annotated[
+        str | None,
+        typer.Option(
+            "--used",
+            help="Only the runs that used KIND:NAME[@SELECTOR], newest use first: @production = "
+            "resolved through that alias at the time (whatever it points at now), @1.3.0 = that version.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List runs, newest first (or in --sort order).
@@ -180,11 +188,17 @@ def runs_list(
     The table shows id, name, status, start (UTC) and the most telling metrics, and fits
     the terminal (COLUMNS overrides its width): names are shortened, then metric columns
     dropped, and stderr says which columns are hidden. Piped, the table is printed whole.
+
+    With --used, the runs that used a version, each with the version it got and the alias it
+    resolved (``keel runs list --used prompt:chat@production``).
     """
     import time
 
     from keel.cli.render import output_width, print_json, table
 
+    if used is not None:
+        _list_used(used, project, filter_, sort, limit, deleted, as_json)
+        return
     runs = _client().search_runs(project or None, filter_, sort or None, limit, only_deleted=deleted)
     if as_json:
         print_json({"runs": [r.to_dict() for r in runs], "next_page_token": runs.next_page_token})
@@ -212,6 +226,63 @@ def runs_list(
         )
     if runs.next_page_token:
         typer.echo(f"(more runs: raise --limit; showing {len(runs)})", err=True)
+
+
+def _list_used(
+    used: str,
+    projects: list[str] | None,
+    filter_: str | None,
+    sort: list[str] | None,
+    limit: int,
+    deleted: bool,
+    as_json: bool,
+) -> None:
+    """``runs list --used``: the runs that used an entity, newest use first, with the version
+    each got and the alias it resolved."""
+    from keel.cli.render import print_json, table
+    from keel.errors import InvalidInput
+    from keel.sdk.lineage import runs_using
+
+    if filter_ or sort:
+        raise InvalidInput(
+            "--used lists runs in the order they used the entity and takes no --filter or --sort",
+            "drop --filter/--sort, or narrow with --project and --limit",
+        )
+    client = _client()
+    edges = runs_using(used, limit=max(1, min(limit, 10_000)), client=client)
+    records = {r.run_id: r for r in client.get_runs(list(dict.fromkeys(e.run_id for e in edges)))}
+    wanted = set(projects or ())
+    rows = [
+        (e, records[e.run_id])
+        for e in edges
+        if e.run_id in records
+        and records[e.run_id].deleted == deleted
+        and (not wanted or records[e.run_id].project in wanted)
+    ]
+    if as_json:
+        print_json(
+            {
+                "used": used,
+                "runs": [
+                    {**r.to_dict(), "used": {"entity": str(e.entity), "ref": e.ref, "role": e.role, "at": e.created_at}}
+                    for e, r in rows
+                ],
+            }
+        )
+        return
+    if not rows:
+        typer.echo(f"no {'deleted ' if deleted else ''}run used {used}")
+        return
+    from keel.core.times import format_at
+
+    table(
+        ["id", "project", "name", "status", "version", "via", "used at"],
+        [
+            [r.run_id[:8], r.project, r.name, r.status, e.entity.version, e.ref, format_at(e.created_at)]
+            for e, r in rows
+        ],
+        keep=[0, 4, 5, 6],
+    )
 
 
 @runs_app.command("show")
@@ -527,13 +598,26 @@ def runs_lineage(run: Annotated[str, typer.Argument(help="Run id or prefix.")], 
         print_json(
             {
                 "run_id": full,
-                "inputs": [{"entity": str(e.entity), "role": e.role} for e in edges if e.direction == "input"],
-                "outputs": [{"entity": str(e.entity), "role": e.role} for e in edges if e.direction == "output"],
+                "inputs": [
+                    {"entity": str(e.entity), "role": e.role, "ref": e.ref} for e in edges if e.direction == "input"
+                ],
+                "outputs": [
+                    {"entity": str(e.entity), "role": e.role, "ref": e.ref} for e in edges if e.direction == "output"
+                ],
                 "children": children,
             }
         )
         return
-    rows = [[e.direction, e.entity.kind, e.entity.id, e.entity.version, e.role] for e in edges]
+    rows = [
+        [
+            e.direction,
+            e.entity.kind,
+            e.entity.id,
+            f"{e.entity.version} (via {e.ref})" if e.ref else e.entity.version,
+            e.role,
+        ]
+        for e in edges
+    ]
     rows += [["child", "run", child, "", ""] for child in children]
     if not rows:
         typer.echo(f"run {full[:8]} has no recorded inputs or outputs")

@@ -31,7 +31,10 @@ artifact      path: a contained relative path (:func:`~keel.core.checks.relative
               of at most 1,000 characters; oid: 64 lowercase hex digits; size:
               int64 >= 0; kind: one of :data:`ARTIFACT_KINDS`; created_at: int64
 lineage       direction ``input``/``output``; kind 1-32, id 1-250 characters
-              (a run id for kind ``run``), version and role at most 100; created_at: int64
+              (a run id for kind ``run``), version and role at most 100; created_at: int64;
+              ref: '' or the alias the run resolved to reach the version
+              (:func:`check_ref`); a row without ref (7 fields, as older clients and
+              spools send them) is accepted and means ''
 run end       status: one of :data:`~keel.core.entities.RUN_STATUSES`; end_time:
               int64; error: None or text of at most 64,000 characters
 ============  ==================================================================
@@ -58,6 +61,7 @@ from keel.core.checks import (
 )
 from keel.core.entities import RUN_ID_LENGTH, RUN_STATUSES
 from keel.core.names import MAX_KEY_LENGTH, check_key, check_name
+from keel.core.refnames import check_alias
 from keel.core.values import MAX_PARAM_INT_DIGITS, MAX_PARAM_LENGTH
 from keel.errors import InvalidInput
 
@@ -68,14 +72,17 @@ __all__ = [
     "MAX_CONTEXT_LENGTH",
     "MAX_ERROR_LENGTH",
     "MAX_LINEAGE_ROLE_LENGTH",
+    "MAX_LINEAGE_REF_LENGTH",
     "MAX_RUN_NAME_LENGTH",
     "MAX_TAG_LENGTH",
     "PARAM_TYPES",
     "MAX_BATCH_ID_LENGTH",
     "WriteBatch",
     "check_batch_id",
+    "check_ref",
     "check_row",
     "is_run_id",
+    "lineage_rows",
 ]
 
 ARTIFACT_KINDS = ("file", "table", "text", "html")
@@ -92,6 +99,8 @@ MAX_ENTITY_KIND_LENGTH = 32
 MAX_ENTITY_ID_LENGTH = 250
 MAX_ENTITY_VERSION_LENGTH = 100
 MAX_LINEAGE_ROLE_LENGTH = 100
+#: ``lineage.ref``: the alias a run resolved (an alias name, see :mod:`keel.core.refnames`).
+MAX_LINEAGE_REF_LENGTH = 100
 #: A delivered batch's id (``delivered_batches.batch_id``): made by the SDK, see keel.sdk.writer.
 MAX_BATCH_ID_LENGTH = 100
 _BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
@@ -127,7 +136,9 @@ class WriteBatch:
     - ``params``: ``(run_id, key, vtype, text, overwrite)``
     - ``tags``: ``(run_id, key, value)``
     - ``artifacts``: ``(run_id, path, oid, size, kind, created_at)``
-    - ``lineage``: ``(run_id, direction, kind, id, version, role, created_at)``
+    - ``lineage``: ``(run_id, direction, kind, id, version, role, created_at, ref)``: ``ref``
+      is the alias the run resolved to reach ``version`` (``production``), '' when it named
+      the version; a 7-field row (no ref, from an older client or spool) means ''
     - ``run_ends``: ``(run_id, status, end_time, error)``
     """
 
@@ -136,7 +147,8 @@ class WriteBatch:
     params: list[tuple[str, str, str, str, bool]] = field(default_factory=list)
     tags: list[tuple[str, str, str]] = field(default_factory=list)
     artifacts: list[tuple[str, str, str, int, str, int]] = field(default_factory=list)
-    lineage: list[tuple[str, str, str, str, str, str, int]] = field(default_factory=list)
+    # 8 fields, or 7 from before the ref: typed loosely so both kinds of list are accepted
+    lineage: list[tuple[Any, ...]] = field(default_factory=list)
     run_ends: list[tuple[str, str, int, str | None]] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -178,13 +190,34 @@ def check_row(kind: str, row: Any) -> None:
     :meth:`WriteBatch.validate`, e.g. where it is logged; raise InvalidInput naming the field."""
     problem_of = _PROBLEMS[kind]
     size = _SIZES[kind]
-    if not isinstance(row, list | tuple) or len(row) != size:
+    if not isinstance(row, list | tuple) or len(row) not in (size, _LEGACY_SIZES.get(kind, size)):
         found: Problem = ("row", f"must be a tuple of {size} fields, not {short(row)}")
     else:
         found = problem_of(row)
     if found is not None:
         where, what = found
         raise InvalidInput(f"invalid {_ROW_NAMES[kind]}: {where} {what}", "see the limits in keel.core.batch")
+
+
+def check_ref(ref: Any) -> str:
+    """``ref`` if it may be stored as the alias a lineage edge was resolved through: '' (the
+    version was named), or an alias name by :func:`keel.core.refnames.check_alias` without the
+    stage rule (``model@Production`` resolves through the stage), ``latest`` included (what
+    ``name`` alone and ``name@latest`` resolve through); InvalidInput otherwise."""
+    problem = _ref_problem(ref)
+    if problem is not None:
+        raise InvalidInput(
+            f"invalid lineage ref: {problem[1]}",
+            "pass the alias you resolved (production, champion, latest), or '' when you named the version",
+        )
+    return str(ref)
+
+
+def lineage_rows(
+    rows: Sequence[Sequence[Any]],
+) -> list[tuple[str, str, str, str, str, str, int, str]]:
+    """Lineage rows with their ``ref`` (the 8-field form): a 7-field row gains ''."""
+    return [tuple(row) if len(row) == 8 else (*row, "") for row in rows]  # type: ignore[misc]
 
 
 def check_batch_id(batch_id: Any) -> str | None:
@@ -389,8 +422,25 @@ def _artifact_problem(row: Any) -> Problem:
     return _int64("created_at", created_at)
 
 
+def _ref_problem(ref: Any) -> Problem:
+    if ref == "":
+        return None
+    if type(ref) is not str:
+        return "ref", f"must be text, not {type(ref).__name__}"
+    if ref.lower() == "latest":  # what ``name`` and ``name@latest`` resolve through
+        return None
+    try:
+        check_alias(ref)
+    except InvalidInput:
+        return "ref", (
+            f"{short(ref)} is not an alias name (a letter, then at most {MAX_LINEAGE_REF_LENGTH - 1} letters, "
+            "digits, '_', '.' or '-'; not shaped like a version)"
+        )
+    return None
+
+
 def _lineage_problem(row: Any) -> Problem:
-    run_id, direction, kind, entity_id, version, role, created_at = row
+    run_id, direction, kind, entity_id, version, role, created_at, *rest = row
     problem = _run_problem(run_id)
     if problem:
         return problem
@@ -402,6 +452,7 @@ def _lineage_problem(row: Any) -> Problem:
         or _text("version", version, MAX_ENTITY_VERSION_LENGTH)
         or _text("role", role, MAX_LINEAGE_ROLE_LENGTH)
         or _int64("created_at", created_at)
+        or (_ref_problem(rest[0]) if rest else None)
     )
     if problem:
         return problem
@@ -423,6 +474,17 @@ def _run_end_problem(row: Any) -> Problem:
     return None if error is None else _text("error", error, MAX_ERROR_LENGTH)
 
 
+def _check_lineage(kind: str, rows: Sequence[Any], size: int) -> None:
+    """Lineage rows of 8 fields, or of 7 (no ref: older clients, spools written before the ref)."""
+    for index, row in enumerate(rows):
+        if not isinstance(row, list | tuple) or len(row) not in (size, size - 1):
+            found = ("row", f"must be a tuple of {size} (or {size - 1}, without ref) fields, not {short(row)}")
+            raise _refuse(kind, index, row, found)
+        problem = _lineage_problem(row)
+        if problem is not None:
+            raise _refuse(kind, index, row, problem)
+
+
 def _rows_of(problem_of: Callable[[Any], Problem]) -> Callable[[str, Sequence[Any], int], None]:
     def check(kind: str, rows: Sequence[Any], size: int) -> None:
         _check_rows(kind, rows, size, problem_of)
@@ -437,7 +499,7 @@ _KINDS: tuple[tuple[str, int, Callable[[str, Sequence[Any], int], None]], ...] =
     ("params", 5, _rows_of(_param_problem)),
     ("tags", 3, _rows_of(_tag_problem)),
     ("artifacts", 6, _rows_of(_artifact_problem)),
-    ("lineage", 7, _rows_of(_lineage_problem)),
+    ("lineage", 8, _check_lineage),
     ("run_ends", 4, _rows_of(_run_end_problem)),
 )
 
@@ -451,3 +513,5 @@ _PROBLEMS: dict[str, Callable[[Any], Problem]] = {
     "run_ends": _run_end_problem,
 }
 _SIZES = {name: size for name, size, _check in _KINDS}
+# Row lengths accepted from before a field was added (a lineage row without its ref).
+_LEGACY_SIZES = {"lineage": 7}

@@ -144,13 +144,16 @@ class EntityRef:
 
 @dataclass(frozen=True)
 class LineageEdge:
-    """``run`` used (direction ``input``) or produced (``output``) ``entity``."""
+    """``run`` used (direction ``input``) or produced (``output``) ``entity``; ``ref`` is the
+    alias the run resolved to reach that version (``production`` for ``prompt:chat@production``
+    -> 1.3.0), '' when it named the version."""
 
     run_id: str
     direction: str  # input | output
     entity: EntityRef
     role: str = ""
     created_at: int = 0
+    ref: str = ""
 
 
 @dataclass  # not frozen: a frozen __init__ costs 3x, and search builds thousands

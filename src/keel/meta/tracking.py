@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel.core.batch import WriteBatch
+from keel.core.batch import WriteBatch, lineage_rows
 from keel.core.digests import RunContent
 from keel.core.downsample import sort_series
 from keel.core.entities import (
@@ -92,8 +92,8 @@ _UPSERT_ARTIFACT = (
     "kind = excluded.kind, created_at = excluded.created_at"
 )
 _INSERT_EDGE = (
-    "INSERT INTO lineage (run_pk, direction, entity_kind, entity_id, entity_version, role, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    "INSERT INTO lineage (run_pk, direction, entity_kind, entity_id, entity_version, role, created_at, ref) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 _END_RUN = "UPDATE runs SET status = ?, end_time = ?, error = ? WHERE id = ?"
 # Every table with rows of a run (by runs.id): a purge removes them with the run.
@@ -191,7 +191,7 @@ def _fresh_contents(
         content = get(r)
         if content is not None:
             content.add_artifact(path, oid, size, kind, created_at)
-    for r, direction, entity_kind, entity_id, version, role, at in batch.lineage:
+    for r, direction, entity_kind, entity_id, version, role, at, *_ref in batch.lineage:
         content = get(r)
         if content is not None and (direction, entity_kind, entity_id, version, role) not in content.lineage:
             content.add_edge(direction, entity_kind, entity_id, version, role, at)
@@ -511,7 +511,7 @@ class TrackingStore:
         if batch.artifacts:
             cur.executemany(sql["artifact"], [(pks[r], *rest) for r, *rest in batch.artifacts])
         if batch.lineage:
-            cur.executemany(sql["edge"], [(pks[r], *rest) for r, *rest in batch.lineage])
+            cur.executemany(sql["edge"], [(pks[r], *rest) for r, *rest in lineage_rows(batch.lineage)])
         ends = [(status, end, error, pks[r]) for r, status, end, error in batch.run_ends if r not in created]
         if ends:
             cur.executemany(sql["end"], ends)
@@ -730,9 +730,7 @@ class TrackingStore:
         """Ids of the runs whose parent is ``run_id``, oldest first."""
         with self.db.read() as conn:
             return list(
-                conn.execute(
-                    "SELECT run_id FROM runs WHERE parent_id = ? ORDER BY start_time, id", (run_id,)
-                ).scalars()
+                conn.execute("SELECT run_id FROM runs WHERE parent_id = ? ORDER BY start_time, id", (run_id,)).scalars()
             )
 
     def params_of(self, run_id: str) -> dict[str, tuple[str, str]]:
@@ -809,14 +807,46 @@ class TrackingStore:
         with self.db.read() as conn:
             pk = self._pk_map(conn, [run_id])[run_id]
             rows = conn.execute(
-                "SELECT direction, entity_kind, entity_id, entity_version, role, created_at"
+                "SELECT direction, entity_kind, entity_id, entity_version, role, created_at, ref"
                 " FROM lineage WHERE run_pk = ? ORDER BY id",
                 (pk,),
             ).all()
         return [
             LineageEdge(
-                run_id, r.direction, EntityRef(r.entity_kind, r.entity_id, r.entity_version), r.role, r.created_at
+                run_id,
+                r.direction,
+                EntityRef(r.entity_kind, r.entity_id, r.entity_version),
+                r.role,
+                r.created_at,
+                r.ref,
             )
+            for r in rows
+        ]
+
+    def uses(
+        self, kind: str, entity_id: str, ref: str | None = None, version: str | None = None, limit: int = 1000
+    ) -> list[LineageEdge]:
+        """The input edges of ``kind:entity_id`` (every run that used it), newest use first: of
+        ``version`` only when given, resolved through alias ``ref`` only when given (ignoring
+        case, as aliases do). Each edge names the version the run got, whatever the alias
+        points at now."""
+        sql = (
+            "SELECT runs.run_id, lineage.entity_version, lineage.role, lineage.created_at, lineage.ref"
+            " FROM lineage JOIN runs ON runs.id = lineage.run_pk"
+            " WHERE lineage.entity_kind = ? AND lineage.entity_id = ? AND lineage.direction = 'input'"
+        )
+        args: tuple[Any, ...] = (kind, entity_id)
+        if version is not None:
+            sql += " AND lineage.entity_version = ?"
+            args += (version,)
+        if ref is not None:
+            sql += " AND LOWER(lineage.ref) = ?"
+            args += (ref.lower(),)
+        sql += " ORDER BY lineage.created_at DESC, lineage.id DESC LIMIT ?"
+        with self.db.read() as conn:
+            rows = conn.execute(sql, (*args, limit)).all()
+        return [
+            LineageEdge(r.run_id, "input", EntityRef(kind, entity_id, r.entity_version), r.role, r.created_at, r.ref)
             for r in rows
         ]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from keel.core.batch import MAX_ERROR_LENGTH, MAX_LINEAGE_ROLE_LENGTH, check_row
+from keel.core.batch import MAX_ERROR_LENGTH, MAX_LINEAGE_ROLE_LENGTH, check_ref, check_row
 from keel.core.checks import INT64_MAX, INT64_MIN, check_int64, clip_text
 from keel.core.entities import RUN_STATUSES, EntityRef, RunRecord, now_ms
 from keel.core.names import check_key
@@ -225,19 +225,31 @@ class Run:
         return path
 
     # -- lineage ----------------------------------------------------------------
-    def log_input(self, entity: str | EntityRef, role: str = "") -> None:
-        """Record that this run used ``entity`` (``kind:id[@version]``)."""
-        ref = EntityRef.parse(entity)
-        row = (self.id, "input", ref.kind, ref.id, ref.version, role, now_ms())
+    def log_input(self, entity: str | EntityRef, role: str = "", ref: str = "") -> None:
+        """Record that this run used ``entity`` (``kind:id[@version]``).
+
+        ``ref`` is the alias the caller resolved to reach that version (``production`` for
+        ``chat@production`` -> 1.3.0; '' when the version was named), so the runs that used
+        ``production`` at the time stay one query away after the alias moves
+        (:func:`keel.lineage.runs_using`). It is an alias name (letters, digits, ``_``, ``.``,
+        ``-``, at most 100 characters, starting with a letter) or ``latest``.
+        """
+        entity_ref = EntityRef.parse(entity)
+        if ref:
+            check_ref(ref)  # its own message and hint, before the row's generic one
+        row = (self.id, "input", entity_ref.kind, entity_ref.id, entity_ref.version, role, now_ms(), ref)
         check_row("lineage", row)
         self._writer.add("l", row)
 
-    def use(self, entity: EntityRef, role: str = "") -> None:
-        """Record an input once per run (cheap to call on every use, e.g. every prompt load)."""
+    def use(self, entity: str | EntityRef, role: str = "", ref: str = "") -> None:
+        """Record an input once per run (cheap to call on every use, e.g. every prompt load);
+        ``ref``: the alias resolved to reach it, as for :meth:`log_input`. The first use of a
+        version in a role is the one kept (with its ref)."""
+        entity = EntityRef.parse(entity)
         key = (entity, role)
         if key not in self._used:
+            self.log_input(entity, role, ref)
             self._used.add(key)
-            self.log_input(entity, role)
 
     def use_dataset(self, path: str | os.PathLike[str], role: str = "", check: bool = True) -> EntityRef:
         """Record that this run used the tracked data at ``path`` (its pointer file's version),

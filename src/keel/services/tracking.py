@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from keel.core.auth import WORKSPACE, Principal
-from keel.core.batch import MAX_ARTIFACT_PATH_LENGTH, WriteBatch, check_batch_id
+from keel.core.batch import MAX_ARTIFACT_PATH_LENGTH, WriteBatch, check_batch_id, check_ref
 from keel.core.downsample import MIN_POINTS, bucket_extremes
 from keel.core.entities import (
     Artifact,
@@ -59,6 +59,7 @@ __all__ = ["DEFAULT_PROJECT", "MAX_PAGE", "TrackingService", "random_run_name"]
 DEFAULT_PROJECT = "default"
 _PURGE_CALL_RUNS = 200  # runs whose recorded calls one erasure takes (a filter of ~7,400 characters)
 MAX_PAGE = 50_000
+MAX_USES = 10_000  # edges one runs_using call returns
 
 _ADJECTIVES = (
     "amber",
@@ -157,6 +158,17 @@ def readable_runs(services: Any, caller: Principal, result: list[str]) -> list[s
         return result
     allowed = set(readable)
     return [r.run_id for r in services.tracking.repo.get_runs(result) if r.project in allowed]
+
+
+def readable_edges(services: Any, caller: Principal, result: list[LineageEdge]) -> list[LineageEdge]:
+    """Lineage edges narrowed to the runs in projects ``caller`` may read."""
+    readable = caller.readable()
+    if readable is None or not result:
+        return result
+    allowed = set(readable)
+    runs = services.tracking.repo.get_runs(list(dict.fromkeys(e.run_id for e in result)))
+    shown = {r.run_id for r in runs if r.project in allowed}
+    return [e for e in result if e.run_id in shown]
 
 
 def purge_scope(services: Any, caller: Principal, arguments: dict[str, Any]) -> None:
@@ -426,8 +438,7 @@ class TrackingService:
             raise Conflict(
                 f"run {run} is the source of model version {model} v{version}{more}: purging it would delete the "
                 "version's files",
-                f"keep the run (keel runs restore {run}), or delete the model version first; "
-                "purge other runs by id",
+                f"keep the run (keel runs restore {run}), or delete the model version first; purge other runs by id",
             )
         what = ", ".join(f for f in (name and f"project {name}", older_than and f"older than {older_than}") if f)
         report = ErasureReport("runs", len(chosen), 0, dry_run=dry_run)
@@ -667,6 +678,32 @@ class TrackingService:
     def produced_by(self, entity: str | EntityRef) -> list[str]:
         """Ids of runs that produced ``entity`` as an output."""
         return self.repo.runs_with_entity(EntityRef.parse(entity), "output")
+
+    @operation("reader", READABLE, filter=readable_edges)
+    def runs_using(
+        self,
+        kind: str,
+        name: str,
+        ref: str | None = None,
+        version: str | None = None,
+        limit: int = 1000,
+    ) -> list[LineageEdge]:
+        """The runs that used ``kind:name``, as their input edges, newest use first: each names
+        the run, the version it got and the alias it resolved (``edge.ref``). ``ref`` keeps the
+        uses resolved through that alias (any case: aliases ignore it), whatever the alias
+        points at now: "the runs that used production at the time"; ``ref=""`` the uses that
+        named the version; ``version`` the uses of that version. At most ``limit`` (1-10,000)."""
+        if not isinstance(kind, str) or not isinstance(name, str) or not kind or not name:
+            raise InvalidInput(
+                f"runs_using needs an entity kind and name, got {kind!r}:{name!r}", "e.g. runs_using('prompt', 'chat')"
+            )
+        if ref is not None:
+            check_ref(ref)
+        if version is not None and not isinstance(version, str):
+            raise InvalidInput(f"invalid version {version!r}", "pass the version as text, e.g. '1.3.0'")
+        if type(limit) is not int or not 1 <= limit <= MAX_USES:
+            raise InvalidInput(f"invalid limit {limit!r}", f"use 1..{MAX_USES}")
+        return self.repo.uses(kind, name, ref, version, limit)
 
 
 def _folder_files(folder: str | os.PathLike[str], links_out: bool = False) -> list[tuple[str, Path]]:
