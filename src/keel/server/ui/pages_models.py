@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from keel.errors import InvalidInput
 from keel.server.auth import Context
-from keel.server.ui.registry_views import card_items, yaml_text
+from keel.server.ui.registry_views import as_of, card_items, yaml_text
 from keel.server.ui.render import add_nav, link_entities, quote_path, render, url
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Form, Viewer
@@ -38,12 +38,18 @@ def models_page(request: Request, viewer: Viewer, context: Context) -> HTMLRespo
 
 
 @router.get("/models/{name}")
-def model_page(request: Request, name: str, viewer: Viewer, context: Context) -> HTMLResponse:
-    """A model: its versions, the history of stages and aliases, and the writers' forms."""
+def model_page(request: Request, name: str, viewer: Viewer, context: Context, at: str | None = None) -> HTMLResponse:
+    """A model: its versions, the history of stages and aliases, and the writers' forms;
+    with ``?at=T``, as it was then (versions deleted since are listed, marked deleted)."""
     viewer.require(REGISTRIES, "reader")
+    moment = as_of(at)
     model = context.models.get_model(name)
-    versions = context.models.versions(name)
     history = context.models.history(name)
+    if moment.ms is None:
+        versions = context.models.versions(name)
+    else:
+        versions = context.models.versions_at(name, moment.ms)
+        history = [m for m in history if m.at <= moment.ms]
     return render(
         request,
         "model.html",
@@ -52,7 +58,9 @@ def model_page(request: Request, name: str, viewer: Viewer, context: Context) ->
         versions=versions,
         history=list(reversed(history)),
         stages=STAGES,
-        can_write=viewer.can(REGISTRIES, "writer"),
+        at_text=moment.text,
+        now_url=url(f"/models/{quote_path(name)}"),
+        can_write=viewer.can(REGISTRIES, "writer") and moment.ms is None,
     )
 
 

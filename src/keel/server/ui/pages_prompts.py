@@ -9,14 +9,16 @@ may read and the mean of each metric over them.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from keel.core.entities import EntityRef
-from keel.errors import InvalidInput
+from keel.errors import InvalidInput, NotFound
 from keel.server.auth import Context
 from keel.server.ui.charts import Bar, bar_chart
-from keel.server.ui.registry_views import RunScores, prompt_text, run_scores, side_by_side, yaml_text
+from keel.server.ui.registry_views import RunScores, as_of, prompt_text, run_scores, side_by_side, yaml_text
 from keel.server.ui.render import add_nav, link_entities, quote_path, render, url
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Form, Viewer
@@ -71,11 +73,24 @@ def _aliases(versions: list[PromptVersion]) -> list[tuple[str, str]]:
 
 
 @router.get("/prompts/{name}")
-def prompt_page(request: Request, name: str, viewer: Viewer, context: Context) -> HTMLResponse:
-    """A prompt: versions with eval scores, aliases with their history, alias forms for writers."""
+def prompt_page(request: Request, name: str, viewer: Viewer, context: Context, at: str | None = None) -> HTMLResponse:
+    """A prompt: versions with eval scores, aliases with their history, alias forms for writers;
+    with ``?at=T``, as it was then: the versions registered by T, each alias where it pointed."""
     viewer.require(REGISTRIES, "reader")
+    moment = as_of(at)
     versions = context.prompts.versions(name)
     history = context.prompts.history(name)
+    if moment.ms is not None:
+        cutoff = moment.ms
+        history = [m for m in history if m.at <= cutoff]
+        pointed = {m.ref: m.new for m in history}  # oldest first: the last move by T wins
+        versions = [
+            replace(v, aliases=tuple(sorted(a for a, target in pointed.items() if target == v.version)))
+            for v in versions
+            if v.created_at <= cutoff
+        ]
+        if not versions:
+            raise NotFound(f"prompt {name!r} had no versions at {moment.text}", "pick a later time")
     scores = _scores(context, viewer, versions)
     keys = _score_keys(scores)
     chart = None
@@ -103,7 +118,9 @@ def prompt_page(request: Request, name: str, viewer: Viewer, context: Context) -
         last_move=last_move,
         previous=previous,
         history=list(reversed(history)),
-        can_write=viewer.can(REGISTRIES, "writer"),
+        at_text=moment.text,
+        now_url=url(f"/prompts/{quote_path(name)}"),
+        can_write=viewer.can(REGISTRIES, "writer") and moment.ms is None,
     )
 
 

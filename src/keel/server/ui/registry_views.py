@@ -15,14 +15,17 @@ import yaml
 
 from keel.core.entities import RunRecord
 from keel.core.prompt_content import PromptContent
+from keel.core.times import format_at, parse_at
 from keel.errors import KeelError
 from keel.server.context import ServerContext
 from keel.server.ui.sessions import UIUser
 
 __all__ = [
     "MAX_RUNS",
+    "AsOf",
     "DiffRow",
     "RunScores",
+    "as_of",
     "card_items",
     "filter_literal",
     "prompt_text",
@@ -32,6 +35,25 @@ __all__ = [
 ]
 
 MAX_RUNS = 200  # runs read per lineage entity (the newest ids first)
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """A registry page's ``?at=`` moment: ``ms`` (None: now) and the text shown for it."""
+
+    ms: int | None
+    text: str
+
+
+def as_of(value: str | None) -> AsOf:
+    """The ``at`` query parameter of a registry page, read by the one time parser
+    (:func:`keel.core.times.parse_at`: a zone is required), printed back with ``Z``."""
+    if value is None or not value.strip():
+        return AsOf(None, "")
+    ms = parse_at(value)
+    return AsOf(ms, format_at(ms))
+
+
 _LINES = re.compile(r"[^\n]*\n|[^\n]+")
 
 
