@@ -249,7 +249,7 @@ def _list_used(
             "drop --filter/--sort, or narrow with --project and --limit",
         )
     client = _client()
-    edges = runs_using(used, limit=max(1, min(limit, 10_000)), client=client)
+    edges = runs_using(used, limit=limit, client=client)
     records = {r.run_id: r for r in client.get_runs(list(dict.fromkeys(e.run_id for e in edges)))}
     wanted = set(projects or ())
     rows = [

@@ -237,7 +237,17 @@ class Run:
         entity_ref = EntityRef.parse(entity)
         if ref:
             check_ref(ref)  # its own message and hint, before the row's generic one
-        row = (self.id, "input", entity_ref.kind, entity_ref.id, entity_ref.version, role, now_ms(), ref)
+        row: tuple[str | int, ...] = (
+            self.id,
+            "input",
+            entity_ref.kind,
+            entity_ref.id,
+            entity_ref.version,
+            role,
+            now_ms(),
+        )
+        if ref:  # without one, the 7-field row a server from before the ref also takes
+            row += (ref,)
         check_row("lineage", row)
         self._writer.add("l", row)
 
