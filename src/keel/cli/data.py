@@ -85,14 +85,21 @@ def data_status(paths: PathsArg = None, as_json: JsonOpt = False) -> None:
         return
     changed = 0
     for e in entries:
+        for warning in e.warnings:
+            typer.echo(f"warning: {warning}", err=True)
         if e.state == "ok":
             continue
         changed += 1
         note = {"missing": " (keel data checkout restores it)", "unknown": " (version not cached: keel data pull)"}
+        if e.interrupted:
+            note["modified"] = " (a checkout of it was interrupted: keel data checkout completes it)"
         typer.echo(f"{e.state}: {e.path}{note.get(e.state, '')}")
+        made = set(e.changes.made_executable)
+        modes = [f"{p}  ({'644 -> 755' if p in made else '755 -> 644'})" for p in e.changes.mode_changed]
         for label, items in (
             ("new", e.changes.added),
             ("modified", e.changes.modified),
+            ("mode", modes),
             ("deleted", e.changes.removed),
         ):
             for item in items[:20]:
@@ -124,6 +131,7 @@ def data_diff(
                 ("added", c.files.added),
                 ("removed", c.files.removed),
                 ("modified", c.files.modified),
+                ("mode", c.files.mode_changed),
             ):
                 for item in items[:20]:
                     typer.echo(f"    {label:9} {item}")
@@ -141,13 +149,22 @@ def data_checkout(
     """Make the workspace's data match the pointer files (e.g. after git checkout)."""
     with _progress("data checkout", "files", as_json) as progress:
         result = _api().checkout(paths, force=force, link=link, progress=progress)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         _print_json(result.to_dict())
         return
+    typer.echo(_checkout_line(result))
+
+
+def _checkout_line(result: Any) -> str:
     modes = ", ".join(f"{n:,} {m}" for m, n in sorted(result.modes.items()))
-    typer.echo(
+    extra = f", {result.mode_changed:,} mode changed" if result.mode_changed else ""
+    if result.folders_removed:
+        extra += f", {result.folders_removed:,} empty folder{'s' if result.folders_removed != 1 else ''} removed"
+    return (
         f"{result.written:,} files written{f' ({modes})' if modes else ''}, {result.removed:,} removed,"
-        f" {result.unchanged:,} unchanged"
+        f" {result.unchanged:,} unchanged{extra}"
     )
 
 
@@ -208,11 +225,13 @@ def data_pull(
     """Fetch, then check out: bring the data of the pointer files into the workspace."""
     with _progress("data pull", "bytes", as_json) as progress:
         fetched, result = _api().pull(paths, remote=remote, force=force, jobs=jobs, progress=progress)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         _print_json({"fetch": fetched.to_dict(), "checkout": result.to_dict()})
     else:
         _report_fetch(fetched, as_json)
-        typer.echo(f"{result.written:,} files written, {result.removed:,} removed, {result.unchanged:,} unchanged")
+        typer.echo(_checkout_line(result))
     if fetched.not_on_remote:
         raise typer.Exit(3)
 

@@ -18,7 +18,13 @@ request reads like a sentence::
   is the hash of the directory's tree manifest, see ``keel.core.data_tree``);
 - ``path``: the data's name, relative to the pointer's folder (one component);
 - ``size``: bytes of data (for a directory, of all its files);
-- ``files``: number of files (directories only).
+- ``files``: number of files (directories only);
+- ``executable``: ``true`` for a file whose user-executable bit is set (git's
+  ``100755``, DVC 3's ``isexec``). Written only when true, so the pointer of an
+  ordinary file reads as it always did, and a pointer without the line (every
+  pointer written before modes were versioned) means "not executable". A
+  folder's modes are in its tree (:mod:`keel.core.data_tree`), not here. The
+  mode is not part of ``oid``: the same bytes are one object whatever their mode.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class Pointer:
     oid: str
     size: int
     files: int = 1
+    executable: bool = False  # a file's user-executable bit (folders: per entry, in the tree)
 
     @property
     def is_dir(self) -> bool:
@@ -74,6 +81,8 @@ def format_pointer(pointer: Pointer) -> str:
     ]
     if pointer.is_dir:
         lines.append(f"files: {pointer.files}")
+    elif pointer.executable:
+        lines.append("executable: true")
     return _HEADER + "\n".join(lines) + "\n"
 
 
@@ -142,4 +151,20 @@ def parse_pointer(text: str, where: str = "pointer") -> Pointer:
     path = _check_name(fields.get("path", ""), where)
     size = _int(fields, "size", where)
     files = _int(fields, "files", where) if kind == "dir" else 1
-    return Pointer(kind=kind, path=path, oid=oid, size=size, files=files)
+    executable = _executable(fields, kind, where)
+    return Pointer(kind=kind, path=path, oid=oid, size=size, files=files, executable=executable)
+
+
+def _executable(fields: dict[str, str], kind: str, where: str) -> bool:
+    """The ``executable`` line: absent or ``false`` (not executable), ``true``; files only."""
+    value = fields.get("executable")
+    if value is None:
+        return False
+    if value not in ("true", "false"):
+        raise InvalidInput(f"{where}: executable {value!r} is neither 'true' nor 'false'", "restore the file from git")
+    if kind == "dir":
+        raise InvalidInput(
+            f"{where}: a folder's pointer has an 'executable' line",
+            "a folder's file modes are in its tree: restore the pointer file from git",
+        )
+    return value == "true"

@@ -14,6 +14,15 @@ checkout can link them instead of copying. The format::
     <oid> <size> 0:0 a/first.txt      (in pack 0 at offset 0)
     <oid> <size> 0:4096 a/second.txt
     <oid> <size> - big/model.bin      (loose: stored as object <oid>)
+    <oid> <size> 0:8192:x bin/run.sh  (executable: ':x' after the location)
+    <oid> <size> -:x bin/tool         (loose and executable)
+
+A file whose user-executable bit is set (git's ``100755``, DVC 3's ``isexec``)
+has ``:x`` after its location; no other permission bit is versioned. The mode
+is part of the tree (so of its oid, as a git tree's is), not of the file's
+``oid``: the same bytes are one stored object whatever their mode. A tree
+without executable files encodes exactly as before modes were versioned, so
+every older tree keeps its oid and reads as "no file executable".
 
 Entries are sorted by path (UTF-8 byte order), one per line; paths are
 relative, ``/``-separated, and cannot contain a newline. Packs are listed in
@@ -24,6 +33,7 @@ pointer's ``oid``) names the version.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -72,6 +82,7 @@ class Tree:
     """A directory version: its entries, sorted by path."""
 
     entries: list[TreeEntry] = field(default_factory=list)
+    executable: frozenset[str] = field(default_factory=frozenset)  # paths of the executable entries
 
     @property
     def size(self) -> int:
@@ -100,8 +111,11 @@ class Tree:
                 packs[e.pack] = len(packs)
         lines = [_MAGIC]
         lines += [f"pack {p}" for p in packs]
+        executable = self.executable
         for e in entries:
             loc = f"{packs[e.pack]}:{e.offset}" if e.pack else "-"
+            if executable and e.path in executable:
+                loc += ":x"
             lines.append(f"{e.oid} {e.size} {loc} {e.path}")
         return ("\n".join(lines) + "\n").encode("utf-8")
 
@@ -146,6 +160,7 @@ def parse_tree(data: bytes, where: str = "tree") -> Tree:
         raise InvalidInput(f"{where} is not a keel tree manifest", "restore it from a remote")
     packs: list[str] = []
     entries: list[TreeEntry] = []
+    executable: list[str] = []
     append = entries.append
     try:
         for number, line in enumerate(lines[1:], 2):
@@ -160,6 +175,9 @@ def parse_tree(data: bytes, where: str = "tree") -> Tree:
             oid, size, loc, path = line.split(" ", 3)
             if len(oid) != 64:
                 raise ValueError(f"bad object id on line {number}")
+            if loc[-2:] == ":x":
+                executable.append(path)
+                loc = loc[:-2]
             if loc == "-":
                 append(TreeEntry(path, oid, int(size)))
             else:
@@ -176,7 +194,7 @@ def parse_tree(data: bytes, where: str = "tree") -> Tree:
         path = entries[bad[0]].path
         number = next((n for n, line in enumerate(lines, 1) if line.endswith(" " + path)), 0)
         raise InvalidInput(f"{where}, line {number}: entry path {bad[1]}", _PATH_HINT)
-    return Tree(entries)
+    return Tree(entries, frozenset(executable))
 
 
 def _check_columns(entries: list[TreeEntry], lines: list[str], where: str) -> None:
@@ -198,26 +216,48 @@ def _check_columns(entries: list[TreeEntry], lines: list[str], where: str) -> No
 
 @dataclass(frozen=True)
 class TreeDiff:
-    """Paths added, removed and modified between two versions (sorted)."""
+    """Paths added, removed and modified between two versions (sorted).
+
+    ``mode_changed``: files with the same bytes whose executable bit differs
+    (``made_executable``: those of them executable on the new side)."""
 
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     modified: list[str] = field(default_factory=list)
+    mode_changed: list[str] = field(default_factory=list)
+    made_executable: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.modified)
+        return bool(self.added or self.removed or self.modified or self.mode_changed)
 
     def to_dict(self) -> dict[str, list[str]]:
         """JSON-ready."""
-        return {"added": self.added, "removed": self.removed, "modified": self.modified}
+        return {
+            "added": self.added,
+            "removed": self.removed,
+            "modified": self.modified,
+            "mode_changed": self.mode_changed,
+            "made_executable": self.made_executable,
+        }
 
 
-def diff_entries(old: Mapping[str, str], new: Mapping[str, str]) -> TreeDiff:
-    """Compare two ``{path: oid}`` maps."""
+def diff_entries(
+    old: Mapping[str, str],
+    new: Mapping[str, str],
+    old_executable: AbstractSet[str] = frozenset(),
+    new_executable: AbstractSet[str] = frozenset(),
+) -> TreeDiff:
+    """Compare two ``{path: oid}`` maps, and (for files in both with the same oid) which
+    of their paths are executable on each side."""
     added = sorted(p for p in new if p not in old)
     removed = sorted(p for p in old if p not in new)
     modified = sorted(p for p, oid in new.items() if p in old and old[p] != oid)
-    return TreeDiff(added, removed, modified)
+    mode_changed: list[str] = []
+    if old_executable or new_executable:  # (only the paths whose bit differs are looked at)
+        flipped = set(old_executable).symmetric_difference(new_executable)
+        mode_changed = sorted(p for p in flipped if p in old and p in new and old[p] == new[p])
+    made = [p for p in mode_changed if p in new_executable]
+    return TreeDiff(added, removed, modified, mode_changed, made)
 
 
 def group_into_packs(sizes: Sequence[int], target: int = PACK_TARGET) -> Iterable[range]:

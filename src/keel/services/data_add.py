@@ -144,7 +144,7 @@ def _finish_add(repo: DataRepo, rel: str, pointer: Pointer) -> bool:
 
 
 def _add_file(repo: DataRepo, rel: str, st: os.stat_result, mode: str, counter: Meter) -> AddResult:
-    f = FileStat(rel, repo.abs(rel), st.st_ino, st.st_size, st.st_mtime_ns)
+    f = FileStat(rel, repo.abs(rel), st.st_ino, st.st_size, st.st_mtime_ns, files_.is_executable(st.st_mode))
     now = time.time_ns()  # before the file is read: what the stat cache entry vouches for
     row = repo.state.stats_under(rel).get(rel)
     hashed = stored = False
@@ -160,7 +160,7 @@ def _add_file(repo: DataRepo, rel: str, st: os.stat_result, mode: str, counter: 
         counter.add(f.size)
     else:
         counter.grow(f.size)
-        oid, stored = repo.store_large(f, mode, counter.add)
+        oid, stored = repo.store_large(f, _link_mode(repo, mode, f), counter.add)
         hashed = True
     if not repo.has(oid):  # the stat cache knew it, but the cache lost it: store it again
         if f.size < PACK_MAX_FILE:
@@ -169,14 +169,14 @@ def _add_file(repo: DataRepo, rel: str, st: os.stat_result, mode: str, counter: 
                 raise files_.changed_while_hashing(rel)
             repo.put_object(data)
         else:
-            oid, _ = repo.store_large(f, mode)
+            oid, _ = repo.store_large(f, _link_mode(repo, mode, f))
         stored = True
     if hashed or stored:
         after = os.stat(f.path)
         repo.state.save_stats([(rel, after.st_ino, after.st_size, after.st_mtime_ns, oid)], now)
     if stored:
         repo.record_objects([(oid, "loose")])
-    pointer = Pointer("file", posixpath.basename(rel), oid, f.size)
+    pointer = Pointer("file", posixpath.basename(rel), oid, f.size, executable=f.executable)
     changed = _finish_add(repo, rel, pointer)
     return AddResult(rel, rel + POINTER_SUFFIX, "file", oid, f.size, 1, changed, int(hashed), int(stored))
 
@@ -198,7 +198,13 @@ def _add_dir(repo: DataRepo, rel: str, mode: str, counter: Meter) -> AddResult:
     cached = repo.state.stats_under(rel)
     now = time.time_ns()
     old_tree = _old_tree(repo, rel)
-    if old_tree is not None and _unchanged(found, cached, old_tree[1], start) and _stored(repo, old_tree[1]):
+    executable = frozenset(f.rel[start:] for f in found if f.executable)
+    if (
+        old_tree is not None
+        and executable == old_tree[1].executable
+        and _unchanged(found, cached, old_tree[1], start)
+        and _stored(repo, old_tree[1])
+    ):
         # Every file is where the version in the pointer has it, as the stat cache vouches:
         # that version, without building or checking a tree (its paths were checked when stored).
         size = sum(f.size for f in found)
@@ -273,14 +279,14 @@ def _add_dir(repo: DataRepo, rel: str, mode: str, counter: Meter) -> AddResult:
         stored += len(writer.new_packs)
         loose: list[str] = []
         for item in large_todo:
-            item.oid, was_stored = repo.store_large(item.f, mode, counter.add)
+            item.oid, was_stored = repo.store_large(item.f, _link_mode(repo, mode, item.f), counter.add)
             after = os.stat(item.f.path)
             fresh.append((item.f.rel, after.st_ino, after.st_size, after.st_mtime_ns, item.oid))
             loose.append(item.oid)
             stored += int(was_stored)
         new = tuple.__new__
-        tree = Tree([new(TreeEntry, (i.f.rel[start:], i.oid, i.f.size, i.pack, i.offset)) for i in items])
-        if old_tree is not None and tree.entries == old_tree[1].entries:
+        tree = Tree([new(TreeEntry, (i.f.rel[start:], i.oid, i.f.size, i.pack, i.offset)) for i in items], executable)
+        if old_tree is not None and tree.entries == old_tree[1].entries and executable == old_tree[1].executable:
             tree_oid = old_tree[0]  # the same files in the same places: the version in the pointer
         else:
             encoded = tree.encode()
@@ -306,6 +312,15 @@ def _add_dir(repo: DataRepo, rel: str, mode: str, counter: Meter) -> AddResult:
     pointer = Pointer("dir", posixpath.basename(rel), tree_oid, size, len(items))
     changed = _finish_add(repo, rel, pointer)
     return AddResult(rel, rel + POINTER_SUFFIX, "dir", tree_oid, size, len(items), changed, len(fresh), stored)
+
+
+def _link_mode(repo: DataRepo, mode: str, f: FileStat) -> str:
+    """How a large file enters the cache: an executable one is never hard-linked (the
+    link would share one mode, and the cache object is made read-only: the file
+    would lose its ``x`` bit, and a later ``chmod`` of it would change the cache's)."""
+    if f.executable and files_.effective_mode(mode, repo.cache.tmp_folder()) == "hardlink":
+        return "copy"
+    return mode
 
 
 def _unchanged(found: list[FileStat], cached: dict[str, StatRow], tree: Tree, start: int) -> bool:
@@ -364,7 +379,8 @@ def store_tree(repo: DataRepo, files: Sequence[FileStat], mode: str = "copy") ->
                 item.oid, was_stored = repo.store_large(item.f, mode)
                 loose.append(item.oid)
                 stored += int(was_stored)
-        tree = Tree([TreeEntry(i.f.rel, i.oid, i.f.size, i.pack, i.offset) for i in items])
+        executable = frozenset(i.f.rel for i in items if i.f.executable)
+        tree = Tree([TreeEntry(i.f.rel, i.oid, i.f.size, i.pack, i.offset) for i in items], executable)
         encoded = tree.encode()
         tree_oid = blake3.blake3(encoded).hexdigest()
         if not repo.has(tree_oid):

@@ -46,6 +46,7 @@ __all__ = ["FINE_RACY_NS", "DataCache", "racy_ns", "trusted"]
 # tmpfs, APFS...) advance at least every kernel tick (at most 10 ms: HZ >= 100), so a change
 # that keeps the same timestamp happens within 10 ms of it.
 FINE_RACY_NS = 50_000_000
+_EXEC_KEY = "x"  # the parsed-tree cache keeps a tree's executable entries under "x" + its oid
 
 
 def racy_ns(mtime_ns: int) -> int:
@@ -160,6 +161,9 @@ class DataCache:
         if st is not None:
             tree = self.trees.get(oid, st)
             if tree is not None:
+                marks = self.trees.get(_EXEC_KEY + oid, st)
+                if marks is not None:
+                    tree.executable = frozenset(e.path for e in marks.entries)
                 return tree
         elif fetch:
             self.refetch([oid], quiet=True)
@@ -176,8 +180,20 @@ class DataCache:
             raise
         tree = parse_tree(data, f"tree {oid[:12]} of {where}")
         if st is not None:
-            self.trees.put(oid, tree, st)
+            self._keep_parsed(oid, tree, st)
         return tree
+
+    def _keep_parsed(self, oid: str, tree: Tree, st: os.stat_result) -> None:
+        """Keep a parsed tree (:class:`~keel.objects.trees.TreeCache` keeps entries, not
+        modes): the entries of its executable files are kept first as a companion,
+        ``x<oid>``, and the tree itself only if that worked, so a kept tree without a
+        companion is one without executable files."""
+        if tree.executable:
+            marks = Tree([e for e in tree.entries if e.path in tree.executable])
+            self.trees.put(_EXEC_KEY + oid, marks, st)
+            if not self.trees.has(_EXEC_KEY + oid):
+                return
+        self.trees.put(oid, tree, st)
 
     def _object_stat(self, oid: str) -> os.stat_result | None:
         if not is_oid(oid):
@@ -190,14 +206,14 @@ class DataCache:
 
     def forget_cached_trees(self, oids: Sequence[str]) -> None:
         """Drop the parsed copies of trees removed from the cache."""
-        self.trees.forget(oids)
+        self.trees.forget([*oids, *(_EXEC_KEY + o for o in oids)])
 
     def cache_tree(self, oid: str, tree: Tree) -> None:
         """Keep the parsed copy of a tree just stored (unless one is kept)."""
         if not self.trees.has(oid):
             st = self._object_stat(oid)
             if st is not None:
-                self.trees.put(oid, tree, st)
+                self._keep_parsed(oid, tree, st)
 
     def refetch(self, oids: Sequence[str], quiet: bool = False) -> bool:
         """Fetch ``oids`` again from the default remote (replacing corrupt copies);

@@ -57,6 +57,7 @@ from keel.services import data_files as files_
 from keel.services.data import DataRepo, Tracked, conflict, trusted
 from keel.services.data_config import check_link_mode
 from keel.services.data_files import FileStat, os_error
+from keel.services.data_workspace import JOURNAL, read_journal
 from keel.services.destination import Destination
 
 __all__ = ["CheckoutResult", "checkout", "unprotect"]
@@ -78,6 +79,9 @@ class CheckoutResult:
     modes: dict[str, int] = field(default_factory=dict)  # how written files were made: link mode -> count
     paths: list[str] = field(default_factory=list)  # tracked paths that changed
     missing: list[str] = field(default_factory=list)  # tracked paths whose version is not in the cache
+    mode_changed: int = 0  # files whose bytes were right and whose executable bit was set or cleared
+    folders_removed: int = 0  # empty folders no file of the version needs (e.g. left by a killed checkout)
+    warnings: list[str] = field(default_factory=list)  # e.g. a .dvc file that names other data
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -96,6 +100,15 @@ class _Plan:
     conflicts: list[str] = field(default_factory=list)
     known: list[tuple[str, int, int, int, str]] = field(default_factory=list)  # stat rows learned
     existing: set[str] = field(default_factory=set)  # workspace paths of the files found there
+    executable: set[str] = field(default_factory=set)  # workspace paths the version has executable
+    chmod: list[tuple[str, bool]] = field(default_factory=list)  # (path, executable): right bytes, wrong mode
+    empty: list[str] = field(default_factory=list)  # absolute paths of empty folders found in the folder
+    needed: set[str] = field(default_factory=set)  # absolute paths of the folders the version's files are in
+
+    @property
+    def has_work(self) -> bool:
+        """True if applying the plan changes anything."""
+        return bool(self.write or self.remove or self.remove_dir or self.chmod or self.empty)
 
 
 def checkout(
@@ -111,36 +124,42 @@ def checkout(
     mode = files_.effective_mode(check_link_mode(link or repo.config.link), repo.tmp)
     result = CheckoutResult()
     with repo.locked():
-        journal = repo.data_dir / _JOURNAL
-        interrupted = _read_journal(journal)
+        journal = repo.data_dir / JOURNAL
+        interrupted, roots_interrupted = read_journal(journal)
         plans: list[_Plan] = []
         destination = Destination(repo.root, "data path")
-        for tracked in repo.select(paths):
+        selected = repo.select(paths)
+        for tracked in selected:
             try:
                 plans.append(_plan(repo, tracked, destination, interrupted))
             except NotFound:
                 result.missing.append(tracked.data_path)
         conflicts = [c for p in plans for c in p.conflicts]
+        result.warnings += pointer_disagreements(repo, selected, force)
         if conflicts and not force:
             raise conflict(conflicts, "checkout would overwrite changes that are not in the cache", _FORCE_HINT)
         counter = meter(progress, sum(len(p.write) for p in plans))
         created = sorted(interrupted | {e.path for p in plans for e in p.write if e.path not in p.existing})
-        if created:
-            _write_journal(journal, created)
+        roots = sorted(roots_interrupted | {p.tracked.data_path for p in plans if p.has_work})
+        if created or roots:
+            _write_journal(journal, created, roots)
+        umask = files_.current_umask()
         for plan in plans:
             if plan.known:
                 repo.state.save_stats(plan.known)
             result.unchanged += plan.unchanged
-            if plan.write or plan.remove or plan.remove_dir:
-                _apply(repo, plan, mode, result, counter)
-                result.paths.append(plan.tracked.data_path)
+            if plan.has_work:
+                _apply(repo, plan, mode, umask, result, counter)
+                if plan.write or plan.remove or plan.remove_dir or plan.chmod:
+                    result.paths.append(plan.tracked.data_path)
         counter.close()
-        if created or interrupted:
+        if created or roots or interrupted or roots_interrupted:
             # What this checkout did not look at stays listed (an interrupted checkout of other paths).
-            roots = [p.tracked.data_path for p in plans]
-            left = sorted(x for x in interrupted if not any(x == r or x.startswith(r + "/") for r in roots))
-            if left:
-                _write_journal(journal, left)
+            done = [p.tracked.data_path for p in plans]
+            left = sorted(x for x in interrupted if not _under(x, done))
+            left_roots = sorted(x for x in roots_interrupted if not _under(x, done))
+            if left or left_roots:
+                _write_journal(journal, left, left_roots)
             else:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(journal)
@@ -152,24 +171,30 @@ def checkout(
     return result
 
 
-_JOURNAL = "checkout.journal"  # in .keel/data/: the paths a running checkout creates in place
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r + "/") for r in roots)
 
 
-def _read_journal(path: Any) -> set[str]:
-    """The paths an interrupted checkout was creating (empty if the last one ended)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return {line for line in fh.read().split("\n") if line}
-    except (FileNotFoundError, UnicodeDecodeError):
-        return set()
-    except OSError as exc:
-        raise os_error(exc, f"cannot read {path}") from exc
+def pointer_disagreements(repo: DataRepo, selected: Sequence[Tracked], force: bool = False) -> list[str]:
+    """Warnings for tracked paths whose pointer another tool's file (a ``.dvc`` file after
+    ``dvc add``) contradicts; with ``force`` each says that keel's pointer is what a
+    checkout restores."""
+    from keel.services.data_history import sources_for
+
+    warnings: list[str] = []
+    for source in sources_for(repo.root):
+        for found in source.disagreements(repo, list(selected)):
+            text = found.message()
+            if force:
+                text += f"; checkout --force restores keel's version ({found.keel_file})"
+            warnings.append(text)
+    return warnings
 
 
-def _write_journal(path: Any, paths: list[str]) -> None:
+def _write_journal(path: Any, paths: list[str], roots: list[str]) -> None:
     try:
         with open(path, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(paths) + "\n")
+            fh.write("\n".join([*("/" + r for r in roots), *paths]) + "\n")
     except OSError as exc:
         raise os_error(exc, f"cannot write {path}") from exc
 
@@ -185,16 +210,18 @@ def _plan(repo: DataRepo, tracked: Tracked, destination: Destination, interrupte
     if pointer.is_dir:
         tree = repo.load_tree(pointer.oid, rel)
         wanted = {rel + "/" + e.path: e for e in tree.entries}
+        plan.executable = {rel + "/" + p for p in tree.executable}
     else:
         if not repo.has(pointer.oid):
             repo.refetch([pointer.oid], quiet=True)
             if not repo.has(pointer.oid):
                 raise NotFound(f"{rel} is not in the cache")
         wanted = {rel: TreeEntry(rel, pointer.oid, pointer.size)}
+        plan.executable = {rel} if pointer.executable else set()
     found: list[FileStat] = []
     other: list[str] = []
     if os.path.isdir(absolute):
-        found, other = files_.walk(absolute, rel)
+        found, other = files_.walk(absolute, rel, plan.empty if pointer.is_dir else None)
         if other:
             plan.conflicts += other  # symlinks or sockets where data goes: never deleted silently
         if not pointer.is_dir:
@@ -205,7 +232,7 @@ def _plan(repo: DataRepo, tracked: Tracked, destination: Destination, interrupte
             plan.conflicts.append(rel)
         else:
             # (removed below if a folder goes there)
-            found = [FileStat(rel, absolute, st.st_ino, st.st_size, st.st_mtime_ns)]
+            found = [FileStat(rel, absolute, st.st_ino, st.st_size, st.st_mtime_ns, files_.is_executable(st.st_mode))]
     cached = repo.state.stats_under(rel) if found else {}  # (nothing there: nothing to look up)
     present = {f.rel: f for f in found}
     plan.existing = set(present)
@@ -220,13 +247,27 @@ def _plan(repo: DataRepo, tracked: Tracked, destination: Destination, interrupte
     if unknown:
         current.update(repo.current_oids(unknown, cached))
     new = tuple.__new__  # entry._replace(path=path), without the Python-level overhead
+    executable = plan.executable
     for path, entry in wanted.items():
         have = current.get(path)
         if have == entry.oid:
-            plan.unchanged += 1
+            if (path in executable) != present[path].executable:
+                plan.chmod.append((path, path in executable))
+            else:
+                plan.unchanged += 1
         else:
             plan.write.append(new(TreeEntry, (path, entry.oid, entry.size, entry.pack, entry.offset)))
     gone = sorted(p for p in present if p not in wanted)
+    if plan.empty:  # (rare: only then are the version's folders listed)
+        root = str(repo.root)
+        needed: set[str] = set()
+        for path in wanted:
+            folder = path.rpartition("/")[0]
+            while folder and folder not in needed:
+                needed.add(folder)
+                folder = folder.rpartition("/")[0]
+        plan.needed = {f"{root}/{f}" for f in needed}
+        plan.empty = [f for f in plan.empty if f not in plan.needed]
     if plan.write:
         # Before anything is written: no symlink in a folder on the way (each folder looked
         # at once), nor where a file goes (the walk above saw every link under the folder).
@@ -246,8 +287,9 @@ def _plan(repo: DataRepo, tracked: Tracked, destination: Destination, interrupte
     return plan
 
 
-def _apply(repo: DataRepo, plan: _Plan, mode: str, result: CheckoutResult, counter: Meter) -> None:
+def _apply(repo: DataRepo, plan: _Plan, mode: str, umask: int, result: CheckoutResult, counter: Meter) -> None:
     rel = plan.tracked.data_path
+    executable = plan.executable
     try:
         if plan.remove_dir:
             _rmtree(plan.remove_dir)
@@ -256,6 +298,8 @@ def _apply(repo: DataRepo, plan: _Plan, mode: str, result: CheckoutResult, count
                 os.unlink(path)
         if plan.remove:
             _prune_empty(repo, rel, plan.remove)
+        if plan.empty:  # (before the writes: a folder where a file goes is removed, one on the way made again)
+            result.folders_removed += _prune_folders(repo.abs(rel), plan.empty, plan.needed)
         loose = [e for e in plan.write if not e.pack]
         packed: dict[str, list[TreeEntry]] = {}
         for e in plan.write:
@@ -270,7 +314,7 @@ def _apply(repo: DataRepo, plan: _Plan, mode: str, result: CheckoutResult, count
         recorded: list[tuple[str, int, int, int, str]] = []
         start = time.time_ns()
         for e in loose:
-            recorded.append(_write_loose(repo, e, mode, result))
+            recorded.append(_write_loose(repo, e, mode, e.path in executable, umask, result))
             counter.add(1)
         if packed:
             existing = plan.existing
@@ -282,14 +326,19 @@ def _apply(repo: DataRepo, plan: _Plan, mode: str, result: CheckoutResult, count
                 step = max(256, -(-len(entries) // (2 * _WRITERS)))
                 jobs += [(pack, entries[i : i + step]) for i in range(0, len(entries), step)]
             if len(jobs) == 1:
-                recorded += _write_pack(repo, jobs[0][0], jobs[0][1], existing)
+                recorded += _write_pack(repo, jobs[0][0], jobs[0][1], existing, executable)
                 counter.add(len(jobs[0][1]))
             else:
                 with ThreadPoolExecutor(min(_WRITERS, len(jobs))) as pool:
-                    for rows in pool.map(lambda job: _write_pack(repo, job[0], job[1], existing), jobs):
+                    work = pool.map(lambda job: _write_pack(repo, job[0], job[1], existing, executable), jobs)
+                    for rows in work:
                         recorded += rows
                         counter.add(len(rows))  # counted here, on one thread, a slice at a time
             result.modes["copy"] = result.modes.get("copy", 0) + sum(len(v) for v in packed.values())
+        for path, want in plan.chmod:
+            row = _set_mode(repo, path, want, umask)
+            if row is not None:
+                recorded.append(row)
         repo.state.save_stats(recorded, start)
         if plan.remove:
             repo.state.forget_stats([repo.rel(p) for p in plan.remove])
@@ -297,6 +346,52 @@ def _apply(repo: DataRepo, plan: _Plan, mode: str, result: CheckoutResult, count
         raise os_error(exc, f"cannot check out {rel}") from exc
     result.written += len(plan.write)
     result.removed += len(plan.remove)
+    result.mode_changed += len(plan.chmod)
+
+
+def _set_mode(repo: DataRepo, path: str, executable: bool, umask: int) -> tuple[str, int, int, int, str] | None:
+    """Give the file at workspace ``path`` (whose bytes are right) the executable bit the
+    version records. A file hard-linked to the cache shares its mode with the cache
+    object, so it is replaced by a copy instead; returns the copy's stat row then."""
+    absolute = repo.abs(path)
+    st = os.lstat(absolute)
+    if st.st_nlink == 1:
+        files_.set_executable(absolute, st.st_mode, executable, umask)
+        return None
+    tmp = files_.tmp_name(repo.tmp)
+    try:
+        files_.copy_file(absolute, tmp)
+        os.chmod(tmp, files_.file_mode(executable, umask))
+        new = os.stat(tmp)
+        os.replace(tmp, absolute)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    cached = repo.state.stats_under(path).get(path)
+    if cached is None:
+        return None
+    return (path, new.st_ino, new.st_size, new.st_mtime_ns, cached[3])
+
+
+def _prune_folders(top: str, empty: list[str], needed: set[str]) -> int:
+    """Remove the empty folders ``empty`` found below ``top`` (the tracked folder), and the
+    folders above them that this leaves empty, up to ``top`` (kept) or a folder the
+    version's files are in (``needed``). Versions hold files: an empty folder no file
+    needs is what an interrupted checkout (or a removal) left. Only ``rmdir``: a folder
+    with anything in it is never touched. Returns how many were removed."""
+    removed = 0
+    for folder in sorted(empty, key=len, reverse=True):
+        while folder.startswith(top + os.sep) and folder not in needed:
+            try:
+                os.rmdir(folder)
+            except FileNotFoundError:
+                pass  # (removed already, through a folder below it)
+            except OSError:
+                break  # not empty (the version has files there) or not ours to remove
+            else:
+                removed += 1
+            folder = os.path.dirname(folder)
+    return removed
 
 
 def _rmtree(path: str) -> None:
@@ -332,7 +427,9 @@ def _object_ok(repo: DataRepo, oid: str) -> bool:
     return True
 
 
-def _write_loose(repo: DataRepo, e: TreeEntry, mode: str, result: CheckoutResult) -> tuple[str, int, int, int, str]:
+def _write_loose(
+    repo: DataRepo, e: TreeEntry, mode: str, executable: bool, umask: int, result: CheckoutResult
+) -> tuple[str, int, int, int, str]:
     if not repo.has(e.oid):
         repo.refetch([e.oid])
     if not _object_ok(repo, e.oid) and not (repo.refetch([e.oid], quiet=True) and _object_ok(repo, e.oid)):
@@ -341,8 +438,12 @@ def _write_loose(repo: DataRepo, e: TreeEntry, mode: str, result: CheckoutResult
             "restore it from a backup; 'keel data verify' lists every corrupt object",
         )
     tmp = files_.tmp_name(repo.tmp)
+    if executable and mode == "hardlink":
+        mode = "copy"  # a hard link shares its mode with the (read-only, 444) cache object
     try:
         used = files_.link_into(str(repo.cache.path(e.oid)), tmp, mode)
+        if used != "hardlink":
+            os.chmod(tmp, files_.file_mode(executable, umask))
         st = os.stat(tmp)
         os.replace(tmp, repo.abs(e.path))
     finally:
@@ -356,14 +457,14 @@ _WRITERS = 2  # threads writing small files: their time is the kernel's (creatin
 
 
 def _write_pack(
-    repo: DataRepo, pack: str, entries: list[TreeEntry], existing: set[str]
+    repo: DataRepo, pack: str, entries: list[TreeEntry], existing: set[str], executable: set[str]
 ) -> list[tuple[str, int, int, int, str]]:
     try:
-        return _extract(repo, pack, entries, existing)
+        return _extract(repo, pack, entries, existing, executable)
     except IntegrityError:
         if not repo.refetch([pack], quiet=True):
             raise
-        return _extract(repo, pack, entries, existing)
+        return _extract(repo, pack, entries, existing, executable)
 
 
 def _corrupt_in_pack(e: TreeEntry, pack: str) -> IntegrityError:
@@ -374,11 +475,12 @@ def _corrupt_in_pack(e: TreeEntry, pack: str) -> IntegrityError:
 
 
 def _extract(
-    repo: DataRepo, pack: str, entries: list[TreeEntry], existing: set[str]
+    repo: DataRepo, pack: str, entries: list[TreeEntry], existing: set[str], executable: set[str]
 ) -> list[tuple[str, int, int, int, str]]:
     """Write ``entries`` (files of ``pack``) into the workspace, each checked against its hash:
     created in place where nothing is (``existing``: the paths where a file is), else written
-    to a temporary file renamed over the old one."""
+    to a temporary file renamed over the old one. A new file's mode is what the umask makes
+    of 666, or of 777 for the paths in ``executable``."""
     rows = []
     root = str(repo.root)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -398,13 +500,14 @@ def _extract(
                     raise _corrupt_in_pack(e, pack)
                 target = f"{root}/{e.path}"
                 tmp = None
+                perm = 0o777 if e.path in executable else 0o666  # (less the umask)
                 try:
-                    fd = os.open(target, flags, 0o644) if e.path not in existing else -1
+                    fd = os.open(target, flags, perm) if e.path not in existing else -1
                 except FileExistsError:  # something appeared there since the plan: replace it
                     fd = -1
                 if fd < 0:
                     tmp = f"{prefix}{i}"
-                    fd = os.open(tmp, flags, 0o644)
+                    fd = os.open(tmp, flags, perm)
                 try:
                     done = write(fd, data) if e.size else 0
                     while done < e.size:  # a short write: finish it

@@ -58,6 +58,43 @@ class FileStat(NamedTuple):
     ino: int
     size: int
     mtime: int
+    executable: bool = False  # the user-executable bit (from the stat the walk takes anyway)
+
+
+def is_executable(st_mode: int) -> bool:
+    """True if a file of mode ``st_mode`` is executable as versions record it: the owner's
+    ``x`` bit (git's 755 vs 644 rule; no other permission bit is versioned)."""
+    return bool(st_mode & stat.S_IXUSR)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``, Linux 4.7+);
+    else set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode(executable: bool, umask: int) -> int:
+    """The mode a checkout gives a file it writes: what a new file gets under ``umask``
+    (``0o666 & ~umask``, 644 with the usual 022), plus the ``x`` bits the umask allows
+    for an executable one (755)."""
+    return (0o777 if executable else 0o666) & ~umask
+
+
+def set_executable(path: str, st_mode: int, executable: bool, umask: int) -> None:
+    """Set or clear the ``x`` bits of an existing file whose bytes are already right,
+    keeping its other bits (a 600 file becomes 700, not 755)."""
+    mode = stat.S_IMODE(st_mode)
+    mode = (mode | (0o111 & ~umask) | stat.S_IXUSR) if executable else (mode & ~0o111)
+    os.chmod(path, mode)
 
 
 def os_error(exc: OSError, what: str) -> KeelError:
@@ -76,14 +113,17 @@ def changed_while_hashing(rel: str) -> Conflict:
     )
 
 
-def walk(folder: str, rel: str) -> tuple[list[FileStat], list[str]]:
+def walk(folder: str, rel: str, empty: list[str] | None = None) -> tuple[list[FileStat], list[str]]:
     """Every regular file below ``folder`` (whose workspace path is ``rel``), unsorted,
-    and the workspace paths of anything else found (symlinks, sockets, ...)."""
+    and the workspace paths of anything else found (symlinks, sockets, ...). Each file's
+    executable bit comes from the stat taken for its size (no other call per file).
+    ``empty``, if given, receives the absolute paths of folders with nothing in them."""
     files: list[FileStat] = []
     other: list[str] = []
     stack = [(folder, rel)]
     append = files.append
     new = tuple.__new__  # FileStat(...) without the Python-level __new__: 20,000 files add up
+    xbit = stat.S_IXUSR
     while stack:
         path, prefix = stack.pop()
         try:
@@ -91,15 +131,31 @@ def walk(folder: str, rel: str) -> tuple[list[FileStat], list[str]]:
         except OSError as exc:
             raise os_error(exc, f"cannot list {prefix}") from exc
         prefix += "/"
+        seen = False
         with entries:
             for entry in entries:
+                seen = True
                 if entry.is_file(follow_symlinks=False):
                     st = entry.stat(follow_symlinks=False)
-                    append(new(FileStat, (prefix + entry.name, entry.path, st.st_ino, st.st_size, st.st_mtime_ns)))
+                    append(
+                        new(
+                            FileStat,
+                            (
+                                prefix + entry.name,
+                                entry.path,
+                                st.st_ino,
+                                st.st_size,
+                                st.st_mtime_ns,
+                                bool(st.st_mode & xbit),
+                            ),
+                        )  # fmt: skip
+                    )
                 elif entry.is_dir(follow_symlinks=False):
                     stack.append((entry.path, prefix + entry.name))
                 else:
                     other.append(prefix + entry.name)
+        if not seen and empty is not None and path != folder:
+            empty.append(path)
     return files, other
 
 

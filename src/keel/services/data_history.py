@@ -24,7 +24,36 @@ if TYPE_CHECKING:
     from keel.core.data_pointer import Pointer
     from keel.services.data_workspace import Tracked, Workspace
 
-__all__ = ["HistorySource", "register_history_source", "sources_for"]
+__all__ = ["Disagreement", "HistorySource", "register_history_source", "sources_for"]
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """Another tool's file and keel's pointer name different data for one path (a ``.dvc``
+    file after ``dvc add``, while ``PATH.keel`` still names the version keel recorded).
+
+    ``other_says`` and ``keel_says`` are short descriptions of each version;
+    ``other_matches_workspace``: True/False when known (the other tool's hash of the
+    workspace bytes was computed), None when not."""
+
+    path: str
+    other_file: str
+    other_says: str
+    keel_file: str
+    keel_says: str
+    other_matches_workspace: bool | None = None
+
+    def message(self, keel_matches_workspace: bool | None = None) -> str:
+        """One line: which file says what, and which of them the workspace holds when known."""
+
+        def holds(matches: bool | None) -> str:
+            return "" if matches is None else ("; the workspace holds it" if matches else "; not the workspace")
+
+        return (
+            f"{self.other_file} and {self.keel_file} disagree about {self.path}: "
+            f"{self.other_file} says {self.other_says}{holds(self.other_matches_workspace)}, "
+            f"{self.keel_file} says {self.keel_says}{holds(keel_matches_workspace)}"
+        )
 
 
 class HistorySource(Protocol):
@@ -38,6 +67,10 @@ class HistorySource(Protocol):
     def history_pointers(self, workspace: Workspace) -> list[Pointer]:
         """Pointers for every version any commit's files of the tool name (what ``gc
         --all-commits`` keeps)."""
+        ...
+
+    def disagreements(self, workspace: Workspace, tracked: list[Tracked]) -> list[Disagreement]:
+        """The paths of ``tracked`` (keel pointers) that a file of the tool names at other data."""
         ...
 
 

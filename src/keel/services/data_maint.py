@@ -41,10 +41,19 @@ class PathStatus:
     kind: str
     state: str  # ok | modified | missing | unknown (version not in the cache)
     changes: TreeDiff = field(default_factory=TreeDiff)
+    interrupted: bool = False  # a checkout of this path did not finish: 'keel data checkout' completes it
+    warnings: list[str] = field(default_factory=list)  # e.g. a .dvc file naming other data than the pointer
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"path": self.path, "kind": self.kind, "state": self.state, **self.changes.to_dict()}
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "state": self.state,
+            **self.changes.to_dict(),
+            "interrupted": self.interrupted,
+            "warnings": self.warnings,
+        }
 
 
 def _workspace_files(repo: DataRepo, tracked: Tracked) -> tuple[list[FileStat], list[str]]:
@@ -53,7 +62,8 @@ def _workspace_files(repo: DataRepo, tracked: Tracked) -> tuple[list[FileStat], 
         return files_.walk(absolute, tracked.data_path)
     if os.path.isfile(absolute) and not os.path.islink(absolute):
         st = os.lstat(absolute)
-        return [FileStat(tracked.data_path, absolute, st.st_ino, st.st_size, st.st_mtime_ns)], []
+        executable = files_.is_executable(st.st_mode)
+        return [FileStat(tracked.data_path, absolute, st.st_ino, st.st_size, st.st_mtime_ns, executable)], []
     return [], [tracked.data_path] if os.path.lexists(absolute) else []
 
 
@@ -69,8 +79,10 @@ def _status_one(repo: DataRepo, tracked: Tracked, rehash: bool = False) -> PathS
         except NotFound:
             return PathStatus(rel, pointer.kind, "unknown")
         wanted = {rel + "/" + e.path: e.oid for e in tree.entries}
+        wanted_x = {rel + "/" + p for p in tree.executable}
     else:
         wanted = {rel: pointer.oid}
+        wanted_x = {rel} if pointer.executable else set()
     cached = repo.state.stats_under(rel)
     candidates = [f for f in found if f.rel in wanted]
     current = repo.current_oids(candidates, cached, rehash=rehash)
@@ -79,13 +91,37 @@ def _status_one(repo: DataRepo, tracked: Tracked, rehash: bool = False) -> PathS
             current[f.rel] = ""  # new: its hash does not matter
     for name in other:
         current[name] = "?"
-    changes = diff_entries(wanted, current)
+    current_x = {f.rel for f in found if f.executable}
+    changes = diff_entries(wanted, current, wanted_x, current_x)
     return PathStatus(rel, pointer.kind, "modified" if changes else "ok", changes)
 
 
 def status(repo: DataRepo, paths: Sequence[str | os.PathLike[str]] | None = None) -> list[PathStatus]:
-    """Each tracked path (all, or those named) compared with its pointer file."""
-    return [_status_one(repo, t) for t in repo.select(paths)]
+    """Each tracked path (all, or those named) compared with its pointer file.
+
+    A path that an interrupted checkout was changing (see :mod:`.data_checkout`) is
+    ``modified`` with ``interrupted`` set, whatever its files say, until a checkout
+    completes it (and removes the folders it left). A path whose pointer another tool's
+    file contradicts (a ``.dvc`` file after ``dvc add``) carries a warning saying what
+    each file says."""
+    from keel.services.data_workspace import JOURNAL, read_journal
+
+    selected = repo.select(paths)
+    created, roots = read_journal(repo.data_dir / JOURNAL)
+    out = []
+    for tracked in selected:
+        one = _status_one(repo, tracked)
+        rel = tracked.data_path
+        if (created or roots) and (rel in roots or any(p == rel or p.startswith(rel + "/") for p in created)):
+            one.interrupted = True
+            if one.state == "ok":
+                one.state = "modified"
+        out.append(one)
+    found = {d.path: d for source in sources_for(repo.root) for d in source.disagreements(repo, selected)}
+    for one in out:
+        if one.path in found:
+            one.warnings.append(found[one.path].message(one.state == "ok"))
+    return out
 
 
 # -- diff -----------------------------------------------------------------------------------
@@ -127,14 +163,15 @@ def _workspace_pointers(repo: DataRepo) -> dict[str, Pointer]:
     return {t.data_path: t.pointer for t in repo.select(None)}
 
 
-def _files_of(repo: DataRepo, path: str, pointer: Pointer) -> dict[str, str] | None:
+def _files_of(repo: DataRepo, path: str, pointer: Pointer) -> tuple[dict[str, str], set[str]] | None:
+    """``({file path: oid}, executable file paths)`` of a version (None: its tree is not here)."""
     if not pointer.is_dir:
-        return {path: pointer.oid}
+        return {path: pointer.oid}, ({path} if pointer.executable else set())
     try:
         tree = repo.load_tree(pointer.oid, path)
     except KeelError:
         return None
-    return {path + "/" + e.path: e.oid for e in tree.entries}
+    return {path + "/" + e.path: e.oid for e in tree.entries}, {path + "/" + p for p in tree.executable}
 
 
 def diff(repo: DataRepo, rev_a: str | None = None, rev_b: str | None = None) -> list[DataChange]:
@@ -147,22 +184,26 @@ def diff(repo: DataRepo, rev_a: str | None = None, rev_b: str | None = None) -> 
     changes: list[DataChange] = []
     for path in sorted(set(old) | set(new)):
         a, b = old.get(path), new.get(path)
-        if a is not None and b is not None and a.oid == b.oid:
+        if a is not None and b is not None and a.oid == b.oid and a.executable == b.executable:
             continue
         if a is None:
             assert b is not None
             files = _files_of(repo, path, b)
             changes.append(
-                DataChange(path, "added", b.kind, None, b.oid, diff_entries({}, files) if files is not None else None)
+                DataChange(
+                    path, "added", b.kind, None, b.oid, diff_entries({}, files[0]) if files is not None else None
+                )
             )
         elif b is None:
             files = _files_of(repo, path, a)
             changes.append(
-                DataChange(path, "removed", a.kind, a.oid, None, diff_entries(files, {}) if files is not None else None)
+                DataChange(
+                    path, "removed", a.kind, a.oid, None, diff_entries(files[0], {}) if files is not None else None
+                )
             )
         else:
             fa, fb = _files_of(repo, path, a), _files_of(repo, path, b)
-            files_diff = diff_entries(fa, fb) if fa is not None and fb is not None else None
+            files_diff = diff_entries(fa[0], fb[0], fa[1], fb[1]) if fa is not None and fb is not None else None
             changes.append(DataChange(path, "modified", b.kind, a.oid, b.oid, files_diff))
     return changes
 

@@ -28,7 +28,24 @@ from keel.services.data_config import DIRNAME
 from keel.services.data_files import os_error
 from keel.services.data_history import sources_for
 
-__all__ = ["Tracked", "Workspace", "conflict"]
+__all__ = ["JOURNAL", "Tracked", "Workspace", "conflict", "read_journal"]
+
+JOURNAL = "checkout.journal"  # in .keel/data/: what a running checkout changes and creates in place
+
+
+def read_journal(path: str | os.PathLike[str]) -> tuple[set[str], set[str]]:
+    """What an interrupted checkout was doing (empty if the last one ended): ``(paths it
+    was creating, tracked paths it was changing)``. Tracked paths are the lines starting
+    with ``/`` (a workspace path never does); a journal from before they were listed has
+    only the first kind."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = [line for line in fh.read().split("\n") if line]
+    except (FileNotFoundError, UnicodeDecodeError):
+        return set(), set()
+    except OSError as exc:
+        raise os_error(exc, f"cannot read {path}") from exc
+    return {x for x in lines if x[0] != "/"}, {x[1:] for x in lines if x[0] == "/" and len(x) > 1}
 
 
 @dataclass(frozen=True)

@@ -29,17 +29,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.core.checks import relative_path_problem, short
-from keel.core.data_pointer import Pointer
+from keel.core.data_pointer import POINTER_SUFFIX, Pointer
 from keel.core.yaml_safe import load_yaml
 from keel.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
+    from keel.services.data_history import Disagreement
     from keel.services.data_workspace import Tracked, Workspace
     from keel.services.workspace import Store
 
 __all__ = [
     "DvcOut",
     "cache_dir",
+    "dvc_disagreements",
     "cache_path",
     "dvc_history_pointers",
     "dvc_tracked",
@@ -300,6 +302,76 @@ def dvc_history_pointers(repo: Workspace) -> list[Pointer]:
             pointers.append(Pointer(kind, posixpath.basename(out.path), oid, int(detail.get("size", 0)),
                                     int(detail.get("files", 1))))  # fmt: skip
     return pointers
+
+
+_MD5_WORKSPACE_MAX = 64 << 20  # bytes of a workspace file hashed with md5 to tell which pointer it matches
+
+
+def dvc_disagreements(repo: Workspace, tracked: list[Tracked]) -> list[Disagreement]:
+    """The keel pointers of ``tracked`` whose path a working-tree ``.dvc`` file (or
+    ``dvc.lock``) names at other data: its md5 maps (through the import ledger) to
+    another keel version, or to none (``dvc add`` ran after the import). A file's
+    workspace bytes are hashed with md5 (up to 64 MiB) to say whether the ``.dvc``
+    file describes them. Nothing is read from the database unless a DVC file names a
+    keel-tracked path."""
+    from keel.services.data_history import Disagreement
+    from keel.services.importers.ledger import Ledger
+
+    by_path = {t.data_path: t for t in tracked if t.pointer_path.endswith(POINTER_SUFFIX)}
+    if not by_path:
+        return []
+    outs = [o for o in worktree_outs(repo.root) if o.path in by_path]
+    if not outs:
+        return []
+    known = Ledger(_meta(repo.root), "dvc").details("object", [o.md5 for o in outs])
+    found: list[Disagreement] = []
+    for out in outs:
+        keel = by_path[out.path]
+        pointer = keel.pointer
+        version = known.get(out.md5)
+        if version is not None and version[0] == pointer.oid:
+            continue
+        matches: bool | None = None
+        if version is None and not out.is_dir:
+            hashes = _workspace_hashes(repo.root / out.path, out)
+            if hashes is not None:
+                matches = out.md5 in hashes[0]
+                if matches and hashes[1] == pointer.oid:
+                    continue  # never imported, but both name the workspace's bytes
+        if version is not None:
+            says = f"keel version {version[0][:12]}"
+        else:
+            says = "a version keel has not imported"
+        what = f"{out.nfiles:,} files, " if out.is_dir else ""
+        other = f"md5 {out.md5[:12]} ({what}{out.size:,} bytes; {says})"
+        keel_what = f"{pointer.files:,} files, " if pointer.is_dir else ""
+        keel_says = f"{pointer.oid[:12]} ({keel_what}{pointer.size:,} bytes)"
+        found.append(Disagreement(out.path, out.declared_in, other, keel.pointer_path, keel_says, matches))
+    return found
+
+
+def _workspace_hashes(path: Path, out: DvcOut) -> tuple[set[str], str] | None:
+    """The md5s DVC may give the workspace file ``path`` and its keel oid, from one read
+    (None: not a regular file, or larger than 64 MiB)."""
+    import blake3
+
+    try:
+        st = os.lstat(path)
+        if not os.path.isfile(path) or os.path.islink(path) or st.st_size > _MD5_WORKSPACE_MAX:
+            return None
+        digest = hashlib.md5(usedforsecurity=False)
+        unix = hashlib.md5(usedforsecurity=False) if out.legacy else None
+        keel = blake3.blake3()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+                keel.update(chunk)
+                if unix is not None:
+                    unix.update(chunk.replace(b"\r\n", b"\n"))
+    except OSError:
+        return None
+    md5s = {digest.hexdigest()} | ({unix.hexdigest()} if unix is not None else set())
+    return md5s, keel.hexdigest()
 
 
 def _meta(root: Path) -> Store:

@@ -15,6 +15,7 @@ from keel.services.data_history import register_history_source
 
 if TYPE_CHECKING:
     from keel.core.data_pointer import Pointer
+    from keel.services.data_history import Disagreement
     from keel.services.data_workspace import Tracked, Workspace
 
 __all__ = ["DvcHistory"]
@@ -34,6 +35,12 @@ class DvcHistory:
         from keel.services.importers.dvc_files import dvc_history_pointers
 
         return dvc_history_pointers(workspace)
+
+    def disagreements(self, workspace: Workspace, tracked: list[Tracked]) -> list[Disagreement]:
+        """See :func:`keel.services.importers.dvc_files.dvc_disagreements`."""
+        from keel.services.importers.dvc_files import dvc_disagreements
+
+        return dvc_disagreements(workspace, tracked)
 
 
 register_history_source("dvc", ".dvc", DvcHistory)
