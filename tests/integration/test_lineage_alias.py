@@ -5,6 +5,7 @@ got, after the alias has moved; rows and spools from before the ref still delive
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import keel
 from keel.cli.main import app
 from keel.core.batch import WriteBatch
 from keel.core.entities import EntityRef, new_run_id, now_ms
+from keel.core.times import format_at, parse_at
 from keel.errors import InvalidInput
 from keel.sdk.remote import wire_codec
 from keel.sdk.session import get_session
@@ -103,3 +105,18 @@ def test_rows_and_spools_from_before_the_ref_are_stored_with_an_empty_ref(ws: Pa
     edges = keel.lineage.of(spooled)
     assert [(str(e.entity), e.ref) for e in edges] == [("prompt:chat@1.0.0", "")]
     assert {e.run_id for e in keel.lineage.runs_using("prompt:chat", ref="")} == {old, spooled}
+
+
+def test_the_time_of_each_use_prints_the_same_in_every_time_zone(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with keel.start_run(project="bot") as run:
+        run.use(EntityRef("prompt", "chat", "1.0.0"), "prompt", ref="production")
+    (edge,) = keel.lineage.runs_using("prompt:chat@production")
+    printed = format_at(edge.created_at)
+    assert printed.endswith("Z") and parse_at(printed) == edge.created_at  # copied into any --at: that instant
+    for tz in ("UTC", "America/New_York", "Asia/Tokyo"):
+        with monkeypatch.context() as zone:
+            zone.setenv("TZ", tz)  # the process's zone, as TZ=... keel would start with
+            time.tzset()
+            out = CliRunner().invoke(app, ["runs", "list", "--used", "prompt:chat@production"], env={"COLUMNS": "200"})
+        time.tzset()
+        assert out.exit_code == 0 and printed in out.output, (tz, out.output)
