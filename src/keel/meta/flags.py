@@ -69,9 +69,14 @@ class FlagStore:
         return None if row is None else _row(row)
 
     @staticmethod
-    def insert(conn: Any, env: str, version: int, flags: str, author: str, reason: str) -> FlagSetRow:
-        """Store a new version (the unique (env, version) key rejects a concurrent duplicate)."""
-        at = now_ms()
+    def insert(
+        conn: Any, env: str, version: int, flags: str, author: str, reason: str, at: int | None = None
+    ) -> FlagSetRow:
+        """Store a new version (the unique (env, version) key rejects a concurrent duplicate).
+
+        ``at``: its time (default now); the service passes the time of the reflog move that
+        made it, so the set "as of" a time printed by the flag's history is that move's set."""
+        at = now_ms() if at is None else at
         conn.execute(_SQL_INSERT, (env, version, flags, author, reason, at))
         return FlagSetRow(env, version, flags, author, reason, at)
 

@@ -321,8 +321,10 @@ class FlagService:
                 raise NotFound(f"no stored flag {key!r} in {env!r}", "list flags with 'keel flags list'")
             del flags[key]
             author = audit_who(who)
-            FlagStore.insert(conn, env, version + 1, json.dumps({"flags": flags}), author, reason)
-            return Refs.delete(conn, KIND, key, env, author, reason)
+            move = Refs.delete(conn, KIND, key, env, author, reason)
+            # the set is stamped with its move's time (see _write)
+            FlagStore.insert(conn, env, version + 1, json.dumps({"flags": flags}), author, reason, at=move.at)
+            return move
 
     def _write(
         self, env: str, key: str, build: Callable[[Flag | None], Flag], reason: str, who: str | None
@@ -338,8 +340,10 @@ class FlagService:
             flag = build(stored)
             flags[key] = flag.to_data()
             new = version + 1
-            FlagStore.insert(conn, env, new, json.dumps({"flags": flags}, sort_keys=True), author, reason)
             move = Refs.set(conn, KIND, key, env, str(new), author, reason)
+            # stamped with the move's time, not a moment earlier in the transaction: "as of" the
+            # time history prints for this change answers with this set, a millisecond before with the last
+            FlagStore.insert(conn, env, new, json.dumps({"flags": flags}, sort_keys=True), author, reason, at=move.at)
             if not flag.enabled and (stored is None or stored.enabled):
                 subject = {"kind": "flag", "name": key, "env": env}
                 record_event(conn, "flag.killed", project=None, subject=subject, data={"who": author, "reason": reason})
