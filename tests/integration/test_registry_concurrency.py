@@ -198,15 +198,19 @@ def test_concurrent_prompt_registrations_get_unique_gap_free_versions(
     db, objects = store_urls
     count = 5
     results = workers.run(_register_prompts, db, objects, "chat", count)
-    created = [v for worker in results for v, new in worker[:-1] if new]
-    assert len(created) == PROCESSES * count  # every call succeeded with a new version
-    shared = {worker[-1][0] for worker in results}
-    assert len(shared) == 1 and sum(worker[-1][1] for worker in results) == 1  # stored once, found by the rest
+    assert all(new for worker in results for _v, new in worker[:-1])  # every call succeeded with a new version
+    created = [v for worker in results for v, new in worker if new]
+    # The same content from every process: a call finding it as the latest version returns that
+    # version; one finding other versions registered after it makes a revert, a new version
+    # (issue 28). So it is created at least once, and no two consecutive versions hold one content.
+    assert any(worker[-1][1] for worker in results)
     store = open_store(db, objects, cached=False)
-    stored = sorted(v.version for v in PromptService(store).versions("chat"))
-    expected = [f"1.0.{patch}" for patch in range(PROCESSES * count + 1)]  # 1.0.0 .. 1.0.40: unique, gap-free
-    assert sorted(stored, key=lambda v: int(v.split(".")[2])) == expected
-    assert sorted([*created, *shared], key=lambda v: int(v.split(".")[2])) == expected
+    stored = sorted(PromptService(store).versions("chat"), key=lambda v: int(v.version.split(".")[2]))
+    expected = [f"1.0.{patch}" for patch in range(len(stored))]  # 1.0.0 .. : unique, gap-free
+    assert [v.version for v in stored] == expected
+    assert sorted(created, key=lambda v: int(v.split(".")[2])) == expected  # each made by exactly one call
+    hashes = [v.content_hash for v in stored]
+    assert all(a != b for a, b in zip(hashes, hashes[1:], strict=False))
     store.db.close()
 
 
