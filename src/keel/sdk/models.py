@@ -183,8 +183,8 @@ def get(
     found: ModelVersion = get_session().models.get(name, version, stage, alias, _at(at))
     note("model", found.entity.id, found.entity.version)  # inside a trace: the current span loaded it
     run = active_run()
-    if run is not None:
-        run.use(found.entity)
+    if run is not None:  # with the alias or stage that led to it (none when the version was named)
+        run.use(found.entity, "", "" if version is not None else (alias or stage or "latest"))
     return found
 
 

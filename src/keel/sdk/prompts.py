@@ -264,11 +264,14 @@ def _drop(key: tuple[int, str, str | None], entry: _Entry) -> None:
             del _served[served]
 
 
-def _record_use(prompt: Prompt) -> None:
-    _note("prompt", prompt.name, prompt.version)  # inside a trace: the current span used it
+def _record_use(prompt: Prompt, selector: str | None) -> None:
+    """Inside a trace: the current span used ``prompt``. Inside a run: record the version
+    served, once per run, with the alias that led to it (``latest`` for a bare name; none
+    when the caller named the version)."""
+    _note("prompt", prompt.name, prompt.version)
     run = active_run()  # this thread's / asyncio task's run
     if run is not None:
-        run.use(prompt._entity, "prompt")
+        run.use(prompt._entity, "prompt", "" if is_version(selector) else (selector or "latest"))
 
 
 def load(
@@ -284,10 +287,10 @@ def load(
         entry = _served.get((ref, version, alias))
         if entry is not None:
             prompt = entry.prompt
-            _record_use(prompt)  # inside a run: record the version served (once per run)
+            _record_use(prompt, entry.selector)  # inside a run: the version served (once per run)
             return prompt
     prompt = _load(ref, version, alias, fallback, ttl)
-    _record_use(prompt)
+    _record_use(prompt, version or alias or parse_prompt_ref(ref)[1])
     return prompt
 
 
