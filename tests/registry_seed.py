@@ -81,7 +81,9 @@ def seed(store: Store, who: str = "alice") -> Seeded:
             WriteBatch(
                 metrics=[(record.run_id, "accuracy", 0.70 + 0.08 * i, 0, at),
                          (record.run_id, "cost", 0.001 * (i + 1), 0, at)],
-                lineage=[(record.run_id, "input", "prompt", PROMPT, version, "prompt", at)],
+                # the production version's run reached it through the alias (the 8th field)
+                lineage=[(record.run_id, "input", "prompt", PROMPT, version, "prompt", at,
+                          "production" if version == versions[1] else "")],
                 run_ends=[(record.run_id, "finished", at + 1000, None)],
             )
         )  # fmt: skip

@@ -325,6 +325,9 @@ def test_run_pages_link_lineage_to_the_registry_pages(site: Site) -> None:
     page = site.as_user("rita").get(f"/ui/runs/{run_id}").text
     assert f'href="/ui/prompts/{PROMPT}/versions/2.0.0"' in page
     assert f'href="/ui/data?path=data%2Ffaq&amp;oid={site.data.data_oids[1]}"' in page
+    assert "via production" not in page  # named the version
+    via = site.as_user("rita").get(f"/ui/runs/{site.data.runs['1.0.1']}").text
+    assert "via production" in via  # resolved the alias
     model_page = site.as_user("rita").get(f"/ui/models/{MODEL}/versions/1").text
     assert f'href="/ui/prompts/{PROMPT}/versions/1.0.1"' in model_page
 

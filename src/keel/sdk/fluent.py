@@ -219,9 +219,9 @@ def log_html(name: str, html: str) -> str:
     return _run().log_html(name, html)
 
 
-def log_input(entity: str | EntityRef, role: str = "") -> None:
-    """Record an input of the active run (lineage)."""
-    _run().log_input(entity, role)
+def log_input(entity: str | EntityRef, role: str = "", ref: str = "") -> None:
+    """Record an input of the active run (lineage); ``ref``: the alias that led to the version."""
+    _run().log_input(entity, role, ref)
 
 
 def log_output(entity: str | EntityRef, role: str = "") -> None:
