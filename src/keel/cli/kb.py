@@ -39,7 +39,7 @@ def _api() -> Any:
 def _at_ref(ref: str, at: str | None, command: str) -> tuple[str, str | None]:
     """``(name, version)`` of REF; with --at, REF must be a bare NAME (the time picks the version)."""
     name, version = _api().parse_ref(ref)
-    if at is not None and version is not None:
+    if at is not None and version not in (None, "latest"):
         raise InvalidInput(
             f"give {ref} or --at, not both", f"--at picks the version: keel kb {command} {name} ... --at {at}"
         )
