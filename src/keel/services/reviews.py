@@ -431,8 +431,10 @@ class ReviewService:
         flags = json.loads(stored.flags).get("flags", {}) if stored else {}
         previous = parse_flag(key, flags[key]) if isinstance(flags.get(key), dict) else None
         flags[key] = inherit_bucketing(json.loads(definition), previous)  # the running flag's units stay put
-        FlagStore.insert(conn, env, version + 1, json.dumps({"flags": flags}, sort_keys=True), who, reason)
-        Refs.set(conn, "flag", key, env, str(version + 1), who, reason, expected=expected or "")
+        # the move first, then the set stamped with its time: the set "as of" a time printed by the
+        # flag's history is the set that move made (as keel.services.flags does)
+        move = Refs.set(conn, "flag", key, env, str(version + 1), who, reason, expected=expected or "")
+        FlagStore.insert(conn, env, version + 1, json.dumps({"flags": flags}, sort_keys=True), who, reason, at=move.at)
 
     @operation("admin")
     def break_glass(
