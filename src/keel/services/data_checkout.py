@@ -10,10 +10,19 @@ changed, naming the files, unless ``force``. A file that replaces another is
 written to a temporary name and renamed into place, so an interrupted checkout
 leaves it either old or new, never half-written. A file where nothing is (the
 usual case after ``rm -r`` or a fresh clone) is created in place, one directory
-operation instead of two; the paths about to be created are listed first in
-``.keel/data/checkout.journal`` (removed when the checkout ends), so a checkout
-after an interrupted one overwrites what it may have left half-written instead
-of taking it for a change of the user's.
+operation instead of two; the tracked paths about to change and the files about
+to be created are listed first in ``.keel/data/checkout.journal`` (removed when
+the checkout ends), so a checkout after an interrupted one overwrites what it
+may have left half-written instead of taking it for a change of the user's, and
+``status`` reports those paths as modified until then. Every checkout of a
+folder removes the empty folders in it that no file of the version is in (what
+a killed checkout, or a removal, leaves): ``rmdir`` only, never a file.
+
+Modes: a file is created with what the umask makes of 666, or of 777 where the
+version records it executable (:func:`~keel.services.data_files.file_mode`); a
+file whose bytes are right but whose executable bit is not has the bit set or
+cleared in place (a hard-linked one is copied first: it shares its mode with the
+cache object). An executable loose object is never hard-linked.
 
 How files are materialised (``link``: ``auto`` | ``reflink`` | ``hardlink`` | ``copy``):
 

@@ -34,12 +34,16 @@ __all__ = [
     "FileStat",
     "changed_while_hashing",
     "copy_file",
+    "current_umask",
     "ensure_gitignored",
+    "file_mode",
     "hash_large",
+    "is_executable",
     "link_into",
     "os_error",
     "read_and_hash",
     "read_small",
+    "set_executable",
     "walk",
     "write_text_atomic",
 ]
@@ -91,9 +95,10 @@ def file_mode(executable: bool, umask: int) -> int:
 
 def set_executable(path: str, st_mode: int, executable: bool, umask: int) -> None:
     """Set or clear the ``x`` bits of an existing file whose bytes are already right,
-    keeping its other bits (a 600 file becomes 700, not 755)."""
+    keeping its other bits: ``x`` for the owner, and for group and others where they
+    may read and the umask allows it (644 becomes 755, 600 becomes 700)."""
     mode = stat.S_IMODE(st_mode)
-    mode = (mode | (0o111 & ~umask) | stat.S_IXUSR) if executable else (mode & ~0o111)
+    mode = (mode | (((mode & 0o444) >> 2) & ~umask) | stat.S_IXUSR) if executable else (mode & ~0o111)
     os.chmod(path, mode)
 
 
