@@ -241,17 +241,17 @@ def test_a_revert_in_git_reaches_the_registry(synced_twice, tmp_path, restore, r
     shutil.copytree(synced_twice, tmp_path)
     first = _git(tmp_path, "rev-parse", "HEAD~1").strip()
     restore(tmp_path, first)
-    checked = keel("prompts", "check", cwd=tmp_path, check=False)
-    assert checked.returncode == 4 and "agree" not in checked.stdout
-    assert "keel prompts sync" in checked.stderr
-    assert keel("prompts", "check", "--pending-ok", cwd=tmp_path).returncode == 0  # a sync would fix it
-    assert (f'set version: "{registered}"' in checked.stderr) is stale
+    checked = keel("prompts", "check", cwd=tmp_path)  # a sync would fix it: pending, exit 0
+    assert "agree" not in checked.stdout and "run 'keel prompts sync'" in checked.stdout
+    assert (f'set version: "{registered}"' in checked.stdout) is stale
+    strict = keel("prompts", "check", "--strict", cwd=tmp_path, check=False)
+    assert strict.returncode == 4 and "keel prompts sync" in strict.stderr
     assert f"registered chat@{registered}" in keel("prompts", "sync", cwd=tmp_path).stdout
     if stale:
-        out = keel("prompts", "check", cwd=tmp_path, check=False)
+        out = keel("prompts", "check", "--strict", cwd=tmp_path, check=False)
         assert out.returncode == 4 and f"identical to the registered chat@{registered}" in out.stderr
         (tmp_path / "prompts" / "prompt_config.yaml").write_text(CONFIG.format(version=registered))
-    assert "agree" in keel("prompts", "check", cwd=tmp_path).stdout
+    assert "agree" in keel("prompts", "check", "--strict", cwd=tmp_path).stdout
     served = keel("prompts", "render", "chat", "-v", "question=?", cwd=tmp_path).stdout
     assert served == "You are a helpful agent. ?\n"  # what the files say, as check says
     assert "0 registered, 1 unchanged" in keel("prompts", "sync", cwd=tmp_path).stdout

@@ -392,31 +392,41 @@ def alias_history(
 @prompts_app.command("check")
 def prompts_check(
     directory: DirOpt = Path("prompts"),
-    pending_ok: Annotated[
+    strict: Annotated[
         bool,
         typer.Option(
-            "--pending-ok",
-            help="Exit 0 when the only differences are versions 'keel prompts sync' would register "
-            "(a check before merging, when the sync runs after it).",
+            "--strict",
+            help="Exit 4 also when the files hold content the registry's latest version does not (a new "
+            "version or a revert 'keel prompts sync' would register): after a sync, load() serves what the "
+            "files say.",
         ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """For CI: do the prompt files and the registry agree, so load() serves what the files say?
-    (exit 4 and one line per difference if not; the fix of a pending one is 'keel prompts sync')"""
+    """For CI: can the prompt files be synced, and do they agree with the registry? Problems that
+    stop a sync: exit 4 and one line each (file:line, what to do). Versions a sync would register
+    (new content, or a revert in git) are listed as pending: exit 0, or 4 with --strict."""
     from keel.cli.render import print_json
 
     problems = _api().check(directory)
+    blocking = [p for p in problems if not p.pending]
+    pending = [p for p in problems if p.pending]
     if as_json:
         print_json([p.to_dict() for p in problems])
     else:
-        for problem in problems:
+        for problem in blocking:
             typer.echo(str(problem), err=True)
+        for problem in pending:
+            typer.echo(str(problem), err=strict)
         if not problems:
             typer.echo(f"{directory}: prompt files and registry agree")
-        elif all(p.pending for p in problems):
-            typer.echo(f"{directory}: {len(problems)} prompt(s) to register: run 'keel prompts sync'", err=True)
-    if problems and not (pending_ok and all(p.pending for p in problems)):
+        elif not blocking:
+            typer.echo(
+                f"{directory}: the registry does not serve {len(pending)} prompt(s) as the files say yet: "
+                "run 'keel prompts sync'",
+                err=strict,
+            )
+    if blocking or (strict and pending):
         raise typer.Exit(4)
 
 
