@@ -5,6 +5,7 @@ data than the ``.keel`` pointer is reported. Real git, real files, the sdk."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 from pathlib import Path
@@ -347,3 +348,37 @@ def test_status_and_checkout_say_when_the_dvc_file_and_the_keel_pointer_disagree
                for w in result.warnings)  # fmt: skip
     for name in names:
         assert (repo / name).read_bytes() == old
+
+
+def _dvc_cache(repo: Path, content: bytes) -> str:
+    md5 = hashlib.md5(content, usedforsecurity=False).hexdigest()
+    path = repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    os.chmod(path, 0o444)  # DVC's cache files are read-only, executable or not
+    return md5
+
+
+def test_dvc_isexec_is_imported_as_the_executable_bit(repo: Path):
+    from keel.sdk import importers
+
+    tool, notes = b"#!/bin/sh\necho tool\n", b"notes\n"
+    run_md5, tool_md5, notes_md5 = _dvc_cache(repo, SMALL), _dvc_cache(repo, tool), _dvc_cache(repo, notes)
+    entries = [{"md5": notes_md5, "relpath": "notes.txt"}, {"md5": tool_md5, "relpath": "tool.sh", "isexec": True}]
+    manifest = json.dumps(entries)
+    dir_md5 = hashlib.md5(manifest.encode(), usedforsecurity=False).hexdigest() + ".dir"
+    (repo / ".dvc" / "cache" / "files" / "md5" / dir_md5[:2]).mkdir(exist_ok=True)
+    (repo / ".dvc" / "cache" / "files" / "md5" / dir_md5[:2] / dir_md5[2:]).write_text(manifest)
+    (repo / "run.sh.dvc").write_text(
+        f"outs:\n- md5: {run_md5}\n  size: {len(SMALL)}\n  hash: md5\n  isexec: true\n  path: run.sh\n"
+    )
+    (repo / "bin.dvc").write_text(f"outs:\n- md5: {dir_md5}\n  size: 26\n  nfiles: 2\n  hash: md5\n  path: bin\n")
+    importers.dvc()
+
+    assert pointer(repo, "run.sh").executable
+    tree = tree_text(repo, pointer(repo, "bin").oid)
+    assert [line.rsplit(" ", 1)[1] for line in tree.splitlines() if ":x " in line] == ["tool.sh"]
+    data.checkout()
+    umask = current_umask()
+    assert mode(repo / "run.sh") == mode(repo / "bin" / "tool.sh") == file_mode(True, umask)
+    assert mode(repo / "bin" / "notes.txt") == file_mode(False, umask)

@@ -536,6 +536,7 @@ def unprotect(repo: DataRepo, paths: Sequence[str | os.PathLike[str]]) -> list[s
     """Replace linked (read-only) files under tracked ``paths`` with writable copies,
     so they can be edited in place; returns the workspace paths changed."""
     changed: list[str] = []
+    umask = files_.current_umask()
     with repo.locked():
         for path in paths:
             rel = repo.rel(path)
@@ -558,7 +559,7 @@ def unprotect(repo: DataRepo, paths: Sequence[str | os.PathLike[str]]) -> list[s
                 tmp = files_.tmp_name(repo.tmp)
                 try:
                     files_.copy_file(f.path, tmp)
-                    os.chmod(tmp, 0o644)
+                    os.chmod(tmp, files_.file_mode(files_.is_executable(st.st_mode), umask))  # keeps +x
                     new = os.stat(tmp)
                     os.replace(tmp, f.path)
                 except OSError as exc:

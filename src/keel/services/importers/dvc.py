@@ -46,7 +46,7 @@ from keel.services.importers.dvc_files import (
     cache_path,
     history_outs,
     md5_of,
-    read_dir_manifest,
+    read_dir_entries,
     worktree_outs,
 )
 from keel.services.importers.ledger import ImportSummary, Ledger, Progress
@@ -65,7 +65,8 @@ class _Version:
 
     out: DvcOut
     commit: str
-    files: tuple[tuple[str, Path, str], ...]  # (relpath in the folder, cache file, md5); one ("", path, md5) for a file
+    # (relpath in the folder, cache file, md5, isexec); one ("", path, md5, isexec) for a file
+    files: tuple[tuple[str, Path, str, bool], ...]
 
 
 def check_repo(repo: str | os.PathLike[str] | None = None) -> Path:
@@ -141,7 +142,7 @@ class DvcImporter:
             path = cache_path(self.cache, out.md5, out.legacy)
             if not out.is_dir:
                 if path.is_file():
-                    versions.append(_Version(out, commit, (("", path, out.md5),)))
+                    versions.append(_Version(out, commit, (("", path, out.md5, out.isexec),)))
                 else:
                     missing.append(where)
                 continue
@@ -150,10 +151,10 @@ class DvcImporter:
                 continue
             entries = []
             absent = 0
-            for rel, md5 in read_dir_manifest(path, out.md5):
+            for rel, md5, isexec in read_dir_entries(path, out.md5):
                 file = cache_path(self.cache, md5, out.legacy)
                 if file.is_file():
-                    entries.append((rel, file, md5))
+                    entries.append((rel, file, md5, isexec))
                 else:
                     absent += 1
             if absent:
@@ -165,20 +166,21 @@ class DvcImporter:
             raise NotFound(f"not in the DVC cache {self.cache}, so nothing was imported: {shown}", _FETCH)
         return versions
 
-    def _stat(self, rel: str, path: Path, md5: str, legacy: bool) -> FileStat:
-        """The cache file, its md5 checked (DVC's cache can be damaged like any other)."""
+    def _stat(self, rel: str, path: Path, md5: str, legacy: bool, isexec: bool = False) -> FileStat:
+        """The cache file, its md5 checked (DVC's cache can be damaged like any other);
+        executable as DVC recorded it (``isexec``), not as the read-only cache file is."""
         if md5 not in md5_of(path, legacy):
             raise IntegrityError(
                 f"the DVC cache file {path} does not match its md5 {md5}", "fetch it again: dvc fetch --all-commits"
             )
         st = os.stat(path)
-        return FileStat(rel, str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        return FileStat(rel, str(path), st.st_ino, st.st_size, st.st_mtime_ns, isexec)
 
     def _store(self, repo: DataRepo, version: _Version) -> Pointer:
         out = version.out
         name = posixpath.basename(out.path)
         if not out.is_dir:
-            _, path, md5 = version.files[0]
+            _, path, md5, _isexec = version.files[0]
             f = self._stat(out.path, path, md5, out.legacy)
             if f.size < PACK_MAX_FILE:
                 oid = repo.put_object(files_.read_small(f))
@@ -186,7 +188,7 @@ class DvcImporter:
                 oid, _ = repo.store_large(f, "copy")
             repo.record_objects([(oid, "loose")])
             return Pointer("file", name, oid, f.size)
-        stats = [self._stat(rel, path, md5, out.legacy) for rel, path, md5 in version.files]
+        stats = [self._stat(rel, path, md5, out.legacy, isexec) for rel, path, md5, isexec in version.files]
         tree_oid, _tree, _written = repo.store_tree(stats)
         return Pointer("dir", name, tree_oid, sum(f.size for f in stats), len(stats))
 
@@ -221,7 +223,8 @@ class DvcImporter:
                 continue
             oid, detail = known[out.md5]
             pointer = Pointer("dir" if out.is_dir else "file", posixpath.basename(out.path), oid,
-                              int(str(detail.get("size", 0))), int(str(detail.get("files", 1))))  # fmt: skip
+                              int(str(detail.get("size", 0))), int(str(detail.get("files", 1))),
+                              out.isexec)  # fmt: skip
             (self.root / pointer_rel).parent.mkdir(parents=True, exist_ok=True)
             repo.write_pointer(pointer_rel, pointer)
             folder, name = os.path.split(repo.abs(out.path))

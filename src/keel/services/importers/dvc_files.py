@@ -2,12 +2,14 @@
 
 A ``.dvc`` file (YAML) lists ``outs``, each with ``path`` (relative to the
 file's folder), ``md5`` (``<hex>.dir`` for a folder), ``size``, ``nfiles``
-and, since DVC 3, ``hash: md5``. ``dvc.lock`` lists the ``outs`` of each
+and, since DVC 3, ``hash: md5`` (and ``isexec: true`` for an executable
+file, which keel keeps as the executable bit: see docs/data.md). ``dvc.lock`` lists the ``outs`` of each
 pipeline stage the same way (paths relative to its folder).
 
 The cache holds a file version at ``files/md5/<2 hex>/<30 hex>`` (DVC 3) or
 ``<2 hex>/<30 hex>`` (DVC 2, outs without ``hash: md5``); a folder version's
-``.dir`` object is a JSON list of ``{"md5", "relpath"}``, one per file. The
+``.dir`` object is a JSON list of ``{"md5", "relpath"}`` (with ``"isexec": true``
+where DVC recorded one), one per file. The
 cache folder is ``.dvc/cache`` unless ``[cache] dir`` in ``.dvc/config`` (or
 ``config.local``) says otherwise.
 
@@ -48,6 +50,7 @@ __all__ = [
     "history_outs",
     "md5_of",
     "parse_outs",
+    "read_dir_entries",
     "read_dir_manifest",
     "worktree_outs",
 ]
@@ -66,6 +69,7 @@ class DvcOut:
     nfiles: int
     legacy: bool  # DVC 2 hashing and cache layout (no 'hash: md5')
     declared_in: str  # the .dvc file or dvc.lock that lists it
+    isexec: bool = False  # DVC's executable flag (a file's; a folder's files carry their own)
 
     @property
     def is_dir(self) -> bool:
@@ -105,6 +109,7 @@ def parse_outs(text: str | bytes, declared_in: str) -> list[DvcOut]:
                 nfiles=int(out.get("nfiles") or (0 if md5.endswith(".dir") else 1)),
                 legacy=out.get("hash") != "md5",
                 declared_in=declared_in,
+                isexec=out.get("isexec") is True and not md5.endswith(".dir"),
             )
         )
     return outs
@@ -146,6 +151,11 @@ def md5_of(path: Path, legacy: bool = False) -> set[str]:
 
 def read_dir_manifest(path: Path, md5: str) -> list[tuple[str, str]]:
     """``[(relpath, md5)]`` of a ``.dir`` cache object."""
+    return [(rel, digest) for rel, digest, _ in read_dir_entries(path, md5)]
+
+
+def read_dir_entries(path: Path, md5: str) -> list[tuple[str, str, bool]]:
+    """``[(relpath, md5, isexec)]`` of a ``.dir`` cache object."""
     try:
         entries: Any = json.loads(path.read_text())
     except FileNotFoundError:
@@ -159,7 +169,7 @@ def read_dir_manifest(path: Path, md5: str) -> list[tuple[str, str]]:
         rel = posixpath.normpath(str(entry.get("relpath", ""))) if isinstance(entry, dict) else ""
         if not rel or relative_path_problem(rel, 4096) is not None or not entry.get("md5"):
             raise InvalidInput(f"DVC folder manifest {path} has a bad entry {entry!r}", _FETCH_HINT)
-        out.append((rel, str(entry["md5"])))
+        out.append((rel, str(entry["md5"]), entry.get("isexec") is True))
     return out
 
 
@@ -280,7 +290,7 @@ def dvc_tracked(repo: Workspace, exclude: set[str]) -> list[Tracked]:
         oid, detail = found
         kind = "dir" if out.is_dir else "file"
         pointer = Pointer(kind, posixpath.basename(out.path), oid, int(detail.get("size", out.size)),
-                          int(detail.get("files", 1)))  # fmt: skip
+                          int(detail.get("files", 1)), out.isexec)  # fmt: skip
         tracked.append(Tracked(out.declared_in + "#" + out.path, out.path, pointer))
     return tracked
 
@@ -300,7 +310,7 @@ def dvc_history_pointers(repo: Workspace) -> list[Pointer]:
             oid, detail = found
             kind = "dir" if out.is_dir else "file"
             pointers.append(Pointer(kind, posixpath.basename(out.path), oid, int(detail.get("size", 0)),
-                                    int(detail.get("files", 1))))  # fmt: skip
+                                    int(detail.get("files", 1)), out.isexec))  # fmt: skip
     return pointers
 
 
