@@ -363,7 +363,7 @@ class ModelService:
         aliases = {
             ref: int(target)
             for ref, target in refs.items()
-            if target is not None and ":" not in ref and ref != "model" and target.isdigit()
+            if target is not None and ":" not in ref and target.isdigit()  # ref "model": deleted, target None
         }
         stages = {int(ref[6:]): target for ref, target in refs.items() if ref.startswith("stage:") and target}
         rows: dict[int, tuple[VersionRow, int | None]] = {}
