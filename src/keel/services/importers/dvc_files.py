@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from keel.core.checks import relative_path_problem, short
 from keel.core.data_pointer import POINTER_SUFFIX, Pointer
 from keel.core.yaml_safe import load_yaml
-from keel.errors import InvalidInput, NotFound
+from keel.errors import InvalidInput, KeelError, NotFound
 
 if TYPE_CHECKING:
     from keel.services.data_history import Disagreement
@@ -330,10 +330,13 @@ def dvc_disagreements(repo: Workspace, tracked: list[Tracked]) -> list[Disagreem
     by_path = {t.data_path: t for t in tracked if t.pointer_path.endswith(POINTER_SUFFIX)}
     if not by_path:
         return []
-    outs = [o for o in worktree_outs(repo.root) if o.path in by_path]
-    if not outs:
-        return []
-    known = Ledger(_meta(repo.root), "dvc").details("object", [o.md5 for o in outs])
+    try:
+        outs = [o for o in worktree_outs(repo.root) if o.path in by_path]
+        if not outs:
+            return []
+        known = Ledger(_meta(repo.root), "dvc").details("object", [o.md5 for o in outs])
+    except KeelError:
+        return []  # a DVC file keel cannot read: a warning about it must not stop keel's own commands
     found: list[Disagreement] = []
     for out in outs:
         keel = by_path[out.path]
