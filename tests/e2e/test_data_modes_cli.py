@@ -53,6 +53,8 @@ def test_modes_interrupted_checkouts_and_dvc_disagreements_as_printed(repo: Path
     keel("data", "add", "scripts", cwd=repo)
     assert "data up to date" in keel("data", "status", cwd=repo).stdout
     git("commit", "-q", "-am", "v2: run.sh executable", cwd=repo)
+    diff = keel("data", "diff", "v1", "HEAD", cwd=repo).stdout
+    assert "modified: scripts\n    mode      scripts/run.sh  (644 -> 755)" in diff
 
     git("checkout", "-q", "v1", cwd=repo)
     line = keel("data", "checkout", cwd=repo).stdout

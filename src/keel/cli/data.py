@@ -126,13 +126,11 @@ def data_diff(
         return
     for c in changes:
         typer.echo(f"{c.change}: {c.path}")
-        if c.files is not None and c.kind == "dir":
-            for label, items in (
-                ("added", c.files.added),
-                ("removed", c.files.removed),
-                ("modified", c.files.modified),
-                ("mode", c.files.mode_changed),
-            ):
+        if c.files is not None:
+            made = set(c.files.made_executable)
+            modes = [f"{p}  ({'644 -> 755' if p in made else '755 -> 644'})" for p in c.files.mode_changed]
+            rows = (("added", c.files.added), ("removed", c.files.removed), ("modified", c.files.modified))
+            for label, items in (*(rows if c.kind == "dir" else ()), ("mode", modes)):
                 for item in items[:20]:
                     typer.echo(f"    {label:9} {item}")
                 if len(items) > 20:
