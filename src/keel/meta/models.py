@@ -136,19 +136,11 @@ _SQL = {
         "INSERT INTO reflog (kind, name, ref, old_target, new_target, at, who, reason, digest) "
         "VALUES ('model', ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
-    "alias_at": (
-        "SELECT new_target FROM reflog WHERE kind = 'model' AND name = ? AND ref = ? AND at <= ? "
-        "ORDER BY at DESC, id DESC LIMIT 1"
-    ),
     "history": (
         "SELECT ref, old_target, new_target, at, who, reason, id FROM reflog WHERE kind = 'model' AND name = ? "
         "ORDER BY at, id"
     ),
     "moves_until": ("SELECT ref, new_target FROM reflog WHERE kind = 'model' AND name = ? AND at <= ? ORDER BY at, id"),
-    "ref_history": (
-        "SELECT ref, old_target, new_target, at, who, reason, id FROM reflog WHERE kind = 'model' AND name = ? "
-        "AND ref = ? ORDER BY at, id"
-    ),
     "bury": (
         "INSERT INTO model_version_tombstones (model_name, version, row, deleted_at, deleted_by) VALUES (?, ?, ?, ?, ?)"
     ),
@@ -157,10 +149,6 @@ _SQL = {
         "AND deleted_at > ? ORDER BY deleted_at, id"
     ),
     "pinned": _V + "WHERE v.source_digest IS NOT NULL ORDER BY m.name, v.version",
-    "stage_moves": (
-        "SELECT ref, new_target FROM reflog WHERE kind = 'model' AND name = ? AND ref LIKE 'stage:%' AND at <= ? "
-        "ORDER BY at, id"
-    ),
     "run_pk": "SELECT id FROM runs WHERE run_id = ?",
     "artifact": "SELECT 1 FROM artifacts WHERE run_pk = ? AND (path = ? OR (path > ? AND path < ?)) LIMIT 1",
     "any_artifact": "SELECT 1 FROM artifacts WHERE run_pk = ? LIMIT 1",
@@ -343,14 +331,6 @@ class RawModels:
         cur.execute(self.sql["set_stage"], (stage, at, version_id))
         return at
 
-    def stages_at(self, cur: Any, name: str, when: int) -> dict[int, str]:
-        """``{version: stage}`` as of ``when`` (versions never moved are absent: stage None)."""
-        cur.execute(self.sql["stage_moves"], (name, when))
-        out: dict[int, str] = {}
-        for ref, target in cur.fetchall():
-            out[int(ref.partition(":")[2])] = target
-        return out
-
     # -- aliases and the reflog ---------------------------------------------------------
     def aliases(self, cur: Any, name: str) -> dict[str, int]:
         """``{alias: version}``."""
@@ -363,18 +343,9 @@ class RawModels:
         row = cur.fetchone()
         return None if row is None else int(row[0])
 
-    def alias_at(self, cur: Any, name: str, alias: str, when: int) -> int | None:
-        """The version an alias pointed at, at time ``when`` (None: unset or removed then)."""
-        cur.execute(self.sql["alias_at"], (name, alias, when))
-        row = cur.fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-
-    def history(self, cur: Any, name: str, ref: str | None = None) -> list[RefMove]:
-        """Every reflog entry of a model (or of one of its refs), oldest first, each with its id."""
-        if ref is None:
-            cur.execute(self.sql["history"], (name,))
-        else:
-            cur.execute(self.sql["ref_history"], (name, ref))
+    def history(self, cur: Any, name: str) -> list[RefMove]:
+        """Every reflog entry of a model, oldest first, each with its id."""
+        cur.execute(self.sql["history"], (name,))
         return [
             RefMove(KIND, name, r, old, new, int(at), who, why, int(i))
             for r, old, new, at, who, why, i in cur.fetchall()
