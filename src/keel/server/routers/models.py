@@ -39,10 +39,12 @@ class StageRequest(BaseModel):
 
 
 class AliasRequest(BaseModel):
-    """Where an alias should point, and why."""
+    """Where an alias should point, and why: a ``version``, or ``at`` a time (ISO 8601 with a
+    zone, ``1733500000s``): where the alias pointed then."""
 
     model_config = ConfigDict(extra="forbid")
-    version: int
+    version: int | None = None
+    at: str | int | None = Field(default=None, description="instead of version: where the alias pointed at this time")
     reason: str = ""
     expected: int | str | None = Field(
         default=None,
@@ -71,14 +73,14 @@ def get_version(name: str, version: int, caller: Caller, context: Context) -> di
     return operate(context, caller, "models", "get", name, version=version).to_dict()
 
 
-@router.get("/models/{name}/stages/{stage}", summary="The highest version in a stage")
-def get_stage(name: str, stage: str, caller: Caller, context: Context) -> dict[str, Any]:
-    return operate(context, caller, "models", "get", name, stage=stage).to_dict()
+@router.get("/models/{name}/stages/{stage}", summary="The highest version in a stage (as of ?at=)")
+def get_stage(name: str, stage: str, caller: Caller, context: Context, at: str | None = None) -> dict[str, Any]:
+    return operate(context, caller, "models", "get", name, stage=stage, at=at).to_dict()
 
 
-@router.get("/models/{name}/aliases/{alias}", summary="The version an alias points at")
-def get_alias(name: str, alias: str, caller: Caller, context: Context) -> dict[str, Any]:
-    return operate(context, caller, "models", "get", name, alias=alias).to_dict()
+@router.get("/models/{name}/aliases/{alias}", summary="The version an alias points at (as of ?at=)")
+def get_alias(name: str, alias: str, caller: Caller, context: Context, at: str | None = None) -> dict[str, Any]:
+    return operate(context, caller, "models", "get", name, alias=alias, at=at).to_dict()
 
 
 @router.post("/models/{name}/versions", status_code=status.HTTP_201_CREATED, summary="Register the next version")
@@ -109,7 +111,31 @@ def transition_stage(name: str, version: int, body: StageRequest, caller: Caller
 @router.put("/models/{name}/aliases/{alias}", summary="Point an alias at a version (logged)")
 def set_alias(name: str, alias: str, body: AliasRequest, caller: Caller, context: Context) -> dict[str, Any]:
     return operate(
-        context, caller, "models", "set_alias", name, alias, body.version, body.reason, expected=body.expected
+        context,
+        caller,
+        "models",
+        "set_alias",
+        name,
+        alias,
+        body.version,
+        body.reason,
+        expected=body.expected,
+        at=body.at,
+    ).to_dict()
+
+
+@router.post("/models/{name}/aliases/{alias}/rollback", summary="Undo an alias's last move (or last ?steps=N)")
+def rollback(
+    name: str,
+    alias: str,
+    caller: Caller,
+    context: Context,
+    reason: str = "",
+    expected: int | str | None = None,
+    steps: int = 1,
+) -> dict[str, Any]:
+    return operate(
+        context, caller, "models", "rollback", name, alias, reason=reason, expected=expected, steps=steps
     ).to_dict()
 
 
@@ -118,6 +144,11 @@ def delete_alias(
     name: str, alias: str, caller: Caller, context: Context, reason: str = "", expected: str | None = None
 ) -> dict[str, Any]:
     return operate(context, caller, "models", "delete_alias", name, alias, reason, expected=expected).to_dict()
+
+
+@router.delete("/models/{name}/versions/{version}", summary="Delete a version (logged; 'as of' still finds it)")
+def delete_version(name: str, version: int, caller: Caller, context: Context, reason: str = "") -> list[dict[str, Any]]:
+    return [m.to_dict() for m in operate(context, caller, "models", "delete_version", name, version, reason)]
 
 
 @router.get("/models/{name}/history", summary="Every stage change and alias move, oldest first")

@@ -30,10 +30,12 @@ class PromptRequest(BaseModel):
 
 
 class AliasRequest(BaseModel):
-    """Where an alias should point, and why (kept in the reflog)."""
+    """Where an alias should point, and why (kept in the reflog): a ``version``, or ``at`` a
+    time (ISO 8601 with a zone, ``1733500000s``): where the alias pointed then."""
 
     model_config = ConfigDict(extra="forbid")
-    version: str
+    version: str | None = None
+    at: str | int | None = Field(default=None, description="instead of version: where the alias pointed at this time")
     reason: str = ""
     expected: str | None = Field(
         default=None,
@@ -55,14 +57,14 @@ def versions(name: str, caller: Caller, context: Context) -> list[dict[str, Any]
     return [v.to_dict() for v in operate(context, caller, "prompts", "versions", name)]
 
 
-@router.get("/prompts/{name}/versions/{selector}", summary="One version, by number or alias")
-def get_version(name: str, selector: str, caller: Caller, context: Context) -> dict[str, Any]:
-    return operate(context, caller, "prompts", "get", name, selector).to_dict()
+@router.get("/prompts/{name}/versions/{selector}", summary="One version, by number or alias (as of ?at=)")
+def get_version(name: str, selector: str, caller: Caller, context: Context, at: str | None = None) -> dict[str, Any]:
+    return operate(context, caller, "prompts", "get", name, selector, at).to_dict()
 
 
-@router.get("/prompts/{name}", summary="The latest version of a prompt")
-def get_latest(name: str, caller: Caller, context: Context) -> dict[str, Any]:
-    return operate(context, caller, "prompts", "get", name).to_dict()
+@router.get("/prompts/{name}", summary="The latest version of a prompt (as of ?at=)")
+def get_latest(name: str, caller: Caller, context: Context, at: str | None = None) -> dict[str, Any]:
+    return operate(context, caller, "prompts", "get", name, None, at).to_dict()
 
 
 @router.post("/prompts/{name}/versions", status_code=status.HTTP_201_CREATED, summary="Register a version")
@@ -90,7 +92,16 @@ def register(name: str, body: PromptRequest, caller: Caller, context: Context, r
 @router.put("/prompts/{name}/aliases/{alias}", summary="Point an alias at a version (logged)")
 def set_alias(name: str, alias: str, body: AliasRequest, caller: Caller, context: Context) -> dict[str, Any]:
     return operate(
-        context, caller, "prompts", "set_alias", name, alias, body.version, body.reason, expected=body.expected
+        context,
+        caller,
+        "prompts",
+        "set_alias",
+        name,
+        alias,
+        body.version,
+        body.reason,
+        expected=body.expected,
+        at=body.at,
     ).to_dict()
 
 
@@ -101,11 +112,19 @@ def delete_alias(
     return operate(context, caller, "prompts", "delete_alias", name, alias, reason, expected=expected).to_dict()
 
 
-@router.post("/prompts/{name}/aliases/{alias}/rollback", summary="Move an alias back to its previous target")
+@router.post("/prompts/{name}/aliases/{alias}/rollback", summary="Undo an alias's last move (or last ?steps=N)")
 def rollback(
-    name: str, alias: str, caller: Caller, context: Context, reason: str = "", expected: str | None = None
+    name: str,
+    alias: str,
+    caller: Caller,
+    context: Context,
+    reason: str = "",
+    expected: str | None = None,
+    steps: int = 1,
 ) -> dict[str, Any]:
-    return operate(context, caller, "prompts", "rollback", name, alias, reason, expected=expected).to_dict()
+    return operate(
+        context, caller, "prompts", "rollback", name, alias, reason, expected=expected, steps=steps
+    ).to_dict()
 
 
 @router.get("/prompts/{name}/history", summary="Every alias move (or one alias's), oldest first")
