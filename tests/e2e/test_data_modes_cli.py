@@ -83,6 +83,7 @@ def test_modes_interrupted_checkouts_and_dvc_disagreements_as_printed(repo: Path
     assert f"data.csv.dvc says md5 {md5[:12]}" in out.stderr and "modified: data.csv" in out.stdout
     refused = run_keel("data", "checkout", cwd=repo)
     assert refused.returncode != 0 and "not in the cache" in refused.stderr
+    assert "note: data.csv.dvc and data.csv.keel disagree" in refused.stderr  # why it is not in the cache
     forced = keel("data", "checkout", "--force", cwd=repo)
     assert "checkout --force restores keel's version (data.csv.keel)" in forced.stderr
     assert (repo / "data.csv").read_text() == "a,b\n1,2\n"

@@ -146,7 +146,8 @@ def checkout(
         conflicts = [c for p in plans for c in p.conflicts]
         result.warnings += pointer_disagreements(repo, selected, force)
         if conflicts and not force:
-            raise conflict(conflicts, "checkout would overwrite changes that are not in the cache", _FORCE_HINT)
+            hint = _FORCE_HINT + "".join(f"; note: {w}" for w in result.warnings[:1])  # (dvc add ran, say)
+            raise conflict(conflicts, "checkout would overwrite changes that are not in the cache", hint)
         counter = meter(progress, sum(len(p.write) for p in plans))
         created = sorted(interrupted | {e.path for p in plans for e in p.write if e.path not in p.existing})
         roots = sorted(roots_interrupted | {p.tracked.data_path for p in plans if p.has_work})
@@ -307,7 +308,7 @@ def _apply(repo: DataRepo, plan: _Plan, mode: str, umask: int, result: CheckoutR
                 os.unlink(path)
         if plan.remove:
             _prune_empty(repo, rel, plan.remove)
-        if plan.empty:  # (before the writes: a folder where a file goes is removed, one on the way made again)
+        if plan.empty:  # (before the writes: an empty folder where a file goes is out of the way)
             result.folders_removed += _prune_folders(repo.abs(rel), plan.empty, plan.needed)
         loose = [e for e in plan.write if not e.pack]
         packed: dict[str, list[TreeEntry]] = {}

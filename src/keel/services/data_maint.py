@@ -120,7 +120,7 @@ def status(repo: DataRepo, paths: Sequence[str | os.PathLike[str]] | None = None
     found = {d.path: d for source in sources_for(repo.root) for d in source.disagreements(repo, selected)}
     for one in out:
         if one.path in found:
-            one.warnings.append(found[one.path].message(one.state == "ok"))
+            one.warnings.append(found[one.path].message(one.state in ("ok", "modified") and not one.changes))
     return out
 
 
