@@ -22,6 +22,7 @@ def test_valid_aliases_are_kept_as_written(good: str) -> None:
         ("archived", "stage Archived"),
         ("None", "stage None"),
         ("latest", "implicit"),
+        ("Model", "reserved"),
         ("LATEST", "implicit"),
         ("v3", "looks like a version"),
         ("v1.2", "looks like a version"),

@@ -308,7 +308,7 @@ def alias_rollback(
 ) -> None:
     """Undo the alias's last move (git's reset ALIAS@{1}); --steps N undoes the last N.
     A rollback is itself a move: rolling back twice returns where you started."""
-    move = _registry().rollback(name, alias, steps, reason=reason, expected=_expected(expect))
+    move = _registry().rollback(name, alias, reason=reason, expected=_expected(expect), steps=steps)
     typer.echo(f"{name}@{move.ref}: {move.old or '(unset)'} -> {move.new}")
 
 

@@ -137,7 +137,7 @@ def prompts_show(
     from keel.core.times import format_at, parse_at
 
     when = None if at is None else parse_at(at)
-    versions = _api().versions(name, when)
+    versions = _registry().versions(name, when)  # the registry: no loading cache, no template compiling
     used = {v.version: _metrics_of_users(name, v.version) for v in versions}
     if as_json:
         print_json(

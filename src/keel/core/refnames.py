@@ -10,7 +10,8 @@
   in any case: ``latest`` (always the highest version; it cannot be moved)
   everywhere, and in the model registry the stage names ``None``, ``Staging``,
   ``Production`` and ``Archived``, which ``model@Production`` resolves to the
-  stage: an alias of that name would hide the stage or be hidden by it. Prompts
+  stage: an alias of that name would hide the stage or be hidden by it, and
+  ``model``, the name of the whole-model entries in a model's reflog. Prompts
   have no stages, so ``production`` is an ordinary prompt alias.
 - A name that looks like a version (``1.2``, ``v3``) is refused: ``name@1.2``
   means that version.
@@ -50,6 +51,10 @@ def check_alias(alias: object, stages: bool = False) -> str:
     folded = alias.lower()
     if folded == "latest":
         raise InvalidInput("'latest' is implicit (the highest version) and cannot be set", "choose another alias")
+    if stages and folded == "model":
+        raise InvalidInput(
+            "alias 'model' is reserved: the model's reflog uses it for the whole model", "choose another alias"
+        )
     if stages and folded in RESERVED_ALIASES:
         stage = next(s for s in STAGE_NAMES if s.lower() == folded)
         raise InvalidInput(

@@ -280,10 +280,10 @@ def set_alias(
     return get_session().models.set_alias(name, alias, version, reason, who, at=_at(at))
 
 
-def rollback(name: str, alias: str, steps: int = 1, reason: str = "", who: str | None = None) -> RefMove:
+def rollback(name: str, alias: str, reason: str = "", who: str | None = None, *, steps: int = 1) -> RefMove:
     """Undo an alias's last ``steps`` moves (git's ``reset ALIAS@{steps}``): it points where
     it pointed before its ``steps``-th latest move. A rollback is itself a move."""
-    return get_session().models.rollback(name, alias, steps, reason, who)
+    return get_session().models.rollback(name, alias, reason, who, steps=steps)
 
 
 def delete_alias(name: str, alias: str, reason: str = "", who: str | None = None) -> RefMove:

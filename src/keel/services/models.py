@@ -836,10 +836,10 @@ class ModelService:
         self,
         name: str,
         alias: str,
-        steps: int = 1,
         reason: str = "",
         who: str | None = None,
         expected: int | str | None = None,
+        steps: int = 1,
     ) -> RefMove:
         """Undo an alias's last ``steps`` moves, as git's ``reset ALIAS@{steps}``: point it at
         the target it had before its ``steps``-th latest move. A rollback is a move too, so
@@ -847,6 +847,8 @@ class ModelService:
         :meth:`set_alias` with ``at=``) reaches further back. Conflict when the alias has
         fewer moves, when it was unset before that move, or when that version was deleted."""
         check_alias(alias, stages=True)
+        if not isinstance(reason, str):
+            raise InvalidInput(f"reason must be text, not {reason!r}", "give the number of moves by name: steps=N")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise InvalidInput(f"steps must be a whole number of moves, 1 or more, not {steps!r}", "steps=1")
         believed = _expected_version(expected)

@@ -34,6 +34,7 @@ from typing import Any
 
 from keel.core.auth import Principal
 from keel.core.flags import inherit_bucketing, parse_flag
+from keel.core.refnames import check_alias, match_alias
 from keel.core.semver import SemVer
 from keel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from keel.meta.abtests import ABStore
@@ -69,7 +70,9 @@ def _check_text(what: str, value: Any, example: str) -> str:
     return value.strip()
 
 
-def _check_ref(kind: str, ref: Any) -> str:
+def _check_ref(kind: str, ref: Any, new: bool = True) -> str:
+    """A protected ref's name, normalised; ``new``: it is being protected or moved, so an alias
+    must follow the one alias rule (removing an old rule accepts any name it was made with)."""
     ref = _check_text("ref", ref, "production")
     if kind == "abtest" and ref != "start":
         raise InvalidInput(f"an experiment's protected ref is 'start', not {ref!r}", "protect: abtest NAME start")
@@ -77,6 +80,8 @@ def _check_ref(kind: str, ref: Any) -> str:
         from keel.services.models import normalize_stage
 
         ref = f"stage:{normalize_stage(ref[6:])}"
+    elif new and kind in ("prompt", "model"):  # an alias: the one rule (keel.core.refnames)
+        check_alias(ref, stages=kind == "model")
     return ref
 
 
@@ -139,7 +144,7 @@ class ReviewService:
     def unprotect(self, kind: str, name: str, ref: str, reason: str = "", who: str | None = None) -> RefMove:
         """Remove a rule (logged); NotFound if there is none. Open requests stay open."""
         kind = _check_kind(kind)
-        ref = _check_ref(kind, ref)
+        ref = _check_ref(kind, ref, new=False)
         with self.db.write() as conn:
             move = ReviewStore.unprotect(conn, kind, name, ref, audit_who(who), reason)
         if move is None:
@@ -233,6 +238,8 @@ class ReviewService:
             evidence["comparison"] = dict(comparison)
         author = audit_who(who)
         with self.db.write() as conn:
+            if kind in ("prompt", "model") and not ref.startswith("stage:"):  # aliases ignore case
+                ref = match_alias(Refs.all_for(conn, kind, name), ref) or ref
             rule = ReviewStore.matching_rule(conn, kind, name, ref)
             if rule is None:
                 raise InvalidInput(

@@ -38,7 +38,7 @@ from typing import Any
 from keel.core.batch import WriteBatch
 from keel.core.entities import now_ms
 from keel.core.hashing import canonical_json
-from keel.core.refnames import check_alias
+from keel.core.refnames import check_alias, match_alias
 from keel.errors import InvalidInput, KeelError, NotFound, StoreError
 from keel.meta.sqlite_files import NotADatabase, table_names
 from keel.services.importers.ledger import ImportSummary, Ledger, Progress
@@ -466,9 +466,9 @@ class MlflowImporter:
             target = number_map.get(int(mlflow_version))
             if target is None:
                 continue
-            if not _valid_alias(alias):
+            if not _valid_alias(alias, stages=True):  # 'production' is a stage name in the model registry
                 self.summary.count("alias (name keel refuses)", False)
-            elif current.get(alias) != target:
+            elif current.get(match_alias(current, alias) or alias) != target:
                 self.models.set_alias(name, alias, target, reason=_REASON, who=WHO)
                 self.summary.count("alias", True)
             else:
@@ -503,7 +503,7 @@ class MlflowImporter:
                     continue
                 if not _valid_alias(alias):
                     self.summary.count("alias (name keel refuses)", False)
-                elif current.get(alias) != target:
+                elif current.get(match_alias(current, alias) or alias) != target:
                     self.prompts.set_alias(name, alias, target, reason=_REASON, who=WHO)
                     self.summary.count("alias", True)
                 else:
@@ -533,10 +533,11 @@ class MlflowImporter:
             return self.prompts.register(name, bump="major", **args)  # type: ignore[arg-type]
 
 
-def _valid_alias(alias: str) -> bool:
-    """True if keel accepts ``alias`` (MLflow allows names keel does not, e.g. ``latest`` or ``1.0``)."""
+def _valid_alias(alias: str, stages: bool = False) -> bool:
+    """True if keel accepts ``alias`` (MLflow allows names keel does not, e.g. ``latest`` or ``1.0``,
+    and, for models, stage names such as ``production``)."""
     try:
-        check_alias(alias)
+        check_alias(alias, stages=stages)
     except InvalidInput:
         return False
     return True
