@@ -326,8 +326,46 @@ def test_a_source_digest_is_checked_at_the_boundary(ws):
     for source, digest, message in [
         ("model.bin", "md5:abc", "invalid source digest"),
         ("model.bin", "sha256:" + "A" * 64, "invalid source digest"),
-        ("hf://org/x", "sha256:" + "a" * 64, "pins a local file or folder"),
+        ("hf://org/x", "sha256:" + "a" * 64, "does not pin"),
+        ("model.bin", "etag:" + "a" * 64, "does not pin"),
+        ("s3://bucket/model.bin", "sha256:" + "a" * 64, "does not pin"),
     ]:
         with pytest.raises(keel.InvalidInput, match=message):
             get_session().models.register("m", source, source_digest=digest)
     assert keel.models.list_models() == []
+
+
+@SQLITE_ONLY
+@pytest.mark.s3
+def test_s3_sources_are_pinned_by_their_etags_and_verify_reports_drift(ws, s3_server, monkeypatch):
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+    bucket = s3_server.create_bucket()
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key="ranker/v1.bin", Body=b"weights one")
+    for key in ("config.json", "sub/weights.bin", "tokenizer.json"):
+        s3.put_object(Bucket=bucket, Key=f"llm/{key}", Body=key.encode())
+    one = keel.models.register("s3model", f"s3://{bucket}/ranker/v1.bin")
+    tree = keel.models.register("s3model", f"s3://{bucket}/llm")
+    same = keel.models.register("s3model", f"s3://{bucket}/llm/")  # the same objects, the same digest
+    absent = keel.models.register("s3model", f"s3://{bucket}/nothing-here")
+    assert one.source_digest.startswith("etag:") and tree.source_digest.startswith("etag:")
+    assert same.source_digest == tree.source_digest != one.source_digest
+    assert absent.source_digest is None  # nothing there to pin
+
+    report = keel.Client().verify()
+    assert report.drift == [] and report.sources_checked == 3 and report.sources_unchecked == 0
+
+    s3.put_object(Bucket=bucket, Key="ranker/v1.bin", Body=b"other weights, same name")
+    s3.delete_object(Bucket=bucket, Key="llm/tokenizer.json")
+    found = {d.version: d for d in keel.Client().verify().drift}
+    assert set(found) == {one.version, tree.version, same.version}
+    assert all(d.now and d.now.startswith("etag:") for d in found.values())
+    for key in ("config.json", "sub/weights.bin"):
+        s3.delete_object(Bucket=bucket, Key=f"llm/{key}")
+    assert keel.Client().verify().to_dict()["sources"]["drift"][1]["now"] is None  # gone
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # unreachable: unchecked, not drift
+    report = keel.Client().verify()
+    assert report.drift == [] and report.sources_unchecked == 3 and report.ok

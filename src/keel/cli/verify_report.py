@@ -45,6 +45,11 @@ def verify_lines(report: Any) -> list[str]:
             f"model sources checked: {report.sources_checked}: {len(report.drift)} drifted"
             + (" (the versions now name other bytes than they were registered with)" if report.drift else "")
         )
+    if getattr(report, "sources_unchecked", 0):
+        lines.append(
+            f"model sources not checked: {report.sources_unchecked} on S3 this machine cannot read "
+            "(set AWS credentials / AWS_ENDPOINT_URL and run keel verify again)"
+        )
     if not report.backend:
         return lines
     if report.integrity_check:

@@ -501,10 +501,10 @@ class ModelService:
             source, copied_run, copied_digest = self._copy_source(source)
             run_id = run_id or copied_run
             pinned = pinned or copied_digest
-        if pinned is not None and local_source(source) is None:
+        if pinned is not None and (local_source(source) is None) == pinned.startswith("sha256:"):
             raise InvalidInput(
-                f"a source digest pins a local file or folder, not {str(source)[:200]!r}",
-                "leave source_digest out for runs:/ and object-store sources",
+                f"a {pinned.split(':')[0]} source digest does not pin {str(source)[:200]!r}",
+                "sha256: pins a local file or folder, etag: an s3:// source; leave it out for runs:/ sources",
             )
         source_run, artifact_path = parse_source(source)
         if external_run:

@@ -52,6 +52,7 @@ class VerifyReport:
     drift: list[SourceDrift] = field(default_factory=list)
     #: model versions whose pinned source was re-hashed
     sources_checked: int = 0
+    sources_unchecked: int = 0  # pinned S3 sources this machine could not read
 
     @property
     def ok(self) -> bool:
@@ -79,7 +80,11 @@ class VerifyReport:
                 "damaged_total": self.damaged_total,
                 "not_covered": self.not_covered,
             },
-            "sources": {"checked": self.sources_checked, "drift": [d.to_dict() for d in self.drift]},
+            "sources": {
+                "checked": self.sources_checked,
+                "unchecked": self.sources_unchecked,
+                "drift": [d.to_dict() for d in self.drift],
+            },
             "ok": self.ok,
         }
 
@@ -137,6 +142,8 @@ def verify_store(
             report.damaged.append(Damage("database", "model_versions", "model versions", problem))
             report.damaged_total += 1
             pinned = []
-        report.sources_checked = len(pinned)
-        report.drift = check_sources(pinned, store.root)
+        unchecked: list[Any] = []
+        report.drift = check_sources(pinned, store.root, unchecked)
+        report.sources_unchecked = len(unchecked)
+        report.sources_checked = len(pinned) - len(unchecked)
     return report
