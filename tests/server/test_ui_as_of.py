@@ -94,3 +94,40 @@ def test_a_time_without_a_zone_or_unit_is_refused_with_how_to_write_it(
         page = c.get(path, params={"at": bad})
         assert page.status_code == 400
         assert "2026-12-07T10:00:00Z" in page.text or "Z for UTC" in page.text or "unit" in page.text
+
+
+def test_the_kb_and_flag_pages_as_of_t(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from keel.services.flags import FlagService
+    from keel.services.kb import KBService
+
+    folder = tmp_path_factory.mktemp("as-of-kb-flags")
+    app = create_app(f"sqlite:///{folder / 'keel.db'}", str(folder / "objects"))
+    store = app.state.keel.store
+    auth = AuthStore(store.db)
+    auth.create_user("rita")
+    auth.set_password("rita", PASSWORD, "test")
+    auth.grant("rita", "@registries", "reader", "test")
+    kb, flags = KBService(store), FlagService(store)
+    kb.create("faq", embedding_model="hashing-384")
+    kb.add_documents("faq", [{"text": "Refunds take 5 days.", "source": "refunds.md"}])
+    kb.commit("faq", "first")
+    flags.set("checkout", {"enabled": True, "default": True}, env="production", reason="launch")
+    then = _wait_past(now_ms())
+    _wait_past(then)
+    kb.add_documents("faq", [{"text": "Refunds take 10 days.", "source": "refunds.md"}])
+    kb.commit("faq", "second")
+    flags.kill("checkout", env="production", reason="incident")
+    with TestClient(app) as c:
+        c.get("/ui/login")
+        data = {"user": "rita", "password": PASSWORD, "login_token": c.cookies["keel_login"]}
+        assert c.post("/ui/login", data=data, follow_redirects=False).status_code == 303
+        at = format_at(then)
+        now_page, past_page = c.get("/ui/kb/faq").text, c.get("/ui/kb/faq", params={"at": at}).text
+        assert ">v2<" in now_page and ">v2<" not in past_page and ">v1<" in past_page
+        assert at in past_page
+        assert "incident" in c.get("/ui/flags/checkout").text
+        flag_then = c.get("/ui/flags/checkout", params={"at": at})
+        assert flag_then.status_code == 200 and "incident" not in flag_then.text and at in flag_then.text
+        assert c.get("/ui/flags", params={"at": at}).status_code == 200
+        assert c.get("/ui/kb/faq", params={"at": "2000-01-01T00:00:00Z"}).status_code == 404  # before any
+        assert c.get("/ui/flags", params={"at": "2026-12-07 10:00"}).status_code == 400

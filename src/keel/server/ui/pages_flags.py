@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from keel.errors import NotFound
 from keel.server.auth import Context
 from keel.server.context import ServerContext
-from keel.server.ui.registry_views import yaml_text
+from keel.server.ui.registry_views import as_of, yaml_text
 from keel.server.ui.render import add_nav, render
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Viewer
@@ -27,15 +27,16 @@ add_nav("Flags", "/flags", order=60)
 DEFAULT_ENV = "production"
 
 
-def snapshot(context: ServerContext, env: str, local: bool) -> FlagSet:
+def snapshot(context: ServerContext, env: str, local: bool, at: int | None = None) -> FlagSet:
     """The effective flags of ``env``: under ``keel ui`` (``local``) with the workspace's
     ``flags.yaml`` (beside the store, or in the folder ``keel ui`` runs in); on a server
-    the store's alone (its working folder is nobody's workspace)."""
+    the store's alone (its working folder is nobody's workspace). ``at``: the stored flags
+    as they were then (the file as it is now: its past is in git)."""
     root = context.store.root
     file = Path(root) / FILE_NAME if root is not None else None
     if file is not None and file.is_file():
-        return context.flags.snapshot(env, path=file)  # type: ignore[no-any-return]
-    return context.flags.snapshot(env, use_file=local)  # type: ignore[no-any-return]
+        return context.flags.snapshot(env, path=file, at=at)  # type: ignore[no-any-return]
+    return context.flags.snapshot(env, use_file=local, at=at)  # type: ignore[no-any-return]
 
 
 def _environments(context: ServerContext, env: str) -> list[str]:
@@ -43,10 +44,13 @@ def _environments(context: ServerContext, env: str) -> list[str]:
 
 
 @router.get("/flags")
-def flags_page(request: Request, viewer: Viewer, context: Context, env: str = DEFAULT_ENV) -> HTMLResponse:
-    """The flags of one environment."""
+def flags_page(
+    request: Request, viewer: Viewer, context: Context, env: str = DEFAULT_ENV, at: str | None = None
+) -> HTMLResponse:
+    """The flags of one environment (with ``?at=T``: the stored flags in force then)."""
     viewer.require(REGISTRIES, "reader")
-    flags = snapshot(context, env, viewer.local)
+    moment = as_of(at)
+    flags = snapshot(context, env, viewer.local, moment.ms)
     return render(
         request,
         "flags.html",
@@ -55,15 +59,21 @@ def flags_page(request: Request, viewer: Viewer, context: Context, env: str = DE
         flags=[flags.flags[k] for k in sorted(flags.flags)],
         env=env,
         environments=_environments(context, env),
+        at_text=moment.text,
     )
 
 
 @router.get("/flags/{key}")
-def flag_page(request: Request, key: str, viewer: Viewer, context: Context, env: str = DEFAULT_ENV) -> HTMLResponse:
-    """One flag: its definition now and every stored change."""
+def flag_page(
+    request: Request, key: str, viewer: Viewer, context: Context, env: str = DEFAULT_ENV, at: str | None = None
+) -> HTMLResponse:
+    """One flag: its definition now (or ``?at=T``: then) and every stored change (up to T)."""
     viewer.require(REGISTRIES, "reader")
-    flags = snapshot(context, env, viewer.local)
+    moment = as_of(at)
+    flags = snapshot(context, env, viewer.local, moment.ms)
     history = context.flags.history(key, env)
+    if moment.ms is not None:
+        history = [entry for entry in history if entry.move.at <= moment.ms]
     flag = flags.flags.get(key)
     if flag is None and not history:
         raise NotFound(f"no flag {key!r} in {env!r}", "pick one from the flags list")
@@ -79,4 +89,5 @@ def flag_page(request: Request, key: str, viewer: Viewer, context: Context, env:
         rules=[yaml_text(rule.to_data()) for rule in flag.rules] if flag is not None else [],
         history=[(entry.move, yaml_text(entry.definition)) for entry in reversed(history)],
         environments=_environments(context, env),
+        at_text=moment.text,
     )

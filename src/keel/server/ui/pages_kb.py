@@ -8,6 +8,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from keel.server.auth import Context
+from keel.server.ui.registry_views import as_of
 from keel.server.ui.render import add_nav, link_entities, quote_path, render, url
 from keel.server.ui.routing import UIRouter
 from keel.server.ui.sessions import Viewer
@@ -30,18 +31,29 @@ def kbs_page(request: Request, viewer: Viewer, context: Context) -> HTMLResponse
 
 
 @router.get("/kb/{name}")
-def kb_page(request: Request, name: str, viewer: Viewer, context: Context, version: str = "") -> HTMLResponse:
-    """A knowledge base: configuration, staged changes, versions, and a form to diff two."""
+def kb_page(
+    request: Request, name: str, viewer: Viewer, context: Context, version: str = "", at: str | None = None
+) -> HTMLResponse:
+    """A knowledge base: configuration, staged changes, versions, and a form to diff two;
+    with ``?at=T``, the versions committed by then, the one searched then selected."""
     viewer.require(REGISTRIES, "reader")
+    moment = as_of(at)
     info = context.kb.get(name)
     versions = context.kb.log(name)
+    selected = version.lower().lstrip("v")
+    if moment.ms is not None:
+        then = context.kb.version(name, None, moment.ms)  # NotFound (404) before the first commit
+        versions = [v for v in versions if v.number <= then.number]
+        selected = selected or str(then.number)
     return render(
         request,
         "kb.html",
         title=name,
         kb=info,
         versions=versions,
-        selected=version.lower().lstrip("v"),
+        selected=selected,
+        at_text=moment.text,
+        now_url=url(f"/kb/{quote_path(name)}"),
     )
 
 
